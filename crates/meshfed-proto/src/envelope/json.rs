@@ -1,0 +1,321 @@
+//! The spec's JSON layout of an envelope — `{"federation": {...}, "message": ...}` — as the API,
+//! the CLI and audit exports present it.
+//!
+//! Beyond the spec's example, `metadata.topic` names the federation topic (the example has no
+//! place for it, and every message needs one). Binary fields (`signature`, `certificate`, `iv`)
+//! are standard base64. `message` is shown by content type: a JSON value for JSON types, a string
+//! for `text/*`, base64 for anything else, and `null` when the payload is sealed and unopened.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
+};
+use crate::crypto::{Iv, SIGNATURE_LEN, Signature};
+use crate::id::{FederationId, KeyId, MeshId, NodeName};
+use crate::topic::Topic;
+
+/// A spec-layout envelope that could not be read: says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Not JSON, or a field of the wrong type or out of its rule (serde names line and column).
+    #[error("envelope JSON: {0}")]
+    Syntax(#[from] serde_json::Error),
+    /// A field parsed as JSON but its content is invalid.
+    #[error("envelope JSON field federation.{field}: {reason}")]
+    Field {
+        /// Path below `federation`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn field(field: &'static str, reason: impl std::fmt::Display) -> JsonError {
+    JsonError::Field {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// `{"federation": ..., "message": ...}`
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeJson {
+    federation: FederationJson,
+    message: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederationJson {
+    version: Version,
+    id: EnvelopeId,
+    timestamp: Timestamp,
+    source_mesh: SourceJson,
+    destination_mesh: DestinationJson,
+    routing: RoutingJson,
+    security: SecurityJson,
+    policy: PolicyJson,
+    metadata: MetadataJson,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceJson {
+    id: MeshId,
+    gateway_id: NodeName,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationJson {
+    id: MeshId,
+    gateway_id: Option<NodeName>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingJson {
+    path: Vec<MeshId>,
+    ttl: u8,
+    hops: u8,
+    flags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityJson {
+    federation_id: FederationId,
+    signature: String,
+    certificate: String,
+    encryption: Option<EncryptionJson>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionJson {
+    algorithm: String,
+    key_id: KeyId,
+    iv: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyJson {
+    priority: Priority,
+    qos: Qos,
+    max_latency: Option<MaxLatency>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataJson {
+    content_type: ContentType,
+    content_encoding: Option<String>,
+    schema_id: Option<String>,
+    topic: Topic,
+}
+
+impl Envelope {
+    /// The spec-layout JSON value of this envelope.
+    pub fn to_json(&self) -> serde_json::Value {
+        let h = &self.header;
+        let doc = EnvelopeJson {
+            federation: FederationJson {
+                version: h.version,
+                id: h.id,
+                timestamp: h.timestamp,
+                source_mesh: SourceJson {
+                    id: h.source.mesh.clone(),
+                    gateway_id: h.source.gateway.clone(),
+                },
+                destination_mesh: DestinationJson {
+                    id: h.destination.mesh.clone(),
+                    gateway_id: h.destination.gateway.clone(),
+                },
+                routing: RoutingJson {
+                    path: self.hop.path.clone(),
+                    ttl: self.hop.ttl,
+                    hops: self.hop.hops,
+                    flags: h.flags.names().into_iter().map(str::to_owned).collect(),
+                },
+                security: SecurityJson {
+                    federation_id: h.federation_id.clone(),
+                    signature: B64.encode(self.signature.0),
+                    certificate: B64.encode(&h.certificate),
+                    encryption: h.encryption.as_ref().map(|e| EncryptionJson {
+                        algorithm: e.cipher.name().to_owned(),
+                        key_id: e.key_id.clone(),
+                        iv: B64.encode(e.iv),
+                    }),
+                },
+                policy: PolicyJson {
+                    priority: h.policy.priority,
+                    qos: h.policy.qos,
+                    max_latency: h.policy.max_latency,
+                },
+                metadata: MetadataJson {
+                    content_type: h.metadata.content_type.clone(),
+                    content_encoding: h
+                        .metadata
+                        .content_encoding
+                        .as_ref()
+                        .map(|l| l.as_str().to_owned()),
+                    schema_id: h.metadata.schema_id.as_ref().map(|l| l.as_str().to_owned()),
+                    topic: h.metadata.topic.clone(),
+                },
+            },
+            message: present_message(&h.metadata.content_type, self.message.as_deref()),
+        };
+        // Invariant: these structs hold only strings, numbers, options and arrays.
+        serde_json::to_value(doc).unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
+    }
+
+    /// Reads a spec-layout JSON envelope.
+    pub fn from_json(text: &str) -> Result<Self, JsonError> {
+        let doc: EnvelopeJson = serde_json::from_str(text)?;
+        let f = doc.federation;
+        let flags = f
+            .routing
+            .flags
+            .iter()
+            .try_fold(Flags::empty(), |acc, name| {
+                Flags::from_name(name)
+                    .map(|fl| acc.with(fl))
+                    .map_err(|e| field("routing.flags", e))
+            })?;
+        let signature = decode_b64("security.signature", &f.security.signature)?;
+        let signature: [u8; SIGNATURE_LEN] = signature.as_slice().try_into().map_err(|_| {
+            field(
+                "security.signature",
+                format!("is {} bytes, not {SIGNATURE_LEN}", signature.len()),
+            )
+        })?;
+        let encryption = f.security.encryption.map(parse_encryption).transpose()?;
+        let label = |name, v: Option<String>| {
+            v.map(|s| Label::parse(name, &s).map_err(|e| field(name, e)))
+                .transpose()
+        };
+        if f.routing.path.is_empty() {
+            return Err(field("routing.path", "must name at least the source mesh"));
+        }
+        let content_type = f.metadata.content_type;
+        let message = read_message(&content_type, doc.message)?;
+        Ok(Self {
+            header: Header {
+                version: f.version,
+                id: f.id,
+                timestamp: f.timestamp,
+                source: Source {
+                    mesh: f.source_mesh.id,
+                    gateway: f.source_mesh.gateway_id,
+                },
+                destination: Destination {
+                    mesh: f.destination_mesh.id,
+                    gateway: f.destination_mesh.gateway_id,
+                },
+                flags,
+                federation_id: f.security.federation_id,
+                certificate: decode_b64("security.certificate", &f.security.certificate)?,
+                encryption,
+                policy: DeliveryPolicy {
+                    priority: f.policy.priority,
+                    qos: f.policy.qos,
+                    max_latency: f.policy.max_latency,
+                },
+                metadata: Metadata {
+                    topic: f.metadata.topic,
+                    content_type,
+                    content_encoding: label(
+                        "metadata.content_encoding",
+                        f.metadata.content_encoding,
+                    )?,
+                    schema_id: label("metadata.schema_id", f.metadata.schema_id)?,
+                },
+            },
+            hop: Hop {
+                path: f.routing.path,
+                ttl: f.routing.ttl,
+                hops: f.routing.hops,
+            },
+            signature: Signature(signature),
+            message,
+        })
+    }
+}
+
+fn parse_encryption(e: EncryptionJson) -> Result<Encryption, JsonError> {
+    if e.algorithm != Cipher::Aes256Gcm.name() {
+        return Err(field(
+            "security.encryption.algorithm",
+            format!("{:?} is not \"AES-256-GCM\"", e.algorithm),
+        ));
+    }
+    let iv = decode_b64("security.encryption.iv", &e.iv)?;
+    let iv: Iv = iv.as_slice().try_into().map_err(|_| {
+        field(
+            "security.encryption.iv",
+            format!("is {} bytes, not 12", iv.len()),
+        )
+    })?;
+    Ok(Encryption {
+        cipher: Cipher::Aes256Gcm,
+        key_id: e.key_id,
+        iv,
+    })
+}
+
+fn decode_b64(name: &'static str, s: &str) -> Result<Vec<u8>, JsonError> {
+    B64.decode(s)
+        .map_err(|e| field(name, format!("is not base64: {e}")))
+}
+
+/// How a clear payload is shown under `message`.
+fn present_message(ct: &ContentType, payload: Option<&[u8]>) -> serde_json::Value {
+    let Some(bytes) = payload else {
+        return serde_json::Value::Null;
+    };
+    if ct.is_json()
+        && let Ok(v) = serde_json::from_slice(bytes)
+    {
+        return v;
+    }
+    if (ct.is_text() || ct.is_json())
+        && let Ok(s) = std::str::from_utf8(bytes)
+    {
+        return serde_json::Value::String(s.to_owned());
+    }
+    serde_json::Value::String(B64.encode(bytes))
+}
+
+/// The inverse of [`present_message`].
+fn read_message(ct: &ContentType, v: serde_json::Value) -> Result<Option<Vec<u8>>, JsonError> {
+    match v {
+        serde_json::Value::Null => Ok(None),
+        v if ct.is_json() => Ok(Some(v.to_string().into_bytes())),
+        serde_json::Value::String(s) if ct.is_text() => Ok(Some(s.into_bytes())),
+        serde_json::Value::String(s) => B64
+            .decode(s)
+            .map(Some)
+            .map_err(|e| field("message", format!("{ct} payloads are base64 strings: {e}"))),
+        other => Err(field(
+            "message",
+            format!("a {ct} payload must be a string, not {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,205 @@
+//! The federation envelope: what wraps every message that crosses meshes.
+//!
+//! There are three views of one envelope:
+//! - the **model** ([`Header`], [`Hop`], [`Envelope`]): typed values, nothing unchecked;
+//! - the **spec JSON** ([`json`]): the layout of the specification's "Federation Envelope", as the
+//!   API, the CLI and audit exports show it;
+//! - the **wire form** ([`wire::WireEnvelope`]): a CBOR frame carrying the hop fields, the signed
+//!   header bytes, the SHA-384 digest of the payload, the signature and the payload.
+//!
+//! The signature covers `"meshfed-envelope-v1\0" ‖ header bytes ‖ SHA-384(payload)` exactly as
+//! sent; nothing is re-serialised to verify. The payload is sealed with AES-256-GCM under the
+//! header bytes as AAD *before* it is signed (encrypt, then sign), so a relay can verify the
+//! origin without being able to read the content. Hop fields (`path`, `ttl`, `hops`) change at
+//! each hop and are protected by the link's TLS, not by the signature.
+
+pub mod json;
+mod types;
+pub mod wire;
+
+pub use types::{
+    ContentType, EnvelopeId, Flags, InvalidValue, Label, MaxLatency, Priority, Qos, Timestamp,
+    Version,
+};
+pub use wire::{EnvelopeError, WireEnvelope};
+
+use crate::crypto::{Iv, Signature};
+use crate::id::{FederationId, KeyId, MeshId, NodeName};
+use crate::topic::Topic;
+
+/// The sending side: a mesh and the gateway that signed the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The mesh the message comes from.
+    pub mesh: MeshId,
+    /// The gateway that wrapped and signed it.
+    pub gateway: NodeName,
+}
+
+/// The receiving side: a mesh and, when the sender knows it, the gateway to deliver to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The mesh the message goes to.
+    pub mesh: MeshId,
+    /// The gateway to deliver to; `None` lets the destination mesh choose.
+    pub gateway: Option<NodeName>,
+}
+
+/// The only content cipher: AES-256-GCM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    /// AES-256-GCM with a 96-bit nonce and a 128-bit tag.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// The spec's name, `AES-256-GCM`.
+    pub fn name(self) -> &'static str {
+        "AES-256-GCM"
+    }
+}
+
+/// How the payload is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    /// The cipher.
+    pub cipher: Cipher,
+    /// Names the content key (`ck1_…`).
+    pub key_id: KeyId,
+    /// The nonce, unique under that key.
+    pub iv: Iv,
+}
+
+/// The delivery policy fields of an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryPolicy {
+    /// 0–7, 7 highest.
+    pub priority: Priority,
+    /// Delivery guarantee.
+    pub qos: Qos,
+    /// Deadline after `timestamp`; past it the message is dead-lettered.
+    pub max_latency: Option<MaxLatency>,
+}
+
+/// What the payload is and where it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The federation topic the message is published under.
+    pub topic: Topic,
+    /// The payload's media type.
+    pub content_type: ContentType,
+    /// The payload's encoding (`utf-8`, `gzip`, ...), if any.
+    pub content_encoding: Option<Label>,
+    /// The payload's schema, if any.
+    pub schema_id: Option<Label>,
+}
+
+/// Every signed field of an envelope: the part that is encoded once into the header bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Envelope format version.
+    pub version: Version,
+    /// The envelope's id.
+    pub id: EnvelopeId,
+    /// When the source gateway wrapped the message.
+    pub timestamp: Timestamp,
+    /// Who sent it.
+    pub source: Source,
+    /// Who it is for.
+    pub destination: Destination,
+    /// `reliable`, `ordered`.
+    pub flags: Flags,
+    /// The agreement it travels under.
+    pub federation_id: FederationId,
+    /// The signer's X.509 certificate (DER), issued by the source mesh's CA.
+    pub certificate: Vec<u8>,
+    /// How the payload is sealed; `None` when the agreement allows plaintext.
+    pub encryption: Option<Encryption>,
+    /// Priority, QoS, deadline.
+    pub policy: DeliveryPolicy,
+    /// Topic and content description.
+    pub metadata: Metadata,
+}
+
+/// The per-hop routing fields: changed by every relay, protected by each link's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The meshes the envelope has passed through, the source first.
+    pub path: Vec<MeshId>,
+    /// Hops left; an envelope that would need a hop at 0 is dropped.
+    pub ttl: u8,
+    /// Hops taken so far.
+    pub hops: u8,
+}
+
+/// Why a hop refused to take an envelope further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HopError {
+    /// The envelope already passed through this mesh.
+    #[error("routing loop: mesh {0} is already in the path")]
+    Loop(MeshId),
+    /// The envelope has no hops left.
+    #[error("ttl exhausted after {hops} hops")]
+    TtlExhausted {
+        /// Hops taken.
+        hops: u8,
+    },
+}
+
+impl Hop {
+    /// Default number of hops an envelope may take.
+    pub const DEFAULT_TTL: u8 = 10;
+
+    /// The hop fields of a new envelope leaving `source`.
+    pub fn origin(source: MeshId, ttl: u8) -> Self {
+        Self {
+            path: vec![source],
+            ttl,
+            hops: 0,
+        }
+    }
+
+    /// Records that `mesh` took the envelope one hop further: refuses loops and exhausted ttl.
+    pub fn advance(&mut self, mesh: &MeshId) -> Result<(), HopError> {
+        if self.path.contains(mesh) {
+            return Err(HopError::Loop(mesh.clone()));
+        }
+        if self.ttl == 0 {
+            return Err(HopError::TtlExhausted { hops: self.hops });
+        }
+        self.path.push(mesh.clone());
+        self.ttl -= 1;
+        self.hops = self.hops.saturating_add(1);
+        Ok(())
+    }
+}
+
+/// The logical envelope: every field of the spec, with the payload when it is readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The signed fields.
+    pub header: Header,
+    /// The routing fields.
+    pub hop: Hop,
+    /// The origin's signature over the header bytes and the payload digest.
+    pub signature: Signature,
+    /// The payload in clear; `None` when it is sealed and was not opened.
+    pub message: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_advance_appends_and_refuses_loops_and_zero_ttl() {
+        let a: MeshId = "a".parse().unwrap();
+        let b: MeshId = "b".parse().unwrap();
+        let mut hop = Hop::origin(a.clone(), 1);
+        hop.advance(&b).unwrap();
+        assert_eq!((hop.path.len(), hop.ttl, hop.hops), (2, 0, 1));
+        assert_eq!(hop.advance(&a), Err(HopError::Loop(a)));
+        let c: MeshId = "c".parse().unwrap();
+        assert_eq!(hop.advance(&c), Err(HopError::TtlExhausted { hops: 1 }));
+    }
+}

@@ -1,0 +1,476 @@
+//! Envelope round trips, tamper detection and decoder robustness.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::crypto::{ContentSecret, KeyEpoch};
+
+struct Fixture {
+    signer: SigningKey,
+    verifier: VerifyingKey,
+    secret: ContentSecret,
+    sealer: Sealer,
+}
+
+fn fixture() -> Fixture {
+    let signer = SigningKey::generate().unwrap();
+    let verifier = VerifyingKey::from_sec1(signer.public_key()).unwrap();
+    let secret = ContentSecret::derive(b"ecdh shared secret", b"fed_test");
+    let sealer = secret
+        .sealer(&"plant-a".parse().unwrap(), KeyEpoch([9; 16]))
+        .unwrap();
+    Fixture {
+        signer,
+        verifier,
+        secret,
+        sealer,
+    }
+}
+
+fn header(topic: &str) -> Header {
+    Header {
+        version: Version::CURRENT,
+        id: EnvelopeId::new(Timestamp(1_621_234_567_890), [1; 10]),
+        timestamp: Timestamp(1_621_234_567_890),
+        source: Source {
+            mesh: "plant-a".parse().unwrap(),
+            gateway: "gw1".parse().unwrap(),
+        },
+        destination: Destination {
+            mesh: "supplier-b".parse().unwrap(),
+            gateway: Some("gw2".parse().unwrap()),
+        },
+        flags: Flags::RELIABLE.with(Flags::ORDERED),
+        federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
+        certificate: vec![0x30, 0x82, 1, 2, 3, 4],
+        encryption: None,
+        policy: DeliveryPolicy {
+            priority: Priority::try_from(2).unwrap(),
+            qos: Qos::AtLeastOnce,
+            max_latency: Some(MaxLatency::try_from(5000u32).unwrap()),
+        },
+        metadata: Metadata {
+            topic: topic.parse().unwrap(),
+            content_type: ContentType::json(),
+            content_encoding: Some(Label::parse("content_encoding", "utf-8").unwrap()),
+            schema_id: Some(Label::parse("schema_id", "schema_12345").unwrap()),
+        },
+    }
+}
+
+fn sealed(fx: &mut Fixture, payload: &[u8]) -> WireEnvelope {
+    let hop = Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL);
+    WireEnvelope::seal(
+        header("line-3/temperature"),
+        hop,
+        payload,
+        &mut fx.sealer,
+        &fx.signer,
+    )
+    .unwrap()
+}
+
+fn open(fx: &Fixture, bytes: &[u8]) -> Result<(WireEnvelope, Vec<u8>), EnvelopeError> {
+    let env = WireEnvelope::decode(bytes)?;
+    env.verify(&fx.verifier)?;
+    let key_id = &env
+        .header()
+        .encryption
+        .as_ref()
+        .ok_or(EnvelopeError::NotEncrypted)?
+        .key_id;
+    let opener = fx.secret.opener(&env.header().source.mesh, key_id).unwrap();
+    let clear = env.open(&opener)?;
+    Ok((env, clear))
+}
+
+#[test]
+fn sealed_envelope_round_trips_through_the_wire() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, br#"{"celsius":21.5}"#);
+    assert_ne!(
+        env.payload(),
+        br#"{"celsius":21.5}"#,
+        "payload must be encrypted"
+    );
+    let (back, clear) = open(&fx, &env.encode()).unwrap();
+    assert_eq!(back, env);
+    assert_eq!(clear, br#"{"celsius":21.5}"#);
+}
+
+#[test]
+fn two_envelopes_never_share_a_nonce() {
+    let mut fx = fixture();
+    let a = sealed(&mut fx, b"{}");
+    let b = sealed(&mut fx, b"{}");
+    let iv = |e: &WireEnvelope| e.header().encryption.as_ref().unwrap().iv;
+    assert_ne!(iv(&a), iv(&b));
+    assert_ne!(a.payload(), b.payload());
+}
+
+#[test]
+fn altered_header_is_a_bad_signature() {
+    let mut fx = fixture();
+    let mut env = sealed(&mut fx, b"{}");
+    // Change one byte inside the topic string: the header still decodes, the signature fails.
+    let at = find(&env.header_bytes, b"temperature");
+    env.header_bytes[at] = b'T';
+    env.header = decode_header(&env.header_bytes).unwrap();
+    assert_eq!(
+        open(&fx, &env.encode()).unwrap_err(),
+        EnvelopeError::BadSignature
+    );
+}
+
+#[test]
+fn header_that_no_longer_decodes_is_malformed() {
+    let mut fx = fixture();
+    let mut env = sealed(&mut fx, b"{}");
+    env.header_bytes[0] = 0xff;
+    let err = WireEnvelope::decode(&env.encode()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::MalformedHeader(_)), "{err}");
+}
+
+#[test]
+fn altered_signature_is_a_bad_signature() {
+    let mut fx = fixture();
+    let mut env = sealed(&mut fx, b"{}");
+    env.signature.0[40] ^= 1;
+    assert_eq!(
+        open(&fx, &env.encode()).unwrap_err(),
+        EnvelopeError::BadSignature
+    );
+}
+
+#[test]
+fn altered_ciphertext_or_tag_is_an_altered_payload() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, b"{\"a\":1}");
+    for at in [0, env.payload.len() - 1] {
+        let mut bad = env.clone();
+        bad.payload[at] ^= 0x80;
+        assert_eq!(
+            open(&fx, &bad.encode()).unwrap_err(),
+            EnvelopeError::PayloadAltered,
+            "byte {at}"
+        );
+    }
+}
+
+#[test]
+fn altered_digest_is_a_bad_signature() {
+    let mut fx = fixture();
+    let mut env = sealed(&mut fx, b"{}");
+    env.digest[0] ^= 1;
+    assert_eq!(
+        open(&fx, &env.encode()).unwrap_err(),
+        EnvelopeError::BadSignature
+    );
+}
+
+#[test]
+fn ciphertext_that_fails_its_tag_is_a_decryption_failure() {
+    // Someone holding the signing key but re-signing altered ciphertext still fails at the tag.
+    let mut fx = fixture();
+    let env = sealed(&mut fx, b"{}");
+    let mut payload = env.payload.clone();
+    payload[0] ^= 1;
+    let resigned = WireEnvelope::sign(
+        env.header.clone(),
+        env.header_bytes.clone(),
+        env.hop.clone(),
+        payload,
+        &fx.signer,
+    )
+    .unwrap();
+    let err = open(&fx, &resigned.encode()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::DecryptionFailed(_)), "{err}");
+}
+
+#[test]
+fn opening_with_another_key_names_both_keys() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, b"{}");
+    let other = fx
+        .secret
+        .opener(&"plant-a".parse().unwrap(), &KeyEpoch([1; 16]).key_id())
+        .unwrap();
+    let err = env.open(&other).unwrap_err().to_string();
+    assert!(
+        err.contains("ck1_0909") && err.contains("ck1_0101"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sealing_for_another_source_mesh_is_refused() {
+    let mut fx = fixture();
+    let mut h = header("a/b");
+    h.source.mesh = "intruder".parse().unwrap();
+    let hop = Hop::origin(h.source.mesh.clone(), 4);
+    let err = WireEnvelope::seal(h, hop, b"{}", &mut fx.sealer, &fx.signer).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the content key is for mesh plant-a, but the envelope's source is intruder"
+    );
+}
+
+#[test]
+fn envelope_signed_by_another_key_is_refused() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, b"{}");
+    let stranger = SigningKey::generate().unwrap();
+    let stranger = VerifyingKey::from_sec1(stranger.public_key()).unwrap();
+    assert_eq!(env.verify(&stranger), Err(EnvelopeError::BadSignature));
+}
+
+#[test]
+fn no_single_bit_flip_yields_different_verified_content() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, br#"{"celsius":21.5}"#);
+    let bytes = env.encode();
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x01;
+        if let Ok((back, clear)) = open(&fx, &bad) {
+            // Only the unsigned hop fields may change; they are protected by the link's TLS.
+            assert_eq!(
+                back.header(),
+                env.header(),
+                "byte {i} changed the header undetected"
+            );
+            assert_eq!(
+                clear, br#"{"celsius":21.5}"#,
+                "byte {i} changed the payload undetected"
+            );
+            assert_ne!(
+                back.hop, env.hop,
+                "byte {i}: identical result from different bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn clear_envelope_verifies_and_refuses_open() {
+    let fx = fixture();
+    let hop = Hop::origin("plant-a".parse().unwrap(), 4);
+    let env = WireEnvelope::sign_clear(header("a/b"), hop, b"{}".to_vec(), &fx.signer).unwrap();
+    let back = WireEnvelope::decode(&env.encode()).unwrap();
+    back.verify(&fx.verifier).unwrap();
+    assert_eq!(back.clear_payload().unwrap(), b"{}");
+    let opener = fx
+        .secret
+        .opener(&"plant-a".parse().unwrap(), &KeyEpoch([0; 16]).key_id())
+        .unwrap();
+    assert_eq!(back.open(&opener), Err(EnvelopeError::NotEncrypted));
+}
+
+#[test]
+fn json_has_the_spec_layout() {
+    let mut fx = fixture();
+    let env = sealed(&mut fx, br#"{"celsius":21.5}"#);
+    let json = env
+        .to_envelope(Some(br#"{"celsius":21.5}"#.to_vec()))
+        .to_json();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&json), ["federation", "message"]);
+    let f = &json["federation"];
+    assert_eq!(
+        keys(f),
+        [
+            "destination_mesh",
+            "id",
+            "metadata",
+            "policy",
+            "routing",
+            "security",
+            "source_mesh",
+            "timestamp",
+            "version"
+        ]
+    );
+    assert_eq!(keys(&f["source_mesh"]), ["gateway_id", "id"]);
+    assert_eq!(keys(&f["routing"]), ["flags", "hops", "path", "ttl"]);
+    assert_eq!(
+        keys(&f["security"]),
+        ["certificate", "encryption", "federation_id", "signature"]
+    );
+    assert_eq!(
+        keys(&f["security"]["encryption"]),
+        ["algorithm", "iv", "key_id"]
+    );
+    assert_eq!(keys(&f["policy"]), ["max_latency", "priority", "qos"]);
+    assert_eq!(
+        keys(&f["metadata"]),
+        ["content_encoding", "content_type", "schema_id", "topic"]
+    );
+    assert_eq!(f["version"], "1.0");
+    assert_eq!(f["timestamp"], 1_621_234_567_890u64);
+    assert_eq!(
+        f["routing"]["flags"],
+        serde_json::json!(["reliable", "ordered"])
+    );
+    assert_eq!(f["security"]["encryption"]["algorithm"], "AES-256-GCM");
+    assert_eq!(f["policy"]["max_latency"], 5000);
+    assert_eq!(json["message"], serde_json::json!({"celsius": 21.5}));
+}
+
+#[test]
+fn json_round_trips_both_ways() {
+    let mut fx = fixture();
+    let wire = sealed(&mut fx, br#"{"celsius":21.5}"#);
+    let model = wire.to_envelope(Some(br#"{"celsius":21.5}"#.to_vec()));
+    let text = model.to_json().to_string();
+    let back = Envelope::from_json(&text).unwrap();
+    assert_eq!(back, model);
+    assert_eq!(back.to_json().to_string(), text);
+}
+
+#[test]
+fn json_messages_follow_the_content_type() {
+    let fx = fixture();
+    let hop = Hop::origin("plant-a".parse().unwrap(), 4);
+    for (ct, payload, shown) in [
+        ("text/plain", b"hello".to_vec(), serde_json::json!("hello")),
+        (
+            "application/octet-stream",
+            vec![0, 159, 146, 150],
+            serde_json::json!("AJ+Slg=="),
+        ),
+    ] {
+        let mut h = header("a/b");
+        h.metadata.content_type = ct.parse().unwrap();
+        let env = WireEnvelope::sign_clear(h, hop.clone(), payload.clone(), &fx.signer).unwrap();
+        let model = env.to_envelope(Some(payload));
+        let json = model.to_json();
+        assert_eq!(json["message"], shown, "{ct}");
+        assert_eq!(Envelope::from_json(&json.to_string()).unwrap(), model);
+    }
+}
+
+#[test]
+fn json_errors_name_the_field() {
+    let mut fx = fixture();
+    let wire = sealed(&mut fx, b"{}");
+    let json = wire.to_envelope(None).to_json();
+    let cases = [
+        (
+            "/federation/policy/priority",
+            serde_json::json!(9),
+            "priority 9: must be 0 to 7",
+        ),
+        (
+            "/federation/source_mesh/id",
+            serde_json::json!("Mesh_A"),
+            "invalid mesh id \"Mesh_A\"",
+        ),
+        (
+            "/federation/routing/flags",
+            serde_json::json!(["urgent"]),
+            "federation.routing.flags",
+        ),
+        (
+            "/federation/security/signature",
+            serde_json::json!("AAAA"),
+            "is 3 bytes, not 96",
+        ),
+        (
+            "/federation/security/encryption/algorithm",
+            serde_json::json!("DES"),
+            "not \"AES-256-GCM\"",
+        ),
+    ];
+    for (pointer, value, expect) in cases {
+        let mut bad = json.clone();
+        *bad.pointer_mut(pointer).unwrap() = value;
+        let err = Envelope::from_json(&bad.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{pointer}: {err}");
+    }
+    let mut extra = json.clone();
+    extra["federation"]["surprise"] = serde_json::json!(1);
+    let err = Envelope::from_json(&extra.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `surprise`"), "{err}");
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).unwrap()
+}
+
+fn arb_label() -> impl Strategy<Value = String> {
+    "[a-z0-9][a-z0-9-]{0,20}"
+}
+
+prop_compose! {
+    fn arb_header()(
+        ts in any::<u64>(), rnd in any::<[u8; 10]>(), src in arb_label(), sgw in arb_label(),
+        dst in arb_label(), dgw in proptest::option::of(arb_label()), flags in 0u8..4,
+        fed in "[A-Za-z0-9_-]{1,40}", cert in proptest::collection::vec(any::<u8>(), 0..64),
+        pri in 0u8..8, qos in 0u8..3, lat in proptest::option::of(1u32..),
+        topic in "[a-z0-9]{1,8}(/[a-z0-9-]{1,8}){0,4}", schema in proptest::option::of("[!-~]{1,20}"),
+    ) -> Header {
+        let mut h = header("x");
+        h.id = EnvelopeId::new(Timestamp(ts), rnd);
+        h.timestamp = Timestamp(ts);
+        h.source = Source { mesh: src.parse().unwrap(), gateway: sgw.parse().unwrap() };
+        h.destination = Destination { mesh: dst.parse().unwrap(), gateway: dgw.map(|g| g.parse().unwrap()) };
+        h.flags = Flags::from_bits(flags).unwrap();
+        h.federation_id = fed.parse().unwrap();
+        h.certificate = cert;
+        h.policy = DeliveryPolicy {
+            priority: Priority::try_from(pri).unwrap(),
+            qos: Qos::try_from(qos).unwrap(),
+            max_latency: lat.map(|l| MaxLatency::try_from(l).unwrap()),
+        };
+        h.metadata.topic = topic.parse().unwrap();
+        h.metadata.schema_id = schema.map(|s| Label::parse("schema_id", &s).unwrap());
+        h
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_header_round_trips_wire_and_json(h in arb_header(), payload in proptest::collection::vec(any::<u8>(), 0..300), ttl in any::<u8>()) {
+        let mut fx = fixture();
+        fx.sealer = fx.secret.sealer(&h.source.mesh, KeyEpoch([3; 16])).unwrap();
+        let hop = Hop::origin(h.source.mesh.clone(), ttl);
+        let env = WireEnvelope::seal(h, hop, &payload, &mut fx.sealer, &fx.signer).unwrap();
+        let (back, clear) = open(&fx, &env.encode()).unwrap();
+        prop_assert_eq!(&back, &env);
+        prop_assert_eq!(&clear, &payload);
+        let mut model = back.to_envelope(None);
+        model.header.metadata.content_type = ContentType::octet_stream();
+        model.message = Some(payload);
+        prop_assert_eq!(Envelope::from_json(&model.to_json().to_string()).unwrap(), model);
+    }
+
+    #[test]
+    fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = WireEnvelope::decode(&bytes);
+    }
+
+    #[test]
+    fn decoding_mutated_envelopes_never_panics(at in any::<prop::sample::Index>(), to in any::<u8>(), cut in any::<prop::sample::Index>()) {
+        let mut fx = fixture();
+        let mut bytes = sealed(&mut fx, b"{}").encode();
+        let i = at.index(bytes.len());
+        bytes[i] = to;
+        bytes.truncate(cut.index(bytes.len() + 1).max(1));
+        if let Ok(env) = WireEnvelope::decode(&bytes) {
+            let _ = env.verify(&fx.verifier);
+        }
+    }
+
+    #[test]
+    fn reading_arbitrary_json_never_panics(text in "\\PC{0,200}") {
+        let _ = Envelope::from_json(&text);
+    }
+}

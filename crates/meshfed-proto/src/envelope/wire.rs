@@ -1,0 +1,494 @@
+//! The envelope's CBOR wire form, and how it is sealed, signed, verified and opened.
+//!
+//! A wire envelope is a CBOR array `[path, ttl, hops, header, digest, signature, payload]`:
+//! the three hop fields, then the header bytes (a CBOR map, encoded once by the origin and never
+//! again), the SHA-384 digest of the payload, the 96-byte ECDSA P-384 signature and the payload
+//! (AES-256-GCM ciphertext with its tag, or clear bytes where the agreement allows).
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::{
+    Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
+};
+use crate::crypto::{
+    CryptoError, DIGEST_LEN, Digest384, Iv, Opener, SIGNATURE_LEN, Sealer, Signature, SigningKey,
+    VerifyingKey, sha384,
+};
+use crate::id::{KeyId, MeshId};
+
+/// Domain separation for envelope signatures, so they can never be taken for another signature.
+const SIGNING_CONTEXT: &[u8] = b"meshfed-envelope-v1\0";
+/// Longest path an envelope may carry (one entry per hop, and ttl is a byte).
+const MAX_PATH: usize = 256;
+
+/// Why an envelope was refused. Each variant names the part that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The bytes are not the CBOR array of a wire envelope.
+    #[error("envelope frame is malformed: {0}")]
+    MalformedFrame(String),
+    /// The header bytes are not a CBOR header.
+    #[error("envelope header is malformed: {0}")]
+    MalformedHeader(String),
+    /// A field decoded but broke its rule; `field` is its name in the spec's JSON.
+    #[error("envelope field {field}: {reason}")]
+    InvalidField {
+        /// The field, as the spec's JSON names it (`policy.priority`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The signature does not verify over the header bytes and the payload digest.
+    #[error(
+        "envelope signature does not verify (the header or the signature was altered, or another key signed it)"
+    )]
+    BadSignature,
+    /// The payload does not match the digest the signature covers.
+    #[error(
+        "envelope payload does not match its signed SHA-384 digest (the payload, ciphertext or tag was altered)"
+    )]
+    PayloadAltered,
+    /// AES-GCM refused the payload under the right key.
+    #[error(
+        "envelope payload does not decrypt under content key {0}: the authentication tag check failed"
+    )]
+    DecryptionFailed(KeyId),
+    /// The payload is sealed under another key than the one offered.
+    #[error("envelope is sealed under content key {found}, not {offered}")]
+    WrongKey {
+        /// The key the envelope names.
+        found: KeyId,
+        /// The key that was offered.
+        offered: KeyId,
+    },
+    /// Opening was asked of an envelope that is not encrypted.
+    #[error("envelope payload is not encrypted")]
+    NotEncrypted,
+    /// The payload is encrypted but was read as if clear.
+    #[error("envelope payload is encrypted under content key {0}")]
+    Encrypted(KeyId),
+    /// The sealer's key belongs to another sending mesh than the header names.
+    #[error("the content key is for mesh {sealer}, but the envelope's source is {named}")]
+    SenderMismatch {
+        /// The sealer's mesh.
+        sealer: MeshId,
+        /// The header's source mesh.
+        named: MeshId,
+    },
+    /// Sealing or signing failed.
+    #[error("sealing the envelope failed: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+/// The header as it is encoded in the header bytes. Short keys keep it small; unknown keys are
+/// ignored so that minor versions can add fields.
+#[derive(Serialize, Deserialize)]
+struct WireHeader {
+    v: [u8; 2],
+    id: ByteBuf,
+    ts: u64,
+    src: String,
+    sgw: String,
+    dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dgw: Option<String>,
+    fl: u8,
+    fed: String,
+    cert: ByteBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enc: Option<WireEncryption>,
+    pri: u8,
+    qos: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lat: Option<u32>,
+    top: String,
+    ct: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sch: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireEncryption {
+    alg: u8,
+    kid: String,
+    iv: ByteBuf,
+}
+
+/// The outer array: `[path, ttl, hops, header, digest, signature, payload]`.
+#[derive(Serialize, Deserialize)]
+struct WireOuter(Vec<String>, u8, u8, ByteBuf, ByteBuf, ByteBuf, ByteBuf);
+
+const CIPHER_AES_256_GCM: u8 = 1;
+
+/// An envelope as it travels: the header bytes kept exactly as the origin signed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireEnvelope {
+    /// The hop fields: the only part a relay changes.
+    pub hop: Hop,
+    header: Header,
+    header_bytes: Vec<u8>,
+    digest: Digest384,
+    signature: Signature,
+    payload: Vec<u8>,
+}
+
+impl WireEnvelope {
+    /// Seals `plaintext` under the sealer's content key with the header bytes as AAD, then signs.
+    /// `header.encryption` is filled in here; whatever it held is replaced.
+    pub fn seal(
+        mut header: Header,
+        hop: Hop,
+        plaintext: &[u8],
+        sealer: &mut Sealer,
+        signer: &SigningKey,
+    ) -> Result<Self, EnvelopeError> {
+        if sealer.sender() != &header.source.mesh {
+            return Err(EnvelopeError::SenderMismatch {
+                sealer: sealer.sender().clone(),
+                named: header.source.mesh.clone(),
+            });
+        }
+        let iv = sealer.next_iv()?;
+        header.encryption = Some(Encryption {
+            cipher: Cipher::Aes256Gcm,
+            key_id: sealer.key_id().clone(),
+            iv,
+        });
+        let header_bytes = encode_header(&header);
+        let mut payload = Vec::with_capacity(plaintext.len() + crate::crypto::TAG_LEN);
+        payload.extend_from_slice(plaintext);
+        sealer.seal_in_place(iv, &header_bytes, &mut payload)?;
+        Self::sign(header, header_bytes, hop, payload, signer)
+    }
+
+    /// Signs a clear payload (for agreements whose security policy allows it).
+    pub fn sign_clear(
+        mut header: Header,
+        hop: Hop,
+        payload: Vec<u8>,
+        signer: &SigningKey,
+    ) -> Result<Self, EnvelopeError> {
+        header.encryption = None;
+        let header_bytes = encode_header(&header);
+        Self::sign(header, header_bytes, hop, payload, signer)
+    }
+
+    fn sign(
+        header: Header,
+        header_bytes: Vec<u8>,
+        hop: Hop,
+        payload: Vec<u8>,
+        signer: &SigningKey,
+    ) -> Result<Self, EnvelopeError> {
+        let digest = sha384(&payload);
+        let signature = signer.sign(&signing_input(&header_bytes, &digest))?;
+        Ok(Self {
+            hop,
+            header,
+            header_bytes,
+            digest,
+            signature,
+            payload,
+        })
+    }
+
+    /// Checks the origin's signature over the header bytes and the payload digest, then the
+    /// payload against that digest. Relays can do this without the content key.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), EnvelopeError> {
+        key.verify(
+            &signing_input(&self.header_bytes, &self.digest),
+            &self.signature,
+        )
+        .map_err(|_| EnvelopeError::BadSignature)?;
+        if sha384(&self.payload) != self.digest {
+            return Err(EnvelopeError::PayloadAltered);
+        }
+        Ok(())
+    }
+
+    /// Decrypts the payload. Call [`WireEnvelope::verify`] first: opening alone proves only that
+    /// someone holding the content key sealed it.
+    pub fn open(&self, opener: &Opener) -> Result<Vec<u8>, EnvelopeError> {
+        let enc = self
+            .header
+            .encryption
+            .as_ref()
+            .ok_or(EnvelopeError::NotEncrypted)?;
+        if &enc.key_id != opener.key_id() {
+            return Err(EnvelopeError::WrongKey {
+                found: enc.key_id.clone(),
+                offered: opener.key_id().clone(),
+            });
+        }
+        opener
+            .open(enc.iv, &self.header_bytes, &self.payload)
+            .map_err(|_| EnvelopeError::DecryptionFailed(enc.key_id.clone()))
+    }
+
+    /// The payload of an envelope that is not encrypted.
+    pub fn clear_payload(&self) -> Result<&[u8], EnvelopeError> {
+        match &self.header.encryption {
+            Some(enc) => Err(EnvelopeError::Encrypted(enc.key_id.clone())),
+            None => Ok(&self.payload),
+        }
+    }
+
+    /// The signed fields.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The header bytes exactly as signed.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header_bytes
+    }
+
+    /// The SHA-384 digest of the payload that the signature covers.
+    pub fn payload_digest(&self) -> &Digest384 {
+        &self.digest
+    }
+
+    /// The origin's signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// The payload as carried: ciphertext and tag when sealed.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The logical envelope, with `message` when the caller has the clear payload.
+    pub fn to_envelope(&self, message: Option<Vec<u8>>) -> Envelope {
+        Envelope {
+            header: self.header.clone(),
+            hop: self.hop.clone(),
+            signature: self.signature,
+            message,
+        }
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let outer = WireOuter(
+            self.hop
+                .path
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+            self.hop.ttl,
+            self.hop.hops,
+            ByteBuf::from(self.header_bytes.clone()),
+            ByteBuf::from(self.digest.to_vec()),
+            ByteBuf::from(self.signature.0.to_vec()),
+            ByteBuf::from(self.payload.clone()),
+        );
+        // Invariant: encoding plain structs into a Vec cannot fail (no IO, no non-string keys).
+        ciborium::into_writer(&outer, out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_bytes.len() + self.payload.len() + 256);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Parses a wire envelope; every field is checked, nothing is trusted yet (call `verify`).
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let WireOuter(path, ttl, hops, header_bytes, digest, signature, payload) =
+            ciborium::from_reader(bytes)
+                .map_err(|e| EnvelopeError::MalformedFrame(e.to_string()))?;
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(invalid(
+                "routing.path",
+                format!("has {} entries, must have 1 to {MAX_PATH}", path.len()),
+            ));
+        }
+        let path = path
+            .into_iter()
+            .map(|m| m.parse::<MeshId>().map_err(|e| invalid("routing.path", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let digest: Digest384 = digest.as_slice().try_into().map_err(|_| {
+            EnvelopeError::MalformedFrame(format!(
+                "payload digest is {} bytes, not {DIGEST_LEN}",
+                digest.len()
+            ))
+        })?;
+        let signature: [u8; SIGNATURE_LEN] = signature.as_slice().try_into().map_err(|_| {
+            invalid(
+                "security.signature",
+                format!("is {} bytes, not {SIGNATURE_LEN}", signature.len()),
+            )
+        })?;
+        let header_bytes = header_bytes.into_vec();
+        let header = decode_header(&header_bytes)?;
+        Ok(Self {
+            hop: Hop { path, ttl, hops },
+            header,
+            header_bytes,
+            digest,
+            signature: Signature(signature),
+            payload: payload.into_vec(),
+        })
+    }
+}
+
+/// The bytes the signature covers.
+fn signing_input(header_bytes: &[u8], digest: &Digest384) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + header_bytes.len() + DIGEST_LEN);
+    msg.extend_from_slice(SIGNING_CONTEXT);
+    msg.extend_from_slice(header_bytes);
+    msg.extend_from_slice(digest);
+    msg
+}
+
+fn invalid(field: &'static str, reason: impl std::fmt::Display) -> EnvelopeError {
+    EnvelopeError::InvalidField {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+fn encode_header(h: &Header) -> Vec<u8> {
+    let wire = WireHeader {
+        v: [h.version.major, h.version.minor],
+        id: ByteBuf::from(h.id.0.to_vec()),
+        ts: h.timestamp.0,
+        src: h.source.mesh.to_string(),
+        sgw: h.source.gateway.to_string(),
+        dst: h.destination.mesh.to_string(),
+        dgw: h.destination.gateway.as_ref().map(ToString::to_string),
+        fl: h.flags.bits(),
+        fed: h.federation_id.to_string(),
+        cert: ByteBuf::from(h.certificate.clone()),
+        enc: h.encryption.as_ref().map(|e| WireEncryption {
+            alg: CIPHER_AES_256_GCM,
+            kid: e.key_id.to_string(),
+            iv: ByteBuf::from(e.iv.to_vec()),
+        }),
+        pri: h.policy.priority.get(),
+        qos: h.policy.qos.level(),
+        lat: h.policy.max_latency.map(MaxLatency::millis),
+        top: h.metadata.topic.to_string(),
+        ct: h.metadata.content_type.to_string(),
+        ce: h
+            .metadata
+            .content_encoding
+            .as_ref()
+            .map(|l| l.as_str().to_owned()),
+        sch: h.metadata.schema_id.as_ref().map(|l| l.as_str().to_owned()),
+    };
+    let mut out = Vec::with_capacity(256 + h.certificate.len());
+    // Invariant: encoding plain structs into a Vec cannot fail.
+    ciborium::into_writer(&wire, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+    out
+}
+
+fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
+    let w: WireHeader =
+        ciborium::from_reader(bytes).map_err(|e| EnvelopeError::MalformedHeader(e.to_string()))?;
+    if w.v[0] != Version::CURRENT.major {
+        return Err(invalid(
+            "version",
+            format!(
+                "{}.{} is not supported (this node speaks 1.x)",
+                w.v[0], w.v[1]
+            ),
+        ));
+    }
+    let id: [u8; 16] =
+        w.id.as_slice()
+            .try_into()
+            .map_err(|_| invalid("id", format!("is {} bytes, not 16", w.id.len())))?;
+    let encryption = match w.enc {
+        None => None,
+        Some(e) => {
+            if e.alg != CIPHER_AES_256_GCM {
+                return Err(invalid(
+                    "security.encryption.algorithm",
+                    format!("cipher {} is not AES-256-GCM (1)", e.alg),
+                ));
+            }
+            let iv: Iv = e.iv.as_slice().try_into().map_err(|_| {
+                invalid(
+                    "security.encryption.iv",
+                    format!("is {} bytes, not 12", e.iv.len()),
+                )
+            })?;
+            let key_id = e
+                .kid
+                .parse()
+                .map_err(|e| invalid("security.encryption.key_id", e))?;
+            Some(Encryption {
+                cipher: Cipher::Aes256Gcm,
+                key_id,
+                iv,
+            })
+        }
+    };
+    let optional_label = |field, v: Option<String>| {
+        v.map(|s| Label::parse(field, &s).map_err(|e| invalid(field, e)))
+            .transpose()
+    };
+    Ok(Header {
+        version: Version {
+            major: w.v[0],
+            minor: w.v[1],
+        },
+        id: EnvelopeId(id),
+        timestamp: Timestamp(w.ts),
+        source: Source {
+            mesh: w.src.parse().map_err(|e| invalid("source_mesh.id", e))?,
+            gateway: w
+                .sgw
+                .parse()
+                .map_err(|e| invalid("source_mesh.gateway_id", e))?,
+        },
+        destination: Destination {
+            mesh: w
+                .dst
+                .parse()
+                .map_err(|e| invalid("destination_mesh.id", e))?,
+            gateway: w
+                .dgw
+                .map(|g| {
+                    g.parse()
+                        .map_err(|e| invalid("destination_mesh.gateway_id", e))
+                })
+                .transpose()?,
+        },
+        flags: Flags::from_bits(w.fl).map_err(|e| invalid("routing.flags", e))?,
+        federation_id: w
+            .fed
+            .parse()
+            .map_err(|e| invalid("security.federation_id", e))?,
+        certificate: w.cert.into_vec(),
+        encryption,
+        policy: DeliveryPolicy {
+            priority: Priority::try_from(w.pri).map_err(|e| invalid("policy.priority", e))?,
+            qos: Qos::try_from(w.qos).map_err(|e| invalid("policy.qos", e))?,
+            max_latency: w
+                .lat
+                .map(|ms| MaxLatency::try_from(ms).map_err(|e| invalid("policy.max_latency", e)))
+                .transpose()?,
+        },
+        metadata: Metadata {
+            topic: w.top.parse().map_err(|e| invalid("metadata.topic", e))?,
+            content_type: w
+                .ct
+                .parse::<ContentType>()
+                .map_err(|e| invalid("metadata.content_type", e))?,
+            content_encoding: optional_label("metadata.content_encoding", w.ce)?,
+            schema_id: optional_label("metadata.schema_id", w.sch)?,
+        },
+    })
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,26 @@
+//! meshfed's protocol core.
+//!
+//! This crate is **sans-IO**: it never touches sockets, files, tasks or the clock. Time is passed in
+//! as an argument; outputs (bytes to send, events) are returned to the caller. The async drivers in
+//! `meshfed-node` and the transport turn them into IO.
+//!
+//! Where to start reading: [`envelope`] (the federation envelope: its spec JSON presentation, its
+//! CBOR wire form, and how it is signed and sealed), then [`id`] for the identifier types.
+
+#![forbid(unsafe_code)]
+
+pub mod id;
+pub mod lifecycle;
+pub mod policy;
+
+pub use id::{FederationId, InvalidId, KeyId, MeshId, NodeName};
+pub use lifecycle::{FederationState, IllegalTransition, Termination};
+pub mod agreement;
+pub mod capability;
+pub mod crypto;
+pub mod envelope;
+pub mod frame;
+pub mod handshake;
+pub mod topic;
+
+pub use topic::{Topic, TopicPattern};

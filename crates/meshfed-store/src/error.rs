@@ -1,0 +1,178 @@
+//! What can go wrong in the store, stated as facts.
+
+use std::path::PathBuf;
+
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::{FederationId, IllegalTransition, MeshId};
+
+use crate::time_fmt::Shown;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory that should hold the store file could not be created.
+    #[error("cannot create the store directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store file could not be opened or set up.
+    #[error("cannot open the store at {path}")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// SQLite refused an operation; `action` says which.
+    #[error("the store could not {action}")]
+    Database {
+        /// What the store was doing, e.g. `insert federation fed_1`.
+        action: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite would not put the file in the durability mode the store requires.
+    #[error("the store file runs with {pragma}={found}, not {wanted}")]
+    Durability {
+        /// The pragma (`journal_mode`, `synchronous`, `foreign_keys`).
+        pragma: &'static str,
+        /// The value the store asked for.
+        wanted: &'static str,
+        /// The value SQLite reports.
+        found: String,
+    },
+    /// The file carries a schema version this build does not know (written by a newer meshfed).
+    #[error(
+        "the store file has schema version {found}; this build understands versions 0 to {supported}"
+    )]
+    UnknownSchema {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest schema version this build can apply.
+        supported: i64,
+    },
+    /// A row read back from the file does not parse into its typed record.
+    #[error("corrupt row in table {table} (row {row:?}), column {column}: {problem}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The row's key (token id, federation id, or `id#position` for list rows).
+        row: String,
+        /// The column that holds the bad value.
+        column: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A timestamp is beyond what the file can hold (SQLite integers are signed 64-bit).
+    #[error("{field} {value} ms is beyond the largest timestamp the store can hold")]
+    TimestampOutOfRange {
+        /// Which timestamp.
+        field: &'static str,
+        /// Its value in milliseconds since the Unix epoch.
+        value: u64,
+    },
+    /// An invitation with this token id is already stored.
+    #[error("invitation {0} already exists")]
+    DuplicateInvitation(String),
+    /// A federation with this id is already stored.
+    #[error("federation {0} already exists")]
+    DuplicateFederation(FederationId),
+    /// No federation has this id.
+    #[error("there is no federation {0}")]
+    UnknownFederation(FederationId),
+    /// The peer mesh already has a live (not terminated) federation with this node.
+    #[error("mesh {peer} already has a live federation ({existing}); terminate it first")]
+    PeerAlreadyFederated {
+        /// The peer mesh.
+        peer: MeshId,
+        /// The live federation with it.
+        existing: FederationId,
+    },
+    /// The lifecycle does not allow the requested state change.
+    #[error("federation {id}: {transition}")]
+    IllegalTransition {
+        /// The federation.
+        id: FederationId,
+        /// The refused move (its text names both states).
+        transition: IllegalTransition,
+    },
+    /// An update tried to change a field that is fixed when a federation is created.
+    #[error("federation {id}: {field} cannot change (stored {stored}, given {given})")]
+    FixedField {
+        /// The federation.
+        id: FederationId,
+        /// The field (`peer_mesh`, `role`, `created`).
+        field: &'static str,
+        /// The stored value.
+        stored: String,
+        /// The value the update carried.
+        given: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(
+        table: &'static str,
+        row: impl Into<String>,
+        column: &'static str,
+        problem: impl ToString,
+    ) -> Self {
+        Self::Corrupt {
+            table,
+            row: row.into(),
+            column,
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// Why an invitation could not be consumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// No invitation has this token id.
+    #[error("invitation {token_id} is unknown")]
+    Unknown {
+        /// The token id presented.
+        token_id: String,
+    },
+    /// The invitation was consumed before; a token works once.
+    #[error("invitation {token_id} was already used at {}", Shown(*at))]
+    AlreadyUsed {
+        /// The token id presented.
+        token_id: String,
+        /// When it was consumed.
+        at: Timestamp,
+    },
+    /// The invitation's expiry has passed.
+    #[error("invitation {token_id} expired at {}", Shown(*at))]
+    Expired {
+        /// The token id presented.
+        token_id: String,
+        /// Its expiry.
+        at: Timestamp,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Attaches what the store was doing to a rusqlite error.
+pub(crate) trait Doing<T> {
+    /// Maps the error to [`StoreError::Database`] with `action`.
+    fn doing(self, action: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for Result<T, rusqlite::Error> {
+    fn doing(self, action: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database {
+            action: action(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! meshfed's embedded durable store: the **registry** of a node — invitations it has issued and
+//! the federations it holds (peer, role, lifecycle state, peer addresses, the peer's trust bundle,
+//! the signed agreement) — in SQLite (bundled), in WAL mode with `synchronous=FULL`, foreign keys
+//! on and a busy timeout (DESIGN.md §3.12).
+//!
+//! This is an adapter: it does file IO, and its API is **synchronous**. It does not depend on an
+//! async runtime; async callers wrap each call in `spawn_blocking`. It never reads the clock: times
+//! are passed in (`now: Timestamp`). It does not yet hold message queues, dedup windows or the
+//! audit log — those come with the delivery work — nor the JetStream backend.
+//!
+//! Where to start reading: [`Store`] (opening, durability settings, schema migrations), then
+//! [`InvitationRecord`] and [`Store::consume_invitation`], then [`FederationRecord`] and
+//! [`Store::set_state`]. Every row read back is parsed into its typed record; a row that does not
+//! parse is a [`StoreError::Corrupt`] naming table, row and column.
+
+#![forbid(unsafe_code)]
+
+mod cells;
+mod error;
+mod federation;
+mod invitation;
+mod schema;
+mod time_fmt;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use rusqlite::types::Value;
+
+pub use error::{ConsumeError, StoreError};
+pub use federation::{FederationRecord, Role};
+pub use invitation::InvitationRecord;
+
+use crate::error::Doing;
+
+/// How long a call waits for another connection's write lock before failing with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node's registry in one SQLite file.
+///
+/// One connection behind a mutex: calls from several threads are serialised, and every write
+/// is one transaction, committed (and fsynced, `synchronous=FULL`) before the call returns.
+/// Several `Store`s (or processes) may open the same file; writes that read-then-write take the
+/// write lock up front (`BEGIN IMMEDIATE`) so they cannot interleave.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store file at `path` and its parent directories, applies
+    /// the durability settings and brings the schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let setup = || {
+            let conn = Connection::open(path).doing(|| "open the database file".into())?;
+            Self::set_up(conn, true)
+        };
+        setup().map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Opens a fresh store that lives in memory only (for tests); it is not in WAL mode.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().doing(|| "open an in-memory database".into())?;
+        Self::set_up(conn, false)
+    }
+
+    fn set_up(mut conn: Connection, wal: bool) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .doing(|| "set the busy timeout".into())?;
+        if wal {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .doing(|| "switch to WAL mode".into())?;
+            require("journal_mode", "wal", mode)?;
+        }
+        set_pragma(&conn, "synchronous", "FULL", "2")?;
+        set_pragma(&conn, "foreign_keys", "ON", "1")?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The connection. A panic in another thread while it held the lock leaves the connection
+    /// usable: an open rusqlite transaction rolls back when it is dropped during unwinding.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sets `pragma` to `value` for this connection and checks that SQLite reports `wanted` back.
+fn set_pragma(
+    conn: &Connection,
+    pragma: &'static str,
+    value: &str,
+    wanted: &'static str,
+) -> Result<(), StoreError> {
+    conn.pragma_update(None, pragma, value)
+        .doing(|| format!("set {pragma}={value}"))?;
+    let found: Value = conn
+        .pragma_query_value(None, pragma, |row| row.get(0))
+        .doing(|| format!("read {pragma}"))?;
+    let found = match found {
+        Value::Integer(i) => i.to_string(),
+        Value::Text(s) => s,
+        other => format!("{other:?}"),
+    };
+    require(pragma, wanted, found)
+}
+
+/// Fails unless SQLite reports the `wanted` value for `pragma`.
+fn require(pragma: &'static str, wanted: &'static str, found: String) -> Result<(), StoreError> {
+    if found.eq_ignore_ascii_case(wanted) {
+        return Ok(());
+    }
+    Err(StoreError::Durability {
+        pragma,
+        wanted,
+        found,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use meshfed_proto::envelope::Timestamp;
+
+    use super::*;
+
+    fn pragma<T: rusqlite::types::FromSql>(conn: &Connection, name: &str) -> T {
+        conn.pragma_query_value(None, name, |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn store_file_runs_in_wal_mode_with_synchronous_full_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node").join("registry.sqlite");
+        let store = Store::open(&path).unwrap();
+        {
+            let conn = store.conn();
+            assert_eq!(pragma::<String>(&conn, "journal_mode"), "wal");
+            assert_eq!(pragma::<i64>(&conn, "synchronous"), 2, "2 is FULL");
+            assert_eq!(pragma::<i64>(&conn, "foreign_keys"), 1);
+            assert_eq!(pragma::<i64>(&conn, "busy_timeout"), 5000);
+            assert_eq!(pragma::<i64>(&conn, "user_version"), schema::VERSION);
+        }
+        // WAL is a property of the file: a fresh connection sees it too.
+        let raw = Connection::open(&path).unwrap();
+        assert_eq!(pragma::<String>(&raw, "journal_mode"), "wal");
+    }
+
+    #[test]
+    fn open_creates_missing_parent_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("registry.sqlite");
+        Store::open(&path).unwrap();
+        assert!(path.is_file());
+    }
+
+    #[test]
+    fn open_refuses_a_file_from_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Store::open(&path).unwrap_err();
+        let StoreError::Open { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            matches!(**source, StoreError::UnknownSchema { found: 99, .. }),
+            "{source:?}"
+        );
+        assert_eq!(
+            source.to_string(),
+            format!(
+                "the store file has schema version 99; this build understands versions 0 to {}",
+                schema::VERSION
+            )
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_and_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        let inv = InvitationRecord {
+            token_id: "tok_reopen".into(),
+            peer_mesh: "plant-a".parse().unwrap(),
+            secret_hash: [7; 48],
+            created: Timestamp(1_000),
+            expires: Timestamp(2_000),
+            used: None,
+        };
+        Store::open(&path).unwrap().put_invitation(&inv).unwrap();
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.invitation("tok_reopen").unwrap(), Some(inv));
+    }
+}

@@ -1,0 +1,85 @@
+//! The store's tables and their migrations, versioned by `PRAGMA user_version`.
+//!
+//! Migration `i` (0-based) takes the file from version `i` to `i + 1`. Migrations are only ever
+//! appended; a shipped one is never edited.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Doing, StoreError};
+
+/// One entry per schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the registry — invitations and federations.
+    "
+    CREATE TABLE invitations (
+        token_id    TEXT NOT NULL PRIMARY KEY,
+        peer_mesh   TEXT NOT NULL,
+        secret_hash BLOB NOT NULL,   -- SHA-384 of the one-time secret; the secret is never stored
+        created     INTEGER NOT NULL, -- ms since the Unix epoch
+        expires     INTEGER NOT NULL,
+        used        INTEGER           -- NULL until consumed
+    ) STRICT;
+
+    CREATE TABLE federations (
+        id               TEXT NOT NULL PRIMARY KEY,
+        peer_mesh        TEXT NOT NULL,
+        peer_node        TEXT,
+        role             TEXT NOT NULL, -- 'initiator' | 'responder'
+        state            TEXT NOT NULL, -- FederationState::name()
+        state_reason     TEXT,
+        agreement        BLOB NOT NULL, -- signed agreement, CBOR
+        agreement_digest BLOB NOT NULL, -- SHA-384
+        created          INTEGER NOT NULL,
+        updated          INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX federations_by_created ON federations (created);
+    -- At most one live federation per peer mesh; the store checks first to name the existing one.
+    CREATE UNIQUE INDEX federations_one_live_per_peer ON federations (peer_mesh)
+        WHERE state NOT IN ('terminated-graceful', 'terminated-forced');
+
+    CREATE TABLE federation_addrs (
+        federation_id TEXT NOT NULL REFERENCES federations (id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        addr          TEXT NOT NULL, -- host:port
+        PRIMARY KEY (federation_id, position)
+    ) STRICT;
+
+    CREATE TABLE federation_bundle (
+        federation_id TEXT NOT NULL REFERENCES federations (id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        cert_der      BLOB NOT NULL, -- a CA certificate of the peer's trust bundle
+        PRIMARY KEY (federation_id, position)
+    ) STRICT;
+    ",
+];
+
+/// The schema version this build writes.
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the file up to [`VERSION`]. Runs in one IMMEDIATE transaction so that two processes
+/// opening a fresh file at once do not both migrate it.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .doing(|| "begin the schema migration".into())?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .doing(|| "read the schema version".into())?;
+    let done = match usize::try_from(found) {
+        Ok(done) if found <= VERSION => done,
+        _ => {
+            return Err(StoreError::UnknownSchema {
+                found,
+                supported: VERSION,
+            });
+        }
+    };
+    for (from, sql) in (found..).zip(&MIGRATIONS[done..]) {
+        let to = from + 1;
+        tx.execute_batch(sql)
+            .doing(|| format!("migrate the schema to version {to}"))?;
+        tx.pragma_update(None, "user_version", to)
+            .doing(|| format!("record schema version {to}"))?;
+    }
+    tx.commit().doing(|| "commit the schema migration".into())
+}

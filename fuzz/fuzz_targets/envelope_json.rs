@@ -1,0 +1,13 @@
+//! Spec-layout JSON envelopes from arbitrary text: reading must never panic and must round-trip.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use meshfed_proto::envelope::Envelope;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(env) = Envelope::from_json(text) {
+        let again = Envelope::from_json(&env.to_json().to_string()).expect("presented JSON reads back");
+        assert_eq!(again.header, env.header);
+    }
+});
