@@ -1,7 +1,10 @@
 //! Envelope encode/decode, sign/verify and seal/open of 1 KiB payloads, each beside the bare
 //! aws-lc-rs operation it is built on, so the envelope's own cost reads as the difference.
 
-#![expect(clippy::unwrap_used, reason = "benchmark fixtures are constants that parse")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark fixtures are constants that parse"
+)]
 
 use std::hint::black_box;
 

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod id;
+pub mod invitation;
 pub mod lifecycle;
 pub mod policy;
 

@@ -1,0 +1,311 @@
+//! The node's configuration: typed, with documented defaults, read from `DIR/meshfed.toml`.
+//!
+//! The file is TOML. Serde structs exist only at the file's edge (the private `parse` module);
+//! every value is turned into its type there (mesh ids, socket addresses, humantime durations
+//! like `"5s"` or `"24h"`), and an error names the file, the line, the key and what was wrong.
+//! [`NodeConfig::render`] writes the file back with a comment per setting.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use meshfed_proto::{MeshId, NodeName};
+
+mod parse;
+mod render;
+
+pub use parse::ConfigError;
+
+/// Name of the configuration file inside the node directory.
+pub const CONFIG_FILE: &str = "meshfed.toml";
+
+/// Default address of the federation side: loopback, port 7443.
+pub const DEFAULT_FEDERATION_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7443);
+/// Default address of the admin API: loopback, port 7080.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7080);
+/// Default interval between heartbeats on a federation link.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default time a federation handshake step may take.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest frame offered in the handshake: 1 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 1 << 20;
+/// Smallest `max_frame_size` accepted: 1 KiB.
+pub const MIN_MAX_FRAME_SIZE: u32 = 1 << 10;
+/// Largest `max_frame_size` accepted: 16 MiB.
+pub const MAX_MAX_FRAME_SIZE: u32 = 1 << 24;
+/// Longest `node_cert_validity` accepted: node certificates are meant to be short-lived.
+pub const MAX_NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Who this node is: `[node]`.
+    pub node: NodeSection,
+    /// The federation side: `[federation]`.
+    pub federation: FederationConfig,
+    /// The admin API: `[api]`.
+    pub api: ApiConfig,
+    /// Certificate and key files: `[identity]`.
+    pub identity: IdentityConfig,
+    /// The node's store: `[store]`.
+    pub store: StoreConfig,
+}
+
+impl NodeConfig {
+    /// A configuration for node `name` of mesh `mesh` with every other setting at its default.
+    pub fn new(mesh: MeshId, name: NodeName) -> Self {
+        Self {
+            node: NodeSection {
+                mesh,
+                name,
+                role: Role::default(),
+            },
+            federation: FederationConfig::default(),
+            api: ApiConfig::default(),
+            identity: IdentityConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+
+    /// Reads `dir/meshfed.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let file = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        parse::parse(text, file)
+    }
+
+    /// The configuration as a `meshfed.toml` file, with a comment per setting stating what it
+    /// means and its default.
+    pub fn render(&self) -> String {
+        render::render(self)
+    }
+}
+
+/// `[node]`: who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSection {
+    /// The mesh this node belongs to. Required.
+    pub mesh: MeshId,
+    /// This node's name within its mesh (the spec's gateway id). Required.
+    pub name: NodeName,
+    /// What this node runs as. Default: [`Role::Gateway`].
+    pub role: Role,
+}
+
+/// What a node runs as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// A gateway: links its mesh's own components to peer meshes.
+    #[default]
+    Gateway,
+    /// A broker: relays envelopes between meshes that do not link directly.
+    Broker,
+}
+
+impl Role {
+    /// The role as written in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Broker => "broker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name is neither `gateway` nor `broker`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid role {value:?}: must be \"gateway\" or \"broker\"")]
+pub struct InvalidRole {
+    /// The rejected value.
+    pub value: String,
+}
+
+impl FromStr for Role {
+    type Err = InvalidRole;
+
+    fn from_str(s: &str) -> Result<Self, InvalidRole> {
+        match s {
+            "gateway" => Ok(Self::Gateway),
+            "broker" => Ok(Self::Broker),
+            _ => Err(InvalidRole {
+                value: s.chars().take(80).collect(),
+            }),
+        }
+    }
+}
+
+/// `[federation]`: links to peer gateways and brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationConfig {
+    /// Where mutual-TLS federation links are accepted. Default: [`DEFAULT_FEDERATION_LISTEN`].
+    pub listen: SocketAddr,
+    /// Interval between heartbeats; liveness and revocation act within one interval.
+    /// Default: [`DEFAULT_HEARTBEAT_INTERVAL`].
+    pub heartbeat_interval: Duration,
+    /// Longest time one handshake step may take. Default: [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// Largest frame, in bytes, this node offers in the handshake
+    /// ([`MIN_MAX_FRAME_SIZE`]..=[`MAX_MAX_FRAME_SIZE`]). Default: [`DEFAULT_MAX_FRAME_SIZE`].
+    pub max_frame_size: u32,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_FEDERATION_LISTEN,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+/// `[api]`: the admin REST API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Where the admin API listens. Default: [`DEFAULT_API_LISTEN`].
+    pub listen: SocketAddr,
+    /// File holding the admin bearer token. Default: `admin.token`.
+    pub token_file: DirPath,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_API_LISTEN,
+            token_file: DirPath::from_static("admin.token"),
+        }
+    }
+}
+
+/// `[identity]`: the mesh CA and this node's certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// The mesh CA certificate (PEM). Default: `ca/ca.crt`.
+    pub ca_cert: DirPath,
+    /// The mesh CA private key (PKCS#8 PEM, mode 0600). Default: `ca/ca.key`.
+    pub ca_key: DirPath,
+    /// This node's certificate (PEM). Default: `node/node.crt`.
+    pub node_cert: DirPath,
+    /// This node's private key (PKCS#8 PEM, mode 0600). Default: `node/node.key`.
+    pub node_key: DirPath,
+    /// Lifetime of node certificates issued for this node (at most [`MAX_NODE_CERT_VALIDITY`]).
+    /// Default: 24 h.
+    pub node_cert_validity: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            ca_cert: DirPath::from_static("ca/ca.crt"),
+            ca_key: DirPath::from_static("ca/ca.key"),
+            node_cert: DirPath::from_static("node/node.crt"),
+            node_key: DirPath::from_static("node/node.key"),
+            node_cert_validity: meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+        }
+    }
+}
+
+/// `[store]`: where the registry, queues and audit log live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The embedded store's database file. Default: `store/meshfed.db`.
+    pub path: DirPath,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: DirPath::from_static("store/meshfed.db"),
+        }
+    }
+}
+
+/// A path as written in the configuration: relative to the node directory unless absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DirPath(String);
+
+/// A configured path is empty or holds a NUL byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid path {value:?}: must be non-empty and free of NUL bytes")]
+pub struct InvalidPath {
+    /// The rejected value.
+    pub value: String,
+}
+
+impl DirPath {
+    pub(crate) fn from_static(s: &'static str) -> Self {
+        Self(s.to_owned())
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path on disk for a node directory `dir`.
+    pub fn resolve(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.0)
+    }
+}
+
+impl FromStr for DirPath {
+    type Err = InvalidPath;
+
+    fn from_str(s: &str) -> Result<Self, InvalidPath> {
+        if s.is_empty() || s.contains('\0') {
+            return Err(InvalidPath {
+                value: s.chars().take(80).collect(),
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for DirPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_inside_the_dir_and_absolute_ones_stay() {
+        let dir = Path::new("/srv/meshfed");
+        let rel: DirPath = "ca/ca.crt".parse().unwrap();
+        assert_eq!(rel.resolve(dir), Path::new("/srv/meshfed/ca/ca.crt"));
+        let abs: DirPath = "/etc/meshfed/ca.crt".parse().unwrap();
+        assert_eq!(abs.resolve(dir), Path::new("/etc/meshfed/ca.crt"));
+        assert!("".parse::<DirPath>().is_err());
+    }
+
+    #[test]
+    fn role_parses_its_two_names_only() {
+        assert_eq!("broker".parse::<Role>().unwrap(), Role::Broker);
+        let err = "Gateway".parse::<Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid role \"Gateway\": must be \"gateway\" or \"broker\""
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Writing a [`NodeConfig`] as `meshfed.toml`, every setting with a comment stating what it
+//! means and its default.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{
+    DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE, MIN_MAX_FRAME_SIZE,
+    NodeConfig,
+};
+
+const HEADER: &str = "\
+# meshfed node configuration.
+# Paths are relative to the directory holding this file unless absolute.
+# Durations are written like \"500ms\", \"5s\", \"10m\", \"24h\".
+";
+
+/// Width of comment text, after the `# `.
+const COMMENT_WIDTH: usize = 96;
+
+/// One `key = value` line and the comment above it.
+struct Setting {
+    key: &'static str,
+    meaning: String,
+    default: String,
+    value: String,
+}
+
+impl Setting {
+    fn new(key: &'static str, meaning: &str, default: String, value: String) -> Self {
+        Self {
+            key,
+            meaning: meaning.to_owned(),
+            default,
+            value,
+        }
+    }
+}
+
+pub(super) fn render(cfg: &NodeConfig) -> String {
+    let mut out = String::from(HEADER);
+    for (section, settings) in sections(cfg) {
+        let _ = writeln!(out, "\n[{section}]");
+        for s in settings {
+            for line in wrap(&s.meaning, COMMENT_WIDTH) {
+                let _ = writeln!(out, "# {line}");
+            }
+            let _ = writeln!(out, "# {}", s.default);
+            let _ = writeln!(out, "{} = {}", s.key, s.value);
+        }
+    }
+    out
+}
+
+fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 5] {
+    [
+        ("node", node(cfg)),
+        ("federation", federation(cfg)),
+        ("api", api(cfg)),
+        ("identity", identity(cfg)),
+        ("store", store(cfg)),
+    ]
+}
+
+fn default(v: String) -> String {
+    format!("Default: {v}.")
+}
+
+fn required() -> String {
+    "Required.".to_owned()
+}
+
+fn node(cfg: &NodeConfig) -> Vec<Setting> {
+    let n = &cfg.node;
+    vec![
+        Setting::new(
+            "mesh",
+            "The mesh this node belongs to: [a-z0-9][a-z0-9-]{0,62}.",
+            required(),
+            quoted(n.mesh.as_str()),
+        ),
+        Setting::new(
+            "name",
+            "This node's name within its mesh (its gateway id), same rule as mesh.",
+            required(),
+            quoted(n.name.as_str()),
+        ),
+        Setting::new(
+            "role",
+            "What this node runs as: \"gateway\" or \"broker\".",
+            default(quoted("gateway")),
+            quoted(n.role.as_str()),
+        ),
+    ]
+}
+
+fn federation(cfg: &NodeConfig) -> Vec<Setting> {
+    let f = &cfg.federation;
+    vec![
+        Setting::new(
+            "listen",
+            "Address where mutual-TLS federation links from peer gateways and brokers are \
+             accepted.",
+            default(quoted(&DEFAULT_FEDERATION_LISTEN.to_string())),
+            quoted(&f.listen.to_string()),
+        ),
+        Setting::new(
+            "heartbeat_interval",
+            "Interval between heartbeats on each link; health, revocation and forced \
+             termination act within one interval.",
+            default(quoted(&duration(DEFAULT_HEARTBEAT_INTERVAL))),
+            quoted(&duration(f.heartbeat_interval)),
+        ),
+        Setting::new(
+            "handshake_timeout",
+            "Longest time one federation handshake step may take before the handshake fails.",
+            default(quoted(&duration(DEFAULT_HANDSHAKE_TIMEOUT))),
+            quoted(&duration(f.handshake_timeout)),
+        ),
+        Setting::new(
+            "max_frame_size",
+            &format!(
+                "Largest frame in bytes this node offers in the handshake \
+                 ({MIN_MAX_FRAME_SIZE} to {MAX_MAX_FRAME_SIZE}); the smaller offer wins."
+            ),
+            default(DEFAULT_MAX_FRAME_SIZE.to_string()),
+            f.max_frame_size.to_string(),
+        ),
+    ]
+}
+
+fn api(cfg: &NodeConfig) -> Vec<Setting> {
+    let a = &cfg.api;
+    vec![
+        Setting::new(
+            "listen",
+            "Address of the admin REST API (and console, metrics, health).",
+            default(quoted(&DEFAULT_API_LISTEN.to_string())),
+            quoted(&a.listen.to_string()),
+        ),
+        Setting::new(
+            "token_file",
+            "File holding the admin API's bearer token (mode 0600).",
+            default(quoted("admin.token")),
+            quoted(a.token_file.as_str()),
+        ),
+    ]
+}
+
+fn identity(cfg: &NodeConfig) -> Vec<Setting> {
+    let i = &cfg.identity;
+    vec![
+        Setting::new(
+            "ca_cert",
+            "The mesh CA certificate (PEM).",
+            default(quoted("ca/ca.crt")),
+            quoted(i.ca_cert.as_str()),
+        ),
+        Setting::new(
+            "ca_key",
+            "The mesh CA private key (PKCS#8 PEM, mode 0600).",
+            default(quoted("ca/ca.key")),
+            quoted(i.ca_key.as_str()),
+        ),
+        Setting::new(
+            "node_cert",
+            "This node's certificate, issued by the mesh CA (PEM).",
+            default(quoted("node/node.crt")),
+            quoted(i.node_cert.as_str()),
+        ),
+        Setting::new(
+            "node_key",
+            "This node's private key (PKCS#8 PEM, mode 0600).",
+            default(quoted("node/node.key")),
+            quoted(i.node_key.as_str()),
+        ),
+        Setting::new(
+            "node_cert_validity",
+            "Lifetime of this node's certificates; they are renewed before they expire. \
+             At most 365 days.",
+            default(quoted(&duration(meshfed_trust::DEFAULT_NODE_CERT_VALIDITY))),
+            quoted(&duration(i.node_cert_validity)),
+        ),
+    ]
+}
+
+fn store(cfg: &NodeConfig) -> Vec<Setting> {
+    vec![Setting::new(
+        "path",
+        "The embedded store's database file (registry, queues, audit log).",
+        default(quoted("store/meshfed.db")),
+        quoted(cfg.store.path.as_str()),
+    )]
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces (longer words stay whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A duration in the largest unit that states it exactly: `24h`, `90s`, `1500ms`.
+pub(super) fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.as_nanos() != ms * 1_000_000 {
+        return humantime::format_duration(d).to_string().replace(' ', "");
+    }
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms / size * size == ms {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn sample() -> NodeConfig {
+        let mut cfg = NodeConfig::new("plant-a".parse().unwrap(), "gw1".parse().unwrap());
+        cfg.federation.listen = "0.0.0.0:17443".parse().unwrap();
+        cfg.federation.heartbeat_interval = Duration::from_millis(1500);
+        cfg.api.listen = "[::1]:7081".parse().unwrap();
+        cfg.identity.node_cert_validity = Duration::from_secs(12 * 3600);
+        cfg
+    }
+
+    #[test]
+    fn rendered_file_parses_back_to_the_same_config() {
+        let cfg = sample();
+        let text = cfg.render();
+        assert_eq!(NodeConfig::parse(&text, Path::new("m.toml")).unwrap(), cfg);
+        let defaults = NodeConfig::new("m".parse().unwrap(), "n".parse().unwrap());
+        assert_eq!(
+            NodeConfig::parse(&defaults.render(), Path::new("m.toml")).unwrap(),
+            defaults
+        );
+    }
+
+    #[test]
+    fn every_setting_has_a_comment_with_its_meaning_and_default() {
+        let text = sample().render();
+        let lines: Vec<&str> = text.lines().collect();
+        let settings: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(" = "))
+            .collect();
+        assert_eq!(settings.len(), 15, "{text}");
+        for i in settings {
+            let comment = lines[i - 1];
+            assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);
+            assert!(
+                comment == "# Required." || comment.starts_with("# Default: "),
+                "{comment}"
+            );
+            let meaning = lines[i - 2];
+            assert!(
+                meaning.starts_with("# ") && !meaning.contains("Default"),
+                "{meaning}"
+            );
+        }
+        assert!(lines.iter().all(|l| l.len() <= 100), "{text}");
+        assert!(text.contains("heartbeat_interval = \"1500ms\""), "{text}");
+        assert!(text.contains("node_cert_validity = \"12h\""), "{text}");
+        assert!(
+            text.contains("# Address where mutual-TLS federation links"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# Default: \"127.0.0.1:7443\".\nlisten = \"0.0.0.0:17443\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        assert_eq!(duration(Duration::from_secs(86_400)), "24h");
+        assert_eq!(duration(Duration::from_secs(5)), "5s");
+        assert_eq!(duration(Duration::from_secs(90)), "90s");
+        assert_eq!(duration(Duration::from_secs(600)), "10m");
+        assert_eq!(duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration(Duration::from_micros(1500)), "1ms500us");
+        assert_eq!(
+            humantime::parse_duration("1ms500us").unwrap(),
+            Duration::from_micros(1500)
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! meshfed's service layer: what a node is configured to be and how its identity is set up.
+//!
+//! What it is: the node's typed configuration ([`config`], the `meshfed.toml` file) and the
+//! `meshfed init` procedure ([`mod@init`]) that creates a mesh identity in a node directory. The
+//! gateway and broker roles, the admin API and the connectors will live here too.
+//! What it is not: the CLI (that is the `meshfed` binary, which only parses arguments and calls
+//! in here), nor certificate or protocol logic (`meshfed-trust`, `meshfed-proto`).
+//!
+//! Where to start reading: [`init::init`], then [`config::NodeConfig`].
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod init;
+
+pub use config::{ConfigError, NodeConfig};
+pub use init::{InitError, InitOptions, InitReport, init};

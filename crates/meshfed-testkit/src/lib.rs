@@ -1,0 +1,26 @@
+//! Test support for meshfed, usable from the tests of any crate.
+//!
+//! What it is: a generated test PKI ([`TestPki`]) that makes, for one mesh, a CA and node
+//! certificates that are valid, expired, wrongly named (another mesh in the SAN) or wrongly
+//! signed (by an impostor CA of the same name), plus [`temp_dir`]. What it is not: production
+//! code; its helpers panic on failure, because a failure here is a broken test setup.
+//!
+//! Where to start reading: [`TestPki`].
+
+#![forbid(unsafe_code)]
+
+pub mod pki;
+
+pub use pki::{TestNode, TestPki};
+
+/// A fresh temporary directory, removed when the returned guard drops.
+pub fn temp_dir() -> tempfile::TempDir {
+    #[expect(
+        clippy::expect_used,
+        reason = "test support: no temp dir means no test"
+    )]
+    tempfile::Builder::new()
+        .prefix("meshfed-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}

@@ -1,0 +1,102 @@
+//! How a command ends: the one place that maps outcomes to exit codes and prints errors.
+//!
+//! Exit codes: [`SUCCESS`] 0, [`RUNTIME`] 1 (the command was well formed but could not be
+//! carried out), [`USAGE`] 2 (bad arguments or configuration). Errors print to stderr as
+//! `error: <message>` followed by one `  caused by: <message>` line per underlying cause;
+//! command-line errors are printed by clap, which also begins them with `error:`.
+
+use std::process::ExitCode;
+
+use meshfed_node::InitError;
+
+/// Exit status of a command that did what it was asked.
+pub(crate) const SUCCESS: u8 = 0;
+/// Exit status of a well-formed command that could not be carried out.
+pub(crate) const RUNTIME: u8 = 1;
+/// Exit status of a command with bad arguments or configuration.
+pub(crate) const USAGE: u8 = 2;
+
+/// A command did not succeed; the variant decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command line is wrong (or help or the version was asked for, which clap also
+    /// reports this way).
+    CommandLine(clap::Error),
+    /// The command was valid but could not be carried out.
+    Runtime(anyhow::Error),
+}
+
+impl Failure {
+    /// The process exit code for this outcome.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            // `--help` and `--version` arrive as clap "errors" that print to stdout.
+            Self::CommandLine(e) if !e.use_stderr() => SUCCESS,
+            Self::CommandLine(_) => USAGE,
+            Self::Runtime(_) => RUNTIME,
+        }
+    }
+
+    /// Prints the outcome (stderr for errors) and returns the exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        let code = self.exit_code();
+        match self {
+            Self::CommandLine(e) => {
+                // Nothing useful is left to do if the terminal is gone.
+                let _ = e.print();
+            }
+            Self::Runtime(err) => eprintln!("{}", render(&err)),
+        }
+        ExitCode::from(code)
+    }
+}
+
+/// `error: <message>` and one `  caused by: <cause>` line per source.
+fn render(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        out.push_str("\n  caused by: ");
+        out.push_str(&cause.to_string());
+    }
+    out
+}
+
+impl From<clap::Error> for Failure {
+    fn from(e: clap::Error) -> Self {
+        Self::CommandLine(e)
+    }
+}
+
+impl From<InitError> for Failure {
+    fn from(e: InitError) -> Self {
+        // Refusing to replace an identity is a runtime outcome (the command was well formed;
+        // the directory's state stops it), as are key, certificate and file-system failures.
+        Self::Runtime(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn report_lists_the_cause_chain() {
+        let err = anyhow::Error::new(Outer(std::io::Error::other("inner")));
+        assert_eq!(render(&err), "error: outer\n  caused by: inner");
+    }
+
+    #[test]
+    fn bad_argument_is_a_usage_error_and_help_is_success() {
+        let bad = Cli::try_parse_from(["meshfed", "init", "--mesh", "Bad"]).unwrap_err();
+        assert_eq!(Failure::from(bad).exit_code(), USAGE);
+        let help = Cli::try_parse_from(["meshfed", "--help"]).unwrap_err();
+        assert_eq!(Failure::from(help).exit_code(), SUCCESS);
+    }
+}

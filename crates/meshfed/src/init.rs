@@ -1,0 +1,47 @@
+//! `meshfed init`: create a mesh identity and print what was made.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use meshfed_node::init::{InitOptions, InitReport, init};
+use meshfed_trust::files::{FileMode, IfExists};
+
+use crate::cli::{GlobalArgs, InitArgs};
+use crate::failure::Failure;
+
+/// Runs `meshfed init` and prints a summary on success.
+pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
+    let mut opts = InitOptions::new(global.dir.clone(), args.mesh, args.node, SystemTime::now());
+    opts.federation_listen = args.listen;
+    opts.api_listen = args.api;
+    opts.if_exists = if args.force {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    };
+    let report = init(opts)?;
+    print!("{}", summary(&report));
+    Ok(())
+}
+
+/// A short human summary of the new identity.
+fn summary(r: &InitReport) -> String {
+    let mut out = String::new();
+    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let _ = writeln!(out, "Created mesh identity in {}", r.dir.display());
+    let _ = writeln!(out, "  mesh:              {}", r.identity.mesh);
+    let _ = writeln!(out, "  node:              {}", r.identity.node);
+    let _ = writeln!(out, "  node SAN:          {}", r.identity.uri());
+    let _ = writeln!(out, "  CA fingerprint:    SHA-384 {}", r.ca_fingerprint);
+    let _ = writeln!(out, "  CA expires:        {}", time(r.ca_not_after));
+    let _ = writeln!(out, "  node cert expires: {}", time(r.node_cert_not_after));
+    let _ = writeln!(out, "Files written:");
+    for f in &r.files {
+        let mode = match f.mode {
+            FileMode::Private => "0600",
+            FileMode::Public => "0644",
+        };
+        let _ = writeln!(out, "  {mode}  {}  ({})", f.path.display(), f.kind);
+    }
+    out
+}

@@ -1,0 +1,49 @@
+//! The `meshfed` command.
+//!
+//! What it is: a thin front end. It parses the command line (clap), sets up logging (tracing, to
+//! stderr, filtered by `MESHFED_LOG`), calls into the libraries and turns the outcome into
+//! output and an exit code. What it is not: the place for logic; everything testable lives in
+//! `meshfed-node` and the crates below it.
+//!
+//! Where to start reading: [`cli`] (the commands and their arguments), then [`failure`] (exit
+//! codes and how errors are printed).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+mod cli;
+mod failure;
+mod init;
+
+use cli::{Cli, Command};
+use failure::Failure;
+
+fn main() -> ExitCode {
+    let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
+        init_tracing();
+        run(cli)
+    });
+    match outcome {
+        Ok(()) => ExitCode::from(failure::SUCCESS),
+        Err(failure) => failure.report(),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.global, args),
+    }
+}
+
+/// Logs go to stderr, at `warn` unless `MESHFED_LOG` says otherwise (e.g. `MESHFED_LOG=debug`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHFED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
