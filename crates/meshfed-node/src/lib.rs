@@ -10,8 +10,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
+pub mod gateway;
 pub mod init;
 
 pub use config::{ConfigError, NodeConfig};
+pub use gateway::{Gateway, GatewayError};
 pub use init::{InitError, InitOptions, InitReport, init};

@@ -7,13 +7,15 @@ use meshfed_proto::envelope::Timestamp;
 use rusqlite::{TransactionBehavior, params};
 
 use crate::Store;
-use crate::cells::{Cells, row};
+use crate::cells::{Cells, row, rows};
 use crate::error::{ConsumeError, Doing, StoreError};
 use crate::time_fmt::to_sql;
 
 const TABLE: &str = "invitations";
 const SELECT_ONE: &str = "SELECT token_id, peer_mesh, secret_hash, created, expires, used
                           FROM invitations WHERE token_id = ?1";
+const SELECT_CURRENT: &str = "SELECT token_id, peer_mesh, secret_hash, created, expires, used
+                              FROM invitations WHERE expires > ?1 ORDER BY created";
 
 /// An invitation this node issued to a peer mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +124,22 @@ impl Store {
         Ok(inv)
     }
 
+    /// Invitations that expire after `since`, used or not, oldest first: what a handshake
+    /// needs to recognise a token and to say precisely why it is refused.
+    pub fn invitations_expiring_after(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<InvitationRecord>, StoreError> {
+        let action = || "list current invitations".to_owned();
+        rows(
+            &self.conn(),
+            SELECT_CURRENT,
+            [to_sql("expires", since)?],
+            action,
+            InvitationRecord::from_row,
+        )
+    }
+
     /// The invitation `token_id`, if stored.
     pub fn invitation(&self, token_id: &str) -> Result<Option<InvitationRecord>, StoreError> {
         let action = || format!("read invitation {token_id}");
@@ -151,6 +169,23 @@ mod tests {
             expires: Timestamp(10_000),
             used: None,
         }
+    }
+
+    #[test]
+    fn current_invitations_leave_out_long_expired_ones() {
+        let store = Store::open_in_memory().unwrap();
+        let mut old = invitation("tok_old");
+        old.expires = Timestamp(10);
+        store.put_invitation(&old).unwrap();
+        store.put_invitation(&invitation("tok_new")).unwrap();
+        let current = store.invitations_expiring_after(Timestamp(11)).unwrap();
+        assert_eq!(
+            current
+                .iter()
+                .map(|i| i.token_id.as_str())
+                .collect::<Vec<_>>(),
+            ["tok_new"]
+        );
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //!
 //! What it is: a generated test PKI ([`TestPki`]) that makes, for one mesh, a CA and node
 //! certificates that are valid, expired, wrongly named (another mesh in the SAN) or wrongly
-//! signed (by an impostor CA of the same name), plus [`temp_dir`]. What it is not: production
-//! code; its helpers panic on failure, because a failure here is a broken test setup.
+//! signed (by an impostor CA of the same name); wire envelopes signed by a [`TestNode`], sealed
+//! or clear ([`envelope`]); and [`temp_dir`]. What it is not: production code; its helpers panic
+//! on failure, because a failure here is a broken test setup.
 //!
-//! Where to start reading: [`TestPki`].
+//! Where to start reading: [`TestPki`], then [`TestNode::sealed_envelope`].
 
 #![forbid(unsafe_code)]
 
+pub mod envelope;
 pub mod pki;
 
 pub use pki::{TestNode, TestPki};

@@ -1,9 +1,10 @@
 //! How a command ends: the one place that maps outcomes to exit codes and prints errors.
 //!
 //! Exit codes: [`SUCCESS`] 0, [`RUNTIME`] 1 (the command was well formed but could not be
-//! carried out), [`USAGE`] 2 (bad arguments or configuration). Errors print to stderr as
-//! `error: <message>` followed by one `  caused by: <message>` line per underlying cause;
-//! command-line errors are printed by clap, which also begins them with `error:`.
+//! carried out, or a check it made came out negative), [`USAGE`] 2 (bad arguments or
+//! configuration, including a configuration file that is missing or unusable). Errors print to
+//! stderr as `error: <message>` followed by one `  caused by: <message>` line per underlying
+//! cause; command-line errors are printed by clap, which also begins them with `error:`.
 
 use std::process::ExitCode;
 
@@ -22,8 +23,13 @@ pub(crate) enum Failure {
     /// The command line is wrong (or help or the version was asked for, which clap also
     /// reports this way).
     CommandLine(clap::Error),
+    /// An input that configures the command (a file named by an option) is missing or unusable.
+    Config(anyhow::Error),
     /// The command was valid but could not be carried out.
     Runtime(anyhow::Error),
+    /// The command carried out a check whose answer is negative (an envelope's signature does
+    /// not verify, say) and has already printed that answer; nothing more is printed.
+    CheckFailed,
 }
 
 impl Failure {
@@ -32,8 +38,8 @@ impl Failure {
         match self {
             // `--help` and `--version` arrive as clap "errors" that print to stdout.
             Self::CommandLine(e) if !e.use_stderr() => SUCCESS,
-            Self::CommandLine(_) => USAGE,
-            Self::Runtime(_) => RUNTIME,
+            Self::CommandLine(_) | Self::Config(_) => USAGE,
+            Self::Runtime(_) | Self::CheckFailed => RUNTIME,
         }
     }
 
@@ -45,7 +51,8 @@ impl Failure {
                 // Nothing useful is left to do if the terminal is gone.
                 let _ = e.print();
             }
-            Self::Runtime(err) => eprintln!("{}", render(&err)),
+            Self::Config(err) | Self::Runtime(err) => eprintln!("{}", render(&err)),
+            Self::CheckFailed => {}
         }
         ExitCode::from(code)
     }
@@ -98,5 +105,12 @@ mod tests {
         assert_eq!(Failure::from(bad).exit_code(), USAGE);
         let help = Cli::try_parse_from(["meshfed", "--help"]).unwrap_err();
         assert_eq!(Failure::from(help).exit_code(), SUCCESS);
+    }
+
+    #[test]
+    fn configuration_is_a_usage_error_and_a_negative_check_a_runtime_one() {
+        let config = Failure::Config(anyhow::anyhow!("no such CA file"));
+        assert_eq!(config.exit_code(), USAGE);
+        assert_eq!(Failure::CheckFailed.exit_code(), RUNTIME);
     }
 }

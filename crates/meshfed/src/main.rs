@@ -15,10 +15,11 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 mod cli;
+mod envelope;
 mod failure;
 mod init;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, EnvelopeCommand};
 use failure::Failure;
 
 fn main() -> ExitCode {
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
+        Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
     }
 }
 

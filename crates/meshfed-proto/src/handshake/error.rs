@@ -109,9 +109,9 @@ pub enum HandshakeError {
         /// The peer's reason.
         reason: String,
     },
-    /// A local cryptographic operation failed.
-    #[error("local cryptographic failure: {0}")]
-    Crypto(String),
+    /// Something failed on this side (cryptography, the store); not the peer's fault.
+    #[error("local failure: {0}")]
+    Local(String),
 }
 
 /// Wire error codes.
@@ -239,7 +239,7 @@ impl HandshakeError {
             E::BadSignature(_) => ErrorCode::BadSignature,
             E::UnknownFederation(_) => ErrorCode::UnknownFederation,
             E::PeerError { code, .. } => *code,
-            E::Crypto(_) => ErrorCode::Internal,
+            E::Local(_) => ErrorCode::Internal,
         }
     }
 

@@ -275,7 +275,7 @@ impl Context {
         self.local
             .key
             .sign(input)
-            .map_err(|e| HandshakeError::Crypto(e.to_string()))
+            .map_err(|e| HandshakeError::Local(e.to_string()))
     }
 
     fn verify_peer(
@@ -291,10 +291,10 @@ impl Context {
 
     fn key_share(&self) -> Result<(EphemeralPrivateKey, Vec<u8>), HandshakeError> {
         let private = EphemeralPrivateKey::generate(&ECDH_P384, &self.rng)
-            .map_err(|_| HandshakeError::Crypto("ECDH key generation failed".into()))?;
+            .map_err(|_| HandshakeError::Local("ECDH key generation failed".into()))?;
         let public = private
             .compute_public_key()
-            .map_err(|_| HandshakeError::Crypto("ECDH public key failed".into()))?;
+            .map_err(|_| HandshakeError::Local("ECDH public key failed".into()))?;
         Ok((private, public.as_ref().to_vec()))
     }
 }

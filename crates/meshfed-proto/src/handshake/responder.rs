@@ -95,7 +95,7 @@ impl ExpectFirst {
             return Err(HandshakeError::NotInvited(m.mesh));
         }
         let federation_id = k.new_federation_id.clone().ok_or_else(|| {
-            HandshakeError::Crypto("no federation id was prepared for a new federation".into())
+            HandshakeError::Local("no federation id was prepared for a new federation".into())
         })?;
         let accepted = cx.local.capabilities.negotiate(&m.capabilities)?;
         cx.events

@@ -1,0 +1,121 @@
+//! Every API error as `{"error": {"code", "message"}}` with its HTTP status — mapped here only.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::gateway::federations::FederationError;
+use crate::gateway::messages::SendError;
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// A request the API cannot accept.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    /// No or a wrong bearer token.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "missing or wrong bearer token; the admin token is in the node directory's admin.token".into(),
+        }
+    }
+
+    /// A feature that is not available in this version.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_IMPLEMENTED,
+            code: "not_implemented",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self::bad_request(format!("request body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(format!("query: {}", r.body_text()))
+    }
+}
+
+impl From<FederationError> for ApiError {
+    fn from(e: FederationError) -> Self {
+        use FederationError as E;
+        let (status, code) = match &e {
+            E::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            E::Token(_) => (StatusCode::BAD_REQUEST, "invalid_token"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            E::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "peer_unreachable"),
+            E::Refused { .. } => (StatusCode::BAD_GATEWAY, "federation_refused"),
+            E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        };
+        Self {
+            status,
+            code,
+            message: error_chain(&e),
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        use SendError as E;
+        let (status, code) = match &e {
+            E::UnknownDestination(_) => (StatusCode::NOT_FOUND, "unknown_destination"),
+            E::NotActive { .. } => (StatusCode::CONFLICT, "federation_not_active"),
+            E::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "peer_unreachable"),
+            E::TopicNotAgreed { .. } => (StatusCode::FORBIDDEN, "topic_not_agreed"),
+            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            E::QosNotAgreed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "qos_not_agreed"),
+            E::Seal(_) | E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The error and its causes, joined: `a: b: c`, without repeating a cause already in the text.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cause = c.source();
+    }
+    text
+}

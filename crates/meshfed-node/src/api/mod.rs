@@ -1,0 +1,392 @@
+//! The node's HTTP API: health, metrics, and the admin and messaging endpoints under `/v1`
+//! (DESIGN.md §9.2). Every `/v1` route needs the admin bearer token.
+
+mod error;
+mod openapi;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Priority, Qos};
+use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+
+use crate::gateway::federations::{self, DEFAULT_INVITATION_TTL, Operation};
+use crate::gateway::links;
+use crate::gateway::messages::{self, Outgoing};
+use crate::gateway::{Node, now};
+
+/// The router of a running node.
+pub(crate) fn router(node: Arc<Node>) -> Router {
+    let v1 = Router::new()
+        .route("/node", get(node_info))
+        .route("/federations", get(list_federations))
+        .route("/federations/invite", post(invite))
+        .route("/federations/join", post(join))
+        .route("/federations/{id}", get(show_federation))
+        .route("/federations/{id}/{operation}", post(operate))
+        .route("/messages", post(send_message))
+        .route("/messages/stream", get(stream))
+        .layer(middleware::from_fn_with_state(node.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(openapi::document()) }),
+        )
+        .nest("/v1", v1)
+        .with_state(node)
+}
+
+async fn authorize(
+    State(node): State<Arc<Node>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let ok = aws_lc_rs::constant_time::verify_slices_are_equal(
+        presented.as_bytes(),
+        node.admin_token.as_bytes(),
+    )
+    .is_ok();
+    if !ok {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(next.run(req).await)
+}
+
+async fn node_info(State(node): State<Arc<Node>>) -> Json<Value> {
+    Json(json!({
+        "mesh": node.id.mesh,
+        "node": node.id.node,
+        "role": node.config.node.role.as_str(),
+        "uri": format!("meshfed://{}/{}", node.id.mesh, node.id.node),
+        "federation_address": node.federation_addr.to_string(),
+        "ca_fingerprint": node.id.ca_fingerprint.to_string(),
+        "node_cert_expires": federations::rfc3339(meshfed_proto::envelope::Timestamp(
+            node.id.cert_not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        )),
+        "trust_bundle_mesh": node.id.bundle.mesh(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn list_federations(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let records = federations::list(&node).await?;
+    let views: Vec<Value> = records
+        .iter()
+        .map(|r| federations::view(r, links::status(&node, &r.id)))
+        .collect();
+    Ok(Json(json!({ "federations": views })))
+}
+
+fn federation_id(raw: &str) -> Result<FederationId, ApiError> {
+    raw.parse()
+        .map_err(|e| ApiError::bad_request(format!("{e}")))
+}
+
+async fn show_federation(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = federations::get(&node, federation_id(&id)?).await?;
+    Ok(Json(federations::view(
+        &record,
+        links::status(&node, &record.id),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    peer: MeshId,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn invite(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<InviteBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let ttl = match body.ttl.as_deref() {
+        None => DEFAULT_INVITATION_TTL,
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
+    };
+    let (token, record) = federations::invite(&node, body.peer, ttl).await?;
+    Ok(Json(json!({
+        "token": token.encode(),
+        "token_id": record.token_id,
+        "peer": record.peer_mesh,
+        "expires": federations::rfc3339(record.expires),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    token: String,
+}
+
+async fn join(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<JoinBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let record = federations::join(&node, &body.token).await?;
+    Ok(Json(federations::view(
+        &record,
+        links::status(&node, &record.id),
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OperateBody {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn operate(
+    State(node): State<Arc<Node>>,
+    Path((id, operation)): Path<(String, String)>,
+    body: Option<Json<OperateBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let force = body.map(|Json(b)| b.force).unwrap_or_default();
+    let op = match operation.as_str() {
+        "suspend" => Operation::Suspend,
+        "resume" => Operation::Resume,
+        "terminate" => Operation::Terminate { forced: force },
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown operation {other:?}: use suspend, resume or terminate"
+            )));
+        }
+    };
+    let record = federations::operate(&node, federation_id(&id)?, op).await?;
+    Ok(Json(federations::view(
+        &record,
+        links::status(&node, &record.id),
+    )))
+}
+
+/// `POST /v1/messages`, field names as in the spec envelope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    to: MeshId,
+    topic: Topic,
+    payload: Value,
+    #[serde(default)]
+    content_type: Option<ContentType>,
+    #[serde(default)]
+    qos: Qos,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    max_latency: Option<Value>,
+    #[serde(default)]
+    flags: Vec<String>,
+}
+
+fn max_latency(v: Option<Value>) -> Result<Option<MaxLatency>, ApiError> {
+    let bad = |e: String| ApiError::bad_request(format!("max_latency: {e}"));
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let ms = n
+                .as_u64()
+                .and_then(|m| u32::try_from(m).ok())
+                .ok_or_else(|| bad(format!("{n} is not a whole number of milliseconds")))?;
+            MaxLatency::try_from(ms)
+                .map(Some)
+                .map_err(|e| bad(e.to_string()))
+        }
+        Some(Value::String(s)) => {
+            let d = humantime::parse_duration(&s).map_err(|e| bad(format!("{s:?}: {e}")))?;
+            MaxLatency::try_from(d)
+                .map(Some)
+                .map_err(|e| bad(e.to_string()))
+        }
+        Some(other) => Err(bad(format!(
+            "{other} is neither milliseconds nor a duration like \"5s\""
+        ))),
+    }
+}
+
+/// The payload bytes for its content type: JSON as JSON, text as text, anything else base64.
+fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> {
+    if ct.is_json() {
+        return Ok(payload.to_string().into_bytes());
+    }
+    let Value::String(s) = payload else {
+        return Err(ApiError::bad_request(format!(
+            "payload: a {ct} payload must be a string (base64 unless text/*)"
+        )));
+    };
+    if ct.is_text() {
+        return Ok(s.into_bytes());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| ApiError::bad_request(format!("payload: not base64: {e}")))
+}
+
+async fn send_message(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body?;
+    if body.qos != Qos::AtMostOnce {
+        return Err(ApiError::not_implemented(
+            "qos 1 and 2 (persisted before acknowledgement, retransmitted, deduplicated) are not available in this version; send with qos 0",
+        ));
+    }
+    let flags = body.flags.iter().try_fold(Flags::empty(), |acc, f| {
+        Flags::from_name(f)
+            .map(|fl| acc.with(fl))
+            .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
+    })?;
+    let content_type = body.content_type.unwrap_or_else(ContentType::json);
+    let msg = Outgoing {
+        to: body.to,
+        topic: body.topic,
+        payload: payload_bytes(&content_type, body.payload)?,
+        content_type,
+        qos: body.qos,
+        priority: body.priority,
+        max_latency: max_latency(body.max_latency)?,
+        flags,
+    };
+    let id = messages::send(&node, msg).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    #[serde(default)]
+    topic: Option<TopicPattern>,
+    #[serde(default)]
+    from: Option<MeshId>,
+    #[serde(default)]
+    durable: Option<String>,
+}
+
+async fn stream(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    if q.durable.is_some() {
+        return Err(ApiError::not_implemented(
+            "durable subscriptions are not available in this version",
+        ));
+    }
+    let pattern = q.topic.unwrap_or_else(TopicPattern::all);
+    Ok(ws
+        .on_upgrade(move |socket| forward(node, socket, pattern, q.from))
+        .into_response())
+}
+
+/// Sends every matching delivery to one WebSocket client until it or the node goes away.
+async fn forward(
+    node: Arc<Node>,
+    mut socket: WebSocket,
+    pattern: TopicPattern,
+    from: Option<MeshId>,
+) {
+    let mut rx = node.deliveries.subscribe();
+    loop {
+        let delivery = tokio::select! {
+            () = node.cancel.cancelled() => break,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            },
+            d = rx.recv() => d,
+        };
+        let delivery = match delivery {
+            Ok(d) => d,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "a stream subscriber fell behind; qos 0 envelopes were dropped for it"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        };
+        if !pattern.matches(&delivery.topic) || from.as_ref().is_some_and(|m| m != &delivery.source)
+        {
+            continue;
+        }
+        if socket
+            .send(WsMessage::Text(delivery.json.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let m = &node.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    };
+    counter(
+        "meshfed_envelopes_sent_total",
+        "Envelopes sent to peer meshes.",
+        m.sent.load(Ordering::Relaxed),
+    );
+    counter(
+        "meshfed_envelopes_delivered_total",
+        "Envelopes received, verified and delivered locally.",
+        m.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        "meshfed_envelopes_rejected_total",
+        "Envelopes refused on arrival.",
+        m.rejected.load(Ordering::Relaxed),
+    );
+    out.push_str("# HELP meshfed_link_healthy Whether a federation's link is healthy (1) or not (0).\n# TYPE meshfed_link_healthy gauge\n");
+    if let Ok(records) = federations::list(&node).await {
+        for r in records.iter().filter(|r| r.state.is_live()) {
+            let up = u8::from(links::status(&node, &r.id).health == links::Health::Healthy);
+            out.push_str(&format!(
+                "meshfed_link_healthy{{federation=\"{}\",peer=\"{}\"}} {up}\n",
+                r.id, r.peer_mesh
+            ));
+        }
+    }
+    let _ = now();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,66 @@
+//! The OpenAPI 3.1 description of the node API, served at `/v1/openapi.json`.
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, body: Option<&str>) -> Value {
+    let mut o = json!({
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    });
+    if let Some(schema) = body {
+        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    }
+    o
+}
+
+/// The document.
+pub(crate) fn document() -> Value {
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "meshfed node API", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": op("Liveness", None)},
+            "/readyz": {"get": op("Readiness", None)},
+            "/metrics": {"get": op("Prometheus metrics", None)},
+            "/v1/node": {"get": op("This node's identity and addresses", None)},
+            "/v1/federations": {"get": op("Every federation with its link health", None)},
+            "/v1/federations/invite": {"post": op("Issue a one-time invitation token for a peer mesh", Some("Invite"))},
+            "/v1/federations/join": {"post": op("Join the federation an invitation token offers", Some("Join"))},
+            "/v1/federations/{id}": {"get": {"parameters": id, "summary": "One federation", "responses": {"200": {"description": "OK"}}}},
+            "/v1/federations/{id}/suspend": {"post": {"parameters": id, "summary": "Suspend message flow", "responses": {"200": {"description": "OK"}}}},
+            "/v1/federations/{id}/resume": {"post": {"parameters": id, "summary": "Resume message flow", "responses": {"200": {"description": "OK"}}}},
+            "/v1/federations/{id}/terminate": {"post": {"parameters": id, "summary": "Terminate (body {\"force\": true} to revoke at once)", "responses": {"200": {"description": "OK"}}}},
+            "/v1/messages": {"post": op("Send a message to a federated mesh; answers with the envelope id", Some("Message"))},
+            "/v1/messages/stream": {"get": {
+                "summary": "WebSocket of delivered envelopes in the spec's JSON layout",
+                "parameters": [
+                    {"name": "topic", "in": "query", "schema": {"type": "string"}, "description": "Topic pattern (+ one segment, # the rest)"},
+                    {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "Only envelopes from this mesh"}
+                ],
+                "responses": {"101": {"description": "Switching to WebSocket"}}
+            }}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Invite": {"type": "object", "required": ["peer"], "properties": {
+                    "peer": {"type": "string"}, "ttl": {"type": "string", "examples": ["1h"]}}},
+                "Join": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+                "Message": {"type": "object", "required": ["to", "topic", "payload"], "properties": {
+                    "to": {"type": "string"}, "topic": {"type": "string"}, "payload": {},
+                    "content_type": {"type": "string", "default": "application/json"},
+                    "qos": {"type": "integer", "minimum": 0, "maximum": 2},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": 7},
+                    "max_latency": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+                    "flags": {"type": "array", "items": {"enum": ["reliable", "ordered"]}}}}
+            }
+        }
+    })
+}

@@ -1,0 +1,324 @@
+//! Federations as operators see them: invitations, joining by token, listing and lifecycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshfed_proto::agreement::SignedAgreement;
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_proto::handshake::{Channel, Handshake, Role as HsRole, Target, invitation_key};
+use meshfed_proto::invitation::{InvitationToken, TokenError};
+use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
+use meshfed_store::{FederationRecord, InvitationRecord, StoreError};
+use meshfed_transport::ServerTrust;
+use meshfed_trust::KeyPurpose;
+use serde_json::{Value, json};
+
+use super::links::{self, Health, LinkError, LinkStatus};
+use super::{Node, now};
+
+/// Default lifetime of an invitation.
+pub const DEFAULT_INVITATION_TTL: Duration = Duration::from_secs(3600);
+/// Longest lifetime of an invitation.
+pub const MAX_INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why an operation on federations failed. The API maps each to an HTTP status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The request itself is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The token cannot be read.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// No such federation.
+    #[error("no federation {0}")]
+    NotFound(FederationId),
+    /// The federation is in a state that does not allow the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// The peer could not be reached.
+    #[error("cannot reach {peer} at {addrs}: {reason}")]
+    Unreachable {
+        /// The peer mesh.
+        peer: MeshId,
+        /// The addresses tried.
+        addrs: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The peer refused, or the handshake failed.
+    #[error("federation with {peer} failed: {source}")]
+    Refused {
+        /// The peer mesh.
+        peer: MeshId,
+        /// What happened.
+        source: LinkError,
+    },
+    /// The registry failed.
+    #[error("registry: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Issues an invitation for mesh `peer`, valid for `ttl`; returns the token and its record.
+pub(crate) async fn invite(
+    node: &Arc<Node>,
+    peer: MeshId,
+    ttl: Duration,
+) -> Result<(InvitationToken, InvitationRecord), FederationError> {
+    if peer == node.id.mesh {
+        return Err(FederationError::BadRequest(format!(
+            "mesh {peer} cannot invite itself"
+        )));
+    }
+    if ttl.is_zero() || ttl > MAX_INVITATION_TTL {
+        return Err(FederationError::BadRequest(format!(
+            "ttl {} is out of range: 1s to {}",
+            humantime::format_duration(ttl),
+            humantime::format_duration(MAX_INVITATION_TTL)
+        )));
+    }
+    let mut secret = [0u8; 32];
+    let mut id = [0u8; 12];
+    meshfed_proto::crypto::random_fill(&mut secret)
+        .map_err(|e| FederationError::BadRequest(e.to_string()))?;
+    meshfed_proto::crypto::random_fill(&mut id)
+        .map_err(|e| FederationError::BadRequest(e.to_string()))?;
+    let created = now();
+    let record = InvitationRecord {
+        token_id: format!("tok_{}", hex::encode(id)),
+        peer_mesh: peer.clone(),
+        secret_hash: invitation_key(&secret),
+        created,
+        expires: created.saturating_add(ttl),
+        used: None,
+    };
+    let rec = record.clone();
+    node.blocking(move |s| s.put_invitation(&rec)).await?;
+    let token = InvitationToken {
+        inviter: node.id.mesh.clone(),
+        invitee: peer,
+        addresses: vec![node.federation_addr.to_string()],
+        ca_fingerprint: *node.id.ca_fingerprint.as_bytes(),
+        token_id: record.token_id.clone(),
+        secret,
+        expires: record.expires,
+    };
+    tracing::info!(token = %record.token_id, peer = %record.peer_mesh, "invitation issued");
+    Ok((token, record))
+}
+
+/// Joins the federation a token offers: dials the inviter pinning its CA, runs the handshake,
+/// records the federation and keeps its link up.
+pub(crate) async fn join(
+    node: &Arc<Node>,
+    token: &str,
+) -> Result<FederationRecord, FederationError> {
+    let token = InvitationToken::decode(token)?;
+    if token.invitee != node.id.mesh {
+        return Err(FederationError::BadRequest(format!(
+            "this invitation is for mesh {}, and this node belongs to mesh {}",
+            token.invitee, node.id.mesh
+        )));
+    }
+    let at = now();
+    if token.expires <= at {
+        return Err(FederationError::BadRequest(format!(
+            "invitation {} expired at {}",
+            token.token_id,
+            rfc3339(token.expires)
+        )));
+    }
+    let inviter = token.inviter.clone();
+    if let Some(existing) = node
+        .blocking(move |s| s.live_federation_with(&inviter))
+        .await?
+    {
+        return Err(FederationError::Conflict(format!(
+            "mesh {} is already federated as {} ({})",
+            existing.peer_mesh, existing.id, existing.state
+        )));
+    }
+    let timeout = node.config.federation.handshake_timeout;
+    let mut last = String::new();
+    for addr in &token.addresses {
+        let trust = ServerTrust::PinnedCa {
+            mesh: token.inviter.clone(),
+            fingerprint: token.ca_fingerprint,
+        };
+        let mut link = match meshfed_transport::dial(addr, &node.id.tls, trust, timeout).await {
+            Ok(link) => link,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let refused = |source| FederationError::Refused {
+            peer: token.inviter.clone(),
+            source,
+        };
+        let channel = Channel {
+            peer_leaf: link.peer_leaf().to_vec(),
+            binding: link.binding().to_vec(),
+        };
+        let hs = Handshake::initiator(
+            node.local(KeyPurpose::ServerAuth),
+            channel,
+            Target::Join(token.invitation()),
+            now(),
+        )
+        .map_err(|e| refused(e.into()))?;
+        let established = links::drive(node, &mut link, hs).await.map_err(refused)?;
+        let record = links::persist(
+            node,
+            &established,
+            HsRole::Initiator,
+            token.addresses.clone(),
+        )
+        .await
+        .map_err(refused)?;
+        let session = links::start_session(node, link, *established, &record).map_err(refused)?;
+        node.tracker.spawn(links::maintain(
+            node.clone(),
+            record.id.clone(),
+            Some(session),
+        ));
+        tracing::info!(federation = %record.id, peer = %record.peer_mesh, "joined federation");
+        return Ok(record);
+    }
+    Err(FederationError::Unreachable {
+        peer: token.inviter.clone(),
+        addrs: token.addresses.join(", "),
+        reason: last,
+    })
+}
+
+/// Every federation in the registry.
+pub(crate) async fn list(node: &Arc<Node>) -> Result<Vec<FederationRecord>, FederationError> {
+    Ok(node.blocking(|s| s.federations()).await?)
+}
+
+/// One federation.
+pub(crate) async fn get(
+    node: &Arc<Node>,
+    id: FederationId,
+) -> Result<FederationRecord, FederationError> {
+    let lookup = id.clone();
+    node.blocking(move |s| s.federation(&lookup))
+        .await?
+        .ok_or(FederationError::NotFound(id))
+}
+
+/// The lifecycle operations an operator can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Pause message flow; the agreement stands.
+    Suspend,
+    /// Resume message flow.
+    Resume,
+    /// End the federation; forced revokes at once, graceful lets the link drain first.
+    Terminate {
+        /// Forced rather than graceful.
+        forced: bool,
+    },
+}
+
+/// Applies a lifecycle operation, tells the peer, and records it.
+pub(crate) async fn operate(
+    node: &Arc<Node>,
+    id: FederationId,
+    op: Operation,
+) -> Result<FederationRecord, FederationError> {
+    let record = get(node, id.clone()).await?;
+    let target = match op {
+        Operation::Suspend => FederationState::Suspended,
+        Operation::Resume => FederationState::Active,
+        Operation::Terminate { forced: true } => FederationState::Terminated(Termination::Forced),
+        Operation::Terminate { forced: false } => {
+            FederationState::Terminated(Termination::Graceful)
+        }
+    };
+    record
+        .state
+        .transition(target)
+        .map_err(|e| FederationError::Conflict(format!("federation {id}: {e}")))?;
+    let reason = match op {
+        Operation::Suspend => "suspended by an operator",
+        Operation::Resume => "resumed by an operator",
+        Operation::Terminate { forced: true } => "terminated (forced) by an operator",
+        Operation::Terminate { forced: false } => "terminated by an operator",
+    };
+    let at = now();
+    let lookup = id.clone();
+    let updated = node
+        .blocking(move |s| s.set_state(&lookup, target, Some(reason), at))
+        .await?;
+    if let Operation::Terminate { forced } = op
+        && let Some(link) = links::link(node, &id)
+    {
+        // The write loop sends what is already queued, then this frame, then closes the link.
+        // Either way the registry already says terminated, so nothing new is sent.
+        let _ = link
+            .tx
+            .send(Frame::new(FrameType::Termination, vec![u8::from(forced)]))
+            .await;
+    }
+    tracing::info!(federation = %id, state = %updated.state, "federation {reason}");
+    Ok(updated)
+}
+
+/// RFC 3339 for a timestamp.
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    let nanos = i128::from(t.0) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{}ms", t.0))
+}
+
+/// What `federation list` and `show` display: the record, the link, and the agreement summary.
+pub(crate) fn view(record: &FederationRecord, link: LinkStatus) -> Value {
+    // "Never active without a recent heartbeat": an active federation shows its link's health.
+    let status = match (record.state, link.health) {
+        (FederationState::Active, Health::Healthy) => "active",
+        (FederationState::Active, h) => h.name(),
+        (s, _) => s.name(),
+    };
+    let agreement = SignedAgreement::decode(&record.agreement)
+        .ok()
+        .and_then(|s| s.agreement().ok());
+    json!({
+        "id": record.id,
+        "peer": record.peer_mesh,
+        "peer_node": record.peer_node,
+        "role": record.role.name(),
+        "state": record.state.name(),
+        "status": status,
+        "state_reason": record.state_reason,
+        "health": link.health.name(),
+        "last_heartbeat": link.last_heartbeat.map(rfc3339),
+        "rtt_ms": link.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        "connected_since": link.connected_since.map(rfc3339),
+        "peer_addresses": record.peer_addrs,
+        "created": rfc3339(record.created),
+        "updated": rfc3339(record.updated),
+        "agreement": agreement.map(|a| json!({
+            "digest": hex::encode(record.agreement_digest),
+            "version": a.version,
+            "valid_from": rfc3339(a.valid_from),
+            "valid_until": rfc3339(a.valid_until),
+            "protocol_version": a.capabilities.version.0,
+            "security_suite": a.capabilities.security.0,
+            "max_qos": a.capabilities.qos.0.level(),
+            "max_frame": a.capabilities.max_frame.0,
+            "compression": a.capabilities.compression.0,
+            "compliance": a.capabilities.compliance.0,
+            "topics_to_responder": a.capabilities.services.to_responder,
+            "topics_to_initiator": a.capabilities.services.to_initiator,
+            "policy": a.policy,
+        })),
+    })
+}

@@ -1,0 +1,337 @@
+//! Messages across the federation: wrapping, sealing and signing what leaves; verifying,
+//! opening and checking what arrives; handing it to local subscribers.
+//!
+//! Every arriving envelope is checked in this order, and refused with its reason logged and
+//! counted: it decodes; it travels under this link's federation, from the link's peer, to this
+//! mesh; its hop fields allow one more hop; its signer certificate is issued by the peer's stored
+//! trust bundle; its signature and payload digest verify; it opens under the peer's content key;
+//! its topic and size are within the agreement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use meshfed_proto::crypto::sha384;
+use meshfed_proto::envelope::{
+    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Hop, MaxLatency, Metadata,
+    Priority, Qos, Source, Version, WireEnvelope,
+};
+use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_proto::{FederationState, MeshId, Topic, TopicPattern};
+use meshfed_store::Role;
+use meshfed_trust::KeyPurpose;
+use rustls_pki_types::CertificateDer;
+
+use super::links::{self, LinkHandle};
+use super::{Node, now};
+
+/// An envelope delivered to this mesh, as local subscribers receive it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The mesh it came from.
+    pub source: MeshId,
+    /// Its federation topic.
+    pub topic: Topic,
+    /// The spec-layout JSON envelope, with the opened message.
+    pub json: serde_json::Value,
+}
+
+/// Message counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Envelopes sent to peers.
+    pub sent: AtomicU64,
+    /// Envelopes received, verified and delivered locally.
+    pub delivered: AtomicU64,
+    /// Envelopes refused on arrival.
+    pub rejected: AtomicU64,
+}
+
+/// A message to send, as the API received it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination mesh.
+    pub to: MeshId,
+    /// Federation topic.
+    pub topic: Topic,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Its media type.
+    pub content_type: ContentType,
+    /// Delivery guarantee.
+    pub qos: Qos,
+    /// 0–7.
+    pub priority: Priority,
+    /// Deadline.
+    pub max_latency: Option<MaxLatency>,
+    /// `reliable`, `ordered`.
+    pub flags: Flags,
+}
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No federation with that mesh.
+    #[error("no federation with mesh {0}; federate first (meshfed federation invite / join)")]
+    UnknownDestination(MeshId),
+    /// The federation does not carry messages now.
+    #[error("the federation with {peer} is {state}; messages do not flow")]
+    NotActive {
+        /// The peer.
+        peer: MeshId,
+        /// Its state.
+        state: FederationState,
+    },
+    /// The peer's link is down.
+    #[error("mesh {0} is unreachable: its link is down")]
+    Unreachable(MeshId),
+    /// The agreement does not let this topic flow to that mesh.
+    #[error("topic {topic} is not in the agreement with {peer} (allowed: {allowed})")]
+    TopicNotAgreed {
+        /// The topic.
+        topic: Topic,
+        /// The peer.
+        peer: MeshId,
+        /// Patterns allowed in that direction.
+        allowed: String,
+    },
+    /// The payload is over the agreed size.
+    #[error("payload of {size} bytes exceeds the agreed maximum of {max} bytes")]
+    TooLarge {
+        /// Payload size.
+        size: usize,
+        /// Agreed maximum.
+        max: u32,
+    },
+    /// The QoS level is above what the federation agreed.
+    #[error("qos {asked} is above the federation's maximum of {max}")]
+    QosNotAgreed {
+        /// Asked.
+        asked: u8,
+        /// Agreed maximum.
+        max: u8,
+    },
+    /// Sealing or signing failed (e.g. a content key reached its volume limit).
+    #[error("sealing the envelope failed: {0}")]
+    Seal(String),
+    /// The registry failed.
+    #[error("registry: {0}")]
+    Store(#[from] meshfed_store::StoreError),
+}
+
+/// Topics that may flow from `role`'s side to its peer.
+fn outbound(handle: &LinkHandle) -> &[TopicPattern] {
+    match handle.role {
+        Role::Initiator => &handle.accepted.services.to_responder,
+        Role::Responder => &handle.accepted.services.to_initiator,
+    }
+}
+
+/// Topics that may flow from the peer to us.
+fn inbound(handle: &LinkHandle) -> &[TopicPattern] {
+    match handle.role {
+        Role::Initiator => &handle.accepted.services.to_initiator,
+        Role::Responder => &handle.accepted.services.to_responder,
+    }
+}
+
+fn patterns(p: &[TopicPattern]) -> String {
+    if p.is_empty() {
+        return "none".to_owned();
+    }
+    p.iter()
+        .map(TopicPattern::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Wraps, seals, signs and sends one message; returns its envelope id.
+pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing) -> Result<EnvelopeId, SendError> {
+    let to = msg.to.clone();
+    let record = node
+        .blocking(move |s| s.live_federation_with(&to))
+        .await?
+        .ok_or_else(|| SendError::UnknownDestination(msg.to.clone()))?;
+    if record.state != FederationState::Active {
+        return Err(SendError::NotActive {
+            peer: record.peer_mesh,
+            state: record.state,
+        });
+    }
+    let handle =
+        links::link(node, &record.id).ok_or_else(|| SendError::Unreachable(msg.to.clone()))?;
+    let allowed = outbound(&handle);
+    if !allowed.iter().any(|p| p.matches(&msg.topic)) {
+        return Err(SendError::TopicNotAgreed {
+            topic: msg.topic,
+            peer: handle.peer.clone(),
+            allowed: patterns(allowed),
+        });
+    }
+    if msg.payload.len() > handle.terms.max_message_size as usize {
+        return Err(SendError::TooLarge {
+            size: msg.payload.len(),
+            max: handle.terms.max_message_size,
+        });
+    }
+    let max_qos = handle.accepted.qos.0;
+    if msg.qos > max_qos {
+        return Err(SendError::QosNotAgreed {
+            asked: msg.qos.level(),
+            max: max_qos.level(),
+        });
+    }
+    let at = now();
+    let mut random = [0u8; 10];
+    meshfed_proto::crypto::random_fill(&mut random).map_err(|e| SendError::Seal(e.to_string()))?;
+    let id = EnvelopeId::new(at, random);
+    let header = Header {
+        version: Version::CURRENT,
+        id,
+        timestamp: at,
+        source: Source {
+            mesh: node.id.mesh.clone(),
+            gateway: node.id.node.clone(),
+        },
+        destination: Destination {
+            mesh: msg.to.clone(),
+            gateway: None,
+        },
+        flags: msg.flags,
+        federation_id: record.id.clone(),
+        certificate: node.id.cert_der.clone(),
+        encryption: None,
+        policy: DeliveryPolicy {
+            priority: msg.priority,
+            qos: msg.qos,
+            max_latency: msg.max_latency,
+        },
+        metadata: Metadata {
+            topic: msg.topic,
+            content_type: msg.content_type,
+            content_encoding: None,
+            schema_id: None,
+        },
+    };
+    let hop = Hop::origin(node.id.mesh.clone(), Hop::DEFAULT_TTL);
+    let wire = {
+        let mut sealer = handle.sealer.lock().unwrap_or_else(|e| e.into_inner());
+        WireEnvelope::seal(header, hop, &msg.payload, &mut sealer, &node.id.key)
+            .map_err(|e| SendError::Seal(e.to_string()))?
+    };
+    handle
+        .tx
+        .send(Frame::new(FrameType::Envelope, wire.encode()))
+        .await
+        .map_err(|_| SendError::Unreachable(msg.to))?;
+    node.metrics.sent.fetch_add(1, Ordering::Relaxed);
+    Ok(id)
+}
+
+/// Checks, opens and delivers one arriving envelope; refusals are logged and counted.
+pub(crate) fn receive(node: &Node, handle: &LinkHandle, bytes: &[u8]) {
+    match accept(node, handle, bytes) {
+        Ok(delivery) => {
+            node.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+            // No subscriber is not an error: QoS 0 delivery ends here.
+            let _ = node.deliveries.send(Arc::new(delivery));
+        }
+        Err(reason) => {
+            node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(federation = %handle.federation_id, peer = %handle.peer, %reason, "refused an envelope");
+        }
+    }
+}
+
+fn accept(node: &Node, handle: &LinkHandle, bytes: &[u8]) -> Result<Delivery, String> {
+    let mut wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
+    let h = wire.header().clone();
+    if h.federation_id != handle.federation_id {
+        return Err(format!(
+            "envelope names federation {}, the link carries {}",
+            h.federation_id, handle.federation_id
+        ));
+    }
+    if h.source.mesh != handle.peer {
+        return Err(format!(
+            "envelope from mesh {} arrived on the link of {}",
+            h.source.mesh, handle.peer
+        ));
+    }
+    if h.destination.mesh != node.id.mesh {
+        return Err(format!(
+            "envelope for mesh {} arrived at mesh {}",
+            h.destination.mesh, node.id.mesh
+        ));
+    }
+    wire.hop.advance(&node.id.mesh).map_err(|e| e.to_string())?;
+    let key = signer_key(handle, &h.certificate)?;
+    wire.verify(&key).map_err(|e| e.to_string())?;
+    let Some(enc) = &h.encryption else {
+        return Err("envelope is not encrypted, and the agreement requires encryption".to_owned());
+    };
+    let opener = {
+        let mut openers = handle.openers.lock().unwrap_or_else(|e| e.into_inner());
+        match openers.get(&enc.key_id) {
+            Some(o) => o.clone(),
+            None => {
+                let o = Arc::new(
+                    handle
+                        .content
+                        .opener(&h.source.mesh, &enc.key_id)
+                        .map_err(|e| e.to_string())?,
+                );
+                openers.insert(enc.key_id.clone(), o.clone());
+                o
+            }
+        }
+    };
+    let clear = wire.open(&opener).map_err(|e| e.to_string())?;
+    let allowed = inbound(handle);
+    if !allowed.iter().any(|p| p.matches(&h.metadata.topic)) {
+        return Err(format!(
+            "topic {} is not in the agreement (allowed: {})",
+            h.metadata.topic,
+            patterns(allowed)
+        ));
+    }
+    if clear.len() > handle.terms.max_message_size as usize {
+        return Err(format!(
+            "payload of {} bytes exceeds the agreed {}",
+            clear.len(),
+            handle.terms.max_message_size
+        ));
+    }
+    Ok(Delivery {
+        source: h.source.mesh.clone(),
+        topic: h.metadata.topic.clone(),
+        json: wire.to_envelope(Some(clear)).to_json(),
+    })
+}
+
+/// The verified public key of a signer certificate, checked once per certificate against the
+/// peer's stored bundle.
+fn signer_key(
+    handle: &LinkHandle,
+    cert: &[u8],
+) -> Result<meshfed_proto::crypto::VerifyingKey, String> {
+    let digest = sha384(cert);
+    let mut signers = handle.signers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = signers.get(&digest) {
+        return Ok(k.clone());
+    }
+    let der = CertificateDer::from(cert.to_vec());
+    let info = meshfed_trust::verify_node_cert(
+        &handle.peer_bundle,
+        &der,
+        &[],
+        KeyPurpose::ClientAuth,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| format!("signer certificate: {e}"))?;
+    let key = info
+        .public_key
+        .verifying_key()
+        .map_err(|e| format!("signer key: {e}"))?;
+    signers.insert(digest, key.clone());
+    Ok(key)
+}

@@ -1,0 +1,240 @@
+//! Two gateways in one process federate over real mutual TLS on loopback, driven only through
+//! their HTTP API: invite, join, list, send, and the WebSocket stream.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on any error"
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use meshfed_node::config::NodeConfig;
+use meshfed_node::{Gateway, InitOptions, init};
+use serde_json::{Value, json};
+
+struct Node {
+    _dir: tempfile::TempDir,
+    gateway: Gateway,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn start(mesh: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            mesh.parse().unwrap(),
+            "gw1".parse().unwrap(),
+            SystemTime::now(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let mut config = NodeConfig::load(dir.path()).unwrap();
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _dir: dir,
+            gateway,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.api_addr())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn stream(
+        &self,
+        query: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/v1/messages/stream{query}", self.gateway.api_addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    }
+}
+
+/// Polls `cond` until it holds; fails after ten seconds.
+async fn wait_for<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn federate(a: &Node, b: &Node) -> String {
+    let (status, invite) = b
+        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
+        .await;
+    assert_eq!(status, 200, "{invite}");
+    let (status, joined) = a
+        .post("/v1/federations/join", json!({"token": invite["token"]}))
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["peer"], "supplier-b");
+    joined["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_federate_and_exchange_messages_both_ways() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+
+    let (_, list) = b.get("/v1/federations").await;
+    let fed = &list["federations"][0];
+    assert_eq!(fed["id"], id.as_str());
+    assert_eq!(fed["peer"], "plant-a");
+    assert_eq!(fed["state"], "active");
+    assert_eq!(
+        fed["agreement"]["security_suite"],
+        "ecdsa-p384-sha384+aes-256-gcm"
+    );
+
+    let mut at_b = b.stream("?topic=line-3/%23").await;
+    let mut at_a = a.stream("").await;
+    let (status, sent) = a
+        .post(
+            "/v1/messages",
+            json!({"to": "supplier-b", "topic": "line-3/temp", "payload": {"celsius": 21.5}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let got: Value =
+        serde_json::from_str(at_b.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(got["message"], json!({"celsius": 21.5}));
+    assert_eq!(got["federation"]["id"], sent["id"]);
+    assert_eq!(got["federation"]["source_mesh"]["id"], "plant-a");
+    assert_eq!(
+        got["federation"]["routing"]["path"],
+        json!(["plant-a", "supplier-b"])
+    );
+    assert_eq!(
+        got["federation"]["security"]["encryption"]["algorithm"],
+        "AES-256-GCM"
+    );
+
+    let (status, _) = b.post("/v1/messages", json!({"to": "plant-a", "topic": "orders/new", "payload": "po-1", "content_type": "text/plain"})).await;
+    assert_eq!(status, 202);
+    let got: Value =
+        serde_json::from_str(at_a.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(got["message"], "po-1");
+    assert_eq!(got["federation"]["source_mesh"]["id"], "supplier-b");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_token_is_refused_and_changes_nothing() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let (_, invite) = b
+        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
+        .await;
+    let (status, _) = a
+        .post("/v1/federations/join", json!({"token": invite["token"]}))
+        .await;
+    assert_eq!(status, 200);
+    let id = a.get("/v1/federations").await.1["federations"][0]["id"].clone();
+    let (status, _) = a
+        .post(
+            &format!("/v1/federations/{}/terminate", id.as_str().unwrap()),
+            json!({"force": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The peer learns of the termination over the link before the token is tried again.
+    wait_for(|| async {
+        b.get("/v1/federations").await.1["federations"][0]["state"] == "terminated-forced"
+    })
+    .await;
+    let (status, err) = a
+        .post("/v1/federations/join", json!({"token": invite["token"]}))
+        .await;
+    assert_eq!(status, 502, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("was already used"), "{msg}");
+    let (_, list) = a.get("/v1/federations").await;
+    assert_eq!(
+        list["federations"].as_array().unwrap().len(),
+        1,
+        "no federation was created"
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_destination_and_bad_token_are_clear_errors() {
+    let a = Node::start("plant-a").await;
+    let (status, err) = a
+        .post(
+            "/v1/messages",
+            json!({"to": "nowhere", "topic": "t", "payload": 1}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "unknown_destination");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no federation with mesh nowhere")
+    );
+    let (status, err) = a
+        .post("/v1/federations/join", json!({"token": "garbage"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a meshfed invitation token")
+    );
+    let r = a.http.get(a.url("/v1/federations")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    a.gateway.shutdown().await;
+}

@@ -1,0 +1,315 @@
+//! `meshfed envelope inspect`: show a wire-format envelope as the spec's JSON and say whether its
+//! signature verifies against the source mesh's CA.
+//!
+//! The JSON goes to stdout and the verdict to stderr, so stdout stays one JSON document that can
+//! be piped on. The verdict is decided by [`check_signature`]: the signer's certificate (carried
+//! in the header) must chain to the CA, name a node of the mesh the header names as source, and
+//! its key must verify the signature over the header bytes and the payload digest.
+
+use std::fmt;
+use std::io::Read as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, anyhow};
+use meshfed_proto::MeshId;
+use meshfed_proto::envelope::{EnvelopeError, WireEnvelope};
+use meshfed_trust::{
+    BundleError, Fingerprint, KeyError, KeyPurpose, NodeIdentity, TrustBundle, TrustError,
+    verify_node_cert,
+};
+use rustls_pki_types::CertificateDer;
+
+use crate::cli::{Input, InspectArgs};
+use crate::failure::Failure;
+
+/// Largest envelope file read: far above any frame a link accepts, small enough to hold in memory.
+const MAX_ENVELOPE_FILE: u64 = 64 << 20;
+
+/// Runs `meshfed envelope inspect`.
+pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
+    // The CA configures the check: an unusable one is a configuration error, found before any work.
+    let bundle = args.ca.as_deref().map(load_ca).transpose()?;
+    let bytes = read_input(&args.file).map_err(Failure::Runtime)?;
+    let wire = WireEnvelope::decode(&bytes)
+        .map_err(|e| Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)))?;
+    print_json(&wire, args.json);
+    let Some(bundle) = bundle else {
+        eprintln!("signature: not checked (pass --ca CERT to verify)");
+        return Ok(());
+    };
+    match check_signature(&wire, &bundle, SystemTime::now()) {
+        Ok(signed) => {
+            eprintln!("signature: valid — {signed}");
+            Ok(())
+        }
+        Err(invalid) => {
+            eprintln!("signature: INVALID — {}", chain(&invalid));
+            Err(Failure::CheckFailed)
+        }
+    }
+}
+
+/// Reads the CA certificate file into a trust bundle; every failure is a configuration error.
+fn load_ca(path: &Path) -> Result<TrustBundle, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read CA certificate {}", path.display()))
+        .map_err(Failure::Config)?;
+    match TrustBundle::from_pem(&text) {
+        Ok(bundle) => Ok(bundle),
+        // The PEM reader skips whatever is not a PEM block, so "no CA" means "no PEM at all".
+        Err(BundleError::Empty) => Err(Failure::Config(anyhow!(
+            "{} holds no PEM CERTIFICATE block, so it is not a mesh CA certificate",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Config(anyhow::Error::new(e).context(format!(
+            "{} is not a usable mesh CA certificate",
+            path.display()
+        )))),
+    }
+}
+
+/// The whole input, refusing anything larger than [`MAX_ENVELOPE_FILE`].
+fn read_input(input: &Input) -> anyhow::Result<Vec<u8>> {
+    let reader: Box<dyn std::io::Read> = match input {
+        Input::Stdin => Box::new(std::io::stdin().lock()),
+        Input::File(path) => {
+            Box::new(std::fs::File::open(path).with_context(|| format!("cannot read {input}"))?)
+        }
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_ENVELOPE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {input}"))?;
+    if bytes.len() as u64 > MAX_ENVELOPE_FILE {
+        return Err(anyhow!(
+            "{input} is larger than {} MiB, which no meshfed envelope is",
+            MAX_ENVELOPE_FILE >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Prints the spec-layout JSON; the message only when the payload is clear.
+fn print_json(wire: &WireEnvelope, compact: bool) {
+    let message = wire.clear_payload().ok().map(<[u8]>::to_vec);
+    let json = wire.to_envelope(message).to_json();
+    if compact {
+        println!("{json}");
+    } else {
+        println!("{json:#}");
+    }
+}
+
+/// Who signed an envelope whose signature is valid.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    /// The signing node, as its certificate names it.
+    pub(crate) signer: NodeIdentity,
+    /// The CA certificate of the bundle that issued the signer's certificate.
+    pub(crate) ca: Fingerprint,
+}
+
+impl fmt::Display for Signed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "signed by {}, certificate issued by the CA {}",
+            self.signer.uri(),
+            self.ca
+        )
+    }
+}
+
+/// Why an envelope's signature is not accepted. Each variant is the fact that decided it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Invalid {
+    /// The certificate in the header does not chain to the CA, has expired, or is not a node
+    /// certificate.
+    #[error("the signer's certificate is not trusted")]
+    UntrustedSigner(#[source] TrustError),
+    /// The certificate is good but names a node of another mesh than the header's source.
+    #[error("the envelope says it comes from mesh {claimed}, but it is signed by {}", signer.uri())]
+    SignerOfAnotherMesh {
+        /// The header's source mesh.
+        claimed: MeshId,
+        /// The node the certificate names.
+        signer: NodeIdentity,
+    },
+    /// The certificate's public key cannot verify anything.
+    #[error("the signer's certificate holds an unusable public key")]
+    UnusableSignerKey(#[source] KeyError),
+    /// The signature or the payload digest does not match (the header, signature or payload
+    /// was altered, or another key signed it).
+    #[error(transparent)]
+    Envelope(EnvelopeError),
+}
+
+/// Verifies `wire`'s origin against the source mesh's CA `bundle` at `now`.
+pub(crate) fn check_signature(
+    wire: &WireEnvelope,
+    bundle: &TrustBundle,
+    now: SystemTime,
+) -> Result<Signed, Invalid> {
+    let header = wire.header();
+    let cert = CertificateDer::from(header.certificate.as_slice());
+    // Node certificates carry both client and server authentication; either purpose will do.
+    let info = verify_node_cert(bundle, &cert, &[], KeyPurpose::ClientAuth, now)
+        .map_err(Invalid::UntrustedSigner)?;
+    let signer = info.identity();
+    if signer.mesh != header.source.mesh {
+        return Err(Invalid::SignerOfAnotherMesh {
+            claimed: header.source.mesh.clone(),
+            signer,
+        });
+    }
+    let key = info
+        .public_key
+        .verifying_key()
+        .map_err(Invalid::UnusableSignerKey)?;
+    wire.verify(&key).map_err(Invalid::Envelope)?;
+    Ok(Signed {
+        signer,
+        ca: issuer(bundle, &cert, now),
+    })
+}
+
+/// The fingerprint of the bundle CA that issued `cert` (already verified against the bundle).
+fn issuer(bundle: &TrustBundle, cert: &CertificateDer<'_>, now: SystemTime) -> Fingerprint {
+    let cas = bundle.cas();
+    // During a rollover the bundle holds two CAs: ask each alone which one the chain leads to.
+    cas.iter()
+        .find(|ca| {
+            cas.len() == 1
+                || TrustBundle::new(vec![ca.der().clone()]).is_ok_and(|alone| {
+                    verify_node_cert(&alone, cert, &[], KeyPurpose::ClientAuth, now).is_ok()
+                })
+        })
+        // Invariant: a TrustBundle holds at least one CA (`TrustBundle::new` refuses none).
+        .unwrap_or(&cas[0])
+        .fingerprint()
+}
+
+/// `error` and its causes, joined by `: ` on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use meshfed_testkit::TestPki;
+
+    use super::*;
+
+    #[test]
+    fn valid_envelope_names_its_signer_and_the_issuing_ca() {
+        let pki = TestPki::new("plant-a");
+        let env = pki.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
+        let signed = check_signature(&env, pki.bundle(), pki.now()).unwrap();
+        assert_eq!(signed.signer.uri(), "meshfed://plant-a/gw1");
+        assert_eq!(signed.ca, pki.ca().fingerprint());
+        assert_eq!(
+            signed.to_string(),
+            format!(
+                "signed by meshfed://plant-a/gw1, certificate issued by the CA {}",
+                pki.ca().fingerprint()
+            )
+        );
+    }
+
+    #[test]
+    fn issuer_is_found_among_two_rollover_cas() {
+        let old = TestPki::new("plant-a");
+        let new = TestPki::new("plant-a");
+        let bundle = TrustBundle::new(vec![
+            old.ca().cert_der().clone(),
+            new.ca().cert_der().clone(),
+        ])
+        .unwrap();
+        let env = new.node("gw1").clear_envelope("supplier-b", "t", b"{}");
+        let signed = check_signature(&env, &bundle, new.now()).unwrap();
+        assert_eq!(signed.ca, new.ca().fingerprint());
+    }
+
+    #[test]
+    fn envelope_of_another_mesh_is_not_issued_by_this_ca() {
+        let ours = TestPki::new("plant-a");
+        let theirs = TestPki::new("plant-b");
+        let env = ours.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
+        let err = check_signature(&env, theirs.bundle(), theirs.now()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Invalid::UntrustedSigner(TrustError::UnknownIssuer { .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            chain(&err),
+            "the signer's certificate is not trusted: certificate was not issued by a CA in the \
+             trust bundle of mesh plant-b"
+        );
+    }
+
+    #[test]
+    fn expired_signer_certificate_is_untrusted() {
+        let pki = TestPki::new("plant-a");
+        let env = pki
+            .expired_node("gw1")
+            .sealed_envelope("supplier-b", "t", b"{}");
+        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        assert!(
+            matches!(err, Invalid::UntrustedSigner(TrustError::Expired { .. })),
+            "{err:?}"
+        );
+        assert!(chain(&err).contains("certificate expired at"), "{err}");
+    }
+
+    #[test]
+    fn header_claiming_another_source_mesh_is_refused() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let mut header = node.envelope_header("supplier-b", "t");
+        header.source.mesh = "plant-z".parse().unwrap();
+        let env = node.seal_envelope(header, b"{}");
+        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the envelope says it comes from mesh plant-z, but it is signed by \
+             meshfed://plant-a/gw1"
+        );
+    }
+
+    #[test]
+    fn envelope_signed_with_another_key_does_not_verify() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let other = pki.node("gw2");
+        // gw1's certificate in the header, gw2's key on the signature.
+        let env = other.seal_envelope(node.envelope_header("supplier-b", "t"), b"{}");
+        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        assert!(
+            matches!(err, Invalid::Envelope(EnvelopeError::BadSignature)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn header_without_a_certificate_is_untrusted() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let mut header = node.envelope_header("supplier-b", "t");
+        header.certificate.clear();
+        let env = node.seal_envelope(header, b"{}");
+        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        assert!(matches!(err, Invalid::UntrustedSigner(_)), "{err:?}");
+    }
+}
