@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::{PathBufValueParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
 use meshfed_node::config::{DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN};
-use meshfed_proto::{MeshId, NodeName};
+use meshfed_proto::envelope::ContentType;
+use meshfed_proto::{FederationId, MeshId, NodeName, Topic, TopicPattern};
 
 /// Federates independently operated messaging meshes.
 #[derive(Debug, Parser)]
@@ -42,9 +44,125 @@ pub(crate) enum Command {
     /// Create a mesh identity in DIR: the mesh CA, this node's certificate and key, an admin
     /// token and meshfed.toml.
     Init(InitArgs),
+    /// Run this node's gateway in the foreground until SIGTERM or Ctrl-C.
+    Gateway,
+    /// Manage federations with other meshes (through the running gateway).
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Send a message to a federated mesh; prints each envelope id.
+    Send(SendArgs),
+    /// Print envelopes delivered to this mesh, one spec-layout JSON envelope per line.
+    Subscribe(SubscribeArgs),
+    /// Run two meshes on this machine, federate them by invitation and exchange messages.
+    Demo(DemoArgs),
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+}
+
+/// `meshfed federation ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum FederationCommand {
+    /// Issue a one-time invitation for mesh ID; prints the token (only the token) on stdout.
+    Invite {
+        /// The mesh invited.
+        #[arg(long, value_name = "ID")]
+        peer: MeshId,
+        /// How long the token works.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Join the federation an invitation token offers.
+    Join {
+        /// The token printed by `meshfed federation invite` on the other mesh.
+        token: String,
+    },
+    /// List federations with their status and link health.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one federation in detail.
+    Show {
+        /// The federation id.
+        id: FederationId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause message flow on a federation.
+    Suspend {
+        /// The federation id.
+        id: FederationId,
+    },
+    /// Resume message flow on a suspended federation.
+    Resume {
+        /// The federation id.
+        id: FederationId,
+    },
+    /// End a federation: gracefully (in-flight messages drain) or, with --force, at once.
+    Terminate {
+        /// The federation id.
+        id: FederationId,
+        /// Revoke immediately.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `meshfed send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// Destination mesh.
+    #[arg(long, value_name = "MESH")]
+    pub(crate) to: MeshId,
+    /// Federation topic, e.g. line-3/temperature.
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: Topic,
+    /// Delivery guarantee: 0 at most once, 1 at least once, 2 exactly once.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub(crate) qos: u8,
+    /// Priority 0 (lowest) to 7 (highest).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub(crate) priority: u8,
+    /// Deadline for delivery, e.g. 5s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) max_latency: Option<Duration>,
+    /// Media type of the payload; default: application/json when DATA is JSON, else text/plain.
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) content_type: Option<ContentType>,
+    /// Return only when the destination has acknowledged (needs qos 1 or 2).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// The payload: DATA, @FILE, or - for one message per line of standard input.
+    #[arg(value_name = "DATA")]
+    pub(crate) data: String,
+}
+
+/// `meshfed subscribe`.
+#[derive(Debug, Args)]
+pub(crate) struct SubscribeArgs {
+    /// Topic pattern: + matches one segment, # the rest.
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) topic: Option<TopicPattern>,
+    /// Only envelopes from this mesh.
+    #[arg(long, value_name = "MESH")]
+    pub(crate) from: Option<MeshId>,
+    /// Resume where a subscription of this name left off (qos 1 and 2).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) durable: Option<String>,
+    /// Exit after N envelopes.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
+}
+
+/// `meshfed demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Stop by itself after this long (default: run until Ctrl-C).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Option<Duration>,
 }
 
 /// `meshfed init`.

@@ -15,9 +15,14 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 mod cli;
+mod client;
+mod demo;
 mod envelope;
 mod failure;
+mod federation;
+mod gateway;
 mod init;
+mod messages;
 
 use cli::{Cli, Command, EnvelopeCommand};
 use failure::Failure;
@@ -36,6 +41,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
+        Command::Gateway => gateway::run(&cli.global.dir),
+        Command::Federation(cmd) => federation::run(&cli.global.dir, cmd),
+        Command::Send(args) => messages::send(&cli.global.dir, args),
+        Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),
+        Command::Demo(args) => demo::run(args),
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
     }
 }

@@ -447,10 +447,19 @@ pub(crate) fn start_session(
     Ok(handle)
 }
 
+/// A heartbeat's body; the peer echoes it back in the ack.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Beat {
     seq: u64,
-    sent: u64,
+    /// When it was sent, in microseconds since the Unix epoch (only the sender reads it).
+    sent_us: u64,
+}
+
+fn micros_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -480,7 +489,7 @@ async fn write_loop(
                 () = handle.closed.cancelled() => return Ok(()),
                 _ = tick.tick() => {
                     seq += 1;
-                    writer.send(&Frame::new(FrameType::Heartbeat, cbor(&Beat { seq, sent: now().0 }))).await?;
+                    writer.send(&Frame::new(FrameType::Heartbeat, cbor(&Beat { seq, sent_us: micros_now() }))).await?;
                 }
                 frame = rx.recv() => {
                     let Some(frame) = frame else { return Ok(()) };
@@ -538,10 +547,9 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
                 if let Ok(beat) = ciborium::from_reader::<Beat, _>(frame.body.as_ref()) {
                     let at = now();
                     handle.last_heartbeat.store(at.0, Ordering::Relaxed);
-                    handle.rtt_us.store(
-                        at.0.saturating_sub(beat.sent).saturating_mul(1000),
-                        Ordering::Relaxed,
-                    );
+                    handle
+                        .rtt_us
+                        .store(micros_now().saturating_sub(beat.sent_us), Ordering::Relaxed);
                 }
             }
             FrameType::Envelope => super::messages::receive(&node, &handle, &frame.body),
@@ -652,6 +660,9 @@ pub(crate) async fn maintain(
                 () = handle.closed.cancelled() => {}
             }
             attempt = 0;
+        }
+        if node.cancel.is_cancelled() {
+            return;
         }
         let lookup = id.clone();
         let record = match node.blocking(move |s| s.federation(&lookup)).await {

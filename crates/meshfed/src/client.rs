@@ -1,0 +1,91 @@
+//! The admin API as the CLI reaches it: the running gateway's address (from the runtime file it
+//! writes, else the configuration) and the bearer token kept in the node directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use meshfed_node::config::NodeConfig;
+use serde_json::Value;
+
+use crate::failure::Failure;
+
+/// A client of one node's API.
+pub(crate) struct ApiClient {
+    api: SocketAddr,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// The client for the node in `dir`. A missing or broken configuration is a usage error.
+    pub(crate) fn for_dir(dir: &Path) -> Result<Self, Failure> {
+        let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+        let token_file = config.api.token_file.resolve(dir);
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("cannot read the admin token {}", token_file.display()))
+            .map_err(Failure::Config)?
+            .trim()
+            .to_owned();
+        let runtime = meshfed_node::gateway::runtime_file(dir);
+        let api = std::fs::read_to_string(&runtime)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| v["api"].as_str().and_then(|a| a.parse().ok()))
+            .unwrap_or(config.api.listen);
+        Ok(Self {
+            api,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The API's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.api
+    }
+
+    /// The bearer token.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `GET path`.
+    pub(crate) async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.call(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        self.call(self.http.post(self.url(path)).json(body)).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            Failure::Runtime(anyhow!(
+                "cannot reach the gateway's API at {}: is `meshfed gateway` running for this directory? ({e})",
+                self.api
+            ))
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| {
+            Failure::Runtime(anyhow!(
+                "the gateway at {} answered {status} with a body that is not JSON: {e}",
+                self.api
+            ))
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        let code = body["error"]["code"].as_str().unwrap_or("unknown");
+        Err(Failure::Runtime(anyhow!(
+            "{message} ({code}, HTTP {})",
+            status.as_u16()
+        )))
+    }
+}

@@ -1,0 +1,67 @@
+//! `meshfed gateway`: runs the node's gateway in the foreground.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::anyhow;
+use meshfed_node::config::NodeConfig;
+use meshfed_node::{Gateway, GatewayError};
+
+use crate::failure::Failure;
+
+/// A multi-threaded tokio runtime for the commands that talk to the network.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(anyhow!("cannot start the async runtime: {e}")))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Starting errors: an unusable node directory is a configuration error (exit 2); a port in
+/// use or a failing store is a runtime one (exit 1).
+pub(crate) fn start_failure(e: GatewayError) -> Failure {
+    match e {
+        GatewayError::Read { .. } | GatewayError::Identity { .. } => Failure::Config(e.into()),
+        other => Failure::Runtime(other.into()),
+    }
+}
+
+pub(crate) fn run(dir: &Path) -> Result<(), Failure> {
+    let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+    let who = format!("{}/{}", config.node.mesh, config.node.name);
+    runtime()?.block_on(async {
+        let gateway = Gateway::start(dir, config).await.map_err(start_failure)?;
+        println!(
+            "meshfed gateway {who} ready: federation={} api=http://{}",
+            gateway.federation_addr(),
+            gateway.api_addr()
+        );
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        eprintln!("stopping gateway {who}");
+        gateway.shutdown().await;
+        Ok(())
+    })
+}

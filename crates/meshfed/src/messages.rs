@@ -1,0 +1,183 @@
+//! `meshfed send` and `meshfed subscribe`, through the API.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+
+use anyhow::anyhow;
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use meshfed_proto::envelope::ContentType;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::cli::{SendArgs, SubscribeArgs};
+use crate::client::ApiClient;
+use crate::failure::Failure;
+use crate::gateway::runtime;
+
+/// One payload with its media type, as the API takes it.
+fn payload(data: &[u8], forced: Option<&ContentType>) -> Result<(Value, ContentType), Failure> {
+    let usage = |m: String| Failure::Config(anyhow!(m));
+    let as_text = std::str::from_utf8(data).ok();
+    let ct = match forced {
+        Some(ct) => ct.clone(),
+        None => match as_text.map(serde_json::from_str::<Value>) {
+            Some(Ok(_)) => ContentType::json(),
+            _ if as_text.is_some() => "text/plain".parse().map_err(|e| usage(format!("{e}")))?,
+            _ => ContentType::octet_stream(),
+        },
+    };
+    let value = if ct.is_json() {
+        let text =
+            as_text.ok_or_else(|| usage(format!("DATA is not UTF-8, so it cannot be {ct}")))?;
+        serde_json::from_str(text).map_err(|e| {
+            usage(format!(
+                "DATA is not JSON ({e}); pass --content-type text/plain to send it as text"
+            ))
+        })?
+    } else if ct.is_text() {
+        Value::String(
+            as_text
+                .ok_or_else(|| usage(format!("DATA is not UTF-8, so it cannot be {ct}")))?
+                .to_owned(),
+        )
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(data))
+    };
+    Ok((value, ct))
+}
+
+pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
+    if args.wait && args.qos == 0 {
+        return Err(Failure::Config(anyhow!(
+            "--wait needs an acknowledged delivery: pass --qos 1 or 2"
+        )));
+    }
+    let payloads: Vec<Vec<u8>> = match args.data.as_str() {
+        "-" => std::io::stdin()
+            .lock()
+            .lines()
+            .map(|l| l.map(String::into_bytes))
+            .filter(|l| l.as_ref().map_or(true, |b| !b.is_empty()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::Runtime(anyhow!("reading standard input: {e}")))?,
+        data => match data.strip_prefix('@') {
+            Some(file) => vec![
+                std::fs::read(file)
+                    .map_err(|e| Failure::Config(anyhow!("cannot read {file}: {e}")))?,
+            ],
+            None => vec![data.as_bytes().to_vec()],
+        },
+    };
+    let client = ApiClient::for_dir(dir)?;
+    runtime()?.block_on(async move {
+        let mut out = std::io::stdout();
+        for data in payloads {
+            let (payload, ct) = payload(&data, args.content_type.as_ref())?;
+            let body = json!({
+                "to": args.to,
+                "topic": args.topic,
+                "payload": payload,
+                "content_type": ct.as_str(),
+                "qos": args.qos,
+                "priority": args.priority,
+                "max_latency": args.max_latency.map(|d| d.as_millis() as u64),
+            });
+            let v = client.post("/v1/messages", &body).await?;
+            let _ = writeln!(out, "{}", v["id"].as_str().unwrap_or_default());
+        }
+        Ok(())
+    })
+}
+
+/// Percent-encodes what a query value may not carry as is (`#`, `+`, `&`, `%`, `=`, space).
+fn query_value(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '#' | '+' | '&' | '%' | '=' | ' ' | '?' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> {
+    let client = ApiClient::for_dir(dir)?;
+    let mut query = Vec::new();
+    if let Some(t) = &args.topic {
+        query.push(format!("topic={}", query_value(t.as_str())));
+    }
+    if let Some(m) = &args.from {
+        query.push(format!("from={m}"));
+    }
+    if let Some(d) = &args.durable {
+        query.push(format!("durable={}", query_value(d)));
+    }
+    let url = format!(
+        "ws://{}/v1/messages/stream?{}",
+        client.addr(),
+        query.join("&")
+    );
+    runtime()?.block_on(async move {
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| Failure::Runtime(anyhow!("{e}")))?;
+        let auth = format!("Bearer {}", client.token())
+            .parse()
+            .map_err(|e| Failure::Config(anyhow!("admin token: {e}")))?;
+        req.headers_mut().insert("authorization", auth);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| refused(&client, e))?;
+        let mut out = std::io::stdout();
+        let mut seen = 0u64;
+        while args.count.is_none_or(|n| seen < n) {
+            let msg = tokio::select! {
+                () = crate::gateway::shutdown_signal() => return Ok(()),
+                m = ws.next() => m,
+            };
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let _ = writeln!(out, "{t}");
+                    let _ = out.flush();
+                    seen += 1;
+                }
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err(Failure::Runtime(anyhow!(
+                        "the gateway closed the stream after {seen} envelopes"
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(Failure::Runtime(anyhow!(
+                        "the stream failed after {seen} envelopes: {e}"
+                    )));
+                }
+            }
+        }
+        let _ = ws.close(None).await;
+        Ok(())
+    })
+}
+
+/// The gateway's own words when it refuses the stream (it answers with a JSON error body).
+fn refused(client: &ApiClient, e: WsError) -> Failure {
+    match e {
+        WsError::Http(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            let message = body
+                .as_ref()
+                .and_then(|b| b["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no message".to_owned());
+            Failure::Runtime(anyhow!("{message} (HTTP {status})"))
+        }
+        other => Failure::Runtime(anyhow!(
+            "cannot open the message stream at {}: is `meshfed gateway` running for this directory? ({other})",
+            client.addr()
+        )),
+    }
+}
