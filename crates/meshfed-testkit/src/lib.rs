@@ -3,8 +3,9 @@
 //! What it is: a generated test PKI ([`TestPki`]) that makes, for one mesh, a CA and node
 //! certificates that are valid, expired, wrongly named (another mesh in the SAN) or wrongly
 //! signed (by an impostor CA of the same name); wire envelopes signed by a [`TestNode`], sealed
-//! or clear ([`envelope`]); and [`temp_dir`]. What it is not: production code; its helpers panic
-//! on failure, because a failure here is a broken test setup.
+//! or clear ([`envelope`]); real `meshfed` processes on ephemeral loopback ports, driven
+//! through the CLI ([`process`]: [`Mesh`]); and [`temp_dir`]. What it is not: production code;
+//! its helpers panic on failure, because a failure here is a broken test setup.
 //!
 //! Where to start reading: [`TestPki`], then [`TestNode::sealed_envelope`].
 
@@ -12,8 +13,10 @@
 
 pub mod envelope;
 pub mod pki;
+pub mod process;
 
 pub use pki::{TestNode, TestPki};
+pub use process::{Mesh, Outcome, Spawned};
 
 /// A fresh temporary directory, removed when the returned guard drops.
 pub fn temp_dir() -> tempfile::TempDir {

@@ -109,11 +109,19 @@ pub(crate) async fn invite(
 }
 
 /// Joins the federation a token offers: dials the inviter pinning its CA, runs the handshake,
-/// records the federation and keeps its link up.
+/// records the federation and keeps its link up. A failure is logged here as well as returned.
 pub(crate) async fn join(
     node: &Arc<Node>,
     token: &str,
 ) -> Result<FederationRecord, FederationError> {
+    let result = try_join(node, token).await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "joining a federation failed");
+    }
+    result
+}
+
+async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, FederationError> {
     let token = InvitationToken::decode(token)?;
     if token.invitee != node.id.mesh {
         return Err(FederationError::BadRequest(format!(

@@ -486,7 +486,17 @@ async fn write_loop(
     let result: Result<(), TransportError> = async {
         loop {
             tokio::select! {
-                () = handle.closed.cancelled() => return Ok(()),
+                () = handle.closed.cancelled() => {
+                    // Stopping: what was already accepted for this link still goes out, briefly bounded.
+                    while let Ok(frame) = rx.try_recv() {
+                        writer.queue(&frame)?;
+                    }
+                    if writer.queued() > 0 {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), writer.flush()).await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;
+                    return Ok(());
+                }
                 _ = tick.tick() => {
                     seq += 1;
                     writer.send(&Frame::new(FrameType::Heartbeat, cbor(&Beat { seq, sent_us: micros_now() }))).await?;
