@@ -238,3 +238,66 @@ async fn unknown_destination_and_bad_token_are_clear_errors() {
     assert_eq!(r.status().as_u16(), 401);
     a.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspension_stops_both_directions_until_resumed() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let (status, v) = a
+        .post(&format!("/v1/federations/{id}/suspend"), json!({}))
+        .await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("suspended")));
+    wait_for(|| async {
+        b.get("/v1/federations").await.1["federations"][0]["state"] == "suspended"
+    })
+    .await;
+    for (from, to) in [(&a, "supplier-b"), (&b, "plant-a")] {
+        let (status, err) = from
+            .post(
+                "/v1/messages",
+                json!({"to": to, "topic": "t", "payload": 1}),
+            )
+            .await;
+        assert_eq!(status, 409, "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is suspended"),
+            "{err}"
+        );
+    }
+    // Resuming is the peer's to do as well: B resumes, A follows.
+    let (status, _) = b
+        .post(&format!("/v1/federations/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    wait_for(|| async { a.get("/v1/federations").await.1["federations"][0]["state"] == "active" })
+        .await;
+    let mut at_b = b.stream("").await;
+    let (status, _) = a
+        .post(
+            "/v1/messages",
+            json!({"to": "supplier-b", "topic": "t", "payload": 2}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let got: Value =
+        serde_json::from_str(at_b.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(got["message"], 2);
+    // Resuming what is active is refused, naming the states.
+    let (status, err) = a
+        .post(&format!("/v1/federations/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a federation that is active cannot become active"),
+        "{err}"
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

@@ -261,6 +261,13 @@ pub(crate) async fn operate(
     let updated = node
         .blocking(move |s| s.set_state(&lookup, target, Some(reason), at))
         .await?;
+    if let (Operation::Suspend | Operation::Resume, Some(link)) = (op, links::link(node, &id)) {
+        link.suspended.store(
+            op == Operation::Suspend,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let _ = link.tx.send(links::lifecycle_frame(target)).await;
+    }
     if let Operation::Terminate { forced } = op
         && let Some(link) = links::link(node, &id)
     {

@@ -114,6 +114,8 @@ pub(crate) struct LinkHandle {
     pub(crate) accepted: Accepted,
     pub(crate) terms: PolicyTerms,
     pub(crate) role: Role,
+    /// The federation is suspended: nothing is sent or accepted until it resumes.
+    pub(crate) suspended: std::sync::atomic::AtomicBool,
     /// Cancelled when the session ends, whichever side ends it.
     pub(crate) closed: CancellationToken,
     pub(crate) connected_since: Timestamp,
@@ -424,6 +426,7 @@ pub(crate) fn start_session(
         accepted: agreement.capabilities,
         terms: agreement.policy,
         role: record.role,
+        suspended: std::sync::atomic::AtomicBool::new(record.state == FederationState::Suspended),
         closed: node.cancel.child_token(),
         connected_since: at,
         last_rx: AtomicU64::new(at.0),
@@ -563,6 +566,7 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
                 }
             }
             FrameType::Envelope => super::messages::receive(&node, &handle, &frame.body),
+            FrameType::Lifecycle => peer_lifecycle(&node, &handle, &frame.body).await,
             FrameType::Termination => {
                 let forced = frame.body.first() == Some(&1);
                 let kind = if forced {
@@ -604,6 +608,56 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
         .is_some_and(|h| Arc::ptr_eq(h, &handle))
     {
         links.remove(&handle.federation_id);
+    }
+}
+
+/// The body of a `Lifecycle` frame: the state the sender moved the federation to.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LifecycleChange {
+    /// `suspended` or `active`.
+    pub(crate) state: String,
+}
+
+/// Encodes a lifecycle frame for `state`.
+pub(crate) fn lifecycle_frame(state: FederationState) -> Frame {
+    Frame::new(
+        FrameType::Lifecycle,
+        cbor(&LifecycleChange {
+            state: state.name().to_owned(),
+        }),
+    )
+}
+
+/// The peer suspended or resumed the federation: follow it, if the lifecycle allows.
+async fn peer_lifecycle(node: &Arc<Node>, handle: &Arc<LinkHandle>, body: &[u8]) {
+    let target = ciborium::from_reader::<LifecycleChange, _>(body)
+        .ok()
+        .and_then(|c| c.state.parse::<FederationState>().ok())
+        .filter(|s| matches!(s, FederationState::Suspended | FederationState::Active));
+    let Some(target) = target else {
+        tracing::warn!(federation = %handle.federation_id, "ignored a malformed lifecycle frame");
+        return;
+    };
+    let id = handle.federation_id.clone();
+    let at = now();
+    let reason = if target == FederationState::Suspended {
+        "suspended by the peer"
+    } else {
+        "resumed by the peer"
+    };
+    match node
+        .blocking(move |s| s.set_state(&id, target, Some(reason), at))
+        .await
+    {
+        Ok(_) => {
+            handle
+                .suspended
+                .store(target == FederationState::Suspended, Ordering::Relaxed);
+            tracing::info!(federation = %handle.federation_id, peer = %handle.peer, "federation {reason}");
+        }
+        Err(e) => {
+            tracing::warn!(federation = %handle.federation_id, error = %e, "could not follow the peer's lifecycle change")
+        }
     }
 }
 

@@ -243,6 +243,9 @@ pub(crate) fn receive(node: &Node, handle: &LinkHandle, bytes: &[u8]) {
 }
 
 fn accept(node: &Node, handle: &LinkHandle, bytes: &[u8]) -> Result<Delivery, String> {
+    if handle.suspended.load(Ordering::Relaxed) {
+        return Err("the federation is suspended".to_owned());
+    }
     let mut wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
     let h = wire.header().clone();
     if h.federation_id != handle.federation_id {
