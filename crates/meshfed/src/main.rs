@@ -29,7 +29,9 @@ use failure::Failure;
 
 fn main() -> ExitCode {
     let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
-        init_tracing();
+        // A daemon reports what it does; one-shot commands only what went wrong.
+        let default = if matches!(cli.command, Command::Gateway) { "info" } else { "warn" };
+        init_tracing(default);
         run(cli)
     });
     match outcome {
@@ -50,12 +52,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Logs go to stderr, at `warn` unless `MESHFED_LOG` says otherwise (e.g. `MESHFED_LOG=debug`).
-fn init_tracing() {
+/// Logs go to stderr, at `default` (`info` for the gateway, `warn` otherwise) unless
+/// `MESHFED_LOG` says otherwise (e.g. `MESHFED_LOG=debug`).
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHFED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
