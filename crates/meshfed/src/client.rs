@@ -12,6 +12,7 @@ use crate::failure::Failure;
 
 /// A client of one node's API.
 pub(crate) struct ApiClient {
+    dir: std::path::PathBuf,
     api: SocketAddr,
     token: String,
     http: reqwest::Client,
@@ -34,6 +35,7 @@ impl ApiClient {
             .and_then(|v| v["api"].as_str().and_then(|a| a.parse().ok()))
             .unwrap_or(config.api.listen);
         Ok(Self {
+            dir: dir.to_path_buf(),
             api,
             token,
             http: reqwest::Client::new(),
@@ -67,8 +69,9 @@ impl ApiClient {
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             Failure::Runtime(anyhow!(
-                "cannot reach the gateway's API at {}: is `meshfed gateway` running for this directory? ({e})",
-                self.api
+                "cannot reach the gateway's API at {}: is `meshfed gateway --dir {}` running? ({e})",
+                self.api,
+                self.dir.display()
             ))
         })?;
         let status = resp.status();

@@ -30,7 +30,11 @@ use failure::Failure;
 fn main() -> ExitCode {
     let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
         // A daemon reports what it does; one-shot commands only what went wrong.
-        let default = if matches!(cli.command, Command::Gateway) { "info" } else { "warn" };
+        let default = if matches!(cli.command, Command::Gateway) {
+            "info"
+        } else {
+            "warn"
+        };
         init_tracing(default);
         run(cli)
     });

@@ -129,6 +129,9 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
         let (mut ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .map_err(|e| refused(&client, e))?;
+        // The gateway registers the subscription before it completes the upgrade: from here on
+        // nothing delivered is missed, so this line tells scripts the subscriber is ready.
+        eprintln!("subscribed at {} ({})", client.addr(), describe(&args));
         let mut out = std::io::stdout();
         let mut seen = 0u64;
         while args.count.is_none_or(|n| seen < n) {
@@ -158,6 +161,14 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
         let _ = ws.close(None).await;
         Ok(())
     })
+}
+
+fn describe(args: &SubscribeArgs) -> String {
+    let topic = args.topic.as_ref().map_or("#", |t| t.as_str());
+    match &args.from {
+        Some(m) => format!("topic {topic} from {m}"),
+        None => format!("topic {topic}"),
+    }
 }
 
 /// The gateway's own words when it refuses the stream (it answers with a JSON error body).

@@ -287,6 +287,12 @@ impl Gateway {
             metrics: messages::Counters::default(),
         });
         write_runtime_file(&node, api_addr)?;
+        if listen.port() == 0 {
+            tracing::warn!(
+                federation = %node.federation_addr,
+                "the federation listener is on an ephemeral port: invitations carry it, so meshes that join cannot re-dial after this gateway restarts; set [federation] listen to a fixed port for lasting federations"
+            );
+        }
         node.tracker
             .spawn(links::accept_loop(node.clone(), listener));
         links::redial_stored(&node).await;
