@@ -6,7 +6,7 @@ use std::time::Duration;
 use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::frame::{Frame, FrameType};
-use meshfed_proto::handshake::{Channel, Handshake, Role as HsRole, Target, invitation_key};
+use meshfed_proto::handshake::{Handshake, Role as HsRole, Target, invitation_key};
 use meshfed_proto::invitation::{InvitationToken, TokenError};
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_store::{FederationRecord, InvitationRecord, StoreError};
@@ -165,10 +165,7 @@ async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, Fed
             peer: token.inviter.clone(),
             source,
         };
-        let channel = Channel {
-            peer_leaf: link.peer_leaf().to_vec(),
-            binding: link.binding().to_vec(),
-        };
+        let channel = link.channel();
         let hs = Handshake::initiator(
             node.local(KeyPurpose::ServerAuth),
             channel,

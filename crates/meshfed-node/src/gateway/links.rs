@@ -16,7 +16,7 @@ use meshfed_proto::crypto::{ContentSecret, Digest384, KeyEpoch, Opener, Sealer, 
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::handshake::{
-    Channel, Established, Event, Handshake, HandshakeError, KnownFederation, PendingInvitation,
+    Established, Event, Handshake, HandshakeError, KnownFederation, PendingInvitation,
     ResponderKnowledge, Role as HsRole, Target,
 };
 use meshfed_proto::policy::PolicyTerms;
@@ -200,10 +200,7 @@ async fn handle_incoming(node: Arc<Node>, incoming: Incoming) {
     };
     let result = async {
         let knowledge = responder_knowledge(&node).await?;
-        let channel = Channel {
-            peer_leaf: link.peer_leaf().to_vec(),
-            binding: link.binding().to_vec(),
-        };
+        let channel = link.channel();
         let hs = Handshake::responder(
             node.local(KeyPurpose::ClientAuth),
             channel,
@@ -400,14 +397,7 @@ pub(crate) fn start_session(
     let agreement = signed
         .agreement()
         .map_err(|e| LinkError::Store(e.to_string()))?;
-    let bundle = TrustBundle::new(
-        record
-            .peer_bundle
-            .iter()
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect(),
-    )
-    .map_err(|e| LinkError::Store(format!("stored trust bundle of {}: {e}", record.peer_mesh)))?;
+    let bundle = stored_bundle(record)?;
     link.set_max_frame(agreement.capabilities.max_frame.0);
     let epoch = KeyEpoch::random().map_err(|e| LinkError::Store(e.to_string()))?;
     let sealer = est
@@ -661,16 +651,20 @@ async fn peer_lifecycle(node: &Arc<Node>, handle: &Arc<LinkHandle>, body: &[u8])
     }
 }
 
+/// The trust bundle stored for a federation's peer: every later link is verified against it.
+fn stored_bundle(record: &FederationRecord) -> Result<TrustBundle, LinkError> {
+    let certs = record
+        .peer_bundle
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    TrustBundle::new(certs)
+        .map_err(|e| LinkError::Store(format!("stored trust bundle of {}: {e}", record.peer_mesh)))
+}
+
 /// Dials a stored federation's peer and resumes it.
 async fn resume(node: &Arc<Node>, record: &FederationRecord) -> Result<Arc<LinkHandle>, LinkError> {
-    let bundle = TrustBundle::new(
-        record
-            .peer_bundle
-            .iter()
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect(),
-    )
-    .map_err(|e| LinkError::Store(format!("stored trust bundle of {}: {e}", record.peer_mesh)))?;
+    let bundle = stored_bundle(record)?;
     let timeout = node.config.federation.handshake_timeout;
     let mut last = None;
     for addr in &record.peer_addrs {
@@ -680,10 +674,7 @@ async fn resume(node: &Arc<Node>, record: &FederationRecord) -> Result<Arc<LinkH
         };
         match meshfed_transport::dial(addr, &node.id.tls, trust, timeout).await {
             Ok(mut link) => {
-                let channel = Channel {
-                    peer_leaf: link.peer_leaf().to_vec(),
-                    binding: link.binding().to_vec(),
-                };
+                let channel = link.channel();
                 let hs = Handshake::initiator(
                     node.local(KeyPurpose::ServerAuth),
                     channel,
