@@ -6,7 +6,7 @@
 //! per key: [`ContentSecret::sealer`] derives a *fresh* AES key from the federation secret, the
 //! sender's mesh id and a random 128-bit [`KeyEpoch`]. The sealer is neither `Clone` nor `Copy`, and
 //! it takes each nonce from a 64-bit counter that only increases; when the counter reaches the
-//! volume limit, [`Sealer::seal`] refuses ([`CryptoError::KeyExhausted`]) instead of wrapping. A
+//! volume limit, [`Sealer::next_iv`] refuses ([`CryptoError::KeyExhausted`]) instead of wrapping. A
 //! restarted process, or a second gateway of the same mesh, makes its own sealer with a new random
 //! epoch, hence a different key, so counters starting again at zero never meet an old key.
 

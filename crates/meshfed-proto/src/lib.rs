@@ -17,6 +17,7 @@ pub mod policy;
 pub use id::{FederationId, InvalidId, KeyId, MeshId, NodeName};
 pub use lifecycle::{FederationState, IllegalTransition, Termination};
 pub mod agreement;
+pub mod batch;
 pub mod capability;
 pub mod crypto;
 pub mod envelope;

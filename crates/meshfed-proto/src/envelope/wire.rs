@@ -21,7 +21,7 @@ use crate::id::{KeyId, MeshId};
 /// Domain separation for envelope signatures, so they can never be taken for another signature.
 const SIGNING_CONTEXT: &[u8] = b"meshfed-envelope-v1\0";
 /// Longest path an envelope may carry (one entry per hop, and ttl is a byte).
-const MAX_PATH: usize = 256;
+pub(crate) const MAX_PATH: usize = 256;
 
 /// Why an envelope was refused. Each variant names the part that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,7 +177,9 @@ impl WireEnvelope {
         Self::sign(header, header_bytes, hop, payload, signer)
     }
 
-    fn sign(
+    /// Signs sealed (or clear) parts: the per-message signature. Also used by
+    /// [`crate::batch::UnsignedEnvelope::sign`].
+    pub(crate) fn sign(
         header: Header,
         header_bytes: Vec<u8>,
         hop: Hop,
@@ -354,7 +356,8 @@ fn invalid(field: &'static str, reason: impl std::fmt::Display) -> EnvelopeError
     }
 }
 
-fn encode_header(h: &Header) -> Vec<u8> {
+/// The header bytes of `h`, encoded once and then kept (also by [`crate::batch`]).
+pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
     let wire = WireHeader {
         v: [h.version.major, h.version.minor],
         id: ByteBuf::from(h.id.0.to_vec()),
@@ -389,7 +392,8 @@ fn encode_header(h: &Header) -> Vec<u8> {
     out
 }
 
-fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
+/// Parses header bytes; every field is checked (also used by [`crate::batch`]).
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
     let w: WireHeader =
         ciborium::from_reader(bytes).map_err(|e| EnvelopeError::MalformedHeader(e.to_string()))?;
     if w.v[0] != Version::CURRENT.major {

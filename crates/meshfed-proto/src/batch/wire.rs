@@ -1,0 +1,358 @@
+//! The CBOR wire forms of batches, proven envelopes and receipts.
+//!
+//! See the layout in the [parent module](super)'s doc.
+
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
+
+use super::merkle::{self, HASH_LEN, TreeHash};
+use super::{
+    BatchError, BatchReceipt, BatchSignature, ProvenEnvelope, SignedBatch, UnsignedEnvelope,
+    check_one_origin, index_u32,
+};
+use crate::crypto::{DIGEST_LEN, Digest384, SIGNATURE_LEN, Signature};
+use crate::envelope::wire::MAX_PATH;
+use crate::envelope::{EnvelopeError, Hop, Source};
+use crate::id::MeshId;
+
+/// Declares a tuple struct read from a CBOR array of exactly its fields: serde's derived
+/// visitor would accept an array that announces more items than it holds, so two encodings
+/// would decode to one value.
+macro_rules! exact_array {
+    ($(struct $name:ident($($ty:ty),+ $(,)?);)+) => {$(
+        struct $name($($ty),+);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "an array of {} items", [$(stringify!($ty)),+].len())
+                    }
+
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$name, A::Error> {
+                        let mut n = 0;
+                        let value = $name($({
+                            let item = seq
+                                .next_element::<$ty>()?
+                                .ok_or_else(|| de::Error::invalid_length(n, &self))?;
+                            n += 1;
+                            item
+                        }),+);
+                        if seq.next_element::<IgnoredAny>()?.is_some() {
+                            return Err(de::Error::invalid_length(n + 1, &self));
+                        }
+                        Ok(value)
+                    }
+                }
+                d.deserialize_seq(V)
+            }
+        }
+    )+};
+}
+
+exact_array! {
+    struct SignatureIn(String, String, u64, ByteBuf, ByteBuf);
+    struct MemberIn(Vec<String>, u8, u8, ByteBuf, ByteBuf, ByteBuf);
+    struct BatchIn(SignatureIn, Vec<MemberIn>);
+    struct ProvenIn(SignatureIn, u64, ByteBuf, MemberIn);
+    struct ReceiptIn(SignatureIn, ByteBuf);
+}
+
+#[derive(Serialize)]
+struct SignatureOut<'a>(&'a str, &'a str, u32, &'a Bytes, &'a Bytes);
+
+#[derive(Serialize)]
+struct MemberOut<'a>(Vec<&'a str>, u8, u8, &'a Bytes, &'a Bytes, &'a Bytes);
+
+#[derive(Serialize)]
+struct BatchOut<'a>(SignatureOut<'a>, Vec<MemberOut<'a>>);
+
+#[derive(Serialize)]
+struct ProvenOut<'a>(SignatureOut<'a>, u64, &'a Bytes, MemberOut<'a>);
+
+#[derive(Serialize)]
+struct ReceiptOut<'a>(SignatureOut<'a>, &'a Bytes);
+
+const BATCH: &str = "envelope batch";
+const PROVEN: &str = "proven envelope";
+const RECEIPT: &str = "batch receipt";
+
+impl SignedBatch {
+    /// Appends the wire form (the `EnvelopeBatch` frame body) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let members = self.envelopes.iter().map(UnsignedEnvelope::wire).collect();
+        write(&BatchOut(self.signature.wire(), members), out);
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .envelopes
+            .iter()
+            .map(|e| e.header_bytes.len() + e.payload.len() + 96)
+            .sum();
+        let mut out = Vec::with_capacity(size + 256);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Parses a batch: every field is checked, every envelope must name the signer as its source
+    /// and one certificate; nothing is trusted yet (call [`SignedBatch::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
+        let BatchIn(signature, members) = read(BATCH, bytes)?;
+        let signature = BatchSignature::from_wire(signature)?;
+        if members.len() != signature.count as usize {
+            return Err(BatchError::CountMismatch {
+                signed: signature.count,
+                carried: members.len(),
+            });
+        }
+        let envelopes = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                UnsignedEnvelope::from_wire(m).map_err(|source| BatchError::Envelope {
+                    index: index_u32(i),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_one_origin(&envelopes, &signature.signer)?;
+        Ok(Self {
+            signature,
+            envelopes,
+        })
+    }
+}
+
+impl ProvenEnvelope {
+    /// Appends the wire form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let proof = self.proof.to_bytes();
+        let wire = ProvenOut(
+            self.batch.wire(),
+            self.proof.index(),
+            Bytes::new(&proof),
+            self.envelope.wire(),
+        );
+        write(&wire, out);
+    }
+
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.envelope.header_bytes.len() + self.envelope.payload.len() + 1024,
+        );
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Parses a proven envelope: the index must be inside the batch, the proof must have the
+    /// shape the index and the count fix, and the envelope must name the signer as its source.
+    /// Nothing is trusted yet (call [`ProvenEnvelope::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
+        let ProvenIn(signature, index, proof, member) = read(PROVEN, bytes)?;
+        let signature = BatchSignature::from_wire(signature)?;
+        let i = signature.check_index(index)?;
+        let envelope = UnsignedEnvelope::from_wire(member)
+            .map_err(|source| BatchError::Envelope { index: i, source })?;
+        Self::from_parts(signature, index, &proof, envelope)
+    }
+}
+
+impl BatchReceipt {
+    /// Appends the stored form to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let leaves: Vec<u8> = self.leaves.iter().flat_map(|h| *h.as_bytes()).collect();
+        write(&ReceiptOut(self.signature.wire(), Bytes::new(&leaves)), out);
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.leaves.len() * HASH_LEN + 256);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Parses a stored receipt and checks that its leaves hash to its root. The signature is
+    /// not checked here (that needs the signer's key: [`BatchSignature::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
+        let ReceiptIn(signature, leaves) = read(RECEIPT, bytes)?;
+        let signature = BatchSignature::from_wire(signature)?;
+        if !leaves.len().is_multiple_of(HASH_LEN) {
+            return Err(BatchError::InvalidField {
+                field: "batch.leaves",
+                reason: format!(
+                    "{} bytes are not a whole number of {HASH_LEN}-byte hashes",
+                    leaves.len()
+                ),
+            });
+        }
+        let leaves: Vec<TreeHash> = leaves
+            .chunks_exact(HASH_LEN)
+            .filter_map(|c| c.try_into().ok().map(TreeHash::from_bytes))
+            .collect();
+        if leaves.len() != signature.count as usize {
+            return Err(BatchError::CountMismatch {
+                signed: signature.count,
+                carried: leaves.len(),
+            });
+        }
+        if merkle::root(&leaves) != signature.root {
+            return Err(BatchError::RootMismatch);
+        }
+        Ok(Self { signature, leaves })
+    }
+}
+
+impl BatchSignature {
+    fn wire(&self) -> SignatureOut<'_> {
+        SignatureOut(
+            self.signer.mesh.as_str(),
+            self.signer.gateway.as_str(),
+            self.count,
+            Bytes::new(self.root.as_bytes()),
+            Bytes::new(&self.signature.0),
+        )
+    }
+
+    fn from_wire(w: SignatureIn) -> Result<Self, BatchError> {
+        let SignatureIn(mesh, gateway, count, root, signature) = w;
+        let signer = Source {
+            mesh: mesh.parse().map_err(|e| invalid("batch.signer.mesh", e))?,
+            gateway: gateway
+                .parse()
+                .map_err(|e| invalid("batch.signer.gateway", e))?,
+        };
+        let count = u32::try_from(count)
+            .ok()
+            .filter(|&c| c >= 1 && c as usize <= SignedBatch::MAX_LEN)
+            .ok_or_else(|| {
+                invalid(
+                    "batch.count",
+                    format!("{count} is not 1 to {}", SignedBatch::MAX_LEN),
+                )
+            })?;
+        let root: [u8; HASH_LEN] = root.as_slice().try_into().map_err(|_| {
+            invalid(
+                "batch.root",
+                format!("is {} bytes, not {HASH_LEN}", root.len()),
+            )
+        })?;
+        let signature: [u8; SIGNATURE_LEN] = signature.as_slice().try_into().map_err(|_| {
+            invalid(
+                "batch.signature",
+                format!("is {} bytes, not {SIGNATURE_LEN}", signature.len()),
+            )
+        })?;
+        Ok(Self {
+            signer,
+            count,
+            root: TreeHash::from_bytes(root),
+            signature: Signature(signature),
+        })
+    }
+}
+
+impl UnsignedEnvelope {
+    /// Appends the wire form (a batch member) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        write(&self.wire(), out);
+    }
+
+    /// The wire form (a batch member).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_bytes.len() + self.payload.len() + 128);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Parses the wire form of a batch member; every field is checked, nothing is trusted.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let mut rest = bytes;
+        let member: MemberIn = ciborium::from_reader(&mut rest)
+            .map_err(|e| EnvelopeError::MalformedFrame(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(EnvelopeError::MalformedFrame(format!(
+                "{} stray bytes after the envelope",
+                rest.len()
+            )));
+        }
+        Self::from_wire(member)
+    }
+
+    fn wire(&self) -> MemberOut<'_> {
+        MemberOut(
+            self.hop.path.iter().map(MeshId::as_str).collect(),
+            self.hop.ttl,
+            self.hop.hops,
+            Bytes::new(&self.header_bytes),
+            Bytes::new(&self.digest),
+            Bytes::new(&self.payload),
+        )
+    }
+
+    fn from_wire(w: MemberIn) -> Result<Self, EnvelopeError> {
+        let MemberIn(path, ttl, hops, header_bytes, digest, payload) = w;
+        let field = |reason: String| EnvelopeError::InvalidField {
+            field: "routing.path",
+            reason,
+        };
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(field(format!(
+                "has {} entries, must have 1 to {MAX_PATH}",
+                path.len()
+            )));
+        }
+        let path = path
+            .into_iter()
+            .map(|m| m.parse::<MeshId>().map_err(|e| field(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let digest: Digest384 = digest.as_slice().try_into().map_err(|_| {
+            EnvelopeError::MalformedFrame(format!(
+                "payload digest is {} bytes, not {DIGEST_LEN}",
+                digest.len()
+            ))
+        })?;
+        Self::decoded(
+            Hop { path, ttl, hops },
+            header_bytes.into_vec(),
+            digest,
+            payload.into_vec(),
+        )
+    }
+}
+
+fn invalid(field: &'static str, reason: impl std::fmt::Display) -> BatchError {
+    BatchError::InvalidField {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+fn write(value: &impl Serialize, out: &mut Vec<u8>) {
+    // Invariant: encoding plain structs into a Vec cannot fail (no IO, no non-string keys).
+    ciborium::into_writer(value, out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+}
+
+/// One CBOR item of type `T` that must fill `bytes` exactly.
+fn read<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, BatchError> {
+    let mut rest = bytes;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| BatchError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(BatchError::TrailingBytes {
+            what,
+            len: rest.len(),
+        });
+    }
+    Ok(value)
+}
