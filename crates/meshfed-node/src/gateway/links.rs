@@ -122,8 +122,8 @@ pub(crate) struct LinkHandle {
     last_rx: AtomicU64,
     last_heartbeat: AtomicU64,
     rtt_us: AtomicU64,
-    /// Signer certificates already verified against the peer bundle, by SHA-384.
-    pub(crate) signers: Mutex<HashMap<Digest384, VerifyingKey>>,
+    /// Signer certificates already verified against the peer bundle, by SHA-384, with their expiry.
+    pub(crate) signers: Mutex<HashMap<Digest384, (VerifyingKey, std::time::SystemTime)>>,
     /// Openers for the peer's content keys, by key id.
     pub(crate) openers: Mutex<HashMap<KeyId, Arc<Opener>>>,
     heartbeat_interval: Duration,

@@ -318,9 +318,13 @@ fn signer_key(
     cert: &[u8],
 ) -> Result<meshfed_proto::crypto::VerifyingKey, String> {
     let digest = sha384(cert);
+    let now = std::time::SystemTime::now();
     let mut signers = handle.signers.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = signers.get(&digest) {
-        return Ok(k.clone());
+    // A cached certificate counts only until it expires; then it is verified again (and refused).
+    if let Some((key, not_after)) = signers.get(&digest)
+        && now <= *not_after
+    {
+        return Ok(key.clone());
     }
     let der = CertificateDer::from(cert.to_vec());
     let info = meshfed_trust::verify_node_cert(
@@ -328,13 +332,13 @@ fn signer_key(
         &der,
         &[],
         KeyPurpose::ClientAuth,
-        std::time::SystemTime::now(),
+        now,
     )
     .map_err(|e| format!("signer certificate: {e}"))?;
     let key = info
         .public_key
         .verifying_key()
         .map_err(|e| format!("signer key: {e}"))?;
-    signers.insert(digest, key.clone());
+    signers.insert(digest, (key.clone(), info.not_after));
     Ok(key)
 }
