@@ -3,7 +3,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, Params, Row};
 
@@ -119,6 +119,36 @@ impl<'a, 'r> Cells<'a, 'r> {
                 format!("a SHA-384 digest has 48 bytes, found {}", bytes.len()),
             )
         })
+    }
+
+    /// A non-null integer column.
+    pub(crate) fn int(&self, column: &'static str) -> Result<i64, StoreError> {
+        self.raw(column)
+    }
+
+    /// A non-null integer column that must fit a `u8` and parse into `T` (priority, qos).
+    pub(crate) fn small<T>(&self, column: &'static str) -> Result<T, StoreError>
+    where
+        T: TryFrom<u8>,
+        T::Error: Display,
+    {
+        let n = self.int(column)?;
+        let n =
+            u8::try_from(n).map_err(|_| self.corrupt(column, format!("{n} is out of range")))?;
+        T::try_from(n).map_err(|e| self.corrupt(column, e))
+    }
+
+    /// A blob column that must hold an envelope id (16 bytes).
+    pub(crate) fn envelope_id(&self, column: &'static str) -> Result<EnvelopeId, StoreError> {
+        let bytes = self.blob(column)?;
+        <[u8; 16]>::try_from(bytes.as_slice())
+            .map(EnvelopeId)
+            .map_err(|_| {
+                self.corrupt(
+                    column,
+                    format!("an envelope id has 16 bytes, found {}", bytes.len()),
+                )
+            })
     }
 
     /// A non-null timestamp column.

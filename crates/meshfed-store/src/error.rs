@@ -1,6 +1,7 @@
 //! What can go wrong in the store, stated as facts.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::{FederationId, IllegalTransition, MeshId};
@@ -77,6 +78,9 @@ pub enum StoreError {
         /// Its value in milliseconds since the Unix epoch.
         value: u64,
     },
+    /// The journal's writer thread could not be started.
+    #[error("cannot start the journal's writer thread")]
+    SpawnWriter(#[source] std::io::Error),
     /// An invitation with this token id is already stored.
     #[error("invitation {0} already exists")]
     DuplicateInvitation(String),
@@ -130,6 +134,34 @@ impl StoreError {
             problem: problem.to_string(),
         }
     }
+}
+
+/// Why a journal write is not (or not known to be) stored. Every variant says whether the write
+/// may be in the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// This request failed on its own (e.g. a timestamp out of range) and was rolled back; the
+    /// other requests of its batch were not affected. It is not stored.
+    #[error("the journal rolled back a write")]
+    Rejected {
+        /// What failed (its action names table and id).
+        source: Arc<StoreError>,
+    },
+    /// The transaction holding this request's batch could not begin or commit; nothing of the
+    /// batch is stored.
+    #[error("the journal could not commit a batch of {requests} requests; none of them is stored")]
+    CommitFailed {
+        /// How many requests the batch held.
+        requests: usize,
+        /// What failed.
+        source: Arc<StoreError>,
+    },
+    /// The writer thread stopped (it panicked, or the journal is closing) before confirming
+    /// this request; it may or may not be stored.
+    #[error(
+        "the journal's writer stopped before confirming this write; it may or may not be stored"
+    )]
+    WriterStopped,
 }
 
 /// Why an invitation could not be consumed.

@@ -5,12 +5,14 @@
 //!
 //! This is an adapter: it does file IO, and its API is **synchronous**. It does not depend on an
 //! async runtime; async callers wrap each call in `spawn_blocking`. It never reads the clock: times
-//! are passed in (`now: Timestamp`). It does not yet hold message queues, dedup windows or the
-//! audit log — those come with the delivery work — nor the JetStream backend.
+//! are passed in (`now: Timestamp`). Besides the registry it holds the **journal**: outbound
+//! messages awaiting acknowledgement, the exactly-once dedup window and durable subscribers'
+//! messages and cursors, written by one thread with group commit ([`Journal`]). It does not hold
+//! the audit log yet, nor is there a JetStream backend.
 //!
 //! Where to start reading: [`Store`] (opening, durability settings, schema migrations), then
 //! [`InvitationRecord`] and [`Store::consume_invitation`], then [`FederationRecord`] and
-//! [`Store::set_state`]. Every row read back is parsed into its typed record; a row that does not
+//! [`Store::set_state`]; for messages, the [`journal`] module and [`Journal`]. Every row read back is parsed into its typed record; a row that does not
 //! parse is a [`StoreError::Corrupt`] naming table, row and column.
 
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ mod cells;
 mod error;
 mod federation;
 mod invitation;
+pub mod journal;
 mod schema;
 mod time_fmt;
 
@@ -29,9 +32,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-pub use error::{ConsumeError, StoreError};
+pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, Role};
 pub use invitation::InvitationRecord;
+pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
 
 use crate::error::Doing;
 
@@ -53,14 +57,9 @@ impl Store {
     /// Opens (creating if needed) the store file at `path` and its parent directories, applies
     /// the durability settings and brings the schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        create_parent(path)?;
         let setup = || {
-            let conn = Connection::open(path).doing(|| "open the database file".into())?;
+            let conn = connect(path)?;
             Self::set_up(conn, true)
         };
         setup().map_err(|e| StoreError::Open {
@@ -76,17 +75,7 @@ impl Store {
     }
 
     fn set_up(mut conn: Connection, wal: bool) -> Result<Self, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .doing(|| "set the busy timeout".into())?;
-        if wal {
-            let mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-                .doing(|| "switch to WAL mode".into())?;
-            require("journal_mode", "wal", mode)?;
-        }
-        set_pragma(&conn, "synchronous", "FULL", "2")?;
-        set_pragma(&conn, "foreign_keys", "ON", "1")?;
-        schema::migrate(&mut conn)?;
+        configure(&mut conn, wal)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -97,6 +86,38 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Creates the directories that should hold the store file at `path`.
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Opens the database file at `path`.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open(path).doing(|| "open the database file".into())
+}
+
+/// Applies the durability settings (WAL if `wal`, `synchronous=FULL`, foreign keys, busy
+/// timeout) and brings the schema up to date.
+fn configure(conn: &mut Connection, wal: bool) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .doing(|| "set the busy timeout".into())?;
+    if wal {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .doing(|| "switch to WAL mode".into())?;
+        require("journal_mode", "wal", mode)?;
+    }
+    set_pragma(conn, "synchronous", "FULL", "2")?;
+    set_pragma(conn, "foreign_keys", "ON", "1")?;
+    schema::migrate(conn)
 }
 
 /// Sets `pragma` to `value` for this connection and checks that SQLite reports `wanted` back.

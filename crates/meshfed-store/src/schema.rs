@@ -51,6 +51,45 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (federation_id, position)
     ) STRICT;
     ",
+    // 2: the journal — outbound messages, the dedup window, durable subscribers.
+    "
+    CREATE TABLE outbound (
+        seq               INTEGER PRIMARY KEY, -- acceptance order among the stored rows
+        id                BLOB NOT NULL UNIQUE, -- EnvelopeId, 16 bytes
+        destination       TEXT NOT NULL,        -- MeshId whose queue holds it
+        priority          INTEGER NOT NULL,     -- 0..7
+        qos               INTEGER NOT NULL,     -- 0..2
+        deadline          INTEGER,              -- ms since the Unix epoch
+        order_source      TEXT,                 -- order scope, all three or none
+        order_destination TEXT,
+        order_topic       TEXT,
+        enqueued          INTEGER NOT NULL,
+        size              INTEGER NOT NULL,     -- length(payload), for cheap backlog sums
+        payload           BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX outbound_by_destination ON outbound (destination, priority DESC, seq);
+
+    CREATE TABLE delivered (
+        id    BLOB NOT NULL PRIMARY KEY, -- EnvelopeId of a delivered exactly-once message
+        until INTEGER NOT NULL           -- the entry goes once now >= until
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX delivered_by_until ON delivered (until);
+
+    CREATE TABLE inbound (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: cursors stay valid
+        subscription TEXT NOT NULL,
+        id           BLOB NOT NULL,
+        received     INTEGER NOT NULL,
+        payload      BLOB NOT NULL,
+        UNIQUE (subscription, id)
+    ) STRICT;
+    CREATE INDEX inbound_by_subscription ON inbound (subscription, seq);
+
+    CREATE TABLE cursors (
+        subscription TEXT NOT NULL PRIMARY KEY,
+        delivered    INTEGER NOT NULL -- inbound.seq of the last message delivered
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,127 @@
+//! Applying one [`Write`] inside the writer's open transaction.
+
+use rusqlite::{Connection, params};
+
+use crate::error::{Doing, StoreError};
+use crate::journal::records::{DeliveredId, InboundMessage, OutboundMessage, Write};
+use crate::time_fmt::to_sql;
+
+/// Applies `write` to `conn`, which is inside a transaction (and a savepoint for its request).
+pub(crate) fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::AppendOutbound(m) => append_outbound(conn, m),
+        Write::RemoveOutbound(ids) => {
+            let mut stmt = conn
+                .prepare_cached("DELETE FROM outbound WHERE id = ?1")
+                .doing(|| "prepare the removal of outbound messages".into())?;
+            for id in ids {
+                stmt.execute([&id.0[..]])
+                    .doing(|| format!("delete outbound message {id}"))?;
+            }
+            Ok(())
+        }
+        Write::RememberDelivered(d) => remember(conn, d),
+        Write::ForgetDelivered(ids) => {
+            let mut stmt = conn
+                .prepare_cached("DELETE FROM delivered WHERE id = ?1")
+                .doing(|| "prepare forgetting delivered ids".into())?;
+            for id in ids {
+                stmt.execute([&id.0[..]])
+                    .doing(|| format!("delete delivered id {id}"))?;
+            }
+            Ok(())
+        }
+        Write::ForgetExpired { now } => {
+            let now = to_sql("now", *now)?;
+            conn.prepare_cached("DELETE FROM delivered WHERE until <= ?1")
+                .and_then(|mut s| s.execute([now]))
+                .doing(|| format!("delete delivered ids expired at {now} ms"))?;
+            Ok(())
+        }
+        Write::AppendInbound(m) => append_inbound(conn, m),
+        Write::SaveCursor {
+            subscription,
+            delivered,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO cursors (subscription, delivered) VALUES (?1, ?2)
+                 ON CONFLICT (subscription) DO UPDATE
+                 SET delivered = max(delivered, excluded.delivered)",
+            )
+            .and_then(|mut s| s.execute(params![subscription.as_str(), delivered.0]))
+            .doing(|| format!("save cursor {delivered} of subscription {subscription}"))?;
+            conn.prepare_cached("DELETE FROM inbound WHERE subscription = ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute(params![subscription.as_str(), delivered.0]))
+                .doing(|| format!("delete inbound messages of {subscription} up to {delivered}"))?;
+            Ok(())
+        }
+    }
+}
+
+fn append_outbound(conn: &Connection, m: &OutboundMessage) -> Result<(), StoreError> {
+    let deadline = m.deadline.map(|t| to_sql("deadline", t)).transpose()?;
+    let enqueued = to_sql("enqueued", m.enqueued)?;
+    let order = m.order.as_ref();
+    conn.prepare_cached(
+        "INSERT INTO outbound (id, destination, priority, qos, deadline, order_source,
+             order_destination, order_topic, enqueued, size, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            &m.id.0[..],
+            m.destination.as_str(),
+            m.priority.get(),
+            m.qos.level(),
+            deadline,
+            order.map(|o| o.source.as_str()),
+            order.map(|o| o.destination.as_str()),
+            order.map(|o| o.topic.as_str()),
+            enqueued,
+            i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
+            &m.payload,
+        ])
+    })
+    .doing(|| {
+        format!(
+            "insert outbound message {} for mesh {}",
+            m.id, m.destination
+        )
+    })?;
+    Ok(())
+}
+
+fn remember(conn: &Connection, d: &DeliveredId) -> Result<(), StoreError> {
+    let until = to_sql("until", d.until)?;
+    conn.prepare_cached(
+        "INSERT INTO delivered (id, until) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET until = max(until, excluded.until)",
+    )
+    .and_then(|mut s| s.execute(params![&d.id.0[..], until]))
+    .doing(|| format!("insert delivered id {}", d.id))?;
+    Ok(())
+}
+
+fn append_inbound(conn: &Connection, m: &InboundMessage) -> Result<(), StoreError> {
+    let received = to_sql("received", m.received)?;
+    conn.prepare_cached(
+        "INSERT INTO inbound (subscription, id, received, payload) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (subscription, id) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.subscription.as_str(),
+            &m.id.0[..],
+            received,
+            &m.payload
+        ])
+    })
+    .doing(|| {
+        format!(
+            "insert inbound message {} for subscription {}",
+            m.id, m.subscription
+        )
+    })?;
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The journal: durable message storage with **group commit** (DESIGN.md §3.5, §3.12).
+//!
+//! One writer thread owns its own connection to the store file (WAL, `synchronous=FULL`). Callers
+//! submit requests ([`Write`]s) through a bounded channel and get a [`Ticket`] (or a callback). The
+//! writer takes everything queued — up to [`JournalConfig::max_batch_writes`] writes or
+//! [`JournalConfig::max_batch_bytes`] payload bytes — applies each request in its own savepoint,
+//! commits **one** transaction (one fsync) for the whole batch, and only then completes the
+//! batch's tickets. A request that fails on its own is rolled back alone
+//! ([`JournalError::Rejected`]); a failed commit fails every request of the batch
+//! ([`JournalError::CommitFailed`]). A completed ticket therefore means: in the file, fsynced.
+//!
+//! Reads ([`Journal::pending_outbound`], [`Journal::delivered_ids`], ...) use a second
+//! connection; in WAL mode they never wait for the writer.
+//!
+//! Closing ([`Journal::close`], or dropping the journal) lets the writer drain and commit every
+//! request already submitted, then waits for the thread to end.
+
+mod apply;
+mod read;
+mod records;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use meshfed_proto::MeshId;
+use meshfed_proto::envelope::{EnvelopeId, Timestamp};
+use rusqlite::{Connection, TransactionBehavior};
+
+pub use records::{
+    Backlog, Cursor, DeliveredId, InboundMessage, InboundSeq, InvalidSubscriptionName, OrderScope,
+    OutboundMessage, QueuePosition, StoredInbound, StoredOutbound, SubscriptionName, Write,
+};
+
+use crate::error::{Doing, JournalError, StoreError};
+
+/// How the journal queues and batches. The defaults suit a gateway: deep enough for many
+/// concurrent senders, batches small enough that one commit stays in the low milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Requests that may wait for the writer before [`Journal::submit`] blocks (backpressure).
+    /// Default 4096.
+    pub queue_capacity: usize,
+    /// A batch closes once it holds this many writes. Default 4096.
+    pub max_batch_writes: usize,
+    /// A batch closes once its writes carry this many payload bytes. Default 8 MiB.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            max_batch_writes: 4096,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+/// What the writer reports for one request.
+type Outcome = Result<(), JournalError>;
+
+/// Called on the writer thread once the request's fate is known.
+type Completion = Box<dyn FnOnce(Outcome) + Send>;
+
+/// One submitted request: applied all-or-nothing.
+struct Request {
+    writes: Vec<Write>,
+    done: Completion,
+}
+
+/// Durable message storage with group commit. See the [module documentation](self).
+///
+/// `Journal` is `Sync`: share it (e.g. in an `Arc`) and submit from any thread.
+pub struct Journal {
+    path: PathBuf,
+    /// `None` once closing.
+    sender: Option<SyncSender<Request>>,
+    /// `None` once joined.
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<Connection>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer has done since the journal was opened, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalStats {
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Requests confirmed as stored.
+    pub requests: u64,
+    /// Requests that failed (rolled back alone, or in a failed commit).
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Journal {
+    /// Opens the journal on the store file at `path` (creating it and bringing the schema up to
+    /// date if needed) and starts the writer thread.
+    pub fn open(path: &Path, config: JournalConfig) -> Result<Self, StoreError> {
+        crate::create_parent(path)?;
+        let open_conn = || -> Result<Connection, StoreError> {
+            let mut conn = crate::connect(path)?;
+            crate::configure(&mut conn, true)?;
+            Ok(conn)
+        };
+        let wrap = |e| StoreError::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        };
+        let writer_conn = open_conn().map_err(wrap)?;
+        let reader = open_conn().map_err(wrap)?;
+        let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn: writer_conn,
+            config,
+            counters: Arc::clone(&counters),
+        };
+        let writer = std::thread::Builder::new()
+            .name("meshfed-journal".into())
+            .spawn(move || writer.run(&receiver))
+            .map_err(StoreError::SpawnWriter)?;
+        Ok(Self {
+            path: path.to_owned(),
+            sender: Some(sender),
+            writer: Some(writer),
+            reader: Mutex::new(reader),
+            counters,
+        })
+    }
+
+    /// Commits and requests so far: `requests / commits` is the mean group size.
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Submits one write; the ticket completes once it is committed. Blocks while the queue is
+    /// full.
+    pub fn submit(&self, write: Write) -> Ticket {
+        self.submit_all(vec![write])
+    }
+
+    /// Submits several writes to be applied all-or-nothing (e.g. a delivered id together with
+    /// the inbound message it belongs to). Blocks while the queue is full.
+    pub fn submit_all(&self, writes: Vec<Write>) -> Ticket {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit_then(writes, move |outcome| {
+            // The ticket may have been dropped: nobody waits, nothing to tell.
+            let _ = tx.send(outcome);
+        });
+        Ticket { outcome: rx }
+    }
+
+    /// Submits `writes` (all-or-nothing) and calls `done` with the outcome once it is known.
+    /// `done` runs on the writer thread, so it must be quick (e.g. send on a channel, wake a
+    /// task); an async driver can complete a oneshot here. Blocks while the queue is full.
+    pub fn submit_then(
+        &self,
+        writes: Vec<Write>,
+        done: impl FnOnce(Result<(), JournalError>) + Send + 'static,
+    ) {
+        let request = Request {
+            writes,
+            done: Box::new(done),
+        };
+        let Some(sender) = &self.sender else {
+            (request.done)(Err(JournalError::WriterStopped));
+            return;
+        };
+        if let Err(mpsc::SendError(request)) = sender.send(request) {
+            (request.done)(Err(JournalError::WriterStopped));
+        }
+    }
+
+    /// Stores an outbound message (`OutboxEvent::Persist`).
+    pub fn append_outbound(&self, message: OutboundMessage) -> Ticket {
+        self.submit(Write::AppendOutbound(message))
+    }
+
+    /// Deletes acknowledged (or dead-lettered) outbound messages.
+    pub fn remove_outbound(&self, ids: Vec<EnvelopeId>) -> Ticket {
+        self.submit(Write::RemoveOutbound(ids))
+    }
+
+    /// Remembers a delivered exactly-once id until `until`.
+    pub fn remember_delivered(&self, id: EnvelopeId, until: Timestamp) -> Ticket {
+        self.submit(Write::RememberDelivered(DeliveredId { id, until }))
+    }
+
+    /// Stores a message for a durable subscriber.
+    pub fn append_inbound(&self, message: InboundMessage) -> Ticket {
+        self.submit(Write::AppendInbound(message))
+    }
+
+    /// Moves a subscription's cursor forward and deletes the messages it passed.
+    pub fn save_cursor(&self, subscription: SubscriptionName, delivered: InboundSeq) -> Ticket {
+        self.submit(Write::SaveCursor {
+            subscription,
+            delivered,
+        })
+    }
+
+    /// Lets the writer commit everything submitted so far, then stops it. Dropping the journal
+    /// does the same; `close` also says whether the writer ended cleanly.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), JournalError> {
+        // Dropping the sender ends the writer's loop once it has drained the queue.
+        self.sender = None;
+        match self.writer.take().map(JoinHandle::join) {
+            Some(Err(_panic)) => Err(JournalError::WriterStopped),
+            _ => Ok(()),
+        }
+    }
+
+    /// The outbound messages stored for `destination`: highest priority first, then in
+    /// acceptance order. To restore in acceptance order instead, sort by `position`.
+    pub fn pending_outbound(
+        &self,
+        destination: &MeshId,
+    ) -> Result<Vec<StoredOutbound>, StoreError> {
+        read::pending_outbound(&self.reader(), destination)
+    }
+
+    /// Messages and payload bytes stored per destination.
+    pub fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        read::backlog(&self.reader())
+    }
+
+    /// Messages and payload bytes stored for `destination` (zero if none).
+    pub fn backlog_of(&self, destination: &MeshId) -> Result<Backlog, StoreError> {
+        read::backlog_of(&self.reader(), destination)
+    }
+
+    /// The dedup window as stored: the delivered ids still remembered at `now`, soonest expiry
+    /// first (feed them to `Inbox::restore_delivered`).
+    pub fn delivered_ids(&self, now: Timestamp) -> Result<Vec<DeliveredId>, StoreError> {
+        read::delivered_ids(&self.reader(), now)
+    }
+
+    /// The saved cursor of `subscription`, if any.
+    pub fn cursor(
+        &self,
+        subscription: &SubscriptionName,
+    ) -> Result<Option<InboundSeq>, StoreError> {
+        read::cursor(&self.reader(), subscription)
+    }
+
+    /// Every saved cursor.
+    pub fn cursors(&self) -> Result<Vec<Cursor>, StoreError> {
+        read::cursors(&self.reader())
+    }
+
+    /// Up to `limit` stored messages of `subscription` after `after` (from the oldest if `None`),
+    /// in sequence order.
+    pub fn inbound_after(
+        &self,
+        subscription: &SubscriptionName,
+        after: Option<InboundSeq>,
+        limit: usize,
+    ) -> Result<Vec<StoredInbound>, StoreError> {
+        read::inbound_after(&self.reader(), subscription, after, limit)
+    }
+
+    /// The read connection. A panic elsewhere while it was held leaves it usable (reads only).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // A writer that panicked has already failed its tickets (`WriterStopped`).
+        let _ = self.shut_down();
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("open", &self.sender.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The promise of one request's outcome: completes once the transaction holding it is
+/// committed (fsynced), or with the reason it is not stored.
+#[derive(Debug)]
+#[must_use = "a write is only known to be durable once its ticket completes"]
+pub struct Ticket {
+    outcome: Receiver<Outcome>,
+}
+
+impl Ticket {
+    /// Blocks until the request is committed (`Ok`) or known to have failed.
+    pub fn wait(self) -> Result<(), JournalError> {
+        self.outcome
+            .recv()
+            .unwrap_or(Err(JournalError::WriterStopped))
+    }
+}
+
+/// The writer thread: owns the write connection and commits batches.
+struct Writer {
+    conn: Connection,
+    config: JournalConfig,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Commits batch after batch until every sender is gone and the queue is empty.
+    fn run(mut self, queue: &Receiver<Request>) {
+        while let Ok(first) = queue.recv() {
+            let batch = self.gather(first, queue);
+            self.commit(batch);
+        }
+    }
+
+    /// `first` and whatever else is already queued, within the batch bounds.
+    fn gather(&self, first: Request, queue: &Receiver<Request>) -> Vec<Request> {
+        let mut writes = first.writes.len();
+        let mut bytes: usize = first.writes.iter().map(Write::bytes).sum();
+        let mut batch = vec![first];
+        while writes < self.config.max_batch_writes && bytes < self.config.max_batch_bytes {
+            match queue.try_recv() {
+                Ok(request) => {
+                    writes += request.writes.len();
+                    bytes += request.writes.iter().map(Write::bytes).sum::<usize>();
+                    batch.push(request);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        batch
+    }
+
+    /// Applies every request in one transaction, commits it, then completes the requests.
+    fn commit(&mut self, batch: Vec<Request>) {
+        let outcomes = match self.apply_all(&batch) {
+            Ok(outcomes) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                outcomes
+            }
+            Err(e) => {
+                let e = JournalError::CommitFailed {
+                    requests: batch.len(),
+                    source: Arc::new(e),
+                };
+                vec![Err(e); batch.len()]
+            }
+        };
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
+            let counter = match outcome {
+                Ok(()) => &self.counters.requests,
+                Err(_) => &self.counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            (request.done)(outcome);
+        }
+    }
+
+    /// Each request's outcome if the transaction commits; the error if it does not.
+    fn apply_all(&mut self, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(|| "begin a journal batch".into())?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            let applied = tx
+                .savepoint()
+                .doing(|| "open a savepoint for a journal request".into())
+                .and_then(|sp| {
+                    request
+                        .writes
+                        .iter()
+                        .try_for_each(|w| apply::apply(&sp, w))?;
+                    sp.commit()
+                        .doing(|| "release a journal request's savepoint".into())
+                });
+            // On error the savepoint was dropped, which rolled this request back alone.
+            outcomes.push(applied.map_err(|e| JournalError::Rejected {
+                source: Arc::new(e),
+            }));
+        }
+        tx.commit()
+            .doing(|| format!("commit a journal batch of {} requests", batch.len()))?;
+        Ok(outcomes)
+    }
+}

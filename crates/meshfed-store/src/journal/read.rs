@@ -1,0 +1,191 @@
+//! Reading the journal back: for restart and recovery, metrics and `federation show`.
+
+use meshfed_proto::MeshId;
+use meshfed_proto::envelope::Timestamp;
+use rusqlite::{Connection, Row, params};
+
+use crate::cells::{Cells, row, rows};
+use crate::error::StoreError;
+use crate::journal::records::{
+    Backlog, Cursor, DeliveredId, InboundMessage, InboundSeq, OrderScope, OutboundMessage,
+    QueuePosition, StoredInbound, StoredOutbound, SubscriptionName,
+};
+use crate::time_fmt::to_sql;
+
+/// The outbound messages stored for `destination`, highest priority first, then in acceptance
+/// order.
+pub(crate) fn pending_outbound(
+    conn: &Connection,
+    destination: &MeshId,
+) -> Result<Vec<StoredOutbound>, StoreError> {
+    rows(
+        conn,
+        "SELECT seq, id, destination, priority, qos, deadline, order_source, order_destination,
+                order_topic, enqueued, payload
+         FROM outbound WHERE destination = ?1 ORDER BY priority DESC, seq",
+        [destination.as_str()],
+        || format!("read the outbound messages for mesh {destination}"),
+        outbound,
+    )
+}
+
+fn outbound(r: &Row<'_>) -> Result<StoredOutbound, StoreError> {
+    let seq: i64 = r.get("seq").unwrap_or(-1);
+    let c = Cells::new("outbound", format!("seq {seq}"), r);
+    let order = match (
+        c.opt_parse("order_source")?,
+        c.opt_parse("order_destination")?,
+        c.opt_parse("order_topic")?,
+    ) {
+        (Some(source), Some(destination), Some(topic)) => Some(OrderScope {
+            source,
+            destination,
+            topic,
+        }),
+        (None, None, None) => None,
+        _ => return Err(c.corrupt("order_source", "order scope is partly missing")),
+    };
+    Ok(StoredOutbound {
+        position: QueuePosition(c.int("seq")?),
+        message: OutboundMessage {
+            id: c.envelope_id("id")?,
+            destination: c.parse("destination")?,
+            priority: c.small("priority")?,
+            qos: c.small("qos")?,
+            deadline: c.opt_time("deadline")?,
+            order,
+            enqueued: c.time("enqueued")?,
+            payload: c.blob("payload")?,
+        },
+    })
+}
+
+/// Messages and payload bytes stored per destination, in destination order.
+pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
+    rows(
+        conn,
+        "SELECT destination, count(*) AS messages, sum(size) AS bytes
+         FROM outbound GROUP BY destination ORDER BY destination",
+        [],
+        || "count the outbound backlog".into(),
+        backlog_row,
+    )
+}
+
+/// Messages and payload bytes stored for `destination`.
+pub(crate) fn backlog_of(conn: &Connection, destination: &MeshId) -> Result<Backlog, StoreError> {
+    let found = row(
+        conn,
+        "SELECT destination, count(*) AS messages, sum(size) AS bytes
+         FROM outbound WHERE destination = ?1 GROUP BY destination",
+        [destination.as_str()],
+        || format!("count the outbound backlog for mesh {destination}"),
+        backlog_row,
+    )?;
+    Ok(found.unwrap_or_else(|| Backlog {
+        destination: destination.clone(),
+        messages: 0,
+        bytes: 0,
+    }))
+}
+
+fn backlog_row(r: &Row<'_>) -> Result<Backlog, StoreError> {
+    let c = Cells::keyed("outbound", "destination", r);
+    let count = |column| {
+        let n = c.int(column)?;
+        u64::try_from(n).map_err(|_| c.corrupt(column, format!("negative count {n}")))
+    };
+    Ok(Backlog {
+        destination: c.parse("destination")?,
+        messages: count("messages")?,
+        bytes: count("bytes")?,
+    })
+}
+
+/// The delivered ids whose entries have not expired at `now`, soonest expiry first.
+pub(crate) fn delivered_ids(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<Vec<DeliveredId>, StoreError> {
+    let now_ms = to_sql("now", now)?;
+    rows(
+        conn,
+        "SELECT id, until FROM delivered WHERE until > ?1 ORDER BY until, id",
+        [now_ms],
+        || "read the delivered ids".into(),
+        |r| {
+            let c = Cells::new("delivered", "id".into(), r);
+            let id = c.envelope_id("id")?;
+            let c = Cells::new("delivered", id.to_string(), r);
+            Ok(DeliveredId {
+                id,
+                until: c.time("until")?,
+            })
+        },
+    )
+}
+
+/// The cursor of `subscription`, if one was saved.
+pub(crate) fn cursor(
+    conn: &Connection,
+    subscription: &SubscriptionName,
+) -> Result<Option<InboundSeq>, StoreError> {
+    let found = row(
+        conn,
+        "SELECT subscription, delivered FROM cursors WHERE subscription = ?1",
+        [subscription.as_str()],
+        || format!("read the cursor of subscription {subscription}"),
+        cursor_row,
+    )?;
+    Ok(found.map(|c| c.delivered))
+}
+
+/// Every saved cursor, by subscription name.
+pub(crate) fn cursors(conn: &Connection) -> Result<Vec<Cursor>, StoreError> {
+    rows(
+        conn,
+        "SELECT subscription, delivered FROM cursors ORDER BY subscription",
+        [],
+        || "read the subscription cursors".into(),
+        cursor_row,
+    )
+}
+
+fn cursor_row(r: &Row<'_>) -> Result<Cursor, StoreError> {
+    let c = Cells::keyed("cursors", "subscription", r);
+    Ok(Cursor {
+        subscription: c.parse("subscription")?,
+        delivered: InboundSeq(c.int("delivered")?),
+    })
+}
+
+/// Up to `limit` messages of `subscription` after `after` (from the first if `None`), in order.
+pub(crate) fn inbound_after(
+    conn: &Connection,
+    subscription: &SubscriptionName,
+    after: Option<InboundSeq>,
+    limit: usize,
+) -> Result<Vec<StoredInbound>, StoreError> {
+    let after = after.map_or(0, |s| s.0);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    rows(
+        conn,
+        "SELECT seq, subscription, id, received, payload FROM inbound
+         WHERE subscription = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        params![subscription.as_str(), after, limit],
+        || format!("read the inbound messages of subscription {subscription}"),
+        |r| {
+            let seq: i64 = r.get("seq").unwrap_or(-1);
+            let c = Cells::new("inbound", format!("seq {seq}"), r);
+            Ok(StoredInbound {
+                seq: InboundSeq(c.int("seq")?),
+                message: InboundMessage {
+                    subscription: c.parse("subscription")?,
+                    id: c.envelope_id("id")?,
+                    received: c.time("received")?,
+                    payload: c.blob("payload")?,
+                },
+            })
+        },
+    )
+}

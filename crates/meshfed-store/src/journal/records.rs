@@ -1,0 +1,221 @@
+//! What the journal stores: outbound messages waiting for acknowledgement, delivered ids of the
+//! dedup window, inbound messages for durable subscribers and their cursors.
+
+use std::fmt;
+use std::str::FromStr;
+
+use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
+use meshfed_proto::{MeshId, Topic};
+
+/// A message accepted for sending to another mesh, kept until the peer acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// The envelope's id; appending an id that is already stored changes nothing.
+    pub id: EnvelopeId,
+    /// The mesh whose outbound queue holds the message (the link it leaves on).
+    pub destination: MeshId,
+    /// 0 (lowest) to 7 (highest).
+    pub priority: Priority,
+    /// The delivery guarantee.
+    pub qos: Qos,
+    /// Not delivered after this instant, if set (timestamp + `max_latency`).
+    pub deadline: Option<Timestamp>,
+    /// The scope whose order the message keeps, if it is `ordered`.
+    pub order: Option<OrderScope>,
+    /// When the node accepted it.
+    pub enqueued: Timestamp,
+    /// The envelope as it goes on the wire.
+    pub payload: Vec<u8>,
+}
+
+/// The scope within which `ordered` messages keep their order: (source mesh, destination mesh,
+/// topic), as `meshfed_queue::OrderKey` has it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderScope {
+    /// The mesh the message comes from.
+    pub source: MeshId,
+    /// The mesh it finally goes to.
+    pub destination: MeshId,
+    /// Its topic.
+    pub topic: Topic,
+}
+
+/// Where a stored outbound message stands in acceptance order: larger is later. Among the
+/// messages stored at one time, positions are unique and increase with acceptance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueuePosition(pub(crate) i64);
+
+/// An outbound message as read back, with its place in acceptance order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutbound {
+    /// Its place in acceptance order (sort by this to restore in acceptance order).
+    pub position: QueuePosition,
+    /// The message.
+    pub message: OutboundMessage,
+}
+
+/// How much waits for one destination: for limits, metrics and `federation show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    /// The destination mesh.
+    pub destination: MeshId,
+    /// Messages stored for it.
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+/// An exactly-once message that was delivered, remembered until `until` so that a copy arriving
+/// again is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveredId {
+    /// The envelope's id.
+    pub id: EnvelopeId,
+    /// The entry expires at this instant (gone once `now >= until`, as in the inbox's window).
+    pub until: Timestamp,
+}
+
+/// The name of a durable subscription: 1 to 200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscriptionName(String);
+
+impl SubscriptionName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SubscriptionName {
+    type Err = InvalidSubscriptionName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let chars = s.chars().count();
+        if chars == 0 || chars > 200 || s.chars().any(char::is_control) {
+            let shown: String = s.chars().take(80).collect();
+            return Err(InvalidSubscriptionName(shown));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for SubscriptionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A subscription name that breaks the rule (1 to 200 characters, no control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("subscription name {0:?} must have 1 to 200 characters and no control characters")]
+pub struct InvalidSubscriptionName(String);
+
+/// The journal's sequence number of an inbound message: increases with every append, never
+/// reused, so a cursor stays valid however many messages were consumed and deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundSeq(pub(crate) i64);
+
+impl InboundSeq {
+    /// The sequence number as a number (1 is the first message ever appended).
+    pub fn get(self) -> u64 {
+        // Invariant: the journal only makes positive sequence numbers (SQLite AUTOINCREMENT).
+        self.0.unsigned_abs()
+    }
+}
+
+impl fmt::Display for InboundSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A message received for a durable subscriber, kept until the subscriber's cursor passes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The durable subscription it is kept for.
+    pub subscription: SubscriptionName,
+    /// The envelope's id; appending an id already stored for this subscription changes nothing.
+    pub id: EnvelopeId,
+    /// When it arrived.
+    pub received: Timestamp,
+    /// The envelope's bytes.
+    pub payload: Vec<u8>,
+}
+
+/// An inbound message as read back, with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInbound {
+    /// Its sequence number: save it as the cursor once it is delivered.
+    pub seq: InboundSeq,
+    /// The message.
+    pub message: InboundMessage,
+}
+
+/// How far a durable subscriber has been delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The subscription.
+    pub subscription: SubscriptionName,
+    /// The last message delivered to it.
+    pub delivered: InboundSeq,
+}
+
+/// One change to the journal. A request of several writes is applied all-or-nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Store an outbound message (`OutboxEvent::Persist`).
+    AppendOutbound(OutboundMessage),
+    /// Delete these outbound messages: acknowledged or dead-lettered. Unknown ids are ignored.
+    RemoveOutbound(Vec<EnvelopeId>),
+    /// Remember that this exactly-once message was delivered (`InboxEvent::RememberDelivered`);
+    /// remembering an id again keeps the later expiry.
+    RememberDelivered(DeliveredId),
+    /// Forget these delivered ids (`InboxEvent::Forget`).
+    ForgetDelivered(Vec<EnvelopeId>),
+    /// Forget every delivered id whose entry has expired at `now` (`until <= now`).
+    ForgetExpired {
+        /// The current time.
+        now: Timestamp,
+    },
+    /// Store a message for a durable subscriber.
+    AppendInbound(InboundMessage),
+    /// Move a subscription's cursor forward to `delivered` and delete the messages up to it. A
+    /// cursor never moves back: an older value changes nothing.
+    SaveCursor {
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The last message delivered to it.
+        delivered: InboundSeq,
+    },
+}
+
+impl Write {
+    /// Payload bytes this write carries, counted against the batch's byte bound.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Self::AppendOutbound(m) => m.payload.len(),
+            Self::AppendInbound(m) => m.payload.len(),
+            Self::RemoveOutbound(ids) | Self::ForgetDelivered(ids) => ids.len() * 16,
+            Self::RememberDelivered(_) | Self::ForgetExpired { .. } | Self::SaveCursor { .. } => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_names_are_non_empty_printable_and_bounded() {
+        assert_eq!(
+            "orders".parse::<SubscriptionName>().unwrap().as_str(),
+            "orders"
+        );
+        let err = "".parse::<SubscriptionName>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "subscription name \"\" must have 1 to 200 characters and no control characters"
+        );
+        assert!("a\nb".parse::<SubscriptionName>().is_err());
+        assert!("x".repeat(201).parse::<SubscriptionName>().is_err());
+    }
+}

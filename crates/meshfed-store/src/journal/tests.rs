@@ -1,0 +1,400 @@
+//! The journal against real files: ordering, removal, the dedup window, cursors, failures,
+//! concurrency and shutdown.
+
+use std::sync::Arc;
+
+use meshfed_proto::MeshId;
+use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
+use rusqlite::Connection;
+
+use super::*;
+
+fn id(n: u32) -> EnvelopeId {
+    let mut b = [0u8; 16];
+    b[12..].copy_from_slice(&n.to_be_bytes());
+    EnvelopeId(b)
+}
+
+fn mesh(s: &str) -> MeshId {
+    s.parse().unwrap()
+}
+
+fn outbound(n: u32, destination: &str, priority: u8) -> OutboundMessage {
+    OutboundMessage {
+        id: id(n),
+        destination: mesh(destination),
+        priority: Priority::try_from(priority).unwrap(),
+        qos: Qos::AtLeastOnce,
+        deadline: None,
+        order: None,
+        enqueued: Timestamp(1_000 + u64::from(n)),
+        payload: vec![n as u8; 10 + n as usize],
+    }
+}
+
+fn open() -> (tempfile::TempDir, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    (dir, journal)
+}
+
+fn ids(pending: &[StoredOutbound]) -> Vec<EnvelopeId> {
+    pending.iter().map(|p| p.message.id).collect()
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text += &format!(": {s}");
+        cur = s.source();
+    }
+    text
+}
+
+#[test]
+fn pending_outbound_is_by_priority_then_acceptance_order() {
+    let (_dir, j) = open();
+    let plan = [(1, 0), (2, 5), (3, 0), (4, 7), (5, 5), (6, 0)];
+    for (n, prio) in plan {
+        j.append_outbound(outbound(n, "plant-b", prio))
+            .wait()
+            .unwrap();
+    }
+    j.append_outbound(outbound(99, "plant-c", 7))
+        .wait()
+        .unwrap();
+    let pending = j.pending_outbound(&mesh("plant-b")).unwrap();
+    assert_eq!(ids(&pending), [4, 2, 5, 1, 3, 6].map(id));
+    assert_eq!(pending[0].message, outbound(4, "plant-b", 7), "round trip");
+    let mut by_acceptance = pending.clone();
+    by_acceptance.sort_by_key(|p| p.position);
+    assert_eq!(ids(&by_acceptance), [1, 2, 3, 4, 5, 6].map(id));
+}
+
+#[test]
+fn outbound_fields_round_trip_including_deadline_and_order_scope() {
+    let (_dir, j) = open();
+    let mut m = outbound(7, "plant-b", 3);
+    m.qos = Qos::ExactlyOnce;
+    m.deadline = Some(Timestamp(9_999));
+    m.order = Some(OrderScope {
+        source: mesh("plant-a"),
+        destination: mesh("plant-z"),
+        topic: "line/1/temp".parse().unwrap(),
+    });
+    j.append_outbound(m.clone()).wait().unwrap();
+    // Appending the same id again changes nothing (a retried persist is harmless).
+    let mut again = m.clone();
+    again.payload = b"other".to_vec();
+    j.append_outbound(again).wait().unwrap();
+    let pending = j.pending_outbound(&mesh("plant-b")).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].message, m);
+}
+
+#[test]
+fn removing_acknowledged_ids_deletes_only_those() {
+    let (_dir, j) = open();
+    for n in 1..=5 {
+        j.append_outbound(outbound(n, "plant-b", 1)).wait().unwrap();
+    }
+    j.remove_outbound(vec![id(2), id(4), id(77)])
+        .wait()
+        .unwrap();
+    let pending = j.pending_outbound(&mesh("plant-b")).unwrap();
+    assert_eq!(ids(&pending), [1, 3, 5].map(id));
+    let backlog = j.backlog_of(&mesh("plant-b")).unwrap();
+    assert_eq!((backlog.messages, backlog.bytes), (3, 11 + 13 + 15));
+}
+
+#[test]
+fn backlog_counts_messages_and_bytes_per_destination() {
+    let (_dir, j) = open();
+    for n in 1..=3 {
+        j.append_outbound(outbound(n, "plant-b", 0)).wait().unwrap();
+    }
+    j.append_outbound(outbound(4, "plant-c", 0)).wait().unwrap();
+    let all = j.backlog().unwrap();
+    assert_eq!(
+        all,
+        vec![
+            Backlog {
+                destination: mesh("plant-b"),
+                messages: 3,
+                bytes: 11 + 12 + 13
+            },
+            Backlog {
+                destination: mesh("plant-c"),
+                messages: 1,
+                bytes: 14
+            },
+        ]
+    );
+    let none = j.backlog_of(&mesh("plant-x")).unwrap();
+    assert_eq!((none.messages, none.bytes), (0, 0));
+}
+
+#[test]
+fn dedup_window_expires_entries_at_until() {
+    let (_dir, j) = open();
+    j.remember_delivered(id(1), Timestamp(100)).wait().unwrap();
+    j.remember_delivered(id(2), Timestamp(200)).wait().unwrap();
+    j.remember_delivered(id(3), Timestamp(300)).wait().unwrap();
+    // Remembering again keeps the later expiry.
+    j.remember_delivered(id(1), Timestamp(50)).wait().unwrap();
+    let at = |now| {
+        j.delivered_ids(Timestamp(now))
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(0), [1, 2, 3].map(id));
+    assert_eq!(
+        at(100),
+        [2, 3].map(id),
+        "an entry is gone once now >= until"
+    );
+    j.submit(Write::ForgetExpired {
+        now: Timestamp(200),
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(at(0), [id(3)], "expired entries are deleted");
+    j.submit(Write::ForgetDelivered(vec![id(3)]))
+        .wait()
+        .unwrap();
+    assert!(at(0).is_empty());
+}
+
+#[test]
+fn cursor_round_trips_and_consumed_messages_go() {
+    let (_dir, j) = open();
+    let sub: SubscriptionName = "orders".parse().unwrap();
+    let other: SubscriptionName = "audit".parse().unwrap();
+    assert_eq!(j.cursor(&sub).unwrap(), None);
+    for n in 1..=4 {
+        j.append_inbound(InboundMessage {
+            subscription: sub.clone(),
+            id: id(n),
+            received: Timestamp(u64::from(n)),
+            payload: vec![1; 3],
+        })
+        .wait()
+        .unwrap();
+    }
+    let all = j.inbound_after(&sub, None, 10).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(j.inbound_after(&other, None, 10).unwrap().is_empty());
+    let second = all[1].seq;
+    j.save_cursor(sub.clone(), second).wait().unwrap();
+    assert_eq!(j.cursor(&sub).unwrap(), Some(second));
+    let rest = j.inbound_after(&sub, Some(second), 1).unwrap();
+    assert_eq!(rest.len(), 1, "limit holds");
+    assert_eq!(rest[0].message.id, id(3));
+    assert_eq!(
+        j.inbound_after(&sub, None, 10).unwrap().len(),
+        2,
+        "messages up to the cursor are deleted"
+    );
+    // A cursor never moves back.
+    j.save_cursor(sub.clone(), all[0].seq).wait().unwrap();
+    assert_eq!(j.cursor(&sub).unwrap(), Some(second));
+    let last = all[3].seq;
+    j.save_cursor(sub.clone(), last).wait().unwrap();
+    assert_eq!(
+        j.cursors().unwrap(),
+        vec![Cursor {
+            subscription: sub.clone(),
+            delivered: last
+        }]
+    );
+    // With every message consumed, new ones still come after the cursor.
+    j.append_inbound(InboundMessage {
+        subscription: sub.clone(),
+        id: id(5),
+        received: Timestamp(5),
+        payload: vec![],
+    })
+    .wait()
+    .unwrap();
+    let after = j.inbound_after(&sub, j.cursor(&sub).unwrap(), 10).unwrap();
+    assert_eq!(after.len(), 1);
+    assert!(after[0].seq > last);
+}
+
+#[test]
+fn a_failed_commit_fails_every_ticket_of_the_batch() {
+    let (dir, j) = open();
+    // Sabotage: every outbound insert leaves a deferred foreign-key violation, which SQLite
+    // reports at COMMIT.
+    let raw = Connection::open(dir.path().join("node.sqlite")).unwrap();
+    raw.execute_batch(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+         CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TRIGGER sabotage AFTER INSERT ON outbound BEGIN INSERT INTO child VALUES (1); END;",
+    )
+    .unwrap();
+    let tickets: Vec<Ticket> = (1..=50)
+        .map(|n| j.append_outbound(outbound(n, "plant-b", 0)))
+        .collect();
+    for t in tickets {
+        let err = t.wait().unwrap_err();
+        assert!(matches!(err, JournalError::CommitFailed { .. }), "{err:?}");
+        let text = chain(&err);
+        assert!(
+            text.starts_with("the journal could not commit a batch of "),
+            "{text}"
+        );
+        assert!(text.contains("none of them is stored"), "{text}");
+        assert!(text.contains("FOREIGN KEY constraint failed"), "{text}");
+    }
+    assert!(j.pending_outbound(&mesh("plant-b")).unwrap().is_empty());
+    raw.execute_batch("DROP TRIGGER sabotage").unwrap();
+    j.append_outbound(outbound(51, "plant-b", 0))
+        .wait()
+        .unwrap();
+    assert_eq!(
+        ids(&j.pending_outbound(&mesh("plant-b")).unwrap()),
+        [id(51)]
+    );
+}
+
+#[test]
+fn a_bad_request_is_rolled_back_alone() {
+    let (_dir, j) = open();
+    let mut bad = outbound(2, "plant-b", 0);
+    bad.enqueued = Timestamp(u64::MAX);
+    let good = j.append_outbound(outbound(1, "plant-b", 0));
+    // All-or-nothing: the good write in the same request goes too.
+    let mixed = j.submit_all(vec![
+        Write::AppendOutbound(outbound(3, "plant-b", 0)),
+        Write::AppendOutbound(bad),
+    ]);
+    let after = j.append_outbound(outbound(4, "plant-b", 0));
+    good.wait().unwrap();
+    let err = mixed.wait().unwrap_err();
+    assert_eq!(
+        chain(&err),
+        "the journal rolled back a write: enqueued 18446744073709551615 ms is beyond the \
+         largest timestamp the store can hold"
+    );
+    after.wait().unwrap();
+    assert_eq!(
+        ids(&j.pending_outbound(&mesh("plant-b")).unwrap()),
+        [1, 4].map(id)
+    );
+}
+
+#[test]
+fn writes_from_many_threads_are_all_committed() {
+    let (dir, j) = open();
+    let j = Arc::new(j);
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                let tickets: Vec<Ticket> = (0..500)
+                    .map(|i| j.append_outbound(outbound(t * 1_000 + i, "plant-b", (i % 8) as u8)))
+                    .collect();
+                tickets.into_iter().try_for_each(Ticket::wait)
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    assert_eq!(j.backlog_of(&mesh("plant-b")).unwrap().messages, 2_000);
+    drop(j);
+    let again = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    assert_eq!(
+        again.pending_outbound(&mesh("plant-b")).unwrap().len(),
+        2_000
+    );
+}
+
+#[test]
+fn closing_commits_everything_submitted() {
+    let (dir, j) = open();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for n in 0..1_000 {
+        let done = done_tx.clone();
+        j.submit_then(
+            vec![Write::AppendOutbound(outbound(n, "plant-b", 0))],
+            move |outcome| done.send(outcome.is_ok()).unwrap(),
+        );
+    }
+    drop(done_tx);
+    j.close().unwrap();
+    assert_eq!(done_rx.iter().filter(|ok| *ok).count(), 1_000);
+    let again = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    assert_eq!(again.backlog_of(&mesh("plant-b")).unwrap().messages, 1_000);
+}
+
+#[test]
+fn concurrent_requests_share_commits() {
+    let (_dir, j) = open();
+    let tickets: Vec<Ticket> = (0..2_000)
+        .map(|n| j.append_outbound(outbound(n, "plant-b", 0)))
+        .collect();
+    tickets.into_iter().try_for_each(Ticket::wait).unwrap();
+    let stats = j.stats();
+    assert_eq!((stats.requests, stats.failed), (2_000, 0));
+    assert!(
+        stats.commits < 1_000,
+        "requests queued together are committed together: {stats:?}"
+    );
+}
+
+#[test]
+fn stats_count_failed_requests() {
+    let (_dir, j) = open();
+    let mut bad = outbound(1, "plant-b", 0);
+    bad.deadline = Some(Timestamp(u64::MAX));
+    assert!(j.append_outbound(bad).wait().is_err());
+    assert_eq!(j.stats().failed, 1);
+}
+
+#[test]
+fn a_journal_and_the_registry_share_one_file() {
+    let (dir, j) = open();
+    j.append_outbound(outbound(1, "plant-b", 0)).wait().unwrap();
+    assert_eq!(j.stats().commits, 1);
+    // The registry opens the same file at the same schema version.
+    crate::Store::open(&dir.path().join("node.sqlite")).unwrap();
+    j.close().unwrap();
+    let again = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    assert_eq!(again.backlog_of(&mesh("plant-b")).unwrap().messages, 1);
+    assert_eq!(again.stats(), JournalStats::default(), "stats start afresh");
+}
+
+#[test]
+fn small_batch_bounds_still_commit_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        queue_capacity: 1,
+        max_batch_writes: 1,
+        max_batch_bytes: 1,
+    };
+    let j = Journal::open(&dir.path().join("node.sqlite"), config).unwrap();
+    let tickets: Vec<Ticket> = (0..20)
+        .map(|n| j.append_outbound(outbound(n, "plant-b", 0)))
+        .collect();
+    tickets.into_iter().try_for_each(Ticket::wait).unwrap();
+    assert_eq!(j.backlog_of(&mesh("plant-b")).unwrap().messages, 20);
+}
+
+#[test]
+fn a_corrupt_id_is_reported_with_table_row_and_column() {
+    let (dir, j) = open();
+    j.append_outbound(outbound(1, "plant-b", 0)).wait().unwrap();
+    let raw = Connection::open(dir.path().join("node.sqlite")).unwrap();
+    raw.execute("UPDATE outbound SET id = x'0102'", []).unwrap();
+    let err = j.pending_outbound(&mesh("plant-b")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "corrupt row in table outbound (row \"seq 1\"), column id: an envelope id has 16 bytes, \
+         found 2"
+    );
+}
