@@ -55,6 +55,10 @@ pub(crate) enum Command {
     Subscribe(SubscribeArgs),
     /// Run two meshes on this machine, federate them by invitation and exchange messages.
     Demo(DemoArgs),
+    /// Measure end to end, from one mesh's publish API to another mesh's subscriber: throughput
+    /// at the highest rate the path takes, then latency at a fixed rate. Both meshes run in
+    /// this process on loopback, in a temporary directory.
+    Bench(BenchArgs),
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
@@ -163,6 +167,72 @@ pub(crate) struct DemoArgs {
     /// Stop by itself after this long (default: run until Ctrl-C).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) duration: Option<Duration>,
+}
+
+/// `meshfed bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Payload size of every message, e.g. 1KiB, 512B, 64KiB (at least 32 B: the first 32 carry
+    /// the sequence number and send time).
+    #[arg(long, value_name = "SIZE", default_value = "1KiB")]
+    pub(crate) payload: ByteSize,
+    /// Messages per phase (instead of --duration).
+    #[arg(long, value_name = "N", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+    /// How long each phase sends [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Messages per second in the latency phase.
+    #[arg(long, value_name = "MSG_PER_S", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) rate: u32,
+    /// Delivery guarantee to measure; only 0 (at most once) is available in this version.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub(crate) qos: u8,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A number of bytes, written `1024`, `512B`, `1KiB`, `4MiB` or `1kB`/`1MB` (powers of ten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("{s:?} is not a size: write a whole number with a unit, like 1KiB or 512B")
+        })?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}: use B, KiB, MiB, kB or MB"
+                ));
+            }
+        };
+        n.checked_mul(scale)
+            .map(Self)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            n if n >= 1 << 20 && n % (1 << 20) == 0 => write!(f, "{} MiB", n >> 20),
+            n if n >= 1 << 10 && n % (1 << 10) == 0 => write!(f, "{} KiB", n >> 10),
+            n => write!(f, "{n} B"),
+        }
+    }
 }
 
 /// `meshfed init`.
@@ -298,6 +368,68 @@ mod tests {
         assert_eq!(args.file, Input::Stdin);
         assert_eq!(args.ca, None);
         assert!(args.json);
+    }
+
+    #[test]
+    fn bench_parses_sizes_durations_and_defaults() {
+        let cli = Cli::try_parse_from(["meshfed", "bench"]).unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(args.payload, ByteSize(1024));
+        assert_eq!((args.count, args.duration), (None, None));
+        assert_eq!((args.rate, args.qos, args.json), (1000, 0, false));
+        let cli = Cli::try_parse_from([
+            "meshfed",
+            "bench",
+            "--payload",
+            "4KiB",
+            "--duration",
+            "2s",
+            "--rate",
+            "50",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(args.payload, ByteSize(4096));
+        assert_eq!(args.duration, Some(Duration::from_secs(2)));
+        assert_eq!(args.rate, 50);
+        assert!(args.json);
+    }
+
+    #[test]
+    fn bench_refuses_bad_sizes_counts_and_both_limits() {
+        for bad in [
+            &["meshfed", "bench", "--payload", "1KiBi"][..],
+            &["meshfed", "bench", "--payload", "lots"],
+            &["meshfed", "bench", "--count", "0"],
+            &["meshfed", "bench", "--rate", "0"],
+            &["meshfed", "bench", "--qos", "3"],
+            &["meshfed", "bench", "--count", "5", "--duration", "1s"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} parsed");
+        }
+        let err = Cli::try_parse_from(["meshfed", "bench", "--payload", "2GB"]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown size unit \"GB\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn byte_sizes_read_binary_and_decimal_units() {
+        let parse = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(parse("1024"), Ok(1024));
+        assert_eq!(parse("512B"), Ok(512));
+        assert_eq!(parse("1KiB"), Ok(1024));
+        assert_eq!(parse("2MiB"), Ok(2 << 20));
+        assert_eq!(parse("1kB"), Ok(1000));
+        assert!(parse("KiB").is_err());
+        assert_eq!(ByteSize(1024).to_string(), "1 KiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000 B");
     }
 
     #[test]

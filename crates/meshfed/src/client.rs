@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use crate::failure::Failure;
 
+/// A WebSocket to the API.
+pub(crate) type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A client of one node's API.
 pub(crate) struct ApiClient {
     dir: std::path::PathBuf,
@@ -50,6 +54,28 @@ impl ApiClient {
     /// The bearer token.
     pub(crate) fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Opens the WebSocket at `path` (`/v1/messages/stream`, `/v1/messages/publish`) with the
+    /// bearer token.
+    pub(crate) async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut req = format!("ws://{}{path}", self.api).into_client_request()?;
+        let auth = format!("Bearer {}", self.token).parse().map_err(|e| {
+            tokio_tungstenite::tungstenite::Error::HttpFormat(
+                tokio_tungstenite::tungstenite::http::Error::from(e),
+            )
+        })?;
+        req.headers_mut().insert("authorization", auth);
+        // Messages are small and timed: Nagle's algorithm would hold them back.
+        Ok(
+            tokio_tungstenite::connect_async_with_config(req, None, true)
+                .await?
+                .0,
+        )
     }
 
     /// `GET path`.

@@ -27,17 +27,21 @@ fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |e| Failure::Runtime(anyhow!("demo: {what}: {e}"))
 }
 
-async fn start_mesh(root: &Path, mesh: &str) -> Result<(Gateway, ApiClient), Failure> {
+/// A new mesh `mesh` in `root/mesh` with its gateway started on ephemeral loopback ports and a
+/// one-second heartbeat, and a client of its API. Shared with `meshfed bench`.
+pub(crate) async fn start_mesh(root: &Path, mesh: &str) -> Result<(Gateway, ApiClient), Failure> {
+    let fail =
+        |what: &str, e: String| Failure::Runtime(anyhow!("starting mesh {mesh}: {what}: {e}"));
     let dir = root.join(mesh);
     let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mesh_id = mesh.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
+    let mesh_id = mesh.parse().map_err(|e| fail("mesh id", format!("{e}")))?;
     let node = "gw1"
         .parse()
-        .map_err(|e| fail("node name")(format!("{e}")))?;
+        .map_err(|e| fail("node name", format!("{e}")))?;
     let mut opts = InitOptions::new(dir.clone(), mesh_id, node, SystemTime::now());
     opts.federation_listen = any;
     opts.api_listen = any;
-    init(opts).map_err(|e| fail("creating the mesh identity")(e.to_string()))?;
+    init(opts).map_err(|e| fail("creating the mesh identity", e.to_string()))?;
     let mut config = NodeConfig::load(&dir).map_err(|e| Failure::Config(e.into()))?;
     config.federation.heartbeat_interval = Duration::from_secs(1);
     let gateway = Gateway::start(&dir, config).await.map_err(start_failure)?;

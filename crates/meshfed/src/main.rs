@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod bench;
 mod cli;
 mod client;
 mod demo;
@@ -52,6 +53,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
     }
 }

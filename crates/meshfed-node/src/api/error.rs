@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::gateway::federations::FederationError;
 use crate::gateway::messages::SendError;
@@ -44,12 +44,17 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The error body, `{"error": {"code", "message"}}`: what a response carries and what a
+    /// WebSocket answers with in place of a status (the publish stream).
+    pub(crate) fn to_json(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message}})
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.to_json())).into_response()
     }
 }
 

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Priority, Qos};
 use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
 use serde::Deserialize;
@@ -40,6 +41,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/federations/{id}/{operation}", post(operate))
         .route("/messages", post(send_message))
         .route("/messages/stream", get(stream))
+        .route("/messages/publish", get(publish))
         .layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -253,34 +255,111 @@ fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> 
         .map_err(|e| ApiError::bad_request(format!("payload: not base64: {e}")))
 }
 
+impl SendBody {
+    /// The message this body asks for. Shared by `POST /v1/messages` and the publish stream.
+    fn into_outgoing(self) -> Result<Outgoing, ApiError> {
+        if self.qos != Qos::AtMostOnce {
+            return Err(ApiError::not_implemented(
+                "qos 1 and 2 (persisted before acknowledgement, retransmitted, deduplicated) are not available in this version; send with qos 0",
+            ));
+        }
+        let flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
+            Flags::from_name(f)
+                .map(|fl| acc.with(fl))
+                .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
+        })?;
+        let content_type = self.content_type.unwrap_or_else(ContentType::json);
+        Ok(Outgoing {
+            to: self.to,
+            topic: self.topic,
+            payload: payload_bytes(&content_type, self.payload)?,
+            content_type,
+            qos: self.qos,
+            priority: self.priority,
+            max_latency: max_latency(self.max_latency)?,
+            flags,
+        })
+    }
+}
+
 async fn send_message(
     State(node): State<Arc<Node>>,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    if body.qos != Qos::AtMostOnce {
-        return Err(ApiError::not_implemented(
-            "qos 1 and 2 (persisted before acknowledgement, retransmitted, deduplicated) are not available in this version; send with qos 0",
-        ));
-    }
-    let flags = body.flags.iter().try_fold(Flags::empty(), |acc, f| {
-        Flags::from_name(f)
-            .map(|fl| acc.with(fl))
-            .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
-    })?;
-    let content_type = body.content_type.unwrap_or_else(ContentType::json);
-    let msg = Outgoing {
-        to: body.to,
-        topic: body.topic,
-        payload: payload_bytes(&content_type, body.payload)?,
-        content_type,
-        qos: body.qos,
-        priority: body.priority,
-        max_latency: max_latency(body.max_latency)?,
-        flags,
-    };
-    let id = messages::send(&node, msg).await?;
+    let id = messages::send(&node, body.into_outgoing()?).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))))
+}
+
+/// Replies the publish stream may hold before it stops reading new messages.
+const PUBLISH_REPLY_QUEUE: usize = 1024;
+
+/// `GET /v1/messages/publish`: a WebSocket on which every client text frame is one message in
+/// the body layout of `POST /v1/messages`. Each is answered, in order, with a text frame
+/// `{"id": "..."}` or `{"error": {"code", "message"}}`; a refused message does not end the
+/// stream. Clients may pipeline: replies are written while later messages are being sent.
+async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| publish_loop(node, socket))
+        .into_response()
+}
+
+/// Sends what one publish client writes until it or the node goes away. Reading and sending
+/// run in order on one task; a second task writes the replies, flushing only when it has no
+/// more queued, so a pipelining client is not held to one round trip per message.
+async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let (replies, mut queued) = tokio::sync::mpsc::channel::<Value>(PUBLISH_REPLY_QUEUE);
+    let writer = async move {
+        while let Some(reply) = queued.recv().await {
+            if sink
+                .feed(WsMessage::Text(reply.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if queued.is_empty() && sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
+    };
+    let reader = async move {
+        loop {
+            let frame = tokio::select! {
+                () = node.cancel.cancelled() => break,
+                frame = incoming.next() => frame,
+            };
+            let reply = match frame {
+                Some(Ok(WsMessage::Text(text))) => publish_one(&node, text.as_str()).await,
+                Some(Ok(WsMessage::Binary(_))) => ApiError::bad_request(
+                    "a message is a text frame holding the JSON body of POST /v1/messages",
+                )
+                .to_json(),
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            };
+            if replies.send(reply).await.is_err() {
+                break;
+            }
+        }
+        // Dropping `replies` lets the writer drain what is queued, then close.
+    };
+    tokio::join!(reader, writer);
+}
+
+/// One message of the publish stream: its reply frame.
+async fn publish_one(node: &Arc<Node>, text: &str) -> Value {
+    let sent = async {
+        let body: SendBody = serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
+        Ok::<_, ApiError>(messages::send(node, body.into_outgoing()?).await?)
+    };
+    match sent.await {
+        Ok(id) => json!({ "id": id.to_string() }),
+        Err(e) => e.to_json(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,10 @@ pub(crate) fn document() -> Value {
             "/v1/federations/{id}/resume": {"post": {"parameters": id, "summary": "Resume message flow", "responses": {"200": {"description": "OK"}}}},
             "/v1/federations/{id}/terminate": {"post": {"parameters": id, "summary": "Terminate (body {\"force\": true} to revoke at once)", "responses": {"200": {"description": "OK"}}}},
             "/v1/messages": {"post": op("Send a message to a federated mesh; answers with the envelope id", Some("Message"))},
+            "/v1/messages/publish": {"get": {
+                "summary": "WebSocket for sending: each text frame is one Message; each is answered in order with {\"id\"} or an Error frame, and the stream continues",
+                "responses": {"101": {"description": "Switching to WebSocket"}}
+            }},
             "/v1/messages/stream": {"get": {
                 "summary": "WebSocket of delivered envelopes in the spec's JSON layout",
                 "parameters": [

@@ -299,6 +299,10 @@ impl Gateway {
         let router = crate::api::router(node.clone());
         let cancel = node.cancel.clone();
         node.tracker.spawn(async move {
+            // Messages on the API's WebSockets are small and timed: no Nagle delay.
+            let api = axum::serve::ListenerExt::tap_io(api, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let served = axum::serve(api, router)
                 .with_graceful_shutdown(async move { cancel.cancelled().await })
                 .await;

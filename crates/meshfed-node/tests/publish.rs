@@ -1,0 +1,219 @@
+//! The publish WebSocket (`GET /v1/messages/publish`): many messages over one socket, answered
+//! in order, delivered to the peer's subscribers; a refused message is answered with an error
+//! frame and the stream goes on. Two gateways in one process over real mutual TLS on loopback.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on any error"
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_node::config::NodeConfig;
+use meshfed_node::{Gateway, InitOptions, init};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    gateway: Gateway,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    async fn start(mesh: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            mesh.parse().unwrap(),
+            "gw1".parse().unwrap(),
+            SystemTime::now(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let mut config = NodeConfig::load(dir.path()).unwrap();
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _dir: dir,
+            gateway,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.gateway.api_addr()))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn websocket(&self, path: &str, token: &str) -> Result<Ws, u16> {
+        let mut req = format!("ws://{}{path}", self.gateway.api_addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("connecting {path}: {e}"),
+        }
+    }
+}
+
+async fn federate(a: &Node, b: &Node) {
+    let (status, invite) = b
+        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
+        .await;
+    assert_eq!(status, 200, "{invite}");
+    let (status, joined) = a
+        .post("/v1/federations/join", json!({"token": invite["token"]}))
+        .await;
+    assert_eq!(status, 200, "{joined}");
+}
+
+/// The next text frame as JSON, failing the test after ten seconds.
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within 10 s"))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = frame {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_answers_each_message_in_order_and_delivers_all() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let mut at_b = b.websocket("/v1/messages/stream", &b.token).await.unwrap();
+    let mut publisher = a.websocket("/v1/messages/publish", &a.token).await.unwrap();
+
+    // Pipelined: every message is written before any reply is read.
+    for seq in 0..100 {
+        let body = json!({"to": "supplier-b", "topic": "line-3/temp", "payload": {"seq": seq}});
+        publisher
+            .feed(Message::Text(body.to_string().into()))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let reply = next_json(&mut publisher).await;
+        let id = reply["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an id: {reply}"));
+        assert!(id.starts_with("fed_"), "{reply}");
+        ids.push(id.to_owned());
+    }
+    for (seq, id) in ids.iter().enumerate() {
+        let got = next_json(&mut at_b).await;
+        assert_eq!(got["message"], json!({"seq": seq}));
+        // Replies came in the order the messages were written: the n-th id is the n-th message.
+        assert_eq!(got["federation"]["id"], id.as_str());
+    }
+    publisher.close(None).await.unwrap();
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let mut at_b = b.websocket("/v1/messages/stream", &b.token).await.unwrap();
+    let mut publisher = a.websocket("/v1/messages/publish", &a.token).await.unwrap();
+
+    let frames = [
+        json!({"to": "supplier-b", "topic": "t", "payload": 1}).to_string(),
+        "{not json".to_owned(),
+        json!({"to": "supplier-b", "topic": "t", "payload": 2, "colour": "red"}).to_string(),
+        json!({"to": "nowhere", "topic": "t", "payload": 3}).to_string(),
+        json!({"to": "supplier-b", "topic": "t", "payload": 4, "qos": 1}).to_string(),
+        json!({"to": "supplier-b", "topic": "t", "payload": 5}).to_string(),
+    ];
+    for f in &frames {
+        publisher
+            .feed(Message::Text(f.clone().into()))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+
+    let replies = [
+        next_json(&mut publisher).await,
+        next_json(&mut publisher).await,
+        next_json(&mut publisher).await,
+        next_json(&mut publisher).await,
+        next_json(&mut publisher).await,
+        next_json(&mut publisher).await,
+    ];
+    assert!(replies[0]["id"].is_string(), "{}", replies[0]);
+    let error = |i: usize| {
+        let e = &replies[i]["error"];
+        (
+            e["code"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}", replies[i])),
+            e["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (code, message) = error(1);
+    assert_eq!(code, "bad_request");
+    assert!(message.starts_with("message: "), "{message}");
+    let (code, message) = error(2);
+    assert_eq!(code, "bad_request");
+    assert!(message.contains("unknown field `colour`"), "{message}");
+    let (code, message) = error(3);
+    assert_eq!(code, "unknown_destination");
+    assert!(
+        message.contains("no federation with mesh nowhere"),
+        "{message}"
+    );
+    let (code, message) = error(4);
+    assert_eq!(code, "not_implemented");
+    assert!(message.contains("qos 1 and 2"), "{message}");
+    assert!(replies[5]["id"].is_string(), "{}", replies[5]);
+
+    // Only the two good messages arrive, in order.
+    assert_eq!(next_json(&mut at_b).await["message"], 1);
+    assert_eq!(next_json(&mut at_b).await["message"], 5);
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_stream_needs_the_bearer_token() {
+    let a = Node::start("plant-a").await;
+    let refused = a.websocket("/v1/messages/publish", "wrong").await;
+    assert_eq!(refused.err(), Some(401));
+    a.gateway.shutdown().await;
+}
