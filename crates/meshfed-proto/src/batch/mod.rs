@@ -299,28 +299,12 @@ impl UnsignedEnvelope {
     /// Decrypts the payload. Verify the batch or the proof first: opening alone proves only that
     /// someone holding the content key sealed it.
     pub fn open(&self, opener: &Opener) -> Result<Vec<u8>, EnvelopeError> {
-        let enc = self
-            .header
-            .encryption
-            .as_ref()
-            .ok_or(EnvelopeError::NotEncrypted)?;
-        if &enc.key_id != opener.key_id() {
-            return Err(EnvelopeError::WrongKey {
-                found: enc.key_id.clone(),
-                offered: opener.key_id().clone(),
-            });
-        }
-        opener
-            .open(enc.iv, &self.header_bytes, &self.payload)
-            .map_err(|_| EnvelopeError::DecryptionFailed(enc.key_id.clone()))
+        crate::envelope::wire::open_payload(&self.header, &self.header_bytes, &self.payload, opener)
     }
 
     /// The payload of an envelope that is not encrypted.
     pub fn clear_payload(&self) -> Result<&[u8], EnvelopeError> {
-        match &self.header.encryption {
-            Some(enc) => Err(EnvelopeError::Encrypted(enc.key_id.clone())),
-            None => Ok(&self.payload),
-        }
+        crate::envelope::wire::clear_payload(&self.header, &self.payload)
     }
 
     /// Rebuilds an envelope from decoded parts: the header bytes are parsed, nothing is trusted.

@@ -215,28 +215,12 @@ impl WireEnvelope {
     /// Decrypts the payload. Call [`WireEnvelope::verify`] first: opening alone proves only that
     /// someone holding the content key sealed it.
     pub fn open(&self, opener: &Opener) -> Result<Vec<u8>, EnvelopeError> {
-        let enc = self
-            .header
-            .encryption
-            .as_ref()
-            .ok_or(EnvelopeError::NotEncrypted)?;
-        if &enc.key_id != opener.key_id() {
-            return Err(EnvelopeError::WrongKey {
-                found: enc.key_id.clone(),
-                offered: opener.key_id().clone(),
-            });
-        }
-        opener
-            .open(enc.iv, &self.header_bytes, &self.payload)
-            .map_err(|_| EnvelopeError::DecryptionFailed(enc.key_id.clone()))
+        open_payload(&self.header, &self.header_bytes, &self.payload, opener)
     }
 
     /// The payload of an envelope that is not encrypted.
     pub fn clear_payload(&self) -> Result<&[u8], EnvelopeError> {
-        match &self.header.encryption {
-            Some(enc) => Err(EnvelopeError::Encrypted(enc.key_id.clone())),
-            None => Ok(&self.payload),
-        }
+        clear_payload(&self.header, &self.payload)
     }
 
     /// The signed fields.
@@ -337,6 +321,40 @@ impl WireEnvelope {
             signature: Signature(signature),
             payload: payload.into_vec(),
         })
+    }
+}
+
+/// Decrypts a sealed payload under `opener`, the header bytes as AAD; shared by single and
+/// batch-signed envelopes.
+pub(crate) fn open_payload(
+    header: &Header,
+    header_bytes: &[u8],
+    payload: &[u8],
+    opener: &Opener,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let enc = header
+        .encryption
+        .as_ref()
+        .ok_or(EnvelopeError::NotEncrypted)?;
+    if &enc.key_id != opener.key_id() {
+        return Err(EnvelopeError::WrongKey {
+            found: enc.key_id.clone(),
+            offered: opener.key_id().clone(),
+        });
+    }
+    opener
+        .open(enc.iv, header_bytes, payload)
+        .map_err(|_| EnvelopeError::DecryptionFailed(enc.key_id.clone()))
+}
+
+/// The payload of an envelope that is not encrypted.
+pub(crate) fn clear_payload<'a>(
+    header: &Header,
+    payload: &'a [u8],
+) -> Result<&'a [u8], EnvelopeError> {
+    match &header.encryption {
+        Some(enc) => Err(EnvelopeError::Encrypted(enc.key_id.clone())),
+        None => Ok(payload),
     }
 }
 
