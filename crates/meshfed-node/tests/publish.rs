@@ -2,109 +2,12 @@
 //! in order, delivered to the peer's subscribers; a refused message is answered with an error
 //! frame and the stream goes on. Two gateways in one process over real mutual TLS on loopback.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers fail the test on any error"
-)]
+mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
-
-use futures_util::{SinkExt as _, StreamExt as _};
-use meshfed_node::config::NodeConfig;
-use meshfed_node::{Gateway, InitOptions, init};
-use serde_json::{Value, json};
+use common::{Node, federate, next_json};
+use futures_util::SinkExt as _;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Node {
-    _dir: tempfile::TempDir,
-    gateway: Gateway,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Node {
-    async fn start(mesh: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut opts = InitOptions::new(
-            dir.path().to_path_buf(),
-            mesh.parse().unwrap(),
-            "gw1".parse().unwrap(),
-            SystemTime::now(),
-        );
-        opts.federation_listen = any;
-        opts.api_listen = any;
-        init(opts).unwrap();
-        let mut config = NodeConfig::load(dir.path()).unwrap();
-        config.federation.heartbeat_interval = Duration::from_millis(200);
-        let gateway = Gateway::start(dir.path(), config).await.unwrap();
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Self {
-            _dir: dir,
-            gateway,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("http://{}{path}", self.gateway.api_addr()))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    async fn websocket(&self, path: &str, token: &str) -> Result<Ws, u16> {
-        let mut req = format!("ws://{}{path}", self.gateway.api_addr())
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => Ok(ws),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-            Err(e) => panic!("connecting {path}: {e}"),
-        }
-    }
-}
-
-async fn federate(a: &Node, b: &Node) {
-    let (status, invite) = b
-        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
-        .await;
-    assert_eq!(status, 200, "{invite}");
-    let (status, joined) = a
-        .post("/v1/federations/join", json!({"token": invite["token"]}))
-        .await;
-    assert_eq!(status, 200, "{joined}");
-}
-
-/// The next text frame as JSON, failing the test after ten seconds.
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no frame within 10 s"))
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = frame {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_stream_answers_each_message_in_order_and_delivers_all() {

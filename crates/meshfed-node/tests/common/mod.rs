@@ -1,0 +1,148 @@
+//! Gateways in one process over real mutual TLS on loopback, driven through their HTTP API:
+//! shared by the node's integration tests.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on any error"
+)]
+#![allow(dead_code, reason = "each test file uses a part of this module")]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt as _;
+use meshfed_node::config::NodeConfig;
+use meshfed_node::{Gateway, InitOptions, init};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+/// A client WebSocket.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One gateway started in this process on loopback ports, with its admin token.
+pub(crate) struct Node {
+    _dir: tempfile::TempDir,
+    pub(crate) gateway: Gateway,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Node {
+    pub(crate) async fn start(mesh: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            mesh.parse().unwrap(),
+            "gw1".parse().unwrap(),
+            SystemTime::now(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let mut config = NodeConfig::load(dir.path()).unwrap();
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _dir: dir,
+            gateway,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.api_addr())
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// The delivery stream (`/v1/messages/stream` + `query`).
+    pub(crate) async fn stream(&self, query: &str) -> Ws {
+        let path = format!("/v1/messages/stream{query}");
+        self.websocket(&path, &self.token)
+            .await
+            .unwrap_or_else(|status| panic!("{path}: HTTP {status}"))
+    }
+
+    /// A WebSocket to `path` with `token`; the HTTP status when the upgrade is refused.
+    pub(crate) async fn websocket(&self, path: &str, token: &str) -> Result<Ws, u16> {
+        let mut req = format!("ws://{}{path}", self.gateway.api_addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("connecting {path}: {e}"),
+        }
+    }
+}
+
+/// Polls `cond` until it holds; fails after ten seconds.
+pub(crate) async fn wait_for<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Federates `a` (plant-a) with `b` (supplier-b) by invitation; returns the federation id.
+pub(crate) async fn federate(a: &Node, b: &Node) -> String {
+    let (status, invite) = b
+        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
+        .await;
+    assert_eq!(status, 200, "{invite}");
+    let (status, joined) = a
+        .post("/v1/federations/join", json!({"token": invite["token"]}))
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["peer"], "supplier-b");
+    joined["id"].as_str().unwrap().to_owned()
+}
+
+/// The next text frame as JSON, failing the test after ten seconds.
+pub(crate) async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within 10 s"))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = frame {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
