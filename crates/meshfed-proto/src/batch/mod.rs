@@ -262,6 +262,7 @@ impl UnsignedEnvelope {
             self.header_bytes,
             self.hop,
             self.payload,
+            self.digest,
             signer,
         )
     }

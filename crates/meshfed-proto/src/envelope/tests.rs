@@ -175,11 +175,13 @@ fn ciphertext_that_fails_its_tag_is_a_decryption_failure() {
     let env = sealed(&mut fx, b"{}");
     let mut payload = env.payload.clone();
     payload[0] ^= 1;
+    let digest = sha384(&payload);
     let resigned = WireEnvelope::sign(
         env.header.clone(),
         env.header_bytes.clone(),
         env.hop.clone(),
         payload,
+        digest,
         &fx.signer,
     )
     .unwrap();

@@ -12,6 +12,7 @@ use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
     Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
 };
+use crate::batch::UnsignedEnvelope;
 use crate::crypto::{
     CryptoError, DIGEST_LEN, Digest384, Iv, Opener, SIGNATURE_LEN, Sealer, Signature, SigningKey,
     VerifyingKey, sha384,
@@ -140,53 +141,34 @@ impl WireEnvelope {
     /// Seals `plaintext` under the sealer's content key with the header bytes as AAD, then signs.
     /// `header.encryption` is filled in here; whatever it held is replaced.
     pub fn seal(
-        mut header: Header,
+        header: Header,
         hop: Hop,
         plaintext: &[u8],
         sealer: &mut Sealer,
         signer: &SigningKey,
     ) -> Result<Self, EnvelopeError> {
-        if sealer.sender() != &header.source.mesh {
-            return Err(EnvelopeError::SenderMismatch {
-                sealer: sealer.sender().clone(),
-                named: header.source.mesh.clone(),
-            });
-        }
-        let iv = sealer.next_iv()?;
-        header.encryption = Some(Encryption {
-            cipher: Cipher::Aes256Gcm,
-            key_id: sealer.key_id().clone(),
-            iv,
-        });
-        let header_bytes = encode_header(&header);
-        let mut payload = Vec::with_capacity(plaintext.len() + crate::crypto::TAG_LEN);
-        payload.extend_from_slice(plaintext);
-        sealer.seal_in_place(iv, &header_bytes, &mut payload)?;
-        Self::sign(header, header_bytes, hop, payload, signer)
+        UnsignedEnvelope::seal(header, hop, plaintext, sealer)?.sign(signer)
     }
 
     /// Signs a clear payload (for agreements whose security policy allows it).
     pub fn sign_clear(
-        mut header: Header,
+        header: Header,
         hop: Hop,
         payload: Vec<u8>,
         signer: &SigningKey,
     ) -> Result<Self, EnvelopeError> {
-        header.encryption = None;
-        let header_bytes = encode_header(&header);
-        Self::sign(header, header_bytes, hop, payload, signer)
+        UnsignedEnvelope::clear(header, hop, payload).sign(signer)
     }
 
-    /// Signs sealed (or clear) parts: the per-message signature. Also used by
-    /// [`crate::batch::UnsignedEnvelope::sign`].
+    /// Signs sealed (or clear) parts whose payload digest is `digest`: the per-message signature.
     pub(crate) fn sign(
         header: Header,
         header_bytes: Vec<u8>,
         hop: Hop,
         payload: Vec<u8>,
+        digest: Digest384,
         signer: &SigningKey,
     ) -> Result<Self, EnvelopeError> {
-        let digest = sha384(&payload);
         let signature = signer.sign(&signing_input(&header_bytes, &digest))?;
         Ok(Self {
             hop,
