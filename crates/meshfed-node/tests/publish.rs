@@ -60,7 +60,7 @@ async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
         "{not json".to_owned(),
         json!({"to": "supplier-b", "topic": "t", "payload": 2, "colour": "red"}).to_string(),
         json!({"to": "nowhere", "topic": "t", "payload": 3}).to_string(),
-        json!({"to": "supplier-b", "topic": "t", "payload": 4, "qos": 1}).to_string(),
+        json!({"to": "supplier-b", "topic": "t", "payload": 4, "wait": true}).to_string(),
         json!({"to": "supplier-b", "topic": "t", "payload": 5}).to_string(),
     ];
     for f in &frames {
@@ -102,8 +102,11 @@ async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
         "{message}"
     );
     let (code, message) = error(4);
-    assert_eq!(code, "not_implemented");
-    assert!(message.contains("qos 1 and 2"), "{message}");
+    assert_eq!(code, "bad_request");
+    assert!(
+        message.contains("wait needs an acknowledged delivery"),
+        "{message}"
+    );
     assert!(replies[5]["id"].is_string(), "{}", replies[5]);
 
     // Only the two good messages arrive, in order.

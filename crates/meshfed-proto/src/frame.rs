@@ -70,12 +70,17 @@ frame_types! {
     Credit = 0x13,
     /// A lifecycle change on a live federation (suspend, resume).
     Lifecycle = 0x14,
+    /// The sender's floor: every stream sequence number below it is settled at the sender.
+    Forward = 0x15,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.
     Termination = 0x1f,
     /// One envelope, in its wire form.
     Envelope = 0x20,
+    /// Envelopes of a delivery stream with their stream positions, signed as one batch or each
+    /// alone.
+    Transfer = 0x21,
 }
 
 /// One frame.

@@ -17,8 +17,9 @@
 //! come in through `handle_*` methods and outputs leave through `poll_*` methods. No persistence
 //! either: the machines say *what* to persist or forget as events ([`OutboxEvent::Persist`],
 //! [`InboxEvent::RememberDelivered`], [`InboxEvent::Forget`]) and the driver stores it, in batches
-//! if it likes (group commit). No wire format: the transport maps [`Transmit`], [`Ack`],
-//! [`Credit`] and [`Forward`] onto its frames.
+//! if it likes (group commit). The link-level wire codec is in [`wire`] ([`Transfer`] carries
+//! many [`Transmit`]s with their signed envelopes; [`Ack`], [`Credit`] and [`Forward`] have
+//! theirs); putting those bytes in frames is the transport's business.
 //!
 //! **Where to start reading.** [`outbox`] (the driving loop is in its documentation), then
 //! [`inbox`], then [`stream`] for what travels between them. The deterministic two-endpoint
@@ -32,6 +33,7 @@ pub mod message;
 pub mod outbox;
 pub mod rtt;
 pub mod stream;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -46,3 +48,4 @@ pub use outbox::{
 };
 pub use rtt::{RtoConfig, RttEstimator};
 pub use stream::{Ack, Credit, Epoch, Forward, KeySeq, Seq, SeqRange, Transmit};
+pub use wire::{Item, Signed, SignedRef, Transfer, WireError};

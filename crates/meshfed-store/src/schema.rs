@@ -90,6 +90,26 @@ const MIGRATIONS: &[&str] = &[
         delivered    INTEGER NOT NULL -- inbound.seq of the last message delivered
     ) STRICT;
     ",
+    // 3: durable subscriptions (kept while their subscriber is away) and dead letters.
+    "
+    CREATE TABLE subscriptions (
+        name      TEXT NOT NULL PRIMARY KEY,
+        topic     TEXT NOT NULL, -- TopicPattern
+        from_mesh TEXT,          -- MeshId, or NULL for any
+        created   INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE dead_letters (
+        id          BLOB NOT NULL PRIMARY KEY, -- EnvelopeId
+        destination TEXT NOT NULL,
+        topic       TEXT NOT NULL,
+        priority    INTEGER NOT NULL,
+        qos         INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        at          INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX dead_letters_by_at ON dead_letters (at);
+    ",
 ];
 
 /// The schema version this build writes.

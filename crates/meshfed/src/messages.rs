@@ -70,12 +70,11 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             None => vec![data.as_bytes().to_vec()],
         },
     };
-    let client = ApiClient::for_dir(dir)?;
-    runtime()?.block_on(async move {
-        let mut out = std::io::stdout();
-        for data in payloads {
-            let (payload, ct) = payload(&data, args.content_type.as_ref())?;
-            let body = json!({
+    let bodies = payloads
+        .iter()
+        .map(|data| {
+            let (payload, ct) = payload(data, args.content_type.as_ref())?;
+            Ok(json!({
                 "to": args.to,
                 "topic": args.topic,
                 "payload": payload,
@@ -83,12 +82,83 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
                 "qos": args.qos,
                 "priority": args.priority,
                 "max_latency": args.max_latency.map(|d| d.as_millis() as u64),
-            });
-            let v = client.post("/v1/messages", &body).await?;
+                "wait": args.wait,
+            }))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let client = ApiClient::for_dir(dir)?;
+    runtime()?.block_on(async move {
+        if let [body] = bodies.as_slice() {
+            let v = client.post("/v1/messages", body).await?;
+            let mut out = std::io::stdout();
             let _ = writeln!(out, "{}", v["id"].as_str().unwrap_or_default());
+            return Ok(());
         }
-        Ok(())
+        publish_all(&client, bodies).await
     })
+}
+
+/// Sends many messages over the pipelined publish socket; prints each id (or error) in order.
+async fn publish_all(client: &ApiClient, bodies: Vec<Value>) -> Result<(), Failure> {
+    use futures_util::SinkExt as _;
+    let ws = client
+        .websocket("/v1/messages/publish")
+        .await
+        .map_err(|e| refused(client, e))?;
+    let (mut sink, mut replies) = ws.split();
+    let total = bodies.len();
+    let writer = async move {
+        for body in bodies {
+            sink.feed(Message::Text(body.to_string().into())).await?;
+        }
+        sink.flush().await?;
+        Ok::<_, WsError>(sink)
+    };
+    let reader = async move {
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        let mut failed = 0usize;
+        let mut answered = 0usize;
+        while answered < total {
+            match replies.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    answered += 1;
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                    if let Some(id) = v["id"].as_str() {
+                        let _ = writeln!(out, "{id}");
+                    } else {
+                        failed += 1;
+                        let message = v["error"]["message"].as_str().unwrap_or("no message");
+                        let _ = out.flush();
+                        eprintln!("error: message {answered}: {message}");
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(Failure::Runtime(anyhow!(
+                        "the publish stream failed after {answered} of {total} answers: {e}"
+                    )));
+                }
+                None => {
+                    return Err(Failure::Runtime(anyhow!(
+                        "the gateway closed the publish stream after {answered} of {total} answers"
+                    )));
+                }
+            }
+        }
+        let _ = out.flush();
+        Ok(failed)
+    };
+    let (sink, failed) = tokio::join!(writer, reader);
+    let failed = failed?;
+    if let Ok(mut sink) = sink {
+        let _ = sink.close().await;
+    }
+    if failed > 0 {
+        return Err(Failure::Runtime(anyhow!(
+            "{failed} of {total} messages were not accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// Percent-encodes what a query value may not carry as is (`#`, `+`, `&`, `%`, `=`, space).
@@ -141,9 +211,27 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
             };
             match msg {
                 Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                    if v.get("error").is_some() {
+                        let message = v["error"]["message"].as_str().unwrap_or("no message");
+                        return Err(Failure::Runtime(anyhow!("the gateway refused: {message}")));
+                    }
                     let _ = writeln!(out, "{t}");
                     let _ = out.flush();
                     seen += 1;
+                    // Printed: acknowledged, so a durable subscription goes on after it.
+                    if args.durable.is_some()
+                        && let Some(id) = v["federation"]["id"].as_str()
+                    {
+                        let ack = json!({ "ack": id }).to_string();
+                        if let Err(e) =
+                            futures_util::SinkExt::send(&mut ws, Message::Text(ack.into())).await
+                        {
+                            return Err(Failure::Runtime(anyhow!(
+                                "acknowledging envelope {id} failed: {e}"
+                            )));
+                        }
+                    }
                 }
                 Some(Ok(Message::Close(_))) | None => {
                     return Err(Failure::Runtime(anyhow!(

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::gateway::delivery::outbound::Refused;
 use crate::gateway::federations::FederationError;
 use crate::gateway::messages::SendError;
 
@@ -33,6 +34,33 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: "missing or wrong bearer token; the admin token is in the node directory's admin.token".into(),
+        }
+    }
+
+    /// The message will not be delivered.
+    pub fn dead_lettered(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "dead_lettered",
+            message: message.into(),
+        }
+    }
+
+    /// The gateway is stopping.
+    pub fn stopping() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "stopping",
+            message: "the gateway is stopping".into(),
+        }
+    }
+
+    /// A failure inside the gateway.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
         }
     }
 
@@ -96,11 +124,15 @@ impl From<SendError> for ApiError {
         let (status, code) = match &e {
             E::UnknownDestination(_) => (StatusCode::NOT_FOUND, "unknown_destination"),
             E::NotActive { .. } => (StatusCode::CONFLICT, "federation_not_active"),
-            E::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "peer_unreachable"),
             E::TopicNotAgreed { .. } => (StatusCode::FORBIDDEN, "topic_not_agreed"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             E::QosNotAgreed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "qos_not_agreed"),
-            E::Seal(_) | E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::Refused(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            E::Refused(Refused::Offer(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            E::Refused(Refused::Stopping) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            E::Refused(Refused::Store(_)) | E::Random(_) | E::Store(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         Self {
             status,

@@ -20,11 +20,13 @@ use base64::Engine;
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Priority, Qos};
 use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
+use meshfed_store::journal::SubscriptionName;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use error::ApiError;
 
+use crate::gateway::delivery::{self, durable, outbound};
 use crate::gateway::federations::{self, DEFAULT_INVITATION_TTL, Operation};
 use crate::gateway::links;
 use crate::gateway::messages::{self, Outgoing};
@@ -42,6 +44,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/messages", post(send_message))
         .route("/messages/stream", get(stream))
         .route("/messages/publish", get(publish))
+        .route("/messages/dead-letters", get(dead_letters))
         .layer(middleware::from_fn_with_state(node.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -97,7 +100,7 @@ async fn list_federations(State(node): State<Arc<Node>>) -> Result<Json<Value>, 
     let records = federations::list(&node).await?;
     let views: Vec<Value> = records
         .iter()
-        .map(|r| federations::view(r, links::status(&node, &r.id)))
+        .map(|r| with_backlog(&node, r, federations::view(r, links::status(&node, &r.id))))
         .collect();
     Ok(Json(json!({ "federations": views })))
 }
@@ -112,10 +115,46 @@ async fn show_federation(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = federations::get(&node, federation_id(&id)?).await?;
-    Ok(Json(federations::view(
-        &record,
-        links::status(&node, &record.id),
-    )))
+    let view = federations::view(&record, links::status(&node, &record.id));
+    Ok(Json(with_backlog(&node, &record, view)))
+}
+
+/// Adds the federation's outbound backlog and dead letters to its view.
+fn with_backlog(node: &Node, record: &meshfed_store::FederationRecord, mut view: Value) -> Value {
+    let Some(stream) =
+        delivery::stream_to(node, &record.peer_mesh).filter(|s| s.federation_id == record.id)
+    else {
+        return view;
+    };
+    let stats = stream.stats();
+    let b = &stats.backlog;
+    if let Some(obj) = view.as_object_mut() {
+        obj.insert(
+            "backlog".to_owned(),
+            json!({
+                "messages": b.messages,
+                "bytes": b.bytes,
+                "by_priority": b.by_priority,
+                "in_flight": b.in_flight,
+                "awaiting_persistence": b.awaiting_persistence,
+                "oldest_ms": b.oldest.map(|d| d.as_millis() as u64),
+            }),
+        );
+        obj.insert(
+            "dead_lettered".to_owned(),
+            json!(stats.dead_lettered_total()),
+        );
+        obj.insert(
+            "delivery".to_owned(),
+            json!({
+                "sent": stats.sent,
+                "retransmitted": stats.retransmitted,
+                "acknowledged": stats.acknowledged,
+                "transfers": stats.transfers,
+            }),
+        );
+    }
+    view
 }
 
 #[derive(Deserialize)]
@@ -210,6 +249,9 @@ struct SendBody {
     max_latency: Option<Value>,
     #[serde(default)]
     flags: Vec<String>,
+    /// Answer only once the destination acknowledged (or the message was dead-lettered).
+    #[serde(default)]
+    wait: bool,
 }
 
 fn max_latency(v: Option<Value>) -> Result<Option<MaxLatency>, ApiError> {
@@ -257,19 +299,20 @@ fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> 
 
 impl SendBody {
     /// The message this body asks for. Shared by `POST /v1/messages` and the publish stream.
-    fn into_outgoing(self) -> Result<Outgoing, ApiError> {
-        if self.qos != Qos::AtMostOnce {
-            return Err(ApiError::not_implemented(
-                "qos 1 and 2 (persisted before acknowledgement, retransmitted, deduplicated) are not available in this version; send with qos 0",
+    fn into_outgoing(self) -> Result<(Outgoing, bool), ApiError> {
+        if self.wait && self.qos == Qos::AtMostOnce {
+            return Err(ApiError::bad_request(
+                "wait needs an acknowledged delivery: send with qos 1 or 2",
             ));
         }
+        let wait = self.wait;
         let flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
             Flags::from_name(f)
                 .map(|fl| acc.with(fl))
                 .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
         })?;
         let content_type = self.content_type.unwrap_or_else(ContentType::json);
-        Ok(Outgoing {
+        let outgoing = Outgoing {
             to: self.to,
             topic: self.topic,
             payload: payload_bytes(&content_type, self.payload)?,
@@ -278,7 +321,8 @@ impl SendBody {
             priority: self.priority,
             max_latency: max_latency(self.max_latency)?,
             flags,
-        })
+        };
+        Ok((outgoing, wait))
     }
 }
 
@@ -287,41 +331,65 @@ async fn send_message(
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    let id = messages::send(&node, body.into_outgoing()?).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))))
+    let (outgoing, wait) = body.into_outgoing()?;
+    let sent = messages::send(&node, outgoing, wait).await?;
+    outcome(sent).await
 }
 
-/// Replies the publish stream may hold before it stops reading new messages.
-const PUBLISH_REPLY_QUEUE: usize = 1024;
+/// The answer for a sent message: accepted, or (when the sender waits) acknowledged or
+/// dead-lettered.
+async fn outcome(sent: messages::Sent) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = sent.id.to_string();
+    let Some(outcome) = sent.outcome else {
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))));
+    };
+    match outcome.await {
+        Ok(Ok(())) => Ok((
+            StatusCode::OK,
+            Json(json!({ "id": id, "status": "acknowledged" })),
+        )),
+        Ok(Err(reason)) => Err(ApiError::dead_lettered(format!(
+            "message {id} was dead-lettered: {reason}"
+        ))),
+        Err(_) => Err(ApiError::stopping()),
+    }
+}
 
-/// `GET /v1/messages/publish`: a WebSocket on which every client text frame is one message in
-/// the body layout of `POST /v1/messages`. Each is answered, in order, with a text frame
-/// `{"id": "..."}` or `{"error": {"code", "message"}}`; a refused message does not end the
-/// stream. Clients may pipeline: replies are written while later messages are being sent.
+/// Publishes in flight on one socket at most: answers come back in order.
+const PUBLISH_WINDOW: usize = 8192;
+
 async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| publish_loop(node, socket))
         .into_response()
 }
 
-/// Sends what one publish client writes until it or the node goes away. Reading and sending
-/// run in order on one task; a second task writes the replies, flushing only when it has no
-/// more queued, so a pipelining client is not held to one round trip per message.
+/// Each text frame is one message (the body of `POST /v1/messages`); each gets one answer, in
+/// order. Messages are pipelined: many wait for their commit at once, so they share fsyncs.
 async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
-    let (replies, mut queued) = tokio::sync::mpsc::channel::<Value>(PUBLISH_REPLY_QUEUE);
+    let (replies, mut queued) = tokio::sync::mpsc::channel(PUBLISH_WINDOW);
     let writer = async move {
-        while let Some(reply) = queued.recv().await {
-            if sink
-                .feed(WsMessage::Text(reply.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if queued.is_empty() && sink.flush().await.is_err() {
-                return;
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                next = queued.recv(), if open && in_flight.len() < PUBLISH_WINDOW => match next {
+                    Some(f) => in_flight.push_back(f),
+                    None => open = false,
+                },
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    let reply: Value = reply;
+                    if sink.feed(WsMessage::Text(reply.to_string().into())).await.is_err() {
+                        return;
+                    }
+                    if in_flight.is_empty() && sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+                else => break,
             }
         }
+        let _ = sink.flush().await;
         let _ =
             tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
     };
@@ -331,12 +399,18 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
                 () = node.cancel.cancelled() => break,
                 frame = incoming.next() => frame,
             };
-            let reply = match frame {
-                Some(Ok(WsMessage::Text(text))) => publish_one(&node, text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => ApiError::bad_request(
-                    "a message is a text frame holding the JSON body of POST /v1/messages",
-                )
-                .to_json(),
+            let reply: futures_util::future::BoxFuture<'static, Value> = match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let node = node.clone();
+                    Box::pin(async move { publish_one(&node, text.as_str()).await })
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    let e = ApiError::bad_request(
+                        "a message is a text frame holding the JSON body of POST /v1/messages",
+                    )
+                    .to_json();
+                    Box::pin(async move { e })
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };
@@ -344,22 +418,46 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
                 break;
             }
         }
-        // Dropping `replies` lets the writer drain what is queued, then close.
+        // Dropping `replies` lets the writer answer what is in flight, then close.
     };
     tokio::join!(reader, writer);
 }
 
-/// One message of the publish stream: its reply frame.
 async fn publish_one(node: &Arc<Node>, text: &str) -> Value {
     let sent = async {
         let body: SendBody = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
-        Ok::<_, ApiError>(messages::send(node, body.into_outgoing()?).await?)
+        let (outgoing, wait) = body.into_outgoing()?;
+        let sent = messages::send(node, outgoing, wait).await?;
+        outcome(sent).await
     };
     match sent.await {
-        Ok(id) => json!({ "id": id.to_string() }),
+        Ok((_, Json(v))) => v,
         Err(e) => e.to_json(),
     }
+}
+
+async fn dead_letters(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let journal = node.journal.clone();
+    let letters = tokio::task::spawn_blocking(move || journal.dead_letters(1000))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let list: Vec<Value> = letters
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id.to_string(),
+                "to": d.destination,
+                "topic": d.topic,
+                "priority": d.priority.get(),
+                "qos": d.qos.level(),
+                "reason": d.reason,
+                "at": federations::rfc3339(d.at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "dead_letters": list })))
 }
 
 #[derive(Deserialize)]
@@ -379,12 +477,22 @@ async fn stream(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    if q.durable.is_some() {
-        return Err(ApiError::not_implemented(
-            "durable subscriptions are not available in this version",
-        ));
-    }
     let pattern = q.topic.unwrap_or_else(TopicPattern::all);
+    if let Some(name) = q.durable {
+        let name: SubscriptionName = name
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("durable: {e}")))?;
+        // Registered before the upgrade completes: from then on nothing for it is missed.
+        durable::register(&node, name.clone(), pattern.clone(), q.from.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        let reader = durable::Reader::open(node.clone(), name, pattern, q.from)
+            .await
+            .map_err(ApiError::internal)?;
+        return Ok(ws
+            .on_upgrade(move |socket| forward_durable(reader, socket))
+            .into_response());
+    }
     Ok(ws
         .on_upgrade(move |socket| forward(node, socket, pattern, q.from))
         .into_response())
@@ -423,13 +531,53 @@ async fn forward(
             continue;
         }
         if socket
-            .send(WsMessage::Text(delivery.json.to_string().into()))
+            .send(WsMessage::Text(delivery.text.to_string().into()))
             .await
             .is_err()
         {
             break;
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
+}
+
+/// An acknowledgement from a durable subscriber: `{"ack": "<envelope id>"}` acknowledges that
+/// envelope and every one sent before it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DurableAck {
+    ack: String,
+}
+
+async fn forward_durable(mut reader: durable::Reader, mut socket: WebSocket) {
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let acked = serde_json::from_str::<DurableAck>(text.as_str())
+                        .map_err(|e| format!("not an acknowledgement ({e})"))
+                        .and_then(|a| reader.ack(&a.ack));
+                    if let Err(e) = acked {
+                        let reply = ApiError::bad_request(e).to_json();
+                        if socket.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            next = reader.next() => match next {
+                Some(text) => {
+                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    reader.save();
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
 }
 
@@ -441,10 +589,28 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
         ));
     };
+    let streams: Vec<_> = {
+        let s = node.streams.lock().unwrap_or_else(|e| e.into_inner());
+        s.values().cloned().collect()
+    };
+    let stats: Vec<(String, outbound::Stats)> = streams
+        .iter()
+        .map(|s| (s.peer.to_string(), s.stats()))
+        .collect();
     counter(
         "meshfed_envelopes_sent_total",
-        "Envelopes sent to peer meshes.",
-        m.sent.load(Ordering::Relaxed),
+        "Envelopes sent to peer meshes (first transmissions).",
+        stats.iter().map(|(_, s)| s.sent).sum(),
+    );
+    counter(
+        "meshfed_envelopes_retransmitted_total",
+        "Envelopes sent again for want of an acknowledgement.",
+        stats.iter().map(|(_, s)| s.retransmitted).sum(),
+    );
+    counter(
+        "meshfed_envelopes_acknowledged_total",
+        "Envelopes the destination acknowledged.",
+        stats.iter().map(|(_, s)| s.acknowledged).sum(),
     );
     counter(
         "meshfed_envelopes_delivered_total",
@@ -456,6 +622,44 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "Envelopes refused on arrival.",
         m.rejected.load(Ordering::Relaxed),
     );
+    out.push_str("# HELP meshfed_envelopes_discarded_total Envelopes received and not delivered (late, or held back when their sender restarted).\n# TYPE meshfed_envelopes_discarded_total counter\n");
+    out.push_str(&format!(
+        "meshfed_envelopes_discarded_total {}\n",
+        m.discarded.load(Ordering::Relaxed)
+    ));
+    out.push_str("# HELP meshfed_backlog_messages Messages queued for a peer mesh (waiting, in flight or awaiting persistence).\n# TYPE meshfed_backlog_messages gauge\n");
+    for (peer, s) in &stats {
+        out.push_str(&format!(
+            "meshfed_backlog_messages{{peer=\"{peer}\"}} {}\n",
+            s.backlog.messages
+        ));
+    }
+    out.push_str("# HELP meshfed_backlog_bytes Payload bytes queued for a peer mesh.\n# TYPE meshfed_backlog_bytes gauge\n");
+    for (peer, s) in &stats {
+        out.push_str(&format!(
+            "meshfed_backlog_bytes{{peer=\"{peer}\"}} {}\n",
+            s.backlog.bytes
+        ));
+    }
+    out.push_str("# HELP meshfed_dead_lettered_total Messages that will not be delivered, by reason.\n# TYPE meshfed_dead_lettered_total counter\n");
+    for (peer, s) in &stats {
+        let mut reasons: Vec<_> = s.dead_lettered.iter().collect();
+        reasons.sort();
+        for (reason, n) in reasons {
+            out.push_str(&format!(
+                "meshfed_dead_lettered_total{{peer=\"{peer}\",reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
+    let journal = node.journal.stats();
+    out.push_str(&format!(
+        "# HELP meshfed_journal_commits_total Journal transactions committed (one fsync each).\n# TYPE meshfed_journal_commits_total counter\nmeshfed_journal_commits_total {}\n",
+        journal.commits
+    ));
+    out.push_str(&format!(
+        "# HELP meshfed_journal_requests_total Journal requests committed.\n# TYPE meshfed_journal_requests_total counter\nmeshfed_journal_requests_total {}\n",
+        journal.requests
+    ));
     out.push_str("# HELP meshfed_link_healthy Whether a federation's link is healthy (1) or not (0).\n# TYPE meshfed_link_healthy gauge\n");
     if let Ok(records) = federations::list(&node).await {
         for r in records.iter().filter(|r| r.state.is_live()) {

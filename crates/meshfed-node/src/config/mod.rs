@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub identity: IdentityConfig,
     /// The node's store: `[store]`.
     pub store: StoreConfig,
+    /// Message delivery: `[delivery]`.
+    pub delivery: DeliveryConfig,
 }
 
 impl NodeConfig {
@@ -67,6 +69,7 @@ impl NodeConfig {
             api: ApiConfig::default(),
             identity: IdentityConfig::default(),
             store: StoreConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 
@@ -234,6 +237,85 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: DirPath::from_static("store/meshfed.db"),
+        }
+    }
+}
+
+/// How envelopes are signed on a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureMode {
+    /// One P-384 signature over the Merkle root of each batch of envelopes sent together
+    /// (DESIGN.md §3.4); every envelope stays verifiable alone with its inclusion proof.
+    #[default]
+    Batch,
+    /// One P-384 signature per envelope.
+    Message,
+}
+
+impl SignatureMode {
+    /// The mode as written in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Message => "message",
+        }
+    }
+}
+
+impl fmt::Display for SignatureMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A signature mode is neither `batch` nor `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid signature mode {value:?}: must be \"batch\" or \"message\"")]
+pub struct InvalidSignatureMode {
+    /// The rejected value.
+    pub value: String,
+}
+
+impl FromStr for SignatureMode {
+    type Err = InvalidSignatureMode;
+
+    fn from_str(s: &str) -> Result<Self, InvalidSignatureMode> {
+        match s {
+            "batch" => Ok(Self::Batch),
+            "message" => Ok(Self::Message),
+            _ => Err(InvalidSignatureMode {
+                value: s.chars().take(80).collect(),
+            }),
+        }
+    }
+}
+
+/// `[delivery]`: queues, flow control and signatures of the messages this node sends and
+/// receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// How envelopes are signed on the links. Default: [`SignatureMode::Batch`].
+    pub signatures: SignatureMode,
+    /// Most envelopes sent in one transfer frame (and so under one batch signature). Default 1024.
+    pub max_batch: usize,
+    /// Most messages queued for one peer mesh (store-and-forward); a send beyond it is refused.
+    /// Default 1 000 000.
+    pub max_queued_messages: usize,
+    /// Most payload bytes queued for one peer mesh. Default 1 GiB.
+    pub max_queued_bytes: u64,
+    /// Messages a peer may have on the way to this node before it waits for credit; also the
+    /// most unacknowledged messages this node keeps in flight. Default 8192.
+    pub window: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            signatures: SignatureMode::Batch,
+            max_batch: 1024,
+            max_queued_messages: 1_000_000,
+            max_queued_bytes: 1 << 30,
+            window: 8192,
         }
     }
 }

@@ -275,6 +275,7 @@ pub(crate) async fn operate(
             .send(Frame::new(FrameType::Termination, vec![u8::from(forced)]))
             .await;
     }
+    super::delivery::state_changed(node, &updated.peer_mesh, updated.state);
     tracing::info!(federation = %id, state = %updated.state, "federation {reason}");
     Ok(updated)
 }

@@ -20,7 +20,7 @@ use meshfed_proto::handshake::{
     ResponderKnowledge, Role as HsRole, Target,
 };
 use meshfed_proto::policy::PolicyTerms;
-use meshfed_proto::{FederationId, FederationState, KeyId, MeshId, Termination};
+use meshfed_proto::{FederationId, FederationState, KeyId, MeshId, NodeName, Termination};
 use meshfed_store::{ConsumeError, FederationRecord, Role};
 use meshfed_transport::{
     Incoming, Link, LinkReader, LinkWriter, Listener, ServerTrust, TransportError,
@@ -107,6 +107,8 @@ impl LinkStatus {
 pub(crate) struct LinkHandle {
     pub(crate) federation_id: FederationId,
     pub(crate) peer: MeshId,
+    /// The peer's node at the other end of this link.
+    pub(crate) peer_node: NodeName,
     pub(crate) tx: mpsc::Sender<Frame>,
     pub(crate) sealer: Mutex<Sealer>,
     pub(crate) content: ContentSecret,
@@ -409,6 +411,7 @@ pub(crate) fn start_session(
     let handle = Arc::new(LinkHandle {
         federation_id: record.id.clone(),
         peer: record.peer_mesh.clone(),
+        peer_node: est.peer.node.clone(),
         tx,
         sealer: Mutex::new(sealer),
         content: est.content,
@@ -437,6 +440,7 @@ pub(crate) fn start_session(
     node.tracker.spawn(write_loop(handle.clone(), writer, rx));
     node.tracker
         .spawn(read_loop(node.clone(), handle.clone(), reader));
+    super::delivery::link_up(node, &handle, record);
     Ok(handle)
 }
 
@@ -555,7 +559,11 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
                         .store(micros_now().saturating_sub(beat.sent_us), Ordering::Relaxed);
                 }
             }
-            FrameType::Envelope => super::messages::receive(&node, &handle, &frame.body),
+            FrameType::Transfer => super::delivery::receive(&node, &handle, &frame.body).await,
+            FrameType::Ack | FrameType::Credit => {
+                super::delivery::stream_frame(&node, &handle, &frame);
+            }
+            FrameType::Forward => super::delivery::forward(&node, &handle, &frame.body),
             FrameType::Lifecycle => peer_lifecycle(&node, &handle, &frame.body).await,
             FrameType::Termination => {
                 let forced = frame.body.first() == Some(&1);
@@ -576,6 +584,11 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
                         )
                     })
                     .await;
+                super::delivery::state_changed(
+                    &node,
+                    &handle.peer,
+                    FederationState::Terminated(kind),
+                );
                 break "the peer terminated the federation".to_owned();
             }
             FrameType::Error => {
@@ -592,6 +605,7 @@ async fn read_loop(node: Arc<Node>, handle: Arc<LinkHandle>, mut reader: LinkRea
     };
     tracing::info!(federation = %handle.federation_id, peer = %handle.peer, reason = %why, "federation link down");
     handle.closed.cancel();
+    super::delivery::link_down(&node, &handle);
     let mut links = node.links.lock().unwrap_or_else(|e| e.into_inner());
     if links
         .get(&handle.federation_id)
@@ -643,6 +657,7 @@ async fn peer_lifecycle(node: &Arc<Node>, handle: &Arc<LinkHandle>, body: &[u8])
             handle
                 .suspended
                 .store(target == FederationState::Suspended, Ordering::Relaxed);
+            super::delivery::state_changed(node, &handle.peer, target);
             tracing::info!(federation = %handle.federation_id, peer = %handle.peer, "federation {reason}");
         }
         Err(e) => {

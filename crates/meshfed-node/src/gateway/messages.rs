@@ -8,20 +8,23 @@
 //! its topic and size are within the agreement.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-use meshfed_proto::crypto::sha384;
+use meshfed_proto::capability::Accepted;
+use meshfed_proto::crypto::{Opener, sha384};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Hop, MaxLatency, Metadata,
-    Priority, Qos, Source, Version, WireEnvelope,
+    Priority, Qos, Source, Version,
 };
-use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::{FederationState, MeshId, Topic, TopicPattern};
 use meshfed_store::Role;
 use meshfed_trust::KeyPurpose;
 use rustls_pki_types::CertificateDer;
+use tokio::sync::oneshot;
 
-use super::links::{self, LinkHandle};
+use super::delivery::outbound::{Outcome, Refused};
+use super::delivery::{self, Pending};
+use super::links::LinkHandle;
 use super::{Node, now};
 
 /// An envelope delivered to this mesh, as local subscribers receive it.
@@ -31,8 +34,10 @@ pub struct Delivery {
     pub source: MeshId,
     /// Its federation topic.
     pub topic: Topic,
-    /// The spec-layout JSON envelope, with the opened message.
-    pub json: serde_json::Value,
+    /// Its delivery guarantee.
+    pub qos: Qos,
+    /// The spec-layout JSON envelope, with the opened message, as text.
+    pub text: Arc<str>,
 }
 
 /// Message counters, exported as metrics.
@@ -44,6 +49,9 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Envelopes refused on arrival.
     pub rejected: AtomicU64,
+    /// Envelopes received and not delivered (past their deadline, or held back when their
+    /// sender restarted).
+    pub discarded: AtomicU64,
 }
 
 /// A message to send, as the API received it.
@@ -81,9 +89,6 @@ pub enum SendError {
         /// Its state.
         state: FederationState,
     },
-    /// The peer's link is down.
-    #[error("mesh {0} is unreachable: its link is down")]
-    Unreachable(MeshId),
     /// The agreement does not let this topic flow to that mesh.
     #[error("topic {topic} is not in the agreement with {peer} (allowed: {allowed})")]
     TopicNotAgreed {
@@ -110,19 +115,22 @@ pub enum SendError {
         /// Agreed maximum.
         max: u8,
     },
-    /// Sealing or signing failed (e.g. a content key reached its volume limit).
-    #[error("sealing the envelope failed: {0}")]
-    Seal(String),
+    /// The stream did not accept the message (queue full, storage failed, stopping).
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// Making the envelope id failed.
+    #[error("cannot make an envelope id: {0}")]
+    Random(String),
     /// The registry failed.
     #[error("registry: {0}")]
     Store(#[from] meshfed_store::StoreError),
 }
 
 /// Topics that may flow from `role`'s side to its peer.
-fn outbound(handle: &LinkHandle) -> &[TopicPattern] {
-    match handle.role {
-        Role::Initiator => &handle.accepted.services.to_responder,
-        Role::Responder => &handle.accepted.services.to_initiator,
+fn outbound(role: Role, accepted: &Accepted) -> &[TopicPattern] {
+    match role {
+        Role::Initiator => &accepted.services.to_responder,
+        Role::Responder => &accepted.services.to_initiator,
     }
 }
 
@@ -144,36 +152,42 @@ fn patterns(p: &[TopicPattern]) -> String {
         .join(", ")
 }
 
-/// Wraps, seals, signs and sends one message; returns its envelope id.
-pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing) -> Result<EnvelopeId, SendError> {
-    let to = msg.to.clone();
-    let record = node
-        .blocking(move |s| s.live_federation_with(&to))
-        .await?
+/// A message accepted for sending.
+pub(crate) struct Sent {
+    /// Its envelope id.
+    pub(crate) id: EnvelopeId,
+    /// Learns whether the peer acknowledged it or it was dead-lettered, when asked for.
+    pub(crate) outcome: Option<oneshot::Receiver<Outcome>>,
+}
+
+/// Checks a message against the federation's agreement, wraps it in an envelope and hands it
+/// to the federation's stream; resolves once the stream accepted it (for qos ≥ 1: journaled,
+/// fsynced). With `wait`, the result also carries the way to learn its outcome.
+pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing, wait: bool) -> Result<Sent, SendError> {
+    let stream = delivery::stream_to(node, &msg.to)
         .ok_or_else(|| SendError::UnknownDestination(msg.to.clone()))?;
-    if record.state != FederationState::Active {
+    let view = stream.view();
+    if view.state != FederationState::Active {
         return Err(SendError::NotActive {
-            peer: record.peer_mesh,
-            state: record.state,
+            peer: msg.to,
+            state: view.state,
         });
     }
-    let handle =
-        links::link(node, &record.id).ok_or_else(|| SendError::Unreachable(msg.to.clone()))?;
-    let allowed = outbound(&handle);
+    let allowed = outbound(view.role, &view.accepted);
     if !allowed.iter().any(|p| p.matches(&msg.topic)) {
         return Err(SendError::TopicNotAgreed {
             topic: msg.topic,
-            peer: handle.peer.clone(),
+            peer: msg.to,
             allowed: patterns(allowed),
         });
     }
-    if msg.payload.len() > handle.terms.max_message_size as usize {
+    if msg.payload.len() > view.terms.max_message_size as usize {
         return Err(SendError::TooLarge {
             size: msg.payload.len(),
-            max: handle.terms.max_message_size,
+            max: view.terms.max_message_size,
         });
     }
-    let max_qos = handle.accepted.qos.0;
+    let max_qos = view.accepted.qos.0;
     if msg.qos > max_qos {
         return Err(SendError::QosNotAgreed {
             asked: msg.qos.level(),
@@ -182,7 +196,8 @@ pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing) -> Result<EnvelopeId, 
     }
     let at = now();
     let mut random = [0u8; 10];
-    meshfed_proto::crypto::random_fill(&mut random).map_err(|e| SendError::Seal(e.to_string()))?;
+    meshfed_proto::crypto::random_fill(&mut random)
+        .map_err(|e| SendError::Random(e.to_string()))?;
     let id = EnvelopeId::new(at, random);
     let header = Header {
         version: Version::CURRENT,
@@ -197,7 +212,7 @@ pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing) -> Result<EnvelopeId, 
             gateway: None,
         },
         flags: msg.flags,
-        federation_id: record.id.clone(),
+        federation_id: stream.federation_id.clone(),
         certificate: node.id.cert_der.clone(),
         encryption: None,
         policy: DeliveryPolicy {
@@ -212,42 +227,30 @@ pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing) -> Result<EnvelopeId, 
             schema_id: None,
         },
     };
-    let hop = Hop::origin(node.id.mesh.clone(), Hop::DEFAULT_TTL);
-    let wire = {
-        let mut sealer = handle.sealer.lock().unwrap_or_else(|e| e.into_inner());
-        WireEnvelope::seal(header, hop, &msg.payload, &mut sealer, &node.id.key)
-            .map_err(|e| SendError::Seal(e.to_string()))?
+    let pending = Pending {
+        header,
+        payload: msg.payload,
     };
-    handle
-        .tx
-        .send(Frame::new(FrameType::Envelope, wire.encode()))
-        .await
-        .map_err(|_| SendError::Unreachable(msg.to))?;
-    node.metrics.sent.fetch_add(1, Ordering::Relaxed);
-    Ok(id)
+    let stored = (msg.qos != Qos::AtMostOnce).then(|| delivery::encode_stored(&pending));
+    let (outcome_tx, outcome) = if wait {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    stream.offer(Arc::new(pending), stored, outcome_tx).await?;
+    Ok(Sent { id, outcome })
 }
 
-/// Checks, opens and delivers one arriving envelope; refusals are logged and counted.
-pub(crate) fn receive(node: &Node, handle: &LinkHandle, bytes: &[u8]) {
-    match accept(node, handle, bytes) {
-        Ok(delivery) => {
-            node.metrics.delivered.fetch_add(1, Ordering::Relaxed);
-            // No subscriber is not an error: QoS 0 delivery ends here.
-            let _ = node.deliveries.send(Arc::new(delivery));
-        }
-        Err(reason) => {
-            node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(federation = %handle.federation_id, peer = %handle.peer, %reason, "refused an envelope");
-        }
-    }
-}
-
-fn accept(node: &Node, handle: &LinkHandle, bytes: &[u8]) -> Result<Delivery, String> {
-    if handle.suspended.load(Ordering::Relaxed) {
-        return Err("the federation is suspended".to_owned());
-    }
-    let mut wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
-    let h = wire.header().clone();
+/// The checks of an arriving envelope before it is opened: it travels under this link's
+/// federation, from the link's peer, to this mesh, may take one more hop, and is sealed under
+/// a content key of the peer. Returns the opener for that key.
+pub(crate) fn check(
+    node: &Node,
+    handle: &LinkHandle,
+    h: &Header,
+    hop: &mut Hop,
+) -> Result<Arc<Opener>, String> {
     if h.federation_id != handle.federation_id {
         return Err(format!(
             "envelope names federation {}, the link carries {}",
@@ -266,29 +269,26 @@ fn accept(node: &Node, handle: &LinkHandle, bytes: &[u8]) -> Result<Delivery, St
             h.destination.mesh, node.id.mesh
         ));
     }
-    wire.hop.advance(&node.id.mesh).map_err(|e| e.to_string())?;
-    let key = signer_key(handle, &h.certificate)?;
-    wire.verify(&key).map_err(|e| e.to_string())?;
+    hop.advance(&node.id.mesh).map_err(|e| e.to_string())?;
     let Some(enc) = &h.encryption else {
         return Err("envelope is not encrypted, and the agreement requires encryption".to_owned());
     };
-    let opener = {
-        let mut openers = handle.openers.lock().unwrap_or_else(|e| e.into_inner());
-        match openers.get(&enc.key_id) {
-            Some(o) => o.clone(),
-            None => {
-                let o = Arc::new(
-                    handle
-                        .content
-                        .opener(&h.source.mesh, &enc.key_id)
-                        .map_err(|e| e.to_string())?,
-                );
-                openers.insert(enc.key_id.clone(), o.clone());
-                o
-            }
-        }
-    };
-    let clear = wire.open(&opener).map_err(|e| e.to_string())?;
+    let mut openers = handle.openers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(o) = openers.get(&enc.key_id) {
+        return Ok(o.clone());
+    }
+    let o = Arc::new(
+        handle
+            .content
+            .opener(&h.source.mesh, &enc.key_id)
+            .map_err(|e| e.to_string())?,
+    );
+    openers.insert(enc.key_id.clone(), o.clone());
+    Ok(o)
+}
+
+/// The checks of an opened envelope: its topic may flow this way and its size is agreed.
+pub(crate) fn check_payload(handle: &LinkHandle, h: &Header, clear: &[u8]) -> Result<(), String> {
     let allowed = inbound(handle);
     if !allowed.iter().any(|p| p.matches(&h.metadata.topic)) {
         return Err(format!(
@@ -304,16 +304,12 @@ fn accept(node: &Node, handle: &LinkHandle, bytes: &[u8]) -> Result<Delivery, St
             handle.terms.max_message_size
         ));
     }
-    Ok(Delivery {
-        source: h.source.mesh.clone(),
-        topic: h.metadata.topic.clone(),
-        json: wire.to_envelope(Some(clear)).to_json(),
-    })
+    Ok(())
 }
 
 /// The verified public key of a signer certificate, checked once per certificate against the
 /// peer's stored bundle.
-fn signer_key(
+pub(crate) fn signer_key(
     handle: &LinkHandle,
     cert: &[u8],
 ) -> Result<meshfed_proto::crypto::VerifyingKey, String> {

@@ -5,6 +5,7 @@
 //! Start at [`Gateway::start`]; [`links`] drives handshakes and link sessions, [`federations`]
 //! invites, joins and describes federations, [`messages`] sends and receives envelopes.
 
+pub(crate) mod delivery;
 pub mod federations;
 pub mod links;
 pub mod messages;
@@ -19,7 +20,7 @@ use meshfed_proto::crypto::SigningKey;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::handshake::LocalIdentity;
 use meshfed_proto::{FederationId, MeshId, NodeName};
-use meshfed_store::Store;
+use meshfed_store::{Journal, JournalConfig, Store};
 use meshfed_transport::{Listener, TlsIdentity, X509PeerVerifier};
 use meshfed_trust::{Fingerprint, KeyPurpose, MeshCa, P384PublicKey, TrustBundle};
 use tokio::sync::broadcast;
@@ -115,6 +116,14 @@ pub(crate) struct Node {
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) metrics: messages::Counters,
+    /// Durable message storage (group commit) on the store's file.
+    pub(crate) journal: Arc<Journal>,
+    /// The sending stream of each federation, by peer mesh.
+    pub(crate) streams: Mutex<HashMap<MeshId, Arc<delivery::outbound::Stream>>>,
+    /// The receiving task.
+    pub(crate) inbound: delivery::inbound::Inbound,
+    /// Durable local subscriptions.
+    pub(crate) durable: delivery::durable::Durable,
 }
 
 impl Node {
@@ -245,12 +254,18 @@ impl Gateway {
             .trim()
             .to_owned();
         let store_path = config.store.path.resolve(dir);
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
-            .await
-            .map_err(|e| GatewayError::Identity {
-                dir: dir.to_path_buf(),
-                reason: e.to_string(),
-            })??;
+        let (store, journal) = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&store_path)?;
+            let journal = Journal::open(&store_path, JournalConfig::default())?;
+            Ok::<_, meshfed_store::StoreError>((store, journal))
+        })
+        .await
+        .map_err(|e| GatewayError::Identity {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })??;
+        let durable = delivery::durable::Durable::load(&journal)?;
+        let (inbound, inbound_rx) = delivery::inbound::Inbound::channel();
         let listen = config.federation.listen;
         let listener = Listener::bind(listen, &id.tls)
             .await
@@ -285,7 +300,13 @@ impl Gateway {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: messages::Counters::default(),
+            journal: Arc::new(journal),
+            streams: Mutex::new(HashMap::new()),
+            inbound,
+            durable,
         });
+        delivery::inbound::start(&node, inbound_rx);
+        delivery::start(&node).await;
         write_runtime_file(&node, api_addr)?;
         if listen.port() == 0 {
             tracing::warn!(

@@ -6,7 +6,8 @@
 //! 2. Take events from [`Outbox::poll_event`]: persist every [`OutboxEvent::Persist`] (in one
 //!    transaction for many, if it likes) and report the ids back with
 //!    [`Outbox::handle_persisted`]; only then does a qos ≥ 1 message count as accepted and
-//!    become eligible for sending. Delete or dead-letter stored messages as
+//!    become eligible for sending. Report those it could not store with
+//!    [`Outbox::handle_persist_failed`]. Delete or dead-letter stored messages as
 //!    [`OutboxEvent::Acknowledged`] and [`OutboxEvent::DeadLettered`] say.
 //! 3. Send what [`Outbox::poll_transmit`] returns, until it returns `None`; then what
 //!    [`Outbox::poll_forward`] returns.
@@ -192,6 +193,33 @@ impl<P: Clone> Outbox<P> {
                 self.make_ready(ticket);
             }
         }
+    }
+
+    /// The driver could not store these messages: they were never accepted, so they leave the
+    /// outbox without an event (the driver tells their senders) and count as refused offers
+    /// rather than accepted ones. Their room is free again and the rest of their order key
+    /// moves up. Ids not awaiting persistence (unknown, or persisted already) are ignored.
+    /// Returns how many messages left.
+    ///
+    /// An ordered message keeps its position in its key, so the receiver sees a gap there and
+    /// passes over it (reporting it) when the key's next message arrives.
+    pub fn handle_persist_failed(&mut self, ids: impl IntoIterator<Item = EnvelopeId>) -> usize {
+        let mut removed = 0;
+        for id in ids {
+            let Some(&ticket) = self.by_id.get(&id) else {
+                continue;
+            };
+            let awaiting = self
+                .entries
+                .get(&ticket)
+                .is_some_and(|e| e.state == State::AwaitingPersistence);
+            if awaiting && self.detach(ticket).is_some() {
+                removed += 1;
+                self.counters.accepted = self.counters.accepted.saturating_sub(1);
+                self.counters.refused += 1;
+            }
+        }
+        removed
     }
 
     /// The receiver's credit: new transmissions may use sequence numbers below its limit.

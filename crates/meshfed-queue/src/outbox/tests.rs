@@ -635,3 +635,52 @@ fn acknowledgement_by_id_removes_a_message_wherever_it_is() {
     assert_eq!(events(&mut o), [OutboxEvent::Acknowledged { id: id(2) }]);
     assert_eq!(o.backlog(t(0)).in_flight, 1);
 }
+
+#[test]
+fn message_whose_persistence_failed_leaves_and_frees_its_room() {
+    let mut o = Outbox::new(
+        OutboxConfig {
+            max_messages: 2,
+            max_bytes: 200,
+            ..OutboxConfig::default()
+        },
+        Epoch(1),
+    );
+    let ordered = |n| msg(n).with_qos(Qos::AtLeastOnce).with_order(key("k"));
+    o.offer(ordered(1), t(0)).unwrap();
+    o.offer(ordered(2).with_priority(prio(6)), t(0)).unwrap();
+    assert!(matches!(
+        o.offer(ordered(3), t(0)),
+        Err(OfferError::Full { .. })
+    ));
+    assert_eq!(events(&mut o).len(), 2, "both asked to be persisted");
+
+    assert_eq!(o.handle_persist_failed([id(1), id(42)]), 1);
+    assert!(!o.contains(&id(1)));
+    assert!(
+        events(&mut o).is_empty(),
+        "the driver tells the sender, not an event"
+    );
+    let b = o.backlog(t(0));
+    assert_eq!((b.messages, b.bytes, b.awaiting_persistence), (1, 100, 1));
+    assert_eq!(b.by_priority, [0, 0, 0, 0, 0, 0, 1, 0]);
+    assert_eq!((o.counters().accepted, o.counters().refused), (1, 2));
+
+    // The room is free again, by count and by bytes.
+    assert_eq!(o.offer(ordered(3), t(0)), Ok(Offered::AwaitingPersistence));
+    events(&mut o);
+    o.handle_persisted([id(2), id(3)]);
+    assert_eq!(
+        o.handle_persist_failed([id(2)]),
+        0,
+        "a persisted message stays"
+    );
+    // The key goes on: the failed message's successors are sent, in order.
+    let sent = transmits(&mut o, t(0));
+    assert_eq!(payloads(&sent), [2, 3]);
+    let key_seqs: Vec<Option<KeySeq>> = sent.iter().map(|t| t.key_seq).collect();
+    assert_eq!(key_seqs, [Some(KeySeq(1)), Some(KeySeq(2))]);
+    o.handle_ack(&ack(2, &[], 64), t(10)).unwrap();
+    assert!(o.is_empty());
+    assert_eq!(o.backlog(t(10)).bytes, 0);
+}

@@ -3,7 +3,9 @@
 use rusqlite::{Connection, params};
 
 use crate::error::{Doing, StoreError};
-use crate::journal::records::{DeliveredId, InboundMessage, OutboundMessage, Write};
+use crate::journal::records::{
+    DeadLetter, DeliveredId, InboundMessage, OutboundMessage, Subscription, Write,
+};
 use crate::time_fmt::to_sql;
 
 /// Applies `write` to `conn`, which is inside a transaction (and a savepoint for its request).
@@ -55,7 +57,51 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> 
                 .doing(|| format!("delete inbound messages of {subscription} up to {delivered}"))?;
             Ok(())
         }
+        Write::PutSubscription(sub) => put_subscription(conn, sub),
+        Write::DeadLetter(d) => dead_letter(conn, d),
     }
+}
+
+fn put_subscription(conn: &Connection, sub: &Subscription) -> Result<(), StoreError> {
+    let created = to_sql("created", sub.created)?;
+    conn.prepare_cached(
+        "INSERT INTO subscriptions (name, topic, from_mesh, created) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET topic = excluded.topic, from_mesh = excluded.from_mesh",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            sub.name.as_str(),
+            sub.topic.as_str(),
+            sub.from.as_ref().map(|m| m.as_str()),
+            created
+        ])
+    })
+    .doing(|| format!("store durable subscription {}", sub.name))?;
+    Ok(())
+}
+
+fn dead_letter(conn: &Connection, d: &DeadLetter) -> Result<(), StoreError> {
+    let at = to_sql("at", d.at)?;
+    conn.prepare_cached(
+        "INSERT INTO dead_letters (id, destination, topic, priority, qos, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            &d.id.0[..],
+            d.destination.as_str(),
+            d.topic.as_str(),
+            d.priority.get(),
+            d.qos.level(),
+            d.reason,
+            at
+        ])
+    })
+    .doing(|| format!("record dead letter {}", d.id))?;
+    conn.prepare_cached("DELETE FROM outbound WHERE id = ?1")
+        .and_then(|mut s| s.execute([&d.id.0[..]]))
+        .doing(|| format!("delete dead-lettered outbound message {}", d.id))?;
+    Ok(())
 }
 
 fn append_outbound(conn: &Connection, m: &OutboundMessage) -> Result<(), StoreError> {

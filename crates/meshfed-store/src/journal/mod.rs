@@ -32,8 +32,9 @@ use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 use rusqlite::{Connection, TransactionBehavior};
 
 pub use records::{
-    Backlog, Cursor, DeliveredId, InboundMessage, InboundSeq, InvalidSubscriptionName, OrderScope,
-    OutboundMessage, QueuePosition, StoredInbound, StoredOutbound, SubscriptionName, Write,
+    Backlog, Cursor, DeadLetter, DeliveredId, InboundMessage, InboundSeq, InvalidSubscriptionName,
+    OrderScope, OutboundMessage, QueuePosition, StoredInbound, StoredOutbound, Subscription,
+    SubscriptionName, Write,
 };
 
 use crate::error::{Doing, JournalError, StoreError};
@@ -282,6 +283,16 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<StoredInbound>, StoreError> {
         read::inbound_after(&self.reader(), subscription, after, limit)
+    }
+
+    /// Every durable subscription, by name.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        read::subscriptions(&self.reader())
+    }
+
+    /// The `limit` latest dead letters, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        read::dead_letters(&self.reader(), limit)
     }
 
     /// The read connection. A panic elsewhere while it was held leaves it usable (reads only).

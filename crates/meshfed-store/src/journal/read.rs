@@ -7,8 +7,8 @@ use rusqlite::{Connection, Row, params};
 use crate::cells::{Cells, row, rows};
 use crate::error::StoreError;
 use crate::journal::records::{
-    Backlog, Cursor, DeliveredId, InboundMessage, InboundSeq, OrderScope, OutboundMessage,
-    QueuePosition, StoredInbound, StoredOutbound, SubscriptionName,
+    Backlog, Cursor, DeadLetter, DeliveredId, InboundMessage, InboundSeq, OrderScope,
+    OutboundMessage, QueuePosition, StoredInbound, StoredOutbound, Subscription, SubscriptionName,
 };
 use crate::time_fmt::to_sql;
 
@@ -185,6 +185,51 @@ pub(crate) fn inbound_after(
                     received: c.time("received")?,
                     payload: c.blob("payload")?,
                 },
+            })
+        },
+    )
+}
+
+/// Every durable subscription, by name.
+pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
+    rows(
+        conn,
+        "SELECT name, topic, from_mesh, created FROM subscriptions ORDER BY name",
+        [],
+        || "read the durable subscriptions".into(),
+        |r| {
+            let c = Cells::keyed("subscriptions", "name", r);
+            Ok(Subscription {
+                name: c.parse("name")?,
+                topic: c.parse("topic")?,
+                from: c.opt_parse("from_mesh")?,
+                created: c.time("created")?,
+            })
+        },
+    )
+}
+
+/// The `limit` latest dead letters, newest first.
+pub(crate) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    rows(
+        conn,
+        "SELECT id, destination, topic, priority, qos, reason, at FROM dead_letters
+         ORDER BY at DESC, id LIMIT ?1",
+        [limit],
+        || "read the dead letters".into(),
+        |r| {
+            let c = Cells::new("dead_letters", "id".into(), r);
+            let id = c.envelope_id("id")?;
+            let c = Cells::new("dead_letters", id.to_string(), r);
+            Ok(DeadLetter {
+                id,
+                destination: c.parse("destination")?,
+                topic: c.parse("topic")?,
+                priority: c.small("priority")?,
+                qos: c.small("qos")?,
+                reason: c.text("reason")?,
+                at: c.time("at")?,
             })
         },
     )

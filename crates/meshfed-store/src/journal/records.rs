@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
-use meshfed_proto::{MeshId, Topic};
+use meshfed_proto::{MeshId, Topic, TopicPattern};
 
 /// A message accepted for sending to another mesh, kept until the peer acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +159,38 @@ pub struct Cursor {
     pub delivered: InboundSeq,
 }
 
+/// A durable subscription: messages that match it are kept for it while its subscriber is away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Its name.
+    pub name: SubscriptionName,
+    /// The topics it receives.
+    pub topic: TopicPattern,
+    /// Only messages from this mesh, if set.
+    pub from: Option<MeshId>,
+    /// When it was created.
+    pub created: Timestamp,
+}
+
+/// An outbound message that will not be delivered, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The envelope's id.
+    pub id: EnvelopeId,
+    /// The mesh it was for.
+    pub destination: MeshId,
+    /// Its topic.
+    pub topic: Topic,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its delivery guarantee.
+    pub qos: Qos,
+    /// Why it was given up (as the queue words it).
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
 /// One change to the journal. A request of several writes is applied all-or-nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -186,6 +218,10 @@ pub enum Write {
         /// The last message delivered to it.
         delivered: InboundSeq,
     },
+    /// Create a durable subscription, or change the topic and source of an existing one.
+    PutSubscription(Subscription),
+    /// Record a dead letter and delete its stored outbound copy, if any.
+    DeadLetter(DeadLetter),
 }
 
 impl Write {
@@ -195,7 +231,11 @@ impl Write {
             Self::AppendOutbound(m) => m.payload.len(),
             Self::AppendInbound(m) => m.payload.len(),
             Self::RemoveOutbound(ids) | Self::ForgetDelivered(ids) => ids.len() * 16,
-            Self::RememberDelivered(_) | Self::ForgetExpired { .. } | Self::SaveCursor { .. } => 0,
+            Self::RememberDelivered(_)
+            | Self::ForgetExpired { .. }
+            | Self::SaveCursor { .. }
+            | Self::PutSubscription(_)
+            | Self::DeadLetter(_) => 0,
         }
     }
 }

@@ -1,0 +1,249 @@
+//! Durable local subscriptions: a named subscription keeps, in the journal, every qos ≥ 1
+//! message that matches it until its subscriber acknowledges it — across restarts of the
+//! gateway and of the subscriber.
+//!
+//! A subscriber reads its messages from the journal in arrival order, a window at a time, and
+//! acknowledges them by envelope id; the acknowledged position (the cursor) is saved a little
+//! later in one write for many acknowledgements, so a subscriber that crashes gets the last few
+//! again (at least once), never fewer.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use meshfed_proto::envelope::Qos;
+use meshfed_proto::{MeshId, TopicPattern};
+use meshfed_store::Write;
+use meshfed_store::journal::{InboundSeq, Subscription, SubscriptionName};
+use tokio::sync::watch;
+
+use crate::gateway::messages::Delivery;
+use crate::gateway::{Node, now};
+
+/// Messages sent to a durable subscriber and not yet acknowledged, at most.
+const WINDOW: usize = 1024;
+/// Messages read from the journal at a time.
+const PAGE: usize = 256;
+/// How often a subscriber's acknowledged position is saved.
+const CURSOR_SAVE: Duration = Duration::from_millis(100);
+
+/// The durable subscriptions, mirrored from the journal.
+pub(crate) struct Durable {
+    subscriptions: RwLock<Vec<Subscription>>,
+    /// Bumped whenever messages were journaled for durable subscriptions.
+    appended: watch::Sender<u64>,
+}
+
+impl Durable {
+    /// The subscriptions the journal holds.
+    pub(crate) fn load(
+        journal: &meshfed_store::Journal,
+    ) -> Result<Self, meshfed_store::StoreError> {
+        Ok(Self {
+            subscriptions: RwLock::new(journal.subscriptions()?),
+            appended: watch::channel(0).0,
+        })
+    }
+
+    /// The subscriptions `delivery` is kept for.
+    pub(crate) fn matching(&self, delivery: &Delivery) -> Vec<SubscriptionName> {
+        let subs = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+        subs.iter()
+            .filter(|s| {
+                s.topic.matches(&delivery.topic)
+                    && s.from.as_ref().is_none_or(|m| *m == delivery.source)
+            })
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    pub(crate) fn notify(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+}
+
+/// Creates subscription `name` (or updates its topic and source) and waits until it is stored:
+/// from then on every matching qos ≥ 1 message is kept for it.
+pub(crate) async fn register(
+    node: &Arc<Node>,
+    name: SubscriptionName,
+    topic: TopicPattern,
+    from: Option<MeshId>,
+) -> Result<(), String> {
+    let sub = Subscription {
+        name,
+        topic,
+        from,
+        created: now(),
+    };
+    let journal = node.journal.clone();
+    let stored = sub.clone();
+    tokio::task::spawn_blocking(move || journal.submit(Write::PutSubscription(stored)).wait())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut subs = node
+        .durable
+        .subscriptions
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    subs.retain(|s| s.name != sub.name);
+    subs.push(sub);
+    Ok(())
+}
+
+/// One connected durable subscriber: what it was sent and what it acknowledged.
+pub(crate) struct Reader {
+    node: Arc<Node>,
+    name: SubscriptionName,
+    /// The last message read from the journal (sent or queued to send).
+    read_to: Option<InboundSeq>,
+    /// Sent and not acknowledged, oldest first.
+    unacked: VecDeque<(String, InboundSeq)>,
+    /// Read and not yet sent.
+    ready: VecDeque<(String, InboundSeq, String)>,
+    acked: Option<InboundSeq>,
+    saved: Option<InboundSeq>,
+    changes: watch::Receiver<u64>,
+    /// The live stream, for the qos 0 messages the journal does not keep.
+    live: tokio::sync::broadcast::Receiver<Arc<Delivery>>,
+    pattern: TopicPattern,
+    from: Option<MeshId>,
+    save_timer: tokio::time::Interval,
+}
+
+impl Reader {
+    pub(crate) async fn open(
+        node: Arc<Node>,
+        name: SubscriptionName,
+        pattern: TopicPattern,
+        from: Option<MeshId>,
+    ) -> Result<Self, String> {
+        let changes = node.durable.changes();
+        let live = node.deliveries.subscribe();
+        let journal = node.journal.clone();
+        let lookup = name.clone();
+        let cursor = tokio::task::spawn_blocking(move || journal.cursor(&lookup))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            node,
+            name,
+            read_to: cursor,
+            unacked: VecDeque::new(),
+            ready: VecDeque::new(),
+            acked: cursor,
+            saved: cursor,
+            changes,
+            live,
+            pattern,
+            from,
+            save_timer: tokio::time::interval(CURSOR_SAVE),
+        })
+    }
+
+    /// The next envelope to send, waiting for one; `None` when the gateway stops.
+    pub(crate) async fn next(&mut self) -> Option<String> {
+        loop {
+            if self.unacked.len() < WINDOW {
+                if self.ready.is_empty() {
+                    self.fill().await;
+                }
+                if let Some((id, seq, text)) = self.ready.pop_front() {
+                    self.unacked.push_back((id, seq));
+                    return Some(text);
+                }
+            }
+            tokio::select! {
+                () = self.node.cancel.cancelled() => return None,
+                changed = self.changes.changed(), if self.unacked.len() < WINDOW => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                live = self.live.recv() => match live {
+                    Ok(d) if d.qos == Qos::AtMostOnce
+                        && self.pattern.matches(&d.topic)
+                        && self.from.as_ref().is_none_or(|m| *m == d.source) =>
+                    {
+                        return Some(d.text.to_string());
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.save_timer.tick() => self.save(),
+            }
+        }
+    }
+
+    async fn fill(&mut self) {
+        let journal = self.node.journal.clone();
+        let name = self.name.clone();
+        let after = self.read_to;
+        let rows =
+            tokio::task::spawn_blocking(move || journal.inbound_after(&name, after, PAGE)).await;
+        match rows {
+            Ok(Ok(rows)) => {
+                for r in rows {
+                    self.read_to = Some(r.seq);
+                    let text = String::from_utf8_lossy(&r.message.payload).into_owned();
+                    self.ready
+                        .push_back((r.message.id.to_string(), r.seq, text));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(subscription = %self.name, error = %e, "cannot read the durable subscription's messages")
+            }
+            Err(e) => {
+                tracing::error!(subscription = %self.name, error = %e, "reading the durable subscription failed")
+            }
+        }
+    }
+
+    /// The subscriber acknowledged envelope `id` and everything sent before it.
+    pub(crate) fn ack(&mut self, id: &str) -> Result<(), String> {
+        let Some(pos) = self.unacked.iter().position(|(i, _)| i == id) else {
+            return Err(format!(
+                "{id} is not an unacknowledged envelope of this subscription"
+            ));
+        };
+        for (_, seq) in self.unacked.drain(..=pos) {
+            self.acked = Some(seq);
+        }
+        Ok(())
+    }
+
+    /// Saves the acknowledged position, if it moved.
+    pub(crate) fn save(&mut self) {
+        if self.acked == self.saved {
+            return;
+        }
+        let Some(delivered) = self.acked else {
+            return;
+        };
+        self.saved = self.acked;
+        let name = self.name.clone();
+        self.node.journal.submit_then(
+            vec![Write::SaveCursor {
+                subscription: name.clone(),
+                delivered,
+            }],
+            move |outcome| {
+                if let Err(e) = outcome {
+                    tracing::warn!(subscription = %name, error = %e, "could not save the subscription's position; its subscriber gets some messages again");
+                }
+            },
+        );
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.save();
+    }
+}

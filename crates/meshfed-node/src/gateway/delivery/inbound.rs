@@ -1,0 +1,354 @@
+//! The receiving side of this node: one task owning the [`Inbox`] of every peer stream.
+//!
+//! Link read loops verify and open what arrives (see [`super::verify`]) and hand the task
+//! stream transmissions. The task lets the inbox decide what to deliver, in what order, and
+//! what is a duplicate; journals what must survive a crash — the dedup entry of each qos-2
+//! message, and each qos ≥ 1 message for every durable subscription it matches — in one group
+//! commit, and only after that commit hands the messages on and acknowledges them to the
+//! sender. So an acknowledged message is never lost, and a qos-2 message is never delivered
+//! twice, whichever side crashes when.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use meshfed_proto::envelope::{EnvelopeId, Qos};
+use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_queue::{Forward, Inbox, InboxConfig, InboxEvent, Peer, Transmit};
+use meshfed_store::Write;
+use meshfed_store::journal::InboundMessage;
+use tokio::sync::mpsc;
+
+use super::sleep_until;
+use crate::gateway::links::LinkHandle;
+use crate::gateway::messages::Delivery;
+use crate::gateway::{Node, now};
+
+/// Transfers waiting for the receiving task before link read loops wait (back-pressure).
+const QUEUE: usize = 64;
+
+/// A message received, verified and opened, as the inbox carries it.
+#[derive(Debug)]
+pub(crate) struct Arrived {
+    pub(crate) delivery: Arc<Delivery>,
+    /// Why it is not delivered although it verified (say, a topic outside the agreement). It is
+    /// settled all the same, so that the sender stops sending it.
+    pub(crate) refused: Option<String>,
+}
+
+pub(crate) enum Input {
+    Transmits {
+        link: Arc<LinkHandle>,
+        transmits: Vec<Transmit<Arc<Arrived>>>,
+    },
+    Forward {
+        link: Arc<LinkHandle>,
+        forward: Forward,
+    },
+    LinkUp(Arc<LinkHandle>),
+    LinkDown(Arc<LinkHandle>),
+}
+
+/// The way into the receiving task.
+pub(crate) struct Inbound {
+    input: mpsc::Sender<Input>,
+    control: mpsc::UnboundedSender<Input>,
+}
+
+/// The task's ends of the [`Inbound`] channels.
+pub(crate) struct Receivers {
+    input: mpsc::Receiver<Input>,
+    control: mpsc::UnboundedReceiver<Input>,
+}
+
+impl Inbound {
+    /// The channels into a receiving task that [`start`] runs later.
+    pub(crate) fn channel() -> (Self, Receivers) {
+        let (input, input_rx) = mpsc::channel(QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        (
+            Self { input, control },
+            Receivers {
+                input: input_rx,
+                control: control_rx,
+            },
+        )
+    }
+
+    /// Hands the task transmissions; waits while it is behind (back-pressure on the link).
+    pub(crate) async fn send(&self, input: Input) {
+        let _ = self.input.send(input).await;
+    }
+
+    /// Tells the task about links; never waits.
+    pub(crate) fn notify(&self, input: Input) {
+        let _ = self.control.send(input);
+    }
+}
+
+/// What is released together once its journal request (if any) is committed.
+struct Release {
+    ticket: Option<u64>,
+    deliveries: Vec<Arc<Delivery>>,
+    consumed: Vec<EnvelopeId>,
+    acks: Vec<(Peer, meshfed_queue::Ack)>,
+    durable_writes: bool,
+}
+
+/// Starts the receiving task, with the dedup window as the journal kept it.
+pub(crate) fn start(node: &Arc<Node>, rx: Receivers) {
+    let window = node.config.delivery.window;
+    let mut inbox = Inbox::new(InboxConfig {
+        window,
+        ..InboxConfig::default()
+    });
+    match node.journal.delivered_ids(now()) {
+        Ok(ids) => {
+            for d in ids {
+                inbox.restore_delivered(d.id, d.until);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the dedup window: exactly-once messages could be delivered twice");
+        }
+    }
+    let task = Task {
+        node: node.clone(),
+        inbox,
+        links: HashMap::new(),
+        pending: VecDeque::new(),
+        next_ticket: 0,
+        committed: None,
+    };
+    node.tracker.spawn(task.run(rx));
+}
+
+struct Task {
+    node: Arc<Node>,
+    inbox: Inbox<Arc<Arrived>>,
+    links: HashMap<Peer, Arc<LinkHandle>>,
+    pending: VecDeque<Release>,
+    next_ticket: u64,
+    /// The last ticket whose commit completed.
+    committed: Option<u64>,
+}
+
+type Committed = (u64, Result<(), String>);
+
+impl Task {
+    async fn run(mut self, rx: Receivers) {
+        let Receivers {
+            mut input,
+            mut control,
+        } = rx;
+        let (done_tx, mut done) = mpsc::unbounded_channel::<Committed>();
+        let cancel = self.node.cancel.clone();
+        loop {
+            let wake = self.inbox.poll_timeout();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some((ticket, outcome)) = done.recv() => {
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "journaling received messages failed; they are not acknowledged");
+                        self.fail(ticket);
+                    }
+                    self.committed = Some(ticket);
+                    self.release().await;
+                    continue;
+                }
+                Some(c) = control.recv() => self.input(c),
+                i = input.recv() => match i {
+                    Some(i) => self.input(i),
+                    None => break,
+                },
+                () = sleep_until(wake) => self.inbox.handle_timeout(now()),
+            }
+            self.collect(&done_tx);
+            self.release().await;
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let at = now();
+        match input {
+            Input::Transmits { link, transmits } => {
+                let peer = peer_of(&link);
+                self.links.insert(peer.clone(), link.clone());
+                for t in transmits {
+                    if let Err(e) = self.inbox.handle_transmit(&peer, t, at) {
+                        self.node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, error = %e, "refused a transmission");
+                    }
+                }
+            }
+            Input::Forward { link, forward } => {
+                let peer = peer_of(&link);
+                if let Err(e) = self.inbox.handle_forward(&peer, forward, at) {
+                    tracing::warn!(%peer, error = %e, "refused a forward");
+                }
+            }
+            Input::LinkUp(link) => {
+                let peer = peer_of(&link);
+                self.links.insert(peer.clone(), link);
+                self.inbox.handle_link_up(&peer);
+            }
+            Input::LinkDown(link) => {
+                let peer = peer_of(&link);
+                if self.links.get(&peer).is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    self.links.remove(&peer);
+                    self.inbox.handle_link_down(&peer);
+                }
+            }
+        }
+    }
+
+    /// Takes every event of the inbox and the acknowledgements they allow; journals what must
+    /// be durable before either is released.
+    fn collect(&mut self, done: &mpsc::UnboundedSender<Committed>) {
+        let mut writes = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut consumed = Vec::new();
+        let mut durable_writes = false;
+        let at = now();
+        while let Some(event) = self.inbox.poll_event() {
+            match event {
+                InboxEvent::Deliver(d) => {
+                    let arrived = d.message.payload;
+                    consumed.push(d.message.id);
+                    if let Some(reason) = &arrived.refused {
+                        self.node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %d.peer, id = %d.message.id, %reason, "refused an envelope");
+                        continue;
+                    }
+                    let delivery = arrived.delivery.clone();
+                    if delivery.qos != Qos::AtMostOnce {
+                        for name in self.node.durable.matching(&delivery) {
+                            durable_writes = true;
+                            writes.push(Write::AppendInbound(InboundMessage {
+                                subscription: name,
+                                id: d.message.id,
+                                received: at,
+                                payload: delivery.text.as_bytes().to_vec(),
+                            }));
+                        }
+                    }
+                    deliveries.push(delivery);
+                }
+                InboxEvent::RememberDelivered { id, until } => {
+                    writes.push(Write::RememberDelivered(
+                        meshfed_store::journal::DeliveredId { id, until },
+                    ));
+                }
+                InboxEvent::Forget { ids } => writes.push(Write::ForgetDelivered(ids)),
+                InboxEvent::GapDetected {
+                    peer, key, missing, ..
+                } => {
+                    tracing::warn!(%peer, %key, from = missing.start.0, to = missing.end.0, "ordered messages held back behind a gap");
+                }
+                InboxEvent::GapSkipped { peer, key, missing } => {
+                    tracing::info!(%peer, %key, from = missing.start.0, to = missing.end.0, "passed over a gap the sender can no longer fill");
+                }
+                InboxEvent::Discarded { peer, id, reason } => {
+                    self.node.metrics.discarded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, %id, %reason, "did not deliver a received message");
+                }
+            }
+        }
+        let mut acks = Vec::new();
+        while let Some(ack) = self.inbox.poll_ack() {
+            acks.push(ack);
+        }
+        if deliveries.is_empty() && consumed.is_empty() && acks.is_empty() && writes.is_empty() {
+            return;
+        }
+        let ticket = (!writes.is_empty()).then(|| {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let done = done.clone();
+            self.node.journal.submit_then(writes, move |outcome| {
+                let _ = done.send((ticket, outcome.map_err(|e| e.to_string())));
+            });
+            ticket
+        });
+        self.pending.push_back(Release {
+            ticket,
+            deliveries,
+            consumed,
+            acks,
+            durable_writes,
+        });
+    }
+
+    /// A journal request failed: what it held is neither handed on nor acknowledged.
+    fn fail(&mut self, ticket: u64) {
+        for r in &mut self.pending {
+            if r.ticket == Some(ticket) {
+                r.deliveries.clear();
+                r.acks.clear();
+                r.durable_writes = false;
+            }
+        }
+    }
+
+    /// Hands on and acknowledges, in order, what no uncommitted journal request holds back.
+    async fn release(&mut self) {
+        let mut consumed = Vec::new();
+        let mut notify = false;
+        while let Some(front) = self.pending.front() {
+            if front
+                .ticket
+                .is_some_and(|t| self.committed.is_none_or(|c| t > c))
+            {
+                break;
+            }
+            let Some(r) = self.pending.pop_front() else {
+                break;
+            };
+            for d in r.deliveries {
+                self.node.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                // No live subscriber is not an error: durable ones read the journal.
+                let _ = self.node.deliveries.send(d);
+            }
+            notify |= r.durable_writes;
+            consumed.extend(r.consumed);
+            for (peer, ack) in r.acks {
+                self.send(&peer, Frame::new(FrameType::Ack, ack.encode()))
+                    .await;
+            }
+        }
+        if notify {
+            self.node.durable.notify();
+        }
+        if !consumed.is_empty() {
+            self.inbox.handle_consumed(consumed);
+        }
+        // Credit freed by consumption goes out at once; it promises nothing about durability.
+        if self.pending.is_empty() {
+            while let Some((peer, ack)) = self.inbox.poll_ack() {
+                self.send(&peer, Frame::new(FrameType::Ack, ack.encode()))
+                    .await;
+            }
+        }
+        while let Some((peer, credit)) = self.inbox.poll_credit() {
+            self.send(&peer, Frame::new(FrameType::Credit, credit.encode()))
+                .await;
+        }
+    }
+
+    async fn send(&self, peer: &Peer, frame: Frame) {
+        if let Some(link) = self.links.get(peer)
+            && !link.closed.is_cancelled()
+        {
+            let _ = link.tx.send(frame).await;
+        }
+    }
+}
+
+/// The stream peer behind a link.
+pub(crate) fn peer_of(link: &LinkHandle) -> Peer {
+    Peer {
+        mesh: link.peer.clone(),
+        node: link.peer_node.clone(),
+    }
+}

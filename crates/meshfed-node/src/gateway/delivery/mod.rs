@@ -1,0 +1,356 @@
+//! Delivery that loses nothing: the gateway's drivers around the sans-IO queues of
+//! `meshfed-queue`, the journal of `meshfed-store`, and the links.
+//!
+//! - [`outbound`]: one task per federation owns the outbox of the stream to that peer mesh.
+//! - [`inbound`]: one task owns the inbox of every stream from peers.
+//! - [`durable`]: durable local subscriptions, read from the journal.
+//!
+//! This module holds what they share: the message form kept while a message waits
+//! ([`Pending`]), the stored form, and the verification of arriving transfer frames (one
+//! signature check per batch, then each envelope's own checks).
+
+pub(crate) mod durable;
+pub(crate) mod inbound;
+pub(crate) mod outbound;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::crypto::Signature;
+use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, Hop, Timestamp, WireEnvelope};
+use meshfed_proto::frame::Frame;
+use meshfed_proto::{FederationState, MeshId};
+use meshfed_queue::wire::{Signed, Transfer};
+use meshfed_queue::{Forward, Message, Transmit};
+use meshfed_store::FederationRecord;
+
+use super::links::LinkHandle;
+use super::messages::{self, Delivery};
+use super::{Node, now};
+use inbound::{Arrived, Input};
+
+/// Credit a new stream may use before the receiver grants any: every receiver's window is at
+/// least this (the configuration refuses smaller windows).
+pub(crate) const INITIAL_CREDIT: u64 = 256;
+
+/// A message accepted for sending: its header and clear payload. It is sealed and signed at
+/// each transmission, under the content key of the link session it leaves on.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) header: Header,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The stored form of a pending message: an unsigned envelope with a clear payload (the
+/// journal is this gateway's own disk; it is sealed for the peer when sent).
+pub(crate) fn encode_stored(pending: &Pending) -> Vec<u8> {
+    let hop = Hop::origin(pending.header.source.mesh.clone(), Hop::DEFAULT_TTL);
+    UnsignedEnvelope::clear(pending.header.clone(), hop, pending.payload.clone()).encode()
+}
+
+/// Reads a stored pending message back.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Pending, EnvelopeError> {
+    let env = UnsignedEnvelope::decode(bytes)?;
+    let payload = env.clear_payload()?.to_vec();
+    let mut header = env.header().clone();
+    header.encryption = None;
+    Ok(Pending { header, payload })
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn micros_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Sleeps until `at` (protocol time, ms), or forever when there is nothing to wake for.
+pub(crate) async fn sleep_until(at: Option<Timestamp>) {
+    match at {
+        Some(at) => {
+            let ms = at.0.saturating_sub(now().0);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the receiving task and one stream per live federation, each with its stored backlog.
+pub(crate) async fn start(node: &Arc<Node>) {
+    let records = match node.blocking(|s| s.federations()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list stored federations");
+            return;
+        }
+    };
+    for record in records.into_iter().filter(|r| r.state.is_live()) {
+        let journal = node.journal.clone();
+        let peer = record.peer_mesh.clone();
+        let restored = tokio::task::spawn_blocking(move || journal.pending_outbound(&peer)).await;
+        let restored = match restored {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(peer = %record.peer_mesh, error = %e, "cannot read the stored backlog");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(peer = %record.peer_mesh, error = %e, "reading the stored backlog failed");
+                Vec::new()
+            }
+        };
+        ensure_stream(node, &record, restored);
+    }
+}
+
+/// The stream to `record`'s peer, started if need be.
+fn ensure_stream(
+    node: &Arc<Node>,
+    record: &FederationRecord,
+    restored: Vec<meshfed_store::journal::StoredOutbound>,
+) -> Option<Arc<outbound::Stream>> {
+    let mut streams = node.streams.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = streams.get(&record.peer_mesh)
+        && s.federation_id == record.id
+    {
+        return Some(s.clone());
+    }
+    let stream = outbound::start(node, record, restored)?;
+    streams.insert(record.peer_mesh.clone(), stream.clone());
+    Some(stream)
+}
+
+/// The stream to mesh `peer`, if federated.
+pub(crate) fn stream_to(node: &Node, peer: &MeshId) -> Option<Arc<outbound::Stream>> {
+    let streams = node.streams.lock().unwrap_or_else(|e| e.into_inner());
+    streams.get(peer).cloned()
+}
+
+/// A link session of `record` is up: its stream sends on it, the receiving side acknowledges
+/// on it.
+pub(crate) fn link_up(node: &Arc<Node>, link: &Arc<LinkHandle>, record: &FederationRecord) {
+    if let Some(stream) = ensure_stream(node, record, Vec::new()) {
+        stream.set_state(record.state);
+        stream.link_up(link.clone());
+    }
+    node.inbound.notify(Input::LinkUp(link.clone()));
+}
+
+/// A link session ended.
+pub(crate) fn link_down(node: &Node, link: &Arc<LinkHandle>) {
+    if let Some(stream) = stream_to(node, &link.peer) {
+        stream.link_down(link.clone());
+    }
+    node.inbound.notify(Input::LinkDown(link.clone()));
+}
+
+/// The federation with `peer` changed state.
+pub(crate) fn state_changed(node: &Node, peer: &MeshId, state: FederationState) {
+    if let Some(stream) = stream_to(node, peer) {
+        stream.set_state(state);
+    }
+}
+
+/// An acknowledgement or credit frame from the peer of `link`.
+pub(crate) fn stream_frame(node: &Node, link: &LinkHandle, frame: &Frame) {
+    let outcome = stream_to(node, &link.peer)
+        .ok_or_else(|| "no stream to this peer".to_owned())
+        .and_then(|s| s.peer_frame(frame));
+    if let Err(e) = outcome {
+        tracing::warn!(peer = %link.peer, frame = ?frame.ty, error = %e, "ignored a stream frame");
+    }
+}
+
+/// A forward frame from the peer of `link`.
+pub(crate) fn forward(node: &Node, link: &Arc<LinkHandle>, body: &[u8]) {
+    match Forward::decode(body) {
+        Ok(forward) => node.inbound.notify(Input::Forward {
+            link: link.clone(),
+            forward,
+        }),
+        Err(e) => tracing::warn!(peer = %link.peer, error = %e, "ignored a malformed forward"),
+    }
+}
+
+/// A transfer frame from the peer of `link`: verified, opened, and handed to the receiving
+/// task. A transfer that does not decode or verify is refused whole (nothing of it is
+/// acknowledged, so the sender sends it again).
+pub(crate) async fn receive(node: &Arc<Node>, link: &Arc<LinkHandle>, body: &[u8]) {
+    match open_transfer(node, link, body) {
+        Ok(transmits) => {
+            node.inbound
+                .send(Input::Transmits {
+                    link: link.clone(),
+                    transmits,
+                })
+                .await;
+        }
+        Err(reason) => {
+            node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(federation = %link.federation_id, peer = %link.peer, %reason, "refused a transfer");
+        }
+    }
+}
+
+fn open_transfer(
+    node: &Node,
+    link: &LinkHandle,
+    body: &[u8],
+) -> Result<Vec<Transmit<Arc<Arrived>>>, String> {
+    if link.suspended.load(Ordering::Relaxed) {
+        return Err("the federation is suspended".to_owned());
+    }
+    let transfer = Transfer::decode(body).map_err(|e| e.to_string())?;
+    let Transfer {
+        epoch,
+        floor,
+        items,
+        envelopes,
+    } = transfer;
+    let opened: Vec<Opened> = match envelopes {
+        Signed::Batch(bytes) => {
+            let batch = SignedBatch::decode(&bytes).map_err(|e| e.to_string())?;
+            if batch.len() != items.len() {
+                return Err(format!(
+                    "the transfer lists {} items and carries {} envelopes",
+                    items.len(),
+                    batch.len()
+                ));
+            }
+            let cert = batch
+                .envelopes()
+                .first()
+                .map(|e| e.header().certificate.clone())
+                .ok_or("an empty batch")?;
+            let key = messages::signer_key(link, &cert)?;
+            let receipt = batch.verify(&key).map_err(|e| e.to_string())?;
+            let signature = *receipt.signature().signature();
+            let root = B64.encode(receipt.signature().root().as_bytes());
+            let count = receipt.signature().count();
+            let tree = receipt.tree();
+            batch
+                .into_envelopes()
+                .into_iter()
+                .enumerate()
+                .map(|(i, env)| {
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    let proof = tree
+                        .proof(u64::from(index))
+                        .map(|p| B64.encode(p.to_bytes()))
+                        .unwrap_or_default();
+                    let batch_info = serde_json::json!({
+                        "root": root, "count": count, "index": index, "proof": proof,
+                    });
+                    let mut hop = env.hop.clone();
+                    let header = env.header().clone();
+                    arrive(
+                        node,
+                        link,
+                        header,
+                        &mut hop,
+                        signature,
+                        Some(batch_info),
+                        |o| env.open(o),
+                    )
+                })
+                .collect()
+        }
+        Signed::Each(list) => list
+            .iter()
+            .map(|bytes| {
+                let wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
+                let key = messages::signer_key(link, &wire.header().certificate)?;
+                wire.verify(&key).map_err(|e| e.to_string())?;
+                let mut hop = wire.hop.clone();
+                Ok(arrive(
+                    node,
+                    link,
+                    wire.header().clone(),
+                    &mut hop,
+                    *wire.signature(),
+                    None,
+                    |o| wire.open(o),
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+    };
+    Ok(items
+        .into_iter()
+        .zip(opened)
+        .map(|(item, a)| {
+            let header = &a.header;
+            let message = Message::from_header(header, a.size, Arc::new(a.arrived));
+            Transmit {
+                epoch,
+                seq: item.seq,
+                floor,
+                key_seq: item.key_seq,
+                retransmission: item.retransmission,
+                message,
+            }
+        })
+        .collect())
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One verified envelope, checked and opened.
+struct Opened {
+    header: Header,
+    size: usize,
+    arrived: Arrived,
+}
+
+/// Checks one envelope whose signature verified, and opens it. A failed check is kept as the
+/// reason it is refused (it is settled, not delivered).
+fn arrive(
+    node: &Node,
+    link: &LinkHandle,
+    header: Header,
+    hop: &mut Hop,
+    signature: Signature,
+    batch: Option<serde_json::Value>,
+    open: impl FnOnce(&meshfed_proto::crypto::Opener) -> Result<Vec<u8>, EnvelopeError>,
+) -> Opened {
+    let checked = messages::check(node, link, &header, hop).and_then(|opener| {
+        let clear = open(&opener).map_err(|e| e.to_string())?;
+        messages::check_payload(link, &header, &clear)?;
+        Ok(clear)
+    });
+    let (size, delivery, refused) = match checked {
+        Ok(clear) => {
+            let size = clear.len();
+            let envelope = Envelope {
+                header: header.clone(),
+                hop: hop.clone(),
+                signature,
+                message: Some(clear),
+            };
+            let mut json = envelope.to_json();
+            if let Some(b) = batch
+                && let Some(sec) = json
+                    .get_mut("federation")
+                    .and_then(|f| f.get_mut("security"))
+                    .and_then(serde_json::Value::as_object_mut)
+            {
+                sec.insert("batch".to_owned(), b);
+            }
+            (size, json.to_string(), None)
+        }
+        Err(reason) => (0, String::new(), Some(reason)),
+    };
+    let delivery = Arc::new(Delivery {
+        source: header.source.mesh.clone(),
+        topic: header.metadata.topic.clone(),
+        qos: header.policy.qos,
+        text: delivery.into(),
+    });
+    Opened {
+        header,
+        size,
+        arrived: Arrived { delivery, refused },
+    }
+}

@@ -1,0 +1,616 @@
+//! The sending side of one federation: a task that owns the [`Outbox`] of the stream to the
+//! peer mesh, has reliable messages journaled (group commit) before their senders hear "accepted",
+//! sends what the outbox schedules in transfer frames (sealed under the current link session's
+//! content key, signed as one batch or each alone), and settles messages as the peer
+//! acknowledges them or their deadlines pass.
+//!
+//! The outbox lives as long as the federation, not the link: while the peer is unreachable,
+//! messages queue (store-and-forward, within the configured limits); on a new link the peer's
+//! acknowledgement state comes first and only what it lacks is sent again, by priority.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::capability::Accepted;
+use meshfed_proto::envelope::{EnvelopeId, Hop};
+use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_proto::policy::PolicyTerms;
+use meshfed_proto::{FederationId, FederationState, MeshId};
+use meshfed_queue::wire::{Item, Signed, Transfer};
+use meshfed_queue::{
+    Ack, Credit, DeadLetterReason, Epoch, Message, OfferError, Outbox, OutboxConfig, OutboxEvent,
+    Transmit,
+};
+use meshfed_store::journal::{DeadLetter, OrderScope, OutboundMessage, StoredOutbound};
+use meshfed_store::{FederationRecord, Role, Write};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Pending, sleep_until};
+use crate::config::SignatureMode;
+use crate::gateway::links::LinkHandle;
+use crate::gateway::{Node, now};
+
+/// Offers waiting for the stream task before senders wait.
+const OFFER_QUEUE: usize = 16_384;
+/// Offers taken in one turn of the task, so that their persistence shares one commit.
+const OFFERS_PER_TURN: usize = 4096;
+/// Room left in a transfer frame for everything but the envelopes' payloads.
+const PER_ENVELOPE_OVERHEAD: usize = 1536;
+/// How the sender is told what became of a message it waits for.
+pub(crate) type Outcome = Result<(), DeadLetterReason>;
+
+/// What the API sees of a federation's stream: the agreement to check sends against, and the
+/// way in.
+pub(crate) struct Stream {
+    pub(crate) federation_id: FederationId,
+    pub(crate) peer: MeshId,
+    pub(crate) view: Mutex<View>,
+    offers: mpsc::Sender<Offer>,
+    control: mpsc::UnboundedSender<Control>,
+    pub(crate) stats: Mutex<Stats>,
+}
+
+/// The federation as sends are checked against it.
+#[derive(Clone)]
+pub(crate) struct View {
+    pub(crate) state: FederationState,
+    pub(crate) role: Role,
+    pub(crate) accepted: Accepted,
+    pub(crate) terms: PolicyTerms,
+}
+
+impl View {
+    fn of(record: &FederationRecord) -> Option<Self> {
+        let signed = meshfed_proto::agreement::SignedAgreement::decode(&record.agreement).ok()?;
+        let agreement = signed.agreement().ok()?;
+        Some(Self {
+            state: record.state,
+            role: record.role,
+            accepted: agreement.capabilities,
+            terms: agreement.policy,
+        })
+    }
+}
+
+/// What the stream reports for metrics and `federation show`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stats {
+    pub(crate) backlog: meshfed_queue::Backlog,
+    pub(crate) dead_lettered: HashMap<&'static str, u64>,
+    pub(crate) sent: u64,
+    pub(crate) retransmitted: u64,
+    pub(crate) acknowledged: u64,
+    pub(crate) transfers: u64,
+}
+
+impl Stats {
+    pub(crate) fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered.values().sum()
+    }
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The queue for the peer is at its limit (store-and-forward is bounded).
+    #[error("the queue for {peer} is full ({source}); retry later")]
+    Full {
+        /// The peer mesh.
+        peer: MeshId,
+        /// The limit.
+        source: OfferError,
+    },
+    /// The outbox refused it for another reason (a duplicate id, a passed deadline).
+    #[error("{0}")]
+    Offer(OfferError),
+    /// It could not be journaled.
+    #[error("the message could not be stored: {0}")]
+    Store(String),
+    /// The gateway is stopping.
+    #[error("the gateway is stopping")]
+    Stopping,
+}
+
+struct Offer {
+    message: Message<Arc<Pending>>,
+    /// The stored form of a reliable message.
+    stored: Option<Vec<u8>>,
+    accepted: oneshot::Sender<Result<(), Refused>>,
+    outcome: Option<oneshot::Sender<Outcome>>,
+}
+
+enum Control {
+    Persisted(Vec<EnvelopeId>),
+    PersistFailed(Vec<EnvelopeId>, String),
+    LinkUp(Arc<LinkHandle>),
+    LinkDown(Arc<LinkHandle>),
+    Ack(Ack),
+    Credit(Credit),
+    State(FederationState),
+}
+
+impl Stream {
+    /// Offers a message; resolves once it is accepted (for qos ≥ 1: journaled). `outcome`, if
+    /// given, learns whether the peer acknowledged it or it was dead-lettered.
+    pub(crate) async fn offer(
+        &self,
+        pending: Arc<Pending>,
+        stored: Option<Vec<u8>>,
+        outcome: Option<oneshot::Sender<Outcome>>,
+    ) -> Result<(), Refused> {
+        let size = pending.payload.len();
+        let message = Message::from_header(&pending.header, size, pending.clone());
+        let (accepted, answer) = oneshot::channel();
+        self.offers
+            .send(Offer {
+                message,
+                stored,
+                accepted,
+                outcome,
+            })
+            .await
+            .map_err(|_| Refused::Stopping)?;
+        answer.await.map_err(|_| Refused::Stopping)?
+    }
+
+    pub(crate) fn link_up(&self, link: Arc<LinkHandle>) {
+        let _ = self.control.send(Control::LinkUp(link));
+    }
+
+    pub(crate) fn link_down(&self, link: Arc<LinkHandle>) {
+        let _ = self.control.send(Control::LinkDown(link));
+    }
+
+    /// A frame the peer sent about this stream: an acknowledgement or a credit grant.
+    pub(crate) fn peer_frame(&self, frame: &Frame) -> Result<(), String> {
+        let control = match frame.ty {
+            FrameType::Ack => Control::Ack(Ack::decode(&frame.body).map_err(|e| e.to_string())?),
+            FrameType::Credit => {
+                Control::Credit(Credit::decode(&frame.body).map_err(|e| e.to_string())?)
+            }
+            other => return Err(format!("{other:?} is not a stream frame")),
+        };
+        let _ = self.control.send(control);
+        Ok(())
+    }
+
+    /// The federation's state changed (suspended, resumed, terminated).
+    pub(crate) fn set_state(&self, state: FederationState) {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).state = state;
+        let _ = self.control.send(Control::State(state));
+    }
+
+    pub(crate) fn view(&self) -> View {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Starts the stream of federation `record`, restoring what the journal holds for its peer.
+pub(crate) fn start(
+    node: &Arc<Node>,
+    record: &FederationRecord,
+    restored: Vec<StoredOutbound>,
+) -> Option<Arc<Stream>> {
+    let view = View::of(record)?;
+    let (offers, offer_rx) = mpsc::channel(OFFER_QUEUE);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let stream = Arc::new(Stream {
+        federation_id: record.id.clone(),
+        peer: record.peer_mesh.clone(),
+        view: Mutex::new(view.clone()),
+        offers,
+        control,
+        stats: Mutex::new(Stats::default()),
+    });
+    let d = &node.config.delivery;
+    let config = OutboxConfig {
+        max_messages: d.max_queued_messages,
+        max_bytes: d.max_queued_bytes,
+        max_in_flight: usize::try_from(d.window).unwrap_or(usize::MAX),
+        initial_credit: super::INITIAL_CREDIT,
+        ..OutboxConfig::default()
+    };
+    // A later stream of this node must have a larger epoch: microseconds since the Unix epoch.
+    let epoch = Epoch(super::micros_now());
+    let mut outbox = Outbox::new(config, epoch);
+    outbox.handle_link_down();
+    let mut held = HashMap::new();
+    let mut stored_ids = HashSet::new();
+    let at = now();
+    let mut restored = restored;
+    restored.sort_by_key(|s| s.position);
+    for s in restored {
+        match super::decode_stored(&s.message.payload) {
+            Ok(pending) => {
+                let pending = Arc::new(pending);
+                let id = pending.header.id;
+                let message =
+                    Message::from_header(&pending.header, pending.payload.len(), pending.clone());
+                if outbox.restore(message, at).is_ok() {
+                    held.insert(id, pending);
+                    stored_ids.insert(id);
+                }
+            }
+            Err(e) => {
+                tracing::error!(peer = %record.peer_mesh, id = %s.message.id, error = %e, "a stored outbound message is unreadable; it stays in the store and is not sent");
+            }
+        }
+    }
+    if !held.is_empty() {
+        tracing::info!(peer = %record.peer_mesh, messages = held.len(), "restored the outbound backlog");
+    }
+    let task = Task {
+        node: node.clone(),
+        stream: stream.clone(),
+        outbox,
+        view,
+        link: None,
+        held,
+        stored_ids,
+        to_store: HashMap::new(),
+        accepting: HashMap::new(),
+        waiting: HashMap::new(),
+        stats: Stats::default(),
+    };
+    node.tracker.spawn(task.run(offer_rx, control_rx));
+    Some(stream)
+}
+
+/// The stream task's state.
+struct Task {
+    node: Arc<Node>,
+    stream: Arc<Stream>,
+    outbox: Outbox<Arc<Pending>>,
+    view: View,
+    link: Option<Arc<LinkHandle>>,
+    /// Every message the outbox holds.
+    held: HashMap<EnvelopeId, Arc<Pending>>,
+    /// Messages with a stored copy to delete once settled.
+    stored_ids: HashSet<EnvelopeId>,
+    /// Stored forms waiting for the outbox's persist event.
+    to_store: HashMap<EnvelopeId, Vec<u8>>,
+    /// Senders waiting for acceptance (persistence).
+    accepting: HashMap<EnvelopeId, oneshot::Sender<Result<(), Refused>>>,
+    /// Senders waiting for the outcome.
+    waiting: HashMap<EnvelopeId, oneshot::Sender<Outcome>>,
+    stats: Stats,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut offers: mpsc::Receiver<Offer>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let cancel = self.node.cancel.clone();
+        loop {
+            self.settle_events();
+            self.transmit().await;
+            self.publish_stats();
+            let wake = self.outbox.poll_timeout();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                c = control.recv() => match c {
+                    Some(c) => {
+                        self.control(c);
+                        while let Ok(c) = control.try_recv() {
+                            self.control(c);
+                        }
+                    }
+                    None => break,
+                },
+                o = offers.recv() => match o {
+                    Some(o) => {
+                        self.offer(o);
+                        for _ in 1..OFFERS_PER_TURN {
+                            let Ok(o) = offers.try_recv() else { break };
+                            self.offer(o);
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until(wake) => self.outbox.handle_timeout(now()),
+            }
+        }
+    }
+
+    fn offer(&mut self, offer: Offer) {
+        let id = offer.message.id;
+        let pending = offer.message.payload.clone();
+        match self.outbox.offer(offer.message, now()) {
+            Ok(offered) => {
+                self.held.insert(id, pending);
+                if let Some(o) = offer.outcome {
+                    self.waiting.insert(id, o);
+                }
+                match (offered, offer.stored) {
+                    (meshfed_queue::Offered::AwaitingPersistence, Some(stored)) => {
+                        self.to_store.insert(id, stored);
+                        self.accepting.insert(id, offer.accepted);
+                    }
+                    (meshfed_queue::Offered::AwaitingPersistence, None) => {
+                        // Invariant kept by `send`: reliable messages come with their stored form.
+                        self.outbox.handle_persist_failed([id]);
+                        self.held.remove(&id);
+                        let _ = offer.accepted.send(Err(Refused::Store(
+                            "a reliable message arrived without its stored form".into(),
+                        )));
+                    }
+                    (meshfed_queue::Offered::Queued, _) => {
+                        let _ = offer.accepted.send(Ok(()));
+                    }
+                }
+            }
+            Err(e @ OfferError::Full { .. }) => {
+                let _ = offer.accepted.send(Err(Refused::Full {
+                    peer: self.stream.peer.clone(),
+                    source: e,
+                }));
+            }
+            Err(e) => {
+                let _ = offer.accepted.send(Err(Refused::Offer(e)));
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Persisted(ids) => {
+                for id in &ids {
+                    self.stored_ids.insert(*id);
+                    if let Some(tx) = self.accepting.remove(id) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                self.outbox.handle_persisted(ids);
+            }
+            Control::PersistFailed(ids, why) => {
+                self.outbox.handle_persist_failed(ids.iter().copied());
+                for id in &ids {
+                    self.held.remove(id);
+                    self.waiting.remove(id);
+                    if let Some(tx) = self.accepting.remove(id) {
+                        let _ = tx.send(Err(Refused::Store(why.clone())));
+                    }
+                }
+            }
+            Control::LinkUp(link) => {
+                self.link = Some(link);
+                self.outbox.handle_link_up();
+            }
+            Control::LinkDown(link) => {
+                if self.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    self.link = None;
+                    self.outbox.handle_link_down();
+                }
+            }
+            Control::Ack(ack) => {
+                if let Err(e) = self.outbox.handle_ack(&ack, now()) {
+                    tracing::warn!(peer = %self.stream.peer, error = %e, "ignored an acknowledgement");
+                }
+            }
+            Control::Credit(credit) => self.outbox.handle_credit(credit),
+            Control::State(state) => self.view.state = state,
+        }
+    }
+
+    /// Acts on the outbox's events: journal what must be persisted (one request for all), delete
+    /// or dead-letter what is settled, tell waiting senders.
+    fn settle_events(&mut self) {
+        let mut persist = Vec::new();
+        let mut persist_ids = Vec::new();
+        let mut settled = Vec::new();
+        let mut acknowledged = Vec::new();
+        while let Some(event) = self.outbox.poll_event() {
+            match event {
+                OutboxEvent::Persist(m) => {
+                    let Some(stored) = self.to_store.remove(&m.id) else {
+                        continue;
+                    };
+                    persist_ids.push(m.id);
+                    persist.push(Write::AppendOutbound(OutboundMessage {
+                        id: m.id,
+                        destination: self.stream.peer.clone(),
+                        priority: m.priority,
+                        qos: m.qos,
+                        deadline: m.deadline.map(meshfed_queue::Deadline::instant),
+                        order: m.order.map(|k| OrderScope {
+                            source: k.source,
+                            destination: k.destination,
+                            topic: k.topic,
+                        }),
+                        enqueued: now(),
+                        payload: stored,
+                    }));
+                }
+                OutboxEvent::Acknowledged { id } => {
+                    self.stats.acknowledged += 1;
+                    self.held.remove(&id);
+                    if self.stored_ids.remove(&id) {
+                        acknowledged.push(id);
+                    }
+                    if let Some(tx) = self.waiting.remove(&id) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                OutboxEvent::DeadLettered { id, reason } => {
+                    let pending = self.held.remove(&id);
+                    self.stored_ids.remove(&id);
+                    *self
+                        .stats
+                        .dead_lettered
+                        .entry(reason_label(reason))
+                        .or_default() += 1;
+                    tracing::warn!(peer = %self.stream.peer, %id, %reason, "message dead-lettered");
+                    if let Some(p) = pending {
+                        settled.push(Write::DeadLetter(DeadLetter {
+                            id,
+                            destination: self.stream.peer.clone(),
+                            topic: p.header.metadata.topic.clone(),
+                            priority: p.header.policy.priority,
+                            qos: p.header.policy.qos,
+                            reason: reason.to_string(),
+                            at: now(),
+                        }));
+                    }
+                    if let Some(tx) = self.accepting.remove(&id) {
+                        let _ = tx.send(Err(Refused::Store(format!("dead-lettered: {reason}"))));
+                    }
+                    if let Some(tx) = self.waiting.remove(&id) {
+                        let _ = tx.send(Err(reason));
+                    }
+                }
+            }
+        }
+        let journal = &self.node.journal;
+        if !persist.is_empty() {
+            let control = self.stream.control.clone();
+            journal.submit_then(persist, move |outcome| {
+                let _ = control.send(match outcome {
+                    Ok(()) => Control::Persisted(persist_ids),
+                    Err(e) => Control::PersistFailed(persist_ids, e.to_string()),
+                });
+            });
+        }
+        if !acknowledged.is_empty() {
+            settled.push(Write::RemoveOutbound(acknowledged));
+        }
+        if !settled.is_empty() {
+            let peer = self.stream.peer.clone();
+            journal.submit_then(settled, move |outcome| {
+                if let Err(e) = outcome {
+                    // The messages stay stored and come back after a restart: sent again, never lost.
+                    tracing::warn!(%peer, error = %e, "could not delete settled messages from the journal");
+                }
+            });
+        }
+    }
+
+    /// Sends what the outbox schedules, in transfer frames, while the link is up and the
+    /// federation active.
+    async fn transmit(&mut self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        if self.view.state != FederationState::Active || link.closed.is_cancelled() {
+            return;
+        }
+        let max_batch = self.node.config.delivery.max_batch;
+        let budget = (link.accepted.max_frame.0 as usize).saturating_sub(4096) * 3 / 4;
+        loop {
+            let at = now();
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while batch.len() < max_batch && (batch.is_empty() || bytes < budget) {
+                let Some(t) = self.outbox.poll_transmit(at) else {
+                    break;
+                };
+                bytes += t.message.size + PER_ENVELOPE_OVERHEAD;
+                batch.push(t);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for t in &batch {
+                if t.retransmission {
+                    self.stats.retransmitted += 1;
+                } else {
+                    self.stats.sent += 1;
+                }
+            }
+            let frame = match self.transfer(&link, &batch) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Sealing or signing failed (a content key at its volume limit): the link
+                    // goes, and the next session brings fresh keys; the messages stay queued.
+                    tracing::error!(peer = %self.stream.peer, error = %e, "could not seal a transfer; closing the link");
+                    link.closed.cancel();
+                    return;
+                }
+            };
+            self.stats.transfers += 1;
+            if link.tx.send(frame).await.is_err() {
+                // The link went; its end arrives as `LinkDown`, and the outbox sends again then.
+                return;
+            }
+        }
+        if let Some(f) = self.outbox.poll_forward() {
+            let _ = link
+                .tx
+                .send(Frame::new(FrameType::Forward, f.encode()))
+                .await;
+        }
+    }
+
+    /// Seals each message under the link session's key and signs them as configured.
+    fn transfer(
+        &self,
+        link: &LinkHandle,
+        batch: &[Transmit<Arc<Pending>>],
+    ) -> Result<Frame, String> {
+        let node = &self.node;
+        let mut envelopes = Vec::with_capacity(batch.len());
+        {
+            let mut sealer = link.sealer.lock().unwrap_or_else(|e| e.into_inner());
+            for t in batch {
+                let p = &t.message.payload;
+                let hop = Hop::origin(node.id.mesh.clone(), Hop::DEFAULT_TTL);
+                let sealed = UnsignedEnvelope::seal(p.header.clone(), hop, &p.payload, &mut sealer)
+                    .map_err(|e| e.to_string())?;
+                envelopes.push(sealed);
+            }
+        }
+        let signed = match node.config.delivery.signatures {
+            SignatureMode::Batch => Signed::Batch(
+                SignedBatch::sign(envelopes, &node.id.key)
+                    .map_err(|e| e.to_string())?
+                    .encode(),
+            ),
+            SignatureMode::Message => Signed::Each(
+                envelopes
+                    .into_iter()
+                    .map(|e| e.sign(&node.id.key).map(|w| w.encode()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        // The lowest floor holds for every item (each floor is at most its item's seq).
+        let floor = batch.iter().map(|t| t.floor).min().unwrap_or_default();
+        let transfer = Transfer {
+            epoch: self.outbox.epoch(),
+            floor,
+            items: batch
+                .iter()
+                .map(|t| Item {
+                    seq: t.seq,
+                    key_seq: t.key_seq,
+                    retransmission: t.retransmission,
+                })
+                .collect(),
+            envelopes: signed,
+        };
+        Ok(Frame::new(FrameType::Transfer, transfer.encode()))
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.backlog = self.outbox.backlog(now());
+        let mut shared = self.stream.stats.lock().unwrap_or_else(|e| e.into_inner());
+        shared.clone_from(&self.stats);
+    }
+}
+
+/// The metric label of a dead-letter reason.
+pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
+    match r {
+        DeadLetterReason::ExpiredInQueue => "expired_in_queue",
+        DeadLetterReason::ExpiredUnacknowledged => "expired_unacknowledged",
+        DeadLetterReason::ArrivedLate => "arrived_late",
+        DeadLetterReason::Shed => "shed",
+    }
+}
