@@ -346,7 +346,10 @@ async fn recv_frame<R: AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < READ_CHUNK {
             buf.reserve(READ_CHUNK);
         }
-        let n = io
+        // At most one chunk per read: the TLS reader zeroes the whole buffer it is given, and a
+        // large frame reserves up to the frame size.
+        let n = (&mut *io)
+            .take(READ_CHUNK as u64)
             .read_buf(buf)
             .await
             .map_err(|e| link_error(e, addr, "receiving from"))?;

@@ -16,20 +16,30 @@
 //! clock serves both). Latency is the subscriber's receive time minus that stamp. Each phase
 //! stops by itself: after its count or duration, once every reply and delivery is in, or when
 //! nothing has moved for [`STALL`].
+//!
+//! Every message carries the `--qos` asked for. At QoS 1 and 2 the publisher's gateway answers
+//! a publish once it has persisted the message, so that write is part of the measured path; the
+//! subscriber stays a live stream, and a message delivered twice counts once (and as a
+//! duplicate). `--signatures` sets `[delivery] signatures` on both gateways; `--compare` runs
+//! everything once per signature mode, each on a fresh pair of meshes, and prints the ratio.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_node::config::SignatureMode;
+use meshfed_proto::envelope::Qos;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::BenchArgs;
 use crate::client::{ApiClient, WebSocket};
-use crate::demo::start_mesh;
+use crate::demo::start_mesh_with;
 use crate::failure::Failure;
 use crate::gateway::runtime;
 
@@ -66,18 +76,15 @@ struct Plan {
     payload: usize,
     stop: Stop,
     rate: u32,
+    qos: Qos,
+    /// The signature modes measured, in order: the one asked for, or both with `--compare`.
+    modes: Vec<SignatureMode>,
     json: bool,
 }
 
 impl Plan {
     fn from_args(args: BenchArgs) -> Result<Self, Failure> {
         let usage = |m: String| Failure::Config(anyhow!(m));
-        if args.qos != 0 {
-            return Err(usage(format!(
-                "--qos {}: QoS 1 and 2 delivery (persisted, acknowledged, retransmitted) is not available yet; only --qos 0 can be measured",
-                args.qos
-            )));
-        }
         let payload = usize::try_from(args.payload.0)
             .ok()
             .filter(|&n| n >= STAMP_LEN)
@@ -94,13 +101,30 @@ impl Plan {
             }
             (None, d) => Stop::Elapsed(d.unwrap_or(DEFAULT_DURATION)),
         };
+        let modes = if args.compare {
+            vec![SignatureMode::Batch, SignatureMode::Message]
+        } else {
+            vec![args.signatures]
+        };
         Ok(Self {
             payload,
             stop,
             rate: args.rate,
+            qos: args.qos,
+            modes,
             json: args.json,
         })
     }
+
+    fn comparing(&self) -> bool {
+        self.modes.len() > 1
+    }
+}
+
+/// Both phases measured with one signature mode.
+struct Run {
+    mode: SignatureMode,
+    phases: Vec<Report>,
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -109,41 +133,107 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .prefix("meshfed-bench-")
         .tempdir()
         .map_err(|e| Failure::Runtime(anyhow!("bench: temporary directory: {e}")))?;
-    let reports = runtime()?.block_on(async {
-        let (gw_a, a) = start_mesh(root.path(), PUBLISHER).await?;
-        let (gw_b, b) = start_mesh(root.path(), SUBSCRIBER).await?;
-        let measured = async {
-            federate(&a, &b).await?;
-            let origin = Instant::now();
-            let phases = [
-                ("throughput", Pace::Max),
-                ("latency", Pace::PerSecond(plan.rate)),
-            ];
-            let mut reports = Vec::new();
-            for (tag, (name, pace)) in (1u8..).zip(phases) {
-                reports.push(run_phase(&a, &b, &plan, origin, tag, name, pace).await?);
-            }
-            Ok::<_, Failure>(reports)
+    let runs = runtime()?.block_on(async {
+        let origin = Instant::now();
+        let mut runs = Vec::new();
+        for &mode in &plan.modes {
+            let dir = root.path().join(mode.as_str());
+            runs.push(run_mode(&dir, &plan, origin, mode).await?);
         }
-        .await;
-        gw_a.shutdown().await;
-        gw_b.shutdown().await;
-        measured
+        Ok::<_, Failure>(runs)
     })?;
     if plan.json {
-        let mut doc = json!({
-            "payload_bytes": plan.payload,
-            "qos": 0,
-            "path": format!("{PUBLISHER} publish API -> {SUBSCRIBER} subscriber stream, one process, loopback"),
-        });
-        for r in &reports {
-            doc[r.name] = r.to_json(plan.payload);
-        }
-        println!("{doc}");
+        println!("{}", report_json(&plan, &runs));
     } else {
-        print_table(&plan, &reports);
+        print_table(&plan, &runs);
     }
     Ok(())
+}
+
+/// Starts two meshes in `root` signing with `mode`, federates them and runs both phases.
+async fn run_mode(
+    root: &Path,
+    plan: &Plan,
+    origin: Instant,
+    mode: SignatureMode,
+) -> Result<Run, Failure> {
+    let tweak = |config: &mut meshfed_node::NodeConfig| config.delivery.signatures = mode;
+    let (gw_a, a) = start_mesh_with(root, PUBLISHER, tweak).await?;
+    let (gw_b, b) = match start_mesh_with(root, SUBSCRIBER, tweak).await {
+        Ok(started) => started,
+        Err(e) => {
+            gw_a.shutdown().await;
+            return Err(e);
+        }
+    };
+    let measured = async {
+        federate(&a, &b).await?;
+        let phases = [
+            ("throughput", Pace::Max),
+            ("latency", Pace::PerSecond(plan.rate)),
+        ];
+        let mut reports = Vec::new();
+        for (tag, (name, pace)) in (1u8..).zip(phases) {
+            let label = if plan.comparing() {
+                format!("{name} ({mode})")
+            } else {
+                name.to_owned()
+            };
+            let phase = Phase {
+                tag,
+                name,
+                label,
+                pace,
+            };
+            reports.push(run_phase(&a, &b, plan, origin, phase).await?);
+        }
+        Ok::<_, Failure>(Run {
+            mode,
+            phases: reports,
+        })
+    }
+    .await;
+    gw_a.shutdown().await;
+    gw_b.shutdown().await;
+    measured
+}
+
+/// The JSON report: one run's phases at the top level, or with `--compare` one object per
+/// signature mode and the ratios batch/message.
+fn report_json(plan: &Plan, runs: &[Run]) -> Value {
+    let mut doc = json!({
+        "payload_bytes": plan.payload,
+        "qos": plan.qos.level(),
+        "path": format!("{PUBLISHER} publish API -> {SUBSCRIBER} subscriber stream, one process, loopback"),
+    });
+    let phases = |run: &Run| {
+        let mut phases = json!({});
+        for r in &run.phases {
+            phases[r.name] = r.to_json(plan.payload);
+        }
+        phases
+    };
+    match runs {
+        [run] => {
+            doc["signatures"] = json!(run.mode.as_str());
+            if let (Value::Object(doc), Value::Object(phases)) = (&mut doc, phases(run)) {
+                doc.extend(phases);
+            }
+        }
+        [batch, message] => {
+            doc["signatures"] = json!([batch.mode.as_str(), message.mode.as_str()]);
+            doc[batch.mode.as_str()] = phases(batch);
+            doc[message.mode.as_str()] = phases(message);
+            let mut over = json!({});
+            for (b, m) in batch.phases.iter().zip(&message.phases) {
+                over[b.name] =
+                    ratios_json(ratios(b.figures(plan.payload), m.figures(plan.payload)));
+            }
+            doc[format!("{}_over_{}", batch.mode, message.mode)] = over;
+        }
+        _ => {}
+    }
+    doc
 }
 
 /// B invites A, A joins: the federation the messages travel.
@@ -167,8 +257,25 @@ struct Shared {
     first_sent_ns: AtomicU64,
     last_delivered_ns: AtomicU64,
     warm: AtomicU64,
+    /// Deliveries of a sequence number already delivered (QoS 1 redelivery).
+    duplicates: AtomicU64,
     first_refusal: Mutex<Option<String>>,
-    latencies_ns: Mutex<Vec<u64>>,
+    deliveries: Mutex<Deliveries>,
+}
+
+/// The phase's deliveries so far.
+#[derive(Default)]
+struct Deliveries {
+    seen: HashSet<u64>,
+    latencies_ns: Vec<u64>,
+}
+
+/// One phase of a run: its payload tag, its name in reports, its label on the progress line.
+struct Phase {
+    tag: u8,
+    name: &'static str,
+    label: String,
+    pace: Pace,
 }
 
 /// What one phase measured.
@@ -179,6 +286,7 @@ struct Report {
     accepted: u64,
     refused: u64,
     delivered: u64,
+    duplicates: u64,
     stalled: bool,
     first_refusal: Option<String>,
     /// First send to last delivery.
@@ -211,6 +319,19 @@ impl Report {
         self.latencies_ns[rank - 1] as f64 / 1e6
     }
 
+    /// The figures compared between signature modes, in table order: msg/s, MB/s, then the
+    /// p50, p90, p99 and max latency in milliseconds.
+    fn figures(&self, payload: usize) -> [f64; 6] {
+        [
+            self.msg_per_s(),
+            self.mb_per_s(payload),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.90),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0),
+        ]
+    }
+
     fn rate_label(&self) -> String {
         match self.pace {
             Pace::Max => "max".to_owned(),
@@ -228,6 +349,7 @@ impl Report {
             "accepted": self.accepted,
             "refused": self.refused,
             "delivered": self.delivered,
+            "duplicates": self.duplicates,
             "lost": self.accepted.saturating_sub(self.delivered),
             "stalled": self.stalled,
             "first_refusal": self.first_refusal,
@@ -244,6 +366,19 @@ impl Report {
     }
 }
 
+/// `batch / message` for each of [`Report::figures`]; `None` where the divisor is zero.
+fn ratios(batch: [f64; 6], message: [f64; 6]) -> [Option<f64>; 6] {
+    std::array::from_fn(|i| (message[i] > 0.0).then(|| batch[i] / message[i]))
+}
+
+fn ratios_json(r: [Option<f64>; 6]) -> Value {
+    json!({
+        "msg_per_s": r[0],
+        "mb_per_s": r[1],
+        "latency_ms": { "p50": r[2], "p90": r[3], "p99": r[4], "max": r[5] },
+    })
+}
+
 fn since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
@@ -255,21 +390,22 @@ fn payload(size: usize, tag: u8, seq: u64, at: u64) -> String {
     p
 }
 
-/// The phase tag and send time in a delivered envelope's payload.
-fn stamp(envelope: &Value) -> Option<(u8, u64)> {
+/// The phase tag, sequence number and send time in a delivered envelope's payload.
+fn stamp(envelope: &Value) -> Option<(u8, u64, u64)> {
     let text = envelope["message"].as_str()?;
     let tag = u8::from_str_radix(text.get(0..2)?, 16).ok()?;
+    let seq = u64::from_str_radix(text.get(2..16)?, 16).ok()?;
     let at = u64::from_str_radix(text.get(16..32)?, 16).ok()?;
-    Some((tag, at))
+    Some((tag, seq, at))
 }
 
-fn message(to: &str, payload: String) -> Message {
+fn message(to: &str, qos: Qos, payload: String) -> Message {
     let body = json!({
         "to": to,
         "topic": TOPIC,
         "payload": payload,
         "content_type": "text/plain",
-        "qos": 0,
+        "qos": qos.level(),
     });
     Message::Text(body.to_string().into())
 }
@@ -283,10 +419,14 @@ async fn run_phase(
     b: &ApiClient,
     plan: &Plan,
     origin: Instant,
-    tag: u8,
-    name: &'static str,
-    pace: Pace,
+    phase: Phase,
 ) -> Result<Report, Failure> {
+    let Phase {
+        tag,
+        name,
+        label,
+        pace,
+    } = phase;
     let shared = Arc::new(Shared::default());
     let subscriber = b
         .websocket(&format!("/v1/messages/stream?from={PUBLISHER}"))
@@ -298,26 +438,29 @@ async fn run_phase(
         .map_err(ws_failure("opening the publish stream"))?;
     let (mut sink, mut replies) = publisher.split();
     let subscribe_task = tokio::spawn(subscribe(subscriber, shared.clone(), origin, tag));
-    warm_up(&mut sink, &mut replies, &shared, plan.payload).await?;
+    warm_up(&mut sink, &mut replies, &shared, plan).await?;
 
     let reply_task = tokio::spawn(read_replies(replies, shared.clone()));
     let publish_task = tokio::spawn(publish(
         sink,
         shared.clone(),
         origin,
-        tag,
-        plan.payload,
-        plan.stop,
-        pace,
+        Sending {
+            tag,
+            size: plan.payload,
+            stop: plan.stop,
+            qos: plan.qos,
+            pace,
+        },
     ));
-    let stalled = watch_progress(&shared, name, plan.stop, &publish_task).await;
+    let stalled = watch_progress(&shared, &label, plan.stop, &publish_task).await;
     publish_task.abort();
     reply_task.abort();
     subscribe_task.abort();
 
     let first = shared.first_sent_ns.load(Ordering::Relaxed);
     let last = shared.last_delivered_ns.load(Ordering::Relaxed);
-    let mut latencies_ns = std::mem::take(&mut *lock(&shared.latencies_ns));
+    let mut latencies_ns = std::mem::take(&mut lock(&shared.deliveries).latencies_ns);
     latencies_ns.sort_unstable();
     let report = Report {
         name,
@@ -326,6 +469,7 @@ async fn run_phase(
         accepted: shared.accepted.load(Ordering::Relaxed),
         refused: shared.refused.load(Ordering::Relaxed),
         delivered: shared.delivered.load(Ordering::Relaxed),
+        duplicates: shared.duplicates.load(Ordering::Relaxed),
         stalled,
         first_refusal: lock(&shared.first_refusal).take(),
         elapsed: Duration::from_nanos(last.saturating_sub(first)),
@@ -333,7 +477,7 @@ async fn run_phase(
     };
     if report.accepted == 0 {
         return Err(Failure::Runtime(anyhow!(
-            "bench: the {name} phase: the gateway accepted none of {} messages{}",
+            "bench: the {label} phase: the gateway accepted none of {} messages{}",
             report.sent,
             report
                 .first_refusal
@@ -355,13 +499,17 @@ async fn warm_up(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     replies: &mut futures_util::stream::SplitStream<WebSocket>,
     shared: &Shared,
-    size: usize,
+    plan: &Plan,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + STALL;
     for seq in 0.. {
-        sink.send(message(SUBSCRIBER, payload(size, WARM_UP, seq, 0)))
-            .await
-            .map_err(ws_failure("publishing"))?;
+        sink.send(message(
+            SUBSCRIBER,
+            plan.qos,
+            payload(plan.payload, WARM_UP, seq, 0),
+        ))
+        .await
+        .map_err(ws_failure("publishing"))?;
         let reply = loop {
             match replies.next().await {
                 Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).ok(),
@@ -398,16 +546,30 @@ async fn warm_up(
     )))
 }
 
+/// What the publisher of one phase sends.
+#[derive(Clone, Copy)]
+struct Sending {
+    tag: u8,
+    size: usize,
+    stop: Stop,
+    qos: Qos,
+    pace: Pace,
+}
+
 /// Writes the phase's messages; returns when it has sent them all or its time is up.
 async fn publish(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     shared: Arc<Shared>,
     origin: Instant,
-    tag: u8,
-    size: usize,
-    stop: Stop,
-    pace: Pace,
+    sending: Sending,
 ) {
+    let Sending {
+        tag,
+        size,
+        stop,
+        qos,
+        pace,
+    } = sending;
     let start = Instant::now();
     let start_ns = since(origin);
     shared.first_sent_ns.store(start_ns, Ordering::Relaxed);
@@ -429,7 +591,7 @@ async fn publish(
             }
         };
         if sink
-            .send(message(SUBSCRIBER, payload(size, tag, seq, at)))
+            .send(message(SUBSCRIBER, qos, payload(size, tag, seq, at)))
             .await
             .is_err()
         {
@@ -472,11 +634,17 @@ async fn subscribe(mut ws: WebSocket, shared: Arc<Shared>, origin: Instant, tag:
             continue;
         };
         match stamp(&envelope) {
-            Some((WARM_UP, _)) => {
+            Some((WARM_UP, _, _)) => {
                 shared.warm.fetch_add(1, Ordering::Relaxed);
             }
-            Some((t, at)) if t == tag => {
-                lock(&shared.latencies_ns).push(now.saturating_sub(at));
+            Some((t, seq, at)) if t == tag => {
+                let mut deliveries = lock(&shared.deliveries);
+                if !deliveries.seen.insert(seq) {
+                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                deliveries.latencies_ns.push(now.saturating_sub(at));
+                drop(deliveries);
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
                 shared.last_delivered_ns.store(now, Ordering::Relaxed);
             }
@@ -558,18 +726,32 @@ fn draw(name: &str, stop: Stop, elapsed: Duration, sent: u64, delivered: u64) {
     let _ = err.flush();
 }
 
-fn print_table(plan: &Plan, reports: &[Report]) {
+fn qos_label(qos: Qos) -> &'static str {
+    match qos {
+        Qos::AtMostOnce => "at most once",
+        Qos::AtLeastOnce => "at least once",
+        Qos::ExactlyOnce => "exactly once",
+    }
+}
+
+fn print_table(plan: &Plan, runs: &[Run]) {
+    let modes: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
     println!(
-        "meshfed bench — {} B payloads, qos 0, {PUBLISHER} publish API → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS)",
-        plan.payload
+        "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {PUBLISHER} publish API → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS)",
+        plan.payload,
+        plan.qos.level(),
+        qos_label(plan.qos),
+        modes.join(" vs "),
     );
     println!(
-        "{:<11} {:>7} {:>9} {:>9} {:>6} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
         "phase",
+        "signatures",
         "rate",
         "sent",
         "delivered",
         "lost",
+        "dup",
         "msg/s",
         "MB/s",
         "p50 ms",
@@ -577,28 +759,76 @@ fn print_table(plan: &Plan, reports: &[Report]) {
         "p99 ms",
         "max ms"
     );
-    for r in reports {
-        println!(
-            "{:<11} {:>7} {:>9} {:>9} {:>6} {:>9.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            r.name,
-            r.rate_label(),
-            r.sent,
-            r.delivered,
-            r.accepted.saturating_sub(r.delivered),
-            r.msg_per_s(),
-            r.mb_per_s(plan.payload),
-            r.percentile_ms(0.50),
-            r.percentile_ms(0.90),
-            r.percentile_ms(0.99),
-            r.percentile_ms(1.0),
-        );
-        if let Some(refusal) = &r.first_refusal {
-            println!("  {} refused; the first: {refusal}", r.refused);
+    let Some(first) = runs.first() else { return };
+    for i in 0..first.phases.len() {
+        for run in runs {
+            let Some(r) = run.phases.get(i) else { continue };
+            print_row(plan, run.mode, r);
+        }
+        if let [batch, message] = runs
+            && let (Some(b), Some(m)) = (batch.phases.get(i), message.phases.get(i))
+        {
+            let r = ratios(b.figures(plan.payload), m.figures(plan.payload))
+                .map(|r| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")));
+            println!(
+                "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
+                first.phases[i].name,
+                format!("{}/{}", batch.mode, message.mode),
+                "",
+                "",
+                "",
+                "",
+                "",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+            );
         }
     }
     println!(
         "latency: scheduled send on {PUBLISHER}'s publish socket to receipt on {SUBSCRIBER}'s stream; throughput: first send to last delivery"
     );
+    println!(
+        "lost: accepted by {PUBLISHER} but never received on {SUBSCRIBER}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
+    );
+    if plan.qos != Qos::AtMostOnce {
+        println!(
+            "qos {}: each publish is answered once {PUBLISHER} has persisted the message; dup: deliveries of a message already delivered (counted once)",
+            plan.qos.level()
+        );
+    }
+    if let [batch, message] = runs {
+        println!(
+            "{b}/{m}: above 1 in msg/s and MB/s, {b} signatures carry more; below 1 in the latency columns, {b} is faster",
+            b = batch.mode,
+            m = message.mode,
+        );
+    }
+}
+
+fn print_row(plan: &Plan, mode: SignatureMode, r: &Report) {
+    println!(
+        "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        r.name,
+        mode.as_str(),
+        r.rate_label(),
+        r.sent,
+        r.delivered,
+        r.accepted.saturating_sub(r.delivered),
+        r.duplicates,
+        r.msg_per_s(),
+        r.mb_per_s(plan.payload),
+        r.percentile_ms(0.50),
+        r.percentile_ms(0.90),
+        r.percentile_ms(0.99),
+        r.percentile_ms(1.0),
+    );
+    if let Some(refusal) = &r.first_refusal {
+        println!("  {} refused; the first: {refusal}", r.refused);
+    }
 }
 
 #[cfg(test)]
@@ -610,7 +840,7 @@ mod tests {
         let p = payload(1024, 1, 42, 123_456_789);
         assert_eq!(p.len(), 1024);
         let envelope = json!({ "message": p });
-        assert_eq!(stamp(&envelope), Some((1, 123_456_789)));
+        assert_eq!(stamp(&envelope), Some((1, 42, 123_456_789)));
         assert_eq!(payload(STAMP_LEN, 2, 0, 0).len(), STAMP_LEN);
     }
 
@@ -623,6 +853,7 @@ mod tests {
             accepted: 100,
             refused: 0,
             delivered: 100,
+            duplicates: 0,
             stalled: false,
             first_refusal: None,
             elapsed: Duration::from_secs(2),

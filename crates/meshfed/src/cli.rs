@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::{PathBufValueParser, TypedValueParser as _};
+use clap::builder::{PathBufValueParser, PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
-use meshfed_node::config::{DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN};
-use meshfed_proto::envelope::ContentType;
+use meshfed_node::config::{DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, SignatureMode};
+use meshfed_proto::envelope::{ContentType, Qos};
 use meshfed_proto::{FederationId, MeshId, NodeName, Topic, TopicPattern};
 
 /// Federates independently operated messaging meshes.
@@ -185,9 +185,30 @@ pub(crate) struct BenchArgs {
     /// Messages per second in the latency phase.
     #[arg(long, value_name = "MSG_PER_S", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) rate: u32,
-    /// Delivery guarantee to measure; only 0 (at most once) is available in this version.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub(crate) qos: u8,
+    /// Delivery guarantee to measure: 0 at most once, 1 at least once, 2 exactly once. At 1 and 2
+    /// each publish is answered once the publishing gateway has persisted the message, so the
+    /// measured path includes that write.
+    #[arg(
+        long,
+        default_value = "0",
+        value_parser = clap::value_parser!(u8).range(0..=2).try_map(Qos::try_from),
+    )]
+    pub(crate) qos: Qos,
+    /// How both gateways sign envelopes on the link: batch (one signature per batch) or message
+    /// (one per envelope); sets [delivery] signatures.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "batch",
+        conflicts_with = "compare",
+        value_parser = PossibleValuesParser::new(["batch", "message"])
+            .try_map(|s| s.parse::<SignatureMode>()),
+    )]
+    pub(crate) signatures: SignatureMode,
+    /// Measure with batch and then with message signatures and print both side by side, with
+    /// the ratio batch/message.
+    #[arg(long)]
+    pub(crate) compare: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -378,7 +399,14 @@ mod tests {
         };
         assert_eq!(args.payload, ByteSize(1024));
         assert_eq!((args.count, args.duration), (None, None));
-        assert_eq!((args.rate, args.qos, args.json), (1000, 0, false));
+        assert_eq!(
+            (args.rate, args.qos, args.json),
+            (1000, Qos::AtMostOnce, false)
+        );
+        assert_eq!(
+            (args.signatures, args.compare),
+            (SignatureMode::Batch, false)
+        );
         let cli = Cli::try_parse_from([
             "meshfed",
             "bench",
@@ -388,6 +416,10 @@ mod tests {
             "2s",
             "--rate",
             "50",
+            "--qos",
+            "1",
+            "--signatures",
+            "message",
             "--json",
         ])
         .unwrap();
@@ -397,7 +429,34 @@ mod tests {
         assert_eq!(args.payload, ByteSize(4096));
         assert_eq!(args.duration, Some(Duration::from_secs(2)));
         assert_eq!(args.rate, 50);
+        assert_eq!(args.qos, Qos::AtLeastOnce);
+        assert_eq!(args.signatures, SignatureMode::Message);
         assert!(args.json);
+        let cli = Cli::try_parse_from(["meshfed", "bench", "--compare", "--qos", "2"]).unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert!(args.compare);
+        assert_eq!(args.qos, Qos::ExactlyOnce);
+    }
+
+    #[test]
+    fn bench_names_the_signature_modes_and_compares_only_without_one() {
+        let err = Cli::try_parse_from(["meshfed", "bench", "--signatures", "merkle"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid value 'merkle' for '--signatures <MODE>'")
+                && err
+                    .to_string()
+                    .contains("[possible values: batch, message]"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["meshfed", "bench", "--compare", "--signatures", "batch"])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'--compare' cannot be used with"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,8 +28,18 @@ fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
 }
 
 /// A new mesh `mesh` in `root/mesh` with its gateway started on ephemeral loopback ports and a
-/// one-second heartbeat, and a client of its API. Shared with `meshfed bench`.
+/// one-second heartbeat, and a client of its API. `meshfed bench` starts its meshes with
+/// [`start_mesh_with`].
 pub(crate) async fn start_mesh(root: &Path, mesh: &str) -> Result<(Gateway, ApiClient), Failure> {
+    start_mesh_with(root, mesh, |_| {}).await
+}
+
+/// [`start_mesh`], with `tweak` applied to the configuration before the gateway starts.
+pub(crate) async fn start_mesh_with(
+    root: &Path,
+    mesh: &str,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Result<(Gateway, ApiClient), Failure> {
     let fail =
         |what: &str, e: String| Failure::Runtime(anyhow!("starting mesh {mesh}: {what}: {e}"));
     let dir = root.join(mesh);
@@ -44,6 +54,7 @@ pub(crate) async fn start_mesh(root: &Path, mesh: &str) -> Result<(Gateway, ApiC
     init(opts).map_err(|e| fail("creating the mesh identity", e.to_string()))?;
     let mut config = NodeConfig::load(&dir).map_err(|e| Failure::Config(e.into()))?;
     config.federation.heartbeat_interval = Duration::from_secs(1);
+    tweak(&mut config);
     let gateway = Gateway::start(&dir, config).await.map_err(start_failure)?;
     let client = ApiClient::for_dir(&dir)?;
     Ok((gateway, client))

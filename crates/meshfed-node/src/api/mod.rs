@@ -332,15 +332,18 @@ async fn send_message(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
     let (outgoing, wait) = body.into_outgoing()?;
-    let sent = messages::send(&node, outgoing, wait).await?;
-    outcome(sent).await
+    let submitted = messages::submit(&node, outgoing, wait).await?;
+    outcome(submitted).await
 }
 
-/// The answer for a sent message: accepted, or (when the sender waits) acknowledged or
+/// The answer for a submitted message: accepted, or (when the sender waits) acknowledged or
 /// dead-lettered.
-async fn outcome(sent: messages::Sent) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = sent.id.to_string();
-    let Some(outcome) = sent.outcome else {
+async fn outcome(
+    mut submitted: messages::Submitted,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    submitted.accepted().await?;
+    let id = submitted.id.to_string();
+    let Some(outcome) = submitted.outcome else {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))));
     };
     match outcome.await {
@@ -355,41 +358,46 @@ async fn outcome(sent: messages::Sent) -> Result<(StatusCode, Json<Value>), ApiE
     }
 }
 
-/// Publishes in flight on one socket at most: answers come back in order.
-const PUBLISH_WINDOW: usize = 8192;
+/// Messages submitted on one publish socket and not yet answered, at most.
+const PUBLISH_WINDOW: usize = 16_384;
 
 async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| publish_loop(node, socket))
         .into_response()
 }
 
+/// An answer on the publish socket, ready or waiting for the message's acceptance.
+enum Reply {
+    Ready(Value),
+    Waiting(messages::Submitted),
+}
+
 /// Each text frame is one message (the body of `POST /v1/messages`); each gets one answer, in
-/// order. Messages are pipelined: many wait for their commit at once, so they share fsyncs.
+/// order. Messages are pipelined: the reader submits them as they come, so many wait for the
+/// same journal commit; the writer answers them in order as they are accepted.
 async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
-    let (replies, mut queued) = tokio::sync::mpsc::channel(PUBLISH_WINDOW);
+    let (replies, mut queued) = tokio::sync::mpsc::channel::<Reply>(PUBLISH_WINDOW);
     let writer = async move {
-        let mut in_flight = futures_util::stream::FuturesOrdered::new();
-        let mut open = true;
-        loop {
-            tokio::select! {
-                next = queued.recv(), if open && in_flight.len() < PUBLISH_WINDOW => match next {
-                    Some(f) => in_flight.push_back(f),
-                    None => open = false,
+        while let Some(reply) = queued.recv().await {
+            let value = match reply {
+                Reply::Ready(v) => v,
+                Reply::Waiting(s) => match outcome(s).await {
+                    Ok((_, Json(v))) => v,
+                    Err(e) => e.to_json(),
                 },
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    let reply: Value = reply;
-                    if sink.feed(WsMessage::Text(reply.to_string().into())).await.is_err() {
-                        return;
-                    }
-                    if in_flight.is_empty() && sink.flush().await.is_err() {
-                        return;
-                    }
-                }
-                else => break,
+            };
+            if sink
+                .feed(WsMessage::Text(value.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if queued.is_empty() && sink.flush().await.is_err() {
+                return;
             }
         }
-        let _ = sink.flush().await;
         let _ =
             tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
     };
@@ -399,18 +407,14 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
                 () = node.cancel.cancelled() => break,
                 frame = incoming.next() => frame,
             };
-            let reply: futures_util::future::BoxFuture<'static, Value> = match frame {
-                Some(Ok(WsMessage::Text(text))) => {
-                    let node = node.clone();
-                    Box::pin(async move { publish_one(&node, text.as_str()).await })
-                }
-                Some(Ok(WsMessage::Binary(_))) => {
-                    let e = ApiError::bad_request(
+            let reply = match frame {
+                Some(Ok(WsMessage::Text(text))) => publish_one(&node, text.as_str()).await,
+                Some(Ok(WsMessage::Binary(_))) => Reply::Ready(
+                    ApiError::bad_request(
                         "a message is a text frame holding the JSON body of POST /v1/messages",
                     )
-                    .to_json();
-                    Box::pin(async move { e })
-                }
+                    .to_json(),
+                ),
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };
@@ -418,22 +422,21 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
                 break;
             }
         }
-        // Dropping `replies` lets the writer answer what is in flight, then close.
+        // Dropping `replies` lets the writer answer what is queued, then close.
     };
     tokio::join!(reader, writer);
 }
 
-async fn publish_one(node: &Arc<Node>, text: &str) -> Value {
-    let sent = async {
+async fn publish_one(node: &Arc<Node>, text: &str) -> Reply {
+    let submitted = async {
         let body: SendBody = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
         let (outgoing, wait) = body.into_outgoing()?;
-        let sent = messages::send(node, outgoing, wait).await?;
-        outcome(sent).await
+        Ok::<_, ApiError>(messages::submit(node, outgoing, wait).await?)
     };
-    match sent.await {
-        Ok((_, Json(v))) => v,
-        Err(e) => e.to_json(),
+    match submitted.await {
+        Ok(s) => Reply::Waiting(s),
+        Err(e) => Reply::Ready(e.to_json()),
     }
 }
 
@@ -505,7 +508,7 @@ async fn forward(
     pattern: TopicPattern,
     from: Option<MeshId>,
 ) {
-    let mut rx = node.deliveries.subscribe();
+    let mut live = node.subscribers.subscribe(pattern, from, false);
     loop {
         let delivery = tokio::select! {
             () = node.cancel.cancelled() => break,
@@ -513,23 +516,10 @@ async fn forward(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             },
-            d = rx.recv() => d,
+            d = live.rx.recv() => d,
         };
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "a stream subscriber fell behind; qos 0 envelopes were dropped for it"
-                );
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-        };
-        if !pattern.matches(&delivery.topic) || from.as_ref().is_some_and(|m| m != &delivery.source)
-        {
-            continue;
-        }
+        // None: disconnected as a slow consumer, or the gateway stops.
+        let Some(delivery) = delivery else { break };
         if socket
             .send(WsMessage::Text(delivery.text.to_string().into()))
             .await

@@ -304,7 +304,7 @@ pub struct DeliveryConfig {
     /// Most payload bytes queued for one peer mesh. Default 1 GiB.
     pub max_queued_bytes: u64,
     /// Messages a peer may have on the way to this node before it waits for credit; also the
-    /// most unacknowledged messages this node keeps in flight. Default 8192.
+    /// most unacknowledged messages this node keeps in flight. Default 2048.
     pub window: u64,
 }
 
@@ -315,7 +315,7 @@ impl Default for DeliveryConfig {
             max_batch: 1024,
             max_queued_messages: 1_000_000,
             max_queued_bytes: 1 << 30,
-            window: 8192,
+            window: 2048,
         }
     }
 }

@@ -11,9 +11,22 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ApiConfig, FederationConfig, IdentityConfig, MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY,
-    MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection, StoreConfig,
+    ApiConfig, DeliveryConfig, FederationConfig, IdentityConfig, MAX_MAX_FRAME_SIZE,
+    MAX_NODE_CERT_VALIDITY, MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection, StoreConfig,
 };
+
+/// Smallest `delivery.max_batch` accepted.
+pub(super) const MIN_MAX_BATCH: usize = 1;
+/// Largest `delivery.max_batch` accepted.
+pub(super) const MAX_MAX_BATCH: usize = 65_536;
+/// Smallest `delivery.window` accepted.
+pub(super) const MIN_WINDOW: u64 = 256;
+/// Largest `delivery.window` accepted.
+pub(super) const MAX_WINDOW: u64 = 1_000_000;
+/// Smallest `delivery.max_queued_messages` accepted.
+pub(super) const MIN_MAX_QUEUED_MESSAGES: usize = 1;
+/// Smallest `delivery.max_queued_bytes` accepted: 1 MiB.
+pub(super) const MIN_MAX_QUEUED_BYTES: u64 = 1 << 20;
 
 /// The configuration file cannot be used. Every variant names the file; those about a value
 /// name its line and key too.
@@ -72,9 +85,11 @@ struct RawFile {
     api: RawApi,
     identity: RawIdentity,
     store: RawStore,
+    delivery: RawDelivery,
 }
 
 type Text = Option<Spanned<String>>;
+type Integer = Option<Spanned<i64>>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -90,7 +105,7 @@ struct RawFederation {
     listen: Text,
     heartbeat_interval: Text,
     handshake_timeout: Text,
-    max_frame_size: Option<Spanned<i64>>,
+    max_frame_size: Integer,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +131,16 @@ struct RawStore {
     path: Text,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDelivery {
+    signatures: Text,
+    max_batch: Integer,
+    max_queued_messages: Integer,
+    max_queued_bytes: Integer,
+    window: Integer,
+}
+
 pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let (line, column) = e
@@ -137,6 +162,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
         store: StoreConfig {
             path: f.value("store.path", raw.store.path, StoreConfig::default().path)?,
         },
+        delivery: f.delivery(raw.delivery)?,
     })
 }
 
@@ -171,7 +197,13 @@ impl Fields<'_> {
                 d.handshake_timeout,
                 None,
             )?,
-            max_frame_size: self.frame_size(raw.max_frame_size, d.max_frame_size)?,
+            max_frame_size: self.integer(
+                "federation.max_frame_size",
+                raw.max_frame_size,
+                d.max_frame_size,
+                Bound::Between(MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
+                " bytes",
+            )?,
         })
     }
 
@@ -195,6 +227,41 @@ impl Fields<'_> {
                 raw.node_cert_validity,
                 d.node_cert_validity,
                 Some(MAX_NODE_CERT_VALIDITY),
+            )?,
+        })
+    }
+
+    fn delivery(&self, raw: RawDelivery) -> Result<DeliveryConfig, ConfigError> {
+        let d = DeliveryConfig::default();
+        Ok(DeliveryConfig {
+            signatures: self.value("delivery.signatures", raw.signatures, d.signatures)?,
+            max_batch: self.integer(
+                "delivery.max_batch",
+                raw.max_batch,
+                d.max_batch,
+                Bound::Between(MIN_MAX_BATCH, MAX_MAX_BATCH),
+                "",
+            )?,
+            max_queued_messages: self.integer(
+                "delivery.max_queued_messages",
+                raw.max_queued_messages,
+                d.max_queued_messages,
+                Bound::AtLeast(MIN_MAX_QUEUED_MESSAGES),
+                "",
+            )?,
+            max_queued_bytes: self.integer(
+                "delivery.max_queued_bytes",
+                raw.max_queued_bytes,
+                d.max_queued_bytes,
+                Bound::AtLeast(MIN_MAX_QUEUED_BYTES),
+                " bytes",
+            )?,
+            window: self.integer(
+                "delivery.window",
+                raw.window,
+                d.window,
+                Bound::Between(MIN_WINDOW, MAX_WINDOW),
+                "",
             )?,
         })
     }
@@ -265,23 +332,27 @@ impl Fields<'_> {
         })
     }
 
-    fn frame_size(&self, raw: Option<Spanned<i64>>, default: u32) -> Result<u32, ConfigError> {
+    /// A TOML integer within `bound`; `unit` follows the numbers in the refusal (" bytes").
+    fn integer<T>(
+        &self,
+        key: &'static str,
+        raw: Integer,
+        default: T,
+        bound: Bound<T>,
+        unit: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: TryFrom<i64> + PartialOrd + Display + Copy,
+    {
         let Some(raw) = raw else {
             return Ok(default);
         };
         let span = raw.span();
         let n = raw.into_inner();
-        u32::try_from(n)
+        T::try_from(n)
             .ok()
-            .filter(|n| (MIN_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(n))
-            .ok_or_else(|| {
-                self.invalid(
-                    "federation.max_frame_size",
-                    span,
-                    n.to_string(),
-                    format!("must be between {MIN_MAX_FRAME_SIZE} and {MAX_MAX_FRAME_SIZE} bytes"),
-                )
-            })
+            .filter(|v| bound.contains(*v))
+            .ok_or_else(|| self.invalid(key, span, n.to_string(), bound.rule(unit)))
     }
 
     fn convert<T>(
@@ -293,6 +364,29 @@ impl Fields<'_> {
         let span = raw.span();
         let value = raw.into_inner();
         f(&value).map_err(|reason| self.invalid(key, span, quoted(&value), reason))
+    }
+}
+
+/// The range an integer setting must fall in.
+#[derive(Clone, Copy)]
+enum Bound<T> {
+    Between(T, T),
+    AtLeast(T),
+}
+
+impl<T: PartialOrd + Display + Copy> Bound<T> {
+    fn contains(self, v: T) -> bool {
+        match self {
+            Self::Between(min, max) => min <= v && v <= max,
+            Self::AtLeast(min) => min <= v,
+        }
+    }
+
+    fn rule(self, unit: &str) -> String {
+        match self {
+            Self::Between(min, max) => format!("must be between {min} and {max}{unit}"),
+            Self::AtLeast(min) => format!("must be at least {min}{unit}"),
+        }
     }
 }
 
@@ -312,6 +406,7 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SignatureMode;
     use super::*;
 
     fn parse_err(text: &str) -> String {
@@ -342,6 +437,97 @@ mod tests {
         assert_eq!(cfg.api.listen.to_string(), "127.0.0.1:7080");
         assert_eq!(cfg.identity.node_cert_validity, Duration::from_secs(86_400));
         assert_eq!(cfg.store.path.as_str(), "store/meshfed.db");
+        assert_eq!(cfg.delivery.signatures, SignatureMode::Batch);
+        assert_eq!(cfg.delivery.max_batch, 1024);
+        assert_eq!(cfg.delivery.max_queued_messages, 1_000_000);
+        assert_eq!(cfg.delivery.max_queued_bytes, 1 << 30);
+        assert_eq!(cfg.delivery.window, DeliveryConfig::default().window);
+    }
+
+    const NODE: &str = "[node]\nmesh = \"m\"\nname = \"n\"\n[delivery]\n";
+
+    fn delivery_err(line: &str) -> String {
+        parse_err(&format!("{NODE}{line}\n"))
+    }
+
+    #[test]
+    fn delivery_section_is_read_into_its_types() {
+        let text = format!(
+            "{NODE}signatures = \"message\"\nmax_batch = 1\nmax_queued_messages = 1\n\
+             max_queued_bytes = 1048576\nwindow = 1000000\n"
+        );
+        let d = parse(&text, Path::new("m.toml")).unwrap().delivery;
+        assert_eq!(d.signatures, SignatureMode::Message);
+        assert_eq!(
+            (
+                d.max_batch,
+                d.max_queued_messages,
+                d.max_queued_bytes,
+                d.window
+            ),
+            (1, 1, 1 << 20, 1_000_000)
+        );
+        let text = format!("{NODE}max_batch = 65536\nwindow = 256\n");
+        let d = parse(&text, Path::new("m.toml")).unwrap().delivery;
+        assert_eq!((d.max_batch, d.window), (65_536, 256));
+    }
+
+    #[test]
+    fn unknown_signature_mode_names_the_two_modes() {
+        assert_eq!(
+            delivery_err("signatures = \"merkle\""),
+            "/x/meshfed.toml:5: delivery.signatures = \"merkle\": \
+             invalid signature mode \"merkle\": must be \"batch\" or \"message\""
+        );
+    }
+
+    #[test]
+    fn delivery_values_out_of_range_are_refused_with_their_bounds() {
+        for (line, message) in [
+            (
+                "max_batch = 0",
+                "delivery.max_batch = 0: must be between 1 and 65536",
+            ),
+            (
+                "max_batch = 65537",
+                "delivery.max_batch = 65537: must be between 1 and 65536",
+            ),
+            (
+                "window = 255",
+                "delivery.window = 255: must be between 256 and 1000000",
+            ),
+            (
+                "window = 1000001",
+                "delivery.window = 1000001: must be between 256 and 1000000",
+            ),
+            (
+                "max_queued_messages = 0",
+                "delivery.max_queued_messages = 0: must be at least 1",
+            ),
+            (
+                "max_queued_messages = -5",
+                "delivery.max_queued_messages = -5: must be at least 1",
+            ),
+            (
+                "max_queued_bytes = 1048575",
+                "delivery.max_queued_bytes = 1048575: must be at least 1048576 bytes",
+            ),
+        ] {
+            assert_eq!(
+                delivery_err(line),
+                format!("/x/meshfed.toml:5: {message}"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn delivery_size_written_as_text_is_a_syntax_error() {
+        let err = delivery_err("max_queued_bytes = \"1GiB\"");
+        assert!(
+            err.starts_with("/x/meshfed.toml:5:20: invalid type: string \"1GiB\", expected i64"),
+            "{err}"
+        );
     }
 
     #[test]

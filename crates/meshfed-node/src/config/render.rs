@@ -4,10 +4,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::parse::{
+    MAX_MAX_BATCH, MAX_WINDOW, MIN_MAX_BATCH, MIN_MAX_QUEUED_BYTES, MIN_MAX_QUEUED_MESSAGES,
+    MIN_WINDOW,
+};
 use super::{
     DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE, MIN_MAX_FRAME_SIZE,
-    NodeConfig,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_SIZE, DeliveryConfig, MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE, NodeConfig,
 };
 
 const HEADER: &str = "\
@@ -53,13 +57,14 @@ pub(super) fn render(cfg: &NodeConfig) -> String {
     out
 }
 
-fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 5] {
+fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 6] {
     [
         ("node", node(cfg)),
         ("federation", federation(cfg)),
         ("api", api(cfg)),
         ("identity", identity(cfg)),
         ("store", store(cfg)),
+        ("delivery", delivery(cfg)),
     ]
 }
 
@@ -194,6 +199,59 @@ fn store(cfg: &NodeConfig) -> Vec<Setting> {
     )]
 }
 
+fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
+    let d = &cfg.delivery;
+    let defaults = DeliveryConfig::default();
+    vec![
+        Setting::new(
+            "signatures",
+            "How envelopes are signed on the links: \"batch\" (one ECDSA P-384 signature over \
+             the Merkle root of the envelopes sent together; each stays verifiable alone with \
+             its inclusion proof) or \"message\" (one signature per envelope).",
+            default(quoted(defaults.signatures.as_str())),
+            quoted(d.signatures.as_str()),
+        ),
+        Setting::new(
+            "max_batch",
+            &format!(
+                "Most envelopes sent in one transfer frame, and so under one batch signature \
+                 ({MIN_MAX_BATCH} to {MAX_MAX_BATCH})."
+            ),
+            default(defaults.max_batch.to_string()),
+            d.max_batch.to_string(),
+        ),
+        Setting::new(
+            "max_queued_messages",
+            &format!(
+                "Most messages queued for one peer mesh while it is away or slow \
+                 (store-and-forward); a send beyond it is refused. At least \
+                 {MIN_MAX_QUEUED_MESSAGES}."
+            ),
+            default(defaults.max_queued_messages.to_string()),
+            d.max_queued_messages.to_string(),
+        ),
+        Setting::new(
+            "max_queued_bytes",
+            &format!(
+                "Most payload bytes queued for one peer mesh, at least \
+                 {MIN_MAX_QUEUED_BYTES} (1 MiB); a send beyond it is refused."
+            ),
+            default(format!("{} (1 GiB)", defaults.max_queued_bytes)),
+            d.max_queued_bytes.to_string(),
+        ),
+        Setting::new(
+            "window",
+            &format!(
+                "Messages a peer may have on the way to this node before it waits for credit; \
+                 also the most unacknowledged messages this node keeps in flight \
+                 ({MIN_WINDOW} to {MAX_WINDOW})."
+            ),
+            default(defaults.window.to_string()),
+            d.window.to_string(),
+        ),
+    ]
+}
+
 /// Splits `text` into lines of at most `width` characters at spaces (longer words stay whole).
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
@@ -243,6 +301,11 @@ mod tests {
         cfg.federation.heartbeat_interval = Duration::from_millis(1500);
         cfg.api.listen = "[::1]:7081".parse().unwrap();
         cfg.identity.node_cert_validity = Duration::from_secs(12 * 3600);
+        cfg.delivery.signatures = super::super::SignatureMode::Message;
+        cfg.delivery.max_batch = 64;
+        cfg.delivery.max_queued_messages = 5000;
+        cfg.delivery.max_queued_bytes = 64 << 20;
+        cfg.delivery.window = 256;
         cfg
     }
 
@@ -265,7 +328,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = "))
             .collect();
-        assert_eq!(settings.len(), 15, "{text}");
+        assert_eq!(settings.len(), 20, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);
@@ -290,6 +353,23 @@ mod tests {
             text.contains("# Default: \"127.0.0.1:7443\".\nlisten = \"0.0.0.0:17443\""),
             "{text}"
         );
+        assert!(
+            text.contains("\n[delivery]\n# How envelopes are signed on the links"),
+            "{text}"
+        );
+        let window_line = format!(
+            "(256 to 1000000).\n# Default: {}.\nwindow = 256\n",
+            super::super::DeliveryConfig::default().window
+        );
+        for line in [
+            "# Default: \"batch\".\nsignatures = \"message\"\n",
+            "# Default: 1024.\nmax_batch = 64\n",
+            "# Default: 1000000.\nmax_queued_messages = 5000\n",
+            "# Default: 1073741824 (1 GiB).\nmax_queued_bytes = 67108864\n",
+            window_line.as_str(),
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
     }
 
     #[test]

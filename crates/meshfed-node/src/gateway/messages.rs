@@ -152,18 +152,35 @@ fn patterns(p: &[TopicPattern]) -> String {
         .join(", ")
 }
 
-/// A message accepted for sending.
-pub(crate) struct Sent {
+/// A message handed to its federation's stream.
+pub(crate) struct Submitted {
     /// Its envelope id.
     pub(crate) id: EnvelopeId,
+    /// Answers once the stream accepted it (for qos ≥ 1: journaled, fsynced).
+    accepted: oneshot::Receiver<Result<(), Refused>>,
     /// Learns whether the peer acknowledged it or it was dead-lettered, when asked for.
     pub(crate) outcome: Option<oneshot::Receiver<Outcome>>,
 }
 
+impl Submitted {
+    /// Waits until the stream accepted the message.
+    pub(crate) async fn accepted(&mut self) -> Result<(), SendError> {
+        match (&mut self.accepted).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(SendError::Refused(Refused::Stopping)),
+        }
+    }
+}
+
 /// Checks a message against the federation's agreement, wraps it in an envelope and hands it
-/// to the federation's stream; resolves once the stream accepted it (for qos ≥ 1: journaled,
-/// fsynced). With `wait`, the result also carries the way to learn its outcome.
-pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing, wait: bool) -> Result<Sent, SendError> {
+/// to the federation's stream. Many may be submitted before any is accepted, so that their
+/// journal writes share one commit; [`Submitted::accepted`] says when one is accepted. With
+/// `wait`, the result also carries the way to learn its outcome.
+pub(crate) async fn submit(
+    node: &Arc<Node>,
+    msg: Outgoing,
+    wait: bool,
+) -> Result<Submitted, SendError> {
     let stream = delivery::stream_to(node, &msg.to)
         .ok_or_else(|| SendError::UnknownDestination(msg.to.clone()))?;
     let view = stream.view();
@@ -238,8 +255,12 @@ pub(crate) async fn send(node: &Arc<Node>, msg: Outgoing, wait: bool) -> Result<
     } else {
         (None, None)
     };
-    stream.offer(Arc::new(pending), stored, outcome_tx).await?;
-    Ok(Sent { id, outcome })
+    let accepted = stream.submit(Arc::new(pending), stored, outcome_tx).await?;
+    Ok(Submitted {
+        id,
+        accepted,
+        outcome,
+    })
 }
 
 /// The checks of an arriving envelope before it is opened: it travels under this link's

@@ -23,7 +23,6 @@ use meshfed_proto::{FederationId, MeshId, NodeName};
 use meshfed_store::{Journal, JournalConfig, Store};
 use meshfed_transport::{Listener, TlsIdentity, X509PeerVerifier};
 use meshfed_trust::{Fingerprint, KeyPurpose, MeshCa, P384PublicKey, TrustBundle};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -112,7 +111,7 @@ pub(crate) struct Node {
     pub(crate) admin_token: String,
     pub(crate) federation_addr: SocketAddr,
     pub(crate) links: Mutex<HashMap<FederationId, Arc<links::LinkHandle>>>,
-    pub(crate) deliveries: broadcast::Sender<Arc<Delivery>>,
+    pub(crate) subscribers: delivery::live::Subscribers,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) metrics: messages::Counters,
@@ -287,7 +286,6 @@ impl Gateway {
             addr: api_listen,
             reason: e.to_string(),
         })?;
-        let (deliveries, _) = broadcast::channel(4096);
         let node = Arc::new(Node {
             dir: dir.to_path_buf(),
             federation_addr: listener.local_addr(),
@@ -296,7 +294,7 @@ impl Gateway {
             store: Arc::new(store),
             admin_token,
             links: Mutex::new(HashMap::new()),
-            deliveries,
+            subscribers: delivery::live::Subscribers::default(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: messages::Counters::default(),

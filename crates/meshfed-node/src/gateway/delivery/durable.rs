@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use meshfed_proto::envelope::Qos;
 use meshfed_proto::{MeshId, TopicPattern};
 use meshfed_store::Write;
 use meshfed_store::journal::{InboundSeq, Subscription, SubscriptionName};
@@ -110,9 +109,7 @@ pub(crate) struct Reader {
     saved: Option<InboundSeq>,
     changes: watch::Receiver<u64>,
     /// The live stream, for the qos 0 messages the journal does not keep.
-    live: tokio::sync::broadcast::Receiver<Arc<Delivery>>,
-    pattern: TopicPattern,
-    from: Option<MeshId>,
+    live: super::live::Subscription,
     save_timer: tokio::time::Interval,
 }
 
@@ -124,7 +121,7 @@ impl Reader {
         from: Option<MeshId>,
     ) -> Result<Self, String> {
         let changes = node.durable.changes();
-        let live = node.deliveries.subscribe();
+        let live = node.subscribers.subscribe(pattern, from, true);
         let journal = node.journal.clone();
         let lookup = name.clone();
         let cursor = tokio::task::spawn_blocking(move || journal.cursor(&lookup))
@@ -141,8 +138,6 @@ impl Reader {
             saved: cursor,
             changes,
             live,
-            pattern,
-            from,
             save_timer: tokio::time::interval(CURSOR_SAVE),
         })
     }
@@ -166,15 +161,9 @@ impl Reader {
                         return None;
                     }
                 }
-                live = self.live.recv() => match live {
-                    Ok(d) if d.qos == Qos::AtMostOnce
-                        && self.pattern.matches(&d.topic)
-                        && self.from.as_ref().is_none_or(|m| *m == d.source) =>
-                    {
-                        return Some(d.text.to_string());
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                live = self.live.rx.recv() => match live {
+                    Some(d) => return Some(d.text.to_string()),
+                    None => return None,
                 },
                 _ = self.save_timer.tick() => self.save(),
             }

@@ -305,11 +305,12 @@ impl Task {
             let Some(r) = self.pending.pop_front() else {
                 break;
             };
-            for d in r.deliveries {
-                self.node.metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                // No live subscriber is not an error: durable ones read the journal.
-                let _ = self.node.deliveries.send(d);
-            }
+            self.node
+                .metrics
+                .delivered
+                .fetch_add(r.deliveries.len() as u64, Ordering::Relaxed);
+            // No live subscriber is not an error: durable ones read the journal.
+            self.node.subscribers.deliver(&r.deliveries).await;
             notify |= r.durable_writes;
             consumed.extend(r.consumed);
             for (peer, ack) in r.acks {

@@ -11,6 +11,7 @@
 
 pub(crate) mod durable;
 pub(crate) mod inbound;
+pub(crate) mod live;
 pub(crate) mod outbound;
 
 use std::sync::Arc;

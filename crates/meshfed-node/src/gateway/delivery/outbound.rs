@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::capability::Accepted;
@@ -20,7 +21,7 @@ use meshfed_proto::{FederationId, FederationState, MeshId};
 use meshfed_queue::wire::{Item, Signed, Transfer};
 use meshfed_queue::{
     Ack, Credit, DeadLetterReason, Epoch, Message, OfferError, Outbox, OutboxConfig, OutboxEvent,
-    Transmit,
+    RtoConfig, Transmit,
 };
 use meshfed_store::journal::{DeadLetter, OrderScope, OutboundMessage, StoredOutbound};
 use meshfed_store::{FederationRecord, Role, Write};
@@ -131,14 +132,15 @@ enum Control {
 }
 
 impl Stream {
-    /// Offers a message; resolves once it is accepted (for qos ≥ 1: journaled). `outcome`, if
-    /// given, learns whether the peer acknowledged it or it was dead-lettered.
-    pub(crate) async fn offer(
+    /// Hands a message to the stream (waiting only while the stream's queue is full); the
+    /// receiver answers once it is accepted (for qos ≥ 1: journaled). `outcome`, if given,
+    /// learns whether the peer acknowledged it or it was dead-lettered.
+    pub(crate) async fn submit(
         &self,
         pending: Arc<Pending>,
         stored: Option<Vec<u8>>,
         outcome: Option<oneshot::Sender<Outcome>>,
-    ) -> Result<(), Refused> {
+    ) -> Result<oneshot::Receiver<Result<(), Refused>>, Refused> {
         let size = pending.payload.len();
         let message = Message::from_header(&pending.header, size, pending.clone());
         let (accepted, answer) = oneshot::channel();
@@ -151,7 +153,7 @@ impl Stream {
             })
             .await
             .map_err(|_| Refused::Stopping)?;
-        answer.await.map_err(|_| Refused::Stopping)?
+        Ok(answer)
     }
 
     pub(crate) fn link_up(&self, link: Arc<LinkHandle>) {
@@ -213,7 +215,14 @@ pub(crate) fn start(
         max_bytes: d.max_queued_bytes,
         max_in_flight: usize::try_from(d.window).unwrap_or(usize::MAX),
         initial_credit: super::INITIAL_CREDIT,
-        ..OutboxConfig::default()
+        // The link is TCP: a message is lost only with its link (then everything unacknowledged
+        // goes again at once) or when the peer refuses it. So the timer only has to catch the
+        // rare refusal, and must not fire while a busy peer works through its window.
+        rto: RtoConfig {
+            initial: Duration::from_secs(2),
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        },
     };
     // A later stream of this node must have a larger epoch: microseconds since the Unix epoch.
     let epoch = Epoch(super::micros_now());

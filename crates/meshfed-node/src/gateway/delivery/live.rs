@@ -1,0 +1,134 @@
+//! Live local subscribers: each connected (non-durable) subscriber has a bounded queue.
+//!
+//! A qos ≥ 1 message waits for room in a subscriber's queue, so a slow subscriber slows the
+//! receiving task and, through credit, the sending mesh; it is not dropped. A subscriber whose
+//! queue stays full for [`SLOW_CONSUMER`] is disconnected (as NATS does with slow consumers),
+//! so that one stuck client cannot stall a federation. A qos 0 message that finds a queue full
+//! is dropped for that subscriber (at most once) and counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshfed_proto::envelope::Qos;
+use meshfed_proto::{MeshId, TopicPattern};
+use tokio::sync::mpsc;
+
+use crate::gateway::messages::Delivery;
+
+/// Messages queued for one live subscriber.
+const QUEUE: usize = 8192;
+/// How long a full subscriber queue may hold up a reliable message before the subscriber is
+/// disconnected.
+pub(crate) const SLOW_CONSUMER: Duration = Duration::from_secs(10);
+
+struct Live {
+    id: u64,
+    pattern: TopicPattern,
+    from: Option<MeshId>,
+    /// Receives only qos 0 messages (a durable subscriber reads the others from the journal).
+    qos0_only: bool,
+    tx: mpsc::Sender<Arc<Delivery>>,
+}
+
+impl Live {
+    fn wants(&self, d: &Delivery) -> bool {
+        (!self.qos0_only || d.qos == Qos::AtMostOnce)
+            && self.pattern.matches(&d.topic)
+            && self.from.as_ref().is_none_or(|m| *m == d.source)
+    }
+}
+
+/// The connected live subscribers.
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    next: AtomicU64,
+    list: Arc<Mutex<Vec<Arc<Live>>>>,
+    /// qos 0 messages dropped for subscribers that could not keep up.
+    pub(crate) dropped: AtomicU64,
+    /// Subscribers disconnected for not keeping up.
+    pub(crate) disconnected: AtomicU64,
+}
+
+/// A subscription; it ends when this is dropped.
+pub(crate) struct Subscription {
+    list: Arc<Mutex<Vec<Arc<Live>>>>,
+    id: u64,
+    pub(crate) rx: mpsc::Receiver<Arc<Delivery>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        remove(&self.list, self.id);
+    }
+}
+
+fn lock(list: &Mutex<Vec<Arc<Live>>>) -> std::sync::MutexGuard<'_, Vec<Arc<Live>>> {
+    list.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remove(list: &Mutex<Vec<Arc<Live>>>, id: u64) {
+    lock(list).retain(|l| l.id != id);
+}
+
+impl Subscribers {
+    /// Registers a subscriber: from now on it receives what matches.
+    pub(crate) fn subscribe(
+        &self,
+        pattern: TopicPattern,
+        from: Option<MeshId>,
+        qos0_only: bool,
+    ) -> Subscription {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        lock(&self.list).push(Arc::new(Live {
+            id,
+            pattern,
+            from,
+            qos0_only,
+            tx,
+        }));
+        Subscription {
+            list: self.list.clone(),
+            id,
+            rx,
+        }
+    }
+
+    /// Hands `deliveries` to every subscriber that wants them, in order.
+    pub(crate) async fn deliver(&self, deliveries: &[Arc<Delivery>]) {
+        let live: Vec<Arc<Live>> = lock(&self.list).clone();
+        if live.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        for d in deliveries {
+            for l in &live {
+                if !l.wants(d) || gone.contains(&l.id) {
+                    continue;
+                }
+                if d.qos == Qos::AtMostOnce {
+                    if l.tx.try_send(d.clone()).is_err() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                match l.tx.send_timeout(d.clone(), SLOW_CONSUMER).await {
+                    Ok(()) => {}
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        tracing::warn!(
+                            subscriber = l.id,
+                            "disconnected a live subscriber that took nothing for {}",
+                            humantime::format_duration(SLOW_CONSUMER)
+                        );
+                        self.disconnected.fetch_add(1, Ordering::Relaxed);
+                        remove(&self.list, l.id);
+                        gone.push(l.id);
+                    }
+                    // Gone meanwhile.
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+}
