@@ -1,4 +1,5 @@
-//! Spec-layout JSON envelopes from arbitrary text: reading must never panic and must round-trip.
+//! Spec-layout JSON envelopes from arbitrary text (signed alone, or in a batch with
+//! `security.batch`): reading must never panic and must round-trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,5 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(env) = Envelope::from_json(text) {
         let again = Envelope::from_json(&env.to_json().to_string()).expect("presented JSON reads back");
         assert_eq!(again.header, env.header);
+        assert_eq!(again.signature, env.signature);
+        assert_eq!(again.batch, env.batch, "security.batch reads back");
     }
 });

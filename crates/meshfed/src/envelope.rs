@@ -1,10 +1,20 @@
-//! `meshfed envelope inspect`: show a wire-format envelope as the spec's JSON and say whether its
-//! signature verifies against the source mesh's CA.
+//! `meshfed envelope inspect`: show an envelope as the spec's JSON and say whether its signature
+//! verifies against the source mesh's CA.
 //!
-//! The JSON goes to stdout and the verdict to stderr, so stdout stays one JSON document that can
-//! be piped on. The verdict is decided by [`check_signature`]: the signer's certificate (carried
-//! in the header) must chain to the CA, name a node of the mesh the header names as source, and
-//! its key must verify the signature over the header bytes and the payload digest.
+//! The file holds one envelope in any of its forms: a wire envelope (CBOR, signed alone), a proven
+//! envelope (CBOR: one envelope split from a signed batch, with the batch signature and its
+//! inclusion proof), or the spec JSON as a gateway delivers it (with `security.batch` when the
+//! envelope was signed in a batch). The JSON goes to stdout and the verdict to stderr, so stdout
+//! stays one JSON document that can be piped on. The verdict is decided by [`check_signature`]:
+//! the signer's certificate (carried in the header) must chain to the CA, name a node of the mesh
+//! the header names as source, and its key must verify the envelope ([`Envelope::verify`]: the
+//! signature over the header bytes and the payload digest, or the inclusion proof to the batch's
+//! root and the batch signature over that root and the count).
+//!
+//! The spec JSON does not carry the header bytes or the payload digest: the header is re-encoded
+//! (the bytes an origin of this version signs), and the digest is only known when the payload is
+//! in clear. A sealed payload's digest covers its ciphertext, which the JSON does not show; such
+//! an envelope is checked from its wire form.
 
 use std::fmt;
 use std::io::Read as _;
@@ -13,7 +23,9 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, anyhow};
 use meshfed_proto::MeshId;
-use meshfed_proto::envelope::{EnvelopeError, WireEnvelope};
+use meshfed_proto::batch::{BatchError, ProvenEnvelope};
+use meshfed_proto::crypto::{Digest384, sha384};
+use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, VerifyError, WireEnvelope};
 use meshfed_trust::{
     BundleError, Fingerprint, KeyError, KeyPurpose, NodeIdentity, TrustBundle, TrustError,
     verify_node_cert,
@@ -31,22 +43,107 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
     // The CA configures the check: an unusable one is a configuration error, found before any work.
     let bundle = args.ca.as_deref().map(load_ca).transpose()?;
     let bytes = read_input(&args.file).map_err(Failure::Runtime)?;
-    let wire = WireEnvelope::decode(&bytes)
+    let subject = Inspected::read(&bytes)
         .map_err(|e| Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)))?;
-    print_json(&wire, args.json);
+    print_json(&subject.envelope, args.json);
     let Some(bundle) = bundle else {
         eprintln!("signature: not checked (pass --ca CERT to verify)");
         return Ok(());
     };
-    match check_signature(&wire, &bundle, SystemTime::now()) {
+    match check_signature(&subject, &bundle, SystemTime::now()) {
         Ok(signed) => {
             eprintln!("signature: valid — {signed}");
             Ok(())
+        }
+        Err(Invalid::DigestUnknown) => {
+            eprintln!("signature: not checkable — {}", Invalid::DigestUnknown);
+            Err(Failure::CheckFailed)
         }
         Err(invalid) => {
             eprintln!("signature: INVALID — {}", chain(&invalid));
             Err(Failure::CheckFailed)
         }
+    }
+}
+
+/// An envelope as read from the file, with what its signature covers.
+#[derive(Debug)]
+pub(crate) struct Inspected {
+    /// The logical envelope, with its message when the payload is clear.
+    envelope: Envelope,
+    /// The header bytes: as carried (CBOR forms) or re-encoded (JSON).
+    header_bytes: Vec<u8>,
+    /// The payload digest the signature covers; `None` when the JSON of a sealed payload hides it.
+    digest: Option<Digest384>,
+    /// The payload as carried (CBOR forms), to check against the digest.
+    payload: Option<Vec<u8>>,
+}
+
+/// Why a file holds no envelope.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unreadable {
+    /// Not the wire form (nor a proven envelope).
+    #[error(transparent)]
+    Wire(EnvelopeError),
+    /// JSON, but not a spec-layout envelope.
+    #[error(transparent)]
+    Json(meshfed_proto::envelope::json::JsonError),
+    /// Starts like JSON but is not UTF-8.
+    #[error("envelope JSON is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+}
+
+impl Inspected {
+    /// Reads the spec JSON (text starting with `{`), else a wire envelope, else a proven one.
+    pub(crate) fn read(bytes: &[u8]) -> Result<Self, Unreadable> {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            let text = std::str::from_utf8(bytes).map_err(Unreadable::NotUtf8)?;
+            return Envelope::from_json(text)
+                .map(Self::json)
+                .map_err(Unreadable::Json);
+        }
+        match WireEnvelope::decode(bytes) {
+            Ok(wire) => Ok(Self::wire(&wire)),
+            // Not a wire envelope: a proven one, or else what is wrong with it as a wire envelope.
+            Err(e) => ProvenEnvelope::decode(bytes)
+                .map(|p| Self::proven(&p))
+                .map_err(|_| Unreadable::Wire(e)),
+        }
+    }
+
+    /// An envelope signed alone, as it travels.
+    pub(crate) fn wire(wire: &WireEnvelope) -> Self {
+        Self {
+            envelope: wire.to_envelope(wire.clear_payload().ok().map(<[u8]>::to_vec)),
+            header_bytes: wire.header_bytes().to_vec(),
+            digest: Some(*wire.payload_digest()),
+            payload: Some(wire.payload().to_vec()),
+        }
+    }
+
+    /// One envelope of a batch, with the batch signature and its proof.
+    pub(crate) fn proven(proven: &ProvenEnvelope) -> Self {
+        let member = proven.envelope();
+        Self {
+            envelope: proven.to_envelope(member.clear_payload().ok().map(<[u8]>::to_vec)),
+            header_bytes: member.header_bytes().to_vec(),
+            digest: Some(*member.payload_digest()),
+            payload: Some(member.payload().to_vec()),
+        }
+    }
+
+    /// The spec JSON: the header re-encoded, the digest of the message when it is clear.
+    pub(crate) fn json(envelope: Envelope) -> Self {
+        Self {
+            header_bytes: envelope.header_bytes(),
+            digest: envelope.clear_payload_digest(),
+            payload: None,
+            envelope,
+        }
+    }
+
+    fn header(&self) -> &Header {
+        &self.envelope.header
     }
 }
 
@@ -92,9 +189,8 @@ fn read_input(input: &Input) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Prints the spec-layout JSON; the message only when the payload is clear.
-fn print_json(wire: &WireEnvelope, compact: bool) {
-    let message = wire.clear_payload().ok().map(<[u8]>::to_vec);
-    let json = wire.to_envelope(message).to_json();
+fn print_json(envelope: &Envelope, compact: bool) {
+    let json = envelope.to_json();
     if compact {
         println!("{json}");
     } else {
@@ -109,10 +205,15 @@ pub(crate) struct Signed {
     pub(crate) signer: NodeIdentity,
     /// The CA certificate of the bundle that issued the signer's certificate.
     pub(crate) ca: Fingerprint,
+    /// The batch the envelope was signed in, as (count, index); `None` when signed alone.
+    pub(crate) batch: Option<(u32, u32)>,
 }
 
 impl fmt::Display for Signed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((count, index)) = self.batch {
+            write!(f, "batch of {count} (leaf {index}), ")?;
+        }
         write!(
             f,
             "signed by {}, certificate issued by the CA {}",
@@ -144,15 +245,35 @@ pub(crate) enum Invalid {
     /// was altered, or another key signed it).
     #[error(transparent)]
     Envelope(EnvelopeError),
+    /// The envelope was signed in a batch, and its inclusion proof does not lead to the batch's
+    /// root, the batch signature does not verify, or the payload does not match its digest.
+    #[error(transparent)]
+    Batch(BatchError),
+    /// The JSON shows a sealed payload opened (or not at all), so the digest the signature covers
+    /// cannot be recomputed.
+    #[error(
+        "the payload is encrypted and the JSON does not carry its ciphertext, whose SHA-384 digest \
+         the signature covers; inspect the wire form of the envelope to check it"
+    )]
+    DigestUnknown,
 }
 
-/// Verifies `wire`'s origin against the source mesh's CA `bundle` at `now`.
+impl From<VerifyError> for Invalid {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Envelope(e) => Self::Envelope(e),
+            VerifyError::Batch(e) => Self::Batch(e),
+        }
+    }
+}
+
+/// Verifies the origin of `subject` against the source mesh's CA `bundle` at `now`.
 pub(crate) fn check_signature(
-    wire: &WireEnvelope,
+    subject: &Inspected,
     bundle: &TrustBundle,
     now: SystemTime,
 ) -> Result<Signed, Invalid> {
-    let header = wire.header();
+    let header = subject.header();
     let cert = CertificateDer::from(header.certificate.as_slice());
     // Node certificates carry both client and server authentication; either purpose will do.
     let info = verify_node_cert(bundle, &cert, &[], KeyPurpose::ClientAuth, now)
@@ -168,10 +289,21 @@ pub(crate) fn check_signature(
         .public_key
         .verifying_key()
         .map_err(Invalid::UnusableSignerKey)?;
-    wire.verify(&key).map_err(Invalid::Envelope)?;
+    let digest = subject.digest.ok_or(Invalid::DigestUnknown)?;
+    let envelope = &subject.envelope;
+    envelope.verify(&subject.header_bytes, &digest, &key)?;
+    if let Some(payload) = &subject.payload
+        && sha384(payload) != digest
+    {
+        return Err(match &envelope.batch {
+            None => Invalid::Envelope(EnvelopeError::PayloadAltered),
+            Some(b) => Invalid::Batch(BatchError::PayloadAltered { index: b.index() }),
+        });
+    }
     Ok(Signed {
         signer,
         ca: issuer(bundle, &cert, now),
+        batch: envelope.batch.as_ref().map(|b| (b.count(), b.index())),
     })
 }
 
@@ -213,7 +345,7 @@ mod tests {
     fn valid_envelope_names_its_signer_and_the_issuing_ca() {
         let pki = TestPki::new("plant-a");
         let env = pki.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
-        let signed = check_signature(&env, pki.bundle(), pki.now()).unwrap();
+        let signed = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap();
         assert_eq!(signed.signer.uri(), "meshfed://plant-a/gw1");
         assert_eq!(signed.ca, pki.ca().fingerprint());
         assert_eq!(
@@ -235,7 +367,7 @@ mod tests {
         ])
         .unwrap();
         let env = new.node("gw1").clear_envelope("supplier-b", "t", b"{}");
-        let signed = check_signature(&env, &bundle, new.now()).unwrap();
+        let signed = check_signature(&Inspected::wire(&env), &bundle, new.now()).unwrap();
         assert_eq!(signed.ca, new.ca().fingerprint());
     }
 
@@ -244,7 +376,8 @@ mod tests {
         let ours = TestPki::new("plant-a");
         let theirs = TestPki::new("plant-b");
         let env = ours.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
-        let err = check_signature(&env, theirs.bundle(), theirs.now()).unwrap_err();
+        let err =
+            check_signature(&Inspected::wire(&env), theirs.bundle(), theirs.now()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -265,7 +398,7 @@ mod tests {
         let env = pki
             .expired_node("gw1")
             .sealed_envelope("supplier-b", "t", b"{}");
-        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
         assert!(
             matches!(err, Invalid::UntrustedSigner(TrustError::Expired { .. })),
             "{err:?}"
@@ -280,7 +413,7 @@ mod tests {
         let mut header = node.envelope_header("supplier-b", "t");
         header.source.mesh = "plant-z".parse().unwrap();
         let env = node.seal_envelope(header, b"{}");
-        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the envelope says it comes from mesh plant-z, but it is signed by \
@@ -295,7 +428,7 @@ mod tests {
         let other = pki.node("gw2");
         // gw1's certificate in the header, gw2's key on the signature.
         let env = other.seal_envelope(node.envelope_header("supplier-b", "t"), b"{}");
-        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
         assert!(
             matches!(err, Invalid::Envelope(EnvelopeError::BadSignature)),
             "{err:?}"
@@ -309,7 +442,7 @@ mod tests {
         let mut header = node.envelope_header("supplier-b", "t");
         header.certificate.clear();
         let env = node.seal_envelope(header, b"{}");
-        let err = check_signature(&env, pki.bundle(), pki.now()).unwrap_err();
+        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
         assert!(matches!(err, Invalid::UntrustedSigner(_)), "{err:?}");
     }
 }

@@ -11,7 +11,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use meshfed_testkit::{TestPki, temp_dir};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::crypto::{ContentSecret, KeyEpoch};
+use meshfed_proto::envelope::Hop;
+use meshfed_testkit::{TestNode, TestPki, temp_dir};
 use serde_json::Value;
 
 const TOPIC: &str = "line-3/temperature";
@@ -368,4 +373,222 @@ fn json_flag_prints_the_envelope_on_one_line() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
     assert_eq!(run.json()["federation"]["source_mesh"]["id"], "plant-a");
+}
+
+/// A batch of `n` envelopes from `node` on [`TOPIC`], sealed or clear, signed with one signature.
+fn batch(node: &TestNode, n: u8, sealed: bool) -> SignedBatch {
+    let mut sealer = ContentSecret::derive(b"inspect test secret", b"fed_test")
+        .sealer(&"plant-a".parse().unwrap(), KeyEpoch::random().unwrap())
+        .unwrap();
+    let envelopes = (0..n)
+        .map(|i| {
+            let header = node.envelope_header("supplier-b", TOPIC);
+            let hop = Hop::origin(header.source.mesh.clone(), Hop::DEFAULT_TTL);
+            let payload = format!(r#"{{"celsius":{i}}}"#);
+            if sealed {
+                UnsignedEnvelope::seal(header, hop, payload.as_bytes(), &mut sealer).unwrap()
+            } else {
+                UnsignedEnvelope::clear(header, hop, payload.into_bytes())
+            }
+        })
+        .collect();
+    SignedBatch::sign(envelopes, &node.key).unwrap()
+}
+
+/// Envelope `index` of a clear batch of `n` from gw1, as the spec JSON a gateway delivers.
+fn batch_member_json(fx: &Fixture, n: u8, index: u32) -> Value {
+    let proven = batch(&fx.pki.node("gw1"), n, false).proof(index).unwrap();
+    let message = proven.envelope().payload().to_vec();
+    proven.to_envelope(Some(message)).to_json()
+}
+
+fn inspect_json(fx: &Fixture, json: &Value) -> Run {
+    let file = write(fx.dir.path(), "envelope.json", json.to_string());
+    inspect(&file, Some(&fx.ca))
+}
+
+/// A change made to an envelope's JSON.
+type Edit = fn(&mut Value);
+
+fn b64_flip(v: &mut Value, at: usize) {
+    let mut bytes = B64.decode(v.as_str().unwrap()).unwrap();
+    bytes[at] ^= 1;
+    *v = Value::String(B64.encode(bytes));
+}
+
+#[test]
+fn batch_signed_envelope_json_is_valid_naming_its_batch_and_leaf() {
+    let fx = Fixture::new();
+    let json = batch_member_json(&fx, 3, 1);
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "signature: valid — batch of 3 (leaf 1), signed by meshfed://plant-a/gw1, certificate \
+             issued by the CA {}",
+            fx.pki.ca().fingerprint()
+        )
+    );
+    let shown = run.json();
+    assert_eq!(shown, json, "the JSON is shown as read");
+    let batch = &shown["federation"]["security"]["batch"];
+    assert_eq!(
+        (batch["count"].clone(), batch["index"].clone()),
+        (3.into(), 1.into())
+    );
+    assert_eq!(shown["message"]["celsius"], 1);
+}
+
+#[test]
+fn tampered_batch_signed_envelope_json_is_invalid_naming_what_failed() {
+    let fx = Fixture::new();
+    let json = batch_member_json(&fx, 5, 2);
+    let proof_invalid = "signature: INVALID — inclusion proof of envelope";
+    let edits: [(&str, Edit, &str); 5] = [
+        (
+            "proof",
+            |j| b64_flip(&mut j["federation"]["security"]["batch"]["proof"], 50),
+            proof_invalid,
+        ),
+        (
+            "root",
+            |j| b64_flip(&mut j["federation"]["security"]["batch"]["root"], 0),
+            proof_invalid,
+        ),
+        (
+            "index",
+            |j| j["federation"]["security"]["batch"]["index"] = 3.into(),
+            proof_invalid,
+        ),
+        (
+            "payload",
+            |j| j["message"]["celsius"] = 99.into(),
+            proof_invalid,
+        ),
+        (
+            "signature",
+            |j| b64_flip(&mut j["federation"]["security"]["signature"], 30),
+            "signature: INVALID — batch signature does not verify over its root and count",
+        ),
+    ];
+    for (what, edit, expect) in edits {
+        let mut bad = json.clone();
+        edit(&mut bad);
+        let run = inspect_json(&fx, &bad);
+        assert_eq!(run.code, 1, "{what}: {}", run.stderr);
+        assert!(run.stderr.starts_with(expect), "{what}: {}", run.stderr);
+        if expect == proof_invalid {
+            assert!(
+                run.stderr
+                    .contains("does not lead to the batch's signed root"),
+                "{what}: {}",
+                run.stderr
+            );
+        }
+        assert_eq!(run.json(), bad, "{what}: the envelope is still shown");
+    }
+}
+
+#[test]
+fn batch_signed_envelope_json_with_a_malformed_batch_is_not_an_envelope() {
+    let fx = Fixture::new();
+    let mut json = batch_member_json(&fx, 4, 0);
+    json["federation"]["security"]["batch"]["index"] = 4.into();
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains(
+            "is not a meshfed envelope: envelope JSON field federation.security.batch.index: 4 \
+             is not below the count 4"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn proven_envelope_split_from_a_sealed_batch_is_valid() {
+    let fx = Fixture::new();
+    let proven = batch(&fx.pki.node("gw1"), 4, true).proof(3).unwrap();
+    let run = inspect(&fx.envelope_file(&proven.encode()), Some(&fx.ca));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("signature: valid — batch of 4 (leaf 3), signed by meshfed://plant-a/gw1"),
+        "{}",
+        run.stderr
+    );
+    let json = run.json();
+    assert_eq!(json["federation"]["security"]["batch"]["index"], 3);
+    assert_eq!(
+        json["message"],
+        Value::Null,
+        "a sealed payload stays sealed"
+    );
+}
+
+#[test]
+fn proven_envelope_with_a_flipped_payload_byte_is_invalid_as_altered_payload() {
+    let fx = Fixture::new();
+    let mut bytes = batch(&fx.pki.node("gw1"), 2, true)
+        .proof(0)
+        .unwrap()
+        .encode();
+    // The payload is the member's last element: its last byte is the file's.
+    *bytes.last_mut().unwrap() ^= 0x01;
+    let run = inspect(&fx.envelope_file(&bytes), Some(&fx.ca));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(
+            "signature: INVALID — envelope 0 of the batch: payload does not match its signed \
+             SHA-384 digest"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn batch_signed_json_of_a_sealed_payload_cannot_be_checked() {
+    let fx = Fixture::new();
+    let proven = batch(&fx.pki.node("gw1"), 2, true).proof(1).unwrap();
+    // As a gateway delivers it: the payload opened, its ciphertext gone.
+    let json = proven
+        .to_envelope(Some(br#"{"celsius":1}"#.to_vec()))
+        .to_json();
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("signature: not checkable — the payload is encrypted")
+            && run.stderr.contains("inspect the wire form"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn envelope_signed_alone_as_json_is_valid_without_a_batch() {
+    let fx = Fixture::new();
+    let wire = fx
+        .pki
+        .node("gw1")
+        .clear_envelope("supplier-b", TOPIC, br#"{"celsius":21.5}"#);
+    let json = wire
+        .to_envelope(Some(br#"{"celsius":21.5}"#.to_vec()))
+        .to_json();
+    assert!(
+        json["federation"]["security"].get("batch").is_none(),
+        "{json:#}"
+    );
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("signature: valid — signed by meshfed://plant-a/gw1"),
+        "{}",
+        run.stderr
+    );
 }

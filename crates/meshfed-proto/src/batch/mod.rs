@@ -20,6 +20,10 @@
 //!   [`BatchReceipt`]: the signature block and the 48-byte leaf hashes.
 //! - A relay that splits a batch forwards [`ProvenEnvelope`]s: one envelope, the batch signature
 //!   and its inclusion proof, verifiable alone ([`ProvenEnvelope::verify`]).
+//! - A [`BatchProof`] is where one envelope sits in its batch (root, count, index, proof): what
+//!   the logical [`Envelope`] carries as `batch`, and what its spec
+//!   JSON shows as `federation.security.batch`. With the batch's signature and the envelope's
+//!   header bytes and payload digest it is verified by [`BatchProof::verify`].
 //!
 //! Verification errors name what failed: [`BatchError::BadSignature`] (the signature block),
 //! [`BatchError::RootMismatch`] (a header, digest or the order of envelopes),
@@ -55,7 +59,9 @@ use crate::crypto::{
     VerifyingKey, sha384,
 };
 use crate::envelope::wire::{decode_header, encode_header};
-use crate::envelope::{Cipher, Encryption, EnvelopeError, Header, Hop, Source, WireEnvelope};
+use crate::envelope::{
+    Cipher, Encryption, Envelope, EnvelopeError, Header, Hop, Source, WireEnvelope,
+};
 use merkle::{InclusionProof, ProofError, Tree, TreeHash};
 
 /// Domain of a batch leaf; differs from the per-message signing context
@@ -676,6 +682,27 @@ impl ProvenEnvelope {
         &self.proof
     }
 
+    /// Where the envelope sits in its batch, as the logical [`Envelope`] carries it.
+    pub fn batch_proof(&self) -> BatchProof {
+        BatchProof {
+            root: self.batch.root,
+            count: self.batch.count,
+            proof: self.proof.clone(),
+        }
+    }
+
+    /// The logical envelope, with `message` when the caller has the clear payload: its
+    /// `signature` is the batch's and its `batch` says where it sits in the batch.
+    pub fn to_envelope(&self, message: Option<Vec<u8>>) -> Envelope {
+        Envelope {
+            header: self.envelope.header.clone(),
+            hop: self.envelope.hop.clone(),
+            signature: self.batch.signature,
+            message,
+            batch: Some(self.batch_proof()),
+        }
+    }
+
     /// Assembles decoded parts, checking what can be checked without a key: the index against
     /// the count, the proof's shape, and the envelope's source against the signer.
     fn from_parts(
@@ -699,6 +726,110 @@ impl ProvenEnvelope {
             batch,
             proof,
         })
+    }
+}
+
+/// Where one envelope sits in a signed batch: the batch's root and count, and the envelope's
+/// index and inclusion proof. With the batch's signature (carried beside it, as an envelope's
+/// `signature`) it makes the envelope verifiable alone ([`BatchProof::verify`]).
+///
+/// The signer is not repeated here: a batch's signer is the source that every envelope of the
+/// batch names (mesh and gateway), and its key is the one in the envelope's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchProof {
+    root: TreeHash,
+    count: u32,
+    /// Its tree size is `count` and its index is below it; checked at construction.
+    proof: InclusionProof,
+}
+
+impl BatchProof {
+    /// The position of the envelope that `proof` is for, in the batch that `batch` signs: e.g.
+    /// `BatchProof::new(receipt.signature(), receipt.proof(index)?)`. Refuses a proof for a tree
+    /// of another size than the signed count.
+    pub fn new(batch: &BatchSignature, proof: InclusionProof) -> Result<Self, BatchError> {
+        if proof.tree_size() != u64::from(batch.count) {
+            return Err(BatchError::InvalidField {
+                field: "batch.proof",
+                reason: format!(
+                    "is a proof for a batch of {}, but the batch signs {}",
+                    proof.tree_size(),
+                    batch.count
+                ),
+            });
+        }
+        batch.check_index(proof.index())?;
+        Ok(Self {
+            root: batch.root,
+            count: batch.count,
+            proof,
+        })
+    }
+
+    /// Assembles decoded parts, checking their shape: the count is a batch's size, the index is
+    /// below it, and the proof (concatenated 48-byte hashes, bottom up) has the length the index
+    /// and the count fix. Nothing is trusted yet (call [`BatchProof::verify`]).
+    pub fn from_parts(
+        root: TreeHash,
+        count: u32,
+        index: u32,
+        proof: &[u8],
+    ) -> Result<Self, BatchError> {
+        if count == 0 || count as usize > SignedBatch::MAX_LEN {
+            return Err(BatchError::InvalidField {
+                field: "batch.count",
+                reason: format!("{count} is not between 1 and {}", SignedBatch::MAX_LEN),
+            });
+        }
+        let index = u64::from(index);
+        if index >= u64::from(count) {
+            return Err(BatchError::IndexOutOfRange { index, count });
+        }
+        let proof = InclusionProof::from_bytes(index, u64::from(count), proof)
+            .map_err(|reason| BatchError::ProofMalformed { index, reason })?;
+        Ok(Self { root, count, proof })
+    }
+
+    /// The Merkle root the batch signature covers.
+    pub fn root(&self) -> &TreeHash {
+        &self.root
+    }
+
+    /// How many envelopes the batch holds.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The envelope's index in its batch.
+    pub fn index(&self) -> u32 {
+        // Invariant: checked below the u32 count at construction.
+        u32::try_from(self.proof.index()).unwrap_or(u32::MAX)
+    }
+
+    /// The inclusion proof.
+    pub fn proof(&self) -> &InclusionProof {
+        &self.proof
+    }
+
+    /// Checks an envelope with these header bytes and payload digest against this position and
+    /// the batch's `signature` under `key`: the envelope's leaf must lead along the proof to the
+    /// root ([`BatchError::ProofInvalid`]), and `signature` must verify over the root and the
+    /// count ([`BatchError::BadSignature`]). Whether the payload matches the digest is the
+    /// caller's check (it may hold only the digest).
+    pub fn verify(
+        &self,
+        signature: &Signature,
+        header_bytes: &[u8],
+        payload_digest: &Digest384,
+        key: &VerifyingKey,
+    ) -> Result<(), BatchError> {
+        self.proof
+            .verify_leaf_hash(&leaf_hash(header_bytes, payload_digest), &self.root)
+            .map_err(|_| BatchError::ProofInvalid {
+                index: self.index(),
+            })?;
+        key.verify(&signing_input(&self.root, self.count), signature)
+            .map_err(|_| BatchError::BadSignature)
     }
 }
 

@@ -631,3 +631,80 @@ fn array_announcing_more_items_than_it_holds_is_malformed() {
     let err = ProvenEnvelope::decode(&bytes).unwrap_err();
     assert!(matches!(err, BatchError::Malformed { .. }), "{err}");
 }
+
+#[test]
+fn batch_proof_from_a_receipt_verifies_a_sealed_member_from_its_header_bytes_and_digest() {
+    let mut fx = fixture();
+    let batch = SignedBatch::sign(sealed(&mut fx, 6), &fx.signer).unwrap();
+    let receipt = batch.verify(&fx.verifier).unwrap();
+    let member = &batch.envelopes()[4];
+    let position = BatchProof::new(receipt.signature(), receipt.proof(4).unwrap()).unwrap();
+    assert_eq!(position, batch.proof(4).unwrap().batch_proof());
+    assert_eq!((position.count(), position.index()), (6, 4));
+    let signature = receipt.signature().signature();
+    position
+        .verify(
+            signature,
+            member.header_bytes(),
+            member.payload_digest(),
+            &fx.verifier,
+        )
+        .unwrap();
+    let other = &batch.envelopes()[3];
+    assert_eq!(
+        position.verify(
+            signature,
+            other.header_bytes(),
+            other.payload_digest(),
+            &fx.verifier
+        ),
+        Err(BatchError::ProofInvalid { index: 4 })
+    );
+    let stranger = fixture();
+    assert_eq!(
+        position.verify(
+            signature,
+            member.header_bytes(),
+            member.payload_digest(),
+            &stranger.verifier
+        ),
+        Err(BatchError::BadSignature)
+    );
+}
+
+#[test]
+fn batch_proof_refuses_a_proof_for_another_batch_size() {
+    let mut fx = fixture();
+    let batch = SignedBatch::sign(sealed(&mut fx, 3), &fx.signer).unwrap();
+    let bigger = Tree::from_leaf_hashes(vec![TreeHash::from_bytes([7; 48]); 4]);
+    let err = BatchProof::new(batch.signature(), bigger.proof(1).unwrap()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "batch field batch.proof: is a proof for a batch of 4, but the batch signs 3"
+    );
+}
+
+#[test]
+fn batch_proof_from_parts_checks_count_index_and_proof_length() {
+    let root = TreeHash::from_bytes([1; 48]);
+    assert!(matches!(
+        BatchProof::from_parts(root, 0, 0, &[]),
+        Err(BatchError::InvalidField {
+            field: "batch.count",
+            ..
+        })
+    ));
+    assert_eq!(
+        BatchProof::from_parts(root, 2, 2, &[0; 48]),
+        Err(BatchError::IndexOutOfRange { index: 2, count: 2 })
+    );
+    assert!(matches!(
+        BatchProof::from_parts(root, 2, 1, &[0; 96]),
+        Err(BatchError::ProofMalformed { index: 1, .. })
+    ));
+    let one = BatchProof::from_parts(root, 1, 0, &[]).unwrap();
+    assert_eq!(
+        (one.count(), one.index(), one.proof().path().len()),
+        (1, 0, 0)
+    );
+}

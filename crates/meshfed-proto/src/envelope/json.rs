@@ -5,6 +5,11 @@
 //! place for it, and every message needs one). Binary fields (`signature`, `certificate`, `iv`)
 //! are standard base64. `message` is shown by content type: a JSON value for JSON types, a string
 //! for `text/*`, base64 for anything else, and `null` when the payload is sealed and unopened.
+//!
+//! An envelope signed in a batch carries `security.batch`: `{"root": base64 (48 bytes), "count":
+//! n, "index": i, "proof": base64 of the audit path (48-byte hashes, bottom up)}`, and its
+//! `security.signature` is the batch's. The key is absent for an envelope signed alone (`null` is
+//! read as absent too).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +19,8 @@ use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
     Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
 };
+use crate::batch::merkle::{self, HASH_LEN, TreeHash};
+use crate::batch::{BatchError, BatchProof, SignedBatch};
 use crate::crypto::{Iv, SIGNATURE_LEN, Signature};
 use crate::id::{FederationId, KeyId, MeshId, NodeName};
 use crate::topic::Topic;
@@ -93,6 +100,18 @@ struct SecurityJson {
     signature: String,
     certificate: String,
     encryption: Option<EncryptionJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchJson>,
+}
+
+/// `security.batch`: where a batch-signed envelope sits in its batch.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchJson {
+    root: String,
+    count: u32,
+    index: u32,
+    proof: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,6 +171,12 @@ impl Envelope {
                         key_id: e.key_id.clone(),
                         iv: B64.encode(e.iv),
                     }),
+                    batch: self.batch.as_ref().map(|b| BatchJson {
+                        root: B64.encode(b.root().as_bytes()),
+                        count: b.count(),
+                        index: b.index(),
+                        proof: B64.encode(b.proof().to_bytes()),
+                    }),
                 },
                 policy: PolicyJson {
                     priority: h.policy.priority,
@@ -196,6 +221,7 @@ impl Envelope {
             )
         })?;
         let encryption = f.security.encryption.map(parse_encryption).transpose()?;
+        let batch = f.security.batch.map(parse_batch).transpose()?;
         let label = |name, v: Option<String>| {
             v.map(|s| Label::parse(name, &s).map_err(|e| field(name, e)))
                 .transpose()
@@ -244,6 +270,7 @@ impl Envelope {
             },
             signature: Signature(signature),
             message,
+            batch,
         })
     }
 }
@@ -266,6 +293,50 @@ fn parse_encryption(e: EncryptionJson) -> Result<Encryption, JsonError> {
         cipher: Cipher::Aes256Gcm,
         key_id: e.key_id,
         iv,
+    })
+}
+
+fn parse_batch(b: BatchJson) -> Result<BatchProof, JsonError> {
+    let root = decode_b64("security.batch.root", &b.root)?;
+    let root = TreeHash::try_from(root.as_slice()).map_err(|_| {
+        field(
+            "security.batch.root",
+            format!("is {} bytes, not {HASH_LEN}", root.len()),
+        )
+    })?;
+    let proof = decode_b64("security.batch.proof", &b.proof)?;
+    // Say which field is wrong in the JSON's own terms before the shape checks of `from_parts`.
+    if b.count == 0 || b.count as usize > SignedBatch::MAX_LEN {
+        return Err(field(
+            "security.batch.count",
+            format!("{} is not between 1 and {}", b.count, SignedBatch::MAX_LEN),
+        ));
+    }
+    if b.index >= b.count {
+        return Err(field(
+            "security.batch.index",
+            format!("{} is not below the count {}", b.index, b.count),
+        ));
+    }
+    if let Some(hashes) = merkle::path_len(u64::from(b.index), u64::from(b.count))
+        && proof.len() != hashes * HASH_LEN
+    {
+        return Err(field(
+            "security.batch.proof",
+            format!(
+                "is {} bytes, but leaf {} of a batch of {} needs {hashes} hashes of {HASH_LEN} \
+                 bytes ({} bytes)",
+                proof.len(),
+                b.index,
+                b.count,
+                hashes * HASH_LEN
+            ),
+        ));
+    }
+    BatchProof::from_parts(root, b.count, b.index, &proof).map_err(|e| match e {
+        BatchError::InvalidField { reason, .. } => field("security.batch.count", reason),
+        BatchError::IndexOutOfRange { .. } => field("security.batch.index", e),
+        other => field("security.batch.proof", other),
     })
 }
 

@@ -12,18 +12,24 @@
 //! header bytes as AAD *before* it is signed (encrypt, then sign), so a relay can verify the
 //! origin without being able to read the content. Hop fields (`path`, `ttl`, `hops`) change at
 //! each hop and are protected by the link's TLS, not by the signature.
+//!
+//! An envelope signed in a batch (DESIGN §3.4) has no signature of its own: its `signature` is the
+//! batch's, over the batch's Merkle root and count, and its `batch` ([`BatchProof`]) says where it
+//! sits in the batch. [`Envelope::verify`] checks either kind.
 
 pub mod json;
 mod types;
 pub mod wire;
 
+pub use crate::batch::BatchProof;
 pub use types::{
     ContentType, EnvelopeId, Flags, InvalidValue, Label, MaxLatency, Priority, Qos, Timestamp,
     Version,
 };
 pub use wire::{EnvelopeError, WireEnvelope};
 
-use crate::crypto::{Iv, Signature};
+use crate::batch::BatchError;
+use crate::crypto::{Digest384, Iv, Signature, VerifyingKey, sha384};
 use crate::id::{FederationId, KeyId, MeshId, NodeName};
 use crate::topic::Topic;
 
@@ -181,10 +187,63 @@ pub struct Envelope {
     pub header: Header,
     /// The routing fields.
     pub hop: Hop,
-    /// The origin's signature over the header bytes and the payload digest.
+    /// The origin's signature over the header bytes and the payload digest or, when `batch` is
+    /// set, the batch's signature over its root and count.
     pub signature: Signature,
     /// The payload in clear; `None` when it is sealed and was not opened.
     pub message: Option<Vec<u8>>,
+    /// Where the envelope sits in the batch it was signed in; `None` when it was signed alone.
+    pub batch: Option<BatchProof>,
+}
+
+/// Why an envelope's signature was refused: the per-message signature, or the batch it was signed
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The envelope was signed alone and its signature does not verify.
+    #[error(transparent)]
+    Envelope(EnvelopeError),
+    /// The envelope was signed in a batch, and its proof or the batch signature does not verify.
+    #[error(transparent)]
+    Batch(BatchError),
+}
+
+impl Envelope {
+    /// Checks the signature of an envelope with these header bytes (as the origin encoded them,
+    /// or [`Envelope::header_bytes`]) and payload digest under the signer's `key`: signed alone,
+    /// the signature over both; signed in a batch, the proof from the envelope's leaf to the
+    /// batch's root, then the batch signature over the root and the count
+    /// ([`BatchProof::verify`]). The payload against the digest is the caller's check.
+    pub fn verify(
+        &self,
+        header_bytes: &[u8],
+        payload_digest: &Digest384,
+        key: &VerifyingKey,
+    ) -> Result<(), VerifyError> {
+        match &self.batch {
+            None => wire::verify_signature(header_bytes, payload_digest, &self.signature, key)
+                .map_err(VerifyError::Envelope),
+            Some(batch) => batch
+                .verify(&self.signature, header_bytes, payload_digest, key)
+                .map_err(VerifyError::Batch),
+        }
+    }
+
+    /// The header bytes of this header, encoded as an origin encodes them. They are the signed
+    /// bytes when the origin used this version's encoding (a header with fields of a later minor
+    /// version encodes differently: keep the bytes as received where you can).
+    pub fn header_bytes(&self) -> Vec<u8> {
+        wire::encode_header(&self.header)
+    }
+
+    /// The SHA-384 digest of the payload as carried, when that is `message`: a clear payload.
+    /// `None` when the payload is sealed (the digest covers the ciphertext) or not present.
+    pub fn clear_payload_digest(&self) -> Option<Digest384> {
+        if self.header.encryption.is_some() {
+            return None;
+        }
+        self.message.as_deref().map(sha384)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Envelope round trips, tamper detection and decoder robustness.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use proptest::prelude::*;
 
+use super::super::VerifyError;
 use super::*;
 use crate::crypto::{ContentSecret, KeyEpoch};
 
@@ -401,6 +404,269 @@ fn json_errors_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown field `surprise`"), "{err}");
+}
+
+/// A batch of `n` clear JSON envelopes signed by `fx`, and envelope `index` of it as the logical
+/// envelope (signature and position of the batch, clear message).
+fn batch_member(fx: &Fixture, n: u8, index: u32) -> Envelope {
+    let hop = Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL);
+    let envelopes = (0..n)
+        .map(|i| {
+            let mut h = header("line-3/temperature");
+            h.id = EnvelopeId::new(h.timestamp, [i; 10]);
+            let payload = format!(r#"{{"celsius":{i}}}"#).into_bytes();
+            crate::batch::UnsignedEnvelope::clear(h, hop.clone(), payload)
+        })
+        .collect();
+    let batch = crate::batch::SignedBatch::sign(envelopes, &fx.signer).unwrap();
+    let proven = batch.proof(index).unwrap();
+    let message = proven.envelope().payload().to_vec();
+    proven.to_envelope(Some(message))
+}
+
+/// Verifies `env` as a reader of its JSON can: re-encoded header bytes, digest of the clear message.
+fn verify_json_form(env: &Envelope, key: &VerifyingKey) -> Result<(), VerifyError> {
+    let digest = env.clear_payload_digest().unwrap();
+    env.verify(&env.header_bytes(), &digest, key)
+}
+
+#[test]
+fn batch_signed_envelope_json_shows_its_batch_and_round_trips() {
+    let fx = fixture();
+    let env = batch_member(&fx, 5, 3);
+    let json = env.to_json();
+    let batch = &json["federation"]["security"]["batch"];
+    let mut keys: Vec<&String> = batch.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["count", "index", "proof", "root"]);
+    assert_eq!(batch["count"], 5);
+    assert_eq!(batch["index"], 3);
+    let proof_b64 = batch["proof"].as_str().unwrap();
+    // Leaf 3 of 5 has two siblings (leaf 2, then the hash of leaves 0 and 1) plus leaf 4's subtree.
+    assert_eq!(B64.decode(proof_b64).unwrap().len(), 3 * 48);
+    assert_eq!(
+        B64.decode(batch["root"].as_str().unwrap()).unwrap().len(),
+        48
+    );
+    let back = Envelope::from_json(&json.to_string()).unwrap();
+    assert_eq!(back, env);
+    assert_eq!(back.to_json(), json);
+    verify_json_form(&back, &fx.verifier).unwrap();
+}
+
+#[test]
+fn envelope_signed_alone_has_no_batch_key_and_verifies_through_the_same_call() {
+    let fx = fixture();
+    let payload = br#"{"celsius":21.5}"#.to_vec();
+    let hop = Hop::origin("plant-a".parse().unwrap(), 4);
+    let wire = WireEnvelope::sign_clear(header("a/b"), hop, payload.clone(), &fx.signer).unwrap();
+    let env = wire.to_envelope(Some(payload));
+    let json = env.to_json();
+    assert!(
+        json["federation"]["security"].get("batch").is_none(),
+        "{json:#}"
+    );
+    assert_eq!(env.header_bytes(), wire.header_bytes());
+    env.verify(wire.header_bytes(), wire.payload_digest(), &fx.verifier)
+        .unwrap();
+    let mut forged = env.clone();
+    forged.signature.0[10] ^= 1;
+    assert_eq!(
+        verify_json_form(&forged, &fx.verifier),
+        Err(VerifyError::Envelope(EnvelopeError::BadSignature))
+    );
+    let mut with_null = json.clone();
+    with_null["federation"]["security"]["batch"] = serde_json::Value::Null;
+    assert_eq!(Envelope::from_json(&with_null.to_string()).unwrap(), env);
+}
+
+#[test]
+fn batch_member_signed_by_another_key_does_not_verify() {
+    let fx = fixture();
+    let other = fixture();
+    let env = batch_member(&fx, 4, 1);
+    let err = verify_json_form(&env, &other.verifier).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::Batch(crate::batch::BatchError::BadSignature)
+    );
+    assert!(
+        err.to_string()
+            .starts_with("batch signature does not verify over its root and count"),
+        "{err}"
+    );
+}
+
+/// What a reader of `json` after `edit` is told: the parse error, or why it does not verify.
+fn tampered(
+    json: &serde_json::Value,
+    key: &VerifyingKey,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> String {
+    let mut bad = json.clone();
+    edit(&mut bad);
+    match Envelope::from_json(&bad.to_string()) {
+        Err(e) => e.to_string(),
+        Ok(env) => match verify_json_form(&env, key) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("the tampered envelope verifies: {bad:#}"),
+        },
+    }
+}
+
+fn b64_edit(v: &mut serde_json::Value, edit: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = B64.decode(v.as_str().unwrap()).unwrap();
+    edit(&mut bytes);
+    *v = serde_json::Value::String(B64.encode(bytes));
+}
+
+#[test]
+fn tampered_batch_member_is_refused_naming_what_failed() {
+    let fx = fixture();
+    let json = batch_member(&fx, 5, 2).to_json();
+    let key = &fx.verifier;
+    let proof_invalid = "does not lead to the batch's signed root";
+    let cases: [(&str, String); 6] = [
+        (
+            "proof",
+            tampered(&json, key, |j| {
+                b64_edit(&mut j["federation"]["security"]["batch"]["proof"], |b| {
+                    b[7] ^= 1;
+                });
+            }),
+        ),
+        (
+            "root",
+            tampered(&json, key, |j| {
+                b64_edit(&mut j["federation"]["security"]["batch"]["root"], |b| {
+                    b[0] ^= 1;
+                });
+            }),
+        ),
+        (
+            "index",
+            // Leaves 2 and 3 have proofs of one length: the proof now folds to another root.
+            tampered(&json, key, |j| {
+                j["federation"]["security"]["batch"]["index"] = 3.into();
+            }),
+        ),
+        (
+            "payload",
+            tampered(&json, key, |j| {
+                j["message"]["celsius"] = 99.into();
+            }),
+        ),
+        (
+            "header",
+            tampered(&json, key, |j| {
+                j["federation"]["metadata"]["topic"] = "line-3/Temperature".into();
+            }),
+        ),
+        (
+            "signature",
+            tampered(&json, key, |j| {
+                b64_edit(&mut j["federation"]["security"]["signature"], |b| {
+                    b[20] ^= 1;
+                });
+            }),
+        ),
+    ];
+    for (what, err) in &cases[..5] {
+        assert!(
+            err.starts_with("inclusion proof of envelope ") && err.contains(proof_invalid),
+            "{what}: {err}"
+        );
+    }
+    let (_, err) = &cases[5];
+    assert!(
+        err.starts_with("batch signature does not verify over its root and count"),
+        "{err}"
+    );
+    let count = tampered(&json, key, |j| {
+        // 5 → 6 leaves: leaf 2's proof keeps its length and root, but the count is signed.
+        j["federation"]["security"]["batch"]["count"] = 6.into();
+    });
+    assert!(
+        count.starts_with("batch signature does not verify") || count.contains(proof_invalid),
+        "{count}"
+    );
+}
+
+#[test]
+fn json_batch_errors_name_the_field() {
+    let fx = fixture();
+    let json = batch_member(&fx, 5, 2).to_json();
+    let at = "/federation/security/batch";
+    let cases = [
+        (
+            "root",
+            serde_json::json!("not base64!"),
+            "federation.security.batch.root: is not base64",
+        ),
+        (
+            "root",
+            serde_json::json!(B64.encode([0u8; 47])),
+            "federation.security.batch.root: is 47 bytes, not 48",
+        ),
+        (
+            "count",
+            serde_json::json!(0),
+            "federation.security.batch.count: 0 is not between 1 and 65536",
+        ),
+        (
+            "count",
+            serde_json::json!(70_000),
+            "federation.security.batch.count: 70000 is not between 1 and 65536",
+        ),
+        (
+            "count",
+            serde_json::json!(-1),
+            "envelope JSON: invalid value: integer `-1`",
+        ),
+        (
+            "index",
+            serde_json::json!(5),
+            "federation.security.batch.index: 5 is not below the count 5",
+        ),
+        (
+            "index",
+            serde_json::json!(4),
+            "federation.security.batch.proof: is 144 bytes, but leaf 4 of a batch of 5 needs 1 hashes of 48 bytes (48 bytes)",
+        ),
+        (
+            "proof",
+            serde_json::json!("%%"),
+            "federation.security.batch.proof: is not base64",
+        ),
+        (
+            "proof",
+            serde_json::json!(B64.encode([0u8; 100])),
+            "federation.security.batch.proof: is 100 bytes, but leaf 2 of a batch of 5 needs 3 hashes",
+        ),
+    ];
+    for (name, value, expect) in cases {
+        let mut bad = json.clone();
+        *bad.pointer_mut(&format!("{at}/{name}")).unwrap() = value;
+        let err = Envelope::from_json(&bad.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{name}: {err}");
+    }
+    let mut extra = json.clone();
+    extra["federation"]["security"]["batch"]["leaves"] = serde_json::json!([]);
+    let err = Envelope::from_json(&extra.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `leaves`"), "{err}");
+    let mut missing = json.clone();
+    missing["federation"]["security"]["batch"]
+        .as_object_mut()
+        .unwrap()
+        .remove("proof");
+    let err = Envelope::from_json(&missing.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing field `proof`"), "{err}");
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {

@@ -183,11 +183,7 @@ impl WireEnvelope {
     /// Checks the origin's signature over the header bytes and the payload digest, then the
     /// payload against that digest. Relays can do this without the content key.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), EnvelopeError> {
-        key.verify(
-            &signing_input(&self.header_bytes, &self.digest),
-            &self.signature,
-        )
-        .map_err(|_| EnvelopeError::BadSignature)?;
+        verify_signature(&self.header_bytes, &self.digest, &self.signature, key)?;
         if sha384(&self.payload) != self.digest {
             return Err(EnvelopeError::PayloadAltered);
         }
@@ -237,6 +233,7 @@ impl WireEnvelope {
             hop: self.hop.clone(),
             signature: self.signature,
             message,
+            batch: None,
         }
     }
 
@@ -341,6 +338,17 @@ pub(crate) fn clear_payload<'a>(
 }
 
 /// The bytes the signature covers.
+/// Checks a per-message signature over `header_bytes` and `digest`.
+pub(crate) fn verify_signature(
+    header_bytes: &[u8],
+    digest: &Digest384,
+    signature: &Signature,
+    key: &VerifyingKey,
+) -> Result<(), EnvelopeError> {
+    key.verify(&signing_input(header_bytes, digest), signature)
+        .map_err(|_| EnvelopeError::BadSignature)
+}
+
 fn signing_input(header_bytes: &[u8], digest: &Digest384) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + header_bytes.len() + DIGEST_LEN);
     msg.extend_from_slice(SIGNING_CONTEXT);

@@ -17,10 +17,11 @@ pub(crate) mod outbound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use base64::Engine as _;
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::crypto::Signature;
-use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, Hop, Timestamp, WireEnvelope};
+use meshfed_proto::envelope::{
+    BatchProof, Envelope, EnvelopeError, Header, Hop, Timestamp, WireEnvelope,
+};
 use meshfed_proto::frame::Frame;
 use meshfed_proto::{FederationState, MeshId};
 use meshfed_queue::wire::{Signed, Transfer};
@@ -229,35 +230,31 @@ fn open_transfer(
             let key = messages::signer_key(link, &cert)?;
             let receipt = batch.verify(&key).map_err(|e| e.to_string())?;
             let signature = *receipt.signature().signature();
-            let root = B64.encode(receipt.signature().root().as_bytes());
-            let count = receipt.signature().count();
             let tree = receipt.tree();
             batch
                 .into_envelopes()
                 .into_iter()
                 .enumerate()
                 .map(|(i, env)| {
-                    let index = u32::try_from(i).unwrap_or(u32::MAX);
                     let proof = tree
-                        .proof(u64::from(index))
-                        .map(|p| B64.encode(p.to_bytes()))
-                        .unwrap_or_default();
-                    let batch_info = serde_json::json!({
-                        "root": root, "count": count, "index": index, "proof": proof,
-                    });
+                        .proof(i as u64)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| {
+                            BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string())
+                        })?;
                     let mut hop = env.hop.clone();
                     let header = env.header().clone();
-                    arrive(
+                    Ok(arrive(
                         node,
                         link,
                         header,
                         &mut hop,
                         signature,
-                        Some(batch_info),
+                        Some(proof),
                         |o| env.open(o),
-                    )
+                    ))
                 })
-                .collect()
+                .collect::<Result<_, String>>()?
         }
         Signed::Each(list) => list
             .iter()
@@ -296,8 +293,6 @@ fn open_transfer(
         .collect())
 }
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
 /// One verified envelope, checked and opened.
 struct Opened {
     header: Header,
@@ -313,7 +308,7 @@ fn arrive(
     header: Header,
     hop: &mut Hop,
     signature: Signature,
-    batch: Option<serde_json::Value>,
+    batch: Option<BatchProof>,
     open: impl FnOnce(&meshfed_proto::crypto::Opener) -> Result<Vec<u8>, EnvelopeError>,
 ) -> Opened {
     let checked = messages::check(node, link, &header, hop).and_then(|opener| {
@@ -329,17 +324,9 @@ fn arrive(
                 hop: hop.clone(),
                 signature,
                 message: Some(clear),
+                batch,
             };
-            let mut json = envelope.to_json();
-            if let Some(b) = batch
-                && let Some(sec) = json
-                    .get_mut("federation")
-                    .and_then(|f| f.get_mut("security"))
-                    .and_then(serde_json::Value::as_object_mut)
-            {
-                sec.insert("batch".to_owned(), b);
-            }
-            (size, json.to_string(), None)
+            (size, envelope.to_json().to_string(), None)
         }
         Err(reason) => (0, String::new(), Some(reason)),
     };
