@@ -52,6 +52,9 @@ const STAMP_LEN: usize = 32;
 const STALL: Duration = Duration::from_secs(5);
 /// How long each phase sends when neither `--count` nor `--duration` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// How late a timer may wake before the publisher counts as behind schedule: tokio's timer
+/// wheel has millisecond ticks.
+const TIMER_SLACK_NS: u64 = 2_000_000;
 /// Phase tag of the messages that check the path is open before a phase starts.
 const WARM_UP: u8 = 0xff;
 
@@ -585,9 +588,17 @@ async fn publish(
             Pace::Max => since(origin),
             Pace::PerSecond(rate) => {
                 // Scheduled time, not the time the write happened: falling behind is latency.
+                // Except the timer's own lateness: tokio's timers tick in milliseconds, so a
+                // wake-up up to TIMER_SLACK late is the clock, not a publisher behind schedule.
                 let offset = Duration::from_secs_f64(seq as f64 / f64::from(rate));
                 tokio::time::sleep_until((start + offset).into()).await;
-                start_ns + u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX)
+                let scheduled = start_ns + u64::try_from(offset.as_nanos()).unwrap_or(u64::MAX);
+                let woke = since(origin);
+                if woke.saturating_sub(scheduled) <= TIMER_SLACK_NS {
+                    woke
+                } else {
+                    scheduled
+                }
             }
         };
         if sink

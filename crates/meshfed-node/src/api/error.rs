@@ -127,6 +127,7 @@ impl From<SendError> for ApiError {
             E::TopicNotAgreed { .. } => (StatusCode::FORBIDDEN, "topic_not_agreed"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             E::QosNotAgreed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "qos_not_agreed"),
+            E::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "peer_unreachable"),
             E::Refused(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             E::Refused(Refused::Offer(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             E::Refused(Refused::Stopping) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),

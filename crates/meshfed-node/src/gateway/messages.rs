@@ -115,6 +115,12 @@ pub enum SendError {
         /// Agreed maximum.
         max: u8,
     },
+    /// The peer's link is down and the message is qos 0 (only reliable messages are stored
+    /// and forwarded).
+    #[error(
+        "mesh {0} is unreachable: its link is down; qos 0 messages are not queued (send with qos 1 or 2 to store and forward)"
+    )]
+    Unreachable(MeshId),
     /// The stream did not accept the message (queue full, storage failed, stopping).
     #[error(transparent)]
     Refused(#[from] Refused),
@@ -203,6 +209,9 @@ pub(crate) async fn submit(
             size: msg.payload.len(),
             max: view.terms.max_message_size,
         });
+    }
+    if msg.qos == Qos::AtMostOnce && super::links::link(node, &stream.federation_id).is_none() {
+        return Err(SendError::Unreachable(msg.to));
     }
     let max_qos = view.accepted.qos.0;
     if msg.qos > max_qos {

@@ -148,12 +148,15 @@ impl<P: Clone> Outbox<P> {
             self.dead_letter(v, DeadLetterReason::Shed);
         }
         self.counters.accepted += 1;
-        if message.is_reliable() {
-            self.insert(message, now, State::AwaitingPersistence);
+        if !message.is_reliable() {
+            self.insert(message, now, State::Queued, false);
+            Ok(Offered::Queued)
+        } else if self.config.send_before_persisted {
+            self.insert(message, now, State::Queued, true);
             Ok(Offered::AwaitingPersistence)
         } else {
-            self.insert(message, now, State::Queued);
-            Ok(Offered::Queued)
+            self.insert(message, now, State::AwaitingPersistence, true);
+            Ok(Offered::AwaitingPersistence)
         }
     }
 
@@ -166,7 +169,7 @@ impl<P: Clone> Outbox<P> {
             return Err(OfferError::AlreadyQueued { id: message.id });
         }
         let late = message.is_late(now);
-        let ticket = self.insert(message, now, State::Queued);
+        let ticket = self.insert(message, now, State::Queued, false);
         if let Some(entry) = self.entries.get_mut(&ticket) {
             entry.restored = true;
         }
@@ -177,8 +180,9 @@ impl<P: Clone> Outbox<P> {
         Ok(())
     }
 
-    /// The driver has durably stored these messages: they are accepted and may be sent.
-    /// Unknown ids (say, dead-lettered meanwhile) are ignored.
+    /// The driver has durably stored these messages: they are accepted and (unless
+    /// [`OutboxConfig::send_before_persisted`] let them go already) may be sent. Unknown ids
+    /// (say, acknowledged or dead-lettered meanwhile) are ignored.
     pub fn handle_persisted(&mut self, ids: impl IntoIterator<Item = EnvelopeId>) {
         for id in ids {
             let Some(&ticket) = self.by_id.get(&id) else {
@@ -187,9 +191,13 @@ impl<P: Clone> Outbox<P> {
             let Some(entry) = self.entries.get_mut(&ticket) else {
                 continue;
             };
+            if entry.persisted {
+                continue;
+            }
+            entry.persisted = true;
+            self.awaiting_persistence -= 1;
             if entry.state == State::AwaitingPersistence {
                 entry.state = State::Queued;
-                self.awaiting_persistence -= 1;
                 self.make_ready(ticket);
             }
         }
@@ -209,10 +217,7 @@ impl<P: Clone> Outbox<P> {
             let Some(&ticket) = self.by_id.get(&id) else {
                 continue;
             };
-            let awaiting = self
-                .entries
-                .get(&ticket)
-                .is_some_and(|e| e.state == State::AwaitingPersistence);
+            let awaiting = self.entries.get(&ticket).is_some_and(|e| !e.persisted);
             if awaiting && self.detach(ticket).is_some() {
                 removed += 1;
                 self.counters.accepted = self.counters.accepted.saturating_sub(1);
@@ -576,7 +581,15 @@ impl<P: Clone> Outbox<P> {
         Ok(victims)
     }
 
-    fn insert(&mut self, message: Message<P>, now: Timestamp, state: State) -> Ticket {
+    /// Holds `message` in `state`; with `persist`, it awaits persistence (a persist event is
+    /// queued and it counts as not yet accepted until [`Outbox::handle_persisted`]).
+    fn insert(
+        &mut self,
+        message: Message<P>,
+        now: Timestamp,
+        state: State,
+        persist: bool,
+    ) -> Ticket {
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         let key_seq = message.order.as_ref().map(|key| {
@@ -589,7 +602,7 @@ impl<P: Clone> Outbox<P> {
         if let Some(d) = message.deadline {
             self.deadlines.insert((d.expiry(), ticket));
         }
-        if state == State::AwaitingPersistence {
+        if persist {
             self.awaiting_persistence += 1;
             self.events.push_back(OutboxEvent::Persist(message.clone()));
         }
@@ -599,6 +612,7 @@ impl<P: Clone> Outbox<P> {
                 message,
                 accepted_at: now,
                 state,
+                persisted: !persist,
                 key_seq,
                 transmissions: 0,
                 restored: false,
@@ -762,9 +776,11 @@ impl<P: Clone> Outbox<P> {
         }
         self.sheddable.remove(&(m.priority, ticket));
         self.ready.remove(&(Reverse(m.priority), ticket));
+        if !entry.persisted {
+            self.awaiting_persistence -= 1;
+        }
         match entry.state {
-            State::AwaitingPersistence => self.awaiting_persistence -= 1,
-            State::Queued => {}
+            State::AwaitingPersistence | State::Queued => {}
             State::InFlight {
                 seq, retransmit_at, ..
             } => {

@@ -35,6 +35,8 @@ pub(super) struct Entry<P> {
     pub(super) message: Message<P>,
     pub(super) accepted_at: Timestamp,
     pub(super) state: State,
+    /// Stored durably (or needs no storage: qos 0, restored); until then it is not accepted.
+    pub(super) persisted: bool,
     pub(super) key_seq: Option<KeySeq>,
     pub(super) transmissions: u32,
     /// Restored after a restart: it may have been sent before.

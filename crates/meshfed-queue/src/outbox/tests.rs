@@ -684,3 +684,45 @@ fn message_whose_persistence_failed_leaves_and_frees_its_room() {
     assert!(o.is_empty());
     assert_eq!(o.backlog(t(10)).bytes, 0);
 }
+
+#[test]
+fn send_before_persisted_sends_at_once_and_accepts_only_when_stored() {
+    let mut o = Outbox::new(
+        OutboxConfig {
+            send_before_persisted: true,
+            ..OutboxConfig::default()
+        },
+        Epoch(1),
+    );
+    o.offer(msg(1).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    let persist: Vec<EnvelopeId> = events(&mut o)
+        .into_iter()
+        .filter_map(|e| match e {
+            OutboxEvent::Persist(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persist, vec![id(1), id(2)]);
+    // Both go out while their storage is pending.
+    assert_eq!(payloads(&transmits(&mut o, t(1))), vec![1, 2]);
+    assert_eq!(o.backlog(t(1)).awaiting_persistence, 2);
+    // The peer acknowledges the first before it is stored: it leaves the outbox...
+    o.handle_ack(&ack(1, &[], 256), t(2)).unwrap();
+    assert_eq!(
+        events(&mut o),
+        vec![OutboxEvent::Acknowledged { id: id(1) }]
+    );
+    assert_eq!(o.backlog(t(2)).awaiting_persistence, 1);
+    // ...and its late persistence changes nothing; the second's counts it accepted.
+    o.handle_persisted([id(1), id(2)]);
+    let b = o.backlog(t(3));
+    assert_eq!((b.messages, b.awaiting_persistence, b.in_flight), (1, 0, 1));
+    // A failed store removes a message even though it was sent.
+    o.offer(msg(3).with_qos(Qos::AtLeastOnce), t(4)).unwrap();
+    let _ = events(&mut o);
+    assert_eq!(payloads(&transmits(&mut o, t(4))), vec![3]);
+    assert_eq!(o.handle_persist_failed([id(3)]), 1);
+    assert!(!o.contains(&id(3)));
+    assert_eq!(o.backlog(t(5)).awaiting_persistence, 0);
+}

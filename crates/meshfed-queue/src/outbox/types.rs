@@ -24,6 +24,13 @@ pub struct OutboxConfig {
     pub initial_credit: u64,
     /// Retransmission timeout bounds.
     pub rto: RtoConfig,
+    /// Send a reliable message while it is being persisted, instead of after. It still counts
+    /// as accepted only once persisted (the driver answers its sender then), so nothing
+    /// acknowledged to a sender is ever lost; what changes is that a message whose storage
+    /// fails, or whose sender's gateway crashes before the commit, may still reach the peer
+    /// although its sender was told it failed (at least once, as a sender's retry would).
+    /// Default false.
+    pub send_before_persisted: bool,
 }
 
 impl Default for OutboxConfig {
@@ -34,6 +41,7 @@ impl Default for OutboxConfig {
             max_in_flight: 256,
             initial_credit: 256,
             rto: RtoConfig::default(),
+            send_before_persisted: false,
         }
     }
 }

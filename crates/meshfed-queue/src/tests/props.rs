@@ -33,6 +33,7 @@ struct Schedule {
     drops: Vec<(u64, u64)>,
     restart: Option<(u64, u64)>,
     resume_with_ack_state: bool,
+    send_before_persisted: bool,
     ops: Vec<Op>,
 }
 
@@ -56,7 +57,13 @@ fn op() -> impl Strategy<Value = Op> {
 fn schedule() -> impl Strategy<Value = Schedule> {
     (
         (any::<u64>(), 0.0..0.3f64, 1..50u64, 0..120u64, 0..100u64),
-        (2..64u64, 10..300usize, 1..64usize, any::<bool>()),
+        (
+            2..64u64,
+            10..300usize,
+            1..64usize,
+            any::<bool>(),
+            any::<bool>(),
+        ),
         proptest::collection::vec((0..4_000u64, 1..2_500u64), 0..4),
         proptest::option::weighted(0.3, (0..3_000u64, 1..1_500u64)),
         proptest::collection::vec(op(), 1..200),
@@ -64,7 +71,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         .prop_map(
             |(
                 (seed, loss, delay, jitter, consume_delay),
-                (window, max_messages, max_in_flight, resume_with_ack_state),
+                (window, max_messages, max_in_flight, resume_with_ack_state, send_before_persisted),
                 drops,
                 restart,
                 ops,
@@ -80,6 +87,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                 drops,
                 restart,
                 resume_with_ack_state,
+                send_before_persisted,
                 ops,
             },
         )
@@ -101,6 +109,7 @@ fn run(s: &Schedule) -> Pair {
             max_messages: s.max_messages,
             max_in_flight: s.max_in_flight,
             initial_credit: s.window,
+            send_before_persisted: s.send_before_persisted,
             ..OutboxConfig::default()
         },
         InboxConfig {

@@ -8,13 +8,13 @@
 //! messages queue (store-and-forward, within the configured limits); on a new link the peer's
 //! acknowledgement state comes first and only what it lacks is sent again, by priority.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::capability::Accepted;
-use meshfed_proto::envelope::{EnvelopeId, Hop};
+use meshfed_proto::envelope::{EnvelopeId, Hop, Qos};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::policy::PolicyTerms;
 use meshfed_proto::{FederationId, FederationState, MeshId};
@@ -223,13 +223,15 @@ pub(crate) fn start(
             min: Duration::from_secs(1),
             max: Duration::from_secs(60),
         },
+        // The sender hears "accepted" only after the commit either way; sending meanwhile
+        // takes the fsync off the path and lets transfers fill up.
+        send_before_persisted: true,
     };
     // A later stream of this node must have a larger epoch: microseconds since the Unix epoch.
     let epoch = Epoch(super::micros_now());
     let mut outbox = Outbox::new(config, epoch);
     outbox.handle_link_down();
     let mut held = HashMap::new();
-    let mut stored_ids = HashSet::new();
     let at = now();
     let mut restored = restored;
     restored.sort_by_key(|s| s.position);
@@ -242,7 +244,6 @@ pub(crate) fn start(
                     Message::from_header(&pending.header, pending.payload.len(), pending.clone());
                 if outbox.restore(message, at).is_ok() {
                     held.insert(id, pending);
-                    stored_ids.insert(id);
                 }
             }
             Err(e) => {
@@ -260,7 +261,6 @@ pub(crate) fn start(
         view,
         link: None,
         held,
-        stored_ids,
         to_store: HashMap::new(),
         accepting: HashMap::new(),
         waiting: HashMap::new(),
@@ -279,8 +279,6 @@ struct Task {
     link: Option<Arc<LinkHandle>>,
     /// Every message the outbox holds.
     held: HashMap<EnvelopeId, Arc<Pending>>,
-    /// Messages with a stored copy to delete once settled.
-    stored_ids: HashSet<EnvelopeId>,
     /// Stored forms waiting for the outbox's persist event.
     to_store: HashMap<EnvelopeId, Vec<u8>>,
     /// Senders waiting for acceptance (persistence).
@@ -372,7 +370,6 @@ impl Task {
         match c {
             Control::Persisted(ids) => {
                 for id in &ids {
-                    self.stored_ids.insert(*id);
                     if let Some(tx) = self.accepting.remove(id) {
                         let _ = tx.send(Ok(()));
                     }
@@ -440,8 +437,13 @@ impl Task {
                 }
                 OutboxEvent::Acknowledged { id } => {
                     self.stats.acknowledged += 1;
-                    self.held.remove(&id);
-                    if self.stored_ids.remove(&id) {
+                    // A reliable message has a stored copy, or its append is queued ahead of
+                    // this delete in the journal (requests apply in order).
+                    if self
+                        .held
+                        .remove(&id)
+                        .is_some_and(|p| p.header.policy.qos != Qos::AtMostOnce)
+                    {
                         acknowledged.push(id);
                     }
                     if let Some(tx) = self.waiting.remove(&id) {
@@ -450,7 +452,6 @@ impl Task {
                 }
                 OutboxEvent::DeadLettered { id, reason } => {
                     let pending = self.held.remove(&id);
-                    self.stored_ids.remove(&id);
                     *self
                         .stats
                         .dead_lettered
@@ -467,9 +468,6 @@ impl Task {
                             reason: reason.to_string(),
                             at: now(),
                         }));
-                    }
-                    if let Some(tx) = self.accepting.remove(&id) {
-                        let _ = tx.send(Err(Refused::Store(format!("dead-lettered: {reason}"))));
                     }
                     if let Some(tx) = self.waiting.remove(&id) {
                         let _ = tx.send(Err(reason));
