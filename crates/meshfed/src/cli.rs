@@ -139,6 +139,9 @@ pub(crate) struct SendArgs {
     /// Return only when the destination has acknowledged (needs qos 1 or 2).
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Keep order with the other ordered messages from this mesh to MESH on TOPIC.
+    #[arg(long)]
+    pub(crate) ordered: bool,
     /// The payload: DATA, @FILE, or - for one message per line of standard input.
     #[arg(value_name = "DATA")]
     pub(crate) data: String,

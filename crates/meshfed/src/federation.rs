@@ -161,4 +161,16 @@ fn print_detail(f: &Value) {
         a["topics_to_responder"], a["topics_to_initiator"]
     );
     println!("  policy        {}", a["policy"]);
+    let b = &f["backlog"];
+    if b.is_object() {
+        println!(
+            "backlog         {} messages, {} bytes ({} in flight, {} being stored); by priority 0..7 {}",
+            b["messages"], b["bytes"], b["in_flight"], b["awaiting_persistence"], b["by_priority"]
+        );
+        let d = &f["delivery"];
+        println!(
+            "delivery        sent {}, sent again {}, acknowledged {}, dead-lettered {}",
+            d["sent"], d["retransmitted"], d["acknowledged"], f["dead_lettered"]
+        );
+    }
 }

@@ -83,6 +83,7 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
                 "priority": args.priority,
                 "max_latency": args.max_latency.map(|d| d.as_millis() as u64),
                 "wait": args.wait,
+                "flags": if args.ordered { vec!["ordered"] } else { Vec::new() },
             }))
         })
         .collect::<Result<Vec<_>, Failure>>()?;

@@ -306,11 +306,20 @@ impl SendBody {
             ));
         }
         let wait = self.wait;
-        let flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
+        let mut flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
             Flags::from_name(f)
                 .map(|fl| acc.with(fl))
                 .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
         })?;
+        // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
+        if flags.contains(Flags::RELIABLE) && self.qos == Qos::AtMostOnce {
+            return Err(ApiError::bad_request(
+                "flags: reliable needs qos 1 or 2 (the flag means at least once)",
+            ));
+        }
+        if self.qos != Qos::AtMostOnce {
+            flags = flags.with(Flags::RELIABLE);
+        }
         let content_type = self.content_type.unwrap_or_else(ContentType::json);
         let outgoing = Outgoing {
             to: self.to,

@@ -35,7 +35,8 @@ pub(crate) fn document() -> Value {
             "/v1/federations/{id}/suspend": {"post": {"parameters": id, "summary": "Suspend message flow", "responses": {"200": {"description": "OK"}}}},
             "/v1/federations/{id}/resume": {"post": {"parameters": id, "summary": "Resume message flow", "responses": {"200": {"description": "OK"}}}},
             "/v1/federations/{id}/terminate": {"post": {"parameters": id, "summary": "Terminate (body {\"force\": true} to revoke at once)", "responses": {"200": {"description": "OK"}}}},
-            "/v1/messages": {"post": op("Send a message to a federated mesh; answers with the envelope id", Some("Message"))},
+            "/v1/messages": {"post": op("Send a message to a federated mesh; answers 202 with the envelope id once accepted (qos >= 1: persisted), or with wait: 200 once the destination acknowledged (422 dead_lettered if it will not be delivered; 503 queue_full when store-and-forward is at its limit)", Some("Message"))},
+            "/v1/messages/dead-letters": {"get": op("The latest 1000 messages that will not be delivered, with why", None)},
             "/v1/messages/publish": {"get": {
                 "summary": "WebSocket for sending: each text frame is one Message; each is answered in order with {\"id\"} or an Error frame, and the stream continues",
                 "responses": {"101": {"description": "Switching to WebSocket"}}
@@ -44,7 +45,8 @@ pub(crate) fn document() -> Value {
                 "summary": "WebSocket of delivered envelopes in the spec's JSON layout",
                 "parameters": [
                     {"name": "topic", "in": "query", "schema": {"type": "string"}, "description": "Topic pattern (+ one segment, # the rest)"},
-                    {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "Only envelopes from this mesh"}
+                    {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "Only envelopes from this mesh"},
+                    {"name": "durable", "in": "query", "schema": {"type": "string"}, "description": "Durable subscription name: qos >= 1 envelopes that arrive while no subscriber is connected are kept and sent when one connects; acknowledge each with a text frame {\"ack\": \"<envelope id>\"} (covers every envelope sent before it)"}
                 ],
                 "responses": {"101": {"description": "Switching to WebSocket"}}
             }}
@@ -63,7 +65,8 @@ pub(crate) fn document() -> Value {
                     "qos": {"type": "integer", "minimum": 0, "maximum": 2},
                     "priority": {"type": "integer", "minimum": 0, "maximum": 7},
                     "max_latency": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
-                    "flags": {"type": "array", "items": {"enum": ["reliable", "ordered"]}}}}
+                    "flags": {"type": "array", "items": {"enum": ["reliable", "ordered"]}},
+                    "wait": {"type": "boolean", "default": false, "description": "Answer once the destination acknowledged (qos 1 or 2)"}}}
             }
         }
     })
