@@ -207,6 +207,17 @@ impl Spawned {
         read_lossy(&self.stdout)
     }
 
+    /// What it has printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        read_lossy(&self.stderr)
+    }
+
+    /// The file its stdout goes to (it outlives the process, until the [`Mesh`] drops), for
+    /// tests that read a long output a piece at a time.
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
     /// Whether it has ended.
     pub fn has_exited(&mut self) -> bool {
         self.guard.try_wait().is_some()
@@ -451,6 +462,35 @@ impl Mesh {
         let child = self
             .cli_command(args)
             .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("create a stdout file"))
+            .stderr(File::create(&stderr).expect("create a stderr file"))
+            .spawn()
+            .expect("spawn meshfed");
+        Spawned {
+            guard: ProcessGuard::new(child, format!("meshfed {}", args.join(" "))),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `meshfed --dir DIR ARGS...` with `stdin` as its standard input, left running; stdout and
+    /// stderr go to files. The input is written to a file first, so a long input does not block
+    /// the test while the command reads it.
+    pub fn spawn_cli_with_stdin(&mut self, args: &[&str], stdin: &str) -> Spawned {
+        self.spawned += 1;
+        let input = self.root.path().join(format!("cli-{}.stdin", self.spawned));
+        fs::write(&input, stdin).expect("write a stdin file");
+        let stdout = self
+            .root
+            .path()
+            .join(format!("cli-{}.stdout", self.spawned));
+        let stderr = self
+            .root
+            .path()
+            .join(format!("cli-{}.stderr", self.spawned));
+        let child = self
+            .cli_command(args)
+            .stdin(File::open(&input).expect("open the stdin file"))
             .stdout(File::create(&stdout).expect("create a stdout file"))
             .stderr(File::create(&stderr).expect("create a stderr file"))
             .spawn()

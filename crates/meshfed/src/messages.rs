@@ -197,43 +197,114 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
             .parse()
             .map_err(|e| Failure::Config(anyhow!("admin token: {e}")))?;
         req.headers_mut().insert("authorization", auth);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .map_err(|e| refused(&client, e))?;
         // The gateway registers the subscription before it completes the upgrade: from here on
         // nothing delivered is missed, so this line tells scripts the subscriber is ready.
         eprintln!("subscribed at {} ({})", client.addr(), describe(&args));
+        let mut stream = Envelopes {
+            ws,
+            buffered: std::collections::VecDeque::new(),
+            seen: 0,
+        };
+        let durable = args.durable.is_some();
         let mut out = std::io::stdout();
-        let mut seen = 0u64;
-        while args.count.is_none_or(|n| seen < n) {
-            let msg = tokio::select! {
+        while args.count.is_none_or(|n| stream.seen < n) {
+            let first = tokio::select! {
                 () = crate::gateway::shutdown_signal() => return Ok(()),
-                m = ws.next() => m,
+                e = stream.next() => e?,
             };
-            match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    if v.get("error").is_some() {
-                        let message = v["error"]["message"].as_str().unwrap_or("no message");
-                        return Err(Failure::Runtime(anyhow!("the gateway refused: {message}")));
-                    }
-                    let _ = writeln!(out, "{t}");
-                    let _ = out.flush();
-                    seen += 1;
-                    // Printed: acknowledged, so a durable subscription goes on after it.
-                    if args.durable.is_some()
-                        && let Some(id) = v["federation"]["id"].as_str()
-                    {
-                        let ack = json!({ "ack": id }).to_string();
-                        if let Err(e) =
-                            futures_util::SinkExt::send(&mut ws, Message::Text(ack.into())).await
-                        {
-                            return Err(Failure::Runtime(anyhow!(
-                                "acknowledging envelope {id} failed: {e}"
-                            )));
-                        }
-                    }
+            if !(durable && first.qos == 2) {
+                let _ = writeln!(out, "{}", first.text);
+                let _ = out.flush();
+                stream.seen += 1;
+                // Printed, then acknowledged: a durable subscription goes on after it.
+                if durable {
+                    stream.ack(&first.id).await?;
                 }
+                continue;
+            }
+            // Exactly once: acknowledge first and print once the gateway has committed the
+            // acknowledgement, so a crash of the gateway repeats nothing. The qos 2 envelopes
+            // already here share one confirmation.
+            let room = args.count.map_or(usize::MAX, |n| {
+                usize::try_from(n - stream.seen).unwrap_or(usize::MAX)
+            });
+            let mut group = vec![first];
+            while group.len() < room {
+                match stream.ready() {
+                    Some(e) if e.qos == 2 => group.push(e),
+                    Some(e) => {
+                        stream.buffered.push_front(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let last = group.last().map(|e| e.id.clone()).unwrap_or_default();
+            stream.ack(&last).await?;
+            tokio::select! {
+                () = crate::gateway::shutdown_signal() => return Ok(()),
+                r = stream.confirmed(&last) => r?,
+            }
+            for e in &group {
+                let _ = writeln!(out, "{}", e.text);
+            }
+            let _ = out.flush();
+            stream.seen += group.len() as u64;
+        }
+        let _ = stream.ws.close(None).await;
+        Ok(())
+    })
+}
+
+/// One envelope as the stream delivered it.
+struct Received {
+    text: String,
+    id: String,
+    qos: u64,
+}
+
+/// The subscriber's side of the stream: envelopes, acknowledgements and their confirmations.
+struct Envelopes {
+    ws: crate::client::WebSocket,
+    /// Envelopes read while waiting for a confirmation.
+    buffered: std::collections::VecDeque<Received>,
+    seen: u64,
+}
+
+/// What one frame of the stream is.
+enum Frame {
+    Envelope(Received),
+    Acked(String),
+}
+
+impl Envelopes {
+    fn parse(&self, text: &str) -> Result<Frame, Failure> {
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        if let Some(e) = v.get("error") {
+            let message = e["message"].as_str().unwrap_or("no message");
+            return Err(Failure::Runtime(anyhow!("the gateway refused: {message}")));
+        }
+        if let Some(id) = v["acked"].as_str() {
+            return Ok(Frame::Acked(id.to_owned()));
+        }
+        Ok(Frame::Envelope(Received {
+            id: v["federation"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            qos: v["federation"]["policy"]["qos"].as_u64().unwrap_or(0),
+            text: text.to_owned(),
+        }))
+    }
+
+    async fn frame(&mut self) -> Result<Frame, Failure> {
+        loop {
+            let seen = self.seen;
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => return self.parse(t.as_str()),
                 Some(Ok(Message::Close(_))) | None => {
                     return Err(Failure::Runtime(anyhow!(
                         "the gateway closed the stream after {seen} envelopes"
@@ -247,9 +318,53 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                 }
             }
         }
-        let _ = ws.close(None).await;
-        Ok(())
-    })
+    }
+
+    /// The next envelope.
+    async fn next(&mut self) -> Result<Received, Failure> {
+        if let Some(e) = self.buffered.pop_front() {
+            return Ok(e);
+        }
+        loop {
+            if let Frame::Envelope(e) = self.frame().await? {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// The next envelope if one is already here.
+    fn ready(&mut self) -> Option<Received> {
+        if let Some(e) = self.buffered.pop_front() {
+            return Some(e);
+        }
+        use futures_util::FutureExt as _;
+        match self.ws.next().now_or_never()?? {
+            Ok(Message::Text(t)) => match self.parse(t.as_str()) {
+                Ok(Frame::Envelope(e)) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    async fn ack(&mut self, id: &str) -> Result<(), Failure> {
+        let ack = json!({ "ack": id }).to_string();
+        futures_util::SinkExt::send(&mut self.ws, Message::Text(ack.into()))
+            .await
+            .map_err(|e| Failure::Runtime(anyhow!("acknowledging envelope {id} failed: {e}")))
+    }
+
+    /// Waits until the gateway confirms the acknowledgement of `id`; envelopes arriving
+    /// meanwhile are kept.
+    async fn confirmed(&mut self, id: &str) -> Result<(), Failure> {
+        loop {
+            match self.frame().await? {
+                Frame::Acked(a) if a == id => return Ok(()),
+                Frame::Acked(_) => {}
+                Frame::Envelope(e) => self.buffered.push_back(e),
+            }
+        }
+    }
 }
 
 fn describe(args: &SubscribeArgs) -> String {

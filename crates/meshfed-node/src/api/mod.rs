@@ -541,7 +541,8 @@ async fn forward(
 }
 
 /// An acknowledgement from a durable subscriber: `{"ack": "<envelope id>"}` acknowledges that
-/// envelope and every one sent before it.
+/// envelope and every one sent before it; `{"acked": "<envelope id>"}` answers once that is
+/// committed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DurableAck {
@@ -549,31 +550,42 @@ struct DurableAck {
 }
 
 async fn forward_durable(mut reader: durable::Reader, mut socket: WebSocket) {
+    let (confirm, mut confirmed) = tokio::sync::mpsc::unbounded_channel();
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     let acked = serde_json::from_str::<DurableAck>(text.as_str())
                         .map_err(|e| format!("not an acknowledgement ({e})"))
-                        .and_then(|a| reader.ack(&a.ack));
-                    if let Err(e) = acked {
-                        let reply = ApiError::bad_request(e).to_json();
-                        if socket.send(WsMessage::Text(reply.to_string().into())).await.is_err() {
-                            break;
-                        }
+                        .and_then(|a| reader.ack(&a.ack, confirm.clone()));
+                    match acked {
+                        Ok(()) => continue,
+                        Err(e) => ApiError::bad_request(e).to_json(),
                     }
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
+            },
+            Some(done) = confirmed.recv() => match done {
+                Ok(id) => json!({ "acked": id }),
+                Err(e) => ApiError::internal(e).to_json(),
             },
             next = reader.next() => match next {
                 Some(text) => {
                     if socket.send(WsMessage::Text(text.into())).await.is_err() {
                         break;
                     }
+                    continue;
                 }
                 None => break,
             },
+        };
+        if socket
+            .send(WsMessage::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
         }
     }
     reader.save();

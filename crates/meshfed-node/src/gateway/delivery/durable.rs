@@ -3,18 +3,19 @@
 //! gateway and of the subscriber.
 //!
 //! A subscriber reads its messages from the journal in arrival order, a window at a time, and
-//! acknowledges them by envelope id; the acknowledged position (the cursor) is saved a little
-//! later in one write for many acknowledgements, so a subscriber that crashes gets the last few
-//! again (at least once), never fewer.
+//! acknowledges them by envelope id. Each acknowledgement moves the subscription's cursor in the
+//! journal (many share one commit) and is confirmed once committed, so a subscriber can choose
+//! per message: print, then acknowledge (at least once: a crash may repeat the last ones), or
+//! acknowledge, wait for the confirmation, then print (what the CLI does for qos 2: a gateway
+//! crash repeats nothing).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use meshfed_proto::{MeshId, TopicPattern};
 use meshfed_store::Write;
 use meshfed_store::journal::{InboundSeq, Subscription, SubscriptionName};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::gateway::messages::Delivery;
 use crate::gateway::{Node, now};
@@ -23,8 +24,6 @@ use crate::gateway::{Node, now};
 const WINDOW: usize = 1024;
 /// Messages read from the journal at a time.
 const PAGE: usize = 256;
-/// How often a subscriber's acknowledged position is saved.
-const CURSOR_SAVE: Duration = Duration::from_millis(100);
 
 /// The durable subscriptions, mirrored from the journal.
 pub(crate) struct Durable {
@@ -110,7 +109,6 @@ pub(crate) struct Reader {
     changes: watch::Receiver<u64>,
     /// The live stream, for the qos 0 messages the journal does not keep.
     live: super::live::Subscription,
-    save_timer: tokio::time::Interval,
 }
 
 impl Reader {
@@ -138,7 +136,6 @@ impl Reader {
             saved: cursor,
             changes,
             live,
-            save_timer: tokio::time::interval(CURSOR_SAVE),
         })
     }
 
@@ -165,7 +162,6 @@ impl Reader {
                     Some(d) => return Some(d.text.to_string()),
                     None => return None,
                 },
-                _ = self.save_timer.tick() => self.save(),
             }
         }
     }
@@ -194,16 +190,40 @@ impl Reader {
         }
     }
 
-    /// The subscriber acknowledged envelope `id` and everything sent before it.
-    pub(crate) fn ack(&mut self, id: &str) -> Result<(), String> {
+    /// The subscriber acknowledged envelope `id` and everything sent before it: the cursor
+    /// moves there, and `confirm` gets `id` once that is committed.
+    pub(crate) fn ack(
+        &mut self,
+        id: &str,
+        confirm: mpsc::UnboundedSender<Result<String, String>>,
+    ) -> Result<(), String> {
         let Some(pos) = self.unacked.iter().position(|(i, _)| i == id) else {
             return Err(format!(
                 "{id} is not an unacknowledged envelope of this subscription"
             ));
         };
-        for (_, seq) in self.unacked.drain(..=pos) {
-            self.acked = Some(seq);
-        }
+        let Some((_, delivered)) = self.unacked.drain(..=pos).last() else {
+            return Err(format!("{id}: nothing to acknowledge"));
+        };
+        self.acked = Some(delivered);
+        self.saved = self.acked;
+        let name = self.name.clone();
+        let id = id.to_owned();
+        self.node.journal.submit_then(
+            vec![Write::SaveCursor {
+                subscription: name.clone(),
+                delivered,
+            }],
+            move |outcome| {
+                let _ = confirm.send(match outcome {
+                    Ok(()) => Ok(id),
+                    Err(e) => {
+                        tracing::warn!(subscription = %name, error = %e, "could not save the subscription's position");
+                        Err(format!("acknowledging {id} failed: {e}"))
+                    }
+                });
+            },
+        );
         Ok(())
     }
 
