@@ -202,7 +202,7 @@ impl Reader {
                 "{id} is not an unacknowledged envelope of this subscription"
             ));
         };
-        let Some((_, delivered)) = self.unacked.drain(..=pos).last() else {
+        let Some((_, delivered)) = self.unacked.drain(..=pos).next_back() else {
             return Err(format!("{id}: nothing to acknowledge"));
         };
         self.acked = Some(delivered);
