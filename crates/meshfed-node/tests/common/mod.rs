@@ -146,3 +146,80 @@ pub(crate) async fn next_json(ws: &mut Ws) -> Value {
         }
     }
 }
+
+impl Node {
+    /// Starts a gateway like [`Node::start`], with `tweak` applied to its configuration first
+    /// (say, its `[delivery]` limits).
+    pub(crate) async fn start_with(mesh: &str, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            mesh.parse().unwrap(),
+            "gw1".parse().unwrap(),
+            SystemTime::now(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let mut config = NodeConfig::load(dir.path()).unwrap();
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        tweak(&mut config);
+        Self::launch(dir, config).await
+    }
+
+    /// Stops this gateway, keeping its directory (store, journal, federations) to start it
+    /// again with [`Stopped::start`].
+    pub(crate) async fn stop(self) -> Stopped {
+        let Self {
+            _dir: dir, gateway, ..
+        } = self;
+        let federation = gateway.federation_addr();
+        gateway.shutdown().await;
+        Stopped { dir, federation }
+    }
+
+    async fn launch(dir: tempfile::TempDir, config: NodeConfig) -> Self {
+        let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _dir: dir,
+            gateway,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// A gateway stopped by [`Node::stop`].
+pub(crate) struct Stopped {
+    dir: tempfile::TempDir,
+    federation: SocketAddr,
+}
+
+impl Stopped {
+    /// Starts the gateway again from its directory, with the configuration on disk: its
+    /// federation listener comes back on the address it had, the one peers re-dial. The API
+    /// gets a new port.
+    pub(crate) async fn start(self) -> Node {
+        let mut config = NodeConfig::load(self.dir.path()).unwrap();
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        config.federation.listen = self.federation;
+        Node::launch(self.dir, config).await
+    }
+}

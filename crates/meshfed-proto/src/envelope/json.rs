@@ -142,8 +142,22 @@ struct MetadataJson {
 impl Envelope {
     /// The spec-layout JSON value of this envelope.
     pub fn to_json(&self) -> serde_json::Value {
+        // Invariant: these structs hold only strings, numbers, options and arrays.
+        serde_json::to_value(self.json_doc())
+            .unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
+    }
+
+    /// The spec-layout JSON text of this envelope (keys in the spec's order), written without
+    /// building a [`serde_json::Value`] first.
+    pub fn to_json_string(&self) -> String {
+        // Invariant: these structs hold only strings, numbers, options and arrays.
+        serde_json::to_string(&self.json_doc())
+            .unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
+    }
+
+    fn json_doc(&self) -> EnvelopeJson {
         let h = &self.header;
-        let doc = EnvelopeJson {
+        EnvelopeJson {
             federation: FederationJson {
                 version: h.version,
                 id: h.id,
@@ -195,9 +209,7 @@ impl Envelope {
                 },
             },
             message: present_message(&h.metadata.content_type, self.message.as_deref()),
-        };
-        // Invariant: these structs hold only strings, numbers, options and arrays.
-        serde_json::to_value(doc).unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
+        }
     }
 
     /// Reads a spec-layout JSON envelope.

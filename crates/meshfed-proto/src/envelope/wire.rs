@@ -364,6 +364,19 @@ fn invalid(field: &'static str, reason: impl std::fmt::Display) -> EnvelopeError
     }
 }
 
+impl Header {
+    /// The header's CBOR encoding, as envelopes carry it (for storing a header outside an
+    /// envelope; an envelope keeps the bytes it was signed over).
+    pub fn encode(&self) -> Vec<u8> {
+        encode_header(self)
+    }
+
+    /// Parses a header encoding; every field is checked.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        decode_header(bytes)
+    }
+}
+
 /// The header bytes of `h`, encoded once and then kept (also by [`crate::batch`]).
 pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
     let wire = WireHeader {

@@ -17,7 +17,7 @@ pub(crate) mod outbound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::batch::SignedBatch;
 use meshfed_proto::crypto::Signature;
 use meshfed_proto::envelope::{
     BatchProof, Envelope, EnvelopeError, Header, Hop, Timestamp, WireEnvelope,
@@ -45,20 +45,41 @@ pub(crate) struct Pending {
     pub(crate) payload: Vec<u8>,
 }
 
-/// The stored form of a pending message: an unsigned envelope with a clear payload (the
-/// journal is this gateway's own disk; it is sealed for the peer when sent).
+/// The stored form of a pending message: the header's CBOR encoding and the clear payload
+/// (the journal is this gateway's own disk; the message is sealed for the peer when sent),
+/// framed as `[u32 header length, big-endian][header][payload]`.
 pub(crate) fn encode_stored(pending: &Pending) -> Vec<u8> {
-    let hop = Hop::origin(pending.header.source.mesh.clone(), Hop::DEFAULT_TTL);
-    UnsignedEnvelope::clear(pending.header.clone(), hop, pending.payload.clone()).encode()
+    let header = pending.header.encode();
+    let mut out = Vec::with_capacity(4 + header.len() + pending.payload.len());
+    out.extend_from_slice(
+        &u32::try_from(header.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&pending.payload);
+    out
 }
 
 /// Reads a stored pending message back.
-pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Pending, EnvelopeError> {
-    let env = UnsignedEnvelope::decode(bytes)?;
-    let payload = env.clear_payload()?.to_vec();
-    let mut header = env.header().clone();
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Pending, String> {
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or("shorter than its length prefix")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(format!(
+            "header of {len} bytes announced, {} present",
+            rest.len()
+        ));
+    }
+    let (header, payload) = rest.split_at(len);
+    let mut header = Header::decode(header).map_err(|e| format!("header: {e}"))?;
     header.encryption = None;
-    Ok(Pending { header, payload })
+    Ok(Pending {
+        header,
+        payload: payload.to_vec(),
+    })
 }
 
 /// Microseconds since the Unix epoch.
@@ -326,7 +347,7 @@ fn arrive(
                 message: Some(clear),
                 batch,
             };
-            (size, envelope.to_json().to_string(), None)
+            (size, envelope.to_json_string(), None)
         }
         Err(reason) => (0, String::new(), Some(reason)),
     };
@@ -340,5 +361,37 @@ fn arrive(
         header,
         size,
         arrived: Arrived { delivery, refused },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Pending {
+        let pki = meshfed_testkit::TestPki::new("plant-a");
+        let header = pki.node("gw1").envelope_header("supplier-b", "line-3/temp");
+        Pending {
+            header,
+            payload: b"line 3 at 71.5 C".to_vec(),
+        }
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_refuses_truncation() {
+        let p = pending();
+        let bytes = encode_stored(&p);
+        let back = decode_stored(&bytes).unwrap();
+        assert_eq!(back.header, p.header);
+        assert_eq!(back.payload, p.payload);
+        assert_eq!(
+            decode_stored(&bytes[..3]).unwrap_err(),
+            "shorter than its length prefix"
+        );
+        let err = decode_stored(&bytes[..10]).unwrap_err();
+        assert!(err.contains("announced"), "{err}");
+        let mut bad = bytes.clone();
+        bad[5] ^= 0xff;
+        assert!(decode_stored(&bad).unwrap_err().starts_with("header: "));
     }
 }

@@ -413,6 +413,8 @@ impl Task {
         let mut persist_ids = Vec::new();
         let mut settled = Vec::new();
         let mut acknowledged = Vec::new();
+        // Told once the dead letters are recorded, so that what they are told is listed.
+        let mut dead = Vec::new();
         while let Some(event) = self.outbox.poll_event() {
             match event {
                 OutboxEvent::Persist(m) => {
@@ -470,7 +472,7 @@ impl Task {
                         }));
                     }
                     if let Some(tx) = self.waiting.remove(&id) {
-                        let _ = tx.send(Err(reason));
+                        dead.push((tx, reason));
                     }
                 }
             }
@@ -495,7 +497,14 @@ impl Task {
                     // The messages stay stored and come back after a restart: sent again, never lost.
                     tracing::warn!(%peer, error = %e, "could not delete settled messages from the journal");
                 }
+                for (tx, reason) in dead {
+                    let _ = tx.send(Err(reason));
+                }
             });
+        } else {
+            for (tx, reason) in dead {
+                let _ = tx.send(Err(reason));
+            }
         }
     }
 

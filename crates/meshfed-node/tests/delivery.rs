@@ -1,0 +1,350 @@
+//! Reliable delivery through the API, gateways in one process over real mutual TLS on loopback:
+//! acknowledged sends, the bounded store-and-forward queue, dead letters, both signature modes,
+//! durable subscriptions, and the order a backlog drains in.
+
+mod common;
+
+use common::{Node, Ws, federate, next_json, wait_for};
+use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_node::config::SignatureMode;
+use meshfed_proto::envelope::Envelope;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `POST /v1/messages` with `body`.
+async fn send(from: &Node, body: Value) -> (u16, Value) {
+    from.post("/v1/messages", body).await
+}
+
+/// A qos-1 message to supplier-b on `topic` with `payload` and `priority`, accepted.
+async fn send_reliable(from: &Node, topic: &str, payload: &str, priority: u8) -> String {
+    let (status, sent) = send(
+        from,
+        json!({"to": "supplier-b", "topic": topic, "payload": payload, "qos": 1, "priority": priority}),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    sent["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {sent}"))
+        .to_owned()
+}
+
+/// Waits until `node` sees no link for federation `id`.
+async fn wait_link_down(node: &Node, id: &str) {
+    wait_for(|| async {
+        node.get(&format!("/v1/federations/{id}")).await.1["health"] == "unreachable"
+    })
+    .await;
+}
+
+/// Opens durable subscription `name` on `t/#` and closes it again: from then on the gateway
+/// keeps every reliable message on `t/#` for it.
+async fn register_durable(node: &Node, name: &str) {
+    let mut ws = node.stream(&format!("?durable={name}&topic=t/%23")).await;
+    close(&mut ws).await;
+}
+
+/// Closes a WebSocket and waits for the server's close.
+async fn close(ws: &mut Ws) {
+    if let Err(e) = ws.close(None).await {
+        panic!("closing a WebSocket: {e}");
+    }
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// The error code and message of an API error body.
+fn error_of(body: &Value) -> (&str, &str) {
+    let e = &body["error"];
+    (
+        e["code"].as_str().unwrap_or_else(|| panic!("{body}")),
+        e["message"].as_str().unwrap_or_else(|| panic!("{body}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_send_is_accepted_then_acknowledged_and_arrives_flagged_reliable() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("").await;
+
+    let (status, accepted) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/a", "payload": {"n": 1}, "qos": 1}),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let first = accepted["id"].as_str().unwrap();
+    assert!(first.starts_with("fed_"), "{accepted}");
+
+    let (status, acked) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/a", "payload": {"n": 2}, "qos": 1, "wait": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{acked}");
+    let second = acked["id"].as_str().unwrap();
+    assert!(second.starts_with("fed_"), "{acked}");
+    assert_eq!(acked, json!({"id": second, "status": "acknowledged"}));
+
+    for (n, sent) in [(1, first), (2, second)] {
+        let got = next_json(&mut at_b).await;
+        assert_eq!(got["message"], json!({"n": n}), "{got}");
+        let f = &got["federation"];
+        assert_eq!(f["id"], sent, "{got}");
+        assert_eq!(f["policy"]["qos"], 1, "{got}");
+        let flags = f["routing"]["flags"].as_array().unwrap();
+        assert!(flags.contains(&json!("reliable")), "{got}");
+    }
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["delivery"]["acknowledged"], 2, "{fed}");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_for_an_unreachable_peer_refuses_sends_beyond_its_limit() {
+    let a = Node::start_with("plant-a", |c| c.delivery.max_queued_messages = 3).await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    b.gateway.shutdown().await;
+    wait_link_down(&a, &id).await;
+
+    let (status, err) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/a", "payload": 0}),
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
+    let (code, message) = error_of(&err);
+    assert_eq!(code, "peer_unreachable");
+    assert!(
+        message.contains("mesh supplier-b is unreachable") && message.contains("qos 1"),
+        "{message}"
+    );
+
+    for n in 1..=3 {
+        send_reliable(&a, "t/a", &format!("m{n}"), 0).await;
+    }
+    let (status, err) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/a", "payload": "m4", "qos": 1}),
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
+    let (code, message) = error_of(&err);
+    assert_eq!(code, "queue_full");
+    assert!(
+        message.contains("the queue for supplier-b is full") && message.contains("3 messages"),
+        "{message}"
+    );
+
+    let (status, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(status, 200, "{fed}");
+    assert_eq!(fed["backlog"]["messages"], 3, "{fed}");
+    assert_eq!(fed["backlog"]["in_flight"], 0, "{fed}");
+    a.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_whose_deadline_passes_in_the_queue_is_dead_lettered_and_reported() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    b.gateway.shutdown().await;
+    wait_link_down(&a, &id).await;
+
+    let (status, err) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/late", "payload": 1, "qos": 1,
+               "max_latency": 200, "wait": true}),
+    )
+    .await;
+    assert_eq!(status, 422, "{err}");
+    let (code, message) = error_of(&err);
+    assert_eq!(code, "dead_lettered");
+    assert!(
+        message.contains("was dead-lettered: deadline passed"),
+        "{message}"
+    );
+    let dead = message
+        .strip_prefix("message ")
+        .and_then(|m| m.split(' ').next())
+        .unwrap_or_else(|| panic!("no id in {message:?}"));
+
+    let (status, list) = a.get("/v1/messages/dead-letters").await;
+    assert_eq!(status, 200, "{list}");
+    let letters = list["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{list}");
+    let letter = &letters[0];
+    assert_eq!(letter["id"], dead, "{list}");
+    assert_eq!(letter["to"], "supplier-b", "{list}");
+    assert_eq!(letter["topic"], "t/late", "{list}");
+    assert_eq!(letter["qos"], 1, "{list}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("deadline passed"),
+        "{list}"
+    );
+
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="expired_in_queue"} 1"#),
+        "{metrics}"
+    );
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["dead_lettered"], 1, "{fed}");
+    assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
+    a.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_message_signatures_deliver_without_a_batch_proof() {
+    let a = Node::start_with("plant-a", |c| {
+        c.delivery.signatures = SignatureMode::Message
+    })
+    .await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let mut at_b = b.stream("").await;
+
+    for n in 0..3 {
+        send_reliable(&a, "t/a", &format!("m{n}"), 0).await;
+    }
+    let (status, sent) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/a", "payload": "m3"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+
+    for n in 0..4 {
+        let got = next_json(&mut at_b).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+        let security = got["federation"]["security"].as_object().unwrap();
+        assert!(!security.contains_key("batch"), "{got}");
+        let env = Envelope::from_json(&got.to_string()).unwrap();
+        assert!(env.batch.is_none(), "{got}");
+        assert_eq!(env.header.id.to_string(), got["federation"]["id"]);
+    }
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_signatures_deliver_each_envelope_with_its_inclusion_proof() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    register_durable(&b, "batch").await;
+    // Queued while B is away, the three leave together when it is back: one batch.
+    let stopped = b.stop().await;
+    wait_link_down(&a, &id).await;
+    for n in 0..3 {
+        send_reliable(&a, "t/a", &format!("m{n}"), 0).await;
+    }
+    let b = stopped.start().await;
+    let mut at_b = b.stream("?durable=batch&topic=t/%23").await;
+
+    let mut root = None;
+    for n in 0..3u32 {
+        let got = next_json(&mut at_b).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+        let batch = &got["federation"]["security"]["batch"];
+        assert_eq!(batch["count"], 3, "{got}");
+        assert_eq!(batch["index"], n, "{got}");
+        assert!(!batch["proof"].as_str().unwrap().is_empty(), "{got}");
+        let r = batch["root"].as_str().unwrap().to_owned();
+        assert_eq!(
+            root.get_or_insert(r.clone()),
+            &r,
+            "one batch, one root: {got}"
+        );
+        let env = Envelope::from_json(&got.to_string()).unwrap();
+        let proof = env
+            .batch
+            .unwrap_or_else(|| panic!("no batch read from {got}"));
+        assert_eq!(proof.count(), 3, "{got}");
+        assert_eq!(env.header.id.to_string(), got["federation"]["id"]);
+    }
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_subscriber_gets_what_it_missed_in_order_and_resumes_after_its_ack() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    register_durable(&b, "d1").await;
+
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(send_reliable(&a, "t/d", &format!("m{n}"), 0).await);
+    }
+
+    let mut sub = b.stream("?durable=d1&topic=t/%23").await;
+    for (n, id) in (1..=5).zip(&ids) {
+        let got = next_json(&mut sub).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+        assert_eq!(got["federation"]["id"], id.as_str(), "{got}");
+    }
+    let ack = json!({"ack": ids[2]}).to_string();
+    sub.send(Message::Text(ack.into())).await.unwrap();
+    assert_eq!(next_json(&mut sub).await, json!({"acked": ids[2]}));
+    close(&mut sub).await;
+
+    let mut sub = b.stream("?durable=d1&topic=t/%23").await;
+    for (n, id) in (4..=5).zip(&ids[3..]) {
+        let got = next_json(&mut sub).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+        assert_eq!(got["federation"]["id"], id.as_str(), "{got}");
+    }
+    // Nothing else was pending: the next frame is a message sent now.
+    let sixth = send_reliable(&a, "t/d", "m6", 0).await;
+    let got = next_json(&mut sub).await;
+    assert_eq!(got["federation"]["id"], sixth.as_str(), "{got}");
+    close(&mut sub).await;
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_drains_by_priority_and_an_ordered_pair_keeps_its_order() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    register_durable(&b, "d6").await;
+    let stopped = b.stop().await;
+    wait_link_down(&a, &id).await;
+    for (payload, priority) in [("a0", 0), ("a7", 7), ("a3", 3)] {
+        send_reliable(&a, "t/a", payload, priority).await;
+    }
+    for (payload, priority) in [("o1", 0), ("o2", 7)] {
+        let (status, sent) = send(
+            &a,
+            json!({"to": "supplier-b", "topic": "t/o", "payload": payload, "qos": 1,
+                   "priority": priority, "flags": ["ordered"]}),
+        )
+        .await;
+        assert_eq!(status, 202, "{sent}");
+    }
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["backlog"]["messages"], 5, "{fed}");
+    let b = stopped.start().await;
+
+    let mut sub = b.stream("?durable=d6&topic=t/%23").await;
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let got = next_json(&mut sub).await;
+        order.push(got["message"].as_str().unwrap().to_owned());
+    }
+    // 7 first; o1 inherits o2's priority 7 so that o2 is not stuck behind it.
+    assert_eq!(order, ["a7", "o1", "o2", "a3", "a0"]);
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
