@@ -387,7 +387,11 @@ impl Task {
                 }
             }
             Control::LinkUp(link) => {
-                self.link = Some(link);
+                // A new session may come up before the old one's end is reported: what was in
+                // flight on the old one goes again now, not after a retransmission timeout.
+                if self.link.replace(link).is_some() {
+                    self.outbox.handle_link_down();
+                }
                 self.outbox.handle_link_up();
             }
             Control::LinkDown(link) => {
