@@ -293,7 +293,7 @@ async fn durable_subscriber_gets_what_it_missed_in_order_and_resumes_after_its_a
         assert_eq!(got["message"], format!("m{n}"), "{got}");
         assert_eq!(got["federation"]["id"], id.as_str(), "{got}");
     }
-    let ack = json!({"ack": ids[2]}).to_string();
+    let ack = json!({"ack": ids[2], "confirm": true}).to_string();
     sub.send(Message::Text(ack.into())).await.unwrap();
     assert_eq!(next_json(&mut sub).await, json!({"acked": ids[2]}));
     close(&mut sub).await;

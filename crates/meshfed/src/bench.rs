@@ -1,10 +1,13 @@
 //! `meshfed bench`: what a user's program sees from one mesh's local publish API to another
 //! mesh's local subscriber.
 //!
-//! Two meshes (`plant-a`, `supplier-b`) start in this process on loopback, each with its own CA,
-//! in a temporary directory, and federate by invitation through their APIs — the code paths of a
-//! real deployment. A publisher WebSocket (`/v1/messages/publish`) on A and a subscriber
-//! WebSocket (`/v1/messages/stream`) on B then carry two phases:
+//! By default two meshes (`plant-a`, `supplier-b`) start in this process on loopback, each with
+//! its own CA, in a temporary directory, and federate by invitation through their APIs — the
+//! code paths of a real deployment. With `--publisher DIR --subscriber DIR` bench starts
+//! nothing: it measures two gateways already running, found through their node directories,
+//! once it has checked that the publisher has an active federation with the subscriber's mesh.
+//! A publisher WebSocket (`/v1/messages/publish`) on the one and a subscriber WebSocket
+//! (`/v1/messages/stream`) on the other then carry two phases:
 //!
 //! - **throughput**: messages as fast as the publish socket takes them (TCP back-pressure
 //!   paces the publisher);
@@ -12,27 +15,31 @@
 //!   publisher that falls behind shows up as latency instead of hiding it.
 //!
 //! Every payload starts with 32 hex digits: the phase, the sequence number and the send time
-//! in nanoseconds since a shared [`Instant`] (both ends are in this process, so one monotonic
-//! clock serves both). Latency is the subscriber's receive time minus that stamp. Each phase
-//! stops by itself: after its count or duration, once every reply and delivery is in, or when
-//! nothing has moved for [`STALL`].
+//! in nanoseconds since a shared [`Instant`] (both sockets are in this process, so one
+//! monotonic clock serves both ends, wherever the gateways run). Latency is the subscriber's
+//! receive time minus that stamp. Each phase stops by itself: after its count or duration, once
+//! every reply and delivery is in, or when nothing has moved for [`STALL`].
 //!
 //! Every message carries the `--qos` asked for. At QoS 1 and 2 the publisher's gateway answers
 //! a publish once it has persisted the message, so that write is part of the measured path; the
 //! subscriber stays a live stream, and a message delivered twice counts once (and as a
-//! duplicate). `--signatures` sets `[delivery] signatures` on both gateways; `--compare` runs
-//! everything once per signature mode, each on a fresh pair of meshes, and prints the ratio.
+//! duplicate). `--signatures` sets `[delivery] signatures` on both gateways bench starts;
+//! `--compare` runs everything once per signature mode, each on a fresh pair of meshes, and
+//! prints the ratio. Running gateways sign as they are configured; the report names the mode
+//! in the publisher's `meshfed.toml` (the publisher is the side that signs).
 
 use std::collections::HashSet;
 use std::io::{IsTerminal as _, Write as _};
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
-use meshfed_node::config::SignatureMode;
+use meshfed_node::config::{NodeConfig, SignatureMode};
+use meshfed_proto::MeshId;
 use meshfed_proto::envelope::Qos;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -80,9 +87,21 @@ struct Plan {
     stop: Stop,
     rate: u32,
     qos: Qos,
-    /// The signature modes measured, in order: the one asked for, or both with `--compare`.
+    /// The signature modes measured, in order: the one asked for, or both with `--compare`;
+    /// for running gateways, the one the publisher is configured with.
     modes: Vec<SignatureMode>,
     json: bool,
+    /// The running gateways to measure; `None` starts two meshes in this process.
+    running: Option<Running>,
+}
+
+/// Two running gateways (`--publisher`, `--subscriber`).
+struct Running {
+    /// Node directories.
+    publisher: PathBuf,
+    subscriber: PathBuf,
+    /// How the publisher signs, by its `meshfed.toml`.
+    signatures: SignatureMode,
 }
 
 impl Plan {
@@ -104,10 +123,23 @@ impl Plan {
             }
             (None, d) => Stop::Elapsed(d.unwrap_or(DEFAULT_DURATION)),
         };
-        let modes = if args.compare {
-            vec![SignatureMode::Batch, SignatureMode::Message]
-        } else {
-            vec![args.signatures]
+        // clap makes --publisher and --subscriber come together and keeps --signatures and
+        // --compare away from them.
+        let running = match (args.publisher, args.subscriber) {
+            (Some(publisher), Some(subscriber)) => Some(Running {
+                signatures: NodeConfig::load(&publisher)
+                    .map_err(|e| Failure::Config(e.into()))?
+                    .delivery
+                    .signatures,
+                publisher,
+                subscriber,
+            }),
+            _ => None,
+        };
+        let modes = match &running {
+            Some(r) => vec![r.signatures],
+            None if args.compare => vec![SignatureMode::Batch, SignatureMode::Message],
+            None => vec![args.signatures],
         };
         Ok(Self {
             payload,
@@ -116,6 +148,7 @@ impl Plan {
             qos: args.qos,
             modes,
             json: args.json,
+            running,
         })
     }
 
@@ -130,27 +163,182 @@ struct Run {
     phases: Vec<Report>,
 }
 
+/// The gateways a report is about.
+enum Measured {
+    /// Meshes started in this process, a fresh pair per signature mode.
+    InProcess,
+    /// Two gateways that were already running.
+    Running { publisher: Side, subscriber: Side },
+}
+
+/// A running gateway as the report names it.
+struct Side {
+    mesh: MeshId,
+    api: SocketAddr,
+}
+
+impl Measured {
+    fn publisher(&self) -> &str {
+        match self {
+            Self::InProcess => PUBLISHER,
+            Self::Running { publisher, .. } => publisher.mesh.as_str(),
+        }
+    }
+
+    fn subscriber(&self) -> &str {
+        match self {
+            Self::InProcess => SUBSCRIBER,
+            Self::Running { subscriber, .. } => subscriber.mesh.as_str(),
+        }
+    }
+
+    /// The measured path, for the report's header.
+    fn path(&self) -> String {
+        match self {
+            Self::InProcess => format!(
+                "{PUBLISHER} publish API -> {SUBSCRIBER} subscriber stream, one process, loopback"
+            ),
+            Self::Running {
+                publisher,
+                subscriber,
+            } => format!(
+                "{} publish API at {} -> {} subscriber stream at {}, running gateways",
+                publisher.mesh, publisher.api, subscriber.mesh, subscriber.api
+            ),
+        }
+    }
+}
+
+/// One end of the measured path: a gateway's API and the mesh it serves.
+struct Endpoint {
+    mesh: MeshId,
+    api: ApiClient,
+}
+
+impl Endpoint {
+    /// Reads the mesh of the gateway `api` reaches (`GET /v1/node`).
+    async fn connect(api: ApiClient) -> Result<Self, Failure> {
+        let node = api.get("/v1/node").await?;
+        let mesh = node["mesh"]
+            .as_str()
+            .and_then(|m| m.parse::<MeshId>().ok())
+            .ok_or_else(|| {
+                Failure::Runtime(anyhow!(
+                    "bench: the gateway at {} names no valid mesh in GET /v1/node: {node}",
+                    api.addr()
+                ))
+            })?;
+        Ok(Self { mesh, api })
+    }
+
+    fn side(&self) -> Side {
+        Side {
+            mesh: self.mesh.clone(),
+            api: self.api.addr(),
+        }
+    }
+}
+
+/// The two gateways of a run: messages are published on the one and received on the other.
+struct Ends {
+    publisher: Endpoint,
+    subscriber: Endpoint,
+}
+
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = Plan::from_args(args)?;
+    let (runs, measured) = runtime()?.block_on(async {
+        let origin = Instant::now();
+        match &plan.running {
+            Some(target) => {
+                let (run, measured) = run_running(target, &plan, origin).await?;
+                Ok::<_, Failure>((vec![run], measured))
+            }
+            None => Ok((run_in_process(&plan, origin).await?, Measured::InProcess)),
+        }
+    })?;
+    if plan.json {
+        println!("{}", report_json(&plan, &measured, &runs));
+    } else {
+        print_table(&plan, &measured, &runs);
+    }
+    Ok(())
+}
+
+/// Starts a pair of meshes per signature mode, in a temporary directory, and measures each.
+async fn run_in_process(plan: &Plan, origin: Instant) -> Result<Vec<Run>, Failure> {
     let root = tempfile::Builder::new()
         .prefix("meshfed-bench-")
         .tempdir()
         .map_err(|e| Failure::Runtime(anyhow!("bench: temporary directory: {e}")))?;
-    let runs = runtime()?.block_on(async {
-        let origin = Instant::now();
-        let mut runs = Vec::new();
-        for &mode in &plan.modes {
-            let dir = root.path().join(mode.as_str());
-            runs.push(run_mode(&dir, &plan, origin, mode).await?);
-        }
-        Ok::<_, Failure>(runs)
-    })?;
-    if plan.json {
-        println!("{}", report_json(&plan, &runs));
-    } else {
-        print_table(&plan, &runs);
+    let mut runs = Vec::new();
+    for &mode in &plan.modes {
+        let dir = root.path().join(mode.as_str());
+        runs.push(run_mode(&dir, plan, origin, mode).await?);
     }
-    Ok(())
+    Ok(runs)
+}
+
+/// Measures the running gateways of `target` once their federation is checked.
+async fn run_running(
+    target: &Running,
+    plan: &Plan,
+    origin: Instant,
+) -> Result<(Run, Measured), Failure> {
+    let ends = Ends {
+        publisher: Endpoint::connect(ApiClient::for_dir(&target.publisher)?).await?,
+        subscriber: Endpoint::connect(ApiClient::for_dir(&target.subscriber)?).await?,
+    };
+    if ends.publisher.mesh == ends.subscriber.mesh {
+        return Err(Failure::Config(anyhow!(
+            "--publisher {} and --subscriber {} are both gateways of mesh {}: bench measures between two federated meshes",
+            target.publisher.display(),
+            target.subscriber.display(),
+            ends.publisher.mesh
+        )));
+    }
+    check_federation(&ends, target).await?;
+    let run = run_phases(&ends, plan, origin, target.signatures).await?;
+    let measured = Measured::Running {
+        publisher: ends.publisher.side(),
+        subscriber: ends.subscriber.side(),
+    };
+    Ok((run, measured))
+}
+
+/// Fails unless the publisher has an active federation with the subscriber's mesh, saying what
+/// is missing and how to set it up.
+async fn check_federation(ends: &Ends, target: &Running) -> Result<(), Failure> {
+    let (p, s) = (&ends.publisher.mesh, &ends.subscriber.mesh);
+    let list = ends.publisher.api.get("/v1/federations").await?;
+    let with_subscriber: Vec<&Value> = list["federations"]
+        .as_array()
+        .map(|all| all.iter().filter(|f| f["peer"] == s.as_str()).collect())
+        .unwrap_or_default();
+    if with_subscriber.iter().any(|f| f["status"] == "active") {
+        return Ok(());
+    }
+    let (pub_dir, sub_dir) = (target.publisher.display(), target.subscriber.display());
+    let federate = format!(
+        "federate them: `meshfed --dir {sub_dir} federation invite --peer {p}` prints a token, then `meshfed --dir {pub_dir} federation join TOKEN`"
+    );
+    let Some(f) = with_subscriber.first() else {
+        return Err(Failure::Runtime(anyhow!(
+            "bench: mesh {p} (--publisher {pub_dir}) has no federation with mesh {s} (--subscriber {sub_dir}); {federate}"
+        )));
+    };
+    let id = f["id"].as_str().unwrap_or("?");
+    let status = f["status"].as_str().unwrap_or("unknown");
+    let fix = match status {
+        "suspended" => format!("resume it: `meshfed --dir {pub_dir} federation resume {id}`"),
+        ended if ended.starts_with("terminated") => federate,
+        _ => format!(
+            "its link is not up: is the gateway of {s} running and reachable from {p}'s? `meshfed --dir {pub_dir} federation show {id}` shows the link"
+        ),
+    };
+    Err(Failure::Runtime(anyhow!(
+        "bench: mesh {p} (--publisher {pub_dir}) has no active federation with mesh {s} (--subscriber {sub_dir}): federation {id} is {status}; {fix}"
+    )))
 }
 
 /// Starts two meshes in `root` signing with `mode`, federates them and runs both phases.
@@ -160,7 +348,7 @@ async fn run_mode(
     origin: Instant,
     mode: SignatureMode,
 ) -> Result<Run, Failure> {
-    let tweak = |config: &mut meshfed_node::NodeConfig| config.delivery.signatures = mode;
+    let tweak = |config: &mut NodeConfig| config.delivery.signatures = mode;
     let (gw_a, a) = start_mesh_with(root, PUBLISHER, tweak).await?;
     let (gw_b, b) = match start_mesh_with(root, SUBSCRIBER, tweak).await {
         Ok(started) => started,
@@ -170,30 +358,12 @@ async fn run_mode(
         }
     };
     let measured = async {
-        federate(&a, &b).await?;
-        let phases = [
-            ("throughput", Pace::Max),
-            ("latency", Pace::PerSecond(plan.rate)),
-        ];
-        let mut reports = Vec::new();
-        for (tag, (name, pace)) in (1u8..).zip(phases) {
-            let label = if plan.comparing() {
-                format!("{name} ({mode})")
-            } else {
-                name.to_owned()
-            };
-            let phase = Phase {
-                tag,
-                name,
-                label,
-                pace,
-            };
-            reports.push(run_phase(&a, &b, plan, origin, phase).await?);
-        }
-        Ok::<_, Failure>(Run {
-            mode,
-            phases: reports,
-        })
+        let ends = Ends {
+            publisher: Endpoint::connect(a).await?,
+            subscriber: Endpoint::connect(b).await?,
+        };
+        federate(&ends).await?;
+        run_phases(&ends, plan, origin, mode).await
     }
     .await;
     gw_a.shutdown().await;
@@ -201,14 +371,54 @@ async fn run_mode(
     measured
 }
 
+/// Runs the throughput and then the latency phase between `ends`.
+async fn run_phases(
+    ends: &Ends,
+    plan: &Plan,
+    origin: Instant,
+    mode: SignatureMode,
+) -> Result<Run, Failure> {
+    let phases = [
+        ("throughput", Pace::Max),
+        ("latency", Pace::PerSecond(plan.rate)),
+    ];
+    let mut reports = Vec::new();
+    for (tag, (name, pace)) in (1u8..).zip(phases) {
+        let label = if plan.comparing() {
+            format!("{name} ({mode})")
+        } else {
+            name.to_owned()
+        };
+        let phase = Phase {
+            tag,
+            name,
+            label,
+            pace,
+        };
+        reports.push(run_phase(ends, plan, origin, phase).await?);
+    }
+    Ok(Run {
+        mode,
+        phases: reports,
+    })
+}
+
 /// The JSON report: one run's phases at the top level, or with `--compare` one object per
 /// signature mode and the ratios batch/message.
-fn report_json(plan: &Plan, runs: &[Run]) -> Value {
+fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> Value {
     let mut doc = json!({
         "payload_bytes": plan.payload,
         "qos": plan.qos.level(),
-        "path": format!("{PUBLISHER} publish API -> {SUBSCRIBER} subscriber stream, one process, loopback"),
+        "path": measured.path(),
     });
+    if let Measured::Running {
+        publisher,
+        subscriber,
+    } = measured
+    {
+        doc["publisher"] = json!({ "mesh": publisher.mesh, "api": publisher.api.to_string() });
+        doc["subscriber"] = json!({ "mesh": subscriber.mesh, "api": subscriber.api.to_string() });
+    }
     let phases = |run: &Run| {
         let mut phases = json!({});
         for r in &run.phases {
@@ -239,12 +449,19 @@ fn report_json(plan: &Plan, runs: &[Run]) -> Value {
     doc
 }
 
-/// B invites A, A joins: the federation the messages travel.
-async fn federate(a: &ApiClient, b: &ApiClient) -> Result<(), Failure> {
-    let invite = b
-        .post("/v1/federations/invite", &json!({ "peer": PUBLISHER }))
+/// The subscriber invites the publisher, which joins: the federation the messages travel.
+async fn federate(ends: &Ends) -> Result<(), Failure> {
+    let invite = ends
+        .subscriber
+        .api
+        .post(
+            "/v1/federations/invite",
+            &json!({ "peer": ends.publisher.mesh }),
+        )
         .await?;
-    a.post("/v1/federations/join", &json!({ "token": invite["token"] }))
+    ends.publisher
+        .api
+        .post("/v1/federations/join", &json!({ "token": invite["token"] }))
         .await?;
     Ok(())
 }
@@ -402,7 +619,7 @@ fn stamp(envelope: &Value) -> Option<(u8, u64, u64)> {
     Some((tag, seq, at))
 }
 
-fn message(to: &str, qos: Qos, payload: String) -> Message {
+fn message(to: &MeshId, qos: Qos, payload: String) -> Message {
     let body = json!({
         "to": to,
         "topic": TOPIC,
@@ -418,8 +635,7 @@ fn ws_failure(what: &str) -> impl Fn(tokio_tungstenite::tungstenite::Error) -> F
 }
 
 async fn run_phase(
-    a: &ApiClient,
-    b: &ApiClient,
+    ends: &Ends,
     plan: &Plan,
     origin: Instant,
     phase: Phase,
@@ -431,17 +647,24 @@ async fn run_phase(
         pace,
     } = phase;
     let shared = Arc::new(Shared::default());
-    let subscriber = b
-        .websocket(&format!("/v1/messages/stream?from={PUBLISHER}"))
+    let subscriber = ends
+        .subscriber
+        .api
+        .websocket(&format!(
+            "/v1/messages/stream?from={}&topic={TOPIC}",
+            ends.publisher.mesh
+        ))
         .await
         .map_err(ws_failure("subscribing"))?;
-    let publisher = a
+    let publisher = ends
+        .publisher
+        .api
         .websocket("/v1/messages/publish")
         .await
         .map_err(ws_failure("opening the publish stream"))?;
     let (mut sink, mut replies) = publisher.split();
     let subscribe_task = tokio::spawn(subscribe(subscriber, shared.clone(), origin, tag));
-    warm_up(&mut sink, &mut replies, &shared, plan).await?;
+    warm_up(&mut sink, &mut replies, &shared, plan, ends).await?;
 
     let reply_task = tokio::spawn(read_replies(replies, shared.clone()));
     let publish_task = tokio::spawn(publish(
@@ -449,6 +672,7 @@ async fn run_phase(
         shared.clone(),
         origin,
         Sending {
+            to: ends.subscriber.mesh.clone(),
             tag,
             size: plan.payload,
             stop: plan.stop,
@@ -503,11 +727,12 @@ async fn warm_up(
     replies: &mut futures_util::stream::SplitStream<WebSocket>,
     shared: &Shared,
     plan: &Plan,
+    ends: &Ends,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + STALL;
     for seq in 0.. {
         sink.send(message(
-            SUBSCRIBER,
+            &ends.subscriber.mesh,
             plan.qos,
             payload(plan.payload, WARM_UP, seq, 0),
         ))
@@ -526,10 +751,21 @@ async fn warm_up(
             }
         };
         if let Some(e) = reply.as_ref().and_then(|r| r.get("error")) {
+            let code = e["code"].as_str().unwrap_or("unknown");
+            let hint = if code == "topic_not_agreed" {
+                format!(
+                    "; bench publishes on {TOPIC}, which the federation's agreement must let flow from {} to {}",
+                    ends.publisher.mesh, ends.subscriber.mesh
+                )
+            } else {
+                String::new()
+            };
             return Err(Failure::Runtime(anyhow!(
-                "bench: the gateway refused a message: {} ({})",
+                "bench: the gateway of {} at {} refused a message to {} on topic {TOPIC}: {} ({code}){hint}",
+                ends.publisher.mesh,
+                ends.publisher.api.addr(),
+                ends.subscriber.mesh,
                 e["message"].as_str().unwrap_or("no message"),
-                e["code"].as_str().unwrap_or("unknown"),
             )));
         }
         let waited = Instant::now() + Duration::from_millis(200);
@@ -544,14 +780,15 @@ async fn warm_up(
         }
     }
     Err(Failure::Runtime(anyhow!(
-        "bench: no message reached {SUBSCRIBER}'s subscriber within {}",
+        "bench: no message reached {}'s subscriber within {}",
+        ends.subscriber.mesh,
         humantime::format_duration(STALL)
     )))
 }
 
 /// What the publisher of one phase sends.
-#[derive(Clone, Copy)]
 struct Sending {
+    to: MeshId,
     tag: u8,
     size: usize,
     stop: Stop,
@@ -567,6 +804,7 @@ async fn publish(
     sending: Sending,
 ) {
     let Sending {
+        to,
         tag,
         size,
         stop,
@@ -602,7 +840,7 @@ async fn publish(
             }
         };
         if sink
-            .send(message(SUBSCRIBER, qos, payload(size, tag, seq, at)))
+            .send(message(&to, qos, payload(size, tag, seq, at)))
             .await
             .is_err()
         {
@@ -745,10 +983,22 @@ fn qos_label(qos: Qos) -> &'static str {
     }
 }
 
-fn print_table(plan: &Plan, runs: &[Run]) {
+fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) {
     let modes: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
+    let path = match measured {
+        Measured::InProcess => format!(
+            "{PUBLISHER} publish API → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS)"
+        ),
+        Measured::Running {
+            publisher,
+            subscriber,
+        } => format!(
+            "{} publish API at {} → {} subscriber at {} (running gateways, mutual TLS)",
+            publisher.mesh, publisher.api, subscriber.mesh, subscriber.api
+        ),
+    };
     println!(
-        "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {PUBLISHER} publish API → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS)",
+        "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {path}",
         plan.payload,
         plan.qos.level(),
         qos_label(plan.qos),
@@ -799,15 +1049,16 @@ fn print_table(plan: &Plan, runs: &[Run]) {
             );
         }
     }
+    let (p, s) = (measured.publisher(), measured.subscriber());
     println!(
-        "latency: scheduled send on {PUBLISHER}'s publish socket to receipt on {SUBSCRIBER}'s stream; throughput: first send to last delivery"
+        "latency: scheduled send on {p}'s publish socket to receipt on {s}'s stream; throughput: first send to last delivery"
     );
     println!(
-        "lost: accepted by {PUBLISHER} but never received on {SUBSCRIBER}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
+        "lost: accepted by {p} but never received on {s}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
     );
     if plan.qos != Qos::AtMostOnce {
         println!(
-            "qos {}: each publish is answered once {PUBLISHER} has persisted the message; dup: deliveries of a message already delivered (counted once)",
+            "qos {}: each publish is answered once {p} has persisted the message; dup: deliveries of a message already delivered (counted once)",
             plan.qos.level()
         );
     }

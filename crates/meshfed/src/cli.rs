@@ -57,7 +57,8 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Measure end to end, from one mesh's publish API to another mesh's subscriber: throughput
     /// at the highest rate the path takes, then latency at a fixed rate. Both meshes run in
-    /// this process on loopback, in a temporary directory.
+    /// this process on loopback, in a temporary directory, unless --publisher and --subscriber
+    /// name two running gateways.
     Bench(BenchArgs),
     /// Work with wire-format envelopes.
     #[command(subcommand)]
@@ -215,6 +216,20 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Node directory of a running gateway to publish on (with --subscriber): measure two
+    /// running gateways instead of starting two meshes. The publisher needs an active
+    /// federation with the subscriber's mesh that lets topic bench/load flow; the gateways sign
+    /// as their meshfed.toml says, so --signatures and --compare do not apply.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "subscriber",
+        conflicts_with_all = ["signatures", "compare"],
+    )]
+    pub(crate) publisher: Option<PathBuf>,
+    /// Node directory of the running gateway whose live stream receives (with --publisher).
+    #[arg(long, value_name = "DIR", requires = "publisher")]
+    pub(crate) subscriber: Option<PathBuf>,
 }
 
 /// A number of bytes, written `1024`, `512B`, `1KiB`, `4MiB` or `1kB`/`1MB` (powers of ten).
@@ -460,6 +475,56 @@ mod tests {
             err.to_string().contains("'--compare' cannot be used with"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bench_targets_running_gateways_only_with_both_directories() {
+        let cli = Cli::try_parse_from([
+            "meshfed",
+            "bench",
+            "--publisher",
+            "a",
+            "--subscriber",
+            "b",
+            "--qos",
+            "1",
+        ])
+        .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(args.publisher, Some(PathBuf::from("a")));
+        assert_eq!(args.subscriber, Some(PathBuf::from("b")));
+        let cli = Cli::try_parse_from(["meshfed", "bench"]).unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!((args.publisher, args.subscriber), (None, None));
+        for bad in [
+            &["meshfed", "bench", "--publisher", "a"][..],
+            &["meshfed", "bench", "--subscriber", "b"],
+            &[
+                "meshfed",
+                "bench",
+                "--publisher",
+                "a",
+                "--subscriber",
+                "b",
+                "--compare",
+            ],
+            &[
+                "meshfed",
+                "bench",
+                "--publisher",
+                "a",
+                "--subscriber",
+                "b",
+                "--signatures",
+                "batch",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

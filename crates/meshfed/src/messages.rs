@@ -221,7 +221,7 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                 stream.seen += 1;
                 // Printed, then acknowledged: a durable subscription goes on after it.
                 if durable {
-                    stream.ack(&first.id).await?;
+                    stream.ack(&first.id, false).await?;
                 }
                 continue;
             }
@@ -243,7 +243,7 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                 }
             }
             let last = group.last().map(|e| e.id.clone()).unwrap_or_default();
-            stream.ack(&last).await?;
+            stream.ack(&last, true).await?;
             tokio::select! {
                 () = crate::gateway::shutdown_signal() => return Ok(()),
                 r = stream.confirmed(&last) => r?,
@@ -347,8 +347,13 @@ impl Envelopes {
         }
     }
 
-    async fn ack(&mut self, id: &str) -> Result<(), Failure> {
-        let ack = json!({ "ack": id }).to_string();
+    async fn ack(&mut self, id: &str, confirm: bool) -> Result<(), Failure> {
+        let ack = if confirm {
+            json!({ "ack": id, "confirm": true })
+        } else {
+            json!({ "ack": id })
+        }
+        .to_string();
         futures_util::SinkExt::send(&mut self.ws, Message::Text(ack.into()))
             .await
             .map_err(|e| Failure::Runtime(anyhow!("acknowledging envelope {id} failed: {e}")))

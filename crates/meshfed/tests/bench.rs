@@ -1,9 +1,14 @@
-//! `meshfed bench` as a user runs it: two meshes in one process, a short run, its JSON report.
+//! `meshfed bench` as a user runs it: two meshes in one process, or two gateways already
+//! running as their own processes; a short run, its JSON report or its table.
 
 #![expect(clippy::unwrap_used, reason = "a step that fails is the test failing")]
 
+mod common;
+
 use std::process::Command;
 
+use common::{federate, started, wait_for_status};
+use meshfed_testkit::{Mesh, Outcome};
 use serde_json::Value;
 
 fn bench(args: &[&str]) -> std::process::Output {
@@ -13,6 +18,31 @@ fn bench(args: &[&str]) -> std::process::Output {
         .env_remove("MESHFED_DIR")
         .output()
         .unwrap()
+}
+
+/// `meshfed bench --publisher A --subscriber B ARGS`, as the user sees it end.
+fn bench_running(publisher: &Mesh, subscriber: &Mesh, args: &[&str]) -> Outcome {
+    let (p, s) = (dir(publisher), dir(subscriber));
+    let out = bench(&[&["--publisher", &p, "--subscriber", &s][..], args].concat());
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn dir(m: &Mesh) -> String {
+    m.dir().to_str().unwrap().to_owned()
+}
+
+/// Two running gateways, plant-a federated with supplier-b and the link up.
+fn federated_pair() -> (Mesh, Mesh) {
+    let a = started("plant-a");
+    let b = started("supplier-b");
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+    wait_for_status(&b, &id, "active");
+    (a, b)
 }
 
 /// Runs the bench with `args` and `--json`; its report, once it has succeeded.
@@ -144,4 +174,131 @@ fn bench_refuses_a_payload_too_small_for_its_stamp() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--payload 16 B: at least 32 B"), "{stderr}");
+}
+
+#[test]
+fn bench_measures_two_running_gateways_it_did_not_start() {
+    let (mut a, mut b) = federated_pair();
+    let out = bench_running(
+        &a,
+        &b,
+        &["--count", "200", "--rate", "500", "--qos", "1", "--json"],
+    );
+    let stdout = out.ok();
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{out}"));
+    assert_eq!(report["qos"], 1, "{report}");
+    assert_eq!(report["signatures"], "batch", "{report}");
+    assert_eq!(report["latency"]["rate"], 500, "{report}");
+    assert_phases_complete(&report, 200, &report);
+    let (a_api, b_api) = (a.api_addr().to_string(), b.api_addr().to_string());
+    assert_eq!(
+        report["publisher"],
+        serde_json::json!({ "mesh": "plant-a", "api": a_api }),
+        "{report}"
+    );
+    assert_eq!(
+        report["subscriber"],
+        serde_json::json!({ "mesh": "supplier-b", "api": b_api }),
+        "{report}"
+    );
+    assert_eq!(
+        report["path"],
+        format!(
+            "plant-a publish API at {a_api} -> supplier-b subscriber stream at {b_api}, running gateways"
+        ),
+        "{report}"
+    );
+
+    let out = bench_running(&a, &b, &["--count", "50", "--rate", "500"]);
+    let stdout = out.ok();
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains(&format!(
+            "signatures batch, plant-a publish API at {a_api} → supplier-b subscriber at {b_api} (running gateways"
+        )),
+        "{out}"
+    );
+    assert!(!stdout.contains("one process"), "{out}");
+    // Bench measured the gateways and left them running.
+    assert!(a.is_running() && b.is_running());
+}
+
+#[test]
+fn bench_refuses_running_gateways_without_an_active_federation() {
+    let a = started("plant-a");
+    let b = started("supplier-b");
+    let out = bench_running(&a, &b, &["--count", "10"]);
+    let (a_dir, b_dir) = (dir(&a), dir(&b));
+    out.fails(
+        1,
+        &format!(
+            "mesh plant-a (--publisher {a_dir}) has no federation with mesh supplier-b (--subscriber {b_dir}); federate them: `meshfed --dir {b_dir} federation invite --peer plant-a` prints a token, then `meshfed --dir {a_dir} federation join TOKEN`"
+        ),
+    );
+
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+    a.cli(&["federation", "suspend", &id]).ok();
+    wait_for_status(&a, &id, "suspended");
+    let out = bench_running(&a, &b, &["--count", "10"]);
+    out.fails(
+        1,
+        &format!(
+            "has no active federation with mesh supplier-b (--subscriber {b_dir}): federation {id} is suspended; resume it: `meshfed --dir {a_dir} federation resume {id}`"
+        ),
+    );
+}
+
+#[test]
+fn bench_shows_the_gateways_refusal_of_its_first_message() {
+    let (a, b) = federated_pair();
+    let out = bench_running(&a, &b, &["--payload", "2MiB", "--count", "10"]);
+    out.fails(
+        1,
+        &format!(
+            "the gateway of plant-a at {} refused a message to supplier-b on topic bench/load: payload of",
+            a.api_addr()
+        ),
+    );
+    assert!(
+        out.stderr
+            .contains("exceeds the agreed maximum of 1048576 bytes (too_large)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bench_running_gateways_is_a_usage_error_with_signature_options_or_one_side() {
+    for (args, reason) in [
+        (
+            &["--publisher", "a", "--subscriber", "b", "--compare"][..],
+            "the argument '--publisher <DIR>' cannot be used with '--compare'",
+        ),
+        (
+            &[
+                "--publisher",
+                "a",
+                "--subscriber",
+                "b",
+                "--signatures",
+                "message",
+            ],
+            "the argument '--publisher <DIR>' cannot be used with '--signatures <MODE>'",
+        ),
+        (
+            &["--publisher", "a"],
+            "the following required arguments were not provided:\n  --subscriber <DIR>",
+        ),
+        (
+            &["--subscriber", "b"],
+            "the following required arguments were not provided:\n  --publisher <DIR>",
+        ),
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }

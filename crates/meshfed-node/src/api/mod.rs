@@ -541,35 +541,46 @@ async fn forward(
 }
 
 /// An acknowledgement from a durable subscriber: `{"ack": "<envelope id>"}` acknowledges that
-/// envelope and every one sent before it; `{"acked": "<envelope id>"}` answers once that is
-/// committed.
+/// envelope and every one sent before it; with `"confirm": true` the gateway answers
+/// `{"acked": "<envelope id>"}` once that is committed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DurableAck {
     ack: String,
+    #[serde(default)]
+    confirm: bool,
 }
 
-async fn forward_durable(mut reader: durable::Reader, mut socket: WebSocket) {
-    let (confirm, mut confirmed) = tokio::sync::mpsc::unbounded_channel();
+async fn forward_durable(
+    (mut reader, mut saves): (
+        durable::Reader,
+        tokio::sync::mpsc::UnboundedReceiver<durable::Saved>,
+    ),
+    mut socket: WebSocket,
+) {
     loop {
-        let reply = tokio::select! {
+        let replies: Vec<Value> = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     let acked = serde_json::from_str::<DurableAck>(text.as_str())
                         .map_err(|e| format!("not an acknowledgement ({e})"))
-                        .and_then(|a| reader.ack(&a.ack, confirm.clone()));
+                        .and_then(|a| reader.ack(&a.ack, a.confirm));
                     match acked {
                         Ok(()) => continue,
-                        Err(e) => ApiError::bad_request(e).to_json(),
+                        Err(e) => vec![ApiError::bad_request(e).to_json()],
                     }
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             },
-            Some(done) = confirmed.recv() => match done {
-                Ok(id) => json!({ "acked": id }),
-                Err(e) => ApiError::internal(e).to_json(),
-            },
+            Some(outcome) = saves.recv() => reader
+                .saved(outcome)
+                .into_iter()
+                .map(|d| match d {
+                    Ok(id) => json!({ "acked": id }),
+                    Err(e) => ApiError::internal(e).to_json(),
+                })
+                .collect(),
             next = reader.next() => match next {
                 Some(text) => {
                     if socket.send(WsMessage::Text(text.into())).await.is_err() {
@@ -580,15 +591,16 @@ async fn forward_durable(mut reader: durable::Reader, mut socket: WebSocket) {
                 None => break,
             },
         };
-        if socket
-            .send(WsMessage::Text(reply.to_string().into()))
-            .await
-            .is_err()
-        {
-            break;
+        for reply in replies {
+            if socket
+                .send(WsMessage::Text(reply.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
-    reader.save();
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
 }
 

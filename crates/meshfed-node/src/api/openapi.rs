@@ -46,7 +46,7 @@ pub(crate) fn document() -> Value {
                 "parameters": [
                     {"name": "topic", "in": "query", "schema": {"type": "string"}, "description": "Topic pattern (+ one segment, # the rest)"},
                     {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "Only envelopes from this mesh"},
-                    {"name": "durable", "in": "query", "schema": {"type": "string"}, "description": "Durable subscription name: qos >= 1 envelopes that arrive while no subscriber is connected are kept and sent when one connects; acknowledge each with a text frame {\"ack\": \"<envelope id>\"} (covers every envelope sent before it)"}
+                    {"name": "durable", "in": "query", "schema": {"type": "string"}, "description": "Durable subscription name: qos >= 1 envelopes that arrive while no subscriber is connected are kept and sent when one connects; acknowledge each with a text frame {\"ack\": \"<envelope id>\"} (covers every envelope sent before it); with \"confirm\": true the gateway answers {\"acked\": \"<envelope id>\"} once that is committed"}
                 ],
                 "responses": {"101": {"description": "Switching to WebSocket"}}
             }}

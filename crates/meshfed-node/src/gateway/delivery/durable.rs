@@ -25,6 +25,9 @@ const WINDOW: usize = 1024;
 /// Messages read from the journal at a time.
 const PAGE: usize = 256;
 
+/// The outcome of one cursor save: the position committed, or why not.
+pub(crate) type Saved = Result<InboundSeq, String>;
+
 /// The durable subscriptions, mirrored from the journal.
 pub(crate) struct Durable {
     subscriptions: RwLock<Vec<Subscription>>,
@@ -105,28 +108,37 @@ pub(crate) struct Reader {
     /// Read and not yet sent.
     ready: VecDeque<(String, InboundSeq, String)>,
     acked: Option<InboundSeq>,
+    /// The position last handed to the journal.
     saved: Option<InboundSeq>,
+    /// A cursor save is being committed: later acknowledgements wait and share the next one.
+    saving: bool,
+    /// Acknowledgements whose subscriber asked to hear when they are committed.
+    confirms: Vec<(InboundSeq, String)>,
+    done_tx: mpsc::UnboundedSender<Saved>,
     changes: watch::Receiver<u64>,
     /// The live stream, for the qos 0 messages the journal does not keep.
     live: super::live::Subscription,
 }
 
 impl Reader {
+    /// Opens subscription `name` for a connected subscriber; the receiver learns when each
+    /// cursor save is committed (hand what it yields to [`Reader::saved`]).
     pub(crate) async fn open(
         node: Arc<Node>,
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
-    ) -> Result<Self, String> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Saved>), String> {
         let changes = node.durable.changes();
         let live = node.subscribers.subscribe(pattern, from, true);
         let journal = node.journal.clone();
         let lookup = name.clone();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Saved>();
         let cursor = tokio::task::spawn_blocking(move || journal.cursor(&lookup))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        Ok(Self {
+        let reader = Self {
             node,
             name,
             read_to: cursor,
@@ -134,9 +146,13 @@ impl Reader {
             ready: VecDeque::new(),
             acked: cursor,
             saved: cursor,
+            saving: false,
+            confirms: Vec::new(),
+            done_tx,
             changes,
             live,
-        })
+        };
+        Ok((reader, done_rx))
     }
 
     /// The next envelope to send, waiting for one; `None` when the gateway stops.
@@ -191,12 +207,9 @@ impl Reader {
     }
 
     /// The subscriber acknowledged envelope `id` and everything sent before it: the cursor
-    /// moves there, and `confirm` gets `id` once that is committed.
-    pub(crate) fn ack(
-        &mut self,
-        id: &str,
-        confirm: mpsc::UnboundedSender<Result<String, String>>,
-    ) -> Result<(), String> {
+    /// moves there (in the journal, one save at a time: acknowledgements arriving meanwhile
+    /// share the next). With `confirm`, [`Reader::saved`] names `id` once that is committed.
+    pub(crate) fn ack(&mut self, id: &str, confirm: bool) -> Result<(), String> {
         let Some(pos) = self.unacked.iter().position(|(i, _)| i == id) else {
             return Err(format!(
                 "{id} is not an unacknowledged envelope of this subscription"
@@ -206,46 +219,60 @@ impl Reader {
             return Err(format!("{id}: nothing to acknowledge"));
         };
         self.acked = Some(delivered);
-        self.saved = self.acked;
-        let name = self.name.clone();
-        let id = id.to_owned();
-        self.node.journal.submit_then(
-            vec![Write::SaveCursor {
-                subscription: name.clone(),
-                delivered,
-            }],
-            move |outcome| {
-                let _ = confirm.send(match outcome {
-                    Ok(()) => Ok(id),
-                    Err(e) => {
-                        tracing::warn!(subscription = %name, error = %e, "could not save the subscription's position");
-                        Err(format!("acknowledging {id} failed: {e}"))
-                    }
-                });
-            },
-        );
+        if confirm {
+            self.confirms.push((delivered, id.to_owned()));
+        }
+        self.save();
         Ok(())
     }
 
-    /// Saves the acknowledged position, if it moved.
+    /// A cursor save was committed (or failed): returns the confirmed acknowledgements (or why
+    /// they failed) and starts the next save if acknowledgements arrived meanwhile.
+    pub(crate) fn saved(&mut self, outcome: Saved) -> Vec<Result<String, String>> {
+        self.saving = false;
+        let confirmed = match outcome {
+            Ok(seq) => {
+                let (done, waiting): (Vec<_>, Vec<_>) =
+                    self.confirms.drain(..).partition(|(s, _)| *s <= seq);
+                self.confirms = waiting;
+                done.into_iter().map(|(_, id)| Ok(id)).collect()
+            }
+            Err(e) => {
+                // Saved again with the next acknowledgement (or at the end).
+                self.saved = None;
+                self.confirms
+                    .drain(..)
+                    .map(|(_, id)| Err(format!("acknowledging {id} failed: {e}")))
+                    .collect()
+            }
+        };
+        self.save();
+        confirmed
+    }
+
+    /// Hands the acknowledged position to the journal, unless a save is in progress or it has
+    /// not moved.
     pub(crate) fn save(&mut self) {
-        if self.acked == self.saved {
+        if self.saving || self.acked == self.saved {
             return;
         }
         let Some(delivered) = self.acked else {
             return;
         };
         self.saved = self.acked;
+        self.saving = true;
         let name = self.name.clone();
+        let done = self.done_tx.clone();
         self.node.journal.submit_then(
             vec![Write::SaveCursor {
                 subscription: name.clone(),
                 delivered,
             }],
             move |outcome| {
-                if let Err(e) = outcome {
-                    tracing::warn!(subscription = %name, error = %e, "could not save the subscription's position; its subscriber gets some messages again");
+                if let Err(e) = &outcome {
+                    tracing::warn!(subscription = %name, error = %e, "could not save the subscription's position; its subscriber may get some messages again");
                 }
+                let _ = done.send(outcome.map(|()| delivered).map_err(|e| e.to_string()));
             },
         );
     }
@@ -253,6 +280,8 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        // The last position, even if a save is still in progress (a cursor never moves back).
+        self.saving = false;
         self.save();
     }
 }
