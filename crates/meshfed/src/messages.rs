@@ -215,26 +215,18 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                 () = crate::gateway::shutdown_signal() => return Ok(()),
                 e = stream.next() => e?,
             };
-            if !(durable && first.qos == 2) {
-                let _ = writeln!(out, "{}", first.text);
-                let _ = out.flush();
-                stream.seen += 1;
-                // Printed, then acknowledged: a durable subscription goes on after it.
-                if durable {
-                    stream.ack(&first.id, false).await?;
-                }
-                continue;
-            }
-            // Exactly once: acknowledge first and print once the gateway has committed the
-            // acknowledgement, so a crash of the gateway repeats nothing. The qos 2 envelopes
-            // already here share one confirmation.
+            // The envelopes already here are handled together: one acknowledgement for all.
+            // Exactly once (qos 2 on a durable subscription): acknowledge first and print once
+            // the gateway has committed the acknowledgement, so a gateway crash repeats
+            // nothing. Otherwise print, then acknowledge (at least once).
+            let confirm_first = durable && first.qos == 2;
             let room = args.count.map_or(usize::MAX, |n| {
                 usize::try_from(n - stream.seen).unwrap_or(usize::MAX)
             });
             let mut group = vec![first];
             while group.len() < room {
                 match stream.ready() {
-                    Some(e) if e.qos == 2 => group.push(e),
+                    Some(e) if (durable && e.qos == 2) == confirm_first => group.push(e),
                     Some(e) => {
                         stream.buffered.push_front(e);
                         break;
@@ -243,16 +235,21 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                 }
             }
             let last = group.last().map(|e| e.id.clone()).unwrap_or_default();
-            stream.ack(&last, true).await?;
-            tokio::select! {
-                () = crate::gateway::shutdown_signal() => return Ok(()),
-                r = stream.confirmed(&last) => r?,
+            if confirm_first {
+                stream.ack(&last, true).await?;
+                tokio::select! {
+                    () = crate::gateway::shutdown_signal() => return Ok(()),
+                    r = stream.confirmed(&last) => r?,
+                }
             }
             for e in &group {
                 let _ = writeln!(out, "{}", e.text);
             }
             let _ = out.flush();
             stream.seen += group.len() as u64;
+            if durable && !confirm_first {
+                stream.ack(&last, false).await?;
+            }
         }
         let _ = stream.ws.close(None).await;
         Ok(())
