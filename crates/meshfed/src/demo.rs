@@ -82,11 +82,16 @@ async fn watch(
                 continue;
             };
             let f = &env["federation"];
+            let signed = match f["security"]["batch"]["count"].as_u64() {
+                Some(n) => format!("in a batch of {n}"),
+                None => "alone".to_owned(),
+            };
             println!(
-                "  {mesh:<10} <- {:<10} {:<20} {}  (signed by {}, {})",
+                "  {mesh:<10} <- {:<10} {:<20} {}  (qos {}, signed by {} {signed}, {})",
                 f["source_mesh"]["id"].as_str().unwrap_or("?"),
                 f["metadata"]["topic"].as_str().unwrap_or("?"),
                 env["message"],
+                f["policy"]["qos"],
                 f["source_mesh"]["gateway_id"].as_str().unwrap_or("?"),
                 f["security"]["encryption"]["algorithm"]
                     .as_str()
@@ -129,7 +134,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         for celsius in [21.5, 21.7, 22.0] {
             a.post("/v1/messages", &json!({"to": SUPPLIER, "topic": "line-3/temperature", "payload": {"celsius": celsius}})).await?;
         }
-        b.post("/v1/messages", &json!({"to": PLANT, "topic": "orders/new", "payload": {"po": "PO-1042", "qty": 40}})).await?;
+        // An order must not be lost or doubled: exactly once, and wait for the acknowledgement.
+        let order = b.post("/v1/messages", &json!({"to": PLANT, "topic": "orders/new", "payload": {"po": "PO-1042", "qty": 40}, "qos": 2, "priority": 6, "wait": true})).await?;
+        println!(
+            "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
+            order["id"].as_str().unwrap_or("?"),
+            order["status"].as_str().unwrap_or("?"),
+        );
 
         let deadline = args.duration.map(|d| started + d);
         let mut tick = tokio::time::interval(Duration::from_secs(2));

@@ -1,0 +1,57 @@
+//! `meshfed demo`, the README's first command: two meshes federate by invitation and exchange
+//! signed, encrypted messages, including an exactly-once order that is acknowledged.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use meshfed_testkit::process::ProcessGuard;
+
+#[test]
+fn demo_federates_two_meshes_and_messages_cross_both_ways() {
+    let dir = meshfed_testkit::temp_dir();
+    let out = dir.path().join("demo.out");
+    let child = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["demo", "--duration", "1s"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = ProcessGuard::new(child, "meshfed demo");
+    let status = demo.wait(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(status.success(), "{status}\n{text}");
+
+    let joined = text
+        .lines()
+        .find(|l| l.starts_with("plant-a joined: federation fed_"))
+        .unwrap_or_else(|| panic!("no join line:\n{text}"));
+    assert!(joined.contains("(active,"), "{joined}");
+    let readings = text
+        .lines()
+        .filter(|l| l.contains("supplier-b <- plant-a    line-3/temperature"))
+        .count();
+    assert!(
+        readings >= 3,
+        "three readings arrive at supplier-b:\n{text}"
+    );
+    let order = text
+        .lines()
+        .find(|l| l.contains("plant-a    <- supplier-b orders/new"))
+        .unwrap_or_else(|| panic!("the order did not arrive at plant-a:\n{text}"));
+    assert!(order.contains(r#"{"po":"PO-1042","qty":40}"#), "{order}");
+    assert!(order.contains("qos 2"), "{order}");
+    assert!(order.contains("AES-256-GCM"), "{order}");
+    let acked = text
+        .lines()
+        .find(|l| l.contains("qos 2 order fed_"))
+        .unwrap_or_else(|| panic!("no order acknowledgement:\n{text}"));
+    assert!(acked.contains(": acknowledged"), "{acked}");
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("summary: federation fed_"))
+        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+    assert!(
+        summary.contains(" active — plant-a ↔ supplier-b"),
+        "{summary}"
+    );
+}
