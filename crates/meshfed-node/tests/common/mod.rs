@@ -31,30 +31,7 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) async fn start(mesh: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut opts = InitOptions::new(
-            dir.path().to_path_buf(),
-            mesh.parse().unwrap(),
-            "gw1".parse().unwrap(),
-            SystemTime::now(),
-        );
-        opts.federation_listen = any;
-        opts.api_listen = any;
-        init(opts).unwrap();
-        let mut config = NodeConfig::load(dir.path()).unwrap();
-        config.federation.heartbeat_interval = Duration::from_millis(200);
-        let gateway = Gateway::start(dir.path(), config).await.unwrap();
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Self {
-            _dir: dir,
-            gateway,
-            token,
-            http: reqwest::Client::new(),
-        }
+        Self::start_with(mesh, |_| {}).await
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
