@@ -30,6 +30,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::micros_now;
 use super::{Node, now};
 
 /// Frames queued for one link before senders wait.
@@ -450,13 +451,6 @@ struct Beat {
     seq: u64,
     /// When it was sent, in microseconds since the Unix epoch (only the sender reads it).
     sent_us: u64,
-}
-
-fn micros_now() -> u64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {

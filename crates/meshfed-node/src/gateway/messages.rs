@@ -43,8 +43,6 @@ pub struct Delivery {
 /// Message counters, exported as metrics.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Envelopes sent to peers.
-    pub sent: AtomicU64,
     /// Envelopes received, verified and delivered locally.
     pub delivered: AtomicU64,
     /// Envelopes refused on arrival.
