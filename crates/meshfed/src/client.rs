@@ -70,9 +70,13 @@ impl ApiClient {
             )
         })?;
         req.headers_mut().insert("authorization", auth);
+        // tungstenite zeroes the free part of its read buffer before each read: 16 KiB rather
+        // than the default 128 KiB, as messages are a few KiB (a larger one takes more reads).
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(16 * 1024);
         // Messages are small and timed: Nagle's algorithm would hold them back.
         Ok(
-            tokio_tungstenite::connect_async_with_config(req, None, true)
+            tokio_tungstenite::connect_async_with_config(req, Some(config), true)
                 .await?
                 .0,
         )

@@ -370,8 +370,14 @@ async fn outcome(
 /// Messages submitted on one publish socket and not yet answered, at most.
 const PUBLISH_WINDOW: usize = 16_384;
 
+/// Read buffer of the API's WebSockets. tungstenite zeroes the free part of its read buffer
+/// before every read (128 KiB by default), which cost more CPU than parsing the message in it
+/// when messages are a few KiB; a larger message still arrives, over several reads.
+const WS_READ_BUFFER: usize = 16 * 1024;
+
 async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| publish_loop(node, socket))
+    ws.read_buffer_size(WS_READ_BUFFER)
+        .on_upgrade(move |socket| publish_loop(node, socket))
         .into_response()
 }
 
@@ -502,10 +508,12 @@ async fn stream(
             .await
             .map_err(ApiError::internal)?;
         return Ok(ws
+            .read_buffer_size(WS_READ_BUFFER)
             .on_upgrade(move |socket| forward_durable(reader, socket))
             .into_response());
     }
     Ok(ws
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| forward(node, socket, pattern, q.from))
         .into_response())
 }
@@ -529,10 +537,12 @@ async fn forward(
         };
         // None: disconnected as a slow consumer, or the gateway stops.
         let Some(delivery) = delivery else { break };
+        // One write (and flush) for whatever is queued, not one per message.
         if socket
-            .send(WsMessage::Text(delivery.text.to_string().into()))
+            .feed(WsMessage::Text(delivery.text.to_string().into()))
             .await
             .is_err()
+            || (live.rx.is_empty() && socket.flush().await.is_err())
         {
             break;
         }

@@ -4,8 +4,9 @@ use super::*;
 fn payload_carries_its_stamp_and_has_the_asked_size() {
     let p = payload(1024, 1, 42, 123_456_789);
     assert_eq!(p.len(), 1024);
-    let envelope = json!({ "message": p });
-    assert_eq!(stamp(&envelope), Some((1, 42, 123_456_789)));
+    let text = json!({ "federation": { "id": "fed_1" }, "message": p }).to_string();
+    let envelope: Received<'_> = serde_json::from_str(&text).unwrap();
+    assert_eq!(stamp(&envelope.message), Some((1, 42, 123_456_789)));
     assert_eq!(payload(STAMP_LEN, 2, 0, 0).len(), STAMP_LEN);
 }
 
