@@ -237,7 +237,8 @@ pub(crate) async fn submit(
         },
         flags: msg.flags,
         federation_id: stream.federation_id.clone(),
-        certificate: node.id.cert_der.clone(),
+        // Set when sealed for a transmission (see `Pending`), not stored with every message.
+        certificate: Vec::new(),
         encryption: None,
         policy: DeliveryPolicy {
             priority: msg.priority,

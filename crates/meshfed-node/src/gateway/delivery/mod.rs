@@ -38,7 +38,9 @@ use inbound::{Arrived, Input};
 pub(crate) const INITIAL_CREDIT: u64 = 256;
 
 /// A message accepted for sending: its header and clear payload. It is sealed and signed at
-/// each transmission, under the content key of the link session it leaves on.
+/// each transmission, under the content key of the link session it leaves on, and its header
+/// gets the signer's certificate then: kept, stored and restored without it (about 600 bytes
+/// of 1.7 KiB for a 1 KiB message), it always names the key that signs it.
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) header: Header,
@@ -76,6 +78,7 @@ pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Pending, String> {
     let (header, payload) = rest.split_at(len);
     let mut header = Header::decode(header).map_err(|e| format!("header: {e}"))?;
     header.encryption = None;
+    header.certificate.clear();
     Ok(Pending {
         header,
         payload: payload.to_vec(),
@@ -379,9 +382,12 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips_and_refuses_truncation() {
-        let p = pending();
+        let mut p = pending();
         let bytes = encode_stored(&p);
         let back = decode_stored(&bytes).unwrap();
+        // The certificate is the signer's at transmission, never a stored one.
+        assert!(!p.header.certificate.is_empty());
+        p.header.certificate.clear();
         assert_eq!(back.header, p.header);
         assert_eq!(back.payload, p.payload);
         assert_eq!(

@@ -581,7 +581,9 @@ impl Task {
             for t in batch {
                 let p = &t.message.payload;
                 let hop = Hop::origin(node.id.mesh.clone(), Hop::DEFAULT_TTL);
-                let sealed = UnsignedEnvelope::seal(p.header.clone(), hop, &p.payload, &mut sealer)
+                let mut header = p.header.clone();
+                header.certificate.clone_from(&node.id.cert_der);
+                let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);
             }
