@@ -348,3 +348,61 @@ async fn backlog_drains_by_priority_and_an_ordered_pair_keeps_its_order() {
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }
+
+/// B's journal cannot commit for a while: another connection holds its database's write lock, so
+/// B's writer gives up after the busy timeout with "database is locked". The qos-2 messages
+/// that arrived meanwhile are neither acknowledged nor lost: once the lock is gone, each reaches
+/// B's subscriber exactly once and A's backlog empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_at_the_receiver_loses_nothing_and_repeats_nothing() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("?topic=t/%23").await;
+    let lock = rusqlite::Connection::open(b.dir().join("store/meshfed.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let payloads: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for p in &payloads {
+        let (status, sent) = send(
+            &a,
+            json!({"to": "supplier-b", "topic": "t/x", "payload": p, "qos": 2}),
+        )
+        .await;
+        assert_eq!(status, 202, "{sent}");
+    }
+    wait_for(|| async {
+        b.metrics()
+            .await
+            .lines()
+            .any(|l| l.starts_with("meshfed_journal_failed_total ") && !l.ends_with(" 0"))
+    })
+    .await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+
+    wait_for(|| async {
+        let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+        fed["backlog"]["messages"] == 0 && fed["delivery"]["acknowledged"] == 10
+    })
+    .await;
+    // A last message: whatever B delivers of the first ten comes before it.
+    let (status, sent) = send(
+        &a,
+        json!({"to": "supplier-b", "topic": "t/x", "payload": "end", "qos": 2}),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let mut got = Vec::new();
+    loop {
+        let envelope = next_json(&mut at_b).await;
+        match envelope["message"].as_str().unwrap() {
+            "end" => break,
+            p => got.push(p.to_owned()),
+        }
+    }
+    got.sort();
+    assert_eq!(got, payloads, "each message exactly once");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

@@ -693,6 +693,10 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "# HELP meshfed_journal_requests_total Journal requests committed.\n# TYPE meshfed_journal_requests_total counter\nmeshfed_journal_requests_total {}\n",
         journal.requests
     ));
+    out.push_str(&format!(
+        "# HELP meshfed_journal_failed_total Journal requests that failed (rolled back alone, or in a failed commit).\n# TYPE meshfed_journal_failed_total counter\nmeshfed_journal_failed_total {}\n",
+        journal.failed
+    ));
     out.push_str("# HELP meshfed_link_healthy Whether a federation's link is healthy (1) or not (0).\n# TYPE meshfed_link_healthy gauge\n");
     if let Ok(records) = federations::list(&node).await {
         for r in records.iter().filter(|r| r.state.is_live()) {

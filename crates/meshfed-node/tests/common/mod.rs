@@ -23,7 +23,7 @@ pub(crate) type Ws =
 
 /// One gateway started in this process on loopback ports, with its admin token.
 pub(crate) struct Node {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub(crate) gateway: Gateway,
     pub(crate) token: String,
     pub(crate) http: reqwest::Client,
@@ -32,6 +32,11 @@ pub(crate) struct Node {
 impl Node {
     pub(crate) async fn start(mesh: &str) -> Self {
         Self::start_with(mesh, |_| {}).await
+    }
+
+    /// The node directory (identity, configuration, store).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -148,9 +153,7 @@ impl Node {
     /// Stops this gateway, keeping its directory (store, journal, federations) to start it
     /// again with [`Stopped::start`].
     pub(crate) async fn stop(self) -> Stopped {
-        let Self {
-            _dir: dir, gateway, ..
-        } = self;
+        let Self { dir, gateway, .. } = self;
         let federation = gateway.federation_addr();
         gateway.shutdown().await;
         Stopped { dir, federation }
@@ -163,7 +166,7 @@ impl Node {
             .trim()
             .to_owned();
         Self {
-            _dir: dir,
+            dir,
             gateway,
             token,
             http: reqwest::Client::new(),

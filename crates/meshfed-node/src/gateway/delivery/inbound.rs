@@ -7,6 +7,12 @@
 //! commit, and only after that commit hands the messages on and acknowledges them to the
 //! sender. So an acknowledged message is never lost, and a qos-2 message is never delivered
 //! twice, whichever side crashes when.
+//!
+//! A commit that fails is handled like a crash of this side, without the process ending: the
+//! inbox already counts that commit's messages settled, so no acknowledgement it gives can be
+//! trusted any more. The task acknowledges nothing more, waits for the commits in flight, hands
+//! on what they committed, then rebuilds the inbox from the journal and closes every link; each
+//! peer re-dials and sends again what it has not had acknowledged.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -97,9 +103,22 @@ struct Release {
 
 /// Starts the receiving task, with the dedup window as the journal kept it.
 pub(crate) fn start(node: &Arc<Node>, rx: Receivers) {
-    let window = node.config.delivery.window;
+    let task = Task {
+        node: node.clone(),
+        inbox: restored_inbox(node),
+        links: HashMap::new(),
+        pending: VecDeque::new(),
+        next_ticket: 0,
+        committed: None,
+        starting_over: false,
+    };
+    node.tracker.spawn(task.run(rx));
+}
+
+/// An inbox with no streams and the dedup window the journal holds.
+fn restored_inbox(node: &Node) -> Inbox<Arc<Arrived>> {
     let mut inbox = Inbox::new(InboxConfig {
-        window,
+        window: node.config.delivery.window,
         ..InboxConfig::default()
     });
     match node.journal.delivered_ids(now()) {
@@ -112,15 +131,7 @@ pub(crate) fn start(node: &Arc<Node>, rx: Receivers) {
             tracing::error!(error = %e, "cannot read the dedup window: exactly-once messages could be delivered twice");
         }
     }
-    let task = Task {
-        node: node.clone(),
-        inbox,
-        links: HashMap::new(),
-        pending: VecDeque::new(),
-        next_ticket: 0,
-        committed: None,
-    };
-    node.tracker.spawn(task.run(rx));
+    inbox
 }
 
 struct Task {
@@ -131,6 +142,9 @@ struct Task {
     next_ticket: u64,
     /// The last ticket whose commit completed.
     committed: Option<u64>,
+    /// A commit failed: nothing is taken in or acknowledged until the commits in flight are done
+    /// and the inbox is rebuilt from the journal.
+    starting_over: bool,
 }
 
 type Committed = (u64, Result<(), String>);
@@ -150,19 +164,19 @@ impl Task {
                 () = cancel.cancelled() => break,
                 Some((ticket, outcome)) = done.recv() => {
                     if let Err(e) = outcome {
-                        tracing::error!(error = %e, "journaling received messages failed; they are not acknowledged");
+                        tracing::error!(error = %e, "journaling received messages failed: they are not acknowledged, and the receiving side starts over from the journal");
                         self.fail(ticket);
                     }
                     self.committed = Some(ticket);
                     self.release().await;
                     continue;
                 }
-                Some(c) = control.recv() => self.input(c),
-                i = input.recv() => match i {
+                Some(c) = control.recv(), if !self.starting_over => self.input(c),
+                i = input.recv(), if !self.starting_over => match i {
                     Some(i) => self.input(i),
                     None => break,
                 },
-                () = sleep_until(wake) => self.inbox.handle_timeout(now()),
+                () = sleep_until(wake), if !self.starting_over => self.inbox.handle_timeout(now()),
             }
             self.collect(&done_tx);
             self.release().await;
@@ -206,6 +220,9 @@ impl Task {
     /// Takes every event of the inbox and the acknowledgements they allow; journals what must
     /// be durable before either is released.
     fn collect(&mut self, done: &mpsc::UnboundedSender<Committed>) {
+        if self.starting_over {
+            return;
+        }
         let mut writes = Vec::new();
         let mut deliveries = Vec::new();
         let mut consumed = Vec::new();
@@ -280,14 +297,28 @@ impl Task {
         });
     }
 
-    /// A journal request failed: what it held is neither handed on nor acknowledged.
+    /// A journal request failed: what it held is not handed on, and nothing pending is
+    /// acknowledged (each acknowledgement also covers the failed messages).
     fn fail(&mut self, ticket: u64) {
+        self.starting_over = true;
         for r in &mut self.pending {
+            r.acks.clear();
             if r.ticket == Some(ticket) {
                 r.deliveries.clear();
-                r.acks.clear();
                 r.durable_writes = false;
             }
+        }
+    }
+
+    /// Every commit in flight at a failure is done: the inbox starts again from the journal,
+    /// as after a restart, and every link closes so that its peer re-dials and sends again
+    /// whatever is unacknowledged.
+    fn start_over(&mut self) {
+        self.starting_over = false;
+        self.inbox = restored_inbox(&self.node);
+        for (peer, link) in self.links.drain() {
+            tracing::warn!(%peer, "closing the link after a failed journal commit: the peer sends again what is unacknowledged");
+            link.closed.cancel();
         }
     }
 
@@ -320,6 +351,13 @@ impl Task {
         }
         if notify {
             self.node.durable.notify();
+        }
+        if self.starting_over {
+            // The old inbox's consumption, acknowledgements and credit all go with it.
+            if self.pending.is_empty() {
+                self.start_over();
+            }
+            return;
         }
         if !consumed.is_empty() {
             self.inbox.handle_consumed(consumed);
