@@ -406,3 +406,79 @@ async fn a_failed_commit_at_the_receiver_loses_nothing_and_repeats_nothing() {
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }
+
+/// A forced termination revokes at once: the backlog for the peer is dead-lettered, the
+/// sender waiting for an acknowledgement is told, and the dead letters are listed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    b.gateway.shutdown().await;
+    wait_link_down(&a, &id).await;
+    for p in ["q1", "q2"] {
+        send_reliable(&a, "t/q", p, 0).await;
+    }
+    let waiting = {
+        let http = a.http.clone();
+        let url = a.url("/v1/messages");
+        let token = a.token.clone();
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"to": "supplier-b", "topic": "t/q", "payload": "q3", "qos": 2, "wait": true}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    wait_for(|| async {
+        a.get(&format!("/v1/federations/{id}")).await.1["backlog"]["messages"] == 3
+    })
+    .await;
+
+    let (status, fed) = a
+        .post(
+            &format!("/v1/federations/{id}/terminate"),
+            json!({"force": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{fed}");
+    let (status, err) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting sender is answered")
+        .unwrap();
+    assert_eq!(status, 422, "{err}");
+    let (code, message) = error_of(&err);
+    assert_eq!(code, "dead_lettered");
+    assert!(
+        message.ends_with("the federation ended before acknowledgement"),
+        "{message}"
+    );
+
+    let (_, list) = a.get("/v1/messages/dead-letters").await;
+    let mut reasons: Vec<&str> = list["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    reasons.dedup();
+    assert_eq!(
+        reasons,
+        ["the federation ended before acknowledgement"],
+        "{list}"
+    );
+    assert_eq!(list["dead_letters"].as_array().unwrap().len(), 3, "{list}");
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="federation_ended"} 3"#),
+        "{metrics}"
+    );
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
+    a.gateway.shutdown().await;
+}

@@ -362,6 +362,16 @@ impl<P: Clone> Outbox<P> {
         self.arm_forward(now);
     }
 
+    /// The federation ended: nothing will ever be sent or acknowledged again, so every message
+    /// held, queued or in flight, is dead-lettered ([`DeadLetterReason::FederationEnded`]), and
+    /// the outbox is empty afterwards.
+    pub fn handle_federation_ended(&mut self) {
+        let tickets: Vec<Ticket> = self.entries.keys().copied().collect();
+        for ticket in tickets {
+            self.dead_letter(ticket, DeadLetterReason::FederationEnded);
+        }
+    }
+
     /// The link is gone: everything in flight waits, in sequence order, for retransmission on
     /// the next link; nothing is sent until [`Outbox::handle_link_up`].
     pub fn handle_link_down(&mut self) {
@@ -756,6 +766,7 @@ impl<P: Clone> Outbox<P> {
             DeadLetterReason::ExpiredUnacknowledged => &mut self.counters.expired_unacknowledged,
             DeadLetterReason::ArrivedLate => &mut self.counters.arrived_late,
             DeadLetterReason::Shed => &mut self.counters.shed,
+            DeadLetterReason::FederationEnded => &mut self.counters.federation_ended,
         };
         *counter += 1;
         self.events.push_back(OutboxEvent::DeadLettered {

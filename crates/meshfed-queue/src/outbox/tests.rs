@@ -726,3 +726,45 @@ fn send_before_persisted_sends_at_once_and_accepts_only_when_stored() {
     assert!(!o.contains(&id(3)));
     assert_eq!(o.backlog(t(5)).awaiting_persistence, 0);
 }
+
+#[test]
+fn federation_ended_dead_letters_everything_held_wherever_it_is() {
+    let mut o = outbox();
+    o.handle_link_up();
+    // 1 in flight; 4 (qos 0) sent and so no longer held.
+    o.offer(msg(1).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    o.offer(msg(4), t(0)).unwrap();
+    persist_all(&mut o);
+    assert_eq!(payloads(&transmits(&mut o, t(1))), [1, 4]);
+    // 2 queued behind a link that is down; 3 not yet persisted.
+    o.handle_link_down();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(2)).unwrap();
+    persist_all(&mut o);
+    o.offer(msg(3).with_qos(Qos::ExactlyOnce), t(2)).unwrap();
+    let before = events(&mut o);
+    assert!(
+        matches!(before[..], [OutboxEvent::Persist(_)]),
+        "{before:?}"
+    );
+
+    o.handle_federation_ended();
+    let mut dead: Vec<EnvelopeId> = events(&mut o)
+        .into_iter()
+        .map(|e| match e {
+            OutboxEvent::DeadLettered {
+                id,
+                reason: DeadLetterReason::FederationEnded,
+            } => id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    dead.sort();
+    assert_eq!(dead, [id(1), id(2), id(3)]);
+    assert!(o.is_empty());
+    assert_eq!(o.counters().federation_ended, 3);
+    assert_eq!(o.backlog(t(3)).messages, 0);
+    // Persistence confirmed late, or an acknowledgement for a gone message, changes nothing.
+    o.handle_persisted([id(3)]);
+    o.handle_ack(&ack(2, &[], 100), t(4)).unwrap();
+    assert!(events(&mut o).is_empty());
+}

@@ -127,6 +127,8 @@ pub enum DeadLetterReason {
     ArrivedLate,
     /// Shed under overload to make room for a message of higher priority or qos (qos 0 only).
     Shed,
+    /// The federation ended (terminated) before the peer acknowledged it.
+    FederationEnded,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -136,6 +138,7 @@ impl fmt::Display for DeadLetterReason {
             Self::ExpiredUnacknowledged => "deadline passed before acknowledgement",
             Self::ArrivedLate => "arrived after its deadline",
             Self::Shed => "shed under overload",
+            Self::FederationEnded => "the federation ended before acknowledgement",
         })
     }
 }
@@ -221,6 +224,8 @@ pub struct OutboxCounters {
     pub arrived_late: u64,
     /// qos 0 messages shed under overload.
     pub shed: u64,
+    /// Messages dead-lettered because the federation ended.
+    pub federation_ended: u64,
     /// Acknowledgements and credit for another epoch, ignored.
     pub foreign_epoch: u64,
 }

@@ -17,7 +17,7 @@ use meshfed_proto::capability::Accepted;
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::policy::PolicyTerms;
-use meshfed_proto::{FederationId, FederationState, MeshId};
+use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_queue::wire::{Item, Signed, Transfer};
 use meshfed_queue::{
     Ack, Credit, DeadLetterReason, Epoch, Message, OfferError, Outbox, OutboxConfig, OutboxEvent,
@@ -406,7 +406,14 @@ impl Task {
                 }
             }
             Control::Credit(credit) => self.outbox.handle_credit(credit),
-            Control::State(state) => self.view.state = state,
+            Control::State(state) => {
+                self.view.state = state;
+                if state == FederationState::Terminated(Termination::Forced) {
+                    // Forced termination revokes at once (DESIGN §3.3): what waits is
+                    // dead-lettered, recorded and reported rather than kept.
+                    self.outbox.handle_federation_ended();
+                }
+            }
         }
     }
 
@@ -634,5 +641,6 @@ pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
         DeadLetterReason::ExpiredUnacknowledged => "expired_unacknowledged",
         DeadLetterReason::ArrivedLate => "arrived_late",
         DeadLetterReason::Shed => "shed",
+        DeadLetterReason::FederationEnded => "federation_ended",
     }
 }
