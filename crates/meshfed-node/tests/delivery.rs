@@ -482,3 +482,62 @@ async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
     assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
     a.gateway.shutdown().await;
 }
+
+/// A graceful termination delivers what is in flight before it ends the federation. B cannot
+/// acknowledge for a moment (another connection holds its database's write lock, so its
+/// journal commit waits); A is terminated meanwhile, and waits for the acknowledgements before
+/// it tells B: all twenty messages arrive, none is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_termination_delivers_what_is_in_flight_first() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("?topic=t/%23").await;
+    let lock = rusqlite::Connection::open(b.dir().join("store/meshfed.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for i in 0..20 {
+        let (status, sent) = send(
+            &a,
+            json!({"to": "supplier-b", "topic": "t/g", "payload": i, "qos": 2}),
+        )
+        .await;
+        assert_eq!(status, 202, "{sent}");
+    }
+    wait_for(|| async {
+        a.get(&format!("/v1/federations/{id}")).await.1["backlog"]["in_flight"] == 20
+    })
+    .await;
+
+    let terminating = {
+        let (http, url, token) = (
+            a.http.clone(),
+            a.url(&format!("/v1/federations/{id}/terminate")),
+            a.token.clone(),
+        );
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    wait_for(|| async {
+        a.get(&format!("/v1/federations/{id}")).await.1["state"] == "terminated-graceful"
+    })
+    .await;
+    // B's commit goes through now, well inside its busy timeout.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let (status, fed) = terminating.await.unwrap();
+    assert_eq!(status, 200, "{fed}");
+
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
+    assert_eq!(fed["dead_lettered"], 0, "{fed}");
+    assert_eq!(fed["delivery"]["acknowledged"], 20, "{fed}");
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 20 {
+        got.insert(next_json(&mut at_b).await["message"].as_u64().unwrap());
+    }
+    assert_eq!(got, (0..20).collect());
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

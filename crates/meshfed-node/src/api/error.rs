@@ -131,6 +131,9 @@ impl From<SendError> for ApiError {
             E::Refused(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             E::Refused(Refused::Offer(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             E::Refused(Refused::Stopping) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            E::Refused(Refused::NotActive { .. }) => {
+                (StatusCode::CONFLICT, "federation_not_active")
+            }
             E::Refused(Refused::Store(_)) | E::Random(_) | E::Store(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

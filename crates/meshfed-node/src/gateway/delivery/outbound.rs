@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::capability::Accepted;
-use meshfed_proto::envelope::{EnvelopeId, Hop, Qos};
+use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::policy::PolicyTerms;
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
@@ -38,6 +38,9 @@ const OFFER_QUEUE: usize = 16_384;
 const OFFERS_PER_TURN: usize = 4096;
 /// Room left in a transfer frame for everything but the envelopes' payloads.
 const PER_ENVELOPE_OVERHEAD: usize = 1536;
+/// How long a graceful termination lets the stream deliver what it holds before the rest is
+/// dead-lettered.
+const DRAIN: Duration = Duration::from_secs(10);
 /// How the sender is told what became of a message it waits for.
 pub(crate) type Outcome = Result<(), DeadLetterReason>;
 
@@ -108,6 +111,14 @@ pub enum Refused {
     /// It could not be journaled.
     #[error("the message could not be stored: {0}")]
     Store(String),
+    /// The federation ended before the stream took it (it passed the API's check just before).
+    #[error("the federation with {peer} is {state}; messages do not flow")]
+    NotActive {
+        /// The peer mesh.
+        peer: MeshId,
+        /// The federation's state.
+        state: FederationState,
+    },
     /// The gateway is stopping.
     #[error("the gateway is stopping")]
     Stopping,
@@ -129,6 +140,8 @@ enum Control {
     Ack(Ack),
     Credit(Credit),
     State(FederationState),
+    /// Answered once a graceful termination's drain is over (at once if none runs).
+    Drained(oneshot::Sender<()>),
 }
 
 impl Stream {
@@ -181,6 +194,15 @@ impl Stream {
     pub(crate) fn set_state(&self, state: FederationState) {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).state = state;
         let _ = self.control.send(Control::State(state));
+    }
+
+    /// Completes once the stream holds nothing more for a federation that ends gracefully:
+    /// everything was acknowledged, or dead-lettered when the link went or the drain timed out.
+    pub(crate) async fn drained(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Drained(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub(crate) fn view(&self) -> View {
@@ -265,6 +287,8 @@ pub(crate) fn start(
         accepting: HashMap::new(),
         waiting: HashMap::new(),
         stats: Stats::default(),
+        drain_until: None,
+        drained: Vec::new(),
     };
     node.tracker.spawn(task.run(offer_rx, control_rx));
     Some(stream)
@@ -286,6 +310,10 @@ struct Task {
     /// Senders waiting for the outcome.
     waiting: HashMap<EnvelopeId, oneshot::Sender<Outcome>>,
     stats: Stats,
+    /// A graceful termination delivers what is held until then (DESIGN §3.3).
+    drain_until: Option<Timestamp>,
+    /// Waiting for the drain to end.
+    drained: Vec<oneshot::Sender<()>>,
 }
 
 impl Task {
@@ -296,10 +324,14 @@ impl Task {
     ) {
         let cancel = self.node.cancel.clone();
         loop {
+            self.check_drain();
             self.settle_events();
             self.transmit().await;
             self.publish_stats();
-            let wake = self.outbox.poll_timeout();
+            let wake = match (self.outbox.poll_timeout(), self.drain_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -328,6 +360,14 @@ impl Task {
     }
 
     fn offer(&mut self, offer: Offer) {
+        if let FederationState::Terminated(_) = self.view.state {
+            // Nothing more is taken once it ended (and a drain must be able to finish).
+            let _ = offer.accepted.send(Err(Refused::NotActive {
+                peer: self.stream.peer.clone(),
+                state: self.view.state,
+            }));
+            return;
+        }
         let id = offer.message.id;
         let pending = offer.message.payload.clone();
         match self.outbox.offer(offer.message, now()) {
@@ -407,13 +447,50 @@ impl Task {
             }
             Control::Credit(credit) => self.outbox.handle_credit(credit),
             Control::State(state) => {
+                if self.view.state == state {
+                    return;
+                }
                 self.view.state = state;
-                if state == FederationState::Terminated(Termination::Forced) {
+                match state {
                     // Forced termination revokes at once (DESIGN §3.3): what waits is
                     // dead-lettered, recorded and reported rather than kept.
-                    self.outbox.handle_federation_ended();
+                    FederationState::Terminated(Termination::Forced) => self.end(),
+                    // Graceful termination first delivers what is held.
+                    FederationState::Terminated(Termination::Graceful) => {
+                        self.drain_until = Some(Timestamp(
+                            now().0 + u64::try_from(DRAIN.as_millis()).unwrap_or(u64::MAX),
+                        ));
+                    }
+                    _ => {}
                 }
             }
+            Control::Drained(tx) => {
+                if self.drain_until.is_some() {
+                    self.drained.push(tx);
+                } else {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// Ends a graceful termination's drain once nothing is held, the link is gone or the time
+    /// is up.
+    fn check_drain(&mut self) {
+        if let Some(until) = self.drain_until
+            && (self.outbox.is_empty() || self.link.is_none() || now() >= until)
+        {
+            self.end();
+        }
+    }
+
+    /// The federation ended: whatever is still held is dead-lettered (recorded by the next
+    /// `settle_events`), and whoever waits for the drain is told.
+    fn end(&mut self) {
+        self.drain_until = None;
+        self.outbox.handle_federation_ended();
+        for tx in self.drained.drain(..) {
+            let _ = tx.send(());
         }
     }
 
@@ -525,7 +602,8 @@ impl Task {
         let Some(link) = self.link.clone() else {
             return;
         };
-        if self.view.state != FederationState::Active || link.closed.is_cancelled() {
+        let sending = self.view.state == FederationState::Active || self.drain_until.is_some();
+        if !sending || link.closed.is_cancelled() {
             return;
         }
         let max_batch = self.node.config.delivery.max_batch;
