@@ -62,11 +62,50 @@ fn error_of(body: &Value) -> (&str, &str) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reliable_send_is_accepted_then_acknowledged_and_arrives_flagged_reliable() {
+/// plant-a and supplier-b, federated; the federation's id.
+async fn pair() -> (Node, Node, String) {
     let a = Node::start("plant-a").await;
     let b = Node::start("supplier-b").await;
     let id = federate(&a, &b).await;
+    (a, b, id)
+}
+
+/// Takes the write lock of `node`'s database from another connection, as another process
+/// could: until it is rolled back, `node`'s journal commits wait (and fail after the busy
+/// timeout, 5 s).
+fn hold_write_lock(node: &Node) -> rusqlite::Connection {
+    let path = node.dir().join("store/meshfed.db");
+    let lock = rusqlite::Connection::open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("taking the write lock of {}: {e}", path.display()));
+    lock
+}
+
+/// `POST path` with `body` on `node`, answered in the background.
+fn post_in_background(
+    node: &Node,
+    path: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (http, url, token) = (node.http.clone(), node.url(path), node.token.clone());
+    tokio::spawn(async move {
+        let answer = async {
+            let r = http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), r.json::<Value>().await?))
+        };
+        answer.await.unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_send_is_accepted_then_acknowledged_and_arrives_flagged_reliable() {
+    let (a, b, id) = pair().await;
     let mut at_b = b.stream("").await;
 
     let (status, accepted) = send(
@@ -149,9 +188,7 @@ async fn queue_for_an_unreachable_peer_refuses_sends_beyond_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_whose_deadline_passes_in_the_queue_is_dead_lettered_and_reported() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     b.gateway.shutdown().await;
     wait_link_down(&a, &id).await;
 
@@ -237,9 +274,7 @@ async fn per_message_signatures_deliver_without_a_batch_proof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_signatures_deliver_each_envelope_with_its_inclusion_proof() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     register_durable(&b, "batch").await;
     // Queued while B is away, the three leave together when it is back: one batch.
     let stopped = b.stop().await;
@@ -315,9 +350,7 @@ async fn durable_subscriber_gets_what_it_missed_in_order_and_resumes_after_its_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_drains_by_priority_and_an_ordered_pair_keeps_its_order() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     register_durable(&b, "d6").await;
     let stopped = b.stop().await;
     wait_link_down(&a, &id).await;
@@ -355,12 +388,9 @@ async fn backlog_drains_by_priority_and_an_ordered_pair_keeps_its_order() {
 /// B's subscriber exactly once and A's backlog empties.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_at_the_receiver_loses_nothing_and_repeats_nothing() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     let mut at_b = b.stream("?topic=t/%23").await;
-    let lock = rusqlite::Connection::open(b.dir().join("store/meshfed.db")).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = hold_write_lock(&b);
 
     let payloads: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     for p in &payloads {
@@ -411,29 +441,17 @@ async fn a_failed_commit_at_the_receiver_loses_nothing_and_repeats_nothing() {
 /// sender waiting for an acknowledgement is told, and the dead letters are listed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     b.gateway.shutdown().await;
     wait_link_down(&a, &id).await;
     for p in ["q1", "q2"] {
         send_reliable(&a, "t/q", p, 0).await;
     }
-    let waiting = {
-        let http = a.http.clone();
-        let url = a.url("/v1/messages");
-        let token = a.token.clone();
-        tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({"to": "supplier-b", "topic": "t/q", "payload": "q3", "qos": 2, "wait": true}))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        })
-    };
+    let waiting = post_in_background(
+        &a,
+        "/v1/messages",
+        json!({"to": "supplier-b", "topic": "t/q", "payload": "q3", "qos": 2, "wait": true}),
+    );
     wait_for(|| async {
         a.get(&format!("/v1/federations/{id}")).await.1["backlog"]["messages"] == 3
     })
@@ -489,12 +507,9 @@ async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
 /// it tells B: all twenty messages arrive, none is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_termination_delivers_what_is_in_flight_first() {
-    let a = Node::start("plant-a").await;
-    let b = Node::start("supplier-b").await;
-    let id = federate(&a, &b).await;
+    let (a, b, id) = pair().await;
     let mut at_b = b.stream("?topic=t/%23").await;
-    let lock = rusqlite::Connection::open(b.dir().join("store/meshfed.db")).unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = hold_write_lock(&b);
     for i in 0..20 {
         let (status, sent) = send(
             &a,
@@ -508,17 +523,7 @@ async fn graceful_termination_delivers_what_is_in_flight_first() {
     })
     .await;
 
-    let terminating = {
-        let (http, url, token) = (
-            a.http.clone(),
-            a.url(&format!("/v1/federations/{id}/terminate")),
-            a.token.clone(),
-        );
-        tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(token).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        })
-    };
+    let terminating = post_in_background(&a, &format!("/v1/federations/{id}/terminate"), json!({}));
     wait_for(|| async {
         a.get(&format!("/v1/federations/{id}")).await.1["state"] == "terminated-graceful"
     })
