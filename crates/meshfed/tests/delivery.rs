@@ -30,8 +30,10 @@ use serde_json::Value;
 const BULK: usize = 20_000;
 
 /// How long a bulk test waits for all of its messages: persisting, forwarding and printing
-/// 20,000 envelopes, with a gateway restart in between, on a loaded 2-core machine.
-const BULK_DEADLINE: Duration = Duration::from_secs(40);
+/// 20,000 envelopes, with a gateway restart in between, on a loaded 2-core machine. The qos-2
+/// run took 33 s in CI and once more than 40 s with the whole workspace's tests beside it; a
+/// bound on failure, not a wait, so it is generous.
+const BULK_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The topic of every message sent; the durable subscribers subscribe to `bulk/#`.
 const TOPIC: &str = "bulk/data";
