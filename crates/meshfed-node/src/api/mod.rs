@@ -92,6 +92,8 @@ async fn node_info(State(node): State<Arc<Node>>) -> Json<Value> {
             node.id.cert_not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         )),
         "trust_bundle_mesh": node.id.bundle.mesh(),
+        // How this gateway signs what it sends, as it runs (its file may have changed since).
+        "delivery": { "signatures": node.config.delivery.signatures.as_str() },
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

@@ -26,7 +26,7 @@
 //! duplicate). `--signatures` sets `[delivery] signatures` on both gateways bench starts;
 //! `--compare` runs everything once per signature mode, each on a fresh pair of meshes, and
 //! prints the ratio. Running gateways sign as they are configured; the report names the mode
-//! in the publisher's `meshfed.toml` (the publisher is the side that signs).
+//! the publishing gateway reports in `GET /v1/node` (the publisher is the side that signs).
 
 use std::collections::HashSet;
 use std::io::{IsTerminal as _, Write as _};
@@ -106,8 +106,6 @@ struct Running {
     /// Node directories.
     publisher: PathBuf,
     subscriber: PathBuf,
-    /// How the publisher signs, by its `meshfed.toml`.
-    signatures: SignatureMode,
 }
 
 impl Plan {
@@ -133,17 +131,14 @@ impl Plan {
         // --compare away from them.
         let running = match (args.publisher, args.subscriber) {
             (Some(publisher), Some(subscriber)) => Some(Running {
-                signatures: NodeConfig::load(&publisher)
-                    .map_err(|e| Failure::Config(e.into()))?
-                    .delivery
-                    .signatures,
                 publisher,
                 subscriber,
             }),
             _ => None,
         };
         let modes = match &running {
-            Some(r) => vec![r.signatures],
+            // The publishing gateway says how it signs once bench reaches it.
+            Some(_) => Vec::new(),
             None if args.compare => vec![SignatureMode::Batch, SignatureMode::Message],
             None => vec![args.signatures],
         };
@@ -218,23 +213,34 @@ impl Measured {
 /// One end of the measured path: a gateway's API and the mesh it serves.
 struct Endpoint {
     mesh: MeshId,
+    /// How the gateway signs what it sends, as it says itself.
+    signatures: SignatureMode,
     api: ApiClient,
 }
 
 impl Endpoint {
-    /// Reads the mesh of the gateway `api` reaches (`GET /v1/node`).
+    /// Reads the mesh and signature mode of the gateway `api` reaches (`GET /v1/node`).
     async fn connect(api: ApiClient) -> Result<Self, Failure> {
         let node = api.get("/v1/node").await?;
+        let invalid = |field: &str| {
+            Failure::Runtime(anyhow!(
+                "bench: the gateway at {} names no valid {field} in GET /v1/node: {node}",
+                api.addr()
+            ))
+        };
         let mesh = node["mesh"]
             .as_str()
             .and_then(|m| m.parse::<MeshId>().ok())
-            .ok_or_else(|| {
-                Failure::Runtime(anyhow!(
-                    "bench: the gateway at {} names no valid mesh in GET /v1/node: {node}",
-                    api.addr()
-                ))
-            })?;
-        Ok(Self { mesh, api })
+            .ok_or_else(|| invalid("mesh"))?;
+        let signatures = node["delivery"]["signatures"]
+            .as_str()
+            .and_then(|m| m.parse::<SignatureMode>().ok())
+            .ok_or_else(|| invalid("delivery.signatures"))?;
+        Ok(Self {
+            mesh,
+            signatures,
+            api,
+        })
     }
 
     fn side(&self) -> Side {
@@ -304,7 +310,8 @@ async fn run_running(
         )));
     }
     check_federation(&ends, target).await?;
-    let run = run_phases(&ends, plan, origin, target.signatures).await?;
+    let signatures = ends.publisher.signatures;
+    let run = run_phases(&ends, plan, origin, signatures).await?;
     let measured = Measured::Running {
         publisher: ends.publisher.side(),
         subscriber: ends.subscriber.side(),
