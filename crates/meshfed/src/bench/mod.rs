@@ -93,8 +93,8 @@ struct Plan {
     stop: Stop,
     rate: u32,
     qos: Qos,
-    /// The signature modes measured, in order: the one asked for, or both with `--compare`;
-    /// for running gateways, the one the publisher is configured with.
+    /// The signature modes to start gateways with, in order: the one asked for, or both with
+    /// `--compare`. Empty for running gateways: the publisher reports its own.
     modes: Vec<SignatureMode>,
     json: bool,
     /// The running gateways to measure; `None` starts two meshes in this process.
