@@ -409,12 +409,18 @@ mod tests {
         assert!(args.json);
     }
 
-    #[test]
-    fn bench_parses_sizes_durations_and_defaults() {
-        let cli = Cli::try_parse_from(["meshfed", "bench"]).unwrap();
+    /// The `meshfed bench` arguments `argv` parses into.
+    fn bench_args(argv: &[&str]) -> BenchArgs {
+        let cli = Cli::try_parse_from(argv).unwrap();
         let Command::Bench(args) = cli.command else {
             panic!("parsed as {:?}", cli.command)
         };
+        args
+    }
+
+    #[test]
+    fn bench_parses_sizes_durations_and_defaults() {
+        let args = bench_args(&["meshfed", "bench"]);
         assert_eq!(args.payload, ByteSize(1024));
         assert_eq!((args.count, args.duration), (None, None));
         assert_eq!(
@@ -425,7 +431,7 @@ mod tests {
             (args.signatures, args.compare),
             (SignatureMode::Batch, false)
         );
-        let cli = Cli::try_parse_from([
+        let args = bench_args(&[
             "meshfed",
             "bench",
             "--payload",
@@ -439,21 +445,14 @@ mod tests {
             "--signatures",
             "message",
             "--json",
-        ])
-        .unwrap();
-        let Command::Bench(args) = cli.command else {
-            panic!("parsed as {:?}", cli.command)
-        };
+        ]);
         assert_eq!(args.payload, ByteSize(4096));
         assert_eq!(args.duration, Some(Duration::from_secs(2)));
         assert_eq!(args.rate, 50);
         assert_eq!(args.qos, Qos::AtLeastOnce);
         assert_eq!(args.signatures, SignatureMode::Message);
         assert!(args.json);
-        let cli = Cli::try_parse_from(["meshfed", "bench", "--compare", "--qos", "2"]).unwrap();
-        let Command::Bench(args) = cli.command else {
-            panic!("parsed as {:?}", cli.command)
-        };
+        let args = bench_args(&["meshfed", "bench", "--compare", "--qos", "2"]);
         assert!(args.compare);
         assert_eq!(args.qos, Qos::ExactlyOnce);
     }
@@ -479,7 +478,7 @@ mod tests {
 
     #[test]
     fn bench_targets_running_gateways_only_with_both_directories() {
-        let cli = Cli::try_parse_from([
+        let args = bench_args(&[
             "meshfed",
             "bench",
             "--publisher",
@@ -488,17 +487,10 @@ mod tests {
             "b",
             "--qos",
             "1",
-        ])
-        .unwrap();
-        let Command::Bench(args) = cli.command else {
-            panic!("parsed as {:?}", cli.command)
-        };
+        ]);
         assert_eq!(args.publisher, Some(PathBuf::from("a")));
         assert_eq!(args.subscriber, Some(PathBuf::from("b")));
-        let cli = Cli::try_parse_from(["meshfed", "bench"]).unwrap();
-        let Command::Bench(args) = cli.command else {
-            panic!("parsed as {:?}", cli.command)
-        };
+        let args = bench_args(&["meshfed", "bench"]);
         assert_eq!((args.publisher, args.subscriber), (None, None));
         for bad in [
             &["meshfed", "bench", "--publisher", "a"][..],
