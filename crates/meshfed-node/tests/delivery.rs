@@ -8,6 +8,7 @@ use common::{Node, Ws, federate, next_json, wait_for};
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_node::config::SignatureMode;
 use meshfed_proto::envelope::Envelope;
+use meshfed_proto::{FederationState, Termination};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -545,4 +546,66 @@ async fn graceful_termination_delivers_what_is_in_flight_first() {
     assert_eq!(got, (0..20).collect());
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
+}
+
+/// The dead letters `node` lists.
+async fn dead_letters(node: &Node) -> Vec<Value> {
+    let (_, list) = node.get("/v1/messages/dead-letters").await;
+    list["dead_letters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone()
+}
+
+/// A gateway that stops after it stored a termination but before it recorded the dead letters
+/// (here the termination is written to its store while it is down) dead-letters the stored
+/// backlog when it starts again, instead of keeping it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_of_a_federation_that_ended_while_down_is_dead_lettered_at_start() {
+    let (a, b, id) = pair().await;
+    b.gateway.shutdown().await;
+    wait_link_down(&a, &id).await;
+    for p in ["q1", "q2", "q3"] {
+        send_reliable(&a, "t/q", p, 0).await;
+    }
+    let a = a.stop().await;
+    let store = meshfed_store::Store::open(&a.dir().join("store/meshfed.db")).unwrap();
+    store
+        .set_state(
+            &id.parse().unwrap(),
+            FederationState::Terminated(Termination::Forced),
+            Some("terminated while the gateway was down"),
+            meshfed_node::gateway::now(),
+        )
+        .unwrap();
+    drop(store);
+
+    let a = a.start().await;
+    wait_for(|| async { dead_letters(&a).await.len() == 3 }).await;
+    for letter in dead_letters(&a).await {
+        assert_eq!(
+            letter["reason"], "the federation ended before acknowledgement",
+            "{letter}"
+        );
+    }
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="federation_ended"} 3"#),
+        "{metrics}"
+    );
+
+    // Recorded once: the stored copies are gone, and a further start finds nothing to do.
+    let a = a.stop().await;
+    let db = rusqlite::Connection::open(a.dir().join("store/meshfed.db")).unwrap();
+    let stored: i64 = db
+        .query_row("SELECT count(*) FROM outbound", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0);
+    drop(db);
+    let a = a.start().await;
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["state"], "terminated-forced", "{fed}");
+    assert_eq!(dead_letters(&a).await.len(), 3);
+    a.gateway.shutdown().await;
 }

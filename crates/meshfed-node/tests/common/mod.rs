@@ -193,6 +193,11 @@ pub(crate) struct Stopped {
 }
 
 impl Stopped {
+    /// The node directory, as the stopped gateway left it.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Starts the gateway again from its directory, with the configuration on disk: its
     /// federation listener comes back on the address it had, the one peers re-dial. The API
     /// gets a new port.

@@ -14,6 +14,7 @@ pub(crate) mod inbound;
 pub(crate) mod live;
 pub(crate) mod outbound;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -104,7 +105,12 @@ pub(crate) async fn sleep_until(at: Option<Timestamp>) {
     }
 }
 
-/// Starts the receiving task and one stream per live federation, each with its stored backlog.
+/// Starts one stream per live federation, each with its stored backlog.
+///
+/// A federation that ended while messages to its peer were still stored (the gateway stopped
+/// between storing the termination and recording the dead letters) gets a stream too, if no
+/// live federation with the same peer takes those messages: it dead-letters them at once, as
+/// the termination would have.
 pub(crate) async fn start(node: &Arc<Node>) {
     let records = match node.blocking(|s| s.federations()).await {
         Ok(r) => r,
@@ -113,7 +119,16 @@ pub(crate) async fn start(node: &Arc<Node>) {
             return;
         }
     };
-    for record in records.into_iter().filter(|r| r.state.is_live()) {
+    let mut peers: HashSet<MeshId> = records
+        .iter()
+        .filter(|r| r.state.is_live())
+        .map(|r| r.peer_mesh.clone())
+        .collect();
+    for record in records {
+        let live = record.state.is_live();
+        if !live && !peers.insert(record.peer_mesh.clone()) {
+            continue;
+        }
         let journal = node.journal.clone();
         let peer = record.peer_mesh.clone();
         let restored = tokio::task::spawn_blocking(move || journal.pending_outbound(&peer)).await;
@@ -128,7 +143,9 @@ pub(crate) async fn start(node: &Arc<Node>) {
                 Vec::new()
             }
         };
-        ensure_stream(node, &record, restored);
+        if live || !restored.is_empty() {
+            ensure_stream(node, &record, restored);
+        }
     }
 }
 

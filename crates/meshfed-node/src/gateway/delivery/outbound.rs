@@ -276,7 +276,7 @@ pub(crate) fn start(
     if !held.is_empty() {
         tracing::info!(peer = %record.peer_mesh, messages = held.len(), "restored the outbound backlog");
     }
-    let task = Task {
+    let mut task = Task {
         node: node.clone(),
         stream: stream.clone(),
         outbox,
@@ -290,6 +290,10 @@ pub(crate) fn start(
         drain_until: None,
         drained: Vec::new(),
     };
+    if let FederationState::Terminated(_) = task.view.state {
+        // Restored for a federation that has ended: dead-lettered on the task's first turn.
+        task.end();
+    }
     node.tracker.spawn(task.run(offer_rx, control_rx));
     Some(stream)
 }
