@@ -273,6 +273,39 @@ async fn per_message_signatures_deliver_without_a_batch_proof() {
     b.gateway.shutdown().await;
 }
 
+/// A backlog drains in transfers of many envelopes, each signed alone (on every core at the
+/// sender, verified on every core at the receiver): all arrive, in the order they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_message_signatures_drain_a_backlog_in_order() {
+    let a = Node::start_with("plant-a", |c| {
+        c.delivery.signatures = SignatureMode::Message
+    })
+    .await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    register_durable(&b, "d1").await;
+    let b = b.stop().await;
+    wait_link_down(&a, &id).await;
+    for n in 0..24 {
+        send_reliable(&a, "t/p", &format!("m{n}"), 0).await;
+    }
+
+    let b = b.start().await;
+    let mut sub = b.stream("?durable=d1&topic=t/%23").await;
+    for n in 0..24 {
+        let got = next_json(&mut sub).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+    }
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert!(
+        fed["delivery"]["transfers"].as_u64().unwrap() < 24,
+        "the backlog went in transfers of several envelopes: {fed}"
+    );
+    close(&mut sub).await;
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_signatures_deliver_each_envelope_with_its_inclusion_proof() {
     let (a, b, id) = pair().await;

@@ -633,7 +633,7 @@ impl Task {
                     self.stats.sent += 1;
                 }
             }
-            let frame = match self.transfer(&link, &batch) {
+            let frame = match self.transfer(&link, &batch).await {
                 Ok(f) => f,
                 Err(e) => {
                     // Sealing or signing failed (a content key at its volume limit): the link
@@ -657,8 +657,10 @@ impl Task {
         }
     }
 
-    /// Seals each message under the link session's key and signs them as configured.
-    fn transfer(
+    /// Seals each message under the link session's key and signs them as configured (each
+    /// alone on every core: one P-384 signature per message is most of what such a transfer
+    /// costs).
+    async fn transfer(
         &self,
         link: &LinkHandle,
         batch: &[Transmit<Arc<Pending>>],
@@ -683,13 +685,15 @@ impl Task {
                     .map_err(|e| e.to_string())?
                     .encode(),
             ),
-            SignatureMode::Message => Signed::Each(
-                envelopes
-                    .into_iter()
-                    .map(|e| e.sign(&node.id.key).map(|w| w.encode()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| e.to_string())?,
-            ),
+            SignatureMode::Message => {
+                let key = node.id.key.clone();
+                Signed::Each(
+                    super::on_every_core(envelopes, move |e| {
+                        e.sign(&key).map(|w| w.encode()).map_err(|e| e.to_string())
+                    })
+                    .await?,
+                )
+            }
         };
         // The lowest floor holds for every item (each floor is at most its item's seq).
         let floor = batch.iter().map(|t| t.floor).min().unwrap_or_default();
