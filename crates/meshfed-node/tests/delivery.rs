@@ -46,6 +46,22 @@ async fn register_durable(node: &Node, name: &str) {
     close(&mut ws).await;
 }
 
+/// Registers durable subscription `name` on `t/#` at `b`, stops `b`, has `a` queue `m0`,
+/// `m1`, … (`count` reliable messages on `t/p`) while it is away, and starts `b` again: returns
+/// it and the subscription's stream, which the backlog reaches in transfers of several
+/// envelopes.
+async fn queue_while_away(a: &Node, b: Node, id: &str, name: &str, count: usize) -> (Node, Ws) {
+    register_durable(&b, name).await;
+    let stopped = b.stop().await;
+    wait_link_down(a, id).await;
+    for n in 0..count {
+        send_reliable(a, "t/p", &format!("m{n}"), 0).await;
+    }
+    let b = stopped.start().await;
+    let stream = b.stream(&format!("?durable={name}&topic=t/%23")).await;
+    (b, stream)
+}
+
 /// Closes a WebSocket and waits for the server's close.
 async fn close(ws: &mut Ws) {
     if let Err(e) = ws.close(None).await {
@@ -283,15 +299,7 @@ async fn per_message_signatures_drain_a_backlog_in_order() {
     .await;
     let b = Node::start("supplier-b").await;
     let id = federate(&a, &b).await;
-    register_durable(&b, "d1").await;
-    let b = b.stop().await;
-    wait_link_down(&a, &id).await;
-    for n in 0..24 {
-        send_reliable(&a, "t/p", &format!("m{n}"), 0).await;
-    }
-
-    let b = b.start().await;
-    let mut sub = b.stream("?durable=d1&topic=t/%23").await;
+    let (b, mut sub) = queue_while_away(&a, b, &id, "d1", 24).await;
     for n in 0..24 {
         let got = next_json(&mut sub).await;
         assert_eq!(got["message"], format!("m{n}"), "{got}");
@@ -309,15 +317,8 @@ async fn per_message_signatures_drain_a_backlog_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_signatures_deliver_each_envelope_with_its_inclusion_proof() {
     let (a, b, id) = pair().await;
-    register_durable(&b, "batch").await;
     // Queued while B is away, the three leave together when it is back: one batch.
-    let stopped = b.stop().await;
-    wait_link_down(&a, &id).await;
-    for n in 0..3 {
-        send_reliable(&a, "t/a", &format!("m{n}"), 0).await;
-    }
-    let b = stopped.start().await;
-    let mut at_b = b.stream("?durable=batch&topic=t/%23").await;
+    let (b, mut at_b) = queue_while_away(&a, b, &id, "batch", 3).await;
 
     let mut root = None;
     for n in 0..3u32 {
