@@ -244,12 +244,7 @@ async fn message_whose_deadline_passes_in_the_queue_is_dead_lettered_and_reporte
         "{list}"
     );
 
-    let metrics = a.metrics().await;
-    assert!(
-        metrics.lines().any(|l| l
-            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="expired_in_queue"} 1"#),
-        "{metrics}"
-    );
+    assert_dead_lettered(&a, "expired_in_queue", 1).await;
     let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
     assert_eq!(fed["dead_lettered"], 1, "{fed}");
     assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
@@ -525,12 +520,7 @@ async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
         "{list}"
     );
     assert_eq!(list["dead_letters"].as_array().unwrap().len(), 3, "{list}");
-    let metrics = a.metrics().await;
-    assert!(
-        metrics.lines().any(|l| l
-            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="federation_ended"} 3"#),
-        "{metrics}"
-    );
+    assert_dead_lettered(&a, "federation_ended", 3).await;
     let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
     assert_eq!(fed["backlog"]["messages"], 0, "{fed}");
     a.gateway.shutdown().await;
@@ -582,6 +572,14 @@ async fn graceful_termination_delivers_what_is_in_flight_first() {
     b.gateway.shutdown().await;
 }
 
+/// Fails unless `node`'s metrics count `count` messages to supplier-b dead-lettered for `reason`.
+async fn assert_dead_lettered(node: &Node, reason: &str, count: u64) {
+    let metrics = node.metrics().await;
+    let line =
+        format!(r#"meshfed_dead_lettered_total{{peer="supplier-b",reason="{reason}"}} {count}"#);
+    assert!(metrics.lines().any(|l| l == line), "no {line} in {metrics}");
+}
+
 /// The dead letters `node` lists.
 async fn dead_letters(node: &Node) -> Vec<Value> {
     let (_, list) = node.get("/v1/messages/dead-letters").await;
@@ -622,12 +620,7 @@ async fn backlog_of_a_federation_that_ended_while_down_is_dead_lettered_at_start
             "{letter}"
         );
     }
-    let metrics = a.metrics().await;
-    assert!(
-        metrics.lines().any(|l| l
-            == r#"meshfed_dead_lettered_total{peer="supplier-b",reason="federation_ended"} 3"#),
-        "{metrics}"
-    );
+    assert_dead_lettered(&a, "federation_ended", 3).await;
 
     // Recorded once: the stored copies are gone, and a further start finds nothing to do.
     let a = a.stop().await;
