@@ -265,13 +265,13 @@ pub(crate) async fn operate(
         );
         let _ = link.tx.send(links::lifecycle_frame(target)).await;
     }
-    if op == (Operation::Terminate { forced: false }) {
+    super::delivery::state_changed(node, &updated.peer_mesh, updated.state);
+    if op == (Operation::Terminate { forced: false })
+        && let Some(stream) = super::delivery::stream_to(node, &updated.peer_mesh)
+    {
         // DESIGN §3.3: graceful termination delivers what is in flight (no new sends are taken
         // from now on) before the peer is told; what is left after that is dead-lettered.
-        super::delivery::state_changed(node, &updated.peer_mesh, updated.state);
-        if let Some(stream) = super::delivery::stream_to(node, &updated.peer_mesh) {
-            stream.drained().await;
-        }
+        stream.drained().await;
     }
     if let Operation::Terminate { forced } = op
         && let Some(link) = links::link(node, &id)
@@ -283,7 +283,6 @@ pub(crate) async fn operate(
             .send(Frame::new(FrameType::Termination, vec![u8::from(forced)]))
             .await;
     }
-    super::delivery::state_changed(node, &updated.peer_mesh, updated.state);
     tracing::info!(federation = %id, state = %updated.state, "federation {reason}");
     Ok(updated)
 }

@@ -566,7 +566,6 @@ fn payload(size: usize, tag: u8, seq: u64, at: u64) -> String {
     p
 }
 
-/// The phase tag, sequence number and send time in a delivered envelope's payload.
 /// The part of a delivered envelope the bench reads.
 #[derive(serde::Deserialize)]
 struct Received<'a> {
@@ -574,6 +573,7 @@ struct Received<'a> {
     message: std::borrow::Cow<'a, str>,
 }
 
+/// The phase tag, sequence number and send time in a delivered envelope's payload.
 fn stamp(text: &str) -> Option<(u8, u64, u64)> {
     let tag = u8::from_str_radix(text.get(0..2)?, 16).ok()?;
     let seq = u64::from_str_radix(text.get(2..16)?, 16).ok()?;

@@ -461,9 +461,7 @@ impl Task {
                     FederationState::Terminated(Termination::Forced) => self.end(),
                     // Graceful termination first delivers what is held.
                     FederationState::Terminated(Termination::Graceful) => {
-                        self.drain_until = Some(Timestamp(
-                            now().0 + u64::try_from(DRAIN.as_millis()).unwrap_or(u64::MAX),
-                        ));
+                        self.drain_until = Some(now().saturating_add(DRAIN));
                     }
                     _ => {}
                 }
