@@ -16,6 +16,7 @@ pub mod policy;
 
 pub use id::{FederationId, InvalidId, KeyId, MeshId, NodeName};
 pub use lifecycle::{FederationState, IllegalTransition, Termination};
+pub mod admission;
 pub mod agreement;
 pub mod batch;
 pub mod capability;

@@ -140,12 +140,16 @@ pub enum ErrorCode {
     AgreementMismatch,
     BadSignature,
     UnknownFederation,
+    NotActive,
+    HopLimit,
+    AgreementViolated,
+    TooLarge,
     Internal,
     /// A code this version does not know.
     Other(u16),
 }
 
-const CODES: [(ErrorCode, u16, &str); 20] = [
+const CODES: [(ErrorCode, u16, &str); 24] = [
     (ErrorCode::Timeout, 1, "timeout"),
     (ErrorCode::UnexpectedMessage, 2, "unexpected_message"),
     (ErrorCode::Malformed, 3, "malformed"),
@@ -173,6 +177,10 @@ const CODES: [(ErrorCode, u16, &str); 20] = [
     (ErrorCode::AgreementMismatch, 40, "agreement_mismatch"),
     (ErrorCode::BadSignature, 41, "bad_signature"),
     (ErrorCode::UnknownFederation, 42, "unknown_federation"),
+    (ErrorCode::NotActive, 43, "not_active"),
+    (ErrorCode::HopLimit, 44, "hop_limit"),
+    (ErrorCode::AgreementViolated, 45, "agreement_violated"),
+    (ErrorCode::TooLarge, 46, "too_large"),
     (ErrorCode::Internal, 50, "internal"),
 ];
 

@@ -1,0 +1,503 @@
+//! Admission: the checks a message passes to cross a federation, in either direction, and the
+//! one enum that says why one was refused.
+//!
+//! The same [`Terms`] serve the sender (before a message is queued) and the receiver (after an
+//! envelope is opened): what the agreement lets flow from one side to the other is checked by
+//! one function, [`Terms::admit`], whichever side asks. The receiver adds the checks only it can
+//! make ([`Terms::check_arrival`]: federation, source, destination, hops, encryption); the
+//! cryptographic checks (signer, signature, opening) are made by the driver and reported with
+//! the same [`Refusal`].
+//!
+//! Each refusal maps, in one place each, to its label ([`Refusal::reason`], the
+//! `reason` of `meshfed_envelopes_rejected_total`), its wire code ([`Refusal::code`]) and, in the
+//! service's API, its HTTP status. Sans-IO.
+
+use std::fmt;
+
+use crate::agreement::Agreement;
+use crate::envelope::{Header, Hop, HopError, Qos};
+use crate::handshake::{ErrorCode, Role};
+use crate::id::{FederationId, MeshId};
+use crate::lifecycle::FederationState;
+use crate::topic::{Topic, TopicPattern};
+
+/// Which way a message travels, seen from this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From this mesh to the peer.
+    Outbound,
+    /// From the peer to this mesh.
+    Inbound,
+}
+
+/// Why a message or an arriving envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// There is no federation with the destination mesh.
+    #[error("no federation with mesh {0}; federate first (meshfed federation invite / join)")]
+    UnknownDestination(MeshId),
+    /// The federation does not carry messages in its present state.
+    #[error("the federation with {peer} is {state}; messages do not flow")]
+    NotActive {
+        /// The peer mesh.
+        peer: MeshId,
+        /// The federation's state.
+        state: FederationState,
+    },
+    /// The federation is suspended (by either side): nothing is accepted until it resumes.
+    #[error("the federation is suspended")]
+    Suspended,
+    /// The peer's link is down and the message is not stored and forwarded (qos 0).
+    #[error(
+        "mesh {0} is unreachable: its link is down; qos 0 messages are not queued (send with qos 1 or 2 to store and forward)"
+    )]
+    Unreachable(MeshId),
+    /// The envelope names another federation than the link it came on.
+    #[error("envelope names federation {named}, the link carries {link}")]
+    WrongFederation {
+        /// The federation the envelope names.
+        named: FederationId,
+        /// The link's federation.
+        link: FederationId,
+    },
+    /// The envelope's source is not the link's peer.
+    #[error("envelope from mesh {source_mesh} arrived on the link of {peer}")]
+    WrongSource {
+        /// The source the envelope names.
+        source_mesh: MeshId,
+        /// The link's peer.
+        peer: MeshId,
+    },
+    /// The envelope is addressed to another mesh.
+    #[error("envelope for mesh {destination} arrived at mesh {here}")]
+    NotForUs {
+        /// Its destination.
+        destination: MeshId,
+        /// This mesh.
+        here: MeshId,
+    },
+    /// A routing loop or an exhausted ttl.
+    #[error(transparent)]
+    Hop(#[from] HopError),
+    /// The envelope is not encrypted, and the agreement requires it.
+    #[error("envelope is not encrypted, and the agreement requires encryption")]
+    NotEncrypted,
+    /// The envelope does not open under the peer's content key.
+    #[error("envelope does not open: {0}")]
+    Unsealable(String),
+    /// The signer certificate is not issued by the peer's stored trust bundle (or expired).
+    #[error("signer certificate: {0}")]
+    UntrustedSigner(String),
+    /// The signature (or the batch's) does not verify.
+    #[error("signature: {0}")]
+    BadSignature(String),
+    /// The frame or envelope does not decode.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// The topic is not agreed in that direction.
+    #[error("topic {topic} is not in the agreement with {peer} (allowed: {})", Patterns(.allowed))]
+    TopicNotAgreed {
+        /// The topic.
+        topic: Topic,
+        /// The peer mesh.
+        peer: MeshId,
+        /// Patterns allowed in that direction.
+        allowed: Vec<TopicPattern>,
+    },
+    /// The payload is over the agreed size.
+    #[error("payload of {size} bytes exceeds the agreed maximum of {max} bytes")]
+    TooLarge {
+        /// Payload size.
+        size: usize,
+        /// Agreed maximum.
+        max: u32,
+    },
+    /// The qos is above what the federation agreed.
+    #[error("qos {} is above the federation's maximum of {}", .asked.level(), .max.level())]
+    QosNotAgreed {
+        /// Asked.
+        asked: Qos,
+        /// Agreed maximum.
+        max: Qos,
+    },
+}
+
+/// Shows a list of patterns, `none` when empty.
+struct Patterns<'a>(&'a [TopicPattern]);
+
+impl fmt::Display for Patterns<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Refusal {
+    /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
+    pub const REASONS: [&'static str; 16] = [
+        "unknown_destination",
+        "not_active",
+        "suspended",
+        "unreachable",
+        "wrong_federation",
+        "wrong_source",
+        "not_for_us",
+        "hop_limit",
+        "not_encrypted",
+        "unsealable",
+        "untrusted_signer",
+        "bad_signature",
+        "malformed",
+        "topic_not_agreed",
+        "too_large",
+        "qos_not_agreed",
+    ];
+
+    /// The refusal's label: the `reason` of `meshfed_envelopes_rejected_total` and the `code` of
+    /// an API error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownDestination(_) => "unknown_destination",
+            Self::NotActive { .. } => "not_active",
+            Self::Suspended => "suspended",
+            Self::Unreachable(_) => "unreachable",
+            Self::WrongFederation { .. } => "wrong_federation",
+            Self::WrongSource { .. } => "wrong_source",
+            Self::NotForUs { .. } => "not_for_us",
+            Self::Hop(_) => "hop_limit",
+            Self::NotEncrypted => "not_encrypted",
+            Self::Unsealable(_) => "unsealable",
+            Self::UntrustedSigner(_) => "untrusted_signer",
+            Self::BadSignature(_) => "bad_signature",
+            Self::Malformed(_) => "malformed",
+            Self::TopicNotAgreed { .. } => "topic_not_agreed",
+            Self::TooLarge { .. } => "too_large",
+            Self::QosNotAgreed { .. } => "qos_not_agreed",
+        }
+    }
+
+    /// The wire error code a peer is told this refusal with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownDestination(_) | Self::WrongFederation { .. } => {
+                ErrorCode::UnknownFederation
+            }
+            Self::NotActive { .. } | Self::Suspended | Self::Unreachable(_) => ErrorCode::NotActive,
+            Self::WrongSource { .. } | Self::NotForUs { .. } => ErrorCode::IdentityMismatch,
+            Self::Hop(_) => ErrorCode::HopLimit,
+            Self::NotEncrypted | Self::TopicNotAgreed { .. } | Self::QosNotAgreed { .. } => {
+                ErrorCode::AgreementViolated
+            }
+            Self::TooLarge { .. } => ErrorCode::TooLarge,
+            Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,
+            Self::UntrustedSigner(_) => ErrorCode::UntrustedPeer,
+            Self::BadSignature(_) => ErrorCode::BadSignature,
+        }
+    }
+}
+
+/// What the admission checks need to know of one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// Its federation topic.
+    pub topic: &'a Topic,
+    /// Its payload size in clear, in bytes.
+    pub size: usize,
+    /// Its delivery guarantee.
+    pub qos: Qos,
+}
+
+/// The agreement of one federation as one side applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// The federation.
+    pub federation_id: FederationId,
+    /// This side's mesh.
+    pub local: MeshId,
+    /// The peer mesh.
+    pub peer: MeshId,
+    /// Agreement version.
+    pub version: u32,
+    /// Topics that may flow from this side to the peer.
+    pub outbound: Vec<TopicPattern>,
+    /// Topics that may flow from the peer to this side.
+    pub inbound: Vec<TopicPattern>,
+    /// Largest payload, in bytes.
+    pub max_message_size: u32,
+    /// Highest qos either side may use.
+    pub max_qos: Qos,
+}
+
+impl Terms {
+    /// The terms of `agreement` for the side that played `role` in its handshake.
+    pub fn of(agreement: &Agreement, role: Role) -> Self {
+        let services = &agreement.capabilities.services;
+        let (local, peer, outbound, inbound) = match role {
+            Role::Initiator => (
+                &agreement.initiator,
+                &agreement.responder,
+                &services.to_responder,
+                &services.to_initiator,
+            ),
+            Role::Responder => (
+                &agreement.responder,
+                &agreement.initiator,
+                &services.to_initiator,
+                &services.to_responder,
+            ),
+        };
+        Self {
+            federation_id: agreement.federation_id.clone(),
+            local: local.mesh.clone(),
+            peer: peer.mesh.clone(),
+            version: agreement.version,
+            outbound: outbound.clone(),
+            inbound: inbound.clone(),
+            max_message_size: agreement.policy.max_message_size,
+            max_qos: agreement.capabilities.qos.0,
+        }
+    }
+
+    /// The topics allowed `direction`.
+    pub fn topics(&self, direction: Direction) -> &[TopicPattern] {
+        match direction {
+            Direction::Outbound => &self.outbound,
+            Direction::Inbound => &self.inbound,
+        }
+    }
+
+    /// The checks of the agreement every message passes, going `direction`: its topic is
+    /// agreed that way, its size and qos are within the agreed limits.
+    pub fn admit(&self, direction: Direction, msg: Facts<'_>) -> Result<(), Refusal> {
+        let allowed = self.topics(direction);
+        if !allowed.iter().any(|p| p.matches(msg.topic)) {
+            return Err(Refusal::TopicNotAgreed {
+                topic: msg.topic.clone(),
+                peer: self.peer.clone(),
+                allowed: allowed.to_vec(),
+            });
+        }
+        if msg.size > self.max_message_size as usize {
+            return Err(Refusal::TooLarge {
+                size: msg.size,
+                max: self.max_message_size,
+            });
+        }
+        if msg.qos > self.max_qos {
+            return Err(Refusal::QosNotAgreed {
+                asked: msg.qos,
+                max: self.max_qos,
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks only the receiver makes, before an envelope is opened: it travels under this
+    /// federation, from the peer, to this mesh, may take one more hop (recorded in `hop`), is
+    /// encrypted (every meshfed sender seals what it sends).
+    pub fn check_arrival(&self, header: &Header, hop: &mut Hop) -> Result<(), Refusal> {
+        if header.federation_id != self.federation_id {
+            return Err(Refusal::WrongFederation {
+                named: header.federation_id.clone(),
+                link: self.federation_id.clone(),
+            });
+        }
+        if header.source.mesh != self.peer {
+            return Err(Refusal::WrongSource {
+                source_mesh: header.source.mesh.clone(),
+                peer: self.peer.clone(),
+            });
+        }
+        if header.destination.mesh != self.local {
+            return Err(Refusal::NotForUs {
+                destination: header.destination.mesh.clone(),
+                here: self.local.clone(),
+            });
+        }
+        hop.advance(&self.local)?;
+        if header.encryption.is_none() {
+            return Err(Refusal::NotEncrypted);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests fail on any error")]
+
+    use super::*;
+    use crate::envelope::{
+        Cipher, ContentType, DeliveryPolicy, Destination, Encryption, EnvelopeId, Flags, Metadata,
+        Source, Version,
+    };
+
+    fn terms() -> Terms {
+        Terms {
+            federation_id: "fed_ab".parse().unwrap(),
+            local: "plant-a".parse().unwrap(),
+            peer: "supplier-b".parse().unwrap(),
+            version: 1,
+            outbound: vec!["orders/#".parse().unwrap()],
+            inbound: vec!["line-3/+".parse().unwrap()],
+            max_message_size: 100,
+            max_qos: Qos::AtLeastOnce,
+        }
+    }
+
+    fn arriving(topic: &str) -> Header {
+        let t = terms();
+        Header {
+            version: Version::CURRENT,
+            id: EnvelopeId::new(crate::envelope::Timestamp(1), [7; 10]),
+            timestamp: crate::envelope::Timestamp(1),
+            source: Source {
+                mesh: t.peer.clone(),
+                gateway: "gw1".parse().unwrap(),
+            },
+            destination: Destination {
+                mesh: t.local.clone(),
+                gateway: None,
+            },
+            flags: Flags::empty(),
+            federation_id: t.federation_id,
+            certificate: Vec::new(),
+            encryption: Some(Encryption {
+                cipher: Cipher::Aes256Gcm,
+                key_id: "k1".parse().unwrap(),
+                iv: [0; 12],
+            }),
+            policy: DeliveryPolicy::default(),
+            metadata: Metadata {
+                topic: topic.parse().unwrap(),
+                content_type: ContentType::json(),
+                content_encoding: None,
+                schema_id: None,
+            },
+        }
+    }
+
+    fn facts(topic: &Topic, size: usize, qos: Qos) -> Facts<'_> {
+        Facts { topic, size, qos }
+    }
+
+    #[test]
+    fn admission_checks_each_direction_against_its_own_topics() {
+        let t = terms();
+        let order: Topic = "orders/new".parse().unwrap();
+        let reading: Topic = "line-3/temp".parse().unwrap();
+        assert_eq!(
+            t.admit(Direction::Outbound, facts(&order, 10, Qos::AtLeastOnce)),
+            Ok(())
+        );
+        assert_eq!(
+            t.admit(Direction::Inbound, facts(&reading, 10, Qos::AtMostOnce)),
+            Ok(())
+        );
+        let refused = t
+            .admit(Direction::Inbound, facts(&order, 10, Qos::AtMostOnce))
+            .unwrap_err();
+        assert_eq!(refused.reason(), "topic_not_agreed");
+        assert_eq!(
+            refused.to_string(),
+            "topic orders/new is not in the agreement with supplier-b (allowed: line-3/+)"
+        );
+        let refused = t
+            .admit(Direction::Outbound, facts(&reading, 10, Qos::AtMostOnce))
+            .unwrap_err();
+        assert!(
+            refused.to_string().ends_with("(allowed: orders/#)"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn admission_refuses_size_and_qos_over_the_agreement() {
+        let t = terms();
+        let order: Topic = "orders/new".parse().unwrap();
+        let big = t
+            .admit(Direction::Outbound, facts(&order, 101, Qos::AtMostOnce))
+            .unwrap_err();
+        assert_eq!(
+            big,
+            Refusal::TooLarge {
+                size: 101,
+                max: 100
+            }
+        );
+        assert_eq!(big.code(), ErrorCode::TooLarge);
+        let qos = t
+            .admit(Direction::Outbound, facts(&order, 1, Qos::ExactlyOnce))
+            .unwrap_err();
+        assert_eq!(qos.reason(), "qos_not_agreed");
+        assert_eq!(
+            qos.to_string(),
+            "qos 2 is above the federation's maximum of 1"
+        );
+    }
+
+    #[test]
+    fn arrival_checks_name_what_is_wrong() {
+        let t = terms();
+        let origin = || Hop::origin(t.peer.clone(), Hop::DEFAULT_TTL);
+        let mut hop = origin();
+        assert_eq!(t.check_arrival(&arriving("line-3/temp"), &mut hop), Ok(()));
+        assert_eq!(hop.path, vec![t.peer.clone(), t.local.clone()]);
+
+        let mut h = arriving("line-3/temp");
+        h.federation_id = "fed_other".parse().unwrap();
+        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        assert_eq!(e.reason(), "wrong_federation");
+
+        let mut h = arriving("line-3/temp");
+        h.source.mesh = "mallory".parse().unwrap();
+        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "envelope from mesh mallory arrived on the link of supplier-b"
+        );
+
+        let mut h = arriving("line-3/temp");
+        h.destination.mesh = "elsewhere".parse().unwrap();
+        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        assert_eq!(e.reason(), "not_for_us");
+
+        let mut looped = origin();
+        looped.path.push(t.local.clone());
+        let e = t
+            .check_arrival(&arriving("line-3/temp"), &mut looped)
+            .unwrap_err();
+        assert_eq!(e.reason(), "hop_limit");
+
+        let mut h = arriving("line-3/temp");
+        h.encryption = None;
+        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        assert_eq!(e, Refusal::NotEncrypted);
+    }
+
+    #[test]
+    fn every_refusal_has_a_listed_label_and_a_known_code() {
+        let samples = [
+            Refusal::UnknownDestination("x".parse().unwrap()),
+            Refusal::Suspended,
+            Refusal::NotEncrypted,
+            Refusal::Unsealable(String::new()),
+            Refusal::UntrustedSigner(String::new()),
+            Refusal::BadSignature(String::new()),
+            Refusal::Malformed(String::new()),
+            Refusal::TooLarge { size: 1, max: 0 },
+        ];
+        for r in samples {
+            assert!(Refusal::REASONS.contains(&r.reason()), "{}", r.reason());
+            assert!(!matches!(r.code(), ErrorCode::Other(_)));
+        }
+    }
+}
