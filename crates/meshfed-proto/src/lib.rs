@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod session;
 pub mod topic;
 
 pub use topic::{Topic, TopicPattern};
