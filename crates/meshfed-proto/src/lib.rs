@@ -6,6 +6,7 @@
 //!
 //! Where to start reading: [`envelope`] (the federation envelope: its spec JSON presentation, its
 //! CBOR wire form, and how it is signed and sealed), then [`id`] for the identifier types.
+//! [`session`] is the link session state machine (heartbeats, health, suspension, termination).
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod session;
 pub mod topic;
 
 pub use topic::{Topic, TopicPattern};
