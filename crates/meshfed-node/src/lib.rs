@@ -11,10 +11,15 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod init;
+mod metrics;
+mod node;
 
+pub use clock::{Clock, ManualClock};
 pub use config::{ConfigError, NodeConfig};
-pub use gateway::{Gateway, GatewayError};
+pub use gateway::GatewayError;
 pub use init::{InitError, InitOptions, InitReport, init};
+pub use node::{Gateway, run};

@@ -602,7 +602,7 @@ async fn backlog_of_a_federation_that_ended_while_down_is_dead_lettered_at_start
             &id.parse().unwrap(),
             FederationState::Terminated(Termination::Forced),
             Some("terminated while the gateway was down"),
-            meshfed_node::gateway::now(),
+            meshfed_node::Clock::system().now(),
         )
         .unwrap();
     drop(store);

@@ -3,8 +3,11 @@
 
 mod common;
 
-use common::{Node, federate, wait_for};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Node, Relay, federate, federate_via, wait_for};
 use futures_util::StreamExt;
+use meshfed_node::Clock;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +190,120 @@ async fn suspension_stops_both_directions_until_resumed() {
             .contains("a federation that is active cannot become active"),
         "{err}"
     );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+/// Federation `id` as `node` shows it.
+async fn view(node: &Node, id: &str) -> Value {
+    node.get(&format!("/v1/federations/{id}")).await.1
+}
+
+/// The link session runs on the gateway's clock: each heartbeat interval of that clock sends a
+/// heartbeat, and a peer that goes silent (its connection open, nothing arriving) is degraded
+/// after two intervals and unreachable, its link closed, after three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_turns_degraded_then_unreachable_as_the_clock_advances() {
+    // Whole seconds, so that the API's timestamps (milliseconds) show it exactly.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+    let (clock, hand) = Clock::manual(start);
+    let a = Node::start_on("plant-a", clock.clone()).await;
+    // B's clock stands still: it sends no heartbeat of its own after the first.
+    let b = Node::start_on("supplier-b", Clock::manual(start).0).await;
+    let relay = Relay::start(b.gateway.federation_addr()).await;
+    let id = federate_via(&a, &b, relay.addr).await;
+    let at = |offset: Duration| start + offset;
+    let shown = |v: &Value| {
+        v["last_heartbeat"]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+    };
+    // The first heartbeat goes out when the link comes up and is answered at once.
+    wait_for(|| async { shown(&view(&a, &id).await) == Some(at(Duration::ZERO)) }).await;
+    let interval = Duration::from_secs(5);
+    hand.advance(interval);
+    wait_for(|| async { shown(&view(&a, &id).await) == Some(at(interval)) }).await;
+    assert_eq!(view(&a, &id).await["health"], "healthy");
+
+    relay.pause();
+    hand.advance(interval * 2 + Duration::from_millis(1));
+    wait_for(|| async { view(&a, &id).await["health"] == "degraded" }).await;
+    let v = view(&a, &id).await;
+    assert_eq!(
+        (&v["state"], &v["status"]),
+        (&json!("active"), &json!("degraded")),
+        "{v}"
+    );
+    hand.advance(interval);
+    wait_for(|| async { view(&a, &id).await["health"] == "unreachable" }).await;
+    let v = view(&a, &id).await;
+    assert_eq!(
+        (&v["status"], &v["last_heartbeat"]),
+        (&json!("unreachable"), &Value::Null),
+        "{v}"
+    );
+}
+
+/// Every refusal is counted under its own reason and direction, and the API answers with that
+/// reason's code and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_per_reason_and_direction() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let count = |text: &str, direction: &str, reason: &str| {
+        let series = format!(
+            "meshfed_envelopes_rejected_total{{direction=\"{direction}\",reason=\"{reason}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = a.metrics().await;
+    assert_eq!(count(&before, "inbound", "bad_signature"), 0);
+    assert_eq!(count(&before, "outbound", "unknown_destination"), 0);
+
+    let refusals = [
+        (
+            json!({"to": "nowhere", "topic": "t", "payload": 1}),
+            404,
+            "unknown_destination",
+        ),
+        (
+            json!({"to": "supplier-b", "topic": "t", "payload": "x".repeat(1_100_000), "content_type": "text/plain"}),
+            413,
+            "too_large",
+        ),
+    ];
+    for (body, status, reason) in refusals {
+        let (got, err) = a.post("/v1/messages", body).await;
+        assert_eq!(
+            (got, err["error"]["code"].as_str()),
+            (status, Some(reason)),
+            "{err}"
+        );
+        assert_eq!(count(&a.metrics().await, "outbound", reason), 1, "{reason}");
+    }
+    let (status, _) = a
+        .post(&format!("/v1/federations/{id}/suspend"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, err) = a
+        .post(
+            "/v1/messages",
+            json!({"to": "supplier-b", "topic": "t", "payload": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("federation_not_active"))
+    );
+    let after = a.metrics().await;
+    assert_eq!(count(&after, "outbound", "not_active"), 1);
+    assert_eq!(count(&after, "inbound", "not_active"), 0);
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }

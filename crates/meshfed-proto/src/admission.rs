@@ -332,8 +332,6 @@ impl Terms {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests fail on any error")]
-
     use super::*;
     use crate::envelope::{
         Cipher, ContentType, DeliveryPolicy, Destination, Encryption, EnvelopeId, Flags, Metadata,

@@ -41,6 +41,14 @@ impl Role {
         }
     }
 
+    /// The same role as the handshake names it.
+    pub fn handshake_role(self) -> meshfed_proto::handshake::Role {
+        match self {
+            Self::Initiator => meshfed_proto::handshake::Role::Initiator,
+            Self::Responder => meshfed_proto::handshake::Role::Responder,
+        }
+    }
+
     fn from_name(s: &str) -> Option<Self> {
         [Self::Initiator, Self::Responder]
             .into_iter()

@@ -6,9 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::gateway::delivery::outbound::Refused;
+use meshfed_proto::admission::Refusal;
+
 use crate::gateway::federations::FederationError;
-use crate::gateway::messages::SendError;
+use crate::gateway::stream::Refused;
+use crate::gateway::submit::SendError;
 
 /// An API error.
 #[derive(Debug)]
@@ -118,23 +120,46 @@ impl From<FederationError> for ApiError {
     }
 }
 
+/// The HTTP status of each refusal (its code is its reason): mapped here only.
+fn refusal_status(r: &Refusal) -> StatusCode {
+    match r {
+        Refusal::UnknownDestination(_) => StatusCode::NOT_FOUND,
+        Refusal::NotActive { .. } | Refusal::Suspended => StatusCode::CONFLICT,
+        Refusal::TopicNotAgreed { .. } => StatusCode::FORBIDDEN,
+        Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::QosNotAgreed { .. }
+        | Refusal::WrongFederation { .. }
+        | Refusal::WrongSource { .. }
+        | Refusal::NotForUs { .. }
+        | Refusal::Hop(_)
+        | Refusal::NotEncrypted
+        | Refusal::Unsealable(_)
+        | Refusal::UntrustedSigner(_)
+        | Refusal::BadSignature(_)
+        | Refusal::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The API code of a refusal: its reason, except where clients already know another name.
+fn refusal_code(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::NotActive { .. } => "federation_not_active",
+        Refusal::Unreachable(_) => "peer_unreachable",
+        other => other.reason(),
+    }
+}
+
 impl From<SendError> for ApiError {
     fn from(e: SendError) -> Self {
         use SendError as E;
         let (status, code) = match &e {
-            E::UnknownDestination(_) => (StatusCode::NOT_FOUND, "unknown_destination"),
-            E::NotActive { .. } => (StatusCode::CONFLICT, "federation_not_active"),
-            E::TopicNotAgreed { .. } => (StatusCode::FORBIDDEN, "topic_not_agreed"),
-            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            E::QosNotAgreed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "qos_not_agreed"),
-            E::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "peer_unreachable"),
-            E::Refused(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
-            E::Refused(Refused::Offer(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
-            E::Refused(Refused::Stopping) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
-            E::Refused(Refused::NotActive { .. }) => {
-                (StatusCode::CONFLICT, "federation_not_active")
-            }
-            E::Refused(Refused::Store(_)) | E::Random(_) | E::Store(_) => {
+            E::Refused(r) => (refusal_status(r), refusal_code(r)),
+            E::Queue(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            E::Queue(Refused::Offer(_)) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            E::Queue(Refused::Stopping) => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            E::Queue(Refused::NotActive { .. }) => (StatusCode::CONFLICT, "federation_not_active"),
+            E::Queue(Refused::Store(_)) | E::Random(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };

@@ -4,8 +4,6 @@
 mod error;
 mod openapi;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -26,14 +24,33 @@ use serde_json::{Value, json};
 
 pub use error::ApiError;
 
-use crate::gateway::delivery::{self, durable, outbound};
-use crate::gateway::federations::{self, DEFAULT_INVITATION_TTL, Operation};
-use crate::gateway::links;
-use crate::gateway::messages::{self, Outgoing};
-use crate::gateway::{Node, now};
+use crate::gateway::federations::{self, Operation};
+use crate::gateway::local::durable;
+use crate::gateway::submit::Submitted;
+use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
+
+type Node = GatewayHandle;
+
+/// Serves the API on `listener` until the gateway stops.
+pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
+    let router = router(node.clone());
+    let stopping = node.stopping();
+    node.spawn(async move {
+        // Messages on the API's WebSockets are small and timed: no Nagle delay.
+        let api = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(api, router)
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+}
 
 /// The router of a running node.
-pub(crate) fn router(node: Arc<Node>) -> Router {
+fn router(node: GatewayHandle) -> Router {
     let v1 = Router::new()
         .route("/node", get(node_info))
         .route("/federations", get(list_federations))
@@ -59,7 +76,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
 }
 
 async fn authorize(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -69,41 +86,31 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let ok = aws_lc_rs::constant_time::verify_slices_are_equal(
-        presented.as_bytes(),
-        node.admin_token.as_bytes(),
-    )
-    .is_ok();
-    if !ok {
+    if !node.is_admin(presented) {
         return Err(ApiError::unauthorized());
     }
     Ok(next.run(req).await)
 }
 
-async fn node_info(State(node): State<Arc<Node>>) -> Json<Value> {
+async fn node_info(State(node): State<Node>) -> Json<Value> {
+    let info = node.node_info();
     Json(json!({
-        "mesh": node.id.mesh,
-        "node": node.id.node,
-        "role": node.config.node.role.as_str(),
-        "uri": format!("meshfed://{}/{}", node.id.mesh, node.id.node),
-        "federation_address": node.federation_addr.to_string(),
-        "ca_fingerprint": node.id.ca_fingerprint.to_string(),
-        "node_cert_expires": federations::rfc3339(meshfed_proto::envelope::Timestamp(
-            node.id.cert_not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        )),
-        "trust_bundle_mesh": node.id.bundle.mesh(),
+        "mesh": info.mesh,
+        "node": info.node,
+        "role": info.role,
+        "uri": format!("meshfed://{}/{}", info.mesh, info.node),
+        "federation_address": info.federation_addr.to_string(),
+        "ca_fingerprint": info.ca_fingerprint,
+        "node_cert_expires": federations::rfc3339(info.node_cert_expires),
+        "trust_bundle_mesh": info.trust_bundle_mesh,
         // How this gateway signs what it sends, as it runs (its file may have changed since).
-        "delivery": { "signatures": node.config.delivery.signatures.as_str() },
+        "delivery": { "signatures": info.signatures },
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }
 
-async fn list_federations(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
-    let records = federations::list(&node).await?;
-    let views: Vec<Value> = records
-        .iter()
-        .map(|r| with_backlog(&node, r, federations::view(r, links::status(&node, &r.id))))
-        .collect();
+async fn list_federations(State(node): State<Node>) -> Result<Json<Value>, ApiError> {
+    let views: Vec<Value> = node.federations().await?.iter().map(with_backlog).collect();
     Ok(Json(json!({ "federations": views })))
 }
 
@@ -113,22 +120,19 @@ fn federation_id(raw: &str) -> Result<FederationId, ApiError> {
 }
 
 async fn show_federation(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = federations::get(&node, federation_id(&id)?).await?;
-    let view = federations::view(&record, links::status(&node, &record.id));
-    Ok(Json(with_backlog(&node, &record, view)))
+    let status = node.federation(federation_id(&id)?).await?;
+    Ok(Json(with_backlog(&status)))
 }
 
 /// Adds the federation's outbound backlog and dead letters to its view.
-fn with_backlog(node: &Node, record: &meshfed_store::FederationRecord, mut view: Value) -> Value {
-    let Some(stream) =
-        delivery::stream_to(node, &record.peer_mesh).filter(|s| s.federation_id == record.id)
-    else {
+fn with_backlog(status: &FederationStatus) -> Value {
+    let mut view = federations::view(&status.record, status.link);
+    let Some(stats) = &status.stream else {
         return view;
     };
-    let stats = stream.stats();
     let b = &stats.backlog;
     if let Some(obj) = view.as_object_mut() {
         obj.insert(
@@ -168,7 +172,7 @@ struct InviteBody {
 }
 
 async fn invite(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     body: Result<Json<InviteBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
@@ -177,7 +181,7 @@ async fn invite(
         Some(t) => humantime::parse_duration(t)
             .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
     };
-    let (token, record) = federations::invite(&node, body.peer, ttl).await?;
+    let (token, record) = node.invite(body.peer, ttl).await?;
     Ok(Json(json!({
         "token": token.encode(),
         "token_id": record.token_id,
@@ -193,15 +197,12 @@ struct JoinBody {
 }
 
 async fn join(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     body: Result<Json<JoinBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
-    let record = federations::join(&node, &body.token).await?;
-    Ok(Json(federations::view(
-        &record,
-        links::status(&node, &record.id),
-    )))
+    let status = node.join(&body.token).await?;
+    Ok(Json(federations::view(&status.record, status.link)))
 }
 
 #[derive(Deserialize, Default)]
@@ -212,7 +213,7 @@ struct OperateBody {
 }
 
 async fn operate(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     Path((id, operation)): Path<(String, String)>,
     body: Option<Json<OperateBody>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -227,11 +228,8 @@ async fn operate(
             )));
         }
     };
-    let record = federations::operate(&node, federation_id(&id)?, op).await?;
-    Ok(Json(federations::view(
-        &record,
-        links::status(&node, &record.id),
-    )))
+    let status = node.operate(federation_id(&id)?, op).await?;
+    Ok(Json(federations::view(&status.record, status.link)))
 }
 
 /// `POST /v1/messages`, field names as in the spec envelope.
@@ -338,20 +336,18 @@ impl SendBody {
 }
 
 async fn send_message(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
     let (outgoing, wait) = body.into_outgoing()?;
-    let submitted = messages::submit(&node, outgoing, wait).await?;
+    let submitted = node.submit(outgoing, wait).await?;
     outcome(submitted).await
 }
 
 /// The answer for a submitted message: accepted, or (when the sender waits) acknowledged or
 /// dead-lettered.
-async fn outcome(
-    mut submitted: messages::Submitted,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn outcome(mut submitted: Submitted) -> Result<(StatusCode, Json<Value>), ApiError> {
     submitted.accepted().await?;
     let id = submitted.id.to_string();
     let Some(outcome) = submitted.outcome else {
@@ -377,7 +373,7 @@ const PUBLISH_WINDOW: usize = 16_384;
 /// when messages are a few KiB; a larger message still arrives, over several reads.
 const WS_READ_BUFFER: usize = 16 * 1024;
 
-async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+async fn publish(State(node): State<Node>, ws: WebSocketUpgrade) -> Response {
     ws.read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| publish_loop(node, socket))
         .into_response()
@@ -386,14 +382,15 @@ async fn publish(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Respons
 /// An answer on the publish socket, ready or waiting for the message's acceptance.
 enum Reply {
     Ready(Value),
-    Waiting(messages::Submitted),
+    Waiting(Submitted),
 }
 
 /// Each text frame is one message (the body of `POST /v1/messages`); each gets one answer, in
 /// order. Messages are pipelined: the reader submits them as they come, so many wait for the
 /// same journal commit; the writer answers them in order as they are accepted.
-async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
+async fn publish_loop(node: Node, socket: WebSocket) {
     let (mut sink, mut incoming) = socket.split();
+    let stopping = node.stopping();
     let (replies, mut queued) = tokio::sync::mpsc::channel::<Reply>(PUBLISH_WINDOW);
     let writer = async move {
         while let Some(reply) = queued.recv().await {
@@ -421,7 +418,7 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
     let reader = async move {
         loop {
             let frame = tokio::select! {
-                () = node.cancel.cancelled() => break,
+                () = stopping.cancelled() => break,
                 frame = incoming.next() => frame,
             };
             let reply = match frame {
@@ -444,12 +441,12 @@ async fn publish_loop(node: Arc<Node>, socket: WebSocket) {
     tokio::join!(reader, writer);
 }
 
-async fn publish_one(node: &Arc<Node>, text: &str) -> Reply {
+async fn publish_one(node: &Node, text: &str) -> Reply {
     let submitted = async {
         let body: SendBody = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
         let (outgoing, wait) = body.into_outgoing()?;
-        Ok::<_, ApiError>(messages::submit(node, outgoing, wait).await?)
+        Ok::<_, ApiError>(node.submit(outgoing, wait).await?)
     };
     match submitted.await {
         Ok(s) => Reply::Waiting(s),
@@ -457,12 +454,8 @@ async fn publish_one(node: &Arc<Node>, text: &str) -> Reply {
     }
 }
 
-async fn dead_letters(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
-    let journal = node.journal.clone();
-    let letters = tokio::task::spawn_blocking(move || journal.dead_letters(1000))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+async fn dead_letters(State(node): State<Node>) -> Result<Json<Value>, ApiError> {
+    let letters = node.dead_letters(1000).await.map_err(ApiError::internal)?;
     let list: Vec<Value> = letters
         .iter()
         .map(|d| {
@@ -492,7 +485,7 @@ struct StreamQuery {
 }
 
 async fn stream(
-    State(node): State<Arc<Node>>,
+    State(node): State<Node>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -503,10 +496,8 @@ async fn stream(
             .parse()
             .map_err(|e| ApiError::bad_request(format!("durable: {e}")))?;
         // Registered before the upgrade completes: from then on nothing for it is missed.
-        durable::register(&node, name.clone(), pattern.clone(), q.from.clone())
-            .await
-            .map_err(ApiError::internal)?;
-        let reader = durable::Reader::open(node.clone(), name, pattern, q.from)
+        let reader = node
+            .open_durable(name, pattern, q.from)
             .await
             .map_err(ApiError::internal)?;
         return Ok(ws
@@ -521,16 +512,12 @@ async fn stream(
 }
 
 /// Sends every matching delivery to one WebSocket client until it or the node goes away.
-async fn forward(
-    node: Arc<Node>,
-    mut socket: WebSocket,
-    pattern: TopicPattern,
-    from: Option<MeshId>,
-) {
-    let mut live = node.subscribers.subscribe(pattern, from, false);
+async fn forward(node: Node, mut socket: WebSocket, pattern: TopicPattern, from: Option<MeshId>) {
+    let mut live = node.subscribe(pattern, from);
+    let stopping = node.stopping();
     loop {
         let delivery = tokio::select! {
-            () = node.cancel.cancelled() => break,
+            () = stopping.cancelled() => break,
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
@@ -616,99 +603,12 @@ async fn forward_durable(
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let m = &node.metrics;
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    };
-    let streams: Vec<_> = {
-        let s = node.streams.lock().unwrap_or_else(|e| e.into_inner());
-        s.values().cloned().collect()
-    };
-    let stats: Vec<(String, outbound::Stats)> = streams
-        .iter()
-        .map(|s| (s.peer.to_string(), s.stats()))
-        .collect();
-    counter(
-        "meshfed_envelopes_sent_total",
-        "Envelopes sent to peer meshes (first transmissions).",
-        stats.iter().map(|(_, s)| s.sent).sum(),
-    );
-    counter(
-        "meshfed_envelopes_retransmitted_total",
-        "Envelopes sent again for want of an acknowledgement.",
-        stats.iter().map(|(_, s)| s.retransmitted).sum(),
-    );
-    counter(
-        "meshfed_envelopes_acknowledged_total",
-        "Envelopes the destination acknowledged.",
-        stats.iter().map(|(_, s)| s.acknowledged).sum(),
-    );
-    counter(
-        "meshfed_envelopes_delivered_total",
-        "Envelopes received, verified and delivered locally.",
-        m.delivered.load(Ordering::Relaxed),
-    );
-    counter(
-        "meshfed_envelopes_rejected_total",
-        "Envelopes refused on arrival.",
-        m.rejected.load(Ordering::Relaxed),
-    );
-    out.push_str("# HELP meshfed_envelopes_discarded_total Envelopes received and not delivered (late, or held back when their sender restarted).\n# TYPE meshfed_envelopes_discarded_total counter\n");
-    out.push_str(&format!(
-        "meshfed_envelopes_discarded_total {}\n",
-        m.discarded.load(Ordering::Relaxed)
-    ));
-    out.push_str("# HELP meshfed_backlog_messages Messages queued for a peer mesh (waiting, in flight or awaiting persistence).\n# TYPE meshfed_backlog_messages gauge\n");
-    for (peer, s) in &stats {
-        out.push_str(&format!(
-            "meshfed_backlog_messages{{peer=\"{peer}\"}} {}\n",
-            s.backlog.messages
-        ));
-    }
-    out.push_str("# HELP meshfed_backlog_bytes Payload bytes queued for a peer mesh.\n# TYPE meshfed_backlog_bytes gauge\n");
-    for (peer, s) in &stats {
-        out.push_str(&format!(
-            "meshfed_backlog_bytes{{peer=\"{peer}\"}} {}\n",
-            s.backlog.bytes
-        ));
-    }
-    out.push_str("# HELP meshfed_dead_lettered_total Messages that will not be delivered, by reason.\n# TYPE meshfed_dead_lettered_total counter\n");
-    for (peer, s) in &stats {
-        let mut reasons: Vec<_> = s.dead_lettered.iter().collect();
-        reasons.sort();
-        for (reason, n) in reasons {
-            out.push_str(&format!(
-                "meshfed_dead_lettered_total{{peer=\"{peer}\",reason=\"{reason}\"}} {n}\n"
-            ));
-        }
-    }
-    let journal = node.journal.stats();
-    out.push_str(&format!(
-        "# HELP meshfed_journal_commits_total Journal transactions committed (one fsync each).\n# TYPE meshfed_journal_commits_total counter\nmeshfed_journal_commits_total {}\n",
-        journal.commits
-    ));
-    out.push_str(&format!(
-        "# HELP meshfed_journal_requests_total Journal requests committed.\n# TYPE meshfed_journal_requests_total counter\nmeshfed_journal_requests_total {}\n",
-        journal.requests
-    ));
-    out.push_str(&format!(
-        "# HELP meshfed_journal_failed_total Journal requests that failed (rolled back alone, or in a failed commit).\n# TYPE meshfed_journal_failed_total counter\nmeshfed_journal_failed_total {}\n",
-        journal.failed
-    ));
-    out.push_str("# HELP meshfed_link_healthy Whether a federation's link is healthy (1) or not (0).\n# TYPE meshfed_link_healthy gauge\n");
-    if let Ok(records) = federations::list(&node).await {
-        for r in records.iter().filter(|r| r.state.is_live()) {
-            let up = u8::from(links::status(&node, &r.id).health == links::Health::Healthy);
-            out.push_str(&format!(
-                "meshfed_link_healthy{{federation=\"{}\",peer=\"{}\"}} {up}\n",
-                r.id, r.peer_mesh
-            ));
-        }
-    }
-    let _ = now();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics().await,
+    )
 }

@@ -5,17 +5,26 @@ use std::time::Duration;
 
 use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::Timestamp;
-use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::handshake::{Handshake, Role as HsRole, Target, invitation_key};
 use meshfed_proto::invitation::{InvitationToken, TokenError};
+use meshfed_proto::session::LinkSession;
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_store::{FederationRecord, InvitationRecord, StoreError};
 use meshfed_transport::ServerTrust;
 use meshfed_trust::KeyPurpose;
 use serde_json::{Value, json};
 
-use super::links::{self, Health, LinkError, LinkStatus};
-use super::{Node, now};
+use super::context::Context;
+use super::links::{self, LinkError, Links};
+use super::port::{Health, LinkStatus};
+use super::route::Routes;
+
+/// The federation operations of a running gateway: invitations, joining, lifecycle.
+pub(crate) struct Federations {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) links: Arc<Links>,
+    pub(crate) routes: Arc<Routes>,
+}
 
 /// Default lifetime of an invitation.
 pub const DEFAULT_INVITATION_TTL: Duration = Duration::from_secs(3600);
@@ -62,11 +71,11 @@ pub enum FederationError {
 
 /// Issues an invitation for mesh `peer`, valid for `ttl`; returns the token and its record.
 pub(crate) async fn invite(
-    node: &Arc<Node>,
+    f: &Federations,
     peer: MeshId,
     ttl: Duration,
 ) -> Result<(InvitationToken, InvitationRecord), FederationError> {
-    if peer == node.id.mesh {
+    if peer == f.ctx.id.mesh {
         return Err(FederationError::BadRequest(format!(
             "mesh {peer} cannot invite itself"
         )));
@@ -84,7 +93,7 @@ pub(crate) async fn invite(
         .map_err(|e| FederationError::BadRequest(e.to_string()))?;
     meshfed_proto::crypto::random_fill(&mut id)
         .map_err(|e| FederationError::BadRequest(e.to_string()))?;
-    let created = now();
+    let created = f.ctx.now();
     let record = InvitationRecord {
         token_id: format!("tok_{}", hex::encode(id)),
         peer_mesh: peer.clone(),
@@ -94,12 +103,12 @@ pub(crate) async fn invite(
         used: None,
     };
     let rec = record.clone();
-    node.blocking(move |s| s.put_invitation(&rec)).await?;
+    f.ctx.blocking(move |s| s.put_invitation(&rec)).await?;
     let token = InvitationToken {
-        inviter: node.id.mesh.clone(),
+        inviter: f.ctx.id.mesh.clone(),
         invitee: peer,
-        addresses: vec![node.federation_addr.to_string()],
-        ca_fingerprint: *node.id.ca_fingerprint.as_bytes(),
+        addresses: vec![f.ctx.federation_addr.to_string()],
+        ca_fingerprint: *f.ctx.id.ca_fingerprint.as_bytes(),
         token_id: record.token_id.clone(),
         secret,
         expires: record.expires,
@@ -111,25 +120,25 @@ pub(crate) async fn invite(
 /// Joins the federation a token offers: dials the inviter pinning its CA, runs the handshake,
 /// records the federation and keeps its link up. A failure is logged here as well as returned.
 pub(crate) async fn join(
-    node: &Arc<Node>,
+    f: &Federations,
     token: &str,
 ) -> Result<FederationRecord, FederationError> {
-    let result = try_join(node, token).await;
+    let result = try_join(f, token).await;
     if let Err(e) = &result {
         tracing::warn!(error = %e, "joining a federation failed");
     }
     result
 }
 
-async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, FederationError> {
+async fn try_join(f: &Federations, token: &str) -> Result<FederationRecord, FederationError> {
     let token = InvitationToken::decode(token)?;
-    if token.invitee != node.id.mesh {
+    if token.invitee != f.ctx.id.mesh {
         return Err(FederationError::BadRequest(format!(
             "this invitation is for mesh {}, and this node belongs to mesh {}",
-            token.invitee, node.id.mesh
+            token.invitee, f.ctx.id.mesh
         )));
     }
-    let at = now();
+    let at = f.ctx.now();
     if token.expires <= at {
         return Err(FederationError::BadRequest(format!(
             "invitation {} expired at {}",
@@ -138,7 +147,8 @@ async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, Fed
         )));
     }
     let inviter = token.inviter.clone();
-    if let Some(existing) = node
+    if let Some(existing) = f
+        .ctx
         .blocking(move |s| s.live_federation_with(&inviter))
         .await?
     {
@@ -147,14 +157,14 @@ async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, Fed
             existing.peer_mesh, existing.id, existing.state
         )));
     }
-    let timeout = node.config.federation.handshake_timeout;
+    let timeout = f.ctx.config.federation.handshake_timeout;
     let mut last = String::new();
     for addr in &token.addresses {
         let trust = ServerTrust::PinnedCa {
             mesh: token.inviter.clone(),
             fingerprint: token.ca_fingerprint,
         };
-        let mut link = match meshfed_transport::dial(addr, &node.id.tls, trust, timeout).await {
+        let mut link = match meshfed_transport::dial(addr, &f.ctx.id.tls, trust, timeout).await {
             Ok(link) => link,
             Err(e) => {
                 last = e.to_string();
@@ -167,24 +177,27 @@ async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, Fed
         };
         let channel = link.channel();
         let hs = Handshake::initiator(
-            node.local(KeyPurpose::ServerAuth),
+            f.ctx.local(KeyPurpose::ServerAuth),
             channel,
             Target::Join(token.invitation()),
-            now(),
+            f.ctx.now(),
         )
         .map_err(|e| refused(e.into()))?;
-        let established = links::drive(node, &mut link, hs).await.map_err(refused)?;
+        let established = links::drive(&f.links, &mut link, hs)
+            .await
+            .map_err(refused)?;
         let record = links::persist(
-            node,
+            &f.links,
             &established,
             HsRole::Initiator,
             token.addresses.clone(),
         )
         .await
         .map_err(refused)?;
-        let session = links::start_session(node, link, *established, &record).map_err(refused)?;
-        node.tracker.spawn(links::maintain(
-            node.clone(),
+        let session =
+            links::start_session(&f.links, link, *established, &record).map_err(refused)?;
+        f.ctx.tracker.spawn(links::maintain(
+            f.links.clone(),
             record.id.clone(),
             Some(session),
         ));
@@ -199,24 +212,25 @@ async fn try_join(node: &Arc<Node>, token: &str) -> Result<FederationRecord, Fed
 }
 
 /// Every federation in the registry.
-pub(crate) async fn list(node: &Arc<Node>) -> Result<Vec<FederationRecord>, FederationError> {
-    Ok(node.blocking(|s| s.federations()).await?)
+pub(crate) async fn list(f: &Federations) -> Result<Vec<FederationRecord>, FederationError> {
+    Ok(f.ctx.blocking(|s| s.federations()).await?)
 }
 
 /// One federation.
 pub(crate) async fn get(
-    node: &Arc<Node>,
+    f: &Federations,
     id: FederationId,
 ) -> Result<FederationRecord, FederationError> {
     let lookup = id.clone();
-    node.blocking(move |s| s.federation(&lookup))
+    f.ctx
+        .blocking(move |s| s.federation(&lookup))
         .await?
         .ok_or(FederationError::NotFound(id))
 }
 
 /// The lifecycle operations an operator can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     /// Pause message flow; the agreement stands.
     Suspend,
     /// Resume message flow.
@@ -228,13 +242,14 @@ pub enum Operation {
     },
 }
 
-/// Applies a lifecycle operation, tells the peer, and records it.
+/// Applies a lifecycle operation, tells the peer, and records it. The peer follows a
+/// suspension or a resumption, whichever side asked for it.
 pub(crate) async fn operate(
-    node: &Arc<Node>,
+    f: &Federations,
     id: FederationId,
     op: Operation,
 ) -> Result<FederationRecord, FederationError> {
-    let record = get(node, id.clone()).await?;
+    let record = get(f, id.clone()).await?;
     let target = match op {
         Operation::Suspend => FederationState::Suspended,
         Operation::Resume => FederationState::Active,
@@ -248,40 +263,47 @@ pub(crate) async fn operate(
         .transition(target)
         .map_err(|e| FederationError::Conflict(format!("federation {id}: {e}")))?;
     let reason = match op {
-        Operation::Suspend => "suspended by an operator",
+        Operation::Suspend => links::SUSPENDED_HERE,
         Operation::Resume => "resumed by an operator",
         Operation::Terminate { forced: true } => "terminated (forced) by an operator",
         Operation::Terminate { forced: false } => "terminated by an operator",
     };
-    let at = now();
+    let port = f.links.port(&id);
+    let at = f.ctx.now();
     let lookup = id.clone();
-    let updated = node
+    let updated = f
+        .ctx
         .blocking(move |s| s.set_state(&lookup, target, Some(reason), at))
         .await?;
-    if let (Operation::Suspend | Operation::Resume, Some(link)) = (op, links::link(node, &id)) {
-        link.suspended.store(
-            op == Operation::Suspend,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let _ = link.tx.send(links::lifecycle_frame(target)).await;
+    if let Some(port) = &port {
+        let told = match op {
+            Operation::Suspend => port.command(LinkSession::suspend),
+            Operation::Resume => port.command(LinkSession::resume),
+            Operation::Terminate { .. } => Ok(()),
+        };
+        if told.is_err() {
+            tracing::debug!(federation = %id, "the link closed before the peer was told");
+        }
     }
-    super::delivery::state_changed(node, &updated.peer_mesh, updated.state);
+    f.routes.state_changed(&updated.peer_mesh, updated.state);
     if op == (Operation::Terminate { forced: false })
-        && let Some(stream) = super::delivery::stream_to(node, &updated.peer_mesh)
+        && let Some(stream) = f.routes.to(&updated.peer_mesh)
     {
         // DESIGN §3.3: graceful termination delivers what is in flight (no new sends are taken
         // from now on) before the peer is told; what is left after that is dead-lettered.
         stream.drained().await;
     }
     if let Operation::Terminate { forced } = op
-        && let Some(link) = links::link(node, &id)
+        && let Some(port) = f.links.port(&id)
     {
-        // The write loop sends what is already queued, then this frame, then closes the link.
+        // The writer sends what is already queued, then the termination, then closes the link.
         // Either way the registry already says terminated, so nothing new is sent.
-        let _ = link
-            .tx
-            .send(Frame::new(FrameType::Termination, vec![u8::from(forced)]))
-            .await;
+        let kind = if forced {
+            Termination::Forced
+        } else {
+            Termination::Graceful
+        };
+        let _ = port.command(|s| s.terminate(kind, reason));
     }
     tracing::info!(federation = %id, state = %updated.state, "federation {reason}");
     Ok(updated)

@@ -159,8 +159,33 @@ impl Node {
         Stopped { dir, federation }
     }
 
+    /// Starts a gateway on `clock` with the default heartbeat interval: its timers move only
+    /// as the test advances the clock.
+    pub(crate) async fn start_on(mesh: &str, clock: meshfed_node::Clock) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            mesh.parse().unwrap(),
+            "gw1".parse().unwrap(),
+            clock.wall(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let config = NodeConfig::load(dir.path()).unwrap();
+        let gateway = Gateway::start_with_clock(dir.path(), config, clock)
+            .await
+            .unwrap();
+        Self::with_gateway(dir, gateway)
+    }
+
     async fn launch(dir: tempfile::TempDir, config: NodeConfig) -> Self {
         let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        Self::with_gateway(dir, gateway)
+    }
+
+    fn with_gateway(dir: tempfile::TempDir, gateway: Gateway) -> Self {
         let token = std::fs::read_to_string(dir.path().join("admin.token"))
             .unwrap()
             .trim()
@@ -207,4 +232,79 @@ impl Stopped {
         config.federation.listen = self.federation;
         Node::launch(self.dir, config).await
     }
+}
+
+/// A TCP relay on a loopback port to `target` that can be paused: while paused it forwards
+/// nothing either way and keeps every connection open, as a frozen peer would.
+pub(crate) struct Relay {
+    pub(crate) addr: SocketAddr,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (paused, _) = tokio::sync::watch::channel(false);
+        let gate = paused.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pipe(ri, wo, gate.subscribe()));
+                tokio::spawn(pipe(ro, wi, gate.subscribe()));
+            }
+        });
+        Self { addr, paused }
+    }
+
+    /// Stops forwarding, keeping the connections open.
+    pub(crate) fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Paused while waiting to read: hold what comes until resumed.
+            _ = paused.wait_for(|p| *p) => continue,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Federates `a` with `b` by invitation like [`federate`], with `a` dialling `b` at `via`.
+pub(crate) async fn federate_via(a: &Node, b: &Node, via: SocketAddr) -> String {
+    let (status, invite) = b
+        .post("/v1/federations/invite", json!({"peer": "plant-a"}))
+        .await;
+    assert_eq!(status, 200, "{invite}");
+    let mut token =
+        meshfed_proto::invitation::InvitationToken::decode(invite["token"].as_str().unwrap())
+            .unwrap();
+    token.addresses = vec![via.to_string()];
+    let (status, joined) = a
+        .post("/v1/federations/join", json!({"token": token.encode()}))
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    joined["id"].as_str().unwrap().to_owned()
 }

@@ -17,8 +17,8 @@ use meshfed_store::Write;
 use meshfed_store::journal::{InboundSeq, Subscription, SubscriptionName};
 use tokio::sync::{mpsc, watch};
 
-use crate::gateway::messages::Delivery;
-use crate::gateway::{Node, now};
+use super::{Delivery, Local};
+use crate::gateway::context::Context;
 
 /// Messages sent to a durable subscriber and not yet acknowledged, at most.
 const WINDOW: usize = 1024;
@@ -70,7 +70,8 @@ impl Durable {
 /// Creates subscription `name` (or updates its topic and source) and waits until it is stored:
 /// from then on every matching qos ≥ 1 message is kept for it.
 pub(crate) async fn register(
-    node: &Arc<Node>,
+    ctx: &Context,
+    local: &Local,
     name: SubscriptionName,
     topic: TopicPattern,
     from: Option<MeshId>,
@@ -79,15 +80,15 @@ pub(crate) async fn register(
         name,
         topic,
         from,
-        created: now(),
+        created: ctx.now(),
     };
-    let journal = node.journal.clone();
+    let journal = ctx.journal.clone();
     let stored = sub.clone();
     tokio::task::spawn_blocking(move || journal.submit(Write::PutSubscription(stored)).wait())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let mut subs = node
+    let mut subs = local
         .durable
         .subscriptions
         .write()
@@ -99,7 +100,7 @@ pub(crate) async fn register(
 
 /// One connected durable subscriber: what it was sent and what it acknowledged.
 pub(crate) struct Reader {
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     name: SubscriptionName,
     /// The last message read from the journal (sent or queued to send).
     read_to: Option<InboundSeq>,
@@ -124,14 +125,15 @@ impl Reader {
     /// Opens subscription `name` for a connected subscriber; the receiver learns when each
     /// cursor save is committed (hand what it yields to [`Reader::saved`]).
     pub(crate) async fn open(
-        node: Arc<Node>,
+        ctx: Arc<Context>,
+        local: &Local,
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Saved>), String> {
-        let changes = node.durable.changes();
-        let live = node.subscribers.subscribe(pattern, from, true);
-        let journal = node.journal.clone();
+        let changes = local.durable.changes();
+        let live = local.live.subscribe(pattern, from, true);
+        let journal = ctx.journal.clone();
         let lookup = name.clone();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Saved>();
         let cursor = tokio::task::spawn_blocking(move || journal.cursor(&lookup))
@@ -139,7 +141,7 @@ impl Reader {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let reader = Self {
-            node,
+            ctx,
             name,
             read_to: cursor,
             unacked: VecDeque::new(),
@@ -168,7 +170,7 @@ impl Reader {
                 }
             }
             tokio::select! {
-                () = self.node.cancel.cancelled() => return None,
+                () = self.ctx.cancel.cancelled() => return None,
                 changed = self.changes.changed(), if self.unacked.len() < WINDOW => {
                     if changed.is_err() {
                         return None;
@@ -183,7 +185,7 @@ impl Reader {
     }
 
     async fn fill(&mut self) {
-        let journal = self.node.journal.clone();
+        let journal = self.ctx.journal.clone();
         let name = self.name.clone();
         let after = self.read_to;
         let rows =
@@ -263,7 +265,7 @@ impl Reader {
         self.saving = true;
         let name = self.name.clone();
         let done = self.done_tx.clone();
-        self.node.journal.submit_then(
+        self.ctx.journal.submit_then(
             vec![Write::SaveCursor {
                 subscription: name.clone(),
                 delivered,

@@ -1,6 +1,6 @@
 //! The receiving side of this node: one task owning the [`Inbox`] of every peer stream.
 //!
-//! Link read loops verify and open what arrives (see [`super::verify`]) and hand the task
+//! The opening stage ([`super::open`]) verifies and opens what arrives and hands the task
 //! stream transmissions. The task lets the inbox decide what to deliver, in what order, and
 //! what is a duplicate; journals what must survive a crash — the dedup entry of each qos-2
 //! message, and each qos ≥ 1 message for every durable subscription it matches — in one group
@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
+use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::envelope::{EnvelopeId, Qos};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_queue::{Forward, Inbox, InboxConfig, InboxEvent, Peer, Transmit};
@@ -25,10 +25,10 @@ use meshfed_store::Write;
 use meshfed_store::journal::InboundMessage;
 use tokio::sync::mpsc;
 
-use super::sleep_until;
-use crate::gateway::links::LinkHandle;
-use crate::gateway::messages::Delivery;
-use crate::gateway::{Node, now};
+use super::context::Context;
+use super::local::{Delivery, Local};
+use super::port::LinkPort;
+use crate::metrics;
 
 /// Transfers waiting for the receiving task before link read loops wait (back-pressure).
 const QUEUE: usize = 64;
@@ -39,20 +39,20 @@ pub(crate) struct Arrived {
     pub(crate) delivery: Arc<Delivery>,
     /// Why it is not delivered although it verified (say, a topic outside the agreement). It is
     /// settled all the same, so that the sender stops sending it.
-    pub(crate) refused: Option<String>,
+    pub(crate) refused: Option<Refusal>,
 }
 
 pub(crate) enum Input {
     Transmits {
-        link: Arc<LinkHandle>,
+        link: Arc<LinkPort>,
         transmits: Vec<Transmit<Arc<Arrived>>>,
     },
     Forward {
-        link: Arc<LinkHandle>,
+        link: Arc<LinkPort>,
         forward: Forward,
     },
-    LinkUp(Arc<LinkHandle>),
-    LinkDown(Arc<LinkHandle>),
+    LinkUp(Arc<LinkPort>),
+    LinkDown(Arc<LinkPort>),
 }
 
 /// The way into the receiving task.
@@ -102,26 +102,27 @@ struct Release {
 }
 
 /// Starts the receiving task, with the dedup window as the journal kept it.
-pub(crate) fn start(node: &Arc<Node>, rx: Receivers) {
+pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
     let task = Task {
-        node: node.clone(),
-        inbox: restored_inbox(node),
+        ctx: ctx.clone(),
+        local: local.clone(),
+        inbox: restored_inbox(ctx),
         links: HashMap::new(),
         pending: VecDeque::new(),
         next_ticket: 0,
         committed: None,
         starting_over: false,
     };
-    node.tracker.spawn(task.run(rx));
+    ctx.tracker.spawn(task.run(rx));
 }
 
 /// An inbox with no streams and the dedup window the journal holds.
-fn restored_inbox(node: &Node) -> Inbox<Arc<Arrived>> {
+fn restored_inbox(ctx: &Context) -> Inbox<Arc<Arrived>> {
     let mut inbox = Inbox::new(InboxConfig {
-        window: node.config.delivery.window,
+        window: ctx.config.delivery.window,
         ..InboxConfig::default()
     });
-    match node.journal.delivered_ids(now()) {
+    match ctx.journal.delivered_ids(ctx.now()) {
         Ok(ids) => {
             for d in ids {
                 inbox.restore_delivered(d.id, d.until);
@@ -135,9 +136,10 @@ fn restored_inbox(node: &Node) -> Inbox<Arc<Arrived>> {
 }
 
 struct Task {
-    node: Arc<Node>,
+    ctx: Arc<Context>,
+    local: Arc<Local>,
     inbox: Inbox<Arc<Arrived>>,
-    links: HashMap<Peer, Arc<LinkHandle>>,
+    links: HashMap<Peer, Arc<LinkPort>>,
     pending: VecDeque<Release>,
     next_ticket: u64,
     /// The last ticket whose commit completed.
@@ -156,7 +158,8 @@ impl Task {
             mut control,
         } = rx;
         let (done_tx, mut done) = mpsc::unbounded_channel::<Committed>();
-        let cancel = self.node.cancel.clone();
+        let cancel = self.ctx.cancel.clone();
+        let clock = self.ctx.clock.clone();
         loop {
             let wake = self.inbox.poll_timeout();
             tokio::select! {
@@ -176,7 +179,7 @@ impl Task {
                     Some(i) => self.input(i),
                     None => break,
                 },
-                () = sleep_until(wake), if !self.starting_over => self.inbox.handle_timeout(now()),
+                () = clock.sleep_until_timestamp(wake), if !self.starting_over => self.inbox.handle_timeout(self.ctx.now()),
             }
             self.collect(&done_tx);
             self.release().await;
@@ -184,31 +187,33 @@ impl Task {
     }
 
     fn input(&mut self, input: Input) {
-        let at = now();
+        let at = self.ctx.now();
         match input {
             Input::Transmits { link, transmits } => {
-                let peer = peer_of(&link);
+                let peer = link.peer.clone();
                 self.links.insert(peer.clone(), link.clone());
                 for t in transmits {
                     if let Err(e) = self.inbox.handle_transmit(&peer, t, at) {
-                        self.node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        self.ctx
+                            .metrics
+                            .refused(Direction::Inbound, &Refusal::Malformed(e.to_string()));
                         tracing::warn!(%peer, error = %e, "refused a transmission");
                     }
                 }
             }
             Input::Forward { link, forward } => {
-                let peer = peer_of(&link);
+                let peer = link.peer.clone();
                 if let Err(e) = self.inbox.handle_forward(&peer, forward, at) {
                     tracing::warn!(%peer, error = %e, "refused a forward");
                 }
             }
             Input::LinkUp(link) => {
-                let peer = peer_of(&link);
+                let peer = link.peer.clone();
                 self.links.insert(peer.clone(), link);
                 self.inbox.handle_link_up(&peer);
             }
             Input::LinkDown(link) => {
-                let peer = peer_of(&link);
+                let peer = link.peer.clone();
                 if self.links.get(&peer).is_some_and(|l| Arc::ptr_eq(l, &link)) {
                     self.links.remove(&peer);
                     self.inbox.handle_link_down(&peer);
@@ -227,20 +232,20 @@ impl Task {
         let mut deliveries = Vec::new();
         let mut consumed = Vec::new();
         let mut durable_writes = false;
-        let at = now();
+        let at = self.ctx.now();
         while let Some(event) = self.inbox.poll_event() {
             match event {
                 InboxEvent::Deliver(d) => {
                     let arrived = d.message.payload;
                     consumed.push(d.message.id);
-                    if let Some(reason) = &arrived.refused {
-                        self.node.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %d.peer, id = %d.message.id, %reason, "refused an envelope");
+                    if let Some(refusal) = &arrived.refused {
+                        self.ctx.metrics.refused(Direction::Inbound, refusal);
+                        tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");
                         continue;
                     }
                     let delivery = arrived.delivery.clone();
                     if delivery.qos != Qos::AtMostOnce {
-                        for name in self.node.durable.matching(&delivery) {
+                        for name in self.local.durable.matching(&delivery) {
                             durable_writes = true;
                             writes.push(Write::AppendInbound(InboundMessage {
                                 subscription: name,
@@ -267,7 +272,7 @@ impl Task {
                     tracing::info!(%peer, %key, from = missing.start.0, to = missing.end.0, "passed over a gap the sender can no longer fill");
                 }
                 InboxEvent::Discarded { peer, id, reason } => {
-                    self.node.metrics.discarded.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.metrics.discarded.inc();
                     tracing::info!(%peer, %id, %reason, "did not deliver a received message");
                 }
             }
@@ -283,7 +288,7 @@ impl Task {
             let ticket = self.next_ticket;
             self.next_ticket += 1;
             let done = done.clone();
-            self.node.journal.submit_then(writes, move |outcome| {
+            self.ctx.journal.submit_then(writes, move |outcome| {
                 let _ = done.send((ticket, outcome.map_err(|e| e.to_string())));
             });
             ticket
@@ -315,10 +320,10 @@ impl Task {
     /// whatever is unacknowledged.
     fn start_over(&mut self) {
         self.starting_over = false;
-        self.inbox = restored_inbox(&self.node);
+        self.inbox = restored_inbox(&self.ctx);
         for (peer, link) in self.links.drain() {
             tracing::warn!(%peer, "closing the link after a failed journal commit: the peer sends again what is unacknowledged");
-            link.closed.cancel();
+            link.close();
         }
     }
 
@@ -336,12 +341,15 @@ impl Task {
             let Some(r) = self.pending.pop_front() else {
                 break;
             };
-            self.node
-                .metrics
-                .delivered
-                .fetch_add(r.deliveries.len() as u64, Ordering::Relaxed);
+            for d in &r.deliveries {
+                self.ctx
+                    .metrics
+                    .delivered
+                    .get_or_create(&metrics::peer(&d.source))
+                    .inc();
+            }
             // No live subscriber is not an error: durable ones read the journal.
-            self.node.subscribers.deliver(&r.deliveries).await;
+            self.local.live.deliver(&r.deliveries).await;
             notify |= r.durable_writes;
             consumed.extend(r.consumed);
             for (peer, ack) in r.acks {
@@ -350,7 +358,7 @@ impl Task {
             }
         }
         if notify {
-            self.node.durable.notify();
+            self.local.durable.notify();
         }
         if self.starting_over {
             // The old inbox's consumption, acknowledgements and credit all go with it.
@@ -376,18 +384,8 @@ impl Task {
     }
 
     async fn send(&self, peer: &Peer, frame: Frame) {
-        if let Some(link) = self.links.get(peer)
-            && !link.closed.is_cancelled()
-        {
-            let _ = link.tx.send(frame).await;
+        if let Some(link) = self.links.get(peer) {
+            let _ = link.send(frame).await;
         }
-    }
-}
-
-/// The stream peer behind a link.
-pub(crate) fn peer_of(link: &LinkHandle) -> Peer {
-    Peer {
-        mesh: link.peer.clone(),
-        node: link.peer_node.clone(),
     }
 }

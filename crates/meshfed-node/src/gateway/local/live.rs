@@ -14,7 +14,9 @@ use meshfed_proto::envelope::Qos;
 use meshfed_proto::{MeshId, TopicPattern};
 use tokio::sync::mpsc;
 
-use crate::gateway::messages::Delivery;
+use prometheus_client::metrics::counter::Counter;
+
+use super::Delivery;
 
 /// Messages queued for one live subscriber.
 const QUEUE: usize = 8192;
@@ -40,14 +42,13 @@ impl Live {
 }
 
 /// The connected live subscribers.
-#[derive(Default)]
 pub(crate) struct Subscribers {
     next: AtomicU64,
     list: Arc<Mutex<Vec<Arc<Live>>>>,
     /// qos 0 messages dropped for subscribers that could not keep up.
-    pub(crate) dropped: AtomicU64,
+    dropped: Counter,
     /// Subscribers disconnected for not keeping up.
-    pub(crate) disconnected: AtomicU64,
+    disconnected: Counter,
 }
 
 /// A subscription; it ends when this is dropped.
@@ -72,6 +73,16 @@ fn remove(list: &Mutex<Vec<Arc<Live>>>, id: u64) {
 }
 
 impl Subscribers {
+    /// No subscribers yet; what is dropped and who is disconnected is counted in these.
+    pub(crate) fn new(dropped: Counter, disconnected: Counter) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            list: Arc::default(),
+            dropped,
+            disconnected,
+        }
+    }
+
     /// Registers a subscriber: from now on it receives what matches.
     pub(crate) fn subscribe(
         &self,
@@ -109,7 +120,7 @@ impl Subscribers {
                 }
                 if d.qos == Qos::AtMostOnce {
                     if l.tx.try_send(d.clone()).is_err() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.dropped.inc();
                     }
                     continue;
                 }
@@ -121,7 +132,7 @@ impl Subscribers {
                             "disconnected a live subscriber that took nothing for {}",
                             humantime::format_duration(SLOW_CONSUMER)
                         );
-                        self.disconnected.fetch_add(1, Ordering::Relaxed);
+                        self.disconnected.inc();
                         remove(&self.list, l.id);
                         gone.push(l.id);
                     }

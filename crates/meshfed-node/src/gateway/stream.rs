@@ -12,11 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meshfed_proto::admission::Terms;
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
-use meshfed_proto::capability::Accepted;
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
-use meshfed_proto::policy::PolicyTerms;
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_queue::wire::{Item, Signed, Transfer};
 use meshfed_queue::{
@@ -24,18 +23,23 @@ use meshfed_queue::{
     RtoConfig, Transmit,
 };
 use meshfed_store::journal::{DeadLetter, OrderScope, OutboundMessage, StoredOutbound};
-use meshfed_store::{FederationRecord, Role, Write};
+use meshfed_store::{FederationRecord, Write};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Pending, sleep_until};
+use super::context::Context;
+use super::cores::on_every_core;
+use super::pending::{Pending, decode_stored};
+use super::port::LinkPort;
 use crate::config::SignatureMode;
-use crate::gateway::links::LinkHandle;
-use crate::gateway::{Node, now};
+use crate::metrics;
 
 /// Offers waiting for the stream task before senders wait.
 const OFFER_QUEUE: usize = 16_384;
 /// Offers taken in one turn of the task, so that their persistence shares one commit.
 const OFFERS_PER_TURN: usize = 4096;
+/// Credit a new stream may use before the receiver grants any: every receiver's window is at
+/// least this (the configuration refuses smaller windows).
+pub(crate) const INITIAL_CREDIT: u64 = 256;
 /// Room left in a transfer frame for everything but the envelopes' payloads.
 const PER_ENVELOPE_OVERHEAD: usize = 1536;
 /// How long a graceful termination lets the stream deliver what it holds before the rest is
@@ -50,6 +54,8 @@ pub(crate) struct Stream {
     pub(crate) federation_id: FederationId,
     pub(crate) peer: MeshId,
     pub(crate) view: Mutex<View>,
+    /// The link session the stream sends on, if any.
+    link: Mutex<Option<Arc<LinkPort>>>,
     offers: mpsc::Sender<Offer>,
     control: mpsc::UnboundedSender<Control>,
     pub(crate) stats: Mutex<Stats>,
@@ -59,9 +65,7 @@ pub(crate) struct Stream {
 #[derive(Clone)]
 pub(crate) struct View {
     pub(crate) state: FederationState,
-    pub(crate) role: Role,
-    pub(crate) accepted: Accepted,
-    pub(crate) terms: PolicyTerms,
+    pub(crate) terms: Terms,
 }
 
 impl View {
@@ -70,9 +74,7 @@ impl View {
         let agreement = signed.agreement().ok()?;
         Some(Self {
             state: record.state,
-            role: record.role,
-            accepted: agreement.capabilities,
-            terms: agreement.policy,
+            terms: Terms::of(&agreement, record.role.handshake_role()),
         })
     }
 }
@@ -135,8 +137,8 @@ struct Offer {
 enum Control {
     Persisted(Vec<EnvelopeId>),
     PersistFailed(Vec<EnvelopeId>, String),
-    LinkUp(Arc<LinkHandle>),
-    LinkDown(Arc<LinkHandle>),
+    LinkUp(Arc<LinkPort>),
+    LinkDown(Arc<LinkPort>),
     Ack(Ack),
     Credit(Credit),
     State(FederationState),
@@ -169,12 +171,27 @@ impl Stream {
         Ok(answer)
     }
 
-    pub(crate) fn link_up(&self, link: Arc<LinkHandle>) {
+    /// A link session to the peer is up: the stream sends on it.
+    pub(crate) fn link_up(&self, link: Arc<LinkPort>) {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
         let _ = self.control.send(Control::LinkUp(link));
     }
 
-    pub(crate) fn link_down(&self, link: Arc<LinkHandle>) {
+    /// A link session ended.
+    pub(crate) fn link_down(&self, link: Arc<LinkPort>) {
+        {
+            let mut current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                *current = None;
+            }
+        }
         let _ = self.control.send(Control::LinkDown(link));
+    }
+
+    /// Whether a link session to the peer is open now.
+    pub(crate) fn has_link(&self) -> bool {
+        let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().is_some_and(|l| !l.is_closed())
     }
 
     /// A frame the peer sent about this stream: an acknowledgement or a credit grant.
@@ -216,7 +233,7 @@ impl Stream {
 
 /// Starts the stream of federation `record`, restoring what the journal holds for its peer.
 pub(crate) fn start(
-    node: &Arc<Node>,
+    ctx: &Arc<Context>,
     record: &FederationRecord,
     restored: Vec<StoredOutbound>,
 ) -> Option<Arc<Stream>> {
@@ -227,16 +244,17 @@ pub(crate) fn start(
         federation_id: record.id.clone(),
         peer: record.peer_mesh.clone(),
         view: Mutex::new(view.clone()),
+        link: Mutex::new(None),
         offers,
         control,
         stats: Mutex::new(Stats::default()),
     });
-    let d = &node.config.delivery;
+    let d = &ctx.config.delivery;
     let config = OutboxConfig {
         max_messages: d.max_queued_messages,
         max_bytes: d.max_queued_bytes,
         max_in_flight: usize::try_from(d.window).unwrap_or(usize::MAX),
-        initial_credit: super::INITIAL_CREDIT,
+        initial_credit: INITIAL_CREDIT,
         // The link is TCP: a message is lost only with its link (then everything unacknowledged
         // goes again at once) or when the peer refuses it. So the timer only has to catch the
         // rare refusal, and must not fire while a busy peer works through its window.
@@ -250,15 +268,15 @@ pub(crate) fn start(
         send_before_persisted: true,
     };
     // A later stream of this node must have a larger epoch: microseconds since the Unix epoch.
-    let epoch = Epoch(super::micros_now());
+    let epoch = Epoch(ctx.clock.micros());
     let mut outbox = Outbox::new(config, epoch);
     outbox.handle_link_down();
     let mut held = HashMap::new();
-    let at = now();
+    let at = ctx.now();
     let mut restored = restored;
     restored.sort_by_key(|s| s.position);
     for s in restored {
-        match super::decode_stored(&s.message.payload) {
+        match decode_stored(&s.message.payload) {
             Ok(pending) => {
                 let pending = Arc::new(pending);
                 let id = pending.header.id;
@@ -277,7 +295,7 @@ pub(crate) fn start(
         tracing::info!(peer = %record.peer_mesh, messages = held.len(), "restored the outbound backlog");
     }
     let mut task = Task {
-        node: node.clone(),
+        ctx: ctx.clone(),
         stream: stream.clone(),
         outbox,
         view,
@@ -294,17 +312,17 @@ pub(crate) fn start(
         // Restored for a federation that has ended: dead-lettered on the task's first turn.
         task.end();
     }
-    node.tracker.spawn(task.run(offer_rx, control_rx));
+    ctx.tracker.spawn(task.run(offer_rx, control_rx));
     Some(stream)
 }
 
 /// The stream task's state.
 struct Task {
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     stream: Arc<Stream>,
     outbox: Outbox<Arc<Pending>>,
     view: View,
-    link: Option<Arc<LinkHandle>>,
+    link: Option<Arc<LinkPort>>,
     /// Every message the outbox holds.
     held: HashMap<EnvelopeId, Arc<Pending>>,
     /// Stored forms waiting for the outbox's persist event.
@@ -326,7 +344,8 @@ impl Task {
         mut offers: mpsc::Receiver<Offer>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
-        let cancel = self.node.cancel.clone();
+        let cancel = self.ctx.cancel.clone();
+        let clock = self.ctx.clock.clone();
         loop {
             self.check_drain();
             self.settle_events();
@@ -358,7 +377,7 @@ impl Task {
                     }
                     None => break,
                 },
-                () = sleep_until(wake) => self.outbox.handle_timeout(now()),
+                () = clock.sleep_until_timestamp(wake) => self.outbox.handle_timeout(self.ctx.now()),
             }
         }
     }
@@ -374,7 +393,7 @@ impl Task {
         }
         let id = offer.message.id;
         let pending = offer.message.payload.clone();
-        match self.outbox.offer(offer.message, now()) {
+        match self.outbox.offer(offer.message, self.ctx.now()) {
             Ok(offered) => {
                 self.held.insert(id, pending);
                 if let Some(o) = offer.outcome {
@@ -445,7 +464,7 @@ impl Task {
                 }
             }
             Control::Ack(ack) => {
-                if let Err(e) = self.outbox.handle_ack(&ack, now()) {
+                if let Err(e) = self.outbox.handle_ack(&ack, self.ctx.now()) {
                     tracing::warn!(peer = %self.stream.peer, error = %e, "ignored an acknowledgement");
                 }
             }
@@ -461,7 +480,7 @@ impl Task {
                     FederationState::Terminated(Termination::Forced) => self.end(),
                     // Graceful termination first delivers what is held.
                     FederationState::Terminated(Termination::Graceful) => {
-                        self.drain_until = Some(now().saturating_add(DRAIN));
+                        self.drain_until = Some(self.ctx.now().saturating_add(DRAIN));
                     }
                     _ => {}
                 }
@@ -480,7 +499,7 @@ impl Task {
     /// is up.
     fn check_drain(&mut self) {
         if let Some(until) = self.drain_until
-            && (self.outbox.is_empty() || self.link.is_none() || now() >= until)
+            && (self.outbox.is_empty() || self.link.is_none() || self.ctx.now() >= until)
         {
             self.end();
         }
@@ -523,12 +542,17 @@ impl Task {
                             destination: k.destination,
                             topic: k.topic,
                         }),
-                        enqueued: now(),
+                        enqueued: self.ctx.now(),
                         payload: stored,
                     }));
                 }
                 OutboxEvent::Acknowledged { id } => {
                     self.stats.acknowledged += 1;
+                    self.ctx
+                        .metrics
+                        .acknowledged
+                        .get_or_create(&metrics::peer(&self.stream.peer))
+                        .inc();
                     // A reliable message has a stored copy, or its append is queued ahead of
                     // this delete in the journal (requests apply in order).
                     if self
@@ -549,6 +573,14 @@ impl Task {
                         .dead_lettered
                         .entry(reason_label(reason))
                         .or_default() += 1;
+                    self.ctx
+                        .metrics
+                        .dead_lettered
+                        .get_or_create(&metrics::PeerReasonLabels {
+                            peer: self.stream.peer.to_string(),
+                            reason: reason_label(reason),
+                        })
+                        .inc();
                     tracing::warn!(peer = %self.stream.peer, %id, %reason, "message dead-lettered");
                     if let Some(p) = pending {
                         settled.push(Write::DeadLetter(DeadLetter {
@@ -558,7 +590,7 @@ impl Task {
                             priority: p.header.policy.priority,
                             qos: p.header.policy.qos,
                             reason: reason.to_string(),
-                            at: now(),
+                            at: self.ctx.now(),
                         }));
                     }
                     if let Some(tx) = self.waiting.remove(&id) {
@@ -567,7 +599,7 @@ impl Task {
                 }
             }
         }
-        let journal = &self.node.journal;
+        let journal = &self.ctx.journal;
         if !persist.is_empty() {
             let control = self.stream.control.clone();
             journal.submit_then(persist, move |outcome| {
@@ -605,13 +637,13 @@ impl Task {
             return;
         };
         let sending = self.view.state == FederationState::Active || self.drain_until.is_some();
-        if !sending || link.closed.is_cancelled() {
+        if !sending || link.is_closed() {
             return;
         }
-        let max_batch = self.node.config.delivery.max_batch;
-        let budget = (link.accepted.max_frame.0 as usize).saturating_sub(4096) * 3 / 4;
+        let max_batch = self.ctx.config.delivery.max_batch;
+        let budget = (link.max_frame as usize).saturating_sub(4096) * 3 / 4;
         loop {
-            let at = now();
+            let at = self.ctx.now();
             let mut batch = Vec::new();
             let mut bytes = 0;
             while batch.len() < max_batch && (batch.is_empty() || bytes < budget) {
@@ -624,11 +656,14 @@ impl Task {
             if batch.is_empty() {
                 break;
             }
+            let peer = metrics::peer(&self.stream.peer);
             for t in &batch {
                 if t.retransmission {
                     self.stats.retransmitted += 1;
+                    self.ctx.metrics.retransmitted.get_or_create(&peer).inc();
                 } else {
                     self.stats.sent += 1;
+                    self.ctx.metrics.sent.get_or_create(&peer).inc();
                 }
             }
             let frame = match self.transfer(&link, &batch).await {
@@ -637,21 +672,18 @@ impl Task {
                     // Sealing or signing failed (a content key at its volume limit): the link
                     // goes, and the next session brings fresh keys; the messages stay queued.
                     tracing::error!(peer = %self.stream.peer, error = %e, "could not seal a transfer; closing the link");
-                    link.closed.cancel();
+                    link.close();
                     return;
                 }
             };
             self.stats.transfers += 1;
-            if link.tx.send(frame).await.is_err() {
+            if link.send(frame).await.is_err() {
                 // The link went; its end arrives as `LinkDown`, and the outbox sends again then.
                 return;
             }
         }
         if let Some(f) = self.outbox.poll_forward() {
-            let _ = link
-                .tx
-                .send(Frame::new(FrameType::Forward, f.encode()))
-                .await;
+            let _ = link.send(Frame::new(FrameType::Forward, f.encode())).await;
         }
     }
 
@@ -660,33 +692,33 @@ impl Task {
     /// costs).
     async fn transfer(
         &self,
-        link: &LinkHandle,
+        link: &LinkPort,
         batch: &[Transmit<Arc<Pending>>],
     ) -> Result<Frame, String> {
-        let node = &self.node;
+        let ctx = &self.ctx;
         let mut envelopes = Vec::with_capacity(batch.len());
         {
-            let mut sealer = link.sealer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sealer = link.keys.sealer.lock().unwrap_or_else(|e| e.into_inner());
             for t in batch {
                 let p = &t.message.payload;
-                let hop = Hop::origin(node.id.mesh.clone(), Hop::DEFAULT_TTL);
+                let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
-                header.certificate.clone_from(&node.id.cert_der);
+                header.certificate.clone_from(&ctx.id.cert_der);
                 let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);
             }
         }
-        let signed = match node.config.delivery.signatures {
+        let signed = match ctx.config.delivery.signatures {
             SignatureMode::Batch => Signed::Batch(
-                SignedBatch::sign(envelopes, &node.id.key)
+                SignedBatch::sign(envelopes, &ctx.id.key)
                     .map_err(|e| e.to_string())?
                     .encode(),
             ),
             SignatureMode::Message => {
-                let key = node.id.key.clone();
+                let key = ctx.id.key.clone();
                 Signed::Each(
-                    super::on_every_core(envelopes, move |e| {
+                    on_every_core(envelopes, move |e| {
                         e.sign(&key).map(|w| w.encode()).map_err(|e| e.to_string())
                     })
                     .await?,
@@ -712,7 +744,7 @@ impl Task {
     }
 
     fn publish_stats(&mut self) {
-        self.stats.backlog = self.outbox.backlog(now());
+        self.stats.backlog = self.outbox.backlog(self.ctx.now());
         let mut shared = self.stream.stats.lock().unwrap_or_else(|e| e.into_inner());
         shared.clone_from(&self.stats);
     }

@@ -1,0 +1,453 @@
+//! Link: accepting and dialling mutual-TLS links, driving the handshake over them, and keeping
+//! each federation this node initiated connected (re-dial with jittered backoff). An
+//! established link is driven by [`session`] around the core's link session state machine.
+//!
+//! Health follows the last frame received: within two heartbeat intervals a link is
+//! `healthy`, within three `degraded`; after that the link is closed and the federation is
+//! `unreachable` until a new link is verified against the stored trust bundle.
+
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::handshake::{
+    Established, Event, Handshake, HandshakeError, KnownFederation, PendingInvitation,
+    ResponderKnowledge, Role as HsRole, Target,
+};
+use meshfed_proto::{FederationId, FederationState};
+use meshfed_store::{ConsumeError, FederationRecord, Role};
+use meshfed_transport::{Incoming, Link, Listener, ServerTrust, TransportError};
+use meshfed_trust::{KeyPurpose, TrustBundle};
+use rustls_pki_types::CertificateDer;
+
+use super::context::Context;
+use super::inbox::Inbound;
+use super::port::{LinkPort, LinkStatus};
+use super::route::Routes;
+
+pub(crate) use session::start as start_session;
+
+/// The registry's reason for a federation the peer suspended; a suspension with another reason
+/// is this side's own, announced again on every new link.
+pub(crate) const SUSPENDED_BY_PEER: &str = "suspended by the peer";
+/// The registry's reason for a suspension this side holds.
+pub(crate) const SUSPENDED_HERE: &str = "suspended by an operator";
+/// Longest pause between re-dial attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First pause between re-dial attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Why a link could not be set up or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TLS or the socket failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The federation handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The peer closed the link during the handshake.
+    #[error("the peer closed the link while the handshake expected {0}")]
+    Closed(&'static str),
+    /// The registry refused or failed.
+    #[error("registry: {0}")]
+    Store(String),
+}
+
+/// The link sessions of this node, and what they feed: the routes (streams) and the inbox.
+pub(crate) struct Links {
+    ctx: Arc<Context>,
+    routes: Arc<Routes>,
+    inbound: Inbound,
+    sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
+}
+
+impl Links {
+    /// No sessions yet.
+    pub(crate) fn new(ctx: Arc<Context>, routes: Arc<Routes>, inbound: Inbound) -> Self {
+        Self {
+            ctx,
+            routes,
+            inbound,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The status of federation `id`'s link.
+    pub(crate) fn status(&self, id: &FederationId) -> LinkStatus {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(id)
+            .map_or_else(LinkStatus::down, |p| p.status(&self.ctx.clock))
+    }
+
+    /// The open session of federation `id`, if any.
+    pub(crate) fn port(&self, id: &FederationId) -> Option<Arc<LinkPort>> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(id).filter(|p| !p.is_closed()).cloned()
+    }
+}
+
+/// Accepts peer links until the node stops.
+pub(crate) async fn accept_loop(links: Arc<Links>, listener: Listener) {
+    loop {
+        let incoming = tokio::select! {
+            () = links.ctx.cancel.cancelled() => return,
+            incoming = listener.accept() => incoming,
+        };
+        match incoming {
+            Ok(incoming) => {
+                links
+                    .ctx
+                    .tracker
+                    .spawn(handle_incoming(links.clone(), incoming));
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting a federation connection failed"),
+        }
+    }
+}
+
+async fn handle_incoming(links: Arc<Links>, incoming: Incoming) {
+    let remote = incoming.remote_addr();
+    let timeout = links.ctx.config.federation.handshake_timeout;
+    let link = tokio::select! {
+        () = links.ctx.cancel.cancelled() => return,
+        link = incoming.handshake(timeout) => link,
+    };
+    let mut link = match link {
+        Ok(link) => link,
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "refused a federation connection at TLS");
+            return;
+        }
+    };
+    let result = async {
+        let knowledge = responder_knowledge(&links).await?;
+        let channel = link.channel();
+        let hs = Handshake::responder(
+            links.ctx.local(KeyPurpose::ClientAuth),
+            channel,
+            knowledge,
+            links.ctx.now(),
+        );
+        let established = drive(&links, &mut link, hs).await?;
+        let record = persist(&links, &established, HsRole::Responder, Vec::new()).await?;
+        start_session(&links, link, *established, &record)
+    }
+    .await;
+    match result {
+        Ok(handle) => {
+            tracing::info!(%remote, federation = %handle.federation_id, peer = %handle.peer, "federation link up")
+        }
+        Err(e) => tracing::warn!(%remote, error = %e, "federation handshake failed"),
+    }
+}
+
+async fn responder_knowledge(links: &Arc<Links>) -> Result<ResponderKnowledge, LinkError> {
+    let day_ago = Timestamp(links.ctx.now().0.saturating_sub(86_400_000));
+    let (invitations, federations) = links
+        .ctx
+        .blocking(move |s| {
+            Ok::<_, meshfed_store::StoreError>((
+                s.invitations_expiring_after(day_ago)?,
+                s.federations()?,
+            ))
+        })
+        .await
+        .map_err(|e| LinkError::Store(e.to_string()))?;
+    let mut id = [0u8; 16];
+    meshfed_proto::crypto::random_fill(&mut id).map_err(|e| LinkError::Store(e.to_string()))?;
+    Ok(ResponderKnowledge {
+        invitations: invitations
+            .into_iter()
+            .map(|i| PendingInvitation {
+                token_id: i.token_id,
+                peer_mesh: i.peer_mesh,
+                verifier_key: i.secret_hash,
+                expires: i.expires,
+                used: i.used,
+            })
+            .collect(),
+        pinned: Vec::new(),
+        federations: federations
+            .iter()
+            .filter(|f| f.state.is_live())
+            .map(known)
+            .collect(),
+        new_federation_id: format!("fed_{}", hex::encode(id)).parse().ok(),
+    })
+}
+
+fn known(f: &FederationRecord) -> KnownFederation {
+    KnownFederation {
+        id: f.id.clone(),
+        peer_mesh: f.peer_mesh.clone(),
+        peer_bundle: f.peer_bundle.clone(),
+        agreement_digest: f.agreement_digest,
+    }
+}
+
+/// Runs a handshake to its end over `link`. Events are acted on before anything is sent, so an
+/// invitation the store refuses stops the handshake before the peer hears it was accepted.
+pub(crate) async fn drive(
+    links: &Links,
+    link: &mut Link,
+    mut hs: Handshake,
+) -> Result<Box<Established>, LinkError> {
+    let mut established = None;
+    let mut failure: Option<LinkError> = None;
+    loop {
+        while let Some(event) = hs.poll_event() {
+            match event {
+                Event::Progress(step) => tracing::debug!(?step, "handshake step"),
+                Event::InvitationUsed { token_id } => {
+                    let at = links.ctx.now();
+                    let t = token_id.clone();
+                    let consumed = links
+                        .ctx
+                        .blocking(move |s| s.consume_invitation(&t, at))
+                        .await;
+                    if let Err(e) = consumed {
+                        let refusal = match e {
+                            ConsumeError::AlreadyUsed { .. } => {
+                                HandshakeError::InvitationReused(token_id)
+                            }
+                            ConsumeError::Expired { .. } => {
+                                HandshakeError::InvitationExpired(token_id)
+                            }
+                            ConsumeError::Unknown { .. } => {
+                                HandshakeError::InvitationUnknown(token_id)
+                            }
+                            other => HandshakeError::Local(other.to_string()),
+                        };
+                        failure = Some(hs.abort(refusal).into());
+                    }
+                }
+                Event::Established(e) => established = Some(e),
+            }
+        }
+        while let Some(frame) = hs.poll_transmit() {
+            link.send(&frame).await?;
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if let Some(e) = established.take() {
+            return Ok(e);
+        }
+        let deadline = hs.poll_timeout();
+        let expects = hs.expects();
+        tokio::select! {
+            () = links.ctx.cancel.cancelled() => return Err(LinkError::Closed(expects)),
+            received = link.recv() => match received? {
+                Some(frame) => {
+                    if let Err(e) = hs.handle_frame(&frame, links.ctx.now()) {
+                        failure = Some(e.into());
+                    }
+                }
+                None => return Err(LinkError::Closed(expects)),
+            },
+            () = links.ctx.clock.sleep_until_timestamp(deadline) => {
+                if let Err(e) = hs.handle_timeout(links.ctx.now()) {
+                    failure = Some(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// Records a new federation (or marks a resumed one active) in the registry.
+pub(crate) async fn persist(
+    links: &Arc<Links>,
+    est: &Established,
+    role: HsRole,
+    peer_addrs: Vec<String>,
+) -> Result<FederationRecord, LinkError> {
+    let id = est.federation_id.clone();
+    let at = links.ctx.now();
+    let Some(agreement) = &est.agreement else {
+        // Resumed: the stored agreement stands; a federation that was re-establishing is active again.
+        return links
+            .ctx
+            .blocking(move |s| {
+                let rec = s
+                    .federation(&id)?
+                    .ok_or_else(|| meshfed_store::StoreError::UnknownFederation(id.clone()))?;
+                if rec.state == FederationState::Reestablishing {
+                    return s.set_state(
+                        &id,
+                        FederationState::Active,
+                        Some("link re-established"),
+                        at,
+                    );
+                }
+                Ok(rec)
+            })
+            .await
+            .map_err(|e| LinkError::Store(e.to_string()));
+    };
+    let record = FederationRecord {
+        id,
+        peer_mesh: est.peer.mesh.clone(),
+        peer_node: Some(est.peer.node.clone()),
+        role: match role {
+            HsRole::Initiator => Role::Initiator,
+            HsRole::Responder => Role::Responder,
+        },
+        state: FederationState::Active,
+        state_reason: None,
+        peer_addrs,
+        peer_bundle: est.peer_bundle.clone(),
+        agreement: agreement.encode(),
+        agreement_digest: agreement.digest(),
+        created: at,
+        updated: at,
+    };
+    let rec = record.clone();
+    links
+        .ctx
+        .blocking(move |s| s.insert_federation(&rec))
+        .await
+        .map_err(|e| LinkError::Store(e.to_string()))?;
+    Ok(record)
+}
+
+/// The trust bundle stored for a federation's peer: every later link is verified against it.
+fn stored_bundle(record: &FederationRecord) -> Result<TrustBundle, LinkError> {
+    let certs = record
+        .peer_bundle
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    TrustBundle::new(certs)
+        .map_err(|e| LinkError::Store(format!("stored trust bundle of {}: {e}", record.peer_mesh)))
+}
+
+/// Dials a stored federation's peer and resumes it.
+async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<LinkPort>, LinkError> {
+    let bundle = stored_bundle(record)?;
+    let timeout = links.ctx.config.federation.handshake_timeout;
+    let mut last = None;
+    for addr in &record.peer_addrs {
+        let trust = ServerTrust::Bundle {
+            mesh: record.peer_mesh.clone(),
+            bundle: bundle.clone(),
+        };
+        match meshfed_transport::dial(addr, &links.ctx.id.tls, trust, timeout).await {
+            Ok(mut link) => {
+                let channel = link.channel();
+                let hs = Handshake::initiator(
+                    links.ctx.local(KeyPurpose::ServerAuth),
+                    channel,
+                    Target::Resume(known(record)),
+                    links.ctx.now(),
+                )?;
+                let established = drive(links, &mut link, hs).await?;
+                let record = persist(
+                    links,
+                    &established,
+                    HsRole::Initiator,
+                    record.peer_addrs.clone(),
+                )
+                .await?;
+                return start_session(links, link, *established, &record);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || LinkError::Store(format!("federation {} has no peer address", record.id)),
+        LinkError::from,
+    ))
+}
+
+/// Keeps a federation we initiated connected: waits for the current session to end, then
+/// re-dials with jittered exponential backoff until it is back, terminated or the node stops.
+pub(crate) async fn maintain(
+    links: Arc<Links>,
+    id: FederationId,
+    mut session: Option<Arc<LinkPort>>,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        if let Some(handle) = session.take() {
+            tokio::select! {
+                () = links.ctx.cancel.cancelled() => return,
+                () = handle.closed() => {}
+            }
+            attempt = 0;
+        }
+        if links.ctx.cancel.is_cancelled() {
+            return;
+        }
+        let lookup = id.clone();
+        let record = match links.ctx.blocking(move |s| s.federation(&lookup)).await {
+            Ok(Some(r)) if r.state.is_live() && r.role == Role::Initiator => r,
+            _ => return,
+        };
+        match resume(&links, &record).await {
+            Ok(handle) => {
+                tracing::info!(federation = %id, peer = %record.peer_mesh, "federation link re-established");
+                session = Some(handle);
+            }
+            Err(e) => {
+                let delay = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(federation = %id, peer = %record.peer_mesh, attempt, retry_in = ?delay, error = %e, "re-dial failed");
+                tokio::select! {
+                    () = links.ctx.cancel.cancelled() => return,
+                    () = links.ctx.clock.sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// `MIN_BACKOFF · 2^attempt`, capped at `MAX_BACKOFF`, scaled by a random factor in [0.5, 1).
+fn backoff(attempt: u32) -> Duration {
+    let base = MIN_BACKOFF
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    let mut r = [0u8; 2];
+    let jitter = match meshfed_proto::crypto::random_fill(&mut r) {
+        Ok(()) => f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    };
+    base.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// Starts keeping every stored federation this node initiated connected.
+pub(crate) async fn redial_stored(links: &Arc<Links>) {
+    let records = match links.ctx.blocking(|s| s.federations()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list stored federations");
+            return;
+        }
+    };
+    for r in records
+        .into_iter()
+        .filter(|r| r.state.is_live() && r.role == Role::Initiator)
+    {
+        links.ctx.tracker.spawn(maintain(links.clone(), r.id, None));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let first = backoff(0);
+        assert!(
+            first >= MIN_BACKOFF / 2 && first <= MIN_BACKOFF,
+            "{first:?}"
+        );
+        let late = backoff(20);
+        assert!(late >= MAX_BACKOFF / 2 && late <= MAX_BACKOFF, "{late:?}");
+    }
+}

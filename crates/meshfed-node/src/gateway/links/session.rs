@@ -1,0 +1,327 @@
+//! The driver of an established link: a thin loop around the core's [`LinkSession`] state
+//! machine (heartbeats, health, suspension, termination), which hands data frames on to the
+//! delivery stages and turns the session's events into registry changes.
+//!
+//! Two tasks per link share the session through its [`LinkPort`]: the reader feeds it every
+//! frame the peer sends and routes what it gives back (transfers to the opening stage, acks and
+//! credit to the stream, floors to the inbox); the writer sends the frames the stages queue,
+//! then what the session queued (heartbeats, lifecycle frames, the termination last), and wakes
+//! for the session's timers. Whichever calls into the session acts on the events it produced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshfed_proto::FederationState;
+use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_proto::crypto::KeyEpoch;
+use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_proto::session::{
+    CloseReason, FlowState, LinkSession, Received, SessionConfig, SessionEvent,
+};
+use meshfed_queue::{Forward, Peer};
+use meshfed_store::FederationRecord;
+use meshfed_transport::{Link, LinkReader, LinkWriter, TransportError};
+use tokio::sync::mpsc;
+
+use super::{LinkError, Links, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
+use crate::gateway::inbox::Input;
+use crate::gateway::open;
+use crate::gateway::port::{LinkPort, PeerTrust, SessionKeys};
+
+/// Frames queued for one link before senders wait.
+const OUTGOING_QUEUE: usize = 4096;
+
+/// Starts the reader and writer of an established link and registers it, replacing any older
+/// session of the same federation.
+pub(crate) fn start(
+    links: &Arc<Links>,
+    mut link: Link,
+    established: meshfed_proto::handshake::Established,
+    record: &FederationRecord,
+) -> Result<Arc<LinkPort>, LinkError> {
+    let ctx = &links.ctx;
+    let store = |e: &dyn std::fmt::Display| LinkError::Store(e.to_string());
+    let signed = meshfed_proto::agreement::SignedAgreement::decode(&record.agreement)
+        .map_err(|e| store(&e))?;
+    let agreement = signed.agreement().map_err(|e| store(&e))?;
+    let bundle = stored_bundle(record)?;
+    let max_frame = agreement.capabilities.max_frame.0;
+    link.set_max_frame(max_frame);
+    let epoch = KeyEpoch::random().map_err(|e| store(&e))?;
+    let sealer = established
+        .content
+        .sealer(&ctx.id.mesh, epoch)
+        .map_err(|e| store(&e))?;
+    // This side holds a suspension whichever side asked for it (it follows its peer), and
+    // announces it on every new link.
+    let own_hold = if record.state == FederationState::Suspended {
+        FlowState::Suspended
+    } else {
+        FlowState::Active
+    };
+    let session = LinkSession::new(
+        SessionConfig {
+            heartbeat_interval: ctx.config.federation.heartbeat_interval,
+        },
+        ctx.clock.instant(),
+        own_hold,
+    );
+    let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
+    let port = Arc::new(LinkPort::new(
+        record.id.clone(),
+        Peer {
+            mesh: record.peer_mesh.clone(),
+            node: established.peer.node.clone(),
+        },
+        meshfed_proto::admission::Terms::of(&agreement, record.role.handshake_role()),
+        max_frame,
+        SessionKeys::new(established.content, sealer),
+        PeerTrust::new(bundle),
+        tx,
+        ctx.cancel.child_token(),
+        session,
+        ctx.now(),
+    ));
+    let old = {
+        let mut sessions = links.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(record.id.clone(), port.clone())
+    };
+    if let Some(old) = old {
+        old.close();
+    }
+    let (reader, writer) = link.split();
+    ctx.tracker
+        .spawn(write_loop(links.clone(), port.clone(), writer, rx));
+    ctx.tracker
+        .spawn(read_loop(links.clone(), port.clone(), reader));
+    links.routes.link_up(&port, record);
+    links.inbound.notify(Input::LinkUp(port.clone()));
+    Ok(port)
+}
+
+async fn write_loop(
+    links: Arc<Links>,
+    port: Arc<LinkPort>,
+    mut writer: LinkWriter,
+    mut rx: mpsc::Receiver<Frame>,
+) {
+    let clock = links.ctx.clock.clone();
+    let result: Result<(), TransportError> = async {
+        loop {
+            // What the session queued — at start its first heartbeat — goes out first.
+            let (frames, events) = port.with_session(drain);
+            if frames
+                .iter()
+                .any(|f| matches!(f.ty, FrameType::Termination | FrameType::Error))
+            {
+                // The session's last frame: everything the stages queued before it (such as
+                // acknowledgements of the peer's messages) goes out first.
+                while let Ok(frame) = rx.try_recv() {
+                    writer.queue(&frame)?;
+                }
+            }
+            for frame in &frames {
+                writer.queue(frame)?;
+            }
+            if writer.queued() > 0 {
+                writer.flush().await?;
+            }
+            if on_events(&links, &port, events).await {
+                let _ = writer.close().await;
+                return Ok(());
+            }
+            let next = port.with_session(|s| s.poll_timeout());
+            tokio::select! {
+                biased;
+                () = port.closed() => {
+                    // Stopping: what was already accepted for this link still goes out, briefly bounded.
+                    while let Ok(frame) = rx.try_recv() {
+                        writer.queue(&frame)?;
+                    }
+                    if writer.queued() > 0 {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), writer.flush()).await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;
+                    return Ok(());
+                }
+                // A command (suspend, resume) goes out before data queued after it was given.
+                () = port.woken() => {}
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    writer.queue(&frame)?;
+                    // Batch whatever else is already waiting into the same write.
+                    while let Ok(more) = rx.try_recv() {
+                        writer.queue(&more)?;
+                    }
+                }
+                () = sleep_until(&clock, next) => {
+                    port.with_session(|s| s.handle_timeout(clock.instant()));
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(federation = %port.federation_id, error = %e, "link write failed");
+    }
+    port.close();
+}
+
+async fn sleep_until(clock: &crate::clock::Clock, at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the session queued: frames to send and events to act on.
+fn drain(s: &mut LinkSession) -> (Vec<Frame>, Vec<SessionEvent>) {
+    let frames = std::iter::from_fn(|| s.poll_transmit()).collect();
+    let events = std::iter::from_fn(|| s.poll_event()).collect();
+    (frames, events)
+}
+
+async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReader) {
+    let ctx = links.ctx.clone();
+    let why = loop {
+        let received = tokio::select! {
+            () = port.closed() => break port.ended().unwrap_or_else(|| "closed locally".to_owned()),
+            r = reader.recv() => r,
+        };
+        let frame = match received {
+            Err(e) => break format!("link failed: {e}"),
+            Ok(None) => break "the peer closed the link".to_owned(),
+            Ok(Some(frame)) => frame,
+        };
+        let handled = port.with_session(|s| s.handle_frame(&frame, ctx.clock.instant()));
+        let events = port.with_session(|s| std::iter::from_fn(|| s.poll_event()).collect());
+        if on_events(&links, &port, events).await {
+            break port
+                .ended()
+                .unwrap_or_else(|| "the session ended".to_owned());
+        }
+        // Whatever the session queued (a heartbeat ack, an error frame) goes out now.
+        port.wake();
+        match handled {
+            Ok(Received::Data(frame)) => route(&links, &port, frame).await,
+            Ok(Received::Refused { frame, reason }) => {
+                let meshfed_proto::session::Refusal::FlowSuspended(by) = reason;
+                ctx.metrics.refused(Direction::Inbound, &Refusal::Suspended);
+                tracing::debug!(federation = %port.federation_id, frame = ?frame, by = ?by, "refused a data frame while the federation is suspended");
+            }
+            Ok(Received::Consumed | Received::UnknownHeartbeatAck { .. }) => {}
+            Err(e) => {
+                tracing::warn!(federation = %port.federation_id, peer = %port.peer, error = %e, "the peer broke the link session protocol");
+            }
+        }
+    };
+    tracing::info!(federation = %port.federation_id, peer = %port.peer, reason = %why, "federation link down");
+    port.close();
+    links.routes.link_down(&port);
+    links.inbound.notify(Input::LinkDown(port.clone()));
+    let mut sessions = links.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if sessions
+        .get(&port.federation_id)
+        .is_some_and(|p| Arc::ptr_eq(p, &port))
+    {
+        sessions.remove(&port.federation_id);
+    }
+}
+
+/// Hands a data frame to the stage it is for.
+async fn route(links: &Links, port: &Arc<LinkPort>, frame: Frame) {
+    match frame.ty {
+        FrameType::Transfer => open::receive(&links.ctx, &links.inbound, port, &frame.body).await,
+        FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
+        FrameType::Forward => match Forward::decode(&frame.body) {
+            Ok(forward) => links.inbound.notify(Input::Forward {
+                link: port.clone(),
+                forward,
+            }),
+            Err(e) => {
+                links
+                    .ctx
+                    .metrics
+                    .refused(Direction::Inbound, &Refusal::Malformed(e.to_string()));
+                tracing::warn!(peer = %port.peer, error = %e, "ignored a malformed forward");
+            }
+        },
+        other => {
+            tracing::debug!(federation = %port.federation_id, frame = ?other, "ignored a frame this version does not act on");
+        }
+    }
+}
+
+/// Acts on the session's events; true once the session has closed.
+async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) -> bool {
+    let mut closed = false;
+    for event in events {
+        match event {
+            SessionEvent::HealthChanged(health) => {
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, %health, "link health changed");
+            }
+            SessionEvent::RttMeasured(_) => {}
+            // The gateway follows its peer: a suspension or resumption by either side holds for
+            // both, so either side may resume.
+            SessionEvent::PeerSuspended => {
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, "the peer suspended the federation");
+                let target = FederationState::Suspended;
+                record_state(links, port, target, SUSPENDED_BY_PEER).await;
+                let _ = port.command(LinkSession::suspend);
+            }
+            SessionEvent::PeerResumed => {
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, "the peer resumed the federation");
+                let _ = port.command(LinkSession::resume);
+            }
+            SessionEvent::FlowChanged(flow) => {
+                let (target, reason) = match flow {
+                    FlowState::Active => (FederationState::Active, "resumed"),
+                    FlowState::Suspended => (FederationState::Suspended, SUSPENDED_HERE),
+                };
+                record_state(links, port, target, reason).await;
+            }
+            SessionEvent::PeerTerminated { kind, reason } => {
+                let target = FederationState::Terminated(kind);
+                record_state(links, port, target, "terminated by the peer").await;
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, %reason, "the peer terminated the federation");
+            }
+            SessionEvent::PeerReportedError { code, reason } => {
+                tracing::warn!(federation = %port.federation_id, peer = %port.peer, %code, %reason, "the peer reported an error");
+            }
+            SessionEvent::Closed(reason) => {
+                if let CloseReason::Silent(_) = reason {
+                    tracing::warn!(federation = %port.federation_id, peer = %port.peer, %reason, "closing a silent link");
+                }
+                port.close_because(reason.to_string());
+                closed = true;
+            }
+        }
+    }
+    closed
+}
+
+/// Moves the federation to `target` in the registry (unless it is there already) and tells its
+/// stream.
+async fn record_state(links: &Links, port: &LinkPort, target: FederationState, reason: &str) {
+    let id = port.federation_id.clone();
+    let at = links.ctx.now();
+    let reason = reason.to_owned();
+    let stored = links
+        .ctx
+        .blocking(move |s| {
+            let Some(rec) = s.federation(&id)? else {
+                return Err(meshfed_store::StoreError::UnknownFederation(id));
+            };
+            if rec.state == target {
+                return Ok(rec);
+            }
+            s.set_state(&id, target, Some(&reason), at)
+        })
+        .await;
+    match stored {
+        Ok(rec) => links.routes.state_changed(port.mesh(), rec.state),
+        Err(e) => {
+            tracing::warn!(federation = %port.federation_id, error = %e, "could not record the federation's new state");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! An established link session as the stages see it: where its frames go, the content keys of
+//! this session, the peer's trust as the agreement stored it, the agreement's terms, and the
+//! session state machine (health, suspension, termination) that the link driver
+//! ([`super::links`]) runs. The stream, the opening stage and the inbox use it without knowing
+//! how the link is driven.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use meshfed_proto::admission::{Refusal, Terms};
+use meshfed_proto::crypto::{ContentSecret, Digest384, Opener, Sealer, VerifyingKey, sha384};
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::frame::Frame;
+use meshfed_proto::session::{LinkSession, SessionClosed};
+use meshfed_proto::{FederationId, KeyId, MeshId};
+use meshfed_queue::Peer;
+use meshfed_trust::{KeyPurpose, TrustBundle};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, timestamp};
+
+pub use meshfed_proto::session::Health;
+
+/// What the API shows of a federation's link.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkStatus {
+    /// Link health.
+    pub health: Health,
+    /// When the last heartbeat was answered.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Round trip of the last heartbeat.
+    pub rtt: Option<Duration>,
+    /// When this link session was established.
+    pub connected_since: Option<Timestamp>,
+}
+
+impl LinkStatus {
+    /// No link at all.
+    pub fn down() -> Self {
+        Self {
+            health: Health::Unreachable,
+            last_heartbeat: None,
+            rtt: None,
+            connected_since: None,
+        }
+    }
+}
+
+/// One established link session of a federation.
+pub(crate) struct LinkPort {
+    pub(crate) federation_id: FederationId,
+    /// The peer mesh and the node at the other end of this session.
+    pub(crate) peer: Peer,
+    /// The agreement as this side applies it.
+    pub(crate) terms: Terms,
+    /// Largest frame body on this link.
+    pub(crate) max_frame: u32,
+    /// The content keys of this session.
+    pub(crate) keys: SessionKeys,
+    /// The peer's signers, checked against its stored trust bundle.
+    pub(crate) trust: PeerTrust,
+    tx: mpsc::Sender<Frame>,
+    /// Cancelled when the session ends, whichever side ends it.
+    closed: CancellationToken,
+    /// The session state machine; the driver's reader and writer feed it, commands change it.
+    session: Mutex<LinkSession>,
+    /// Wakes the driver's writer to send what the session queued.
+    wake: Notify,
+    /// Why the session ended, when its state machine ended it.
+    ended: Mutex<Option<String>>,
+    connected_since: Timestamp,
+}
+
+/// The session is closed: the frame was not sent.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl From<SessionClosed> for Closed {
+    fn from(_: SessionClosed) -> Self {
+        Self
+    }
+}
+
+impl LinkPort {
+    /// A port whose frames go to `tx` until `closed` is cancelled.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one session, assembled once by the link driver"
+    )]
+    pub(crate) fn new(
+        federation_id: FederationId,
+        peer: Peer,
+        terms: Terms,
+        max_frame: u32,
+        keys: SessionKeys,
+        trust: PeerTrust,
+        tx: mpsc::Sender<Frame>,
+        closed: CancellationToken,
+        session: LinkSession,
+        connected_since: Timestamp,
+    ) -> Self {
+        Self {
+            federation_id,
+            peer,
+            terms,
+            max_frame,
+            keys,
+            trust,
+            tx,
+            closed,
+            session: Mutex::new(session),
+            wake: Notify::new(),
+            ended: Mutex::new(None),
+            connected_since,
+        }
+    }
+
+    /// The peer mesh.
+    pub(crate) fn mesh(&self) -> &MeshId {
+        &self.peer.mesh
+    }
+
+    /// Sends `frame` on the link, waiting while its queue is full.
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Closed> {
+        if self.is_closed() {
+            return Err(Closed);
+        }
+        self.tx.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Ends the session (the driver closes the link).
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Ends the session for `why` (the driver closes the link).
+    pub(crate) fn close_because(&self, why: String) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.closed.cancel();
+    }
+
+    /// Why the session ended, if its state machine ended it.
+    pub(crate) fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the session has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Completes when the session ends.
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    /// The link's status as its session sees it at `clock`'s time.
+    pub(crate) fn status(&self, clock: &Clock) -> LinkStatus {
+        let now = clock.instant();
+        let s = self.with_session(|s| s.status(now));
+        let wall = |at| timestamp(clock.wall_at(at));
+        LinkStatus {
+            health: if self.is_closed() {
+                Health::Unreachable
+            } else {
+                s.health
+            },
+            last_heartbeat: s.last_heartbeat_ack.map(wall),
+            rtt: s.rtt,
+            connected_since: Some(self.connected_since),
+        }
+    }
+
+    /// Runs `f` on the session state machine.
+    pub(crate) fn with_session<T>(&self, f: impl FnOnce(&mut LinkSession) -> T) -> T {
+        f(&mut self.session.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs a command on the session (suspend, resume, terminate) and wakes the driver to send
+    /// what it queued.
+    pub(crate) fn command(
+        &self,
+        f: impl FnOnce(&mut LinkSession) -> Result<(), SessionClosed>,
+    ) -> Result<(), Closed> {
+        self.with_session(f)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the driver's writer.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Completes when the driver's writer is woken.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// The content keys of one link session: this side's sealer, and openers for the peer's keys.
+pub(crate) struct SessionKeys {
+    pub(crate) sealer: Mutex<Sealer>,
+    content: ContentSecret,
+    openers: Mutex<HashMap<KeyId, Arc<Opener>>>,
+}
+
+impl SessionKeys {
+    /// The keys derived from the session's content secret; this side seals with `sealer`.
+    pub(crate) fn new(content: ContentSecret, sealer: Sealer) -> Self {
+        Self {
+            sealer: Mutex::new(sealer),
+            content,
+            openers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The opener for key `key_id` of mesh `sender`, derived once per key.
+    pub(crate) fn opener(&self, sender: &MeshId, key_id: &KeyId) -> Result<Arc<Opener>, Refusal> {
+        let mut openers = self.openers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = openers.get(key_id) {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(
+            self.content
+                .opener(sender, key_id)
+                .map_err(|e| Refusal::Unsealable(e.to_string()))?,
+        );
+        openers.insert(key_id.clone(), o.clone());
+        Ok(o)
+    }
+}
+
+/// The peer's trust bundle as the agreement stored it, and the signer certificates already
+/// verified against it.
+pub(crate) struct PeerTrust {
+    bundle: TrustBundle,
+    /// Verified signer certificates by SHA-384, with their keys and expiry.
+    signers: Mutex<HashMap<Digest384, (VerifyingKey, SystemTime)>>,
+}
+
+impl PeerTrust {
+    /// Trust in exactly `bundle`.
+    pub(crate) fn new(bundle: TrustBundle) -> Self {
+        Self {
+            bundle,
+            signers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The verified public key of a signer certificate, checked once per certificate against
+    /// the peer's stored bundle (and again once the cached one expires, then refused).
+    pub(crate) fn signer_key(&self, cert: &[u8], now: SystemTime) -> Result<VerifyingKey, Refusal> {
+        let digest = sha384(cert);
+        let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, not_after)) = signers.get(&digest)
+            && now <= *not_after
+        {
+            return Ok(key.clone());
+        }
+        let der = CertificateDer::from(cert.to_vec());
+        let info =
+            meshfed_trust::verify_node_cert(&self.bundle, &der, &[], KeyPurpose::ClientAuth, now)
+                .map_err(|e| Refusal::UntrustedSigner(e.to_string()))?;
+        let key = info
+            .public_key
+            .verifying_key()
+            .map_err(|e| Refusal::UntrustedSigner(format!("signer key: {e}")))?;
+        signers.insert(digest, (key.clone(), info.not_after));
+        Ok(key)
+    }
+}

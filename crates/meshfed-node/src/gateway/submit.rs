@@ -1,0 +1,168 @@
+//! Submit: a message from the local side (the API today, connectors later) is checked against
+//! its federation's agreement — the same [`Terms::admit`] the receiver applies — and its state,
+//! wrapped in an envelope header, and handed to its route (the federation's stream).
+//!
+//! [`Terms::admit`]: meshfed_proto::admission::Terms::admit
+
+use std::sync::Arc;
+
+use meshfed_proto::admission::{Direction, Facts, Refusal};
+use meshfed_proto::envelope::{
+    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
+    Priority, Qos, Source, Version,
+};
+use meshfed_proto::{FederationState, MeshId, Topic};
+use tokio::sync::oneshot;
+
+use super::context::Context;
+use super::pending::{Pending, encode_stored};
+use super::route::Routes;
+use super::stream::{Outcome, Refused};
+
+/// A message to send, as the API received it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Destination mesh.
+    pub to: MeshId,
+    /// Federation topic.
+    pub topic: Topic,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Its media type.
+    pub content_type: ContentType,
+    /// Delivery guarantee.
+    pub qos: Qos,
+    /// 0–7.
+    pub priority: Priority,
+    /// Deadline.
+    pub max_latency: Option<MaxLatency>,
+    /// `reliable`, `ordered`.
+    pub flags: Flags,
+}
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The federation or its agreement does not take it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The stream did not accept the message (queue full, storage failed, stopping).
+    #[error(transparent)]
+    Queue(#[from] Refused),
+    /// Making the envelope id failed.
+    #[error("cannot make an envelope id: {0}")]
+    Random(String),
+}
+
+/// A message handed to its federation's stream.
+pub(crate) struct Submitted {
+    /// Its envelope id.
+    pub(crate) id: EnvelopeId,
+    /// Answers once the stream accepted it (for qos ≥ 1: journaled, fsynced).
+    accepted: oneshot::Receiver<Result<(), Refused>>,
+    /// Learns whether the peer acknowledged it or it was dead-lettered, when asked for.
+    pub(crate) outcome: Option<oneshot::Receiver<Outcome>>,
+}
+
+impl Submitted {
+    /// Waits until the stream accepted the message.
+    pub(crate) async fn accepted(&mut self) -> Result<(), SendError> {
+        match (&mut self.accepted).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(SendError::Queue(Refused::Stopping)),
+        }
+    }
+}
+
+/// Checks a message against the federation's agreement, wraps it in an envelope and hands it
+/// to the federation's stream. Many may be submitted before any is accepted, so that their
+/// journal writes share one commit; [`Submitted::accepted`] says when one is accepted. With
+/// `wait`, the result also carries the way to learn its outcome. A refusal is counted.
+pub(crate) async fn submit(
+    ctx: &Context,
+    routes: &Routes,
+    msg: Outgoing,
+    wait: bool,
+) -> Result<Submitted, SendError> {
+    let checked = check(routes, &msg);
+    if let Err(refusal) = &checked {
+        ctx.metrics.refused(Direction::Outbound, refusal);
+    }
+    let stream = checked?;
+    let at = ctx.now();
+    let mut random = [0u8; 10];
+    meshfed_proto::crypto::random_fill(&mut random)
+        .map_err(|e| SendError::Random(e.to_string()))?;
+    let id = EnvelopeId::new(at, random);
+    let header = Header {
+        version: Version::CURRENT,
+        id,
+        timestamp: at,
+        source: Source {
+            mesh: ctx.id.mesh.clone(),
+            gateway: ctx.id.node.clone(),
+        },
+        destination: Destination {
+            mesh: msg.to.clone(),
+            gateway: None,
+        },
+        flags: msg.flags,
+        federation_id: stream.federation_id.clone(),
+        // Set when sealed for a transmission (see `Pending`), not stored with every message.
+        certificate: Vec::new(),
+        encryption: None,
+        policy: DeliveryPolicy {
+            priority: msg.priority,
+            qos: msg.qos,
+            max_latency: msg.max_latency,
+        },
+        metadata: Metadata {
+            topic: msg.topic,
+            content_type: msg.content_type,
+            content_encoding: None,
+            schema_id: None,
+        },
+    };
+    let pending = Pending {
+        header,
+        payload: msg.payload,
+    };
+    let stored = (msg.qos != Qos::AtMostOnce).then(|| encode_stored(&pending));
+    let (outcome_tx, outcome) = if wait {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let accepted = stream.submit(Arc::new(pending), stored, outcome_tx).await?;
+    Ok(Submitted {
+        id,
+        accepted,
+        outcome,
+    })
+}
+
+/// The stream a message goes to, if its federation takes it now: active, the topic, size and
+/// qos agreed, and (for qos 0, which is not stored and forwarded) its link up.
+fn check(routes: &Routes, msg: &Outgoing) -> Result<Arc<super::stream::Stream>, Refusal> {
+    let stream = routes
+        .to(&msg.to)
+        .ok_or_else(|| Refusal::UnknownDestination(msg.to.clone()))?;
+    let view = stream.view();
+    if view.state != FederationState::Active {
+        return Err(Refusal::NotActive {
+            peer: msg.to.clone(),
+            state: view.state,
+        });
+    }
+    let facts = Facts {
+        topic: &msg.topic,
+        size: msg.payload.len(),
+        qos: msg.qos,
+    };
+    view.terms.admit(Direction::Outbound, facts)?;
+    if msg.qos == Qos::AtMostOnce && !stream.has_link() {
+        return Err(Refusal::Unreachable(msg.to.clone()));
+    }
+    Ok(stream)
+}

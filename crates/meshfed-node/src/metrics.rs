@@ -1,0 +1,278 @@
+//! The node's metrics, kept with `prometheus-client` and exposed at `/metrics` in the OpenMetrics
+//! text format (which Prometheus scrapes).
+//!
+//! Names follow Prometheus conventions: a `meshfed_` prefix, base units (`_bytes`), counters
+//! ending in `_total`. Stages count into the families below as things happen; what is a state
+//! rather than an event (backlogs, link health) is set from the stages' own state just before
+//! each scrape ([`Metrics::encode`]); the journal's counters are read from it at each scrape.
+
+use std::sync::Arc;
+
+use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_store::Journal;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The peer mesh a series is about.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabel {
+    pub(crate) peer: String,
+}
+
+/// Which way a refused message travelled (`inbound`: refused on arrival; `outbound`: refused
+/// when a local client submitted it), and why it was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) reason: &'static str,
+}
+
+/// A peer and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerReasonLabels {
+    pub(crate) peer: String,
+    pub(crate) reason: &'static str,
+}
+
+/// A federation and its peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FederationLabels {
+    pub(crate) federation: String,
+    pub(crate) peer: String,
+}
+
+/// Every metric of a node.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// Envelopes sent to a peer for the first time.
+    pub(crate) sent: Family<PeerLabel, Counter>,
+    /// Envelopes sent again for want of an acknowledgement.
+    pub(crate) retransmitted: Family<PeerLabel, Counter>,
+    /// Envelopes the destination acknowledged.
+    pub(crate) acknowledged: Family<PeerLabel, Counter>,
+    /// Envelopes received, verified and delivered locally.
+    pub(crate) delivered: Family<PeerLabel, Counter>,
+    /// Envelopes refused on arrival, and messages refused at submission, by reason.
+    pub(crate) rejected: Family<RefusalLabels, Counter>,
+    /// Envelopes received and not delivered (late, or held back when their sender restarted).
+    pub(crate) discarded: Counter,
+    /// Messages that will not be delivered, by peer and reason.
+    pub(crate) dead_lettered: Family<PeerReasonLabels, Counter>,
+    /// qos 0 messages dropped for live subscribers that could not keep up.
+    pub(crate) subscriber_dropped: Counter,
+    /// Live subscribers disconnected for not keeping up.
+    pub(crate) subscribers_disconnected: Counter,
+    /// Messages queued for a peer mesh (set at each scrape).
+    pub(crate) backlog_messages: Family<PeerLabel, Gauge>,
+    /// Payload bytes queued for a peer mesh (set at each scrape).
+    pub(crate) backlog_bytes: Family<PeerLabel, Gauge>,
+    /// 1 while a federation's link is healthy (set at each scrape).
+    pub(crate) link_healthy: Family<FederationLabels, Gauge>,
+}
+
+impl Metrics {
+    /// The metrics of a node whose journal is `journal`.
+    pub(crate) fn new(journal: Arc<Journal>) -> Self {
+        let mut registry = Registry::with_prefix("meshfed");
+        let m = Self {
+            registry: Registry::default(),
+            sent: Family::default(),
+            retransmitted: Family::default(),
+            acknowledged: Family::default(),
+            delivered: Family::default(),
+            rejected: Family::default(),
+            discarded: Counter::default(),
+            dead_lettered: Family::default(),
+            subscriber_dropped: Counter::default(),
+            subscribers_disconnected: Counter::default(),
+            backlog_messages: Family::default(),
+            backlog_bytes: Family::default(),
+            link_healthy: Family::default(),
+        };
+        // Every refusal reason is listed from the start, at zero, so that a rate over it exists
+        // before the first refusal.
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for reason in Refusal::REASONS {
+                drop(m.rejected.get_or_create(&RefusalLabels {
+                    direction: direction_label(direction),
+                    reason,
+                }));
+            }
+        }
+        registry.register(
+            "envelopes_sent",
+            "Envelopes sent to peer meshes (first transmissions)",
+            m.sent.clone(),
+        );
+        registry.register(
+            "envelopes_retransmitted",
+            "Envelopes sent again for want of an acknowledgement",
+            m.retransmitted.clone(),
+        );
+        registry.register(
+            "envelopes_acknowledged",
+            "Envelopes the destination acknowledged",
+            m.acknowledged.clone(),
+        );
+        registry.register(
+            "envelopes_delivered",
+            "Envelopes received, verified and delivered locally",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "envelopes_rejected",
+            "Envelopes refused on arrival and messages refused at submission, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "envelopes_discarded",
+            "Envelopes received and not delivered (late, or held back when their sender restarted)",
+            m.discarded.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Messages that will not be delivered, by reason",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "subscriber_dropped",
+            "qos 0 messages dropped for live subscribers that could not keep up",
+            m.subscriber_dropped.clone(),
+        );
+        registry.register(
+            "subscribers_disconnected",
+            "Live subscribers disconnected for not keeping up",
+            m.subscribers_disconnected.clone(),
+        );
+        registry.register(
+            "backlog_messages",
+            "Messages queued for a peer mesh (waiting, in flight or awaiting persistence)",
+            m.backlog_messages.clone(),
+        );
+        registry.register_with_unit(
+            "backlog",
+            "Payload bytes queued for a peer mesh",
+            Unit::Bytes,
+            m.backlog_bytes.clone(),
+        );
+        registry.register(
+            "link_healthy",
+            "Whether a federation's link is healthy (1) or not (0)",
+            m.link_healthy.clone(),
+        );
+        registry.register_collector(Box::new(JournalCounters(journal)));
+        Self { registry, ..m }
+    }
+
+    /// Counts a refusal of a message travelling `direction`.
+    pub(crate) fn refused(&self, direction: Direction, refusal: &Refusal) {
+        self.rejected
+            .get_or_create(&RefusalLabels {
+                direction: direction_label(direction),
+                reason: refusal.reason(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn direction_label(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// The peer label for `peer`.
+pub(crate) fn peer(peer: &meshfed_proto::MeshId) -> PeerLabel {
+    PeerLabel {
+        peer: peer.to_string(),
+    }
+}
+
+/// The journal's own counters, read at each scrape.
+#[derive(Debug)]
+struct JournalCounters(Arc<Journal>);
+
+impl Collector for JournalCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        for (name, help, value) in [
+            (
+                "journal_commits",
+                "Journal transactions committed (one fsync each)",
+                stats.commits,
+            ),
+            (
+                "journal_requests",
+                "Journal requests committed",
+                stats.requests,
+            ),
+            (
+                "journal_failed",
+                "Journal requests that failed (rolled back alone, or in a failed commit)",
+                stats.failed,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_follow_prometheus_conventions() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = Journal::open(
+            &dir.path().join("store.db"),
+            meshfed_store::JournalConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = Metrics::new(Arc::new(journal));
+        m.sent
+            .get_or_create(&peer(
+                &"supplier-b".parse().unwrap_or_else(|e| panic!("{e}")),
+            ))
+            .inc();
+        m.refused(Direction::Inbound, &Refusal::Suspended);
+        m.backlog_bytes
+            .get_or_create(&PeerLabel {
+                peer: "supplier-b".into(),
+            })
+            .set(1024);
+        let text = m.encode();
+        for line in [
+            "meshfed_envelopes_sent_total{peer=\"supplier-b\"} 1",
+            "meshfed_envelopes_rejected_total{direction=\"inbound\",reason=\"suspended\"} 1",
+            "meshfed_envelopes_rejected_total{direction=\"outbound\",reason=\"bad_signature\"} 0",
+            "meshfed_backlog_bytes{peer=\"supplier-b\"} 1024",
+            "meshfed_journal_commits_total 0",
+            "# TYPE meshfed_backlog_bytes gauge",
+            "# UNIT meshfed_backlog_bytes bytes",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}

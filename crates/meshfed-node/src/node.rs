@@ -1,0 +1,92 @@
+//! A running node: the gateway's federation side and the API that serves its local side,
+//! started and stopped together.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::gateway::{self, GatewayError, GatewayHandle};
+
+/// A running gateway with its API.
+pub struct Gateway {
+    handle: GatewayHandle,
+    api_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts the gateway on the machine's clock: loads the identity, opens the store, binds
+    /// both listeners, and starts every task (accepting peers, re-dialling stored federations,
+    /// serving the API).
+    pub async fn start(dir: &Path, config: NodeConfig) -> Result<Self, GatewayError> {
+        Self::start_with_clock(dir, config, Clock::system()).await
+    }
+
+    /// Starts the gateway on `clock` (a manual one in tests).
+    pub async fn start_with_clock(
+        dir: &Path,
+        config: NodeConfig,
+        clock: Clock,
+    ) -> Result<Self, GatewayError> {
+        let api_listen = config.api.listen;
+        let mesh = config.node.mesh.clone();
+        let node_name = config.node.name.clone();
+        let handle = gateway::start(dir, config, clock).await?;
+        let bound = async {
+            let api = tokio::net::TcpListener::bind(api_listen).await?;
+            let addr = api.local_addr()?;
+            Ok::<_, std::io::Error>((api, addr))
+        }
+        .await;
+        let (api, api_addr) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                handle.shutdown().await;
+                return Err(GatewayError::Bind {
+                    what: "the admin API",
+                    addr: api_listen,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if let Err(e) = handle.write_runtime_file(api_addr) {
+            handle.shutdown().await;
+            return Err(e);
+        }
+        crate::api::serve(handle.clone(), api);
+        tracing::info!(
+            mesh = %mesh, node = %node_name, federation = %handle.federation_addr(), api = %api_addr,
+            "gateway started"
+        );
+        Ok(Self { handle, api_addr })
+    }
+
+    /// Where the admin API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Where federation links are accepted.
+    pub fn federation_addr(&self) -> SocketAddr {
+        self.handle.federation_addr()
+    }
+
+    /// Stops every task: links close without a termination (the federation stays active and
+    /// resumes when the gateway is back), the API stops accepting, and all tasks are awaited.
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Runs a gateway until `shutdown` completes (SIGTERM, Ctrl-C), then stops it cleanly.
+pub async fn run(
+    dir: &Path,
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let gateway = Gateway::start(dir, config).await?;
+    shutdown.await;
+    gateway.shutdown().await;
+    Ok(())
+}
