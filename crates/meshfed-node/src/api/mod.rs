@@ -8,6 +8,8 @@
 mod error;
 pub mod models;
 mod openapi;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};

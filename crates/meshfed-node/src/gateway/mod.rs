@@ -341,6 +341,12 @@ impl Gateway {
         self.api_addr
     }
 
+    /// The node it runs: the API's tests build its router again to read the routes it serves.
+    #[cfg(test)]
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     /// Where federation links are accepted.
     pub fn federation_addr(&self) -> SocketAddr {
         self.node.federation_addr
