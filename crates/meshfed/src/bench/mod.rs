@@ -45,7 +45,7 @@ use meshfed_node::api::models::{
 use meshfed_node::config::{NodeConfig, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
 use meshfed_proto::{MeshId, Topic};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::BenchArgs;
@@ -262,7 +262,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     })?;
     if plan.json {
-        println!("{}", report_json(&plan, &measured, &runs));
+        let report = serde_json::to_string(&report_json(&plan, &measured, &runs))
+            .map_err(|e| Failure::Runtime(anyhow!("bench: writing the report: {e}")))?;
+        println!("{report}");
     } else {
         print_table(&plan, &measured, &runs);
     }
@@ -525,30 +527,30 @@ impl Report {
         }
     }
 
-    fn to_json(&self, payload: usize) -> Value {
-        json!({
-            "rate": match self.pace {
-                Pace::Max => json!("max"),
-                Pace::PerSecond(r) => json!(r),
+    fn to_json(&self, payload: usize) -> report::PhaseJson {
+        report::PhaseJson {
+            rate: match self.pace {
+                Pace::Max => report::Rate::Max("max"),
+                Pace::PerSecond(r) => report::Rate::PerSecond(r),
             },
-            "sent": self.sent,
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "delivered": self.delivered,
-            "duplicates": self.duplicates,
-            "lost": self.accepted.saturating_sub(self.delivered),
-            "stalled": self.stalled,
-            "first_refusal": self.first_refusal,
-            "seconds": self.elapsed.as_secs_f64(),
-            "msg_per_s": self.msg_per_s(),
-            "mb_per_s": self.mb_per_s(payload),
-            "latency_ms": {
-                "p50": self.percentile_ms(0.50),
-                "p90": self.percentile_ms(0.90),
-                "p99": self.percentile_ms(0.99),
-                "max": self.percentile_ms(1.0),
+            sent: self.sent,
+            accepted: self.accepted,
+            refused: self.refused,
+            delivered: self.delivered,
+            duplicates: self.duplicates,
+            lost: self.accepted.saturating_sub(self.delivered),
+            stalled: self.stalled,
+            first_refusal: self.first_refusal.clone(),
+            seconds: self.elapsed.as_secs_f64(),
+            msg_per_s: self.msg_per_s(),
+            mb_per_s: self.mb_per_s(payload),
+            latency_ms: report::Latencies {
+                p50: self.percentile_ms(0.50),
+                p90: self.percentile_ms(0.90),
+                p99: self.percentile_ms(0.99),
+                max: self.percentile_ms(1.0),
             },
-        })
+        }
     }
 }
 
