@@ -2,7 +2,7 @@
 //! (DESIGN.md §9.2). Every `/v1` route needs the admin bearer token.
 //!
 //! Every body is a type of [`models`]; every route is registered together with its OpenAPI
-//! operation (`#[utoipa::path]` on the handler, `routes!` in [`api`]), and the document served at
+//! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
 //! `/v1/openapi.json` is generated from them ([`document`]).
 
 mod error;

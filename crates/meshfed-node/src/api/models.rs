@@ -4,7 +4,7 @@
 //!
 //! The JSON they produce is the API's contract: field names, shapes and the `null`s of absent
 //! values are what scripts read. Domain values keep their types (`MeshId`, `Topic`, `Qos`, …);
-//! their schemas come from stand-ins in [`schema`], since the domain crates know nothing of
+//! their schemas come from stand-ins in `schema`, since the domain crates know nothing of
 //! OpenAPI. Timestamps are RFC 3339 text.
 //!
 //! Where to start reading: [`FederationView`] (what `federation list` and `show` display), then
