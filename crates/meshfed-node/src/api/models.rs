@@ -228,12 +228,28 @@ pub enum FederationRole {
     Responder,
 }
 
+impl FederationRole {
+    /// The role as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initiator => "initiator",
+            Self::Responder => "responder",
+        }
+    }
+}
+
 impl From<meshfed_store::Role> for FederationRole {
     fn from(role: meshfed_store::Role) -> Self {
         match role {
             meshfed_store::Role::Initiator => Self::Initiator,
             meshfed_store::Role::Responder => Self::Responder,
         }
+    }
+}
+
+impl std::fmt::Display for FederationRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -249,6 +265,17 @@ pub enum LinkHealth {
     Unreachable,
 }
 
+impl LinkHealth {
+    /// The health as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
 impl From<Health> for LinkHealth {
     fn from(health: Health) -> Self {
         match health {
@@ -256,6 +283,12 @@ impl From<Health> for LinkHealth {
             Health::Degraded => Self::Degraded,
             Health::Unreachable => Self::Unreachable,
         }
+    }
+}
+
+impl std::fmt::Display for LinkHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -322,39 +355,6 @@ impl FederationStatus {
 }
 
 impl std::fmt::Display for FederationStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl LinkHealth {
-    /// The health as the API writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-            Self::Unreachable => "unreachable",
-        }
-    }
-}
-
-impl std::fmt::Display for LinkHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FederationRole {
-    /// The role as the API writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Initiator => "initiator",
-            Self::Responder => "responder",
-        }
-    }
-}
-
-impl std::fmt::Display for FederationRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -776,5 +776,73 @@ mod via_str {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every lifecycle state, as [`schema`] lists them.
+    fn states() -> Vec<FederationState> {
+        let names = ["negotiating", "active", "suspended", "renegotiating"];
+        let more = ["terminated-graceful", "terminated-forced", "reestablishing"];
+        names
+            .iter()
+            .chain(&more)
+            .map(|n| n.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn status_is_the_state_unless_an_active_link_is_unhealthy() {
+        for state in states() {
+            let status = FederationStatus::of(state, Health::Healthy);
+            assert_eq!(status.as_str(), state.name());
+            assert_eq!(serde_json::to_value(status).unwrap(), state.name());
+        }
+        let active = FederationState::Active;
+        assert_eq!(
+            FederationStatus::of(active, Health::Degraded),
+            FederationStatus::Degraded
+        );
+        let down = FederationStatus::of(active, Health::Unreachable);
+        assert_eq!(serde_json::to_value(down).unwrap(), "unreachable");
+        let suspended = FederationStatus::of(FederationState::Suspended, Health::Unreachable);
+        assert_eq!(suspended, FederationStatus::Suspended);
+    }
+
+    #[test]
+    fn names_shown_are_the_names_written() {
+        for health in [Health::Healthy, Health::Degraded, Health::Unreachable] {
+            let h = LinkHealth::from(health);
+            assert_eq!(h.as_str(), health.name());
+            assert_eq!(serde_json::to_value(h).unwrap(), health.name());
+        }
+        for role in [
+            meshfed_store::Role::Initiator,
+            meshfed_store::Role::Responder,
+        ] {
+            let r = FederationRole::from(role);
+            assert_eq!(serde_json::to_value(r).unwrap(), role.name());
+            assert_eq!(r.to_string(), role.name());
+        }
+    }
+
+    #[test]
+    fn domain_values_without_serde_round_trip_through_their_names() {
+        let view: NodeDelivery = serde_json::from_str(r#"{"signatures": "message"}"#).unwrap();
+        assert_eq!(view.signatures, SignatureMode::Message);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"signatures":"message"}"#
+        );
+        let wrong = serde_json::from_str::<NodeDelivery>(r#"{"signatures": "each"}"#);
+        assert!(
+            wrong
+                .unwrap_err()
+                .to_string()
+                .contains("invalid signature mode")
+        );
     }
 }
