@@ -61,6 +61,12 @@ impl Gateway {
         Ok(Self { handle, api_addr })
     }
 
+    /// The gateway behind the API.
+    #[cfg(test)]
+    pub(crate) fn handle(&self) -> &GatewayHandle {
+        &self.handle
+    }
+
     /// Where the admin API listens.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
+use meshfed_node::api::models::ErrorBody;
 use meshfed_node::config::NodeConfig;
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::failure::Failure;
 
@@ -35,9 +37,8 @@ impl ApiClient {
         let runtime = meshfed_node::gateway::runtime_file(dir);
         let api = std::fs::read_to_string(&runtime)
             .ok()
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .and_then(|v| v["api"].as_str().and_then(|a| a.parse().ok()))
-            .unwrap_or(config.api.listen);
+            .and_then(|text| serde_json::from_str::<RuntimeFile>(&text).ok())
+            .map_or(config.api.listen, |r| r.api);
         Ok(Self {
             dir: dir.to_path_buf(),
             api,
@@ -82,13 +83,17 @@ impl ApiClient {
         )
     }
 
-    /// `GET path`.
-    pub(crate) async fn get(&self, path: &str) -> Result<Value, Failure> {
+    /// `GET path`, its answer read as a `T` (a type of `meshfed_node::api::models`).
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.call(self.http.get(self.url(path))).await
     }
 
-    /// `POST path` with a JSON body.
-    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+    /// `POST path` with `body` as JSON, its answer read as a `T`.
+    pub(crate) async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
         self.call(self.http.post(self.url(path)).json(body)).await
     }
 
@@ -96,7 +101,9 @@ impl ApiClient {
         format!("http://{}{path}", self.api)
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    /// Sends `req` with the bearer token: the answer as a `T`, or the API's error as a failure
+    /// that says `message (code, HTTP status)`.
+    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             Failure::Runtime(anyhow!(
                 "cannot reach the gateway's API at {}: is `meshfed gateway --dir {}` running? ({e})",
@@ -105,20 +112,29 @@ impl ApiClient {
             ))
         })?;
         let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| {
+        let unreadable = |e: &dyn std::fmt::Display| {
             Failure::Runtime(anyhow!(
-                "the gateway at {} answered {status} with a body that is not JSON: {e}",
+                "the gateway at {} answered {status} with a body that is not what this meshfed reads: {e}",
                 self.api
             ))
-        })?;
+        };
+        let body = resp.bytes().await.map_err(|e| unreadable(&e))?;
         if status.is_success() {
-            return Ok(body);
+            return serde_json::from_slice(&body).map_err(|e| unreadable(&e));
         }
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        let code = body["error"]["code"].as_str().unwrap_or("unknown");
+        let ErrorBody { error } = serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
         Err(Failure::Runtime(anyhow!(
-            "{message} ({code}, HTTP {})",
+            "{} ({}, HTTP {})",
+            error.message,
+            error.code,
             status.as_u16()
         )))
     }
+}
+
+/// The part of a running gateway's runtime file the CLI reads.
+#[derive(serde::Deserialize)]
+struct RuntimeFile {
+    /// Where the API listens.
+    api: SocketAddr,
 }

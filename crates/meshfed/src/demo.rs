@@ -9,9 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;
 use futures_util::StreamExt as _;
+use meshfed_node::api::models::{
+    FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, MessageAccepted,
+    MessageAcknowledged, SendRequest,
+};
 use meshfed_node::config::NodeConfig;
 use meshfed_node::{Gateway, InitOptions, init};
-use serde_json::{Value, json};
+use meshfed_proto::envelope::{ContentType, Envelope, Priority, Qos};
+use meshfed_proto::{MeshId, Topic};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
@@ -25,6 +31,27 @@ const SUPPLIER: &str = "supplier-b";
 
 fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |e| Failure::Runtime(anyhow!("demo: {what}: {e}"))
+}
+
+/// A message of `payload` for mesh `to` on `topic`.
+fn message(to: &str, topic: &str, payload: serde_json::Value) -> Result<SendRequest, Failure> {
+    let to: MeshId = to.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
+    let topic: Topic = topic.parse().map_err(|e| fail("topic")(format!("{e}")))?;
+    Ok(SendRequest::new(to, topic, payload))
+}
+
+/// A payload as the envelope's JSON shows it: JSON as it is, text as a JSON string, anything
+/// else as base64 in one.
+fn shown(content_type: &ContentType, payload: &[u8]) -> String {
+    use base64::Engine as _;
+    match std::str::from_utf8(payload) {
+        Ok(text) if content_type.is_json() => text.to_owned(),
+        Ok(text) if content_type.is_text() => format!("{text:?}"),
+        _ => format!(
+            "{:?}",
+            base64::engine::general_purpose::STANDARD.encode(payload)
+        ),
+    }
 }
 
 /// A new mesh `mesh` in `root/mesh` with its gateway started on ephemeral loopback ports and a
@@ -78,24 +105,28 @@ async fn watch(
     Ok(tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
-            let Ok(env) = serde_json::from_str::<Value>(&text) else {
+            let Ok(envelope) = Envelope::from_json(&text) else {
                 continue;
             };
-            let f = &env["federation"];
-            let signed = match f["security"]["batch"]["count"].as_u64() {
-                Some(n) => format!("in a batch of {n}"),
+            let header = &envelope.header;
+            let signed = match &envelope.batch {
+                Some(batch) => format!("in a batch of {}", batch.count()),
                 None => "alone".to_owned(),
             };
+            let message = envelope.message.as_deref().map_or_else(
+                || "(sealed)".to_owned(),
+                |payload| shown(&header.metadata.content_type, payload),
+            );
             println!(
-                "  {mesh:<10} <- {:<10} {:<20} {}  (qos {}, signed by {} {signed}, {})",
-                f["source_mesh"]["id"].as_str().unwrap_or("?"),
-                f["metadata"]["topic"].as_str().unwrap_or("?"),
-                env["message"],
-                f["policy"]["qos"],
-                f["source_mesh"]["gateway_id"].as_str().unwrap_or("?"),
-                f["security"]["encryption"]["algorithm"]
-                    .as_str()
-                    .unwrap_or("clear"),
+                "  {mesh:<10} <- {:<10} {:<20} {message}  (qos {}, signed by {} {signed}, {})",
+                header.source.mesh.as_str(),
+                header.metadata.topic.as_str(),
+                header.policy.qos.level(),
+                header.source.gateway,
+                header
+                    .encryption
+                    .as_ref()
+                    .map_or("clear", |e| e.cipher.name()),
             );
             let _ = std::io::stdout().flush();
         }
@@ -115,31 +146,39 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         println!("  {PLANT:<10} api http://{}  federation {}", a.addr(), gw_a.federation_addr());
         println!("  {SUPPLIER:<10} api http://{}  federation {}", b.addr(), gw_b.federation_addr());
 
-        let invite = b.post("/v1/federations/invite", &json!({ "peer": PLANT })).await?;
-        let token = invite["token"].as_str().unwrap_or_default().to_owned();
-        println!("\n{SUPPLIER} invites {PLANT}: token {}…", token.chars().take(24).collect::<String>());
-        let joined = a.post("/v1/federations/join", &json!({ "token": token })).await?;
-        let id = joined["id"].as_str().unwrap_or_default().to_owned();
-        let shown = a.get(&format!("/v1/federations/{id}")).await?;
+        let peer = PLANT.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
+        let invite: InviteResponse = b.post("/v1/federations/invite", &InviteRequest { peer, ttl: None }).await?;
+        println!("\n{SUPPLIER} invites {PLANT}: token {}…", invite.token.chars().take(24).collect::<String>());
+        let joined: FederationView = a.post("/v1/federations/join", &JoinRequest { token: invite.token }).await?;
+        let id = joined.id;
+        let shown: FederationView = a.get(&format!("/v1/federations/{id}")).await?;
+        let (digest, suite) = shown
+            .agreement
+            .map_or_else(|| ("?".to_owned(), "?".to_owned()), |a| (a.digest, a.security_suite));
         println!(
-            "{PLANT} joined: federation {id} ({}, agreement {}…, suite {})",
-            shown["status"].as_str().unwrap_or("?"),
-            shown["agreement"]["digest"].as_str().unwrap_or("?").chars().take(16).collect::<String>(),
-            shown["agreement"]["security_suite"].as_str().unwrap_or("?"),
+            "{PLANT} joined: federation {id} ({}, agreement {}…, suite {suite})",
+            shown.status,
+            digest.chars().take(16).collect::<String>(),
         );
 
         let watch_b = watch(&b, SUPPLIER).await?;
         let watch_a = watch(&a, PLANT).await?;
         println!("\nmessages (sealed with AES-256-GCM, signed with ECDSA P-384, verified on arrival):");
         for celsius in [21.5, 21.7, 22.0] {
-            a.post("/v1/messages", &json!({"to": SUPPLIER, "topic": "line-3/temperature", "payload": {"celsius": celsius}})).await?;
+            let reading = message(SUPPLIER, "line-3/temperature", json!({"celsius": celsius}))?;
+            a.post::<_, MessageAccepted>("/v1/messages", &reading).await?;
         }
         // An order must not be lost or doubled: exactly once, and wait for the acknowledgement.
-        let order = b.post("/v1/messages", &json!({"to": PLANT, "topic": "orders/new", "payload": {"po": "PO-1042", "qty": 40}, "qos": 2, "priority": 6, "wait": true})).await?;
+        let order = SendRequest {
+            qos: Qos::ExactlyOnce,
+            priority: Priority::try_from(6).map_err(|e| fail("priority")(e.to_string()))?,
+            wait: true,
+            ..message(PLANT, "orders/new", json!({"po": "PO-1042", "qty": 40}))?
+        };
+        let order: MessageAcknowledged = b.post("/v1/messages", &order).await?;
         println!(
             "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
-            order["id"].as_str().unwrap_or("?"),
-            order["status"].as_str().unwrap_or("?"),
+            order.id, order.status,
         );
 
         let deadline = args.duration.map(|d| started + d);
@@ -157,21 +196,22 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
                 () = tokio::time::sleep(until) => break,
                 _ = tick.tick() => {
                     n += 1;
-                    let reading = json!({"celsius": 22.0 + f64::from(n % 5) / 10.0, "seq": n});
-                    a.post("/v1/messages", &json!({"to": SUPPLIER, "topic": "line-3/temperature", "payload": reading})).await?;
+                    let reading = message(SUPPLIER, "line-3/temperature", json!({"celsius": 22.0 + f64::from(n % 5) / 10.0, "seq": n}))?;
+                    a.post::<_, MessageAccepted>("/v1/messages", &reading).await?;
                 }
             }
         }
-        let list = b.get("/v1/federations").await?;
-        let f = &list["federations"][0];
-        println!(
-            "\nsummary: federation {} {} — {PLANT} ↔ {SUPPLIER}, last heartbeat {}, rtt {} ms; {} messages sent",
-            f["id"].as_str().unwrap_or("?"),
-            f["status"].as_str().unwrap_or("?"),
-            f["last_heartbeat"].as_str().unwrap_or("-"),
-            f["rtt_ms"].as_f64().map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
-            4 + n,
-        );
+        let list: FederationList = b.get("/v1/federations").await?;
+        if let Some(f) = list.federations.first() {
+            println!(
+                "\nsummary: federation {} {} — {PLANT} ↔ {SUPPLIER}, last heartbeat {}, rtt {} ms; {} messages sent",
+                f.id,
+                f.status,
+                f.last_heartbeat.as_deref().unwrap_or("-"),
+                f.rtt_ms.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+                4 + n,
+            );
+        }
         watch_a.abort();
         watch_b.abort();
         gw_a.shutdown().await;

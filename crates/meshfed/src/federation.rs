@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use meshfed_node::api::models::{
+    FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, OperationRequest,
+};
 
 use crate::cli::FederationCommand;
 use crate::client::ApiClient;
@@ -14,40 +16,41 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
     runtime()?.block_on(async move {
         match cmd {
             FederationCommand::Invite { peer, ttl } => {
-                let ttl = humantime::format_duration(ttl).to_string();
-                let v = client.post("/v1/federations/invite", &json!({ "peer": peer, "ttl": ttl })).await?;
-                println!("{}", text(&v["token"]));
+                let request = InviteRequest {
+                    peer,
+                    ttl: Some(humantime::format_duration(ttl).to_string()),
+                };
+                let invite: InviteResponse = client.post("/v1/federations/invite", &request).await?;
+                println!("{}", invite.token);
                 eprintln!(
                     "invitation {} for mesh {} — works once, until {}. On {}: meshfed federation join TOKEN",
-                    text(&v["token_id"]),
-                    text(&v["peer"]),
-                    text(&v["expires"]),
-                    text(&v["peer"])
+                    invite.token_id, invite.peer, invite.expires, invite.peer
                 );
             }
             FederationCommand::Join { token } => {
-                let v = client.post("/v1/federations/join", &json!({ "token": token.trim() })).await?;
-                println!("joined federation {} with mesh {} ({})", text(&v["id"]), text(&v["peer"]), text(&v["status"]));
+                let request = JoinRequest { token: token.trim().to_owned() };
+                let f: FederationView = client.post("/v1/federations/join", &request).await?;
+                println!("joined federation {} with mesh {} ({})", f.id, f.peer, f.status);
             }
             FederationCommand::List { json } => {
-                let v = client.get("/v1/federations").await?;
+                let list: FederationList = client.get("/v1/federations").await?;
                 if json {
-                    println!("{}", v["federations"]);
+                    println!("{}", to_json(&list.federations, false)?);
                 } else {
-                    print_table(v["federations"].as_array().map(Vec::as_slice).unwrap_or_default());
+                    print_table(&list.federations);
                 }
             }
             FederationCommand::Show { id, json } => {
-                let v = client.get(&format!("/v1/federations/{id}")).await?;
+                let f: FederationView = client.get(&format!("/v1/federations/{id}")).await?;
                 if json {
-                    println!("{v:#}");
+                    println!("{}", to_json(&f, true)?);
                 } else {
-                    print_detail(&v);
+                    print_detail(&f);
                 }
             }
-            FederationCommand::Suspend { id } => operate(&client, &id, "suspend", json!({})).await?,
-            FederationCommand::Resume { id } => operate(&client, &id, "resume", json!({})).await?,
-            FederationCommand::Terminate { id, force } => operate(&client, &id, "terminate", json!({ "force": force })).await?,
+            FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
+            FederationCommand::Resume { id } => operate(&client, &id, "resume", OperationRequest::default()).await?,
+            FederationCommand::Terminate { id, force } => operate(&client, &id, "terminate", OperationRequest { force }).await?,
         }
         Ok(())
     })
@@ -57,29 +60,31 @@ async fn operate(
     client: &ApiClient,
     id: &meshfed_proto::FederationId,
     op: &str,
-    body: Value,
+    body: OperationRequest,
 ) -> Result<(), Failure> {
-    let v = client
+    let f: FederationView = client
         .post(&format!("/v1/federations/{id}/{op}"), &body)
         .await?;
-    println!(
-        "federation {} with {} is now {}",
-        text(&v["id"]),
-        text(&v["peer"]),
-        text(&v["state"])
-    );
+    println!("federation {} with {} is now {}", f.id, f.peer, f.state);
     Ok(())
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
+/// `value` as JSON, pretty or on one line.
+fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String, Failure> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map_err(|e| Failure::Runtime(anyhow::anyhow!("writing JSON: {e}")))
 }
 
-fn print_table(feds: &[Value]) {
+/// An optional value as shown in tables: `-` when absent.
+fn or_dash(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn print_table(feds: &[FederationView]) {
     if feds.is_empty() {
         println!(
             "no federations (meshfed federation invite --peer MESH, then join on the other mesh)"
@@ -89,16 +94,13 @@ fn print_table(feds: &[Value]) {
     let rows: Vec<[String; 6]> = feds
         .iter()
         .map(|f| {
-            let rtt = f["rtt_ms"]
-                .as_f64()
-                .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}ms"));
             [
-                text(&f["id"]),
-                text(&f["peer"]),
-                text(&f["status"]),
-                text(&f["role"]),
-                text(&f["last_heartbeat"]),
-                rtt,
+                f.id.to_string(),
+                f.peer.to_string(),
+                f.status.to_string(),
+                f.role.to_string(),
+                or_dash(f.last_heartbeat.as_ref()),
+                or_dash(f.rtt_ms.map(|ms| format!("{ms:.1}ms"))),
             ]
         })
         .collect();
@@ -123,54 +125,65 @@ fn print_table(feds: &[Value]) {
     }
 }
 
-fn print_detail(f: &Value) {
-    let a = &f["agreement"];
-    println!("federation      {}", text(&f["id"]));
+/// `value` as one line of JSON, as the detail view shows lists and the policy.
+fn compact(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("({e})"))
+}
+
+fn print_detail(f: &FederationView) {
+    println!("federation      {}", f.id);
     println!(
         "peer            {} (node {})",
-        text(&f["peer"]),
-        text(&f["peer_node"])
+        f.peer,
+        or_dash(f.peer_node.as_ref())
     );
     println!(
         "status          {}  (state {}, link {})",
-        text(&f["status"]),
-        text(&f["state"]),
-        text(&f["health"])
+        f.status, f.state, f.health
     );
-    println!("role            {}", text(&f["role"]));
-    println!("last heartbeat  {}", text(&f["last_heartbeat"]));
-    println!("connected since {}", text(&f["connected_since"]));
-    if let Some(reason) = f["state_reason"].as_str() {
+    println!("role            {}", f.role);
+    println!("last heartbeat  {}", or_dash(f.last_heartbeat.as_ref()));
+    println!("connected since {}", or_dash(f.connected_since.as_ref()));
+    if let Some(reason) = &f.state_reason {
         println!("state reason    {reason}");
     }
-    println!(
-        "agreement       v{} valid {} .. {}",
-        text(&a["version"]),
-        text(&a["valid_from"]),
-        text(&a["valid_until"])
-    );
-    println!("  digest        {}", text(&a["digest"]));
-    println!("  suite         {}", text(&a["security_suite"]));
-    println!(
-        "  max qos       {}   max frame {} bytes",
-        text(&a["max_qos"]),
-        text(&a["max_frame"])
-    );
-    println!(
-        "  topics        to responder {}  to initiator {}",
-        a["topics_to_responder"], a["topics_to_initiator"]
-    );
-    println!("  policy        {}", a["policy"]);
-    let b = &f["backlog"];
-    if b.is_object() {
+    match &f.agreement {
+        Some(a) => {
+            println!(
+                "agreement       v{} valid {} .. {}",
+                a.version, a.valid_from, a.valid_until
+            );
+            println!("  digest        {}", a.digest);
+            println!("  suite         {}", a.security_suite);
+            println!(
+                "  max qos       {}   max frame {} bytes",
+                a.max_qos.level(),
+                a.max_frame
+            );
+            println!(
+                "  topics        to responder {}  to initiator {}",
+                compact(&a.topics_to_responder),
+                compact(&a.topics_to_initiator)
+            );
+            println!("  policy        {}", compact(&a.policy));
+        }
+        None => println!("agreement       - (the stored agreement cannot be read)"),
+    }
+    if let (Some(b), Some(d)) = (&f.backlog, &f.delivery) {
         println!(
             "backlog         {} messages, {} bytes ({} in flight, {} being stored); by priority 0..7 {}",
-            b["messages"], b["bytes"], b["in_flight"], b["awaiting_persistence"], b["by_priority"]
+            b.messages,
+            b.bytes,
+            b.in_flight,
+            b.awaiting_persistence,
+            compact(&b.by_priority)
         );
-        let d = &f["delivery"];
         println!(
             "delivery        sent {}, sent again {}, acknowledged {}, dead-lettered {}",
-            d["sent"], d["retransmitted"], d["acknowledged"], f["dead_lettered"]
+            d.sent,
+            d.retransmitted,
+            d.acknowledged,
+            or_dash(f.dead_lettered)
         );
     }
 }

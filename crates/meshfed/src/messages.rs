@@ -6,8 +6,13 @@ use std::path::Path;
 use anyhow::anyhow;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use meshfed_proto::envelope::ContentType;
-use serde_json::{Value, json};
+use meshfed_node::api::models::{
+    Acked, DurableAck, ErrorBody, MessageAccepted, MessageAcknowledged, PublishReply, SendRequest,
+    StreamReply,
+};
+use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
+use serde::Deserialize;
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -70,29 +75,40 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             None => vec![data.as_bytes().to_vec()],
         },
     };
+    let usage = |e: String| Failure::Config(anyhow!(e));
+    let qos = Qos::try_from(args.qos).map_err(|e| usage(format!("--qos: {e}")))?;
+    let priority =
+        Priority::try_from(args.priority).map_err(|e| usage(format!("--priority: {e}")))?;
     let bodies = payloads
         .iter()
         .map(|data| {
             let (payload, ct) = payload(data, args.content_type.as_ref())?;
-            Ok(json!({
-                "to": args.to,
-                "topic": args.topic,
-                "payload": payload,
-                "content_type": ct.as_str(),
-                "qos": args.qos,
-                "priority": args.priority,
-                "max_latency": args.max_latency.map(|d| d.as_millis() as u64),
-                "wait": args.wait,
-                "flags": if args.ordered { vec!["ordered"] } else { Vec::new() },
-            }))
+            Ok(SendRequest {
+                to: args.to.clone(),
+                topic: args.topic.clone(),
+                payload,
+                content_type: Some(ct),
+                qos,
+                priority,
+                max_latency: args
+                    .max_latency
+                    .map(|d| Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+                flags: if args.ordered {
+                    vec!["ordered".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                wait: args.wait,
+            })
         })
         .collect::<Result<Vec<_>, Failure>>()?;
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
         if let [body] = bodies.as_slice() {
-            let v = client.post("/v1/messages", body).await?;
+            // Accepted or, with --wait, acknowledged: both answers carry the id.
+            let sent: MessageAccepted = client.post("/v1/messages", body).await?;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "{}", v["id"].as_str().unwrap_or_default());
+            let _ = writeln!(out, "{}", sent.id);
             return Ok(());
         }
         publish_all(&client, bodies).await
@@ -100,7 +116,7 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
 }
 
 /// Sends many messages over the pipelined publish socket; prints each id (or error) in order.
-async fn publish_all(client: &ApiClient, bodies: Vec<Value>) -> Result<(), Failure> {
+async fn publish_all(client: &ApiClient, bodies: Vec<SendRequest>) -> Result<(), Failure> {
     use futures_util::SinkExt as _;
     let ws = client
         .websocket("/v1/messages/publish")
@@ -110,7 +126,7 @@ async fn publish_all(client: &ApiClient, bodies: Vec<Value>) -> Result<(), Failu
     let total = bodies.len();
     let writer = async move {
         for body in bodies {
-            sink.feed(Message::Text(body.to_string().into())).await?;
+            sink.feed(text_frame(&body)).await?;
         }
         sink.flush().await?;
         Ok::<_, WsError>(sink)
@@ -123,15 +139,20 @@ async fn publish_all(client: &ApiClient, bodies: Vec<Value>) -> Result<(), Failu
             match replies.next().await {
                 Some(Ok(Message::Text(t))) => {
                     answered += 1;
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    if let Some(id) = v["id"].as_str() {
-                        let _ = writeln!(out, "{id}");
-                    } else {
-                        failed += 1;
-                        let message = v["error"]["message"].as_str().unwrap_or("no message");
-                        let _ = out.flush();
-                        eprintln!("error: message {answered}: {message}");
-                    }
+                    let refusal = match serde_json::from_str::<PublishReply>(t.as_str()) {
+                        Ok(
+                            PublishReply::Accepted(MessageAccepted { id })
+                            | PublishReply::Acknowledged(MessageAcknowledged { id, .. }),
+                        ) => {
+                            let _ = writeln!(out, "{id}");
+                            continue;
+                        }
+                        Ok(PublishReply::Refused(ErrorBody { error })) => error.message,
+                        Err(e) => format!("an answer this meshfed does not read ({e})"),
+                    };
+                    failed += 1;
+                    let _ = out.flush();
+                    eprintln!("error: message {answered}: {refusal}");
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
@@ -219,14 +240,16 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
             // Exactly once (qos 2 on a durable subscription): acknowledge first and print once
             // the gateway has committed the acknowledgement, so a gateway crash repeats
             // nothing. Otherwise print, then acknowledge (at least once).
-            let confirm_first = durable && first.qos == 2;
+            let confirm_first = durable && first.qos == Qos::ExactlyOnce;
             let room = args.count.map_or(usize::MAX, |n| {
                 usize::try_from(n - stream.seen).unwrap_or(usize::MAX)
             });
             let mut group = vec![first];
             while group.len() < room {
                 match stream.ready() {
-                    Some(e) if (durable && e.qos == 2) == confirm_first => group.push(e),
+                    Some(e) if (durable && e.qos == Qos::ExactlyOnce) == confirm_first => {
+                        group.push(e);
+                    }
                     Some(e) => {
                         stream.buffered.push_front(e);
                         break;
@@ -234,7 +257,7 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                     None => break,
                 }
             }
-            let last = group.last().map(|e| e.id.clone()).unwrap_or_default();
+            let last = group.last().map(|e| e.id.to_string()).unwrap_or_default();
             if confirm_first {
                 stream.ack(&last, true).await?;
                 tokio::select! {
@@ -259,8 +282,37 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
 /// One envelope as the stream delivered it.
 struct Received {
     text: String,
-    id: String,
-    qos: u64,
+    id: EnvelopeId,
+    qos: Qos,
+}
+
+/// The fields of a delivered envelope (spec layout) the subscriber reads; it prints the
+/// envelope as the text it came in.
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    federation: HeadFields,
+}
+
+/// `federation` of [`EnvelopeHead`].
+#[derive(Deserialize)]
+struct HeadFields {
+    id: EnvelopeId,
+    policy: HeadPolicy,
+}
+
+/// `federation.policy` of [`EnvelopeHead`].
+#[derive(Deserialize)]
+struct HeadPolicy {
+    qos: Qos,
+}
+
+/// A frame of the stream as it arrives: the gateway's answer to an acknowledgement, or an
+/// envelope.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StreamFrame {
+    Reply(StreamReply),
+    Envelope(EnvelopeHead),
 }
 
 /// The subscriber's side of the stream: envelopes, acknowledgements and their confirmations.
@@ -279,22 +331,22 @@ enum Frame {
 
 impl Envelopes {
     fn parse(&self, text: &str) -> Result<Frame, Failure> {
-        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-        if let Some(e) = v.get("error") {
-            let message = e["message"].as_str().unwrap_or("no message");
-            return Err(Failure::Runtime(anyhow!("the gateway refused: {message}")));
+        let frame = serde_json::from_str::<StreamFrame>(text).map_err(|e| {
+            Failure::Runtime(anyhow!(
+                "the gateway sent a frame this meshfed does not read ({e}): {text}"
+            ))
+        })?;
+        match frame {
+            StreamFrame::Reply(StreamReply::Refused(ErrorBody { error })) => Err(Failure::Runtime(
+                anyhow!("the gateway refused: {}", error.message),
+            )),
+            StreamFrame::Reply(StreamReply::Acked(Acked { acked })) => Ok(Frame::Acked(acked)),
+            StreamFrame::Envelope(head) => Ok(Frame::Envelope(Received {
+                id: head.federation.id,
+                qos: head.federation.policy.qos,
+                text: text.to_owned(),
+            })),
         }
-        if let Some(id) = v["acked"].as_str() {
-            return Ok(Frame::Acked(id.to_owned()));
-        }
-        Ok(Frame::Envelope(Received {
-            id: v["federation"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            qos: v["federation"]["policy"]["qos"].as_u64().unwrap_or(0),
-            text: text.to_owned(),
-        }))
     }
 
     async fn frame(&mut self) -> Result<Frame, Failure> {
@@ -345,13 +397,11 @@ impl Envelopes {
     }
 
     async fn ack(&mut self, id: &str, confirm: bool) -> Result<(), Failure> {
-        let ack = if confirm {
-            json!({ "ack": id, "confirm": true })
-        } else {
-            json!({ "ack": id })
-        }
-        .to_string();
-        futures_util::SinkExt::send(&mut self.ws, Message::Text(ack.into()))
+        let ack = DurableAck {
+            ack: id.to_owned(),
+            confirm,
+        };
+        futures_util::SinkExt::send(&mut self.ws, text_frame(&ack))
             .await
             .map_err(|e| Failure::Runtime(anyhow!("acknowledging envelope {id} failed: {e}")))
     }
@@ -382,14 +432,11 @@ fn refused(client: &ApiClient, e: WsError) -> Failure {
     match e {
         WsError::Http(resp) => {
             let status = resp.status().as_u16();
-            let body = resp
+            let message = resp
                 .body()
                 .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok());
-            let message = body
-                .as_ref()
-                .and_then(|b| b["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "no message".to_owned());
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
+                .map_or_else(|| "no message".to_owned(), |b| b.error.message);
             Failure::Runtime(anyhow!("{message} (HTTP {status})"))
         }
         other => Failure::Runtime(anyhow!(
@@ -397,4 +444,12 @@ fn refused(client: &ApiClient, e: WsError) -> Failure {
             client.addr()
         )),
     }
+}
+
+/// A text frame holding `message` as JSON.
+pub(crate) fn text_frame(message: &impl serde::Serialize) -> Message {
+    // Invariant: the API models serialize to JSON without fail (no maps with non-string keys).
+    let text = serde_json::to_string(message)
+        .unwrap_or_else(|e| unreachable!("an API model does not serialize: {e}"));
+    Message::Text(text.into())
 }

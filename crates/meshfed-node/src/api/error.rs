@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use meshfed_proto::admission::Refusal;
 
+use super::models::{ErrorBody, ErrorDetail};
 use crate::gateway::federations::FederationError;
 use crate::gateway::stream::Refused;
 use crate::gateway::submit::SendError;
@@ -77,14 +77,19 @@ impl ApiError {
 
     /// The error body, `{"error": {"code", "message"}}`: what a response carries and what a
     /// WebSocket answers with in place of a status (the publish stream).
-    pub(crate) fn to_json(&self) -> Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.to_json())).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 

@@ -1,9 +1,17 @@
 //! The node's HTTP API: health, metrics, and the admin and messaging endpoints under `/v1`
 //! (DESIGN.md §9.2). Every `/v1` route needs the admin bearer token.
+//!
+//! Every body is a type of [`models`]; every route is registered together with its OpenAPI
+//! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
+//! `/v1/openapi.json` is generated from them ([`document`]).
 
 mod error;
+pub mod models;
 mod openapi;
+#[cfg(test)]
+mod tests;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -12,15 +20,17 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use futures_util::{SinkExt as _, StreamExt as _};
-use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Priority, Qos};
-use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
+use meshfed_proto::TopicPattern;
+use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Qos};
+use meshfed_proto::{FederationId, MeshId};
 use meshfed_store::journal::SubscriptionName;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -28,7 +38,14 @@ use crate::gateway::federations::{self, Operation};
 use crate::gateway::local::durable;
 use crate::gateway::submit::Submitted;
 use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
+use models::schema;
+use models::{
+    Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
+    InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged, NodeInfo,
+    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply,
+};
 
+/// The API as its handlers see the gateway.
 type Node = GatewayHandle;
 
 /// Serves the API on `listener` until the gateway stops.
@@ -50,29 +67,69 @@ pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
 }
 
 /// The router of a running node.
-fn router(node: GatewayHandle) -> Router {
-    let v1 = Router::new()
-        .route("/node", get(node_info))
-        .route("/federations", get(list_federations))
-        .route("/federations/invite", post(invite))
-        .route("/federations/join", post(join))
-        .route("/federations/{id}", get(show_federation))
-        .route("/federations/{id}/{operation}", post(operate))
-        .route("/messages", post(send_message))
-        .route("/messages/stream", get(stream))
-        .route("/messages/publish", get(publish))
-        .route("/messages/dead-letters", get(dead_letters))
-        .layer(middleware::from_fn_with_state(node.clone(), authorize));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { Json(openapi::document()) }),
-        )
-        .nest("/v1", v1)
-        .with_state(node)
+fn router(node: Node) -> Router {
+    let guard = middleware::from_fn_with_state(node.clone(), authorize);
+    let (router, _) = api(|v1| v1.layer(guard)).split_for_parts();
+    router.with_state(node)
+}
+
+/// Every route of the API, each registered with its OpenAPI operation by `routes!`: the one
+/// place routes are added, so that what the router serves and what [`document`] describes
+/// cannot part (`api::tests` checks both ways). `guard` wraps the `/v1` routes.
+fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenApiRouter<Node> {
+    let v1 = OpenApiRouter::default()
+        .routes(routes!(node_info))
+        .routes(routes!(list_federations))
+        .routes(routes!(invite))
+        .routes(routes!(join))
+        .routes(routes!(show_federation))
+        .routes(routes!(operate))
+        .routes(routes!(send_message))
+        .routes(routes!(stream))
+        .routes(routes!(publish))
+        .routes(routes!(dead_letters));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .nest("/v1", guard(v1))
+}
+
+/// The OpenAPI 3.1 document of the API, as `/v1/openapi.json` serves it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    api(|v1| v1).into_openapi()
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, description = "The node serves its API", body = String, content_type = "text/plain"))
+)]
+async fn readyz() -> &'static str {
+    "ready\n"
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "This document (OpenAPI 3.1); no token needed", body = Object))
+)]
+async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(document);
+    Json(&DOCUMENT)
 }
 
 async fn authorize(
@@ -92,26 +149,34 @@ async fn authorize(
     Ok(next.run(req).await)
 }
 
-async fn node_info(State(node): State<Node>) -> Json<Value> {
-    let info = node.node_info();
-    Json(json!({
-        "mesh": info.mesh,
-        "node": info.node,
-        "role": info.role,
-        "uri": format!("meshfed://{}/{}", info.mesh, info.node),
-        "federation_address": info.federation_addr.to_string(),
-        "ca_fingerprint": info.ca_fingerprint,
-        "node_cert_expires": federations::rfc3339(info.node_cert_expires),
-        "trust_bundle_mesh": info.trust_bundle_mesh,
-        // How this gateway signs what it sends, as it runs (its file may have changed since).
-        "delivery": { "signatures": info.signatures },
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+#[utoipa::path(
+    get,
+    path = "/node",
+    tag = "node",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This node's identity and addresses, and how it signs what it sends", body = NodeInfo),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    )
+)]
+async fn node_info(State(node): State<Node>) -> Json<NodeInfo> {
+    Json(NodeInfo::of(node.node_info()))
 }
 
-async fn list_federations(State(node): State<Node>) -> Result<Json<Value>, ApiError> {
-    let views: Vec<Value> = node.federations().await?.iter().map(with_backlog).collect();
-    Ok(Json(json!({ "federations": views })))
+#[utoipa::path(
+    get,
+    path = "/federations",
+    tag = "federations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every federation with its link health", body = FederationList),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The registry failed (`store`)", body = ErrorBody),
+    )
+)]
+async fn list_federations(State(node): State<Node>) -> Result<Json<FederationList>, ApiError> {
+    let federations = node.federations().await?.iter().map(view).collect();
+    Ok(Json(FederationList { federations }))
 }
 
 fn federation_id(raw: &str) -> Result<FederationId, ApiError> {
@@ -119,62 +184,49 @@ fn federation_id(raw: &str) -> Result<FederationId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("{e}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/federations/{id}",
+    tag = "federations",
+    security(("bearer" = [])),
+    params(("id" = schema::FederationId, Path, description = "The federation")),
+    responses(
+        (status = 200, description = "The federation, with its backlog while its stream runs", body = FederationView),
+        (status = 400, description = "Not a federation id (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such federation (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn show_federation(
     State(node): State<Node>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FederationView>, ApiError> {
     let status = node.federation(federation_id(&id)?).await?;
-    Ok(Json(with_backlog(&status)))
+    Ok(Json(view(&status)))
 }
 
-/// Adds the federation's outbound backlog and dead letters to its view.
-fn with_backlog(status: &FederationStatus) -> Value {
-    let mut view = federations::view(&status.record, status.link);
-    let Some(stats) = &status.stream else {
-        return view;
-    };
-    let b = &stats.backlog;
-    if let Some(obj) = view.as_object_mut() {
-        obj.insert(
-            "backlog".to_owned(),
-            json!({
-                "messages": b.messages,
-                "bytes": b.bytes,
-                "by_priority": b.by_priority,
-                "in_flight": b.in_flight,
-                "awaiting_persistence": b.awaiting_persistence,
-                "oldest_ms": b.oldest.map(|d| d.as_millis() as u64),
-            }),
-        );
-        obj.insert(
-            "dead_lettered".to_owned(),
-            json!(stats.dead_lettered_total()),
-        );
-        obj.insert(
-            "delivery".to_owned(),
-            json!({
-                "sent": stats.sent,
-                "retransmitted": stats.retransmitted,
-                "acknowledged": stats.acknowledged,
-                "transfers": stats.transfers,
-            }),
-        );
-    }
-    view
+/// The view of a federation, with its outbound stream's backlog, dead letters and deliveries
+/// while the stream runs.
+fn view(status: &FederationStatus) -> FederationView {
+    FederationView::new(&status.record, status.link, status.stream.as_ref())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InviteBody {
-    peer: MeshId,
-    #[serde(default)]
-    ttl: Option<String>,
-}
-
+#[utoipa::path(
+    post,
+    path = "/federations/invite",
+    tag = "federations",
+    security(("bearer" = [])),
+    request_body = InviteRequest,
+    responses(
+        (status = 200, description = "A one-time invitation token for the peer mesh", body = InviteResponse),
+        (status = 400, description = "A wrong peer or ttl (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    )
+)]
 async fn invite(
     State(node): State<Node>,
-    body: Result<Json<InviteBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<InviteRequest>, JsonRejection>,
+) -> Result<Json<InviteResponse>, ApiError> {
     let Json(body) = body?;
     let ttl = match body.ttl.as_deref() {
         None => DEFAULT_INVITATION_TTL,
@@ -182,41 +234,61 @@ async fn invite(
             .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
     };
     let (token, record) = node.invite(body.peer, ttl).await?;
-    Ok(Json(json!({
-        "token": token.encode(),
-        "token_id": record.token_id,
-        "peer": record.peer_mesh,
-        "expires": federations::rfc3339(record.expires),
-    })))
+    Ok(Json(InviteResponse {
+        token: token.encode(),
+        token_id: record.token_id,
+        peer: record.peer_mesh,
+        expires: federations::rfc3339(record.expires),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoinBody {
-    token: String,
-}
-
+#[utoipa::path(
+    post,
+    path = "/federations/join",
+    tag = "federations",
+    security(("bearer" = [])),
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "The federation the token offered, joined and active", body = FederationView),
+        (status = 400, description = "A token that is not for this mesh or expired (`bad_request`), or unreadable (`invalid_token`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 409, description = "Already federated with that mesh (`conflict`)", body = ErrorBody),
+        (status = 502, description = "The inviter could not be reached (`peer_unreachable`) or refused (`federation_refused`)", body = ErrorBody),
+    )
+)]
 async fn join(
     State(node): State<Node>,
-    body: Result<Json<JoinBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<JoinRequest>, JsonRejection>,
+) -> Result<Json<FederationView>, ApiError> {
     let Json(body) = body?;
     let status = node.join(&body.token).await?;
-    Ok(Json(federations::view(&status.record, status.link)))
+    Ok(Json(FederationView::new(&status.record, status.link, None)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct OperateBody {
-    #[serde(default)]
-    force: bool,
-}
-
+#[utoipa::path(
+    post,
+    path = "/federations/{id}/{operation}",
+    tag = "federations",
+    security(("bearer" = [])),
+    params(
+        ("id" = schema::FederationId, Path, description = "The federation"),
+        ("operation" = schema::Operation, Path, description = "`suspend` pauses message flow, `resume` resumes it; `terminate` ends the federation: gracefully, answering once what is in flight is delivered (at most 10 s; the rest is dead-lettered), or with `{\"force\": true}` at once (everything queued is dead-lettered)"),
+    ),
+    request_body(content = Option<OperationRequest>, description = "Optional; `force` applies to `terminate`"),
+    responses(
+        (status = 200, description = "The federation in its new state", body = FederationView),
+        (status = 400, description = "An unknown operation or a wrong id (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such federation (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The lifecycle does not allow it from the current state (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A body that is JSON but not an OperationRequest (plain text, from the framework)", body = String, content_type = "text/plain"),
+    )
+)]
 async fn operate(
     State(node): State<Node>,
     Path((id, operation)): Path<(String, String)>,
-    body: Option<Json<OperateBody>>,
-) -> Result<Json<Value>, ApiError> {
+    body: Option<Json<OperationRequest>>,
+) -> Result<Json<FederationView>, ApiError> {
     let force = body.map(|Json(b)| b.force).unwrap_or_default();
     let op = match operation.as_str() {
         "suspend" => Operation::Suspend,
@@ -229,29 +301,7 @@ async fn operate(
         }
     };
     let status = node.operate(federation_id(&id)?, op).await?;
-    Ok(Json(federations::view(&status.record, status.link)))
-}
-
-/// `POST /v1/messages`, field names as in the spec envelope.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    to: MeshId,
-    topic: Topic,
-    payload: Value,
-    #[serde(default)]
-    content_type: Option<ContentType>,
-    #[serde(default)]
-    qos: Qos,
-    #[serde(default)]
-    priority: Priority,
-    #[serde(default)]
-    max_latency: Option<Value>,
-    #[serde(default)]
-    flags: Vec<String>,
-    /// Answer only once the destination acknowledged (or the message was dead-lettered).
-    #[serde(default)]
-    wait: bool,
+    Ok(Json(FederationView::new(&status.record, status.link, None)))
 }
 
 fn max_latency(v: Option<Value>) -> Result<Option<MaxLatency>, ApiError> {
@@ -297,7 +347,7 @@ fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> 
         .map_err(|e| ApiError::bad_request(format!("payload: not base64: {e}")))
 }
 
-impl SendBody {
+impl SendRequest {
     /// The message this body asks for. Shared by `POST /v1/messages` and the publish stream.
     fn into_outgoing(self) -> Result<(Outgoing, bool), ApiError> {
         if self.wait && self.qos == Qos::AtMostOnce {
@@ -335,29 +385,74 @@ impl SendBody {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/messages",
+    tag = "messages",
+    security(("bearer" = [])),
+    request_body = SendRequest,
+    responses(
+        (status = 202, description = "Accepted for delivery (qos ≥ 1: persisted)", body = MessageAccepted),
+        (status = 200, description = "With `wait`: the destination acknowledged it", body = MessageAcknowledged),
+        (status = 400, description = "A body that breaks a rule (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 403, description = "The agreement does not let the topic flow that way (`topic_not_agreed`)", body = ErrorBody),
+        (status = 404, description = "No federation with the destination (`unknown_destination`)", body = ErrorBody),
+        (status = 409, description = "The federation is not active (`federation_not_active`)", body = ErrorBody),
+        (status = 413, description = "Larger than the agreement allows (`too_large`)", body = ErrorBody),
+        (status = 422, description = "A qos above the agreed one (`qos_not_agreed`), refused by the queue (`refused`), or with `wait`: it will not be delivered (`dead_lettered`)", body = ErrorBody),
+        (status = 503, description = "Store-and-forward is at its limit (`queue_full`), the peer is unreachable (`peer_unreachable`), or the gateway is stopping (`stopping`)", body = ErrorBody),
+    )
+)]
 async fn send_message(
     State(node): State<Node>,
-    body: Result<Json<SendBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<Sent, ApiError> {
     let Json(body) = body?;
     let (outgoing, wait) = body.into_outgoing()?;
     let submitted = node.submit(outgoing, wait).await?;
     outcome(submitted).await
 }
 
+/// What became of a submitted message, as `POST /v1/messages` answers.
+enum Sent {
+    /// `202 Accepted`.
+    Accepted(MessageAccepted),
+    /// `200 OK`: the sender waited.
+    Acknowledged(MessageAcknowledged),
+}
+
+impl IntoResponse for Sent {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Accepted(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+            Self::Acknowledged(body) => (StatusCode::OK, Json(body)).into_response(),
+        }
+    }
+}
+
+impl From<Sent> for PublishReply {
+    fn from(sent: Sent) -> Self {
+        match sent {
+            Sent::Accepted(body) => Self::Accepted(body),
+            Sent::Acknowledged(body) => Self::Acknowledged(body),
+        }
+    }
+}
+
 /// The answer for a submitted message: accepted, or (when the sender waits) acknowledged or
 /// dead-lettered.
-async fn outcome(mut submitted: Submitted) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn outcome(mut submitted: Submitted) -> Result<Sent, ApiError> {
     submitted.accepted().await?;
-    let id = submitted.id.to_string();
+    let id = submitted.id;
     let Some(outcome) = submitted.outcome else {
-        return Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))));
+        return Ok(Sent::Accepted(MessageAccepted { id }));
     };
     match outcome.await {
-        Ok(Ok(())) => Ok((
-            StatusCode::OK,
-            Json(json!({ "id": id, "status": "acknowledged" })),
-        )),
+        Ok(Ok(())) => Ok(Sent::Acknowledged(MessageAcknowledged {
+            id,
+            status: models::DeliveryStatus::Acknowledged,
+        })),
         Ok(Err(reason)) => Err(ApiError::dead_lettered(format!(
             "message {id} was dead-lettered: {reason}"
         ))),
@@ -373,6 +468,20 @@ const PUBLISH_WINDOW: usize = 16_384;
 /// when messages are a few KiB; a larger message still arrives, over several reads.
 const WS_READ_BUFFER: usize = 16 * 1024;
 
+#[utoipa::path(
+    get,
+    path = "/messages/publish",
+    tag = "messages",
+    security(("bearer" = [])),
+    description = "A WebSocket for pipelined sending. Each text frame is one message: a `SendRequest`, \
+        the body of `POST /v1/messages`. Each is answered with a `PublishReply` text frame, in the \
+        order the messages came: `MessageAccepted`, `MessageAcknowledged` (it asked to `wait`), or an \
+        `ErrorBody`, after which the stream goes on. A binary frame is answered with an `ErrorBody`.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    )
+)]
 async fn publish(State(node): State<Node>, ws: WebSocketUpgrade) -> Response {
     ws.read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| publish_loop(node, socket))
@@ -381,7 +490,7 @@ async fn publish(State(node): State<Node>, ws: WebSocketUpgrade) -> Response {
 
 /// An answer on the publish socket, ready or waiting for the message's acceptance.
 enum Reply {
-    Ready(Value),
+    Ready(PublishReply),
     Waiting(Submitted),
 }
 
@@ -389,23 +498,19 @@ enum Reply {
 /// order. Messages are pipelined: the reader submits them as they come, so many wait for the
 /// same journal commit; the writer answers them in order as they are accepted.
 async fn publish_loop(node: Node, socket: WebSocket) {
-    let (mut sink, mut incoming) = socket.split();
     let stopping = node.stopping();
+    let (mut sink, mut incoming) = socket.split();
     let (replies, mut queued) = tokio::sync::mpsc::channel::<Reply>(PUBLISH_WINDOW);
     let writer = async move {
         while let Some(reply) = queued.recv().await {
-            let value = match reply {
-                Reply::Ready(v) => v,
+            let reply = match reply {
+                Reply::Ready(reply) => reply,
                 Reply::Waiting(s) => match outcome(s).await {
-                    Ok((_, Json(v))) => v,
-                    Err(e) => e.to_json(),
+                    Ok(sent) => sent.into(),
+                    Err(e) => PublishReply::Refused(e.body()),
                 },
             };
-            if sink
-                .feed(WsMessage::Text(value.to_string().into()))
-                .await
-                .is_err()
-            {
+            if sink.feed(text_frame(&reply)).await.is_err() {
                 return;
             }
             if queued.is_empty() && sink.flush().await.is_err() {
@@ -423,12 +528,12 @@ async fn publish_loop(node: Node, socket: WebSocket) {
             };
             let reply = match frame {
                 Some(Ok(WsMessage::Text(text))) => publish_one(&node, text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => Reply::Ready(
+                Some(Ok(WsMessage::Binary(_))) => Reply::Ready(PublishReply::Refused(
                     ApiError::bad_request(
                         "a message is a text frame holding the JSON body of POST /v1/messages",
                     )
-                    .to_json(),
-                ),
+                    .body(),
+                )),
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };
@@ -443,47 +548,60 @@ async fn publish_loop(node: Node, socket: WebSocket) {
 
 async fn publish_one(node: &Node, text: &str) -> Reply {
     let submitted = async {
-        let body: SendBody = serde_json::from_str(text)
+        let body: SendRequest = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
         let (outgoing, wait) = body.into_outgoing()?;
         Ok::<_, ApiError>(node.submit(outgoing, wait).await?)
     };
     match submitted.await {
         Ok(s) => Reply::Waiting(s),
-        Err(e) => Reply::Ready(e.to_json()),
+        Err(e) => Reply::Ready(PublishReply::Refused(e.body())),
     }
 }
 
-async fn dead_letters(State(node): State<Node>) -> Result<Json<Value>, ApiError> {
+/// A text frame holding `message` as JSON.
+fn text_frame(message: &impl serde::Serialize) -> WsMessage {
+    // Invariant: the models serialize to JSON without fail (no maps with non-string keys).
+    let text = serde_json::to_string(message)
+        .unwrap_or_else(|e| unreachable!("an API model does not serialize: {e}"));
+    WsMessage::Text(text.into())
+}
+
+#[utoipa::path(
+    get,
+    path = "/messages/dead-letters",
+    tag = "messages",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The latest 1000 messages that will not be delivered, with why", body = DeadLetterList),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The journal failed (`internal`)", body = ErrorBody),
+    )
+)]
+async fn dead_letters(State(node): State<Node>) -> Result<Json<DeadLetterList>, ApiError> {
     let letters = node.dead_letters(1000).await.map_err(ApiError::internal)?;
-    let list: Vec<Value> = letters
-        .iter()
-        .map(|d| {
-            json!({
-                "id": d.id.to_string(),
-                "to": d.destination,
-                "topic": d.topic,
-                "priority": d.priority.get(),
-                "qos": d.qos.level(),
-                "reason": d.reason,
-                "at": federations::rfc3339(d.at),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "dead_letters": list })))
+    Ok(Json(DeadLetterList {
+        dead_letters: letters.iter().map(DeadLetterView::from).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamQuery {
-    #[serde(default)]
-    topic: Option<TopicPattern>,
-    #[serde(default)]
-    from: Option<MeshId>,
-    #[serde(default)]
-    durable: Option<String>,
-}
-
+#[utoipa::path(
+    get,
+    path = "/messages/stream",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(StreamQuery),
+    description = "A WebSocket of delivered envelopes: each text frame is one `Envelope` in the \
+        spec's JSON layout. With `durable`, the subscriber acknowledges with `DurableAck` text \
+        frames, and the gateway sends `StreamReply` frames besides envelopes: `Acked` once an \
+        acknowledgement that asked to `confirm` is committed, or an `ErrorBody` for one it refuses.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The durable subscription could not be registered (`internal`)", body = ErrorBody),
+    )
+)]
 async fn stream(
     State(node): State<Node>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -539,17 +657,6 @@ async fn forward(node: Node, mut socket: WebSocket, pattern: TopicPattern, from:
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
 }
 
-/// An acknowledgement from a durable subscriber: `{"ack": "<envelope id>"}` acknowledges that
-/// envelope and every one sent before it; with `"confirm": true` the gateway answers
-/// `{"acked": "<envelope id>"}` once that is committed.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DurableAck {
-    ack: String,
-    #[serde(default)]
-    confirm: bool,
-}
-
 async fn forward_durable(
     (mut reader, mut saves): (
         durable::Reader,
@@ -558,7 +665,7 @@ async fn forward_durable(
     mut socket: WebSocket,
 ) {
     loop {
-        let replies: Vec<Value> = tokio::select! {
+        let replies: Vec<StreamReply> = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
                     let acked = serde_json::from_str::<DurableAck>(text.as_str())
@@ -566,7 +673,7 @@ async fn forward_durable(
                         .and_then(|a| reader.ack(&a.ack, a.confirm));
                     match acked {
                         Ok(()) => continue,
-                        Err(e) => vec![ApiError::bad_request(e).to_json()],
+                        Err(e) => vec![StreamReply::Refused(ApiError::bad_request(e).body())],
                     }
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
@@ -576,8 +683,8 @@ async fn forward_durable(
                 .saved(outcome)
                 .into_iter()
                 .map(|d| match d {
-                    Ok(id) => json!({ "acked": id }),
-                    Err(e) => ApiError::internal(e).to_json(),
+                    Ok(acked) => StreamReply::Acked(Acked { acked }),
+                    Err(e) => StreamReply::Refused(ApiError::internal(e).body()),
                 })
                 .collect(),
             next = reader.next() => match next {
@@ -591,11 +698,7 @@ async fn forward_durable(
             },
         };
         for reply in replies {
-            if socket
-                .send(WsMessage::Text(reply.to_string().into()))
-                .await
-                .is_err()
-            {
+            if socket.send(text_frame(&reply)).await.is_err() {
                 return;
             }
         }
@@ -603,6 +706,12 @@ async fn forward_durable(
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus metrics in the OpenMetrics text format (kept with prometheus-client)", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+)]
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {
     (
         [(

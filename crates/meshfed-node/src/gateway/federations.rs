@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::handshake::{Handshake, Role as HsRole, Target, invitation_key};
 use meshfed_proto::invitation::{InvitationToken, TokenError};
@@ -12,11 +11,9 @@ use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_store::{FederationRecord, InvitationRecord, StoreError};
 use meshfed_transport::ServerTrust;
 use meshfed_trust::KeyPurpose;
-use serde_json::{Value, json};
 
 use super::context::Context;
 use super::links::{self, LinkError, Links};
-use super::port::{Health, LinkStatus};
 use super::route::Routes;
 
 /// The federation operations of a running gateway: invitations, joining, lifecycle.
@@ -319,48 +316,4 @@ pub(crate) fn rfc3339(t: Timestamp) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{}ms", t.0))
-}
-
-/// What `federation list` and `show` display: the record, the link, and the agreement summary.
-pub(crate) fn view(record: &FederationRecord, link: LinkStatus) -> Value {
-    // "Never active without a recent heartbeat": an active federation shows its link's health.
-    let status = match (record.state, link.health) {
-        (FederationState::Active, Health::Healthy) => "active",
-        (FederationState::Active, h) => h.name(),
-        (s, _) => s.name(),
-    };
-    let agreement = SignedAgreement::decode(&record.agreement)
-        .ok()
-        .and_then(|s| s.agreement().ok());
-    json!({
-        "id": record.id,
-        "peer": record.peer_mesh,
-        "peer_node": record.peer_node,
-        "role": record.role.name(),
-        "state": record.state.name(),
-        "status": status,
-        "state_reason": record.state_reason,
-        "health": link.health.name(),
-        "last_heartbeat": link.last_heartbeat.map(rfc3339),
-        "rtt_ms": link.rtt.map(|d| d.as_secs_f64() * 1000.0),
-        "connected_since": link.connected_since.map(rfc3339),
-        "peer_addresses": record.peer_addrs,
-        "created": rfc3339(record.created),
-        "updated": rfc3339(record.updated),
-        "agreement": agreement.map(|a| json!({
-            "digest": hex::encode(record.agreement_digest),
-            "version": a.version,
-            "valid_from": rfc3339(a.valid_from),
-            "valid_until": rfc3339(a.valid_until),
-            "protocol_version": a.capabilities.version.0,
-            "security_suite": a.capabilities.security.0,
-            "max_qos": a.capabilities.qos.0.level(),
-            "max_frame": a.capabilities.max_frame.0,
-            "compression": a.capabilities.compression.0,
-            "compliance": a.capabilities.compliance.0,
-            "topics_to_responder": a.capabilities.services.to_responder,
-            "topics_to_initiator": a.capabilities.services.to_initiator,
-            "policy": a.policy,
-        })),
-    })
 }

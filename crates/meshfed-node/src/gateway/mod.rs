@@ -164,25 +164,22 @@ struct Stages {
     federations: Federations,
 }
 
-/// This node as the API describes it.
+/// What this node is, as the API describes it.
 #[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// Its mesh.
-    pub mesh: MeshId,
-    /// Its name.
-    pub node: meshfed_proto::NodeName,
-    /// `gateway` or `broker`.
-    pub role: &'static str,
+pub(crate) struct NodeFacts {
+    pub(crate) mesh: MeshId,
+    pub(crate) node: meshfed_proto::NodeName,
+    pub(crate) role: crate::config::Role,
     /// Where federation links are accepted.
-    pub federation_addr: SocketAddr,
+    pub(crate) federation_addr: SocketAddr,
     /// The mesh CA's SHA-384 fingerprint.
-    pub ca_fingerprint: String,
+    pub(crate) ca_fingerprint: String,
     /// When the node certificate expires.
-    pub node_cert_expires: Timestamp,
+    pub(crate) node_cert_expires: Timestamp,
     /// The mesh the trust bundle names.
-    pub trust_bundle_mesh: String,
+    pub(crate) trust_bundle_mesh: MeshId,
     /// How this gateway signs what it sends, as it runs (its file may have changed since).
-    pub signatures: &'static str,
+    pub(crate) signatures: crate::config::SignatureMode,
 }
 
 /// A federation with its link and its stream, as the API shows it.
@@ -222,17 +219,17 @@ impl GatewayHandle {
     }
 
     /// This node.
-    pub(crate) fn node_info(&self) -> NodeInfo {
+    pub(crate) fn node_info(&self) -> NodeFacts {
         let ctx = &self.0.ctx;
-        NodeInfo {
+        NodeFacts {
             mesh: ctx.id.mesh.clone(),
             node: ctx.id.node.clone(),
-            role: ctx.config.node.role.as_str(),
+            role: ctx.config.node.role,
             federation_addr: ctx.federation_addr,
             ca_fingerprint: ctx.id.ca_fingerprint.to_string(),
             node_cert_expires: crate::clock::timestamp(ctx.id.cert_not_after),
-            trust_bundle_mesh: ctx.id.bundle.mesh().to_string(),
-            signatures: ctx.config.delivery.signatures.as_str(),
+            trust_bundle_mesh: ctx.id.bundle.mesh().clone(),
+            signatures: ctx.config.delivery.signatures,
         }
     }
 

@@ -38,10 +38,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_node::api::models::{
+    ErrorBody, FederationList, FederationStatus, FederationView, InviteRequest, InviteResponse,
+    JoinRequest, NodeInfo, PublishReply, SendRequest,
+};
 use meshfed_node::config::{NodeConfig, SignatureMode};
-use meshfed_proto::MeshId;
-use meshfed_proto::envelope::Qos;
-use serde_json::{Value, json};
+use meshfed_proto::envelope::{ContentType, Qos};
+use meshfed_proto::{MeshId, Topic};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::BenchArgs;
@@ -223,24 +227,10 @@ struct Endpoint {
 impl Endpoint {
     /// Reads the mesh and signature mode of the gateway `api` reaches (`GET /v1/node`).
     async fn connect(api: ApiClient) -> Result<Self, Failure> {
-        let node = api.get("/v1/node").await?;
-        let invalid = |field: &str| {
-            Failure::Runtime(anyhow!(
-                "bench: the gateway at {} names no valid {field} in GET /v1/node: {node}",
-                api.addr()
-            ))
-        };
-        let mesh = node["mesh"]
-            .as_str()
-            .and_then(|m| m.parse::<MeshId>().ok())
-            .ok_or_else(|| invalid("mesh"))?;
-        let signatures = node["delivery"]["signatures"]
-            .as_str()
-            .and_then(|m| m.parse::<SignatureMode>().ok())
-            .ok_or_else(|| invalid("delivery.signatures"))?;
+        let node: NodeInfo = api.get("/v1/node").await?;
         Ok(Self {
-            mesh,
-            signatures,
+            mesh: node.mesh,
+            signatures: node.delivery.signatures,
             api,
         })
     }
@@ -272,7 +262,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         }
     })?;
     if plan.json {
-        println!("{}", report_json(&plan, &measured, &runs));
+        let report = serde_json::to_string(&report_json(&plan, &measured, &runs))
+            .map_err(|e| Failure::Runtime(anyhow!("bench: writing the report: {e}")))?;
+        println!("{report}");
     } else {
         print_table(&plan, &measured, &runs);
     }
@@ -325,12 +317,13 @@ async fn run_running(
 /// is missing and how to set it up.
 async fn check_federation(ends: &Ends, target: &Running) -> Result<(), Failure> {
     let (p, s) = (&ends.publisher.mesh, &ends.subscriber.mesh);
-    let list = ends.publisher.api.get("/v1/federations").await?;
-    let with_subscriber: Vec<&Value> = list["federations"]
-        .as_array()
-        .map(|all| all.iter().filter(|f| f["peer"] == s.as_str()).collect())
-        .unwrap_or_default();
-    if with_subscriber.iter().any(|f| f["status"] == "active") {
+    let list: FederationList = ends.publisher.api.get("/v1/federations").await?;
+    let with_subscriber: Vec<&FederationView> =
+        list.federations.iter().filter(|f| f.peer == *s).collect();
+    if with_subscriber
+        .iter()
+        .any(|f| f.status == FederationStatus::Active)
+    {
         return Ok(());
     }
     let (pub_dir, sub_dir) = (target.publisher.display(), target.subscriber.display());
@@ -342,11 +335,12 @@ async fn check_federation(ends: &Ends, target: &Running) -> Result<(), Failure> 
             "bench: mesh {p} (--publisher {pub_dir}) has no federation with mesh {s} (--subscriber {sub_dir}); {federate}"
         )));
     };
-    let id = f["id"].as_str().unwrap_or("?");
-    let status = f["status"].as_str().unwrap_or("unknown");
+    let (id, status) = (&f.id, f.status);
     let fix = match status {
-        "suspended" => format!("resume it: `meshfed --dir {pub_dir} federation resume {id}`"),
-        ended if ended.starts_with("terminated") => federate,
+        FederationStatus::Suspended => {
+            format!("resume it: `meshfed --dir {pub_dir} federation resume {id}`")
+        }
+        ended if ended.is_terminated() => federate,
         _ => format!(
             "its link is not up: is the gateway of {s} running and reachable from {p}'s? `meshfed --dir {pub_dir} federation show {id}` shows the link"
         ),
@@ -420,17 +414,22 @@ async fn run_phases(
 
 /// The subscriber invites the publisher, which joins: the federation the messages travel.
 async fn federate(ends: &Ends) -> Result<(), Failure> {
-    let invite = ends
+    let invite = InviteRequest {
+        peer: ends.publisher.mesh.clone(),
+        ttl: None,
+    };
+    let invite: InviteResponse = ends
         .subscriber
         .api
-        .post(
-            "/v1/federations/invite",
-            &json!({ "peer": ends.publisher.mesh }),
-        )
+        .post("/v1/federations/invite", &invite)
         .await?;
-    ends.publisher
+    let join = JoinRequest {
+        token: invite.token,
+    };
+    let _: FederationView = ends
+        .publisher
         .api
-        .post("/v1/federations/join", &json!({ "token": invite["token"] }))
+        .post("/v1/federations/join", &join)
         .await?;
     Ok(())
 }
@@ -528,30 +527,30 @@ impl Report {
         }
     }
 
-    fn to_json(&self, payload: usize) -> Value {
-        json!({
-            "rate": match self.pace {
-                Pace::Max => json!("max"),
-                Pace::PerSecond(r) => json!(r),
+    fn to_json(&self, payload: usize) -> report::PhaseJson {
+        report::PhaseJson {
+            rate: match self.pace {
+                Pace::Max => report::Rate::Max("max"),
+                Pace::PerSecond(r) => report::Rate::PerSecond(r),
             },
-            "sent": self.sent,
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "delivered": self.delivered,
-            "duplicates": self.duplicates,
-            "lost": self.accepted.saturating_sub(self.delivered),
-            "stalled": self.stalled,
-            "first_refusal": self.first_refusal,
-            "seconds": self.elapsed.as_secs_f64(),
-            "msg_per_s": self.msg_per_s(),
-            "mb_per_s": self.mb_per_s(payload),
-            "latency_ms": {
-                "p50": self.percentile_ms(0.50),
-                "p90": self.percentile_ms(0.90),
-                "p99": self.percentile_ms(0.99),
-                "max": self.percentile_ms(1.0),
+            sent: self.sent,
+            accepted: self.accepted,
+            refused: self.refused,
+            delivered: self.delivered,
+            duplicates: self.duplicates,
+            lost: self.accepted.saturating_sub(self.delivered),
+            stalled: self.stalled,
+            first_refusal: self.first_refusal.clone(),
+            seconds: self.elapsed.as_secs_f64(),
+            msg_per_s: self.msg_per_s(),
+            mb_per_s: self.mb_per_s(payload),
+            latency_ms: report::Latencies {
+                p50: self.percentile_ms(0.50),
+                p90: self.percentile_ms(0.90),
+                p99: self.percentile_ms(0.99),
+                max: self.percentile_ms(1.0),
             },
-        })
+        }
     }
 }
 
@@ -581,15 +580,25 @@ fn stamp(text: &str) -> Option<(u8, u64, u64)> {
     Some((tag, seq, at))
 }
 
-fn message(to: &MeshId, qos: Qos, payload: String) -> Message {
-    let body = json!({
-        "to": to,
-        "topic": TOPIC,
-        "payload": payload,
-        "content_type": "text/plain",
-        "qos": qos.level(),
-    });
-    Message::Text(body.to_string().into())
+/// What every message of a run is but its payload: text on [`TOPIC`] to `to` with `qos`.
+fn template(to: &MeshId, qos: Qos) -> Result<SendRequest, Failure> {
+    let invalid = |e: String| Failure::Runtime(anyhow!("bench: {e}"));
+    let topic: Topic = TOPIC.parse().map_err(|e| invalid(format!("{e}")))?;
+    let text: ContentType = "text/plain".parse().map_err(|e| invalid(format!("{e}")))?;
+    Ok(SendRequest {
+        content_type: Some(text),
+        qos,
+        ..SendRequest::new(to.clone(), topic, Value::Null)
+    })
+}
+
+/// The publish frame of `template` with `payload`.
+fn message(template: &SendRequest, payload: String) -> Message {
+    let body = SendRequest {
+        payload: Value::String(payload),
+        ..template.clone()
+    };
+    crate::messages::text_frame(&body)
 }
 
 fn ws_failure(what: &str) -> impl Fn(tokio_tungstenite::tungstenite::Error) -> Failure + '_ {
@@ -625,8 +634,9 @@ async fn run_phase(
         .await
         .map_err(ws_failure("opening the publish stream"))?;
     let (mut sink, mut replies) = publisher.split();
+    let template = template(&ends.subscriber.mesh, plan.qos)?;
     let subscribe_task = tokio::spawn(subscribe(subscriber, shared.clone(), origin, tag));
-    warm_up(&mut sink, &mut replies, &shared, plan, ends).await?;
+    warm_up(&mut sink, &mut replies, &shared, plan, ends, &template).await?;
 
     let reply_task = tokio::spawn(read_replies(replies, shared.clone()));
     let publish_task = tokio::spawn(publish(
@@ -634,11 +644,10 @@ async fn run_phase(
         shared.clone(),
         origin,
         Sending {
-            to: ends.subscriber.mesh.clone(),
+            template,
             tag,
             size: plan.payload,
             stop: plan.stop,
-            qos: plan.qos,
             pace,
         },
     ));
@@ -690,19 +699,16 @@ async fn warm_up(
     shared: &Shared,
     plan: &Plan,
     ends: &Ends,
+    template: &SendRequest,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + STALL;
     for seq in 0.. {
-        sink.send(message(
-            &ends.subscriber.mesh,
-            plan.qos,
-            payload(plan.payload, WARM_UP, seq, 0),
-        ))
-        .await
-        .map_err(ws_failure("publishing"))?;
+        sink.send(message(template, payload(plan.payload, WARM_UP, seq, 0)))
+            .await
+            .map_err(ws_failure("publishing"))?;
         let reply = loop {
             match replies.next().await {
-                Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).ok(),
+                Some(Ok(Message::Text(t))) => break serde_json::from_str::<PublishReply>(&t),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(ws_failure("publishing")(e)),
                 None => {
@@ -712,8 +718,15 @@ async fn warm_up(
                 }
             }
         };
-        if let Some(e) = reply.as_ref().and_then(|r| r.get("error")) {
-            let code = e["code"].as_str().unwrap_or("unknown");
+        let refusal = match reply {
+            Ok(PublishReply::Accepted(_) | PublishReply::Acknowledged(_)) => None,
+            Ok(PublishReply::Refused(ErrorBody { error })) => Some((error.message, error.code)),
+            Err(e) => Some((
+                format!("an answer bench does not read ({e})"),
+                "unknown".to_owned(),
+            )),
+        };
+        if let Some((message, code)) = refusal {
             let hint = if code == "topic_not_agreed" {
                 format!(
                     "; bench publishes on {TOPIC}, which the federation's agreement must let flow from {} to {}",
@@ -723,11 +736,10 @@ async fn warm_up(
                 String::new()
             };
             return Err(Failure::Runtime(anyhow!(
-                "bench: the gateway of {} at {} refused a message to {} on topic {TOPIC}: {} ({code}){hint}",
+                "bench: the gateway of {} at {} refused a message to {} on topic {TOPIC}: {message} ({code}){hint}",
                 ends.publisher.mesh,
                 ends.publisher.api.addr(),
                 ends.subscriber.mesh,
-                e["message"].as_str().unwrap_or("no message"),
             )));
         }
         let waited = Instant::now() + Duration::from_millis(200);
@@ -750,11 +762,11 @@ async fn warm_up(
 
 /// What the publisher of one phase sends.
 struct Sending {
-    to: MeshId,
+    /// Every message but its payload.
+    template: SendRequest,
     tag: u8,
     size: usize,
     stop: Stop,
-    qos: Qos,
     pace: Pace,
 }
 
@@ -766,11 +778,10 @@ async fn publish(
     sending: Sending,
 ) {
     let Sending {
-        to,
+        template,
         tag,
         size,
         stop,
-        qos,
         pace,
     } = sending;
     let start = Instant::now();
@@ -801,7 +812,7 @@ async fn publish(
                 }
             }
         };
-        let frame = message(&to, qos, payload(size, tag, seq, at));
+        let frame = message(&template, payload(size, tag, seq, at));
         // At full speed, frames are written in bursts (as NATS and MQTT clients buffer their
         // writes); at a fixed rate each goes out at its time.
         let written = match pace {
@@ -823,19 +834,18 @@ async fn read_replies(
 ) {
     while let Some(Ok(frame)) = replies.next().await {
         let Message::Text(text) = frame else { continue };
-        let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if reply["id"].is_string() {
-            shared.accepted.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
+        let refusal = match serde_json::from_str::<PublishReply>(&text) {
+            Ok(PublishReply::Accepted(_) | PublishReply::Acknowledged(_)) => {
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(PublishReply::Refused(error)) => error.to_string(),
+            Err(e) => format!("an answer bench does not read ({e}) (unknown)"),
+        };
         shared.refused.fetch_add(1, Ordering::Relaxed);
         let mut first = lock(&shared.first_refusal);
         if first.is_none() {
-            *first = Some(format!(
-                "{} ({})",
-                reply["error"]["message"].as_str().unwrap_or("no message"),
-                reply["error"]["code"].as_str().unwrap_or("unknown"),
-            ));
+            *first = Some(refusal);
         }
     }
 }

@@ -1,51 +1,163 @@
 //! What `meshfed bench` prints: the table, the JSON report and the batch/message ratios.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
 use super::*;
 
-/// The JSON report: one run's phases at the top level, or with `--compare` one object per
-/// signature mode and the ratios batch/message.
-pub(super) fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> Value {
-    let mut doc = json!({
-        "payload_bytes": plan.payload,
-        "qos": plan.qos.level(),
-        "path": measured.path(),
-    });
-    if let Measured::Running {
+/// The JSON report (`--json`): one run's phases at the top level, or with `--compare` one object
+/// per signature mode and the ratios batch/message.
+#[derive(Serialize)]
+pub(super) struct ReportJson {
+    payload_bytes: usize,
+    qos: Qos,
+    path: String,
+    /// The running gateways measured, if bench did not start its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publisher: Option<SideJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriber: Option<SideJson>,
+    /// The mode measured, or both modes compared.
+    signatures: Signatures,
+    /// The phases by name, or (compared) the phases by mode and the ratios.
+    #[serde(flatten)]
+    runs: BTreeMap<String, Section>,
+}
+
+/// A running gateway in the report.
+#[derive(Serialize)]
+struct SideJson {
+    mesh: MeshId,
+    api: SocketAddr,
+}
+
+/// `signatures`: `"batch"`, or `["batch", "message"]` when compared.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Signatures {
+    One(&'static str),
+    Compared([&'static str; 2]),
+}
+
+/// A top-level entry after the header: one phase, one mode's phases, or the ratios.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Section {
+    Phase(PhaseJson),
+    Phases(BTreeMap<&'static str, PhaseJson>),
+    Ratios(BTreeMap<&'static str, RatiosJson>),
+}
+
+/// What one phase measured.
+#[derive(Serialize)]
+pub(super) struct PhaseJson {
+    pub(super) rate: Rate,
+    pub(super) sent: u64,
+    pub(super) accepted: u64,
+    pub(super) refused: u64,
+    pub(super) delivered: u64,
+    pub(super) duplicates: u64,
+    pub(super) lost: u64,
+    pub(super) stalled: bool,
+    pub(super) first_refusal: Option<String>,
+    pub(super) seconds: f64,
+    pub(super) msg_per_s: f64,
+    pub(super) mb_per_s: f64,
+    pub(super) latency_ms: Latencies<f64>,
+}
+
+/// A phase's rate: `"max"` or messages per second.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum Rate {
+    Max(&'static str),
+    PerSecond(u32),
+}
+
+/// Latency percentiles (or their ratios), in milliseconds.
+#[derive(Serialize)]
+pub(super) struct Latencies<T> {
+    pub(super) p50: T,
+    pub(super) p90: T,
+    pub(super) p99: T,
+    pub(super) max: T,
+}
+
+/// `batch / message` for the figures compared; `null` where the divisor is zero.
+#[derive(Serialize)]
+struct RatiosJson {
+    msg_per_s: Option<f64>,
+    mb_per_s: Option<f64>,
+    latency_ms: Latencies<Option<f64>>,
+}
+
+/// The report of `runs` as `--json` prints it.
+pub(super) fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> ReportJson {
+    let side = |s: &Side| SideJson {
+        mesh: s.mesh.clone(),
+        api: s.api,
+    };
+    let (publisher, subscriber) = match measured {
+        Measured::InProcess => (None, None),
+        Measured::Running {
+            publisher,
+            subscriber,
+        } => (Some(side(publisher)), Some(side(subscriber))),
+    };
+    let phases = |run: &Run| -> BTreeMap<&'static str, PhaseJson> {
+        run.phases
+            .iter()
+            .map(|r| (r.name, r.to_json(plan.payload)))
+            .collect()
+    };
+    let (signatures, runs) = match runs {
+        [batch, message] => {
+            let over = batch
+                .phases
+                .iter()
+                .zip(&message.phases)
+                .map(|(b, m)| {
+                    let r = ratios(b.figures(plan.payload), m.figures(plan.payload));
+                    (b.name, ratios_json(r))
+                })
+                .collect();
+            let sections = BTreeMap::from([
+                (
+                    batch.mode.as_str().to_owned(),
+                    Section::Phases(phases(batch)),
+                ),
+                (
+                    message.mode.as_str().to_owned(),
+                    Section::Phases(phases(message)),
+                ),
+                (
+                    format!("{}_over_{}", batch.mode, message.mode),
+                    Section::Ratios(over),
+                ),
+            ]);
+            let modes = [batch.mode.as_str(), message.mode.as_str()];
+            (Signatures::Compared(modes), sections)
+        }
+        runs => {
+            let mode = runs.first().map_or(SignatureMode::default(), |r| r.mode);
+            let sections = runs
+                .iter()
+                .flat_map(|run| &run.phases)
+                .map(|r| (r.name.to_owned(), Section::Phase(r.to_json(plan.payload))))
+                .collect();
+            (Signatures::One(mode.as_str()), sections)
+        }
+    };
+    ReportJson {
+        payload_bytes: plan.payload,
+        qos: plan.qos,
+        path: measured.path(),
         publisher,
         subscriber,
-    } = measured
-    {
-        doc["publisher"] = json!({ "mesh": publisher.mesh, "api": publisher.api.to_string() });
-        doc["subscriber"] = json!({ "mesh": subscriber.mesh, "api": subscriber.api.to_string() });
+        signatures,
+        runs,
     }
-    let phases = |run: &Run| {
-        let mut phases = json!({});
-        for r in &run.phases {
-            phases[r.name] = r.to_json(plan.payload);
-        }
-        phases
-    };
-    match runs {
-        [run] => {
-            doc["signatures"] = json!(run.mode.as_str());
-            if let (Value::Object(doc), Value::Object(phases)) = (&mut doc, phases(run)) {
-                doc.extend(phases);
-            }
-        }
-        [batch, message] => {
-            doc["signatures"] = json!([batch.mode.as_str(), message.mode.as_str()]);
-            doc[batch.mode.as_str()] = phases(batch);
-            doc[message.mode.as_str()] = phases(message);
-            let mut over = json!({});
-            for (b, m) in batch.phases.iter().zip(&message.phases) {
-                over[b.name] =
-                    ratios_json(ratios(b.figures(plan.payload), m.figures(plan.payload)));
-            }
-            doc[format!("{}_over_{}", batch.mode, message.mode)] = over;
-        }
-        _ => {}
-    }
-    doc
 }
 
 /// `batch / message` for each of [`Report::figures`]; `None` where the divisor is zero.
@@ -53,12 +165,17 @@ fn ratios(batch: [f64; 6], message: [f64; 6]) -> [Option<f64>; 6] {
     std::array::from_fn(|i| (message[i] > 0.0).then(|| batch[i] / message[i]))
 }
 
-fn ratios_json(r: [Option<f64>; 6]) -> Value {
-    json!({
-        "msg_per_s": r[0],
-        "mb_per_s": r[1],
-        "latency_ms": { "p50": r[2], "p90": r[3], "p99": r[4], "max": r[5] },
-    })
+fn ratios_json(r: [Option<f64>; 6]) -> RatiosJson {
+    RatiosJson {
+        msg_per_s: r[0],
+        mb_per_s: r[1],
+        latency_ms: Latencies {
+            p50: r[2],
+            p90: r[3],
+            p99: r[4],
+            max: r[5],
+        },
+    }
 }
 
 fn qos_label(qos: Qos) -> &'static str {

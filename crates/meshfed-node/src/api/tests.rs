@@ -1,0 +1,565 @@
+//! The OpenAPI document against the router and the models: every route the router serves is
+//! documented and every documented operation is served, with the token check the document
+//! names; every model serializes to exactly what its schema says.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use axum::routing::get;
+use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
+use meshfed_proto::policy::SignatureMode as AgreedSignatureMode;
+use meshfed_proto::{FederationState, Termination};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::models::*;
+use super::{api, document};
+use crate::config::{NodeConfig, Role, SignatureMode};
+use crate::{Gateway, InitOptions, init};
+
+/// The methods probed on every served path. HEAD is left out: axum answers it for every GET.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+
+/// Every path `router` serves, read from the router itself: axum has no API that lists
+/// routes, but its `Debug` shows the path table (`node: Node { paths: {RouteId(1): "/healthz",
+/// …} }`) of the path router, before the fallback router.
+fn served_paths<S>(router: &axum::Router<S>) -> BTreeSet<String> {
+    let debug = format!("{router:?}");
+    let table = debug
+        .split("fallback_router")
+        .next()
+        .and_then(|r| r.split_once("paths: {"))
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("axum's Router Debug no longer shows its paths:\n{debug}"));
+    let paths: BTreeSet<String> = table
+        .split("): \"")
+        .skip(1)
+        .filter_map(|p| p.split_once('"').map(|(path, _)| path.to_owned()))
+        .collect();
+    assert!(
+        paths.contains("/healthz"),
+        "reading the paths out of axum's Router Debug failed: {paths:?}\n{debug}"
+    );
+    paths
+}
+
+/// The (method, path) of every operation in `doc`.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("the document has paths") {
+        for method in item.as_object().expect("a path item is an object").keys() {
+            if METHODS.contains(&method.to_uppercase().as_str()) || method == "head" {
+                ops.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// `path` with sample values for its parameters.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "fed_probe")
+        .replace("{operation}", "suspend")
+}
+
+/// A gateway started in this process, on loopback ports.
+struct Running {
+    _dir: tempfile::TempDir,
+    gateway: Gateway,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Running {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = InitOptions::new(
+            dir.path().to_path_buf(),
+            "plant-a".parse().unwrap(),
+            "gw1".parse().unwrap(),
+            SystemTime::now(),
+        );
+        opts.federation_listen = any;
+        opts.api_listen = any;
+        init(opts).unwrap();
+        let config = NodeConfig::load(dir.path()).unwrap();
+        let gateway = Gateway::start(dir.path(), config).await.unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _dir: dir,
+            gateway,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `method path`, with the token or without; the status and the body.
+    async fn call(&self, method: &str, path: &str, token: bool) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("http://{}{}", self.gateway.api_addr(), concrete(path));
+        let mut req = self.http.request(method, url);
+        if token {
+            req = req.bearer_auth(&self.token);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_route_is_documented_and_every_documented_route_is_served() {
+    let node = Running::start().await;
+    let (status, served_doc) = node.call("GET", "/v1/openapi.json", false).await;
+    assert_eq!(status, 200, "{served_doc}");
+    let doc: Value = serde_json::from_str(&served_doc).unwrap();
+    assert_eq!(doc, serde_json::to_value(document()).unwrap());
+
+    // The router as the gateway builds it: the one it serves.
+    let router = super::router(node.gateway.handle().clone());
+    let mut served = BTreeSet::new();
+    for path in served_paths(&router) {
+        for method in METHODS {
+            // With the token, a method the route lacks is 405; the fallback (no route) is a
+            // 404 with an empty body, where a handler's 404 says why in JSON.
+            let (status, body) = node.call(method, &path, true).await;
+            assert!(
+                !(status == 404 && body.is_empty()),
+                "{method} {path}: served path not found"
+            );
+            if status != 405 {
+                served.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        served,
+        documented(&doc),
+        "the routes served (left) and documented (right) differ"
+    );
+    node.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_security_and_answers_are_what_the_gateway_does() {
+    let node = Running::start().await;
+    let doc = serde_json::to_value(document()).unwrap();
+    for (method, path) in documented(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let bearer = op["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+        let (status, body) = node.call(&method, &path, false).await;
+        assert_eq!(
+            status == 401,
+            bearer,
+            "{method} {path} without a token: {status} {body}"
+        );
+        if bearer {
+            let schema = &op["responses"]["401"]["content"]["application/json"]["schema"];
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            check(&doc, schema, &answer, &format!("{method} {path} 401"));
+        }
+        // The GETs that answer at once with a body: not WebSockets, not one federation.
+        let plain =
+            !path.contains('{') && !path.ends_with("/stream") && !path.ends_with("/publish");
+        if method == "GET" && plain {
+            let (status, body) = node.call(&method, &path, true).await;
+            assert_eq!(status, 200, "{method} {path}: {body}");
+            let content = &op["responses"]["200"]["content"];
+            if let Some(schema) = content.get("application/json").map(|c| &c["schema"]) {
+                let answer: Value = serde_json::from_str(&body).unwrap();
+                check(&doc, schema, &answer, &format!("{method} {path} 200"));
+            }
+        }
+    }
+    node.gateway.shutdown().await;
+}
+
+#[test]
+fn a_route_added_around_the_documentation_is_seen_as_served() {
+    let (router, api_doc) = api(|v1| v1.route("/sneaky", get(|| async { "" }))).split_for_parts();
+    let served = served_paths(&router);
+    assert!(served.contains("/v1/sneaky"), "{served:?}");
+    let doc = serde_json::to_value(api_doc).unwrap();
+    assert!(doc["paths"].get("/v1/sneaky").is_none());
+}
+
+/// `value`, serialized, under the name of its schema.
+fn sample<T: Serialize + ToSchema>(value: T) -> (String, Value) {
+    (T::name().into_owned(), serde_json::to_value(value).unwrap())
+}
+
+fn id() -> EnvelopeId {
+    "fed_0192f1b0c6a87d2e9c4b5a6f7e8d9c0b".parse().unwrap()
+}
+
+fn error() -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: "bad_request".into(),
+            message: "no".into(),
+        },
+    }
+}
+
+/// A view with every field filled: each optional one present.
+fn federation() -> FederationView {
+    FederationView {
+        id: "fed_1".parse().unwrap(),
+        peer: "supplier-b".parse().unwrap(),
+        peer_node: Some("gw1".parse().unwrap()),
+        role: FederationRole::Initiator,
+        state: FederationState::Terminated(Termination::Forced),
+        status: FederationStatus::TerminatedForced,
+        state_reason: Some("terminated by an operator".into()),
+        health: LinkHealth::Degraded,
+        last_heartbeat: Some("2026-01-01T00:00:00Z".into()),
+        rtt_ms: Some(0.25),
+        connected_since: Some("2026-01-01T00:00:00Z".into()),
+        peer_addresses: vec!["127.0.0.1:7443".into()],
+        created: "2026-01-01T00:00:00Z".into(),
+        updated: "2026-01-01T00:00:00Z".into(),
+        agreement: Some(AgreementSummary {
+            digest: "00".into(),
+            version: 1,
+            valid_from: "2026-01-01T00:00:00Z".into(),
+            valid_until: "2027-01-01T00:00:00Z".into(),
+            protocol_version: 1,
+            security_suite: "ecdsa-p384-sha384+aes-256-gcm".into(),
+            max_qos: Qos::ExactlyOnce,
+            max_frame: 1 << 20,
+            compression: "none".into(),
+            compliance: vec!["gdpr".into()],
+            topics_to_responder: vec!["line-3/#".parse().unwrap()],
+            topics_to_initiator: vec!["orders/+".parse().unwrap()],
+            policy: AgreedPolicy {
+                max_message_size: 1 << 20,
+                max_rate: Some(100),
+                encryption_required: true,
+                signature_modes: vec![AgreedSignatureMode::PerMessage, AgreedSignatureMode::Batch],
+                residency: vec!["eu".into()],
+                retention_days: 365,
+            },
+        }),
+        backlog: Some(Backlog {
+            messages: 3,
+            bytes: 30,
+            by_priority: [3, 0, 0, 0, 0, 0, 0, 0],
+            in_flight: 1,
+            awaiting_persistence: 1,
+            oldest_ms: Some(12),
+        }),
+        dead_lettered: Some(2),
+        delivery: Some(DeliveryStats {
+            sent: 5,
+            retransmitted: 1,
+            acknowledged: 4,
+            transfers: 2,
+        }),
+    }
+}
+
+/// A view with every optional field absent (`null`, or left out where the API leaves it out).
+fn sparse_federation() -> FederationView {
+    FederationView {
+        peer_node: None,
+        state_reason: None,
+        last_heartbeat: None,
+        rtt_ms: None,
+        connected_since: None,
+        peer_addresses: Vec::new(),
+        agreement: None,
+        backlog: None,
+        dead_lettered: None,
+        delivery: None,
+        ..federation()
+    }
+}
+
+fn send_request() -> SendRequest {
+    SendRequest {
+        content_type: Some(ContentType::json()),
+        qos: Qos::AtLeastOnce,
+        priority: Priority::MAX,
+        max_latency: Some(json!("5s")),
+        flags: vec!["ordered".into()],
+        wait: true,
+        ..SendRequest::new(
+            "supplier-b".parse().unwrap(),
+            "line-3/temp".parse().unwrap(),
+            json!({"celsius": 21.5}),
+        )
+    }
+}
+
+/// A sample of every model: each with its optional fields present, and again without them
+/// where that changes the JSON; every variant of the untagged enums.
+fn samples() -> Vec<(String, Value)> {
+    let node = NodeInfo {
+        mesh: "plant-a".parse().unwrap(),
+        node: "gw1".parse().unwrap(),
+        role: Role::Gateway,
+        uri: "meshfed://plant-a/gw1".into(),
+        federation_address: "127.0.0.1:7443".parse().unwrap(),
+        ca_fingerprint: "00".into(),
+        node_cert_expires: "2026-01-01T00:00:00Z".into(),
+        trust_bundle_mesh: "plant-a".parse().unwrap(),
+        delivery: NodeDelivery {
+            signatures: SignatureMode::Message,
+        },
+        version: "0.1.0".into(),
+    };
+    let accepted = MessageAccepted { id: id() };
+    let acknowledged = MessageAcknowledged {
+        id: id(),
+        status: DeliveryStatus::Acknowledged,
+    };
+    let acked = Acked {
+        acked: id().to_string(),
+    };
+    let filled = federation();
+    let (Some(agreement), Some(backlog), Some(delivery)) =
+        (filled.agreement, filled.backlog, filled.delivery)
+    else {
+        unreachable!("federation() fills every field")
+    };
+    let dead_letter = DeadLetterView {
+        id: id(),
+        to: "supplier-b".parse().unwrap(),
+        topic: "t/late".parse().unwrap(),
+        priority: Priority::MAX,
+        qos: Qos::AtLeastOnce,
+        reason: "deadline passed while queued".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+    };
+    vec![
+        sample(node.delivery.clone()),
+        sample(node),
+        sample(FederationList {
+            federations: vec![federation(), sparse_federation()],
+        }),
+        sample(federation()),
+        sample(sparse_federation()),
+        sample(agreement.policy.clone()),
+        sample(agreement),
+        sample(backlog),
+        sample(delivery),
+        sample(InviteRequest {
+            peer: "plant-a".parse().unwrap(),
+            ttl: Some("1h".into()),
+        }),
+        sample(InviteRequest {
+            peer: "plant-a".parse().unwrap(),
+            ttl: None,
+        }),
+        sample(InviteResponse {
+            token: "mfi1.x".into(),
+            token_id: "tok_1".into(),
+            peer: "plant-a".parse().unwrap(),
+            expires: "2026-01-01T00:00:00Z".into(),
+        }),
+        sample(JoinRequest {
+            token: "mfi1.x".into(),
+        }),
+        sample(OperationRequest { force: true }),
+        sample(OperationRequest::default()),
+        sample(send_request()),
+        sample(SendRequest {
+            max_latency: Some(json!(250)),
+            ..send_request()
+        }),
+        sample(SendRequest::new(
+            "supplier-b".parse().unwrap(),
+            "t".parse().unwrap(),
+            json!("text"),
+        )),
+        sample(accepted),
+        sample(acknowledged),
+        sample(PublishReply::Accepted(accepted)),
+        sample(PublishReply::Acknowledged(acknowledged)),
+        sample(PublishReply::Refused(error())),
+        sample(dead_letter.clone()),
+        sample(DeadLetterList {
+            dead_letters: vec![dead_letter],
+        }),
+        sample(DurableAck {
+            ack: id().to_string(),
+            confirm: true,
+        }),
+        sample(DurableAck {
+            ack: id().to_string(),
+            confirm: false,
+        }),
+        sample(acked.clone()),
+        sample(StreamReply::Acked(acked)),
+        sample(StreamReply::Refused(error())),
+        sample(error().error),
+        sample(error()),
+        (
+            "Envelope".to_owned(),
+            json!({"federation": {"id": id()}, "message": {"celsius": 21.5}}),
+        ),
+    ]
+}
+
+#[test]
+fn every_model_serializes_to_what_its_schema_says() {
+    let doc = serde_json::to_value(document()).unwrap();
+    for (name, value) in samples() {
+        let schema = doc["components"]["schemas"]
+            .get(&name)
+            .unwrap_or_else(|| panic!("no schema {name} in the document"));
+        check(&doc, schema, &value, &name);
+    }
+}
+
+#[test]
+fn every_object_schema_in_the_document_has_a_sample() {
+    let doc = serde_json::to_value(document()).unwrap();
+    let sampled: BTreeSet<String> = samples().into_iter().map(|(name, _)| name).collect();
+    let structured: BTreeSet<String> = doc["components"]["schemas"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s["type"] == "object" || s.get("oneOf").is_some())
+        .map(|(name, _)| name.clone())
+        .filter(|name| name != "MaxLatency")
+        .collect();
+    assert_eq!(structured, sampled);
+}
+
+#[test]
+fn the_schema_check_refuses_an_undocumented_field_a_missing_one_and_a_wrong_type() {
+    let doc = serde_json::to_value(document()).unwrap();
+    let fails = |schema: &str, value: Value| {
+        conforms(&doc, &doc["components"]["schemas"][schema], &value, schema).is_err()
+    };
+    assert!(!fails(
+        "ErrorBody",
+        json!({"error": {"code": "c", "message": "m"}})
+    ));
+    assert!(fails(
+        "ErrorBody",
+        json!({"error": {"code": "c", "message": "m", "hint": "h"}})
+    ));
+    assert!(fails("ErrorBody", json!({"error": {"code": "c"}})));
+    assert!(fails(
+        "ErrorBody",
+        json!({"error": {"code": 1, "message": "m"}})
+    ));
+    assert!(fails("Qos", json!(3)));
+    assert!(fails("FederationState", json!("gone")));
+    let mut extra = serde_json::to_value(federation()).unwrap();
+    extra["backlog"]["oldest"] = json!(1);
+    assert!(fails("FederationView", extra));
+}
+
+/// Fails the test unless `value` is what `schema` (in `doc`) describes: every key a property,
+/// every required property there, of the documented type, within its enum and bounds,
+/// recursively.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Err(e) = conforms(doc, schema, value, at) {
+        panic!("{e}");
+    }
+}
+
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .ok_or_else(|| format!("{at}: unknown reference {reference}"))?;
+        let target = doc["components"]["schemas"]
+            .get(name)
+            .ok_or_else(|| format!("{at}: no schema {name}"))?;
+        return conforms(doc, target, value, at);
+    }
+    if let Some(alternatives) = schema.get("oneOf").and_then(Value::as_array) {
+        let failures: Vec<String> = alternatives
+            .iter()
+            .filter_map(|s| conforms(doc, s, value, at).err())
+            .collect();
+        if failures.len() == alternatives.len() {
+            return Err(format!(
+                "{at}: {value} matches no alternative: {failures:?}"
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            other => return Err(format!("{at}: a type of {other}")),
+        };
+        let ok = types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            "string" => value.is_string(),
+            "integer" => value.is_u64() || value.is_i64(),
+            "number" => value.is_number(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => false,
+        });
+        if !ok {
+            return Err(format!("{at}: {value} is not of type {types:?}"));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(n) = value.as_f64() {
+        let below = schema
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n < m);
+        let above = schema
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .is_some_and(|m| n > m);
+        if below || above {
+            return Err(format!("{at}: {value} is out of bounds"));
+        }
+    }
+    if let (Some(items), Some(elements)) = (schema.get("items"), value.as_array()) {
+        for (i, element) in elements.iter().enumerate() {
+            conforms(doc, items, element, &format!("{at}[{i}]"))?;
+        }
+    }
+    if let Some(object) = value.as_object() {
+        match schema.get("properties").and_then(Value::as_object) {
+            Some(properties) => {
+                for (key, v) in object {
+                    let property = properties
+                        .get(key)
+                        .ok_or_else(|| format!("{at}: field {key} is not in the schema"))?;
+                    conforms(doc, property, v, &format!("{at}.{key}"))?;
+                }
+            }
+            // A free-form value (a payload, an envelope's `federation`): any keys.
+            None if schema.get("additionalProperties") != Some(&Value::Bool(false)) => {}
+            None if object.is_empty() => {}
+            None => return Err(format!("{at}: an object where the schema allows no fields")),
+        }
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !object.contains_key(required) {
+                return Err(format!("{at}: required field {required} is missing"));
+            }
+        }
+    }
+    Ok(())
+}
