@@ -1,6 +1,6 @@
 //! The receiving side of this node: one task owning the [`Inbox`] of every peer stream.
 //!
-//! The opening stage ([`super::open`]) verifies and opens what arrives and hands the task
+//! The opening stage (`open`) verifies and opens what arrives and hands the task
 //! stream transmissions. The task lets the inbox decide what to deliver, in what order, and
 //! what is a duplicate; journals what must survive a crash — the dedup entry of each qos-2
 //! message, and each qos ≥ 1 message for every durable subscription it matches — in one group

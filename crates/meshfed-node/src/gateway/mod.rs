@@ -10,13 +10,13 @@
 //! link ─► open ─► inbox ─► local (live and durable subscribers)   (receiving)
 //! ```
 //!
-//! [`submit`] checks a message against the agreement ([`meshfed_proto::admission`]) and wraps
-//! it; [`route`] picks its federation's [`stream`], which owns the outbox and journals, seals,
-//! signs and sends; [`links`] accepts, dials and drives each link around the core's link
-//! session; [`open`] verifies, decrypts and checks what arrives with the same admission checks;
-//! [`inbox`] orders, deduplicates and journals; [`local`] hands it to subscribers. Below them,
-//! [`port`] is an established link as the stages see it and [`context`] the services they share
-//! (identity, configuration, store, journal, clock, metrics). [`federations`] invites, joins and
+//! `submit` checks a message against the agreement ([`meshfed_proto::admission`]) and wraps
+//! it; `route` picks its federation's `stream`, which owns the outbox and journals, seals,
+//! signs and sends; `links` accepts, dials and drives each link around the core's link
+//! session; `open` verifies, decrypts and checks what arrives with the same admission checks;
+//! `inbox` orders, deduplicates and journals; `local` hands it to subscribers. Below them,
+//! `port` is an established link as the stages see it and `context` the services they share
+//! (identity, configuration, store, journal, clock, metrics). `federations` invites, joins and
 //! applies lifecycle operations. Start at [`start`].
 
 pub(crate) mod context;

@@ -1,7 +1,7 @@
 //! An established link session as the stages see it: where its frames go, the content keys of
 //! this session, the peer's trust as the agreement stored it, the agreement's terms, and the
 //! session state machine (health, suspension, termination) that the link driver
-//! ([`super::links`]) runs. The stream, the opening stage and the inbox use it without knowing
+//! (`links`) runs. The stream, the opening stage and the inbox use it without knowing
 //! how the link is driven.
 
 use std::collections::HashMap;

@@ -133,18 +133,7 @@ impl Node {
     /// Starts a gateway like [`Node::start`], with `tweak` applied to its configuration first
     /// (say, its `[delivery]` limits).
     pub(crate) async fn start_with(mesh: &str, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut opts = InitOptions::new(
-            dir.path().to_path_buf(),
-            mesh.parse().unwrap(),
-            "gw1".parse().unwrap(),
-            SystemTime::now(),
-        );
-        opts.federation_listen = any;
-        opts.api_listen = any;
-        init(opts).unwrap();
-        let mut config = NodeConfig::load(dir.path()).unwrap();
+        let (dir, mut config) = initialised(mesh, SystemTime::now());
         config.federation.heartbeat_interval = Duration::from_millis(200);
         tweak(&mut config);
         Self::launch(dir, config).await
@@ -162,18 +151,7 @@ impl Node {
     /// Starts a gateway on `clock` with the default heartbeat interval: its timers move only
     /// as the test advances the clock.
     pub(crate) async fn start_on(mesh: &str, clock: meshfed_node::Clock) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut opts = InitOptions::new(
-            dir.path().to_path_buf(),
-            mesh.parse().unwrap(),
-            "gw1".parse().unwrap(),
-            clock.wall(),
-        );
-        opts.federation_listen = any;
-        opts.api_listen = any;
-        init(opts).unwrap();
-        let config = NodeConfig::load(dir.path()).unwrap();
+        let (dir, config) = initialised(mesh, clock.wall());
         let gateway = Gateway::start_with_clock(dir.path(), config, clock)
             .await
             .unwrap();
@@ -209,6 +187,24 @@ impl Node {
             .await
             .unwrap()
     }
+}
+
+/// A node directory for `mesh` made by `meshfed init` at `now`, listening on ephemeral
+/// loopback ports, and its configuration.
+fn initialised(mesh: &str, now: SystemTime) -> (tempfile::TempDir, NodeConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut opts = InitOptions::new(
+        dir.path().to_path_buf(),
+        mesh.parse().unwrap(),
+        "gw1".parse().unwrap(),
+        now,
+    );
+    opts.federation_listen = any;
+    opts.api_listen = any;
+    init(opts).unwrap();
+    let config = NodeConfig::load(dir.path()).unwrap();
+    (dir, config)
 }
 
 /// A gateway stopped by [`Node::stop`].
