@@ -3,10 +3,11 @@
 //! delivery stages and turns the session's events into registry changes.
 //!
 //! Two tasks per link share the session through its [`LinkPort`]: the reader feeds it every
-//! frame the peer sends and routes what it gives back (transfers to the opening stage, acks and
-//! credit to the stream, floors to the inbox); the writer sends the frames the stages queue,
-//! then what the session queued (heartbeats, lifecycle frames, the termination last), and wakes
-//! for the session's timers. Whichever calls into the session acts on the events it produced.
+//! frame the peer sends, queues the session's answers behind the stages' frames, and routes what
+//! it gives back (transfers to the opening stage, acks and credit to the stream, floors to the
+//! inbox); the writer sends the frames the stages queue, and what the session queued on a
+//! command or a timer (heartbeats, lifecycle frames, the termination last). Whichever calls into
+//! the session acts on the events it produced.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,14 +195,16 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             Ok(Some(frame)) => frame,
         };
         let handled = port.with_session(|s| s.handle_frame(&frame, ctx.clock.instant()));
-        let events = port.with_session(|s| std::iter::from_fn(|| s.poll_event()).collect());
+        // What the session answers (a heartbeat ack, an error frame) joins the link's queue.
+        let (frames, events) = port.with_session(drain);
+        for frame in frames {
+            let _ = port.send(frame).await;
+        }
         if on_events(&links, &port, events).await {
             break port
                 .ended()
                 .unwrap_or_else(|| "the session ended".to_owned());
         }
-        // Whatever the session queued (a heartbeat ack, an error frame) goes out now.
-        port.wake();
         match handled {
             Ok(Received::Data(frame)) => route(&links, &port, frame).await,
             Ok(Received::Refused { frame, reason }) => {
