@@ -45,7 +45,7 @@ pub(crate) enum Command {
     /// token and meshfed.toml.
     Init(InitArgs),
     /// Run this node's gateway in the foreground until SIGTERM or Ctrl-C.
-    Gateway,
+    Gateway(GatewayArgs),
     /// Manage federations with other meshes (through the running gateway).
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -63,6 +63,15 @@ pub(crate) enum Command {
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+}
+
+/// `meshfed gateway`.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// Start over with a new, empty store (no federations, no queued messages); the existing
+    /// store file, if any, is moved aside, not deleted.
+    #[arg(long)]
+    pub(crate) new_store: bool,
 }
 
 /// `meshfed federation ...`.

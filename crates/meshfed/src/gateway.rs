@@ -2,11 +2,13 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::time::SystemTime;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use meshfed_node::config::NodeConfig;
 use meshfed_node::{Gateway, GatewayError};
 
+use crate::cli::GatewayArgs;
 use crate::failure::Failure;
 
 /// A multi-threaded tokio runtime for the commands that talk to the network.
@@ -48,8 +50,11 @@ pub(crate) fn start_failure(e: GatewayError) -> Failure {
     }
 }
 
-pub(crate) fn run(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, args: &GatewayArgs) -> Result<(), Failure> {
     let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+    if args.new_store {
+        start_over(dir, &config)?;
+    }
     let who = format!("{}/{}", config.node.mesh, config.node.name);
     runtime()?.block_on(async {
         let gateway = Gateway::start(dir, config).await.map_err(start_failure)?;
@@ -64,4 +69,24 @@ pub(crate) fn run(dir: &Path) -> Result<(), Failure> {
         gateway.shutdown().await;
         Ok(())
     })
+}
+
+/// `--new-store`: moves the store aside so the gateway starts with an empty one, and says so.
+fn start_over(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
+    let store = config.store.path.resolve(dir);
+    let moved = meshfed_node::store_file::start_over(dir, &store, SystemTime::now())
+        .with_context(|| format!("cannot move the store {} aside", store.display()))
+        .map_err(Failure::Runtime)?;
+    match moved {
+        Some(old) => eprintln!(
+            "starting over with a new, empty store at {}; the previous store was moved to {}",
+            store.display(),
+            old.display()
+        ),
+        None => eprintln!(
+            "starting over with a new, empty store at {} (there was no store file)",
+            store.display()
+        ),
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
         // A daemon reports what it does; one-shot commands only what went wrong.
-        let default = if matches!(cli.command, Command::Gateway) {
+        let default = if matches!(cli.command, Command::Gateway(_)) {
             "info"
         } else {
             "warn"
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
-        Command::Gateway => gateway::run(&cli.global.dir),
+        Command::Gateway(args) => gateway::run(&cli.global.dir, &args),
         Command::Federation(cmd) => federation::run(&cli.global.dir, cmd),
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),

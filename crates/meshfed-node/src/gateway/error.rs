@@ -27,6 +27,23 @@ pub enum GatewayError {
     /// The registry could not be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] meshfed_store::StoreError),
+    /// The node has had a store (its marker says so) and the store file is gone or empty:
+    /// opening it would start a blank registry and journal without a word.
+    #[error(
+        "the store {} is {state}, although this node has run with a store (store {id}, recorded in {}): restore the store file from a backup, or start over with an empty store (no federations, no queued messages) with `meshfed gateway --new-store`",
+        path.display(),
+        marker.display()
+    )]
+    StoreLost {
+        /// The store file.
+        path: PathBuf,
+        /// `missing` or `empty`.
+        state: &'static str,
+        /// The store id in the marker.
+        id: String,
+        /// The marker file.
+        marker: PathBuf,
+    },
     /// A listener could not be bound.
     #[error("cannot listen for {what} on {addr}: {reason}")]
     Bind {

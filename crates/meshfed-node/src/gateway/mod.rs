@@ -81,6 +81,7 @@ pub async fn start(
         .trim()
         .to_owned();
     let store_path = config.store.path.resolve(dir);
+    crate::store_file::check(dir, &store_path)?;
     let (store, journal) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_path)?;
         let journal = Journal::open(&store_path, JournalConfig::default())?;
@@ -91,6 +92,7 @@ pub async fn start(
         dir: dir.to_path_buf(),
         reason: e.to_string(),
     })??;
+    crate::store_file::record(dir)?;
     let journal = Arc::new(journal);
     let durable = local::durable::Durable::load(&journal)?;
     let listen = config.federation.listen;
