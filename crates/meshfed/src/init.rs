@@ -28,6 +28,21 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
 fn summary(r: &InitReport) -> String {
     let mut out = String::new();
     let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    if let Some(old) = &r.replaced {
+        let node = old.node.as_deref().unwrap_or("(unreadable meshfed.toml)");
+        let _ = write!(out, "Replaced the mesh identity {node}");
+        if let Some(fp) = &old.ca_fingerprint {
+            let _ = write!(out, " (CA fingerprint SHA-384 {fp})");
+        }
+        let _ = writeln!(out, " in {}", r.dir.display());
+        if let Some(moved) = &old.store_moved_to {
+            let _ = writeln!(
+                out,
+                "Moved the old store (its federations trust the old CA) to {}; the new identity starts with an empty registry",
+                moved.display()
+            );
+        }
+    }
     let _ = writeln!(out, "Created mesh identity in {}", r.dir.display());
     let _ = writeln!(out, "  mesh:              {}", r.identity.mesh);
     let _ = writeln!(out, "  node:              {}", r.identity.node);

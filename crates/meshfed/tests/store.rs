@@ -69,3 +69,41 @@ fn a_new_node_starts_without_a_store() {
     assert!(!m.dir().join("store/meshfed.db").exists());
     m.start();
 }
+
+#[test]
+fn init_force_moves_the_old_store_aside_and_the_new_identity_starts_empty() {
+    let mut m = started("plant-a");
+    let peer = started("supplier-b");
+    common::federate(&m, &peer);
+    m.stop();
+    let store = m.dir().join("store/meshfed.db");
+    let out = m.cli(&[
+        "init",
+        "--mesh",
+        "plant-a",
+        "--force",
+        "--listen",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let stdout = out.ok();
+    assert!(
+        stdout.contains("Replaced the mesh identity plant-a/gw1 (CA fingerprint SHA-384 "),
+        "{out}"
+    );
+    let moved = format!("{}.replaced-", store.display());
+    assert!(
+        stdout.contains(&format!(
+            "Moved the old store (its federations trust the old CA) to {moved}"
+        )),
+        "{out}"
+    );
+    assert!(
+        stdout.contains("the new identity starts with an empty registry"),
+        "{out}"
+    );
+    assert!(!store.exists(), "{out}");
+    m.start();
+    assert!(common::federations(&m).is_empty());
+}
