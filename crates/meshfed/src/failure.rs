@@ -25,6 +25,9 @@ pub(crate) enum Failure {
     CommandLine(clap::Error),
     /// An input that configures the command (a file named by an option) is missing or unusable.
     Config(anyhow::Error),
+    /// An argument's value is wrong in a way found only when the command used it (the gateway
+    /// refused it as a bad request, or the node directory already holds what it would create).
+    Input(anyhow::Error),
     /// The command was valid but could not be carried out.
     Runtime(anyhow::Error),
     /// The command carried out a check whose answer is negative (an envelope's signature does
@@ -38,7 +41,7 @@ impl Failure {
         match self {
             // `--help` and `--version` arrive as clap "errors" that print to stdout.
             Self::CommandLine(e) if !e.use_stderr() => SUCCESS,
-            Self::CommandLine(_) | Self::Config(_) => USAGE,
+            Self::CommandLine(_) | Self::Config(_) | Self::Input(_) => USAGE,
             Self::Runtime(_) | Self::CheckFailed => RUNTIME,
         }
     }
@@ -51,7 +54,9 @@ impl Failure {
                 // Nothing useful is left to do if the terminal is gone.
                 let _ = e.print();
             }
-            Self::Config(err) | Self::Runtime(err) => eprintln!("{}", render(&err)),
+            Self::Config(err) | Self::Input(err) | Self::Runtime(err) => {
+                eprintln!("{}", render(&err));
+            }
             Self::CheckFailed => {}
         }
         ExitCode::from(code)
@@ -76,9 +81,13 @@ impl From<clap::Error> for Failure {
 
 impl From<InitError> for Failure {
     fn from(e: InitError) -> Self {
-        // Refusing to replace an identity is a runtime outcome (the command was well formed;
-        // the directory's state stops it), as are key, certificate and file-system failures.
-        Self::Runtime(e.into())
+        match e {
+            // `init` on a directory that holds an identity, without `--force`: the user named
+            // the wrong directory or forgot the flag.
+            InitError::AlreadyInitialized { .. } => Self::Input(e.into()),
+            // Key, certificate and file-system failures.
+            _ => Self::Runtime(e.into()),
+        }
     }
 }
 
@@ -112,5 +121,14 @@ mod tests {
         let config = Failure::Config(anyhow::anyhow!("no such CA file"));
         assert_eq!(config.exit_code(), USAGE);
         assert_eq!(Failure::CheckFailed.exit_code(), RUNTIME);
+    }
+
+    #[test]
+    fn an_existing_identity_is_a_usage_error() {
+        let err = InitError::AlreadyInitialized {
+            path: "meshfed/meshfed.toml".into(),
+            dir: "meshfed".into(),
+        };
+        assert_eq!(Failure::from(err).exit_code(), USAGE);
     }
 }
