@@ -6,6 +6,7 @@
 //! stderr as `error: <message>` followed by one `  caused by: <message>` line per underlying
 //! cause; command-line errors are printed by clap, which also begins them with `error:`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use meshfed_node::InitError;
@@ -33,6 +34,9 @@ pub(crate) enum Failure {
     /// The command carried out a check whose answer is negative (an envelope's signature does
     /// not verify, say) and has already printed that answer; nothing more is printed.
     CheckFailed,
+    /// Standard output is a pipe whose reader has gone (`meshfed … | head -1`): the command
+    /// stops writing and ends quietly, as if it had finished.
+    StdoutClosed,
 }
 
 impl Failure {
@@ -41,6 +45,7 @@ impl Failure {
         match self {
             // `--help` and `--version` arrive as clap "errors" that print to stdout.
             Self::CommandLine(e) if !e.use_stderr() => SUCCESS,
+            Self::StdoutClosed => SUCCESS,
             Self::CommandLine(_) | Self::Config(_) | Self::Input(_) => USAGE,
             Self::Runtime(_) | Self::CheckFailed => RUNTIME,
         }
@@ -55,9 +60,10 @@ impl Failure {
                 let _ = e.print();
             }
             Self::Config(err) | Self::Input(err) | Self::Runtime(err) => {
-                eprintln!("{}", render(&err));
+                // `eprintln!` would panic if stderr were closed too.
+                let _ = writeln!(std::io::stderr(), "{}", render(&err));
             }
-            Self::CheckFailed => {}
+            Self::CheckFailed | Self::StdoutClosed => {}
         }
         ExitCode::from(code)
     }

@@ -58,7 +58,9 @@ pub(crate) fn run(dir: &Path, args: &GatewayArgs) -> Result<(), Failure> {
     let who = format!("{}/{}", config.node.mesh, config.node.name);
     runtime()?.block_on(async {
         let gateway = Gateway::start(dir, config).await.map_err(start_failure)?;
-        println!(
+        // The gateway serves whether or not anyone reads its ready line.
+        let _ = writeln!(
+            std::io::stdout(),
             "meshfed gateway {who} ready: federation={} api=http://{}",
             gateway.federation_addr(),
             gateway.api_addr()

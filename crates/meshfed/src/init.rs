@@ -8,6 +8,7 @@ use meshfed_trust::files::{FileMode, IfExists};
 
 use crate::cli::{GlobalArgs, InitArgs};
 use crate::failure::Failure;
+use crate::output::outln;
 
 /// Runs `meshfed init` and prints a summary on success.
 pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
@@ -20,7 +21,7 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
         IfExists::Refuse
     };
     let report = init(opts)?;
-    print!("{}", summary(&report));
+    outln!("{}", summary(&report).trim_end())?;
     Ok(())
 }
 

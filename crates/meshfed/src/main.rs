@@ -24,6 +24,7 @@ mod federation;
 mod gateway;
 mod init;
 mod messages;
+mod output;
 
 use cli::{Cli, Command, EnvelopeCommand};
 use failure::Failure;

@@ -20,6 +20,7 @@ use crate::cli::{SendArgs, SubscribeArgs};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
+use crate::output::stdout_failure;
 
 /// One payload with its media type, as the API takes it.
 fn payload(data: &[u8], forced: Option<&ContentType>) -> Result<(Value, ContentType), Failure> {
@@ -108,8 +109,7 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             // Accepted or, with --wait, acknowledged: both answers carry the id.
             let sent: MessageAccepted = client.post("/v1/messages", body).await?;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "{}", sent.id);
-            return Ok(());
+            return writeln!(out, "{}", sent.id).map_err(stdout_failure);
         }
         publish_all(&client, bodies).await
     })
@@ -265,10 +265,12 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                     r = stream.confirmed(&last) => r?,
                 }
             }
+            // A reader that has gone (`| head -1`) ends the subscription; what it did not
+            // get is not acknowledged.
             for e in &group {
-                let _ = writeln!(out, "{}", e.text);
+                writeln!(out, "{}", e.text).map_err(stdout_failure)?;
             }
-            let _ = out.flush();
+            out.flush().map_err(stdout_failure)?;
             stream.seen += group.len() as u64;
             if durable && !confirm_first {
                 stream.ack(&last, false).await?;
