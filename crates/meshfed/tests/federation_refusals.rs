@@ -285,7 +285,10 @@ fn send_to_a_mesh_without_a_federation_fails_and_names_it() {
 fn invite_with_a_bad_ttl_or_for_its_own_mesh_is_a_usage_error() {
     let mut b = started("supplier-b");
     let out = b.cli(&["federation", "invite", "--peer", "plant-a", "--ttl", "0s"]);
-    out.fails(2, "ttl 0s is out of range");
+    out.fails(
+        2,
+        "ttl 0s is too short: an invitation must work for at least 1 second",
+    );
     let out = b.cli(&["federation", "invite", "--peer", "supplier-b"]);
     out.fails(2, "mesh supplier-b cannot invite itself");
     assert_none(&still_serving(&mut b), "B");

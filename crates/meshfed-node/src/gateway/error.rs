@@ -45,13 +45,18 @@ pub enum GatewayError {
         marker: PathBuf,
     },
     /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {reason}")]
+    #[error(
+        "cannot listen for {} on {addr}: {reason}; choose another address with `{}` in meshfed.toml (`meshfed init {} ADDR` for a new node)",
+        listener.what(),
+        listener.setting(),
+        listener.init_flag()
+    )]
     Bind {
         /// Which listener.
-        what: &'static str,
+        listener: Listening,
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// Why, in words (the operating system's reason).
         reason: String,
     },
     /// The runtime address file could not be written.
@@ -62,4 +67,52 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The gateway's two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// Federation links from other meshes.
+    Federation,
+    /// The admin and messaging API.
+    Api,
+}
+
+impl Listening {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Federation => "federation links",
+            Self::Api => "the admin API",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Federation => "[federation] listen",
+            Self::Api => "[api] listen",
+        }
+    }
+
+    fn init_flag(self) -> &'static str {
+        match self {
+            Self::Federation => "--listen",
+            Self::Api => "--api",
+        }
+    }
+}
+
+/// Why binding `addr` failed, in words: the common cases plainly, others as the OS says them.
+pub(crate) fn bind_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the address is already in use (by another gateway or program)".to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "the address does not belong to this machine".to_owned()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied ({e}; ports below 1024 need privileges)")
+        }
+        _ => e.to_string(),
+    }
 }

@@ -57,7 +57,8 @@ use links::Links;
 use local::Local;
 use route::Routes;
 
-pub use error::GatewayError;
+pub(crate) use error::bind_reason;
+pub use error::{GatewayError, Listening};
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub use local::Delivery;
 pub use port::{Health, LinkStatus};
@@ -99,9 +100,12 @@ pub async fn start(
     let listener = Listener::bind(listen, &id.tls)
         .await
         .map_err(|e| GatewayError::Bind {
-            what: "federation links",
+            listener: Listening::Federation,
             addr: listen,
-            reason: e.to_string(),
+            reason: match &e {
+                meshfed_transport::TransportError::Bind { source, .. } => bind_reason(source),
+                other => other.to_string(),
+            },
         })?;
     let metrics = Metrics::new(journal.clone());
     let local = Arc::new(Local {
