@@ -45,7 +45,9 @@ pub(crate) async fn shutdown_signal() {
 /// use or a failing store is a runtime one (exit 1).
 pub(crate) fn start_failure(e: GatewayError) -> Failure {
     match e {
-        GatewayError::Read { .. } | GatewayError::Identity { .. } => Failure::Config(e.into()),
+        GatewayError::Read { .. } | GatewayError::Identity { .. } | GatewayError::Role { .. } => {
+            Failure::Config(e.into())
+        }
         other => Failure::Runtime(other.into()),
     }
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 /// A gateway that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A file of the node's identity is missing or unreadable.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    /// A file of the node's identity is missing or unreadable. (Its cause is the error's
+    /// source, so that the CLI's cause chain shows it once.)
+    #[error("cannot read {what} {}", path.display())]
     Read {
         /// What the file is.
         what: &'static str,
@@ -24,9 +25,22 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
-    /// The registry could not be opened.
-    #[error("cannot open the store: {0}")]
+    /// The registry could not be opened (the store's error says where and why).
+    #[error(transparent)]
     Store(#[from] meshfed_store::StoreError),
+    /// `meshfed.toml` asks for a role this build cannot run.
+    #[error(
+        "{} sets role = \"{}\", but this meshfed cannot run a {} yet (there is no `meshfed broker`); set role = \"gateway\" to run a gateway",
+        config.display(),
+        role.as_str(),
+        role.as_str()
+    )]
+    Role {
+        /// The configuration file.
+        config: PathBuf,
+        /// The role it sets.
+        role: crate::config::Role,
+    },
     /// The node has had a store (its marker says so) and the store file is gone or empty:
     /// opening it would start a blank registry and journal without a word.
     #[error(
@@ -60,7 +74,7 @@ pub enum GatewayError {
         reason: String,
     },
     /// The runtime address file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Write {
         /// The file.
         path: PathBuf,

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Role};
 use crate::metrics::{self, Metrics};
 use context::Context;
 use federations::{FederationError, Federations, Operation};
@@ -77,6 +77,12 @@ pub async fn start(
     config: NodeConfig,
     clock: Clock,
 ) -> Result<GatewayHandle, GatewayError> {
+    if config.node.role != Role::Gateway {
+        return Err(GatewayError::Role {
+            config: dir.join(crate::config::CONFIG_FILE),
+            role: config.node.role,
+        });
+    }
     let id = identity::load(dir, &config, clock.wall())?;
     let admin_token = identity::read("admin token", config.api.token_file.resolve(dir))?
         .trim()
