@@ -180,7 +180,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         };
         let order: MessageAcknowledged = b.post("/v1/messages", &order).await?;
         outln!(
-            "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
+            "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order, message {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
             order.id, order.status,
         )?;
 

@@ -105,7 +105,15 @@ fn print_table(feds: &[FederationView]) -> Result<(), Failure> {
             ]
         })
         .collect();
-    let head = ["ID", "PEER", "STATUS", "ROLE", "LAST HEARTBEAT", "RTT"];
+    // Message ids also start `fed_`: the column says which kind these are.
+    let head = [
+        "FEDERATION",
+        "PEER",
+        "STATUS",
+        "ROLE",
+        "LAST HEARTBEAT",
+        "RTT",
+    ];
     let mut widths = head.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {

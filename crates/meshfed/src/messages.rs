@@ -109,7 +109,15 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             // Accepted or, with --wait, acknowledged: both answers carry the id.
             let sent: MessageAccepted = client.post("/v1/messages", body).await?;
             let mut out = std::io::stdout();
-            return writeln!(out, "{}", sent.id).map_err(stdout_failure);
+            writeln!(out, "{}", sent.id).map_err(stdout_failure)?;
+            // Message ids and federation ids both start `fed_`: the human line says which.
+            let outcome = if body.wait {
+                "acknowledged"
+            } else {
+                "accepted"
+            };
+            eprintln!("message {} to {}: {outcome}", sent.id, body.to);
+            return Ok(());
         }
         publish_all(&client, bodies).await
     })
@@ -405,7 +413,7 @@ impl Envelopes {
         };
         futures_util::SinkExt::send(&mut self.ws, text_frame(&ack))
             .await
-            .map_err(|e| Failure::Runtime(anyhow!("acknowledging envelope {id} failed: {e}")))
+            .map_err(|e| Failure::Runtime(anyhow!("acknowledging message {id} failed: {e}")))
     }
 
     /// Waits until the gateway confirms the acknowledgement of `id`; envelopes arriving

@@ -43,7 +43,7 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
     assert!(order.contains("AES-256-GCM"), "{order}");
     let acked = text
         .lines()
-        .find(|l| l.contains("qos 2 order fed_"))
+        .find(|l| l.contains("qos 2 order, message fed_"))
         .unwrap_or_else(|| panic!("no order acknowledgement:\n{text}"));
     assert!(acked.contains(": acknowledged"), "{acked}");
     let summary = text
