@@ -180,6 +180,12 @@ pub(crate) struct DemoArgs {
     /// Stop by itself after this long (default: run until Ctrl-C).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) duration: Option<Duration>,
+    /// Not an option of the demo, which makes its meshes in a temporary directory: this
+    /// hidden argument stands in for the global `--dir` (clap propagates a global argument into
+    /// a subcommand that has one of the same id, without showing it twice), so that the
+    /// demo's help does not offer an option the demo does not use.
+    #[arg(id = "dir", long = "dir", hide = true, value_name = "DIR")]
+    _dir: Option<PathBuf>,
 }
 
 /// `meshfed bench`.

@@ -37,11 +37,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
-        // A daemon reports what it does; one-shot commands only what went wrong.
-        let default = if matches!(cli.command, Command::Gateway(_)) {
-            "info"
-        } else {
-            "warn"
+        // A daemon reports what it does; one-shot commands only what went wrong. The demo's
+        // meshes are temporary, so advice about lasting setups (ephemeral ports) does not
+        // apply to them: it reports errors only.
+        let default = match cli.command {
+            Command::Gateway(_) => "info",
+            Command::Demo(_) => "error",
+            _ => "warn",
         };
         init_tracing(default);
         run(cli)
