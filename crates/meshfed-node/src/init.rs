@@ -14,10 +14,10 @@ use meshfed_proto::{MeshId, NodeName};
 use meshfed_trust::files::{self, FileMode, IfExists, WriteError};
 use meshfed_trust::{
     CaError, DEFAULT_CA_VALIDITY, FileKeyStore, Fingerprint, InvalidKeyName, KeyName, KeyStore,
-    KeyStoreError, MeshCa, NodeIdentity, P384PublicKey,
+    KeyStoreError, MeshCa, NodeIdentity, P384PublicKey, TrustBundle,
 };
 
-use crate::config::{CONFIG_FILE, DirPath, NodeConfig};
+use crate::config::{CONFIG_FILE, DirPath, IdentityConfig, NodeConfig, StoreConfig};
 
 /// Bytes of randomness in the admin token (256 bits).
 pub const ADMIN_TOKEN_BYTES: usize = 32;
@@ -79,6 +79,20 @@ pub struct InitReport {
     pub node_cert_not_after: SystemTime,
     /// The files written, in the order written.
     pub files: Vec<WrittenFile>,
+    /// What was there before, when an identity was replaced ([`IfExists::Replace`]).
+    pub replaced: Option<Replaced>,
+}
+
+/// The identity (and store) an `init` with [`IfExists::Replace`] found and replaced.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    /// The node the old `meshfed.toml` named, `mesh/node`, if it could be read.
+    pub node: Option<String>,
+    /// The old mesh CA's fingerprint, if its certificate could be read.
+    pub ca_fingerprint: Option<Fingerprint>,
+    /// Where the old store was moved: its federations trust the old CA, so the new identity
+    /// starts with an empty registry. `None` when there was no store.
+    pub store_moved_to: Option<PathBuf>,
 }
 
 /// A file `init` wrote.
@@ -152,6 +166,15 @@ pub enum InitError {
     /// A file or directory could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The old store could not be moved aside.
+    #[error("cannot move the old store {} aside", path.display())]
+    MoveStore {
+        /// The old store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Creates a mesh identity in `opts.dir`: the CA (`ca/ca.crt`, `ca/ca.key`), this node's
@@ -167,6 +190,7 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     if opts.if_exists == IfExists::Refuse {
         refuse_existing(&opts.dir, &plan)?;
     }
+    let previous = existing_identity(&opts.dir, &plan);
 
     let ca = MeshCa::generate(&opts.mesh, opts.now, opts.ca_validity)?;
     let node_key = SigningKey::generate()?;
@@ -178,6 +202,10 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     )?;
     let token = admin_token()?;
 
+    let replaced = match previous {
+        Some(previous) => Some(replace(&opts.dir, previous, opts.now)?),
+        None => None,
+    };
     files::create_private_dir(&opts.dir)?;
     let keys = FileKeyStore::new(&opts.dir);
     for file in &plan {
@@ -209,7 +237,49 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
         ca_not_after: ca.info().not_after,
         node_cert_not_after: node_cert.info().not_after,
         files: plan,
+        replaced,
     })
+}
+
+/// The identity found in `dir`, read as far as it can be, and where its store is (the path
+/// from its `meshfed.toml`, else the default), when any file of `plan` exists.
+fn existing_identity(dir: &Path, plan: &[WrittenFile]) -> Option<(Replaced, PathBuf)> {
+    if !plan.iter().any(|f| f.path.symlink_metadata().is_ok()) {
+        return None;
+    }
+    let config = NodeConfig::load(dir).ok();
+    let (ca_cert, store) = match &config {
+        Some(c) => (c.identity.ca_cert.clone(), c.store.path.clone()),
+        None => (
+            IdentityConfig::default().ca_cert,
+            StoreConfig::default().path,
+        ),
+    };
+    let ca_fingerprint = std::fs::read_to_string(ca_cert.resolve(dir))
+        .ok()
+        .and_then(|pem| TrustBundle::from_pem(&pem).ok())
+        .and_then(|b| b.cas().first().map(|ca| ca.fingerprint()));
+    let replaced = Replaced {
+        node: config.map(|c| format!("{}/{}", c.node.mesh, c.node.name)),
+        ca_fingerprint,
+        store_moved_to: None,
+    };
+    Some((replaced, store.resolve(dir)))
+}
+
+/// Moves the old identity's store aside, so that the new identity does not inherit
+/// federations that trust the old CA.
+fn replace(
+    dir: &Path,
+    (mut previous, store): (Replaced, PathBuf),
+    now: SystemTime,
+) -> Result<Replaced, InitError> {
+    previous.store_moved_to =
+        crate::store_file::start_over(dir, &store, now).map_err(|source| InitError::MoveStore {
+            path: store,
+            source,
+        })?;
+    Ok(previous)
 }
 
 /// The files to write, in order: secrets and certificates first, `meshfed.toml` last, so that
@@ -429,6 +499,27 @@ mod tests {
         let ca_pem = fs::read_to_string(dir.join("ca/ca.crt")).unwrap();
         let bundle = TrustBundle::from_pem(&ca_pem).unwrap();
         assert_eq!(bundle.cas()[0].fingerprint(), second.ca_fingerprint);
+    }
+
+    #[test]
+    fn init_with_replace_moves_the_old_store_aside_and_names_the_old_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = init(opts(tmp.path())).unwrap();
+        assert!(first.replaced.is_none());
+        let dir = tmp.path().join("meshfed");
+        fs::create_dir_all(dir.join("store")).unwrap();
+        fs::write(dir.join("store/meshfed.db"), b"old registry").unwrap();
+        fs::write(dir.join("store.id"), b"0123\n").unwrap();
+        let mut again = opts(tmp.path());
+        again.if_exists = IfExists::Replace;
+        let second = init(again).unwrap();
+        let replaced = second.replaced.unwrap();
+        assert_eq!(replaced.node.as_deref(), Some("plant-a/gw1"));
+        assert_eq!(replaced.ca_fingerprint, Some(first.ca_fingerprint));
+        let moved = replaced.store_moved_to.unwrap();
+        assert_eq!(fs::read(&moved).unwrap(), b"old registry");
+        assert!(!dir.join("store/meshfed.db").exists());
+        assert!(!dir.join("store.id").exists());
     }
 
     fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

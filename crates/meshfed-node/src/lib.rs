@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod init;
 mod metrics;
 mod node;
+pub mod store_file;
 
 pub use clock::{Clock, ManualClock};
 pub use config::{ConfigError, NodeConfig};

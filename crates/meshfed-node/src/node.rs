@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::gateway::{self, GatewayError, GatewayHandle};
+use crate::gateway::{self, GatewayError, GatewayHandle, Listening};
 
 /// A running gateway with its API.
 pub struct Gateway {
@@ -43,9 +43,9 @@ impl Gateway {
             Err(e) => {
                 handle.shutdown().await;
                 return Err(GatewayError::Bind {
-                    what: "the admin API",
+                    listener: Listening::Api,
                     addr: api_listen,
-                    reason: e.to_string(),
+                    reason: gateway::bind_reason(&e),
                 });
             }
         };

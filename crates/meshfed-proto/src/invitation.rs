@@ -52,6 +52,9 @@ struct Wire {
     exp: u64,
 }
 
+/// What a damaged token says: the decoder's details mean nothing to the person holding it.
+const DAMAGED: &str = "invitation token is damaged or incomplete: copy the whole token again, as `meshfed federation invite` printed it on the inviting mesh";
+
 /// A token that cannot be read; says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -61,11 +64,11 @@ pub enum TokenError {
     /// Longer than any token meshfed makes.
     #[error("invitation token is {0} characters long, more than {MAX_TOKEN_LEN}")]
     TooLong(usize),
-    /// The text after the prefix is not base64url.
-    #[error("invitation token is damaged: not base64url ({0})")]
+    /// The text after the prefix is not base64url (the decoder's reason, for logs).
+    #[error("{DAMAGED}")]
     Encoding(String),
-    /// The content does not decode.
-    #[error("invitation token is damaged: {0}")]
+    /// The content does not decode (the decoder's reason, for logs).
+    #[error("{DAMAGED}")]
     Content(String),
     /// A field is out of its rule.
     #[error("invitation token field {field}: {reason}")]

@@ -39,14 +39,28 @@ pub enum FederationState {
     Reestablishing,
 }
 
-/// A move the lifecycle does not allow.
+/// A move the lifecycle does not allow. Its text says what the federation already is when
+/// that is the reason (a second `terminate`, resuming what is active).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a federation that is {from} cannot become {to}")]
+#[error("{}", self.describe())]
 pub struct IllegalTransition {
     /// The current state.
     pub from: FederationState,
     /// The requested state.
     pub to: FederationState,
+}
+
+impl IllegalTransition {
+    fn describe(&self) -> String {
+        let (from, to) = (self.from, self.to);
+        match from {
+            FederationState::Terminated(_) => format!(
+                "it is already terminated ({from}); a terminated federation stays so (invite the mesh again to federate anew)"
+            ),
+            _ if from == to => format!("it is already {from}"),
+            _ => format!("a federation that is {from} cannot become {to}"),
+        }
+    }
 }
 
 impl FederationState {
@@ -150,7 +164,24 @@ mod tests {
         let err = done.transition(Active).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a federation that is terminated-forced cannot become active"
+            "it is already terminated (terminated-forced); a terminated federation stays so (invite the mesh again to federate anew)"
+        );
+        let again = Terminated(Termination::Graceful)
+            .transition(Terminated(Termination::Graceful))
+            .unwrap_err();
+        assert!(
+            again
+                .to_string()
+                .starts_with("it is already terminated (terminated-graceful)"),
+            "{again}"
+        );
+        assert_eq!(
+            Active.transition(Active).unwrap_err().to_string(),
+            "it is already active"
+        );
+        assert_eq!(
+            Negotiating.transition(Suspended).unwrap_err().to_string(),
+            "a federation that is negotiating cannot become suspended"
         );
     }
 

@@ -606,7 +606,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "federation fed_1: a federation that is terminated-graceful cannot become active"
+            "federation fed_1: it is already terminated (terminated-graceful); a terminated federation stays so (invite the mesh again to federate anew)"
         );
         assert_eq!(store.federation(&rec.id).unwrap().unwrap().state, GRACEFUL);
 

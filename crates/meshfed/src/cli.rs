@@ -45,7 +45,7 @@ pub(crate) enum Command {
     /// token and meshfed.toml.
     Init(InitArgs),
     /// Run this node's gateway in the foreground until SIGTERM or Ctrl-C.
-    Gateway,
+    Gateway(GatewayArgs),
     /// Manage federations with other meshes (through the running gateway).
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -63,6 +63,15 @@ pub(crate) enum Command {
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+}
+
+/// `meshfed gateway`.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// Start over with a new, empty store (no federations, no queued messages); the existing
+    /// store file, if any, is moved aside, not deleted.
+    #[arg(long)]
+    pub(crate) new_store: bool,
 }
 
 /// `meshfed federation ...`.
@@ -171,6 +180,12 @@ pub(crate) struct DemoArgs {
     /// Stop by itself after this long (default: run until Ctrl-C).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) duration: Option<Duration>,
+    /// Not an option of the demo, which makes its meshes in a temporary directory: this
+    /// hidden argument stands in for the global `--dir` (clap propagates a global argument into
+    /// a subcommand that has one of the same id, without showing it twice), so that the
+    /// demo's help does not offer an option the demo does not use.
+    #[arg(id = "dir", long = "dir", hide = true, value_name = "DIR")]
+    _dir: Option<PathBuf>,
 }
 
 /// `meshfed bench`.

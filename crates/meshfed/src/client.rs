@@ -123,12 +123,26 @@ impl ApiClient {
             return serde_json::from_slice(&body).map_err(|e| unreadable(&e));
         }
         let ErrorBody { error } = serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
-        Err(Failure::Runtime(anyhow!(
+        let err = anyhow!(
             "{} ({}, HTTP {})",
             error.message,
             error.code,
             status.as_u16()
-        )))
+        );
+        Err(failure_of(status, err))
+    }
+}
+
+/// An API error as a failure: the gateway found the user's input wrong (400 `bad_request` or
+/// `invalid_token`, 413 `too_large`) is a usage error (exit 2), like the checks the CLI makes
+/// itself; anything else (not found, conflict, a refusing peer, the gateway's own trouble) is a
+/// runtime one (exit 1).
+fn failure_of(status: reqwest::StatusCode, err: anyhow::Error) -> Failure {
+    match status {
+        reqwest::StatusCode::BAD_REQUEST | reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+            Failure::Input(err)
+        }
+        _ => Failure::Runtime(err),
     }
 }
 

@@ -2,7 +2,6 @@
 //! invitation and exchanging signed, encrypted messages — all through the same API and the
 //! same code paths a real deployment uses. Everything lives in a temporary directory.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +24,7 @@ use crate::cli::DemoArgs;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::{runtime, shutdown_signal, start_failure};
+use crate::output::outln;
 
 const PLANT: &str = "plant-a";
 const SUPPLIER: &str = "supplier-b";
@@ -117,7 +117,7 @@ async fn watch(
                 || "(sealed)".to_owned(),
                 |payload| shown(&header.metadata.content_type, payload),
             );
-            println!(
+            let shown = outln!(
                 "  {mesh:<10} <- {:<10} {:<20} {message}  (qos {}, signed by {} {signed}, {})",
                 header.source.mesh.as_str(),
                 header.metadata.topic.as_str(),
@@ -128,7 +128,10 @@ async fn watch(
                     .as_ref()
                     .map_or("clear", |e| e.cipher.name()),
             );
-            let _ = std::io::stdout().flush();
+            // Nobody reads any more (`meshfed demo | head`): stop watching.
+            if shown.is_err() {
+                break;
+            }
         }
     }))
 }
@@ -142,28 +145,28 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         let started = Instant::now();
         let (gw_a, a) = start_mesh(root.path(), PLANT).await?;
         let (gw_b, b) = start_mesh(root.path(), SUPPLIER).await?;
-        println!("meshfed demo — two meshes, each with its own CA, on this machine ({})", root.path().display());
-        println!("  {PLANT:<10} api http://{}  federation {}", a.addr(), gw_a.federation_addr());
-        println!("  {SUPPLIER:<10} api http://{}  federation {}", b.addr(), gw_b.federation_addr());
+        outln!("meshfed demo — two meshes, each with its own CA, on this machine ({})", root.path().display())?;
+        outln!("  {PLANT:<10} api http://{}  federation {}", a.addr(), gw_a.federation_addr())?;
+        outln!("  {SUPPLIER:<10} api http://{}  federation {}", b.addr(), gw_b.federation_addr())?;
 
         let peer = PLANT.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
         let invite: InviteResponse = b.post("/v1/federations/invite", &InviteRequest { peer, ttl: None }).await?;
-        println!("\n{SUPPLIER} invites {PLANT}: token {}…", invite.token.chars().take(24).collect::<String>());
+        outln!("\n{SUPPLIER} invites {PLANT}: token {}…", invite.token.chars().take(24).collect::<String>())?;
         let joined: FederationView = a.post("/v1/federations/join", &JoinRequest { token: invite.token }).await?;
         let id = joined.id;
         let shown: FederationView = a.get(&format!("/v1/federations/{id}")).await?;
         let (digest, suite) = shown
             .agreement
             .map_or_else(|| ("?".to_owned(), "?".to_owned()), |a| (a.digest, a.security_suite));
-        println!(
+        outln!(
             "{PLANT} joined: federation {id} ({}, agreement {}…, suite {suite})",
             shown.status,
             digest.chars().take(16).collect::<String>(),
-        );
+        )?;
 
         let watch_b = watch(&b, SUPPLIER).await?;
         let watch_a = watch(&a, PLANT).await?;
-        println!("\nmessages (sealed with AES-256-GCM, signed with ECDSA P-384, verified on arrival):");
+        outln!("\nmessages (sealed with AES-256-GCM, signed with ECDSA P-384, verified on arrival):")?;
         for celsius in [21.5, 21.7, 22.0] {
             let reading = message(SUPPLIER, "line-3/temperature", json!({"celsius": celsius}))?;
             a.post::<_, MessageAccepted>("/v1/messages", &reading).await?;
@@ -176,10 +179,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
             ..message(PLANT, "orders/new", json!({"po": "PO-1042", "qty": 40}))?
         };
         let order: MessageAcknowledged = b.post("/v1/messages", &order).await?;
-        println!(
-            "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
+        outln!(
+            "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order, message {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
             order.id, order.status,
-        );
+        )?;
 
         let deadline = args.duration.map(|d| started + d);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -187,7 +190,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         let mut n = 0u32;
         let keep_going = deadline.is_none();
         if keep_going {
-            println!("\nrunning; Ctrl-C stops. `meshfed federation list --dir {}/plant-a` works meanwhile.", root.path().display());
+            outln!("\nrunning; Ctrl-C stops. `meshfed federation list --dir {}/plant-a` works meanwhile.", root.path().display())?;
         }
         loop {
             let until = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
@@ -203,14 +206,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         }
         let list: FederationList = b.get("/v1/federations").await?;
         if let Some(f) = list.federations.first() {
-            println!(
+            outln!(
                 "\nsummary: federation {} {} — {PLANT} ↔ {SUPPLIER}, last heartbeat {}, rtt {} ms; {} messages sent",
                 f.id,
                 f.status,
                 f.last_heartbeat.as_deref().unwrap_or("-"),
                 f.rtt_ms.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
                 4 + n,
-            );
+            )?;
         }
         watch_a.abort();
         watch_b.abort();

@@ -34,6 +34,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::cli::{Input, InspectArgs};
 use crate::failure::Failure;
+use crate::output::outln;
 
 /// Largest envelope file read: far above any frame a link accepts, small enough to hold in memory.
 const MAX_ENVELOPE_FILE: u64 = 64 << 20;
@@ -45,7 +46,7 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
     let bytes = read_input(&args.file).map_err(Failure::Runtime)?;
     let subject = Inspected::read(&bytes)
         .map_err(|e| Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)))?;
-    print_json(&subject.envelope, args.json);
+    print_json(&subject.envelope, args.json)?;
     let Some(bundle) = bundle else {
         eprintln!("signature: not checked (pass --ca CERT to verify)");
         return Ok(());
@@ -189,13 +190,14 @@ fn read_input(input: &Input) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Prints the spec-layout JSON; the message only when the payload is clear.
-fn print_json(envelope: &Envelope, compact: bool) {
+fn print_json(envelope: &Envelope, compact: bool) -> Result<(), Failure> {
     let json = envelope.to_json();
     if compact {
-        println!("{json}");
+        outln!("{json}")?;
     } else {
-        println!("{json:#}");
+        outln!("{json:#}")?;
     }
+    Ok(())
 }
 
 /// Who signed an envelope whose signature is valid.

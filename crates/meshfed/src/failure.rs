@@ -6,6 +6,7 @@
 //! stderr as `error: <message>` followed by one `  caused by: <message>` line per underlying
 //! cause; command-line errors are printed by clap, which also begins them with `error:`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use meshfed_node::InitError;
@@ -25,11 +26,17 @@ pub(crate) enum Failure {
     CommandLine(clap::Error),
     /// An input that configures the command (a file named by an option) is missing or unusable.
     Config(anyhow::Error),
+    /// An argument's value is wrong in a way found only when the command used it (the gateway
+    /// refused it as a bad request, or the node directory already holds what it would create).
+    Input(anyhow::Error),
     /// The command was valid but could not be carried out.
     Runtime(anyhow::Error),
     /// The command carried out a check whose answer is negative (an envelope's signature does
     /// not verify, say) and has already printed that answer; nothing more is printed.
     CheckFailed,
+    /// Standard output is a pipe whose reader has gone (`meshfed … | head -1`): the command
+    /// stops writing and ends quietly, as if it had finished.
+    StdoutClosed,
 }
 
 impl Failure {
@@ -38,7 +45,8 @@ impl Failure {
         match self {
             // `--help` and `--version` arrive as clap "errors" that print to stdout.
             Self::CommandLine(e) if !e.use_stderr() => SUCCESS,
-            Self::CommandLine(_) | Self::Config(_) => USAGE,
+            Self::StdoutClosed => SUCCESS,
+            Self::CommandLine(_) | Self::Config(_) | Self::Input(_) => USAGE,
             Self::Runtime(_) | Self::CheckFailed => RUNTIME,
         }
     }
@@ -51,8 +59,11 @@ impl Failure {
                 // Nothing useful is left to do if the terminal is gone.
                 let _ = e.print();
             }
-            Self::Config(err) | Self::Runtime(err) => eprintln!("{}", render(&err)),
-            Self::CheckFailed => {}
+            Self::Config(err) | Self::Input(err) | Self::Runtime(err) => {
+                // `eprintln!` would panic if stderr were closed too.
+                let _ = writeln!(std::io::stderr(), "{}", render(&err));
+            }
+            Self::CheckFailed | Self::StdoutClosed => {}
         }
         ExitCode::from(code)
     }
@@ -76,9 +87,13 @@ impl From<clap::Error> for Failure {
 
 impl From<InitError> for Failure {
     fn from(e: InitError) -> Self {
-        // Refusing to replace an identity is a runtime outcome (the command was well formed;
-        // the directory's state stops it), as are key, certificate and file-system failures.
-        Self::Runtime(e.into())
+        match e {
+            // `init` on a directory that holds an identity, without `--force`: the user named
+            // the wrong directory or forgot the flag.
+            InitError::AlreadyInitialized { .. } => Self::Input(e.into()),
+            // Key, certificate and file-system failures.
+            _ => Self::Runtime(e.into()),
+        }
     }
 }
 
@@ -112,5 +127,14 @@ mod tests {
         let config = Failure::Config(anyhow::anyhow!("no such CA file"));
         assert_eq!(config.exit_code(), USAGE);
         assert_eq!(Failure::CheckFailed.exit_code(), RUNTIME);
+    }
+
+    #[test]
+    fn an_existing_identity_is_a_usage_error() {
+        let err = InitError::AlreadyInitialized {
+            path: "meshfed/meshfed.toml".into(),
+            dir: "meshfed".into(),
+        };
+        assert_eq!(Failure::from(err).exit_code(), USAGE);
     }
 }

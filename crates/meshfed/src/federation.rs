@@ -10,6 +10,7 @@ use crate::cli::FederationCommand;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
+use crate::output::outln;
 
 pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
@@ -21,7 +22,7 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
                     ttl: Some(humantime::format_duration(ttl).to_string()),
                 };
                 let invite: InviteResponse = client.post("/v1/federations/invite", &request).await?;
-                println!("{}", invite.token);
+                outln!("{}", invite.token)?;
                 eprintln!(
                     "invitation {} for mesh {} — works once, until {}. On {}: meshfed federation join TOKEN",
                     invite.token_id, invite.peer, invite.expires, invite.peer
@@ -30,22 +31,22 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
             FederationCommand::Join { token } => {
                 let request = JoinRequest { token: token.trim().to_owned() };
                 let f: FederationView = client.post("/v1/federations/join", &request).await?;
-                println!("joined federation {} with mesh {} ({})", f.id, f.peer, f.status);
+                outln!("joined federation {} with mesh {} ({})", f.id, f.peer, f.status)?;
             }
             FederationCommand::List { json } => {
                 let list: FederationList = client.get("/v1/federations").await?;
                 if json {
-                    println!("{}", to_json(&list.federations, false)?);
+                    outln!("{}", to_json(&list.federations, false)?)?;
                 } else {
-                    print_table(&list.federations);
+                    print_table(&list.federations)?;
                 }
             }
             FederationCommand::Show { id, json } => {
                 let f: FederationView = client.get(&format!("/v1/federations/{id}")).await?;
                 if json {
-                    println!("{}", to_json(&f, true)?);
+                    outln!("{}", to_json(&f, true)?)?;
                 } else {
-                    print_detail(&f);
+                    print_detail(&f)?;
                 }
             }
             FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
@@ -65,7 +66,7 @@ async fn operate(
     let f: FederationView = client
         .post(&format!("/v1/federations/{id}/{op}"), &body)
         .await?;
-    println!("federation {} with {} is now {}", f.id, f.peer, f.state);
+    outln!("federation {} with {} is now {}", f.id, f.peer, f.state)?;
     Ok(())
 }
 
@@ -84,12 +85,12 @@ fn or_dash(v: Option<impl std::fmt::Display>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-fn print_table(feds: &[FederationView]) {
+fn print_table(feds: &[FederationView]) -> Result<(), Failure> {
     if feds.is_empty() {
-        println!(
+        outln!(
             "no federations (meshfed federation invite --peer MESH, then join on the other mesh)"
-        );
-        return;
+        )?;
+        return Ok(());
     }
     let rows: Vec<[String; 6]> = feds
         .iter()
@@ -104,7 +105,15 @@ fn print_table(feds: &[FederationView]) {
             ]
         })
         .collect();
-    let head = ["ID", "PEER", "STATUS", "ROLE", "LAST HEARTBEAT", "RTT"];
+    // Message ids also start `fed_`: the column says which kind these are.
+    let head = [
+        "FEDERATION",
+        "PEER",
+        "STATUS",
+        "ROLE",
+        "LAST HEARTBEAT",
+        "RTT",
+    ];
     let mut widths = head.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -117,12 +126,13 @@ fn print_table(feds: &[FederationView]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end())
     };
-    line(head);
+    line(head)?;
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]])?;
     }
+    Ok(())
 }
 
 /// `value` as one line of JSON, as the detail view shows lists and the policy.
@@ -130,60 +140,65 @@ fn compact(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("({e})"))
 }
 
-fn print_detail(f: &FederationView) {
-    println!("federation      {}", f.id);
-    println!(
+fn print_detail(f: &FederationView) -> Result<(), Failure> {
+    outln!("federation      {}", f.id)?;
+    outln!(
         "peer            {} (node {})",
         f.peer,
         or_dash(f.peer_node.as_ref())
-    );
-    println!(
+    )?;
+    outln!(
         "status          {}  (state {}, link {})",
-        f.status, f.state, f.health
-    );
-    println!("role            {}", f.role);
-    println!("last heartbeat  {}", or_dash(f.last_heartbeat.as_ref()));
-    println!("connected since {}", or_dash(f.connected_since.as_ref()));
+        f.status,
+        f.state,
+        f.health
+    )?;
+    outln!("role            {}", f.role)?;
+    outln!("last heartbeat  {}", or_dash(f.last_heartbeat.as_ref()))?;
+    outln!("connected since {}", or_dash(f.connected_since.as_ref()))?;
     if let Some(reason) = &f.state_reason {
-        println!("state reason    {reason}");
+        outln!("state reason    {reason}")?;
     }
     match &f.agreement {
         Some(a) => {
-            println!(
+            outln!(
                 "agreement       v{} valid {} .. {}",
-                a.version, a.valid_from, a.valid_until
-            );
-            println!("  digest        {}", a.digest);
-            println!("  suite         {}", a.security_suite);
-            println!(
+                a.version,
+                a.valid_from,
+                a.valid_until
+            )?;
+            outln!("  digest        {}", a.digest)?;
+            outln!("  suite         {}", a.security_suite)?;
+            outln!(
                 "  max qos       {}   max frame {} bytes",
                 a.max_qos.level(),
                 a.max_frame
-            );
-            println!(
+            )?;
+            outln!(
                 "  topics        to responder {}  to initiator {}",
                 compact(&a.topics_to_responder),
                 compact(&a.topics_to_initiator)
-            );
-            println!("  policy        {}", compact(&a.policy));
+            )?;
+            outln!("  policy        {}", compact(&a.policy))?;
         }
-        None => println!("agreement       - (the stored agreement cannot be read)"),
+        None => outln!("agreement       - (the stored agreement cannot be read)")?,
     }
     if let (Some(b), Some(d)) = (&f.backlog, &f.delivery) {
-        println!(
+        outln!(
             "backlog         {} messages, {} bytes ({} in flight, {} being stored); by priority 0..7 {}",
             b.messages,
             b.bytes,
             b.in_flight,
             b.awaiting_persistence,
             compact(&b.by_priority)
-        );
-        println!(
+        )?;
+        outln!(
             "delivery        sent {}, sent again {}, acknowledged {}, dead-lettered {}",
             d.sent,
             d.retransmitted,
             d.acknowledged,
             or_dash(f.dead_lettered)
-        );
+        )?;
     }
+    Ok(())
 }

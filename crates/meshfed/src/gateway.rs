@@ -2,11 +2,13 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::time::SystemTime;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use meshfed_node::config::NodeConfig;
 use meshfed_node::{Gateway, GatewayError};
 
+use crate::cli::GatewayArgs;
 use crate::failure::Failure;
 
 /// A multi-threaded tokio runtime for the commands that talk to the network.
@@ -43,17 +45,24 @@ pub(crate) async fn shutdown_signal() {
 /// use or a failing store is a runtime one (exit 1).
 pub(crate) fn start_failure(e: GatewayError) -> Failure {
     match e {
-        GatewayError::Read { .. } | GatewayError::Identity { .. } => Failure::Config(e.into()),
+        GatewayError::Read { .. } | GatewayError::Identity { .. } | GatewayError::Role { .. } => {
+            Failure::Config(e.into())
+        }
         other => Failure::Runtime(other.into()),
     }
 }
 
-pub(crate) fn run(dir: &Path) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, args: &GatewayArgs) -> Result<(), Failure> {
     let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+    if args.new_store {
+        start_over(dir, &config)?;
+    }
     let who = format!("{}/{}", config.node.mesh, config.node.name);
     runtime()?.block_on(async {
         let gateway = Gateway::start(dir, config).await.map_err(start_failure)?;
-        println!(
+        // The gateway serves whether or not anyone reads its ready line.
+        let _ = writeln!(
+            std::io::stdout(),
             "meshfed gateway {who} ready: federation={} api=http://{}",
             gateway.federation_addr(),
             gateway.api_addr()
@@ -64,4 +73,24 @@ pub(crate) fn run(dir: &Path) -> Result<(), Failure> {
         gateway.shutdown().await;
         Ok(())
     })
+}
+
+/// `--new-store`: moves the store aside so the gateway starts with an empty one, and says so.
+fn start_over(dir: &Path, config: &NodeConfig) -> Result<(), Failure> {
+    let store = config.store.path.resolve(dir);
+    let moved = meshfed_node::store_file::start_over(dir, &store, SystemTime::now())
+        .with_context(|| format!("cannot move the store {} aside", store.display()))
+        .map_err(Failure::Runtime)?;
+    match moved {
+        Some(old) => eprintln!(
+            "starting over with a new, empty store at {}; the previous store was moved to {}",
+            store.display(),
+            old.display()
+        ),
+        None => eprintln!(
+            "starting over with a new, empty store at {} (there was no store file)",
+            store.display()
+        ),
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use meshfed_trust::files::{FileMode, IfExists};
 
 use crate::cli::{GlobalArgs, InitArgs};
 use crate::failure::Failure;
+use crate::output::outln;
 
 /// Runs `meshfed init` and prints a summary on success.
 pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
@@ -20,7 +21,7 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
         IfExists::Refuse
     };
     let report = init(opts)?;
-    print!("{}", summary(&report));
+    outln!("{}", summary(&report).trim_end())?;
     Ok(())
 }
 
@@ -28,6 +29,21 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
 fn summary(r: &InitReport) -> String {
     let mut out = String::new();
     let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    if let Some(old) = &r.replaced {
+        let node = old.node.as_deref().unwrap_or("(unreadable meshfed.toml)");
+        let _ = write!(out, "Replaced the mesh identity {node}");
+        if let Some(fp) = &old.ca_fingerprint {
+            let _ = write!(out, " (CA fingerprint SHA-384 {fp})");
+        }
+        let _ = writeln!(out, " in {}", r.dir.display());
+        if let Some(moved) = &old.store_moved_to {
+            let _ = writeln!(
+                out,
+                "Moved the old store (its federations trust the old CA) to {}; the new identity starts with an empty registry",
+                moved.display()
+            );
+        }
+    }
     let _ = writeln!(out, "Created mesh identity in {}", r.dir.display());
     let _ = writeln!(out, "  mesh:              {}", r.identity.mesh);
     let _ = writeln!(out, "  node:              {}", r.identity.node);

@@ -24,6 +24,7 @@ mod federation;
 mod gateway;
 mod init;
 mod messages;
+mod output;
 
 use cli::{Cli, Command, EnvelopeCommand};
 use failure::Failure;
@@ -36,11 +37,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let outcome = Cli::try_parse().map_err(Failure::from).and_then(|cli| {
-        // A daemon reports what it does; one-shot commands only what went wrong.
-        let default = if matches!(cli.command, Command::Gateway) {
-            "info"
-        } else {
-            "warn"
+        // A daemon reports what it does; one-shot commands only what went wrong. The demo's
+        // meshes are temporary, so advice about lasting setups (ephemeral ports) does not
+        // apply to them: it reports errors only.
+        let default = match cli.command {
+            Command::Gateway(_) => "info",
+            Command::Demo(_) => "error",
+            _ => "warn",
         };
         init_tracing(default);
         run(cli)
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
-        Command::Gateway => gateway::run(&cli.global.dir),
+        Command::Gateway(args) => gateway::run(&cli.global.dir, &args),
         Command::Federation(cmd) => federation::run(&cli.global.dir, cmd),
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),

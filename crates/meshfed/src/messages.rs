@@ -20,6 +20,7 @@ use crate::cli::{SendArgs, SubscribeArgs};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
+use crate::output::stdout_failure;
 
 /// One payload with its media type, as the API takes it.
 fn payload(data: &[u8], forced: Option<&ContentType>) -> Result<(Value, ContentType), Failure> {
@@ -108,7 +109,14 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             // Accepted or, with --wait, acknowledged: both answers carry the id.
             let sent: MessageAccepted = client.post("/v1/messages", body).await?;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "{}", sent.id);
+            writeln!(out, "{}", sent.id).map_err(stdout_failure)?;
+            // Message ids and federation ids both start `fed_`: the human line says which.
+            let outcome = if body.wait {
+                "acknowledged"
+            } else {
+                "accepted"
+            };
+            eprintln!("message {} to {}: {outcome}", sent.id, body.to);
             return Ok(());
         }
         publish_all(&client, bodies).await
@@ -265,10 +273,12 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
                     r = stream.confirmed(&last) => r?,
                 }
             }
+            // A reader that has gone (`| head -1`) ends the subscription; what it did not
+            // get is not acknowledged.
             for e in &group {
-                let _ = writeln!(out, "{}", e.text);
+                writeln!(out, "{}", e.text).map_err(stdout_failure)?;
             }
-            let _ = out.flush();
+            out.flush().map_err(stdout_failure)?;
             stream.seen += group.len() as u64;
             if durable && !confirm_first {
                 stream.ack(&last, false).await?;
@@ -403,7 +413,7 @@ impl Envelopes {
         };
         futures_util::SinkExt::send(&mut self.ws, text_frame(&ack))
             .await
-            .map_err(|e| Failure::Runtime(anyhow!("acknowledging envelope {id} failed: {e}")))
+            .map_err(|e| Failure::Runtime(anyhow!("acknowledging message {id} failed: {e}")))
     }
 
     /// Waits until the gateway confirms the acknowledgement of `id`; envelopes arriving

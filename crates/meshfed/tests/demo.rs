@@ -1,25 +1,46 @@
 //! `meshfed demo`, the README's first command: two meshes federate by invitation and exchange
 //! signed, encrypted messages, including an exactly-once order that is acknowledged.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use meshfed_testkit::process::ProcessGuard;
 
 #[test]
+fn demo_help_offers_only_what_the_demo_uses() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["demo", "--help"])
+        .env_remove("MESHFED_DIR")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{help}");
+    assert!(help.contains("--duration"), "{help}");
+    assert!(
+        !help.contains("--dir"),
+        "the demo makes its own directories:\n{help}"
+    );
+}
+
+#[test]
 fn demo_federates_two_meshes_and_messages_cross_both_ways() {
     let dir = meshfed_testkit::temp_dir();
     let out = dir.path().join("demo.out");
+    let err = dir.path().join("demo.err");
     let child = Command::new(env!("CARGO_BIN_EXE_meshfed"))
         .args(["demo", "--duration", "1s"])
+        .env_remove("MESHFED_LOG")
         .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     let mut demo = ProcessGuard::new(child, "meshfed demo");
     let status = demo.wait(Duration::from_secs(60));
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(status.success(), "{status}\n{text}");
+    // Nothing a newcomer cannot act on (such as advice on ephemeral ports).
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(stderr, "", "the demo prints no warnings");
 
     let joined = text
         .lines()
@@ -43,7 +64,7 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
     assert!(order.contains("AES-256-GCM"), "{order}");
     let acked = text
         .lines()
-        .find(|l| l.contains("qos 2 order fed_"))
+        .find(|l| l.contains("qos 2 order, message fed_"))
         .unwrap_or_else(|| panic!("no order acknowledgement:\n{text}"));
     assert!(acked.contains(": acknowledged"), "{acked}");
     let summary = text

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 fn table_row(out: &str, id: &str) -> Vec<String> {
     let mut lines = out.lines();
     let head = lines.next().unwrap_or_default();
-    assert!(head.starts_with("ID  "), "no table header:\n{out}");
+    assert!(head.starts_with("FEDERATION  "), "no table header:\n{out}");
     lines
         .find(|l| l.starts_with(id))
         .unwrap_or_else(|| panic!("no row for {id}:\n{out}"))

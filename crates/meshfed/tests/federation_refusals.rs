@@ -1,5 +1,5 @@
 //! What a gateway refuses, seen as users see it: each refusal is a clear `error:` on the CLI
-//! (exit code 1) and a line in the inviting gateway's log, the gateway keeps running and
+//! (exit code 1; 2 when the token itself shows it cannot be used here) and a line in the inviting gateway's log, the gateway keeps running and
 //! answering, and no federation is created or changed. Real processes on loopback, driven
 //! through the CLI; bad tokens are made by decoding a real one and changing one field.
 
@@ -99,7 +99,7 @@ fn join_rejects_an_expired_token() {
 
     let mark = b.log_mark();
     let out = a.cli(&["federation", "join", &token]);
-    out.fails(1, "expired");
+    out.fails(2, "expired");
 
     // The inviter checks the expiry it recorded, whatever the token says.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -122,7 +122,7 @@ fn join_rejects_a_token_for_another_mesh() {
 
     let mark = b.log_mark();
     let out = a.cli(&["federation", "join", &token]);
-    out.fails(1, "this invitation is for mesh plant-c");
+    out.fails(2, "this invitation is for mesh plant-c");
 
     // The inviter knows whom it invited, whatever the token says.
     let renamed = tampered(&token, |t| t.invitee = "plant-a".parse().unwrap());
@@ -282,12 +282,25 @@ fn send_to_a_mesh_without_a_federation_fails_and_names_it() {
 }
 
 #[test]
+fn invite_with_a_bad_ttl_or_for_its_own_mesh_is_a_usage_error() {
+    let mut b = started("supplier-b");
+    let out = b.cli(&["federation", "invite", "--peer", "plant-a", "--ttl", "0s"]);
+    out.fails(
+        2,
+        "ttl 0s is too short: an invitation must work for at least 1 second",
+    );
+    let out = b.cli(&["federation", "invite", "--peer", "supplier-b"]);
+    out.fails(2, "mesh supplier-b cannot invite itself");
+    assert_none(&still_serving(&mut b), "B");
+}
+
+#[test]
 fn join_rejects_text_that_is_not_a_token() {
     let mut a = started("plant-a");
     let out = a.cli(&["federation", "join", "garbage"]);
-    out.fails(1, "not a meshfed invitation token");
+    out.fails(2, "not a meshfed invitation token");
     let out = a.cli(&["federation", "join", "mfi1.@@@"]);
-    out.fails(1, "invitation token is damaged");
+    out.fails(2, "invitation token is damaged");
     assert_none(&still_serving(&mut a), "A");
 }
 

@@ -130,7 +130,7 @@ fn rerun_refuses_and_leaves_every_file_byte_identical() {
     assert_ok(&init(&dir, &["--mesh", "plant-a"]));
     let before = files(&dir);
     let out = init(&dir, &["--mesh", "plant-b"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("meshfed.toml already exists"), "{err}");

@@ -95,6 +95,17 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        // Over the body limit: the same answer as a payload over the agreed size.
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "too_large",
+                message: format!(
+                    "the request body is larger than the API accepts ({} MiB); a message's payload may be at most the agreed maximum (`max frame` in `meshfed federation show`)",
+                    super::BODY_LIMIT >> 20
+                ),
+            };
+        }
         Self::bad_request(format!("request body: {}", r.body_text()))
     }
 }

@@ -45,6 +45,10 @@ use models::{
     OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply,
 };
 
+/// The largest request body the API reads (axum's default, stated): a larger one is answered
+/// 413 `too_large`, as a payload over the agreed size is.
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The API as its handlers see the gateway.
 type Node = GatewayHandle;
 
@@ -70,7 +74,9 @@ pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
 fn router(node: Node) -> Router {
     let guard = middleware::from_fn_with_state(node.clone(), authorize);
     let (router, _) = api(|v1| v1.layer(guard)).split_for_parts();
-    router.with_state(node)
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(node)
 }
 
 /// Every route of the API, each registered with its OpenAPI operation by `routes!`: the one
@@ -312,7 +318,12 @@ fn max_latency(v: Option<Value>) -> Result<Option<MaxLatency>, ApiError> {
             let ms = n
                 .as_u64()
                 .and_then(|m| u32::try_from(m).ok())
-                .ok_or_else(|| bad(format!("{n} is not a whole number of milliseconds")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{n} is out of range: give whole milliseconds from 1 to {} (about 49 days), or a duration like \"5s\"",
+                        u32::MAX
+                    ))
+                })?;
             MaxLatency::try_from(ms)
                 .map(Some)
                 .map_err(|e| bad(e.to_string()))
@@ -399,7 +410,7 @@ impl SendRequest {
         (status = 403, description = "The agreement does not let the topic flow that way (`topic_not_agreed`)", body = ErrorBody),
         (status = 404, description = "No federation with the destination (`unknown_destination`)", body = ErrorBody),
         (status = 409, description = "The federation is not active (`federation_not_active`)", body = ErrorBody),
-        (status = 413, description = "Larger than the agreement allows (`too_large`)", body = ErrorBody),
+        (status = 413, description = "Larger than the agreement allows, or a body over the API's 2 MiB limit (`too_large`)", body = ErrorBody),
         (status = 422, description = "A qos above the agreed one (`qos_not_agreed`), refused by the queue (`refused`), or with `wait`: it will not be delivered (`dead_lettered`)", body = ErrorBody),
         (status = 503, description = "Store-and-forward is at its limit (`queue_full`), the peer is unreachable (`peer_unreachable`), or the gateway is stopping (`stopping`)", body = ErrorBody),
     )

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 /// A gateway that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A file of the node's identity is missing or unreadable.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    /// A file of the node's identity is missing or unreadable. (Its cause is the error's
+    /// source, so that the CLI's cause chain shows it once.)
+    #[error("cannot read {what} {}", path.display())]
     Read {
         /// What the file is.
         what: &'static str,
@@ -24,25 +25,108 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
-    /// The registry could not be opened.
-    #[error("cannot open the store: {0}")]
+    /// The registry could not be opened (the store's error says where and why).
+    #[error(transparent)]
     Store(#[from] meshfed_store::StoreError),
+    /// `meshfed.toml` asks for a role this build cannot run.
+    #[error(
+        "{} sets role = \"{}\", but this meshfed cannot run a {} yet (there is no `meshfed broker`); set role = \"gateway\" to run a gateway",
+        config.display(),
+        role.as_str(),
+        role.as_str()
+    )]
+    Role {
+        /// The configuration file.
+        config: PathBuf,
+        /// The role it sets.
+        role: crate::config::Role,
+    },
+    /// The node has had a store (its marker says so) and the store file is gone or empty:
+    /// opening it would start a blank registry and journal without a word.
+    #[error(
+        "the store {} is {state}, although this node has run with a store (store {id}, recorded in {}): restore the store file from a backup, or start over with an empty store (no federations, no queued messages) with `meshfed gateway --new-store`",
+        path.display(),
+        marker.display()
+    )]
+    StoreLost {
+        /// The store file.
+        path: PathBuf,
+        /// `missing` or `empty`.
+        state: &'static str,
+        /// The store id in the marker.
+        id: String,
+        /// The marker file.
+        marker: PathBuf,
+    },
     /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {reason}")]
+    #[error(
+        "cannot listen for {} on {addr}: {reason}; choose another address with `{}` in meshfed.toml (`meshfed init {} ADDR` for a new node)",
+        listener.what(),
+        listener.setting(),
+        listener.init_flag()
+    )]
     Bind {
         /// Which listener.
-        what: &'static str,
+        listener: Listening,
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// Why, in words (the operating system's reason).
         reason: String,
     },
     /// The runtime address file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The gateway's two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listening {
+    /// Federation links from other meshes.
+    Federation,
+    /// The admin and messaging API.
+    Api,
+}
+
+impl Listening {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Federation => "federation links",
+            Self::Api => "the admin API",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Federation => "[federation] listen",
+            Self::Api => "[api] listen",
+        }
+    }
+
+    fn init_flag(self) -> &'static str {
+        match self {
+            Self::Federation => "--listen",
+            Self::Api => "--api",
+        }
+    }
+}
+
+/// Why binding `addr` failed, in words: the common cases plainly, others as the OS says them.
+pub(crate) fn bind_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the address is already in use (by another gateway or program)".to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "the address does not belong to this machine".to_owned()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied ({e}; ports below 1024 need privileges)")
+        }
+        _ => e.to_string(),
+    }
 }

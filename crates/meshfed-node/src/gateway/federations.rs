@@ -66,6 +66,16 @@ pub enum FederationError {
     Store(#[from] StoreError),
 }
 
+/// `d` as people count long spans: whole days (`1000 days`), else humantime's form.
+fn in_days(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs.is_multiple_of(86_400) && d.subsec_nanos() == 0 {
+        format!("{} days", secs / 86_400)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 /// Issues an invitation for mesh `peer`, valid for `ttl`; returns the token and its record.
 pub(crate) async fn invite(
     f: &Federations,
@@ -77,11 +87,17 @@ pub(crate) async fn invite(
             "mesh {peer} cannot invite itself"
         )));
     }
-    if ttl.is_zero() || ttl > MAX_INVITATION_TTL {
+    if ttl < Duration::from_secs(1) {
         return Err(FederationError::BadRequest(format!(
-            "ttl {} is out of range: 1s to {}",
-            humantime::format_duration(ttl),
-            humantime::format_duration(MAX_INVITATION_TTL)
+            "ttl {} is too short: an invitation must work for at least 1 second",
+            humantime::format_duration(ttl)
+        )));
+    }
+    if ttl > MAX_INVITATION_TTL {
+        return Err(FederationError::BadRequest(format!(
+            "ttl {} is too long: an invitation works for at most {} days",
+            in_days(ttl),
+            MAX_INVITATION_TTL.as_secs() / 86_400
         )));
     }
     let mut secret = [0u8; 32];

@@ -29,6 +29,28 @@ pub(crate) fn read(what: &'static str, path: PathBuf) -> Result<String, GatewayE
     std::fs::read_to_string(&path).map_err(|source| GatewayError::Read { what, path, source })
 }
 
+/// Warns (on stderr, through the log) when the private key at `path` can be read by users other
+/// than its owner: `init` writes keys with mode 0600, so a wider mode is a copy or a mistake.
+fn warn_if_others_can_read(what: &str, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the {what} {} can be read by other users (mode {mode:04o}); restrict it: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (what, path);
+}
+
 /// Loads the node's identity; re-issues the node certificate from the mesh CA when a third or
 /// less of its validity is left ("renewed automatically before expiry").
 pub(crate) fn load(
@@ -41,6 +63,8 @@ pub(crate) fn load(
         dir: dir.to_path_buf(),
         reason,
     };
+    warn_if_others_can_read("mesh CA key", &ids.ca_key.resolve(dir));
+    warn_if_others_can_read("node key", &ids.node_key.resolve(dir));
     let ca_pem = read("mesh CA certificate", ids.ca_cert.resolve(dir))?;
     let key_pem = read("node key", ids.node_key.resolve(dir))?;
     let mut cert_pem = read("node certificate", ids.node_cert.resolve(dir))?;

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Role};
 use crate::metrics::{self, Metrics};
 use context::Context;
 use federations::{FederationError, Federations, Operation};
@@ -57,7 +57,8 @@ use links::Links;
 use local::Local;
 use route::Routes;
 
-pub use error::GatewayError;
+pub(crate) use error::bind_reason;
+pub use error::{GatewayError, Listening};
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub use local::Delivery;
 pub use port::{Health, LinkStatus};
@@ -76,11 +77,18 @@ pub async fn start(
     config: NodeConfig,
     clock: Clock,
 ) -> Result<GatewayHandle, GatewayError> {
+    if config.node.role != Role::Gateway {
+        return Err(GatewayError::Role {
+            config: dir.join(crate::config::CONFIG_FILE),
+            role: config.node.role,
+        });
+    }
     let id = identity::load(dir, &config, clock.wall())?;
     let admin_token = identity::read("admin token", config.api.token_file.resolve(dir))?
         .trim()
         .to_owned();
     let store_path = config.store.path.resolve(dir);
+    crate::store_file::check(dir, &store_path)?;
     let (store, journal) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_path)?;
         let journal = Journal::open(&store_path, JournalConfig::default())?;
@@ -91,15 +99,19 @@ pub async fn start(
         dir: dir.to_path_buf(),
         reason: e.to_string(),
     })??;
+    crate::store_file::record(dir)?;
     let journal = Arc::new(journal);
     let durable = local::durable::Durable::load(&journal)?;
     let listen = config.federation.listen;
     let listener = Listener::bind(listen, &id.tls)
         .await
         .map_err(|e| GatewayError::Bind {
-            what: "federation links",
+            listener: Listening::Federation,
             addr: listen,
-            reason: e.to_string(),
+            reason: match &e {
+                meshfed_transport::TransportError::Bind { source, .. } => bind_reason(source),
+                other => other.to_string(),
+            },
         })?;
     let metrics = Metrics::new(journal.clone());
     let local = Arc::new(Local {

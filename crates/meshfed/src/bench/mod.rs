@@ -53,6 +53,7 @@ use crate::client::{ApiClient, WebSocket};
 use crate::demo::start_mesh_with;
 use crate::failure::Failure;
 use crate::gateway::runtime;
+use crate::output::outln;
 
 mod report;
 #[cfg(test)]
@@ -264,9 +265,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     if plan.json {
         let report = serde_json::to_string(&report_json(&plan, &measured, &runs))
             .map_err(|e| Failure::Runtime(anyhow!("bench: writing the report: {e}")))?;
-        println!("{report}");
+        outln!("{report}")?;
     } else {
-        print_table(&plan, &measured, &runs);
+        print_table(&plan, &measured, &runs)?;
     }
     Ok(())
 }

@@ -186,7 +186,7 @@ fn qos_label(qos: Qos) -> &'static str {
     }
 }
 
-pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) {
+pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Result<(), Failure> {
     let modes: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
     let path = match measured {
         Measured::InProcess => format!(
@@ -200,14 +200,14 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) {
             publisher.mesh, publisher.api, subscriber.mesh, subscriber.api
         ),
     };
-    println!(
+    outln!(
         "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {path}",
         plan.payload,
         plan.qos.level(),
         qos_label(plan.qos),
         modes.join(" vs "),
-    );
-    println!(
+    )?;
+    outln!(
         "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
         "phase",
         "signatures",
@@ -222,19 +222,21 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) {
         "p90 ms",
         "p99 ms",
         "max ms"
-    );
-    let Some(first) = runs.first() else { return };
+    )?;
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
     for i in 0..first.phases.len() {
         for run in runs {
             let Some(r) = run.phases.get(i) else { continue };
-            print_row(plan, run.mode, r);
+            print_row(plan, run.mode, r)?;
         }
         if let [batch, message] = runs
             && let (Some(b), Some(m)) = (batch.phases.get(i), message.phases.get(i))
         {
             let r = ratios(b.figures(plan.payload), m.figures(plan.payload))
                 .map(|r| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")));
-            println!(
+            outln!(
                 "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",
                 first.phases[i].name,
                 format!("{}/{}", batch.mode, message.mode),
@@ -249,33 +251,34 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) {
                 r[3],
                 r[4],
                 r[5],
-            );
+            )?;
         }
     }
     let (p, s) = (measured.publisher(), measured.subscriber());
-    println!(
+    outln!(
         "latency: scheduled send on {p}'s publish socket to receipt on {s}'s stream; throughput: first send to last delivery"
-    );
-    println!(
+    )?;
+    outln!(
         "lost: accepted by {p} but never received on {s}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
-    );
+    )?;
     if plan.qos != Qos::AtMostOnce {
-        println!(
+        outln!(
             "qos {}: each publish is answered once {p} has persisted the message; dup: deliveries of a message already delivered (counted once)",
             plan.qos.level()
-        );
+        )?;
     }
     if let [batch, message] = runs {
-        println!(
+        outln!(
             "{b}/{m}: above 1 in msg/s and MB/s, {b} signatures carry more; below 1 in the latency columns, {b} is faster",
             b = batch.mode,
             m = message.mode,
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_row(plan: &Plan, mode: SignatureMode, r: &Report) {
-    println!(
+fn print_row(plan: &Plan, mode: SignatureMode, r: &Report) -> Result<(), Failure> {
+    outln!(
         "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9.0} {:>7.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
         r.name,
         mode.as_str(),
@@ -290,8 +293,9 @@ fn print_row(plan: &Plan, mode: SignatureMode, r: &Report) {
         r.percentile_ms(0.90),
         r.percentile_ms(0.99),
         r.percentile_ms(1.0),
-    );
+    )?;
     if let Some(refusal) = &r.first_refusal {
-        println!("  {} refused; the first: {refusal}", r.refused);
+        outln!("  {} refused; the first: {refusal}", r.refused)?;
     }
+    Ok(())
 }

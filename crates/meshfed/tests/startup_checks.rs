@@ -1,0 +1,81 @@
+//! What `meshfed gateway` checks as it starts, as a user sees it: each cause of a failure shown
+//! once, a role it cannot run refused as a configuration error, private keys others can read
+//! warned about. The built binary, on loopback, with ephemeral ports.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::mesh;
+use meshfed_testkit::process::DEADLINE;
+
+#[test]
+fn a_missing_ca_certificate_is_reported_with_its_cause_once() {
+    let mut m = mesh("plant-a");
+    let ca = m.dir().join("ca/ca.crt");
+    fs::remove_file(&ca).unwrap();
+    let out = m.spawn_cli(&["gateway"]).finish(DEADLINE);
+    let err = out.fails(
+        2,
+        &format!("error: cannot read mesh CA certificate {}", ca.display()),
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{out}");
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_is_named_once() {
+    let mut m = mesh("plant-a");
+    let store = m.dir().join("store/meshfed.db");
+    // A directory where the database file should be: SQLite cannot open it.
+    fs::create_dir_all(&store).unwrap();
+    let out = m.spawn_cli(&["gateway"]).finish(DEADLINE);
+    let err = out.fails(
+        1,
+        &format!("error: cannot open the store at {}", store.display()),
+    );
+    assert_eq!(err.matches("cannot open the store").count(), 1, "{out}");
+}
+
+#[test]
+fn role_broker_is_refused_until_there_is_a_broker() {
+    let mut m = mesh("plant-a");
+    m.configure("node", "role", "broker");
+    let out = m.spawn_cli(&["gateway"]).finish(DEADLINE);
+    out.fails(
+        2,
+        "meshfed.toml sets role = \"broker\", but this meshfed cannot run a broker yet (there is no `meshfed broker`); set role = \"gateway\" to run a gateway",
+    );
+}
+
+#[test]
+fn keys_others_can_read_are_warned_about() {
+    let mut m = mesh("plant-a");
+    let ca_key = m.dir().join("ca/ca.key");
+    let node_key = m.dir().join("node/node.key");
+    for key in [&ca_key, &node_key] {
+        fs::set_permissions(key, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    m.start();
+    let log = m.log();
+    for (what, key) in [("mesh CA key", &ca_key), ("node key", &node_key)] {
+        let key = key.display();
+        assert!(
+            log.contains(&format!(
+                "the {what} {key} can be read by other users (mode 0644); restrict it: chmod 600 {key}"
+            )),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn keys_only_their_owner_can_read_are_not_warned_about() {
+    let mut m = mesh("plant-a");
+    m.start();
+    assert!(
+        !m.log().contains("can be read by other users"),
+        "{}",
+        m.log()
+    );
+}
