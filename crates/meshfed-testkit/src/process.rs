@@ -502,6 +502,34 @@ impl Mesh {
         }
     }
 
+    /// `meshfed --dir DIR ARGS...` left running with its standard input a pipe the test writes
+    /// to (and closes by dropping it); stdout and stderr go to files.
+    pub fn spawn_cli_piped(&mut self, args: &[&str]) -> (Spawned, std::process::ChildStdin) {
+        self.spawned += 1;
+        let stdout = self
+            .root
+            .path()
+            .join(format!("cli-{}.stdout", self.spawned));
+        let stderr = self
+            .root
+            .path()
+            .join(format!("cli-{}.stderr", self.spawned));
+        let mut child = self
+            .cli_command(args)
+            .stdin(Stdio::piped())
+            .stdout(File::create(&stdout).expect("create a stdout file"))
+            .stderr(File::create(&stderr).expect("create a stderr file"))
+            .spawn()
+            .expect("spawn meshfed");
+        let input = child.stdin.take().expect("stdin is piped");
+        let spawned = Spawned {
+            guard: ProcessGuard::new(child, format!("meshfed {}", args.join(" "))),
+            stdout,
+            stderr,
+        };
+        (spawned, input)
+    }
+
     /// Everything the gateway has logged (stderr) over all its runs.
     pub fn log(&self) -> String {
         read_lossy(&self.log)

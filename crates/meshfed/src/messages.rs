@@ -1,6 +1,6 @@
 //! `meshfed send` and `meshfed subscribe`, through the API.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::anyhow;
@@ -60,91 +60,125 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             "--wait needs an acknowledged delivery: pass --qos 1 or 2"
         )));
     }
-    let payloads: Vec<Vec<u8>> = match args.data.as_str() {
-        "-" => std::io::stdin()
-            .lock()
-            .lines()
-            .map(|l| l.map(String::into_bytes))
-            .filter(|l| l.as_ref().map_or(true, |b| !b.is_empty()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| Failure::Runtime(anyhow!("reading standard input: {e}")))?,
-        data => match data.strip_prefix('@') {
-            Some(file) => vec![
-                std::fs::read(file)
-                    .map_err(|e| Failure::Config(anyhow!("cannot read {file}: {e}")))?,
-            ],
-            None => vec![data.as_bytes().to_vec()],
-        },
-    };
     let usage = |e: String| Failure::Config(anyhow!(e));
     let qos = Qos::try_from(args.qos).map_err(|e| usage(format!("--qos: {e}")))?;
     let priority =
         Priority::try_from(args.priority).map_err(|e| usage(format!("--priority: {e}")))?;
-    let bodies = payloads
-        .iter()
-        .map(|data| {
-            let (payload, ct) = payload(data, args.content_type.as_ref())?;
-            Ok(SendRequest {
-                to: args.to.clone(),
-                topic: args.topic.clone(),
-                payload,
-                content_type: Some(ct),
-                qos,
-                priority,
-                max_latency: args
-                    .max_latency
-                    .map(|d| Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
-                flags: if args.ordered {
-                    vec!["ordered".to_owned()]
-                } else {
-                    Vec::new()
-                },
-                wait: args.wait,
-            })
+    let body = |data: &[u8]| {
+        let (payload, ct) = payload(data, args.content_type.as_ref())?;
+        Ok(SendRequest {
+            to: args.to.clone(),
+            topic: args.topic.clone(),
+            payload,
+            content_type: Some(ct),
+            qos,
+            priority,
+            max_latency: args
+                .max_latency
+                .map(|d| Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            flags: if args.ordered {
+                vec!["ordered".to_owned()]
+            } else {
+                Vec::new()
+            },
+            wait: args.wait,
         })
-        .collect::<Result<Vec<_>, Failure>>()?;
+    };
+    let single = match args.data.as_str() {
+        "-" => None,
+        data => Some(match data.strip_prefix('@') {
+            Some(file) => std::fs::read(file)
+                .map_err(|e| Failure::Config(anyhow!("cannot read {file}: {e}")))?,
+            None => data.as_bytes().to_vec(),
+        }),
+    };
+    let single = single.map(|data| body(&data)).transpose()?;
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
-        if let [body] = bodies.as_slice() {
-            // Accepted or, with --wait, acknowledged: both answers carry the id.
-            let sent: MessageAccepted = client.post("/v1/messages", body).await?;
-            let mut out = std::io::stdout();
-            writeln!(out, "{}", sent.id).map_err(stdout_failure)?;
-            // Message ids and federation ids both start `fed_`: the human line says which.
-            let outcome = if body.wait {
-                "acknowledged"
-            } else {
-                "accepted"
-            };
-            eprintln!("message {} to {}: {outcome}", sent.id, body.to);
-            return Ok(());
-        }
-        publish_all(&client, bodies).await
+        let Some(body) = single else {
+            return publish_lines(&client, body).await;
+        };
+        // Accepted or, with --wait, acknowledged: both answers carry the id.
+        let sent: MessageAccepted = client.post("/v1/messages", &body).await?;
+        let mut out = std::io::stdout();
+        writeln!(out, "{}", sent.id).map_err(stdout_failure)?;
+        // Message ids and federation ids both start `fed_`: the human line says which.
+        let outcome = if body.wait {
+            "acknowledged"
+        } else {
+            "accepted"
+        };
+        eprintln!("message {} to {}: {outcome}", sent.id, body.to);
+        Ok(())
     })
 }
 
-/// Sends many messages over the pipelined publish socket; prints each id (or error) in order.
-async fn publish_all(client: &ApiClient, bodies: Vec<SendRequest>) -> Result<(), Failure> {
+/// Sends each line of standard input as one message over the pipelined publish socket as soon
+/// as it arrives (empty lines are skipped), and prints each id (or error) in order as it is
+/// answered: a producer that runs for long (`tail -f log | meshfed send … -`) has its lines
+/// sent while it runs, and what it wrote before it died has been sent.
+async fn publish_lines(
+    client: &ApiClient,
+    body: impl Fn(&[u8]) -> Result<SendRequest, Failure>,
+) -> Result<(), Failure> {
     use futures_util::SinkExt as _;
+    use tokio::io::AsyncBufReadExt as _;
     let ws = client
         .websocket("/v1/messages/publish")
         .await
         .map_err(|e| refused(client, e))?;
     let (mut sink, mut replies) = ws.split();
-    let total = bodies.len();
+    // How many messages went out, and whether the input has ended.
+    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel((0usize, false));
     let writer = async move {
-        for body in bodies {
-            sink.feed(text_frame(&body)).await?;
-        }
-        sink.flush().await?;
-        Ok::<_, WsError>(sink)
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut sent = 0usize;
+        let ended = loop {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Failure::Runtime(anyhow!("reading standard input: {e}"))),
+            };
+            if line.is_empty() {
+                continue;
+            }
+            let request = match body(line.as_bytes()) {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            if let Err(e) = sink.feed(text_frame(&request)).await {
+                break Err(Failure::Runtime(anyhow!("the publish stream failed: {e}")));
+            }
+            sent += 1;
+            // Lines already read go out together; the write waits for no more than that.
+            if lines.get_ref().buffer().is_empty()
+                && let Err(e) = sink.flush().await
+            {
+                break Err(Failure::Runtime(anyhow!("the publish stream failed: {e}")));
+            }
+            sent_tx.send_replace((sent, false));
+        };
+        let _ = sink.flush().await;
+        sent_tx.send_replace((sent, true));
+        ended.map(|()| sink)
     };
     let reader = async move {
-        let mut out = std::io::BufWriter::new(std::io::stdout());
+        let mut out = std::io::stdout();
         let mut failed = 0usize;
         let mut answered = 0usize;
-        while answered < total {
-            match replies.next().await {
+        loop {
+            let (sent, ended) = *sent_rx.borrow_and_update();
+            if ended && answered >= sent {
+                return Ok((failed, answered));
+            }
+            let reply = if answered < sent {
+                replies.next().await
+            } else {
+                // Nothing to wait for until the next line is sent or the input ends.
+                let _ = sent_rx.changed().await;
+                continue;
+            };
+            match reply {
                 Some(Ok(Message::Text(t))) => {
                     answered += 1;
                     let refusal = match serde_json::from_str::<PublishReply>(t.as_str()) {
@@ -152,37 +186,33 @@ async fn publish_all(client: &ApiClient, bodies: Vec<SendRequest>) -> Result<(),
                             PublishReply::Accepted(MessageAccepted { id })
                             | PublishReply::Acknowledged(MessageAcknowledged { id, .. }),
                         ) => {
-                            let _ = writeln!(out, "{id}");
+                            writeln!(out, "{id}").map_err(stdout_failure)?;
                             continue;
                         }
                         Ok(PublishReply::Refused(ErrorBody { error })) => error.message,
                         Err(e) => format!("an answer this meshfed does not read ({e})"),
                     };
                     failed += 1;
-                    let _ = out.flush();
                     eprintln!("error: message {answered}: {refusal}");
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     return Err(Failure::Runtime(anyhow!(
-                        "the publish stream failed after {answered} of {total} answers: {e}"
+                        "the publish stream failed after {answered} answers: {e}"
                     )));
                 }
                 None => {
                     return Err(Failure::Runtime(anyhow!(
-                        "the gateway closed the publish stream after {answered} of {total} answers"
+                        "the gateway closed the publish stream after {answered} answers"
                     )));
                 }
             }
         }
-        let _ = out.flush();
-        Ok(failed)
     };
-    let (sink, failed) = tokio::join!(writer, reader);
-    let failed = failed?;
-    if let Ok(mut sink) = sink {
-        let _ = sink.close().await;
-    }
+    let (sink, answers) = tokio::join!(writer, reader);
+    let (failed, total) = answers?;
+    let mut sink = sink?;
+    let _ = sink.close().await;
     if failed > 0 {
         return Err(Failure::Runtime(anyhow!(
             "{failed} of {total} messages were not accepted"

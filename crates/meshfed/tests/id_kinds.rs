@@ -51,3 +51,45 @@ fn federation_list_heads_its_id_column_federation() {
     assert_eq!(head[..2], ["FEDERATION", "PEER"], "{out}");
     assert!(lines.next().unwrap().starts_with(&federation), "{out}");
 }
+
+/// `send -` sends each line as it arrives: a producer that keeps its output open has its ids
+/// printed while it runs, not at its end.
+#[test]
+fn send_dash_sends_each_line_as_it_arrives() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    let mut a = started("plant-a");
+    let b = started("supplier-b");
+    let federation = federate(&a, &b);
+    wait_for_status(&a, &federation, "active");
+    let (send, mut input) = a.spawn_cli_piped(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "t",
+        "--qos",
+        "1",
+        "-",
+    ]);
+    let ids = |send: &meshfed_testkit::process::Spawned| {
+        send.stdout_so_far()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    writeln!(input, "{{\"n\": 1}}").unwrap();
+    input.flush().unwrap();
+    meshfed_testkit::process::wait_until(
+        "the first line's id, with the input still open",
+        Duration::from_secs(10),
+        || ids(&send).len() == 1,
+    );
+    writeln!(input, "{{\"n\": 2}}").unwrap();
+    drop(input);
+    let out = send.finish(Duration::from_secs(10));
+    let printed = out.ok().lines().collect::<Vec<_>>();
+    assert_eq!(printed.len(), 2, "{out}");
+    assert!(printed.iter().all(|id| id.starts_with("fed_")), "{out}");
+}
