@@ -223,6 +223,11 @@ impl Spawned {
         self.guard.try_wait().is_some()
     }
 
+    /// Sends it `signal` (`TERM`, `STOP`, …).
+    pub fn signal(&self, signal: &str) {
+        self.guard.signal(signal);
+    }
+
     /// Waits until it ends (failing the test after `timeout`) and returns what it showed.
     pub fn finish(mut self, timeout: Duration) -> Outcome {
         let what = format!("{} exits", self.guard.name);

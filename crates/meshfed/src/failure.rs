@@ -51,6 +51,16 @@ impl Failure {
         }
     }
 
+    /// The failure in one line, without its causes.
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Self::CommandLine(e) => e.kind().to_string(),
+            Self::Config(e) | Self::Input(e) | Self::Runtime(e) => e.to_string(),
+            Self::CheckFailed => "a check failed".to_owned(),
+            Self::StdoutClosed => "standard output is closed".to_owned(),
+        }
+    }
+
     /// Prints the outcome (stderr for errors) and returns the exit code.
     pub(crate) fn report(self) -> ExitCode {
         let code = self.exit_code();

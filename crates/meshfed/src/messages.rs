@@ -231,8 +231,53 @@ fn query_value(s: &str) -> String {
         .collect()
 }
 
+/// Longest pause between attempts to reach a gateway that went away.
+const MAX_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> {
+    // The first connection must work: a gateway that is not running is an error.
     let client = ApiClient::for_dir(dir)?;
+    runtime()?.block_on(async move {
+        let mut stream = connect(&client, &args).await?;
+        // The gateway registers the subscription before it completes the upgrade: from here on
+        // nothing delivered is missed, so this line tells scripts the subscriber is ready.
+        eprintln!("subscribed at {} ({})", client.addr(), describe(&args));
+        let mut seen = 0u64;
+        loop {
+            match receive(&mut stream, &args, &mut seen).await {
+                Ok(()) => {
+                    let _ = stream.ws.close(None).await;
+                    return Ok(());
+                }
+                Err(Ended::Failed(f)) => return Err(f),
+                Err(Ended::Lost(why)) => {
+                    eprintln!("lost the gateway: {why}; reconnecting");
+                    match reconnect(dir, &args).await {
+                        Some(s) => stream = s,
+                        // Stopped (Ctrl-C, SIGTERM) while waiting for the gateway.
+                        None => return Ok(()),
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// How a subscription ended before its count: its connection was lost (it reconnects), or it
+/// failed for good.
+enum Ended {
+    Lost(String),
+    Failed(Failure),
+}
+
+impl From<Failure> for Ended {
+    fn from(f: Failure) -> Self {
+        Self::Failed(f)
+    }
+}
+
+/// Opens the stream of `args` at the gateway `client` reaches.
+async fn connect(client: &ApiClient, args: &SubscribeArgs) -> Result<Envelopes, Failure> {
     let mut query = Vec::new();
     if let Some(t) = &args.topic {
         query.push(format!("topic={}", query_value(t.as_str())));
@@ -248,75 +293,111 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
         client.addr(),
         query.join("&")
     );
-    runtime()?.block_on(async move {
-        let mut req = url
-            .into_client_request()
-            .map_err(|e| Failure::Runtime(anyhow!("{e}")))?;
-        let auth = format!("Bearer {}", client.token())
-            .parse()
-            .map_err(|e| Failure::Config(anyhow!("admin token: {e}")))?;
-        req.headers_mut().insert("authorization", auth);
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .map_err(|e| refused(&client, e))?;
-        // The gateway registers the subscription before it completes the upgrade: from here on
-        // nothing delivered is missed, so this line tells scripts the subscriber is ready.
-        eprintln!("subscribed at {} ({})", client.addr(), describe(&args));
-        let mut stream = Envelopes {
-            ws,
-            buffered: std::collections::VecDeque::new(),
-            seen: 0,
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| Failure::Runtime(anyhow!("{e}")))?;
+    let auth = format!("Bearer {}", client.token())
+        .parse()
+        .map_err(|e| Failure::Config(anyhow!("admin token: {e}")))?;
+    req.headers_mut().insert("authorization", auth);
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .map_err(|e| refused(client, e))?;
+    Ok(Envelopes {
+        ws,
+        buffered: std::collections::VecDeque::new(),
+    })
+}
+
+/// Connects again, with jittered exponential backoff (at most [`MAX_RECONNECT_DELAY`] between
+/// attempts), reading the gateway's address afresh each time (a restarted gateway may listen
+/// elsewhere). `None` once the subscriber is told to stop.
+async fn reconnect(dir: &Path, args: &SubscribeArgs) -> Option<Envelopes> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            () = crate::gateway::shutdown_signal() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let attempt = async {
+            let client = ApiClient::for_dir(dir)?;
+            let stream = connect(&client, args).await?;
+            Ok::<_, Failure>((client.addr(), stream))
         };
-        let durable = args.durable.is_some();
-        let mut out = std::io::stdout();
-        while args.count.is_none_or(|n| stream.seen < n) {
-            let first = tokio::select! {
-                () = crate::gateway::shutdown_signal() => return Ok(()),
-                e = stream.next() => e?,
-            };
-            // The envelopes already here are handled together: one acknowledgement for all.
-            // Exactly once (qos 2 on a durable subscription): acknowledge first and print once
-            // the gateway has committed the acknowledgement, so a gateway crash repeats
-            // nothing. Otherwise print, then acknowledge (at least once).
-            let confirm_first = durable && first.qos == Qos::ExactlyOnce;
-            let room = args.count.map_or(usize::MAX, |n| {
-                usize::try_from(n - stream.seen).unwrap_or(usize::MAX)
-            });
-            let mut group = vec![first];
-            while group.len() < room {
-                match stream.ready() {
-                    Some(e) if (durable && e.qos == Qos::ExactlyOnce) == confirm_first => {
-                        group.push(e);
-                    }
-                    Some(e) => {
-                        stream.buffered.push_front(e);
-                        break;
-                    }
-                    None => break,
-                }
+        match attempt.await {
+            Ok((addr, stream)) => {
+                eprintln!("subscribed again at {addr} ({})", describe(args));
+                return Some(stream);
             }
-            let last = group.last().map(|e| e.id.to_string()).unwrap_or_default();
-            if confirm_first {
-                stream.ack(&last, true).await?;
-                tokio::select! {
-                    () = crate::gateway::shutdown_signal() => return Ok(()),
-                    r = stream.confirmed(&last) => r?,
-                }
-            }
-            // A reader that has gone (`| head -1`) ends the subscription; what it did not
-            // get is not acknowledged.
-            for e in &group {
-                writeln!(out, "{}", e.text).map_err(stdout_failure)?;
-            }
-            out.flush().map_err(stdout_failure)?;
-            stream.seen += group.len() as u64;
-            if durable && !confirm_first {
-                stream.ack(&last, false).await?;
+            Err(e) => {
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                eprintln!(
+                    "cannot reach the gateway yet ({}); retrying in {}",
+                    e.summary(),
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+                    ))
+                );
             }
         }
-        let _ = stream.ws.close(None).await;
-        Ok(())
-    })
+    }
+}
+
+/// Prints what `stream` delivers until `args.count` envelopes (counted in `seen` across
+/// connections) have been printed, the subscriber is told to stop, or the stream ends.
+async fn receive(
+    stream: &mut Envelopes,
+    args: &SubscribeArgs,
+    seen: &mut u64,
+) -> Result<(), Ended> {
+    let durable = args.durable.is_some();
+    let mut out = std::io::stdout();
+    while args.count.is_none_or(|n| *seen < n) {
+        let first = tokio::select! {
+            () = crate::gateway::shutdown_signal() => return Ok(()),
+            e = stream.next() => e?,
+        };
+        // The envelopes already here are handled together: one acknowledgement for all.
+        // Exactly once (qos 2 on a durable subscription): acknowledge first and print once
+        // the gateway has committed the acknowledgement, so a gateway crash repeats
+        // nothing. Otherwise print, then acknowledge (at least once).
+        let confirm_first = durable && first.qos == Qos::ExactlyOnce;
+        let room = args.count.map_or(usize::MAX, |n| {
+            usize::try_from(n - *seen).unwrap_or(usize::MAX)
+        });
+        let mut group = vec![first];
+        while group.len() < room {
+            match stream.ready() {
+                Some(e) if (durable && e.qos == Qos::ExactlyOnce) == confirm_first => {
+                    group.push(e);
+                }
+                Some(e) => {
+                    stream.buffered.push_front(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let last = group.last().map(|e| e.id.to_string()).unwrap_or_default();
+        if confirm_first {
+            stream.ack(&last, true).await?;
+            tokio::select! {
+                () = crate::gateway::shutdown_signal() => return Ok(()),
+                r = stream.confirmed(&last) => r?,
+            }
+        }
+        // A reader that has gone (`| head -1`) ends the subscription; what it did not
+        // get is not acknowledged.
+        for e in &group {
+            writeln!(out, "{}", e.text).map_err(stdout_failure)?;
+        }
+        out.flush().map_err(stdout_failure)?;
+        *seen += group.len() as u64;
+        if durable && !confirm_first {
+            stream.ack(&last, false).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One envelope as the stream delivered it.
@@ -360,7 +441,6 @@ struct Envelopes {
     ws: crate::client::WebSocket,
     /// Envelopes read while waiting for a confirmation.
     buffered: std::collections::VecDeque<Received>,
-    seen: u64,
 }
 
 /// What one frame of the stream is.
@@ -389,28 +469,21 @@ impl Envelopes {
         }
     }
 
-    async fn frame(&mut self) -> Result<Frame, Failure> {
+    async fn frame(&mut self) -> Result<Frame, Ended> {
         loop {
-            let seen = self.seen;
             match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => return self.parse(t.as_str()),
+                Some(Ok(Message::Text(t))) => return Ok(self.parse(t.as_str())?),
                 Some(Ok(Message::Close(_))) | None => {
-                    return Err(Failure::Runtime(anyhow!(
-                        "the gateway closed the stream after {seen} envelopes"
-                    )));
+                    return Err(Ended::Lost("the gateway closed the stream".to_owned()));
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    return Err(Failure::Runtime(anyhow!(
-                        "the stream failed after {seen} envelopes: {e}"
-                    )));
-                }
+                Some(Err(e)) => return Err(Ended::Lost(format!("the stream failed: {e}"))),
             }
         }
     }
 
     /// The next envelope.
-    async fn next(&mut self) -> Result<Received, Failure> {
+    async fn next(&mut self) -> Result<Received, Ended> {
         if let Some(e) = self.buffered.pop_front() {
             return Ok(e);
         }
@@ -436,19 +509,19 @@ impl Envelopes {
         }
     }
 
-    async fn ack(&mut self, id: &str, confirm: bool) -> Result<(), Failure> {
+    async fn ack(&mut self, id: &str, confirm: bool) -> Result<(), Ended> {
         let ack = DurableAck {
             ack: id.to_owned(),
             confirm,
         };
         futures_util::SinkExt::send(&mut self.ws, text_frame(&ack))
             .await
-            .map_err(|e| Failure::Runtime(anyhow!("acknowledging message {id} failed: {e}")))
+            .map_err(|e| Ended::Lost(format!("acknowledging message {id} failed: {e}")))
     }
 
     /// Waits until the gateway confirms the acknowledgement of `id`; envelopes arriving
     /// meanwhile are kept.
-    async fn confirmed(&mut self, id: &str) -> Result<(), Failure> {
+    async fn confirmed(&mut self, id: &str) -> Result<(), Ended> {
         loop {
             match self.frame().await? {
                 Frame::Acked(a) if a == id => return Ok(()),

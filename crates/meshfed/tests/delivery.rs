@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{federate, show, started, wait_for_status};
-use meshfed_testkit::process::{DEADLINE, poll};
+use meshfed_testkit::process::{DEADLINE, poll, wait_until};
 use meshfed_testkit::{Mesh, Spawned};
 use serde_json::Value;
 
@@ -269,6 +269,13 @@ fn kill_receiver_mid_stream(qos: &str) -> (Printed, Printed, Vec<String>) {
         },
     );
     b.kill9();
+    // The subscriber outlives its gateway (it reconnects); stopped here, as an operator would.
+    wait_until(
+        "the subscriber notices its gateway has gone",
+        DEADLINE,
+        || first.stderr_so_far().contains("lost the gateway"),
+    );
+    first.signal("TERM");
     let out = first.finish(DEADLINE);
     before.refresh();
     assert!(

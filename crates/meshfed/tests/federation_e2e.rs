@@ -193,3 +193,51 @@ fn status_turns_unreachable_when_a_frozen_peer_sends_no_heartbeats() {
     wait_for_status(&a, &id, "active");
     wait_for_status(&b, &id, "active");
 }
+
+/// A subscriber whose gateway restarts says so on stderr, reconnects (finding the gateway's
+/// new API address), and goes on: its durable subscription delivers what arrives after.
+#[test]
+fn subscribe_reconnects_when_its_gateway_restarts() {
+    let a = started("plant-a");
+    let mut b = started("supplier-b");
+    b.keep_federation_address();
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+    let sub = b.spawn_cli(&[
+        "subscribe",
+        "--durable",
+        "erp",
+        "--topic",
+        "line/#",
+        "--count",
+        "1",
+    ]);
+    meshfed_testkit::process::wait_until("the subscriber is subscribed", DEADLINE, || {
+        sub.stderr_so_far().contains("subscribed at")
+    });
+    let status = b.stop();
+    assert_eq!(status.code(), Some(0), "{status}");
+    meshfed_testkit::process::wait_until("the subscriber notices", DEADLINE, || {
+        sub.stderr_so_far().contains("lost the gateway")
+    });
+    b.start();
+    wait_for_status(&a, &id, "active");
+    meshfed_testkit::process::wait_until("the subscriber is back", DEADLINE, || {
+        sub.stderr_so_far().contains("subscribed again at")
+    });
+    let out = a.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "line/temp",
+        "--qos",
+        "1",
+        "{\"after\":\"restart\"}",
+    ]);
+    let sent = out.ok().trim().to_owned();
+    let out = sub.finish(DEADLINE);
+    let printed: Value = serde_json::from_str(out.ok().trim()).unwrap();
+    assert_eq!(printed["federation"]["id"], sent.as_str(), "{out}");
+    assert_eq!(printed["message"]["after"], "restart", "{out}");
+}
