@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use meshfed_proto::crypto::random_fill;
 use meshfed_trust::files::{self, FileMode, IfExists};
 
-use crate::gateway::GatewayError;
+use crate::gateway::error::GatewayError;
 
 /// The marker's file name in the node directory.
 pub const STORE_ID_FILE: &str = "store.id";

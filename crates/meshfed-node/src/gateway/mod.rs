@@ -21,7 +21,7 @@
 
 pub(crate) mod context;
 pub(crate) mod cores;
-mod error;
+pub(crate) mod error;
 pub(crate) mod federations;
 pub(crate) mod identity;
 pub(crate) mod inbox;
