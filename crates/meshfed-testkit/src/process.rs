@@ -455,61 +455,36 @@ impl Mesh {
 
     /// `meshfed --dir DIR ARGS...`, left running; stdout and stderr go to files.
     pub fn spawn_cli(&mut self, args: &[&str]) -> Spawned {
-        self.spawned += 1;
-        let stdout = self
-            .root
-            .path()
-            .join(format!("cli-{}.stdout", self.spawned));
-        let stderr = self
-            .root
-            .path()
-            .join(format!("cli-{}.stderr", self.spawned));
-        let child = self
-            .cli_command(args)
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("create a stdout file"))
-            .stderr(File::create(&stderr).expect("create a stderr file"))
-            .spawn()
-            .expect("spawn meshfed");
-        Spawned {
-            guard: ProcessGuard::new(child, format!("meshfed {}", args.join(" "))),
-            stdout,
-            stderr,
-        }
+        self.spawn_with(args, Stdio::null()).0
     }
 
     /// `meshfed --dir DIR ARGS...` with `stdin` as its standard input, left running; stdout and
     /// stderr go to files. The input is written to a file first, so a long input does not block
     /// the test while the command reads it.
     pub fn spawn_cli_with_stdin(&mut self, args: &[&str], stdin: &str) -> Spawned {
-        self.spawned += 1;
-        let input = self.root.path().join(format!("cli-{}.stdin", self.spawned));
+        let input = self
+            .root
+            .path()
+            .join(format!("cli-{}.stdin", self.spawned + 1));
         fs::write(&input, stdin).expect("write a stdin file");
-        let stdout = self
-            .root
-            .path()
-            .join(format!("cli-{}.stdout", self.spawned));
-        let stderr = self
-            .root
-            .path()
-            .join(format!("cli-{}.stderr", self.spawned));
-        let child = self
-            .cli_command(args)
-            .stdin(File::open(&input).expect("open the stdin file"))
-            .stdout(File::create(&stdout).expect("create a stdout file"))
-            .stderr(File::create(&stderr).expect("create a stderr file"))
-            .spawn()
-            .expect("spawn meshfed");
-        Spawned {
-            guard: ProcessGuard::new(child, format!("meshfed {}", args.join(" "))),
-            stdout,
-            stderr,
-        }
+        let file = File::open(&input).expect("open the stdin file");
+        self.spawn_with(args, Stdio::from(file)).0
     }
 
     /// `meshfed --dir DIR ARGS...` left running with its standard input a pipe the test writes
     /// to (and closes by dropping it); stdout and stderr go to files.
     pub fn spawn_cli_piped(&mut self, args: &[&str]) -> (Spawned, std::process::ChildStdin) {
+        let (spawned, input) = self.spawn_with(args, Stdio::piped());
+        (spawned, input.expect("stdin is piped"))
+    }
+
+    /// Spawns `meshfed --dir DIR ARGS...` with `stdin`, stdout and stderr going to files of
+    /// its own; returns its stdin pipe when `stdin` is piped.
+    fn spawn_with(
+        &mut self,
+        args: &[&str],
+        stdin: Stdio,
+    ) -> (Spawned, Option<std::process::ChildStdin>) {
         self.spawned += 1;
         let stdout = self
             .root
@@ -521,12 +496,12 @@ impl Mesh {
             .join(format!("cli-{}.stderr", self.spawned));
         let mut child = self
             .cli_command(args)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(File::create(&stdout).expect("create a stdout file"))
             .stderr(File::create(&stderr).expect("create a stderr file"))
             .spawn()
             .expect("spawn meshfed");
-        let input = child.stdin.take().expect("stdin is piped");
+        let input = child.stdin.take();
         let spawned = Spawned {
             guard: ProcessGuard::new(child, format!("meshfed {}", args.join(" "))),
             stdout,
