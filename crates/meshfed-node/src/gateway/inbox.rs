@@ -341,12 +341,20 @@ impl Task {
             let Some(r) = self.pending.pop_front() else {
                 break;
             };
+            // Counted once per source mesh, not once per message.
+            let mut by_source: Vec<(&meshfed_proto::MeshId, u64)> = Vec::new();
             for d in &r.deliveries {
+                match by_source.iter_mut().find(|(m, _)| **m == d.source) {
+                    Some((_, n)) => *n += 1,
+                    None => by_source.push((&d.source, 1)),
+                }
+            }
+            for (source, n) in by_source {
                 self.ctx
                     .metrics
                     .delivered
-                    .get_or_create(&metrics::peer(&d.source))
-                    .inc();
+                    .get_or_create(&metrics::peer(source))
+                    .inc_by(n);
             }
             // No live subscriber is not an error: durable ones read the journal.
             self.local.live.deliver(&r.deliveries).await;

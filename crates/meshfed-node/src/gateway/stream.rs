@@ -24,6 +24,7 @@ use meshfed_queue::{
 };
 use meshfed_store::journal::{DeadLetter, OrderScope, OutboundMessage, StoredOutbound};
 use meshfed_store::{FederationRecord, Write};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::context::Context;
@@ -305,6 +306,7 @@ pub(crate) fn start(
         accepting: HashMap::new(),
         waiting: HashMap::new(),
         stats: Stats::default(),
+        counters: Counters::of(ctx, &record.peer_mesh),
         drain_until: None,
         drained: Vec::new(),
     };
@@ -314,6 +316,25 @@ pub(crate) fn start(
     }
     ctx.tracker.spawn(task.run(offer_rx, control_rx));
     Some(stream)
+}
+
+/// The series of the node's metrics a stream counts into.
+struct Counters {
+    sent: Counter,
+    retransmitted: Counter,
+    acknowledged: Counter,
+}
+
+impl Counters {
+    fn of(ctx: &Context, peer: &MeshId) -> Self {
+        let m = &ctx.metrics;
+        let label = metrics::peer(peer);
+        Self {
+            sent: m.sent.get_or_create(&label).clone(),
+            retransmitted: m.retransmitted.get_or_create(&label).clone(),
+            acknowledged: m.acknowledged.get_or_create(&label).clone(),
+        }
+    }
 }
 
 /// The stream task's state.
@@ -332,6 +353,8 @@ struct Task {
     /// Senders waiting for the outcome.
     waiting: HashMap<EnvelopeId, oneshot::Sender<Outcome>>,
     stats: Stats,
+    /// This peer's series of the node's metrics, looked up once.
+    counters: Counters,
     /// A graceful termination delivers what is held until then (DESIGN §3.3).
     drain_until: Option<Timestamp>,
     /// Waiting for the drain to end.
@@ -548,11 +571,7 @@ impl Task {
                 }
                 OutboxEvent::Acknowledged { id } => {
                     self.stats.acknowledged += 1;
-                    self.ctx
-                        .metrics
-                        .acknowledged
-                        .get_or_create(&metrics::peer(&self.stream.peer))
-                        .inc();
+                    self.counters.acknowledged.inc();
                     // A reliable message has a stored copy, or its append is queued ahead of
                     // this delete in the journal (requests apply in order).
                     if self
@@ -656,14 +675,13 @@ impl Task {
             if batch.is_empty() {
                 break;
             }
-            let peer = metrics::peer(&self.stream.peer);
             for t in &batch {
                 if t.retransmission {
                     self.stats.retransmitted += 1;
-                    self.ctx.metrics.retransmitted.get_or_create(&peer).inc();
+                    self.counters.retransmitted.inc();
                 } else {
                     self.stats.sent += 1;
-                    self.ctx.metrics.sent.get_or_create(&peer).inc();
+                    self.counters.sent.inc();
                 }
             }
             let frame = match self.transfer(&link, &batch).await {
