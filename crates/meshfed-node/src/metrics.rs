@@ -45,6 +45,19 @@ pub(crate) struct FederationLabels {
     pub(crate) peer: String,
 }
 
+/// A listener (`federation` or `api`) and why it refused a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerReasonLabels {
+    pub(crate) listener: &'static str,
+    pub(crate) reason: &'static str,
+}
+
+/// A listener: `federation` or `api`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerLabel {
+    pub(crate) listener: &'static str,
+}
+
 /// Every metric of a node.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -73,6 +86,12 @@ pub(crate) struct Metrics {
     pub(crate) backlog_bytes: Family<PeerLabel, Gauge>,
     /// 1 while a federation's link is healthy (set at each scrape).
     pub(crate) link_healthy: Family<FederationLabels, Gauge>,
+    /// Connections refused before they authenticated, by listener and reason.
+    pub(crate) connections_refused: Family<ListenerReasonLabels, Counter>,
+    /// Connections open that have not authenticated yet, by listener.
+    pub(crate) connections_unauthenticated: Family<ListenerLabel, Gauge>,
+    /// API connections closed for being idle.
+    pub(crate) connections_idle_closed: Family<ListenerLabel, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +112,9 @@ impl Metrics {
             backlog_messages: Family::default(),
             backlog_bytes: Family::default(),
             link_healthy: Family::default(),
+            connections_refused: Family::default(),
+            connections_unauthenticated: Family::default(),
+            connections_idle_closed: Family::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -164,6 +186,21 @@ impl Metrics {
             "link_healthy",
             "Whether a federation's link is healthy (1) or not (0)",
             m.link_healthy.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused before they authenticated, by listener and reason",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_unauthenticated",
+            "Connections open that have not authenticated yet, by listener",
+            m.connections_unauthenticated.clone(),
+        );
+        registry.register(
+            "connections_idle_closed",
+            "Connections closed for being idle, by listener",
+            m.connections_idle_closed.clone(),
         );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }

@@ -319,6 +319,12 @@ impl Mesh {
     /// Sets `key` in `[section]` of `meshfed.toml` to the string `value` (takes effect at the
     /// next [`Mesh::start`]). Fails the test if the file has no such key.
     pub fn configure(&self, section: &str, key: &str, value: &str) {
+        self.configure_toml(section, key, &format!("\"{value}\""));
+    }
+
+    /// Sets `key` in `[section]` of `meshfed.toml` to `value` written as TOML (`64`, `true`,
+    /// `"5s"`). Fails the test if the file has no such key.
+    pub fn configure_toml(&self, section: &str, key: &str, value: &str) {
         let path = self.dir.join("meshfed.toml");
         let text = fs::read_to_string(&path).expect("read meshfed.toml");
         let header = format!("[{section}]");
@@ -334,7 +340,7 @@ impl Mesh {
                 .is_some_and(|(k, _)| k.trim() == key && !line.starts_with('#'));
             if in_section && is_key && !found {
                 found = true;
-                out.push_str(&format!("{key} = \"{value}\"\n"));
+                out.push_str(&format!("{key} = {value}\n"));
             } else {
                 out.push_str(line);
                 out.push('\n');

@@ -71,7 +71,14 @@ fn join_rejects_a_reused_token() {
     let mark = b.log_mark();
     let out = a.cli(&["federation", "join", &token]);
     out.fails(1, "was already used");
-    b.wait_for_log_after(mark, &["federation handshake failed", "was already used"]);
+    b.wait_for_log_after(
+        mark,
+        &[
+            "refused an unauthenticated connection",
+            "reason=\"handshake\"",
+            "was already used",
+        ],
+    );
 
     for list in [federations(&a), still_serving(&mut b)] {
         assert_eq!(list.len(), 1, "no federation was created: {list:#?}");
@@ -108,7 +115,14 @@ fn join_rejects_an_expired_token() {
     });
     let out = a.cli(&["federation", "join", &later]);
     out.fails(1, "has expired");
-    b.wait_for_log_after(mark, &["federation handshake failed", "has expired"]);
+    b.wait_for_log_after(
+        mark,
+        &[
+            "refused an unauthenticated connection",
+            "reason=\"handshake\"",
+            "has expired",
+        ],
+    );
 
     assert_none(&federations(&a), "A");
     assert_none(&still_serving(&mut b), "B");
@@ -131,7 +145,8 @@ fn join_rejects_a_token_for_another_mesh() {
     b.wait_for_log_after(
         mark,
         &[
-            "federation handshake failed",
+            "refused an unauthenticated connection",
+            "reason=\"handshake\"",
             "mesh plant-a has no invitation",
         ],
     );
@@ -158,7 +173,8 @@ fn join_rejects_an_inviter_whose_ca_does_not_match_the_pinned_fingerprint() {
     b.wait_for_log_after(
         mark,
         &[
-            "refused a federation connection at TLS",
+            "refused an unauthenticated connection",
+            "reason=\"tls\"",
             "refused our certificate",
         ],
     );
@@ -195,7 +211,8 @@ fn resuming_with_a_certificate_from_an_unknown_ca_is_refused() {
     b.wait_for_log_after(
         mark,
         &[
-            "federation handshake failed",
+            "refused an unauthenticated connection",
+            "reason=\"handshake\"",
             "peer certificate not trusted",
             "does not verify with the key of its issuing CA",
         ],
@@ -238,7 +255,8 @@ fn a_peer_that_stalls_the_tls_handshake_is_cut_off_while_others_join() {
     wait_for_status(&b, &id, "active");
 
     let cut_off = b.wait_for_log(&[
-        "refused a federation connection at TLS",
+        "refused an unauthenticated connection",
+        "reason=\"timeout\"",
         &stalled_addr,
         "TLS handshake",
         "timed out after 3s",
@@ -262,7 +280,8 @@ fn bytes_that_are_not_tls_are_refused_and_the_gateway_keeps_serving() {
     let garbage_addr = garbage.local_addr().unwrap().to_string();
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     b.wait_for_log(&[
-        "refused a federation connection at TLS",
+        "refused an unauthenticated connection",
+        "reason=\"tls\"",
         &garbage_addr,
         "not TLS",
     ]);

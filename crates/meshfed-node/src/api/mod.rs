@@ -5,13 +5,14 @@
 //! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
 //! `/v1/openapi.json` is generated from them ([`document`]).
 
+mod conn;
 mod error;
 pub mod models;
 mod openapi;
 #[cfg(test)]
 mod tests;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -55,19 +56,7 @@ type Node = GatewayHandle;
 /// Serves the API on `listener` until the gateway stops.
 pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
     let router = router(node.clone());
-    let stopping = node.stopping();
-    node.spawn(async move {
-        // Messages on the API's WebSockets are small and timed: no Nagle delay.
-        let api = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(api, router)
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin API stopped");
-        }
-    });
+    conn::serve(&node, listener, router);
 }
 
 /// The router of a running node.
@@ -149,8 +138,15 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
+    let connection = req.extensions().get::<Arc<conn::Connection>>();
     if !node.is_admin(presented) {
+        if let Some(c) = connection {
+            c.refused_token();
+        }
         return Err(ApiError::unauthorized());
+    }
+    if let Some(c) = connection {
+        c.authenticated();
     }
     Ok(next.run(req).await)
 }

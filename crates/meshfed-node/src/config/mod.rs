@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub store: StoreConfig,
     /// Message delivery: `[delivery]`.
     pub delivery: DeliveryConfig,
+    /// Limits on connections to both listeners: `[connections]`.
+    pub connections: ConnectionsConfig,
 }
 
 impl NodeConfig {
@@ -70,6 +72,7 @@ impl NodeConfig {
             identity: IdentityConfig::default(),
             store: StoreConfig::default(),
             delivery: DeliveryConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 
@@ -316,6 +319,42 @@ impl Default for DeliveryConfig {
             max_queued_messages: 1_000_000,
             max_queued_bytes: 1 << 30,
             window: 2048,
+        }
+    }
+}
+
+/// Default most connections per listener that have not authenticated yet.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 256;
+/// Default time an API connection may sit idle before it is closed.
+pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default interval of the summary line of refused connections.
+pub const DEFAULT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `[connections]`: what the federation listener and the API accept from clients that have not
+/// proved who they are, and how long an idle API connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsConfig {
+    /// Most connections per listener that have not authenticated yet: on the federation port,
+    /// TLS and federation handshakes in progress; on the API, connections that have not yet
+    /// sent a request with a valid token. A connection beyond it is closed at once, counted and
+    /// logged. Not per address: every local client comes from the same one.
+    /// Default: [`DEFAULT_MAX_UNAUTHENTICATED`].
+    pub max_unauthenticated: usize,
+    /// An API connection with no request in progress that sends and receives nothing for this
+    /// long is closed. Default: [`DEFAULT_API_IDLE_TIMEOUT`].
+    pub api_idle_timeout: Duration,
+    /// Refused connections are logged in full once per reason and interval, then as one
+    /// summary line per interval; `/metrics` counts every one by reason.
+    /// Default: [`DEFAULT_REFUSAL_LOG_INTERVAL`].
+    pub refusal_log_interval: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            api_idle_timeout: DEFAULT_API_IDLE_TIMEOUT,
+            refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
         }
     }
 }

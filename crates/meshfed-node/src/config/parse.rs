@@ -11,8 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ApiConfig, DeliveryConfig, FederationConfig, IdentityConfig, MAX_MAX_FRAME_SIZE,
-    MAX_NODE_CERT_VALIDITY, MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection, StoreConfig,
+    ApiConfig, ConnectionsConfig, DeliveryConfig, FederationConfig, IdentityConfig,
+    MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection,
+    StoreConfig,
 };
 
 /// Smallest `delivery.max_batch` accepted.
@@ -27,6 +28,8 @@ pub(super) const MAX_WINDOW: u64 = 1_000_000;
 pub(super) const MIN_MAX_QUEUED_MESSAGES: usize = 1;
 /// Smallest `delivery.max_queued_bytes` accepted: 1 MiB.
 pub(super) const MIN_MAX_QUEUED_BYTES: u64 = 1 << 20;
+/// Largest `connections.max_unauthenticated` accepted.
+pub(super) const MAX_MAX_UNAUTHENTICATED: usize = 65_536;
 
 /// The configuration file cannot be used. Every variant names the file; those about a value
 /// name its line and key too.
@@ -86,6 +89,7 @@ struct RawFile {
     identity: RawIdentity,
     store: RawStore,
     delivery: RawDelivery,
+    connections: RawConnections,
 }
 
 type Text = Option<Spanned<String>>;
@@ -141,6 +145,14 @@ struct RawDelivery {
     window: Integer,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConnections {
+    max_unauthenticated: Integer,
+    api_idle_timeout: Text,
+    refusal_log_interval: Text,
+}
+
 pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let (line, column) = e
@@ -163,6 +175,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
             path: f.value("store.path", raw.store.path, StoreConfig::default().path)?,
         },
         delivery: f.delivery(raw.delivery)?,
+        connections: f.connections(raw.connections)?,
     })
 }
 
@@ -262,6 +275,31 @@ impl Fields<'_> {
                 d.window,
                 Bound::Between(MIN_WINDOW, MAX_WINDOW),
                 "",
+            )?,
+        })
+    }
+
+    fn connections(&self, raw: RawConnections) -> Result<ConnectionsConfig, ConfigError> {
+        let d = ConnectionsConfig::default();
+        Ok(ConnectionsConfig {
+            max_unauthenticated: self.integer(
+                "connections.max_unauthenticated",
+                raw.max_unauthenticated,
+                d.max_unauthenticated,
+                Bound::Between(1, MAX_MAX_UNAUTHENTICATED),
+                "",
+            )?,
+            api_idle_timeout: self.duration(
+                "connections.api_idle_timeout",
+                raw.api_idle_timeout,
+                d.api_idle_timeout,
+                None,
+            )?,
+            refusal_log_interval: self.duration(
+                "connections.refusal_log_interval",
+                raw.refusal_log_interval,
+                d.refusal_log_interval,
+                None,
             )?,
         })
     }

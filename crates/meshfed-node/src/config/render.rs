@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::parse::{
-    MAX_MAX_BATCH, MAX_WINDOW, MIN_MAX_BATCH, MIN_MAX_QUEUED_BYTES, MIN_MAX_QUEUED_MESSAGES,
-    MIN_WINDOW,
+    MAX_MAX_BATCH, MAX_MAX_UNAUTHENTICATED, MAX_WINDOW, MIN_MAX_BATCH, MIN_MAX_QUEUED_BYTES,
+    MIN_MAX_QUEUED_MESSAGES, MIN_WINDOW,
 };
 use super::{
-    DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
+    ConnectionsConfig, DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_SIZE, DeliveryConfig, MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE, NodeConfig,
 };
@@ -57,7 +57,7 @@ pub(super) fn render(cfg: &NodeConfig) -> String {
     out
 }
 
-fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 6] {
+fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 7] {
     [
         ("node", node(cfg)),
         ("federation", federation(cfg)),
@@ -65,6 +65,7 @@ fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 6] {
         ("identity", identity(cfg)),
         ("store", store(cfg)),
         ("delivery", delivery(cfg)),
+        ("connections", connections(cfg)),
     ]
 }
 
@@ -252,6 +253,38 @@ fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
     ]
 }
 
+fn connections(cfg: &NodeConfig) -> Vec<Setting> {
+    let c = &cfg.connections;
+    let defaults = ConnectionsConfig::default();
+    vec![
+        Setting::new(
+            "max_unauthenticated",
+            &format!(
+                "Most connections per listener that have not authenticated yet: TLS and \
+                 federation handshakes in progress on the federation port, API connections \
+                 that have not sent a request with a valid token. One more is closed at once \
+                 (1 to {MAX_MAX_UNAUTHENTICATED})."
+            ),
+            default(defaults.max_unauthenticated.to_string()),
+            c.max_unauthenticated.to_string(),
+        ),
+        Setting::new(
+            "api_idle_timeout",
+            "An API connection with no request in progress that sends and receives nothing for \
+             this long is closed (open WebSocket streams are not idle connections).",
+            default(quoted(&duration(defaults.api_idle_timeout))),
+            quoted(&duration(c.api_idle_timeout)),
+        ),
+        Setting::new(
+            "refusal_log_interval",
+            "Refused connections are logged in full once per reason and interval, the rest as \
+             one summary line per interval; /metrics counts each by listener and reason.",
+            default(quoted(&duration(defaults.refusal_log_interval))),
+            quoted(&duration(c.refusal_log_interval)),
+        ),
+    ]
+}
+
 /// Splits `text` into lines of at most `width` characters at spaces (longer words stay whole).
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
@@ -328,7 +361,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = "))
             .collect();
-        assert_eq!(settings.len(), 20, "{text}");
+        assert_eq!(settings.len(), 23, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

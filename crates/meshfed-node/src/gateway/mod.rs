@@ -49,6 +49,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, Role};
+use crate::door::{self, Door};
 use crate::metrics::{self, Metrics};
 use context::Context;
 use federations::{FederationError, Federations, Operation};
@@ -114,6 +115,13 @@ pub async fn start(
             },
         })?;
     let metrics = Metrics::new(journal.clone());
+    let limits = config.connections.clone();
+    let federation_door = Door::new(
+        door::Listener::Federation,
+        limits.max_unauthenticated,
+        &metrics,
+    );
+    let api_door = Door::new(door::Listener::Api, limits.max_unauthenticated, &metrics);
     let local = Arc::new(Local {
         live: local::live::Subscribers::new(
             metrics.subscriber_dropped.clone(),
@@ -137,7 +145,19 @@ pub async fn start(
     inbox::start(&ctx, &local, inbound_rx);
     let routes = Arc::new(Routes::new(ctx.clone()));
     routes.start().await;
-    let links = Arc::new(Links::new(ctx.clone(), routes.clone(), inbound));
+    for d in [&federation_door, &api_door] {
+        ctx.tracker.spawn(d.clone().summaries(
+            limits.refusal_log_interval,
+            ctx.clock.clone(),
+            ctx.cancel.clone(),
+        ));
+    }
+    let links = Arc::new(Links::new(
+        ctx.clone(),
+        routes.clone(),
+        inbound,
+        federation_door,
+    ));
     if listen.port() == 0 {
         tracing::warn!(
             federation = %ctx.federation_addr,
@@ -159,6 +179,7 @@ pub async fn start(
         routes,
         links,
         federations,
+        api_door,
     })))
 }
 
@@ -174,6 +195,8 @@ struct Stages {
     routes: Arc<Routes>,
     links: Arc<Links>,
     federations: Federations,
+    /// What API connections that have not authenticated yet may cost.
+    api_door: Arc<Door>,
 }
 
 /// What this node is, as the API describes it.
@@ -223,6 +246,16 @@ impl GatewayHandle {
     /// Runs `task` as one of the gateway's tasks: it is awaited when the gateway stops.
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.0.ctx.tracker.spawn(task);
+    }
+
+    /// The API listener's door.
+    pub(crate) fn api_door(&self) -> Arc<Door> {
+        self.0.api_door.clone()
+    }
+
+    /// How long an idle API connection stays open.
+    pub(crate) fn api_idle_timeout(&self) -> std::time::Duration {
+        self.0.ctx.config.connections.api_idle_timeout
     }
 
     /// Cancelled when the gateway stops.

@@ -27,6 +27,7 @@ use super::context::Context;
 use super::inbox::Inbound;
 use super::port::{LinkPort, LinkStatus};
 use super::route::Routes;
+use crate::door::{Door, Refused, Unauthenticated};
 
 pub(crate) use session::start as start_session;
 
@@ -62,16 +63,24 @@ pub(crate) struct Links {
     ctx: Arc<Context>,
     routes: Arc<Routes>,
     inbound: Inbound,
+    /// What connections that have not authenticated yet may cost.
+    door: Arc<Door>,
     sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
 }
 
 impl Links {
     /// No sessions yet.
-    pub(crate) fn new(ctx: Arc<Context>, routes: Arc<Routes>, inbound: Inbound) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        routes: Arc<Routes>,
+        inbound: Inbound,
+        door: Arc<Door>,
+    ) -> Self {
         Self {
             ctx,
             routes,
             inbound,
+            door,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -100,17 +109,22 @@ pub(crate) async fn accept_loop(links: Arc<Links>, listener: Listener) {
         };
         match incoming {
             Ok(incoming) => {
-                links
-                    .ctx
-                    .tracker
-                    .spawn(handle_incoming(links.clone(), incoming));
+                // Refused when full: dropping `incoming` closes the connection.
+                if let Some(place) = links.door.admit(incoming.remote_addr()) {
+                    links
+                        .ctx
+                        .tracker
+                        .spawn(handle_incoming(links.clone(), incoming, place));
+                }
             }
             Err(e) => tracing::warn!(error = %e, "accepting a federation connection failed"),
         }
     }
 }
 
-async fn handle_incoming(links: Arc<Links>, incoming: Incoming) {
+/// Runs the TLS and federation handshakes of an accepted connection, which holds `place` until
+/// both succeed.
+async fn handle_incoming(links: Arc<Links>, incoming: Incoming, place: Unauthenticated) {
     let remote = incoming.remote_addr();
     let timeout = links.ctx.config.federation.handshake_timeout;
     let link = tokio::select! {
@@ -120,7 +134,12 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming) {
     let mut link = match link {
         Ok(link) => link,
         Err(e) => {
-            tracing::warn!(%remote, error = %e, "refused a federation connection at TLS");
+            let reason = match e {
+                TransportError::Timeout { .. } => Refused::Timeout,
+                TransportError::TlsHandshake { .. } => Refused::Tls,
+                _ => Refused::Io,
+            };
+            links.door.refuse(reason, remote, &e);
             return;
         }
     };
@@ -138,11 +157,18 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming) {
         start_session(&links, link, *established, &record)
     }
     .await;
+    drop(place);
     match result {
         Ok(handle) => {
             tracing::info!(%remote, federation = %handle.federation_id, peer = %handle.peer, "federation link up")
         }
-        Err(e) => tracing::warn!(%remote, error = %e, "federation handshake failed"),
+        Err(e) => {
+            let reason = match e {
+                LinkError::Transport(TransportError::Timeout { .. }) => Refused::Timeout,
+                _ => Refused::Handshake,
+            };
+            links.door.refuse(reason, remote, &e);
+        }
     }
 }
 

@@ -1,0 +1,272 @@
+//! The API's connections: accepted through the API's door ([`Door`]), served as HTTP/1.1 with
+//! upgrades (the WebSocket streams), and closed when idle.
+//!
+//! A connection holds a place at the door until one of its requests carries the admin token
+//! ([`Connection::authenticated`], called by the `/v1` guard). A connection with no request in
+//! progress that sends and receives nothing for `[connections] api_idle_timeout` is closed; a
+//! request in progress (a `send --wait` waiting for the peer) keeps it open however quiet it
+//! is, and an upgraded WebSocket leaves this loop altogether.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::door::{Door, Refused, Unauthenticated};
+use crate::gateway::GatewayHandle;
+
+/// Pause after a failed `accept` (say, out of file descriptors) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// One API connection, as its requests see it (a request extension).
+pub(crate) struct Connection {
+    remote: SocketAddr,
+    /// The door's place, held until a request authenticates.
+    place: Mutex<Option<Unauthenticated>>,
+    door: Arc<Door>,
+}
+
+impl Connection {
+    /// A request on this connection carried the admin token: it gives back its place.
+    pub(crate) fn authenticated(&self) {
+        drop(self.place.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    /// No request on this connection has authenticated yet.
+    fn is_unauthenticated(&self) -> bool {
+        self.place
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// A request on this connection carried no valid token: counted and logged by the door.
+    pub(crate) fn refused_token(&self) {
+        self.door
+            .refuse(Refused::Token, self.remote, &"no valid bearer token");
+    }
+}
+
+/// Accepts API connections on `listener` until the gateway stops; each is served by `router`.
+pub(crate) fn serve(node: &GatewayHandle, listener: TcpListener, router: Router) {
+    let door = node.api_door();
+    let idle = node.api_idle_timeout();
+    let stopping = node.stopping();
+    let spawner = node.clone();
+    node.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stopping.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            };
+            // Refused when full: dropping `tcp` closes the connection.
+            let Some(place) = door.admit(remote) else {
+                continue;
+            };
+            // Messages on the API's WebSockets are small and timed: no Nagle delay.
+            let _ = tcp.set_nodelay(true);
+            let connection = Arc::new(Connection {
+                remote,
+                place: Mutex::new(Some(place)),
+                door: door.clone(),
+            });
+            spawner.spawn(run(tcp, connection, router.clone(), idle, stopping.clone()));
+        }
+    });
+}
+
+/// Serves one connection until it ends, goes idle, or the gateway stops.
+async fn run(
+    tcp: TcpStream,
+    connection: Arc<Connection>,
+    router: Router,
+    idle: Duration,
+    stopping: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: tcp,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        let connection = connection.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(connection.clone());
+            let busy = activity.begin();
+            let response = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        // A request's headers must all arrive within twice the idle time: a client trickling
+        // bytes is never idle, but it is not let in either. (A silent one is closed as idle.)
+        .header_read_timeout(idle.saturating_mul(2))
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let quiet_until = activity.quiet_until(idle);
+        tokio::select! {
+            served = conn.as_mut() => {
+                match served {
+                    Err(e) if e.is_timeout() && connection.is_unauthenticated() => connection.door.refuse(
+                        Refused::Timeout,
+                        connection.remote,
+                        &"the request headers did not arrive in time",
+                    ),
+                    Err(e) => tracing::debug!(remote = %connection.remote, error = %e, "API connection ended"),
+                    Ok(()) => {}
+                }
+                return;
+            }
+            () = stopping.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(quiet_until), if !closing => {
+                if activity.idle_for(idle) {
+                    tracing::debug!(remote = %connection.remote, "closing an idle API connection");
+                    connection.door.closed_idle();
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last sent or received a byte, and how many of its requests are in progress.
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// A request is in progress until the guard drops.
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// When the connection would have been quiet for `idle`, as things stand.
+    fn quiet_until(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle
+    }
+
+    /// Quiet for `idle` with no request in progress.
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.quiet_until(idle)
+    }
+}
+
+/// A request in progress.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that records when it last moved a byte.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
