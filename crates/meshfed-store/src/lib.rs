@@ -88,6 +88,23 @@ impl Store {
     }
 }
 
+/// Whether the store file at `path` can be written now: it exists, opens for writing, and its
+/// write lock can be taken within `wait` (then released at once, nothing written). A readiness
+/// check: a store another process holds locked, or on a file system that turned read-only,
+/// cannot take what this node would acknowledge.
+pub fn check_writable(path: &Path, wait: Duration) -> Result<(), StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .doing(|| format!("open {} for writing", path.display()))?;
+    conn.busy_timeout(wait)
+        .doing(|| "set the busy timeout".into())?;
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")
+        .doing(|| format!("take the write lock of {}", path.display()))
+}
+
 /// Creates the directories that should hold the store file at `path`.
 fn create_parent(path: &Path) -> Result<(), StoreError> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
@@ -179,6 +196,31 @@ mod tests {
         // WAL is a property of the file: a fresh connection sees it too.
         let raw = Connection::open(&path).unwrap();
         assert_eq!(pragma::<String>(&raw, "journal_mode"), "wal");
+    }
+
+    #[test]
+    fn a_store_is_writable_until_another_connection_holds_its_write_lock_or_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        let _store = Store::open(&path).unwrap();
+        let wait = Duration::from_millis(50);
+        check_writable(&path, wait).unwrap();
+
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = check_writable(&path, wait).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the store could not take the write lock of"),
+            "{err}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        check_writable(&path, wait).unwrap();
+
+        let missing = dir.path().join("gone.sqlite");
+        let err = check_writable(&missing, wait).unwrap_err();
+        assert!(err.to_string().contains("open"), "{err}");
+        assert!(!missing.exists(), "the check created the file");
     }
 
     #[test]

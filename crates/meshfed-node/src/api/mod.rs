@@ -100,7 +100,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     get,
     path = "/healthz",
     tag = "health",
-    responses((status = 200, description = "The process is alive", body = String, content_type = "text/plain"))
+    responses((status = 200, description = "The process is alive (a liveness check: it asks nothing of the store, the certificate or the listeners; `/readyz` does)", body = String, content_type = "text/plain"))
 )]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -110,10 +110,21 @@ async fn healthz() -> &'static str {
     get,
     path = "/readyz",
     tag = "health",
-    responses((status = 200, description = "The node serves its API", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "The node can do its work: `ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "It cannot, and why: the federation listener cannot accept connections, the node certificate has expired, or the store cannot be written (`not ready: …`, one reason per line)", body = String, content_type = "text/plain"),
+    )
 )]
-async fn readyz() -> &'static str {
-    "ready\n"
+async fn readyz(State(node): State<Node>) -> Response {
+    let problems = node.unready().await;
+    if problems.is_empty() {
+        return "ready\n".into_response();
+    }
+    let mut text = String::from("not ready:\n");
+    for p in problems {
+        text.push_str(&format!("- {p}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
 #[utoipa::path(

@@ -563,3 +563,26 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_a_federation_listener_that_cannot_accept() {
+    let node = Running::start().await;
+    assert_eq!(
+        node.call("GET", "/readyz", false).await,
+        (200, "ready\n".to_owned())
+    );
+    node.gateway
+        .handle()
+        .fail_accept("Too many open files (os error 24)");
+    let (status, text) = node.call("GET", "/readyz", false).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(
+        text,
+        format!(
+            "not ready:\n- the federation listener on {} cannot accept connections: Too many \
+             open files (os error 24)\n",
+            node.gateway.federation_addr()
+        )
+    );
+    assert_eq!(node.call("GET", "/healthz", false).await.0, 200);
+}

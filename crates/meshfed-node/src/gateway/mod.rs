@@ -65,6 +65,9 @@ pub use local::Delivery;
 pub use port::{Health, LinkStatus};
 pub use submit::{Outgoing, SendError};
 
+/// How long the readiness check waits for the store's write lock.
+const STORE_CHECK_WAIT: Duration = Duration::from_secs(1);
+
 /// The file where a running gateway records the addresses it actually listens on.
 pub fn runtime_file(dir: &Path) -> PathBuf {
     dir.join("run").join("gateway.json")
@@ -246,6 +249,44 @@ impl GatewayHandle {
     /// Runs `task` as one of the gateway's tasks: it is awaited when the gateway stops.
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.0.ctx.tracker.spawn(task);
+    }
+
+    /// What stops this node from doing its work now, each said in a sentence; empty when it is
+    /// ready: the federation listener cannot accept, the node certificate has expired, or the
+    /// store cannot be written.
+    pub(crate) async fn unready(&self) -> Vec<String> {
+        let ctx = &self.0.ctx;
+        let mut problems = Vec::new();
+        if let Some(failure) = self.0.links.accept_failure() {
+            problems.push(format!(
+                "the federation listener on {} cannot accept connections: {failure}",
+                ctx.federation_addr
+            ));
+        }
+        let expires = ctx.id.cert_not_after;
+        if expires <= ctx.clock.wall() {
+            problems.push(format!(
+                "the node certificate expired at {}",
+                federations::rfc3339(crate::clock::timestamp(expires))
+            ));
+        }
+        let store = ctx.config.store.path.resolve(&ctx.dir);
+        let checked = tokio::task::spawn_blocking(move || {
+            meshfed_store::check_writable(&store, STORE_CHECK_WAIT)
+        })
+        .await;
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("the store is not writable: {}", error::chain(&e))),
+            Err(e) => problems.push(format!("the store check failed: {e}")),
+        }
+        problems
+    }
+
+    /// Records a failed `accept` on the federation listener, as the accept loop does.
+    #[cfg(test)]
+    pub(crate) fn fail_accept(&self, why: &str) {
+        self.0.links.set_accept_failure(Some(why.to_owned()));
     }
 
     /// The API listener's door.

@@ -24,6 +24,7 @@ use meshfed_trust::{KeyPurpose, TrustBundle};
 use rustls_pki_types::CertificateDer;
 
 use super::context::Context;
+use super::error::chain;
 use super::inbox::Inbound;
 use super::port::{LinkPort, LinkStatus};
 use super::route::Routes;
@@ -38,6 +39,8 @@ pub(crate) const SUSPENDED_BY_PEER: &str = "suspended by the peer";
 pub(crate) const SUSPENDED_HERE: &str = "suspended by an operator";
 /// Longest pause between re-dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pause after a failed `accept` before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// First pause between re-dial attempts.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -66,6 +69,8 @@ pub(crate) struct Links {
     /// What connections that have not authenticated yet may cost.
     door: Arc<Door>,
     sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
+    /// Why the listener's last `accept` failed, while no later one has succeeded.
+    accept_failure: Mutex<Option<String>>,
 }
 
 impl Links {
@@ -82,7 +87,23 @@ impl Links {
             inbound,
             door,
             sessions: Mutex::new(HashMap::new()),
+            accept_failure: Mutex::new(None),
         }
+    }
+
+    /// Why the federation listener cannot accept connections, if it cannot.
+    pub(crate) fn accept_failure(&self) -> Option<String> {
+        self.accept_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_accept_failure(&self, failure: Option<String>) {
+        *self
+            .accept_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failure;
     }
 
     /// The status of federation `id`'s link.
@@ -109,6 +130,7 @@ pub(crate) async fn accept_loop(links: Arc<Links>, listener: Listener) {
         };
         match incoming {
             Ok(incoming) => {
+                links.set_accept_failure(None);
                 // Refused when full: dropping `incoming` closes the connection.
                 if let Some(place) = links.door.admit(incoming.remote_addr()) {
                     links
@@ -117,7 +139,12 @@ pub(crate) async fn accept_loop(links: Arc<Links>, listener: Listener) {
                         .spawn(handle_incoming(links.clone(), incoming, place));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "accepting a federation connection failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a federation connection failed");
+                links.set_accept_failure(Some(chain(&e)));
+                // Out of file descriptors, say: give connections in progress time to end.
+                links.ctx.clock.sleep(ACCEPT_RETRY).await;
+            }
         }
     }
 }
