@@ -356,7 +356,7 @@ fn already_initialized(e: WriteError, dir: &Path) -> InitError {
 }
 
 /// A fresh admin token: 256 random bits as 64 lowercase hex digits.
-fn admin_token() -> Result<String, CryptoError> {
+pub(crate) fn admin_token() -> Result<String, CryptoError> {
     let mut bytes = [0u8; ADMIN_TOKEN_BYTES];
     random_fill(&mut bytes)?;
     Ok(hex::encode(bytes))

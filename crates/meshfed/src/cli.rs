@@ -63,6 +63,18 @@ pub(crate) enum Command {
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    /// Manage the admin token of the running gateway.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `meshfed token ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Replace the admin token while the gateway runs: the new one is written to the token file
+    /// (DIR/admin.token unless meshfed.toml says otherwise) and the old one stops working at
+    /// once. Streams already open stay open.
+    Rotate,
 }
 
 /// `meshfed gateway`.

@@ -25,8 +25,9 @@ mod gateway;
 mod init;
 mod messages;
 mod output;
+mod token;
 
-use cli::{Cli, Command, EnvelopeCommand};
+use cli::{Cli, Command, EnvelopeCommand, TokenCommand};
 use failure::Failure;
 
 /// mimalloc rather than the system allocator: a gateway allocates and frees a few buffers per
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
+        Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
     }
 }
 

@@ -43,7 +43,7 @@ use models::schema;
 use models::{
     Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
     InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged, NodeInfo,
-    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply,
+    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply, TokenRotated,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -82,7 +82,8 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(send_message))
         .routes(routes!(stream))
         .routes(routes!(publish))
-        .routes(routes!(dead_letters));
+        .routes(routes!(dead_letters))
+        .routes(routes!(rotate_token));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -600,6 +601,27 @@ async fn dead_letters(State(node): State<Node>) -> Result<Json<DeadLetterList>, 
     let letters = node.dead_letters(1000).await.map_err(ApiError::internal)?;
     Ok(Json(DeadLetterList {
         dead_letters: letters.iter().map(DeadLetterView::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/token/rotate",
+    tag = "node",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A fresh admin token is in force and in the token file; the one that authenticated this request no longer works", body = TokenRotated),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The token file could not be written; the old token stays in force (`internal`)", body = ErrorBody),
+    )
+)]
+async fn rotate_token(State(node): State<Node>) -> Result<Json<TokenRotated>, ApiError> {
+    let file = node
+        .rotate_admin_token()
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot rotate the admin token: {e}")))?;
+    Ok(Json(TokenRotated {
+        token_file: file.display().to_string(),
     }))
 }
 

@@ -581,6 +581,13 @@ impl SendRequest {
     }
 }
 
+/// The admin token was replaced (`POST /v1/token/rotate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenRotated {
+    /// The file that holds the new token (the token itself is never sent).
+    pub token_file: String,
+}
+
 /// A message accepted for delivery (`202 Accepted`): for qos ≥ 1, persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageAccepted {

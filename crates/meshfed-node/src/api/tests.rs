@@ -68,7 +68,6 @@ fn concrete(path: &str) -> String {
 struct Running {
     _dir: tempfile::TempDir,
     gateway: Gateway,
-    token: String,
     http: reqwest::Client,
 }
 
@@ -87,14 +86,9 @@ impl Running {
         init(opts).unwrap();
         let config = NodeConfig::load(dir.path()).unwrap();
         let gateway = Gateway::start(dir.path(), config).await.unwrap();
-        let token = std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
         Self {
             _dir: dir,
             gateway,
-            token,
             http: reqwest::Client::new(),
         }
     }
@@ -105,7 +99,9 @@ impl Running {
         let url = format!("http://{}{}", self.gateway.api_addr(), concrete(path));
         let mut req = self.http.request(method, url);
         if token {
-            req = req.bearer_auth(&self.token);
+            // Read each time: a rotation (`POST /v1/token/rotate`) replaces it.
+            let current = std::fs::read_to_string(self._dir.path().join("admin.token")).unwrap();
+            req = req.bearer_auth(current.trim());
         }
         let resp = req.send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
@@ -341,6 +337,9 @@ fn samples() -> Vec<(String, Value)> {
     vec![
         sample(node.delivery.clone()),
         sample(node),
+        sample(TokenRotated {
+            token_file: "/srv/meshfed/admin.token".into(),
+        }),
         sample(FederationList {
             federations: vec![federation(), sparse_federation()],
         }),

@@ -177,7 +177,7 @@ pub async fn start(
     };
     Ok(GatewayHandle(Arc::new(Stages {
         ctx,
-        admin_token,
+        admin_token: std::sync::RwLock::new(admin_token),
         local,
         routes,
         links,
@@ -193,7 +193,8 @@ pub struct GatewayHandle(Arc<Stages>);
 
 struct Stages {
     ctx: Arc<Context>,
-    admin_token: String,
+    /// The admin token; replaced by [`GatewayHandle::rotate_admin_token`].
+    admin_token: std::sync::RwLock<String>,
     local: Arc<Local>,
     routes: Arc<Routes>,
     links: Arc<Links>,
@@ -241,9 +242,41 @@ impl GatewayHandle {
     pub(crate) fn is_admin(&self, presented: &str) -> bool {
         aws_lc_rs::constant_time::verify_slices_are_equal(
             presented.as_bytes(),
-            self.0.admin_token.as_bytes(),
+            self.0
+                .admin_token
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_bytes(),
         )
         .is_ok()
+    }
+
+    /// Replaces the admin token with a fresh one: written to the token file first (atomically,
+    /// mode 0600), then in force at once; the old one no longer authenticates a request.
+    /// Returns the token file.
+    pub(crate) async fn rotate_admin_token(&self) -> Result<PathBuf, String> {
+        let ctx = &self.0.ctx;
+        let file = ctx.config.api.token_file.resolve(&ctx.dir);
+        let token = crate::init::admin_token().map_err(|e| e.to_string())?;
+        let (path, text) = (file.clone(), format!("{token}\n"));
+        tokio::task::spawn_blocking(move || {
+            meshfed_trust::files::write_file(
+                &path,
+                text.as_bytes(),
+                meshfed_trust::files::FileMode::Private,
+                meshfed_trust::files::IfExists::Replace,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| error::chain(&e))?;
+        *self
+            .0
+            .admin_token
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = token;
+        tracing::info!(file = %file.display(), "rotated the admin token");
+        Ok(file)
     }
 
     /// Runs `task` as one of the gateway's tasks: it is awaited when the gateway stops.
