@@ -350,6 +350,17 @@ impl Mesh {
         fs::write(&path, out).expect("write meshfed.toml");
     }
 
+    /// Appends `text` (whole TOML tables, like `[[peers]]` entries) to `meshfed.toml`.
+    pub fn append_config(&self, text: &str) {
+        let path = self.dir.join("meshfed.toml");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open meshfed.toml");
+        file.write_all(text.as_bytes())
+            .expect("append to meshfed.toml");
+    }
+
     /// Writes the federation address the running gateway got into `meshfed.toml`, so that after
     /// a restart it listens where its invitations (and its peers' registries) say it does.
     pub fn keep_federation_address(&self) {

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub delivery: DeliveryConfig,
     /// Limits on connections to both listeners: `[connections]`.
     pub connections: ConnectionsConfig,
+    /// Peer meshes federated by configuration, without an invitation: `[[peers]]`.
+    pub peers: Vec<StaticPeer>,
 }
 
 impl NodeConfig {
@@ -73,6 +75,7 @@ impl NodeConfig {
             store: StoreConfig::default(),
             delivery: DeliveryConfig::default(),
             connections: ConnectionsConfig::default(),
+            peers: Vec::new(),
         }
     }
 
@@ -357,6 +360,23 @@ impl Default for ConnectionsConfig {
             refusal_log_interval: DEFAULT_REFUSAL_LOG_INTERVAL,
         }
     }
+}
+
+/// `[[peers]]`: a peer mesh this node federates with by configuration (DESIGN.md §3.2,
+/// discovery by static configuration): its gateway's address and the SHA-384 fingerprint of its
+/// CA stand in for an invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPeer {
+    /// The peer mesh. Required.
+    pub mesh: MeshId,
+    /// Its gateway's federation address, `host:port`. Required when this node dials.
+    pub address: Option<String>,
+    /// SHA-384 of its mesh CA certificate (DER), as `meshfed init` and `GET /v1/node` show it.
+    /// Required.
+    pub ca_fingerprint: meshfed_trust::Fingerprint,
+    /// Whether this node dials the peer (else it only accepts the peer's dial). When both sides
+    /// dial, the link the mesh with the smaller id dials is the one that is kept. Default: true.
+    pub dial: bool,
 }
 
 /// A path as written in the configuration: relative to the node directory unless absolute.

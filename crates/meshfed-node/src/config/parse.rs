@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{
     ApiConfig, ConnectionsConfig, DeliveryConfig, FederationConfig, IdentityConfig,
     MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection,
-    StoreConfig,
+    StaticPeer, StoreConfig,
 };
 
 /// Smallest `delivery.max_batch` accepted.
@@ -90,6 +90,16 @@ struct RawFile {
     store: RawStore,
     delivery: RawDelivery,
     connections: RawConnections,
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawPeer {
+    mesh: Text,
+    address: Text,
+    ca_fingerprint: Text,
+    dial: Option<Spanned<bool>>,
 }
 
 type Text = Option<Spanned<String>>;
@@ -176,6 +186,11 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
         },
         delivery: f.delivery(raw.delivery)?,
         connections: f.connections(raw.connections)?,
+        peers: raw
+            .peers
+            .into_iter()
+            .map(|p| f.peer(p))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -276,6 +291,41 @@ impl Fields<'_> {
                 Bound::Between(MIN_WINDOW, MAX_WINDOW),
                 "",
             )?,
+        })
+    }
+
+    fn peer(&self, raw: RawPeer) -> Result<StaticPeer, ConfigError> {
+        let dial = raw.dial.is_none_or(Spanned::into_inner);
+        let address = match raw.address {
+            Some(raw) => {
+                let value = raw.get_ref();
+                let valid = value
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    let span = raw.span();
+                    return Err(self.invalid(
+                        "peers.address",
+                        span,
+                        format!("{:?}", raw.into_inner()),
+                        "must be host:port".to_owned(),
+                    ));
+                }
+                Some(raw.into_inner())
+            }
+            None if dial => {
+                return Err(ConfigError::Missing {
+                    file: self.file.to_path_buf(),
+                    key: "peers.address",
+                });
+            }
+            None => None,
+        };
+        Ok(StaticPeer {
+            mesh: self.required("peers.mesh", raw.mesh)?,
+            address,
+            ca_fingerprint: self.required("peers.ca_fingerprint", raw.ca_fingerprint)?,
+            dial,
         })
     }
 
@@ -451,6 +501,38 @@ mod tests {
         parse(text, Path::new("/x/meshfed.toml"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn peers_are_read_and_a_bad_one_is_named() {
+        let head = "[node]\nmesh = \"plant-a\"\nname = \"gw1\"\n";
+        let fp = "ab".repeat(48);
+        let cfg = parse(
+            &format!("{head}[[peers]]\nmesh = \"supplier-b\"\naddress = \"127.0.0.1:7444\"\nca_fingerprint = \"{fp}\"\n"),
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers[0].mesh.as_str(), "supplier-b");
+        assert!(cfg.peers[0].dial, "dials by default");
+        assert_eq!(cfg.peers[0].ca_fingerprint.to_string(), fp);
+
+        let err = parse_err(&format!(
+            "{head}[[peers]]\nmesh = \"supplier-b\"\naddress = \"nowhere\"\nca_fingerprint = \"{fp}\"\n"
+        ));
+        assert_eq!(
+            err,
+            "/x/meshfed.toml:6: peers.address = \"nowhere\": must be host:port"
+        );
+        let err = parse_err(&format!(
+            "{head}[[peers]]\nmesh = \"supplier-b\"\naddress = \"h:1\"\nca_fingerprint = \"abc\"\n"
+        ));
+        assert!(
+            err.starts_with("/x/meshfed.toml:7: peers.ca_fingerprint = \"abc\": "),
+            "{err}"
+        );
+        let err = parse_err(&format!("{head}[[peers]]\naddress = \"h:1\"\n"));
+        assert!(err.contains("peers.mesh"), "{err}");
     }
 
     #[test]

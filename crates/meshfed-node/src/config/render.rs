@@ -54,8 +54,36 @@ pub(super) fn render(cfg: &NodeConfig) -> String {
             let _ = writeln!(out, "{} = {}", s.key, s.value);
         }
     }
+    out.push_str(PEERS);
+    for p in &cfg.peers {
+        let _ = writeln!(out, "\n[[peers]]");
+        let _ = writeln!(out, "mesh = {}", quoted(p.mesh.as_str()));
+        if let Some(address) = &p.address {
+            let _ = writeln!(out, "address = {}", quoted(address));
+        }
+        let _ = writeln!(
+            out,
+            "ca_fingerprint = {}",
+            quoted(&p.ca_fingerprint.to_string())
+        );
+        let _ = writeln!(out, "dial = {}", p.dial);
+    }
     out
 }
+
+/// What `[[peers]]` entries are, with an example.
+const PEERS: &str = "
+# [[peers]]: a peer mesh federated by configuration, without an invitation (one entry each).
+# mesh: its id. address: its gateway's federation address, host:port. ca_fingerprint: SHA-384
+# of its mesh CA certificate, as its `meshfed init` and GET /v1/node show it. dial: whether this
+# node dials it (default true; without dialling, address may be left out); when both sides
+# dial, the link the smaller mesh id dials is kept.
+# [[peers]]
+# mesh = \"supplier-b\"
+# address = \"gw.supplier-b.example:7443\"
+# ca_fingerprint = \"<96 hex digits>\"
+# dial = true
+";
 
 fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 7] {
     [
@@ -344,7 +372,15 @@ mod tests {
 
     #[test]
     fn rendered_file_parses_back_to_the_same_config() {
-        let cfg = sample();
+        let mut cfg = sample();
+        let text = cfg.render();
+        assert_eq!(NodeConfig::parse(&text, Path::new("m.toml")).unwrap(), cfg);
+        cfg.peers.push(crate::config::StaticPeer {
+            mesh: "supplier-b".parse().unwrap(),
+            address: Some("gw.supplier-b.example:7443".into()),
+            ca_fingerprint: meshfed_trust::Fingerprint::of(b"a CA"),
+            dial: false,
+        });
         let text = cfg.render();
         assert_eq!(NodeConfig::parse(&text, Path::new("m.toml")).unwrap(), cfg);
         let defaults = NodeConfig::new("m".parse().unwrap(), "n".parse().unwrap());
@@ -359,7 +395,7 @@ mod tests {
         let text = sample().render();
         let lines: Vec<&str> = text.lines().collect();
         let settings: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i].contains(" = "))
+            .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
         assert_eq!(settings.len(), 23, "{text}");
         for i in settings {

@@ -170,6 +170,7 @@ pub async fn start(
     ctx.tracker
         .spawn(links::accept_loop(links.clone(), listener));
     links::redial_stored(&links).await;
+    links::statics::start(&links);
     let federations = Federations {
         ctx: ctx.clone(),
         links: links.clone(),

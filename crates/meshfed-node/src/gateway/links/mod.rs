@@ -7,6 +7,7 @@
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
 mod session;
+pub(crate) mod statics;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -224,7 +225,7 @@ async fn responder_knowledge(links: &Arc<Links>) -> Result<ResponderKnowledge, L
                 used: i.used,
             })
             .collect(),
-        pinned: Vec::new(),
+        pinned: statics::accepted(links),
         federations: federations
             .iter()
             .filter(|f| f.state.is_live())
