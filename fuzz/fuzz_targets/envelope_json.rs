@@ -1,9 +1,11 @@
 //! Spec-layout JSON envelopes from arbitrary text (signed alone, or in a batch with
-//! `security.batch`): reading must never panic and must round-trip.
+//! `security.batch`, or in the export form with `proof`): reading must never panic and must
+//! round-trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meshfed_proto::envelope::Envelope;
+use meshfed_proto::envelope::export::{Crossed, Exported};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -12,5 +14,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.header, env.header);
         assert_eq!(again.signature, env.signature);
         assert_eq!(again.batch, env.batch, "security.batch reads back");
+    }
+    if let Ok(Exported { crossed: Some(crossed), .. }) = Exported::from_json(text) {
+        let again = Crossed::decode(&crossed.encode()).expect("the envelope in proof reads back");
+        assert_eq!(again, crossed);
     }
 });

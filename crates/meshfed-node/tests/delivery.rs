@@ -1,6 +1,6 @@
 //! Reliable delivery through the API, gateways in one process over real mutual TLS on loopback:
 //! acknowledged sends, the bounded store-and-forward queue, dead letters, both signature modes,
-//! durable subscriptions, and the order a backlog drains in.
+//! durable subscriptions, the stream's `proof` parameter, and the order a backlog drains in.
 
 mod common;
 
@@ -629,5 +629,27 @@ async fn backlog_of_a_federation_that_ended_while_down_is_dead_lettered_at_start
     let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
     assert_eq!(fed["state"], "terminated-forced", "{fed}");
     assert_eq!(dead_letters(&a).await.len(), 3);
+    a.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_stream_refuses_an_unknown_proof_value_naming_the_parameter() {
+    let a = Node::start("plant-a").await;
+    for query in ["?proof=bogus", "?durable=d1&proof=Required"] {
+        let (status, body) = a
+            .refused_websocket(&format!("/v1/messages/stream{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("proof") && message.contains("`none` or `required`"),
+            "{message}"
+        );
+    }
+    // What it accepts.
+    for query in ["?proof=none", "?proof=required", ""] {
+        drop(a.stream(query).await);
+    }
     a.gateway.shutdown().await;
 }

@@ -110,6 +110,11 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX dead_letters_by_at ON dead_letters (at);
     ",
+    // 4: the form a durable subscription's messages are kept in: 0 the spec JSON, 1 the export
+    // form (the JSON with the envelope as it crossed, `proof=required`).
+    "
+    ALTER TABLE subscriptions ADD COLUMN proof INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -141,4 +146,36 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .doing(|| format!("record schema version {to}"))?;
     }
     tx.commit().doing(|| "commit the schema migration".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_stored_before_version_4_keep_the_spec_json_form() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO subscriptions (name, topic, from_mesh, created) VALUES ('erp', '#', NULL, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let proof: i64 = conn
+            .query_row(
+                "SELECT proof FROM subscriptions WHERE name = 'erp'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(proof, 0);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+    }
 }

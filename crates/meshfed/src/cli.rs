@@ -184,6 +184,12 @@ pub(crate) struct SubscribeArgs {
     /// Exit after N envelopes.
     #[arg(long, value_name = "N")]
     pub(crate) count: Option<u64>,
+    /// Print each envelope in the export form: its JSON plus "proof", the envelope exactly as
+    /// it crossed (base64 CBOR: signer certificate, signature or batch head and inclusion
+    /// proof), so that `meshfed envelope inspect FILE --ca SOURCE-CA` can check who sent it.
+    /// With --durable, the subscription keeps its messages in that form from now on.
+    #[arg(long)]
+    pub(crate) proof: bool,
 }
 
 /// `meshfed demo`.

@@ -3,8 +3,10 @@
 //!
 //! The file holds one envelope in any of its forms: a wire envelope (CBOR, signed alone), a proven
 //! envelope (CBOR: one envelope split from a signed batch, with the batch signature and its
-//! inclusion proof), or the spec JSON as a gateway delivers it (with `security.batch` when the
-//! envelope was signed in a batch). The JSON goes to stdout and the verdict to stderr, so stdout
+//! inclusion proof), the spec JSON as a gateway delivers it (with `security.batch` when the
+//! envelope was signed in a batch), or the export form (`meshfed subscribe --proof`: the spec
+//! JSON plus `proof`, one of the two CBOR forms in base64; see
+//! [`meshfed_proto::envelope::export`]). The JSON goes to stdout and the verdict to stderr, so stdout
 //! stays one JSON document that can be piped on. The verdict is decided by [`check_signature`]:
 //! the signer's certificate (carried in the header) must chain to the CA, name a node of the mesh
 //! the header names as source, and its key must verify the envelope ([`Envelope::verify`]: the
@@ -14,7 +16,10 @@
 //! The spec JSON does not carry the header bytes or the payload digest: the header is re-encoded
 //! (the bytes an origin of this version signs), and the digest is only known when the payload is
 //! in clear. A sealed payload's digest covers its ciphertext, which the JSON does not show; such
-//! an envelope is checked from its wire form.
+//! an envelope is checked from its wire form, or from the export form, whose `proof` is the
+//! wire form: the signature is checked on it, after it was found to be the JSON's envelope
+//! (same header, signature and batch position). The clear `message` of the export form is not
+//! what was signed — the ciphertext was — and the verdict says so.
 
 use std::fmt;
 use std::io::Read as _;
@@ -25,6 +30,7 @@ use anyhow::{Context as _, anyhow};
 use meshfed_proto::MeshId;
 use meshfed_proto::batch::{BatchError, ProvenEnvelope};
 use meshfed_proto::crypto::{Digest384, sha384};
+use meshfed_proto::envelope::export::{Crossed, ExportError, Exported};
 use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, VerifyError, WireEnvelope};
 use meshfed_trust::{
     BundleError, Fingerprint, KeyError, KeyPurpose, NodeIdentity, TrustBundle, TrustError,
@@ -44,14 +50,26 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
     // The CA configures the check: an unusable one is a configuration error, found before any work.
     let bundle = args.ca.as_deref().map(load_ca).transpose()?;
     let bytes = read_input(&args.file).map_err(Failure::Runtime)?;
-    let subject = Inspected::read(&bytes)
-        .map_err(|e| Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)))?;
+    let subject = Inspected::read(&bytes).map_err(|e| match e {
+        Unreadable::Json(e @ ExportError::Mismatch { .. }) => {
+            Failure::Runtime(anyhow!("{} holds two different envelopes: {e}", args.file))
+        }
+        e => Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)),
+    })?;
     print_json(&subject.envelope, args.json)?;
     let Some(bundle) = bundle else {
         eprintln!("signature: not checked (pass --ca CERT to verify)");
         return Ok(());
     };
     match check_signature(&subject, &bundle, SystemTime::now()) {
+        Ok(signed) if subject.opened_by_receiver() => {
+            eprintln!(
+                "signature: valid — {signed}; it covers the ciphertext in proof (its SHA-384 \
+                 digest is signed), not the clear message shown, which the receiving gateway \
+                 decrypted"
+            );
+            Ok(())
+        }
         Ok(signed) => {
             eprintln!("signature: valid — {signed}");
             Ok(())
@@ -78,6 +96,8 @@ pub(crate) struct Inspected {
     digest: Option<Digest384>,
     /// The payload as carried (CBOR forms), to check against the digest.
     payload: Option<Vec<u8>>,
+    /// The export form: the JSON's envelope, checked from the wire form in `proof`.
+    exported: bool,
 }
 
 /// Why a file holds no envelope.
@@ -86,22 +106,26 @@ pub(crate) enum Unreadable {
     /// Not the wire form (nor a proven envelope).
     #[error(transparent)]
     Wire(EnvelopeError),
-    /// JSON, but not a spec-layout envelope.
+    /// JSON, but not a spec-layout envelope, or an export form whose `proof` is not readable or
+    /// not the JSON's envelope.
     #[error(transparent)]
-    Json(meshfed_proto::envelope::json::JsonError),
+    Json(ExportError),
     /// Starts like JSON but is not UTF-8.
     #[error("envelope JSON is not UTF-8: {0}")]
     NotUtf8(std::str::Utf8Error),
 }
 
 impl Inspected {
-    /// Reads the spec JSON (text starting with `{`), else a wire envelope, else a proven one.
+    /// Reads the spec JSON or its export form (text starting with `{`), else a wire envelope,
+    /// else a proven one.
     pub(crate) fn read(bytes: &[u8]) -> Result<Self, Unreadable> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             let text = std::str::from_utf8(bytes).map_err(Unreadable::NotUtf8)?;
-            return Envelope::from_json(text)
-                .map(Self::json)
-                .map_err(Unreadable::Json);
+            let read = Exported::from_json(text).map_err(Unreadable::Json)?;
+            return Ok(match read.crossed {
+                Some(crossed) => Self::exported(read.envelope, &crossed),
+                None => Self::json(read.envelope),
+            });
         }
         match WireEnvelope::decode(bytes) {
             Ok(wire) => Ok(Self::wire(&wire)),
@@ -119,6 +143,7 @@ impl Inspected {
             header_bytes: wire.header_bytes().to_vec(),
             digest: Some(*wire.payload_digest()),
             payload: Some(wire.payload().to_vec()),
+            exported: false,
         }
     }
 
@@ -130,6 +155,19 @@ impl Inspected {
             header_bytes: member.header_bytes().to_vec(),
             digest: Some(*member.payload_digest()),
             payload: Some(member.payload().to_vec()),
+            exported: false,
+        }
+    }
+
+    /// The export form: `envelope` as its JSON shows it (message opened by the receiver), checked
+    /// from `crossed`, which [`Exported::from_json`] found to be the same envelope.
+    pub(crate) fn exported(envelope: Envelope, crossed: &Crossed) -> Self {
+        Self {
+            envelope,
+            header_bytes: crossed.header_bytes().to_vec(),
+            digest: Some(*crossed.payload_digest()),
+            payload: Some(crossed.payload().to_vec()),
+            exported: true,
         }
     }
 
@@ -139,8 +177,15 @@ impl Inspected {
             header_bytes: envelope.header_bytes(),
             digest: envelope.clear_payload_digest(),
             payload: None,
+            exported: false,
             envelope,
         }
+    }
+
+    /// Whether the message shown is one the receiving gateway decrypted: the export form of a
+    /// sealed envelope, whose signature covers the ciphertext.
+    fn opened_by_receiver(&self) -> bool {
+        self.exported && self.header().encryption.is_some() && self.envelope.message.is_some()
     }
 
     fn header(&self) -> &Header {
@@ -255,7 +300,8 @@ pub(crate) enum Invalid {
     /// cannot be recomputed.
     #[error(
         "the payload is encrypted and the JSON does not carry its ciphertext, whose SHA-384 digest \
-         the signature covers; inspect the wire form of the envelope to check it"
+         the signature covers; inspect its export form (`meshfed subscribe --proof`) or its wire \
+         form to check it"
     )]
     DigestUnknown,
 }

@@ -288,6 +288,9 @@ async fn connect(client: &ApiClient, args: &SubscribeArgs) -> Result<Envelopes, 
     if let Some(d) = &args.durable {
         query.push(format!("durable={}", query_value(d)));
     }
+    if args.proof {
+        query.push("proof=required".to_owned());
+    }
     let url = format!(
         "ws://{}/v1/messages/stream?{}",
         client.addr(),
@@ -534,9 +537,10 @@ impl Envelopes {
 
 fn describe(args: &SubscribeArgs) -> String {
     let topic = args.topic.as_ref().map_or("#", |t| t.as_str());
+    let proof = if args.proof { ", with proof" } else { "" };
     match &args.from {
-        Some(m) => format!("topic {topic} from {m}"),
-        None => format!("topic {topic}"),
+        Some(m) => format!("topic {topic} from {m}{proof}"),
+        None => format!("topic {topic}{proof}"),
     }
 }
 

@@ -563,7 +563,9 @@ fn batch_signed_json_of_a_sealed_payload_cannot_be_checked() {
     assert!(
         run.stderr
             .starts_with("signature: not checkable — the payload is encrypted")
-            && run.stderr.contains("inspect the wire form"),
+            && run
+                .stderr
+                .contains("inspect its export form (`meshfed subscribe --proof`)"),
         "{}",
         run.stderr
     );
@@ -588,6 +590,91 @@ fn envelope_signed_alone_as_json_is_valid_without_a_batch() {
     assert!(
         run.stderr
             .starts_with("signature: valid — signed by meshfed://plant-a/gw1"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Envelope `index` of a sealed batch of `n` from gw1 in the export form, as a gateway gives it
+/// to a subscriber with `proof=required`: the JSON with the opened message, and `proof`.
+fn exported_member(fx: &Fixture, n: u8, index: u32) -> Value {
+    let proven = batch(&fx.pki.node("gw1"), n, true).proof(index).unwrap();
+    let opened = format!(r#"{{"celsius":{index}}}"#).into_bytes();
+    let spec = proven.to_envelope(Some(opened)).to_json_string();
+    let text = meshfed_proto::envelope::export::export_json(&spec, &proven.encode()).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn export_form_of_a_sealed_batch_member_is_valid_and_shows_the_opened_message() {
+    let fx = Fixture::new();
+    let run = inspect_json(&fx, &exported_member(&fx, 3, 1));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!(
+            "signature: valid — batch of 3 (leaf 1), signed by meshfed://plant-a/gw1, \
+             certificate issued by the CA {}; it covers the ciphertext in proof (its SHA-384 \
+             digest is signed), not the clear message shown, which the receiving gateway \
+             decrypted",
+            fx.pki.ca().fingerprint()
+        )
+    );
+    let json = run.json();
+    assert_eq!(json["message"], serde_json::json!({"celsius": 1}));
+    assert!(
+        json.get("proof").is_none(),
+        "stdout is the spec JSON:\n{json:#}"
+    );
+}
+
+#[test]
+fn export_form_with_a_flipped_ciphertext_byte_is_invalid() {
+    let fx = Fixture::new();
+    let mut json = exported_member(&fx, 2, 0);
+    let mut cbor = B64.decode(json["proof"].as_str().unwrap()).unwrap();
+    // The payload (ciphertext and tag) is the last field of the CBOR.
+    *cbor.last_mut().unwrap() ^= 1;
+    json["proof"] = Value::String(B64.encode(cbor));
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim_end(),
+        "signature: INVALID — envelope 0 of the batch: payload does not match its signed SHA-384 \
+         digest (the payload, ciphertext or tag was altered)"
+    );
+}
+
+#[test]
+fn export_form_whose_json_header_was_changed_is_refused_as_two_envelopes() {
+    let fx = Fixture::new();
+    let mut json = exported_member(&fx, 2, 0);
+    json["federation"]["metadata"]["topic"] = Value::from("line-9/pressure");
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "envelope.json holds two different envelopes: the JSON's federation.metadata is not \
+             that of the envelope in proof"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn export_form_with_a_proof_that_is_not_base64_is_not_an_envelope() {
+    let fx = Fixture::new();
+    let mut json = exported_member(&fx, 1, 0);
+    json["proof"] = Value::from("%%%");
+    let run = inspect_json(&fx, &json);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "envelope.json is not a meshfed envelope: envelope JSON member proof: is not \
+             standard base64"
+        ),
         "{}",
         run.stderr
     );

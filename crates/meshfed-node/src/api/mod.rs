@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::TopicPattern;
+use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Qos};
 use meshfed_proto::{FederationId, MeshId};
 use meshfed_store::journal::SubscriptionName;
@@ -632,7 +633,9 @@ async fn rotate_token(State(node): State<Node>) -> Result<Json<TokenRotated>, Ap
     security(("bearer" = [])),
     params(StreamQuery),
     description = "A WebSocket of delivered envelopes: each text frame is one `Envelope` in the \
-        spec's JSON layout. With `durable`, the subscriber acknowledges with `DurableAck` text \
+        spec's JSON layout, or with `proof=required` in the export form (the same JSON plus \
+        `proof`, the envelope as it crossed, checkable alone against the source mesh's CA). \
+        With `durable`, the subscriber acknowledges with `DurableAck` text \
         frames, and the gateway sends `StreamReply` frames besides envelopes: `Acked` once an \
         acknowledgement that asked to `confirm` is committed, or an `ErrorBody` for one it refuses.",
     responses(
@@ -649,13 +652,14 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let pattern = q.topic.unwrap_or_else(TopicPattern::all);
+    let form = Form::from(q.proof.unwrap_or_default());
     if let Some(name) = q.durable {
         let name: SubscriptionName = name
             .parse()
             .map_err(|e| ApiError::bad_request(format!("durable: {e}")))?;
         // Registered before the upgrade completes: from then on nothing for it is missed.
         let reader = node
-            .open_durable(name, pattern, q.from)
+            .open_durable(name, pattern, q.from, form)
             .await
             .map_err(ApiError::internal)?;
         return Ok(ws
@@ -665,12 +669,19 @@ async fn stream(
     }
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| forward(node, socket, pattern, q.from))
+        .on_upgrade(move |socket| forward(node, socket, pattern, q.from, form))
         .into_response())
 }
 
-/// Sends every matching delivery to one WebSocket client until it or the node goes away.
-async fn forward(node: Node, mut socket: WebSocket, pattern: TopicPattern, from: Option<MeshId>) {
+/// Sends every matching delivery, in `form`, to one WebSocket client until it or the node goes
+/// away.
+async fn forward(
+    node: Node,
+    mut socket: WebSocket,
+    pattern: TopicPattern,
+    from: Option<MeshId>,
+    form: Form,
+) {
     let mut live = node.subscribe(pattern, from);
     let stopping = node.stopping();
     loop {
@@ -686,7 +697,7 @@ async fn forward(node: Node, mut socket: WebSocket, pattern: TopicPattern, from:
         let Some(delivery) = delivery else { break };
         // One write (and flush) for whatever is queued, not one per message.
         if socket
-            .feed(WsMessage::Text(delivery.text.to_string().into()))
+            .feed(WsMessage::Text(delivery.text_in(form).to_string().into()))
             .await
             .is_err()
             || (live.rx.is_empty() && socket.flush().await.is_err())

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use meshfed_proto::TopicPattern;
 use meshfed_proto::agreement::SignedAgreement;
+use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
 use meshfed_proto::policy::{PolicyTerms, SignatureMode as AgreedSignatureMode};
 use meshfed_proto::{FederationId, FederationState, MeshId, NodeName, Termination, Topic};
@@ -700,6 +701,34 @@ pub struct StreamQuery {
     /// frame.
     #[serde(default)]
     pub durable: Option<String>,
+    /// `required`: each envelope in the export form — its spec JSON plus `proof`, the base64
+    /// CBOR of the envelope exactly as it crossed (with the signer's certificate in its header,
+    /// the batch's signature and the inclusion proof), which `meshfed envelope inspect --ca`
+    /// checks alone. `none` (the default): the spec JSON. A durable subscription keeps its
+    /// messages in the form of its latest registration.
+    #[serde(default)]
+    #[param(value_type = Option<schema::Proof>)]
+    pub proof: Option<Proof>,
+}
+
+/// [`StreamQuery::proof`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proof {
+    /// The spec JSON alone.
+    #[default]
+    None,
+    /// The export form.
+    Required,
+}
+
+impl From<Proof> for Form {
+    fn from(p: Proof) -> Self {
+        match p {
+            Proof::None => Form::Spec,
+            Proof::Required => Form::Export,
+        }
+    }
 }
 
 /// A durable subscriber's acknowledgement, a text frame on the stream: acknowledges that

@@ -245,13 +245,13 @@ impl Task {
                     }
                     let delivery = arrived.delivery.clone();
                     if delivery.qos != Qos::AtMostOnce {
-                        for name in self.local.durable.matching(&delivery) {
+                        for (name, form) in self.local.durable.matching(&delivery) {
                             durable_writes = true;
                             writes.push(Write::AppendInbound(InboundMessage {
                                 subscription: name,
                                 id: d.message.id,
                                 received: at,
-                                payload: delivery.text.as_bytes().to_vec(),
+                                payload: delivery.text_in(form).as_bytes().to_vec(),
                             }));
                         }
                     }

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::envelope::export::Form;
 use meshfed_proto::{FederationId, MeshId, TopicPattern};
 use meshfed_store::journal::{DeadLetter, SubscriptionName};
 use meshfed_store::{FederationRecord, Journal, JournalConfig, Store};
@@ -442,12 +443,13 @@ impl GatewayHandle {
     }
 
     /// Creates (or updates) durable subscription `name` and opens it for a connected
-    /// subscriber.
+    /// subscriber, who receives its messages in `form`.
     pub(crate) async fn open_durable(
         &self,
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
+        form: Form,
     ) -> Result<
         (
             local::durable::Reader,
@@ -458,8 +460,16 @@ impl GatewayHandle {
         let ctx = &self.0.ctx;
         let local = &self.0.local;
         // Registered before the subscriber is told: from then on nothing for it is missed.
-        local::durable::register(ctx, local, name.clone(), pattern.clone(), from.clone()).await?;
-        local::durable::Reader::open(ctx.clone(), local, name, pattern, from).await
+        local::durable::register(
+            ctx,
+            local,
+            name.clone(),
+            pattern.clone(),
+            from.clone(),
+            form,
+        )
+        .await?;
+        local::durable::Reader::open(ctx.clone(), local, name, pattern, from, form).await
     }
 
     /// The metrics in the OpenMetrics text format; what is a state (backlogs, link health) is

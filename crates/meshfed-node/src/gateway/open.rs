@@ -10,13 +10,17 @@
 //! verified but fails its own checks is kept with its [`Refusal`]: it is settled, not delivered,
 //! so that the sender stops sending it. Every refusal is counted by its reason.
 //!
+//! Each delivery keeps the envelope as it crossed — moved out of its batch, with the batch's
+//! signed head shared by all of them — so that a subscriber asking for proof can get its export
+//! form ([`Delivery::export`]); nothing is encoded here.
+//!
 //! [`Terms::check_arrival`]: meshfed_proto::admission::Terms::check_arrival
 //! [`Terms::admit`]: meshfed_proto::admission::Terms::admit
 
 use std::sync::Arc;
 
 use meshfed_proto::admission::{Direction, Facts, Refusal};
-use meshfed_proto::batch::SignedBatch;
+use meshfed_proto::batch::{BatchSignature, SignedBatch, UnsignedEnvelope};
 use meshfed_proto::crypto::{Opener, Signature};
 use meshfed_proto::envelope::{BatchProof, Envelope, EnvelopeError, Header, Hop, WireEnvelope};
 use meshfed_queue::wire::{Signed, Transfer};
@@ -25,7 +29,7 @@ use meshfed_queue::{Message, Transmit};
 use super::context::Context;
 use super::cores::on_every_core;
 use super::inbox::{Arrived, Inbound, Input};
-use super::local::Delivery;
+use super::local::{AsCrossed, Delivery};
 use super::port::LinkPort;
 
 /// A transfer frame from the peer of `link`: verified, opened, and handed to the inbox (which
@@ -81,29 +85,26 @@ async fn open_transfer(
                 .verify(&key)
                 .map_err(|e| Refusal::BadSignature(e.to_string()))?;
             let signature = *receipt.signature().signature();
+            // Shared by the batch's envelopes, to make their export form on request.
+            let head = Arc::new(receipt.signature().clone());
             let tree = receipt.tree();
             batch
                 .into_envelopes()
                 .into_iter()
                 .enumerate()
-                .map(|(i, env)| {
-                    let proof = tree
+                .map(|(i, envelope)| {
+                    let position = tree
                         .proof(i as u64)
                         .map_err(|e| e.to_string())
                         .and_then(|p| {
                             BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string())
                         })
                         .map_err(Refusal::BadSignature)?;
-                    let mut hop = env.hop.clone();
-                    let header = env.header().clone();
-                    Ok(arrive(
-                        link,
-                        header,
-                        &mut hop,
-                        signature,
-                        Some(proof),
-                        |o| env.open(o),
-                    ))
+                    let parts = Parts::InBatch {
+                        envelope,
+                        batch: head.clone(),
+                    };
+                    Ok(arrive(link, parts, signature, Some(position)))
                 })
                 .collect::<Result<_, Refusal>>()?
         }
@@ -125,15 +126,8 @@ async fn open_transfer(
             verified
                 .into_iter()
                 .map(|wire| {
-                    let mut hop = wire.hop.clone();
-                    arrive(
-                        link,
-                        wire.header().clone(),
-                        &mut hop,
-                        *wire.signature(),
-                        None,
-                        |o| wire.open(o),
-                    )
+                    let signature = *wire.signature();
+                    arrive(link, Parts::Alone(wire), signature, None)
                 })
                 .collect()
         }
@@ -162,23 +156,71 @@ struct Opened {
     arrived: Arrived,
 }
 
-/// Checks one envelope whose signature verified, and opens it. A failed check is kept as the
-/// reason it is refused (it is settled, not delivered).
+/// A verified envelope as it crossed: signed alone, or moved out of its verified batch.
+enum Parts {
+    Alone(WireEnvelope),
+    InBatch {
+        envelope: UnsignedEnvelope,
+        batch: Arc<BatchSignature>,
+    },
+}
+
+impl Parts {
+    fn header(&self) -> &Header {
+        match self {
+            Self::Alone(w) => w.header(),
+            Self::InBatch { envelope, .. } => envelope.header(),
+        }
+    }
+
+    fn hop(&self) -> &Hop {
+        match self {
+            Self::Alone(w) => &w.hop,
+            Self::InBatch { envelope, .. } => &envelope.hop,
+        }
+    }
+
+    fn open(&self, opener: &Opener) -> Result<Vec<u8>, EnvelopeError> {
+        match self {
+            Self::Alone(w) => w.open(opener),
+            Self::InBatch { envelope, .. } => envelope.open(opener),
+        }
+    }
+
+    /// What a delivery keeps to make the envelope's export form; `None` for an envelope of a
+    /// batch without its position (not made by [`open_transfer`]).
+    fn kept(self, position: Option<BatchProof>) -> Option<AsCrossed> {
+        match (self, position) {
+            (Self::Alone(wire), _) => Some(AsCrossed::Alone(wire)),
+            (Self::InBatch { envelope, batch }, Some(position)) => Some(AsCrossed::InBatch {
+                envelope,
+                batch,
+                position,
+            }),
+            (Self::InBatch { .. }, None) => None,
+        }
+    }
+}
+
+/// Checks one envelope whose signature verified (alone, or in its batch at `position`), and
+/// opens it. A failed check is kept as the reason it is refused (it is settled, not delivered).
 fn arrive(
     link: &LinkPort,
-    header: Header,
-    hop: &mut Hop,
+    parts: Parts,
     signature: Signature,
-    batch: Option<BatchProof>,
-    open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
+    position: Option<BatchProof>,
 ) -> Opened {
+    let header = parts.header().clone();
+    let mut hop = parts.hop().clone();
     let checked = link
         .terms
-        .check_arrival(&header, hop)
+        .check_arrival(&header, &mut hop)
         .and_then(|()| {
             let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
             let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-            open(&opener).map_err(|e| Refusal::Unsealable(e.to_string()))
+            parts
+                .open(&opener)
+                .map_err(|e| Refusal::Unsealable(e.to_string()))
         })
         .and_then(|clear| {
             let facts = Facts {
@@ -189,26 +231,28 @@ fn arrive(
             link.terms.admit(Direction::Inbound, facts)?;
             Ok(clear)
         });
-    let (size, text, refused) = match checked {
+    let (size, text, crossed, refused) = match checked {
         Ok(clear) => {
             let size = clear.len();
             let envelope = Envelope {
                 header: header.clone(),
-                hop: hop.clone(),
+                hop,
                 signature,
                 message: Some(clear),
-                batch,
+                batch: position,
             };
-            (size, envelope.to_json_string(), None)
+            let text = envelope.to_json_string();
+            (size, text, parts.kept(envelope.batch), None)
         }
-        Err(refusal) => (0, String::new(), Some(refusal)),
+        Err(refusal) => (0, String::new(), None, Some(refusal)),
     };
-    let delivery = Arc::new(Delivery {
-        source: header.source.mesh.clone(),
-        topic: header.metadata.topic.clone(),
-        qos: header.policy.qos,
-        text: text.into(),
-    });
+    let delivery = Arc::new(Delivery::new(
+        header.source.mesh.clone(),
+        header.metadata.topic.clone(),
+        header.policy.qos,
+        text.into(),
+        crossed,
+    ));
     Opened {
         header,
         size,

@@ -89,6 +89,30 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The status and body of the answer to a WebSocket upgrade to `path` that the API refuses;
+    /// fails the test if it accepts.
+    pub(crate) async fn refused_websocket(&self, path: &str) -> (u16, Value) {
+        let mut req = format!("ws://{}{path}", self.gateway.api_addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => panic!("{path}: the upgrade was accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                let body = serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("{path}: the refusal is not JSON ({e}): {body:?}"));
+                (resp.status().as_u16(), body)
+            }
+            Err(e) => panic!("connecting {path}: {e}"),
+        }
+    }
+}
+
 /// Polls `cond` until it holds; fails after ten seconds.
 pub(crate) async fn wait_for<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

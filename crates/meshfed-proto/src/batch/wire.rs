@@ -8,7 +8,7 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
 
-use super::merkle::{self, HASH_LEN, TreeHash};
+use super::merkle::{self, HASH_LEN, InclusionProof, TreeHash};
 use super::{
     BatchError, BatchReceipt, BatchSignature, ProvenEnvelope, SignedBatch, UnsignedEnvelope,
     check_one_origin, index_u32,
@@ -151,6 +151,43 @@ impl ProvenEnvelope {
         );
         self.encode_into(&mut out);
         out
+    }
+
+    /// The wire form of the proven envelope that `envelope` at `proof`'s index in the batch
+    /// `batch` signs makes, without assembling one: for a receiver that keeps a batch's
+    /// signature once and each envelope with its inclusion proof. Refuses parts that do not fit
+    /// (a proof for another batch size or an index outside it, an envelope of another source),
+    /// so what it returns decodes with [`ProvenEnvelope::decode`].
+    pub fn encode_parts(
+        batch: &BatchSignature,
+        proof: &InclusionProof,
+        envelope: &UnsignedEnvelope,
+    ) -> Result<Vec<u8>, BatchError> {
+        let index = proof.index();
+        let i = batch.check_index(index)?;
+        if proof.tree_size() != u64::from(batch.count) {
+            return Err(BatchError::InvalidField {
+                field: "batch.proof",
+                reason: format!(
+                    "is a proof for a batch of {}, but the batch signs {}",
+                    proof.tree_size(),
+                    batch.count
+                ),
+            });
+        }
+        if envelope.header.source != batch.signer {
+            return Err(BatchError::SignerMismatch {
+                index: i,
+                signer: batch.signer.clone(),
+                found: envelope.header.source.clone(),
+            });
+        }
+        let path = proof.to_bytes();
+        let mut out =
+            Vec::with_capacity(envelope.header_bytes.len() + envelope.payload.len() + 1024);
+        let wire = ProvenOut(batch.wire(), index, Bytes::new(&path), envelope.wire());
+        write(&wire, &mut out);
+        Ok(out)
     }
 
     /// Parses a proven envelope: the index must be inside the batch, the proof must have the

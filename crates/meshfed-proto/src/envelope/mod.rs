@@ -5,7 +5,9 @@
 //! - the **spec JSON** ([`json`]): the layout of the specification's "Federation Envelope", as the
 //!   API, the CLI and audit exports show it;
 //! - the **wire form** ([`wire::WireEnvelope`]): a CBOR frame carrying the hop fields, the signed
-//!   header bytes, the SHA-384 digest of the payload, the signature and the payload.
+//!   header bytes, the SHA-384 digest of the payload, the signature and the payload;
+//! - the **export form** ([`export`]): the spec JSON plus, as `proof`, the envelope exactly as it
+//!   crossed (CBOR, base64), so that anyone holding the source mesh's CA can check it alone.
 //!
 //! The signature covers `"meshfed-envelope-v1\0" ‖ header bytes ‖ SHA-384(payload)` exactly as
 //! sent; nothing is re-serialised to verify. The payload is sealed with AES-256-GCM under the
@@ -17,6 +19,7 @@
 //! batch's, over the batch's Merkle root and count, and its `batch` ([`BatchProof`]) says where it
 //! sits in the batch. [`Envelope::verify`] checks either kind.
 
+pub mod export;
 pub mod json;
 mod types;
 pub mod wire;

@@ -1,5 +1,6 @@
 //! Applying one [`Write`] inside the writer's open transaction.
 
+use meshfed_proto::envelope::export::Form;
 use rusqlite::{Connection, params};
 
 use crate::error::{Doing, StoreError};
@@ -65,19 +66,30 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> 
 fn put_subscription(conn: &Connection, sub: &Subscription) -> Result<(), StoreError> {
     let created = to_sql("created", sub.created)?;
     conn.prepare_cached(
-        "INSERT INTO subscriptions (name, topic, from_mesh, created) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (name) DO UPDATE SET topic = excluded.topic, from_mesh = excluded.from_mesh",
+        "INSERT INTO subscriptions (name, topic, from_mesh, proof, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET topic = excluded.topic, from_mesh = excluded.from_mesh,
+         proof = excluded.proof",
     )
     .and_then(|mut s| {
         s.execute(params![
             sub.name.as_str(),
             sub.topic.as_str(),
             sub.from.as_ref().map(|m| m.as_str()),
+            form_to_sql(sub.form),
             created
         ])
     })
     .doing(|| format!("store durable subscription {}", sub.name))?;
     Ok(())
+}
+
+/// The `subscriptions.proof` value of `form`.
+pub(crate) fn form_to_sql(form: Form) -> i64 {
+    match form {
+        Form::Spec => 0,
+        Form::Export => 1,
+    }
 }
 
 fn dead_letter(conn: &Connection, d: &DeadLetter) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 
 use meshfed_proto::MeshId;
 use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::envelope::export::Form;
 use rusqlite::{Connection, Row, params};
 
 use crate::cells::{Cells, row, rows};
@@ -194,7 +195,7 @@ pub(crate) fn inbound_after(
 pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
     rows(
         conn,
-        "SELECT name, topic, from_mesh, created FROM subscriptions ORDER BY name",
+        "SELECT name, topic, from_mesh, proof, created FROM subscriptions ORDER BY name",
         [],
         || "read the durable subscriptions".into(),
         |r| {
@@ -203,10 +204,23 @@ pub(crate) fn subscriptions(conn: &Connection) -> Result<Vec<Subscription>, Stor
                 name: c.parse("name")?,
                 topic: c.parse("topic")?,
                 from: c.opt_parse("from_mesh")?,
+                form: form_from_sql(&c, "proof")?,
                 created: c.time("created")?,
             })
         },
     )
+}
+
+/// The form stored in `subscriptions.proof`: 0 the spec JSON, 1 the export form.
+fn form_from_sql(c: &Cells<'_, '_>, column: &'static str) -> Result<Form, StoreError> {
+    match c.int(column)? {
+        0 => Ok(Form::Spec),
+        1 => Ok(Form::Export),
+        n => Err(c.corrupt(
+            column,
+            format!("{n} is neither 0 (spec JSON) nor 1 (export form)"),
+        )),
+    }
 }
 
 /// The `limit` latest dead letters, newest first.

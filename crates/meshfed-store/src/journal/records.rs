@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
 use meshfed_proto::{MeshId, Topic, TopicPattern};
 
@@ -168,6 +169,8 @@ pub struct Subscription {
     pub topic: TopicPattern,
     /// Only messages from this mesh, if set.
     pub from: Option<MeshId>,
+    /// The form its messages are kept and sent in (the export form for `proof=required`).
+    pub form: Form,
     /// When it was created.
     pub created: Timestamp,
 }
@@ -218,7 +221,7 @@ pub enum Write {
         /// The last message delivered to it.
         delivered: InboundSeq,
     },
-    /// Create a durable subscription, or change the topic and source of an existing one.
+    /// Create a durable subscription, or change the topic, source and form of an existing one.
     PutSubscription(Subscription),
     /// Record a dead letter and delete its stored outbound copy, if any.
     DeadLetter(DeadLetter),

@@ -398,3 +398,34 @@ fn a_corrupt_id_is_reported_with_table_row_and_column() {
          found 2"
     );
 }
+
+#[test]
+fn subscription_keeps_its_form_and_a_new_registration_changes_it() {
+    use meshfed_proto::envelope::export::Form;
+    let (_dir, j) = open();
+    let sub = Subscription {
+        name: "erp".parse().unwrap(),
+        topic: "orders/#".parse().unwrap(),
+        from: Some(mesh("plant-a")),
+        form: Form::Export,
+        created: Timestamp(5),
+    };
+    j.submit(Write::PutSubscription(sub.clone()))
+        .wait()
+        .unwrap();
+    assert_eq!(j.subscriptions().unwrap(), vec![sub.clone()]);
+    let plain = Subscription {
+        form: Form::Spec,
+        created: Timestamp(6),
+        ..sub.clone()
+    };
+    j.submit(Write::PutSubscription(plain)).wait().unwrap();
+    assert_eq!(
+        j.subscriptions().unwrap(),
+        vec![Subscription {
+            form: Form::Spec,
+            ..sub
+        }],
+        "the form changes, the creation time stays"
+    );
+}

@@ -135,14 +135,29 @@ stand_in!(
     Operation => names(["suspend", "resume", "terminate"])
 );
 stand_in!(
+    /// Whether a subscriber receives each envelope with its proof: `required` for the export
+    /// form, `none` (the default) for the spec JSON alone.
+    Proof => names(["none", "required"])
+);
+stand_in!(
     /// A delivered envelope in the spec's JSON layout: `federation` (version, id, timestamp,
     /// source_mesh, destination_mesh, routing, security, policy, metadata) and `message` (a
     /// JSON value for JSON content, a string for text, base64 otherwise, `null` when sealed).
+    /// In the export form (`proof=required`) also `proof`: standard base64 of the CBOR of the
+    /// envelope exactly as it crossed — signed alone, or one envelope of a signed batch with the
+    /// batch's signature and its inclusion proof — which `meshfed envelope inspect --ca` checks
+    /// against the source mesh's CA.
     Envelope => ObjectBuilder::new()
         .property("federation", ObjectBuilder::new().schema_type(Type::Object))
         .required("federation")
         .property("message", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
         .required("message")
+        .property(
+            "proof",
+            string().description(Some(
+                "Export form only: base64 of the CBOR of the envelope as it crossed",
+            )),
+        )
 );
 
 /// A delivery deadline: whole milliseconds, or a duration like `"5s"`.

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
+use meshfed_proto::envelope::export::Form;
 use meshfed_proto::{MeshId, TopicPattern};
 use meshfed_store::Write;
 use meshfed_store::journal::{InboundSeq, Subscription, SubscriptionName};
@@ -46,15 +47,15 @@ impl Durable {
         })
     }
 
-    /// The subscriptions `delivery` is kept for.
-    pub(crate) fn matching(&self, delivery: &Delivery) -> Vec<SubscriptionName> {
+    /// The subscriptions `delivery` is kept for, each with the form it keeps messages in.
+    pub(crate) fn matching(&self, delivery: &Delivery) -> Vec<(SubscriptionName, Form)> {
         let subs = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         subs.iter()
             .filter(|s| {
                 s.topic.matches(&delivery.topic)
                     && s.from.as_ref().is_none_or(|m| *m == delivery.source)
             })
-            .map(|s| s.name.clone())
+            .map(|s| (s.name.clone(), s.form))
             .collect()
     }
 
@@ -67,19 +68,22 @@ impl Durable {
     }
 }
 
-/// Creates subscription `name` (or updates its topic and source) and waits until it is stored:
-/// from then on every matching qos ≥ 1 message is kept for it.
+/// Creates subscription `name` (or updates its topic, source and form) and waits until it is
+/// stored: from then on every matching qos ≥ 1 message is kept for it, in `form`. Messages
+/// kept before a change of form stay in the form they were kept in.
 pub(crate) async fn register(
     ctx: &Context,
     local: &Local,
     name: SubscriptionName,
     topic: TopicPattern,
     from: Option<MeshId>,
+    form: Form,
 ) -> Result<(), String> {
     let sub = Subscription {
         name,
         topic,
         from,
+        form,
         created: ctx.now(),
     };
     let journal = ctx.journal.clone();
@@ -119,6 +123,8 @@ pub(crate) struct Reader {
     changes: watch::Receiver<u64>,
     /// The live stream, for the qos 0 messages the journal does not keep.
     live: super::live::Subscription,
+    /// The form the subscriber receives the live stream's messages in.
+    form: Form,
 }
 
 impl Reader {
@@ -130,6 +136,7 @@ impl Reader {
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
+        form: Form,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Saved>), String> {
         let changes = local.durable.changes();
         let live = local.live.subscribe(pattern, from, true);
@@ -153,6 +160,7 @@ impl Reader {
             done_tx,
             changes,
             live,
+            form,
         };
         Ok((reader, done_rx))
     }
@@ -177,7 +185,7 @@ impl Reader {
                     }
                 }
                 live = self.live.rx.recv() => match live {
-                    Some(d) => return Some(d.text.to_string()),
+                    Some(d) => return Some(d.text_in(self.form).to_string()),
                     None => return None,
                 },
             }

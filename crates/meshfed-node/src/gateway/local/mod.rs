@@ -2,13 +2,21 @@
 //! API's stream, and durable subscriptions that keep qos ≥ 1 messages in the journal until
 //! their subscriber acknowledges them. A connector to the mesh's own bus is one more local
 //! subscriber here.
+//!
+//! A subscriber receives each envelope as the spec's JSON, or — when it asked for proof
+//! (`proof=required`) — in the export form ([`meshfed_proto::envelope::export`]): the same JSON
+//! plus the envelope exactly as it crossed. A [`Delivery`] keeps what that takes and encodes it
+//! the first time a subscriber that asked for it receives it, so that deliveries to the others
+//! cost nothing more.
 
 pub(crate) mod durable;
 pub(crate) mod live;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use meshfed_proto::envelope::Qos;
+use meshfed_proto::batch::{BatchError, BatchSignature, ProvenEnvelope, UnsignedEnvelope};
+use meshfed_proto::envelope::export::{self, Form};
+use meshfed_proto::envelope::{BatchProof, Qos, WireEnvelope};
 use meshfed_proto::{MeshId, Topic};
 
 /// An envelope delivered to this mesh, as local subscribers receive it.
@@ -22,6 +30,96 @@ pub struct Delivery {
     pub qos: Qos,
     /// The spec-layout JSON envelope, with the opened message, as text.
     pub text: Arc<str>,
+    /// The envelope as it crossed, to make the export form from; `None` for one refused.
+    crossed: Option<AsCrossed>,
+    /// The export form, made the first time a subscriber asks for it.
+    export: OnceLock<Arc<str>>,
+}
+
+/// An envelope exactly as it crossed the link, by parts the receiver already has: the envelope
+/// moved out of its batch, and the batch's signature shared by all of its envelopes.
+#[derive(Debug)]
+pub(crate) enum AsCrossed {
+    /// Signed alone.
+    Alone(WireEnvelope),
+    /// One envelope of a verified batch.
+    InBatch {
+        /// The envelope, with its payload as carried (ciphertext).
+        envelope: UnsignedEnvelope,
+        /// The batch's signed head.
+        batch: Arc<BatchSignature>,
+        /// Its position and inclusion proof in the batch.
+        position: BatchProof,
+    },
+}
+
+impl AsCrossed {
+    /// The CBOR of the envelope as it crossed: a wire envelope, or a proven envelope.
+    fn encode(&self) -> Result<Vec<u8>, BatchError> {
+        match self {
+            Self::Alone(wire) => Ok(wire.encode()),
+            Self::InBatch {
+                envelope,
+                batch,
+                position,
+            } => ProvenEnvelope::encode_parts(batch, position.proof(), envelope),
+        }
+    }
+}
+
+impl Delivery {
+    /// A delivery of the envelope whose spec JSON is `text`, kept `crossed` as it crossed.
+    pub(crate) fn new(
+        source: MeshId,
+        topic: Topic,
+        qos: Qos,
+        text: Arc<str>,
+        crossed: Option<AsCrossed>,
+    ) -> Self {
+        Self {
+            source,
+            topic,
+            qos,
+            text,
+            crossed,
+            export: OnceLock::new(),
+        }
+    }
+
+    /// The text a subscriber that asked for `form` receives.
+    pub fn text_in(&self, form: Form) -> Arc<str> {
+        match form {
+            Form::Spec => self.text.clone(),
+            Form::Export => self.export(),
+        }
+    }
+
+    /// The export form: the spec JSON with `proof`, the base64 CBOR of the envelope as it
+    /// crossed. Encoded once, on the first call. The parts come from one verified batch (or
+    /// one verified envelope), so they always fit; should that ever fail, the spec JSON is
+    /// given, which `envelope inspect` says it cannot check, and the failure is logged.
+    pub fn export(&self) -> Arc<str> {
+        self.export
+            .get_or_init(|| {
+                let made = self
+                    .crossed
+                    .as_ref()
+                    .ok_or_else(|| "the envelope as it crossed was not kept".to_owned())
+                    .and_then(|c| c.encode().map_err(|e| e.to_string()))
+                    .and_then(|cbor| {
+                        export::export_json(&self.text, &cbor)
+                            .ok_or_else(|| "its JSON is not an object".to_owned())
+                    });
+                match made {
+                    Ok(text) => text.into(),
+                    Err(e) => {
+                        tracing::error!(source = %self.source, topic = %self.topic, error = %e, "cannot make the export form of a delivered envelope; delivering its spec JSON");
+                        self.text.clone()
+                    }
+                }
+            })
+            .clone()
+    }
 }
 
 /// This node's local subscribers.
