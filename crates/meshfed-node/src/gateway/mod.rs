@@ -146,6 +146,11 @@ pub async fn start(
     }
     ctx.tracker
         .spawn(links::accept_loop(links.clone(), listener));
+    let renewing = ctx.clone();
+    ctx.tracker.spawn(async move {
+        let ctx = renewing;
+        identity::renew_loop(&ctx.id, &ctx.clock, &ctx.cancel).await;
+    });
     links::redial_stored(&links).await;
     let federations = Federations {
         ctx: ctx.clone(),
@@ -239,7 +244,7 @@ impl GatewayHandle {
             role: ctx.config.node.role,
             federation_addr: ctx.federation_addr,
             ca_fingerprint: ctx.id.ca_fingerprint.to_string(),
-            node_cert_expires: crate::clock::timestamp(ctx.id.cert_not_after),
+            node_cert_expires: crate::clock::timestamp(ctx.id.cert().not_after),
             trust_bundle_mesh: ctx.id.bundle.mesh().clone(),
             signatures: ctx.config.delivery.signatures,
         }
