@@ -150,7 +150,7 @@ fn sign_leaf(ca: &MeshCa, key: &SigningKey, uri: &str, now: SystemTime) -> Certi
     params.subject_alt_names = vec![SanType::URI(
         Ia5String::try_from(uri).expect("URI is ASCII"),
     )];
-    params.is_ca = IsCa::ExplicitNoCa;
+    params.is_ca = IsCa::NoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,

@@ -2,7 +2,7 @@
 //! checked for consistency once and turned into rustls configuration.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use meshfed_proto::crypto::SigningKey;
@@ -12,10 +12,11 @@ use meshfed_trust::{
     KeyPurpose, NodeCertInfo, P384PublicKey, TrustBundle, inspect_node_cert, key_from_pkcs8_pem,
     verify_node_cert,
 };
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::NoServerSessionStorage;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{ClientConfig, ServerConfig};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::ALPN;
@@ -28,13 +29,17 @@ use crate::tls::{SelfConsistentClientChain, ServerTrust, ServerTrustVerifier, pr
 /// [`TlsIdentity::new`] checks that the three belong together (the key is the leaf's, the CA
 /// signed the leaf, the leaf names a node of the CA's mesh and may serve as TLS client and
 /// server). It does not check the time: an expired certificate loads, and peers refuse it.
+///
+/// The leaf can be replaced while the node runs ([`TlsIdentity::renew`]): listeners and
+/// diallers made from this identity (and its clones) present the new one from their next
+/// handshake on, through rustls certificate resolvers that read the current leaf; links
+/// already up keep the session they have.
 #[derive(Clone)]
 pub struct TlsIdentity {
     info: NodeCertInfo,
-    leaf: CertificateDer<'static>,
     ca: CertificateDer<'static>,
     provider: Arc<CryptoProvider>,
-    certified: Arc<CertifiedKey>,
+    current: Arc<CurrentCert>,
     server: Arc<ServerConfig>,
 }
 
@@ -60,18 +65,42 @@ impl TlsIdentity {
         }
         let provider = provider();
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
-        let certified = CertifiedKey::from_der(vec![leaf.clone(), ca.clone()], key_der, &provider)
+        let certified = CertifiedKey::from_der(vec![leaf, ca.clone()], key_der, &provider)
             .map_err(|e| identity_error(format!("rustls refused the key: {e}")))?;
-        let certified = Arc::new(certified);
-        let server = server_config(&provider, &certified)?;
+        let current = Arc::new(CurrentCert(RwLock::new(Arc::new(certified))));
+        let server = server_config(&provider, &current)?;
         Ok(Self {
             info,
-            leaf,
             ca,
             provider,
-            certified,
+            current,
             server,
         })
+    }
+
+    /// Presents `leaf_der` from the next handshake on: a renewed certificate for the same node
+    /// and the same key, issued by the same CA. Returns what it says.
+    pub fn renew(&self, leaf_der: Vec<u8>) -> Result<NodeCertInfo, TransportError> {
+        let leaf = CertificateDer::from(leaf_der);
+        let info = inspect_node_cert(&leaf)
+            .map_err(|e| identity_error(format!("renewed node certificate: {}", chain(&e))))?;
+        if info.mesh != self.info.mesh || info.node != self.info.node {
+            return Err(identity_error(format!(
+                "the renewed node certificate names {}, this node is {}",
+                info.identity(),
+                self.info.identity()
+            )));
+        }
+        if info.public_key != self.info.public_key {
+            return Err(identity_error(
+                "the renewed node certificate is for another key than the node's".to_owned(),
+            ));
+        }
+        check_issued_by(&info, &leaf, &self.ca)?;
+        let key = Arc::clone(&self.current.get().key);
+        let certified = Arc::new(CertifiedKey::new(vec![leaf, self.ca.clone()], key));
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        Ok(info)
     }
 
     /// An identity from PEM: a `CERTIFICATE` block for the node, one for its mesh CA, and a
@@ -97,9 +126,15 @@ impl TlsIdentity {
         &self.info.node
     }
 
-    /// The node certificate, DER.
-    pub fn leaf(&self) -> &[u8] {
-        &self.leaf
+    /// The node certificate presented now, DER.
+    pub fn leaf(&self) -> Vec<u8> {
+        // `new` and `renew` always put the leaf first: the chain is never empty.
+        self.current
+            .get()
+            .cert
+            .first()
+            .map(|c| c.to_vec())
+            .unwrap_or_default()
     }
 
     /// The mesh CA certificate presented after the leaf, DER.
@@ -119,9 +154,7 @@ impl TlsIdentity {
             .map_err(config_error)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ServerTrustVerifier::new(trust)))
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(
-                &self.certified,
-            ))));
+            .with_client_cert_resolver(Arc::clone(&self.current) as Arc<dyn ResolvesClientCert>);
         config.alpn_protocols = vec![ALPN.to_vec()];
         // Trust is decided per dial, so a session must never be resumed under another rule.
         config.resumption = rustls::client::Resumption::disabled();
@@ -165,15 +198,45 @@ fn check_issued_by(
     Ok(())
 }
 
+/// The certificate and key this node presents now, read by rustls at every handshake.
+#[derive(Debug)]
+struct CurrentCert(RwLock<Arc<CertifiedKey>>);
+
+impl CurrentCert {
+    fn get(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for CurrentCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 fn server_config(
     provider: &Arc<CryptoProvider>,
-    certified: &Arc<CertifiedKey>,
+    current: &Arc<CurrentCert>,
 ) -> Result<Arc<ServerConfig>, TransportError> {
     let mut config = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_error)?
         .with_client_cert_verifier(Arc::new(SelfConsistentClientChain))
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(certified))));
+        .with_cert_resolver(Arc::clone(current) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![ALPN.to_vec()];
     // No resumption: every link proves its client certificate afresh.
     config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -213,7 +276,7 @@ mod tests {
             TlsIdentity::from_pem(&node.cert_pem(), &pki.ca().cert_pem(), &node.key_pem()).unwrap();
         assert_eq!(id.mesh().as_str(), "plant-a");
         assert_eq!(id.node().as_str(), "gw1");
-        assert_eq!(id.leaf(), node.cert.as_ref());
+        assert_eq!(id.leaf(), node.cert.to_vec());
         assert_eq!(id.ca(), pki.ca().cert_der().as_ref());
     }
 
@@ -246,6 +309,48 @@ mod tests {
         let pki = TestPki::new("plant-a");
         let (leaf, ca, key) = der(&pki, &pki.expired_node("gw1"));
         TlsIdentity::new(leaf, ca, key).unwrap();
+    }
+
+    #[test]
+    fn renewed_leaf_is_presented_from_then_on_by_every_clone() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let (leaf, ca, key) = der(&pki, &node);
+        let id = TlsIdentity::new(leaf, ca, key).unwrap();
+        let listener_copy = id.clone();
+        let renewed = pki
+            .ca()
+            .issue_node_cert(
+                id.node(),
+                &P384PublicKey::of(&node.key),
+                pki.now() + std::time::Duration::from_secs(60),
+                meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        let info = id.renew(renewed.der().to_vec()).unwrap();
+        assert_eq!(info.not_after, renewed.info().not_after);
+        assert_eq!(listener_copy.leaf(), renewed.der().to_vec());
+        let resolved = listener_copy.current.get();
+        assert_eq!(
+            resolved.cert,
+            vec![renewed.der().clone(), pki.ca().cert_der().clone()]
+        );
+    }
+
+    #[test]
+    fn renewal_refuses_a_certificate_for_another_key_or_node() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let (leaf, ca, key) = der(&pki, &node);
+        let id = TlsIdentity::new(leaf.clone(), ca, key).unwrap();
+        let err = id.renew(pki.node("gw1").cert.to_vec()).unwrap_err();
+        assert!(err.to_string().contains("for another key"), "{err}");
+        let err = id.renew(pki.node("gw2").cert.to_vec()).unwrap_err();
+        assert!(
+            err.to_string().contains("names meshfed://plant-a/gw2"),
+            "{err}"
+        );
+        assert_eq!(id.leaf(), leaf, "the old leaf stays");
     }
 
     #[test]

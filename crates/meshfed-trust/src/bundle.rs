@@ -474,7 +474,7 @@ mod tests {
         params.not_before = time::OffsetDateTime::from_unix_timestamp(NOW as i64 - 60).unwrap();
         params.not_after = time::OffsetDateTime::from_unix_timestamp((NOW + HOUR) as i64).unwrap();
         params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri).unwrap())];
-        params.is_ca = IsCa::ExplicitNoCa;
+        params.is_ca = IsCa::NoCa;
         params.extended_key_usages = ekus;
         params.signed_by(&key, &issuer).unwrap().der().clone()
     }

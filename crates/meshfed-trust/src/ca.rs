@@ -175,7 +175,7 @@ impl MeshCa {
         name.push(DnType::CommonName, node.as_str());
         params.distinguished_name = name;
         params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(identity.uri())?)];
-        params.is_ca = IsCa::ExplicitNoCa;
+        params.is_ca = IsCa::NoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -364,6 +364,8 @@ mod tests {
             )
         });
         assert!(has_aki);
+        // CA:FALSE is the DER default: it must be omitted, not encoded (strict parsers refuse it).
+        assert!(parsed.basic_constraints().unwrap().is_none());
     }
 
     #[test]

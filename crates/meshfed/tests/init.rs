@@ -261,3 +261,39 @@ fn san_uris(cert: &X509Certificate<'_>) -> Vec<String> {
         })
         .collect()
 }
+
+/// Every file under `dir` holding a PEM certificate or CSR, relative to `dir`, sorted.
+fn pem_cert_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if fs::read_to_string(&path).is_ok_and(|t| t.contains("-----BEGIN CERTIFICATE"))
+            {
+                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_written_certificate_loads_in_openssl_and_python_cryptography() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("node");
+    assert_ok(&init(&dir, &["--mesh", "plant-a", "--node", "gw1"]));
+    let written = pem_cert_files(&dir);
+    assert_eq!(
+        written,
+        [PathBuf::from("ca/ca.crt"), PathBuf::from("node/node.crt")]
+    );
+    let failures: Vec<String> = written
+        .iter()
+        .flat_map(|rel| meshfed_testkit::strict::strict_parse_failures(&dir.join(rel)))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

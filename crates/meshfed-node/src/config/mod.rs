@@ -218,6 +218,19 @@ pub struct IdentityConfig {
     /// Lifetime of node certificates issued for this node (at most [`MAX_NODE_CERT_VALIDITY`]).
     /// Default: 24 h.
     pub node_cert_validity: Duration,
+    /// How long before its expiry the running node renews its certificate (shorter than
+    /// `node_cert_validity`). Default (`None`): a third of `node_cert_validity`, so a
+    /// certificate is renewed at two thirds of its lifetime.
+    pub node_cert_renew_before: Option<Duration>,
+}
+
+impl IdentityConfig {
+    /// How long before its expiry the node certificate is renewed: `node_cert_renew_before`,
+    /// else a third of `node_cert_validity`.
+    pub fn renew_before(&self) -> Duration {
+        self.node_cert_renew_before
+            .unwrap_or(self.node_cert_validity / 3)
+    }
 }
 
 impl Default for IdentityConfig {
@@ -228,6 +241,7 @@ impl Default for IdentityConfig {
             node_cert: DirPath::from_static("node/node.crt"),
             node_key: DirPath::from_static("node/node.key"),
             node_cert_validity: meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            node_cert_renew_before: None,
         }
     }
 }

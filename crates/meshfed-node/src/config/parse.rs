@@ -137,6 +137,7 @@ struct RawIdentity {
     node_cert: Text,
     node_key: Text,
     node_cert_validity: Text,
+    node_cert_renew_before: Text,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,17 +246,36 @@ impl Fields<'_> {
 
     fn identity(&self, raw: RawIdentity) -> Result<IdentityConfig, ConfigError> {
         let d = IdentityConfig::default();
+        let node_cert_validity = self.duration(
+            "identity.node_cert_validity",
+            raw.node_cert_validity,
+            d.node_cert_validity,
+            Some(MAX_NODE_CERT_VALIDITY),
+        )?;
+        let node_cert_renew_before = match raw.node_cert_renew_before {
+            None => None,
+            Some(raw) => {
+                let key = "identity.node_cert_renew_before";
+                let (span, value) = (raw.span(), quoted(raw.get_ref()));
+                let d = self.duration(key, Some(raw), Duration::ZERO, None)?;
+                if d >= node_cert_validity {
+                    let reason = format!(
+                        "must be shorter than identity.node_cert_validity ({}), or the \
+                         certificate would be renewed again as soon as it is issued",
+                        humantime::format_duration(node_cert_validity)
+                    );
+                    return Err(self.invalid(key, span, value, reason));
+                }
+                Some(d)
+            }
+        };
         Ok(IdentityConfig {
             ca_cert: self.value("identity.ca_cert", raw.ca_cert, d.ca_cert)?,
             ca_key: self.value("identity.ca_key", raw.ca_key, d.ca_key)?,
             node_cert: self.value("identity.node_cert", raw.node_cert, d.node_cert)?,
             node_key: self.value("identity.node_key", raw.node_key, d.node_key)?,
-            node_cert_validity: self.duration(
-                "identity.node_cert_validity",
-                raw.node_cert_validity,
-                d.node_cert_validity,
-                Some(MAX_NODE_CERT_VALIDITY),
-            )?,
+            node_cert_validity,
+            node_cert_renew_before,
         })
     }
 
@@ -680,6 +700,23 @@ mod tests {
         );
         assert!(
             err.ends_with("federation.handshake_timeout = \"0s\": must be longer than zero"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn node_cert_renew_before_defaults_to_a_third_and_must_be_shorter_than_the_validity() {
+        let base = "[node]\nmesh = \"m\"\nname = \"n\"\n[identity]\nnode_cert_validity = \"90s\"\n";
+        let file = Path::new("/x/meshfed.toml");
+        let cfg = parse(base, file).unwrap();
+        assert_eq!(cfg.identity.renew_before(), Duration::from_secs(30));
+        let cfg = parse(&format!("{base}node_cert_renew_before = \"1m\"\n"), file).unwrap();
+        assert_eq!(cfg.identity.renew_before(), Duration::from_secs(60));
+        let err = parse_err(&format!("{base}node_cert_renew_before = \"2m\"\n"));
+        assert!(
+            err.starts_with(
+                "/x/meshfed.toml:6: identity.node_cert_renew_before = \"2m\": must be shorter than identity.node_cert_validity (1m 30s)"
+            ),
             "{err}"
         );
     }

@@ -29,6 +29,8 @@ struct Setting {
     meaning: String,
     default: String,
     value: String,
+    /// Written as a comment: the setting is left at a default that follows another setting.
+    commented: bool,
 }
 
 impl Setting {
@@ -38,6 +40,7 @@ impl Setting {
             meaning: meaning.to_owned(),
             default,
             value,
+            commented: false,
         }
     }
 }
@@ -51,7 +54,8 @@ pub(super) fn render(cfg: &NodeConfig) -> String {
                 let _ = writeln!(out, "# {line}");
             }
             let _ = writeln!(out, "# {}", s.default);
-            let _ = writeln!(out, "{} = {}", s.key, s.value);
+            let comment = if s.commented { "# " } else { "" };
+            let _ = writeln!(out, "{comment}{} = {}", s.key, s.value);
         }
     }
     out.push_str(PEERS);
@@ -216,6 +220,17 @@ fn identity(cfg: &NodeConfig) -> Vec<Setting> {
             default(quoted(&duration(meshfed_trust::DEFAULT_NODE_CERT_VALIDITY))),
             quoted(&duration(i.node_cert_validity)),
         ),
+        Setting {
+            key: "node_cert_renew_before",
+            meaning: "How long before its expiry the running node renews its certificate; \
+                      shorter than node_cert_validity."
+                .to_owned(),
+            default: "Default: a third of node_cert_validity (renewed at two thirds of its \
+                      lifetime)."
+                .to_owned(),
+            value: quoted(&duration(i.renew_before())),
+            commented: i.node_cert_renew_before.is_none(),
+        },
     ]
 }
 
@@ -414,6 +429,11 @@ mod tests {
         assert!(lines.iter().all(|l| l.len() <= 100), "{text}");
         assert!(text.contains("heartbeat_interval = \"1500ms\""), "{text}");
         assert!(text.contains("node_cert_validity = \"12h\""), "{text}");
+        // Left at its default, which follows node_cert_validity: shown, commented out.
+        assert!(
+            text.contains("\n# node_cert_renew_before = \"4h\"\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# Address where mutual-TLS federation links"),
             "{text}"

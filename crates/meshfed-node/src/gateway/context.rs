@@ -1,6 +1,7 @@
 //! What every stage of a running gateway may use: its identity and configuration, the store and
 //! the journal, the clock, the metrics, and the way to stop. Nothing here changes while the
-//! gateway runs; the state that does (links, streams, subscribers) belongs to its stage.
+//! gateway runs but the node certificate (renewed in place, see `identity.rs`); the state that
+//! does (links, streams, subscribers) belongs to its stage.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

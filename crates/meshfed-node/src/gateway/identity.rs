@@ -1,7 +1,8 @@
-//! This node's identity: its mesh and name, its signing key and certificate, its mesh CA.
+//! This node's identity: its mesh and name, its signing key and certificate, its mesh CA; and
+//! the renewal of its certificate while the gateway runs ([`renew_loop`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use meshfed_proto::crypto::SigningKey;
@@ -9,20 +10,139 @@ use meshfed_proto::{MeshId, NodeName};
 use meshfed_transport::TlsIdentity;
 use meshfed_trust::{Fingerprint, MeshCa, P384PublicKey, TrustBundle};
 
+use tokio_util::sync::CancellationToken;
+
 use super::error::GatewayError;
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 
-/// This node's identity, loaded (and its certificate renewed when due) at start.
+/// This node's identity, loaded (and its certificate renewed when due) at start. The node
+/// certificate changes while the gateway runs ([`Identity::renew`]); the key stays.
 pub(crate) struct Identity {
     pub(crate) mesh: MeshId,
     pub(crate) node: NodeName,
     pub(crate) key: Arc<SigningKey>,
-    pub(crate) cert_der: Vec<u8>,
     pub(crate) ca_der: Vec<u8>,
     pub(crate) ca_fingerprint: Fingerprint,
     pub(crate) bundle: TrustBundle,
+    /// What TLS presents: follows [`Identity::renew`].
     pub(crate) tls: TlsIdentity,
-    pub(crate) cert_not_after: SystemTime,
+    current: RwLock<Arc<NodeCert>>,
+    renewal: Option<Renewal>,
+}
+
+/// The node certificate in use.
+#[derive(Debug)]
+pub(crate) struct NodeCert {
+    /// DER, as envelope headers carry it.
+    pub(crate) der: Vec<u8>,
+    /// End of its validity.
+    pub(crate) not_after: SystemTime,
+}
+
+/// What renewing the node certificate takes: the CA that issues it, and where and how.
+struct Renewal {
+    ca: MeshCa,
+    path: PathBuf,
+    validity: Duration,
+    renew_before: Duration,
+}
+
+impl Identity {
+    /// The node certificate in use now.
+    pub(crate) fn cert(&self) -> Arc<NodeCert> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// When the node certificate in use is due for renewal; `None` when this node cannot
+    /// renew it (no CA key).
+    fn renewal_due(&self) -> Option<SystemTime> {
+        let renewal = self.renewal.as_ref()?;
+        let not_after = self.cert().not_after;
+        Some(
+            not_after
+                .checked_sub(renewal.renew_before)
+                .unwrap_or(not_after),
+        )
+    }
+
+    /// Issues a new node certificate for the same key, writes it to the node directory, and
+    /// uses it from now on: for new links (TLS) and for signing. Links already up stay up.
+    pub(crate) fn renew(&self, now: SystemTime) -> Result<Arc<NodeCert>, String> {
+        let Some(r) = &self.renewal else {
+            return Err("no mesh CA key to issue it with".to_owned());
+        };
+        let cert =
+            r.ca.issue_node_cert(&self.node, &P384PublicKey::of(&self.key), now, r.validity)
+                .map_err(|e| format!("issuing: {}", error_chain(&e)))?;
+        meshfed_trust::files::write_file(
+            &r.path,
+            cert.pem().as_bytes(),
+            meshfed_trust::files::FileMode::Public,
+            meshfed_trust::files::IfExists::Replace,
+        )
+        .map_err(|e| format!("writing {}: {}", r.path.display(), error_chain(&e)))?;
+        self.tls
+            .renew(cert.der().to_vec())
+            .map_err(|e| format!("presenting it in TLS: {e}"))?;
+        let current = Arc::new(NodeCert {
+            der: cert.der().to_vec(),
+            not_after: cert.info().not_after,
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&current);
+        Ok(current)
+    }
+}
+
+/// Renews the node certificate whenever it is due (`renew_before` its expiry, on the
+/// gateway's clock) until the gateway stops. A failed renewal is logged and tried again.
+pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &CancellationToken) {
+    let Some(renewal) = &id.renewal else {
+        return;
+    };
+    let retry =
+        (renewal.renew_before / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        let Some(due) = id.renewal_due() else {
+            return;
+        };
+        let wait = due.duration_since(clock.wall()).unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = clock.sleep(wait) => {}
+        }
+        if clock.wall() < due {
+            continue;
+        }
+        match id.renew(clock.wall()) {
+            Ok(cert) => tracing::info!(
+                path = %renewal.path.display(),
+                expires = %humantime::format_rfc3339_seconds(cert.not_after),
+                "renewed the node certificate"
+            ),
+            Err(reason) => {
+                tracing::warn!(
+                    "cannot renew the node certificate ({reason}); trying again in {}",
+                    humantime::format_duration(retry)
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = clock.sleep(retry) => {}
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 pub(crate) fn read(what: &'static str, path: PathBuf) -> Result<String, GatewayError> {
@@ -51,8 +171,10 @@ fn warn_if_others_can_read(what: &str, path: &Path) {
     let _ = (what, path);
 }
 
-/// Loads the node's identity; re-issues the node certificate from the mesh CA when a third or
-/// less of its validity is left ("renewed automatically before expiry").
+/// Loads the node's identity; re-issues the node certificate from the mesh CA when less than
+/// `renew_before` of its validity is left ("renewed automatically before expiry"). The CA is
+/// kept for renewals while the gateway runs ([`renew_loop`]); without a CA key the node runs
+/// on its certificate until it expires, and says so.
 pub(crate) fn load(
     dir: &Path,
     config: &NodeConfig,
@@ -63,7 +185,8 @@ pub(crate) fn load(
         dir: dir.to_path_buf(),
         reason,
     };
-    warn_if_others_can_read("mesh CA key", &ids.ca_key.resolve(dir));
+    let ca_key_path = ids.ca_key.resolve(dir);
+    warn_if_others_can_read("mesh CA key", &ca_key_path);
     warn_if_others_can_read("node key", &ids.node_key.resolve(dir));
     let ca_pem = read("mesh CA certificate", ids.ca_cert.resolve(dir))?;
     let key_pem = read("node key", ids.node_key.resolve(dir))?;
@@ -74,11 +197,21 @@ pub(crate) fn load(
         .map_err(|e| bad(format!("node certificate: {e}")))?;
     let info = meshfed_trust::inspect_node_cert(&der)
         .map_err(|e| bad(format!("node certificate: {e}")))?;
+    let ca = if ca_key_path.exists() {
+        let ca_key_pem = read("mesh CA key", ca_key_path.clone())?;
+        Some(MeshCa::from_pem(&ca_pem, &ca_key_pem).map_err(|e| bad(format!("mesh CA: {e}")))?)
+    } else {
+        None
+    };
     let left = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    if left < ids.node_cert_validity / 3 {
-        let ca_key_pem = read("mesh CA key", ids.ca_key.resolve(dir))?;
-        let ca =
-            MeshCa::from_pem(&ca_pem, &ca_key_pem).map_err(|e| bad(format!("mesh CA: {e}")))?;
+    if left < ids.renew_before() {
+        let Some(ca) = &ca else {
+            return Err(GatewayError::Read {
+                what: "mesh CA key",
+                path: ca_key_path,
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        };
         let cert = ca
             .issue_node_cert(
                 &config.node.name,
@@ -117,15 +250,34 @@ pub(crate) fn load(
         .ok_or_else(|| bad("no CA certificate".into()))?;
     let tls = TlsIdentity::from_pem(&cert_pem, &ca_pem, &key_pem)
         .map_err(|e| bad(format!("TLS identity: {e}")))?;
+    let renewal = match ca {
+        Some(ca) => Some(Renewal {
+            ca,
+            path: ids.node_cert.resolve(dir),
+            validity: ids.node_cert_validity,
+            renew_before: ids.renew_before(),
+        }),
+        None => {
+            tracing::warn!(
+                "the mesh CA key {} is not in the node directory: the node certificate will not be renewed while the gateway runs (it expires {}); restart the gateway with the key in place before then",
+                ca_key_path.display(),
+                humantime::format_rfc3339_seconds(info.not_after)
+            );
+            None
+        }
+    };
     Ok(Identity {
         mesh: config.node.mesh.clone(),
         node: config.node.name.clone(),
         key: Arc::new(key),
-        cert_der,
         ca_fingerprint: Fingerprint::of(&ca_der),
         ca_der,
         bundle,
         tls,
-        cert_not_after: info.not_after,
+        current: RwLock::new(Arc::new(NodeCert {
+            der: cert_der,
+            not_after: info.not_after,
+        })),
+        renewal,
     })
 }

@@ -170,6 +170,11 @@ pub async fn start(
     }
     ctx.tracker
         .spawn(links::accept_loop(links.clone(), listener));
+    let renewing = ctx.clone();
+    ctx.tracker.spawn(async move {
+        let ctx = renewing;
+        identity::renew_loop(&ctx.id, &ctx.clock, &ctx.cancel).await;
+    });
     links::redial_stored(&links).await;
     links::statics::start(&links);
     let federations = Federations {
@@ -298,7 +303,7 @@ impl GatewayHandle {
                 ctx.federation_addr
             ));
         }
-        let expires = ctx.id.cert_not_after;
+        let expires = ctx.id.cert().not_after;
         if expires <= ctx.clock.wall() {
             problems.push(format!(
                 "the node certificate expired at {}",
@@ -348,7 +353,7 @@ impl GatewayHandle {
             role: ctx.config.node.role,
             federation_addr: ctx.federation_addr,
             ca_fingerprint: ctx.id.ca_fingerprint.to_string(),
-            node_cert_expires: crate::clock::timestamp(ctx.id.cert_not_after),
+            node_cert_expires: crate::clock::timestamp(ctx.id.cert().not_after),
             trust_bundle_mesh: ctx.id.bundle.mesh().clone(),
             signatures: ctx.config.delivery.signatures,
         }

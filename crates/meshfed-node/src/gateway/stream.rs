@@ -715,13 +715,16 @@ impl Task {
     ) -> Result<Frame, String> {
         let ctx = &self.ctx;
         let mut envelopes = Vec::with_capacity(batch.len());
+        // One certificate for the whole transfer, even if it is renewed meanwhile: a batch
+        // is verified with the certificate of its first envelope.
+        let cert = ctx.id.cert();
         {
             let mut sealer = link.keys.sealer.lock().unwrap_or_else(|e| e.into_inner());
             for t in batch {
                 let p = &t.message.payload;
                 let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
-                header.certificate.clone_from(&ctx.id.cert_der);
+                header.certificate.clone_from(&cert.der);
                 let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);

@@ -163,6 +163,19 @@ impl Node {
         Self::launch(dir, config).await
     }
 
+    /// Starts a gateway like [`Node::start`] whose node certificates live `validity` (the
+    /// first one, made by `init`, too) and are renewed `renew_before` their expiry.
+    pub(crate) async fn start_with_short_certificates(
+        mesh: &str,
+        validity: Duration,
+        renew_before: Duration,
+    ) -> Self {
+        let (dir, mut config) = initialised_with(mesh, SystemTime::now(), validity);
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        config.identity.node_cert_renew_before = Some(renew_before);
+        Self::launch(dir, config).await
+    }
+
     /// Stops this gateway, keeping its directory (store, journal, federations) to start it
     /// again with [`Stopped::start`].
     pub(crate) async fn stop(self) -> Stopped {
@@ -175,7 +188,17 @@ impl Node {
     /// Starts a gateway on `clock` with the default heartbeat interval: its timers move only
     /// as the test advances the clock.
     pub(crate) async fn start_on(mesh: &str, clock: meshfed_node::Clock) -> Self {
+        Self::start_on_prepared(mesh, clock, |_| {}).await
+    }
+
+    /// [`Node::start_on`], with `prepare` run on the node directory before the gateway starts.
+    pub(crate) async fn start_on_prepared(
+        mesh: &str,
+        clock: meshfed_node::Clock,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let (dir, config) = initialised(mesh, clock.wall());
+        prepare(dir.path());
         let gateway = Gateway::start_with_clock(dir.path(), config, clock)
             .await
             .unwrap();
@@ -216,6 +239,15 @@ impl Node {
 /// A node directory for `mesh` made by `meshfed init` at `now`, listening on ephemeral
 /// loopback ports, and its configuration.
 fn initialised(mesh: &str, now: SystemTime) -> (tempfile::TempDir, NodeConfig) {
+    initialised_with(mesh, now, meshfed_trust::DEFAULT_NODE_CERT_VALIDITY)
+}
+
+/// Like [`initialised`], with node certificates of `node_cert_validity`.
+fn initialised_with(
+    mesh: &str,
+    now: SystemTime,
+    node_cert_validity: Duration,
+) -> (tempfile::TempDir, NodeConfig) {
     let dir = tempfile::tempdir().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut opts = InitOptions::new(
@@ -226,6 +258,7 @@ fn initialised(mesh: &str, now: SystemTime) -> (tempfile::TempDir, NodeConfig) {
     );
     opts.federation_listen = any;
     opts.api_listen = any;
+    opts.node_cert_validity = node_cert_validity;
     init(opts).unwrap();
     let config = NodeConfig::load(dir.path()).unwrap();
     (dir, config)

@@ -1,0 +1,92 @@
+//! Node certificates renewed while gateways run: certificates of a few seconds, qos-1 messages
+//! crossing for several of their lifetimes, over a link that stays up and one made afresh.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Node, Ws, federate, next_json, wait_for};
+use serde_json::{Value, json};
+
+/// Lifetime of every node certificate in these tests.
+const VALIDITY: Duration = Duration::from_secs(6);
+/// Renewed this long before expiry: at half their lifetime.
+const RENEW_BEFORE: Duration = Duration::from_secs(3);
+
+/// The node certificate expiry `node` reports now.
+async fn cert_expiry(node: &Node) -> String {
+    let (status, info) = node.get("/v1/node").await;
+    assert_eq!(status, 200, "{info}");
+    info["node_cert_expires"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node_cert_expires in {info}"))
+        .to_owned()
+}
+
+/// Sends qos-1 messages from `a` to `b` one at a time, each acknowledged before the next and
+/// each checked as it reaches `at_b`, until both gateways have presented `certificates`
+/// different node certificates since this call; returns how many were sent. Fails after 60 s.
+async fn send_across_lifetimes(
+    a: &Node,
+    b: &Node,
+    at_b: &mut Ws,
+    first: usize,
+    certificates: usize,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (mut seen_a, mut seen_b) = (HashSet::new(), HashSet::new());
+    let mut n = first;
+    while seen_a.len() < certificates || seen_b.len() < certificates {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after {} messages, plant-a presented {} and supplier-b {} certificates, {certificates} expected",
+            n - first,
+            seen_a.len(),
+            seen_b.len()
+        );
+        seen_a.insert(cert_expiry(a).await);
+        seen_b.insert(cert_expiry(b).await);
+        let payload = format!("m{n}");
+        let (status, acked) = a
+            .post(
+                "/v1/messages",
+                json!({"to": "supplier-b", "topic": "t/renew", "payload": payload, "qos": 1, "wait": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "message {payload}: {acked}");
+        assert_eq!(acked["status"], "acknowledged", "{acked}");
+        let got: Value = next_json(at_b).await;
+        assert_eq!(got["message"], payload, "{got}");
+        n += 1;
+    }
+    n - first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_keep_crossing_while_node_certificates_are_renewed() {
+    let a = Node::start_with_short_certificates("plant-a", VALIDITY, RENEW_BEFORE).await;
+    let b = Node::start_with_short_certificates("supplier-b", VALIDITY, RENEW_BEFORE).await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("").await;
+
+    // Four certificates each: every message signed and verified, over the link made at the
+    // join, while each side's certificate is replaced three times.
+    let sent = send_across_lifetimes(&a, &b, &mut at_b, 0, 4).await;
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["health"], "healthy", "{fed}");
+    assert_eq!(fed["delivery"]["acknowledged"], sent, "{fed}");
+
+    // A new link: both sides' certificates from the join have long expired, so it comes up
+    // only if each presents its renewed one (and it chains to the bundle the other stored).
+    let b = b.stop().await.start().await;
+    wait_for(|| async { a.get(&format!("/v1/federations/{id}")).await.1["health"] == "healthy" })
+        .await;
+    let mut at_b = b.stream("").await;
+    let more = send_across_lifetimes(&a, &b, &mut at_b, sent, 2).await;
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["health"], "healthy", "{fed}");
+    assert_eq!(fed["delivery"]["acknowledged"], sent + more, "{fed}");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
