@@ -241,3 +241,31 @@ fn subscribe_reconnects_when_its_gateway_restarts() {
     assert_eq!(printed["federation"]["id"], sent.as_str(), "{out}");
     assert_eq!(printed["message"]["after"], "restart", "{out}");
 }
+
+#[test]
+fn invitations_carry_the_advertised_address_and_joins_dial_it() {
+    let a = started("plant-a");
+    let mut b = started("supplier-b");
+    // B is reached by a name, not by the address it listens on.
+    let port = b.federation_addr().port();
+    b.keep_federation_address();
+    b.stop();
+    b.configure_toml(
+        "federation",
+        "advertise",
+        &format!("[\"localhost:{port}\"]"),
+    );
+    b.start();
+
+    let token = invite(&b, "plant-a", &[]);
+    let decoded = meshfed_proto::invitation::InvitationToken::decode(&token).unwrap();
+    assert_eq!(decoded.addresses, [format!("localhost:{port}")]);
+    let out = a.cli(&["federation", "join", &token]);
+    assert!(out.ok().starts_with("joined federation fed_"), "{out}");
+    let id = federations(&a)[0]["id"].as_str().unwrap().to_owned();
+    wait_for_status(&b, &id, "active");
+    assert_eq!(
+        show(&a, &id)["peer_addresses"],
+        json!([format!("localhost:{port}")])
+    );
+}

@@ -165,6 +165,10 @@ impl FromStr for Role {
 pub struct FederationConfig {
     /// Where mutual-TLS federation links are accepted. Default: [`DEFAULT_FEDERATION_LISTEN`].
     pub listen: SocketAddr,
+    /// The addresses (`host:port`) invitations give peers to dial, when they are not `listen`:
+    /// a gateway listening on `0.0.0.0`, or behind NAT or a load balancer. Default: none, and
+    /// invitations carry the address actually listened on.
+    pub advertise: Vec<String>,
     /// Interval between heartbeats; liveness and revocation act within one interval.
     /// Default: [`DEFAULT_HEARTBEAT_INTERVAL`].
     pub heartbeat_interval: Duration,
@@ -179,6 +183,7 @@ impl Default for FederationConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_FEDERATION_LISTEN,
+            advertise: Vec::new(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,

@@ -117,6 +117,7 @@ struct RawNode {
 #[serde(deny_unknown_fields, default)]
 struct RawFederation {
     listen: Text,
+    advertise: Option<Spanned<Vec<String>>>,
     heartbeat_interval: Text,
     handshake_timeout: Text,
     max_frame_size: Integer,
@@ -195,6 +196,12 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
     })
 }
 
+/// Whether `s` is `host:port` with a non-empty host and a port number.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// Turns raw values into typed ones, naming the file, line and key on failure.
 struct Fields<'a> {
     file: &'a Path,
@@ -214,6 +221,7 @@ impl Fields<'_> {
         let d = FederationConfig::default();
         Ok(FederationConfig {
             listen: self.value("federation.listen", raw.listen, d.listen)?,
+            advertise: self.addresses("federation.advertise", raw.advertise)?,
             heartbeat_interval: self.duration(
                 "federation.heartbeat_interval",
                 raw.heartbeat_interval,
@@ -318,11 +326,7 @@ impl Fields<'_> {
         let dial = raw.dial.is_none_or(Spanned::into_inner);
         let address = match raw.address {
             Some(raw) => {
-                let value = raw.get_ref();
-                let valid = value
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-                if !valid {
+                if !is_host_port(raw.get_ref()) {
                     let span = raw.span();
                     return Err(self.invalid(
                         "peers.address",
@@ -347,6 +351,28 @@ impl Fields<'_> {
             ca_fingerprint: self.required("peers.ca_fingerprint", raw.ca_fingerprint)?,
             dial,
         })
+    }
+
+    /// A list of `host:port` addresses.
+    fn addresses(
+        &self,
+        key: &'static str,
+        raw: Option<Spanned<Vec<String>>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let span = raw.span();
+        let list = raw.into_inner();
+        if let Some(bad) = list.iter().find(|a| !is_host_port(a)) {
+            return Err(self.invalid(
+                key,
+                span,
+                format!("{bad:?}"),
+                "each address must be host:port".to_owned(),
+            ));
+        }
+        Ok(list)
     }
 
     fn connections(&self, raw: RawConnections) -> Result<ConnectionsConfig, ConfigError> {
@@ -553,6 +579,25 @@ mod tests {
         );
         let err = parse_err(&format!("{head}[[peers]]\naddress = \"h:1\"\n"));
         assert!(err.contains("peers.mesh"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_must_each_be_host_and_port() {
+        let head = "[node]\nmesh = \"plant-a\"\nname = \"gw1\"\n[federation]\n";
+        let cfg = parse(
+            &format!("{head}advertise = [\"gw.plant-a.example:7443\", \"10.0.0.5:7443\"]\n"),
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.federation.advertise,
+            ["gw.plant-a.example:7443", "10.0.0.5:7443"]
+        );
+        let err = parse_err(&format!("{head}advertise = [\"a:1\", \"b\"]\n"));
+        assert_eq!(
+            err,
+            "/x/meshfed.toml:5: federation.advertise = \"b\": each address must be host:port"
+        );
     }
 
     #[test]

@@ -144,6 +144,20 @@ fn federation(cfg: &NodeConfig) -> Vec<Setting> {
             quoted(&f.listen.to_string()),
         ),
         Setting::new(
+            "advertise",
+            "Addresses (host:port) invitations give peers to dial instead of the one listened \
+             on: set it when listening on 0.0.0.0, or behind NAT or a load balancer.",
+            default("[] (the address listened on)".to_owned()),
+            format!(
+                "[{}]",
+                f.advertise
+                    .iter()
+                    .map(|a| quoted(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Setting::new(
             "heartbeat_interval",
             "Interval between heartbeats on each link; health, revocation and forced \
              termination act within one interval.",
@@ -412,7 +426,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 23, "{text}");
+        assert_eq!(settings.len(), 24, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

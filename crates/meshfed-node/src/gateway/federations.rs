@@ -120,7 +120,7 @@ pub(crate) async fn invite(
     let token = InvitationToken {
         inviter: f.ctx.id.mesh.clone(),
         invitee: peer,
-        addresses: vec![f.ctx.federation_addr.to_string()],
+        addresses: invitation_addresses(&f.ctx),
         ca_fingerprint: *f.ctx.id.ca_fingerprint.as_bytes(),
         token_id: record.token_id.clone(),
         secret,
@@ -323,6 +323,15 @@ pub(crate) async fn operate(
 }
 
 /// RFC 3339 for a timestamp.
+/// What invitations give the peer to dial: the advertised addresses, else the one listened on.
+fn invitation_addresses(ctx: &Context) -> Vec<String> {
+    if ctx.config.federation.advertise.is_empty() {
+        vec![ctx.federation_addr.to_string()]
+    } else {
+        ctx.config.federation.advertise.clone()
+    }
+}
+
 pub(crate) fn rfc3339(t: Timestamp) -> String {
     let nanos = i128::from(t.0) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)

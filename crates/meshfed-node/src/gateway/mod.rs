@@ -162,6 +162,13 @@ pub async fn start(
         inbound,
         federation_door,
     ));
+    if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
+        tracing::warn!(
+            federation = %ctx.federation_addr,
+            "the federation listener is on all interfaces, and invitations would carry {}, which no other host can dial; set [federation] advertise to the addresses peers reach this gateway at",
+            ctx.federation_addr
+        );
+    }
     if listen.port() == 0 {
         tracing::warn!(
             federation = %ctx.federation_addr,
