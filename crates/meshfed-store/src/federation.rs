@@ -118,6 +118,21 @@ impl FederationRecord {
     }
 }
 
+/// What a federation had before it was re-established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// When it was replaced.
+    pub replaced: Timestamp,
+    /// The state it left (a terminated one).
+    pub state: FederationState,
+    /// Why it was in that state.
+    pub state_reason: Option<String>,
+    /// This node's role in it.
+    pub role: Role,
+    /// SHA-384 of its agreement.
+    pub agreement_digest: [u8; 48],
+}
+
 impl Store {
     /// Stores a new federation. Refuses an id that is already stored, and a live federation
     /// with a peer mesh that already has a live one (the error names the existing federation).
@@ -190,6 +205,108 @@ impl Store {
         .doing(action)?;
         write_lists(&tx, rec)?;
         tx.commit().doing(action)
+    }
+
+    /// Re-establishes a terminated federation under its id with `rec`'s new agreement, peer
+    /// node, role, addresses and trust bundle: the stored one moves `terminated →
+    /// reestablishing → active` (both moves the lifecycle allows), keeps its `created` time, and
+    /// what it had is kept in its history ([`Store::federation_history`]). Refuses an unknown
+    /// id, a federation that is not terminated, another peer mesh, and a second live federation
+    /// with the peer. Returns the stored record.
+    pub fn reestablish_federation(
+        &self,
+        rec: &FederationRecord,
+    ) -> Result<FederationRecord, StoreError> {
+        let mut conn = self.conn();
+        let action = || format!("re-establish federation {}", rec.id);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(action)?;
+        let stored =
+            read(&tx, &rec.id)?.ok_or_else(|| StoreError::UnknownFederation(rec.id.clone()))?;
+        if stored.peer_mesh != rec.peer_mesh {
+            return Err(StoreError::FixedField {
+                id: rec.id.clone(),
+                field: "peer_mesh",
+                stored: stored.peer_mesh.to_string(),
+                given: rec.peer_mesh.to_string(),
+            });
+        }
+        if stored.state.is_live() {
+            return Err(StoreError::PeerAlreadyFederated {
+                peer: stored.peer_mesh.clone(),
+                existing: stored.id.clone(),
+            });
+        }
+        let reestablishing = transition(&stored, FederationState::Reestablishing)?;
+        let mut next = stored.clone();
+        next.state = reestablishing;
+        let active = transition(&next, FederationState::Active)?;
+        let mut out = rec.clone();
+        out.state = active;
+        out.created = stored.created;
+        refuse_second_live(&tx, &out)?;
+        tx.execute(
+            "INSERT INTO federation_history (federation_id, replaced, state, state_reason, role,
+                                             agreement, agreement_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                stored.id.as_str(),
+                to_sql("replaced", rec.updated)?,
+                stored.state.name(),
+                stored.state_reason,
+                stored.role.name(),
+                stored.agreement,
+                &stored.agreement_digest[..],
+            ],
+        )
+        .doing(action)?;
+        tx.execute(
+            "UPDATE federations
+             SET peer_node = ?2, role = ?3, state = ?4, state_reason = ?5, agreement = ?6,
+                 agreement_digest = ?7, updated = ?8
+             WHERE id = ?1",
+            params![
+                out.id.as_str(),
+                out.peer_node.as_ref().map(NodeName::as_str),
+                out.role.name(),
+                out.state.name(),
+                out.state_reason,
+                out.agreement,
+                &out.agreement_digest[..],
+                to_sql("updated", out.updated)?,
+            ],
+        )
+        .doing(action)?;
+        write_lists(&tx, &out)?;
+        tx.commit().doing(action)?;
+        Ok(out)
+    }
+
+    /// What federation `id` had before each re-establishment, oldest first: when it was
+    /// replaced, the state it left, its role and the digest of its agreement.
+    pub fn federation_history(&self, id: &FederationId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let conn = self.conn();
+        let idtext = id.as_str();
+        rows(
+            &conn,
+            "SELECT replaced, state, state_reason, role, agreement_digest FROM federation_history
+             WHERE federation_id = ?1 ORDER BY replaced, rowid",
+            [idtext],
+            || format!("read the history of federation {idtext}"),
+            |row| {
+                let c = Cells::new("federation_history", idtext.to_owned(), row);
+                let role: String = c.text("role")?;
+                Ok(HistoryEntry {
+                    replaced: c.time("replaced")?,
+                    state: c.parse("state")?,
+                    state_reason: c.opt_text("state_reason")?,
+                    role: Role::from_name(&role)
+                        .ok_or_else(|| c.corrupt("role", format!("unknown role {role:?}")))?,
+                    agreement_digest: c.digest("agreement_digest")?,
+                })
+            },
+        )
     }
 
     /// Moves federation `id` to `state` at `now`, recording `reason` (or clearing the previous
@@ -456,6 +573,66 @@ mod tests {
         assert_eq!(
             store.federation(&"fed_none".parse().unwrap()).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn a_terminated_federation_is_reestablished_under_its_id_keeping_its_history() {
+        let store = Store::open_in_memory().unwrap();
+        let mut old = fed("fed_1", "plant-a", 1_000);
+        old.state = FederationState::Active;
+        store.insert_federation(&old).unwrap();
+        let mut new = fed("fed_1", "plant-a", 9_000);
+        new.state = FederationState::Negotiating;
+        new.role = Role::Responder;
+        new.agreement = vec![0xa2; 8];
+        new.agreement_digest = [0x22; 48];
+        new.peer_addrs = vec!["10.0.0.9:7443".into()];
+        // Not while it is live.
+        let err = store.reestablish_federation(&new).unwrap_err();
+        assert!(
+            matches!(err, StoreError::PeerAlreadyFederated { .. }),
+            "{err}"
+        );
+
+        store
+            .set_state(&old.id, GRACEFUL, Some("by operator"), Timestamp(5_000))
+            .unwrap();
+        let got = store.reestablish_federation(&new).unwrap();
+        assert_eq!(got.state, FederationState::Active);
+        assert_eq!(got.created, Timestamp(1_000), "keeps its creation time");
+        let stored = store.federation(&old.id).unwrap().unwrap();
+        assert_eq!(stored, got);
+        assert_eq!(stored.role, Role::Responder);
+        assert_eq!(stored.agreement_digest, [0x22; 48]);
+        assert_eq!(stored.peer_addrs, ["10.0.0.9:7443"]);
+        let history = store.federation_history(&old.id).unwrap();
+        assert_eq!(
+            history,
+            [HistoryEntry {
+                replaced: Timestamp(9_000),
+                state: GRACEFUL,
+                state_reason: Some("by operator".into()),
+                role: Role::Initiator,
+                agreement_digest: [0x5a; 48],
+            }]
+        );
+        // Another peer's id cannot be taken over.
+        let mut other = fed("fed_1", "plant-z", 10_000);
+        other.state = FederationState::Active;
+        store
+            .set_state(&old.id, GRACEFUL, None, Timestamp(9_500))
+            .unwrap();
+        let err = store.reestablish_federation(&other).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::FixedField {
+                    field: "peer_mesh",
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 

@@ -33,7 +33,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 pub use error::{ConsumeError, JournalError, StoreError};
-pub use federation::{FederationRecord, Role};
+pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
 pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
 

@@ -115,6 +115,19 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE subscriptions ADD COLUMN proof INTEGER NOT NULL DEFAULT 0;
     ",
+    // 5: agreements a federation had before it was re-established: its history.
+    "
+    CREATE TABLE federation_history (
+        federation_id    TEXT NOT NULL REFERENCES federations (id) ON DELETE CASCADE,
+        replaced         INTEGER NOT NULL, -- ms since the Unix epoch
+        state            TEXT NOT NULL,    -- the state it left (FederationState::name())
+        state_reason     TEXT,
+        role             TEXT NOT NULL,
+        agreement        BLOB NOT NULL,
+        agreement_digest BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX federation_history_by_id ON federation_history (federation_id, replaced);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -269,3 +269,42 @@ fn invitations_carry_the_advertised_address_and_joins_dial_it() {
         json!([format!("localhost:{port}")])
     );
 }
+
+#[test]
+fn a_terminated_federation_is_re_established_under_its_id_by_a_new_invitation() {
+    let a = started("plant-a");
+    let b = started("supplier-b");
+    let id = federate(&a, &b);
+    wait_for_status(&b, &id, "active");
+    let out = a.cli(&["federation", "terminate", &id, "--force"]);
+    out.ok();
+    wait_for_status(&b, &id, "terminated-forced");
+
+    // Either side may invite again; the federation comes back under its id.
+    let token = invite(&b, "plant-a", &[]);
+    let out = a.cli(&["federation", "join", &token]);
+    assert_eq!(
+        out.ok().trim(),
+        format!("joined federation {id} with mesh supplier-b (active)")
+    );
+    wait_for_status(&b, &id, "active");
+    for m in [&a, &b] {
+        let list = federations(m);
+        assert_eq!(list.len(), 1, "{}: {list:#?}", m.name());
+        assert_eq!(list[0]["id"], id.as_str());
+    }
+    b.wait_for_log(&["federation re-established after its termination", &id]);
+    let out = a.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "t",
+        "--qos",
+        "1",
+        "--wait",
+        "{}",
+    ]);
+    out.ok();
+    assert!(out.stderr.contains(": acknowledged"), "{out}");
+}

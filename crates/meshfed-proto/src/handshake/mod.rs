@@ -187,6 +187,19 @@ pub struct ResponderKnowledge {
     pub federations: Vec<KnownFederation>,
     /// The id a new federation will get.
     pub new_federation_id: Option<FederationId>,
+    /// Terminated federations, the latest per peer mesh: a new federation with one of those
+    /// meshes (by invitation or pinned trust) re-establishes it under its id, keeping its
+    /// history, instead of starting a new one.
+    pub ended: Vec<EndedFederation>,
+}
+
+/// A terminated federation that a new handshake with its peer re-establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedFederation {
+    /// Its id, which the re-established federation keeps.
+    pub id: FederationId,
+    /// The peer mesh.
+    pub peer_mesh: MeshId,
 }
 
 /// Which side of the handshake this node is.

@@ -94,9 +94,13 @@ impl ExpectFirst {
         if !invited && !pinned {
             return Err(HandshakeError::NotInvited(m.mesh));
         }
-        let federation_id = k.new_federation_id.clone().ok_or_else(|| {
-            HandshakeError::Local("no federation id was prepared for a new federation".into())
-        })?;
+        // A federation that ended with this mesh comes back under its id.
+        let federation_id = match k.ended.iter().find(|e| e.peer_mesh == m.mesh) {
+            Some(ended) => ended.id.clone(),
+            None => k.new_federation_id.clone().ok_or_else(|| {
+                HandshakeError::Local("no federation id was prepared for a new federation".into())
+            })?,
+        };
         let accepted = cx.local.capabilities.negotiate(&m.capabilities)?;
         cx.events
             .push_back(Event::Progress(Step::CapabilitiesAgreed));

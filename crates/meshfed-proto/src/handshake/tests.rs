@@ -283,6 +283,43 @@ fn interoperate(sender: &Established, receiver: &Established, mesh: &MeshId) {
 }
 
 #[test]
+fn joining_a_mesh_whose_federation_ended_re_establishes_it_under_its_id() {
+    let a = node("plant-a", b"ca of plant-a");
+    let b = node("supplier-b", b"ca of supplier-b");
+    let (inv, pending) = invitation(&b, "plant-a");
+    let knowledge = ResponderKnowledge {
+        invitations: vec![pending],
+        new_federation_id: Some("fed_new".parse().unwrap()),
+        ended: vec![
+            EndedFederation {
+                id: "fed_other".parse().unwrap(),
+                peer_mesh: "plant-z".parse().unwrap(),
+            },
+            EndedFederation {
+                id: "fed_old".parse().unwrap(),
+                peer_mesh: "plant-a".parse().unwrap(),
+            },
+        ],
+        ..ResponderKnowledge::default()
+    };
+    let mut pair = Pair::new(&a, &b, Target::Join(inv), knowledge);
+    pair.run();
+    assert!(pair.out_i.error.is_none(), "{:?}", pair.out_i.error);
+    let ei = pair
+        .out_i
+        .established
+        .take()
+        .expect("initiator established");
+    let er = pair
+        .out_r
+        .established
+        .take()
+        .expect("responder established");
+    assert_eq!(ei.federation_id.as_str(), "fed_old");
+    assert_eq!(er.federation_id.as_str(), "fed_old");
+}
+
+#[test]
 fn join_by_invitation_establishes_both_sides_with_one_agreement() {
     let (a, b, mut pair) = invited_pair();
     pair.run();

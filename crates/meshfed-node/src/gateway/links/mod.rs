@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::handshake::{
-    Established, Event, Handshake, HandshakeError, KnownFederation, PendingInvitation,
-    ResponderKnowledge, Role as HsRole, Target,
+    EndedFederation, Established, Event, Handshake, HandshakeError, KnownFederation,
+    PendingInvitation, ResponderKnowledge, Role as HsRole, Target,
 };
 use meshfed_proto::{FederationId, FederationState};
 use meshfed_store::{ConsumeError, FederationRecord, Role};
@@ -232,7 +232,33 @@ async fn responder_knowledge(links: &Arc<Links>) -> Result<ResponderKnowledge, L
             .map(known)
             .collect(),
         new_federation_id: format!("fed_{}", hex::encode(id)).parse().ok(),
+        ended: ended(&federations),
     })
+}
+
+/// The latest terminated federation with each peer mesh that has no live one.
+fn ended(federations: &[FederationRecord]) -> Vec<EndedFederation> {
+    let mut latest: HashMap<&meshfed_proto::MeshId, &FederationRecord> = HashMap::new();
+    for f in federations.iter().filter(|f| !f.state.is_live()) {
+        let newer = latest
+            .get(&f.peer_mesh)
+            .is_none_or(|l| f.updated >= l.updated);
+        if newer {
+            latest.insert(&f.peer_mesh, f);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|f| {
+            !federations
+                .iter()
+                .any(|l| l.state.is_live() && l.peer_mesh == f.peer_mesh)
+        })
+        .map(|f| EndedFederation {
+            id: f.id.clone(),
+            peer_mesh: f.peer_mesh.clone(),
+        })
+        .collect()
 }
 
 fn known(f: &FederationRecord) -> KnownFederation {
@@ -363,10 +389,20 @@ pub(crate) async fn persist(
     let rec = record.clone();
     links
         .ctx
-        .blocking(move |s| s.insert_federation(&rec))
+        .blocking(move |s| match s.federation(&rec.id)? {
+            // A federation that ended comes back under its id, keeping its history.
+            Some(old) if !old.state.is_live() => {
+                let stored = s.reestablish_federation(&FederationRecord {
+                    state_reason: Some(format!("re-established after {}", old.state)),
+                    ..rec
+                })?;
+                tracing::info!(federation = %stored.id, peer = %stored.peer_mesh, "federation re-established after its termination");
+                Ok(stored)
+            }
+            _ => s.insert_federation(&rec).map(|()| rec),
+        })
         .await
-        .map_err(|e| LinkError::Store(e.to_string()))?;
-    Ok(record)
+        .map_err(|e| LinkError::Store(e.to_string()))
 }
 
 /// The trust bundle stored for a federation's peer: every later link is verified against it.
