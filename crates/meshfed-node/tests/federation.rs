@@ -307,3 +307,38 @@ async fn refusals_are_counted_per_reason_and_direction() {
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }
+
+/// Content keys rotate within one link session by volume: with at most three envelopes per
+/// key, ten messages cross under at least four keys, each opened by the peer, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_keys_rotate_within_a_session_by_volume() {
+    let a = Node::start_with("plant-a", |c| c.federation.content_key_messages = 3).await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let mut at_b = b.stream("?topic=t/%23").await;
+    let mut keys = Vec::new();
+    for n in 0..10 {
+        let (status, sent) = a
+            .post(
+                "/v1/messages",
+                json!({"to": "supplier-b", "topic": "t/k", "payload": {"n": n}, "qos": 1, "wait": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{sent}");
+        let got = common::next_json(&mut at_b).await;
+        assert_eq!(got["message"], json!({"n": n}));
+        let key = got["federation"]["security"]["encryption"]["key_id"].clone();
+        if keys.last() != Some(&key) {
+            keys.push(key);
+        }
+    }
+    assert!(
+        keys.len() >= 4,
+        "10 messages under {} keys: {keys:?}",
+        keys.len()
+    );
+    let distinct: std::collections::HashSet<String> = keys.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), keys.len(), "a key came back: {keys:?}");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

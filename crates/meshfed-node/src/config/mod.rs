@@ -30,6 +30,10 @@ pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default time a federation handshake step may take.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest time one content key seals: an hour.
+pub const DEFAULT_CONTENT_KEY_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default most envelopes one content key seals: 2^24.
+pub const DEFAULT_CONTENT_KEY_MESSAGES: u64 = 1 << 24;
 /// Default largest frame offered in the handshake: 1 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 1 << 20;
 /// Smallest `max_frame_size` accepted: 1 KiB.
@@ -174,6 +178,12 @@ pub struct FederationConfig {
     pub heartbeat_interval: Duration,
     /// Longest time one handshake step may take. Default: [`DEFAULT_HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
+    /// The longest one content key seals before the next envelope gets a fresh one.
+    /// Default: [`DEFAULT_CONTENT_KEY_LIFETIME`].
+    pub content_key_lifetime: Duration,
+    /// The most envelopes one content key seals (1..=[`meshfed_proto::crypto::KEY_VOLUME_LIMIT`]).
+    /// Default: [`DEFAULT_CONTENT_KEY_MESSAGES`].
+    pub content_key_messages: u64,
     /// Largest frame, in bytes, this node offers in the handshake
     /// ([`MIN_MAX_FRAME_SIZE`]..=[`MAX_MAX_FRAME_SIZE`]). Default: [`DEFAULT_MAX_FRAME_SIZE`].
     pub max_frame_size: u32,
@@ -186,6 +196,8 @@ impl Default for FederationConfig {
             advertise: Vec::new(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            content_key_lifetime: DEFAULT_CONTENT_KEY_LIFETIME,
+            content_key_messages: DEFAULT_CONTENT_KEY_MESSAGES,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         }
     }

@@ -120,6 +120,8 @@ struct RawFederation {
     advertise: Option<Spanned<Vec<String>>>,
     heartbeat_interval: Text,
     handshake_timeout: Text,
+    content_key_lifetime: Text,
+    content_key_messages: Integer,
     max_frame_size: Integer,
 }
 
@@ -233,6 +235,19 @@ impl Fields<'_> {
                 raw.handshake_timeout,
                 d.handshake_timeout,
                 None,
+            )?,
+            content_key_lifetime: self.duration(
+                "federation.content_key_lifetime",
+                raw.content_key_lifetime,
+                d.content_key_lifetime,
+                None,
+            )?,
+            content_key_messages: self.integer(
+                "federation.content_key_messages",
+                raw.content_key_messages,
+                d.content_key_messages,
+                Bound::Between(1, meshfed_proto::crypto::KEY_VOLUME_LIMIT),
+                "",
             )?,
             max_frame_size: self.integer(
                 "federation.max_frame_size",

@@ -8,8 +8,11 @@ use super::parse::{
     MAX_MAX_BATCH, MAX_MAX_UNAUTHENTICATED, MAX_WINDOW, MIN_MAX_BATCH, MIN_MAX_QUEUED_BYTES,
     MIN_MAX_QUEUED_MESSAGES, MIN_WINDOW,
 };
+use meshfed_proto::crypto::KEY_VOLUME_LIMIT;
+
 use super::{
-    ConnectionsConfig, DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
+    ConnectionsConfig, DEFAULT_API_LISTEN, DEFAULT_CONTENT_KEY_LIFETIME,
+    DEFAULT_CONTENT_KEY_MESSAGES, DEFAULT_FEDERATION_LISTEN, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_FRAME_SIZE, DeliveryConfig, MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE, NodeConfig,
 };
@@ -169,6 +172,22 @@ fn federation(cfg: &NodeConfig) -> Vec<Setting> {
             "Longest time one federation handshake step may take before the handshake fails.",
             default(quoted(&duration(DEFAULT_HANDSHAKE_TIMEOUT))),
             quoted(&duration(f.handshake_timeout)),
+        ),
+        Setting::new(
+            "content_key_lifetime",
+            "Longest time one content key (AES-256-GCM, per link session) seals; the next \
+             envelope after it gets a fresh key.",
+            default(quoted(&duration(DEFAULT_CONTENT_KEY_LIFETIME))),
+            quoted(&duration(f.content_key_lifetime)),
+        ),
+        Setting::new(
+            "content_key_messages",
+            &format!(
+                "Most envelopes one content key seals (1 to {KEY_VOLUME_LIMIT}) before the next \
+                 gets a fresh key."
+            ),
+            default(DEFAULT_CONTENT_KEY_MESSAGES.to_string()),
+            f.content_key_messages.to_string(),
         ),
         Setting::new(
             "max_frame_size",
@@ -426,7 +445,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 24, "{text}");
+        assert_eq!(settings.len(), 26, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

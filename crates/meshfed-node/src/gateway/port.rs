@@ -4,12 +4,14 @@
 //! (`links`) runs. The stream, the opening stage and the inbox use it without knowing
 //! how the link is driven.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use meshfed_proto::admission::{Refusal, Terms};
-use meshfed_proto::crypto::{ContentSecret, Digest384, Opener, Sealer, VerifyingKey, sha384};
+use meshfed_proto::crypto::{
+    ContentSecret, CryptoError, Digest384, KeyEpoch, Opener, Sealer, VerifyingKey, sha384,
+};
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::frame::Frame;
 use meshfed_proto::session::{LinkSession, SessionClosed};
@@ -205,26 +207,83 @@ impl LinkPort {
 }
 
 /// The content keys of one link session: this side's sealer, and openers for the peer's keys.
+///
+/// Keys rotate within a session by time and by volume (DESIGN.md §3.4): once the sealer is
+/// [`KeyRotation::lifetime`] old or has sealed [`KeyRotation::messages`], the next envelope is
+/// sealed under a fresh key, derived from the session's secret with a new random epoch. The
+/// envelope names its key (`key_id`), so the peer derives the matching opener without an
+/// exchange; it keeps the openers of the last [`OPENERS`] keys.
 pub(crate) struct SessionKeys {
-    pub(crate) sealer: Mutex<Sealer>,
+    sealing: Mutex<Sealing>,
     content: ContentSecret,
-    openers: Mutex<HashMap<KeyId, Arc<Opener>>>,
+    /// The peer's keys, newest last.
+    openers: Mutex<VecDeque<(KeyId, Arc<Opener>)>>,
+    rotation: KeyRotation,
+}
+
+/// Openers kept per session: envelopes sealed under a key the peer has since replaced may
+/// still be on their way.
+const OPENERS: usize = 8;
+
+/// When a content key is replaced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyRotation {
+    /// The longest a key seals.
+    pub(crate) lifetime: Duration,
+    /// The most envelopes a key seals.
+    pub(crate) messages: u64,
+}
+
+/// This side's current key and since when it seals.
+pub(crate) struct Sealing {
+    pub(crate) sealer: Sealer,
+    since: Instant,
 }
 
 impl SessionKeys {
-    /// The keys derived from the session's content secret; this side seals with `sealer`.
-    pub(crate) fn new(content: ContentSecret, sealer: Sealer) -> Self {
+    /// The keys derived from the session's content secret; this side seals with `sealer`
+    /// from `now`.
+    pub(crate) fn new(
+        content: ContentSecret,
+        sealer: Sealer,
+        now: Instant,
+        rotation: KeyRotation,
+    ) -> Self {
         Self {
-            sealer: Mutex::new(sealer),
+            sealing: Mutex::new(Sealing { sealer, since: now }),
             content,
-            openers: Mutex::new(HashMap::new()),
+            openers: Mutex::new(VecDeque::new()),
+            rotation,
         }
+    }
+
+    /// This side's sealing, to seal one transfer; call [`SessionKeys::rotate_if_due`] before
+    /// each envelope.
+    pub(crate) fn sealing(&self) -> MutexGuard<'_, Sealing> {
+        self.sealing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces `sealing`'s key with a fresh one when it is due at `now`; says whether it did.
+    pub(crate) fn rotate_if_due(
+        &self,
+        sealing: &mut Sealing,
+        now: Instant,
+    ) -> Result<bool, CryptoError> {
+        let due = sealing.sealer.sealed() >= self.rotation.messages
+            || now.saturating_duration_since(sealing.since) >= self.rotation.lifetime;
+        if !due {
+            return Ok(false);
+        }
+        let sender = sealing.sealer.sender().clone();
+        sealing.sealer = self.content.sealer(&sender, KeyEpoch::random()?)?;
+        sealing.since = now;
+        Ok(true)
     }
 
     /// The opener for key `key_id` of mesh `sender`, derived once per key.
     pub(crate) fn opener(&self, sender: &MeshId, key_id: &KeyId) -> Result<Arc<Opener>, Refusal> {
         let mut openers = self.openers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = openers.get(key_id) {
+        if let Some((_, o)) = openers.iter().rev().find(|(id, _)| id == key_id) {
             return Ok(o.clone());
         }
         let o = Arc::new(
@@ -232,7 +291,10 @@ impl SessionKeys {
                 .opener(sender, key_id)
                 .map_err(|e| Refusal::Unsealable(e.to_string()))?,
         );
-        openers.insert(key_id.clone(), o.clone());
+        if openers.len() == OPENERS {
+            openers.pop_front();
+        }
+        openers.push_back((key_id.clone(), o.clone()));
         Ok(o)
     }
 }
@@ -274,5 +336,100 @@ impl PeerTrust {
             .map_err(|e| Refusal::UntrustedSigner(format!("signer key: {e}")))?;
         signers.insert(digest, (key.clone(), info.not_after));
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(rotation: KeyRotation, now: Instant) -> SessionKeys {
+        let content = ContentSecret::derive(b"shared secret", b"context");
+        let mesh: MeshId = "plant-a".parse().unwrap_or_else(|e| panic!("{e}"));
+        let sealer = content
+            .sealer(&mesh, KeyEpoch([1; 16]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        SessionKeys::new(content, sealer, now, rotation)
+    }
+
+    #[test]
+    fn a_content_key_is_replaced_once_it_is_old_enough_or_has_sealed_enough() {
+        let start = Instant::now();
+        let k = keys(
+            KeyRotation {
+                lifetime: Duration::from_secs(60),
+                messages: 2,
+            },
+            start,
+        );
+        let mut sealing = k.sealing();
+        let first = sealing.sealer.key_id().clone();
+        assert!(
+            !k.rotate_if_due(&mut sealing, start)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        for _ in 0..2 {
+            sealing.sealer.next_iv().unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(
+            k.rotate_if_due(&mut sealing, start)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        let second = sealing.sealer.key_id().clone();
+        assert_ne!(first, second);
+        assert_eq!(sealing.sealer.sealed(), 0, "a fresh key starts its count");
+
+        let later = start + Duration::from_secs(59);
+        assert!(
+            !k.rotate_if_due(&mut sealing, later)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        let expired = start + Duration::from_secs(60);
+        assert!(
+            k.rotate_if_due(&mut sealing, expired)
+                .unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert_ne!(sealing.sealer.key_id(), &second);
+    }
+
+    #[test]
+    fn the_peer_opens_every_key_of_a_session_and_keeps_the_latest_few() {
+        let start = Instant::now();
+        let rotation = KeyRotation {
+            lifetime: Duration::from_secs(60),
+            messages: 1,
+        };
+        let sender = keys(rotation, start);
+        let receiver = keys(rotation, start);
+        let mesh: MeshId = "plant-a".parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut sealing = sender.sealing();
+        for n in 0..(OPENERS as u8 + 4) {
+            sender
+                .rotate_if_due(&mut sealing, start)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let iv = sealing.sealer.next_iv().unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = vec![n; 4];
+            sealing
+                .sealer
+                .seal_in_place(iv, b"aad", &mut buf)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let opener = receiver
+                .opener(&mesh, sealing.sealer.key_id())
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(
+                opener
+                    .open(iv, b"aad", &buf)
+                    .unwrap_or_else(|e| panic!("{e}")),
+                vec![n; 4]
+            );
+        }
+        assert_eq!(
+            receiver
+                .openers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+            OPENERS
+        );
     }
 }

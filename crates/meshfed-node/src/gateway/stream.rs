@@ -719,13 +719,21 @@ impl Task {
         // is verified with the certificate of its first envelope.
         let cert = ctx.id.cert();
         {
-            let mut sealer = link.keys.sealer.lock().unwrap_or_else(|e| e.into_inner());
+            let now = ctx.clock.instant();
+            let mut sealing = link.keys.sealing();
             for t in batch {
+                if link
+                    .keys
+                    .rotate_if_due(&mut sealing, now)
+                    .map_err(|e| e.to_string())?
+                {
+                    tracing::debug!(peer = %link.peer, key = %sealing.sealer.key_id(), "content key rotated");
+                }
                 let p = &t.message.payload;
                 let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
                 header.certificate.clone_from(&cert.der);
-                let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealer)
+                let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealing.sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);
             }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::{LinkError, Links, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
 use crate::gateway::inbox::Input;
 use crate::gateway::open;
-use crate::gateway::port::{LinkPort, PeerTrust, SessionKeys};
+use crate::gateway::port::{KeyRotation, LinkPort, PeerTrust, SessionKeys};
 
 /// Frames queued for one link before senders wait.
 const OUTGOING_QUEUE: usize = 4096;
@@ -76,7 +76,15 @@ pub(crate) fn start(
         },
         meshfed_proto::admission::Terms::of(&agreement, record.role.handshake_role()),
         max_frame,
-        SessionKeys::new(established.content, sealer),
+        SessionKeys::new(
+            established.content,
+            sealer,
+            ctx.clock.instant(),
+            KeyRotation {
+                lifetime: ctx.config.federation.content_key_lifetime,
+                messages: ctx.config.federation.content_key_messages,
+            },
+        ),
         PeerTrust::new(bundle),
         tx,
         ctx.cancel.child_token(),
