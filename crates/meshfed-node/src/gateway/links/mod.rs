@@ -143,8 +143,12 @@ pub(crate) async fn accept_loop(links: Arc<Links>, listener: Listener) {
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a federation connection failed");
                 links.set_accept_failure(Some(chain(&e)));
-                // Out of file descriptors, say: give connections in progress time to end.
-                links.ctx.clock.sleep(ACCEPT_RETRY).await;
+                // Out of file descriptors, say: give connections in progress time to end. Real
+                // time, like the socket's: this is no protocol timer.
+                tokio::select! {
+                    () = links.ctx.cancel.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                }
             }
         }
     }
