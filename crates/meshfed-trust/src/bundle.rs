@@ -219,6 +219,33 @@ impl TrustBundle {
         Self::new(certs)
     }
 
+    /// Builds a bundle from PEM text holding the mesh's CA certificates and, besides them, its
+    /// issuing CA certificates: those with path length 0 are returned apart, as intermediates
+    /// (DER) for [`verify_node_cert`], and the others make the bundle. A mesh CA made by
+    /// `meshfed init` has path length 1, so `cat ca.crt issuing.crt` is such a text.
+    pub fn from_pem_with_issuing_cas(
+        text: &str,
+    ) -> Result<(Self, Vec<CertificateDer<'static>>), BundleError> {
+        let blocks = pem::parse_many(text).map_err(|e| BundleError::NotPem {
+            reason: e.to_string(),
+        })?;
+        let mut roots = Vec::with_capacity(blocks.len());
+        let mut issuing = Vec::new();
+        for block in blocks {
+            if block.tag() != "CERTIFICATE" {
+                return Err(BundleError::NotPem {
+                    reason: format!("block is labelled {:?}, expected CERTIFICATE", block.tag()),
+                });
+            }
+            let der = CertificateDer::from(block.into_contents());
+            match inspect_ca_cert(&der) {
+                Ok(info) if info.path_len == Some(0) => issuing.push(der),
+                _ => roots.push(der),
+            }
+        }
+        Ok((Self::new(roots)?, issuing))
+    }
+
     /// The mesh whose CAs these are.
     pub fn mesh(&self) -> &MeshId {
         &self.mesh
@@ -930,6 +957,21 @@ mod tests {
         };
         assert_eq!(prints(&again), prints(&bundle));
         assert_eq!(again.mesh().as_str(), "m");
+    }
+
+    #[test]
+    fn pem_with_issuing_cas_sets_the_issuing_ca_apart() {
+        let root = ca("m");
+        let issuing = root
+            .issue_issuing_ca(at(NOW), crate::ca::DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let text = format!("{}{}", root.cert_pem(), issuing.cert_pem());
+        let (bundle, intermediates) = TrustBundle::from_pem_with_issuing_cas(&text).unwrap();
+        assert_eq!(bundle.cas().len(), 1);
+        assert_eq!(bundle.cas()[0].der(), root.cert_der());
+        assert_eq!(intermediates, vec![issuing.cert_der().clone()]);
+        let err = TrustBundle::from_pem_with_issuing_cas(&issuing.cert_pem()).unwrap_err();
+        assert!(matches!(err, BundleError::Empty), "{err:?}");
     }
 
     #[test]

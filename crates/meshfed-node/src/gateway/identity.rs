@@ -248,7 +248,7 @@ pub(crate) fn load(
         .first()
         .map(|c| c.der().to_vec())
         .ok_or_else(|| bad("no CA certificate".into()))?;
-    let tls = TlsIdentity::from_pem(&cert_pem, &ca_pem, &key_pem)
+    let tls = TlsIdentity::from_pem(&cert_pem, None, &ca_pem, &key_pem)
         .map_err(|e| bad(format!("TLS identity: {e}")))?;
     let renewal = match ca {
         Some(ca) => Some(Renewal {

@@ -77,7 +77,14 @@ pub(crate) fn start(
         meshfed_proto::admission::Terms::of(&agreement, record.role.handshake_role()),
         max_frame,
         SessionKeys::new(established.content, sealer),
-        PeerTrust::new(bundle),
+        PeerTrust::new(
+            bundle,
+            link.peer_chain()
+                .iter()
+                .skip(1)
+                .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
+                .collect(),
+        ),
         tx,
         ctx.cancel.child_token(),
         session,
