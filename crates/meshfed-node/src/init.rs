@@ -1,6 +1,8 @@
 //! `meshfed init`: a new mesh identity in a node directory.
 //!
-//! Creates the mesh CA, this node's key and certificate, the admin token and `meshfed.toml`.
+//! Creates the mesh CA and its issuing CA, this node's key and certificate (issued by the issuing
+//! CA), the admin token and `meshfed.toml`. The mesh CA key can be written outside the node
+//! directory ([`InitOptions::root_key_out`]): the gateway renews from the issuing CA key alone.
 //! An existing identity is never overwritten unless the caller asks for it
 //! ([`IfExists::Replace`], the CLI's `--force`).
 
@@ -13,8 +15,9 @@ use meshfed_proto::crypto::{CryptoError, SigningKey, random_fill};
 use meshfed_proto::{MeshId, NodeName};
 use meshfed_trust::files::{self, FileMode, IfExists, WriteError};
 use meshfed_trust::{
-    CaError, DEFAULT_CA_VALIDITY, FileKeyStore, Fingerprint, InvalidKeyName, KeyName, KeyStore,
-    KeyStoreError, MeshCa, NodeIdentity, P384PublicKey, TrustBundle,
+    CaError, DEFAULT_CA_VALIDITY, DEFAULT_ISSUING_CA_VALIDITY, FileKeyStore, Fingerprint,
+    InvalidKeyName, KeyName, KeyStore, KeyStoreError, MeshCa, NodeIdentity, P384PublicKey,
+    TrustBundle, key_to_pkcs8_pem,
 };
 
 use crate::config::{CONFIG_FILE, DirPath, IdentityConfig, NodeConfig, StoreConfig};
@@ -43,6 +46,9 @@ pub struct InitOptions {
     pub ca_validity: Duration,
     /// Lifetime of the node certificate (also written as `node_cert_validity`).
     pub node_cert_validity: Duration,
+    /// Where to write the mesh CA key instead of the node directory (mode 0600, never over an
+    /// existing file), so that it can be kept offline. `None`: `ca/ca.key` in the directory.
+    pub root_key_out: Option<PathBuf>,
 }
 
 impl InitOptions {
@@ -60,6 +66,7 @@ impl InitOptions {
             now,
             ca_validity: DEFAULT_CA_VALIDITY,
             node_cert_validity: defaults.identity.node_cert_validity,
+            root_key_out: None,
         }
     }
 }
@@ -113,6 +120,10 @@ pub enum FileKind {
     CaKey,
     /// The mesh CA's certificate.
     CaCert,
+    /// The issuing CA's private key.
+    IssuingCaKey,
+    /// The issuing CA's certificate.
+    IssuingCaCert,
     /// This node's private key.
     NodeKey,
     /// This node's certificate.
@@ -128,6 +139,8 @@ impl fmt::Display for FileKind {
         f.write_str(match self {
             Self::CaKey => "mesh CA key",
             Self::CaCert => "mesh CA certificate",
+            Self::IssuingCaKey => "issuing CA key",
+            Self::IssuingCaCert => "issuing CA certificate",
             Self::NodeKey => "node key",
             Self::NodeCert => "node certificate",
             Self::AdminToken => "admin token",
@@ -150,6 +163,12 @@ pub enum InitError {
         path: PathBuf,
         /// The node directory.
         dir: PathBuf,
+    },
+    /// The file for `--root-key-out` exists: it is never overwritten.
+    #[error("{} already exists: the mesh CA key is never written over an existing file", path.display())]
+    RootKeyOutExists {
+        /// The existing file.
+        path: PathBuf,
     },
     /// A configured key path cannot name a key in the file key store.
     #[error("key path is not a key store name")]
@@ -177,24 +196,38 @@ pub enum InitError {
     },
 }
 
-/// Creates a mesh identity in `opts.dir`: the CA (`ca/ca.crt`, `ca/ca.key`), this node's
-/// certificate and key (`node/node.crt`, `node/node.key`), the admin token (`admin.token`) and
-/// `meshfed.toml` with every setting. Keys and token are written with mode 0600, the
-/// directories with mode 0700, every file atomically; `meshfed.toml` is written last.
+/// Creates a mesh identity in `opts.dir`: the CA (`ca/ca.crt`, `ca/ca.key` or the file
+/// `opts.root_key_out`), its issuing CA (`ca/issuing.crt`, `ca/issuing.key`), this node's
+/// certificate (issued by the issuing CA) and key (`node/node.crt`, `node/node.key`), the admin
+/// token (`admin.token`) and `meshfed.toml` with every setting. Keys and token are written with
+/// mode 0600, the directories with mode 0700, every file atomically; `meshfed.toml` is written
+/// last.
 pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     let mut config = NodeConfig::new(opts.mesh.clone(), opts.node.clone());
     config.federation.listen = opts.federation_listen;
     config.api.listen = opts.api_listen;
     config.identity.node_cert_validity = opts.node_cert_validity;
-    let plan = plan(&opts.dir, &config);
-    if opts.if_exists == IfExists::Refuse {
-        refuse_existing(&opts.dir, &plan)?;
+    let plan = plan(&opts.dir, &config, opts.root_key_out.as_deref());
+    if let Some(path) = &opts.root_key_out
+        && path.symlink_metadata().is_ok()
+    {
+        return Err(InitError::RootKeyOutExists { path: path.clone() });
     }
-    let previous = existing_identity(&opts.dir, &plan);
+    // Only the files in the node directory make an identity there.
+    let in_dir: Vec<WrittenFile> = plan
+        .iter()
+        .filter(|f| !(f.kind == FileKind::CaKey && opts.root_key_out.is_some()))
+        .cloned()
+        .collect();
+    if opts.if_exists == IfExists::Refuse {
+        refuse_existing(&opts.dir, &in_dir)?;
+    }
+    let previous = existing_identity(&opts.dir, &in_dir);
 
     let ca = MeshCa::generate(&opts.mesh, opts.now, opts.ca_validity)?;
+    let issuing = ca.issue_issuing_ca(opts.now, DEFAULT_ISSUING_CA_VALIDITY)?;
     let node_key = SigningKey::generate()?;
-    let node_cert = ca.issue_node_cert(
+    let node_cert = issuing.issue_node_cert(
         &opts.node,
         &P384PublicKey::of(&node_key),
         opts.now,
@@ -209,17 +242,43 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     files::create_private_dir(&opts.dir)?;
     let keys = FileKeyStore::new(&opts.dir);
     for file in &plan {
-        if let Some(parent) = file.path.parent() {
+        if let Some(parent) = file.path.parent()
+            && !parent.as_os_str().is_empty()
+        {
             files::create_private_dir(parent)?;
         }
         let id = &config.identity;
         match file.kind {
+            FileKind::CaKey if opts.root_key_out.is_some() => {
+                let pem = key_to_pkcs8_pem(ca.key()).map_err(CaError::from)?;
+                files::write_file(&file.path, pem.as_bytes(), file.mode, IfExists::Refuse)
+                    .map_err(|e| match e {
+                        WriteError::Exists { path } => InitError::RootKeyOutExists { path },
+                        other => InitError::Write(other),
+                    })?;
+            }
             FileKind::CaKey => store_key(&keys, &id.ca_key, ca.key(), &opts)?,
+            FileKind::IssuingCaKey => store_key(&keys, &id.issuing_ca_key, issuing.key(), &opts)?,
+            FileKind::IssuingCaCert => write(file, &issuing.cert_pem(), &opts)?,
             FileKind::NodeKey => store_key(&keys, &id.node_key, &node_key, &opts)?,
             FileKind::CaCert => write(file, &ca.cert_pem(), &opts)?,
             FileKind::NodeCert => write(file, &node_cert.pem(), &opts)?,
             FileKind::AdminToken => write(file, &format!("{token}\n"), &opts)?,
             FileKind::Config => write(file, &config.render(), &opts)?,
+        }
+    }
+    if opts.root_key_out.is_some() {
+        // A replaced identity's CA key must not stay behind in the directory.
+        let stale = config.identity.ca_key.resolve(&opts.dir);
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(InitError::Write(WriteError::Io {
+                    path: stale,
+                    source,
+                }));
+            }
         }
     }
     tracing::info!(
@@ -284,12 +343,26 @@ fn replace(
 
 /// The files to write, in order: secrets and certificates first, `meshfed.toml` last, so that
 /// an interrupted run never leaves a configuration pointing at missing files.
-fn plan(dir: &Path, config: &NodeConfig) -> Vec<WrittenFile> {
+fn plan(dir: &Path, config: &NodeConfig, root_key_out: Option<&Path>) -> Vec<WrittenFile> {
     let id = &config.identity;
     let config_file = DirPath::from_static(CONFIG_FILE);
-    [
-        (FileKind::CaKey, &id.ca_key, FileMode::Private),
+    let root_key = WrittenFile {
+        kind: FileKind::CaKey,
+        path: root_key_out.map_or_else(|| id.ca_key.resolve(dir), Path::to_path_buf),
+        mode: FileMode::Private,
+    };
+    let rest: Vec<WrittenFile> = [
         (FileKind::CaCert, &id.ca_cert, FileMode::Public),
+        (
+            FileKind::IssuingCaKey,
+            &id.issuing_ca_key,
+            FileMode::Private,
+        ),
+        (
+            FileKind::IssuingCaCert,
+            &id.issuing_ca_cert,
+            FileMode::Public,
+        ),
         (FileKind::NodeKey, &id.node_key, FileMode::Private),
         (FileKind::NodeCert, &id.node_cert, FileMode::Public),
         (
@@ -305,7 +378,8 @@ fn plan(dir: &Path, config: &NodeConfig) -> Vec<WrittenFile> {
         path: path.resolve(dir),
         mode,
     })
-    .collect()
+    .collect();
+    std::iter::once(root_key).chain(rest).collect()
 }
 
 /// Fails on the first planned file that exists, looking at `meshfed.toml` and the CA key first.
@@ -393,6 +467,8 @@ mod tests {
         let expected = [
             ("ca/ca.key", 0o600),
             ("ca/ca.crt", 0o644),
+            ("ca/issuing.key", 0o600),
+            ("ca/issuing.crt", 0o644),
             ("node/node.key", 0o600),
             ("node/node.crt", 0o644),
             ("admin.token", 0o600),
@@ -440,7 +516,12 @@ mod tests {
         assert_eq!(bundle.cas()[0].fingerprint(), report.ca_fingerprint);
         let node_pem = fs::read_to_string(cfg.identity.node_cert.resolve(&report.dir)).unwrap();
         let der = CertificateDer::from(pem::parse(&node_pem).unwrap().into_contents());
-        let info = verify_node_cert(&bundle, &der, &[], KeyPurpose::ServerAuth, now).unwrap();
+        let issuing_pem =
+            fs::read_to_string(cfg.identity.issuing_ca_cert.resolve(&report.dir)).unwrap();
+        let issuing = [CertificateDer::from(
+            pem::parse(&issuing_pem).unwrap().into_contents(),
+        )];
+        let info = verify_node_cert(&bundle, &der, &issuing, KeyPurpose::ServerAuth, now).unwrap();
         assert_eq!(info.identity(), report.identity);
         assert_eq!(info.not_after, report.node_cert_not_after);
         // The stored node key is the one the certificate was issued for.

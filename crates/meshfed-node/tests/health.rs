@@ -52,9 +52,12 @@ async fn readyz_fails_while_the_store_cannot_be_written_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_once_the_node_certificate_has_expired() {
     let (clock, hand) = Clock::manual(SystemTime::now());
-    // Without the CA key (kept offline) the gateway cannot renew its certificate.
+    // Without a CA key (the root's and the issuing CA's kept offline) the gateway cannot
+    // renew its certificate.
     let a = Node::start_on_prepared("plant-a", clock, |dir| {
-        std::fs::remove_file(dir.join("ca/ca.key")).unwrap_or_else(|e| panic!("{e}"));
+        for key in ["ca/ca.key", "ca/issuing.key"] {
+            std::fs::remove_file(dir.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
     })
     .await;
     assert_eq!(probe(&a, "/readyz").await.0, 200);

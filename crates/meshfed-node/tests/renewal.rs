@@ -90,3 +90,22 @@ async fn messages_keep_crossing_while_node_certificates_are_renewed() {
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_holding_only_the_issuing_ca_key_renew_and_keep_messages_crossing() {
+    let a = Node::start_with_short_certificates_and_no_root_key("plant-a", VALIDITY, RENEW_BEFORE)
+        .await;
+    let b =
+        Node::start_with_short_certificates_and_no_root_key("supplier-b", VALIDITY, RENEW_BEFORE)
+            .await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("").await;
+    // Three certificates each: two renewals from the issuing CA, verified by the peer through
+    // the issuing CA presented on the link.
+    let sent = send_across_lifetimes(&a, &b, &mut at_b, 0, 3).await;
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["health"], "healthy", "{fed}");
+    assert_eq!(fed["delivery"]["acknowledged"], sent, "{fed}");
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

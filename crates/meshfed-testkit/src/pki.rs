@@ -1,4 +1,4 @@
-//! A generated test PKI: one mesh CA and node certificates good and bad.
+//! A generated test PKI: one mesh CA, its issuing CA, and node certificates good and bad.
 
 #![expect(
     clippy::expect_used,
@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use meshfed_proto::crypto::SigningKey;
 use meshfed_proto::{MeshId, NodeName};
 use meshfed_trust::{
-    DEFAULT_CA_VALIDITY, DEFAULT_NODE_CERT_VALIDITY, MeshCa, P384PublicKey, TrustBundle,
-    key_to_pkcs8_pem,
+    DEFAULT_CA_VALIDITY, DEFAULT_ISSUING_CA_VALIDITY, DEFAULT_NODE_CERT_VALIDITY, IssuingCa,
+    MeshCa, P384PublicKey, TrustBundle, key_to_pkcs8_pem,
 };
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -24,6 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 #[derive(Debug)]
 pub struct TestPki {
     ca: MeshCa,
+    issuing: IssuingCa,
     now: SystemTime,
 }
 
@@ -58,12 +59,38 @@ impl TestPki {
     pub fn at(mesh: &str, now: SystemTime) -> Self {
         let ca =
             MeshCa::generate(&mesh_id(mesh), now, DEFAULT_CA_VALIDITY).expect("generate a test CA");
-        Self { ca, now }
+        let issuing = ca
+            .issue_issuing_ca(now, DEFAULT_ISSUING_CA_VALIDITY)
+            .expect("issue a test issuing CA");
+        Self { ca, issuing, now }
     }
 
     /// The mesh CA.
     pub fn ca(&self) -> &MeshCa {
         &self.ca
+    }
+
+    /// The mesh's issuing CA (path length 0, signed by the mesh CA).
+    pub fn issuing_ca(&self) -> &IssuingCa {
+        &self.issuing
+    }
+
+    /// A valid node certificate for `node` issued by the issuing CA, now for 24 hours.
+    pub fn node_from_issuing_ca(&self, node: &str) -> TestNode {
+        let key = SigningKey::generate().expect("generate a test key");
+        let cert = self
+            .issuing
+            .issue_node_cert(
+                &node_name(node),
+                &P384PublicKey::of(&key),
+                self.now,
+                DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .expect("issue a test node certificate");
+        TestNode {
+            key,
+            cert: cert.der().clone(),
+        }
     }
 
     /// The trust bundle holding the mesh CA.

@@ -275,6 +275,21 @@ impl Mesh {
     /// directory, then heartbeats of [`FAST_HEARTBEAT`] and a handshake timeout of
     /// [`TEST_HANDSHAKE_TIMEOUT`] in its `meshfed.toml`. `bin` is the `meshfed` binary.
     pub fn init(bin: impl Into<PathBuf>, mesh: &str) -> Self {
+        Self::init_with(bin, mesh, false)
+    }
+
+    /// [`Mesh::init`] with `--root-key-out`: the mesh CA key goes to [`Mesh::root_key_out`],
+    /// outside the node directory, and the gateway has only the issuing CA key.
+    pub fn init_with_root_key_out(bin: impl Into<PathBuf>, mesh: &str) -> Self {
+        Self::init_with(bin, mesh, true)
+    }
+
+    /// Where [`Mesh::init_with_root_key_out`] wrote the mesh CA key.
+    pub fn root_key_out(&self) -> PathBuf {
+        self.root.path().join("offline-root.key")
+    }
+
+    fn init_with(bin: impl Into<PathBuf>, mesh: &str, root_key_out: bool) -> Self {
         let root = crate::temp_dir();
         let dir = root.path().join(mesh);
         let log = root.path().join("gateway.log");
@@ -300,6 +315,9 @@ impl Mesh {
             "--api",
             "127.0.0.1:0",
         ]);
+        if root_key_out {
+            init.arg("--root-key-out").arg(node.root_key_out());
+        }
         run(init, None).ok();
         node.configure("federation", "heartbeat_interval", FAST_HEARTBEAT);
         node.configure("federation", "handshake_timeout", TEST_HANDSHAKE_TIMEOUT);

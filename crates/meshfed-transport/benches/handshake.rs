@@ -111,10 +111,12 @@ fn core_handshake(a: &Side, b: &Side) {
     let binding = vec![9u8; 32];
     let ch_a = Channel {
         peer_leaf: b.node.cert.to_vec(),
+        peer_intermediates: vec![b.pki.ca().cert_der().to_vec()],
         binding: binding.clone(),
     };
     let ch_b = Channel {
         peer_leaf: a.node.cert.to_vec(),
+        peer_intermediates: vec![a.pki.ca().cert_der().to_vec()],
         binding,
     };
     let mut i = Handshake::initiator(

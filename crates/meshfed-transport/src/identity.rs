@@ -1,5 +1,6 @@
-//! A node's TLS identity: its leaf certificate, its mesh CA certificate and its private key,
-//! checked for consistency once and turned into rustls configuration.
+//! A node's TLS identity: its leaf certificate, its mesh's issuing CA certificate (if the leaf
+//! was issued by one), its mesh CA certificate and its private key, checked for consistency once
+//! and turned into rustls configuration.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -23,12 +24,14 @@ use crate::ALPN;
 use crate::error::{TransportError, chain};
 use crate::tls::{SelfConsistentClientChain, ServerTrust, ServerTrustVerifier, provider};
 
-/// What a node presents on every link: its leaf certificate and its mesh CA certificate (so a
-/// joining peer can pin the CA), and the leaf's private key.
+/// What a node presents on every link: its leaf certificate, its mesh's issuing CA certificate
+/// when the leaf was issued by one (so peers can build the path), and its mesh CA certificate
+/// (so a joining peer can pin the CA), in that order; and the leaf's private key.
 ///
-/// [`TlsIdentity::new`] checks that the three belong together (the key is the leaf's, the CA
-/// signed the leaf, the leaf names a node of the CA's mesh and may serve as TLS client and
-/// server). It does not check the time: an expired certificate loads, and peers refuse it.
+/// [`TlsIdentity::new`] checks that they belong together (the key is the leaf's, the leaf
+/// verifies against the CA (through the issuing CA, if given), names a node of the CA's mesh and
+/// may serve as TLS client and server). It does not check the time: an expired certificate
+/// loads, and peers refuse it.
 ///
 /// The leaf can be replaced while the node runs ([`TlsIdentity::renew`]): listeners and
 /// diallers made from this identity (and its clones) present the new one from their next
@@ -37,7 +40,8 @@ use crate::tls::{SelfConsistentClientChain, ServerTrust, ServerTrustVerifier, pr
 #[derive(Clone)]
 pub struct TlsIdentity {
     info: NodeCertInfo,
-    ca: CertificateDer<'static>,
+    /// What follows the leaf in the presented chain: the issuing CA (if any), then the mesh CA.
+    tail: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
     current: Arc<CurrentCert>,
     server: Arc<ServerConfig>,
@@ -51,11 +55,24 @@ impl TlsIdentity {
         ca_der: Vec<u8>,
         key_pkcs8_der: Vec<u8>,
     ) -> Result<Self, TransportError> {
+        Self::issued_through(leaf_der, None, ca_der, key_pkcs8_der)
+    }
+
+    /// An identity from DER whose node certificate may have been issued by the mesh's issuing
+    /// CA (`issuing_der`, an intermediate below the mesh CA `ca_der`).
+    pub fn issued_through(
+        leaf_der: Vec<u8>,
+        issuing_der: Option<Vec<u8>>,
+        ca_der: Vec<u8>,
+        key_pkcs8_der: Vec<u8>,
+    ) -> Result<Self, TransportError> {
         let leaf = CertificateDer::from(leaf_der);
-        let ca = CertificateDer::from(ca_der);
+        let mut tail: Vec<CertificateDer<'static>> =
+            issuing_der.into_iter().map(CertificateDer::from).collect();
+        tail.push(CertificateDer::from(ca_der));
         let info = inspect_node_cert(&leaf)
             .map_err(|e| identity_error(format!("node certificate: {}", chain(&e))))?;
-        check_issued_by(&info, &leaf, &ca)?;
+        check_issued_by(&info, &leaf, &tail)?;
         let key = SigningKey::from_pkcs8(&key_pkcs8_der)
             .map_err(|e| identity_error(format!("private key: {}", chain(&e))))?;
         if P384PublicKey::of(&key) != info.public_key {
@@ -65,13 +82,13 @@ impl TlsIdentity {
         }
         let provider = provider();
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
-        let certified = CertifiedKey::from_der(vec![leaf, ca.clone()], key_der, &provider)
+        let certified = CertifiedKey::from_der(presented(leaf, &tail), key_der, &provider)
             .map_err(|e| identity_error(format!("rustls refused the key: {e}")))?;
         let current = Arc::new(CurrentCert(RwLock::new(Arc::new(certified))));
         let server = server_config(&provider, &current)?;
         Ok(Self {
             info,
-            ca,
+            tail,
             provider,
             current,
             server,
@@ -79,7 +96,7 @@ impl TlsIdentity {
     }
 
     /// Presents `leaf_der` from the next handshake on: a renewed certificate for the same node
-    /// and the same key, issued by the same CA. Returns what it says.
+    /// and the same key, issued by the same CA (and issuing CA). Returns what it says.
     pub fn renew(&self, leaf_der: Vec<u8>) -> Result<NodeCertInfo, TransportError> {
         let leaf = CertificateDer::from(leaf_der);
         let info = inspect_node_cert(&leaf)
@@ -96,24 +113,34 @@ impl TlsIdentity {
                 "the renewed node certificate is for another key than the node's".to_owned(),
             ));
         }
-        check_issued_by(&info, &leaf, &self.ca)?;
+        check_issued_by(&info, &leaf, &self.tail)?;
         let key = Arc::clone(&self.current.get().key);
-        let certified = Arc::new(CertifiedKey::new(vec![leaf, self.ca.clone()], key));
+        let certified = Arc::new(CertifiedKey::new(presented(leaf, &self.tail), key));
         *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
         Ok(info)
     }
 
-    /// An identity from PEM: a `CERTIFICATE` block for the node, one for its mesh CA, and a
-    /// PKCS#8 `PRIVATE KEY` block.
-    pub fn from_pem(leaf_pem: &str, ca_pem: &str, key_pem: &str) -> Result<Self, TransportError> {
+    /// An identity from PEM: a `CERTIFICATE` block for the node, one for its mesh's issuing CA
+    /// (when the node certificate was issued by one), one for its mesh CA, and a PKCS#8
+    /// `PRIVATE KEY` block.
+    pub fn from_pem(
+        leaf_pem: &str,
+        issuing_pem: Option<&str>,
+        ca_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, TransportError> {
         let leaf = cert_der_from_pem(leaf_pem)
             .map_err(|e| identity_error(format!("node certificate: {}", chain(&e))))?;
+        let issuing = issuing_pem
+            .map(cert_der_from_pem)
+            .transpose()
+            .map_err(|e| identity_error(format!("issuing CA certificate: {}", chain(&e))))?;
         let ca = cert_der_from_pem(ca_pem)
             .map_err(|e| identity_error(format!("CA certificate: {}", chain(&e))))?;
         let key = key_from_pkcs8_pem(key_pem)
             .and_then(|k| Ok(k.to_pkcs8()?))
             .map_err(|e| identity_error(format!("private key: {}", chain(&e))))?;
-        Self::new(leaf, ca, key)
+        Self::issued_through(leaf, issuing, ca, key)
     }
 
     /// This node's mesh, from its certificate.
@@ -137,9 +164,18 @@ impl TlsIdentity {
             .unwrap_or_default()
     }
 
-    /// The mesh CA certificate presented after the leaf, DER.
+    /// The mesh CA certificate presented last, DER.
     pub fn ca(&self) -> &[u8] {
-        &self.ca
+        // `issued_through` always puts the mesh CA last: the tail is never empty.
+        self.tail.last().map(|c| c.as_ref()).unwrap_or_default()
+    }
+
+    /// The issuing CA certificate presented between the leaf and the mesh CA, DER, if any.
+    pub fn issuing_ca(&self) -> Option<&[u8]> {
+        match self.tail.as_slice() {
+            [issuing, _ca] => Some(issuing.as_ref()),
+            _ => None,
+        }
     }
 
     /// The listener's configuration.
@@ -172,13 +208,25 @@ impl fmt::Debug for TlsIdentity {
     }
 }
 
-/// The leaf must be a node of the CA's mesh, signed by that CA, usable for both TLS roles.
-/// Verified at the middle of the leaf's validity, so the clock plays no part.
+/// The chain a node presents: its leaf, then `tail` (issuing CA, if any, and mesh CA).
+fn presented(
+    leaf: CertificateDer<'static>,
+    tail: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    std::iter::once(leaf).chain(tail.iter().cloned()).collect()
+}
+
+/// The leaf must be a node of the CA's mesh, signed by that CA (through the issuing CA, when
+/// `tail` holds one before the CA), usable for both TLS roles. Verified at the middle of the
+/// leaf's validity, so the clock plays no part.
 fn check_issued_by(
     info: &NodeCertInfo,
     leaf: &CertificateDer<'_>,
-    ca: &CertificateDer<'static>,
+    tail: &[CertificateDer<'static>],
 ) -> Result<(), TransportError> {
+    let Some((ca, intermediates)) = tail.split_last() else {
+        return Err(identity_error("no CA certificate".to_owned()));
+    };
     let bundle = TrustBundle::new(vec![ca.clone()])
         .map_err(|e| identity_error(format!("CA certificate: {}", chain(&e))))?;
     let half = info
@@ -188,7 +236,7 @@ fn check_issued_by(
         / 2;
     let at: SystemTime = info.not_before.checked_add(half).unwrap_or(info.not_before);
     for purpose in [KeyPurpose::ClientAuth, KeyPurpose::ServerAuth] {
-        verify_node_cert(&bundle, leaf, &[], purpose, at).map_err(|e| {
+        verify_node_cert(&bundle, leaf, intermediates, purpose, at).map_err(|e| {
             identity_error(format!(
                 "node certificate does not verify against the CA certificate: {}",
                 chain(&e)
@@ -272,8 +320,13 @@ mod tests {
     fn identity_loads_from_pem_and_names_its_node() {
         let pki = TestPki::new("plant-a");
         let node = pki.node("gw1");
-        let id =
-            TlsIdentity::from_pem(&node.cert_pem(), &pki.ca().cert_pem(), &node.key_pem()).unwrap();
+        let id = TlsIdentity::from_pem(
+            &node.cert_pem(),
+            None,
+            &pki.ca().cert_pem(),
+            &node.key_pem(),
+        )
+        .unwrap();
         assert_eq!(id.mesh().as_str(), "plant-a");
         assert_eq!(id.node().as_str(), "gw1");
         assert_eq!(id.leaf(), node.cert.to_vec());
@@ -354,8 +407,57 @@ mod tests {
     }
 
     #[test]
+    fn identity_issued_through_the_issuing_ca_presents_it_between_leaf_and_ca() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node_from_issuing_ca("gw1");
+        let issuing = pki.issuing_ca().cert_der().clone();
+        let id = TlsIdentity::from_pem(
+            &node.cert_pem(),
+            Some(&pki.issuing_ca().cert_pem()),
+            &pki.ca().cert_pem(),
+            &node.key_pem(),
+        )
+        .unwrap();
+        assert_eq!(id.issuing_ca(), Some(issuing.as_ref()));
+        assert_eq!(id.ca(), pki.ca().cert_der().as_ref());
+        assert_eq!(
+            id.current.get().cert,
+            vec![
+                node.cert.clone(),
+                issuing.clone(),
+                pki.ca().cert_der().clone()
+            ]
+        );
+        let renewed = pki
+            .issuing_ca()
+            .issue_node_cert(
+                id.node(),
+                &P384PublicKey::of(&node.key),
+                pki.now() + std::time::Duration::from_secs(60),
+                meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        id.renew(renewed.der().to_vec()).unwrap();
+        assert_eq!(
+            id.current.get().cert,
+            vec![renewed.der().clone(), issuing, pki.ca().cert_der().clone()]
+        );
+    }
+
+    #[test]
+    fn identity_refuses_a_leaf_of_the_issuing_ca_without_it() {
+        let pki = TestPki::new("plant-a");
+        let (leaf, ca, key) = der(&pki, &pki.node_from_issuing_ca("gw1"));
+        let err = TlsIdentity::new(leaf, ca, key).unwrap_err().to_string();
+        assert!(
+            err.contains("does not verify against the CA certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn identity_refuses_garbage_pem() {
-        let err = TlsIdentity::from_pem("nope", "nope", "nope").unwrap_err();
+        let err = TlsIdentity::from_pem("nope", None, "nope", "nope").unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("node TLS identity is unusable: node certificate"),

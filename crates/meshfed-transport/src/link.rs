@@ -154,6 +154,7 @@ impl Link {
     pub fn channel(&self) -> Channel {
         Channel {
             peer_leaf: self.peer.leaf().to_vec(),
+            peer_intermediates: self.peer.chain.iter().skip(1).cloned().collect(),
             binding: self.peer.binding.to_vec(),
         }
     }

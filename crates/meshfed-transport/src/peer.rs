@@ -10,7 +10,8 @@ use rustls_pki_types::CertificateDer;
 use crate::error::chain;
 
 /// Verifies a peer's node certificate against a trust bundle for the federation handshake:
-/// the leaf must be issued by a CA of the bundle, valid at the given time, carry the extended key
+/// the leaf must be issued by a CA of the bundle (directly, or through the mesh's issuing CA
+/// among the certificates the peer presented after it), valid at the given time, carry the extended key
 /// usage of its TLS role, and name a node of the bundle's mesh.
 ///
 /// Construct it with the purpose the peer's certificate served: [`KeyPurpose::ClientAuth`] when
@@ -37,6 +38,7 @@ impl PeerVerifier for X509PeerVerifier {
         &self,
         bundle: &[Vec<u8>],
         leaf: &[u8],
+        intermediates: &[Vec<u8>],
         now: Timestamp,
     ) -> Result<PeerIdentity, String> {
         let cas = bundle
@@ -48,8 +50,18 @@ impl PeerVerifier for X509PeerVerifier {
         let now = UNIX_EPOCH
             .checked_add(Duration::from_millis(now.0))
             .ok_or_else(|| format!("time {} ms is out of range", now.0))?;
-        let info = verify_node_cert(&bundle, &CertificateDer::from(leaf), &[], self.purpose, now)
-            .map_err(|e| format!("peer certificate: {}", chain(&e)))?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|der| CertificateDer::from(der.as_slice()))
+            .collect();
+        let info = verify_node_cert(
+            &bundle,
+            &CertificateDer::from(leaf),
+            &intermediates,
+            self.purpose,
+            now,
+        )
+        .map_err(|e| format!("peer certificate: {}", chain(&e)))?;
         let key = info
             .public_key
             .verifying_key()
@@ -84,7 +96,7 @@ mod tests {
         let pki = TestPki::new("plant-a");
         let node = pki.node("gw1");
         let peer = X509PeerVerifier::new(KeyPurpose::ClientAuth)
-            .verify(&bundle(&pki), &node.cert, ms(pki.now()))
+            .verify(&bundle(&pki), &node.cert, &[], ms(pki.now()))
             .unwrap();
         assert_eq!(peer.mesh.as_str(), "plant-a");
         assert_eq!(peer.node.as_str(), "gw1");
@@ -97,10 +109,37 @@ mod tests {
     }
 
     #[test]
+    fn verifier_accepts_a_peer_of_the_issuing_ca_with_it_presented() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node_from_issuing_ca("gw2");
+        let verifier = X509PeerVerifier::new(KeyPurpose::ClientAuth);
+        let presented = [
+            pki.issuing_ca().cert_der().to_vec(),
+            pki.ca().cert_der().to_vec(),
+        ];
+        let peer = verifier
+            .verify(&bundle(&pki), &node.cert, &presented, ms(pki.now()))
+            .unwrap();
+        assert_eq!(peer.node.as_str(), "gw2");
+        let err = verifier
+            .verify(&bundle(&pki), &node.cert, &presented[1..], ms(pki.now()))
+            .unwrap_err();
+        assert!(
+            err.contains("not issued by a CA in the trust bundle"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn verifier_refuses_an_expired_peer() {
         let pki = TestPki::new("plant-a");
         let err = X509PeerVerifier::new(KeyPurpose::ServerAuth)
-            .verify(&bundle(&pki), &pki.expired_node("gw1").cert, ms(pki.now()))
+            .verify(
+                &bundle(&pki),
+                &pki.expired_node("gw1").cert,
+                &[],
+                ms(pki.now()),
+            )
             .unwrap_err();
         assert!(
             err.starts_with("peer certificate: certificate expired at"),
@@ -113,7 +152,12 @@ mod tests {
         let ours = TestPki::new("plant-a");
         let theirs = TestPki::new("plant-b");
         let err = X509PeerVerifier::new(KeyPurpose::ClientAuth)
-            .verify(&bundle(&ours), &theirs.node("gw1").cert, ms(ours.now()))
+            .verify(
+                &bundle(&ours),
+                &theirs.node("gw1").cert,
+                &[],
+                ms(ours.now()),
+            )
             .unwrap_err();
         assert_eq!(
             err,
@@ -127,7 +171,7 @@ mod tests {
         let verifier = X509PeerVerifier::new(KeyPurpose::ClientAuth);
         let named = pki.node_of_other_mesh("plant-b", "gw1");
         let err = verifier
-            .verify(&bundle(&pki), &named.cert, ms(pki.now()))
+            .verify(&bundle(&pki), &named.cert, &[], ms(pki.now()))
             .unwrap_err();
         assert_eq!(
             err,
@@ -135,7 +179,7 @@ mod tests {
         );
         let signed = pki.node_signed_by_impostor("gw1");
         let err = verifier
-            .verify(&bundle(&pki), &signed.cert, ms(pki.now()))
+            .verify(&bundle(&pki), &signed.cert, &[], ms(pki.now()))
             .unwrap_err();
         assert!(err.contains("signature does not verify"), "{err}");
     }
@@ -143,14 +187,14 @@ mod tests {
     #[test]
     fn verifier_refuses_an_empty_bundle_and_garbage() {
         let verifier = X509PeerVerifier::new(KeyPurpose::ClientAuth);
-        let err = verifier.verify(&[], b"x", Timestamp(0)).unwrap_err();
+        let err = verifier.verify(&[], b"x", &[], Timestamp(0)).unwrap_err();
         assert_eq!(
             err,
             "peer trust bundle: trust bundle holds no CA certificate"
         );
         let pki = TestPki::new("plant-a");
         let err = verifier
-            .verify(&bundle(&pki), b"garbage", ms(pki.now()))
+            .verify(&bundle(&pki), b"garbage", &[], ms(pki.now()))
             .unwrap_err();
         assert!(err.starts_with("peer certificate:"), "{err}");
     }

@@ -98,10 +98,10 @@ impl ServerTrustVerifier {
                         chain(&e)
                     )
                 })?;
-                verify_node_cert(&bundle, leaf, &[], KeyPurpose::ServerAuth, now)
+                verify_node_cert(&bundle, leaf, presented, KeyPurpose::ServerAuth, now)
             }
             ServerTrust::Bundle { bundle, .. } => {
-                verify_node_cert(bundle, leaf, &[], KeyPurpose::ServerAuth, now)
+                verify_node_cert(bundle, leaf, presented, KeyPurpose::ServerAuth, now)
             }
         }
         .map_err(|e| format!("server certificate: {}", chain(&e)))?;
@@ -171,8 +171,9 @@ impl ServerCertVerifier for ServerTrustVerifier {
 }
 
 /// The listener's verifier. A client must present a P-384 meshfed node certificate followed by
-/// the CA certificate that signed it; the chain must be valid now and the leaf must name a node
-/// of that CA's mesh. TLS proves the client holds the leaf's key. Whether that mesh is trusted is
+/// its mesh's issuing CA certificate (if an issuing CA signed it) and, last, its mesh CA
+/// certificate; the chain must lead to that last CA, be valid now, and the leaf must name a
+/// node of that CA's mesh. TLS proves the client holds the leaf's key. Whether that mesh is trusted is
 /// not decided here: the federation handshake decides it (invitation proof or stored bundle).
 #[derive(Debug)]
 pub(crate) struct SelfConsistentClientChain;
@@ -183,18 +184,20 @@ impl SelfConsistentClientChain {
         presented: &[CertificateDer<'_>],
         now: SystemTime,
     ) -> Result<(), String> {
-        let Some(ca) = presented.first() else {
+        let Some((ca, intermediates)) = presented.split_last() else {
             return Err("client presented no CA certificate after its node certificate".to_owned());
         };
         let bundle = TrustBundle::new(vec![ca.clone().into_owned()])
             .map_err(|e| format!("client's CA certificate is unusable: {}", chain(&e)))?;
-        verify_node_cert(&bundle, leaf, &[], KeyPurpose::ClientAuth, now).map_err(|e| match e {
-            TrustError::UnknownIssuer { .. } | TrustError::BadSignature => format!(
-                "client certificate was not signed by the CA certificate it presents ({})",
-                chain(&e)
-            ),
-            other => format!("client certificate: {}", chain(&other)),
-        })?;
+        verify_node_cert(&bundle, leaf, intermediates, KeyPurpose::ClientAuth, now).map_err(
+            |e| match e {
+                TrustError::UnknownIssuer { .. } | TrustError::BadSignature => format!(
+                    "client certificate does not chain to the CA certificate it presents last ({})",
+                    chain(&e)
+                ),
+                other => format!("client certificate: {}", chain(&other)),
+            },
+        )?;
         Ok(())
     }
 }
@@ -303,6 +306,41 @@ mod tests {
         );
         SelfConsistentClientChain::check(&node.cert, &[pki.ca().cert_der().clone()], pki.now())
             .unwrap();
+    }
+
+    #[test]
+    fn both_verifiers_accept_a_leaf_of_the_issuing_ca_presented_with_it() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node_from_issuing_ca("gw1");
+        let chain = [
+            pki.issuing_ca().cert_der().clone(),
+            pki.ca().cert_der().clone(),
+        ];
+        SelfConsistentClientChain::check(&node.cert, &chain, pki.now()).unwrap();
+        let pinned = ServerTrustVerifier::new(ServerTrust::PinnedCa {
+            mesh: mesh("plant-a"),
+            fingerprint: *pki.ca().fingerprint().as_bytes(),
+        });
+        pinned.check(&node.cert, &chain, pki.now()).unwrap();
+        let stored = ServerTrustVerifier::new(ServerTrust::Bundle {
+            mesh: mesh("plant-a"),
+            bundle: pki.bundle().clone(),
+        });
+        stored.check(&node.cert, &chain, pki.now()).unwrap();
+        let err = SelfConsistentClientChain::check(&node.cert, &chain[1..], pki.now()).unwrap_err();
+        assert!(
+            err.starts_with(
+                "client certificate does not chain to the CA certificate it presents last"
+            ),
+            "{err}"
+        );
+        let err = stored
+            .check(&node.cert, &chain[1..], pki.now())
+            .unwrap_err();
+        assert!(
+            err.contains("not issued by a CA in the trust bundle"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, client, connect, within};
+use common::{Server, client, connect, issued_identity, within};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_transport::{ServerTrust, TransportError};
 
@@ -97,6 +97,48 @@ async fn dropping_a_link_is_reported_as_a_lost_connection() {
 async fn bundle_trust_accepts_the_stored_bundle() {
     let server = Server::start("plant-b").await;
     let (_, client_id) = client("plant-a");
+    let trust = ServerTrust::Bundle {
+        mesh: server.pki.mesh().clone(),
+        bundle: server.pki.bundle().clone(),
+    };
+    let (dialled, accepted) = connect(&server, &client_id, trust).await;
+    assert_eq!(dialled.unwrap().peer().uri(), "meshfed://plant-b/gw1");
+    accepted.unwrap();
+}
+
+#[tokio::test]
+async fn nodes_of_issuing_cas_link_by_pin_and_by_bundle_and_present_the_issuing_ca() {
+    let server_pki = meshfed_testkit::TestPki::new("plant-b");
+    let server_node = server_pki.node_from_issuing_ca("gw1");
+    let server_id = issued_identity(&server_pki, &server_node);
+    let listener = meshfed_transport::Listener::bind(common::loopback(), &server_id)
+        .await
+        .unwrap();
+    let server = Server {
+        pki: server_pki,
+        node: server_node,
+        identity: server_id,
+        listener,
+    };
+    let client_pki = meshfed_testkit::TestPki::new("plant-a");
+    let client_id = issued_identity(&client_pki, &client_pki.node_from_issuing_ca("gw1"));
+    let (dialled, accepted) = connect(&server, &client_id, server.pin()).await;
+    let (dialled, accepted) = (dialled.unwrap(), accepted.unwrap());
+    assert_eq!(
+        dialled.peer_chain(),
+        [
+            server.node.cert.to_vec(),
+            server.pki.issuing_ca().cert_der().to_vec(),
+            server.pki.ca().cert_der().to_vec()
+        ]
+    );
+    assert_eq!(
+        accepted.channel().peer_intermediates,
+        [
+            client_pki.issuing_ca().cert_der().to_vec(),
+            client_pki.ca().cert_der().to_vec()
+        ]
+    );
     let trust = ServerTrust::Bundle {
         mesh: server.pki.mesh().clone(),
         bundle: server.pki.bundle().clone(),

@@ -147,7 +147,7 @@ async fn client_chain_signed_by_another_ca_than_presented_is_refused() {
     let err = reason(accepted);
     assert!(
         err.contains(
-            "client certificate was not signed by the CA certificate it presents (certificate \
+            "client certificate does not chain to the CA certificate it presents last (certificate \
              signature does not verify with the key of its issuing CA)"
         ),
         "{err}"
@@ -173,7 +173,7 @@ async fn client_presenting_another_meshs_ca_is_refused() {
         within(async { tokio::join!(server.accept(HANDSHAKE), raw_connect(addr, config)) }).await;
     let err = reason(accepted);
     assert!(
-        err.contains("client certificate was not signed by the CA certificate it presents"),
+        err.contains("client certificate does not chain to the CA certificate it presents last"),
         "{err}"
     );
 }

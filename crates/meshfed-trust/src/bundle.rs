@@ -219,6 +219,33 @@ impl TrustBundle {
         Self::new(certs)
     }
 
+    /// Builds a bundle from PEM text holding the mesh's CA certificates and, besides them, its
+    /// issuing CA certificates: those with path length 0 are returned apart, as intermediates
+    /// (DER) for [`verify_node_cert`], and the others make the bundle. A mesh CA made by
+    /// `meshfed init` has path length 1, so `cat ca.crt issuing.crt` is such a text.
+    pub fn from_pem_with_issuing_cas(
+        text: &str,
+    ) -> Result<(Self, Vec<CertificateDer<'static>>), BundleError> {
+        let blocks = pem::parse_many(text).map_err(|e| BundleError::NotPem {
+            reason: e.to_string(),
+        })?;
+        let mut roots = Vec::with_capacity(blocks.len());
+        let mut issuing = Vec::new();
+        for block in blocks {
+            if block.tag() != "CERTIFICATE" {
+                return Err(BundleError::NotPem {
+                    reason: format!("block is labelled {:?}, expected CERTIFICATE", block.tag()),
+                });
+            }
+            let der = CertificateDer::from(block.into_contents());
+            match inspect_ca_cert(&der) {
+                Ok(info) if info.path_len == Some(0) => issuing.push(der),
+                _ => roots.push(der),
+            }
+        }
+        Ok((Self::new(roots)?, issuing))
+    }
+
     /// The mesh whose CAs these are.
     pub fn mesh(&self) -> &MeshId {
         &self.mesh
@@ -329,6 +356,33 @@ pub enum TrustError {
         /// The mesh in the certificate's SAN URI.
         found: MeshId,
     },
+    /// The path holds more than the mesh's one issuing CA between the root and the leaf.
+    #[error(
+        "certificate path holds {count} intermediate CAs; a mesh allows one issuing CA at most"
+    )]
+    PathTooLong {
+        /// How many intermediates the path holds.
+        count: usize,
+    },
+    /// The intermediate on the path is not a meshfed CA certificate.
+    #[error("issuing CA certificate on the path is invalid")]
+    IssuingCaContent(#[source] CertError),
+    /// The intermediate on the path names another mesh than the root's.
+    #[error(
+        "issuing CA certificate names mesh {found} but was issued by the CA of mesh {expected}"
+    )]
+    IssuingCaWrongMesh {
+        /// The root's mesh.
+        expected: MeshId,
+        /// The mesh in the intermediate's SAN URI.
+        found: MeshId,
+    },
+    /// The intermediate on the path may certify further CAs (its path length is not 0).
+    #[error("issuing CA certificate of mesh {mesh} does not limit its path length to 0")]
+    IssuingCaNotLimited {
+        /// Its mesh.
+        mesh: MeshId,
+    },
     /// The certificate chains to the bundle but its content is not a meshfed node certificate.
     #[error("node certificate content is invalid")]
     Content(#[from] CertError),
@@ -339,9 +393,16 @@ pub enum TrustError {
 
 /// Verifies a node certificate presented by a peer of the mesh whose `bundle` this is.
 ///
-/// The chain (`end_entity`, then optional `intermediates`) must lead to a CA of the bundle, be
-/// valid at `now`, carry the extended key usage for `purpose`, and name a node of the issuing CA's
-/// mesh in its `meshfed://<mesh>/<node>` SAN URI. Only ECDSA P-384 with SHA-384 is accepted.
+/// The chain (`end_entity`, then optional `intermediates`, in any order; certificates of the
+/// bundle among them are ignored) must lead to a CA of the bundle, be valid at `now`, carry the
+/// extended key usage for `purpose`, and name a node of the root CA's mesh in its
+/// `meshfed://<mesh>/<node>` SAN URI. Only ECDSA P-384 with SHA-384 is accepted.
+///
+/// The path holds at most one intermediate: the mesh's issuing CA, which must name the root's
+/// mesh (SAN URI `meshfed://<mesh>`) and have path length 0. That is how an issuing CA is
+/// "name-constrained to the mesh" (DESIGN.md §2): meshfed checks it here, not with an X.509
+/// name constraints extension, because rustls-webpki does not implement URI name constraints
+/// and refuses every certificate below a CA that carries one.
 pub fn verify_node_cert(
     bundle: &TrustBundle,
     end_entity: &CertificateDer<'_>,
@@ -376,6 +437,24 @@ pub fn verify_node_cert(
             fingerprint: issuer.fingerprint,
             not_after: issuer.info.not_after,
         });
+    }
+    let on_path: Vec<_> = path.intermediate_certificates().collect();
+    if on_path.len() > 1 {
+        return Err(TrustError::PathTooLong {
+            count: on_path.len(),
+        });
+    }
+    for intermediate in on_path {
+        let ca = inspect_ca_cert(&intermediate.der()).map_err(TrustError::IssuingCaContent)?;
+        if ca.mesh != issuer.info.mesh {
+            return Err(TrustError::IssuingCaWrongMesh {
+                expected: issuer.info.mesh.clone(),
+                found: ca.mesh,
+            });
+        }
+        if ca.path_len != Some(0) {
+            return Err(TrustError::IssuingCaNotLimited { mesh: ca.mesh });
+        }
     }
     let info = inspect_node_cert(end_entity)?;
     if info.mesh != issuer.info.mesh {
@@ -638,6 +717,176 @@ mod tests {
         assert!(matches!(err, TrustError::CaExpired { .. }), "{err:?}");
     }
 
+    /// A CA certificate for `uri` with `constraint`, signed by `issuer`, and its issuer.
+    fn sub_ca(
+        issuer: &Issuer<'_, rcgen::KeyPair>,
+        uri: &str,
+        constraint: rcgen::BasicConstraints,
+    ) -> (CertificateDer<'static>, Issuer<'static, rcgen::KeyPair>) {
+        let key = rcgen_key(&SigningKey::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(NOW as i64 - 60).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp((NOW + HOUR) as i64).unwrap();
+        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri).unwrap())];
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("sub CA {uri}"));
+        params.is_ca = IsCa::Ca(constraint);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let der = params.signed_by(&key, issuer).unwrap().der().clone();
+        let issuer = Issuer::from_ca_cert_der(&der, key).unwrap();
+        (der, issuer)
+    }
+
+    /// A node certificate of `plant-a` signed by `issuer`.
+    fn leaf_by(issuer: &Issuer<'_, rcgen::KeyPair>) -> CertificateDer<'static> {
+        let key = rcgen_key(&SigningKey::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(NOW as i64 - 60).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp((NOW + HOUR) as i64).unwrap();
+        params.subject_alt_names = vec![SanType::URI(
+            Ia5String::try_from("meshfed://plant-a/gw1").unwrap(),
+        )];
+        params.is_ca = IsCa::NoCa;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    fn root_issuer(ca: &MeshCa) -> Issuer<'static, rcgen::KeyPair> {
+        Issuer::from_ca_cert_der(ca.cert_der(), rcgen_key(ca.key()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn node_cert_of_the_issuing_ca_verifies_with_it_as_intermediate_and_not_without() {
+        let root = ca("plant-a");
+        let issuing = root
+            .issue_issuing_ca(at(NOW), crate::ca::DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let key = P384PublicKey::of(&SigningKey::generate().unwrap());
+        let cert = issuing
+            .issue_node_cert(
+                &"gw1".parse().unwrap(),
+                &key,
+                at(NOW),
+                DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        let chain = [issuing.cert_der().clone()];
+        let info = verify_node_cert(
+            root.trust_bundle(),
+            cert.der(),
+            &chain,
+            KeyPurpose::ServerAuth,
+            at(NOW),
+        )
+        .unwrap();
+        assert_eq!(info.identity().uri(), "meshfed://plant-a/gw1");
+        // TLS presents the root after the issuing CA: a bundle CA among them is harmless.
+        let with_root = [issuing.cert_der().clone(), root.cert_der().clone()];
+        verify_node_cert(
+            root.trust_bundle(),
+            cert.der(),
+            &with_root,
+            KeyPurpose::ClientAuth,
+            at(NOW),
+        )
+        .unwrap();
+        let err = verify(root.trust_bundle(), cert.der(), NOW).unwrap_err();
+        assert!(
+            matches!(&err, TrustError::UnknownIssuer { mesh } if mesh.as_str() == "plant-a"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_an_intermediate_naming_another_mesh() {
+        let root = ca("plant-a");
+        let (other, issuer) = sub_ca(
+            &root_issuer(&root),
+            "meshfed://plant-b",
+            rcgen::BasicConstraints::Constrained(0),
+        );
+        let cert = leaf_by(&issuer);
+        let err = verify_node_cert(
+            root.trust_bundle(),
+            &cert,
+            &[other],
+            KeyPurpose::ClientAuth,
+            at(NOW),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "issuing CA certificate names mesh plant-b but was issued by the CA of mesh plant-a"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_an_intermediate_without_path_length_0() {
+        let root = ca("plant-a");
+        let (wide, issuer) = sub_ca(
+            &root_issuer(&root),
+            "meshfed://plant-a",
+            rcgen::BasicConstraints::Unconstrained,
+        );
+        let err = verify_node_cert(
+            root.trust_bundle(),
+            &leaf_by(&issuer),
+            &[wide],
+            KeyPurpose::ClientAuth,
+            at(NOW),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "issuing CA certificate of mesh plant-a does not limit its path length to 0"
+        );
+    }
+
+    #[test]
+    fn verify_refuses_a_path_longer_than_root_issuing_ca_node() {
+        // A root without a path length limit, so that only meshfed's own check stands in the way.
+        let key = SigningKey::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(NOW as i64 - 60).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp((NOW + HOUR) as i64).unwrap();
+        params.subject_alt_names = vec![SanType::URI(
+            Ia5String::try_from("meshfed://plant-a").unwrap(),
+        )];
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let root_der = params
+            .self_signed(&rcgen_key(&key).unwrap())
+            .unwrap()
+            .der()
+            .clone();
+        let bundle = TrustBundle::new(vec![root_der.clone()]).unwrap();
+        let root = Issuer::from_ca_cert_der(&root_der, rcgen_key(&key).unwrap()).unwrap();
+        let (middle, middle_issuer) = sub_ca(
+            &root,
+            "meshfed://plant-a",
+            rcgen::BasicConstraints::Unconstrained,
+        );
+        let (issuing, issuing_issuer) = sub_ca(
+            &middle_issuer,
+            "meshfed://plant-a",
+            rcgen::BasicConstraints::Constrained(0),
+        );
+        let err = verify_node_cert(
+            &bundle,
+            &leaf_by(&issuing_issuer),
+            &[issuing, middle],
+            KeyPurpose::ClientAuth,
+            at(NOW),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TrustError::PathTooLong { count: 2 }),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn rollover_bundle_accepts_leaves_of_both_cas() {
         let old = ca("plant-a");
@@ -708,6 +957,21 @@ mod tests {
         };
         assert_eq!(prints(&again), prints(&bundle));
         assert_eq!(again.mesh().as_str(), "m");
+    }
+
+    #[test]
+    fn pem_with_issuing_cas_sets_the_issuing_ca_apart() {
+        let root = ca("m");
+        let issuing = root
+            .issue_issuing_ca(at(NOW), crate::ca::DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let text = format!("{}{}", root.cert_pem(), issuing.cert_pem());
+        let (bundle, intermediates) = TrustBundle::from_pem_with_issuing_cas(&text).unwrap();
+        assert_eq!(bundle.cas().len(), 1);
+        assert_eq!(bundle.cas()[0].der(), root.cert_der());
+        assert_eq!(intermediates, vec![issuing.cert_der().clone()]);
+        let err = TrustBundle::from_pem_with_issuing_cas(&issuing.cert_pem()).unwrap_err();
+        assert!(matches!(err, BundleError::Empty), "{err:?}");
     }
 
     #[test]

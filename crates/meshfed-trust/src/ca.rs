@@ -1,5 +1,8 @@
-//! The mesh CA: a self-signed ECDSA P-384 root that issues the mesh's node certificates.
+//! The mesh CA: a self-signed ECDSA P-384 root that issues the mesh's node certificates, either
+//! itself ([`MeshCa`]) or through an issuing CA it certifies ([`IssuingCa`]), so that the root
+//! key can stay offline while gateways renew their certificates.
 
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshfed_proto::{MeshId, NodeName};
@@ -27,12 +30,14 @@ pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 36
 /// Default lifetime of a node certificate: 24 hours.
 pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 
+/// Default lifetime of an issuing CA certificate: one year (365 days), cut to the root's.
+pub const DEFAULT_ISSUING_CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How far before "now" certificates start to be valid, so that peers whose clocks lag a little
 /// accept them at once.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 
-/// Longest path of intermediate CAs below a mesh CA (`pathlen`), so that an intermediate can be
-/// added later.
+/// Longest path of intermediate CAs below a mesh CA (`pathlen`): room for its issuing CA.
 const CA_PATH_LEN: u8 = 1;
 
 /// A mesh CA could not be made, loaded or used.
@@ -56,6 +61,16 @@ pub enum CaError {
     /// The CA certificate cannot anchor a trust bundle.
     #[error("mesh CA certificate cannot anchor a trust bundle")]
     Bundle(#[from] BundleError),
+    /// The certificate is a CA of this mesh but not an issuing CA (path length 0) below the
+    /// root.
+    #[error("certificate of mesh {mesh} is not an issuing CA certificate (pathlen 0) of its root")]
+    NotIssuingCa {
+        /// The CA's mesh.
+        mesh: MeshId,
+    },
+    /// The issuing CA certificate does not chain to the mesh's root CA certificate.
+    #[error("issuing CA certificate does not verify against the mesh CA certificate")]
+    NotIssuedByRoot(#[source] crate::bundle::TrustError),
     /// rcgen failed to build or sign a certificate.
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
@@ -161,39 +176,180 @@ impl MeshCa {
         now: SystemTime,
         validity: Duration,
     ) -> Result<NodeCert, CaError> {
-        let identity = NodeIdentity {
-            mesh: self.info.mesh.clone(),
-            node: node.clone(),
-        };
+        issue_node(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            now,
+            validity,
+        )
+    }
+
+    /// Makes an issuing CA for this mesh: a fresh P-384 key and a certificate signed by this
+    /// root, `CA:TRUE` with path length 0 (it issues node certificates, never another CA), SAN
+    /// URI `meshfed://<mesh>` like the root's, valid from `now` (back-dated by
+    /// [`CLOCK_SKEW_ALLOWANCE`]) for `validity` but never past the root.
+    ///
+    /// It carries no X.509 name constraint (DESIGN.md §2 asks for `meshfed://<mesh>/…`):
+    /// rustls-webpki refuses every certificate below a CA with a URI name constraint (it does
+    /// not implement them and fails closed), so [`crate::verify_node_cert`] enforces the
+    /// constraint itself: the issuing CA and the leaf must name the root's mesh.
+    pub fn issue_issuing_ca(
+        &self,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<IssuingCa, CaError> {
+        let key = SigningKey::generate().map_err(KeyError::from)?;
         let (not_before, not_after) = validity_window(now, validity)?;
+        let root_end =
+            to_offset(self.info.not_after).ok_or(CaError::ValidityOutOfRange { validity })?;
         let mut params = CertificateParams::default();
         params.not_before = not_before;
-        params.not_after = not_after;
+        params.not_after = not_after.min(root_end);
         params.serial_number = Some(random_serial()?);
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, self.info.mesh.as_str());
-        name.push(DnType::CommonName, node.as_str());
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(identity.uri())?)];
-        params.is_ca = IsCa::NoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.distinguished_name = issuing_ca_name(&self.info.mesh);
+        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(mesh_uri(
+            &self.info.mesh,
+        ))?)];
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.use_authority_key_identifier_extension = true;
         let der = params
-            .signed_by(&PublicKeyBytes(public_key), &self.issuer)?
+            .signed_by(&PublicKeyBytes(&P384PublicKey::of(&key)), &self.issuer)?
             .der()
             .clone();
-        let info = inspect_node_cert(&der)?;
-        Ok(NodeCert { der, info })
+        IssuingCa::assemble(der, key, &self.bundle)
     }
 }
 
 impl std::fmt::Debug for MeshCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshCa")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A mesh's issuing CA: an intermediate below the mesh's root CA with path length 0, whose key
+/// gateways keep to renew their node certificates while the root key stays offline.
+///
+/// Make one with [`MeshCa::issue_issuing_ca`] or load one with [`IssuingCa::from_pem`]; node
+/// certificates it issues verify with its certificate given as the intermediate
+/// ([`IssuingCa::cert_der`]).
+pub struct IssuingCa {
+    info: CaCertInfo,
+    der: CertificateDer<'static>,
+    key: SigningKey,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl IssuingCa {
+    /// Loads an issuing CA from its PEM certificate and PEM PKCS#8 key, checking that the
+    /// certificate is an issuing CA (path length 0) signed by a CA of `root` and that the key
+    /// belongs to it.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, root: &TrustBundle) -> Result<Self, CaError> {
+        let der = CertificateDer::from(cert_der_from_pem(cert_pem)?);
+        let key = key_from_pkcs8_pem(key_pem)?;
+        Self::assemble(der, key, root)
+    }
+
+    fn assemble(
+        der: CertificateDer<'static>,
+        key: SigningKey,
+        root: &TrustBundle,
+    ) -> Result<Self, CaError> {
+        let info = inspect_ca_cert(&der)?;
+        if info.path_len != Some(0) || info.mesh != *root.mesh() {
+            return Err(CaError::NotIssuingCa { mesh: info.mesh });
+        }
+        if info.public_key != P384PublicKey::of(&key) {
+            return Err(CaError::KeyMismatch);
+        }
+        let issuer = Issuer::from_ca_cert_der(&der, rcgen_key(&key)?)?;
+        let ca = Self {
+            info,
+            der,
+            key,
+            issuer,
+        };
+        ca.check_chains_to(root)?;
+        Ok(ca)
+    }
+
+    /// Proves the certificate chains to `root` the way peers will check it: issues a node
+    /// certificate (for the CA's own public key) in the middle of the CA's validity and
+    /// verifies it with this certificate as the intermediate.
+    fn check_chains_to(&self, root: &TrustBundle) -> Result<(), CaError> {
+        let half = self
+            .info
+            .not_after
+            .duration_since(self.info.not_before)
+            .unwrap_or_default()
+            / 2;
+        let at = self.info.not_before + half;
+        #[expect(clippy::expect_used, reason = "a constant that is a valid node name")]
+        let name = NodeName::from_str("probe").expect("\"probe\" is a valid node name");
+        let probe =
+            self.issue_node_cert(&name, &self.info.public_key, at, Duration::from_secs(60))?;
+        crate::bundle::verify_node_cert(
+            root,
+            probe.der(),
+            std::slice::from_ref(&self.der),
+            crate::bundle::KeyPurpose::ClientAuth,
+            at,
+        )
+        .map_err(CaError::NotIssuedByRoot)?;
+        Ok(())
+    }
+
+    /// The mesh this CA belongs to.
+    pub fn mesh(&self) -> &MeshId {
+        &self.info.mesh
+    }
+
+    /// What the certificate says (mesh, validity, public key, path length).
+    pub fn info(&self) -> &CaCertInfo {
+        &self.info
+    }
+
+    /// The issuing CA certificate, DER: the intermediate of every certificate it issues.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// The issuing CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.der.to_vec()))
+    }
+
+    /// The issuing CA's private key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Issues a node certificate as [`MeshCa::issue_node_cert`] does, signed by this issuing CA.
+    pub fn issue_node_cert(
+        &self,
+        node: &NodeName,
+        public_key: &P384PublicKey,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<NodeCert, CaError> {
+        issue_node(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            now,
+            validity,
+        )
+    }
+}
+
+impl std::fmt::Debug for IssuingCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCa")
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
@@ -221,6 +377,52 @@ impl NodeCert {
     pub fn info(&self) -> &NodeCertInfo {
         &self.info
     }
+}
+
+/// Issues a node certificate for `node` of `mesh`, signed by `issuer`.
+fn issue_node(
+    issuer: &Issuer<'static, KeyPair>,
+    mesh: &MeshId,
+    node: &NodeName,
+    public_key: &P384PublicKey,
+    now: SystemTime,
+    validity: Duration,
+) -> Result<NodeCert, CaError> {
+    let identity = NodeIdentity {
+        mesh: mesh.clone(),
+        node: node.clone(),
+    };
+    let (not_before, not_after) = validity_window(now, validity)?;
+    let mut params = CertificateParams::default();
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, mesh.as_str());
+    name.push(DnType::CommonName, node.as_str());
+    params.distinguished_name = name;
+    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(identity.uri())?)];
+    params.is_ca = IsCa::NoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let der = params
+        .signed_by(&PublicKeyBytes(public_key), issuer)?
+        .der()
+        .clone();
+    let info = inspect_node_cert(&der)?;
+    Ok(NodeCert { der, info })
+}
+
+/// The distinguished name of a mesh's issuing CA: `CN=meshfed issuing CA <mesh>, O=<mesh>`.
+fn issuing_ca_name(mesh: &MeshId) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, mesh.as_str());
+    name.push(DnType::CommonName, format!("meshfed issuing CA {mesh}"));
+    name
 }
 
 /// The distinguished name of a mesh CA: `CN=meshfed mesh CA <mesh>, O=<mesh>`.
@@ -403,6 +605,70 @@ mod tests {
             )
             .unwrap();
         assert_eq!(cert.info().mesh.as_str(), "plant-a");
+    }
+
+    #[test]
+    fn issuing_ca_is_a_ca_with_path_length_0_signed_by_the_root() {
+        let root = MeshCa::generate(&mesh("plant-a"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
+        let issuing = root
+            .issue_issuing_ca(at(NOW), DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        assert_eq!(issuing.mesh().as_str(), "plant-a");
+        assert_eq!(issuing.info().path_len, Some(0));
+        assert_eq!(
+            issuing.info().not_after,
+            at(NOW) + DEFAULT_ISSUING_CA_VALIDITY
+        );
+        let (_, cert) = x509_parser::parse_x509_certificate(issuing.cert_der()).unwrap();
+        let bc = cert.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
+        assert!(cert.key_usage().unwrap().unwrap().value.key_cert_sign());
+        assert!(
+            cert.subject()
+                .to_string()
+                .contains("CN=meshfed issuing CA plant-a")
+        );
+        let (_, root_cert) = x509_parser::parse_x509_certificate(root.cert_der()).unwrap();
+        assert_eq!(cert.issuer(), root_cert.subject());
+        assert_ne!(P384PublicKey::of(issuing.key()), root.info().public_key);
+    }
+
+    #[test]
+    fn issuing_ca_never_outlives_its_root() {
+        let root = MeshCa::generate(&mesh("m"), at(NOW), Duration::from_secs(3600)).unwrap();
+        let issuing = root
+            .issue_issuing_ca(at(NOW), DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        assert_eq!(issuing.info().not_after, root.info().not_after);
+    }
+
+    #[test]
+    fn issuing_ca_loads_from_pem_only_below_its_root_and_with_its_key() {
+        let root = MeshCa::generate(&mesh("plant-a"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
+        let issuing = root
+            .issue_issuing_ca(at(NOW), DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let key_pem = key_to_pkcs8_pem(issuing.key()).unwrap();
+        let loaded =
+            IssuingCa::from_pem(&issuing.cert_pem(), &key_pem, root.trust_bundle()).unwrap();
+        assert_eq!(loaded.info(), issuing.info());
+        let other_root = MeshCa::generate(&mesh("plant-a"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
+        let err = IssuingCa::from_pem(&issuing.cert_pem(), &key_pem, other_root.trust_bundle())
+            .unwrap_err();
+        assert!(matches!(err, CaError::NotIssuedByRoot(_)), "{err:?}");
+        let wrong_key = key_to_pkcs8_pem(&SigningKey::generate().unwrap()).unwrap();
+        let err =
+            IssuingCa::from_pem(&issuing.cert_pem(), &wrong_key, root.trust_bundle()).unwrap_err();
+        assert!(matches!(err, CaError::KeyMismatch), "{err:?}");
+        // The root itself is not an issuing CA (path length 1).
+        let root_key = key_to_pkcs8_pem(root.key()).unwrap();
+        let err =
+            IssuingCa::from_pem(&root.cert_pem(), &root_key, root.trust_bundle()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "certificate of mesh plant-a is not an issuing CA certificate (pathlen 0) of its root"
+        );
     }
 
     #[test]

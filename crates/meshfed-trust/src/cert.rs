@@ -176,6 +176,9 @@ pub struct CaCertInfo {
     pub not_after: SystemTime,
     /// The CA's public key: an uncompressed P-384 point.
     pub public_key: P384PublicKey,
+    /// The basic constraints' path length: how many CAs may follow it on a path (`None`: no
+    /// limit). A mesh's issuing CA has 0.
+    pub path_len: Option<u32>,
 }
 
 /// Reads a node certificate (DER): its `meshfed://<mesh>/<node>` SAN URI, validity and P-384
@@ -208,6 +211,12 @@ pub fn inspect_ca_cert(der: &[u8]) -> Result<CaCertInfo, CertError> {
     if !cert.is_ca() {
         return Err(CertError::NotCa);
     }
+    let path_len = cert
+        .basic_constraints()
+        .map_err(|e| CertError::Malformed {
+            reason: format!("basic constraints: {e}"),
+        })?
+        .and_then(|bc| bc.value.path_len_constraint);
     let uri = single_meshfed_uri(&cert)?;
     let mesh = parse_mesh_uri(uri).map_err(|source| CertError::MalformedMeshfedUri {
         uri: uri.to_owned(),
@@ -218,6 +227,7 @@ pub fn inspect_ca_cert(der: &[u8]) -> Result<CaCertInfo, CertError> {
         not_before: system_time(cert.validity().not_before),
         not_after: system_time(cert.validity().not_after),
         public_key: p384_key(&cert)?,
+        path_len,
     })
 }
 

@@ -1,7 +1,8 @@
 //! meshfed's identities: mesh CAs, node certificates, trust bundles and keys at rest.
 //!
-//! A mesh has its own ECDSA P-384 CA ([`MeshCa`]); each of its nodes holds a short-lived leaf
-//! certificate naming it `meshfed://<mesh>/<node>` ([`NodeCert`]). A mesh presents its CA
+//! A mesh has its own ECDSA P-384 CA ([`MeshCa`]), and below it an issuing CA ([`IssuingCa`],
+//! path length 0) whose key gateways keep, so the root key can stay offline; each of its nodes
+//! holds a short-lived leaf certificate naming it `meshfed://<mesh>/<node>` ([`NodeCert`]). A mesh presents its CA
 //! certificates as a [`TrustBundle`] (two during a CA rollover), and peers check node
 //! certificates against exactly that bundle with [`verify_node_cert`]. Private keys are the
 //! protocol core's [`SigningKey`]s (re-exported here) and rest in a [`KeyStore`]
@@ -29,8 +30,8 @@ pub use bundle::{
     verify_node_cert,
 };
 pub use ca::{
-    CLOCK_SKEW_ALLOWANCE, CaError, DEFAULT_CA_VALIDITY, DEFAULT_NODE_CERT_VALIDITY, MeshCa,
-    NodeCert,
+    CLOCK_SKEW_ALLOWANCE, CaError, DEFAULT_CA_VALIDITY, DEFAULT_ISSUING_CA_VALIDITY,
+    DEFAULT_NODE_CERT_VALIDITY, IssuingCa, MeshCa, NodeCert,
 };
 pub use cert::{
     CaCertInfo, CertError, NodeCertInfo, NodeIdentity, UriError, inspect_ca_cert, inspect_node_cert,

@@ -333,6 +333,12 @@ pub(crate) struct InitArgs {
     /// Replace an existing identity in DIR (its CA, keys, token and configuration).
     #[arg(long)]
     pub(crate) force: bool,
+
+    /// Write the mesh CA (root) key to FILE (mode 0600; an existing FILE is never overwritten)
+    /// instead of DIR/ca/ca.key, so that it can be kept offline: the gateway renews its
+    /// certificate from the issuing CA key in DIR/ca/issuing.key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) root_key_out: Option<std::path::PathBuf>,
 }
 
 /// `meshfed envelope ...`.

@@ -61,7 +61,8 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
         eprintln!("signature: not checked (pass --ca CERT to verify)");
         return Ok(());
     };
-    match check_signature(&subject, &bundle, SystemTime::now()) {
+    let (bundle, issuing) = bundle;
+    match check_signature(&subject, &bundle, &issuing, SystemTime::now()) {
         Ok(signed) if subject.opened_by_receiver() => {
             eprintln!(
                 "signature: valid — {signed}; it covers the ciphertext in proof (its SHA-384 \
@@ -193,12 +194,14 @@ impl Inspected {
     }
 }
 
-/// Reads the CA certificate file into a trust bundle; every failure is a configuration error.
-fn load_ca(path: &Path) -> Result<TrustBundle, Failure> {
+/// Reads the CA certificate file into a trust bundle and the mesh's issuing CA certificates it
+/// may also hold (`cat ca/ca.crt ca/issuing.crt`: envelopes carry only the signer's leaf, so a
+/// leaf of an issuing CA needs it from here); every failure is a configuration error.
+fn load_ca(path: &Path) -> Result<(TrustBundle, Vec<CertificateDer<'static>>), Failure> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read CA certificate {}", path.display()))
         .map_err(Failure::Config)?;
-    match TrustBundle::from_pem(&text) {
+    match TrustBundle::from_pem_with_issuing_cas(&text) {
         Ok(bundle) => Ok(bundle),
         // The PEM reader skips whatever is not a PEM block, so "no CA" means "no PEM at all".
         Err(BundleError::Empty) => Err(Failure::Config(anyhow!(
@@ -315,16 +318,18 @@ impl From<VerifyError> for Invalid {
     }
 }
 
-/// Verifies the origin of `subject` against the source mesh's CA `bundle` at `now`.
+/// Verifies the origin of `subject` against the source mesh's CA `bundle` at `now`, through
+/// the mesh's `issuing` CA certificates when its node certificate was issued by one.
 pub(crate) fn check_signature(
     subject: &Inspected,
     bundle: &TrustBundle,
+    issuing: &[CertificateDer<'_>],
     now: SystemTime,
 ) -> Result<Signed, Invalid> {
     let header = subject.header();
     let cert = CertificateDer::from(header.certificate.as_slice());
     // Node certificates carry both client and server authentication; either purpose will do.
-    let info = verify_node_cert(bundle, &cert, &[], KeyPurpose::ClientAuth, now)
+    let info = verify_node_cert(bundle, &cert, issuing, KeyPurpose::ClientAuth, now)
         .map_err(Invalid::UntrustedSigner)?;
     let signer = info.identity();
     if signer.mesh != header.source.mesh {
@@ -350,20 +355,25 @@ pub(crate) fn check_signature(
     }
     Ok(Signed {
         signer,
-        ca: issuer(bundle, &cert, now),
+        ca: issuer(bundle, &cert, issuing, now),
         batch: envelope.batch.as_ref().map(|b| (b.count(), b.index())),
     })
 }
 
 /// The fingerprint of the bundle CA that issued `cert` (already verified against the bundle).
-fn issuer(bundle: &TrustBundle, cert: &CertificateDer<'_>, now: SystemTime) -> Fingerprint {
+fn issuer(
+    bundle: &TrustBundle,
+    cert: &CertificateDer<'_>,
+    issuing: &[CertificateDer<'_>],
+    now: SystemTime,
+) -> Fingerprint {
     let cas = bundle.cas();
     // During a rollover the bundle holds two CAs: ask each alone which one the chain leads to.
     cas.iter()
         .find(|ca| {
             cas.len() == 1
                 || TrustBundle::new(vec![ca.der().clone()]).is_ok_and(|alone| {
-                    verify_node_cert(&alone, cert, &[], KeyPurpose::ClientAuth, now).is_ok()
+                    verify_node_cert(&alone, cert, issuing, KeyPurpose::ClientAuth, now).is_ok()
                 })
         })
         // Invariant: a TrustBundle holds at least one CA (`TrustBundle::new` refuses none).
@@ -393,7 +403,7 @@ mod tests {
     fn valid_envelope_names_its_signer_and_the_issuing_ca() {
         let pki = TestPki::new("plant-a");
         let env = pki.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
-        let signed = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap();
+        let signed = check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap();
         assert_eq!(signed.signer.uri(), "meshfed://plant-a/gw1");
         assert_eq!(signed.ca, pki.ca().fingerprint());
         assert_eq!(
@@ -402,6 +412,28 @@ mod tests {
                 "signed by meshfed://plant-a/gw1, certificate issued by the CA {}",
                 pki.ca().fingerprint()
             )
+        );
+    }
+
+    #[test]
+    fn envelope_of_an_issuing_ca_node_verifies_with_that_ca_given_and_not_without() {
+        let pki = TestPki::new("plant-a");
+        let env = pki
+            .node_from_issuing_ca("gw1")
+            .sealed_envelope("supplier-b", "t", b"{}");
+        let issuing = [pki.issuing_ca().cert_der().clone()];
+        let signed =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &issuing, pki.now()).unwrap();
+        assert_eq!(signed.signer.uri(), "meshfed://plant-a/gw1");
+        assert_eq!(signed.ca, pki.ca().fingerprint());
+        let err =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Invalid::UntrustedSigner(TrustError::UnknownIssuer { .. })
+            ),
+            "{err:?}"
         );
     }
 
@@ -415,7 +447,7 @@ mod tests {
         ])
         .unwrap();
         let env = new.node("gw1").clear_envelope("supplier-b", "t", b"{}");
-        let signed = check_signature(&Inspected::wire(&env), &bundle, new.now()).unwrap();
+        let signed = check_signature(&Inspected::wire(&env), &bundle, &[], new.now()).unwrap();
         assert_eq!(signed.ca, new.ca().fingerprint());
     }
 
@@ -424,8 +456,8 @@ mod tests {
         let ours = TestPki::new("plant-a");
         let theirs = TestPki::new("plant-b");
         let env = ours.node("gw1").sealed_envelope("supplier-b", "t", b"{}");
-        let err =
-            check_signature(&Inspected::wire(&env), theirs.bundle(), theirs.now()).unwrap_err();
+        let err = check_signature(&Inspected::wire(&env), theirs.bundle(), &[], theirs.now())
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -446,7 +478,8 @@ mod tests {
         let env = pki
             .expired_node("gw1")
             .sealed_envelope("supplier-b", "t", b"{}");
-        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
+        let err =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
         assert!(
             matches!(err, Invalid::UntrustedSigner(TrustError::Expired { .. })),
             "{err:?}"
@@ -461,7 +494,8 @@ mod tests {
         let mut header = node.envelope_header("supplier-b", "t");
         header.source.mesh = "plant-z".parse().unwrap();
         let env = node.seal_envelope(header, b"{}");
-        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
+        let err =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the envelope says it comes from mesh plant-z, but it is signed by \
@@ -476,7 +510,8 @@ mod tests {
         let other = pki.node("gw2");
         // gw1's certificate in the header, gw2's key on the signature.
         let env = other.seal_envelope(node.envelope_header("supplier-b", "t"), b"{}");
-        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
+        let err =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
         assert!(
             matches!(err, Invalid::Envelope(EnvelopeError::BadSignature)),
             "{err:?}"
@@ -490,7 +525,8 @@ mod tests {
         let mut header = node.envelope_header("supplier-b", "t");
         header.certificate.clear();
         let env = node.seal_envelope(header, b"{}");
-        let err = check_signature(&Inspected::wire(&env), pki.bundle(), pki.now()).unwrap_err();
+        let err =
+            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
         assert!(matches!(err, Invalid::UntrustedSigner(_)), "{err:?}");
     }
 }

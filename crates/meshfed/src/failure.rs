@@ -100,7 +100,9 @@ impl From<InitError> for Failure {
         match e {
             // `init` on a directory that holds an identity, without `--force`: the user named
             // the wrong directory or forgot the flag.
-            InitError::AlreadyInitialized { .. } => Self::Input(e.into()),
+            InitError::AlreadyInitialized { .. } | InitError::RootKeyOutExists { .. } => {
+                Self::Input(e.into())
+            }
             // Key, certificate and file-system failures.
             _ => Self::Runtime(e.into()),
         }

@@ -20,6 +20,7 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
     } else {
         IfExists::Refuse
     };
+    opts.root_key_out = args.root_key_out;
     let report = init(opts)?;
     outln!("{}", summary(&report).trim_end())?;
     Ok(())

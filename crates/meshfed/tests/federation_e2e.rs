@@ -308,3 +308,36 @@ fn a_terminated_federation_is_re_established_under_its_id_by_a_new_invitation() 
     out.ok();
     assert!(out.stderr.contains(": acknowledged"), "{out}");
 }
+
+#[test]
+fn meshes_whose_root_keys_are_kept_out_federate_and_exchange_a_message() {
+    let bin = env!("CARGO_BIN_EXE_meshfed");
+    let mut a = meshfed_testkit::Mesh::init_with_root_key_out(bin, "plant-a");
+    let mut b = meshfed_testkit::Mesh::init_with_root_key_out(bin, "supplier-b");
+    for m in [&a, &b] {
+        assert!(
+            !m.dir().join("ca/ca.key").exists(),
+            "root key in {}",
+            m.name()
+        );
+        assert!(m.dir().join("ca/issuing.key").is_file());
+        assert!(m.root_key_out().is_file());
+    }
+    a.start();
+    b.start();
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+    wait_for_status(&b, &id, "active");
+
+    let sub = subscribe(&mut b, &a, &["--count", "1", "--topic", "line/#"]);
+    let message = json!({"c": 1});
+    let sent = send(&a, "supplier-b", "line/temp", &message.to_string());
+    let out = sub.finish(DEADLINE);
+    let line = out.ok().trim();
+    check_envelope(line, &sent, "plant-a", "supplier-b", "line/temp", &message);
+
+    let sub = subscribe(&mut a, &b, &["--count", "1", "--topic", "orders/#"]);
+    let sent = send(&b, "plant-a", "orders/new", "po-1");
+    let out = sub.finish(DEADLINE);
+    assert_eq!(envelope_id(out.ok().trim()), sent, "{out}");
+}

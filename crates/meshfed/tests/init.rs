@@ -87,6 +87,8 @@ fn init_writes_the_identity_and_summarises_it() {
     for rel in [
         "ca/ca.crt",
         "ca/ca.key",
+        "ca/issuing.crt",
+        "ca/issuing.key",
         "node/node.crt",
         "node/node.key",
         "admin.token",
@@ -116,7 +118,12 @@ fn keys_and_token_are_mode_0600() {
     let tmp = temp_dir();
     let dir = tmp.path().join("node");
     assert_ok(&init(&dir, &["--mesh", "plant-a"]));
-    for rel in ["ca/ca.key", "node/node.key", "admin.token"] {
+    for rel in [
+        "ca/ca.key",
+        "ca/issuing.key",
+        "node/node.key",
+        "admin.token",
+    ] {
         assert_eq!(mode(&dir.join(rel)), 0o600, "{rel}");
     }
     let token = fs::read_to_string(dir.join("admin.token")).unwrap();
@@ -202,6 +209,15 @@ fn certificates_are_p384_with_the_meshfed_names_and_usages() {
     assert!(ca.basic_constraints().unwrap().unwrap().value.ca, "CA:true");
     assert_eq!(san_uris(&ca), ["meshfed://plant-a"]);
 
+    let issuing_der = cert_der(&dir.join("ca/issuing.crt"));
+    let (_, issuing) = x509_parser::parse_x509_certificate(&issuing_der).unwrap();
+    assert_eq!(curve(&issuing), SECP384R1);
+    let bc = issuing.basic_constraints().unwrap().unwrap().value;
+    assert!(bc.ca, "CA:true");
+    assert_eq!(bc.path_len_constraint, Some(0));
+    assert_eq!(san_uris(&issuing), ["meshfed://plant-a"]);
+    assert_eq!(issuing.issuer(), ca.subject());
+
     let node_der = cert_der(&dir.join("node/node.crt"));
     let (_, node) = x509_parser::parse_x509_certificate(&node_der).unwrap();
     assert_eq!(curve(&node), SECP384R1);
@@ -219,10 +235,84 @@ fn node_cert_verifies_against_the_ca() {
     let bundle =
         TrustBundle::from_pem(&fs::read_to_string(dir.join("ca/ca.crt")).unwrap()).unwrap();
     let node = CertificateDer::from(cert_der(&dir.join("node/node.crt")));
+    let issuing = [CertificateDer::from(cert_der(&dir.join("ca/issuing.crt")))];
     for purpose in [KeyPurpose::ClientAuth, KeyPurpose::ServerAuth] {
-        let info = verify_node_cert(&bundle, &node, &[], purpose, SystemTime::now()).unwrap();
+        let info = verify_node_cert(&bundle, &node, &issuing, purpose, SystemTime::now()).unwrap();
         assert_eq!(info.identity().uri(), "meshfed://plant-a/gw1");
     }
+    // The node certificate is the issuing CA's: without it, it does not chain to the root.
+    let alone = verify_node_cert(
+        &bundle,
+        &node,
+        &[],
+        KeyPurpose::ClientAuth,
+        SystemTime::now(),
+    );
+    assert!(alone.is_err(), "{alone:?}");
+}
+
+#[test]
+fn root_key_out_keeps_the_mesh_ca_key_out_of_the_directory_and_never_overwrites() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("node");
+    let out_file = tmp.path().join("offline").join("root.key");
+    fs::create_dir(tmp.path().join("offline")).unwrap();
+    let out_arg = out_file.to_str().unwrap();
+    let out = init(&dir, &["--mesh", "plant-a", "--root-key-out", out_arg]);
+    assert_ok(&out);
+    assert!(
+        !dir.join("ca/ca.key").exists(),
+        "root key left in the directory"
+    );
+    assert_eq!(mode(&out_file), 0o600);
+    assert_eq!(mode(&dir.join("ca/issuing.key")), 0o600);
+    let summary = stdout(&out);
+    assert!(summary.contains(out_arg), "{summary}");
+    // The key written out is the mesh CA's.
+    let ca = meshfed_trust::MeshCa::from_pem(
+        &fs::read_to_string(dir.join("ca/ca.crt")).unwrap(),
+        &fs::read_to_string(&out_file).unwrap(),
+    );
+    assert!(ca.is_ok(), "{ca:?}");
+
+    // An existing FILE is never overwritten, not even with --force.
+    let before = fs::read(&out_file).unwrap();
+    let again = tmp.path().join("other");
+    let out = init(
+        &again,
+        &["--mesh", "plant-b", "--root-key-out", out_arg, "--force"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{out_arg} already exists: the mesh CA key is never written over an existing file"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read(&out_file).unwrap(), before);
+    assert!(!again.exists(), "nothing written");
+
+    // Replacing an identity whose root key was in the directory removes that key.
+    let old = tmp.path().join("old");
+    assert_ok(&init(&old, &["--mesh", "plant-c"]));
+    let elsewhere = tmp.path().join("offline").join("plant-c.key");
+    let elsewhere_arg = elsewhere.to_str().unwrap();
+    assert_ok(&init(
+        &old,
+        &[
+            "--mesh",
+            "plant-c",
+            "--force",
+            "--root-key-out",
+            elsewhere_arg,
+        ],
+    ));
+    assert!(
+        !old.join("ca/ca.key").exists(),
+        "stale root key left behind"
+    );
+    assert!(elsewhere.is_file());
 }
 
 #[test]
@@ -289,7 +379,11 @@ fn every_written_certificate_loads_in_openssl_and_python_cryptography() {
     let written = pem_cert_files(&dir);
     assert_eq!(
         written,
-        [PathBuf::from("ca/ca.crt"), PathBuf::from("node/node.crt")]
+        [
+            PathBuf::from("ca/ca.crt"),
+            PathBuf::from("ca/issuing.crt"),
+            PathBuf::from("node/node.crt")
+        ]
     );
     let failures: Vec<String> = written
         .iter()

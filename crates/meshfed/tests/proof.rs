@@ -1,6 +1,7 @@
 //! The README's proof example, on messages that just crossed: `meshfed subscribe --proof` prints
 //! each envelope in the export form, and `meshfed envelope inspect FILE --ca` checks it against
-//! the *source* mesh's CA (`plant-a/ca/ca.crt` for a message plant-a sent to supplier-b) — for
+//! the *source* mesh's CAs (`plant-a/ca/ca.crt` and `plant-a/ca/issuing.crt` for a message
+//! plant-a sent to supplier-b) — for
 //! batch and per-message signatures, live and from a durable subscription across a restart.
 //! Real `meshfed gateway` processes on ephemeral loopback ports.
 
@@ -35,11 +36,14 @@ fn federated(signatures: &str) -> (Mesh, Mesh, String) {
     (a, b, id)
 }
 
-/// Where `meshfed init` put mesh `m`'s CA certificate.
+/// Mesh `m`'s CA certificates as the README hands them over: `cat ca/ca.crt ca/issuing.crt`
+/// (envelopes carry only the signer's certificate, which the issuing CA issued).
 fn ca_of(m: &Mesh) -> PathBuf {
-    let ca = m.dir().join("ca").join("ca.crt");
-    assert!(ca.is_file(), "no CA certificate at {}", ca.display());
-    ca
+    let ca = m.dir().join("ca");
+    let text = ["ca.crt", "issuing.crt"]
+        .map(|f| std::fs::read_to_string(ca.join(f)).unwrap())
+        .concat();
+    write(m.dir(), "source-ca.pem", &text)
 }
 
 /// `meshfed envelope inspect FILE --ca CA`, run from `m`'s side (the command needs no gateway).

@@ -226,8 +226,16 @@ impl Default for ApiConfig {
 pub struct IdentityConfig {
     /// The mesh CA certificate (PEM). Default: `ca/ca.crt`.
     pub ca_cert: DirPath,
-    /// The mesh CA private key (PKCS#8 PEM, mode 0600). Default: `ca/ca.key`.
+    /// The mesh CA private key (PKCS#8 PEM, mode 0600). Default: `ca/ca.key`. A node with an
+    /// issuing CA does not need it (`meshfed init --root-key-out` keeps it elsewhere).
     pub ca_key: DirPath,
+    /// The mesh's issuing CA certificate (PEM): an intermediate with path length 0 below the
+    /// mesh CA, presented on links between the node certificate and the mesh CA. Default:
+    /// `ca/issuing.crt`.
+    pub issuing_ca_cert: DirPath,
+    /// The issuing CA private key (PKCS#8 PEM, mode 0600), from which the node renews its
+    /// certificate when it is there (else from `ca_key`). Default: `ca/issuing.key`.
+    pub issuing_ca_key: DirPath,
     /// This node's certificate (PEM). Default: `node/node.crt`.
     pub node_cert: DirPath,
     /// This node's private key (PKCS#8 PEM, mode 0600). Default: `node/node.key`.
@@ -255,6 +263,8 @@ impl Default for IdentityConfig {
         Self {
             ca_cert: DirPath::from_static("ca/ca.crt"),
             ca_key: DirPath::from_static("ca/ca.key"),
+            issuing_ca_cert: DirPath::from_static("ca/issuing.crt"),
+            issuing_ca_key: DirPath::from_static("ca/issuing.key"),
             node_cert: DirPath::from_static("node/node.crt"),
             node_key: DirPath::from_static("node/node.key"),
             node_cert_validity: meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,

@@ -137,6 +137,8 @@ struct RawApi {
 struct RawIdentity {
     ca_cert: Text,
     ca_key: Text,
+    issuing_ca_cert: Text,
+    issuing_ca_key: Text,
     node_cert: Text,
     node_key: Text,
     node_cert_validity: Text,
@@ -295,6 +297,16 @@ impl Fields<'_> {
         Ok(IdentityConfig {
             ca_cert: self.value("identity.ca_cert", raw.ca_cert, d.ca_cert)?,
             ca_key: self.value("identity.ca_key", raw.ca_key, d.ca_key)?,
+            issuing_ca_cert: self.value(
+                "identity.issuing_ca_cert",
+                raw.issuing_ca_cert,
+                d.issuing_ca_cert,
+            )?,
+            issuing_ca_key: self.value(
+                "identity.issuing_ca_key",
+                raw.issuing_ca_key,
+                d.issuing_ca_key,
+            )?,
             node_cert: self.value("identity.node_cert", raw.node_cert, d.node_cert)?,
             node_key: self.value("identity.node_key", raw.node_key, d.node_key)?,
             node_cert_validity,

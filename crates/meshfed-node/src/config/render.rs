@@ -230,13 +230,26 @@ fn identity(cfg: &NodeConfig) -> Vec<Setting> {
         ),
         Setting::new(
             "ca_key",
-            "The mesh CA private key (PKCS#8 PEM, mode 0600).",
+            "The mesh CA private key (PKCS#8 PEM, mode 0600); not needed with an issuing CA.",
             default(quoted("ca/ca.key")),
             quoted(i.ca_key.as_str()),
         ),
         Setting::new(
+            "issuing_ca_cert",
+            "The mesh's issuing CA certificate (PEM), presented after this node's certificate.",
+            default(quoted("ca/issuing.crt")),
+            quoted(i.issuing_ca_cert.as_str()),
+        ),
+        Setting::new(
+            "issuing_ca_key",
+            "The issuing CA private key (PKCS#8 PEM, mode 0600): renewals use it when present, \
+             else ca_key.",
+            default(quoted("ca/issuing.key")),
+            quoted(i.issuing_ca_key.as_str()),
+        ),
+        Setting::new(
             "node_cert",
-            "This node's certificate, issued by the mesh CA (PEM).",
+            "This node's certificate, issued by the issuing CA or the mesh CA (PEM).",
             default(quoted("node/node.crt")),
             quoted(i.node_cert.as_str()),
         ),
@@ -445,7 +458,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 26, "{text}");
+        assert_eq!(settings.len(), 28, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

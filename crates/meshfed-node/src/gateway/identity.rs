@@ -1,5 +1,6 @@
-//! This node's identity: its mesh and name, its signing key and certificate, its mesh CA; and
-//! the renewal of its certificate while the gateway runs ([`renew_loop`]).
+//! This node's identity: its mesh and name, its signing key and certificate, its mesh CA (and
+//! issuing CA); and the renewal of its certificate while the gateway runs ([`renew_loop`]),
+//! from the issuing CA key when the node has it, else from the mesh CA key.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -8,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use meshfed_proto::crypto::SigningKey;
 use meshfed_proto::{MeshId, NodeName};
 use meshfed_transport::TlsIdentity;
-use meshfed_trust::{Fingerprint, MeshCa, P384PublicKey, TrustBundle};
+use meshfed_trust::{
+    CaError, Fingerprint, IssuingCa, MeshCa, NodeCert as IssuedCert, P384PublicKey, TrustBundle,
+};
 
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +43,32 @@ pub(crate) struct NodeCert {
     pub(crate) not_after: SystemTime,
 }
 
+/// The CA whose key this node holds to issue its certificates.
+enum Issuer {
+    /// The mesh's issuing CA: the root key stays elsewhere.
+    Issuing(IssuingCa),
+    /// The mesh CA itself (a node directory from before issuing CAs).
+    Root(MeshCa),
+}
+
+impl Issuer {
+    fn issue_node_cert(
+        &self,
+        node: &NodeName,
+        key: &P384PublicKey,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<IssuedCert, CaError> {
+        match self {
+            Self::Issuing(ca) => ca.issue_node_cert(node, key, now, validity),
+            Self::Root(ca) => ca.issue_node_cert(node, key, now, validity),
+        }
+    }
+}
+
 /// What renewing the node certificate takes: the CA that issues it, and where and how.
 struct Renewal {
-    ca: MeshCa,
+    ca: Issuer,
     path: PathBuf,
     validity: Duration,
     renew_before: Duration,
@@ -171,10 +197,11 @@ fn warn_if_others_can_read(what: &str, path: &Path) {
     let _ = (what, path);
 }
 
-/// Loads the node's identity; re-issues the node certificate from the mesh CA when less than
-/// `renew_before` of its validity is left ("renewed automatically before expiry"). The CA is
-/// kept for renewals while the gateway runs ([`renew_loop`]); without a CA key the node runs
-/// on its certificate until it expires, and says so.
+/// Loads the node's identity; re-issues the node certificate when less than `renew_before` of
+/// its validity is left ("renewed automatically before expiry"), from the issuing CA key if the
+/// node has it, else from the mesh CA key. That CA is kept for renewals while the gateway runs
+/// ([`renew_loop`]); without either key the node runs on its certificate until it expires, and
+/// says so.
 pub(crate) fn load(
     dir: &Path,
     config: &NodeConfig,
@@ -186,7 +213,10 @@ pub(crate) fn load(
         reason,
     };
     let ca_key_path = ids.ca_key.resolve(dir);
+    let issuing_cert_path = ids.issuing_ca_cert.resolve(dir);
+    let issuing_key_path = ids.issuing_ca_key.resolve(dir);
     warn_if_others_can_read("mesh CA key", &ca_key_path);
+    warn_if_others_can_read("issuing CA key", &issuing_key_path);
     warn_if_others_can_read("node key", &ids.node_key.resolve(dir));
     let ca_pem = read("mesh CA certificate", ids.ca_cert.resolve(dir))?;
     let key_pem = read("node key", ids.node_key.resolve(dir))?;
@@ -197,18 +227,41 @@ pub(crate) fn load(
         .map_err(|e| bad(format!("node certificate: {e}")))?;
     let info = meshfed_trust::inspect_node_cert(&der)
         .map_err(|e| bad(format!("node certificate: {e}")))?;
-    let ca = if ca_key_path.exists() {
-        let ca_key_pem = read("mesh CA key", ca_key_path.clone())?;
-        Some(MeshCa::from_pem(&ca_pem, &ca_key_pem).map_err(|e| bad(format!("mesh CA: {e}")))?)
+    let bundle =
+        TrustBundle::from_pem(&ca_pem).map_err(|e| bad(format!("mesh CA certificate: {e}")))?;
+    let issuing_pem = if issuing_cert_path.exists() {
+        Some(read("issuing CA certificate", issuing_cert_path.clone())?)
     } else {
         None
+    };
+    let ca = match &issuing_pem {
+        Some(issuing_pem) if issuing_key_path.exists() => {
+            let key_pem = read("issuing CA key", issuing_key_path.clone())?;
+            Some(Issuer::Issuing(
+                IssuingCa::from_pem(issuing_pem, &key_pem, &bundle)
+                    .map_err(|e| bad(format!("issuing CA: {}", error_chain(&e))))?,
+            ))
+        }
+        _ if ca_key_path.exists() => {
+            let ca_key_pem = read("mesh CA key", ca_key_path.clone())?;
+            Some(Issuer::Root(
+                MeshCa::from_pem(&ca_pem, &ca_key_pem).map_err(|e| bad(format!("mesh CA: {e}")))?,
+            ))
+        }
+        _ => None,
+    };
+    // The key a renewal would need, as the node lacks it.
+    let missing_key = if issuing_pem.is_some() {
+        (issuing_key_path, "issuing CA key")
+    } else {
+        (ca_key_path.clone(), "mesh CA key")
     };
     let left = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
     if left < ids.renew_before() {
         let Some(ca) = &ca else {
             return Err(GatewayError::Read {
-                what: "mesh CA key",
-                path: ca_key_path,
+                what: missing_key.1,
+                path: missing_key.0,
                 source: std::io::ErrorKind::NotFound.into(),
             });
         };
@@ -241,31 +294,34 @@ pub(crate) fn load(
             info.mesh, info.node, config.node.mesh, config.node.name
         )));
     }
-    let bundle =
-        TrustBundle::from_pem(&ca_pem).map_err(|e| bad(format!("mesh CA certificate: {e}")))?;
     let ca_der = bundle
         .cas()
         .first()
         .map(|c| c.der().to_vec())
         .ok_or_else(|| bad("no CA certificate".into()))?;
-    let tls = TlsIdentity::from_pem(&cert_pem, &ca_pem, &key_pem)
+    let tls = TlsIdentity::from_pem(&cert_pem, issuing_pem.as_deref(), &ca_pem, &key_pem)
         .map_err(|e| bad(format!("TLS identity: {e}")))?;
-    let renewal = match ca {
-        Some(ca) => Some(Renewal {
-            ca,
-            path: ids.node_cert.resolve(dir),
-            validity: ids.node_cert_validity,
-            renew_before: ids.renew_before(),
-        }),
-        None => {
-            tracing::warn!(
-                "the mesh CA key {} is not in the node directory: the node certificate will not be renewed while the gateway runs (it expires {}); restart the gateway with the key in place before then",
-                ca_key_path.display(),
-                humantime::format_rfc3339_seconds(info.not_after)
-            );
-            None
-        }
-    };
+    match &ca {
+        Some(Issuer::Issuing(_)) => {}
+        Some(Issuer::Root(_)) => tracing::info!(
+            "the node certificate is renewed from the mesh CA key {}; to keep that key off the \
+             gateway, give it an issuing CA ([identity] issuing_ca_cert and issuing_ca_key, as \
+             `meshfed init --root-key-out FILE` makes them) and move the key away",
+            ca_key_path.display()
+        ),
+        None => tracing::warn!(
+            "the {} {} is not in the node directory: the node certificate will not be renewed while the gateway runs (it expires {}); restart the gateway with the key in place before then",
+            missing_key.1,
+            missing_key.0.display(),
+            humantime::format_rfc3339_seconds(info.not_after)
+        ),
+    }
+    let renewal = ca.map(|ca| Renewal {
+        ca,
+        path: ids.node_cert.resolve(dir),
+        validity: ids.node_cert_validity,
+        renew_before: ids.renew_before(),
+    });
     Ok(Identity {
         mesh: config.node.mesh.clone(),
         node: config.node.name.clone(),

@@ -299,19 +299,24 @@ impl SessionKeys {
     }
 }
 
-/// The peer's trust bundle as the agreement stored it, and the signer certificates already
-/// verified against it.
+/// The peer's trust bundle as the agreement stored it, the certificates the peer presented
+/// after its leaf on this link (its mesh's issuing CA, if it has one), and the signer
+/// certificates already verified against them.
 pub(crate) struct PeerTrust {
     bundle: TrustBundle,
+    /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
+    /// the issuing CA the peer presented in TLS.
+    intermediates: Vec<CertificateDer<'static>>,
     /// Verified signer certificates by SHA-384, with their keys and expiry.
     signers: Mutex<HashMap<Digest384, (VerifyingKey, SystemTime)>>,
 }
 
 impl PeerTrust {
-    /// Trust in exactly `bundle`.
-    pub(crate) fn new(bundle: TrustBundle) -> Self {
+    /// Trust in exactly `bundle`, through the `intermediates` the peer presented.
+    pub(crate) fn new(bundle: TrustBundle, intermediates: Vec<CertificateDer<'static>>) -> Self {
         Self {
             bundle,
+            intermediates,
             signers: Mutex::new(HashMap::new()),
         }
     }
@@ -327,9 +332,14 @@ impl PeerTrust {
             return Ok(key.clone());
         }
         let der = CertificateDer::from(cert.to_vec());
-        let info =
-            meshfed_trust::verify_node_cert(&self.bundle, &der, &[], KeyPurpose::ClientAuth, now)
-                .map_err(|e| Refusal::UntrustedSigner(e.to_string()))?;
+        let info = meshfed_trust::verify_node_cert(
+            &self.bundle,
+            &der,
+            &self.intermediates,
+            KeyPurpose::ClientAuth,
+            now,
+        )
+        .map_err(|e| Refusal::UntrustedSigner(e.to_string()))?;
         let key = info
             .public_key
             .verifying_key()

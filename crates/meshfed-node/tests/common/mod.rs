@@ -176,6 +176,22 @@ impl Node {
         Self::launch(dir, config).await
     }
 
+    /// [`Node::start_with_short_certificates`] on a directory holding the issuing CA key but
+    /// not the mesh CA key, as `meshfed init --root-key-out` leaves it.
+    pub(crate) async fn start_with_short_certificates_and_no_root_key(
+        mesh: &str,
+        validity: Duration,
+        renew_before: Duration,
+    ) -> Self {
+        let (dir, mut config) = initialised_with(mesh, SystemTime::now(), validity);
+        let root_key = config.identity.ca_key.resolve(dir.path());
+        std::fs::remove_file(&root_key).unwrap();
+        assert!(config.identity.issuing_ca_key.resolve(dir.path()).is_file());
+        config.federation.heartbeat_interval = Duration::from_millis(200);
+        config.identity.node_cert_renew_before = Some(renew_before);
+        Self::launch(dir, config).await
+    }
+
     /// Stops this gateway, keeping its directory (store, journal, federations) to start it
     /// again with [`Stopped::start`].
     pub(crate) async fn stop(self) -> Stopped {

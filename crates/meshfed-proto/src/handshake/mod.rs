@@ -63,13 +63,15 @@ pub struct PeerIdentity {
 }
 
 /// Certificate verification, supplied by the trust layer (X.509 path validation is not part of
-/// this crate): is `leaf` issued by one of the CAs in `bundle` and valid at `now`?
+/// this crate): is `leaf` issued by one of the CAs in `bundle` (directly or through one of
+/// `intermediates`, the other certificates the peer presented) and valid at `now`?
 pub trait PeerVerifier: Send + Sync + fmt::Debug {
     /// The identity `leaf` certifies, or why it is not trusted.
     fn verify(
         &self,
         bundle: &[Vec<u8>],
         leaf: &[u8],
+        intermediates: &[Vec<u8>],
         now: Timestamp,
     ) -> Result<PeerIdentity, String>;
 }
@@ -111,6 +113,9 @@ impl fmt::Debug for LocalIdentity {
 pub struct Channel {
     /// The peer's leaf certificate (DER).
     pub peer_leaf: Vec<u8>,
+    /// The other certificates the peer presented after its leaf (DER): its mesh's issuing CA,
+    /// if it has one, and its mesh CA.
+    pub peer_intermediates: Vec<Vec<u8>>,
     /// The RFC 9266 `tls-exporter` channel binding (32 bytes).
     pub binding: Vec<u8>,
 }
@@ -298,7 +303,12 @@ impl Context {
     ) -> Result<PeerIdentity, HandshakeError> {
         self.local
             .verifier
-            .verify(bundle, &self.channel.peer_leaf, now)
+            .verify(
+                bundle,
+                &self.channel.peer_leaf,
+                &self.channel.peer_intermediates,
+                now,
+            )
             .map_err(HandshakeError::UntrustedPeer)
     }
 

@@ -34,6 +34,7 @@ impl PeerVerifier for TestVerifier {
         &self,
         bundle: &[Vec<u8>],
         leaf: &[u8],
+        _intermediates: &[Vec<u8>],
         now: Timestamp,
     ) -> Result<PeerIdentity, String> {
         let cert: TestCert = ciborium::from_reader(leaf).map_err(|e| e.to_string())?;
@@ -150,10 +151,12 @@ impl Pair {
     ) -> Self {
         let ch_i = Channel {
             peer_leaf: responder.leaf.clone(),
+            peer_intermediates: vec![],
             binding: bind_i.to_vec(),
         };
         let ch_r = Channel {
             peer_leaf: initiator.leaf.clone(),
+            peer_intermediates: vec![],
             binding: bind_r.to_vec(),
         };
         let mut out_i = Outcome::default();
@@ -166,6 +169,7 @@ impl Pair {
                     initiator.local.clone(),
                     Channel {
                         peer_leaf: vec![],
+                        peer_intermediates: vec![],
                         binding: vec![],
                     },
                     ResponderKnowledge::default(),

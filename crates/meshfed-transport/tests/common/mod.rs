@@ -43,6 +43,17 @@ pub(crate) fn identity(pki: &TestPki, node: &TestNode) -> TlsIdentity {
     .unwrap()
 }
 
+/// The TLS identity of `node`, a leaf of `pki`'s issuing CA, presenting it and the mesh CA.
+pub(crate) fn issued_identity(pki: &TestPki, node: &TestNode) -> TlsIdentity {
+    TlsIdentity::issued_through(
+        node.cert.to_vec(),
+        Some(pki.issuing_ca().cert_der().to_vec()),
+        pki.ca().cert_der().to_vec(),
+        node.key.to_pkcs8().unwrap(),
+    )
+    .unwrap()
+}
+
 /// A mesh with a gateway, its identity and a listener on an ephemeral loopback port.
 pub(crate) struct Server {
     pub(crate) pki: TestPki,

@@ -85,7 +85,14 @@ pub(crate) fn start(
                 messages: ctx.config.federation.content_key_messages,
             },
         ),
-        PeerTrust::new(bundle),
+        PeerTrust::new(
+            bundle,
+            link.peer_chain()
+                .iter()
+                .skip(1)
+                .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
+                .collect(),
+        ),
         tx,
         ctx.cancel.child_token(),
         session,
