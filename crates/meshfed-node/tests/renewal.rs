@@ -36,6 +36,8 @@ async fn send_across_lifetimes(
 ) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (mut seen_a, mut seen_b) = (HashSet::new(), HashSet::new());
+    // Each renewal brings a fresh node key too (`rotate_node_key`, the default).
+    let mut keys_a = HashSet::new();
     let mut n = first;
     while seen_a.len() < certificates || seen_b.len() < certificates {
         assert!(
@@ -47,6 +49,8 @@ async fn send_across_lifetimes(
         );
         seen_a.insert(cert_expiry(a).await);
         seen_b.insert(cert_expiry(b).await);
+        keys_a
+            .insert(std::fs::read(a.dir().join("node/node.key")).unwrap_or_else(|e| panic!("{e}")));
         let payload = format!("m{n}");
         let (status, acked) = a
             .post(
@@ -60,6 +64,13 @@ async fn send_across_lifetimes(
         assert_eq!(got["message"], payload, "{got}");
         n += 1;
     }
+    // A renewal may fall between reading the expiry and reading the key.
+    assert!(
+        keys_a.len() + 1 >= seen_a.len() && keys_a.len() >= 2,
+        "{} node keys for {} certificates",
+        keys_a.len(),
+        seen_a.len()
+    );
     n - first
 }
 

@@ -99,7 +99,55 @@ impl TlsIdentity {
     /// and the same key, issued by the same CA (and issuing CA). Returns what it says.
     pub fn renew(&self, leaf_der: Vec<u8>) -> Result<NodeCertInfo, TransportError> {
         let leaf = CertificateDer::from(leaf_der);
-        let info = inspect_node_cert(&leaf)
+        let info = self.check_renewed(&leaf)?;
+        let current = self.current.get();
+        let presented_now = current
+            .end_entity_cert()
+            .map_err(|e| identity_error(format!("the certificate in use: {e}")))?;
+        let now_info = inspect_node_cert(presented_now)
+            .map_err(|e| identity_error(format!("the certificate in use: {}", chain(&e))))?;
+        if info.public_key != now_info.public_key {
+            return Err(identity_error(
+                "the renewed node certificate is for another key than the node's".to_owned(),
+            ));
+        }
+        let key = Arc::clone(&current.key);
+        let certified = Arc::new(CertifiedKey::new(presented(leaf, &self.tail), key));
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        Ok(info)
+    }
+
+    /// Presents `leaf_der` with a new private key (`key_pkcs8_der`, the leaf's) from the next
+    /// handshake on: node key rotation. The leaf must name the same node and chain to the same
+    /// CA. Returns what it says.
+    pub fn rekey(
+        &self,
+        leaf_der: Vec<u8>,
+        key_pkcs8_der: Vec<u8>,
+    ) -> Result<NodeCertInfo, TransportError> {
+        let leaf = CertificateDer::from(leaf_der);
+        let info = self.check_renewed(&leaf)?;
+        let key = SigningKey::from_pkcs8(&key_pkcs8_der)
+            .map_err(|e| identity_error(format!("new private key: {}", chain(&e))))?;
+        if P384PublicKey::of(&key) != info.public_key {
+            return Err(identity_error(
+                "the new private key does not belong to the new node certificate".to_owned(),
+            ));
+        }
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
+        let certified =
+            CertifiedKey::from_der(presented(leaf, &self.tail), key_der, &self.provider)
+                .map_err(|e| identity_error(format!("rustls refused the new key: {e}")))?;
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
+        Ok(info)
+    }
+
+    /// A renewed leaf names this node and chains to this node's CA.
+    fn check_renewed(
+        &self,
+        leaf: &CertificateDer<'static>,
+    ) -> Result<NodeCertInfo, TransportError> {
+        let info = inspect_node_cert(leaf)
             .map_err(|e| identity_error(format!("renewed node certificate: {}", chain(&e))))?;
         if info.mesh != self.info.mesh || info.node != self.info.node {
             return Err(identity_error(format!(
@@ -108,15 +156,7 @@ impl TlsIdentity {
                 self.info.identity()
             )));
         }
-        if info.public_key != self.info.public_key {
-            return Err(identity_error(
-                "the renewed node certificate is for another key than the node's".to_owned(),
-            ));
-        }
-        check_issued_by(&info, &leaf, &self.tail)?;
-        let key = Arc::clone(&self.current.get().key);
-        let certified = Arc::new(CertifiedKey::new(presented(leaf, &self.tail), key));
-        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        check_issued_by(&info, leaf, &self.tail)?;
         Ok(info)
     }
 
@@ -388,6 +428,49 @@ mod tests {
             resolved.cert,
             vec![renewed.der().clone(), pki.ca().cert_der().clone()]
         );
+    }
+
+    #[test]
+    fn a_new_key_with_its_certificate_is_presented_from_then_on_and_renewals_follow_it() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let (leaf, ca, key) = der(&pki, &node);
+        let id = TlsIdentity::new(leaf.clone(), ca, key).unwrap();
+        let listener_copy = id.clone();
+        // Another gw1 of this CA: a fresh key and its certificate.
+        let fresh = pki.node("gw1");
+        let (new_leaf, _, new_key) = der(&pki, &fresh);
+        // A certificate for another key is not a renewal...
+        assert!(id.renew(new_leaf.clone()).is_err());
+        // ...but with that key it is a rotation.
+        let err = id.rekey(new_leaf.clone(), der(&pki, &node).2).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        assert_eq!(id.leaf(), leaf, "a refused rotation changes nothing");
+        id.rekey(new_leaf.clone(), new_key).unwrap();
+        assert_eq!(listener_copy.leaf(), new_leaf);
+        // Renewals now follow the new key, on every clone.
+        let renewed = pki
+            .ca()
+            .issue_node_cert(
+                id.node(),
+                &P384PublicKey::of(&fresh.key),
+                pki.now(),
+                meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        listener_copy.renew(renewed.der().to_vec()).unwrap();
+        assert_eq!(id.leaf(), renewed.der().to_vec());
+        let old_key_cert = pki
+            .ca()
+            .issue_node_cert(
+                id.node(),
+                &P384PublicKey::of(&node.key),
+                pki.now(),
+                meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        let err = id.renew(old_key_cert.der().to_vec()).unwrap_err();
+        assert!(err.to_string().contains("for another key"), "{err}");
     }
 
     #[test]

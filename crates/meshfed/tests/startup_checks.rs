@@ -79,3 +79,19 @@ fn keys_only_their_owner_can_read_are_not_warned_about() {
         m.log()
     );
 }
+
+#[test]
+fn a_node_key_whose_certificate_was_not_written_gets_one_at_start() {
+    // As if the gateway stopped between writing a rotated key and its certificate.
+    let mut m = mesh("plant-a");
+    let key = meshfed_proto::crypto::SigningKey::generate().unwrap();
+    let pem = meshfed_trust::key_to_pkcs8_pem(&key).unwrap();
+    fs::write(m.dir().join("node/node.key"), pem).unwrap();
+    m.start();
+    m.wait_for_log(&["the node certificate is not for the node key"]);
+    let cert = fs::read_to_string(m.dir().join("node/node.crt")).unwrap();
+    let der = meshfed_trust::cert::cert_der_from_pem(&cert).unwrap();
+    let info = meshfed_trust::inspect_node_cert(&der).unwrap();
+    assert_eq!(info.public_key, meshfed_trust::P384PublicKey::of(&key));
+    assert!(m.cli(&["federation", "list"]).code == Some(0));
+}

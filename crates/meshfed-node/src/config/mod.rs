@@ -247,6 +247,9 @@ pub struct IdentityConfig {
     /// `node_cert_validity`). Default (`None`): a third of `node_cert_validity`, so a
     /// certificate is renewed at two thirds of its lifetime.
     pub node_cert_renew_before: Option<Duration>,
+    /// Whether each renewal brings a fresh node key (written to `node_key`), not only a new
+    /// certificate for the same one. Default: true.
+    pub rotate_node_key: bool,
 }
 
 impl IdentityConfig {
@@ -269,6 +272,7 @@ impl Default for IdentityConfig {
             node_key: DirPath::from_static("node/node.key"),
             node_cert_validity: meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
             node_cert_renew_before: None,
+            rotate_node_key: true,
         }
     }
 }

@@ -143,6 +143,7 @@ struct RawIdentity {
     node_key: Text,
     node_cert_validity: Text,
     node_cert_renew_before: Text,
+    rotate_node_key: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -311,6 +312,7 @@ impl Fields<'_> {
             node_key: self.value("identity.node_key", raw.node_key, d.node_key)?,
             node_cert_validity,
             node_cert_renew_before,
+            rotate_node_key: raw.rotate_node_key.is_none_or(Spanned::into_inner),
         })
     }
 

@@ -277,6 +277,13 @@ fn identity(cfg: &NodeConfig) -> Vec<Setting> {
             value: quoted(&duration(i.renew_before())),
             commented: i.node_cert_renew_before.is_none(),
         },
+        Setting::new(
+            "rotate_node_key",
+            "Whether each renewal also brings a fresh node key (written to node_key), not only \
+             a new certificate for the same key.",
+            default("true".to_owned()),
+            i.rotate_node_key.to_string(),
+        ),
     ]
 }
 
@@ -458,7 +465,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 28, "{text}");
+        assert_eq!(settings.len(), 29, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

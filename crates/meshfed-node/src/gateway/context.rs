@@ -53,7 +53,7 @@ impl Context {
             mesh: self.id.mesh.clone(),
             node: self.id.node.clone(),
             bundle: vec![self.id.ca_der.clone()],
-            key: self.id.key.clone(),
+            key: self.id.cert().key.clone(),
             capabilities: meshfed_proto::capability::Capabilities {
                 max_frame: meshfed_proto::capability::frame_size::Offer(
                     self.config.federation.max_frame_size,

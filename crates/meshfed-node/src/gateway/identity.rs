@@ -24,7 +24,6 @@ use crate::config::NodeConfig;
 pub(crate) struct Identity {
     pub(crate) mesh: MeshId,
     pub(crate) node: NodeName,
-    pub(crate) key: Arc<SigningKey>,
     pub(crate) ca_der: Vec<u8>,
     pub(crate) ca_fingerprint: Fingerprint,
     pub(crate) bundle: TrustBundle,
@@ -41,6 +40,8 @@ pub(crate) struct NodeCert {
     pub(crate) der: Vec<u8>,
     /// End of its validity.
     pub(crate) not_after: SystemTime,
+    /// The node key it certifies, which signs envelopes and agreements.
+    pub(crate) key: Arc<SigningKey>,
 }
 
 /// The CA whose key this node holds to issue its certificates.
@@ -72,6 +73,9 @@ struct Renewal {
     path: PathBuf,
     validity: Duration,
     renew_before: Duration,
+    /// Where the node key lives, and whether each renewal brings a fresh one.
+    key_path: PathBuf,
+    rotate_key: bool,
 }
 
 impl Identity {
@@ -92,15 +96,35 @@ impl Identity {
         )
     }
 
-    /// Issues a new node certificate for the same key, writes it to the node directory, and
-    /// uses it from now on: for new links (TLS) and for signing. Links already up stay up.
+    /// Issues a new node certificate, for a fresh node key when `[identity] rotate_node_key`
+    /// (the default) else for the same one, writes both to the node directory, and uses them
+    /// from now on: for new links (TLS) and for signing. Links already up stay up.
+    ///
+    /// The key file is written before the certificate: if the gateway stops between the two,
+    /// the next start finds a certificate that does not match the key and issues a new one.
     pub(crate) fn renew(&self, now: SystemTime) -> Result<Arc<NodeCert>, String> {
         let Some(r) = &self.renewal else {
             return Err("no mesh CA key to issue it with".to_owned());
         };
+        let key = if r.rotate_key {
+            Arc::new(SigningKey::generate().map_err(|e| format!("a new node key: {e}"))?)
+        } else {
+            Arc::clone(&self.cert().key)
+        };
         let cert =
-            r.ca.issue_node_cert(&self.node, &P384PublicKey::of(&self.key), now, r.validity)
+            r.ca.issue_node_cert(&self.node, &P384PublicKey::of(&key), now, r.validity)
                 .map_err(|e| format!("issuing: {}", error_chain(&e)))?;
+        if r.rotate_key {
+            let pem = meshfed_trust::key_to_pkcs8_pem(&key)
+                .map_err(|e| format!("encoding the new node key: {e}"))?;
+            meshfed_trust::files::write_file(
+                &r.key_path,
+                pem.as_bytes(),
+                meshfed_trust::files::FileMode::Private,
+                meshfed_trust::files::IfExists::Replace,
+            )
+            .map_err(|e| format!("writing {}: {}", r.key_path.display(), error_chain(&e)))?;
+        }
         meshfed_trust::files::write_file(
             &r.path,
             cert.pem().as_bytes(),
@@ -108,12 +132,19 @@ impl Identity {
             meshfed_trust::files::IfExists::Replace,
         )
         .map_err(|e| format!("writing {}: {}", r.path.display(), error_chain(&e)))?;
-        self.tls
-            .renew(cert.der().to_vec())
-            .map_err(|e| format!("presenting it in TLS: {e}"))?;
+        let presented = if r.rotate_key {
+            let pkcs8 = key
+                .to_pkcs8()
+                .map_err(|e| format!("encoding the new node key: {e}"))?;
+            self.tls.rekey(cert.der().to_vec(), pkcs8)
+        } else {
+            self.tls.renew(cert.der().to_vec())
+        };
+        presented.map_err(|e| format!("presenting it in TLS: {e}"))?;
         let current = Arc::new(NodeCert {
             der: cert.der().to_vec(),
             not_after: cert.info().not_after,
+            key,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&current);
         Ok(current)
@@ -257,7 +288,14 @@ pub(crate) fn load(
         (ca_key_path.clone(), "mesh CA key")
     };
     let left = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
-    if left < ids.renew_before() {
+    // A key rotation the gateway did not finish: the key is new, the certificate is not.
+    let mismatched = P384PublicKey::of(&key) != info.public_key;
+    if mismatched {
+        tracing::warn!(
+            "the node certificate is not for the node key (a key rotation was interrupted?): issuing one for the key"
+        );
+    }
+    if left < ids.renew_before() || mismatched {
         let Some(ca) = &ca else {
             return Err(GatewayError::Read {
                 what: missing_key.1,
@@ -321,11 +359,12 @@ pub(crate) fn load(
         path: ids.node_cert.resolve(dir),
         validity: ids.node_cert_validity,
         renew_before: ids.renew_before(),
+        key_path: ids.node_key.resolve(dir),
+        rotate_key: ids.rotate_node_key,
     });
     Ok(Identity {
         mesh: config.node.mesh.clone(),
         node: config.node.name.clone(),
-        key: Arc::new(key),
         ca_fingerprint: Fingerprint::of(&ca_der),
         ca_der,
         bundle,
@@ -333,6 +372,7 @@ pub(crate) fn load(
         current: RwLock::new(Arc::new(NodeCert {
             der: cert_der,
             not_after: info.not_after,
+            key: Arc::new(key),
         })),
         renewal,
     })

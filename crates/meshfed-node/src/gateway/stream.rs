@@ -740,12 +740,12 @@ impl Task {
         }
         let signed = match ctx.config.delivery.signatures {
             SignatureMode::Batch => Signed::Batch(
-                SignedBatch::sign(envelopes, &ctx.id.key)
+                SignedBatch::sign(envelopes, &cert.key)
                     .map_err(|e| e.to_string())?
                     .encode(),
             ),
             SignatureMode::Message => {
-                let key = ctx.id.key.clone();
+                let key = cert.key.clone();
                 Signed::Each(
                     on_every_core(envelopes, move |e| {
                         e.sign(&key).map(|w| w.encode()).map_err(|e| e.to_string())
