@@ -341,3 +341,23 @@ fn meshes_whose_root_keys_are_kept_out_federate_and_exchange_a_message() {
     let out = sub.finish(DEADLINE);
     assert_eq!(envelope_id(out.ok().trim()), sent, "{out}");
 }
+
+#[test]
+fn an_initiator_back_on_a_new_address_re_dials_and_the_inviter_takes_it_back() {
+    let mut a = started("plant-a");
+    let b = started("supplier-b");
+    // The inviter keeps its address (its invitation carried it); the joiner does not.
+    b.keep_federation_address();
+    let id = federate(&a, &b);
+    wait_for_status(&b, &id, "active");
+    a.stop();
+    wait_for_status(&b, &id, "unreachable");
+    // Back on whatever port the system gives it now: B never dials, A re-dials B.
+    a.start();
+    wait_for_status(&b, &id, "active");
+    wait_for_status(&a, &id, "active");
+    let sub = subscribe(&mut a, &b, &["--count", "1", "--topic", "back/#"]);
+    let sent = send(&b, "plant-a", "back/again", "hello");
+    let out = sub.finish(DEADLINE);
+    assert_eq!(envelope_id(out.ok().trim()), sent, "{out}");
+}
