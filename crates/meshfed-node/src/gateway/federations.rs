@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshfed_proto::envelope::Timestamp;
-use meshfed_proto::handshake::{Handshake, Role as HsRole, Target, invitation_key};
+use meshfed_proto::handshake::{Target, invitation_key};
 use meshfed_proto::invitation::{InvitationToken, TokenError};
 use meshfed_proto::session::LinkSession;
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
 use meshfed_store::{FederationRecord, InvitationRecord, StoreError};
 use meshfed_transport::ServerTrust;
-use meshfed_trust::KeyPurpose;
 
 use super::context::Context;
 use super::links::{self, LinkError, Links};
@@ -177,38 +176,20 @@ async fn try_join(f: &Federations, token: &str) -> Result<FederationRecord, Fede
             mesh: token.inviter.clone(),
             fingerprint: token.ca_fingerprint,
         };
-        let mut link = match meshfed_transport::dial(addr, &f.ctx.id.tls, trust, timeout).await {
+        let link = match meshfed_transport::dial(addr, &f.ctx.id.tls, trust, timeout).await {
             Ok(link) => link,
             Err(e) => {
                 last = e.to_string();
                 continue;
             }
         };
-        let refused = |source| FederationError::Refused {
-            peer: token.inviter.clone(),
-            source,
-        };
-        let channel = link.channel();
-        let hs = Handshake::initiator(
-            f.ctx.local(KeyPurpose::ServerAuth),
-            channel,
-            Target::Join(token.invitation()),
-            f.ctx.now(),
-        )
-        .map_err(|e| refused(e.into()))?;
-        let established = links::drive(&f.links, &mut link, hs)
+        let target = Target::Join(token.invitation());
+        let (record, session) = links::initiate(&f.links, link, target, token.addresses.clone())
             .await
-            .map_err(refused)?;
-        let record = links::persist(
-            &f.links,
-            &established,
-            HsRole::Initiator,
-            token.addresses.clone(),
-        )
-        .await
-        .map_err(refused)?;
-        let session =
-            links::start_session(&f.links, link, *established, &record).map_err(refused)?;
+            .map_err(|source| FederationError::Refused {
+                peer: token.inviter.clone(),
+                source,
+            })?;
         f.ctx.tracker.spawn(links::maintain(
             f.links.clone(),
             record.id.clone(),

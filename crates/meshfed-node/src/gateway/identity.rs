@@ -15,7 +15,7 @@ use meshfed_trust::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::error::GatewayError;
+use super::error::{GatewayError, chain};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 
@@ -113,7 +113,7 @@ impl Identity {
         };
         let cert =
             r.ca.issue_node_cert(&self.node, &P384PublicKey::of(&key), now, r.validity)
-                .map_err(|e| format!("issuing: {}", error_chain(&e)))?;
+                .map_err(|e| format!("issuing: {}", chain(&e)))?;
         if r.rotate_key {
             let pem = meshfed_trust::key_to_pkcs8_pem(&key)
                 .map_err(|e| format!("encoding the new node key: {e}"))?;
@@ -123,7 +123,7 @@ impl Identity {
                 meshfed_trust::files::FileMode::Private,
                 meshfed_trust::files::IfExists::Replace,
             )
-            .map_err(|e| format!("writing {}: {}", r.key_path.display(), error_chain(&e)))?;
+            .map_err(|e| format!("writing {}: {}", r.key_path.display(), chain(&e)))?;
         }
         meshfed_trust::files::write_file(
             &r.path,
@@ -131,7 +131,7 @@ impl Identity {
             meshfed_trust::files::FileMode::Public,
             meshfed_trust::files::IfExists::Replace,
         )
-        .map_err(|e| format!("writing {}: {}", r.path.display(), error_chain(&e)))?;
+        .map_err(|e| format!("writing {}: {}", r.path.display(), chain(&e)))?;
         let presented = if r.rotate_key {
             let pkcs8 = key
                 .to_pkcs8()
@@ -189,17 +189,6 @@ pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &Cancellati
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 pub(crate) fn read(what: &'static str, path: PathBuf) -> Result<String, GatewayError> {
@@ -270,7 +259,7 @@ pub(crate) fn load(
             let key_pem = read("issuing CA key", issuing_key_path.clone())?;
             Some(Issuer::Issuing(
                 IssuingCa::from_pem(issuing_pem, &key_pem, &bundle)
-                    .map_err(|e| bad(format!("issuing CA: {}", error_chain(&e))))?,
+                    .map_err(|e| bad(format!("issuing CA: {}", chain(&e))))?,
             ))
         }
         _ if ca_key_path.exists() => {

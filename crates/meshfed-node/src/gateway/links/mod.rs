@@ -420,6 +420,27 @@ fn stored_bundle(record: &FederationRecord) -> Result<TrustBundle, LinkError> {
         .map_err(|e| LinkError::Store(format!("stored trust bundle of {}: {e}", record.peer_mesh)))
 }
 
+/// Runs the handshake for `target` as the initiator over the dialled `link`, stores what it
+/// established (the peer reached at `peer_addrs`), and starts the link session.
+pub(crate) async fn initiate(
+    links: &Arc<Links>,
+    mut link: Link,
+    target: Target,
+    peer_addrs: Vec<String>,
+) -> Result<(FederationRecord, Arc<LinkPort>), LinkError> {
+    let channel = link.channel();
+    let hs = Handshake::initiator(
+        links.ctx.local(KeyPurpose::ServerAuth),
+        channel,
+        target,
+        links.ctx.now(),
+    )?;
+    let established = drive(links, &mut link, hs).await?;
+    let record = persist(links, &established, HsRole::Initiator, peer_addrs).await?;
+    let session = start_session(links, link, *established, &record)?;
+    Ok((record, session))
+}
+
 /// Dials a stored federation's peer and resumes it.
 async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<LinkPort>, LinkError> {
     let bundle = stored_bundle(record)?;
@@ -431,23 +452,10 @@ async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<Lin
             bundle: bundle.clone(),
         };
         match meshfed_transport::dial(addr, &links.ctx.id.tls, trust, timeout).await {
-            Ok(mut link) => {
-                let channel = link.channel();
-                let hs = Handshake::initiator(
-                    links.ctx.local(KeyPurpose::ServerAuth),
-                    channel,
-                    Target::Resume(known(record)),
-                    links.ctx.now(),
-                )?;
-                let established = drive(links, &mut link, hs).await?;
-                let record = persist(
-                    links,
-                    &established,
-                    HsRole::Initiator,
-                    record.peer_addrs.clone(),
-                )
-                .await?;
-                return start_session(links, link, *established, &record);
+            Ok(link) => {
+                let target = Target::Resume(known(record));
+                let (_, session) = initiate(links, link, target, record.peer_addrs.clone()).await?;
+                return Ok(session);
             }
             Err(e) => last = Some(e),
         }

@@ -11,11 +11,10 @@
 
 use std::sync::Arc;
 
-use meshfed_proto::handshake::{Handshake, PinnedPeer, Role as HsRole, Target};
+use meshfed_proto::handshake::{PinnedPeer, Target};
 use meshfed_transport::ServerTrust;
-use meshfed_trust::KeyPurpose;
 
-use super::{LinkError, Links, backoff, drive, maintain, persist, start_session};
+use super::{LinkError, Links, backoff, initiate, maintain};
 use crate::config::StaticPeer;
 
 /// The peers this node accepts a dial from without an invitation.
@@ -94,23 +93,9 @@ async fn federate(links: &Arc<Links>, peer: &StaticPeer) -> Result<(), LinkError
         fingerprint: *peer.ca_fingerprint.as_bytes(),
     };
     let timeout = links.ctx.config.federation.handshake_timeout;
-    let mut link = meshfed_transport::dial(address, &links.ctx.id.tls, trust, timeout).await?;
-    let channel = link.channel();
-    let hs = Handshake::initiator(
-        links.ctx.local(KeyPurpose::ServerAuth),
-        channel,
-        Target::Pinned(pinned(peer)),
-        links.ctx.now(),
-    )?;
-    let established = drive(links, &mut link, hs).await?;
-    let record = persist(
-        links,
-        &established,
-        HsRole::Initiator,
-        vec![address.clone()],
-    )
-    .await?;
-    let session = start_session(links, link, *established, &record)?;
+    let link = meshfed_transport::dial(address, &links.ctx.id.tls, trust, timeout).await?;
+    let target = Target::Pinned(pinned(peer));
+    let (record, session) = initiate(links, link, target, vec![address.clone()]).await?;
     tracing::info!(federation = %record.id, peer = %peer.mesh, "federated with a static peer");
     links
         .ctx
