@@ -26,6 +26,7 @@ pub mod envelope;
 pub mod frame;
 pub mod handshake;
 pub mod session;
+pub mod statement;
 pub mod topic;
 
 pub use topic::{Topic, TopicPattern};

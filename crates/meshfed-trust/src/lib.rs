@@ -10,8 +10,9 @@
 //!
 //! This is an adapter crate: it reads and writes files (key store, [`files`]) but never reads
 //! the clock: every function that needs the time takes `now` as an argument. It is not the TLS
-//! layer (that is the transport's, which will call [`verify_node_cert`] from its rustls
-//! verifiers), and it does not yet hold tokens, revocation lists or PKCS#11 keys.
+//! layer (that is the transport's, which calls [`verify_node_cert`] from its rustls verifiers).
+//! [`statement`] signs a mesh's statements to its partners (a new trust bundle, a revocation
+//! list) and checks a partner's against its stored bundle.
 //!
 //! Where to start reading: [`ca`] (making a CA and issuing node certificates), then [`bundle`]
 //! (verification), [`cert`] (what a certificate says) and [`keystore`].
@@ -24,6 +25,7 @@ pub mod cert;
 pub mod files;
 pub mod key;
 pub mod keystore;
+pub mod statement;
 
 pub use bundle::{
     BundleCa, BundleError, Fingerprint, InvalidFingerprint, KeyPurpose, TrustBundle, TrustError,
@@ -39,3 +41,4 @@ pub use cert::{
 pub use key::{KeyError, P384PublicKey, key_from_pkcs8_pem, key_to_pkcs8_pem};
 pub use keystore::{FileKeyStore, InvalidKeyName, KeyName, KeyStore, KeyStoreError};
 pub use meshfed_proto::crypto::SigningKey;
+pub use statement::{Signer, StatementTrustError, sign_statement, verify_statement};

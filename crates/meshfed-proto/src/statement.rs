@@ -1,0 +1,167 @@
+//! Statements a mesh signs for its partners and sends over the control channel: a new trust
+//! bundle (a CA rollover), a revocation list. A [`SignedStatement`] carries the statement's
+//! bytes exactly as signed, the signer's certificate chain and the signature; the signature
+//! covers [`signed_message`] — a fixed prefix, the kind and the bytes — so a signature made for
+//! one kind of statement is never accepted as another, nor as an envelope or an agreement.
+//!
+//! This module only encodes and decodes; whether the signer is trusted is the trust crate's
+//! question (`meshfed_trust::statement`), answered against the partner's stored bundle.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Longest statement body, chain included, a peer may send (a bundle of two CAs, or a
+/// revocation list of some thousand entries).
+pub const MAX_STATEMENT_LEN: usize = 256 * 1024;
+/// Most certificates in a signer chain: the signer and its issuing CA.
+pub const MAX_CHAIN: usize = 2;
+
+/// Prefix of every signed statement message.
+const CONTEXT: &[u8] = b"meshfed signed statement v1\0";
+
+/// What a statement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementKind {
+    /// The mesh's trust bundle from now on (signed by a CA of the bundle it replaces).
+    TrustBundle,
+    /// The mesh's revocation list (signed by its CA or one of its nodes).
+    Revocations,
+}
+
+impl StatementKind {
+    fn tag(self) -> u8 {
+        match self {
+            Self::TrustBundle => 1,
+            Self::Revocations => 2,
+        }
+    }
+}
+
+/// A statement, its signer and its signature, as it crosses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedStatement {
+    /// What the body is.
+    pub kind: StatementKind,
+    /// The statement's bytes (CBOR of its type), exactly as signed.
+    pub body: ByteBuf,
+    /// The signer's certificate (DER) first, then the CA that issued it if that is not in the
+    /// receiver's bundle (an issuing CA).
+    pub chain: Vec<ByteBuf>,
+    /// ECDSA P-384 / SHA-384 over [`signed_message`] of `kind` and `body`, 96 bytes (r ‖ s).
+    pub signature: ByteBuf,
+}
+
+/// A statement that does not decode or is out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    /// Not one CBOR statement.
+    #[error("signed statement does not decode: {0}")]
+    Malformed(String),
+    /// Larger than [`MAX_STATEMENT_LEN`].
+    #[error("signed statement is {len} bytes, at most {MAX_STATEMENT_LEN} are accepted")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+    },
+    /// No signer certificate, or more than [`MAX_CHAIN`].
+    #[error("signed statement carries {count} signer certificates, 1 to {MAX_CHAIN} are accepted")]
+    Chain {
+        /// How many it carries.
+        count: usize,
+    },
+}
+
+impl SignedStatement {
+    /// The wire form (CBOR).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        // Invariant: encoding plain structs into a Vec cannot fail.
+        ciborium::into_writer(self, &mut out)
+            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+        out
+    }
+
+    /// Reads the wire form, refusing oversized input, trailing bytes and a chain of the wrong
+    /// length. The signature is not checked here.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatementError> {
+        if bytes.len() > MAX_STATEMENT_LEN {
+            return Err(StatementError::TooLarge { len: bytes.len() });
+        }
+        let mut reader = bytes;
+        let statement: Self = ciborium::from_reader(&mut reader)
+            .map_err(|e| StatementError::Malformed(e.to_string()))?;
+        if !reader.is_empty() {
+            return Err(StatementError::Malformed(format!(
+                "{} bytes after the statement",
+                reader.len()
+            )));
+        }
+        if statement.chain.is_empty() || statement.chain.len() > MAX_CHAIN {
+            return Err(StatementError::Chain {
+                count: statement.chain.len(),
+            });
+        }
+        Ok(statement)
+    }
+}
+
+/// The bytes a statement's signature covers.
+pub fn signed_message(kind: StatementKind, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + body.len());
+    msg.extend_from_slice(CONTEXT);
+    msg.push(kind.tag());
+    msg.extend_from_slice(body);
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SignedStatement {
+        SignedStatement {
+            kind: StatementKind::Revocations,
+            body: ByteBuf::from(vec![1, 2, 3]),
+            chain: vec![ByteBuf::from(vec![9; 10])],
+            signature: ByteBuf::from(vec![7; 96]),
+        }
+    }
+
+    #[test]
+    fn a_statement_reads_back_as_it_was_written() {
+        let s = sample();
+        assert_eq!(SignedStatement::decode(&s.encode()), Ok(s));
+    }
+
+    #[test]
+    fn trailing_bytes_an_empty_chain_and_oversized_input_are_refused() {
+        let mut bytes = sample().encode();
+        bytes.push(0);
+        assert!(matches!(
+            SignedStatement::decode(&bytes),
+            Err(StatementError::Malformed(m)) if m.contains("1 bytes after")
+        ));
+        let mut s = sample();
+        s.chain.clear();
+        assert_eq!(
+            SignedStatement::decode(&s.encode()),
+            Err(StatementError::Chain { count: 0 })
+        );
+        let big = vec![0u8; MAX_STATEMENT_LEN + 1];
+        assert_eq!(
+            SignedStatement::decode(&big),
+            Err(StatementError::TooLarge {
+                len: MAX_STATEMENT_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_kind_is_part_of_what_is_signed() {
+        assert_ne!(
+            signed_message(StatementKind::TrustBundle, b"x"),
+            signed_message(StatementKind::Revocations, b"x")
+        );
+    }
+}
