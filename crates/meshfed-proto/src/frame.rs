@@ -72,6 +72,10 @@ frame_types! {
     Lifecycle = 0x14,
     /// The sender's floor: every stream sequence number below it is settled at the sender.
     Forward = 0x15,
+    /// The sender's mesh's trust bundle from now on: a signed statement (CA rollover).
+    TrustBundle = 0x1b,
+    /// The trust bundle of that serial is stored.
+    TrustBundleAck = 0x1c,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

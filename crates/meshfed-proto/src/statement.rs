@@ -10,6 +10,9 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::envelope::Timestamp;
+use crate::id::MeshId;
+
 /// Longest statement body, chain included, a peer may send (a bundle of two CAs, or a
 /// revocation list of some thousand entries).
 pub const MAX_STATEMENT_LEN: usize = 256 * 1024;
@@ -106,6 +109,51 @@ impl SignedStatement {
     }
 }
 
+/// What a [`StatementKind::TrustBundle`] statement says: mesh `mesh`'s trust bundle is `cas`
+/// from now on. Serials only grow: a partner refuses one not above what it stored (so an older
+/// statement, replayed, cannot bring back a retired CA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleStatement {
+    /// The mesh whose bundle it is.
+    pub mesh: MeshId,
+    /// 1 for the first rollover's bundle, +1 at each change; the bundle of `meshfed init` is 0.
+    pub serial: u64,
+    /// When it was signed.
+    pub issued_at: Timestamp,
+    /// The CA certificates (DER), the one in use first: two during a rollover, one after.
+    pub cas: Vec<ByteBuf>,
+}
+
+impl BundleStatement {
+    /// The bytes that are signed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        // Invariant: encoding plain structs into a Vec cannot fail.
+        ciborium::into_writer(self, &mut out)
+            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+        out
+    }
+
+    /// Reads the signed bytes of a statement, refusing trailing bytes and an empty bundle.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatementError> {
+        let mut reader = bytes;
+        let statement: Self = ciborium::from_reader(&mut reader)
+            .map_err(|e| StatementError::Malformed(e.to_string()))?;
+        if !reader.is_empty() {
+            return Err(StatementError::Malformed(format!(
+                "{} bytes after the bundle statement",
+                reader.len()
+            )));
+        }
+        if statement.cas.is_empty() {
+            return Err(StatementError::Malformed(
+                "the bundle statement holds no CA certificate".to_owned(),
+            ));
+        }
+        Ok(statement)
+    }
+}
+
 /// The bytes a statement's signature covers.
 pub fn signed_message(kind: StatementKind, body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + body.len());
@@ -155,6 +203,22 @@ mod tests {
                 len: MAX_STATEMENT_LEN + 1
             })
         );
+    }
+
+    #[test]
+    fn a_bundle_statement_reads_back_and_refuses_an_empty_bundle() {
+        let mut b = BundleStatement {
+            mesh: "plant-a".parse().unwrap_or_else(|e| panic!("{e}")),
+            serial: 3,
+            issued_at: Timestamp(1_700_000_000_000),
+            cas: vec![ByteBuf::from(vec![0x30, 1]), ByteBuf::from(vec![0x30, 2])],
+        };
+        assert_eq!(BundleStatement::decode(&b.encode()), Ok(b.clone()));
+        b.cas.clear();
+        assert!(matches!(
+            BundleStatement::decode(&b.encode()),
+            Err(StatementError::Malformed(m)) if m.contains("no CA")
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{Frame, FrameType};
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
+use crate::statement::{SignedStatement, StatementError, StatementKind};
 
 /// Longest termination reason, in bytes, a peer may send; [`TerminationBody::new`] truncates
 /// longer ones, [`TerminationBody::decode`] refuses them.
@@ -71,6 +72,44 @@ pub enum Control {
     Termination(TerminationBody),
     /// An `Error` frame, with the handshake's body (the same wire).
     Error(ErrorFrame),
+    /// A `TrustBundle` frame: the peer mesh's new trust bundle, a signed statement of kind
+    /// [`StatementKind::TrustBundle`] (its signature is the driver's to check).
+    TrustBundle(SignedStatement),
+    /// A [`BundleAck`] frame.
+    TrustBundleAck(BundleAck),
+}
+
+/// The answer to a `TrustBundle` frame: the bundle of this serial is stored (or one above it
+/// was already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleAck {
+    /// The serial of the bundle statement stored.
+    pub serial: u64,
+}
+
+impl BundleAck {
+    /// The CBOR body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads a body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, BodyError> {
+        decode(FrameType::TrustBundleAck, bytes)
+    }
+}
+
+/// Reads a `TrustBundle` frame's body: one signed statement of kind trust bundle.
+fn bundle_statement(bytes: &[u8]) -> Result<SignedStatement, BodyError> {
+    let fault = |fault| BodyError {
+        frame: FrameType::TrustBundle,
+        fault,
+    };
+    let statement = SignedStatement::decode(bytes).map_err(|e| fault(BodyFault::Statement(e)))?;
+    if statement.kind != StatementKind::TrustBundle {
+        return Err(fault(BodyFault::WrongStatement(statement.kind)));
+    }
+    Ok(statement)
 }
 
 /// A control frame's body that cannot be accepted.
@@ -92,6 +131,12 @@ pub enum BodyFault {
     /// The body is followed by more bytes.
     #[error("{0} bytes follow the body")]
     TrailingBytes(usize),
+    /// A signed statement that does not decode.
+    #[error(transparent)]
+    Statement(StatementError),
+    /// A signed statement of another kind than the frame carries.
+    #[error("a {0:?} statement where a trust bundle was expected")]
+    WrongStatement(StatementKind),
     /// A termination reason longer than [`MAX_REASON_LEN`].
     #[error("a reason of {len} bytes exceeds the maximum of {max}")]
     ReasonTooLong {
@@ -218,6 +263,8 @@ impl Control {
             T::Lifecycle => Self::Lifecycle(LifecycleChange::decode(body)?),
             T::Termination => Self::Termination(TerminationBody::decode(body)?),
             T::Error => Self::Error(decode(T::Error, body)?),
+            T::TrustBundle => Self::TrustBundle(bundle_statement(body)?),
+            T::TrustBundleAck => Self::TrustBundleAck(BundleAck::decode(body)?),
             _ => return Ok(None),
         }))
     }
@@ -231,6 +278,8 @@ impl Control {
             Self::Lifecycle(b) => (T::Lifecycle, b.encode()),
             Self::Termination(b) => (T::Termination, b.encode()),
             Self::Error(b) => (T::Error, encode(b)),
+            Self::TrustBundle(b) => (T::TrustBundle, b.encode()),
+            Self::TrustBundleAck(b) => (T::TrustBundleAck, b.encode()),
         };
         Frame::new(ty, body)
     }
@@ -290,6 +339,13 @@ mod tests {
                 code: 3,
                 reason: "bad".into(),
             }),
+            Control::TrustBundle(SignedStatement {
+                kind: StatementKind::TrustBundle,
+                body: vec![1, 2].into(),
+                chain: vec![vec![0x30].into()],
+                signature: vec![7; 96].into(),
+            }),
+            Control::TrustBundleAck(BundleAck { serial: 2 }),
         ];
         for body in bodies {
             let frame = body.to_frame();
@@ -360,6 +416,22 @@ mod tests {
             assert_eq!(err.frame, ty);
             assert!(matches!(err.fault, BodyFault::NotCbor(_)), "{err}");
         }
+    }
+
+    #[test]
+    fn a_trust_bundle_frame_carrying_another_statement_is_refused() {
+        let revocations = SignedStatement {
+            kind: StatementKind::Revocations,
+            body: vec![1].into(),
+            chain: vec![vec![0x30].into()],
+            signature: vec![7; 96].into(),
+        };
+        let err = Control::from_frame(&Frame::new(FrameType::TrustBundle, revocations.encode()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TrustBundle body refused: a Revocations statement where a trust bundle was expected"
+        );
     }
 
     #[test]

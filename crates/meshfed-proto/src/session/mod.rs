@@ -46,7 +46,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub use bodies::{
-    BodyError, BodyFault, Control, FlowState, Heartbeat, HeartbeatAck, LifecycleChange,
+    BodyError, BodyFault, BundleAck, Control, FlowState, Heartbeat, HeartbeatAck, LifecycleChange,
     MAX_REASON_LEN, TerminationBody,
 };
 
@@ -54,6 +54,7 @@ use crate::frame::{Frame, FrameType};
 use crate::handshake::ErrorCode;
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
+use crate::statement::SignedStatement;
 
 /// Heartbeat intervals of silence after which a session is degraded.
 pub const DEGRADED_AFTER: u32 = 2;
@@ -191,6 +192,15 @@ pub enum SessionEvent {
         code: ErrorCode,
         /// The peer's reason, at most [`MAX_REASON_LEN`] bytes.
         reason: String,
+    },
+    /// The peer mesh sent its trust bundle from now on, as a signed statement (a CA rollover).
+    /// Check it against the bundle stored for the peer, store it, and answer with
+    /// [`LinkSession::acknowledge_bundle`].
+    PeerBundle(SignedStatement),
+    /// The peer stored this mesh's trust bundle of this serial.
+    BundleAcknowledged {
+        /// The serial it stored.
+        serial: u64,
     },
     /// The session ended: close the link. Nothing more is sent or accepted.
     Closed(CloseReason),
@@ -415,6 +425,21 @@ impl LinkSession {
         self.set_local(FlowState::Active)
     }
 
+    /// Sends this mesh's trust bundle from now on (a signed statement of kind trust bundle): on a
+    /// CA rollover, and on every new link while the bundle is not the one `meshfed init` made.
+    pub fn announce_bundle(&mut self, statement: SignedStatement) -> Result<(), SessionClosed> {
+        self.ensure_open()?;
+        self.send(Control::TrustBundle(statement));
+        Ok(())
+    }
+
+    /// Tells the peer its trust bundle of `serial` is stored.
+    pub fn acknowledge_bundle(&mut self, serial: u64) -> Result<(), SessionClosed> {
+        self.ensure_open()?;
+        self.send(Control::TrustBundleAck(BundleAck { serial }));
+        Ok(())
+    }
+
     /// Terminates the federation: the termination frame (its reason cut to [`MAX_REASON_LEN`]
     /// bytes) is queued as the last frame, after those already queued; the session is closed once
     /// it is taken. Drain in-flight messages before a graceful termination.
@@ -495,6 +520,13 @@ impl LinkSession {
                     reason: bodies::truncate(&reason, MAX_REASON_LEN).to_owned(),
                 });
                 self.close_now(CloseReason::PeerReportedError(code));
+            }
+            Control::TrustBundle(statement) => {
+                self.events.push_back(SessionEvent::PeerBundle(statement));
+            }
+            Control::TrustBundleAck(BundleAck { serial }) => {
+                self.events
+                    .push_back(SessionEvent::BundleAcknowledged { serial });
             }
         }
         Received::Consumed

@@ -694,6 +694,92 @@ fn handshake_frame_on_an_established_session_is_refused_with_an_error_frame() {
     assert!(pair.b.session.is_closed());
 }
 
+fn bundle_statement(serial: u8) -> crate::statement::SignedStatement {
+    crate::statement::SignedStatement {
+        kind: crate::statement::StatementKind::TrustBundle,
+        body: vec![serial].into(),
+        chain: vec![vec![0x30, serial].into()],
+        signature: vec![serial; 96].into(),
+    }
+}
+
+#[test]
+fn a_trust_bundle_reaches_the_peer_as_an_event_and_its_ack_comes_back() {
+    let mut pair = Pair::new();
+    pair.run_until(secs(2));
+    pair.a.session.announce_bundle(bundle_statement(1)).unwrap();
+    pair.run_until(secs(3));
+    assert_eq!(
+        pair.b.facts(),
+        [(
+            secs(2) + ms(20),
+            SessionEvent::PeerBundle(bundle_statement(1))
+        )]
+    );
+    pair.b.session.acknowledge_bundle(1).unwrap();
+    pair.run_until(secs(4));
+    assert_eq!(
+        pair.a.facts(),
+        [(
+            secs(3) + ms(20),
+            SessionEvent::BundleAcknowledged { serial: 1 }
+        )]
+    );
+    assert_eq!(pair.status(Side::A).health, Health::Healthy);
+    assert!(!pair.a.session.is_closed() && !pair.b.session.is_closed());
+}
+
+#[test]
+fn a_trust_bundle_is_delivered_while_the_federation_is_suspended() {
+    let mut pair = Pair::starting(FlowState::Suspended, FlowState::Active);
+    pair.run_until(secs(1));
+    pair.a.session.announce_bundle(bundle_statement(2)).unwrap();
+    pair.run_until(secs(2));
+    assert!(
+        pair.b.facts().contains(&(
+            secs(1) + ms(20),
+            SessionEvent::PeerBundle(bundle_statement(2))
+        )),
+        "{:?}",
+        pair.b.facts()
+    );
+}
+
+#[test]
+fn a_malformed_trust_bundle_closes_the_session_with_an_error_saying_why() {
+    let mut pair = Pair::new();
+    pair.run_until(secs(2));
+    pair.send_raw(Side::B, Frame::new(FrameType::TrustBundle, vec![0xff]));
+    pair.run_until(secs(3));
+    assert!(matches!(
+        pair.a.last_received(FrameType::TrustBundle),
+        Err(SessionError::Violation(ProtocolViolation::Malformed(e))) if e.frame == FrameType::TrustBundle
+    ));
+    match &pair.b.facts()[0].1 {
+        SessionEvent::PeerReportedError { code, reason } => {
+            assert_eq!(*code, ErrorCode::Malformed);
+            assert!(reason.starts_with("TrustBundle body refused"), "{reason}");
+        }
+        other => panic!("expected the peer's error, got {other:?}"),
+    }
+    assert!(pair.a.session.is_closed() && pair.b.session.is_closed());
+}
+
+#[test]
+fn a_closed_session_takes_no_bundle_command() {
+    let mut pair = Pair::new();
+    pair.a
+        .session
+        .terminate(Termination::Graceful, "done")
+        .unwrap();
+    pair.run_until(secs(1));
+    assert_eq!(
+        pair.a.session.announce_bundle(bundle_statement(1)),
+        Err(SessionClosed)
+    );
+    assert_eq!(pair.b.session.acknowledge_bundle(1), Err(SessionClosed));
+}
+
 fn one_session() -> (Instant, LinkSession) {
     let t0 = Instant::now();
     let config = SessionConfig {
