@@ -78,6 +78,9 @@ pub enum StoreError {
         /// Its value in milliseconds since the Unix epoch.
         value: u64,
     },
+    /// A trust bundle serial beyond what the file can hold.
+    #[error("trust bundle serial {0} is beyond the largest the store can hold ({max})", max = i64::MAX)]
+    SerialOutOfRange(u64),
     /// The journal's writer thread could not be started.
     #[error("cannot start the journal's writer thread")]
     SpawnWriter(#[source] std::io::Error),

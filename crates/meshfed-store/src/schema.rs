@@ -128,6 +128,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX federation_history_by_id ON federation_history (federation_id, replaced);
     ",
+    // 6: trust bundle serials (CA rollover): the serial of the peer's bundle stored (0: the
+    // handshake's), and the serial of this mesh's bundle the peer acknowledged.
+    "
+    CREATE TABLE federation_trust (
+        federation_id       TEXT NOT NULL PRIMARY KEY REFERENCES federations (id) ON DELETE CASCADE,
+        peer_bundle_serial  INTEGER NOT NULL DEFAULT 0,
+        acked_bundle_serial INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.
