@@ -41,7 +41,8 @@ use crate::tls::{SelfConsistentClientChain, ServerTrust, ServerTrustVerifier, pr
 pub struct TlsIdentity {
     info: NodeCertInfo,
     /// What follows the leaf in the presented chain: the issuing CA (if any), then the mesh CA.
-    tail: Vec<CertificateDer<'static>>,
+    /// Shared by clones, and replaced with the leaf by [`TlsIdentity::adopt`].
+    tail: Arc<RwLock<Vec<CertificateDer<'static>>>>,
     provider: Arc<CryptoProvider>,
     current: Arc<CurrentCert>,
     server: Arc<ServerConfig>,
@@ -88,7 +89,7 @@ impl TlsIdentity {
         let server = server_config(&provider, &current)?;
         Ok(Self {
             info,
-            tail,
+            tail: Arc::new(RwLock::new(tail)),
             provider,
             current,
             server,
@@ -112,7 +113,7 @@ impl TlsIdentity {
             ));
         }
         let key = Arc::clone(&current.key);
-        let certified = Arc::new(CertifiedKey::new(presented(leaf, &self.tail), key));
+        let certified = Arc::new(CertifiedKey::new(presented(leaf, &self.tail()), key));
         *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
         Ok(info)
     }
@@ -136,7 +137,7 @@ impl TlsIdentity {
         }
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
         let certified =
-            CertifiedKey::from_der(presented(leaf, &self.tail), key_der, &self.provider)
+            CertifiedKey::from_der(presented(leaf, &self.tail()), key_der, &self.provider)
                 .map_err(|e| identity_error(format!("rustls refused the new key: {e}")))?;
         *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
         Ok(info)
@@ -156,8 +157,31 @@ impl TlsIdentity {
                 self.info.identity()
             )));
         }
-        check_issued_by(&info, leaf, &self.tail)?;
+        check_issued_by(&info, leaf, &self.tail())?;
         Ok(info)
+    }
+
+    /// Presents what `other` presents — its leaf, key and chain — from the next handshake on,
+    /// here and in every clone (listeners, diallers): a node certificate issued under a new mesh
+    /// CA after a CA rollover. `other` must be this same node.
+    pub fn adopt(&self, other: &TlsIdentity) -> Result<(), TransportError> {
+        if other.info.mesh != self.info.mesh || other.info.node != self.info.node {
+            return Err(identity_error(format!(
+                "the new identity is {}, this node is {}",
+                other.info.identity(),
+                self.info.identity()
+            )));
+        }
+        let tail = other.tail();
+        let certified = other.current.get();
+        // The chain first: a renewal in between builds on the new one.
+        *self.tail.write().unwrap_or_else(|e| e.into_inner()) = tail;
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        Ok(())
+    }
+
+    fn tail(&self) -> Vec<CertificateDer<'static>> {
+        self.tail.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// An identity from PEM: a `CERTIFICATE` block for the node, one for its mesh's issuing CA
@@ -205,15 +229,15 @@ impl TlsIdentity {
     }
 
     /// The mesh CA certificate presented last, DER.
-    pub fn ca(&self) -> &[u8] {
+    pub fn ca(&self) -> Vec<u8> {
         // `issued_through` always puts the mesh CA last: the tail is never empty.
-        self.tail.last().map(|c| c.as_ref()).unwrap_or_default()
+        self.tail().last().map(|c| c.to_vec()).unwrap_or_default()
     }
 
     /// The issuing CA certificate presented between the leaf and the mesh CA, DER, if any.
-    pub fn issuing_ca(&self) -> Option<&[u8]> {
-        match self.tail.as_slice() {
-            [issuing, _ca] => Some(issuing.as_ref()),
+    pub fn issuing_ca(&self) -> Option<Vec<u8>> {
+        match self.tail().as_slice() {
+            [issuing, _ca] => Some(issuing.to_vec()),
             _ => None,
         }
     }
@@ -501,7 +525,7 @@ mod tests {
             &node.key_pem(),
         )
         .unwrap();
-        assert_eq!(id.issuing_ca(), Some(issuing.as_ref()));
+        assert_eq!(id.issuing_ca(), Some(issuing.to_vec()));
         assert_eq!(id.ca(), pki.ca().cert_der().as_ref());
         assert_eq!(
             id.current.get().cert,
@@ -524,6 +548,46 @@ mod tests {
         assert_eq!(
             id.current.get().cert,
             vec![renewed.der().clone(), issuing, pki.ca().cert_der().clone()]
+        );
+    }
+
+    #[test]
+    fn adopting_an_identity_under_a_new_ca_changes_what_every_clone_presents() {
+        let old = TestPki::new("plant-a");
+        let new = TestPki::new("plant-a");
+        let (leaf, ca, key) = der(&old, &old.node("gw1"));
+        let id = TlsIdentity::new(leaf, ca, key).unwrap();
+        let listener_copy = id.clone();
+        let gw1 = new.node("gw1");
+        let (new_leaf, new_ca, new_key) = der(&new, &gw1);
+        let next = TlsIdentity::new(new_leaf.clone(), new_ca.clone(), new_key).unwrap();
+        id.adopt(&next).unwrap();
+        assert_eq!(listener_copy.leaf(), new_leaf);
+        assert_eq!(listener_copy.ca(), new_ca);
+        // A renewal afterwards chains to the new CA.
+        let renewed = new
+            .ca()
+            .issue_node_cert(
+                id.node(),
+                &P384PublicKey::of(&gw1.key),
+                new.now() + std::time::Duration::from_secs(60),
+                meshfed_trust::DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        id.renew(renewed.der().to_vec()).unwrap();
+        assert_eq!(
+            listener_copy.current.get().cert,
+            vec![renewed.der().clone(), CertificateDer::from(new_ca)]
+        );
+
+        let (other, other_ca, other_key) = der(&new, &new.node("gw2"));
+        let gw2 = TlsIdentity::new(other, other_ca, other_key).unwrap();
+        let err = id.adopt(&gw2).unwrap_err().to_string();
+        assert!(err.contains("this node is meshfed://plant-a/gw1"), "{err}");
+        assert_eq!(
+            id.leaf(),
+            renewed.der().to_vec(),
+            "a refused adoption changes nothing"
         );
     }
 
