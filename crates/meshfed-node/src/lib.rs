@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod init;
 mod metrics;
 mod node;
+pub mod rollover;
 pub mod store_file;
 
 pub use clock::{Clock, ManualClock};

@@ -122,6 +122,10 @@ pub struct BundleStatement {
     pub issued_at: Timestamp,
     /// The CA certificates (DER), the one in use first: two during a rollover, one after.
     pub cas: Vec<ByteBuf>,
+    /// Issuing CA certificates (DER) below those CAs that the mesh's node certificates will
+    /// come from: links already up learn the new issuing CA here, as they saw the old one only
+    /// in their TLS handshake.
+    pub issuing: Vec<ByteBuf>,
 }
 
 impl BundleStatement {
@@ -212,6 +216,7 @@ mod tests {
             serial: 3,
             issued_at: Timestamp(1_700_000_000_000),
             cas: vec![ByteBuf::from(vec![0x30, 1]), ByteBuf::from(vec![0x30, 2])],
+            issuing: vec![ByteBuf::from(vec![0x30, 3])],
         };
         assert_eq!(BundleStatement::decode(&b.encode()), Ok(b.clone()));
         b.cas.clear();

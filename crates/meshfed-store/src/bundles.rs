@@ -43,11 +43,9 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(action)?;
         let known: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM federations WHERE id = ?1",
-                [idtext],
-                |r| r.get(0),
-            )
+            .query_row("SELECT 1 FROM federations WHERE id = ?1", [idtext], |r| {
+                r.get(0)
+            })
             .optional()
             .doing(action)?;
         if known.is_none() {
@@ -164,15 +162,27 @@ mod tests {
     fn a_higher_serial_replaces_the_bundle_and_a_lower_or_equal_one_is_ignored() {
         let (store, id) = store_with_federation();
         let new = vec![vec![0x30, 7], vec![0x30, 8]];
-        assert!(store.replace_peer_bundle(&id, &new, 1, Timestamp(5)).unwrap());
+        assert!(
+            store
+                .replace_peer_bundle(&id, &new, 1, Timestamp(5))
+                .unwrap()
+        );
         let rec = store.federation(&id).unwrap().unwrap();
         assert_eq!(rec.peer_bundle, new);
         assert_eq!(rec.updated, Timestamp(5));
         assert_eq!(store.bundle_serials(&id).unwrap().peer, 1);
-        assert!(!store.replace_peer_bundle(&id, &[vec![0x30, 1]], 1, Timestamp(6)).unwrap());
+        assert!(
+            !store
+                .replace_peer_bundle(&id, &[vec![0x30, 1]], 1, Timestamp(6))
+                .unwrap()
+        );
         assert_eq!(store.federation(&id).unwrap().unwrap().peer_bundle, new);
         let retired = vec![vec![0x30, 8]];
-        assert!(store.replace_peer_bundle(&id, &retired, 2, Timestamp(7)).unwrap());
+        assert!(
+            store
+                .replace_peer_bundle(&id, &retired, 2, Timestamp(7))
+                .unwrap()
+        );
         assert_eq!(store.federation(&id).unwrap().unwrap().peer_bundle, retired);
     }
 

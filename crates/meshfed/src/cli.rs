@@ -66,6 +66,45 @@ pub(crate) enum Command {
     /// Manage the admin token of the running gateway.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Roll the mesh CA over: partners receive the new trust bundle, signed by the old CA, over
+    /// their links.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `meshfed ca ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Start a CA rollover: make a new mesh CA and issuing CA, make the trust bundle the old
+    /// CA and the new one, signed by the old CA, and have the running gateway send it to every
+    /// partner. Run where the mesh CA key is.
+    Rotate {
+        /// The current mesh CA key, when it is not in the node directory.
+        #[arg(long, value_name = "FILE", value_parser = PathBufValueParser::new())]
+        root_key: Option<PathBuf>,
+        /// Where to write the new mesh CA key (never over a file); required with --root-key.
+        /// Default: DIR/ca/next/ca.key, which `retire-old` moves to DIR/ca/ca.key.
+        #[arg(long, value_name = "FILE", value_parser = PathBufValueParser::new())]
+        new_root_key_out: Option<PathBuf>,
+    },
+    /// End the rollover: the bundle becomes the new CA alone, the node's certificate comes from
+    /// the new issuing CA, and partners verify this mesh against the new CA alone. Refused while
+    /// a partner has not stored the new bundle, unless --force.
+    RetireOld {
+        /// The new mesh CA key, when `rotate` wrote it outside the node directory.
+        #[arg(long, value_name = "FILE", value_parser = PathBufValueParser::new())]
+        root_key: Option<PathBuf>,
+        /// Retire the old CA even if a partner has not stored the new bundle (it will refuse
+        /// this mesh until it is given the new CA another way).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the mesh's trust bundle and which partners have stored it.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshfed token ...`.

@@ -156,6 +156,9 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
     outln!("role            {}", f.role)?;
     outln!("last heartbeat  {}", or_dash(f.last_heartbeat.as_ref()))?;
     outln!("connected since {}", or_dash(f.connected_since.as_ref()))?;
+    for ca in &f.peer_cas {
+        outln!("peer CA         {ca}")?;
+    }
     if let Some(reason) = &f.state_reason {
         outln!("state reason    {reason}")?;
     }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 mod bench;
+mod ca;
 mod cli;
 mod client;
 mod demo;
@@ -66,6 +67,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => bench::run(args),
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
         Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
+        Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
     }
 }
 

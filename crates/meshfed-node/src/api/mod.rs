@@ -44,7 +44,7 @@ use models::schema;
 use models::{
     Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
     InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged, NodeInfo,
-    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply, TokenRotated,
+    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply, TokenRotated, TrustView,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -84,7 +84,9 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(stream))
         .routes(routes!(publish))
         .routes(routes!(dead_letters))
-        .routes(routes!(rotate_token));
+        .routes(routes!(rotate_token))
+        .routes(routes!(show_trust))
+        .routes(routes!(reload_trust));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -624,6 +626,41 @@ async fn rotate_token(State(node): State<Node>) -> Result<Json<TokenRotated>, Ap
     Ok(Json(TokenRotated {
         token_file: file.display().to_string(),
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/ca",
+    tag = "node",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This mesh's trust bundle and which partners have stored it", body = TrustView),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The registry could not be read (`internal`)", body = ErrorBody),
+    )
+)]
+async fn show_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiError> {
+    let status = node.trust_status().await.map_err(ApiError::internal)?;
+    Ok(Json(TrustView::of(status, None)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/ca/reload",
+    tag = "node",
+    security(("bearer" = [])),
+    description = "Reads the mesh's trust bundle, its issuing CA and the node certificate again         from the node directory — after `meshfed ca rotate` or `meshfed ca retire-old` changed         them — uses them for new links and for signing, and sends the bundle's signed         statement to every partner on its open link (partners not connected get it on their         next link).",
+    responses(
+        (status = 200, description = "In use and announced", body = TrustView),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The files do not make a usable identity; the one in use stays (`internal`)", body = ErrorBody),
+    )
+)]
+async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiError> {
+    let (status, told) = node.reload_trust().await.map_err(|e| {
+        ApiError::internal(format!("cannot use the node directory's CA files: {e}"))
+    })?;
+    Ok(Json(TrustView::of(status, Some(told))))
 }
 
 #[utoipa::path(

@@ -135,6 +135,9 @@ pub struct FederationView {
     pub connected_since: Option<String>,
     /// `host:port` addresses of the peer, in the order they are dialled.
     pub peer_addresses: Vec<String>,
+    /// SHA-384 fingerprints (hex) of the peer mesh's CAs as stored: every new link with the
+    /// peer is verified against exactly these. Two while the peer rolls its CA over.
+    pub peer_cas: Vec<String>,
     /// When the federation was first stored.
     #[schema(format = DateTime)]
     pub created: String,
@@ -198,6 +201,9 @@ impl FederationView {
             rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1000.0),
             connected_since: link.connected_since.map(rfc3339),
             peer_addresses: record.peer_addrs.clone(),
+            peer_cas: (record.peer_bundle.iter())
+                .map(|der| meshfed_trust::Fingerprint::of(der).to_string())
+                .collect(),
             created: rfc3339(record.created),
             updated: rfc3339(record.updated),
             agreement,
@@ -578,6 +584,79 @@ impl SendRequest {
             max_latency: None,
             flags: Vec::new(),
             wait: false,
+        }
+    }
+}
+
+/// This mesh's trust bundle, and which partners have stored it (`GET /v1/ca`, and
+/// `POST /v1/ca/reload` after `meshfed ca rotate` or `retire-old`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrustView {
+    /// The bundle's serial: 0 as `meshfed init` made it, +1 at each rollover step.
+    pub serial: u64,
+    /// Whether a CA rollover is under way (the bundle holds the old and the new CA).
+    pub rollover: bool,
+    /// The CAs of the bundle, the one in use first.
+    pub cas: Vec<CaView>,
+    /// Every live federation, with what its partner has stored of this bundle.
+    pub partners: Vec<PartnerTrust>,
+    /// After a reload: on how many open links the bundle statement was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_on: Option<usize>,
+}
+
+/// One CA of [`TrustView::cas`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    /// SHA-384 of the CA certificate, hex.
+    pub fingerprint: String,
+    /// When it expires.
+    #[schema(format = DateTime)]
+    pub not_after: String,
+}
+
+/// One partner of [`TrustView::partners`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartnerTrust {
+    /// The federation.
+    #[schema(value_type = schema::FederationId)]
+    pub federation: FederationId,
+    /// The partner mesh.
+    #[schema(value_type = schema::MeshId)]
+    pub peer: MeshId,
+    /// The highest serial of this mesh's bundle the partner acknowledged storing.
+    pub acknowledged_serial: u64,
+    /// Whether that is the current bundle: the old CA may be retired only once every partner
+    /// has it.
+    pub current: bool,
+}
+
+impl TrustView {
+    /// The view of `status`.
+    pub(crate) fn of(status: crate::gateway::TrustStatus, announced_on: Option<usize>) -> Self {
+        let serial = status.serial;
+        Self {
+            serial,
+            rollover: status.cas.len() > 1,
+            cas: status
+                .cas
+                .iter()
+                .map(|(fingerprint, not_after)| CaView {
+                    fingerprint: fingerprint.to_string(),
+                    not_after: rfc3339(crate::clock::timestamp(*not_after)),
+                })
+                .collect(),
+            partners: status
+                .partners
+                .into_iter()
+                .map(|(record, acknowledged)| PartnerTrust {
+                    federation: record.id,
+                    peer: record.peer_mesh,
+                    acknowledged_serial: acknowledged,
+                    current: acknowledged >= serial,
+                })
+                .collect(),
+            announced_on,
         }
     }
 }

@@ -219,6 +219,7 @@ fn federation() -> FederationView {
         rtt_ms: Some(0.25),
         connected_since: Some("2026-01-01T00:00:00Z".into()),
         peer_addresses: vec!["127.0.0.1:7443".into()],
+        peer_cas: vec![],
         created: "2026-01-01T00:00:00Z".into(),
         updated: "2026-01-01T00:00:00Z".into(),
         agreement: Some(AgreementSummary {
@@ -296,6 +297,22 @@ fn send_request() -> SendRequest {
 
 /// A sample of every model: each with its optional fields present, and again without them
 /// where that changes the JSON; every variant of the untagged enums.
+fn ca_view() -> CaView {
+    CaView {
+        fingerprint: "ab".repeat(48),
+        not_after: "2036-01-01T00:00:00Z".into(),
+    }
+}
+
+fn partner_trust() -> PartnerTrust {
+    PartnerTrust {
+        federation: "fed_abc123".parse().unwrap(),
+        peer: "supplier-b".parse().unwrap(),
+        acknowledged_serial: 0,
+        current: false,
+    }
+}
+
 fn samples() -> Vec<(String, Value)> {
     let node = NodeInfo {
         mesh: "plant-a".parse().unwrap(),
@@ -339,6 +356,15 @@ fn samples() -> Vec<(String, Value)> {
         sample(node),
         sample(TokenRotated {
             token_file: "/srv/meshfed/admin.token".into(),
+        }),
+        sample(ca_view()),
+        sample(partner_trust()),
+        sample(TrustView {
+            serial: 1,
+            rollover: true,
+            cas: vec![ca_view(), ca_view()],
+            partners: vec![partner_trust()],
+            announced_on: Some(1),
         }),
         sample(FederationList {
             federations: vec![federation(), sparse_federation()],

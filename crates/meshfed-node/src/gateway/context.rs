@@ -52,7 +52,9 @@ impl Context {
         LocalIdentity {
             mesh: self.id.mesh.clone(),
             node: self.id.node.clone(),
-            bundle: vec![self.id.ca_der.clone()],
+            bundle: (self.id.trust().bundle.cas().iter())
+                .map(|c| c.der().to_vec())
+                .collect(),
             key: self.id.cert().key.clone(),
             capabilities: meshfed_proto::capability::Capabilities {
                 max_frame: meshfed_proto::capability::frame_size::Offer(

@@ -120,7 +120,7 @@ pub(crate) async fn invite(
         inviter: f.ctx.id.mesh.clone(),
         invitee: peer,
         addresses: invitation_addresses(&f.ctx),
-        ca_fingerprint: *f.ctx.id.ca_fingerprint.as_bytes(),
+        ca_fingerprint: *f.ctx.id.trust().ca_fingerprint.as_bytes(),
         token_id: record.token_id.clone(),
         secret,
         expires: record.expires,

@@ -1,12 +1,15 @@
 //! This node's identity: its mesh and name, its signing key and certificate, its mesh CA (and
 //! issuing CA); and the renewal of its certificate while the gateway runs ([`renew_loop`]),
-//! from the issuing CA key when the node has it, else from the mesh CA key.
+//! from the issuing CA key when the node has it, else from the mesh CA key. A CA rollover
+//! changes the mesh's trust bundle, issuing CA and certificate under a running gateway:
+//! [`Identity::reload`] reads them again from the node directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use meshfed_proto::crypto::SigningKey;
+use meshfed_proto::statement::{BundleStatement, SignedStatement};
 use meshfed_proto::{MeshId, NodeName};
 use meshfed_transport::TlsIdentity;
 use meshfed_trust::{
@@ -20,17 +23,37 @@ use crate::clock::Clock;
 use crate::config::NodeConfig;
 
 /// This node's identity, loaded (and its certificate renewed when due) at start. The node
-/// certificate changes while the gateway runs ([`Identity::renew`]); the key stays.
+/// certificate and key change while the gateway runs ([`Identity::renew`]), and so do the
+/// mesh's trust bundle and issuing CA in a CA rollover ([`Identity::reload`]).
 pub(crate) struct Identity {
     pub(crate) mesh: MeshId,
     pub(crate) node: NodeName,
-    pub(crate) ca_der: Vec<u8>,
-    pub(crate) ca_fingerprint: Fingerprint,
-    pub(crate) bundle: TrustBundle,
-    /// What TLS presents: follows [`Identity::renew`].
+    /// What TLS presents: follows [`Identity::renew`] and [`Identity::reload`].
     pub(crate) tls: TlsIdentity,
+    trust: RwLock<Arc<MeshTrust>>,
     current: RwLock<Arc<NodeCert>>,
-    renewal: Option<Renewal>,
+    renewal: RwLock<Option<Arc<Renewal>>>,
+    /// Held while the certificate or the trust changes: one change at a time.
+    changing: std::sync::Mutex<()>,
+}
+
+/// This mesh's trust bundle as it presents it.
+#[derive(Debug)]
+pub(crate) struct MeshTrust {
+    /// The CA certificates, the one in use first (two during a rollover).
+    pub(crate) bundle: TrustBundle,
+    /// The fingerprint of the CA in use (what invitations pin).
+    pub(crate) ca_fingerprint: Fingerprint,
+    /// The latest signed statement of the bundle, with its serial; `None` while the bundle is
+    /// the one `meshfed init` made (serial 0).
+    pub(crate) statement: Option<(SignedStatement, u64)>,
+}
+
+impl MeshTrust {
+    /// The serial of the bundle (0: the one `meshfed init` made).
+    pub(crate) fn serial(&self) -> u64 {
+        self.statement.as_ref().map_or(0, |(_, serial)| *serial)
+    }
 }
 
 /// The node certificate in use.
@@ -84,10 +107,44 @@ impl Identity {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// This mesh's trust bundle now.
+    pub(crate) fn trust(&self) -> Arc<MeshTrust> {
+        Arc::clone(&self.trust.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn renewal(&self) -> Option<Arc<Renewal>> {
+        self.renewal
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the identity again from the node directory, as at start, and uses it from now
+    /// on: the trust bundle and its statement, the issuing CA renewals come from, and the node
+    /// certificate and key (for new links and for signing). Links already up stay up. For a CA
+    /// rollover, which changes those files under the running gateway.
+    pub(crate) fn reload(
+        &self,
+        dir: &Path,
+        config: &NodeConfig,
+        now: SystemTime,
+    ) -> Result<Arc<MeshTrust>, String> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = load(dir, config, now).map_err(|e| chain(&e))?;
+        self.tls
+            .adopt(&fresh.tls)
+            .map_err(|e| format!("presenting it in TLS: {}", chain(&e)))?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.cert();
+        *self.renewal.write().unwrap_or_else(|e| e.into_inner()) = fresh.renewal();
+        let trust = fresh.trust();
+        *self.trust.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&trust);
+        Ok(trust)
+    }
+
     /// When the node certificate in use is due for renewal; `None` when this node cannot
     /// renew it (no CA key).
     fn renewal_due(&self) -> Option<SystemTime> {
-        let renewal = self.renewal.as_ref()?;
+        let renewal = self.renewal()?;
         let not_after = self.cert().not_after;
         Some(
             not_after
@@ -103,7 +160,8 @@ impl Identity {
     /// The key file is written before the certificate: if the gateway stops between the two,
     /// the next start finds a certificate that does not match the key and issues a new one.
     pub(crate) fn renew(&self, now: SystemTime) -> Result<Arc<NodeCert>, String> {
-        let Some(r) = &self.renewal else {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = self.renewal() else {
             return Err("no mesh CA key to issue it with".to_owned());
         };
         let key = if r.rotate_key {
@@ -154,12 +212,12 @@ impl Identity {
 /// Renews the node certificate whenever it is due (`renew_before` its expiry, on the
 /// gateway's clock) until the gateway stops. A failed renewal is logged and tried again.
 pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &CancellationToken) {
-    let Some(renewal) = &id.renewal else {
-        return;
-    };
-    let retry =
-        (renewal.renew_before / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
     loop {
+        let Some(renewal) = id.renewal() else {
+            return;
+        };
+        let retry =
+            (renewal.renew_before / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
         let Some(due) = id.renewal_due() else {
             return;
         };
@@ -343,6 +401,7 @@ pub(crate) fn load(
             humantime::format_rfc3339_seconds(info.not_after)
         ),
     }
+    let statement = bundle_statement(dir, config, &bundle).map_err(bad)?;
     let renewal = ca.map(|ca| Renewal {
         ca,
         path: ids.node_cert.resolve(dir),
@@ -354,15 +413,43 @@ pub(crate) fn load(
     Ok(Identity {
         mesh: config.node.mesh.clone(),
         node: config.node.name.clone(),
-        ca_fingerprint: Fingerprint::of(&ca_der),
-        ca_der,
-        bundle,
         tls,
+        trust: RwLock::new(Arc::new(MeshTrust {
+            ca_fingerprint: Fingerprint::of(&ca_der),
+            bundle,
+            statement,
+        })),
         current: RwLock::new(Arc::new(NodeCert {
             der: cert_der,
             not_after: info.not_after,
             key: Arc::new(key),
         })),
-        renewal,
+        renewal: RwLock::new(renewal.map(Arc::new)),
+        changing: std::sync::Mutex::new(()),
     })
+}
+
+/// The signed statement of the bundle a CA rollover wrote, with its serial; it must state
+/// exactly the bundle in use.
+fn bundle_statement(
+    dir: &Path,
+    config: &NodeConfig,
+    bundle: &TrustBundle,
+) -> Result<Option<(SignedStatement, u64)>, String> {
+    let files = crate::rollover::CaFiles::of(dir, config);
+    let Some(statement) = crate::rollover::read_statement(&files).map_err(|e| chain(&e))? else {
+        return Ok(None);
+    };
+    let stated = BundleStatement::decode(&statement.body)
+        .map_err(|e| format!("{}: {e}", files.statement.display()))?;
+    let in_use: Vec<&[u8]> = bundle.cas().iter().map(|c| c.der().as_ref()).collect();
+    let said: Vec<&[u8]> = stated.cas.iter().map(|c| c.as_slice()).collect();
+    if stated.mesh != *bundle.mesh() || said != in_use {
+        return Err(format!(
+            "{} states another trust bundle than {} holds; run `meshfed ca rotate` or `meshfed ca retire-old` again to write both",
+            files.statement.display(),
+            files.bundle.display()
+        ));
+    }
+    Ok(Some((statement, stated.serial)))
 }

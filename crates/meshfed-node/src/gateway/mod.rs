@@ -235,6 +235,17 @@ pub(crate) struct NodeFacts {
     pub(crate) signatures: crate::config::SignatureMode,
 }
 
+/// This mesh's trust bundle and which partners have stored it (`meshfed ca show`).
+#[derive(Debug, Clone)]
+pub(crate) struct TrustStatus {
+    /// The CAs, the one in use first, with their fingerprints and ends of validity.
+    pub(crate) cas: Vec<(meshfed_trust::Fingerprint, std::time::SystemTime)>,
+    /// The bundle's serial: 0 as `meshfed init` made it, +1 at each rollover step.
+    pub(crate) serial: u64,
+    /// Live federations, with the serial of this mesh's bundle each partner acknowledged.
+    pub(crate) partners: Vec<(FederationRecord, u64)>,
+}
+
 /// A federation with its link and its stream, as the API shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct FederationStatus {
@@ -291,6 +302,57 @@ impl GatewayHandle {
             .unwrap_or_else(|e| e.into_inner()) = token;
         tracing::info!(file = %file.display(), "rotated the admin token");
         Ok(file)
+    }
+
+    /// This mesh's trust bundle and which partners have stored it.
+    pub(crate) async fn trust_status(&self) -> Result<TrustStatus, String> {
+        let ctx = &self.0.ctx;
+        let trust = ctx.id.trust();
+        let partners = ctx
+            .blocking(|s| {
+                s.federations()?
+                    .into_iter()
+                    .filter(|r| r.state.is_live())
+                    .map(|r| {
+                        let acked = s.bundle_serials(&r.id)?.acknowledged;
+                        Ok((r, acked))
+                    })
+                    .collect::<Result<Vec<_>, meshfed_store::StoreError>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(TrustStatus {
+            cas: trust
+                .bundle
+                .cas()
+                .iter()
+                .map(|c| (c.fingerprint(), c.info().not_after))
+                .collect(),
+            serial: trust.serial(),
+            partners,
+        })
+    }
+
+    /// Reads the mesh's trust bundle, issuing CA and node certificate again from the node
+    /// directory (after `meshfed ca rotate` or `retire-old` changed them) and announces the
+    /// bundle's statement on every open link. Returns the new status and how many links were
+    /// told.
+    pub(crate) async fn reload_trust(&self) -> Result<(TrustStatus, usize), String> {
+        let ctx = self.0.ctx.clone();
+        let trust = tokio::task::spawn_blocking(move || {
+            ctx.id.reload(&ctx.dir, &ctx.config, ctx.clock.wall())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let told = match &trust.statement {
+            Some((statement, serial)) => {
+                let told = self.0.links.announce_bundle(statement);
+                tracing::info!(serial, links = told, "announced this mesh's trust bundle");
+                told
+            }
+            None => 0,
+        };
+        Ok((self.trust_status().await?, told))
     }
 
     /// Runs `task` as one of the gateway's tasks: it is awaited when the gateway stops.
@@ -359,9 +421,9 @@ impl GatewayHandle {
             node: ctx.id.node.clone(),
             role: ctx.config.node.role,
             federation_addr: ctx.federation_addr,
-            ca_fingerprint: ctx.id.ca_fingerprint.to_string(),
+            ca_fingerprint: ctx.id.trust().ca_fingerprint.to_string(),
             node_cert_expires: crate::clock::timestamp(ctx.id.cert().not_after),
-            trust_bundle_mesh: ctx.id.bundle.mesh().clone(),
+            trust_bundle_mesh: ctx.id.mesh.clone(),
             signatures: ctx.config.delivery.signatures,
         }
     }

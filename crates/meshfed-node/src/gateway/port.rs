@@ -5,7 +5,7 @@
 //! how the link is driven.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use meshfed_proto::admission::{Refusal, Terms};
@@ -299,14 +299,14 @@ impl SessionKeys {
     }
 }
 
-/// The peer's trust bundle as the agreement stored it, the certificates the peer presented
-/// after its leaf on this link (its mesh's issuing CA, if it has one), and the signer
+/// The peer's trust bundle as stored for the federation, the issuing CAs the peer presented
+/// (after its leaf on this link, and in its trust bundle statements), and the signer
 /// certificates already verified against them.
 pub(crate) struct PeerTrust {
-    bundle: TrustBundle,
+    bundle: RwLock<TrustBundle>,
     /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
-    /// the issuing CA the peer presented in TLS.
-    intermediates: Vec<CertificateDer<'static>>,
+    /// the issuing CA the peer presented in TLS, or named in a later bundle statement.
+    intermediates: RwLock<Vec<CertificateDer<'static>>>,
     /// Verified signer certificates by SHA-384, with their keys and expiry.
     signers: Mutex<HashMap<Digest384, (VerifyingKey, SystemTime)>>,
 }
@@ -315,10 +315,26 @@ impl PeerTrust {
     /// Trust in exactly `bundle`, through the `intermediates` the peer presented.
     pub(crate) fn new(bundle: TrustBundle, intermediates: Vec<CertificateDer<'static>>) -> Self {
         Self {
-            bundle,
-            intermediates,
+            bundle: RwLock::new(bundle),
+            intermediates: RwLock::new(intermediates),
             signers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The peer mesh's bundle from now on (a CA rollover), and issuing CAs below it. Signers
+    /// verified before stay verified until their certificates expire: each was checked while
+    /// its CA was trusted; every new signer is checked against `bundle` alone.
+    pub(crate) fn update(&self, bundle: TrustBundle, issuing: Vec<CertificateDer<'static>>) {
+        let mut intermediates = self
+            .intermediates
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for cert in issuing {
+            if !intermediates.contains(&cert) {
+                intermediates.push(cert);
+            }
+        }
+        *self.bundle.write().unwrap_or_else(|e| e.into_inner()) = bundle;
     }
 
     /// The verified public key of a signer certificate, checked once per certificate against
@@ -333,9 +349,9 @@ impl PeerTrust {
         }
         let der = CertificateDer::from(cert.to_vec());
         let info = meshfed_trust::verify_node_cert(
-            &self.bundle,
+            &self.bundle.read().unwrap_or_else(|e| e.into_inner()),
             &der,
-            &self.intermediates,
+            &self.intermediates.read().unwrap_or_else(|e| e.into_inner()),
             KeyPurpose::ClientAuth,
             now,
         )

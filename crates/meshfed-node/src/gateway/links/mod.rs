@@ -6,6 +6,7 @@
 //! `healthy`, within three `degraded`; after that the link is closed and the federation is
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
+mod bundle;
 mod session;
 pub(crate) mod statics;
 

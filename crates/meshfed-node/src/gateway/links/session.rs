@@ -60,13 +60,18 @@ pub(crate) fn start(
     } else {
         FlowState::Active
     };
-    let session = LinkSession::new(
+    let mut session = LinkSession::new(
         SessionConfig {
             heartbeat_interval: ctx.config.federation.heartbeat_interval,
         },
         ctx.clock.instant(),
         own_hold,
     );
+    // After a CA rollover, every new link tells the peer (again) what this mesh's bundle is: a
+    // partner that was away when it changed learns it now. (A new session is open.)
+    if let Some((statement, _)) = &ctx.id.trust().statement {
+        let _ = session.announce_bundle(statement.clone());
+    }
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
     let port = Arc::new(LinkPort::new(
         record.id.clone(),
@@ -305,6 +310,12 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             }
             SessionEvent::PeerReportedError { code, reason } => {
                 tracing::warn!(federation = %port.federation_id, peer = %port.peer, %code, %reason, "the peer reported an error");
+            }
+            SessionEvent::PeerBundle(statement) => {
+                super::bundle::on_peer_bundle(links, port, statement).await;
+            }
+            SessionEvent::BundleAcknowledged { serial } => {
+                super::bundle::on_bundle_acknowledged(links, port, serial).await;
             }
             SessionEvent::Closed(reason) => {
                 if let CloseReason::Silent(_) = reason {
