@@ -72,6 +72,10 @@ frame_types! {
     Lifecycle = 0x14,
     /// The sender's floor: every stream sequence number below it is settled at the sender.
     Forward = 0x15,
+    /// The sender's mesh's revocation list, a signed statement.
+    Revocations = 0x16,
+    /// The revocation list version the receiver stored.
+    RevocationsAck = 0x17,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

@@ -152,6 +152,7 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::NotEncrypted
         | Refusal::Unsealable(_)
         | Refusal::UntrustedSigner(_)
+        | Refusal::RevokedSigner(_)
         | Refusal::BadSignature(_)
         | Refusal::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }

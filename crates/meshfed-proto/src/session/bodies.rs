@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::revocations::{RevocationsAck, RevocationsBody};
 use crate::frame::{Frame, FrameType};
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
@@ -71,6 +72,10 @@ pub enum Control {
     Termination(TerminationBody),
     /// An `Error` frame, with the handshake's body (the same wire).
     Error(ErrorFrame),
+    /// A `Revocations` frame: the peer mesh's signed revocation list.
+    Revocations(Box<RevocationsBody>),
+    /// A `RevocationsAck` frame.
+    RevocationsAck(RevocationsAck),
 }
 
 /// A control frame's body that cannot be accepted.
@@ -100,6 +105,10 @@ pub enum BodyFault {
         /// The maximum.
         max: usize,
     },
+    /// The body decodes but what it says cannot be accepted (e.g. a revocation list out of
+    /// bounds).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Heartbeat {
@@ -218,6 +227,8 @@ impl Control {
             T::Lifecycle => Self::Lifecycle(LifecycleChange::decode(body)?),
             T::Termination => Self::Termination(TerminationBody::decode(body)?),
             T::Error => Self::Error(decode(T::Error, body)?),
+            T::Revocations => Self::Revocations(Box::new(RevocationsBody::decode(body)?)),
+            T::RevocationsAck => Self::RevocationsAck(RevocationsAck::decode(body)?),
             _ => return Ok(None),
         }))
     }
@@ -231,6 +242,8 @@ impl Control {
             Self::Lifecycle(b) => (T::Lifecycle, b.encode()),
             Self::Termination(b) => (T::Termination, b.encode()),
             Self::Error(b) => (T::Error, encode(b)),
+            Self::Revocations(b) => (T::Revocations, b.encode()),
+            Self::RevocationsAck(b) => (T::RevocationsAck, b.encode()),
         };
         Frame::new(ty, body)
     }
@@ -248,14 +261,14 @@ pub(super) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     // Invariant: encoding plain structs into a Vec cannot fail.
     ciborium::into_writer(body, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
     out
 }
 
-fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
+pub(super) fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
     let mut rest = bytes;
     let value = ciborium::from_reader(&mut rest).map_err(|e| BodyError {
         frame,
