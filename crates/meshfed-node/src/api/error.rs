@@ -9,6 +9,7 @@ use meshfed_proto::admission::Refusal;
 
 use super::models::{ErrorBody, ErrorDetail};
 use crate::gateway::federations::FederationError;
+use crate::gateway::revocation::RevokeError;
 use crate::gateway::stream::Refused;
 use crate::gateway::submit::SendError;
 
@@ -201,4 +202,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::OtherMesh { .. } | RevokeError::Itself(_) => {
+                Self::bad_request(e.to_string())
+            }
+            RevokeError::List(_) => Self {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: e.to_string(),
+            },
+            RevokeError::Local(_) => Self::internal(e.to_string()),
+        }
+    }
 }

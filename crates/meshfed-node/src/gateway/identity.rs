@@ -27,6 +27,9 @@ pub(crate) struct Identity {
     pub(crate) ca_der: Vec<u8>,
     pub(crate) ca_fingerprint: Fingerprint,
     pub(crate) bundle: TrustBundle,
+    /// The issuing CA certificate (DER) behind the node certificate, if the mesh has one: what
+    /// a statement this node signs carries after its certificate.
+    pub(crate) issuing_der: Option<Vec<u8>>,
     /// What TLS presents: follows [`Identity::renew`].
     pub(crate) tls: TlsIdentity,
     current: RwLock<Arc<NodeCert>>,
@@ -152,8 +155,14 @@ impl Identity {
 }
 
 /// Renews the node certificate whenever it is due (`renew_before` its expiry, on the
-/// gateway's clock) until the gateway stops. A failed renewal is logged and tried again.
-pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &CancellationToken) {
+/// gateway's clock) until the gateway stops, handing each new certificate (DER) to `renewed`.
+/// A failed renewal is logged and tried again.
+pub(crate) async fn renew_loop(
+    id: &Identity,
+    clock: &Clock,
+    cancel: &CancellationToken,
+    renewed: impl Fn(Vec<u8>),
+) {
     let Some(renewal) = &id.renewal else {
         return;
     };
@@ -172,11 +181,14 @@ pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &Cancellati
             continue;
         }
         match id.renew(clock.wall()) {
-            Ok(cert) => tracing::info!(
-                path = %renewal.path.display(),
-                expires = %humantime::format_rfc3339_seconds(cert.not_after),
-                "renewed the node certificate"
-            ),
+            Ok(cert) => {
+                tracing::info!(
+                    path = %renewal.path.display(),
+                    expires = %humantime::format_rfc3339_seconds(cert.not_after),
+                    "renewed the node certificate"
+                );
+                renewed(cert.der.clone());
+            }
             Err(reason) => {
                 tracing::warn!(
                     "cannot renew the node certificate ({reason}); trying again in {}",
@@ -321,6 +333,11 @@ pub(crate) fn load(
             info.mesh, info.node, config.node.mesh, config.node.name
         )));
     }
+    let issuing_der = issuing_pem
+        .as_deref()
+        .map(meshfed_trust::cert::cert_der_from_pem)
+        .transpose()
+        .map_err(|e| bad(format!("issuing CA certificate: {e}")))?;
     let ca_der = bundle
         .cas()
         .first()
@@ -357,6 +374,7 @@ pub(crate) fn load(
         ca_fingerprint: Fingerprint::of(&ca_der),
         ca_der,
         bundle,
+        issuing_der,
         tls,
         current: RwLock::new(Arc::new(NodeCert {
             der: cert_der,

@@ -1,0 +1,193 @@
+//! The revocation lists this node holds — its own mesh's and each partner's — and the checks
+//! they make: whether a certificate is revoked ([`Revocations::check`]), and the handshake's peer
+//! verifier with the lists applied ([`Verifier`]). Publishing, receiving and enforcing lists is
+//! `revocation.rs`; this module imports no stage, so the port and the context can hold it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::handshake::{PeerIdentity, PeerVerifier};
+use meshfed_proto::revocation::{RevocationList, Revoked};
+use meshfed_proto::session::RevocationsBody;
+use meshfed_proto::statement::SignedStatement;
+use meshfed_proto::{MeshId, NodeName};
+use meshfed_store::{StoreError, StoredRevocations};
+use meshfed_transport::X509PeerVerifier;
+use meshfed_trust::{KeyPurpose, NodeCertInfo, inspect_node_cert};
+
+/// The revocation lists this node holds: its own mesh's and each partner's, by mesh.
+pub(crate) struct Revocations {
+    lists: RwLock<HashMap<MeshId, Held>>,
+    /// One publication at a time: each version is made from the one before it.
+    pub(super) publishing: tokio::sync::Mutex<()>,
+}
+
+/// A stored list.
+#[derive(Clone)]
+pub(super) struct Held {
+    pub(super) body: RevocationsBody,
+    pub(super) stored: Timestamp,
+}
+
+/// A list as the API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ListView {
+    /// The list.
+    pub(crate) list: RevocationList,
+    /// When this node stored it.
+    pub(crate) stored: Timestamp,
+}
+
+/// A certificate that a stored list revokes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the certificate of {mesh}/{node} (serial {serial}) is revoked by mesh {mesh}'s revocation list version {version} ({why})"
+)]
+pub(crate) struct RevokedCert {
+    mesh: MeshId,
+    node: NodeName,
+    serial: String,
+    version: u64,
+    why: &'static str,
+}
+
+impl Revocations {
+    /// The lists as stored. A stored list that no longer reads is an error: starting without it
+    /// would quietly trust what it revoked.
+    pub(crate) fn load(stored: Vec<StoredRevocations>) -> Result<Self, StoreError> {
+        let mut lists = HashMap::new();
+        for row in stored {
+            let corrupt = |problem: String| StoreError::Corrupt {
+                table: "revocation_lists",
+                row: row.mesh.to_string(),
+                column: "statement",
+                problem,
+            };
+            let statement =
+                SignedStatement::decode(&row.statement).map_err(|e| corrupt(e.to_string()))?;
+            let body = RevocationsBody::new(statement).map_err(|e| corrupt(e.to_string()))?;
+            if body.list().mesh != row.mesh || body.list().version != row.version {
+                return Err(corrupt(format!(
+                    "holds mesh {}'s version {}",
+                    body.list().mesh,
+                    body.list().version
+                )));
+            }
+            lists.insert(
+                row.mesh,
+                Held {
+                    body,
+                    stored: row.stored,
+                },
+            );
+        }
+        Ok(Self {
+            lists: RwLock::new(lists),
+            publishing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether a stored list revokes the certificate `info` describes.
+    pub(crate) fn check(&self, info: &NodeCertInfo) -> Result<(), RevokedCert> {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        let Some(held) = lists.get(&info.mesh) else {
+            return Ok(());
+        };
+        check_in(held.body.list(), info)
+    }
+
+    /// `mesh`'s stored list.
+    pub(super) fn held(&self, mesh: &MeshId) -> Option<Held> {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        lists.get(mesh).cloned()
+    }
+
+    /// Every stored list, by mesh.
+    pub(crate) fn views(&self) -> Vec<ListView> {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        let mut views: Vec<ListView> = lists
+            .values()
+            .map(|h| ListView {
+                list: h.body.list().clone(),
+                stored: h.stored,
+            })
+            .collect();
+        views.sort_by(|a, b| a.list.mesh.cmp(&b.list.mesh));
+        views
+    }
+
+    pub(super) fn install(&self, body: RevocationsBody, stored: Timestamp) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        lists.insert(body.list().mesh.clone(), Held { body, stored });
+    }
+}
+
+impl fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("Revocations")
+            .field(
+                "versions",
+                &lists
+                    .iter()
+                    .map(|(m, h)| (m.as_str(), h.body.list().version))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn check_in(list: &RevocationList, info: &NodeCertInfo) -> Result<(), RevokedCert> {
+    if list.mesh != info.mesh {
+        return Ok(());
+    }
+    let why = match list.revokes(&info.node, &info.serial) {
+        None => return Ok(()),
+        Some(Revoked::Node) => "the node is revoked",
+        Some(Revoked::Serial) => "the certificate's serial is revoked",
+    };
+    Err(RevokedCert {
+        mesh: info.mesh.clone(),
+        node: info.node.clone(),
+        serial: hex::encode(&info.serial),
+        version: list.version,
+        why,
+    })
+}
+
+/// The handshake's peer verifier with the revocation lists applied: a certificate the bundle
+/// trusts is still refused when its mesh's list revokes it.
+#[derive(Debug)]
+pub(crate) struct Verifier {
+    inner: X509PeerVerifier,
+    revocations: Arc<Revocations>,
+}
+
+impl Verifier {
+    /// Verifies peers for `purpose`, then against `revocations`.
+    pub(crate) fn new(purpose: KeyPurpose, revocations: Arc<Revocations>) -> Self {
+        Self {
+            inner: X509PeerVerifier::new(purpose),
+            revocations,
+        }
+    }
+}
+
+impl PeerVerifier for Verifier {
+    fn verify(
+        &self,
+        bundle: &[Vec<u8>],
+        leaf: &[u8],
+        intermediates: &[Vec<u8>],
+        now: Timestamp,
+    ) -> Result<PeerIdentity, String> {
+        let identity = self.inner.verify(bundle, leaf, intermediates, now)?;
+        let info = inspect_node_cert(leaf).map_err(|e| format!("peer certificate: {e}"))?;
+        self.revocations
+            .check(&info)
+            .map_err(|e| format!("peer certificate: {e}"))?;
+        Ok(identity)
+    }
+}
