@@ -119,3 +119,75 @@ fn a_revoked_gateway_is_refused_by_the_partner_and_stays_refused_across_restarts
     assert_eq!(revocations(&gw1)["own"]["version"], 1);
     gw2.stop();
 }
+
+/// Seconds since midnight of a log line's leading RFC 3339 timestamp (`…T19:21:57.933354Z`).
+fn log_time(line: &str) -> f64 {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let time = stamp
+        .split_once('T')
+        .map(|(_, t)| t.trim_end_matches('Z'))
+        .unwrap_or_else(|| panic!("no timestamp on {line:?}"));
+    let parts: Vec<f64> = time
+        .split(':')
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|e| panic!("{p:?} in {line:?}: {e}"))
+        })
+        .collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+#[test]
+fn a_live_link_whose_certificate_a_new_list_revokes_is_closed_within_a_heartbeat() {
+    // plant-a's list is signed by the gateway that made it and holds wherever it travels: here
+    // gw1 revokes plant-a/gw2 while supplier-b is down, and the copy of gw1's directory that
+    // runs as gw2 carries that list (it is plant-a's current one) to supplier-b itself, on the
+    // very link that gw2's certificate opened.
+    let mut b = mesh("supplier-b");
+    b.start();
+    b.keep_federation_address();
+    let mut gw1 = mesh("plant-a");
+    gw1.start();
+    let id = federate(&gw1, &b);
+    b.stop();
+    let out = gw1.cli(&["federation", "revoke-node", "plant-a/gw2"]);
+    assert!(out.ok().contains("version 1"), "{out}");
+    gw1.stop();
+    let mut gw2 = gw1.copy_as("gw2");
+
+    let mark_b = b.log_mark();
+    b.start();
+    gw2.start();
+    let up = b.wait_for_log_after(mark_b, &["federation link up", "peer=plant-a/gw2"]);
+    let stored = b.wait_for_log_after(
+        mark_b,
+        &["stored the peer mesh's revocation list", "version=1"],
+    );
+    let closing = b.wait_for_log_after(
+        mark_b,
+        &[
+            "closing a link whose peer certificate is revoked",
+            "peer=plant-a/gw2",
+            "the node is revoked",
+        ],
+    );
+    let down = b.wait_for_log_after(
+        mark_b,
+        &["federation link down", "peer=plant-a/gw2", "untrusted_peer"],
+    );
+    // One heartbeat interval is FAST_HEARTBEAT (250 ms): the link closes as the list is
+    // stored, not when a heartbeat finds it silent.
+    let took = log_time(&down) - log_time(&stored);
+    assert!(
+        (0.0..0.25).contains(&took),
+        "closed {took}s after the list was stored:\n{up}\n{stored}\n{closing}\n{down}"
+    );
+    // gw2 is told why, and every link it opens from now on is refused.
+    gw2.wait_for_log_after(0, &["the peer reported an error", "is revoked"]);
+    b.wait_for_log_after(mark_b, &["refused", "plant-a/gw2", "is revoked"]);
+    let v = revocations(&b);
+    assert_eq!(v["partners"][0]["nodes"][0]["node"], "gw2", "{v:#}");
+    let federation = common::show(&b, &id);
+    assert_ne!(federation["status"], "active", "{federation:#}");
+    gw2.stop();
+}
