@@ -21,6 +21,7 @@
 //! issuing CA is rotated; revocation lists do not cover that.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use meshfed_proto::MeshId;
 use meshfed_proto::handshake::ErrorCode;
@@ -28,12 +29,12 @@ use meshfed_proto::revocation::{RevocationList, RevocationListError};
 use meshfed_proto::session::{LinkSession, RevocationsAck, RevocationsBody};
 use meshfed_proto::statement::StatementKind;
 use meshfed_store::IssuedCert;
-use meshfed_trust::{NodeIdentity, Signer, inspect_node_cert};
+use meshfed_trust::{NodeIdentity, Signer, TrustBundle, inspect_node_cert};
 
 use super::context::Context;
 use super::error::chain;
 use super::port::LinkPort;
-use super::revoked::{Held, ListView, RevokedCert, check_in};
+use super::revoked::{ListView, RevokedCert, check_in};
 
 /// Why `revoke-node` did not revoke.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +180,13 @@ pub(crate) async fn receive(
 ) {
     let list = body.list().clone();
     let stored = ctx.revocations.held(port.mesh());
-    let checked = check_received(ctx, port, &body, stored.as_ref());
+    let checked = check_received(
+        port.mesh(),
+        port.trust.bundle(),
+        &body,
+        stored.as_ref().map(|h| h.body.list()),
+        ctx.clock.wall(),
+    );
     let ack = |version| {
         let _ = port.command(|s| {
             s.acknowledge_revocations(RevocationsAck {
@@ -224,28 +231,29 @@ pub(crate) async fn receive(
     enforce(ctx, &ports);
 }
 
+/// Whether `body`, arriving from mesh `peer` whose stored bundle is `bundle`, may replace the
+/// `stored` list at `now`.
 fn check_received(
-    ctx: &Context,
-    port: &LinkPort,
+    peer: &MeshId,
+    bundle: &TrustBundle,
     body: &RevocationsBody,
-    stored: Option<&Held>,
+    stored: Option<&RevocationList>,
+    now: SystemTime,
 ) -> Result<(), Refused> {
     let list = body.list();
-    if &list.mesh != port.mesh() {
+    if &list.mesh != peer {
         return Err(Refused::OtherMesh {
             found: list.mesh.clone(),
-            peer: port.mesh().clone(),
+            peer: peer.clone(),
         });
     }
-    if let Some(held) = stored {
-        held.body
-            .list()
+    if let Some(stored) = stored {
+        stored
             .check_successor(list)
             .map_err(Refused::NotSuccessor)?;
     }
-    let signer =
-        meshfed_trust::verify_statement(port.trust.bundle(), body.statement(), ctx.clock.wall())
-            .map_err(|e| Refused::Untrusted(chain(&e)))?;
+    let signer = meshfed_trust::verify_statement(bundle, body.statement(), now)
+        .map_err(|e| Refused::Untrusted(chain(&e)))?;
     if let Signer::Node(info) = signer {
         if info.mesh != list.mesh {
             return Err(Refused::Untrusted(format!(
@@ -254,8 +262,8 @@ fn check_received(
             )));
         }
         check_in(list, &info).map_err(Refused::SignerRevoked)?;
-        if let Some(held) = stored {
-            check_in(held.body.list(), &info).map_err(Refused::SignerRevoked)?;
+        if let Some(stored) = stored {
+            check_in(stored, &info).map_err(Refused::SignerRevoked)?;
         }
     }
     Ok(())
@@ -311,5 +319,165 @@ impl super::GatewayHandle {
             own: own.into_iter().next(),
             partners,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use meshfed_proto::NodeName;
+    use meshfed_proto::crypto::SigningKey;
+    use meshfed_proto::envelope::Timestamp;
+    use meshfed_trust::{IssuingCa, MeshCa, P384PublicKey};
+
+    use super::*;
+
+    struct Mesh {
+        root: MeshCa,
+        issuing: IssuingCa,
+    }
+
+    /// A node of a mesh: its key and chain `[node cert, issuing CA]`.
+    struct Node {
+        key: SigningKey,
+        chain: Vec<Vec<u8>>,
+    }
+
+    fn mesh(name: &str, now: SystemTime) -> Mesh {
+        let root =
+            MeshCa::generate(&name.parse().unwrap(), now, Duration::from_secs(3600)).unwrap();
+        let issuing = root
+            .issue_issuing_ca(now, Duration::from_secs(3000))
+            .unwrap();
+        Mesh { root, issuing }
+    }
+
+    fn node(m: &Mesh, name: &str, now: SystemTime) -> Node {
+        let key = SigningKey::generate().unwrap();
+        let cert = m
+            .issuing
+            .issue_node_cert(
+                &name.parse().unwrap(),
+                &P384PublicKey::of(&key),
+                now,
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        Node {
+            key,
+            chain: vec![cert.der().to_vec(), m.issuing.cert_der().to_vec()],
+        }
+    }
+
+    fn revoking(mesh: &str, nodes: &[&str]) -> RevocationList {
+        let mut list = RevocationList::empty(mesh.parse().unwrap(), Timestamp(1));
+        for n in nodes {
+            list = list
+                .revoke(&n.parse::<NodeName>().unwrap(), &[], Timestamp(2))
+                .unwrap();
+        }
+        list
+    }
+
+    fn signed(list: &RevocationList, by: &Node) -> RevocationsBody {
+        let statement = meshfed_trust::sign_statement(
+            StatementKind::Revocations,
+            list.encode(),
+            &by.key,
+            by.chain.clone(),
+        )
+        .unwrap();
+        RevocationsBody::new(statement).unwrap()
+    }
+
+    #[test]
+    fn a_list_signed_by_a_node_or_the_ca_of_the_peer_mesh_is_accepted() {
+        let now = SystemTime::now();
+        let a = mesh("plant-a", now);
+        let gw1 = node(&a, "gw1", now);
+        let peer = "plant-a".parse().unwrap();
+        let bundle = a.root.trust_bundle();
+        let v1 = revoking("plant-a", &["gw2"]);
+        assert!(check_received(&peer, bundle, &signed(&v1, &gw1), None, now).is_ok());
+        let by_ca = RevocationsBody::new(
+            meshfed_trust::sign_statement(
+                StatementKind::Revocations,
+                v1.encode(),
+                a.root.key(),
+                vec![a.root.cert_der().to_vec()],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(check_received(&peer, bundle, &by_ca, None, now).is_ok());
+    }
+
+    #[test]
+    fn another_meshs_list_or_signer_is_refused() {
+        let now = SystemTime::now();
+        let a = mesh("plant-a", now);
+        let b = mesh("supplier-b", now);
+        let peer: MeshId = "plant-a".parse().unwrap();
+        let list_of_b = signed(&revoking("supplier-b", &["x"]), &node(&b, "b1", now));
+        let err = check_received(&peer, a.root.trust_bundle(), &list_of_b, None, now).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is mesh supplier-b's list, sent on a link with mesh plant-a"
+        );
+        // plant-a's list, signed by a node of supplier-b.
+        let forged = signed(&revoking("plant-a", &["gw1"]), &node(&b, "b1", now));
+        let err = check_received(&peer, a.root.trust_bundle(), &forged, None, now).unwrap_err();
+        assert!(matches!(err, Refused::Untrusted(_)), "{err}");
+    }
+
+    #[test]
+    fn a_list_signed_by_a_revoked_node_is_refused() {
+        let now = SystemTime::now();
+        let a = mesh("plant-a", now);
+        let gw2 = node(&a, "gw2", now);
+        let peer: MeshId = "plant-a".parse().unwrap();
+        let bundle = a.root.trust_bundle();
+        // gw2 signing a list that revokes itself (and so would look legitimate).
+        let own = signed(&revoking("plant-a", &["gw2", "gw1"]), &gw2);
+        let err = check_received(&peer, bundle, &own, None, now).unwrap_err();
+        assert!(matches!(err, Refused::SignerRevoked(_)), "{err}");
+        // gw2, revoked by the stored list, signs a successor that keeps every entry.
+        let stored = revoking("plant-a", &["gw2"]);
+        let next = stored
+            .revoke(&"gw3".parse().unwrap(), &[], Timestamp(3))
+            .unwrap();
+        let err =
+            check_received(&peer, bundle, &signed(&next, &gw2), Some(&stored), now).unwrap_err();
+        assert!(
+            err.to_string().contains("the certificate of plant-a/gw2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_list_that_is_not_newer_or_drops_entries_is_refused() {
+        let now = SystemTime::now();
+        let a = mesh("plant-a", now);
+        let gw1 = node(&a, "gw1", now);
+        let peer: MeshId = "plant-a".parse().unwrap();
+        let bundle = a.root.trust_bundle();
+        let stored = revoking("plant-a", &["gw2", "gw3"]);
+        let same = signed(&stored, &gw1);
+        assert!(matches!(
+            check_received(&peer, bundle, &same, Some(&stored), now),
+            Err(Refused::NotSuccessor(RevocationListError::NotNewer {
+                stored: 2,
+                offered: 2
+            }))
+        ));
+        let mut shrunk = revoking("plant-a", &["gw2"]);
+        shrunk.version = 3;
+        let err =
+            check_received(&peer, bundle, &signed(&shrunk, &gw1), Some(&stored), now).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "revocation list version 3 drops node gw3, which version 2 revoked"
+        );
     }
 }

@@ -191,3 +191,89 @@ impl PeerVerifier for Verifier {
         Ok(identity)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use meshfed_proto::crypto::SigningKey;
+    use meshfed_proto::statement::StatementKind;
+    use meshfed_trust::{MeshCa, P384PublicKey};
+
+    use super::*;
+
+    fn stored_list(mesh: &str, version: u64, bytes: Vec<u8>) -> StoredRevocations {
+        StoredRevocations {
+            mesh: mesh.parse().unwrap(),
+            version,
+            statement: bytes,
+            stored: Timestamp(9),
+        }
+    }
+
+    #[test]
+    fn certificates_of_a_revoked_node_are_refused_in_the_handshake_and_others_pass() {
+        let now = SystemTime::now();
+        let ca =
+            MeshCa::generate(&"plant-a".parse().unwrap(), now, Duration::from_secs(3600)).unwrap();
+        let cert = |name: &str| {
+            let key = SigningKey::generate().unwrap();
+            ca.issue_node_cert(
+                &name.parse().unwrap(),
+                &P384PublicKey::of(&key),
+                now,
+                Duration::from_secs(600),
+            )
+            .unwrap()
+        };
+        let (gw1, gw2) = (cert("gw1"), cert("gw2"));
+        let list = RevocationList::empty("plant-a".parse().unwrap(), Timestamp(1))
+            .revoke(&"gw2".parse().unwrap(), &[], Timestamp(2))
+            .unwrap();
+        let statement = meshfed_trust::sign_statement(
+            StatementKind::Revocations,
+            list.encode(),
+            ca.key(),
+            vec![ca.cert_der().to_vec()],
+        )
+        .unwrap();
+        let revocations = Arc::new(
+            Revocations::load(vec![stored_list("plant-a", 1, statement.encode())]).unwrap(),
+        );
+        assert!(revocations.check(gw1.info()).is_ok());
+        let err = revocations.check(gw2.info()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the certificate of plant-a/gw2 (serial "),
+            "{err}"
+        );
+        assert!(
+            err.to_string().ends_with(
+                "is revoked by mesh plant-a's revocation list version 1 (the node is revoked)"
+            ),
+            "{err}"
+        );
+        let verifier = Verifier::new(KeyPurpose::ClientAuth, revocations.clone());
+        let bundle = vec![ca.cert_der().to_vec()];
+        let at = Timestamp(
+            u64::try_from(
+                now.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+        );
+        assert!(verifier.verify(&bundle, gw1.der(), &[], at).is_ok());
+        let refused = verifier.verify(&bundle, gw2.der(), &[], at).unwrap_err();
+        assert!(refused.contains("is revoked"), "{refused}");
+        let views = revocations.views();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].list, list);
+    }
+
+    #[test]
+    fn a_stored_list_that_does_not_read_stops_the_start() {
+        let err = Revocations::load(vec![stored_list("plant-a", 1, vec![0xff])]).unwrap_err();
+        assert!(err.to_string().contains("revocation_lists"), "{err}");
+    }
+}
