@@ -12,18 +12,28 @@ use meshfed_proto::session::{Control, RevocationsAck, RevocationsBody};
 fuzz_target!(|data: &[u8]| {
     if let Ok(list) = RevocationList::decode(data) {
         assert!(list.nodes.len() + list.serials.len() <= MAX_REVOCATIONS);
-        assert!(list.serials.iter().all(|s| !s.serial.is_empty() && s.serial.len() <= MAX_SERIAL_LEN));
+        assert!(
+            list.serials
+                .iter()
+                .all(|s| !s.serial.is_empty() && s.serial.len() <= MAX_SERIAL_LEN)
+        );
         assert!(list.version > 0);
         let again = RevocationList::decode(&list.encode()).expect("re-encoded list");
         assert_eq!(again, list);
-        assert!(list.check_successor(&list).is_err(), "a list does not succeed itself");
+        assert!(
+            list.check_successor(&list).is_err(),
+            "a list does not succeed itself"
+        );
     }
     if let Ok(body) = RevocationsBody::decode(data) {
         let again = RevocationsBody::decode(&body.encode()).expect("re-encoded revocations");
         assert_eq!(again, body);
     }
     if let Ok(ack) = RevocationsAck::decode(data) {
-        assert_eq!(RevocationsAck::decode(&ack.encode()).expect("re-encoded ack"), ack);
+        assert_eq!(
+            RevocationsAck::decode(&ack.encode()).expect("re-encoded ack"),
+            ack
+        );
     }
     for ty in [FrameType::Revocations, FrameType::RevocationsAck] {
         if let Ok(Some(control)) = Control::from_frame(&Frame::new(ty, data.to_vec())) {
