@@ -24,6 +24,8 @@ use crate::{MeshId, NodeName};
 pub const MAX_REVOCATIONS: usize = 512;
 /// Longest certificate serial number, in bytes (RFC 5280: at most 20 octets).
 pub const MAX_SERIAL_LEN: usize = 20;
+/// Highest version a list may have (what a signed 64-bit integer holds, as stores keep it).
+pub const MAX_VERSION: u64 = i64::MAX.unsigned_abs();
 
 /// A mesh's revocation list, one version of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,9 @@ pub enum RevocationListError {
     /// Version 0 (versions start at 1).
     #[error("revocation list version 0 is not a version (they start at 1)")]
     VersionZero,
+    /// A version above [`MAX_VERSION`].
+    #[error("revocation list version {0} is above the highest version, {MAX_VERSION}")]
+    VersionTooHigh(u64),
     /// A list of another mesh than the one it should be.
     #[error("revocation list is mesh {found}'s, expected mesh {expected}'s")]
     WrongMesh {
@@ -240,6 +245,9 @@ impl RevocationList {
         if self.version == 0 {
             return Err(RevocationListError::VersionZero);
         }
+        if self.version > MAX_VERSION {
+            return Err(RevocationListError::VersionTooHigh(self.version));
+        }
         let count = self.nodes.len().saturating_add(self.serials.len());
         if count > MAX_REVOCATIONS {
             return Err(RevocationListError::TooManyEntries { count });
@@ -365,6 +373,12 @@ mod tests {
         assert_eq!(
             RevocationList::decode(&zero.encode()),
             Err(RevocationListError::VersionZero)
+        );
+        let mut high = first();
+        high.version = MAX_VERSION + 1;
+        assert_eq!(
+            RevocationList::decode(&high.encode()),
+            Err(RevocationListError::VersionTooHigh(MAX_VERSION + 1))
         );
         for serial in [vec![], vec![0, 1], vec![1; MAX_SERIAL_LEN + 1]] {
             let mut bad = first();

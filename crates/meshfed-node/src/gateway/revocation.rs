@@ -116,7 +116,7 @@ pub(crate) async fn revoke_node(
         return Err(RevokeError::Itself(node));
     }
     let revocations = &ctx.revocations;
-    let _one_at_a_time = revocations.publishing.lock().await;
+    let _one_at_a_time = revocations.changing.lock().await;
     let now = ctx.now();
     let name = node.node.clone();
     let serials = ctx
@@ -179,6 +179,9 @@ pub(crate) async fn receive(
     body: RevocationsBody,
 ) {
     let list = body.list().clone();
+    // Checked and stored as one step, so that two lists arriving at once cannot both pass
+    // against the same stored one.
+    let _one_at_a_time = ctx.revocations.changing.lock().await;
     let stored = ctx.revocations.held(port.mesh());
     let checked = check_received(
         port.mesh(),
@@ -208,7 +211,6 @@ pub(crate) async fn receive(
             return;
         }
     }
-    let _one_at_a_time = ctx.revocations.publishing.lock().await;
     let now = ctx.now();
     let (mesh, version, bytes) = (list.mesh.clone(), list.version, body.encode());
     match ctx

@@ -20,8 +20,9 @@ use meshfed_trust::{KeyPurpose, NodeCertInfo, inspect_node_cert};
 /// The revocation lists this node holds: its own mesh's and each partner's, by mesh.
 pub(crate) struct Revocations {
     lists: RwLock<HashMap<MeshId, Held>>,
-    /// One publication at a time: each version is made from the one before it.
-    pub(super) publishing: tokio::sync::Mutex<()>,
+    /// One change at a time (a publication, or a partner's list checked and stored): each
+    /// version is made from, or checked against, the one before it.
+    pub(super) changing: tokio::sync::Mutex<()>,
 }
 
 /// A stored list.
@@ -85,7 +86,7 @@ impl Revocations {
         }
         Ok(Self {
             lists: RwLock::new(lists),
-            publishing: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
