@@ -273,6 +273,57 @@ mod tests {
     }
 
     #[test]
+    fn envelopes_of_a_signer_revoked_while_the_link_is_up_are_refused_once_the_cache_is_cleared() {
+        use meshfed_proto::admission::Refusal;
+
+        use crate::gateway::port::PeerTrust;
+
+        let now = SystemTime::now();
+        let ca =
+            MeshCa::generate(&"plant-a".parse().unwrap(), now, Duration::from_secs(3600)).unwrap();
+        let key = SigningKey::generate().unwrap();
+        let gw2 = ca
+            .issue_node_cert(
+                &"gw2".parse().unwrap(),
+                &P384PublicKey::of(&key),
+                now,
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        let revocations = Arc::new(Revocations::load(Vec::new()).unwrap());
+        let trust = PeerTrust::new(
+            ca.trust_bundle().clone(),
+            None,
+            Vec::new(),
+            revocations.clone(),
+        );
+        assert!(trust.signer_key(gw2.der(), now).is_ok());
+        let list = RevocationList::empty("plant-a".parse().unwrap(), Timestamp(1))
+            .revoke(
+                &"gw1".parse().unwrap(),
+                &[gw2.info().serial.clone()],
+                Timestamp(2),
+            )
+            .unwrap();
+        let statement = meshfed_trust::sign_statement(
+            StatementKind::Revocations,
+            list.encode(),
+            ca.key(),
+            vec![ca.cert_der().to_vec()],
+        )
+        .unwrap();
+        revocations.install(RevocationsBody::new(statement).unwrap(), Timestamp(3));
+        // What the receiver does on storing a list: every link forgets its verified signers.
+        trust.forget_signers();
+        match trust.signer_key(gw2.der(), now) {
+            Err(Refusal::RevokedSigner(why)) => {
+                assert!(why.contains("the certificate's serial is revoked"), "{why}")
+            }
+            other => panic!("expected a revoked signer, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_stored_list_that_does_not_read_stops_the_start() {
         let err = Revocations::load(vec![stored_list("plant-a", 1, vec![0xff])]).unwrap_err();
         assert!(err.to_string().contains("revocation_lists"), "{err}");
