@@ -58,6 +58,9 @@ fn a_revoked_gateway_is_refused_by_the_partner_and_stays_refused_across_restarts
         "revoked plant-a/gw2: mesh plant-a revocation list version 1",
         "{out}"
     );
+    // Revoking it again changes nothing: the same version.
+    let out = gw1.cli(&["federation", "revoke-node", "plant-a/gw2"]);
+    assert!(out.ok().ends_with("version 1\n"), "{out}");
     let own = revocations(&gw1);
     assert_eq!(own["own"]["version"], 1, "{own:#}");
     assert_eq!(own["own"]["nodes"][0]["node"], "gw2", "{own:#}");

@@ -12,9 +12,9 @@
 //!   list (lists only grow), stores it and acknowledges the version stored.
 //! - **Enforcing.** A stored list takes effect at once: links whose peer certificate it revokes
 //!   are closed with an error frame, every link's cache of verified signers is cleared, and from
-//!   then on the handshake (`revoked::Verifier`, on accept and dial) and the signer check of transfers
-//!   (`PeerTrust::signer_key`) refuse a revoked certificate. The lists are loaded at start, so
-//!   all of this holds across restarts.
+//!   then on the handshake (`revoked::Verifier`, on accept and dial) and the signer check of
+//!   transfers (`PeerTrust::signer_key`) refuse a revoked certificate. The lists are loaded at
+//!   start, so all of this holds across restarts.
 //!
 //! A node entry revokes every certificate naming the node, but a stolen gateway that holds the
 //! issuing CA key can still mint certificates for *other* node names of its mesh until the
@@ -52,9 +52,7 @@ pub(crate) enum RevokeError {
         own: MeshId,
     },
     /// The node named is this one.
-    #[error(
-        "{0} is this gateway itself: revoke it from another gateway of the mesh (or with the mesh CA), not from itself"
-    )]
+    #[error("{0} is this gateway itself: revoke it from another gateway of the mesh")]
     Itself(NodeIdentity),
     /// The list cannot take another entry.
     #[error(transparent)]
@@ -131,6 +129,13 @@ pub(crate) async fn revoke_node(
         |h| h.body.list().clone(),
     );
     let next = current.revoke(&node.node, &serials, now)?;
+    if current.version > 0
+        && next.nodes.len() == current.nodes.len()
+        && next.serials.len() == current.serials.len()
+    {
+        // Revoked already: no change, no new version.
+        return Ok(current);
+    }
     let cert = ctx.id.cert();
     let mut chain_der = vec![cert.der.clone()];
     chain_der.extend(ctx.id.issuing_der.iter().cloned());
