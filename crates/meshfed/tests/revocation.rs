@@ -107,10 +107,13 @@ fn a_revoked_gateway_is_refused_by_the_partner_and_stays_refused_across_restarts
     });
     assert!(link.stderr.contains("acknowledged"), "{link}");
 
-    // Across a restart of supplier-b the list holds: gw2 is refused again.
+    // Across a restart of supplier-b the list holds: gw2 is refused again. (gw2 restarts too,
+    // so that it dials at once rather than after its grown backoff.)
+    gw2.stop();
     b.stop();
     let mark_b = b.log_mark();
     b.start();
+    gw2.start();
     let after = revocations(&b);
     assert_eq!(after["partners"][0]["version"], 1, "{after:#}");
     b.wait_for_log_after(mark_b, &["plant-a/gw2", "is revoked"]);
