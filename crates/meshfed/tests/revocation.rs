@@ -74,6 +74,13 @@ fn a_revoked_gateway_is_refused_by_the_partner_and_stays_refused_across_restarts
     });
     assert_eq!(received["mesh"], "plant-a");
     assert_eq!(received["nodes"][0]["node"], "gw2");
+    let table = b.cli(&["federation", "revocations"]);
+    let text = table.ok();
+    assert!(
+        text.starts_with("plant-a (partner) version 1 issued "),
+        "{table}"
+    );
+    assert!(text.contains("\n  node   plant-a/gw2  revoked "), "{table}");
     gw1.wait_for_log_after(0, &["the peer stored this mesh's revocation list"]);
 
     // gw2 is cut off: supplier-b refuses its links, naming the revocation; gw2 sees why.
