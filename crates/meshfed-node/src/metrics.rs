@@ -92,6 +92,10 @@ pub(crate) struct Metrics {
     pub(crate) connections_unauthenticated: Family<ListenerLabel, Gauge>,
     /// API connections closed for being idle.
     pub(crate) connections_idle_closed: Family<ListenerLabel, Counter>,
+    /// Partners' revocation lists refused (untrusted signer, another mesh, not a successor).
+    pub(crate) revocation_lists_refused: Counter,
+    /// Links closed because a revocation list revokes the peer's certificate.
+    pub(crate) revoked_links_closed: Counter,
 }
 
 impl Metrics {
@@ -115,6 +119,8 @@ impl Metrics {
             connections_refused: Family::default(),
             connections_unauthenticated: Family::default(),
             connections_idle_closed: Family::default(),
+            revocation_lists_refused: Counter::default(),
+            revoked_links_closed: Counter::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -202,8 +208,28 @@ impl Metrics {
             "Connections closed for being idle, by listener",
             m.connections_idle_closed.clone(),
         );
+        registry.register(
+            "revocation_lists_refused",
+            "Revocation lists from partners that were refused (untrusted, another mesh's, or not a successor of the stored one)",
+            m.revocation_lists_refused.clone(),
+        );
+        registry.register(
+            "revoked_links_closed",
+            "Links closed because a revocation list revokes the peer's certificate",
+            m.revoked_links_closed.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
+    }
+
+    /// Counts a partner's revocation list that was refused.
+    pub(crate) fn revocation_list_refused(&self) {
+        self.revocation_lists_refused.inc();
+    }
+
+    /// Counts a link closed because its peer's certificate is revoked.
+    pub(crate) fn revoked_link_closed(&self) {
+        self.revoked_links_closed.inc();
     }
 
     /// Counts a refusal of a message travelling `direction`.

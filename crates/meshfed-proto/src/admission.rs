@@ -88,6 +88,9 @@ pub enum Refusal {
     /// The signer certificate is not issued by the peer's stored trust bundle (or expired).
     #[error("signer certificate: {0}")]
     UntrustedSigner(String),
+    /// The signer certificate is revoked by its mesh's revocation list.
+    #[error("signer certificate revoked: {0}")]
+    RevokedSigner(String),
     /// The signature (or the batch's) does not verify.
     #[error("signature: {0}")]
     BadSignature(String),
@@ -142,7 +145,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 16] = [
+    pub const REASONS: [&'static str; 17] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -154,6 +157,7 @@ impl Refusal {
         "not_encrypted",
         "unsealable",
         "untrusted_signer",
+        "revoked_signer",
         "bad_signature",
         "malformed",
         "topic_not_agreed",
@@ -176,6 +180,7 @@ impl Refusal {
             Self::NotEncrypted => "not_encrypted",
             Self::Unsealable(_) => "unsealable",
             Self::UntrustedSigner(_) => "untrusted_signer",
+            Self::RevokedSigner(_) => "revoked_signer",
             Self::BadSignature(_) => "bad_signature",
             Self::Malformed(_) => "malformed",
             Self::TopicNotAgreed { .. } => "topic_not_agreed",
@@ -198,7 +203,7 @@ impl Refusal {
             }
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,
-            Self::UntrustedSigner(_) => ErrorCode::UntrustedPeer,
+            Self::UntrustedSigner(_) | Self::RevokedSigner(_) => ErrorCode::UntrustedPeer,
             Self::BadSignature(_) => ErrorCode::BadSignature,
         }
     }
@@ -489,6 +494,7 @@ mod tests {
             Refusal::NotEncrypted,
             Refusal::Unsealable(String::new()),
             Refusal::UntrustedSigner(String::new()),
+            Refusal::RevokedSigner(String::new()),
             Refusal::BadSignature(String::new()),
             Refusal::Malformed(String::new()),
             Refusal::TooLarge { size: 1, max: 0 },

@@ -76,6 +76,10 @@ frame_types! {
     TrustBundle = 0x1b,
     /// The trust bundle of that serial is stored.
     TrustBundleAck = 0x1c,
+    /// The sender's mesh's revocation list, a signed statement.
+    Revocations = 0x16,
+    /// The revocation list version the receiver stored.
+    RevocationsAck = 0x17,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod revocation;
 pub mod session;
 pub mod statement;
 pub mod topic;

@@ -23,6 +23,7 @@ mod error;
 mod federation;
 mod invitation;
 pub mod journal;
+mod revocation;
 mod schema;
 mod time_fmt;
 
@@ -38,6 +39,7 @@ pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
 pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
+pub use revocation::{IssuedCert, StoredRevocations};
 
 use crate::error::Doing;
 

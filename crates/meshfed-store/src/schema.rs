@@ -137,6 +137,24 @@ const MIGRATIONS: &[&str] = &[
         acked_bundle_serial INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     ",
+    // 7: revocation lists (this mesh's own and each partner's, as signed) and the node
+    // certificates this node issued to itself, so that revoking a node can name their serials.
+    "
+    CREATE TABLE revocation_lists (
+        mesh      TEXT NOT NULL PRIMARY KEY, -- whose list
+        version   INTEGER NOT NULL,          -- only ever increases
+        statement BLOB NOT NULL,             -- SignedStatement wire form, exactly as signed
+        stored    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE issued_certs (
+        serial    BLOB NOT NULL PRIMARY KEY, -- big-endian, no leading zeros
+        node      TEXT NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX issued_certs_by_node ON issued_certs (node, issued);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -324,6 +324,41 @@ impl Mesh {
         node
     }
 
+    /// Another gateway of this mesh made from a copy of this node directory, whose gateway must
+    /// be stopped: the same mesh CA and issuing CA, configuration, admin token and store (so it
+    /// knows, and resumes, the same federations — a standby taking over), but named `node` and
+    /// with a fresh node key, so that it issues itself a certificate for `node` when it starts.
+    pub fn copy_as(&self, node: &str) -> Mesh {
+        assert!(
+            self.running.is_none(),
+            "stop the gateway of {} before copying its directory",
+            self.mesh
+        );
+        let root = crate::temp_dir();
+        let dir = root.path().join(&self.mesh);
+        copy_dir(&self.dir, &dir);
+        let copy = Self {
+            running: None,
+            spawned: 0,
+            bin: self.bin.clone(),
+            mesh: self.mesh.clone(),
+            log: root.path().join("gateway.log"),
+            dir,
+            root,
+        };
+        copy.configure("node", "name", node);
+        let key = meshfed_trust::SigningKey::generate().expect("generate a node key");
+        let pem = meshfed_trust::key_to_pkcs8_pem(&key).expect("encode the node key");
+        meshfed_trust::files::write_file(
+            &copy.dir.join("node/node.key"),
+            pem.as_bytes(),
+            meshfed_trust::files::FileMode::Private,
+            meshfed_trust::files::IfExists::Replace,
+        )
+        .expect("write the new node key");
+        copy
+    }
+
     /// The mesh id.
     pub fn name(&self) -> &str {
         &self.mesh
@@ -611,6 +646,20 @@ impl Drop for Mesh {
                 self.mesh,
                 self.log()
             );
+        }
+    }
+}
+
+/// Copies the directory tree `from` to `to` (files keep their modes).
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in fs::read_dir(from).expect("read the directory to copy") {
+        let entry = entry.expect("read a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
 }

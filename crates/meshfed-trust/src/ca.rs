@@ -586,6 +586,8 @@ mod tests {
             .issue_node_cert(&node, &key, at(NOW), Duration::from_secs(60))
             .unwrap();
         assert_ne!(serial(&a), serial(&b));
+        assert_eq!(a.info().serial, serial(&a), "the info names the serial");
+        assert_eq!(a.info().serial.len(), 16);
     }
 
     #[test]

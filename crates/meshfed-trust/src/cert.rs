@@ -153,6 +153,9 @@ pub struct NodeCertInfo {
     pub not_after: SystemTime,
     /// The node's public key: an uncompressed P-384 point.
     pub public_key: P384PublicKey,
+    /// The certificate's serial number, big-endian, without leading zero bytes (what a
+    /// revocation list names a single certificate by).
+    pub serial: Vec<u8>,
 }
 
 impl NodeCertInfo {
@@ -201,7 +204,14 @@ pub fn inspect_node_cert(der: &[u8]) -> Result<NodeCertInfo, CertError> {
         not_before: system_time(cert.validity().not_before),
         not_after: system_time(cert.validity().not_after),
         public_key: p384_key(&cert)?,
+        serial: serial_bytes(cert.raw_serial()),
     })
+}
+
+/// A serial number's bytes without the leading zeros DER may add to keep it positive.
+fn serial_bytes(raw: &[u8]) -> Vec<u8> {
+    let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
+    raw[start..].to_vec()
 }
 
 /// Reads a mesh CA certificate (DER): its `meshfed://<mesh>` SAN URI, validity and P-384 public

@@ -174,6 +174,20 @@ pub(crate) enum FederationCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke a node of this mesh (a stolen gateway): every certificate naming MESH/NODE is
+    /// refused from now on by every partner, which gets the signed revocation list at once (or
+    /// when it next connects) and closes links using them. Prints the list's new version.
+    RevokeNode {
+        /// The node, as MESH/NODE; MESH must be this node's own mesh.
+        #[arg(value_name = "MESH/NODE")]
+        node: String,
+    },
+    /// Show this mesh's revocation list and those received from partner meshes.
+    Revocations {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshfed send`.

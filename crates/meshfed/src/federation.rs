@@ -4,6 +4,7 @@ use std::path::Path;
 
 use meshfed_node::api::models::{
     FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, OperationRequest,
+    RevocationListView, RevocationsView, RevokeNodeRequest,
 };
 
 use crate::cli::FederationCommand;
@@ -52,6 +53,19 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
             FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
             FederationCommand::Resume { id } => operate(&client, &id, "resume", OperationRequest::default()).await?,
             FederationCommand::Terminate { id, force } => operate(&client, &id, "terminate", OperationRequest { force }).await?,
+            FederationCommand::RevokeNode { node } => {
+                let request = RevokeNodeRequest { node: node.clone() };
+                let list: RevocationListView = client.post("/v1/revocations", &request).await?;
+                outln!("revoked {node}: mesh {} revocation list version {}", list.mesh, list.version)?;
+            }
+            FederationCommand::Revocations { json } => {
+                let view: RevocationsView = client.get("/v1/revocations").await?;
+                if json {
+                    outln!("{}", to_json(&view, true)?)?;
+                } else {
+                    print_revocations(&view)?;
+                }
+            }
         }
         Ok(())
     })
@@ -67,6 +81,41 @@ async fn operate(
         .post(&format!("/v1/federations/{id}/{op}"), &body)
         .await?;
     outln!("federation {} with {} is now {}", f.id, f.peer, f.state)?;
+    Ok(())
+}
+
+/// Each list: its mesh and version, then one line per revoked node and serial.
+fn print_revocations(view: &RevocationsView) -> Result<(), Failure> {
+    let lists = view.own.iter().chain(&view.partners);
+    let mut any = false;
+    for list in lists {
+        any = true;
+        let whose = if list.mesh == view.mesh {
+            "this mesh"
+        } else {
+            "partner"
+        };
+        outln!(
+            "{} ({whose}) version {} issued {}",
+            list.mesh,
+            list.version,
+            list.issued_at
+        )?;
+        for n in &list.nodes {
+            outln!(
+                "  node   {}/{}  revoked {}",
+                list.mesh,
+                n.node,
+                n.revoked_at
+            )?;
+        }
+        for s in &list.serials {
+            outln!("  serial {}  revoked {}", s.serial, s.revoked_at)?;
+        }
+    }
+    if !any {
+        outln!("no revocation lists")?;
+    }
     Ok(())
 }
 

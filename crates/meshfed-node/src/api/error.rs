@@ -9,6 +9,7 @@ use meshfed_proto::admission::Refusal;
 
 use super::models::{ErrorBody, ErrorDetail};
 use crate::gateway::federations::FederationError;
+use crate::gateway::revocation::RevokeError;
 use crate::gateway::stream::Refused;
 use crate::gateway::submit::SendError;
 
@@ -152,6 +153,7 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::NotEncrypted
         | Refusal::Unsealable(_)
         | Refusal::UntrustedSigner(_)
+        | Refusal::RevokedSigner(_)
         | Refusal::BadSignature(_)
         | Refusal::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }
@@ -200,4 +202,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::OtherMesh { .. } | RevokeError::Itself(_) => {
+                Self::bad_request(e.to_string())
+            }
+            RevokeError::List(_) => Self {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: e.to_string(),
+            },
+            RevokeError::Local(_) => Self::internal(e.to_string()),
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod conn;
 mod error;
 pub mod models;
 mod openapi;
+mod revocations;
 #[cfg(test)]
 mod tests;
 
@@ -86,7 +87,11 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(dead_letters))
         .routes(routes!(rotate_token))
         .routes(routes!(show_trust))
-        .routes(routes!(reload_trust));
+        .routes(routes!(reload_trust))
+        .routes(routes!(
+            revocations::list_revocations,
+            revocations::revoke_node
+        ));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -29,7 +29,12 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
+mod revocations;
 pub(crate) mod schema;
+
+pub use revocations::{
+    RevocationListView, RevocationsView, RevokeNodeRequest, RevokedNodeView, RevokedSerialView,
+};
 
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -33,7 +33,8 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "node", description = "This node"),
         (name = "federations", description = "Invitations, joining, listing and lifecycle"),
-        (name = "messages", description = "Sending and receiving across federations")
+        (name = "messages", description = "Sending and receiving across federations"),
+        (name = "revocations", description = "Revoking this mesh's nodes; the revocation lists of this mesh and its partners")
     )
 )]
 pub(super) struct ApiDoc;

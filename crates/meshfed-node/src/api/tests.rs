@@ -366,6 +366,28 @@ fn samples() -> Vec<(String, Value)> {
             partners: vec![partner_trust()],
             announced_on: Some(1),
         }),
+        sample(RevokeNodeRequest {
+            node: "plant-a/gw2".into(),
+        }),
+        sample(revocation_list()),
+        sample(RevokedNodeView {
+            node: "gw2".parse().unwrap(),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }),
+        sample(RevokedSerialView {
+            serial: "41".repeat(16),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }),
+        sample(RevocationsView {
+            mesh: "plant-a".parse().unwrap(),
+            own: Some(revocation_list()),
+            partners: vec![revocation_list()],
+        }),
+        sample(RevocationsView {
+            mesh: "plant-a".parse().unwrap(),
+            own: None,
+            partners: Vec::new(),
+        }),
         sample(FederationList {
             federations: vec![federation(), sparse_federation()],
         }),
@@ -610,4 +632,21 @@ async fn readyz_names_a_federation_listener_that_cannot_accept() {
         )
     );
     assert_eq!(node.call("GET", "/healthz", false).await.0, 200);
+}
+
+fn revocation_list() -> RevocationListView {
+    RevocationListView {
+        mesh: "plant-a".parse().unwrap(),
+        version: 2,
+        issued_at: "2026-01-01T00:00:00Z".into(),
+        stored: "2026-01-01T00:00:01Z".into(),
+        nodes: vec![RevokedNodeView {
+            node: "gw2".parse().unwrap(),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }],
+        serials: vec![RevokedSerialView {
+            serial: "41".repeat(16),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }],
+    }
 }

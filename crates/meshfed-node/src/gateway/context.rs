@@ -11,12 +11,12 @@ use std::time::Duration;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::handshake::LocalIdentity;
 use meshfed_store::{Journal, Store};
-use meshfed_transport::X509PeerVerifier;
 use meshfed_trust::KeyPurpose;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::identity::Identity;
+use super::revoked::{Revocations, Verifier};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ pub(crate) struct Context {
     pub(crate) journal: Arc<Journal>,
     pub(crate) clock: Clock,
     pub(crate) metrics: Metrics,
+    /// The revocation lists this node holds (its mesh's and its partners').
+    pub(crate) revocations: Arc<Revocations>,
     /// Where federation links are accepted.
     pub(crate) federation_addr: SocketAddr,
     /// Cancelled when the gateway stops.
@@ -47,7 +49,8 @@ impl Context {
         self.clock.now()
     }
 
-    /// The handshake's view of this node; the verifier checks peers for `purpose`.
+    /// The handshake's view of this node; the verifier checks peers for `purpose`, and refuses
+    /// certificates the revocation lists revoke.
     pub(crate) fn local(&self, purpose: KeyPurpose) -> LocalIdentity {
         LocalIdentity {
             mesh: self.id.mesh.clone(),
@@ -63,7 +66,7 @@ impl Context {
                 ..Default::default()
             },
             policy: meshfed_proto::policy::PolicyOffer::default(),
-            verifier: Arc::new(X509PeerVerifier::new(purpose)),
+            verifier: Arc::new(Verifier::new(purpose, self.revocations.clone())),
             step_timeout: self.config.federation.handshake_timeout,
             agreement_validity: Duration::from_secs(365 * 24 * 3600),
         }

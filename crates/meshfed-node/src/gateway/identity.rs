@@ -44,6 +44,9 @@ pub(crate) struct MeshTrust {
     pub(crate) bundle: TrustBundle,
     /// The fingerprint of the CA in use (what invitations pin).
     pub(crate) ca_fingerprint: Fingerprint,
+    /// The issuing CA certificate (DER) behind the node certificate, if the mesh has one: what
+    /// a statement this node signs carries after its certificate.
+    pub(crate) issuing_der: Option<Vec<u8>>,
     /// The latest signed statement of the bundle, with its serial; `None` while the bundle is
     /// the one `meshfed init` made (serial 0).
     pub(crate) statement: Option<(SignedStatement, u64)>,
@@ -210,8 +213,14 @@ impl Identity {
 }
 
 /// Renews the node certificate whenever it is due (`renew_before` its expiry, on the
-/// gateway's clock) until the gateway stops. A failed renewal is logged and tried again.
-pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &CancellationToken) {
+/// gateway's clock) until the gateway stops, handing each new certificate (DER) to `renewed`.
+/// A failed renewal is logged and tried again.
+pub(crate) async fn renew_loop(
+    id: &Identity,
+    clock: &Clock,
+    cancel: &CancellationToken,
+    renewed: impl Fn(Vec<u8>),
+) {
     loop {
         let Some(renewal) = id.renewal() else {
             return;
@@ -230,11 +239,14 @@ pub(crate) async fn renew_loop(id: &Identity, clock: &Clock, cancel: &Cancellati
             continue;
         }
         match id.renew(clock.wall()) {
-            Ok(cert) => tracing::info!(
-                path = %renewal.path.display(),
-                expires = %humantime::format_rfc3339_seconds(cert.not_after),
-                "renewed the node certificate"
-            ),
+            Ok(cert) => {
+                tracing::info!(
+                    path = %renewal.path.display(),
+                    expires = %humantime::format_rfc3339_seconds(cert.not_after),
+                    "renewed the node certificate"
+                );
+                renewed(cert.der.clone());
+            }
             Err(reason) => {
                 tracing::warn!(
                     "cannot renew the node certificate ({reason}); trying again in {}",
@@ -379,6 +391,11 @@ pub(crate) fn load(
             info.mesh, info.node, config.node.mesh, config.node.name
         )));
     }
+    let issuing_der = issuing_pem
+        .as_deref()
+        .map(meshfed_trust::cert::cert_der_from_pem)
+        .transpose()
+        .map_err(|e| bad(format!("issuing CA certificate: {e}")))?;
     let ca_der = bundle
         .cas()
         .first()
@@ -416,6 +433,7 @@ pub(crate) fn load(
         tls,
         trust: RwLock::new(Arc::new(MeshTrust {
             ca_fingerprint: Fingerprint::of(&ca_der),
+            issuing_der,
             bundle,
             statement,
         })),

@@ -30,6 +30,8 @@ pub(crate) mod local;
 pub(crate) mod open;
 pub(crate) mod pending;
 pub(crate) mod port;
+pub(crate) mod revocation;
+pub(crate) mod revoked;
 pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod submit;
@@ -94,10 +96,11 @@ pub async fn start(
         .to_owned();
     let store_path = config.store.path.resolve(dir);
     crate::store_file::check(dir, &store_path)?;
-    let (store, journal) = tokio::task::spawn_blocking(move || {
+    let (store, journal, revocations) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_path)?;
         let journal = Journal::open(&store_path, JournalConfig::default())?;
-        Ok::<_, meshfed_store::StoreError>((store, journal))
+        let revocations = revoked::Revocations::load(store.revocation_lists()?)?;
+        Ok::<_, meshfed_store::StoreError>((store, journal, revocations))
     })
     .await
     .map_err(|e| GatewayError::Identity {
@@ -142,6 +145,7 @@ pub async fn start(
         journal,
         clock,
         metrics,
+        revocations: Arc::new(revocations),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
@@ -177,10 +181,18 @@ pub async fn start(
     }
     ctx.tracker
         .spawn(links::accept_loop(links.clone(), listener));
+    revocation::record_issued(&ctx, &ctx.id.cert().der).await;
     let renewing = ctx.clone();
     ctx.tracker.spawn(async move {
         let ctx = renewing;
-        identity::renew_loop(&ctx.id, &ctx.clock, &ctx.cancel).await;
+        let recorder = ctx.clone();
+        let record = move |der: Vec<u8>| {
+            let ctx = recorder.clone();
+            recorder
+                .tracker
+                .spawn(async move { revocation::record_issued(&ctx, &der).await });
+        };
+        identity::renew_loop(&ctx.id, &ctx.clock, &ctx.cancel, record).await;
     });
     links::redial_stored(&links).await;
     links::statics::start(&links);

@@ -17,11 +17,12 @@ use meshfed_proto::frame::Frame;
 use meshfed_proto::session::{LinkSession, SessionClosed};
 use meshfed_proto::{FederationId, KeyId, MeshId};
 use meshfed_queue::Peer;
-use meshfed_trust::{KeyPurpose, TrustBundle};
+use meshfed_trust::{KeyPurpose, NodeCertInfo, TrustBundle};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::revoked::Revocations;
 use crate::clock::{Clock, timestamp};
 
 pub use meshfed_proto::session::Health;
@@ -299,11 +300,17 @@ impl SessionKeys {
     }
 }
 
-/// The peer's trust bundle as stored for the federation, the issuing CAs the peer presented
-/// (after its leaf on this link, and in its trust bundle statements), and the signer
-/// certificates already verified against them.
+/// The peer's trust bundle as stored for the federation, the certificates the peer presented on
+/// this link (its leaf, and after it its mesh's issuing CA, if it has one) and issuing CAs it
+/// named in trust bundle statements since, and the signer certificates already verified against
+/// them and the revocation lists.
 pub(crate) struct PeerTrust {
     bundle: RwLock<TrustBundle>,
+    /// What the peer's TLS certificate says (`None` if it does not read as a node certificate,
+    /// which the handshake would have refused).
+    leaf: Option<NodeCertInfo>,
+    /// Revoked signers are refused; the lists may change while the link is up.
+    revocations: Arc<Revocations>,
     /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
     /// the issuing CA the peer presented in TLS, or named in a later bundle statement.
     intermediates: RwLock<Vec<CertificateDer<'static>>>,
@@ -312,10 +319,18 @@ pub(crate) struct PeerTrust {
 }
 
 impl PeerTrust {
-    /// Trust in exactly `bundle`, through the `intermediates` the peer presented.
-    pub(crate) fn new(bundle: TrustBundle, intermediates: Vec<CertificateDer<'static>>) -> Self {
+    /// Trust in exactly `bundle`, through the `intermediates` the peer presented after its
+    /// `leaf`, minus what `revocations` revokes.
+    pub(crate) fn new(
+        bundle: TrustBundle,
+        leaf: Option<NodeCertInfo>,
+        intermediates: Vec<CertificateDer<'static>>,
+        revocations: Arc<Revocations>,
+    ) -> Self {
         Self {
             bundle: RwLock::new(bundle),
+            leaf,
+            revocations,
             intermediates: RwLock::new(intermediates),
             signers: Mutex::new(HashMap::new()),
         }
@@ -337,8 +352,31 @@ impl PeerTrust {
         *self.bundle.write().unwrap_or_else(|e| e.into_inner()) = bundle;
     }
 
+    /// The peer's trust bundle, as stored.
+    pub(crate) fn bundle(&self) -> TrustBundle {
+        self.bundle
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the peer's TLS certificate on this link says.
+    pub(crate) fn leaf(&self) -> Option<&NodeCertInfo> {
+        self.leaf.as_ref()
+    }
+
+    /// Forgets every verified signer: each is checked again (against new revocations) when it
+    /// next signs.
+    pub(crate) fn forget_signers(&self) {
+        self.signers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// The verified public key of a signer certificate, checked once per certificate against
-    /// the peer's stored bundle (and again once the cached one expires, then refused).
+    /// the peer's stored bundle and the revocation lists (and again once the cached one expires,
+    /// then refused, or once a new revocation list clears the cache).
     pub(crate) fn signer_key(&self, cert: &[u8], now: SystemTime) -> Result<VerifyingKey, Refusal> {
         let digest = sha384(cert);
         let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
@@ -356,6 +394,9 @@ impl PeerTrust {
             now,
         )
         .map_err(|e| Refusal::UntrustedSigner(e.to_string()))?;
+        self.revocations
+            .check(&info)
+            .map_err(|e| Refusal::RevokedSigner(e.to_string()))?;
         let key = info
             .public_key
             .verifying_key()

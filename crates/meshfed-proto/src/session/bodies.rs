@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::revocations::{RevocationsAck, RevocationsBody};
 use crate::frame::{Frame, FrameType};
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
@@ -77,6 +78,10 @@ pub enum Control {
     TrustBundle(SignedStatement),
     /// A [`BundleAck`] frame.
     TrustBundleAck(BundleAck),
+    /// A `Revocations` frame: the peer mesh's signed revocation list.
+    Revocations(Box<RevocationsBody>),
+    /// A `RevocationsAck` frame.
+    RevocationsAck(RevocationsAck),
 }
 
 /// The answer to a `TrustBundle` frame: the bundle of this serial is stored (or one above it
@@ -145,6 +150,10 @@ pub enum BodyFault {
         /// The maximum.
         max: usize,
     },
+    /// The body decodes but what it says cannot be accepted (e.g. a revocation list out of
+    /// bounds).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Heartbeat {
@@ -265,6 +274,8 @@ impl Control {
             T::Error => Self::Error(decode(T::Error, body)?),
             T::TrustBundle => Self::TrustBundle(bundle_statement(body)?),
             T::TrustBundleAck => Self::TrustBundleAck(BundleAck::decode(body)?),
+            T::Revocations => Self::Revocations(Box::new(RevocationsBody::decode(body)?)),
+            T::RevocationsAck => Self::RevocationsAck(RevocationsAck::decode(body)?),
             _ => return Ok(None),
         }))
     }
@@ -280,6 +291,8 @@ impl Control {
             Self::Error(b) => (T::Error, encode(b)),
             Self::TrustBundle(b) => (T::TrustBundle, b.encode()),
             Self::TrustBundleAck(b) => (T::TrustBundleAck, b.encode()),
+            Self::Revocations(b) => (T::Revocations, b.encode()),
+            Self::RevocationsAck(b) => (T::RevocationsAck, b.encode()),
         };
         Frame::new(ty, body)
     }
@@ -297,14 +310,14 @@ pub(super) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     // Invariant: encoding plain structs into a Vec cannot fail.
     ciborium::into_writer(body, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
     out
 }
 
-fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
+pub(super) fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
     let mut rest = bytes;
     let value = ciborium::from_reader(&mut rest).map_err(|e| BodyError {
         frame,

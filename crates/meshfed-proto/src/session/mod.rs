@@ -18,7 +18,8 @@
 //!    call [`LinkSession::handle_timeout`].
 //!
 //! Local commands — [`LinkSession::suspend`], [`LinkSession::resume`], [`LinkSession::terminate`],
-//! [`LinkSession::close_with_error`] — queue their frame for step 2. Data frames (transfers,
+//! [`LinkSession::close_with_error`], [`LinkSession::send_revocations`],
+//! [`LinkSession::acknowledge_revocations`] — queue their frame for step 2. Data frames (transfers,
 //! envelopes, acknowledgements, credit, floors) the driver sends itself; transfers and envelopes
 //! only while [`LinkSession::flow`] is [`FlowState::Active`].
 //!
@@ -38,6 +39,7 @@
 //! the session's `on_control`, and the facts it yields as new [`SessionEvent`]s.
 
 pub mod bodies;
+pub mod revocations;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +51,7 @@ pub use bodies::{
     BodyError, BodyFault, BundleAck, Control, FlowState, Heartbeat, HeartbeatAck, LifecycleChange,
     MAX_REASON_LEN, TerminationBody,
 };
+pub use revocations::{RevocationsAck, RevocationsBody};
 
 use crate::frame::{Frame, FrameType};
 use crate::handshake::ErrorCode;
@@ -202,6 +205,12 @@ pub enum SessionEvent {
         /// The serial it stored.
         serial: u64,
     },
+    /// The peer sent its mesh's revocation list (its form checked, its signature not yet):
+    /// verify it, store it if it succeeds the stored one, then
+    /// [`LinkSession::acknowledge_revocations`].
+    RevocationsReceived(Box<RevocationsBody>),
+    /// The peer stored this side's revocation list at this version.
+    RevocationsAcknowledged(RevocationsAck),
     /// The session ended: close the link. Nothing more is sent or accepted.
     Closed(CloseReason),
 }
@@ -459,6 +468,21 @@ impl LinkSession {
         Ok(())
     }
 
+    /// Sends this mesh's signed revocation list to the peer.
+    pub fn send_revocations(&mut self, body: RevocationsBody) -> Result<(), SessionClosed> {
+        self.ensure_open()?;
+        self.send(Control::Revocations(Box::new(body)));
+        Ok(())
+    }
+
+    /// Tells the peer which version of its revocation list this side now stores (after a
+    /// [`SessionEvent::RevocationsReceived`]).
+    pub fn acknowledge_revocations(&mut self, ack: RevocationsAck) -> Result<(), SessionClosed> {
+        self.ensure_open()?;
+        self.send(Control::RevocationsAck(ack));
+        Ok(())
+    }
+
     /// Whether messages flow: [`FlowState::Suspended`] while either side holds a suspension.
     pub fn flow(&self) -> FlowState {
         match self.suspended_by() {
@@ -527,6 +551,14 @@ impl LinkSession {
             Control::TrustBundleAck(BundleAck { serial }) => {
                 self.events
                     .push_back(SessionEvent::BundleAcknowledged { serial });
+            }
+            Control::Revocations(body) => {
+                self.events
+                    .push_back(SessionEvent::RevocationsReceived(body));
+            }
+            Control::RevocationsAck(ack) => {
+                self.events
+                    .push_back(SessionEvent::RevocationsAcknowledged(ack));
             }
         }
         Received::Consumed

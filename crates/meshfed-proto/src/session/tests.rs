@@ -1113,3 +1113,162 @@ proptest! {
         }
     }
 }
+
+/// A revocation list of mesh `plant-a` revoking `gw2`, in a statement (its signature is the
+/// driver's to check, so any bytes do here).
+fn revocations(version: u64) -> RevocationsBody {
+    use crate::revocation::RevocationList;
+    use crate::statement::{SignedStatement, StatementKind};
+    let mut list = RevocationList::empty("plant-a".parse().unwrap(), crate::envelope::Timestamp(1))
+        .revoke(
+            &"gw2".parse().unwrap(),
+            &[vec![0x42; 16]],
+            crate::envelope::Timestamp(2),
+        )
+        .unwrap();
+    list.version = version;
+    RevocationsBody::new(SignedStatement {
+        kind: StatementKind::Revocations,
+        body: serde_bytes::ByteBuf::from(list.encode()),
+        chain: vec![serde_bytes::ByteBuf::from(vec![0x30; 8])],
+        signature: serde_bytes::ByteBuf::from(vec![1; 96]),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_revocation_list_reaches_the_peer_as_an_event_and_its_ack_comes_back() {
+    let mut pair = Pair::new();
+    pair.run_until(secs(2));
+    let body = revocations(3);
+    pair.a.session.send_revocations(body.clone()).unwrap();
+    pair.run_until(secs(2) + ms(100));
+    let received: Vec<_> = pair
+        .b
+        .facts()
+        .into_iter()
+        .filter(|(_, e)| matches!(e, SessionEvent::RevocationsReceived(_)))
+        .collect();
+    assert_eq!(
+        received,
+        [(
+            secs(2) + ms(20),
+            SessionEvent::RevocationsReceived(Box::new(body.clone()))
+        )]
+    );
+    assert_eq!(body.list().version, 3);
+    // B's driver stores the list, then acknowledges the version it stored.
+    let ack = RevocationsAck {
+        mesh: "plant-a".parse().unwrap(),
+        version: 3,
+    };
+    pair.b.session.acknowledge_revocations(ack.clone()).unwrap();
+    pair.run_until(secs(3));
+    assert!(
+        pair.a.facts().contains(&(
+            secs(2) + ms(120),
+            SessionEvent::RevocationsAcknowledged(ack)
+        )),
+        "{:?}",
+        pair.a.facts()
+    );
+    // The exchange is control traffic: both stay healthy and open.
+    assert_eq!(pair.status(Side::A).health, Health::Healthy);
+    assert_eq!(pair.status(Side::B).health, Health::Healthy);
+    assert!(!pair.a.session.is_closed() && !pair.b.session.is_closed());
+}
+
+#[test]
+fn a_revocation_list_is_exchanged_while_the_federation_is_suspended() {
+    let mut pair = Pair::starting(FlowState::Suspended, FlowState::Active);
+    pair.run_until(secs(1));
+    pair.a.session.send_revocations(revocations(1)).unwrap();
+    pair.run_until(secs(2));
+    assert!(
+        pair.b.facts().iter().any(
+            |(_, e)| matches!(e, SessionEvent::RevocationsReceived(b) if b.list().version == 1)
+        )
+    );
+}
+
+#[test]
+fn malformed_revocation_bodies_close_the_session_with_an_error_frame() {
+    let not_a_list = crate::statement::SignedStatement {
+        kind: crate::statement::StatementKind::Revocations,
+        body: serde_bytes::ByteBuf::from(vec![0xa0]),
+        chain: vec![serde_bytes::ByteBuf::from(vec![1])],
+        signature: serde_bytes::ByteBuf::from(vec![1; 96]),
+    };
+    let bundle = crate::statement::SignedStatement {
+        kind: crate::statement::StatementKind::TrustBundle,
+        ..revocations(1).statement().clone()
+    };
+    let cases: [(FrameType, Vec<u8>, &str); 5] = [
+        (
+            FrameType::Revocations,
+            vec![0xff],
+            "Revocations body refused: signed statement does not decode",
+        ),
+        (
+            FrameType::Revocations,
+            not_a_list.encode(),
+            "Revocations body refused: revocation list does not decode",
+        ),
+        (
+            FrameType::Revocations,
+            bundle.encode(),
+            "Revocations body refused: a TrustBundle statement",
+        ),
+        (
+            FrameType::RevocationsAck,
+            vec![0xa0],
+            "RevocationsAck body refused: not its CBOR form",
+        ),
+        (
+            FrameType::RevocationsAck,
+            vec![],
+            "RevocationsAck body refused: not its CBOR form",
+        ),
+    ];
+    for (ty, body, text) in cases {
+        let mut pair = Pair::new();
+        pair.run_until(secs(1));
+        pair.send_raw(Side::B, Frame::new(ty, body));
+        pair.run_until(secs(3));
+        let Err(SessionError::Violation(ProtocolViolation::Malformed(e))) =
+            pair.a.last_received(ty)
+        else {
+            panic!("{ty:?}: {:?}", pair.a.last_received(ty));
+        };
+        assert!(e.to_string().starts_with(text), "{e}");
+        assert!(
+            matches!(
+                pair.a.closed(),
+                Some((_, CloseReason::ProtocolViolation(_)))
+            ),
+            "{:?}",
+            pair.a.closed()
+        );
+        assert!(
+            pair.b.facts().iter().any(|(_, e)| matches!(
+                e,
+                SessionEvent::PeerReportedError { code: ErrorCode::Malformed, reason } if reason.starts_with(text)
+            )),
+            "{:?}",
+            pair.b.facts()
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_revocations_body_is_refused_or_accepted_without_panicking(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ack in any::<bool>(),
+    ) {
+        let (t0, mut s) = one_session();
+        let ty = if ack { FrameType::RevocationsAck } else { FrameType::Revocations };
+        let _ = s.handle_frame(&Frame::new(ty, bytes), t0);
+        let _ = drain(&mut s);
+    }
+}

@@ -116,6 +116,16 @@ impl Links {
             .map_or_else(LinkStatus::down, |p| p.status(&self.ctx.clock))
     }
 
+    /// Every open session.
+    pub(crate) fn ports(&self) -> Vec<Arc<LinkPort>> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .values()
+            .filter(|p| !p.is_closed())
+            .cloned()
+            .collect()
+    }
+
     /// The open session of federation `id`, if any.
     pub(crate) fn port(&self, id: &FederationId) -> Option<Arc<LinkPort>> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 
 use super::{LinkError, Links, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
 use crate::gateway::inbox::Input;
-use crate::gateway::open;
 use crate::gateway::port::{KeyRotation, LinkPort, PeerTrust, SessionKeys};
+use crate::gateway::{open, revocation};
 
 /// Frames queued for one link before senders wait.
 const OUTGOING_QUEUE: usize = 4096;
@@ -72,6 +72,9 @@ pub(crate) fn start(
     if let Some((statement, _)) = &ctx.id.trust().statement {
         let _ = session.announce_bundle(statement.clone());
     }
+    // This mesh's revocation list goes out at the start of every link, so a partner that
+    // missed it gets it.
+    revocation::send_own(ctx, &mut session);
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
     let port = Arc::new(LinkPort::new(
         record.id.clone(),
@@ -93,10 +96,14 @@ pub(crate) fn start(
         PeerTrust::new(
             bundle,
             link.peer_chain()
+                .first()
+                .and_then(|leaf| meshfed_trust::inspect_node_cert(leaf).ok()),
+            link.peer_chain()
                 .iter()
                 .skip(1)
                 .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
                 .collect(),
+            ctx.revocations.clone(),
         ),
         tx,
         ctx.cancel.child_token(),
@@ -316,6 +323,12 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             }
             SessionEvent::BundleAcknowledged { serial } => {
                 super::bundle::on_bundle_acknowledged(links, port, serial).await;
+            }
+            SessionEvent::RevocationsReceived(body) => {
+                revocation::receive(&links.ctx, port, links.ports(), *body).await;
+            }
+            SessionEvent::RevocationsAcknowledged(ack) => {
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, mesh = %ack.mesh, version = ack.version, "the peer stored this mesh's revocation list");
             }
             SessionEvent::Closed(reason) => {
                 if let CloseReason::Silent(_) = reason {
