@@ -72,6 +72,12 @@ frame_types! {
     Lifecycle = 0x14,
     /// The sender's floor: every stream sequence number below it is settled at the sender.
     Forward = 0x15,
+    /// Renegotiation: the proposer's offer and the agreement version it proposes.
+    RenegotiationProposal = 0x18,
+    /// Renegotiation: the new agreement signed by the answerer, or its refusal and why.
+    RenegotiationAnswer = 0x19,
+    /// Renegotiation: the proposer's signature; the switch point to the new agreement.
+    RenegotiationConfirm = 0x1a,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

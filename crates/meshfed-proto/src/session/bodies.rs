@@ -11,6 +11,8 @@ use crate::frame::{Frame, FrameType};
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
 
+use super::renegotiation::{RenegotiationAnswer, RenegotiationConfirm, RenegotiationProposal};
+
 /// Longest termination reason, in bytes, a peer may send; [`TerminationBody::new`] truncates
 /// longer ones, [`TerminationBody::decode`] refuses them.
 pub const MAX_REASON_LEN: usize = 1024;
@@ -71,6 +73,12 @@ pub enum Control {
     Termination(TerminationBody),
     /// An `Error` frame, with the handshake's body (the same wire).
     Error(ErrorFrame),
+    /// A `RenegotiationProposal` frame.
+    RenegotiationProposal(Box<RenegotiationProposal>),
+    /// A `RenegotiationAnswer` frame.
+    RenegotiationAnswer(RenegotiationAnswer),
+    /// A `RenegotiationConfirm` frame: the switch point.
+    RenegotiationConfirm(RenegotiationConfirm),
 }
 
 /// A control frame's body that cannot be accepted.
@@ -100,6 +108,9 @@ pub enum BodyFault {
         /// The maximum.
         max: usize,
     },
+    /// A signature field of this many bytes, not an ECDSA P-384 signature's 96.
+    #[error("a signature of {0} bytes is not a P-384 signature")]
+    NotASignature(usize),
 }
 
 impl Heartbeat {
@@ -218,6 +229,13 @@ impl Control {
             T::Lifecycle => Self::Lifecycle(LifecycleChange::decode(body)?),
             T::Termination => Self::Termination(TerminationBody::decode(body)?),
             T::Error => Self::Error(decode(T::Error, body)?),
+            T::RenegotiationProposal => {
+                Self::RenegotiationProposal(Box::new(RenegotiationProposal::decode(body)?))
+            }
+            T::RenegotiationAnswer => Self::RenegotiationAnswer(RenegotiationAnswer::decode(body)?),
+            T::RenegotiationConfirm => {
+                Self::RenegotiationConfirm(RenegotiationConfirm::decode(body)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -231,6 +249,9 @@ impl Control {
             Self::Lifecycle(b) => (T::Lifecycle, b.encode()),
             Self::Termination(b) => (T::Termination, b.encode()),
             Self::Error(b) => (T::Error, encode(b)),
+            Self::RenegotiationProposal(b) => (T::RenegotiationProposal, b.encode()),
+            Self::RenegotiationAnswer(b) => (T::RenegotiationAnswer, b.encode()),
+            Self::RenegotiationConfirm(b) => (T::RenegotiationConfirm, b.encode()),
         };
         Frame::new(ty, body)
     }
@@ -248,14 +269,14 @@ pub(super) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     // Invariant: encoding plain structs into a Vec cannot fail.
     ciborium::into_writer(body, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
     out
 }
 
-fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
+pub(super) fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
     let mut rest = bytes;
     let value = ciborium::from_reader(&mut rest).map_err(|e| BodyError {
         frame,

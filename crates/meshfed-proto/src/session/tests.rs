@@ -1027,3 +1027,5 @@ proptest! {
         }
     }
 }
+
+mod renegotiation;

@@ -306,6 +306,12 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             SessionEvent::PeerReportedError { code, reason } => {
                 tracing::warn!(federation = %port.federation_id, peer = %port.peer, %code, %reason, "the peer reported an error");
             }
+            SessionEvent::AgreementSwitched(switch) => {
+                tracing::info!(federation = %port.federation_id, peer = %port.peer, version = switch.agreement.version, "agreement renegotiated");
+            }
+            SessionEvent::RenegotiationFailed { version, failure } => {
+                tracing::warn!(federation = %port.federation_id, peer = %port.peer, version, %failure, "renegotiation failed; the agreement in force stays");
+            }
             SessionEvent::Closed(reason) => {
                 if let CloseReason::Silent(_) = reason {
                     tracing::warn!(federation = %port.federation_id, peer = %port.peer, %reason, "closing a silent link");
