@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agreements;
 mod cells;
 mod error;
 mod federation;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
+pub use agreements::{AgreementEntry, Renegotiated};
 pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
