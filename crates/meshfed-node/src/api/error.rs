@@ -126,6 +126,7 @@ impl From<FederationError> for ApiError {
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             E::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "peer_unreachable"),
             E::Refused { .. } => (StatusCode::BAD_GATEWAY, "federation_refused"),
+            E::Renegotiation(_) => (StatusCode::BAD_GATEWAY, "renegotiation_failed"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         };
         Self {

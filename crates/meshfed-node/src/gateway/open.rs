@@ -212,8 +212,8 @@ fn arrive(
 ) -> Opened {
     let header = parts.header().clone();
     let mut hop = parts.hop().clone();
-    let checked = link
-        .terms
+    let terms = link.terms();
+    let checked = terms
         .check_arrival(&header, &mut hop)
         .and_then(|()| {
             let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
@@ -228,7 +228,7 @@ fn arrive(
                 size: clear.len(),
                 qos: header.policy.qos,
             };
-            link.terms.admit(Direction::Inbound, facts)?;
+            terms.admit(Direction::Inbound, facts)?;
             Ok(clear)
         });
     let (size, text, crossed, refused) = match checked {

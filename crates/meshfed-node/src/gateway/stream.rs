@@ -214,6 +214,11 @@ impl Stream {
         let _ = self.control.send(Control::State(state));
     }
 
+    /// The federation renegotiated: sends are admitted under `terms` from now on.
+    pub(crate) fn set_terms(&self, terms: Terms) {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).terms = terms;
+    }
+
     /// Completes once the stream holds nothing more for a federation that ends gracefully:
     /// everything was acknowledged, or dead-lettered when the link went or the drain timed out.
     pub(crate) async fn drained(&self) {
@@ -660,8 +665,11 @@ impl Task {
             return;
         }
         let max_batch = self.ctx.config.delivery.max_batch;
-        let budget = (link.max_frame as usize).saturating_sub(4096) * 3 / 4;
         loop {
+            // A transfer is built and queued under one agreement: a renegotiation's switch
+            // point falls between transfers (see `LinkPort::switch_gate`).
+            let gate = link.switch_gate().await;
+            let budget = (link.max_frame() as usize).saturating_sub(4096) * 3 / 4;
             let at = self.ctx.now();
             let mut batch = Vec::new();
             let mut bytes = 0;
@@ -673,6 +681,7 @@ impl Task {
                 batch.push(t);
             }
             if batch.is_empty() {
+                drop(gate);
                 break;
             }
             for t in &batch {
@@ -699,6 +708,7 @@ impl Task {
                 // The link went; its end arrives as `LinkDown`, and the outbox sends again then.
                 return;
             }
+            drop(gate);
         }
         if let Some(f) = self.outbox.poll_forward() {
             let _ = link.send(Frame::new(FrameType::Forward, f.encode())).await;
