@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshfed_proto::admission::Terms;
+use meshfed_proto::admission::{Direction, Terms};
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
@@ -684,6 +684,10 @@ impl Task {
                 drop(gate);
                 break;
             }
+            let batch = self.admitted(&link, batch);
+            if batch.is_empty() {
+                continue;
+            }
             for t in &batch {
                 if t.retransmission {
                     self.stats.retransmitted += 1;
@@ -713,6 +717,41 @@ impl Task {
         if let Some(f) = self.outbox.poll_forward() {
             let _ = link.send(Frame::new(FrameType::Forward, f.encode())).await;
         }
+    }
+
+    /// The part of `batch` the agreement in force admits. Messages were checked when they were
+    /// accepted; a renegotiation since may refuse some (a topic, size or qos no longer agreed):
+    /// those are dead-lettered with the refusal logged and counted, never sent.
+    fn admitted(
+        &mut self,
+        link: &LinkPort,
+        batch: Vec<Transmit<Arc<Pending>>>,
+    ) -> Vec<Transmit<Arc<Pending>>> {
+        let terms = link.terms();
+        let mut refused = Vec::new();
+        let admitted = batch
+            .into_iter()
+            .filter(|t| {
+                let header = &t.message.payload.header;
+                let facts = meshfed_proto::admission::Facts {
+                    topic: &header.metadata.topic,
+                    size: t.message.payload.payload.len(),
+                    qos: header.policy.qos,
+                };
+                let Err(refusal) = terms.admit(Direction::Outbound, facts) else {
+                    return true;
+                };
+                self.ctx.metrics.refused(Direction::Outbound, &refusal);
+                tracing::warn!(peer = %self.stream.peer, id = %t.message.id, version = terms.version, %refusal, "the agreement in force refuses a queued message; dead-lettering it");
+                refused.push(t.message.id);
+                false
+            })
+            .collect();
+        if !refused.is_empty() {
+            self.outbox.handle_refused(refused);
+            self.settle_events();
+        }
+        admitted
     }
 
     /// Seals each message under the link session's key and signs them as configured (each
@@ -797,5 +836,6 @@ pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
         DeadLetterReason::ArrivedLate => "arrived_late",
         DeadLetterReason::Shed => "shed",
         DeadLetterReason::FederationEnded => "federation_ended",
+        DeadLetterReason::RefusedByAgreement => "refused_by_agreement",
     }
 }
