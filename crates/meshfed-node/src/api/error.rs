@@ -154,7 +154,8 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::Unsealable(_)
         | Refusal::UntrustedSigner(_)
         | Refusal::BadSignature(_)
-        | Refusal::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | Refusal::Malformed(_)
+        | Refusal::WrongAgreementVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

@@ -5,7 +5,7 @@
 //! how the link is driven.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,6 +61,9 @@ pub(crate) struct LinkPort {
     terms: RwLock<Arc<Terms>>,
     /// Largest frame body the agreement in force allows.
     max_frame: AtomicU32,
+    /// Whether the peer is known to send under the version in force: false from this side's
+    /// own switch point (as proposer) until the first envelope of that version arrives.
+    peer_switched: AtomicBool,
     /// Held while a transfer is built under the terms in force and queued, and while the terms
     /// are switched: every transfer queued after a switch point is built under the new terms.
     switch: tokio::sync::Mutex<()>,
@@ -124,6 +127,7 @@ impl LinkPort {
             peer,
             terms: RwLock::new(Arc::new(terms)),
             max_frame: AtomicU32::new(max_frame),
+            peer_switched: AtomicBool::new(true),
             switch: tokio::sync::Mutex::new(()),
             renegotiated: tokio::sync::broadcast::channel(8).0,
             keys,
@@ -158,10 +162,22 @@ impl LinkPort {
         self.switch.lock().await
     }
 
-    /// Puts `terms` in force; call with the switch gate held.
-    pub(crate) fn switch_terms(&self, terms: Terms, max_frame: u32) {
+    /// Puts `terms` in force; call with the switch gate held. `peer_switched`: the peer sends
+    /// under them already (it proposed, and its confirm was the switch point).
+    pub(crate) fn switch_terms(&self, terms: Terms, max_frame: u32, peer_switched: bool) {
         *self.terms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(terms);
         self.max_frame.store(max_frame, Ordering::Relaxed);
+        self.peer_switched.store(peer_switched, Ordering::Relaxed);
+    }
+
+    /// Whether the peer is known to send under the version in force.
+    pub(crate) fn peer_switched(&self) -> bool {
+        self.peer_switched.load(Ordering::Relaxed)
+    }
+
+    /// An envelope of the version in force arrived: the peer has switched.
+    pub(crate) fn mark_peer_switched(&self) {
+        self.peer_switched.store(true, Ordering::Relaxed);
     }
 
     /// Renegotiation outcomes from now on.

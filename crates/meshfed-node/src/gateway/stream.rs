@@ -767,6 +767,9 @@ impl Task {
         // One certificate for the whole transfer, even if it is renewed meanwhile: a batch
         // is verified with the certificate of its first envelope.
         let cert = ctx.id.cert();
+        // The caller holds the switch gate: the version cannot change while this transfer is
+        // built.
+        let version = link.terms().version;
         {
             let now = ctx.clock.instant();
             let mut sealing = link.keys.sealing();
@@ -782,6 +785,7 @@ impl Task {
                 let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
                 header.certificate.clone_from(&cert.der);
+                header.agreement_version = version;
                 let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealing.sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);

@@ -17,7 +17,7 @@ use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::crypto::KeyEpoch;
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::session::{
-    AgreementSwitch, CloseReason, FlowState, LinkSession, Received, RenegotiationSetup,
+    AgreementSwitch, CloseReason, FlowState, LinkSession, ProposedBy, Received, RenegotiationSetup,
     SessionConfig, SessionEvent,
 };
 use meshfed_queue::{Forward, Peer};
@@ -450,7 +450,8 @@ fn apply_switch(links: &Links, port: &LinkPort, switch: &AgreementSwitch) {
     };
     let terms = meshfed_proto::admission::Terms::of(&switch.agreement, role);
     let max_frame = switch.agreement.capabilities.max_frame.0;
-    port.switch_terms(terms.clone(), max_frame);
+    let peer_switched = switch.proposed_by == ProposedBy::Peer;
+    port.switch_terms(terms.clone(), max_frame, peer_switched);
     links.routes.terms_changed(port.mesh(), terms);
 }
 
