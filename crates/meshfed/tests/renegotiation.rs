@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::Write as _;
 
 use common::{envelope_id, federate, show, started, subscribe, wait_for_status};
 use meshfed_testkit::process::{DEADLINE, poll};
@@ -12,6 +13,23 @@ use serde_json::Value;
 
 /// Messages sent at qos 2 while the agreement is renegotiated.
 const LOAD: usize = 400;
+
+/// `send --qos 2 DATA` to supplier-b on `from`: the envelope id printed.
+fn send_qos2(from: &meshfed_testkit::Mesh, data: &str) -> String {
+    let out = from.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "bulk/n",
+        "--qos",
+        "2",
+        data,
+    ]);
+    let id = out.ok().trim();
+    assert!(id.starts_with("fed_"), "{out}");
+    id.to_owned()
+}
 
 /// The agreement version and the replaced versions `federation show --json` reports.
 fn versions(v: &Value) -> (u64, Vec<u64>) {
@@ -34,23 +52,25 @@ fn renegotiation_under_qos2_load_loses_nothing_duplicates_nothing_and_both_sides
     assert_eq!(versions(&v1), (1, vec![]), "{v1:#}");
     let v1_digest = v1["agreement"]["digest"].clone();
 
-    let count = LOAD.to_string();
+    // The load, and one message sent once the renegotiation has answered.
+    let count = (LOAD + 1).to_string();
     let sub = subscribe(&mut b, &a, &["--count", &count, "--topic", "bulk/#"]);
-    let payloads: String = (0..LOAD).map(|n| format!("{{\"n\":{n}}}\n")).collect();
-    let sender = a.spawn_cli_with_stdin(
-        &[
-            "send",
-            "--to",
-            "supplier-b",
-            "--topic",
-            "bulk/n",
-            "--qos",
-            "2",
-            "-",
-        ],
-        &payloads,
-    );
-    // Renegotiate once messages are crossing.
+    let (sender, mut input) = a.spawn_cli_piped(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "bulk/n",
+        "--qos",
+        "2",
+        "-",
+    ]);
+    let write = |input: &mut std::process::ChildStdin, range: std::ops::Range<usize>| {
+        let lines: String = range.map(|n| format!("{{\"n\":{n}}}\n")).collect();
+        input.write_all(lines.as_bytes()).unwrap();
+        input.flush().unwrap();
+    };
+    write(&mut input, 0..LOAD / 2);
     poll("the first messages reach supplier-b", DEADLINE, || {
         if sub.stdout_so_far().lines().next().is_some() {
             Ok(())
@@ -58,29 +78,61 @@ fn renegotiation_under_qos2_load_loses_nothing_duplicates_nothing_and_both_sides
             Err(sub.stderr_so_far())
         }
     });
-    let out = a.cli(&["federation", "renegotiate", &id]);
+    // The second half goes in one message at a time, each once the previous one was accepted,
+    // while the proposal, the answer and the confirm cross: the sender is busy throughout.
+    let renegotiation = a.spawn_cli(&["federation", "renegotiate", &id]);
+    for n in LOAD / 2..LOAD {
+        write(&mut input, n..n + 1);
+        poll("the sender accepts each message", DEADLINE, || {
+            let accepted = sender.stdout_so_far().lines().count();
+            if accepted > n {
+                Ok(())
+            } else {
+                Err(format!("{accepted} accepted"))
+            }
+        });
+    }
+    drop(input);
+    let out = renegotiation.finish(DEADLINE);
     assert_eq!(
         out.ok().trim(),
         format!("federation {id} with supplier-b renegotiated: agreement v2 in force")
     );
+    let after = send_qos2(&a, "{\"after\":true}");
 
     let sent_out = sender.finish(DEADLINE);
-    let sent: Vec<String> = sent_out.ok().lines().map(str::to_owned).collect();
+    let mut sent: Vec<String> = sent_out.ok().lines().map(str::to_owned).collect();
     assert_eq!(
         sent.len(),
         LOAD,
         "one envelope id per message sent:\n{sent_out}"
     );
+    sent.push(after.clone());
     let delivered_out = sub.finish(DEADLINE);
-    let delivered: Vec<String> = delivered_out.ok().lines().map(envelope_id).collect();
+    let lines: Vec<&str> = delivered_out.ok().lines().collect();
+    let delivered: Vec<String> = lines.iter().map(|l| envelope_id(l)).collect();
     let distinct: HashSet<&String> = delivered.iter().collect();
-    assert_eq!(delivered.len(), LOAD, "{delivered_out}");
-    assert_eq!(distinct.len(), LOAD, "a message was delivered twice");
+    assert_eq!(delivered.len(), LOAD + 1, "{delivered_out}");
+    assert_eq!(distinct.len(), LOAD + 1, "a message was delivered twice");
     assert_eq!(
         distinct,
         sent.iter().collect::<HashSet<_>>(),
         "sent and delivered differ"
     );
+    // Each envelope names the agreement version it crossed under; the last one the new one.
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let version = &v["federation"]["security"]["agreement_version"];
+        let expected: &[u64] = if envelope_id(line) == after {
+            &[2]
+        } else {
+            &[1, 2]
+        };
+        assert!(
+            version.as_u64().is_some_and(|n| expected.contains(&n)),
+            "{line}"
+        );
+    }
 
     let at_a = show(&a, &id);
     let at_b = show(&b, &id);

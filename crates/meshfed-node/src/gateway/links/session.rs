@@ -35,7 +35,7 @@ const OUTGOING_QUEUE: usize = 4096;
 
 /// Starts the reader and writer of an established link and registers it, replacing any older
 /// session of the same federation.
-pub(crate) fn start(
+pub(crate) async fn start(
     links: &Arc<Links>,
     mut link: Link,
     established: meshfed_proto::handshake::Established,
@@ -62,7 +62,8 @@ pub(crate) fn start(
         FlowState::Active
     };
     let offer = ctx.offer();
-    let renegotiate_now = offer_changed(links, record, &offer, established.agreement.is_some());
+    let renegotiate_now =
+        offer_changed(links, record, &offer, established.agreement.is_some()).await;
     let mut session = LinkSession::new(
         SessionConfig {
             heartbeat_interval: ctx.config.federation.heartbeat_interval,
@@ -413,21 +414,25 @@ async fn record_state(links: &Links, port: &LinkPort, target: FederationState, r
 /// fresh handshake (`new_agreement`) just made it with this offer, which is recorded; a record
 /// from before offers were kept counts as changed when the agreement is not what the offer
 /// alone would allow (a capability outside it, or another maximum frame).
-fn offer_changed(
+async fn offer_changed(
     links: &Links,
     record: &FederationRecord,
     offer: &crate::gateway::context::Offer,
     new_agreement: bool,
 ) -> bool {
-    let store = &links.ctx.store;
     let encoded = offer.encode();
+    let id = record.id.clone();
     if new_agreement {
-        if let Err(e) = store.set_agreed_offer(&record.id, &encoded) {
+        let recorded = links
+            .ctx
+            .blocking(move |s| s.set_agreed_offer(&id, &encoded))
+            .await;
+        if let Err(e) = recorded {
             tracing::warn!(federation = %record.id, error = %e, "could not record this side's offer");
         }
         return false;
     }
-    match store.agreed_offer(&record.id) {
+    match links.ctx.blocking(move |s| s.agreed_offer(&id)).await {
         Ok(Some(agreed)) => agreed != encoded,
         Ok(None) => meshfed_proto::agreement::SignedAgreement::decode(&record.agreement)
             .ok()
