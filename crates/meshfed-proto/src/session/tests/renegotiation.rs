@@ -655,3 +655,103 @@ fn a_proposal_for_the_wrong_version_is_refused() {
         "proposes agreement version 7, but version 1 is in force here (expected 2)"
     );
 }
+
+/// One input to a renegotiating session in [`random_renegotiation_input_never_panics`].
+#[derive(Debug, Clone)]
+enum Input {
+    Raw(u8, Vec<u8>),
+    Proposal(u32, u32),
+    Refuse(u32, String),
+    Accept(Vec<u8>, Vec<u8>),
+    Confirm(u32, Vec<u8>),
+    Renegotiate,
+    Advance(u64),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (0x18..0x1bu8, proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(c, b)| Input::Raw(c, b)),
+        (0..4u32, (32u32 << 10)..(2u32 << 20)).prop_map(|(v, f)| Input::Proposal(v, f)),
+        (0..4u32, ".{0,8}").prop_map(|(v, r)| Input::Refuse(v, r)),
+        (
+            proptest::collection::vec(any::<u8>(), 0..32),
+            proptest::collection::vec(any::<u8>(), 96..=96)
+        )
+            .prop_map(|(a, s)| Input::Accept(a, s)),
+        (0..4u32, proptest::collection::vec(any::<u8>(), 96..=96))
+            .prop_map(|(v, s)| Input::Confirm(v, s)),
+        Just(Input::Renegotiate),
+        (0..3_000u64).prop_map(Input::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_renegotiation_input_never_panics_and_keeps_one_version_in_force(
+        steps in proptest::collection::vec(input(), 0..24),
+        side_a in any::<bool>(),
+    ) {
+        let f = federation();
+        let side = if side_a { Side::A } else { Side::B };
+        let (t0, s) = one_session();
+        let mut s = s
+            .with_renegotiation(setup(&f, side, Capabilities::default(), PolicyOffer::default()))
+            .unwrap();
+        let mut now = t0;
+        for step in steps {
+            let frame = match step {
+                Input::Raw(code, body) => FrameType::from_code(code).map(|ty| Frame::new(ty, body)),
+                Input::Proposal(version, max_frame) => {
+                    let mut capabilities = Capabilities::default();
+                    capabilities.max_frame.0 = max_frame;
+                    Some(Control::RenegotiationProposal(Box::new(RenegotiationProposal {
+                        version,
+                        capabilities,
+                        policy: PolicyOffer::default(),
+                    })).to_frame())
+                }
+                Input::Refuse(version, reason) => {
+                    Some(Control::RenegotiationAnswer(RenegotiationAnswer::Refuse { version, reason }).to_frame())
+                }
+                Input::Accept(agreement, signature) => Some(
+                    Control::RenegotiationAnswer(RenegotiationAnswer::Accept {
+                        agreement: ByteBuf::from(agreement),
+                        signature: ByteBuf::from(signature),
+                    })
+                    .to_frame(),
+                ),
+                Input::Confirm(version, signature) => Some(
+                    Control::RenegotiationConfirm(RenegotiationConfirm {
+                        version,
+                        signature: ByteBuf::from(signature),
+                    })
+                    .to_frame(),
+                ),
+                Input::Renegotiate => {
+                    let _ = s.renegotiate(now);
+                    None
+                }
+                Input::Advance(n) => {
+                    now += ms(n);
+                    s.handle_timeout(now);
+                    None
+                }
+            };
+            if let Some(frame) = frame {
+                let _ = s.handle_frame(&frame, now);
+            }
+            let (_, events) = drain(&mut s);
+            // Forged answers and confirms never verify: nothing switches.
+            prop_assert!(
+                !events.iter().any(|e| matches!(e, SessionEvent::AgreementSwitched(_))),
+                "{events:?}"
+            );
+            prop_assert_eq!(s.agreement_version(), Some(1));
+            if s.is_closed() {
+                break;
+            }
+        }
+    }
+}
