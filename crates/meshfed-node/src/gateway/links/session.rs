@@ -148,14 +148,14 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Frame>,
 ) {
     let clock = links.ctx.clock.clone();
-    let mut frame_limit = port.max_frame();
+    // A renegotiated agreement's maximum frame never exceeds this side's offer, and frames
+    // built under the agreement before may still be queued: the writer takes either.
+    writer.set_max_frame(
+        port.max_frame()
+            .max(links.ctx.config.federation.max_frame_size),
+    );
     let result: Result<(), TransportError> = async {
         loop {
-            // A renegotiation may raise the maximum frame; frames of either size may be queued.
-            if port.max_frame() > frame_limit {
-                frame_limit = port.max_frame();
-                writer.set_max_frame(frame_limit);
-            }
             // What the session queued — at start its first heartbeat — goes out first.
             let (frames, events) = port.with_session(drain);
             if frames
