@@ -123,6 +123,15 @@ pub enum Refusal {
         /// Agreed maximum.
         max: Qos,
     },
+    /// The envelope was sent under another agreement version than the one in force at its
+    /// place in the link stream.
+    #[error("envelope sent under agreement version {sent}, version {in_force} is in force")]
+    WrongAgreementVersion {
+        /// The version the envelope names.
+        sent: u32,
+        /// The version in force.
+        in_force: u32,
+    },
 }
 
 /// Shows a list of patterns, `none` when empty.
@@ -145,7 +154,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 17] = [
+    pub const REASONS: [&'static str; 18] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -163,6 +172,7 @@ impl Refusal {
         "topic_not_agreed",
         "too_large",
         "qos_not_agreed",
+        "wrong_agreement_version",
     ];
 
     /// The refusal's label: the `reason` of `meshfed_envelopes_rejected_total` and the `code` of
@@ -186,6 +196,7 @@ impl Refusal {
             Self::TopicNotAgreed { .. } => "topic_not_agreed",
             Self::TooLarge { .. } => "too_large",
             Self::QosNotAgreed { .. } => "qos_not_agreed",
+            Self::WrongAgreementVersion { .. } => "wrong_agreement_version",
         }
     }
 
@@ -198,9 +209,10 @@ impl Refusal {
             Self::NotActive { .. } | Self::Suspended | Self::Unreachable(_) => ErrorCode::NotActive,
             Self::WrongSource { .. } | Self::NotForUs { .. } => ErrorCode::IdentityMismatch,
             Self::Hop(_) => ErrorCode::HopLimit,
-            Self::NotEncrypted | Self::TopicNotAgreed { .. } | Self::QosNotAgreed { .. } => {
-                ErrorCode::AgreementViolated
-            }
+            Self::NotEncrypted
+            | Self::TopicNotAgreed { .. }
+            | Self::QosNotAgreed { .. }
+            | Self::WrongAgreementVersion { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,
             Self::UntrustedSigner(_) | Self::RevokedSigner(_) => ErrorCode::UntrustedPeer,
@@ -333,6 +345,24 @@ impl Terms {
         }
         Ok(())
     }
+
+    /// The version check of an arriving envelope: it names the version in force, or the one
+    /// before while `peer_switched` is false (the peer may not have seen the switch point yet:
+    /// what it sent before crosses what this side sent after). Returns whether the envelope
+    /// shows the peer has switched to the version in force.
+    pub fn check_version(&self, header: &Header, peer_switched: bool) -> Result<bool, Refusal> {
+        let sent = header.agreement_version;
+        if sent == self.version {
+            return Ok(true);
+        }
+        if !peer_switched && sent.checked_add(1) == Some(self.version) {
+            return Ok(false);
+        }
+        Err(Refusal::WrongAgreementVersion {
+            sent,
+            in_force: self.version,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +402,7 @@ mod tests {
             },
             flags: Flags::empty(),
             federation_id: t.federation_id,
+            agreement_version: 1,
             certificate: Vec::new(),
             encryption: Some(Encryption {
                 cipher: Cipher::Aes256Gcm,
@@ -487,6 +518,27 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_agreement_version_is_taken_only_until_the_peer_has_switched() {
+        let mut t = terms();
+        t.version = 3;
+        let mut h = arriving("line-3/temp");
+        h.agreement_version = 3;
+        assert_eq!(t.check_version(&h, false), Ok(true));
+        h.agreement_version = 2;
+        assert_eq!(t.check_version(&h, false), Ok(false));
+        let e = t.check_version(&h, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "envelope sent under agreement version 2, version 3 is in force"
+        );
+        assert_eq!(e.reason(), "wrong_agreement_version");
+        for sent in [0, 1, 4] {
+            h.agreement_version = sent;
+            assert!(t.check_version(&h, false).is_err(), "version {sent}");
+        }
+    }
+
+    #[test]
     fn every_refusal_has_a_listed_label_and_a_known_code() {
         let samples = [
             Refusal::UnknownDestination("x".parse().unwrap()),
@@ -498,6 +550,10 @@ mod tests {
             Refusal::BadSignature(String::new()),
             Refusal::Malformed(String::new()),
             Refusal::TooLarge { size: 1, max: 0 },
+            Refusal::WrongAgreementVersion {
+                sent: 1,
+                in_force: 2,
+            },
         ];
         for r in samples {
             assert!(Refusal::REASONS.contains(&r.reason()), "{}", r.reason());

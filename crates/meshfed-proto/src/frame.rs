@@ -80,6 +80,12 @@ frame_types! {
     Revocations = 0x16,
     /// The revocation list version the receiver stored.
     RevocationsAck = 0x17,
+    /// Renegotiation: the proposer's offer and the agreement version it proposes.
+    RenegotiationProposal = 0x18,
+    /// Renegotiation: the new agreement signed by the answerer, or its refusal and why.
+    RenegotiationAnswer = 0x19,
+    /// Renegotiation: the proposer's signature; the switch point to the new agreement.
+    RenegotiationConfirm = 0x1a,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

@@ -109,6 +109,14 @@ pub enum StoreError {
         /// The refused move (its text names both states).
         transition: IllegalTransition,
     },
+    /// A renegotiated agreement was to replace one that is no longer in force.
+    #[error("federation {id}: the agreement in force changed meanwhile (now version {in_force})")]
+    AgreementChanged {
+        /// The federation.
+        id: FederationId,
+        /// The version in force.
+        in_force: u32,
+    },
     /// An update tried to change a field that is fixed when a federation is created.
     #[error("federation {id}: {field} cannot change (stored {stored}, given {given})")]
     FixedField {

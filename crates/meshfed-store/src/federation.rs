@@ -372,7 +372,10 @@ impl Store {
 }
 
 /// Federation `id` with its lists.
-fn read(conn: &Connection, id: &FederationId) -> Result<Option<FederationRecord>, StoreError> {
+pub(crate) fn read(
+    conn: &Connection,
+    id: &FederationId,
+) -> Result<Option<FederationRecord>, StoreError> {
     let sql = format!("{SELECT} WHERE id = ?1");
     let action = || format!("read federation {id}");
     let found = row(

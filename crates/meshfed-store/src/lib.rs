@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agreements;
 mod bundles;
 mod cells;
 mod error;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
+pub use agreements::{AgreementEntry, Renegotiated};
 pub use bundles::BundleSerials;
 pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};

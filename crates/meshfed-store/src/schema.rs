@@ -155,6 +155,23 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX issued_certs_by_node ON issued_certs (node, issued);
     ",
+    // 8: agreements a federation replaced by renegotiating in place, by version, and the offer
+    // (capabilities and policy, CBOR) this side made for the agreement in force.
+    "
+    CREATE TABLE federation_agreements (
+        federation_id    TEXT NOT NULL REFERENCES federations (id) ON DELETE CASCADE,
+        version          INTEGER NOT NULL, -- the replaced agreement's version
+        agreement        BLOB NOT NULL,    -- signed agreement, CBOR
+        agreement_digest BLOB NOT NULL,    -- SHA-384
+        replaced         INTEGER NOT NULL, -- ms since the Unix epoch
+        PRIMARY KEY (federation_id, version)
+    ) STRICT;
+
+    CREATE TABLE federation_offers (
+        federation_id TEXT NOT NULL PRIMARY KEY REFERENCES federations (id) ON DELETE CASCADE,
+        offer         BLOB NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -54,6 +54,7 @@ impl TestNode {
                 gateway: None,
             },
             flags: Flags::RELIABLE,
+            agreement_version: 1,
             certificate: self.cert.to_vec(),
             encryption: None,
             policy: DeliveryPolicy::default(),

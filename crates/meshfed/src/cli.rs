@@ -166,6 +166,12 @@ pub(crate) enum FederationCommand {
         /// The federation id.
         id: FederationId,
     },
+    /// Propose the next agreement version with this node's current offer; prints the version
+    /// both sides switched to, or the peer's reason for refusing (the old agreement stays).
+    Renegotiate {
+        /// The federation id.
+        id: FederationId,
+    },
     /// End a federation: gracefully (in-flight messages drain) or, with --force, at once.
     Terminate {
         /// The federation id.

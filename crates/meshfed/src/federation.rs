@@ -52,6 +52,13 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
             }
             FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
             FederationCommand::Resume { id } => operate(&client, &id, "resume", OperationRequest::default()).await?,
+            FederationCommand::Renegotiate { id } => {
+                let f: FederationView = client
+                    .post(&format!("/v1/federations/{id}/renegotiate"), &OperationRequest::default())
+                    .await?;
+                let version = f.agreement.as_ref().map_or_else(|| "?".to_owned(), |a| a.version.to_string());
+                outln!("federation {} with {} renegotiated: agreement v{version} in force", f.id, f.peer)?;
+            }
             FederationCommand::Terminate { id, force } => operate(&client, &id, "terminate", OperationRequest { force }).await?,
             FederationCommand::RevokeNode { node } => {
                 let request = RevokeNodeRequest { node: node.clone() };
@@ -234,6 +241,16 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
             outln!("  policy        {}", compact(&a.policy))?;
         }
         None => outln!("agreement       - (the stored agreement cannot be read)")?,
+    }
+    if let Some(history) = f.agreement_history.as_ref().filter(|h| !h.is_empty()) {
+        for past in history {
+            outln!(
+                "  replaced      v{} at {} (digest {})",
+                past.version,
+                past.replaced,
+                past.digest
+            )?;
+        }
     }
     if let (Some(b), Some(d)) = (&f.backlog, &f.delivery) {
         outln!(

@@ -127,6 +127,7 @@ impl From<FederationError> for ApiError {
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             E::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "peer_unreachable"),
             E::Refused { .. } => (StatusCode::BAD_GATEWAY, "federation_refused"),
+            E::Renegotiation(_) => (StatusCode::BAD_GATEWAY, "renegotiation_failed"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
         };
         Self {
@@ -155,7 +156,8 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::UntrustedSigner(_)
         | Refusal::RevokedSigner(_)
         | Refusal::BadSignature(_)
-        | Refusal::Malformed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | Refusal::Malformed(_)
+        | Refusal::WrongAgreementVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

@@ -223,8 +223,10 @@ async fn show_federation(
     State(node): State<Node>,
     Path(id): Path<String>,
 ) -> Result<Json<FederationView>, ApiError> {
-    let status = node.federation(federation_id(&id)?).await?;
-    Ok(Json(view(&status)))
+    let id = federation_id(&id)?;
+    let status = node.federation(id.clone()).await?;
+    let history = node.agreement_history(id).await?;
+    Ok(Json(view(&status).with_history(&history)))
 }
 
 /// The view of a federation, with its outbound stream's backlog, dead letters and deliveries
@@ -294,7 +296,7 @@ async fn join(
     security(("bearer" = [])),
     params(
         ("id" = schema::FederationId, Path, description = "The federation"),
-        ("operation" = schema::Operation, Path, description = "`suspend` pauses message flow, `resume` resumes it; `terminate` ends the federation: gracefully, answering once what is in flight is delivered (at most 10 s; the rest is dead-lettered), or with `{\"force\": true}` at once (everything queued is dead-lettered)"),
+        ("operation" = schema::Operation, Path, description = "`suspend` pauses message flow, `resume` resumes it; `terminate` ends the federation: gracefully, answering once what is in flight is delivered (at most 10 s; the rest is dead-lettered), or with `{\"force\": true}` at once (everything queued is dead-lettered); `renegotiate` proposes the next agreement version with this side's current offer over the live link and answers once both sides signed and switched to it (the old version stays in `agreement_history`)"),
     ),
     request_body(content = Option<OperationRequest>, description = "Optional; `force` applies to `terminate`"),
     responses(
@@ -302,8 +304,9 @@ async fn join(
         (status = 400, description = "An unknown operation or a wrong id (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such federation (`not_found`)", body = ErrorBody),
-        (status = 409, description = "The lifecycle does not allow it from the current state (`conflict`)", body = ErrorBody),
+        (status = 409, description = "The lifecycle does not allow it from the current state, or a renegotiation is already under way (`conflict`)", body = ErrorBody),
         (status = 422, description = "A body that is JSON but not an OperationRequest (plain text, from the framework)", body = String, content_type = "text/plain"),
+        (status = 502, description = "The renegotiation ended without a new agreement: the peer refused (its reason is in the message), did not answer, or the link is down; the agreement in force stays (`renegotiation_failed`)", body = ErrorBody),
     )
 )]
 async fn operate(
@@ -316,9 +319,17 @@ async fn operate(
         "suspend" => Operation::Suspend,
         "resume" => Operation::Resume,
         "terminate" => Operation::Terminate { forced: force },
+        "renegotiate" => {
+            let id = federation_id(&id)?;
+            let status = node.renegotiate(id.clone()).await?;
+            let history = node.agreement_history(id).await?;
+            return Ok(Json(
+                FederationView::new(&status.record, status.link, None).with_history(&history),
+            ));
+        }
         other => {
             return Err(ApiError::bad_request(format!(
-                "unknown operation {other:?}: use suspend, resume or terminate"
+                "unknown operation {other:?}: use suspend, resume, terminate or renegotiate"
             )));
         }
     };

@@ -165,6 +165,23 @@ pub struct FederationView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub delivery: Option<DeliveryStats>,
+    /// The agreement versions this federation replaced by renegotiating, oldest first. Only in
+    /// `GET /v1/federations/{id}` and the answer to `renegotiate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub agreement_history: Option<Vec<PastAgreement>>,
+}
+
+/// An agreement version a renegotiation replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PastAgreement {
+    /// Its version.
+    pub version: u32,
+    /// SHA-384 of the signed agreement, hex.
+    pub digest: String,
+    /// When the next version replaced it.
+    #[schema(format = DateTime)]
+    pub replaced: String,
 }
 
 impl FederationView {
@@ -220,7 +237,23 @@ impl FederationView {
                 acknowledged: s.acknowledged,
                 transfers: s.transfers,
             }),
+            agreement_history: None,
         }
+    }
+
+    /// The view with the agreement versions the federation replaced.
+    pub(crate) fn with_history(mut self, history: &[meshfed_store::AgreementEntry]) -> Self {
+        self.agreement_history = Some(
+            history
+                .iter()
+                .map(|e| PastAgreement {
+                    version: e.version,
+                    digest: hex::encode(e.agreement_digest),
+                    replaced: rfc3339(e.replaced),
+                })
+                .collect(),
+        );
+        self
     }
 }
 

@@ -259,6 +259,11 @@ fn federation() -> FederationView {
             acknowledged: 4,
             transfers: 2,
         }),
+        agreement_history: Some(vec![PastAgreement {
+            version: 1,
+            digest: "00".into(),
+            replaced: "2026-01-01T00:00:00Z".into(),
+        }]),
     }
 }
 
@@ -275,6 +280,7 @@ fn sparse_federation() -> FederationView {
         backlog: None,
         dead_lettered: None,
         delivery: None,
+        agreement_history: None,
         ..federation()
     }
 }
@@ -337,9 +343,12 @@ fn samples() -> Vec<(String, Value)> {
         acked: id().to_string(),
     };
     let filled = federation();
-    let (Some(agreement), Some(backlog), Some(delivery)) =
-        (filled.agreement, filled.backlog, filled.delivery)
-    else {
+    let (Some(agreement), Some(backlog), Some(delivery), Some(history)) = (
+        filled.agreement,
+        filled.backlog,
+        filled.delivery,
+        filled.agreement_history,
+    ) else {
         unreachable!("federation() fills every field")
     };
     let dead_letter = DeadLetterView {
@@ -397,6 +406,7 @@ fn samples() -> Vec<(String, Value)> {
         sample(agreement),
         sample(backlog),
         sample(delivery),
+        sample(history[0].clone()),
         sample(InviteRequest {
             peer: "plant-a".parse().unwrap(),
             ttl: Some("1h".into()),

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshfed_proto::agreement::Agreement;
+use meshfed_proto::capability::Capabilities;
 use meshfed_proto::envelope::Timestamp;
-use meshfed_proto::handshake::LocalIdentity;
+use meshfed_proto::handshake::{LocalIdentity, Role};
+use meshfed_proto::policy::{Evaluation, PolicyOffer};
 use meshfed_store::{Journal, Store};
 use meshfed_trust::KeyPurpose;
 use tokio_util::sync::CancellationToken;
@@ -49,9 +52,23 @@ impl Context {
         self.clock.now()
     }
 
+    /// What this node offers in a handshake or a renegotiation.
+    pub(crate) fn offer(&self) -> Offer {
+        Offer {
+            capabilities: Capabilities {
+                max_frame: meshfed_proto::capability::frame_size::Offer(
+                    self.config.federation.max_frame_size,
+                ),
+                ..Default::default()
+            },
+            policy: PolicyOffer::default(),
+        }
+    }
+
     /// The handshake's view of this node; the verifier checks peers for `purpose`, and refuses
     /// certificates the revocation lists revoke.
     pub(crate) fn local(&self, purpose: KeyPurpose) -> LocalIdentity {
+        let offer = self.offer();
         LocalIdentity {
             mesh: self.id.mesh.clone(),
             node: self.id.node.clone(),
@@ -59,13 +76,8 @@ impl Context {
                 .map(|c| c.der().to_vec())
                 .collect(),
             key: self.id.cert().key.clone(),
-            capabilities: meshfed_proto::capability::Capabilities {
-                max_frame: meshfed_proto::capability::frame_size::Offer(
-                    self.config.federation.max_frame_size,
-                ),
-                ..Default::default()
-            },
-            policy: meshfed_proto::policy::PolicyOffer::default(),
+            capabilities: offer.capabilities,
+            policy: offer.policy,
             verifier: Arc::new(Verifier::new(purpose, self.revocations.clone())),
             step_timeout: self.config.federation.handshake_timeout,
             agreement_validity: Duration::from_secs(365 * 24 * 3600),
@@ -83,5 +95,41 @@ impl Context {
             // A panic in store code is a bug; surface it where it happened.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+}
+
+/// This node's offer: its capabilities and its policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Offer {
+    pub(crate) capabilities: Capabilities,
+    pub(crate) policy: PolicyOffer,
+}
+
+impl Offer {
+    /// The offer's CBOR form, as the registry keeps it to notice a change.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        // Invariant: encoding plain structs into a Vec cannot fail.
+        ciborium::into_writer(self, &mut out)
+            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+        out
+    }
+
+    /// Whether `agreement`, in which this node plays `role`, is what this offer alone allows:
+    /// every capability within it, the same maximum frame, and policy terms it accepts as they
+    /// stand.
+    pub(crate) fn allows(&self, agreement: &Agreement, role: Role) -> bool {
+        // The capability checks read the checking side as the initiator.
+        let mut accepted = agreement.capabilities.clone();
+        if role == Role::Responder {
+            let s = &mut accepted.services;
+            std::mem::swap(&mut s.to_initiator, &mut s.to_responder);
+        }
+        self.capabilities.check_accepted(&accepted).is_ok()
+            && accepted.max_frame.0 == self.capabilities.max_frame.0
+            && matches!(
+                self.policy.evaluate(&agreement.policy),
+                Ok(Evaluation::Accept)
+            )
     }
 }

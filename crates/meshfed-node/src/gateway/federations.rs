@@ -13,6 +13,7 @@ use meshfed_transport::ServerTrust;
 
 use super::context::Context;
 use super::links::{self, LinkError, Links};
+use super::port::Renegotiated;
 use super::route::Routes;
 
 /// The federation operations of a running gateway: invitations, joining, lifecycle.
@@ -60,6 +61,9 @@ pub enum FederationError {
         /// What happened.
         source: LinkError,
     },
+    /// A renegotiation ended without a new agreement; the one in force stays.
+    #[error("{0}")]
+    Renegotiation(String),
     /// The registry failed.
     #[error("registry: {0}")]
     Store(#[from] StoreError),
@@ -301,6 +305,62 @@ pub(crate) async fn operate(
     }
     tracing::info!(federation = %id, state = %updated.state, "federation {reason}");
     Ok(updated)
+}
+
+/// Renegotiates the agreement of federation `id` over its link: proposes the next version with
+/// this side's current offer and waits for the outcome. Returns the record with the new
+/// agreement in force; a refusal, a timeout or a link that drops leaves the old one in force
+/// and is a [`FederationError::Renegotiation`] saying why.
+pub(crate) async fn renegotiate(
+    f: &Federations,
+    id: FederationId,
+) -> Result<FederationRecord, FederationError> {
+    let record = get(f, id.clone()).await?;
+    if !record.state.is_live() {
+        return Err(FederationError::Conflict(format!(
+            "federation {id} is {}: only a live federation renegotiates",
+            record.state
+        )));
+    }
+    let port = f.links.port(&id).ok_or_else(|| {
+        FederationError::Renegotiation(format!(
+            "federation {id} has no link to {} now; the agreement in force stays",
+            record.peer_mesh
+        ))
+    })?;
+    let mut outcomes = port.renegotiations();
+    let now = f.ctx.clock.instant();
+    let proposed = port.with_session(|s| s.renegotiate(now));
+    port.wake();
+    let version =
+        proposed.map_err(|e| FederationError::Conflict(format!("federation {id}: {e}")))?;
+    tracing::info!(federation = %id, version, "proposing a new agreement version");
+    loop {
+        let outcome = tokio::select! {
+            () = port.closed() => {
+                return Err(FederationError::Renegotiation(format!(
+                    "the link to {} closed before version {version} was agreed; the agreement in force stays",
+                    record.peer_mesh
+                )));
+            }
+            o = outcomes.recv() => o,
+        };
+        match outcome {
+            Ok(Renegotiated::Switched(v)) if v == version => return get(f, id).await,
+            Ok(Renegotiated::Failed(v, why)) if v == version => {
+                return Err(FederationError::Renegotiation(format!(
+                    "agreement version {version} was not agreed: {why}"
+                )));
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return Err(FederationError::Renegotiation(format!(
+                    "the link to {} ended before version {version} was agreed",
+                    record.peer_mesh
+                )));
+            }
+        }
+    }
 }
 
 /// RFC 3339 for a timestamp.

@@ -501,6 +501,24 @@ impl GatewayHandle {
         Ok(self.status(record))
     }
 
+    /// Renegotiates a federation's agreement (see [`federations::renegotiate`]).
+    pub(crate) async fn renegotiate(
+        &self,
+        id: FederationId,
+    ) -> Result<FederationStatus, FederationError> {
+        let record = federations::renegotiate(&self.0.federations, id).await?;
+        Ok(self.status(record))
+    }
+
+    /// The agreements a federation replaced by renegotiating, oldest first.
+    pub(crate) async fn agreement_history(
+        &self,
+        id: FederationId,
+    ) -> Result<Vec<meshfed_store::AgreementEntry>, FederationError> {
+        let ctx = &self.0.federations.ctx;
+        Ok(ctx.blocking(move |s| s.agreement_history(&id)).await?)
+    }
+
     /// Submits a message (see [`submit::submit`]).
     pub(crate) async fn submit(
         &self,

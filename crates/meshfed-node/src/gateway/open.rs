@@ -1,7 +1,8 @@
 //! Open: what arrives on a link becomes messages the inbox can take. A transfer frame is
 //! decoded, its signer certificate checked against the peer's stored trust bundle, its
 //! signature verified (once per batch, or each envelope's on every core); then each envelope is
-//! checked ([`Terms::check_arrival`]: federation, source, destination, hops, encryption),
+//! checked ([`Terms::check_arrival`]: federation, source, destination, hops, encryption; and
+//! `Terms::check_version`: the agreement version in force at its place in the link stream),
 //! opened under the peer's content key and checked against the agreement
 //! ([`Terms::admit`], the same check the sender made).
 //!
@@ -212,9 +213,15 @@ fn arrive(
 ) -> Opened {
     let header = parts.header().clone();
     let mut hop = parts.hop().clone();
-    let checked = link
-        .terms
+    let terms = link.terms();
+    let checked = terms
         .check_arrival(&header, &mut hop)
+        .and_then(|()| {
+            if terms.check_version(&header, link.peer_switched())? {
+                link.mark_peer_switched();
+            }
+            Ok(())
+        })
         .and_then(|()| {
             let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
             let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
@@ -228,7 +235,7 @@ fn arrive(
                 size: clear.len(),
                 qos: header.policy.qos,
             };
-            link.terms.admit(Direction::Inbound, facts)?;
+            terms.admit(Direction::Inbound, facts)?;
             Ok(clear)
         });
     let (size, text, crossed, refused) = match checked {

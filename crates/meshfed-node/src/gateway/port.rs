@@ -5,6 +5,7 @@
 //! how the link is driven.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,10 +58,18 @@ pub(crate) struct LinkPort {
     pub(crate) federation_id: FederationId,
     /// The peer mesh and the node at the other end of this session.
     pub(crate) peer: Peer,
-    /// The agreement as this side applies it.
-    pub(crate) terms: Terms,
-    /// Largest frame body on this link.
-    pub(crate) max_frame: u32,
+    /// The agreement as this side applies it; replaced at a renegotiation's switch point.
+    terms: RwLock<Arc<Terms>>,
+    /// Largest frame body the agreement in force allows.
+    max_frame: AtomicU32,
+    /// Whether the peer is known to send under the version in force: false from this side's
+    /// own switch point (as proposer) until the first envelope of that version arrives.
+    peer_switched: AtomicBool,
+    /// Held while a transfer is built under the terms in force and queued, and while the terms
+    /// are switched: every transfer queued after a switch point is built under the new terms.
+    switch: tokio::sync::Mutex<()>,
+    /// Renegotiation outcomes, for whoever waits on one.
+    renegotiated: tokio::sync::broadcast::Sender<Renegotiated>,
     /// The content keys of this session.
     pub(crate) keys: SessionKeys,
     /// The peer's signers, checked against its stored trust bundle.
@@ -75,6 +84,15 @@ pub(crate) struct LinkPort {
     /// Why the session ended, when its state machine ended it.
     ended: Mutex<Option<String>>,
     connected_since: Timestamp,
+}
+
+/// How a renegotiation on this link ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Renegotiated {
+    /// This version is in force and stored.
+    Switched(u32),
+    /// The proposal of this version failed, for this reason; the agreement in force stays.
+    Failed(u32, String),
 }
 
 /// The session is closed: the frame was not sent.
@@ -108,8 +126,11 @@ impl LinkPort {
         Self {
             federation_id,
             peer,
-            terms,
-            max_frame,
+            terms: RwLock::new(Arc::new(terms)),
+            max_frame: AtomicU32::new(max_frame),
+            peer_switched: AtomicBool::new(true),
+            switch: tokio::sync::Mutex::new(()),
+            renegotiated: tokio::sync::broadcast::channel(8).0,
             keys,
             trust,
             tx,
@@ -124,6 +145,50 @@ impl LinkPort {
     /// The peer mesh.
     pub(crate) fn mesh(&self) -> &MeshId {
         &self.peer.mesh
+    }
+
+    /// The terms of the agreement in force at this point of the link stream.
+    pub(crate) fn terms(&self) -> Arc<Terms> {
+        self.terms.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Largest frame body the agreement in force allows.
+    pub(crate) fn max_frame(&self) -> u32 {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no transfer is being built; hold the guard while building and queueing one
+    /// (or while switching terms), so none straddles a switch point.
+    pub(crate) async fn switch_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.switch.lock().await
+    }
+
+    /// Puts `terms` in force; call with the switch gate held. `peer_switched`: the peer sends
+    /// under them already (it proposed, and its confirm was the switch point).
+    pub(crate) fn switch_terms(&self, terms: Terms, max_frame: u32, peer_switched: bool) {
+        *self.terms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(terms);
+        self.max_frame.store(max_frame, Ordering::Relaxed);
+        self.peer_switched.store(peer_switched, Ordering::Relaxed);
+    }
+
+    /// Whether the peer is known to send under the version in force.
+    pub(crate) fn peer_switched(&self) -> bool {
+        self.peer_switched.load(Ordering::Relaxed)
+    }
+
+    /// An envelope of the version in force arrived: the peer has switched.
+    pub(crate) fn mark_peer_switched(&self) {
+        self.peer_switched.store(true, Ordering::Relaxed);
+    }
+
+    /// Renegotiation outcomes from now on.
+    pub(crate) fn renegotiations(&self) -> tokio::sync::broadcast::Receiver<Renegotiated> {
+        self.renegotiated.subscribe()
+    }
+
+    /// Tells whoever waits how a renegotiation ended.
+    pub(crate) fn renegotiation_ended(&self, outcome: Renegotiated) {
+        let _ = self.renegotiated.send(outcome);
     }
 
     /// Sends `frame` on the link, waiting while its queue is full.

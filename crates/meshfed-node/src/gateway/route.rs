@@ -127,6 +127,13 @@ impl Routes {
         }
     }
 
+    /// The federation with `peer` renegotiated: sends are admitted under `terms` from now on.
+    pub(crate) fn terms_changed(&self, peer: &MeshId, terms: meshfed_proto::admission::Terms) {
+        if let Some(stream) = self.to(peer) {
+            stream.set_terms(terms);
+        }
+    }
+
     /// An acknowledgement or credit frame from the peer of `link`.
     pub(crate) fn peer_frame(&self, link: &LinkPort, frame: &Frame) {
         let outcome = self

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meshfed_proto::admission::Terms;
+use meshfed_proto::admission::{Direction, Terms};
 use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
@@ -212,6 +212,11 @@ impl Stream {
     pub(crate) fn set_state(&self, state: FederationState) {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).state = state;
         let _ = self.control.send(Control::State(state));
+    }
+
+    /// The federation renegotiated: sends are admitted under `terms` from now on.
+    pub(crate) fn set_terms(&self, terms: Terms) {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).terms = terms;
     }
 
     /// Completes once the stream holds nothing more for a federation that ends gracefully:
@@ -660,8 +665,11 @@ impl Task {
             return;
         }
         let max_batch = self.ctx.config.delivery.max_batch;
-        let budget = (link.max_frame as usize).saturating_sub(4096) * 3 / 4;
         loop {
+            // A transfer is built and queued under one agreement: a renegotiation's switch
+            // point falls between transfers (see `LinkPort::switch_gate`).
+            let gate = link.switch_gate().await;
+            let budget = (link.max_frame() as usize).saturating_sub(4096) * 3 / 4;
             let at = self.ctx.now();
             let mut batch = Vec::new();
             let mut bytes = 0;
@@ -673,7 +681,12 @@ impl Task {
                 batch.push(t);
             }
             if batch.is_empty() {
+                drop(gate);
                 break;
+            }
+            let batch = self.admitted(&link, batch);
+            if batch.is_empty() {
+                continue;
             }
             for t in &batch {
                 if t.retransmission {
@@ -699,10 +712,46 @@ impl Task {
                 // The link went; its end arrives as `LinkDown`, and the outbox sends again then.
                 return;
             }
+            drop(gate);
         }
         if let Some(f) = self.outbox.poll_forward() {
             let _ = link.send(Frame::new(FrameType::Forward, f.encode())).await;
         }
+    }
+
+    /// The part of `batch` the agreement in force admits. Messages were checked when they were
+    /// accepted; a renegotiation since may refuse some (a topic, size or qos no longer agreed):
+    /// those are dead-lettered with the refusal logged and counted, never sent.
+    fn admitted(
+        &mut self,
+        link: &LinkPort,
+        batch: Vec<Transmit<Arc<Pending>>>,
+    ) -> Vec<Transmit<Arc<Pending>>> {
+        let terms = link.terms();
+        let mut refused = Vec::new();
+        let admitted = batch
+            .into_iter()
+            .filter(|t| {
+                let header = &t.message.payload.header;
+                let facts = meshfed_proto::admission::Facts {
+                    topic: &header.metadata.topic,
+                    size: t.message.payload.payload.len(),
+                    qos: header.policy.qos,
+                };
+                let Err(refusal) = terms.admit(Direction::Outbound, facts) else {
+                    return true;
+                };
+                self.ctx.metrics.refused(Direction::Outbound, &refusal);
+                tracing::warn!(peer = %self.stream.peer, id = %t.message.id, version = terms.version, %refusal, "the agreement in force refuses a queued message; dead-lettering it");
+                refused.push(t.message.id);
+                false
+            })
+            .collect();
+        if !refused.is_empty() {
+            self.outbox.handle_refused(refused);
+            self.settle_events();
+        }
+        admitted
     }
 
     /// Seals each message under the link session's key and signs them as configured (each
@@ -718,6 +767,9 @@ impl Task {
         // One certificate for the whole transfer, even if it is renewed meanwhile: a batch
         // is verified with the certificate of its first envelope.
         let cert = ctx.id.cert();
+        // The caller holds the switch gate: the version cannot change while this transfer is
+        // built.
+        let version = link.terms().version;
         {
             let now = ctx.clock.instant();
             let mut sealing = link.keys.sealing();
@@ -733,6 +785,7 @@ impl Task {
                 let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
                 header.certificate.clone_from(&cert.der);
+                header.agreement_version = version;
                 let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealing.sealer)
                     .map_err(|e| e.to_string())?;
                 envelopes.push(sealed);
@@ -787,5 +840,6 @@ pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
         DeadLetterReason::ArrivedLate => "arrived_late",
         DeadLetterReason::Shed => "shed",
         DeadLetterReason::FederationEnded => "federation_ended",
+        DeadLetterReason::RefusedByAgreement => "refused_by_agreement",
     }
 }

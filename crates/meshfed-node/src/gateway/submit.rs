@@ -108,7 +108,9 @@ pub(crate) async fn submit(
         },
         flags: msg.flags,
         federation_id: stream.federation_id.clone(),
-        // Set when sealed for a transmission (see `Pending`), not stored with every message.
+        // Both set when sealed for a transmission (see `Pending`), not stored with every
+        // message: the agreement version in force then, and the signer's certificate.
+        agreement_version: 0,
         certificate: Vec::new(),
         encryption: None,
         policy: DeliveryPolicy {

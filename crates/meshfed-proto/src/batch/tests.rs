@@ -46,6 +46,7 @@ fn header(n: u8) -> Header {
         },
         flags: Flags::RELIABLE,
         federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
+        agreement_version: 1,
         certificate: vec![0x30, 0x82, 1, 2, 3, 4],
         encryption: None,
         policy: DeliveryPolicy {

@@ -309,6 +309,7 @@ mod tests {
             },
             flags: Flags::RELIABLE,
             federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
+            agreement_version: 1,
             certificate: vec![0x30, 0x82, 1, 2, 3, 4],
             encryption: None,
             policy: DeliveryPolicy {

@@ -93,10 +93,20 @@ struct RoutingJson {
     flags: Vec<String>,
 }
 
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecurityJson {
     federation_id: FederationId,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    agreement_version: u32,
     signature: String,
     certificate: String,
     encryption: Option<EncryptionJson>,
@@ -178,6 +188,7 @@ impl Envelope {
                 },
                 security: SecurityJson {
                     federation_id: h.federation_id.clone(),
+                    agreement_version: h.agreement_version,
                     signature: B64.encode(self.signature.0),
                     certificate: B64.encode(&h.certificate),
                     encryption: h.encryption.as_ref().map(|e| EncryptionJson {
@@ -258,6 +269,7 @@ impl Envelope {
                 },
                 flags,
                 federation_id: f.security.federation_id,
+                agreement_version: f.security.agreement_version,
                 certificate: decode_b64("security.certificate", &f.security.certificate)?,
                 encryption,
                 policy: DeliveryPolicy {

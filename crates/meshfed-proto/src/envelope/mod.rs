@@ -120,6 +120,9 @@ pub struct Header {
     pub flags: Flags,
     /// The agreement it travels under.
     pub federation_id: FederationId,
+    /// The version of that agreement in force when it was sent (stamped at transfer time; `0`
+    /// before a sender stamps it). A receiver refuses another version than the one in force.
+    pub agreement_version: u32,
     /// The signer's X.509 certificate (DER), issued by the source mesh's CA.
     pub certificate: Vec<u8>,
     /// How the payload is sealed; `None` when the agreement allows plaintext.

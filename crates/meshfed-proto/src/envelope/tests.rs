@@ -45,6 +45,7 @@ fn header(topic: &str) -> Header {
         },
         flags: Flags::RELIABLE.with(Flags::ORDERED),
         federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
+        agreement_version: 1,
         certificate: vec![0x30, 0x82, 1, 2, 3, 4],
         encryption: None,
         policy: DeliveryPolicy {
@@ -272,6 +273,37 @@ fn clear_envelope_verifies_and_refuses_open() {
 }
 
 #[test]
+fn the_agreement_version_is_signed_and_shown_under_security_once_stamped() {
+    let mut fx = fixture();
+    let mut h = header("line-3/temperature");
+    h.agreement_version = 7;
+    let env = WireEnvelope::seal(
+        h.clone(),
+        Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL),
+        b"{}",
+        &mut fx.sealer,
+        &fx.signer,
+    )
+    .unwrap();
+    let (back, _) = open(&fx, &env.encode()).unwrap();
+    assert_eq!(back.header().agreement_version, 7);
+    let json = env.to_envelope(Some(b"{}".to_vec())).to_json();
+    assert_eq!(json["federation"]["security"]["agreement_version"], 7);
+    let again = Envelope::from_json(&json.to_string()).unwrap();
+    assert_eq!(again.header.agreement_version, 7);
+
+    // Altering it breaks the signature like any header field.
+    let mut other = h.clone();
+    other.agreement_version = 8;
+    assert_ne!(other.encode(), h.encode());
+
+    // Not yet stamped (0): left out of both forms, read back as 0.
+    h.agreement_version = 0;
+    assert!(!h.encode().windows(3).any(|w| w == b"agr"));
+    assert_eq!(Header::decode(&h.encode()).unwrap().agreement_version, 0);
+}
+
+#[test]
 fn json_has_the_spec_layout() {
     let mut fx = fixture();
     let env = sealed(&mut fx, br#"{"celsius":21.5}"#);
@@ -303,7 +335,13 @@ fn json_has_the_spec_layout() {
     assert_eq!(keys(&f["routing"]), ["flags", "hops", "path", "ttl"]);
     assert_eq!(
         keys(&f["security"]),
-        ["certificate", "encryption", "federation_id", "signature"]
+        [
+            "agreement_version",
+            "certificate",
+            "encryption",
+            "federation_id",
+            "signature"
+        ]
     );
     assert_eq!(
         keys(&f["security"]["encryption"]),

@@ -97,6 +97,8 @@ struct WireHeader {
     dgw: Option<String>,
     fl: u8,
     fed: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    agr: u32,
     cert: ByteBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     enc: Option<WireEncryption>,
@@ -110,6 +112,14 @@ struct WireHeader {
     ce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sch: Option<String>,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -389,6 +399,7 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
         dgw: h.destination.gateway.as_ref().map(ToString::to_string),
         fl: h.flags.bits(),
         fed: h.federation_id.to_string(),
+        agr: h.agreement_version,
         cert: ByteBuf::from(h.certificate.clone()),
         enc: h.encryption.as_ref().map(|e| WireEncryption {
             alg: CIPHER_AES_256_GCM,
@@ -492,6 +503,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
             .fed
             .parse()
             .map_err(|e| invalid("security.federation_id", e))?,
+        agreement_version: w.agr,
         certificate: w.cert.into_vec(),
         encryption,
         policy: DeliveryPolicy {

@@ -373,7 +373,7 @@ fn verify_invitation_mac(
 }
 
 /// What each agreement signature covers: the role, then the agreement's digest.
-fn agreement_input(role: Role, digest: &Digest384) -> Vec<u8> {
+pub(crate) fn agreement_input(role: Role, digest: &Digest384) -> Vec<u8> {
     let label: &[u8] = match role {
         Role::Initiator => b"meshfed-agreement-initiator-v1\0",
         Role::Responder => b"meshfed-agreement-responder-v1\0",

@@ -13,6 +13,8 @@ use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
 use crate::statement::{SignedStatement, StatementError, StatementKind};
 
+use super::renegotiation::{RenegotiationAnswer, RenegotiationConfirm, RenegotiationProposal};
+
 /// Longest termination reason, in bytes, a peer may send; [`TerminationBody::new`] truncates
 /// longer ones, [`TerminationBody::decode`] refuses them.
 pub const MAX_REASON_LEN: usize = 1024;
@@ -82,6 +84,12 @@ pub enum Control {
     Revocations(Box<RevocationsBody>),
     /// A `RevocationsAck` frame.
     RevocationsAck(RevocationsAck),
+    /// A `RenegotiationProposal` frame.
+    RenegotiationProposal(Box<RenegotiationProposal>),
+    /// A `RenegotiationAnswer` frame.
+    RenegotiationAnswer(RenegotiationAnswer),
+    /// A `RenegotiationConfirm` frame: the switch point.
+    RenegotiationConfirm(RenegotiationConfirm),
 }
 
 /// The answer to a `TrustBundle` frame: the bundle of this serial is stored (or one above it
@@ -154,6 +162,9 @@ pub enum BodyFault {
     /// bounds).
     #[error("{0}")]
     Invalid(String),
+    /// A signature field of this many bytes, not an ECDSA P-384 signature's 96.
+    #[error("a signature of {0} bytes is not a P-384 signature")]
+    NotASignature(usize),
 }
 
 impl Heartbeat {
@@ -276,6 +287,13 @@ impl Control {
             T::TrustBundleAck => Self::TrustBundleAck(BundleAck::decode(body)?),
             T::Revocations => Self::Revocations(Box::new(RevocationsBody::decode(body)?)),
             T::RevocationsAck => Self::RevocationsAck(RevocationsAck::decode(body)?),
+            T::RenegotiationProposal => {
+                Self::RenegotiationProposal(Box::new(RenegotiationProposal::decode(body)?))
+            }
+            T::RenegotiationAnswer => Self::RenegotiationAnswer(RenegotiationAnswer::decode(body)?),
+            T::RenegotiationConfirm => {
+                Self::RenegotiationConfirm(RenegotiationConfirm::decode(body)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -293,6 +311,9 @@ impl Control {
             Self::TrustBundleAck(b) => (T::TrustBundleAck, b.encode()),
             Self::Revocations(b) => (T::Revocations, b.encode()),
             Self::RevocationsAck(b) => (T::RevocationsAck, b.encode()),
+            Self::RenegotiationProposal(b) => (T::RenegotiationProposal, b.encode()),
+            Self::RenegotiationAnswer(b) => (T::RenegotiationAnswer, b.encode()),
+            Self::RenegotiationConfirm(b) => (T::RenegotiationConfirm, b.encode()),
         };
         Frame::new(ty, body)
     }

@@ -39,6 +39,7 @@
 //! the session's `on_control`, and the facts it yields as new [`SessionEvent`]s.
 
 pub mod bodies;
+pub mod renegotiation;
 pub mod revocations;
 #[cfg(test)]
 mod tests;
@@ -51,13 +52,19 @@ pub use bodies::{
     BodyError, BodyFault, BundleAck, Control, FlowState, Heartbeat, HeartbeatAck, LifecycleChange,
     MAX_REASON_LEN, TerminationBody,
 };
+pub use renegotiation::{
+    AgreementSwitch, ProposedBy, RenegotiateError, RenegotiationAnswer, RenegotiationConfirm,
+    RenegotiationFailure, RenegotiationProposal, RenegotiationSetup, RenegotiationViolation,
+};
 pub use revocations::{RevocationsAck, RevocationsBody};
 
+use crate::agreement::MalformedAgreement;
 use crate::frame::{Frame, FrameType};
 use crate::handshake::ErrorCode;
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
 use crate::statement::SignedStatement;
+use renegotiation::Renegotiation;
 
 /// Heartbeat intervals of silence after which a session is degraded.
 pub const DEGRADED_AFTER: u32 = 2;
@@ -211,6 +218,17 @@ pub enum SessionEvent {
     RevocationsReceived(Box<RevocationsBody>),
     /// The peer stored this side's revocation list at this version.
     RevocationsAcknowledged(RevocationsAck),
+    /// A renegotiated agreement is in force from this point of the link stream on (see
+    /// [`renegotiation`]): store it, keep the old one in history, and apply its terms to every
+    /// data frame from now on.
+    AgreementSwitched(Box<AgreementSwitch>),
+    /// A renegotiation to `version` ended without a new agreement: the one in force stays.
+    RenegotiationFailed {
+        /// The version that was proposed.
+        version: u32,
+        /// Why.
+        failure: RenegotiationFailure,
+    },
     /// The session ended: close the link. Nothing more is sent or accepted.
     Closed(CloseReason),
 }
@@ -258,6 +276,9 @@ pub enum ProtocolViolation {
     /// A control frame whose body does not decode.
     #[error(transparent)]
     Malformed(#[from] BodyError),
+    /// A renegotiation frame that breaks the exchange.
+    #[error(transparent)]
+    Renegotiation(#[from] RenegotiationViolation),
 }
 
 impl ProtocolViolation {
@@ -266,6 +287,7 @@ impl ProtocolViolation {
         match self {
             Self::UnexpectedFrame(_) => ErrorCode::UnexpectedMessage,
             Self::Malformed(_) => ErrorCode::Malformed,
+            Self::Renegotiation(v) => v.code(),
         }
     }
 }
@@ -317,6 +339,8 @@ pub struct LinkSession {
     peer: FlowState,
     out: VecDeque<Frame>,
     events: VecDeque<SessionEvent>,
+    /// The renegotiation exchange, when the driver enabled it.
+    renegotiation: Option<Renegotiation>,
 }
 
 impl LinkSession {
@@ -341,12 +365,48 @@ impl LinkSession {
             peer: FlowState::Active,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            renegotiation: None,
         };
         if local == FlowState::Suspended {
             session.send(Control::Lifecycle(LifecycleChange { state: local }));
         }
         session.send_heartbeat(now);
         session
+    }
+
+    /// Lets this session renegotiate the agreement in `setup` (see [`renegotiation`]). Without
+    /// it, a peer's proposal is refused and [`LinkSession::renegotiate`] fails.
+    pub fn with_renegotiation(
+        mut self,
+        setup: RenegotiationSetup,
+    ) -> Result<Self, MalformedAgreement> {
+        self.renegotiation = Some(Renegotiation::new(setup)?);
+        Ok(self)
+    }
+
+    /// Proposes the next agreement version with this side's offer in the setup; returns the
+    /// version proposed. The outcome comes as [`SessionEvent::AgreementSwitched`] or
+    /// [`SessionEvent::RenegotiationFailed`].
+    pub fn renegotiate(&mut self, now: Instant) -> Result<u32, RenegotiateError> {
+        if !matches!(self.state, State::Open) {
+            return Err(RenegotiateError::Closed);
+        }
+        let Some(r) = self.renegotiation.as_mut() else {
+            return Err(RenegotiateError::NotEnabled);
+        };
+        r.propose(
+            now,
+            &mut renegotiation::Out {
+                frames: &mut self.out,
+                events: &mut self.events,
+            },
+        )
+    }
+
+    /// The agreement version in force at this point of the link stream, if the session
+    /// renegotiates.
+    pub fn agreement_version(&self) -> Option<u32> {
+        self.renegotiation.as_ref().map(Renegotiation::version)
     }
 
     /// Handles one frame from the peer, received at `now`.
@@ -356,7 +416,7 @@ impl LinkSession {
         }
         self.heard(now);
         match Control::from_frame(frame) {
-            Ok(Some(control)) => Ok(self.on_control(control, now)),
+            Ok(Some(control)) => self.on_control(control, now),
             Ok(None) => self.on_other(frame),
             Err(e) => Err(self.violated(e.into())),
         }
@@ -385,6 +445,15 @@ impl LinkSession {
         if self.next_heartbeat.is_some_and(|t| now >= t) {
             self.send_heartbeat(now);
         }
+        if let Some(r) = self.renegotiation.as_mut() {
+            r.handle_timeout(
+                now,
+                &mut renegotiation::Out {
+                    frames: &mut self.out,
+                    events: &mut self.events,
+                },
+            );
+        }
     }
 
     /// When [`LinkSession::handle_timeout`] should next be called: the next heartbeat or the next
@@ -398,7 +467,11 @@ impl LinkSession {
             Health::Degraded => self.silence_deadline(UNREACHABLE_AFTER),
             Health::Unreachable => None,
         };
-        [self.next_heartbeat, health_change]
+        let renegotiation = self
+            .renegotiation
+            .as_ref()
+            .and_then(Renegotiation::next_timeout);
+        [self.next_heartbeat, health_change, renegotiation]
             .into_iter()
             .flatten()
             .min()
@@ -523,12 +596,14 @@ impl LinkSession {
     }
 
     /// A decoded control frame. New control bodies get their arm here.
-    fn on_control(&mut self, control: Control, now: Instant) -> Received {
+    fn on_control(&mut self, control: Control, now: Instant) -> Result<Received, SessionError> {
         match control {
             Control::Heartbeat(Heartbeat { seq }) => {
                 self.send(Control::HeartbeatAck(HeartbeatAck { seq }));
             }
-            Control::HeartbeatAck(HeartbeatAck { seq }) => return self.on_heartbeat_ack(seq, now),
+            Control::HeartbeatAck(HeartbeatAck { seq }) => {
+                return Ok(self.on_heartbeat_ack(seq, now));
+            }
             Control::Lifecycle(LifecycleChange { state }) => self.set_peer(state),
             Control::Termination(body) => {
                 self.events.push_back(SessionEvent::PeerTerminated {
@@ -560,8 +635,46 @@ impl LinkSession {
                 self.events
                     .push_back(SessionEvent::RevocationsAcknowledged(ack));
             }
+            c @ (Control::RenegotiationProposal(_)
+            | Control::RenegotiationAnswer(_)
+            | Control::RenegotiationConfirm(_)) => self.on_renegotiation(c, now)?,
         }
-        Received::Consumed
+        Ok(Received::Consumed)
+    }
+
+    /// A renegotiation frame, for the exchange if the session renegotiates. Without one, a
+    /// proposal is refused and an answer or confirm breaks the protocol.
+    fn on_renegotiation(&mut self, control: Control, now: Instant) -> Result<(), SessionError> {
+        let Some(r) = self.renegotiation.as_mut() else {
+            return match control {
+                Control::RenegotiationProposal(p) => {
+                    self.send(Control::RenegotiationAnswer(RenegotiationAnswer::refuse(
+                        p.version,
+                        "this side does not renegotiate on this link",
+                    )));
+                    Ok(())
+                }
+                other => {
+                    let ty = other.to_frame().ty;
+                    Err(self.violated(RenegotiationViolation::NotRenegotiating(ty).into()))
+                }
+            };
+        };
+        let mut out = renegotiation::Out {
+            frames: &mut self.out,
+            events: &mut self.events,
+        };
+        let result = match control {
+            Control::RenegotiationProposal(p) => {
+                r.on_proposal(*p, now, &mut out);
+                Ok(())
+            }
+            Control::RenegotiationAnswer(a) => r.on_answer(a, &mut out),
+            Control::RenegotiationConfirm(c) => r.on_confirm(c, &mut out),
+            // `on_control` passes renegotiation bodies only.
+            _ => Ok(()),
+        };
+        result.map_err(|v| self.violated(v.into()))
     }
 
     /// A frame that is not a session control frame.

@@ -1272,3 +1272,5 @@ proptest! {
         let _ = drain(&mut s);
     }
 }
+
+mod renegotiation;

@@ -372,6 +372,18 @@ impl<P: Clone> Outbox<P> {
         }
     }
 
+    /// The agreement in force refuses these messages (a renegotiation changed it since they were
+    /// accepted): each is dead-lettered ([`DeadLetterReason::RefusedByAgreement`]) wherever it is,
+    /// also just after [`Outbox::poll_transmit`] gave it, and never sent (again). A sequence
+    /// number it took is settled like that of an expired message. Unknown ids are ignored.
+    pub fn handle_refused(&mut self, ids: impl IntoIterator<Item = EnvelopeId>) {
+        for id in ids {
+            if let Some(&ticket) = self.by_id.get(&id) {
+                self.dead_letter(ticket, DeadLetterReason::RefusedByAgreement);
+            }
+        }
+    }
+
     /// The link is gone: everything in flight waits, in sequence order, for retransmission on
     /// the next link; nothing is sent until [`Outbox::handle_link_up`].
     pub fn handle_link_down(&mut self) {
@@ -767,6 +779,7 @@ impl<P: Clone> Outbox<P> {
             DeadLetterReason::ArrivedLate => &mut self.counters.arrived_late,
             DeadLetterReason::Shed => &mut self.counters.shed,
             DeadLetterReason::FederationEnded => &mut self.counters.federation_ended,
+            DeadLetterReason::RefusedByAgreement => &mut self.counters.refused_by_agreement,
         };
         *counter += 1;
         self.events.push_back(OutboxEvent::DeadLettered {

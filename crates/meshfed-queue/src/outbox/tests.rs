@@ -768,3 +768,38 @@ fn federation_ended_dead_letters_everything_held_wherever_it_is() {
     o.handle_ack(&ack(2, &[], 100), t(4)).unwrap();
     assert!(events(&mut o).is_empty());
 }
+
+#[test]
+fn messages_a_renegotiated_agreement_refuses_are_dead_lettered_wherever_they_are() {
+    let mut o = outbox();
+    o.handle_link_up();
+    o.offer(msg(1).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    o.offer(msg(3).with_qos(Qos::ExactlyOnce), t(0)).unwrap();
+    persist_all(&mut o);
+    // 1 just given to the driver (in flight); 2 and 3 still queued.
+    let first = o.poll_transmit(t(1)).unwrap();
+    assert_eq!(first.message.id, id(1));
+    events(&mut o);
+
+    o.handle_refused([id(1), id(3), id(9)]);
+    let dead: Vec<EnvelopeId> = events(&mut o)
+        .into_iter()
+        .map(|e| match e {
+            OutboxEvent::DeadLettered {
+                id,
+                reason: DeadLetterReason::RefusedByAgreement,
+            } => id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(dead, [id(1), id(3)]);
+    assert_eq!(o.counters().refused_by_agreement, 2);
+    assert_eq!(
+        DeadLetterReason::RefusedByAgreement.to_string(),
+        "the renegotiated agreement refuses it"
+    );
+    // Only 2 is left, and it is what goes next.
+    assert_eq!(payloads(&transmits(&mut o, t(2))), [2]);
+    assert_eq!(o.backlog(t(2)).messages, 1);
+}

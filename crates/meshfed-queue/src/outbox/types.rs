@@ -129,6 +129,9 @@ pub enum DeadLetterReason {
     Shed,
     /// The federation ended (terminated) before the peer acknowledged it.
     FederationEnded,
+    /// The agreement in force refuses it (renegotiated since it was accepted: a topic, size or
+    /// qos no longer agreed); it is not sent again.
+    RefusedByAgreement,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -139,6 +142,7 @@ impl fmt::Display for DeadLetterReason {
             Self::ArrivedLate => "arrived after its deadline",
             Self::Shed => "shed under overload",
             Self::FederationEnded => "the federation ended before acknowledgement",
+            Self::RefusedByAgreement => "the renegotiated agreement refuses it",
         })
     }
 }
@@ -226,6 +230,8 @@ pub struct OutboxCounters {
     pub shed: u64,
     /// Messages dead-lettered because the federation ended.
     pub federation_ended: u64,
+    /// Messages dead-lettered because a renegotiated agreement refuses them.
+    pub refused_by_agreement: u64,
     /// Acknowledgements and credit for another epoch, ignored.
     pub foreign_epoch: u64,
 }

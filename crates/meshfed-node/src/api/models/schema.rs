@@ -131,8 +131,8 @@ stand_in!(
     AgreedSignatureMode => names(["per-message", "batch"])
 );
 stand_in!(
-    /// A lifecycle operation.
-    Operation => names(["suspend", "resume", "terminate"])
+    /// A lifecycle operation, or a renegotiation of the agreement.
+    Operation => names(["suspend", "resume", "terminate", "renegotiate"])
 );
 stand_in!(
     /// Whether a subscriber receives each envelope with its proof: `required` for the export

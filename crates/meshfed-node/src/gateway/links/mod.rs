@@ -197,7 +197,7 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming, place: Unauthent
         );
         let established = drive(&links, &mut link, hs).await?;
         let record = persist(&links, &established, HsRole::Responder, Vec::new()).await?;
-        start_session(&links, link, *established, &record)
+        start_session(&links, link, *established, &record).await
     }
     .await;
     drop(place);
@@ -448,7 +448,7 @@ pub(crate) async fn initiate(
     )?;
     let established = drive(links, &mut link, hs).await?;
     let record = persist(links, &established, HsRole::Initiator, peer_addrs).await?;
-    let session = start_session(links, link, *established, &record)?;
+    let session = start_session(links, link, *established, &record).await?;
     Ok((record, session))
 }
 

@@ -17,7 +17,8 @@ use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::crypto::KeyEpoch;
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::session::{
-    CloseReason, FlowState, LinkSession, Received, SessionConfig, SessionEvent,
+    AgreementSwitch, CloseReason, FlowState, LinkSession, ProposedBy, Received, RenegotiationSetup,
+    SessionConfig, SessionEvent,
 };
 use meshfed_queue::{Forward, Peer};
 use meshfed_store::FederationRecord;
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::{LinkError, Links, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
 use crate::gateway::inbox::Input;
-use crate::gateway::port::{KeyRotation, LinkPort, PeerTrust, SessionKeys};
+use crate::gateway::port::{KeyRotation, LinkPort, PeerTrust, Renegotiated, SessionKeys};
 use crate::gateway::{open, revocation};
 
 /// Frames queued for one link before senders wait.
@@ -34,7 +35,7 @@ const OUTGOING_QUEUE: usize = 4096;
 
 /// Starts the reader and writer of an established link and registers it, replacing any older
 /// session of the same federation.
-pub(crate) fn start(
+pub(crate) async fn start(
     links: &Arc<Links>,
     mut link: Link,
     established: meshfed_proto::handshake::Established,
@@ -60,13 +61,38 @@ pub(crate) fn start(
     } else {
         FlowState::Active
     };
+    let offer = ctx.offer();
+    let renegotiate_now =
+        offer_changed(links, record, &offer, established.agreement.is_some()).await;
     let mut session = LinkSession::new(
         SessionConfig {
             heartbeat_interval: ctx.config.federation.heartbeat_interval,
         },
         ctx.clock.instant(),
         own_hold,
-    );
+    )
+    .with_renegotiation(RenegotiationSetup {
+        role: record.role.handshake_role(),
+        key: ctx.id.cert().key.clone(),
+        peer_key: established.peer.key.clone(),
+        agreement: signed.clone(),
+        capabilities: offer.capabilities,
+        policy: offer.policy,
+        timeout: ctx.config.federation.handshake_timeout,
+    })
+    .map_err(|e| store(&e))?;
+    if renegotiate_now {
+        // This side's offer changed since the agreement in force was made (a restart with
+        // another `max_frame_size`, say): the agreement follows it.
+        match session.renegotiate(ctx.clock.instant()) {
+            Ok(version) => {
+                tracing::info!(federation = %record.id, version, "this side's offer changed; proposing a new agreement version");
+            }
+            Err(e) => {
+                tracing::warn!(federation = %record.id, error = %e, "could not propose a new agreement version");
+            }
+        }
+    }
     // After a CA rollover, every new link tells the peer (again) what this mesh's bundle is: a
     // partner that was away when it changed learns it now. (A new session is open.)
     if let Some((statement, _)) = &ctx.id.trust().statement {
@@ -134,6 +160,12 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Frame>,
 ) {
     let clock = links.ctx.clock.clone();
+    // A renegotiated agreement's maximum frame never exceeds this side's offer, and frames
+    // built under the agreement before may still be queued: the writer takes either.
+    writer.set_max_frame(
+        port.max_frame()
+            .max(links.ctx.config.federation.max_frame_size),
+    );
     let result: Result<(), TransportError> = async {
         loop {
             // What the session queued — at start its first heartbeat — goes out first.
@@ -211,6 +243,7 @@ fn drain(s: &mut LinkSession) -> (Vec<Frame>, Vec<SessionEvent>) {
 
 async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReader) {
     let ctx = links.ctx.clone();
+    let mut frame_limit = port.max_frame();
     let why = loop {
         let received = tokio::select! {
             () = port.closed() => break port.ended().unwrap_or_else(|| "closed locally".to_owned()),
@@ -221,11 +254,39 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             Ok(None) => break "the peer closed the link".to_owned(),
             Ok(Some(frame)) => frame,
         };
-        let handled = port.with_session(|s| s.handle_frame(&frame, ctx.clock.instant()));
-        // What the session answers (a heartbeat ack, an error frame) joins the link's queue.
-        let (frames, events) = port.with_session(drain);
-        for frame in frames {
-            let _ = port.send(frame).await;
+        // Handled and drained at once, so what the frame caused (a renegotiation's switch
+        // above all) is acted on here, in stream order, and not by the writer.
+        let (handled, frames, events) = port.with_session(|s| {
+            let handled = s.handle_frame(&frame, ctx.clock.instant());
+            let (frames, events) = drain(s);
+            (handled, frames, events)
+        });
+        // What the session answers (a heartbeat ack, a renegotiation answer or confirm, an
+        // error frame) joins the link's queue.
+        let switches: Vec<&AgreementSwitch> = events
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::AgreementSwitched(s) => Some(&**s),
+                _ => None,
+            })
+            .collect();
+        if switches.is_empty() {
+            for frame in frames {
+                let _ = port.send(frame).await;
+            }
+        } else {
+            // The switch point: no transfer is built while the confirm is queued and the terms
+            // change, so every transfer queued after it is built under the new terms.
+            let _gate = port.switch_gate().await;
+            for frame in frames {
+                let _ = port.send(frame).await;
+            }
+            for switch in switches {
+                apply_switch(&links, &port, switch);
+            }
+            // Frames up to the larger of the two maxima may still be on their way.
+            frame_limit = frame_limit.max(port.max_frame());
+            reader.set_max_frame(frame_limit);
         }
         if on_events(&links, &port, events).await {
             break port
@@ -330,6 +391,11 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             SessionEvent::RevocationsAcknowledged(ack) => {
                 tracing::info!(federation = %port.federation_id, peer = %port.peer, mesh = %ack.mesh, version = ack.version, "the peer stored this mesh's revocation list");
             }
+            SessionEvent::AgreementSwitched(switch) => record_switch(links, port, *switch).await,
+            SessionEvent::RenegotiationFailed { version, failure } => {
+                tracing::warn!(federation = %port.federation_id, peer = %port.peer, version, %failure, "renegotiation failed; the agreement in force stays");
+                port.renegotiation_ended(Renegotiated::Failed(version, failure.to_string()));
+            }
             SessionEvent::Closed(reason) => {
                 if let CloseReason::Silent(_) = reason {
                     tracing::warn!(federation = %port.federation_id, peer = %port.peer, %reason, "closing a silent link");
@@ -364,6 +430,100 @@ async fn record_state(links: &Links, port: &LinkPort, target: FederationState, r
         Ok(rec) => links.routes.state_changed(port.mesh(), rec.state),
         Err(e) => {
             tracing::warn!(federation = %port.federation_id, error = %e, "could not record the federation's new state");
+        }
+    }
+}
+
+/// Whether this side's `offer` differs from the one the agreement in force was made with. A
+/// fresh handshake (`new_agreement`) just made it with this offer, which is recorded; a record
+/// from before offers were kept counts as changed when the agreement is not what the offer
+/// alone would allow (a capability outside it, or another maximum frame).
+async fn offer_changed(
+    links: &Links,
+    record: &FederationRecord,
+    offer: &crate::gateway::context::Offer,
+    new_agreement: bool,
+) -> bool {
+    let encoded = offer.encode();
+    let id = record.id.clone();
+    if new_agreement {
+        let recorded = links
+            .ctx
+            .blocking(move |s| s.set_agreed_offer(&id, &encoded))
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(federation = %record.id, error = %e, "could not record this side's offer");
+        }
+        return false;
+    }
+    match links.ctx.blocking(move |s| s.agreed_offer(&id)).await {
+        Ok(Some(agreed)) => agreed != encoded,
+        Ok(None) => meshfed_proto::agreement::SignedAgreement::decode(&record.agreement)
+            .ok()
+            .and_then(|s| s.agreement().ok())
+            .is_some_and(|a| !offer.allows(&a, record.role.handshake_role())),
+        Err(e) => {
+            tracing::warn!(federation = %record.id, error = %e, "could not read this side's offer");
+            false
+        }
+    }
+}
+
+/// Puts a switched agreement's terms in force on the link and on the stream; called with the
+/// port's switch gate held.
+fn apply_switch(links: &Links, port: &LinkPort, switch: &AgreementSwitch) {
+    let role = if switch.agreement.initiator.mesh == links.ctx.id.mesh {
+        meshfed_proto::handshake::Role::Initiator
+    } else {
+        meshfed_proto::handshake::Role::Responder
+    };
+    let terms = meshfed_proto::admission::Terms::of(&switch.agreement, role);
+    let max_frame = switch.agreement.capabilities.max_frame.0;
+    let peer_switched = switch.proposed_by == ProposedBy::Peer;
+    port.switch_terms(terms.clone(), max_frame, peer_switched);
+    links.routes.terms_changed(port.mesh(), terms);
+}
+
+/// Stores a switched agreement, keeping the replaced one in history, and tells whoever waits.
+async fn record_switch(links: &Links, port: &LinkPort, switch: AgreementSwitch) {
+    let version = switch.agreement.version;
+    let id = port.federation_id.clone();
+    let at = links.ctx.now();
+    let offer = links.ctx.offer().encode();
+    let signed = switch.signed.encode();
+    let digest = switch.signed.digest();
+    let previous = switch.previous;
+    let stored = links
+        .ctx
+        .blocking(move |s| {
+            let rec = s
+                .federation(&id)?
+                .ok_or_else(|| meshfed_store::StoreError::UnknownFederation(id.clone()))?;
+            s.renegotiate_agreement(
+                &id,
+                meshfed_store::Renegotiated {
+                    replaces: previous,
+                    replaces_digest: &rec.agreement_digest,
+                    agreement: &signed,
+                    digest: &digest,
+                    offer: &offer,
+                    at,
+                },
+            )
+        })
+        .await;
+    match stored {
+        Ok(_) => {
+            tracing::info!(federation = %port.federation_id, peer = %port.peer, version, previous, proposed_by = ?switch.proposed_by, "agreement renegotiated");
+            port.renegotiation_ended(Renegotiated::Switched(version));
+        }
+        Err(e) => {
+            // The link runs under the new terms until it closes; the registry keeps the old.
+            tracing::error!(federation = %port.federation_id, version, error = %e, "could not store the renegotiated agreement");
+            port.renegotiation_ended(Renegotiated::Failed(
+                version,
+                format!("the new agreement could not be stored: {e}"),
+            ));
         }
     }
 }
