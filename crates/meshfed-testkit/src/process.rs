@@ -275,13 +275,18 @@ impl Mesh {
     /// directory, then heartbeats of [`FAST_HEARTBEAT`] and a handshake timeout of
     /// [`TEST_HANDSHAKE_TIMEOUT`] in its `meshfed.toml`. `bin` is the `meshfed` binary.
     pub fn init(bin: impl Into<PathBuf>, mesh: &str) -> Self {
-        Self::init_with(bin, mesh, false)
+        Self::init_with(bin, mesh, false, &[])
+    }
+
+    /// [`Mesh::init`] with more `meshfed init` arguments (say `--node-cert-validity 4s`).
+    pub fn init_with_args(bin: impl Into<PathBuf>, mesh: &str, args: &[&str]) -> Self {
+        Self::init_with(bin, mesh, false, args)
     }
 
     /// [`Mesh::init`] with `--root-key-out`: the mesh CA key goes to [`Mesh::root_key_out`],
     /// outside the node directory, and the gateway has only the issuing CA key.
     pub fn init_with_root_key_out(bin: impl Into<PathBuf>, mesh: &str) -> Self {
-        Self::init_with(bin, mesh, true)
+        Self::init_with(bin, mesh, true, &[])
     }
 
     /// Where [`Mesh::init_with_root_key_out`] wrote the mesh CA key.
@@ -289,7 +294,7 @@ impl Mesh {
         self.root.path().join("offline-root.key")
     }
 
-    fn init_with(bin: impl Into<PathBuf>, mesh: &str, root_key_out: bool) -> Self {
+    fn init_with(bin: impl Into<PathBuf>, mesh: &str, root_key_out: bool, args: &[&str]) -> Self {
         let root = crate::temp_dir();
         let dir = root.path().join(mesh);
         let log = root.path().join("gateway.log");
@@ -318,6 +323,7 @@ impl Mesh {
         if root_key_out {
             init.arg("--root-key-out").arg(node.root_key_out());
         }
+        init.args(args);
         run(init, None).ok();
         node.configure("federation", "heartbeat_interval", FAST_HEARTBEAT);
         node.configure("federation", "handshake_timeout", TEST_HANDSHAKE_TIMEOUT);

@@ -398,6 +398,30 @@ pub(crate) struct InitArgs {
     /// certificate from the issuing CA key in DIR/ca/issuing.key.
     #[arg(long, value_name = "FILE")]
     pub(crate) root_key_out: Option<std::path::PathBuf>,
+
+    /// Lifetime of node certificates: the first one, issued now, and those the gateway renews
+    /// itself while it runs (written as `[identity] node_cert_validity`; at most 365 days).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = node_cert_validity
+    )]
+    pub(crate) node_cert_validity: Duration,
+}
+
+/// A node certificate lifetime: a duration of at least one second and at most
+/// [`meshfed_node::config::MAX_NODE_CERT_VALIDITY`].
+fn node_cert_validity(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let max = meshfed_node::config::MAX_NODE_CERT_VALIDITY;
+    if d < Duration::from_secs(1) || d > max {
+        return Err(format!(
+            "must be from 1s to {} days",
+            max.as_secs() / 86_400
+        ));
+    }
+    Ok(d)
 }
 
 /// `meshfed envelope ...`.

@@ -21,6 +21,7 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
         IfExists::Refuse
     };
     opts.root_key_out = args.root_key_out;
+    opts.node_cert_validity = args.node_cert_validity;
     let report = init(opts)?;
     outln!("{}", summary(&report).trim_end())?;
     Ok(())

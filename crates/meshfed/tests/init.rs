@@ -164,7 +164,7 @@ fn force_replaces_the_identity() {
 fn bad_values_exit_2_naming_the_value_and_the_rule() {
     let tmp = temp_dir();
     let dir = tmp.path().join("node");
-    let cases: [(&[&str], &str, &str); 4] = [
+    let cases: [(&[&str], &str, &str); 6] = [
         (
             &["--mesh", "Plant_A"],
             "'Plant_A'",
@@ -185,6 +185,16 @@ fn bad_values_exit_2_naming_the_value_and_the_rule() {
             "'127.0.0.1'",
             "socket address",
         ),
+        (
+            &["--mesh", "m", "--node-cert-validity", "400days"],
+            "'400days'",
+            "must be from 1s to 365 days",
+        ),
+        (
+            &["--mesh", "m", "--node-cert-validity", "soon"],
+            "'soon'",
+            "--node-cert-validity",
+        ),
     ];
     for (args, value, rule) in cases {
         let out = init(&dir, args);
@@ -195,6 +205,23 @@ fn bad_values_exit_2_naming_the_value_and_the_rule() {
         assert!(err.contains(rule), "{args:?}: {err}");
         assert!(!dir.exists(), "nothing is written for bad input");
     }
+}
+
+#[test]
+fn node_cert_validity_sets_the_first_certificate_and_the_configuration() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("node");
+    assert_ok(&init(
+        &dir,
+        &["--mesh", "plant-a", "--node-cert-validity", "90s"],
+    ));
+    let der = cert_der(&dir.join("node/node.crt"));
+    let (_, node) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let lifetime = node.validity().not_after.timestamp() - node.validity().not_before.timestamp();
+    // Issued with a small allowance for clock skew before now.
+    assert!((90..=90 + 300).contains(&lifetime), "{lifetime} s");
+    let config = std::fs::read_to_string(dir.join("meshfed.toml")).unwrap();
+    assert!(config.contains("node_cert_validity = \"90s\""), "{config}");
 }
 
 #[test]
