@@ -42,6 +42,19 @@ fn files(node_dir: &std::path::Path) -> CaFiles {
     )
 }
 
+/// `meshfed ca rotate` on the node directory `dir`, its root key there.
+fn rotate(dir: &std::path::Path) {
+    rollover::rotate(
+        &files(dir),
+        &RotateOptions {
+            root_key: None,
+            new_root_key_out: None,
+            now: SystemTime::now(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 async fn trust(node: &Node) -> Value {
     let (status, view) = node.get("/v1/ca").await;
     assert_eq!(status, 200, "{view}");
@@ -77,16 +90,7 @@ async fn a_ca_rollover_keeps_messages_crossing_and_ends_with_the_partner_trustin
     assert_eq!(peer_cas(&b, &id).await, json!([old]));
 
     // Rotate: plant-a's bundle is old + new, signed by the old CA; supplier-b stores it.
-    let files_a = files(a.dir());
-    rollover::rotate(
-        &files_a,
-        &RotateOptions {
-            root_key: None,
-            new_root_key_out: None,
-            now: SystemTime::now(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    rotate(a.dir());
     let (status, view) = a.post("/v1/ca/reload", json!({})).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["rollover"], true, "{view}");
@@ -101,7 +105,7 @@ async fn a_ca_rollover_keeps_messages_crossing_and_ends_with_the_partner_trustin
     // supplier-b verifies it on the link that stayed up through the issuing CA the statement
     // named.
     rollover::retire_old(
-        &files_a,
+        &files(a.dir()),
         &RetireOptions {
             root_key: None,
             now: SystemTime::now(),
@@ -146,15 +150,7 @@ async fn a_partner_away_during_the_rotation_is_told_on_its_next_link() {
     let id = federate(&a, &b).await;
     let b = b.stop().await;
 
-    rollover::rotate(
-        &files(a.dir()),
-        &RotateOptions {
-            root_key: None,
-            new_root_key_out: None,
-            now: SystemTime::now(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    rotate(a.dir());
     let (status, view) = a.post("/v1/ca/reload", json!({})).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["announced_on"], 0, "{view}");

@@ -21,6 +21,7 @@ pub mod admission;
 pub mod agreement;
 pub mod batch;
 pub mod capability;
+mod cbor;
 pub mod crypto;
 pub mod envelope;
 pub mod frame;

@@ -129,25 +129,18 @@ pub enum Revoked {
 impl RevocationList {
     /// The wire form (CBOR), as signed.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        // Invariant: encoding plain structs into a Vec cannot fail.
-        ciborium::into_writer(self, &mut out)
-            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
-        out
+        crate::cbor::to_vec(self, 256)
     }
 
     /// Reads the wire form, refusing trailing bytes, too many entries, malformed serials,
     /// duplicates and version 0.
     pub fn decode(bytes: &[u8]) -> Result<Self, RevocationListError> {
-        let mut reader = bytes;
-        let list: Self = ciborium::from_reader(&mut reader)
-            .map_err(|e| RevocationListError::Malformed(e.to_string()))?;
-        if !reader.is_empty() {
-            return Err(RevocationListError::Malformed(format!(
-                "{} bytes after the list",
-                reader.len()
-            )));
-        }
+        let list: Self = crate::cbor::from_slice(bytes).map_err(|e| {
+            RevocationListError::Malformed(match e {
+                crate::cbor::CborFault::NotCbor(e) => e,
+                crate::cbor::CborFault::Trailing(n) => format!("{n} bytes after the list"),
+            })
+        })?;
         list.check_bounds()?;
         Ok(list)
     }

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::cbor::{self, CborFault};
 use crate::envelope::Timestamp;
 use crate::id::MeshId;
 
@@ -78,11 +79,7 @@ pub enum StatementError {
 impl SignedStatement {
     /// The wire form (CBOR).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 1024);
-        // Invariant: encoding plain structs into a Vec cannot fail.
-        ciborium::into_writer(self, &mut out)
-            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
-        out
+        cbor::to_vec(self, self.body.len() + 1024)
     }
 
     /// Reads the wire form, refusing oversized input, trailing bytes and a chain of the wrong
@@ -91,15 +88,7 @@ impl SignedStatement {
         if bytes.len() > MAX_STATEMENT_LEN {
             return Err(StatementError::TooLarge { len: bytes.len() });
         }
-        let mut reader = bytes;
-        let statement: Self = ciborium::from_reader(&mut reader)
-            .map_err(|e| StatementError::Malformed(e.to_string()))?;
-        if !reader.is_empty() {
-            return Err(StatementError::Malformed(format!(
-                "{} bytes after the statement",
-                reader.len()
-            )));
-        }
+        let statement: Self = cbor::from_slice(bytes).map_err(|e| malformed(e, "statement"))?;
         if statement.chain.is_empty() || statement.chain.len() > MAX_CHAIN {
             return Err(StatementError::Chain {
                 count: statement.chain.len(),
@@ -131,24 +120,13 @@ pub struct BundleStatement {
 impl BundleStatement {
     /// The bytes that are signed.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4096);
-        // Invariant: encoding plain structs into a Vec cannot fail.
-        ciborium::into_writer(self, &mut out)
-            .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
-        out
+        cbor::to_vec(self, 4096)
     }
 
     /// Reads the signed bytes of a statement, refusing trailing bytes and an empty bundle.
     pub fn decode(bytes: &[u8]) -> Result<Self, StatementError> {
-        let mut reader = bytes;
-        let statement: Self = ciborium::from_reader(&mut reader)
-            .map_err(|e| StatementError::Malformed(e.to_string()))?;
-        if !reader.is_empty() {
-            return Err(StatementError::Malformed(format!(
-                "{} bytes after the bundle statement",
-                reader.len()
-            )));
-        }
+        let statement: Self =
+            cbor::from_slice(bytes).map_err(|e| malformed(e, "bundle statement"))?;
         if statement.cas.is_empty() {
             return Err(StatementError::Malformed(
                 "the bundle statement holds no CA certificate".to_owned(),
@@ -156,6 +134,13 @@ impl BundleStatement {
         }
         Ok(statement)
     }
+}
+
+fn malformed(fault: CborFault, what: &str) -> StatementError {
+    StatementError::Malformed(match fault {
+        CborFault::NotCbor(e) => e,
+        CborFault::Trailing(n) => format!("{n} bytes after the {what}"),
+    })
 }
 
 /// The bytes a statement's signature covers.

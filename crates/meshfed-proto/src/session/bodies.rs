@@ -332,25 +332,17 @@ pub(super) fn truncate(s: &str, max: usize) -> &str {
 }
 
 pub(super) fn encode<T: Serialize>(body: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32);
-    // Invariant: encoding plain structs into a Vec cannot fail.
-    ciborium::into_writer(body, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
-    out
+    crate::cbor::to_vec(body, 32)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(frame: FrameType, bytes: &[u8]) -> Result<T, BodyError> {
-    let mut rest = bytes;
-    let value = ciborium::from_reader(&mut rest).map_err(|e| BodyError {
+    crate::cbor::from_slice(bytes).map_err(|fault| BodyError {
         frame,
-        fault: BodyFault::NotCbor(e.to_string()),
-    })?;
-    if !rest.is_empty() {
-        return Err(BodyError {
-            frame,
-            fault: BodyFault::TrailingBytes(rest.len()),
-        });
-    }
-    Ok(value)
+        fault: match fault {
+            crate::cbor::CborFault::NotCbor(e) => BodyFault::NotCbor(e),
+            crate::cbor::CborFault::Trailing(n) => BodyFault::TrailingBytes(n),
+        },
+    })
 }
 
 #[cfg(test)]

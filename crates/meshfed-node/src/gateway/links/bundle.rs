@@ -2,7 +2,6 @@
 //! statement on every new link and to every link when it changes; a peer's statement is checked
 //! against the bundle stored for the peer, stored, applied to the link, and acknowledged.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use meshfed_proto::MeshId;
@@ -17,15 +16,7 @@ use crate::gateway::port::LinkPort;
 impl Links {
     /// Sends this mesh's current bundle statement on every open link; returns how many links.
     pub(crate) fn announce_bundle(&self, statement: &SignedStatement) -> usize {
-        let ports: Vec<Arc<LinkPort>> = {
-            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            sessions
-                .values()
-                .filter(|p| !p.is_closed())
-                .cloned()
-                .collect()
-        };
-        ports
+        self.ports()
             .iter()
             .filter(|p| p.command(|s| s.announce_bundle(statement.clone())).is_ok())
             .count()

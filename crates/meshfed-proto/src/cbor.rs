@@ -1,0 +1,33 @@
+//! The CBOR every signed or stored body of the protocol uses: encoding into a fresh buffer, and
+//! decoding exactly one value, refusing bytes after it (so that two encodings never verify as
+//! one statement).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What is wrong with bytes that should hold one CBOR value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CborFault {
+    /// They are not the value's CBOR form.
+    NotCbor(String),
+    /// The value is followed by this many bytes.
+    Trailing(usize),
+}
+
+/// `value` as CBOR, in a buffer of `capacity` to start with.
+pub(crate) fn to_vec<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    // Invariant: encoding plain structs into a Vec cannot fail.
+    ciborium::into_writer(value, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+    out
+}
+
+/// The one value `bytes` hold.
+pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborFault> {
+    let mut rest = bytes;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| CborFault::NotCbor(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CborFault::Trailing(rest.len()));
+    }
+    Ok(value)
+}
