@@ -1,5 +1,7 @@
 //! Handshake frame bodies and agreements from arbitrary bytes: decoding must never panic, and
-//! whatever decodes must encode and decode to the same message.
+//! whatever decodes must encode and decode to the same message. The signed agreement a
+//! `Resume` or `ResumeConfirmation` carries (a peer one renegotiation behind takes it over) is
+//! decoded further, as the resume handshake does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +15,14 @@ fuzz_target!(|data: &[u8]| {
         let frame = Frame::new(ty, body.to_vec());
         if let Ok(Some(msg)) = Message::from_frame(&frame) {
             let again = Message::from_frame(&msg.to_frame()).expect("re-encoded message decodes");
+            let carried = match &msg {
+                Message::Resume(m) => m.agreement.as_ref(),
+                Message::ResumeConfirmation(m) => m.agreement.as_ref(),
+                _ => None,
+            };
+            if let Some(Ok(a)) = carried.map(SignedAgreement::agreement) {
+                assert_eq!(Agreement::decode(&a.encode()).expect("re-encoded agreement"), a);
+            }
             assert_eq!(again, Some(msg));
         }
     }

@@ -95,6 +95,10 @@ pub enum HandshakeError {
     /// The agreement the initiator sent differs from what was negotiated.
     #[error("agreement field {0} differs from what was negotiated")]
     AgreementMismatch(&'static str),
+    /// On resume, the two sides hold different agreements and neither is the verified
+    /// renegotiated successor of the other.
+    #[error("the stored agreements differ and cannot be reconciled: {0}")]
+    AgreementNotReconciled(String),
     /// A signature does not verify.
     #[error("signature over {0} does not verify")]
     BadSignature(&'static str),
@@ -243,7 +247,7 @@ impl HandshakeError {
             E::FingerprintMismatch(_) => ErrorCode::FingerprintMismatch,
             E::PolicyUnsatisfiable(_) => ErrorCode::PolicyUnsatisfiable,
             E::PolicyRoundsExhausted(_) => ErrorCode::PolicyRoundsExhausted,
-            E::AgreementMismatch(_) => ErrorCode::AgreementMismatch,
+            E::AgreementMismatch(_) | E::AgreementNotReconciled(_) => ErrorCode::AgreementMismatch,
             E::BadSignature(_) => ErrorCode::BadSignature,
             E::UnknownFederation(_) => ErrorCode::UnknownFederation,
             E::PeerError { code, .. } => *code,

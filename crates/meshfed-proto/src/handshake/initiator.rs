@@ -7,6 +7,7 @@ use super::messages::{
     ActivationRequest, ConnectionEstablishment, FederationRequest, InvitationProof, PolicyProposal,
     Resume, TrustCredentialExchange,
 };
+use super::resume::{Reconciled, reconcile};
 use super::{
     Context, Established, Event, HandshakeError, KnownFederation, Message, PeerIdentity, Role,
     Step, Target, agreement_input, bundle, check_share, content_secret, invitation_key,
@@ -120,18 +121,20 @@ fn resume(
         });
     }
     let (private, share) = cx.key_share()?;
+    let digest = known.agreement.digest();
     let input = key_share_input(
         b"meshfed-resume-v1\0",
-        &known.agreement_digest,
+        &digest,
         &[&share],
         &cx.channel.binding,
     );
     let sig = cx.sign(&input)?;
     cx.send(Message::Resume(Resume {
         federation_id: known.id.clone(),
-        agreement_digest: ByteBuf::from(known.agreement_digest.to_vec()),
+        agreement_digest: ByteBuf::from(digest.to_vec()),
         key_share: ByteBuf::from(share.clone()),
         signature: ByteBuf::from(sig.0.to_vec()),
+        agreement: Some(known.agreement.clone()),
     }));
     Ok(State::ExpectResumeConfirmation(ExpectResumeConfirmation {
         known,
@@ -392,6 +395,7 @@ impl ExpectConnectionConfirmation {
                 responder_signature: ByteBuf::from(agreement_sig.0.to_vec()),
             }),
             accepted: Some(self.accepted),
+            caught_up: None,
             content,
         };
         Ok(Some(State::ExpectActivationConfirmation(
@@ -430,7 +434,28 @@ impl ExpectResumeConfirmation {
     fn handle(self, cx: &mut Context, m: super::messages::ResumeConfirmation) -> Next {
         check_share("ResumeConfirmation", &m.key_share)?;
         let sig = signature("ResumeConfirmation", "signature", &m.signature)?;
-        let digest = self.known.agreement_digest;
+        // The responder sends its agreement only when it is the newer one; this side then takes
+        // it over, and the confirmation covers its digest.
+        let caught_up = match &m.agreement {
+            None => None,
+            Some(theirs) => match reconcile(
+                cx,
+                "ResumeConfirmation",
+                &self.known.agreement,
+                theirs,
+                &self.peer,
+            )? {
+                Reconciled::TakeTheirs(c) => Some(c),
+                Reconciled::SendOurs => {
+                    return Err(HandshakeError::AgreementNotReconciled(
+                        "the peer sent back the older agreement, which the one stored here replaced".to_owned(),
+                    ));
+                }
+            },
+        };
+        let digest = caught_up
+            .as_ref()
+            .map_or_else(|| self.known.agreement.digest(), |c| c.signed.digest());
         let input = key_share_input(
             b"meshfed-resume-confirm-v1\0",
             &digest,
@@ -454,6 +479,7 @@ impl ExpectResumeConfirmation {
                 peer_bundle: self.known.peer_bundle,
                 agreement: None,
                 accepted: None,
+                caught_up,
                 content,
             })));
         Ok(None)

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::agreement::SignedAgreement;
 use crate::capability::{Accepted, Capabilities};
 use crate::frame::{Frame, FrameType};
 use crate::id::{FederationId, MeshId, NodeName};
@@ -133,6 +134,11 @@ pub struct Resume {
     pub key_share: ByteBuf,
     /// Signature over the resumption input, bound to the channel.
     pub signature: ByteBuf,
+    /// The stored agreement itself (`agreement_digest` is its digest), so a responder that
+    /// missed the confirm of the last renegotiation can take it over. Absent from initiators
+    /// that predate this.
+    #[serde(default)]
+    pub agreement: Option<SignedAgreement>,
 }
 
 /// Answer to [`Resume`].
@@ -142,6 +148,11 @@ pub struct ResumeConfirmation {
     pub key_share: ByteBuf,
     /// Signature over the confirmation input, bound to the channel.
     pub signature: ByteBuf,
+    /// The responder's stored agreement, present only when it is the renegotiated successor of
+    /// the initiator's: the initiator missed the confirm and takes it over. Both signatures
+    /// then cover its digest.
+    #[serde(default)]
+    pub agreement: Option<SignedAgreement>,
 }
 
 /// A fault, ending the link.

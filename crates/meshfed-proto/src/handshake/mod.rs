@@ -16,6 +16,7 @@ pub mod error;
 mod initiator;
 pub mod messages;
 mod responder;
+pub mod resume;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ use aws_lc_rs::rand::SystemRandom;
 
 pub use error::{ErrorCode, HandshakeError};
 pub use messages::Message;
+pub use resume::CaughtUp;
 
 use crate::agreement::SignedAgreement;
 use crate::capability::{Accepted, Capabilities};
@@ -166,8 +168,9 @@ pub struct KnownFederation {
     pub peer_mesh: MeshId,
     /// The peer's trust bundle, exactly as stored.
     pub peer_bundle: Vec<Vec<u8>>,
-    /// SHA-384 of the stored agreement.
-    pub agreement_digest: Digest384,
+    /// The stored agreement; resumption names it by its digest and sends it along, so a peer
+    /// one renegotiation behind can take it over ([`resume`]).
+    pub agreement: SignedAgreement,
 }
 
 /// Whom the initiator dials, and on what grounds.
@@ -242,8 +245,11 @@ pub struct Established {
     pub peer: PeerIdentity,
     /// The peer's trust bundle, to store and to verify every later link against.
     pub peer_bundle: Vec<Vec<u8>>,
-    /// The signed agreement; `None` on resumption (the stored one stands).
+    /// The signed agreement; `None` on resumption (the stored one stands, or `caught_up`).
     pub agreement: Option<SignedAgreement>,
+    /// On resumption, the peer's agreement that replaces the stored one: this side missed the
+    /// confirm of the renegotiation that made it. Store it as the switch would have.
+    pub caught_up: Option<Box<CaughtUp>>,
     /// The accepted capabilities; `None` on resumption.
     pub accepted: Option<Accepted>,
     /// The content secret of this link session (fresh ECDH on every link).
@@ -257,6 +263,10 @@ impl fmt::Debug for Established {
             .field("role", &self.role)
             .field("peer", &self.peer.mesh)
             .field("resumed", &self.agreement.is_none())
+            .field(
+                "caught_up",
+                &self.caught_up.as_ref().map(|c| c.agreement.version),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -9,10 +9,11 @@ use super::messages::{
     FederationResponse, PolicyAcceptance, PolicyCounterproposal, Resume, ResumeConfirmation,
     TrustCredentialExchange, TrustCredentialVerification,
 };
+use super::resume::{Reconciled, reconcile};
 use super::{
-    Context, Established, Event, HandshakeError, Message, PeerIdentity, ResponderKnowledge, Role,
-    Step, agreement_input, bundle, check_share, content_secret, digest, key_share_input, signature,
-    unexpected, verify_invitation_mac,
+    CaughtUp, Context, Established, Event, HandshakeError, KnownFederation, Message, PeerIdentity,
+    ResponderKnowledge, Role, Step, agreement_input, bundle, check_share, content_secret, digest,
+    key_share_input, signature, unexpected, verify_invitation_mac,
 };
 use crate::agreement::{Agreement, Party, SignedAgreement};
 use crate::capability::Accepted;
@@ -125,9 +126,7 @@ impl ExpectFirst {
             .into_iter()
             .find(|f| f.id == m.federation_id)
             .ok_or_else(|| HandshakeError::UnknownFederation(m.federation_id.clone()))?;
-        if digest("Resume", &m.agreement_digest)? != known.agreement_digest {
-            return Err(HandshakeError::AgreementMismatch("agreement_digest"));
-        }
+        let theirs = digest("Resume", &m.agreement_digest)?;
         let peer = cx.verify_peer(&known.peer_bundle, now)?;
         if peer.mesh != known.peer_mesh {
             return Err(HandshakeError::IdentityMismatch {
@@ -139,29 +138,31 @@ impl ExpectFirst {
         let sig = signature("Resume", "signature", &m.signature)?;
         let input = key_share_input(
             b"meshfed-resume-v1\0",
-            &known.agreement_digest,
+            &theirs,
             &[&m.key_share],
             &cx.channel.binding,
         );
         peer.key
             .verify(&input, &sig)
             .map_err(|_| HandshakeError::BadSignature("the resumption (initiator)"))?;
+        let Agreed {
+            digest: agreed,
+            caught_up,
+            send,
+        } = reconciled(cx, &known, theirs, m.agreement, &peer)?;
         let (private, share) = cx.key_share()?;
         let input = key_share_input(
             b"meshfed-resume-confirm-v1\0",
-            &known.agreement_digest,
+            &agreed,
             &[&m.key_share, &share],
             &cx.channel.binding,
         );
         let sig = cx.sign(&input)?;
-        let content = content_secret(
-            private,
-            &m.key_share,
-            &[&known.agreement_digest, &m.key_share, &share],
-        )?;
+        let content = content_secret(private, &m.key_share, &[&agreed, &m.key_share, &share])?;
         cx.send(Message::ResumeConfirmation(ResumeConfirmation {
             key_share: ByteBuf::from(share),
             signature: ByteBuf::from(sig.0.to_vec()),
+            agreement: send,
         }));
         cx.events
             .push_back(Event::Established(Box::new(Established {
@@ -171,9 +172,61 @@ impl ExpectFirst {
                 peer_bundle: known.peer_bundle,
                 agreement: None,
                 accepted: None,
+                caught_up,
                 content,
             })));
         Ok(None)
+    }
+}
+
+/// What the responder resumes under.
+struct Agreed {
+    /// The digest of the agreement both sides resume under.
+    digest: Digest384,
+    /// The initiator's agreement, which this side takes over: the successor of the stored one.
+    caught_up: Option<Box<CaughtUp>>,
+    /// The stored agreement, sent to the initiator to take over: the successor of its one.
+    send: Option<SignedAgreement>,
+}
+
+/// What the responder resumes under, given the initiator's digest `theirs` and the agreement it
+/// sent.
+fn reconciled(
+    cx: &Context,
+    known: &KnownFederation,
+    theirs: Digest384,
+    sent: Option<SignedAgreement>,
+    peer: &PeerIdentity,
+) -> Result<Agreed, HandshakeError> {
+    let ours = known.agreement.digest();
+    if theirs == ours {
+        return Ok(Agreed {
+            digest: ours,
+            caught_up: None,
+            send: None,
+        });
+    }
+    let Some(sent) = sent else {
+        return Err(HandshakeError::AgreementMismatch("agreement_digest"));
+    };
+    if sent.digest() != theirs {
+        return Err(HandshakeError::InvalidField {
+            message: "Resume",
+            field: "agreement",
+            reason: "is not the agreement agreement_digest names".to_owned(),
+        });
+    }
+    match reconcile(cx, "Resume", &known.agreement, &sent, peer)? {
+        Reconciled::TakeTheirs(c) => Ok(Agreed {
+            digest: theirs,
+            caught_up: Some(c),
+            send: None,
+        }),
+        Reconciled::SendOurs => Ok(Agreed {
+            digest: ours,
+            caught_up: None,
+            send: Some(known.agreement.clone()),
+        }),
     }
 }
 
@@ -417,6 +470,7 @@ impl ExpectConnectionEstablishment {
                 responder_signature: ByteBuf::from(own_agreement_sig.0.to_vec()),
             }),
             accepted: Some(p.accepted),
+            caught_up: None,
             content,
         };
         Ok(Some(State::ExpectActivationRequest(

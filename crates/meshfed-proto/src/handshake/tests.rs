@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::agreement::SignedAgreement;
 use crate::crypto::KeyEpoch;
 use crate::envelope::Timestamp;
 use crate::frame::{Frame, FrameType};
@@ -741,45 +742,182 @@ fn established_pair() -> (Node, Node, KnownFederation, KnownFederation) {
     let (a, b, mut pair) = invited_pair();
     pair.run();
     let ei = pair.out_i.established.take().unwrap();
-    let digest = ei.agreement.as_ref().unwrap().digest();
+    let agreement = ei.agreement.clone().unwrap();
     let for_a = KnownFederation {
         id: ei.federation_id.clone(),
         peer_mesh: b.local.mesh.clone(),
         peer_bundle: b.local.bundle.clone(),
-        agreement_digest: digest,
+        agreement: agreement.clone(),
     };
     let for_b = KnownFederation {
         id: ei.federation_id.clone(),
         peer_mesh: a.local.mesh.clone(),
         peer_bundle: a.local.bundle.clone(),
-        agreement_digest: digest,
+        agreement,
     };
     (a, b, for_a, for_b)
+}
+
+/// `known`'s agreement as a renegotiation to `version` leaves it, edited by `edit`, signed by
+/// `initiator` (plant-a) and `responder` (supplier-b).
+fn renegotiated(
+    known: &KnownFederation,
+    version: u32,
+    initiator: &Node,
+    responder: &Node,
+    edit: impl FnOnce(&mut crate::agreement::Agreement),
+) -> SignedAgreement {
+    let mut agreement = known.agreement.agreement().unwrap();
+    agreement.version = version;
+    agreement.policy.max_message_size = 1000 + version;
+    edit(&mut agreement);
+    let bytes = agreement.encode();
+    let digest = sha384(&bytes);
+    let sign = |n: &Node, role| {
+        let sig = n.local.key.sign(&agreement_input(role, &digest)).unwrap();
+        serde_bytes::ByteBuf::from(sig.0.to_vec())
+    };
+    SignedAgreement {
+        initiator_signature: sign(initiator, Role::Initiator),
+        responder_signature: sign(responder, Role::Responder),
+        bytes: serde_bytes::ByteBuf::from(bytes),
+    }
+}
+
+fn resume_pair(a: &Node, b: &Node, for_a: KnownFederation, for_b: KnownFederation) -> Pair {
+    let mut pair = Pair::new(
+        a,
+        b,
+        Target::Resume(for_a),
+        ResponderKnowledge {
+            federations: vec![for_b],
+            ..Default::default()
+        },
+    );
+    pair.run();
+    pair
 }
 
 #[test]
 fn stored_federation_resumes_with_fresh_content_keys() {
     let (a, b, for_a, for_b) = established_pair();
-    let mut pair = Pair::new(
-        &a,
-        &b,
-        Target::Resume(for_a),
-        ResponderKnowledge {
-            federations: vec![for_b],
-            ..Default::default()
-        },
-    );
-    pair.run();
+    let mut pair = resume_pair(&a, &b, for_a, for_b);
     let ei = pair.out_i.established.take().expect("initiator resumed");
     let er = pair.out_r.established.take().expect("responder resumed");
     assert!(ei.agreement.is_none() && er.agreement.is_none());
+    assert!(ei.caught_up.is_none() && er.caught_up.is_none());
     interoperate(&ei, &er, &a.local.mesh);
 }
 
 #[test]
-fn resume_with_another_agreement_is_refused() {
+fn resume_brings_the_responder_up_to_the_initiators_renegotiated_agreement() {
     let (a, b, mut for_a, for_b) = established_pair();
-    for_a.agreement_digest[0] ^= 1;
+    let v2 = renegotiated(&for_a, 2, &a, &b, |_| {});
+    for_a.agreement = v2.clone();
+    let mut pair = resume_pair(&a, &b, for_a, for_b.clone());
+    let ei = pair.out_i.established.take().expect("initiator resumed");
+    let er = pair.out_r.established.take().expect("responder resumed");
+    assert!(ei.caught_up.is_none());
+    let caught_up = er
+        .caught_up
+        .as_ref()
+        .expect("responder takes version 2 over");
+    assert_eq!(caught_up.signed, v2);
+    assert_eq!(caught_up.agreement.version, 2);
+    assert_eq!(caught_up.replaces_digest, for_b.agreement.digest());
+    interoperate(&ei, &er, &a.local.mesh);
+    interoperate(&er, &ei, &b.local.mesh);
+}
+
+#[test]
+fn resume_brings_the_initiator_up_to_the_responders_renegotiated_agreement() {
+    let (a, b, for_a, mut for_b) = established_pair();
+    let v2 = renegotiated(&for_b, 2, &a, &b, |_| {});
+    for_b.agreement = v2.clone();
+    let mut pair = resume_pair(&a, &b, for_a.clone(), for_b);
+    let ei = pair.out_i.established.take().expect("initiator resumed");
+    let er = pair.out_r.established.take().expect("responder resumed");
+    assert!(er.caught_up.is_none());
+    let caught_up = ei
+        .caught_up
+        .as_ref()
+        .expect("initiator takes version 2 over");
+    assert_eq!(caught_up.signed, v2);
+    assert_eq!(caught_up.replaces_digest, for_a.agreement.digest());
+    interoperate(&ei, &er, &a.local.mesh);
+}
+
+#[test]
+fn resume_refuses_an_agreement_two_versions_ahead() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    for_a.agreement = renegotiated(&for_a, 3, &a, &b, |_| {});
+    let pair = resume_pair(&a, &b, for_a, for_b);
+    assert_refused(
+        &pair,
+        ErrorCode::AgreementMismatch,
+        "version 1 here, version 3 at the peer: only agreements one renegotiation apart are reconciled",
+    );
+}
+
+#[test]
+fn resume_refuses_a_successor_with_a_signature_from_another_key() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    let stranger = node("supplier-b", b"ca of supplier-b");
+    for_a.agreement = renegotiated(&for_a, 2, &a, &stranger, |_| {});
+    let pair = resume_pair(&a, &b, for_a, for_b);
+    assert_refused(
+        &pair,
+        ErrorCode::AgreementMismatch,
+        "Responder's signature over agreement version 2 does not verify",
+    );
+}
+
+#[test]
+fn initiator_refuses_a_successor_from_the_responder_with_a_bad_signature() {
+    let (a, b, for_a, mut for_b) = established_pair();
+    let stranger = node("plant-a", b"ca of plant-a");
+    for_b.agreement = renegotiated(&for_b, 2, &stranger, &b, |_| {});
+    let pair = resume_pair(&a, &b, for_a, for_b);
+    let err = pair.out_i.error.as_ref().expect("initiator refused");
+    assert_eq!(err.code(), ErrorCode::AgreementMismatch, "{err}");
+    assert!(
+        err.to_string()
+            .contains("Initiator's signature over agreement version 2 does not verify"),
+        "{err}"
+    );
+    assert!(pair.out_i.established.is_none());
+}
+
+#[test]
+fn resume_refuses_a_successor_of_another_federation() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    for_a.agreement = renegotiated(&for_a, 2, &a, &b, |g| {
+        g.federation_id = "fed_other".parse().unwrap();
+    });
+    let pair = resume_pair(&a, &b, for_a, for_b);
+    assert_refused(
+        &pair,
+        ErrorCode::AgreementMismatch,
+        "it changes the federation, a party or the validity",
+    );
+}
+
+#[test]
+fn resume_refuses_another_agreement_of_the_same_version() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    for_a.agreement = renegotiated(&for_a, 1, &a, &b, |_| {});
+    let pair = resume_pair(&a, &b, for_a, for_b);
+    assert_refused(
+        &pair,
+        ErrorCode::AgreementMismatch,
+        "version 1 here, version 1 at the peer: the same version with other contents",
+    );
+}
+
+#[test]
+fn resume_without_the_agreement_is_refused_when_the_digests_differ() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    for_a.agreement = renegotiated(&for_a, 2, &a, &b, |_| {});
     let mut pair = Pair::new(
         &a,
         &b,
@@ -789,8 +927,45 @@ fn resume_with_another_agreement_is_refused() {
             ..Default::default()
         },
     );
+    // An initiator from before agreements were sent along.
+    pair.tamper = Box::new(|_, f| match Message::from_frame(&f) {
+        Ok(Some(Message::Resume(mut r))) => {
+            r.agreement = None;
+            Some(Message::Resume(r).to_frame())
+        }
+        _ => Some(f),
+    });
     pair.run();
     assert_refused(&pair, ErrorCode::AgreementMismatch, "agreement_digest");
+}
+
+#[test]
+fn resume_refuses_an_agreement_that_is_not_the_one_its_digest_names() {
+    let (a, b, mut for_a, for_b) = established_pair();
+    for_a.agreement = renegotiated(&for_a, 2, &a, &b, |_| {});
+    let other = renegotiated(&for_b, 2, &a, &b, |g| g.policy.max_message_size = 7);
+    let mut pair = Pair::new(
+        &a,
+        &b,
+        Target::Resume(for_a),
+        ResponderKnowledge {
+            federations: vec![for_b],
+            ..Default::default()
+        },
+    );
+    pair.tamper = Box::new(move |_, f| match Message::from_frame(&f) {
+        Ok(Some(Message::Resume(mut r))) => {
+            r.agreement = Some(other.clone());
+            Some(Message::Resume(r).to_frame())
+        }
+        _ => Some(f),
+    });
+    pair.run();
+    assert_refused(
+        &pair,
+        ErrorCode::Malformed,
+        "Resume.agreement: is not the agreement agreement_digest names",
+    );
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub use bodies::{
 pub use renegotiation::{
     AgreementSwitch, ProposedBy, RenegotiateError, RenegotiationAnswer, RenegotiationConfirm,
     RenegotiationFailure, RenegotiationProposal, RenegotiationSetup, RenegotiationViolation,
+    verify_successor,
 };
 pub use revocations::{RevocationsAck, RevocationsBody};
 

@@ -14,9 +14,12 @@
 //!    sends a [`RenegotiationConfirm`].
 //!
 //! The switch point is the confirm frame: the proposer switches as it queues it, the answerer as
-//! it receives it. Nothing is switched before, so a link that drops mid-exchange leaves the old
-//! agreement in force on both sides. Both sides proposing at once: the proposal of the side that
-//! plays the initiator in the agreement wins; the other side drops its own and answers.
+//! it receives it. Nothing is switched before, so a link that drops before the confirm leaves the
+//! old agreement in force on both sides. One that drops while the confirm is on its way leaves
+//! the proposer on the new version (signed by both) and the answerer on the old one (having
+//! signed the new); the resume handshake reconciles them (`handshake/resume.rs`, with
+//! [`verify_successor`]). Both sides proposing at once: the proposal of the side that plays the
+//! initiator in the agreement wins; the other side drops its own and answers.
 //!
 //! No IO, no clock: the [`super::LinkSession`] owning it passes the time in.
 
@@ -31,7 +34,7 @@ use super::SessionEvent;
 use super::bodies::{self, BodyError, BodyFault, Control, MAX_REASON_LEN};
 use crate::agreement::{Agreement, MalformedAgreement, SignedAgreement};
 use crate::capability::{Accepted, Capabilities};
-use crate::crypto::{SIGNATURE_LEN, Signature, SigningKey, VerifyingKey, sha384};
+use crate::crypto::{Digest384, SIGNATURE_LEN, Signature, SigningKey, VerifyingKey, sha384};
 use crate::frame::FrameType;
 use crate::handshake::{ErrorCode, Role, agreement_input};
 use crate::policy::{Evaluation, PolicyOffer};
@@ -230,6 +233,14 @@ pub enum RenegotiationViolation {
     /// A signature over the new agreement does not verify with the peer's key.
     #[error("the peer's signature over agreement version {0} does not verify")]
     BadSignature(u32),
+    /// One of the two signatures on a renegotiated agreement does not verify with its party's key.
+    #[error("the {role:?}'s signature over agreement version {version} does not verify")]
+    PartySignatureInvalid {
+        /// The agreement's version.
+        version: u32,
+        /// The party whose signature fails, as the agreement names it.
+        role: Role,
+    },
     /// A confirm for no agreement this side answered.
     #[error("a confirm of agreement version {0} answers no accepted proposal")]
     UnexpectedConfirm(u32),
@@ -243,7 +254,7 @@ impl RenegotiationViolation {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::AgreementInvalid(_) => ErrorCode::AgreementMismatch,
-            Self::BadSignature(_) => ErrorCode::BadSignature,
+            Self::BadSignature(_) | Self::PartySignatureInvalid { .. } => ErrorCode::BadSignature,
             Self::UnexpectedConfirm(_) | Self::NotRenegotiating(_) => ErrorCode::UnexpectedMessage,
         }
     }
@@ -481,13 +492,13 @@ impl Renegotiation {
         };
         let agreement = self.check_answer(version, &bytes)?;
         let digest = sha384(&bytes);
-        let peer_role = other(self.setup.role);
-        let peer_signature =
-            to_signature(&signature).ok_or(RenegotiationViolation::BadSignature(version))?;
-        self.setup
-            .peer_key
-            .verify(&agreement_input(peer_role, &digest), &peer_signature)
-            .map_err(|_| RenegotiationViolation::BadSignature(version))?;
+        let peer_signature = verify_signature(
+            &self.setup.peer_key,
+            other(self.setup.role),
+            &digest,
+            &signature,
+            version,
+        )?;
         let own = self
             .setup
             .key
@@ -518,24 +529,7 @@ impl Renegotiation {
         bytes: &[u8],
     ) -> Result<Agreement, RenegotiationViolation> {
         let invalid = RenegotiationViolation::AgreementInvalid;
-        let agreement = Agreement::decode(bytes).map_err(|e| invalid(e.to_string()))?;
-        if agreement.version != version {
-            return Err(invalid(format!(
-                "it has version {}, version {version} was proposed",
-                agreement.version
-            )));
-        }
-        let unchanged = Agreement {
-            version,
-            capabilities: agreement.capabilities.clone(),
-            policy: agreement.policy.clone(),
-            ..self.current.clone()
-        };
-        if unchanged != agreement {
-            return Err(invalid(
-                "it changes the federation, a party or the validity".to_owned(),
-            ));
-        }
+        let agreement = successor(&self.current, version, bytes)?;
         // The capability checks read "initiator" as the side that offered: this side.
         let as_offered = oriented(agreement.capabilities.clone(), other(self.setup.role));
         self.setup
@@ -577,16 +571,13 @@ impl Renegotiation {
             };
             return Err(RenegotiationViolation::UnexpectedConfirm(version));
         }
-        let version = agreement.version;
-        let peer_signature = to_signature(&confirm.signature)
-            .ok_or(RenegotiationViolation::BadSignature(version))?;
-        self.setup
-            .peer_key
-            .verify(
-                &agreement_input(other(self.setup.role), &sha384(&bytes)),
-                &peer_signature,
-            )
-            .map_err(|_| RenegotiationViolation::BadSignature(version))?;
+        let peer_signature = verify_signature(
+            &self.setup.peer_key,
+            other(self.setup.role),
+            &sha384(&bytes),
+            &confirm.signature,
+            agreement.version,
+        )?;
         self.switch(
             *agreement,
             bytes,
@@ -628,6 +619,77 @@ impl Renegotiation {
                 proposed_by,
             })));
     }
+}
+
+/// `next`, if it is the agreement a renegotiation of `current` puts in force: the same federation,
+/// parties, bundles and validity, version `current.version + 1`, and both parties' signatures
+/// verifying as the exchange verifies them (`initiator_key` and `responder_key`: the keys of the
+/// agreement's initiator and responder nodes). A side that missed the confirm of a renegotiation
+/// its peer completed checks the agreement with this when the resume handshake brings it over.
+pub fn verify_successor(
+    current: &Agreement,
+    next: &SignedAgreement,
+    initiator_key: &VerifyingKey,
+    responder_key: &VerifyingKey,
+) -> Result<Agreement, RenegotiationViolation> {
+    let version = current.version.checked_add(1).ok_or_else(|| {
+        RenegotiationViolation::AgreementInvalid(format!(
+            "version {} in force has no successor",
+            current.version
+        ))
+    })?;
+    let agreement = successor(current, version, &next.bytes)?;
+    let digest = next.digest();
+    for (key, role, signature) in [
+        (initiator_key, Role::Initiator, &next.initiator_signature),
+        (responder_key, Role::Responder, &next.responder_signature),
+    ] {
+        verify_signature(key, role, &digest, signature, version)
+            .map_err(|_| RenegotiationViolation::PartySignatureInvalid { version, role })?;
+    }
+    Ok(agreement)
+}
+
+/// `bytes` decoded, if they are `current` but for version (`version`), capabilities and policy.
+fn successor(
+    current: &Agreement,
+    version: u32,
+    bytes: &[u8],
+) -> Result<Agreement, RenegotiationViolation> {
+    let invalid = RenegotiationViolation::AgreementInvalid;
+    let agreement = Agreement::decode(bytes).map_err(|e| invalid(e.to_string()))?;
+    if agreement.version != version {
+        return Err(invalid(format!(
+            "it has version {}, version {version} was proposed",
+            agreement.version
+        )));
+    }
+    let unchanged = Agreement {
+        version,
+        capabilities: agreement.capabilities.clone(),
+        policy: agreement.policy.clone(),
+        ..current.clone()
+    };
+    if unchanged != agreement {
+        return Err(invalid(
+            "it changes the federation, a party or the validity".to_owned(),
+        ));
+    }
+    Ok(agreement)
+}
+
+/// `signature`, if it is `key`'s signature over agreement `digest` for `role`.
+fn verify_signature(
+    key: &VerifyingKey,
+    role: Role,
+    digest: &Digest384,
+    signature: &[u8],
+    version: u32,
+) -> Result<Signature, RenegotiationViolation> {
+    let signature = to_signature(signature).ok_or(RenegotiationViolation::BadSignature(version))?;
+    key.verify(&agreement_input(role, digest), &signature)
+        .map_err(|_| RenegotiationViolation::BadSignature(version))?;
+    Ok(signature)
 }
 
 /// `accepted` as the capability functions compute it (the answering side in the responder's

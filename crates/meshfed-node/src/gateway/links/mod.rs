@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::handshake::{
     EndedFederation, Established, Event, Handshake, HandshakeError, KnownFederation,
@@ -244,7 +245,11 @@ async fn responder_knowledge(links: &Arc<Links>) -> Result<ResponderKnowledge, L
         federations: federations
             .iter()
             .filter(|f| f.state.is_live())
-            .map(known)
+            .filter_map(|f| {
+                known(f)
+                    .inspect_err(|e| tracing::warn!(federation = %f.id, error = %e, "a live federation cannot resume"))
+                    .ok()
+            })
             .collect(),
         new_federation_id: format!("fed_{}", hex::encode(id)).parse().ok(),
         ended: ended(&federations),
@@ -276,13 +281,15 @@ fn ended(federations: &[FederationRecord]) -> Vec<EndedFederation> {
         .collect()
 }
 
-fn known(f: &FederationRecord) -> KnownFederation {
-    KnownFederation {
+fn known(f: &FederationRecord) -> Result<KnownFederation, LinkError> {
+    let agreement = SignedAgreement::decode(&f.agreement)
+        .map_err(|e| LinkError::Store(format!("stored agreement of federation {}: {e}", f.id)))?;
+    Ok(KnownFederation {
         id: f.id.clone(),
         peer_mesh: f.peer_mesh.clone(),
         peer_bundle: f.peer_bundle.clone(),
-        agreement_digest: f.agreement_digest,
-    }
+        agreement,
+    })
 }
 
 /// Runs a handshake to its end over `link`. Events are acted on before anything is sent, so an
@@ -364,13 +371,34 @@ pub(crate) async fn persist(
     let id = est.federation_id.clone();
     let at = links.ctx.now();
     let Some(agreement) = &est.agreement else {
-        // Resumed: the stored agreement stands; a federation that was re-establishing is active again.
+        // Resumed: the stored agreement stands, or the peer's renegotiated successor of it, which
+        // this side missed the confirm of, replaces it as the switch would have; a federation
+        // that was re-establishing is active again.
+        let caught_up = est.caught_up.as_ref().map(|c| {
+            let version = c.agreement.version;
+            tracing::info!(federation = %id, version, "taking over the agreement version the peer switched to while the link was down");
+            (version, c.replaces_digest, c.signed.encode(), c.signed.digest())
+        });
+        let offer = links.ctx.offer().encode();
         return links
             .ctx
             .blocking(move |s| {
-                let rec = s
+                let mut rec = s
                     .federation(&id)?
                     .ok_or_else(|| meshfed_store::StoreError::UnknownFederation(id.clone()))?;
+                if let Some((version, replaces_digest, signed, digest)) = &caught_up {
+                    rec = s.renegotiate_agreement(
+                        &id,
+                        meshfed_store::Renegotiated {
+                            replaces: version.saturating_sub(1),
+                            replaces_digest,
+                            agreement: signed,
+                            digest,
+                            offer: &offer,
+                            at,
+                        },
+                    )?;
+                }
                 if rec.state == FederationState::Reestablishing {
                     return s.set_state(
                         &id,
@@ -464,7 +492,7 @@ async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<Lin
         };
         match meshfed_transport::dial(addr, &links.ctx.id.tls, trust, timeout).await {
             Ok(link) => {
-                let target = Target::Resume(known(record));
+                let target = Target::Resume(known(record)?);
                 let (_, session) = initiate(links, link, target, record.peer_addrs.clone()).await?;
                 return Ok(session);
             }
