@@ -371,18 +371,12 @@ pub fn read_statement(files: &CaFiles) -> Result<Option<SignedStatement>, Rollov
     Ok(Some(statement))
 }
 
-/// The serial of a signed bundle statement's body.
-pub fn statement_serial(statement: &SignedStatement) -> Result<u64, String> {
-    BundleStatement::decode(&statement.body)
-        .map(|b| b.serial)
-        .map_err(|e| e.to_string())
-}
-
 fn last_serial(files: &CaFiles) -> Result<u64, RolloverError> {
     match read_statement(files)? {
         None => Ok(0),
-        Some(s) => statement_serial(&s)
-            .map_err(|reason| invalid("bundle statement", &files.statement, reason)),
+        Some(s) => BundleStatement::decode(&s.body)
+            .map(|b| b.serial)
+            .map_err(|e| invalid("bundle statement", &files.statement, e.to_string())),
     }
 }
 

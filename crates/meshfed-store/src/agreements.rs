@@ -107,8 +107,10 @@ impl Store {
             || format!("read the agreement history of federation {idtext}"),
             |row| {
                 let c = Cells::new("federation_agreements", idtext.to_owned(), row);
+                let version = c.int("version")?;
                 Ok(AgreementEntry {
-                    version: c.small("version")?,
+                    version: u32::try_from(version)
+                        .map_err(|_| c.corrupt("version", format!("{version} is out of range")))?,
                     agreement_digest: c.digest("agreement_digest")?,
                     replaced: c.time("replaced")?,
                 })
@@ -169,6 +171,29 @@ mod tests {
             created: Timestamp(1_000),
             updated: Timestamp(1_000),
         }
+    }
+
+    #[test]
+    fn history_keeps_versions_beyond_255() {
+        let store = Store::open_in_memory().unwrap();
+        let rec = fed();
+        store.insert_federation(&rec).unwrap();
+        store
+            .renegotiate_agreement(
+                &rec.id,
+                Renegotiated {
+                    replaces: 300,
+                    replaces_digest: &[1; 48],
+                    agreement: &[0xa1, 0x01, 0x02],
+                    digest: &[2; 48],
+                    offer: b"offer",
+                    at: Timestamp(5_000),
+                },
+            )
+            .unwrap();
+        let history = store.agreement_history(&rec.id).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].version, 300);
     }
 
     #[test]

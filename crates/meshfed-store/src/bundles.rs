@@ -54,18 +54,7 @@ impl Store {
         if read(&tx, id)?.peer >= serial {
             return Ok(false);
         }
-        tx.execute(
-            "DELETE FROM federation_bundle WHERE federation_id = ?1",
-            [idtext],
-        )
-        .doing(action)?;
-        for (position, der) in (0_i64..).zip(bundle) {
-            tx.execute(
-                "INSERT INTO federation_bundle (federation_id, position, cert_der) VALUES (?1, ?2, ?3)",
-                params![idtext, position, der],
-            )
-            .doing(action)?;
-        }
+        crate::federation::write_bundle(&tx, id, bundle)?;
         tx.execute(
             "INSERT INTO federation_trust (federation_id, peer_bundle_serial) VALUES (?1, ?2)
              ON CONFLICT (federation_id) DO UPDATE SET peer_bundle_serial = excluded.peer_bundle_serial",

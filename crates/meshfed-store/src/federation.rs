@@ -443,11 +443,6 @@ fn write_lists(tx: &Transaction<'_>, rec: &FederationRecord) -> Result<(), Store
         [id],
     )
     .doing(action)?;
-    tx.execute(
-        "DELETE FROM federation_bundle WHERE federation_id = ?1",
-        [id],
-    )
-    .doing(action)?;
     let mut add_addr = tx
         .prepare_cached(
             "INSERT INTO federation_addrs (federation_id, position, addr) VALUES (?1, ?2, ?3)",
@@ -458,12 +453,28 @@ fn write_lists(tx: &Transaction<'_>, rec: &FederationRecord) -> Result<(), Store
             .execute(params![id, position, addr])
             .doing(action)?;
     }
+    write_bundle(tx, &rec.id, &rec.peer_bundle)
+}
+
+/// Replaces federation `id`'s stored peer trust bundle with `bundle` (DER, in order).
+pub(crate) fn write_bundle(
+    tx: &Transaction<'_>,
+    id: &FederationId,
+    bundle: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    let id = id.as_str();
+    let action = || format!("store the trust bundle of federation {id}");
+    tx.execute(
+        "DELETE FROM federation_bundle WHERE federation_id = ?1",
+        [id],
+    )
+    .doing(action)?;
     let mut add_cert = tx
         .prepare_cached(
             "INSERT INTO federation_bundle (federation_id, position, cert_der) VALUES (?1, ?2, ?3)",
         )
         .doing(action)?;
-    for (position, der) in (0_i64..).zip(&rec.peer_bundle) {
+    for (position, der) in (0_i64..).zip(bundle) {
         add_cert.execute(params![id, position, der]).doing(action)?;
     }
     Ok(())

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use meshfed_proto::admission::{Direction, Facts, Refusal};
+use meshfed_proto::admission::{Direction, Facts, Refusal, Terms};
 use meshfed_proto::batch::{BatchSignature, SignedBatch, UnsignedEnvelope};
 use meshfed_proto::crypto::{Opener, Signature};
 use meshfed_proto::envelope::{BatchProof, Envelope, EnvelopeError, Header, Hop, WireEnvelope};
@@ -66,6 +66,8 @@ async fn open_transfer(
         envelopes,
     } = transfer;
     let wall = ctx.clock.wall();
+    // The terms in force for this whole transfer: a switch point falls between frames.
+    let terms = link.terms();
     let opened: Vec<Opened> = match envelopes {
         Signed::Batch(bytes) => {
             let batch = SignedBatch::decode(&bytes).map_err(|e| malformed(&e))?;
@@ -105,7 +107,7 @@ async fn open_transfer(
                         envelope,
                         batch: head.clone(),
                     };
-                    Ok(arrive(link, parts, signature, Some(position)))
+                    Ok(arrive(link, &terms, parts, signature, Some(position)))
                 })
                 .collect::<Result<_, Refusal>>()?
         }
@@ -128,7 +130,7 @@ async fn open_transfer(
                 .into_iter()
                 .map(|wire| {
                     let signature = *wire.signature();
-                    arrive(link, Parts::Alone(wire), signature, None)
+                    arrive(link, &terms, Parts::Alone(wire), signature, None)
                 })
                 .collect()
         }
@@ -207,13 +209,13 @@ impl Parts {
 /// opens it. A failed check is kept as the reason it is refused (it is settled, not delivered).
 fn arrive(
     link: &LinkPort,
+    terms: &Terms,
     parts: Parts,
     signature: Signature,
     position: Option<BatchProof>,
 ) -> Opened {
     let header = parts.header().clone();
     let mut hop = parts.hop().clone();
-    let terms = link.terms();
     let checked = terms
         .check_arrival(&header, &mut hop)
         .and_then(|()| {
