@@ -28,6 +28,23 @@ fuzz_target!(|data: &[u8]| {
                     SignedRef::Each(&each),
                 )
             }
+            Signed::Streamed {
+                batch,
+                first,
+                members,
+            } => {
+                let members: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
+                Transfer::encode_parts(
+                    transfer.epoch,
+                    transfer.floor,
+                    &transfer.items,
+                    SignedRef::Streamed {
+                        batch: *batch,
+                        first: *first,
+                        members: &members,
+                    },
+                )
+            }
         };
         assert_eq!(parts, bytes, "encode_parts differs from encode");
     }

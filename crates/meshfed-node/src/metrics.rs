@@ -96,6 +96,10 @@ pub(crate) struct Metrics {
     pub(crate) revocation_lists_refused: Counter,
     /// Links closed because a revocation list revokes the peer's certificate.
     pub(crate) revoked_links_closed: Counter,
+    /// Federations suspended because the peer broke the streamed batch protocol.
+    pub(crate) peer_misbehaved: Family<PeerLabel, Counter>,
+    /// Envelopes handed to live subscribers on arrival, ahead of their batch head.
+    pub(crate) delivered_unproven: Counter,
 }
 
 impl Metrics {
@@ -121,6 +125,8 @@ impl Metrics {
             connections_idle_closed: Family::default(),
             revocation_lists_refused: Counter::default(),
             revoked_links_closed: Counter::default(),
+            peer_misbehaved: Family::default(),
+            delivered_unproven: Counter::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -218,6 +224,16 @@ impl Metrics {
             "Links closed because a revocation list revokes the peer's certificate",
             m.revoked_links_closed.clone(),
         );
+        registry.register(
+            "peer_misbehaved",
+            "Federations suspended because the peer broke the streamed batch protocol (a batch head that does not verify, is out of order or does not come), by peer",
+            m.peer_misbehaved.clone(),
+        );
+        registry.register(
+            "envelopes_delivered_unproven",
+            "Envelopes from the link's peer handed to live subscribers on arrival, ahead of their batch head",
+            m.delivered_unproven.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -225,6 +241,11 @@ impl Metrics {
     /// Counts a partner's revocation list that was refused.
     pub(crate) fn revocation_list_refused(&self) {
         self.revocation_lists_refused.inc();
+    }
+
+    /// Counts a federation suspended because `peer` broke the streamed batch protocol.
+    pub(crate) fn peer_misbehaved(&self, p: &meshfed_proto::MeshId) {
+        self.peer_misbehaved.get_or_create(&peer(p)).inc();
     }
 
     /// Counts a link closed because its peer's certificate is revoked.

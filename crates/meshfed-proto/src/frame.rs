@@ -93,8 +93,10 @@ frame_types! {
     /// One envelope, in its wire form.
     Envelope = 0x20,
     /// Envelopes of a delivery stream with their stream positions, signed as one batch or each
-    /// alone.
+    /// alone, or streamed ahead of their batch's head.
     Transfer = 0x21,
+    /// The signature of a streamed batch: its number, count, root and signature.
+    BatchHead = 0x22,
 }
 
 /// One frame.

@@ -14,7 +14,8 @@ use meshfed_node::api::models::{
 };
 use meshfed_node::config::NodeConfig;
 use meshfed_node::{Gateway, InitOptions, init};
-use meshfed_proto::envelope::{ContentType, Envelope, Priority, Qos};
+use meshfed_proto::envelope::export::Exported;
+use meshfed_proto::envelope::{ContentType, Priority, Qos};
 use meshfed_proto::{MeshId, Topic};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -92,7 +93,8 @@ async fn watch(
     client: &ApiClient,
     mesh: &'static str,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
-    let mut req = format!("ws://{}/v1/messages/stream", client.addr())
+    // The demo shows how each envelope was signed: it asks for proven envelopes only.
+    let mut req = format!("ws://{}/v1/messages/stream?proof=required", client.addr())
         .into_client_request()
         .map_err(|e| fail("stream")(e.to_string()))?;
     let auth = format!("Bearer {}", client.token())
@@ -105,7 +107,7 @@ async fn watch(
     Ok(tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
-            let Ok(envelope) = Envelope::from_json(&text) else {
+            let Ok(Exported { envelope, .. }) = Exported::from_json(&text) else {
                 continue;
             };
             let header = &envelope.header;

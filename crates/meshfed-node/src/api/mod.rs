@@ -735,7 +735,7 @@ async fn forward(
     from: Option<MeshId>,
     form: Form,
 ) {
-    let mut live = node.subscribe(pattern, from);
+    let mut live = node.subscribe(pattern, from, form);
     let stopping = node.stopping();
     loop {
         let delivery = tokio::select! {

@@ -357,6 +357,12 @@ pub struct DeliveryConfig {
     /// Messages a peer may have on the way to this node before it waits for credit; also the
     /// most unacknowledged messages this node keeps in flight. Default 2048.
     pub window: u64,
+    /// How long a streamed batch stays open after its first envelope before it is closed and
+    /// its head signed (DESIGN §3.4). Zero signs each transfer before it is sent. Default 2 ms.
+    pub sign_window: Duration,
+    /// How long a peer's streamed batch may wait for its head, from its first envelope, before
+    /// the peer counts as misbehaving. Default 10 s.
+    pub head_timeout: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -367,9 +373,20 @@ impl Default for DeliveryConfig {
             max_queued_messages: 1_000_000,
             max_queued_bytes: 1 << 30,
             window: 2048,
+            sign_window: DEFAULT_SIGN_WINDOW,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
         }
     }
 }
+
+/// Default time a streamed batch stays open after its first envelope.
+pub const DEFAULT_SIGN_WINDOW: Duration = Duration::from_millis(2);
+/// Longest `delivery.sign_window` accepted.
+pub const MAX_SIGN_WINDOW: Duration = Duration::from_secs(1);
+/// Default time a peer's streamed batch may wait for its head.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `delivery.head_timeout` accepted.
+pub const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Default most connections per listener that have not authenticated yet.
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 256;

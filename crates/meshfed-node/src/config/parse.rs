@@ -12,8 +12,8 @@ use toml::Spanned;
 
 use super::{
     ApiConfig, ConnectionsConfig, DeliveryConfig, FederationConfig, IdentityConfig,
-    MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection,
-    StaticPeer, StoreConfig,
+    MAX_HEAD_TIMEOUT, MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MAX_SIGN_WINDOW,
+    MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection, StaticPeer, StoreConfig,
 };
 
 /// Smallest `delivery.max_batch` accepted.
@@ -160,6 +160,8 @@ struct RawDelivery {
     max_queued_messages: Integer,
     max_queued_bytes: Integer,
     window: Integer,
+    sign_window: Text,
+    head_timeout: Text,
 }
 
 #[derive(Deserialize, Default)]
@@ -348,6 +350,13 @@ impl Fields<'_> {
                 Bound::Between(MIN_WINDOW, MAX_WINDOW),
                 "",
             )?,
+            sign_window: self.sign_window(raw.sign_window, d.sign_window)?,
+            head_timeout: self.duration(
+                "delivery.head_timeout",
+                raw.head_timeout,
+                d.head_timeout,
+                Some(MAX_HEAD_TIMEOUT),
+            )?,
         })
     }
 
@@ -466,6 +475,25 @@ impl Fields<'_> {
             None => Ok(default),
             Some(raw) => self.convert(key, raw, |s| s.parse::<T>().map_err(|e| e.to_string())),
         }
+    }
+
+    /// `delivery.sign_window`: a humantime duration from zero (sign before sending) to
+    /// [`MAX_SIGN_WINDOW`].
+    fn sign_window(&self, raw: Text, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        self.convert("delivery.sign_window", raw, |s| {
+            let d = humantime::parse_duration(s)
+                .map_err(|e| format!("{e} (write durations like \"2ms\", \"0ms\")"))?;
+            if d > MAX_SIGN_WINDOW {
+                return Err(format!(
+                    "must be at most {}",
+                    humantime::format_duration(MAX_SIGN_WINDOW)
+                ));
+            }
+            Ok(d)
+        })
     }
 
     /// A humantime duration ("5s", "24h"): non-zero and at most `max` if given.
@@ -684,6 +712,16 @@ mod tests {
         let text = format!("{NODE}max_batch = 65536\nwindow = 256\n");
         let d = parse(&text, Path::new("m.toml")).unwrap().delivery;
         assert_eq!((d.max_batch, d.window), (65_536, 256));
+        assert_eq!(
+            (d.sign_window, d.head_timeout),
+            (Duration::from_millis(2), Duration::from_secs(10))
+        );
+        let text = format!("{NODE}sign_window = \"0ms\"\nhead_timeout = \"30s\"\n");
+        let d = parse(&text, Path::new("m.toml")).unwrap().delivery;
+        assert_eq!(
+            (d.sign_window, d.head_timeout),
+            (Duration::ZERO, Duration::from_secs(30))
+        );
     }
 
     #[test]
@@ -725,6 +763,14 @@ mod tests {
             (
                 "max_queued_bytes = 1048575",
                 "delivery.max_queued_bytes = 1048575: must be at least 1048576 bytes",
+            ),
+            (
+                "sign_window = \"2s\"",
+                "delivery.sign_window = \"2s\": must be at most 1s",
+            ),
+            (
+                "head_timeout = \"0s\"",
+                "delivery.head_timeout = \"0s\": must be longer than zero",
             ),
         ] {
             assert_eq!(

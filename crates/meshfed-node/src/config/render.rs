@@ -346,6 +346,22 @@ fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
             default(defaults.window.to_string()),
             d.window.to_string(),
         ),
+        Setting::new(
+            "sign_window",
+            "With batch signatures, envelopes leave as soon as they are scheduled and their \
+             batch's signature follows in a head: a batch closes at max_batch envelopes or this \
+             long after its first one (at most 1s). \"0ms\" signs each transfer before it is \
+             sent, adding a signature and its verification to every message's latency.",
+            default(quoted(&duration(defaults.sign_window))),
+            quoted(&duration(d.sign_window)),
+        ),
+        Setting::new(
+            "head_timeout",
+            "How long a peer's streamed batch may wait for its signed head, from its first \
+             envelope, before the peer counts as misbehaving (the federation is suspended).",
+            default(quoted(&duration(defaults.head_timeout))),
+            quoted(&duration(d.head_timeout)),
+        ),
     ]
 }
 
@@ -465,7 +481,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 29, "{text}");
+        assert_eq!(settings.len(), 31, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

@@ -164,6 +164,7 @@ pub async fn start(
         ctx.clone(),
         routes.clone(),
         inbound,
+        local.clone(),
         federation_door,
     ));
     if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
@@ -537,13 +538,16 @@ impl GatewayHandle {
             .map_err(|e| e.to_string())
     }
 
-    /// A live subscription to what arrives matching `pattern` (from `from`, if given).
+    /// A live subscription to what arrives matching `pattern` (from `from`, if given), for a
+    /// subscriber that receives it in `form` (the export form: proven envelopes only).
     pub(crate) fn subscribe(
         &self,
         pattern: TopicPattern,
         from: Option<MeshId>,
+        form: meshfed_proto::envelope::export::Form,
     ) -> local::live::Subscription {
-        self.0.local.live.subscribe(pattern, from, false)
+        let proof = form == meshfed_proto::envelope::export::Form::Export;
+        self.0.local.live.subscribe(pattern, from, false, proof)
     }
 
     /// Creates (or updates) durable subscription `name` and opens it for a connected

@@ -11,6 +11,20 @@
 //! verified but fails its own checks is kept with its [`Refusal`]: it is settled, not delivered,
 //! so that the sender stops sending it. Every refusal is counted by its reason.
 //!
+//! **Streamed batches** (DESIGN §3.4): a transfer may carry members of a batch whose signed
+//! head follows. The link's reader keeps them in its [`Heads`]: each envelope's payload is
+//! checked against its digest and its leaf added; it is checked and opened at once, and — when
+//! the signer is the link's peer (the exact certificate it presented in this TLS session, its
+//! mesh and node), at qos 0 or 1 — handed to the live subscribers that take the spec form
+//! ([`Delivery::unproven`]). Nothing else happens until the head: no durable copy, no dedup
+//! record, no acknowledgement. The head is verified off the reader (against the leaves
+//! received: number, count, root, signature) and the batch then goes to the inbox like a
+//! verified batch. A head that does not match, one out of order, a head that does not come
+//! within `head_timeout`, or more unheaded envelopes than two credit windows are the peer's
+//! misbehaviour ([`StreamFault::Misbehaved`]): the caller closes the link and suspends the
+//! federation. A link that drops mid-batch is not: nothing of the batch was acknowledged, so
+//! the peer sends it again on the next link.
+//!
 //! Each delivery keeps the envelope as it crossed — moved out of its batch, with the batch's
 //! signed head shared by all of them — so that a subscriber asking for proof can get its export
 //! form ([`Delivery::export`]); nothing is encoded here.
@@ -18,25 +32,66 @@
 //! [`Terms::check_arrival`]: meshfed_proto::admission::Terms::check_arrival
 //! [`Terms::admit`]: meshfed_proto::admission::Terms::admit
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use meshfed_proto::admission::{Direction, Facts, Refusal, Terms};
-use meshfed_proto::batch::{BatchSignature, SignedBatch, UnsignedEnvelope};
-use meshfed_proto::crypto::{Opener, Signature};
-use meshfed_proto::envelope::{BatchProof, Envelope, EnvelopeError, Header, Hop, WireEnvelope};
-use meshfed_queue::wire::{Signed, Transfer};
-use meshfed_queue::{Message, Transmit};
+use meshfed_proto::batch::{
+    BatchError, BatchHead, BatchReceipt, Receiving, SignedBatch, UnsignedEnvelope,
+};
+use meshfed_proto::crypto::{Opener, SIGNATURE_LEN, Signature};
+use meshfed_proto::envelope::{
+    BatchProof, Envelope, EnvelopeError, EnvelopeId, Header, Hop, Qos, WireEnvelope,
+};
+use meshfed_queue::wire::{Item, Signed, Transfer};
+use meshfed_queue::{Epoch, Message, Seq, Transmit};
+use tokio::task::JoinHandle;
 
 use super::context::Context;
 use super::cores::on_every_core;
 use super::inbox::{Arrived, Inbound, Input};
-use super::local::{AsCrossed, Delivery};
+use super::local::{AsCrossed, Delivery, Local};
 use super::port::LinkPort;
 
+/// A streamed batch went wrong in a way the caller acts on.
+#[derive(Debug)]
+pub(crate) enum StreamFault {
+    /// The peer broke the streamed-batch protocol (DESIGN §3.4): the link closes and the
+    /// federation is suspended.
+    Misbehaved {
+        /// What it did.
+        reason: String,
+        /// Envelopes that reached live subscribers unproven.
+        delivered_unproven: Vec<EnvelopeId>,
+    },
+    /// A streamed batch cannot be taken (its signer is not trusted): the link closes; nothing
+    /// of it was acknowledged, so the peer sends it again on the next link.
+    Refused(Refusal),
+}
+
 /// A transfer frame from the peer of `link`: verified, opened, and handed to the inbox (which
-/// waits while it is behind: back-pressure on the link).
-pub(crate) async fn receive(ctx: &Context, inbound: &Inbound, link: &Arc<LinkPort>, body: &[u8]) {
-    match open_transfer(ctx, link, body).await {
+/// waits while it is behind: back-pressure on the link). Members of a streamed batch are kept in
+/// `heads` until their head verifies.
+pub(crate) async fn receive(
+    ctx: &Context,
+    inbound: &Inbound,
+    local: &Local,
+    link: &Arc<LinkPort>,
+    heads: &mut Heads,
+    body: &[u8],
+) -> Result<(), StreamFault> {
+    let transfer = match Transfer::decode(body) {
+        Ok(t) => t,
+        Err(e) => {
+            refused(ctx, link, &Refusal::Malformed(e.to_string()));
+            return Ok(());
+        }
+    };
+    if let Signed::Streamed { .. } = transfer.envelopes {
+        return heads.take(ctx, local, link, transfer).await;
+    }
+    match open_transfer(ctx, link, transfer).await {
         Ok(transmits) => {
             inbound
                 .send(Input::Transmits {
@@ -45,20 +100,22 @@ pub(crate) async fn receive(ctx: &Context, inbound: &Inbound, link: &Arc<LinkPor
                 })
                 .await;
         }
-        Err(refusal) => {
-            ctx.metrics.refused(Direction::Inbound, &refusal);
-            tracing::warn!(federation = %link.federation_id, peer = %link.peer, reason = refusal.reason(), error = %refusal, "refused a transfer");
-        }
+        Err(refusal) => refused(ctx, link, &refusal),
     }
+    Ok(())
+}
+
+fn refused(ctx: &Context, link: &LinkPort, refusal: &Refusal) {
+    ctx.metrics.refused(Direction::Inbound, refusal);
+    tracing::warn!(federation = %link.federation_id, peer = %link.peer, reason = refusal.reason(), error = %refusal, "refused a transfer");
 }
 
 async fn open_transfer(
     ctx: &Context,
     link: &LinkPort,
-    body: &[u8],
+    transfer: Transfer,
 ) -> Result<Vec<Transmit<Arc<Arrived>>>, Refusal> {
     let malformed = |e: &dyn std::fmt::Display| Refusal::Malformed(e.to_string());
-    let transfer = Transfer::decode(body).map_err(|e| malformed(&e))?;
     let Transfer {
         epoch,
         floor,
@@ -87,29 +144,15 @@ async fn open_transfer(
             let receipt = batch
                 .verify(&key)
                 .map_err(|e| Refusal::BadSignature(e.to_string()))?;
-            let signature = *receipt.signature().signature();
-            // Shared by the batch's envelopes, to make their export form on request.
-            let head = Arc::new(receipt.signature().clone());
-            let tree = receipt.tree();
-            batch
-                .into_envelopes()
+            let envelopes = batch.into_envelopes();
+            let checked = envelopes
                 .into_iter()
-                .enumerate()
-                .map(|(i, envelope)| {
-                    let position = tree
-                        .proof(i as u64)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string())
-                        })
-                        .map_err(Refusal::BadSignature)?;
-                    let parts = Parts::InBatch {
-                        envelope,
-                        batch: head.clone(),
-                    };
-                    Ok(arrive(link, &terms, parts, signature, Some(position)))
+                .map(|e| {
+                    let checked = check(link, &terms, e.header(), &e.hop, |o| e.open(o));
+                    (e, checked, false)
                 })
-                .collect::<Result<_, Refusal>>()?
+                .collect();
+            proven(&receipt, checked)?
         }
         Signed::Each(list) => {
             let signed = list
@@ -129,14 +172,38 @@ async fn open_transfer(
             verified
                 .into_iter()
                 .map(|wire| {
+                    let checked = check(link, &terms, wire.header(), &wire.hop, |o| wire.open(o));
                     let signature = *wire.signature();
-                    arrive(link, &terms, Parts::Alone(wire), signature, None)
+                    let header = wire.header().clone();
+                    opened(
+                        header,
+                        checked,
+                        signature,
+                        None,
+                        Some(AsCrossed::Alone(wire)),
+                        false,
+                    )
                 })
                 .collect()
         }
+        Signed::Streamed { .. } => {
+            return Err(Refusal::Malformed(
+                "a streamed transfer outside a streamed batch".to_owned(),
+            ));
+        }
     };
-    Ok(items
-        .into_iter()
+    Ok(transmits(epoch, floor, &items, opened))
+}
+
+/// The inbox's transmissions of `opened`, the `i`th at `items[i]`.
+fn transmits(
+    epoch: Epoch,
+    floor: Seq,
+    items: &[Item],
+    opened: Vec<Opened>,
+) -> Vec<Transmit<Arc<Arrived>>> {
+    items
+        .iter()
         .zip(opened)
         .map(|(item, a)| {
             let message = Message::from_header(&a.header, a.size, Arc::new(a.arrived));
@@ -149,7 +216,44 @@ async fn open_transfer(
                 message,
             }
         })
-        .collect())
+        .collect()
+}
+
+/// The envelopes of a batch verified into `receipt`, each with the outcome of its checks and
+/// whether its unproven delivery went out, as deliveries that keep their position.
+fn proven(
+    receipt: &BatchReceipt,
+    checked: Vec<(UnsignedEnvelope, Checked, bool)>,
+) -> Result<Vec<Opened>, Refusal> {
+    let signature = *receipt.signature().signature();
+    // Shared by the batch's envelopes, to make their export form on request.
+    let head = Arc::new(receipt.signature().clone());
+    let tree = receipt.tree();
+    checked
+        .into_iter()
+        .enumerate()
+        .map(|(i, (envelope, checked, early))| {
+            let position = tree
+                .proof(i as u64)
+                .map_err(|e| e.to_string())
+                .and_then(|p| BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string()))
+                .map_err(Refusal::BadSignature)?;
+            let header = envelope.header().clone();
+            let crossed = AsCrossed::InBatch {
+                envelope,
+                batch: head.clone(),
+                position: position.clone(),
+            };
+            Ok(opened(
+                header,
+                checked,
+                signature,
+                Some(position),
+                Some(crossed),
+                early,
+            ))
+        })
+        .collect()
 }
 
 /// One verified envelope, checked and opened.
@@ -159,89 +263,48 @@ struct Opened {
     arrived: Arrived,
 }
 
-/// A verified envelope as it crossed: signed alone, or moved out of its verified batch.
-enum Parts {
-    Alone(WireEnvelope),
-    InBatch {
-        envelope: UnsignedEnvelope,
-        batch: Arc<BatchSignature>,
-    },
-}
+/// The outcome of one envelope's checks: its hop fields as they arrived and its opened
+/// payload, or why it is refused (it is settled, not delivered).
+type Checked = Result<(Hop, Vec<u8>), Refusal>;
 
-impl Parts {
-    fn header(&self) -> &Header {
-        match self {
-            Self::Alone(w) => w.header(),
-            Self::InBatch { envelope, .. } => envelope.header(),
-        }
-    }
-
-    fn hop(&self) -> &Hop {
-        match self {
-            Self::Alone(w) => &w.hop,
-            Self::InBatch { envelope, .. } => &envelope.hop,
-        }
-    }
-
-    fn open(&self, opener: &Opener) -> Result<Vec<u8>, EnvelopeError> {
-        match self {
-            Self::Alone(w) => w.open(opener),
-            Self::InBatch { envelope, .. } => envelope.open(opener),
-        }
-    }
-
-    /// What a delivery keeps to make the envelope's export form; `None` for an envelope of a
-    /// batch without its position (not made by [`open_transfer`]).
-    fn kept(self, position: Option<BatchProof>) -> Option<AsCrossed> {
-        match (self, position) {
-            (Self::Alone(wire), _) => Some(AsCrossed::Alone(wire)),
-            (Self::InBatch { envelope, batch }, Some(position)) => Some(AsCrossed::InBatch {
-                envelope,
-                batch,
-                position,
-            }),
-            (Self::InBatch { .. }, None) => None,
-        }
-    }
-}
-
-/// Checks one envelope whose signature verified (alone, or in its batch at `position`), and
-/// opens it. A failed check is kept as the reason it is refused (it is settled, not delivered).
-fn arrive(
+/// Checks one envelope (its header, its hop fields, the version it was sent under) and opens
+/// it with `open`, then checks the agreement admits it.
+fn check(
     link: &LinkPort,
     terms: &Terms,
-    parts: Parts,
+    header: &Header,
+    hop: &Hop,
+    open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
+) -> Checked {
+    let mut hop = hop.clone();
+    terms.check_arrival(header, &mut hop)?;
+    if terms.check_version(header, link.peer_switched())? {
+        link.mark_peer_switched();
+    }
+    let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
+    let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
+    let clear = open(&opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
+    let facts = Facts {
+        topic: &header.metadata.topic,
+        size: clear.len(),
+        qos: header.policy.qos,
+    };
+    terms.admit(Direction::Inbound, facts)?;
+    Ok((hop, clear))
+}
+
+/// The delivery of one envelope whose signature verified (alone, or in its batch at
+/// `position`) and whose checks gave `checked`.
+fn opened(
+    header: Header,
+    checked: Checked,
     signature: Signature,
     position: Option<BatchProof>,
+    crossed: Option<AsCrossed>,
+    early: bool,
 ) -> Opened {
-    let header = parts.header().clone();
-    let mut hop = parts.hop().clone();
-    let checked = terms
-        .check_arrival(&header, &mut hop)
-        .and_then(|()| {
-            if terms.check_version(&header, link.peer_switched())? {
-                link.mark_peer_switched();
-            }
-            Ok(())
-        })
-        .and_then(|()| {
-            let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
-            let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-            parts
-                .open(&opener)
-                .map_err(|e| Refusal::Unsealable(e.to_string()))
-        })
-        .and_then(|clear| {
-            let facts = Facts {
-                topic: &header.metadata.topic,
-                size: clear.len(),
-                qos: header.policy.qos,
-            };
-            terms.admit(Direction::Inbound, facts)?;
-            Ok(clear)
-        });
-    let (size, text, crossed, refused) = match checked {
-        Ok(clear) => {
+    let (size, envelope, crossed, refused) = match checked {
+        Ok((hop, clear)) => {
             let size = clear.len();
             let envelope = Envelope {
                 header: header.clone(),
@@ -250,21 +313,244 @@ fn arrive(
                 message: Some(clear),
                 batch: position,
             };
-            let text = envelope.to_json_string();
-            (size, text, parts.kept(envelope.batch), None)
+            (size, Some(envelope), crossed, None)
         }
-        Err(refusal) => (0, String::new(), None, Some(refusal)),
+        Err(refusal) => (0, None, None, Some(refusal)),
     };
     let delivery = Arc::new(Delivery::new(
         header.source.mesh.clone(),
         header.metadata.topic.clone(),
         header.policy.qos,
-        text.into(),
+        envelope,
         crossed,
+        early,
     ));
     Opened {
         header,
         size,
         arrived: Arrived { delivery, refused },
     }
+}
+
+/// What a link's reader keeps of the peer's streamed batches until their heads verify: the
+/// protocol state ([`Receiving`]: order, bounds, head timeout) with each envelope's stream
+/// fields and checks, the ids of those that reached live subscribers unproven, and the heads
+/// being verified off the reader.
+pub(crate) struct Heads {
+    receiving: Receiving<Member>,
+    /// Batches whose head is being verified off the reader, in order.
+    verifying: VecDeque<JoinHandle<Verified>>,
+}
+
+/// One envelope of a streamed batch, waiting for its head.
+struct Member {
+    epoch: Epoch,
+    floor: Seq,
+    item: Item,
+    envelope: UnsignedEnvelope,
+    checked: Checked,
+    /// Its unproven delivery went out.
+    early: bool,
+}
+
+impl Heads {
+    /// Nothing held yet. At most two credit windows may wait for heads (a sender stays within
+    /// one, plus what it sends again after a new link); a head is due `head_timeout` after its
+    /// batch's first envelope.
+    pub(crate) fn new(ctx: &Context) -> Self {
+        let window = usize::try_from(ctx.config.delivery.window).unwrap_or(usize::MAX);
+        Self {
+            receiving: Receiving::new(window.saturating_mul(2), ctx.config.delivery.head_timeout),
+            verifying: VecDeque::new(),
+        }
+    }
+
+    /// When the oldest open batch's head is overdue, if a batch is open.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.receiving.deadline()
+    }
+
+    /// The oldest open batch's head is overdue (call once [`Heads::deadline`] passed).
+    pub(crate) fn overdue(&self, now: Instant) -> Result<(), StreamFault> {
+        self.receiving
+            .check_overdue(now)
+            .map_err(|e| self.misbehaved(e.to_string()))
+    }
+
+    /// Whether a head is being verified.
+    pub(crate) fn verifying(&self) -> bool {
+        !self.verifying.is_empty()
+    }
+
+    fn misbehaved(&self, reason: String) -> StreamFault {
+        let delivered_unproven = self
+            .receiving
+            .waiting()
+            .filter(|m| m.early)
+            .map(|m| m.envelope.header().id)
+            .collect();
+        StreamFault::Misbehaved {
+            reason,
+            delivered_unproven,
+        }
+    }
+
+    /// Takes the members of a streamed transfer into their batch: checked and opened now,
+    /// handed to spec-form live subscribers now if the peer signs them, everything else once
+    /// the head verifies.
+    async fn take(
+        &mut self,
+        ctx: &Context,
+        local: &Local,
+        link: &LinkPort,
+        transfer: Transfer,
+    ) -> Result<(), StreamFault> {
+        let Transfer {
+            epoch,
+            floor,
+            items,
+            envelopes,
+        } = transfer;
+        let Signed::Streamed {
+            batch,
+            first,
+            members,
+        } = envelopes
+        else {
+            return Ok(());
+        };
+        let envelopes = members
+            .iter()
+            .map(|bytes| UnsignedEnvelope::decode(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.misbehaved(format!("a streamed envelope of batch {batch}: {e}")))?;
+        let terms = link.terms();
+        let mut unproven = Vec::new();
+        let mut items = items.into_iter();
+        let taken = self
+            .receiving
+            .take(batch, first, envelopes, ctx.clock.instant(), |envelope| {
+                let header = envelope.header();
+                let checked = check(link, &terms, header, &envelope.hop, |o| envelope.open(o));
+                // TLS under the peer's key authenticated these bytes: a live subscriber may
+                // have them now; the signature (transferable proof) follows in the head.
+                let early = checked.is_ok()
+                    && header.policy.qos != Qos::ExactlyOnce
+                    && link.trust.is_peer(header);
+                if let (true, Ok((hop, clear))) = (early, &checked) {
+                    unproven.push(Arc::new(Delivery::unproven(Envelope {
+                        header: header.clone(),
+                        hop: hop.clone(),
+                        signature: Signature([0; SIGNATURE_LEN]),
+                        message: Some(clear.clone()),
+                        batch: None,
+                    })));
+                }
+                Member {
+                    epoch,
+                    floor,
+                    // `Transfer::decode` checked there is one item per member.
+                    item: items.next().unwrap_or(Item {
+                        seq: floor,
+                        key_seq: None,
+                        retransmission: true,
+                    }),
+                    envelope,
+                    checked,
+                    early,
+                }
+            });
+        // A transfer that breaks the protocol part-way reaches no one.
+        taken.map_err(|e| self.misbehaved(e.to_string()))?;
+        if !unproven.is_empty() {
+            ctx.metrics.delivered_unproven.inc_by(unproven.len() as u64);
+            local.live.deliver(&unproven).await;
+        }
+        Ok(())
+    }
+
+    /// A batch head from the peer: it must be the oldest open batch's. Its signature is
+    /// checked off the reader; [`Heads::verified`] yields the outcome.
+    pub(crate) fn head(
+        &mut self,
+        ctx: &Context,
+        link: &LinkPort,
+        body: &[u8],
+    ) -> Result<(), StreamFault> {
+        let head = BatchHead::decode(body)
+            .map_err(|e| self.misbehaved(format!("a malformed batch head: {e}")))?;
+        let (leaves, members) = self
+            .receiving
+            .head(&head)
+            .map_err(|e| self.misbehaved(e.to_string()))?;
+        let key = link
+            .trust
+            .signer_key(leaves.certificate(), ctx.clock.wall())
+            .map_err(StreamFault::Refused)?;
+        self.verifying
+            .push_back(tokio::task::spawn_blocking(move || Verified {
+                number: leaves.number(),
+                outcome: leaves.verify(&head, &key),
+                members,
+            }));
+        Ok(())
+    }
+
+    /// The oldest head being verified, once checked: its batch goes to the inbox, or the peer
+    /// misbehaved. Pending while none is being verified.
+    pub(crate) async fn verified(
+        &mut self,
+        inbound: &Inbound,
+        link: &Arc<LinkPort>,
+    ) -> Result<(), StreamFault> {
+        let Some(front) = self.verifying.front_mut() else {
+            return std::future::pending().await;
+        };
+        let joined = front.await;
+        self.verifying.pop_front();
+        let Verified {
+            number,
+            members,
+            outcome,
+        } = joined.map_err(|e| StreamFault::Refused(Refusal::BadSignature(e.to_string())))?;
+        let receipt = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(StreamFault::Misbehaved {
+                    reason: format!("the head of streamed batch {number} does not verify: {e}"),
+                    delivered_unproven: members
+                        .iter()
+                        .filter(|m| m.early)
+                        .map(|m| m.envelope.header().id)
+                        .collect(),
+                });
+            }
+        };
+        let mut items = Vec::with_capacity(members.len());
+        let mut checked = Vec::with_capacity(members.len());
+        for m in members {
+            items.push((m.epoch, m.floor, m.item));
+            checked.push((m.envelope, m.checked, m.early));
+        }
+        let opened = proven(&receipt, checked).map_err(StreamFault::Refused)?;
+        let transmits = items
+            .into_iter()
+            .zip(opened)
+            .flat_map(|((epoch, floor, item), a)| transmits(epoch, floor, &[item], vec![a]))
+            .collect();
+        inbound
+            .send(Input::Transmits {
+                link: link.clone(),
+                transmits,
+            })
+            .await;
+        Ok(())
+    }
+}
+
+/// A streamed batch whose head was checked.
+struct Verified {
+    number: u64,
+    members: Vec<Member>,
+    outcome: Result<BatchReceipt, BatchError>,
 }

@@ -374,6 +374,8 @@ pub(crate) struct PeerTrust {
     /// What the peer's TLS certificate says (`None` if it does not read as a node certificate,
     /// which the handshake would have refused).
     leaf: Option<NodeCertInfo>,
+    /// The peer's TLS certificate, DER, exactly as presented in this session.
+    leaf_der: Vec<u8>,
     /// Revoked signers are refused; the lists may change while the link is up.
     revocations: Arc<Revocations>,
     /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
@@ -388,13 +390,14 @@ impl PeerTrust {
     /// `leaf`, minus what `revocations` revokes.
     pub(crate) fn new(
         bundle: TrustBundle,
-        leaf: Option<NodeCertInfo>,
+        leaf_der: Vec<u8>,
         intermediates: Vec<CertificateDer<'static>>,
         revocations: Arc<Revocations>,
     ) -> Self {
         Self {
             bundle: RwLock::new(bundle),
-            leaf,
+            leaf: meshfed_trust::inspect_node_cert(&leaf_der).ok(),
+            leaf_der,
             revocations,
             intermediates: RwLock::new(intermediates),
             signers: Mutex::new(HashMap::new()),
@@ -428,6 +431,17 @@ impl PeerTrust {
     /// What the peer's TLS certificate on this link says.
     pub(crate) fn leaf(&self) -> Option<&NodeCertInfo> {
         self.leaf.as_ref()
+    }
+
+    /// Whether the peer is the signer of an envelope with `header` (DESIGN §3.4): its
+    /// certificate is exactly the one the peer presented in this TLS session, and its source
+    /// mesh and gateway are the peer's. TLS under that key already authenticated its bytes.
+    pub(crate) fn is_peer(&self, header: &meshfed_proto::envelope::Header) -> bool {
+        self.leaf.as_ref().is_some_and(|leaf| {
+            header.certificate == self.leaf_der
+                && header.source.mesh == leaf.mesh
+                && header.source.gateway.as_str() == leaf.node.as_str()
+        })
     }
 
     /// Forgets every verified signer: each is checked again (against new revocations) when it

@@ -293,7 +293,7 @@ mod tests {
         let revocations = Arc::new(Revocations::load(Vec::new()).unwrap());
         let trust = PeerTrust::new(
             ca.trust_bundle().clone(),
-            None,
+            Vec::new(),
             Vec::new(),
             revocations.clone(),
         );

@@ -4,16 +4,24 @@
 //! content key, signed as one batch or each alone), and settles messages as the peer
 //! acknowledges them or their deadlines pass.
 //!
+//! With batch signatures and a non-zero `sign_window` (the default), transfers carry the
+//! members of a *streamed* batch (DESIGN §3.4): they leave as soon as they are scheduled, and
+//! the batch closes at `max_batch` envelopes or `sign_window` after its first one; its root is
+//! then signed on a blocking thread by the stream's signer task, which sends the batch head on
+//! the same link. Batches are numbered from 0 on each link session, one open at a time, and
+//! signed in order, so heads follow their envelopes in order. A link that goes mid-batch takes
+//! the batch with it: its envelopes are unacknowledged and go again on the next link.
+//!
 //! The outbox lives as long as the federation, not the link: while the peer is unreachable,
 //! messages queue (store-and-forward, within the configured limits); on a new link the peer's
 //! acknowledgement state comes first and only what it lacks is sent again, by priority.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meshfed_proto::admission::{Direction, Terms};
-use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::batch::{Leaves, SignedBatch, UnsignedEnvelope};
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
@@ -300,6 +308,8 @@ pub(crate) fn start(
     if !held.is_empty() {
         tracing::info!(peer = %record.peer_mesh, messages = held.len(), "restored the outbound backlog");
     }
+    let (signer, to_sign) = mpsc::unbounded_channel();
+    ctx.tracker.spawn(sign_heads(to_sign));
     let mut task = Task {
         ctx: ctx.clone(),
         stream: stream.clone(),
@@ -314,6 +324,8 @@ pub(crate) fn start(
         counters: Counters::of(ctx, &record.peer_mesh),
         drain_until: None,
         drained: Vec::new(),
+        streamed: Streamed::default(),
+        signer,
     };
     if let FederationState::Terminated(_) = task.view.state {
         // Restored for a federation that has ended: dead-lettered on the task's first turn.
@@ -364,6 +376,59 @@ struct Task {
     drain_until: Option<Timestamp>,
     /// Waiting for the drain to end.
     drained: Vec<oneshot::Sender<()>>,
+    /// The streamed batch open on the current link, and the next batch's number on it.
+    streamed: Streamed,
+    /// Signs closed streamed batches in order and sends their heads.
+    signer: mpsc::UnboundedSender<Closed>,
+}
+
+/// The sender's streamed batches on one link session.
+#[derive(Default)]
+struct Streamed {
+    /// The batch open now.
+    open: Option<OpenBatch>,
+    /// The number of the next batch.
+    next: u64,
+}
+
+/// A streamed batch some of whose envelopes were sent.
+struct OpenBatch {
+    leaves: Leaves,
+    /// When it closes at the latest (`sign_window` after its first envelope).
+    close_at: Instant,
+    /// The key of the certificate its envelopes name.
+    key: Arc<meshfed_proto::crypto::SigningKey>,
+}
+
+/// A closed streamed batch, to be signed and its head sent on `link`.
+struct Closed {
+    link: Arc<LinkPort>,
+    leaves: Leaves,
+    key: Arc<meshfed_proto::crypto::SigningKey>,
+}
+
+/// Signs each closed batch off the stream task, in order, and sends its head on its link.
+async fn sign_heads(mut closed: mpsc::UnboundedReceiver<Closed>) {
+    while let Some(Closed { link, leaves, key }) = closed.recv().await {
+        let number = leaves.number();
+        let signed = tokio::task::spawn_blocking(move || leaves.sign(&key)).await;
+        match signed {
+            Ok(Ok(head)) => {
+                // A link gone meanwhile takes the batch with it: its envelopes go again.
+                let _ = link
+                    .send(Frame::new(FrameType::BatchHead, head.encode()))
+                    .await;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(peer = %link.peer, batch = number, error = %e, "could not sign a streamed batch; closing the link");
+                link.close();
+            }
+            Err(e) => {
+                tracing::error!(peer = %link.peer, batch = number, error = %e, "the batch signer failed; closing the link");
+                link.close();
+            }
+        }
+    }
 }
 
 impl Task {
@@ -378,11 +443,13 @@ impl Task {
             self.check_drain();
             self.settle_events();
             self.transmit().await;
+            self.close_batch_if_due();
             self.publish_stats();
             let wake = match (self.outbox.poll_timeout(), self.drain_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let close_batch = self.streamed.open.as_ref().map(|b| b.close_at);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -406,8 +473,32 @@ impl Task {
                     None => break,
                 },
                 () = clock.sleep_until_timestamp(wake) => self.outbox.handle_timeout(self.ctx.now()),
+                () = sleep_until(&clock, close_batch) => self.close_batch_if_due(),
             }
         }
+    }
+
+    /// Closes the open streamed batch once its window has passed.
+    fn close_batch_if_due(&mut self) {
+        if self
+            .streamed
+            .open
+            .as_ref()
+            .is_some_and(|b| self.ctx.clock.instant() >= b.close_at)
+        {
+            self.close_batch();
+        }
+    }
+
+    /// Closes the open streamed batch: the signer signs it and sends its head.
+    fn close_batch(&mut self) {
+        let Some(OpenBatch { leaves, key, .. }) = self.streamed.open.take() else {
+            return;
+        };
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        let _ = self.signer.send(Closed { link, leaves, key });
     }
 
     fn offer(&mut self, offer: Offer) {
@@ -483,11 +574,14 @@ impl Task {
                 if self.link.replace(link).is_some() {
                     self.outbox.handle_link_down();
                 }
+                // Streamed batches are numbered afresh on each link session.
+                self.streamed = Streamed::default();
                 self.outbox.handle_link_up();
             }
             Control::LinkDown(link) => {
                 if self.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
                     self.link = None;
+                    self.streamed = Streamed::default();
                     self.outbox.handle_link_down();
                 }
             }
@@ -671,9 +765,16 @@ impl Task {
             let gate = link.switch_gate().await;
             let budget = (link.max_frame() as usize).saturating_sub(4096) * 3 / 4;
             let at = self.ctx.now();
+            // A transfer stays within the open streamed batch's room.
+            let room = max_batch
+                - self
+                    .streamed
+                    .open
+                    .as_ref()
+                    .map_or(0, |b| b.leaves.len().min(max_batch - 1));
             let mut batch = Vec::new();
             let mut bytes = 0;
-            while batch.len() < max_batch && (batch.is_empty() || bytes < budget) {
+            while batch.len() < room && (batch.is_empty() || bytes < budget) {
                 let Some(t) = self.outbox.poll_transmit(at) else {
                     break;
                 };
@@ -711,6 +812,16 @@ impl Task {
             if link.send(frame).await.is_err() {
                 // The link went; its end arrives as `LinkDown`, and the outbox sends again then.
                 return;
+            }
+            // A full streamed batch closes once its last envelopes are on their way, so its
+            // head follows them.
+            if self
+                .streamed
+                .open
+                .as_ref()
+                .is_some_and(|b| b.leaves.len() >= max_batch)
+            {
+                self.close_batch();
             }
             drop(gate);
         }
@@ -754,15 +865,15 @@ impl Task {
         admitted
     }
 
-    /// Seals each message under the link session's key and signs them as configured (each
-    /// alone on every core: one P-384 signature per message is most of what such a transfer
-    /// costs).
+    /// Seals each message under the link session's key and signs them as configured: as members
+    /// of the open streamed batch (signed once it closes), as one batch, or each alone on every
+    /// core (one P-384 signature per message is most of what such a transfer costs).
     async fn transfer(
-        &self,
+        &mut self,
         link: &LinkPort,
         batch: &[Transmit<Arc<Pending>>],
     ) -> Result<Frame, String> {
-        let ctx = &self.ctx;
+        let ctx = self.ctx.clone();
         let mut envelopes = Vec::with_capacity(batch.len());
         // One certificate for the whole transfer, even if it is renewed meanwhile: a batch
         // is verified with the certificate of its first envelope.
@@ -791,7 +902,11 @@ impl Task {
                 envelopes.push(sealed);
             }
         }
-        let signed = match ctx.config.delivery.signatures {
+        let delivery = &ctx.config.delivery;
+        let signed = match delivery.signatures {
+            SignatureMode::Batch if !delivery.sign_window.is_zero() => {
+                self.streamed(envelopes, &cert)?
+            }
             SignatureMode::Batch => Signed::Batch(
                 SignedBatch::sign(envelopes, &cert.key)
                     .map_err(|e| e.to_string())?
@@ -825,10 +940,58 @@ impl Task {
         Ok(Frame::new(FrameType::Transfer, transfer.encode()))
     }
 
+    /// Adds `envelopes` to the open streamed batch (opening one if none is, or if the node's
+    /// certificate was renewed since: a batch names one certificate).
+    fn streamed(
+        &mut self,
+        envelopes: Vec<UnsignedEnvelope>,
+        cert: &crate::gateway::identity::NodeCert,
+    ) -> Result<Signed, String> {
+        let Some(head) = envelopes.first() else {
+            return Err("a transfer without envelopes".to_owned());
+        };
+        if self
+            .streamed
+            .open
+            .as_ref()
+            .is_some_and(|b| !b.leaves.admits(head))
+        {
+            self.close_batch();
+        }
+        let window = self.ctx.config.delivery.sign_window;
+        let now = self.ctx.clock.instant();
+        let streamed = &mut self.streamed;
+        let open = streamed.open.get_or_insert_with(|| {
+            let number = streamed.next;
+            streamed.next += 1;
+            OpenBatch {
+                leaves: Leaves::new(number, head),
+                close_at: now + window,
+                key: cert.key.clone(),
+            }
+        });
+        let first = u32::try_from(open.leaves.len()).map_err(|e| e.to_string())?;
+        for e in &envelopes {
+            open.leaves.push(e).map_err(|e| e.to_string())?;
+        }
+        Ok(Signed::Streamed {
+            batch: open.leaves.number(),
+            first,
+            members: envelopes.iter().map(UnsignedEnvelope::encode).collect(),
+        })
+    }
+
     fn publish_stats(&mut self) {
         self.stats.backlog = self.outbox.backlog(self.ctx.now());
         let mut shared = self.stream.stats.lock().unwrap_or_else(|e| e.into_inner());
         shared.clone_from(&self.stats);
+    }
+}
+
+async fn sleep_until(clock: &crate::clock::Clock, at: Option<Instant>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -52,7 +52,10 @@
 //! field, refuse stray bytes after the item, and trust nothing (call `verify`).
 
 pub mod merkle;
+mod streamed;
 mod wire;
+
+pub use streamed::{BatchHead, Leaves, Receiving, StreamFault};
 
 use crate::crypto::{
     CryptoError, DIGEST_LEN, Digest384, Opener, Sealer, Signature, SigningKey, TAG_LEN,
@@ -299,7 +302,7 @@ impl UnsignedEnvelope {
     }
 
     /// Whether the payload matches its digest.
-    fn payload_intact(&self) -> bool {
+    pub(crate) fn payload_intact(&self) -> bool {
         sha384(&self.payload) == self.digest
     }
 

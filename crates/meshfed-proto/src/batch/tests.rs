@@ -9,14 +9,14 @@ use crate::envelope::{
     Timestamp, Version,
 };
 
-struct Fixture {
-    signer: SigningKey,
-    verifier: VerifyingKey,
+pub(super) struct Fixture {
+    pub(super) signer: SigningKey,
+    pub(super) verifier: VerifyingKey,
     secret: ContentSecret,
     sealer: Sealer,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let signer = SigningKey::generate().unwrap();
     let verifier = VerifyingKey::from_sec1(signer.public_key()).unwrap();
     let secret = ContentSecret::derive(b"ecdh shared secret", b"fed_test");
@@ -31,7 +31,7 @@ fn fixture() -> Fixture {
     }
 }
 
-fn header(n: u8) -> Header {
+pub(super) fn header(n: u8) -> Header {
     Header {
         version: Version::CURRENT,
         id: EnvelopeId::new(Timestamp(1_621_234_567_890), [n; 10]),
@@ -63,15 +63,15 @@ fn header(n: u8) -> Header {
     }
 }
 
-fn hop() -> Hop {
+pub(super) fn hop() -> Hop {
     Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL)
 }
 
-fn payload(n: usize) -> Vec<u8> {
+pub(super) fn payload(n: usize) -> Vec<u8> {
     format!(r#"{{"celsius":{n}}}"#).into_bytes()
 }
 
-fn sealed(fx: &mut Fixture, n: usize) -> Vec<UnsignedEnvelope> {
+pub(super) fn sealed(fx: &mut Fixture, n: usize) -> Vec<UnsignedEnvelope> {
     (0..n)
         .map(|i| {
             UnsignedEnvelope::seal(header(i as u8), hop(), &payload(i), &mut fx.sealer).unwrap()

@@ -10,8 +10,8 @@ use serde_bytes::{ByteBuf, Bytes};
 
 use super::merkle::{self, HASH_LEN, InclusionProof, TreeHash};
 use super::{
-    BatchError, BatchReceipt, BatchSignature, ProvenEnvelope, SignedBatch, UnsignedEnvelope,
-    check_one_origin, index_u32,
+    BatchError, BatchHead, BatchReceipt, BatchSignature, ProvenEnvelope, SignedBatch,
+    UnsignedEnvelope, check_one_origin, index_u32,
 };
 use crate::crypto::{DIGEST_LEN, Digest384, SIGNATURE_LEN, Signature};
 use crate::envelope::wire::MAX_PATH;
@@ -62,6 +62,7 @@ exact_array! {
     struct BatchIn(SignatureIn, Vec<MemberIn>);
     struct ProvenIn(SignatureIn, u64, ByteBuf, MemberIn);
     struct ReceiptIn(SignatureIn, ByteBuf);
+    struct HeadIn(u64, SignatureIn);
 }
 
 #[derive(Serialize)]
@@ -79,9 +80,32 @@ struct ProvenOut<'a>(SignatureOut<'a>, u64, &'a Bytes, MemberOut<'a>);
 #[derive(Serialize)]
 struct ReceiptOut<'a>(SignatureOut<'a>, &'a Bytes);
 
+#[derive(Serialize)]
+struct HeadOut<'a>(u64, SignatureOut<'a>);
+
 const BATCH: &str = "envelope batch";
 const PROVEN: &str = "proven envelope";
 const RECEIPT: &str = "batch receipt";
+const HEAD: &str = "batch head";
+
+impl BatchHead {
+    /// The wire form (the `BatchHead` frame body).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        write(&HeadOut(self.number, self.signature.wire()), &mut out);
+        out
+    }
+
+    /// Parses a head; every field is checked, nothing is trusted (the receiver checks it
+    /// against the leaves it received, [`Leaves::verify`](super::Leaves::verify)).
+    pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
+        let HeadIn(number, signature) = read(HEAD, bytes)?;
+        Ok(Self {
+            number,
+            signature: BatchSignature::from_wire(signature)?,
+        })
+    }
+}
 
 impl SignedBatch {
     /// Appends the wire form (the `EnvelopeBatch` frame body) to `out`.

@@ -10,6 +10,11 @@
 //! n, "index": i, "proof": base64 of the audit path (48-byte hashes, bottom up)}`, and its
 //! `security.signature` is the batch's. The key is absent for an envelope signed alone (`null` is
 //! read as absent too).
+//!
+//! An envelope of a streamed batch handed to a subscriber before its batch head arrived
+//! (DESIGN §3.4) has an empty `security.signature` and no `security.batch`: its proof is still
+//! to come. It reads back with an all-zero signature, which verifies under no key; a subscriber
+//! that needs proof asks for the export form, which only proven envelopes take.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -165,6 +170,17 @@ impl Envelope {
             .unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
     }
 
+    /// The spec-layout JSON text of this envelope before its signature is known (a streamed
+    /// batch's member handed over ahead of its head): `security.signature` is empty and
+    /// `security.batch` absent, so it reads back as no envelope that verifies.
+    pub fn to_json_string_unproven(&self) -> String {
+        let mut doc = self.json_doc();
+        doc.federation.security.signature = String::new();
+        doc.federation.security.batch = None;
+        // Invariant: as above.
+        serde_json::to_string(&doc).unwrap_or_else(|e| unreachable!("envelope to JSON: {e}"))
+    }
+
     fn json_doc(&self) -> EnvelopeJson {
         let h = &self.header;
         EnvelopeJson {
@@ -236,13 +252,19 @@ impl Envelope {
                     .map(|fl| acc.with(fl))
                     .map_err(|e| field("routing.flags", e))
             })?;
-        let signature = decode_b64("security.signature", &f.security.signature)?;
-        let signature: [u8; SIGNATURE_LEN] = signature.as_slice().try_into().map_err(|_| {
-            field(
-                "security.signature",
-                format!("is {} bytes, not {SIGNATURE_LEN}", signature.len()),
-            )
-        })?;
+        // Empty: an envelope handed over before its batch head (`to_json_string_unproven`);
+        // it reads with an all-zero signature, which verifies under no key.
+        let signature: [u8; SIGNATURE_LEN] = if f.security.signature.is_empty() {
+            [0; SIGNATURE_LEN]
+        } else {
+            let signature = decode_b64("security.signature", &f.security.signature)?;
+            signature.as_slice().try_into().map_err(|_| {
+                field(
+                    "security.signature",
+                    format!("is {} bytes, not {SIGNATURE_LEN}", signature.len()),
+                )
+            })?
+        };
         let encryption = f.security.encryption.map(parse_encryption).transpose()?;
         let batch = f.security.batch.map(parse_batch).transpose()?;
         let label = |name, v: Option<String>| {

@@ -681,8 +681,9 @@ impl LinkSession {
     /// A frame that is not a session control frame.
     fn on_other(&mut self, frame: &Frame) -> Result<Received, SessionError> {
         match frame.ty {
-            // Acknowledgements, credit and floors settle what was sent before a suspension.
-            FrameType::Ack | FrameType::Credit | FrameType::Forward => {
+            // Acknowledgements, credit, floors and batch heads settle what was sent before a
+            // suspension.
+            FrameType::Ack | FrameType::Credit | FrameType::Forward | FrameType::BatchHead => {
                 Ok(Received::Data(frame.clone()))
             }
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {

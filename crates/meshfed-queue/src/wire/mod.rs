@@ -10,6 +10,9 @@
 //! ```text
 //! transfer = [epoch, floor, [item, ...], 0, bytes]         ; the bytes of one SignedBatch
 //!          / [epoch, floor, [item, ...], 1, [bytes, ...]]  ; one signed envelope per item
+//!          / [epoch, floor, [item, ...], 2, [batch, first, [bytes, ...]]]
+//!                         ; one unsigned batch member per item, indices first, first + 1, ...
+//!                         ; of streamed batch `batch`, whose head follows (DESIGN §3.4)
 //! item     = [seq, key_seq / null, retransmission]
 //! ack      = [epoch, below, [[start, end], ...], [late, ...], credit]
 //! credit   = [epoch, limit]
@@ -49,6 +52,8 @@ pub const MAX_ACK_LATE: usize = 1 << 16;
 const KIND_BATCH: u8 = 0;
 /// The envelope kind of a [`Signed::Each`] on the wire.
 const KIND_EACH: u8 = 1;
+/// The envelope kind of a [`Signed::Streamed`] on the wire.
+const KIND_STREAMED: u8 = 2;
 
 /// Array items reserved up front at most, whatever length the input announces.
 const PREALLOCATE: usize = 1024;
@@ -93,6 +98,17 @@ pub enum Signed {
     /// One signed [`WireEnvelope`](meshfed_proto::envelope::WireEnvelope) encoding per item, in
     /// item order.
     Each(Vec<Vec<u8>>),
+    /// One [`UnsignedEnvelope`](meshfed_proto::batch::UnsignedEnvelope) encoding per item, in
+    /// item order: the envelopes at indices `first`, `first + 1`, ... of streamed batch
+    /// `batch`, whose [`BatchHead`](meshfed_proto::batch::BatchHead) follows on the link.
+    Streamed {
+        /// The batch's number on the link.
+        batch: u64,
+        /// The index of the first envelope in the batch.
+        first: u32,
+        /// The envelopes.
+        members: Vec<Vec<u8>>,
+    },
 }
 
 /// [`Signed`] borrowed, for [`Transfer::encode_parts`]: the envelopes need not be copied into a
@@ -103,6 +119,15 @@ pub enum SignedRef<'a> {
     Batch(&'a [u8]),
     /// As [`Signed::Each`].
     Each(&'a [&'a [u8]]),
+    /// As [`Signed::Streamed`].
+    Streamed {
+        /// The batch's number on the link.
+        batch: u64,
+        /// The index of the first envelope in the batch.
+        first: u32,
+        /// The envelopes.
+        members: &'a [&'a [u8]],
+    },
 }
 
 /// Why bytes are not a stream frame of the expected form.
@@ -156,11 +181,23 @@ pub enum WireError {
     },
     /// A transfer's envelope kind is neither 0 (one signed batch) nor 1 (one envelope per item).
     #[error(
-        "transfer envelope kind {kind} is unknown (0 is one signed batch, 1 one envelope per item)"
+        "transfer envelope kind {kind} is unknown (0 is one signed batch, 1 one envelope per \
+         item, 2 a streamed batch's members)"
     )]
     UnknownEnvelopeKind {
         /// The kind found.
         kind: u64,
+    },
+    /// A streamed transfer's envelopes would not fit in one batch from their first index.
+    #[error(
+        "streamed transfer starts at batch index {first} with {count} envelopes, past the \
+         largest batch"
+    )]
+    StreamedIndex {
+        /// The first index given.
+        first: u64,
+        /// Envelopes carried.
+        count: usize,
     },
     /// A transfer with one envelope per item has a different number of envelopes.
     #[error("transfer carries {envelopes} envelopes for {items} items")]
@@ -236,6 +273,11 @@ impl Transfer {
         let envelopes = match &self.envelopes {
             Signed::Batch(batch) => EnvelopesOut::Batch(batch),
             Signed::Each(each) => EnvelopesOut::Owned(each),
+            Signed::Streamed {
+                batch,
+                first,
+                members,
+            } => EnvelopesOut::Streamed(*batch, *first, Members::Owned(members)),
         };
         encode_transfer(self.epoch, self.floor, &self.items, envelopes)
     }
@@ -251,6 +293,11 @@ impl Transfer {
         let envelopes = match envelopes {
             SignedRef::Batch(batch) => EnvelopesOut::Batch(batch),
             SignedRef::Each(each) => EnvelopesOut::Each(each),
+            SignedRef::Streamed {
+                batch,
+                first,
+                members,
+            } => EnvelopesOut::Streamed(batch, first, Members::Borrowed(members)),
         };
         encode_transfer(epoch, floor, items, envelopes)
     }
@@ -278,6 +325,26 @@ impl Transfer {
                 });
             }
             EnvelopesIn::Each(each) => Signed::Each(each.items.into_iter().map(|b| b.0).collect()),
+            EnvelopesIn::Streamed(s) if s.members.len != items.len => {
+                return Err(WireError::EnvelopeCount {
+                    items: items.len,
+                    envelopes: s.members.len,
+                });
+            }
+            EnvelopesIn::Streamed(s) => {
+                let first = u32::try_from(s.first)
+                    .ok()
+                    .filter(|f| (*f as usize).saturating_add(items.len) <= MAX_ITEMS)
+                    .ok_or(WireError::StreamedIndex {
+                        first: s.first,
+                        count: items.len,
+                    })?;
+                Signed::Streamed {
+                    batch: s.batch,
+                    first,
+                    members: s.members.items.into_iter().map(|b| b.0).collect(),
+                }
+            }
             EnvelopesIn::Unknown(kind) => return Err(WireError::UnknownEnvelopeKind { kind }),
         };
         let floor = Seq(floor);
@@ -446,6 +513,7 @@ fn encode_transfer(
         EnvelopesOut::Batch(b) => (KIND_BATCH, b.len() + 9),
         EnvelopesOut::Each(e) => (KIND_EACH, e.iter().map(|b| b.len() + 9).sum()),
         EnvelopesOut::Owned(e) => (KIND_EACH, e.iter().map(|b| b.len() + 9).sum()),
+        EnvelopesOut::Streamed(_, _, m) => (KIND_STREAMED, m.size() + 20),
     };
     let mut out = Vec::with_capacity(32 + 24 * items.len() + size);
     write(
@@ -468,20 +536,48 @@ impl Serialize for ItemsOut<'_> {
     }
 }
 
-/// The envelopes of a transfer: a byte string or an array of byte strings.
+/// The envelopes of a transfer: a byte string, an array of byte strings, or a streamed
+/// batch's `[batch, first, [bytes, ...]]`.
 #[derive(Clone, Copy)]
 enum EnvelopesOut<'a> {
     Batch(&'a [u8]),
     Each(&'a [&'a [u8]]),
     Owned(&'a [Vec<u8>]),
+    Streamed(u64, u32, Members<'a>),
+}
+
+/// Byte strings, borrowed or owned.
+#[derive(Clone, Copy)]
+enum Members<'a> {
+    Borrowed(&'a [&'a [u8]]),
+    Owned(&'a [Vec<u8>]),
+}
+
+impl Members<'_> {
+    fn size(&self) -> usize {
+        match self {
+            Self::Borrowed(m) => m.iter().map(|b| b.len() + 9).sum(),
+            Self::Owned(m) => m.iter().map(|b| b.len() + 9).sum(),
+        }
+    }
+}
+
+impl Serialize for Members<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Self::Borrowed(m) => s.collect_seq(m.iter().map(|b| Bytes::new(b))),
+            Self::Owned(m) => s.collect_seq(m.iter().map(|b| Bytes::new(b))),
+        }
+    }
 }
 
 impl Serialize for EnvelopesOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
             Self::Batch(b) => s.serialize_bytes(b),
-            Self::Each(e) => s.collect_seq(e.iter().map(|b| Bytes::new(b))),
-            Self::Owned(e) => s.collect_seq(e.iter().map(|b| Bytes::new(b))),
+            Self::Each(e) => Members::Borrowed(e).serialize(s),
+            Self::Owned(e) => Members::Owned(e).serialize(s),
+            Self::Streamed(batch, first, members) => (batch, first, members).serialize(s),
         }
     }
 }
@@ -819,6 +915,7 @@ exact_array! {
     }
     struct CreditIn { epoch: u64, limit: u64 }
     struct ForwardIn { epoch: u64, floor: u64 }
+    struct StreamedIn { batch: u64, first: u64, members: List<Blob, MAX_ITEMS> }
 }
 
 impl Form for AckIn {
@@ -845,6 +942,7 @@ struct TransferIn {
 enum EnvelopesIn {
     Batch(Blob),
     Each(List<Blob, MAX_ITEMS>),
+    Streamed(StreamedIn),
     /// An unknown kind: its envelopes were skipped.
     Unknown(u64),
 }
@@ -881,6 +979,13 @@ impl ReadWire for TransferIn {
                     Ok(KIND_EACH) => {
                         EnvelopesIn::Each(element(&mut seq, self.0, "envelopes", &mut n, &self)?)
                     }
+                    Ok(KIND_STREAMED) => EnvelopesIn::Streamed(element(
+                        &mut seq,
+                        self.0,
+                        "envelopes",
+                        &mut n,
+                        &self,
+                    )?),
                     _ => {
                         let IgnoredAny = element(&mut seq, self.0, "envelopes", &mut n, &self)?;
                         EnvelopesIn::Unknown(kind)

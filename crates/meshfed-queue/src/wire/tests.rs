@@ -93,6 +93,11 @@ fn transfer_round_trips_with_a_batch_and_with_one_envelope_per_item() {
     for t in [
         transfer(Signed::Batch(vec![7; 5000])),
         transfer(Signed::Each(vec![vec![1, 2, 3], vec![]])),
+        transfer(Signed::Streamed {
+            batch: 9,
+            first: 40,
+            members: vec![vec![4; 10], vec![5]],
+        }),
     ] {
         assert_eq!(Transfer::decode(&t.encode()), Ok(t));
     }
@@ -250,10 +255,63 @@ fn transfer_needs_one_envelope_per_item() {
 
 #[test]
 fn transfer_with_an_unknown_envelope_kind_is_refused() {
-    let bytes = transfer_value(0, vec![item_value(0)], 2, Value::Bytes(vec![1]));
+    let bytes = transfer_value(0, vec![item_value(0)], 3, Value::Bytes(vec![1]));
     assert_eq!(
         Transfer::decode(&bytes),
-        Err(WireError::UnknownEnvelopeKind { kind: 2 })
+        Err(WireError::UnknownEnvelopeKind { kind: 3 })
+    );
+}
+
+#[test]
+fn streamed_transfer_is_the_documented_array_and_its_rules_hold() {
+    let envelopes = arr([int(3), int(7), arr([Value::Bytes(vec![0xaa])])]);
+    let bytes = transfer_value(0, vec![item_value(0)], 2, envelopes);
+    let t = Transfer::decode(&bytes).expect("decodes");
+    assert_eq!(
+        t.envelopes,
+        Signed::Streamed {
+            batch: 3,
+            first: 7,
+            members: vec![vec![0xaa]]
+        }
+    );
+    assert_eq!(t.encode(), bytes);
+    let refs: [&[u8]; 1] = [&[0xaa]];
+    let parts = Transfer::encode_parts(
+        t.epoch,
+        t.floor,
+        &t.items,
+        SignedRef::Streamed {
+            batch: 3,
+            first: 7,
+            members: &refs,
+        },
+    );
+    assert_eq!(parts, bytes);
+    // One member per item.
+    let two = arr([
+        int(3),
+        int(7),
+        arr([Value::Bytes(vec![1]), Value::Bytes(vec![2])]),
+    ]);
+    assert_eq!(
+        transfer_error(&transfer_value(0, vec![item_value(0)], 2, two)),
+        "transfer carries 2 envelopes for 1 items"
+    );
+    // Indices past the largest batch.
+    let far = arr([int(3), int(1 << 16), arr([Value::Bytes(vec![1])])]);
+    assert_eq!(
+        Transfer::decode(&transfer_value(0, vec![item_value(0)], 2, far)),
+        Err(WireError::StreamedIndex {
+            first: 1 << 16,
+            count: 1
+        })
+    );
+    // Exactly three fields.
+    let short = arr([int(3), arr([Value::Bytes(vec![1])])]);
+    assert!(
+        transfer_error(&transfer_value(0, vec![item_value(0)], 2, short))
+            .contains("transfer.envelopes")
     );
 }
 

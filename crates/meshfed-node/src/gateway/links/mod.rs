@@ -29,6 +29,7 @@ use rustls_pki_types::CertificateDer;
 use super::context::Context;
 use super::error::chain;
 use super::inbox::Inbound;
+use super::local::Local;
 use super::port::{LinkPort, LinkStatus};
 use super::route::Routes;
 use crate::door::{Door, Refused, Unauthenticated};
@@ -40,6 +41,9 @@ pub(crate) use session::start as start_session;
 pub(crate) const SUSPENDED_BY_PEER: &str = "suspended by the peer";
 /// The registry's reason for a suspension this side holds.
 pub(crate) const SUSPENDED_HERE: &str = "suspended by an operator";
+/// The start of the registry's reason for a suspension after the peer broke the streamed
+/// batch protocol (a bad or missing batch head); this side holds it.
+pub(crate) const MISBEHAVED: &str = "suspended: the peer misbehaved";
 /// Longest pause between re-dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` before trying again.
@@ -69,6 +73,8 @@ pub(crate) struct Links {
     ctx: Arc<Context>,
     routes: Arc<Routes>,
     inbound: Inbound,
+    /// Live subscribers take a streamed batch's envelopes from the peer on arrival.
+    local: Arc<Local>,
     /// What connections that have not authenticated yet may cost.
     door: Arc<Door>,
     sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
@@ -82,12 +88,14 @@ impl Links {
         ctx: Arc<Context>,
         routes: Arc<Routes>,
         inbound: Inbound,
+        local: Arc<Local>,
         door: Arc<Door>,
     ) -> Self {
         Self {
             ctx,
             routes,
             inbound,
+            local,
             door,
             sessions: Mutex::new(HashMap::new()),
             accept_failure: Mutex::new(None),

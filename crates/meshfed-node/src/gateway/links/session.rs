@@ -16,6 +16,7 @@ use meshfed_proto::FederationState;
 use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::crypto::KeyEpoch;
 use meshfed_proto::frame::{Frame, FrameType};
+use meshfed_proto::handshake::ErrorCode;
 use meshfed_proto::session::{
     AgreementSwitch, CloseReason, FlowState, LinkSession, ProposedBy, Received, RenegotiationSetup,
     SessionConfig, SessionEvent,
@@ -25,7 +26,7 @@ use meshfed_store::FederationRecord;
 use meshfed_transport::{Link, LinkReader, LinkWriter, TransportError};
 use tokio::sync::mpsc;
 
-use super::{LinkError, Links, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
+use super::{LinkError, Links, MISBEHAVED, SUSPENDED_BY_PEER, SUSPENDED_HERE, stored_bundle};
 use crate::gateway::inbox::Input;
 use crate::gateway::port::{KeyRotation, LinkPort, PeerTrust, Renegotiated, SessionKeys};
 use crate::gateway::{open, revocation};
@@ -121,9 +122,7 @@ pub(crate) async fn start(
         ),
         PeerTrust::new(
             bundle,
-            link.peer_chain()
-                .first()
-                .and_then(|leaf| meshfed_trust::inspect_node_cert(leaf).ok()),
+            link.peer_chain().first().cloned().unwrap_or_default(),
             link.peer_chain()
                 .iter()
                 .skip(1)
@@ -244,9 +243,24 @@ fn drain(s: &mut LinkSession) -> (Vec<Frame>, Vec<SessionEvent>) {
 async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReader) {
     let ctx = links.ctx.clone();
     let mut frame_limit = port.max_frame();
+    // The peer's streamed batches waiting for their heads: they live and die with this link.
+    let mut heads = open::Heads::new(&ctx);
     let why = loop {
+        let (deadline, verifying) = (heads.deadline(), heads.verifying());
         let received = tokio::select! {
             () = port.closed() => break port.ended().unwrap_or_else(|| "closed locally".to_owned()),
+            verified = heads.verified(&links.inbound, &port), if verifying => {
+                match verified {
+                    Ok(()) => continue,
+                    Err(fault) => break stream_fault(&links, &port, fault).await,
+                }
+            }
+            () = sleep_until(&ctx.clock, deadline) => {
+                match heads.overdue(ctx.clock.instant()) {
+                    Ok(()) => continue,
+                    Err(fault) => break stream_fault(&links, &port, fault).await,
+                }
+            }
             r = reader.recv() => r,
         };
         let frame = match received {
@@ -294,7 +308,11 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
                 .unwrap_or_else(|| "the session ended".to_owned());
         }
         match handled {
-            Ok(Received::Data(frame)) => route(&links, &port, frame).await,
+            Ok(Received::Data(frame)) => {
+                if let Err(fault) = route(&links, &port, &mut heads, frame).await {
+                    break stream_fault(&links, &port, fault).await;
+                }
+            }
             Ok(Received::Refused { frame, reason }) => {
                 let meshfed_proto::session::Refusal::FlowSuspended(by) = reason;
                 ctx.metrics.refused(Direction::Inbound, &Refusal::Suspended);
@@ -320,9 +338,18 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
 }
 
 /// Hands a data frame to the stage it is for.
-async fn route(links: &Links, port: &Arc<LinkPort>, frame: Frame) {
+async fn route(
+    links: &Links,
+    port: &Arc<LinkPort>,
+    heads: &mut open::Heads,
+    frame: Frame,
+) -> Result<(), open::StreamFault> {
+    let ctx = &links.ctx;
     match frame.ty {
-        FrameType::Transfer => open::receive(&links.ctx, &links.inbound, port, &frame.body).await,
+        FrameType::Transfer => {
+            open::receive(ctx, &links.inbound, &links.local, port, heads, &frame.body).await?;
+        }
+        FrameType::BatchHead => heads.head(ctx, port, &frame.body)?,
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
@@ -330,9 +357,7 @@ async fn route(links: &Links, port: &Arc<LinkPort>, frame: Frame) {
                 forward,
             }),
             Err(e) => {
-                links
-                    .ctx
-                    .metrics
+                ctx.metrics
                     .refused(Direction::Inbound, &Refusal::Malformed(e.to_string()));
                 tracing::warn!(peer = %port.peer, error = %e, "ignored a malformed forward");
             }
@@ -340,6 +365,51 @@ async fn route(links: &Links, port: &Arc<LinkPort>, frame: Frame) {
         other => {
             tracing::debug!(federation = %port.federation_id, frame = ?other, "ignored a frame this version does not act on");
         }
+    }
+    Ok(())
+}
+
+/// Acts on a fault of the peer's streamed batches; returns why the link ends. A peer that
+/// misbehaved is told (a protocol error), and the federation is suspended until an operator
+/// resumes it; a batch from an untrusted signer only closes the link (the peer sends it
+/// again on the next one).
+async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) -> String {
+    let ctx = &links.ctx;
+    match fault {
+        open::StreamFault::Misbehaved {
+            reason,
+            delivered_unproven,
+        } => {
+            ctx.metrics.peer_misbehaved(port.mesh());
+            ctx.metrics
+                .refused(Direction::Inbound, &Refusal::BadSignature(reason.clone()));
+            let ids: Vec<String> = delivered_unproven.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                federation = %port.federation_id,
+                peer = %port.peer,
+                %reason,
+                delivered_unproven = ?ids,
+                "the peer misbehaved with a streamed batch; suspending the federation"
+            );
+            let why = format!("{MISBEHAVED}: {reason}");
+            record_state(links, port, FederationState::Suspended, &why).await;
+            close_telling(port, ErrorCode::BadSignature, &reason).await;
+            why
+        }
+        open::StreamFault::Refused(refusal) => {
+            ctx.metrics.refused(Direction::Inbound, &refusal);
+            tracing::warn!(federation = %port.federation_id, peer = %port.peer, reason = refusal.reason(), error = %refusal, "refused a streamed batch; closing the link");
+            close_telling(port, ErrorCode::UntrustedPeer, &refusal.to_string()).await;
+            format!("refused a streamed batch: {refusal}")
+        }
+    }
+}
+
+/// Closes the link after telling the peer why (the writer sends the error frame last and
+/// then closes; bounded, since a peer that reads nothing must not hold the link).
+async fn close_telling(port: &LinkPort, code: ErrorCode, reason: &str) {
+    if port.command(|s| s.close_with_error(code, reason)).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), port.closed()).await;
     }
 }
 

@@ -139,7 +139,9 @@ impl Reader {
         form: Form,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Saved>), String> {
         let changes = local.durable.changes();
-        let live = local.live.subscribe(pattern, from, true);
+        let live = local
+            .live
+            .subscribe(pattern, from, true, form == Form::Export);
         let journal = ctx.journal.clone();
         let lookup = name.clone();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Saved>();

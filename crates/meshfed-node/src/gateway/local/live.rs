@@ -30,12 +30,18 @@ struct Live {
     from: Option<MeshId>,
     /// Receives only qos 0 messages (a durable subscriber reads the others from the journal).
     qos0_only: bool,
+    /// Asked for proof: receives each envelope once its proof is in, never unproven.
+    proof: bool,
     tx: mpsc::Sender<Arc<Delivery>>,
 }
 
 impl Live {
     fn wants(&self, d: &Delivery) -> bool {
-        (!self.qos0_only || d.qos == Qos::AtMostOnce)
+        // An unproven delivery goes to the spec-form subscribers, and the proven one made
+        // after it to the others only.
+        let stage = if self.proof { !d.unproven } else { !d.early };
+        stage
+            && (!self.qos0_only || d.qos == Qos::AtMostOnce)
             && self.pattern.matches(&d.topic)
             && self.from.as_ref().is_none_or(|m| *m == d.source)
     }
@@ -83,12 +89,14 @@ impl Subscribers {
         }
     }
 
-    /// Registers a subscriber: from now on it receives what matches.
+    /// Registers a subscriber: from now on it receives what matches (only proven envelopes if
+    /// it asked for `proof`).
     pub(crate) fn subscribe(
         &self,
         pattern: TopicPattern,
         from: Option<MeshId>,
         qos0_only: bool,
+        proof: bool,
     ) -> Subscription {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -97,6 +105,7 @@ impl Subscribers {
             pattern,
             from,
             qos0_only,
+            proof,
             tx,
         }));
         Subscription {

@@ -8,6 +8,12 @@
 //! plus the envelope exactly as it crossed. A [`Delivery`] keeps what that takes and encodes it
 //! the first time a subscriber that asked for it receives it, so that deliveries to the others
 //! cost nothing more.
+//!
+//! An envelope of a streamed batch whose signer is the link's peer reaches the subscribers that
+//! take the spec form on arrival, before its batch head (DESIGN §3.4): that [`Delivery`] is
+//! *unproven* (its JSON has an empty `security.signature` and no `security.batch`). The
+//! delivery made once the head verified is marked `early`, so that only subscribers asking for
+//! proof (and durable subscriptions) take it then.
 
 pub(crate) mod durable;
 pub(crate) mod live;
@@ -16,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use meshfed_proto::batch::{BatchError, BatchSignature, ProvenEnvelope, UnsignedEnvelope};
 use meshfed_proto::envelope::export::{self, Form};
-use meshfed_proto::envelope::{BatchProof, Qos, WireEnvelope};
+use meshfed_proto::envelope::{BatchProof, Envelope, Qos, WireEnvelope};
 use meshfed_proto::{MeshId, Topic};
 
 /// An envelope delivered to this mesh, as local subscribers receive it.
@@ -28,8 +34,15 @@ pub struct Delivery {
     pub topic: Topic,
     /// Its delivery guarantee.
     pub qos: Qos,
-    /// The spec-layout JSON envelope, with the opened message, as text.
-    pub text: Arc<str>,
+    /// Whether its proof is still to come: only subscribers taking the spec form receive it.
+    pub(crate) unproven: bool,
+    /// Whether its unproven delivery already reached the subscribers taking the spec form.
+    pub(crate) early: bool,
+    /// The envelope with its opened message, to write the spec JSON from; `None` for one
+    /// refused.
+    envelope: Option<Envelope>,
+    /// The spec-layout JSON envelope, written the first time a subscriber receives it.
+    text: OnceLock<Arc<str>>,
     /// The envelope as it crossed, to make the export form from; `None` for one refused.
     crossed: Option<AsCrossed>,
     /// The export form, made the first time a subscriber asks for it.
@@ -68,28 +81,59 @@ impl AsCrossed {
 }
 
 impl Delivery {
-    /// A delivery of the envelope whose spec JSON is `text`, kept `crossed` as it crossed.
+    /// A delivery of `envelope` (`None`: refused, never delivered), kept `crossed` as it
+    /// crossed; `early` if its unproven delivery already reached the spec-form subscribers.
     pub(crate) fn new(
         source: MeshId,
         topic: Topic,
         qos: Qos,
-        text: Arc<str>,
+        envelope: Option<Envelope>,
         crossed: Option<AsCrossed>,
+        early: bool,
     ) -> Self {
         Self {
             source,
             topic,
             qos,
-            text,
+            unproven: false,
+            early,
+            envelope,
+            text: OnceLock::new(),
             crossed,
             export: OnceLock::new(),
         }
     }
 
+    /// The delivery of `envelope` before its batch head arrived, for spec-form subscribers.
+    pub(crate) fn unproven(envelope: Envelope) -> Self {
+        Self {
+            source: envelope.header.source.mesh.clone(),
+            topic: envelope.header.metadata.topic.clone(),
+            qos: envelope.header.policy.qos,
+            unproven: true,
+            early: false,
+            envelope: Some(envelope),
+            text: OnceLock::new(),
+            crossed: None,
+            export: OnceLock::new(),
+        }
+    }
+
+    /// The spec-layout JSON, written on the first call.
+    fn text(&self) -> Arc<str> {
+        self.text
+            .get_or_init(|| match &self.envelope {
+                Some(e) if self.unproven => e.to_json_string_unproven().into(),
+                Some(e) => e.to_json_string().into(),
+                None => Arc::from(""),
+            })
+            .clone()
+    }
+
     /// The text a subscriber that asked for `form` receives.
     pub fn text_in(&self, form: Form) -> Arc<str> {
         match form {
-            Form::Spec => self.text.clone(),
+            Form::Spec => self.text(),
             Form::Export => self.export(),
         }
     }
@@ -107,14 +151,14 @@ impl Delivery {
                     .ok_or_else(|| "the envelope as it crossed was not kept".to_owned())
                     .and_then(|c| c.encode().map_err(|e| e.to_string()))
                     .and_then(|cbor| {
-                        export::export_json(&self.text, &cbor)
+                        export::export_json(&self.text(), &cbor)
                             .ok_or_else(|| "its JSON is not an object".to_owned())
                     });
                 match made {
                     Ok(text) => text.into(),
                     Err(e) => {
                         tracing::error!(source = %self.source, topic = %self.topic, error = %e, "cannot make the export form of a delivered envelope; delivering its spec JSON");
-                        self.text.clone()
+                        self.text()
                     }
                 }
             })
