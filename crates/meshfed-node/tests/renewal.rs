@@ -74,6 +74,16 @@ async fn send_across_lifetimes(
     n - first
 }
 
+/// How many envelopes `node` handed to live subscribers ahead of their batch heads.
+async fn unproven_deliveries(node: &Node) -> u64 {
+    node.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("meshfed_envelopes_delivered_unproven_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_keep_crossing_while_node_certificates_are_renewed() {
     let a = Node::start_with_short_certificates("plant-a", VALIDITY, RENEW_BEFORE).await;
@@ -87,6 +97,14 @@ async fn messages_keep_crossing_while_node_certificates_are_renewed() {
     let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
     assert_eq!(fed["health"], "healthy", "{fed}");
     assert_eq!(fed["delivery"]["acknowledged"], sent, "{fed}");
+    // Signed with the certificate plant-a presented on this link, an envelope reached the
+    // live subscriber ahead of its batch head; signed with a renewed one (not the link's peer
+    // certificate any more), only once its head verified (DESIGN §3.4).
+    let unproven = unproven_deliveries(&b).await;
+    assert!(
+        unproven > 0 && unproven < sent as u64,
+        "{unproven} of {sent} delivered ahead of their heads"
+    );
 
     // A new link: both sides' certificates from the join have long expired, so it comes up
     // only if each presents its renewed one (and it chains to the bundle the other stored).
