@@ -10,6 +10,11 @@
 //!
 //! `per_message` is the same work with one signature per envelope; batch sizes 1, 16, 64, 256
 //! and 1024 sit beside it in one run, so ratios read directly.
+//!
+//! `streamed_1KiB` is what a streamed batch (DESIGN §3.4) puts on one envelope's path —
+//! `sender_leaf` (its leaf added to the open batch) and `receiver_take` (payload digest checked,
+//! leaf added, at the receiver) — beside `head_sign_verify/n`, the head of n envelopes signed and
+//! checked against the leaves received, which runs off the path.
 
 #![expect(
     clippy::unwrap_used,
@@ -20,7 +25,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use meshfed_proto::batch::{SignedBatch, UnsignedEnvelope};
+use meshfed_proto::batch::{Leaves, Receiving, SignedBatch, UnsignedEnvelope};
 use meshfed_proto::crypto::{ContentSecret, KeyEpoch, Sealer, SigningKey, VerifyingKey};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Hop, Label, Metadata,
@@ -184,11 +189,53 @@ fn split(c: &mut Criterion, fx: &mut Fixture) {
     g.finish();
 }
 
+fn streamed(c: &mut Criterion, fx: &mut Fixture) {
+    let mut g = c.benchmark_group("streamed_1KiB");
+    g.throughput(Throughput::Elements(1));
+    let one = fx.sealed(1).remove(0);
+    g.bench_function("sender_leaf", |b| {
+        b.iter_batched(
+            || Leaves::new(0, &one),
+            |mut l| l.push(black_box(&one)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("receiver_take", |b| {
+        b.iter_batched(
+            || (Receiving::new(4096, Duration::from_secs(10)), one.clone()),
+            |(mut r, e)| {
+                r.take(0, 0, vec![e], std::time::Instant::now(), |_| ())
+                    .unwrap();
+                r
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    let mut g = c.benchmark_group("streamed_1KiB/head_sign_verify");
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n as u64));
+        let sealed = fx.sealed(n);
+        let mut leaves = Leaves::new(0, &sealed[0]);
+        for e in &sealed {
+            leaves.push(e).unwrap();
+        }
+        g.bench_function(n.to_string(), |b| {
+            b.iter(|| {
+                let head = leaves.sign(&fx.signer).unwrap();
+                leaves.clone().verify(&head, &fx.verifier).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let mut fx = Fixture::new();
     per_message(c, &mut fx);
     batches(c, &mut fx);
     split(c, &mut fx);
+    streamed(c, &mut fx);
 }
 
 criterion_group! {
