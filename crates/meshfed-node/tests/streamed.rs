@@ -148,3 +148,55 @@ async fn a_head_that_never_comes_suspends_the_federation_and_nothing_is_acknowle
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }
+
+/// A suspension while a batch is open is not misbehaviour: the batch goes on after the resume,
+/// its head covers what crossed before and after, and everything is delivered and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_open_across_a_suspension_is_proven_after_the_resume() {
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let a = Node::start_on("plant-a", clock).await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    let mut live = b.stream("").await;
+    let mut proven = b.stream("?proof=required").await;
+    send_reliable(&a, "m0").await;
+    assert_eq!(next_json(&mut live).await["message"], "m0");
+
+    let (status, v) = b
+        .post(&format!("/v1/federations/{id}/suspend"), json!({}))
+        .await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("suspended")),
+        "{v}"
+    );
+    wait_for(|| async { a.get(&format!("/v1/federations/{id}")).await.1["state"] == "suspended" })
+        .await;
+    let (status, _) = a
+        .post(&format!("/v1/federations/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    wait_for(|| async { b.get(&format!("/v1/federations/{id}")).await.1["state"] == "active" })
+        .await;
+    send_reliable(&a, "m1").await;
+    assert_eq!(next_json(&mut live).await["message"], "m1");
+
+    hand.advance(Duration::from_millis(2));
+    for n in 0..2 {
+        let got = next_json(&mut proven).await;
+        assert_eq!(got["message"], format!("m{n}"), "{got}");
+        assert_eq!(got["federation"]["security"]["batch"]["count"], 2, "{got}");
+    }
+    wait_for(|| async { delivery(&a, &id).await["acknowledged"] == 2 }).await;
+    let (_, fed) = b.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["state"], "active", "{fed}");
+    assert_eq!(
+        metric(
+            &b.metrics().await,
+            "meshfed_peer_misbehaved_total{peer=\"plant-a\"}"
+        ),
+        0.0
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

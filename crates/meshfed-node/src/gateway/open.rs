@@ -351,6 +351,9 @@ struct Member {
     checked: Checked,
     /// Its unproven delivery went out.
     early: bool,
+    /// Refused on arrival (the federation was suspended): it counts in the head, and is not
+    /// handed on nor acknowledged, so it comes again.
+    held_back: bool,
 }
 
 impl Heads {
@@ -458,6 +461,7 @@ impl Heads {
                     envelope,
                     checked,
                     early,
+                    held_back: false,
                 }
             });
         // A transfer that breaks the protocol part-way reaches no one.
@@ -467,6 +471,49 @@ impl Heads {
             local.live.deliver(&unproven).await;
         }
         Ok(())
+    }
+
+    /// A streamed transfer refused on arrival (the federation is suspended): its envelopes
+    /// join their batch for the head's sake, and go no further.
+    pub(crate) fn hold_back(&mut self, ctx: &Context, body: &[u8]) -> Result<(), StreamFault> {
+        let Ok(Transfer {
+            epoch,
+            floor,
+            items,
+            envelopes:
+                Signed::Streamed {
+                    batch,
+                    first,
+                    members,
+                },
+        }) = Transfer::decode(body)
+        else {
+            return Ok(());
+        };
+        let envelopes = members
+            .iter()
+            .map(|bytes| UnsignedEnvelope::decode(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.misbehaved(format!("a streamed envelope of batch {batch}: {e}")))?;
+        let mut items = items.into_iter();
+        let taken = self
+            .receiving
+            .take(batch, first, envelopes, ctx.clock.instant(), |envelope| {
+                Member {
+                    epoch,
+                    floor,
+                    item: items.next().unwrap_or(Item {
+                        seq: floor,
+                        key_seq: None,
+                        retransmission: true,
+                    }),
+                    envelope,
+                    checked: Err(Refusal::Suspended),
+                    early: false,
+                    held_back: true,
+                }
+            });
+        taken.map_err(|e| self.misbehaved(e.to_string()))
     }
 
     /// A batch head from the peer: it must be the oldest open batch's. Its signature is
@@ -529,15 +576,19 @@ impl Heads {
         let mut items = Vec::with_capacity(members.len());
         let mut checked = Vec::with_capacity(members.len());
         for m in members {
-            items.push((m.epoch, m.floor, m.item));
+            items.push((m.epoch, m.floor, m.item, m.held_back));
             checked.push((m.envelope, m.checked, m.early));
         }
         let opened = proven(&receipt, checked).map_err(StreamFault::Refused)?;
-        let transmits = items
+        let transmits: Vec<_> = items
             .into_iter()
             .zip(opened)
-            .flat_map(|((epoch, floor, item), a)| transmits(epoch, floor, &[item], vec![a]))
+            .filter(|((.., held_back), _)| !held_back)
+            .flat_map(|((epoch, floor, item, _), a)| transmits(epoch, floor, &[item], vec![a]))
             .collect();
+        if transmits.is_empty() {
+            return Ok(());
+        }
         inbound
             .send(Input::Transmits {
                 link: link.clone(),

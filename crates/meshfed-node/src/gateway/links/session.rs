@@ -313,10 +313,17 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
                     break stream_fault(&links, &port, fault).await;
                 }
             }
-            Ok(Received::Refused { frame, reason }) => {
+            Ok(Received::Refused { frame: ty, reason }) => {
                 let meshfed_proto::session::Refusal::FlowSuspended(by) = reason;
                 ctx.metrics.refused(Direction::Inbound, &Refusal::Suspended);
-                tracing::debug!(federation = %port.federation_id, frame = ?frame, by = ?by, "refused a data frame while the federation is suspended");
+                tracing::debug!(federation = %port.federation_id, frame = ?ty, by = ?by, "refused a data frame while the federation is suspended");
+                // Refused envelopes of a streamed batch still count in its head: their leaves
+                // are kept, they are not (they come again after the federation resumes).
+                if ty == FrameType::Transfer
+                    && let Err(fault) = heads.hold_back(&ctx, &frame.body)
+                {
+                    break stream_fault(&links, &port, fault).await;
+                }
             }
             Ok(Received::Consumed | Received::UnknownHeartbeatAck { .. }) => {}
             Err(e) => {
