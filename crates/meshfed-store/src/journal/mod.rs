@@ -9,12 +9,17 @@
 //! ([`JournalError::Rejected`]); a failed commit fails every request of the batch
 //! ([`JournalError::CommitFailed`]). A completed ticket therefore means: in the file, fsynced.
 //!
+//! Acknowledged outbound messages do not queue: [`Journal::acknowledge`] hands their ids to the
+//! writer, which deletes them in the next transaction it commits, whatever is queued ahead (see
+//! `acks.rs`).
+//!
 //! Reads ([`Journal::pending_outbound`], [`Journal::delivered_ids`], ...) use a second
 //! connection; in WAL mode they never wait for the writer.
 //!
 //! Closing ([`Journal::close`], or dropping the journal) lets the writer drain and commit every
 //! request already submitted, then waits for the thread to end.
 
+mod acks;
 mod apply;
 mod read;
 mod records;
@@ -37,6 +42,7 @@ pub use records::{
     SubscriptionName, Write,
 };
 
+use self::acks::{Acknowledged, Carried, Deleted, Deletions};
 use crate::error::{Doing, JournalError, StoreError};
 
 /// How the journal queues and batches. The defaults suit a gateway: deep enough for many
@@ -74,16 +80,24 @@ struct Request {
     done: Completion,
 }
 
+/// What waits in the writer's queue.
+enum Queued {
+    Request(Request),
+    /// Acknowledgements are waiting ([`Acknowledged`]): commit them even if no request comes.
+    Wake,
+}
+
 /// Durable message storage with group commit. See the [module documentation](self).
 ///
 /// `Journal` is `Sync`: share it (e.g. in an `Arc`) and submit from any thread.
 pub struct Journal {
     path: PathBuf,
     /// `None` once closing.
-    sender: Option<SyncSender<Request>>,
+    sender: Option<SyncSender<Queued>>,
     /// `None` once joined.
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
+    acknowledged: Arc<Acknowledged>,
     counters: Arc<Counters>,
 }
 
@@ -96,6 +110,8 @@ pub struct JournalStats {
     pub requests: u64,
     /// Requests that failed (rolled back alone, or in a failed commit).
     pub failed: u64,
+    /// Outbound messages deleted as acknowledged ([`Journal::acknowledge`]).
+    pub acknowledged: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +119,7 @@ struct Counters {
     commits: AtomicU64,
     requests: AtomicU64,
     failed: AtomicU64,
+    acknowledged: AtomicU64,
 }
 
 impl Journal {
@@ -123,9 +140,12 @@ impl Journal {
         let reader = open_conn().map_err(wrap)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
+        let acknowledged = Arc::new(Acknowledged::default());
         let writer = Writer {
             conn: writer_conn,
             config,
+            acknowledged: Arc::clone(&acknowledged),
+            carried: Carried::default(),
             counters: Arc::clone(&counters),
         };
         let writer = std::thread::Builder::new()
@@ -137,6 +157,7 @@ impl Journal {
             sender: Some(sender),
             writer: Some(writer),
             reader: Mutex::new(reader),
+            acknowledged,
             counters,
         })
     }
@@ -147,6 +168,7 @@ impl Journal {
             commits: self.counters.commits.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
+            acknowledged: self.counters.acknowledged.load(Ordering::Relaxed),
         }
     }
 
@@ -188,8 +210,26 @@ impl Journal {
             (request.done)(Err(JournalError::WriterStopped));
             return;
         };
-        if let Err(mpsc::SendError(request)) = sender.send(request) {
+        if let Err(mpsc::SendError(Queued::Request(request))) =
+            sender.send(Queued::Request(request))
+        {
             (request.done)(Err(JournalError::WriterStopped));
+        }
+    }
+
+    /// Deletes outbound messages the peer acknowledged, in the next transaction the writer
+    /// commits: with the requests already queued (no commit of its own under load), or alone,
+    /// at once, when the writer is idle. Nothing waits for it and nothing is reported: a
+    /// deletion that does not reach the file (a crash first, a failing commit) only means the
+    /// message is sent again after a restart.
+    ///
+    /// Acknowledge only messages whose append was submitted before; it may still be queued.
+    pub fn acknowledge(&self, ids: impl IntoIterator<Item = EnvelopeId>) {
+        if self.acknowledged.add(ids)
+            && let Some(sender) = &self.sender
+        {
+            // A full queue means a busy writer: it takes the ids with its next batch anyway.
+            let _ = sender.try_send(Queued::Wake);
         }
     }
 
@@ -198,7 +238,8 @@ impl Journal {
         self.submit(Write::AppendOutbound(message))
     }
 
-    /// Deletes acknowledged (or dead-lettered) outbound messages.
+    /// Deletes outbound messages as a request, in order with the others (for acknowledgements,
+    /// [`Journal::acknowledge`] does not wait behind the queue).
     pub fn remove_outbound(&self, ids: Vec<EnvelopeId>) -> Ticket {
         self.submit(Write::RemoveOutbound(ids))
     }
@@ -338,44 +379,85 @@ impl Ticket {
 struct Writer {
     conn: Connection,
     config: JournalConfig,
+    acknowledged: Arc<Acknowledged>,
+    /// Acknowledged ids whose messages were not found yet.
+    carried: Carried,
     counters: Arc<Counters>,
 }
 
+/// The requests of one batch, and whether taking them emptied the queue.
+struct Batch {
+    requests: Vec<Request>,
+    drained: bool,
+}
+
 impl Writer {
-    /// Commits batch after batch until every sender is gone and the queue is empty.
-    fn run(mut self, queue: &Receiver<Request>) {
+    /// Commits batch after batch until every sender is gone and the queue is empty, then the
+    /// acknowledgements that came last.
+    fn run(mut self, queue: &Receiver<Queued>) {
         while let Ok(first) = queue.recv() {
             let batch = self.gather(first, queue);
             self.commit(batch);
         }
+        self.commit(Batch {
+            requests: Vec::new(),
+            drained: true,
+        });
     }
 
     /// `first` and whatever else is already queued, within the batch bounds.
-    fn gather(&self, first: Request, queue: &Receiver<Request>) -> Vec<Request> {
-        let mut writes = first.writes.len();
-        let mut bytes: usize = first.writes.iter().map(Write::bytes).sum();
-        let mut batch = vec![first];
-        while writes < self.config.max_batch_writes && bytes < self.config.max_batch_bytes {
+    fn gather(&self, first: Queued, queue: &Receiver<Queued>) -> Batch {
+        let mut writes = 0;
+        let mut bytes = 0;
+        let mut requests = Vec::new();
+        let mut next = Some(first);
+        let mut drained = false;
+        while let Some(queued) = next.take() {
+            if let Queued::Request(request) = queued {
+                writes += request.writes.len();
+                bytes += request.writes.iter().map(Write::bytes).sum::<usize>();
+                requests.push(request);
+            }
+            if writes >= self.config.max_batch_writes || bytes >= self.config.max_batch_bytes {
+                break;
+            }
             match queue.try_recv() {
-                Ok(request) => {
-                    writes += request.writes.len();
-                    bytes += request.writes.iter().map(Write::bytes).sum::<usize>();
-                    batch.push(request);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Ok(queued) => next = Some(queued),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => drained = true,
             }
         }
-        batch
+        Batch { requests, drained }
     }
 
-    /// Applies every request in one transaction, commits it, then completes the requests.
-    fn commit(&mut self, batch: Vec<Request>) {
-        let outcomes = match self.apply_all(&batch) {
-            Ok(outcomes) => {
+    /// Applies every request and the acknowledgements waiting in one transaction, commits it,
+    /// then completes the requests. Commits nothing if there is nothing to write.
+    fn commit(&mut self, batch: Batch) {
+        let Batch {
+            requests: batch,
+            drained,
+        } = batch;
+        // Taken after the batch was gathered: an acknowledgement added after this wakes the
+        // writer again.
+        let deletions = self.carried.with(self.acknowledged.take());
+        if batch.is_empty() && deletions.is_empty() {
+            return;
+        }
+        let outcomes = match self.apply_all(&batch, &deletions) {
+            Ok((outcomes, Some(deleted))) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .acknowledged
+                    .fetch_add(deleted.rows, Ordering::Relaxed);
+                self.carried.committed(deleted, drained);
+                outcomes
+            }
+            Ok((outcomes, None)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.carried.failed(deletions);
                 outcomes
             }
             Err(e) => {
+                self.carried.failed(deletions);
                 let e = JournalError::CommitFailed {
                     requests: batch.len(),
                     source: Arc::new(e),
@@ -393,8 +475,13 @@ impl Writer {
         }
     }
 
-    /// Each request's outcome if the transaction commits; the error if it does not.
-    fn apply_all(&mut self, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
+    /// Each request's outcome and what the deletions found (`None`: they failed and were
+    /// rolled back alone) if the transaction commits; the error if it does not.
+    fn apply_all(
+        &mut self,
+        batch: &[Request],
+        deletions: &Deletions,
+    ) -> Result<(Vec<Outcome>, Option<Deleted>), StoreError> {
         let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -417,8 +504,22 @@ impl Writer {
                 source: Arc::new(e),
             }));
         }
+        // After the requests: an acknowledged message whose append is in this batch is found.
+        let deleted = if deletions.is_empty() {
+            Some(Deleted::default())
+        } else {
+            tx.savepoint()
+                .doing(|| "open a savepoint for acknowledgements".into())
+                .and_then(|sp| {
+                    let deleted = deletions.apply(&sp)?;
+                    sp.commit()
+                        .doing(|| "release the acknowledgements' savepoint".into())?;
+                    Ok(deleted)
+                })
+                .ok()
+        };
         tx.commit()
             .doing(|| format!("commit a journal batch of {} requests", batch.len()))?;
-        Ok(outcomes)
+        Ok((outcomes, deleted))
     }
 }
