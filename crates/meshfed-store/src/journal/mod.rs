@@ -30,7 +30,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -102,8 +102,8 @@ pub struct Journal {
     reader: Mutex<Connection>,
     acknowledged: Arc<Acknowledged>,
     counters: Arc<Counters>,
-    /// Set by the writer thread when it starts (unset where the system does not tell).
-    writer_cpu: Arc<OnceLock<ThreadCpu>>,
+    /// Where the writer thread's CPU time is read (`None` where the system does not tell).
+    writer_cpu: Option<ThreadCpu>,
 }
 
 /// What the writer has done since the journal was opened, for metrics.
@@ -153,8 +153,7 @@ impl Journal {
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let acknowledged = Arc::new(Acknowledged::default());
-        let writer_cpu = Arc::new(OnceLock::new());
-        let writer_cpu_set = Arc::clone(&writer_cpu);
+        let (cpu_tx, cpu_rx) = mpsc::sync_channel(1);
         let writer = Writer {
             conn: writer_conn,
             config,
@@ -165,12 +164,12 @@ impl Journal {
         let writer = std::thread::Builder::new()
             .name("meshfed-journal".into())
             .spawn(move || {
-                if let Some(cpu) = ThreadCpu::current() {
-                    let _ = writer_cpu_set.set(cpu);
-                }
+                let _ = cpu_tx.send(ThreadCpu::current());
                 writer.run(&receiver);
             })
             .map_err(StoreError::SpawnWriter)?;
+        // The thread's first act: where its CPU time is read is known before the first stats.
+        let writer_cpu = cpu_rx.recv().ok().flatten();
         Ok(Self {
             path: path.to_owned(),
             sender: Some(sender),
@@ -191,7 +190,7 @@ impl Journal {
             failed: self.counters.failed.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             acknowledged: self.counters.acknowledged.load(Ordering::Relaxed),
-            writer_cpu: self.writer_cpu.get().and_then(ThreadCpu::read),
+            writer_cpu: self.writer_cpu.as_ref().and_then(ThreadCpu::read),
         }
     }
 
