@@ -166,6 +166,22 @@ fn acknowledgements_are_committed_with_the_next_batch_not_behind_the_queue() {
 }
 
 #[test]
+fn closing_commits_the_last_acknowledgements() {
+    let (dir, j) = open();
+    let tickets: Vec<Ticket> = (1..=50)
+        .map(|n| j.append_outbound(outbound(n, "plant-b", 0)))
+        .collect();
+    // Some appends may still be queued: their deletions wait for them.
+    j.acknowledge((1..=50).filter(|n| n % 2 == 0).map(id));
+    j.close().unwrap();
+    tickets.into_iter().try_for_each(Ticket::wait).unwrap();
+    let again = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    let left = ids(&again.pending_outbound(&mesh("plant-b")).unwrap());
+    let odd: Vec<EnvelopeId> = (1..=50).filter(|n| n % 2 == 1).map(id).collect();
+    assert_eq!(left, odd);
+}
+
+#[test]
 fn an_idle_writer_commits_acknowledgements_alone() {
     let (_dir, j) = open();
     for n in 1..=3 {
