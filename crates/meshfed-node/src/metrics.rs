@@ -309,9 +309,29 @@ impl Collector for JournalCounters {
                 "Journal requests that failed (rolled back alone, or in a failed commit)",
                 stats.failed,
             ),
+            (
+                "journal_writes",
+                "Writes of the journal requests committed (one per outbound message appended)",
+                stats.writes,
+            ),
+            (
+                "journal_acknowledged",
+                "Outbound messages deleted from the journal as acknowledged",
+                stats.acknowledged,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        if let Some(cpu) = stats.writer_cpu {
+            let counter = ConstCounter::new(cpu.as_secs_f64());
+            let metric = encoder.encode_descriptor(
+                "journal_writer_cpu",
+                "CPU time of the journal's writer thread (over journal_writes: its cost per message)",
+                Some(&Unit::Seconds),
+                counter.metric_type(),
+            )?;
             counter.encode(metric)?;
         }
         Ok(())
@@ -349,6 +369,8 @@ mod tests {
             "meshfed_envelopes_rejected_total{direction=\"outbound\",reason=\"bad_signature\"} 0",
             "meshfed_backlog_bytes{peer=\"supplier-b\"} 1024",
             "meshfed_journal_commits_total 0",
+            "meshfed_journal_writes_total 0",
+            "# UNIT meshfed_journal_writer_cpu_seconds seconds",
             "# TYPE meshfed_backlog_bytes gauge",
             "# UNIT meshfed_backlog_bytes bytes",
             "# EOF",

@@ -638,7 +638,8 @@ impl Task {
     }
 
     /// Acts on the outbox's events: journal what must be persisted (one request for all), delete
-    /// or dead-letter what is settled, tell waiting senders.
+    /// what is acknowledged (with the journal's next commit, not behind its queue) or
+    /// dead-letter it, tell waiting senders.
     fn settle_events(&mut self) {
         let mut persist = Vec::new();
         let mut persist_ids = Vec::new();
@@ -671,8 +672,8 @@ impl Task {
                 OutboxEvent::Acknowledged { id } => {
                     self.stats.acknowledged += 1;
                     self.counters.acknowledged.inc();
-                    // A reliable message has a stored copy, or its append is queued ahead of
-                    // this delete in the journal (requests apply in order).
+                    // A reliable message has a stored copy, or its append was submitted (in an
+                    // earlier turn, before it was sent); `acknowledge` finds it either way.
                     if self
                         .held
                         .remove(&id)
@@ -727,9 +728,7 @@ impl Task {
                 });
             });
         }
-        if !acknowledged.is_empty() {
-            settled.push(Write::RemoveOutbound(acknowledged));
-        }
+        journal.acknowledge(acknowledged);
         if !settled.is_empty() {
             let peer = self.stream.peer.clone();
             journal.submit_then(settled, move |outcome| {

@@ -3,11 +3,16 @@
 //! One writer thread owns its own connection to the store file (WAL, `synchronous=FULL`). Callers
 //! submit requests ([`Write`]s) through a bounded channel and get a [`Ticket`] (or a callback). The
 //! writer takes everything queued — up to [`JournalConfig::max_batch_writes`] writes or
-//! [`JournalConfig::max_batch_bytes`] payload bytes — applies each request in its own savepoint,
+//! [`JournalConfig::max_batch_bytes`] payload bytes — applies each request in its own savepoint
+//! (a request of one single-statement write needs none: SQLite undoes a failed statement alone),
 //! commits **one** transaction (one fsync) for the whole batch, and only then completes the
 //! batch's tickets. A request that fails on its own is rolled back alone
 //! ([`JournalError::Rejected`]); a failed commit fails every request of the batch
 //! ([`JournalError::CommitFailed`]). A completed ticket therefore means: in the file, fsynced.
+//!
+//! Acknowledged outbound messages do not queue: [`Journal::acknowledge`] hands their ids to the
+//! writer, which deletes them in the next transaction it commits, whatever is queued ahead (see
+//! `acks.rs`).
 //!
 //! Reads ([`Journal::pending_outbound`], [`Journal::delivered_ids`], ...) use a second
 //! connection; in WAL mode they never wait for the writer.
@@ -15,7 +20,9 @@
 //! Closing ([`Journal::close`], or dropping the journal) lets the writer drain and commit every
 //! request already submitted, then waits for the thread to end.
 
+mod acks;
 mod apply;
+mod cpu;
 mod read;
 mod records;
 #[cfg(test)]
@@ -26,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use meshfed_proto::MeshId;
 use meshfed_proto::envelope::{EnvelopeId, Timestamp};
@@ -37,6 +45,8 @@ pub use records::{
     SubscriptionName, Write,
 };
 
+use self::acks::{Acknowledged, Carried, Deleted, Deletions};
+use self::cpu::ThreadCpu;
 use crate::error::{Doing, JournalError, StoreError};
 
 /// How the journal queues and batches. The defaults suit a gateway: deep enough for many
@@ -74,17 +84,27 @@ struct Request {
     done: Completion,
 }
 
+/// What waits in the writer's queue.
+enum Queued {
+    Request(Request),
+    /// Acknowledgements are waiting ([`Acknowledged`]): commit them even if no request comes.
+    Wake,
+}
+
 /// Durable message storage with group commit. See the [module documentation](self).
 ///
 /// `Journal` is `Sync`: share it (e.g. in an `Arc`) and submit from any thread.
 pub struct Journal {
     path: PathBuf,
     /// `None` once closing.
-    sender: Option<SyncSender<Request>>,
+    sender: Option<SyncSender<Queued>>,
     /// `None` once joined.
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
+    acknowledged: Arc<Acknowledged>,
     counters: Arc<Counters>,
+    /// Where the writer thread's CPU time is read (`None` where the system does not tell).
+    writer_cpu: Option<ThreadCpu>,
 }
 
 /// What the writer has done since the journal was opened, for metrics.
@@ -96,6 +116,14 @@ pub struct JournalStats {
     pub requests: u64,
     /// Requests that failed (rolled back alone, or in a failed commit).
     pub failed: u64,
+    /// Writes of the requests confirmed as stored (an outbound message appended is one).
+    pub writes: u64,
+    /// Outbound messages deleted as acknowledged ([`Journal::acknowledge`]).
+    pub acknowledged: u64,
+    /// CPU time the writer thread has used (applying, committing, completing): divided by the
+    /// messages written at full rate, what the journal costs per message. `None` where the
+    /// system does not tell (it is read from Linux's `/proc`).
+    pub writer_cpu: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +131,8 @@ struct Counters {
     commits: AtomicU64,
     requests: AtomicU64,
     failed: AtomicU64,
+    writes: AtomicU64,
+    acknowledged: AtomicU64,
 }
 
 impl Journal {
@@ -119,34 +149,54 @@ impl Journal {
             path: path.to_owned(),
             source: Box::new(e),
         };
-        let writer_conn = open_conn().map_err(wrap)?;
+        let writer_conn = open_conn()
+            .and_then(|conn| {
+                writer_settings(&conn)?;
+                Ok(conn)
+            })
+            .map_err(wrap)?;
         let reader = open_conn().map_err(wrap)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
+        let acknowledged = Arc::new(Acknowledged::default());
+        let (cpu_tx, cpu_rx) = mpsc::sync_channel(1);
         let writer = Writer {
             conn: writer_conn,
             config,
+            acknowledged: Arc::clone(&acknowledged),
+            carried: Carried::default(),
             counters: Arc::clone(&counters),
         };
         let writer = std::thread::Builder::new()
             .name("meshfed-journal".into())
-            .spawn(move || writer.run(&receiver))
+            .spawn(move || {
+                let _ = cpu_tx.send(ThreadCpu::current());
+                writer.run(&receiver);
+            })
             .map_err(StoreError::SpawnWriter)?;
+        // The thread's first act: where its CPU time is read is known before the first stats.
+        let writer_cpu = cpu_rx.recv().ok().flatten();
         Ok(Self {
             path: path.to_owned(),
             sender: Some(sender),
             writer: Some(writer),
             reader: Mutex::new(reader),
+            acknowledged,
             counters,
+            writer_cpu,
         })
     }
 
-    /// Commits and requests so far: `requests / commits` is the mean group size.
+    /// Commits and requests so far (`requests / commits` is the mean group size), and the
+    /// writer's CPU time.
     pub fn stats(&self) -> JournalStats {
         JournalStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            acknowledged: self.counters.acknowledged.load(Ordering::Relaxed),
+            writer_cpu: self.writer_cpu.as_ref().and_then(ThreadCpu::read),
         }
     }
 
@@ -188,8 +238,26 @@ impl Journal {
             (request.done)(Err(JournalError::WriterStopped));
             return;
         };
-        if let Err(mpsc::SendError(request)) = sender.send(request) {
+        if let Err(mpsc::SendError(Queued::Request(request))) =
+            sender.send(Queued::Request(request))
+        {
             (request.done)(Err(JournalError::WriterStopped));
+        }
+    }
+
+    /// Deletes outbound messages the peer acknowledged, in the next transaction the writer
+    /// commits: with the requests already queued (no commit of its own under load), or alone,
+    /// at once, when the writer is idle. Nothing waits for it and nothing is reported: a
+    /// deletion that does not reach the file (a crash first, a failing commit) only means the
+    /// message is sent again after a restart.
+    ///
+    /// Acknowledge only messages whose append was submitted before; it may still be queued.
+    pub fn acknowledge(&self, ids: impl IntoIterator<Item = EnvelopeId>) {
+        if self.acknowledged.add(ids)
+            && let Some(sender) = &self.sender
+        {
+            // A full queue means a busy writer: it takes the ids with its next batch anyway.
+            let _ = sender.try_send(Queued::Wake);
         }
     }
 
@@ -198,7 +266,8 @@ impl Journal {
         self.submit(Write::AppendOutbound(message))
     }
 
-    /// Deletes acknowledged (or dead-lettered) outbound messages.
+    /// Deletes outbound messages as a request, in order with the others (for acknowledgements,
+    /// [`Journal::acknowledge`] does not wait behind the queue).
     pub fn remove_outbound(&self, ids: Vec<EnvelopeId>) -> Ticket {
         self.submit(Write::RemoveOutbound(ids))
     }
@@ -317,6 +386,28 @@ impl std::fmt::Debug for Journal {
     }
 }
 
+/// Settings of the writer's connection that spare it CPU; durability is untouched.
+///
+/// - A page cache that holds a whole batch (up to [`JournalConfig::max_batch_bytes`], default 8
+///   MiB, with indexes): SQLite's default of 2 MiB spilled dirty pages into the WAL in the
+///   middle of a batch and read them back.
+/// - Checkpoints every [`WAL_CHECKPOINT_PAGES`] pages rather than SQLite's 1,000: a page
+///   written by an append and again by its deletion is copied into the file once.
+fn writer_settings(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+        .doing(|| format!("set the writer's page cache to {WRITER_CACHE_KIB} KiB"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .doing(|| format!("checkpoint the WAL every {WAL_CHECKPOINT_PAGES} pages"))?;
+    Ok(())
+}
+
+/// Pages the WAL grows by between two checkpoints (64 MiB of 4 KiB pages).
+const WAL_CHECKPOINT_PAGES: i64 = 16_384;
+
+/// The writer connection's page cache, in KiB: twice the default batch bound. A bound, not an
+/// allocation: pages are allocated as they are used.
+const WRITER_CACHE_KIB: i64 = 16 << 10;
+
 /// The promise of one request's outcome: completes once the transaction holding it is
 /// committed (fsynced), or with the reason it is not stored.
 #[derive(Debug)]
@@ -338,44 +429,85 @@ impl Ticket {
 struct Writer {
     conn: Connection,
     config: JournalConfig,
+    acknowledged: Arc<Acknowledged>,
+    /// Acknowledged ids whose messages were not found yet.
+    carried: Carried,
     counters: Arc<Counters>,
 }
 
+/// The requests of one batch, and whether taking them emptied the queue.
+struct Batch {
+    requests: Vec<Request>,
+    drained: bool,
+}
+
 impl Writer {
-    /// Commits batch after batch until every sender is gone and the queue is empty.
-    fn run(mut self, queue: &Receiver<Request>) {
+    /// Commits batch after batch until every sender is gone and the queue is empty, then the
+    /// acknowledgements that came last.
+    fn run(mut self, queue: &Receiver<Queued>) {
         while let Ok(first) = queue.recv() {
             let batch = self.gather(first, queue);
             self.commit(batch);
         }
+        self.commit(Batch {
+            requests: Vec::new(),
+            drained: true,
+        });
     }
 
     /// `first` and whatever else is already queued, within the batch bounds.
-    fn gather(&self, first: Request, queue: &Receiver<Request>) -> Vec<Request> {
-        let mut writes = first.writes.len();
-        let mut bytes: usize = first.writes.iter().map(Write::bytes).sum();
-        let mut batch = vec![first];
-        while writes < self.config.max_batch_writes && bytes < self.config.max_batch_bytes {
+    fn gather(&self, first: Queued, queue: &Receiver<Queued>) -> Batch {
+        let mut writes = 0;
+        let mut bytes = 0;
+        let mut requests = Vec::new();
+        let mut next = Some(first);
+        let mut drained = false;
+        while let Some(queued) = next.take() {
+            if let Queued::Request(request) = queued {
+                writes += request.writes.len();
+                bytes += request.writes.iter().map(Write::bytes).sum::<usize>();
+                requests.push(request);
+            }
+            if writes >= self.config.max_batch_writes || bytes >= self.config.max_batch_bytes {
+                break;
+            }
             match queue.try_recv() {
-                Ok(request) => {
-                    writes += request.writes.len();
-                    bytes += request.writes.iter().map(Write::bytes).sum::<usize>();
-                    batch.push(request);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Ok(queued) => next = Some(queued),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => drained = true,
             }
         }
-        batch
+        Batch { requests, drained }
     }
 
-    /// Applies every request in one transaction, commits it, then completes the requests.
-    fn commit(&mut self, batch: Vec<Request>) {
-        let outcomes = match self.apply_all(&batch) {
-            Ok(outcomes) => {
+    /// Applies every request and the acknowledgements waiting in one transaction, commits it,
+    /// then completes the requests. Commits nothing if there is nothing to write.
+    fn commit(&mut self, batch: Batch) {
+        let Batch {
+            requests: batch,
+            drained,
+        } = batch;
+        // Taken after the batch was gathered: an acknowledgement added after this wakes the
+        // writer again.
+        let deletions = self.carried.with(self.acknowledged.take());
+        if batch.is_empty() && deletions.is_empty() {
+            return;
+        }
+        let outcomes = match self.apply_all(&batch, &deletions) {
+            Ok((outcomes, Some(deleted))) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .acknowledged
+                    .fetch_add(deleted.rows, Ordering::Relaxed);
+                self.carried.committed(deleted, drained);
+                outcomes
+            }
+            Ok((outcomes, None)) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.carried.failed(deletions);
                 outcomes
             }
             Err(e) => {
+                self.carried.failed(deletions);
                 let e = JournalError::CommitFailed {
                     requests: batch.len(),
                     source: Arc::new(e),
@@ -385,7 +517,12 @@ impl Writer {
         };
         for (request, outcome) in batch.into_iter().zip(outcomes) {
             let counter = match outcome {
-                Ok(()) => &self.counters.requests,
+                Ok(()) => {
+                    self.counters
+                        .writes
+                        .fetch_add(request.writes.len() as u64, Ordering::Relaxed);
+                    &self.counters.requests
+                }
                 Err(_) => &self.counters.failed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -393,32 +530,53 @@ impl Writer {
         }
     }
 
-    /// Each request's outcome if the transaction commits; the error if it does not.
-    fn apply_all(&mut self, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
+    /// Each request's outcome and what the deletions found (`None`: they failed and were
+    /// rolled back alone) if the transaction commits; the error if it does not.
+    fn apply_all(
+        &mut self,
+        batch: &[Request],
+        deletions: &Deletions,
+    ) -> Result<(Vec<Outcome>, Option<Deleted>), StoreError> {
         let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .doing(|| "begin a journal batch".into())?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in batch {
-            let applied = tx
-                .savepoint()
-                .doing(|| "open a savepoint for a journal request".into())
-                .and_then(|sp| {
-                    request
-                        .writes
-                        .iter()
-                        .try_for_each(|w| apply::apply(&sp, w))?;
-                    sp.commit()
-                        .doing(|| "release a journal request's savepoint".into())
-                });
+            let applied = match &request.writes[..] {
+                [] => Ok(()),
+                // One SQL statement is undone alone when it fails: no savepoint needed.
+                [write] if write.is_one_statement() => apply::apply(&tx, write),
+                writes => tx
+                    .savepoint()
+                    .doing(|| "open a savepoint for a journal request".into())
+                    .and_then(|sp| {
+                        writes.iter().try_for_each(|w| apply::apply(&sp, w))?;
+                        sp.commit()
+                            .doing(|| "release a journal request's savepoint".into())
+                    }),
+            };
             // On error the savepoint was dropped, which rolled this request back alone.
             outcomes.push(applied.map_err(|e| JournalError::Rejected {
                 source: Arc::new(e),
             }));
         }
+        // After the requests: an acknowledged message whose append is in this batch is found.
+        let deleted = if deletions.is_empty() {
+            Some(Deleted::default())
+        } else {
+            tx.savepoint()
+                .doing(|| "open a savepoint for acknowledgements".into())
+                .and_then(|sp| {
+                    let deleted = deletions.apply(&sp)?;
+                    sp.commit()
+                        .doing(|| "release the acknowledgements' savepoint".into())?;
+                    Ok(deleted)
+                })
+                .ok()
+        };
         tx.commit()
             .doing(|| format!("commit a journal batch of {} requests", batch.len()))?;
-        Ok(outcomes)
+        Ok((outcomes, deleted))
     }
 }

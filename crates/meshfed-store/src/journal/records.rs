@@ -228,6 +228,19 @@ pub enum Write {
 }
 
 impl Write {
+    /// Whether applying it is one SQL statement, which SQLite applies or undoes as a whole.
+    pub(crate) fn is_one_statement(&self) -> bool {
+        match self {
+            Self::AppendOutbound(_)
+            | Self::RememberDelivered(_)
+            | Self::ForgetExpired { .. }
+            | Self::AppendInbound(_)
+            | Self::PutSubscription(_) => true,
+            Self::RemoveOutbound(ids) | Self::ForgetDelivered(ids) => ids.len() <= 1,
+            Self::SaveCursor { .. } | Self::DeadLetter(_) => false,
+        }
+    }
+
     /// Payload bytes this write carries, counted against the batch's byte bound.
     pub(crate) fn bytes(&self) -> usize {
         match self {
