@@ -258,6 +258,7 @@ fn federation() -> FederationView {
             retransmitted: 1,
             acknowledged: 4,
             transfers: 2,
+            shed: 1,
         }),
         agreement_history: Some(vec![PastAgreement {
             version: 1,

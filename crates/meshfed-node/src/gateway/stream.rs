@@ -31,6 +31,7 @@ use super::context::Context;
 use super::cores::on_every_core;
 use super::pending::{Pending, decode_stored};
 use super::port::LinkPort;
+use super::room::Room;
 use crate::config::SignatureMode;
 use crate::metrics;
 
@@ -60,6 +61,8 @@ pub(crate) struct Stream {
     offers: mpsc::Sender<Offer>,
     control: mpsc::UnboundedSender<Control>,
     pub(crate) stats: Mutex<Stats>,
+    /// Room for reliable messages, taken before they are offered (see [`super::room`]).
+    pub(crate) room: Room,
 }
 
 /// The federation as sends are checked against it.
@@ -254,6 +257,10 @@ pub(crate) fn start(
         offers,
         control,
         stats: Mutex::new(Stats::default()),
+        room: Room::new(
+            ctx.config.delivery.max_queued_messages,
+            ctx.config.delivery.max_queued_bytes,
+        ),
     });
     let d = &ctx.config.delivery;
     let config = OutboxConfig {
@@ -328,6 +335,8 @@ struct Counters {
     sent: Counter,
     retransmitted: Counter,
     acknowledged: Counter,
+    /// `dead_lettered{reason="shed"}`: counted as offers come, so looked up once.
+    shed: Counter,
 }
 
 impl Counters {
@@ -338,6 +347,13 @@ impl Counters {
             sent: m.sent.get_or_create(&label).clone(),
             retransmitted: m.retransmitted.get_or_create(&label).clone(),
             acknowledged: m.acknowledged.get_or_create(&label).clone(),
+            shed: m
+                .dead_lettered
+                .get_or_create(&metrics::PeerReasonLabels {
+                    peer: peer.to_string(),
+                    reason: reason_label(DeadLetterReason::Shed),
+                })
+                .clone(),
         }
     }
 }
@@ -422,6 +438,22 @@ impl Task {
         let id = offer.message.id;
         let pending = offer.message.payload.clone();
         match self.outbox.offer(offer.message, self.ctx.now()) {
+            Ok(meshfed_queue::Offered::Shed) => {
+                // qos 0 at a full queue holding nothing it outranks: at most once allows it to
+                // go now; counted like the qos 0 messages shed from the queue (DESIGN §3.5),
+                // and not logged one by one (under overload it is every offer).
+                *self
+                    .stats
+                    .dead_lettered
+                    .entry(reason_label(DeadLetterReason::Shed))
+                    .or_default() += 1;
+                self.counters.shed.inc();
+                tracing::debug!(peer = %self.stream.peer, %id, "queue full: qos 0 message shed");
+                let _ = offer.accepted.send(Ok(()));
+                if let Some(o) = offer.outcome {
+                    let _ = o.send(Err(DeadLetterReason::Shed));
+                }
+            }
             Ok(offered) => {
                 self.held.insert(id, pending);
                 if let Some(o) = offer.outcome {
@@ -440,7 +472,8 @@ impl Task {
                             "a reliable message arrived without its stored form".into(),
                         )));
                     }
-                    (meshfed_queue::Offered::Queued, _) => {
+                    // (`Shed` is answered above.)
+                    (meshfed_queue::Offered::Queued | meshfed_queue::Offered::Shed, _) => {
                         let _ = offer.accepted.send(Ok(()));
                     }
                 }

@@ -133,12 +133,19 @@ impl<P: Clone> Outbox<P> {
     /// Offers a message for sending.
     ///
     /// At a limit, queued qos 0 messages the new one outranks (lower priority, or equal priority
-    /// when the new one is reliable) are shed, lowest priority and oldest first; if that cannot
-    /// make room the offer is refused with [`OfferError::Full`] and nothing is shed. A reliable
-    /// message already accepted is never removed to make room.
+    /// when the new one is reliable) are shed, lowest priority and oldest first. If that cannot
+    /// make room, nothing is shed from the queue: a new qos 0 message is then the lowest ranked
+    /// and is shed itself ([`Offered::Shed`], counted in [`OutboxCounters::shed`]), a new
+    /// reliable one is refused with [`OfferError::Full`] (its sender must wait or retry). A
+    /// reliable message already accepted is never removed to make room.
     pub fn offer(&mut self, message: Message<P>, now: Timestamp) -> Result<Offered, OfferError> {
         let victims = match self.admit(&message, now) {
             Ok(v) => v,
+            Err(OfferError::Full { .. }) if !message.is_reliable() => {
+                self.counters.accepted += 1;
+                self.counters.shed += 1;
+                return Ok(Offered::Shed);
+            }
             Err(e) => {
                 self.counters.refused += 1;
                 return Err(e);
