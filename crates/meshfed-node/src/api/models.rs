@@ -67,6 +67,9 @@ pub struct NodeInfo {
     pub delivery: NodeDelivery,
     /// meshfed's version.
     pub version: String,
+    /// The gateway's process id on its host: where a tool on the same host (`meshfed bench`)
+    /// reads its memory and CPU use (`/proc/PID`).
+    pub pid: u32,
 }
 
 impl NodeInfo {
@@ -85,6 +88,7 @@ impl NodeInfo {
                 signatures: node.signatures,
             },
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
         }
     }
 }

@@ -334,6 +334,7 @@ fn samples() -> Vec<(String, Value)> {
             signatures: SignatureMode::Message,
         },
         version: "0.1.0".into(),
+        pid: 4242,
     };
     let accepted = MessageAccepted { id: id() };
     let acknowledged = MessageAcknowledged {
