@@ -353,7 +353,7 @@ pub struct DeliveryConfig {
     /// acknowledged; store-and-forward while the peer is away). At the limit a reliable (qos ≥ 1)
     /// sender waits for room (the publish socket stops reading) or is refused (`POST` answers
     /// 503 with `Retry-After`), and qos 0 messages are shed, lowest priority first (DESIGN §3.5).
-    /// Default 16 384: a few windows, enough to keep a link busy, with the gateway's memory
+    /// Default 8192: four default windows, enough to keep a link busy, with the gateway's memory
     /// bounded (see [`DeliveryConfig::DEFAULT_MAX_QUEUED_BYTES`]).
     pub max_queued_messages: usize,
     /// Most payload bytes held in memory for one peer mesh, with the same effect at the limit.
@@ -366,7 +366,7 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     /// Default [`DeliveryConfig::max_queued_messages`].
-    pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 16_384;
+    pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 8192;
     /// Default [`DeliveryConfig::max_queued_bytes`]: 64 MiB. With the default message count it
     /// keeps what one peer's stream holds in memory near 100 MiB at most (each message also
     /// carries its header and the queue's bookkeeping, about 1 KiB), so that a gateway under a

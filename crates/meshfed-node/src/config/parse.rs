@@ -653,7 +653,7 @@ mod tests {
         assert_eq!(cfg.store.path.as_str(), "store/meshfed.db");
         assert_eq!(cfg.delivery.signatures, SignatureMode::Batch);
         assert_eq!(cfg.delivery.max_batch, 1024);
-        assert_eq!(cfg.delivery.max_queued_messages, 16_384);
+        assert_eq!(cfg.delivery.max_queued_messages, 8192);
         assert_eq!(cfg.delivery.max_queued_bytes, 64 << 20);
         assert_eq!(cfg.delivery.window, DeliveryConfig::default().window);
     }

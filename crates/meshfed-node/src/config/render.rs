@@ -511,7 +511,7 @@ mod tests {
         for line in [
             "# Default: \"batch\".\nsignatures = \"message\"\n",
             "# Default: 1024.\nmax_batch = 64\n",
-            "# Default: 16384.\nmax_queued_messages = 5000\n",
+            "# Default: 8192.\nmax_queued_messages = 5000\n",
             "# Default: 67108864 (64 MiB).\nmax_queued_bytes = 33554432\n",
             window_line.as_str(),
         ] {

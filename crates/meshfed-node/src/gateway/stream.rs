@@ -35,8 +35,10 @@ use super::room::Room;
 use crate::config::SignatureMode;
 use crate::metrics;
 
-/// Offers waiting for the stream task before senders wait.
-const OFFER_QUEUE: usize = 16_384;
+/// Offers waiting for the stream task before senders wait. Small: what waits here is held in
+/// memory beside the queue (qos 0 offers reserve no room), and a turn of the task takes them
+/// all anyway.
+const OFFER_QUEUE: usize = 1024;
 /// Offers taken in one turn of the task, so that their persistence shares one commit.
 const OFFERS_PER_TURN: usize = 4096;
 /// Credit a new stream may use before the receiver grants any: every receiver's window is at
@@ -585,6 +587,11 @@ impl Task {
         let mut acknowledged = Vec::new();
         // Told once the dead letters are recorded, so that what they are told is listed.
         let mut dead = Vec::new();
+        // A qos 0 message sent is gone from the outbox without an event: what is held for it
+        // goes too (kept, it was a leak of every qos 0 message sent).
+        while let Some(id) = self.outbox.poll_released() {
+            self.held.remove(&id);
+        }
         while let Some(event) = self.outbox.poll_event() {
             match event {
                 OutboxEvent::Persist(m) => {

@@ -10,7 +10,8 @@
 //!    [`Outbox::handle_persist_failed`]. Delete or dead-letter stored messages as
 //!    [`OutboxEvent::Acknowledged`] and [`OutboxEvent::DeadLettered`] say.
 //! 3. Send what [`Outbox::poll_transmit`] returns, until it returns `None`; then what
-//!    [`Outbox::poll_forward`] returns.
+//!    [`Outbox::poll_forward`] returns. The qos 0 messages sent leave the outbox then:
+//!    [`Outbox::poll_released`] names them.
 //! 4. Feed what the peer sends back: [`Outbox::handle_ack`], [`Outbox::handle_credit`].
 //! 5. Call [`Outbox::handle_timeout`] when [`Outbox::poll_timeout`] says.
 //! 6. On link loss call [`Outbox::handle_link_down`]; on a new link [`Outbox::handle_link_up`],
@@ -91,6 +92,8 @@ pub struct Outbox<P> {
     awaiting_persistence: usize,
     rtt: RttEstimator,
     events: VecDeque<OutboxEvent<P>>,
+    /// qos 0 messages sent since the driver last asked ([`Outbox::poll_released`]).
+    released: VecDeque<EnvelopeId>,
     counters: OutboxCounters,
 }
 
@@ -121,6 +124,7 @@ impl<P: Clone> Outbox<P> {
             by_priority: [0; 8],
             awaiting_persistence: 0,
             events: VecDeque::new(),
+            released: VecDeque::new(),
             counters: OutboxCounters::default(),
         }
     }
@@ -480,6 +484,13 @@ impl<P: Clone> Outbox<P> {
         self.events.pop_front()
     }
 
+    /// The next qos 0 message that [`Outbox::poll_transmit`] gave and the outbox no longer
+    /// holds: nothing acknowledges it, so no event follows; a driver that keeps something per
+    /// held message lets it go now (else it would keep it for ever).
+    pub fn poll_released(&mut self) -> Option<EnvelopeId> {
+        self.released.pop_front()
+    }
+
     /// When [`Outbox::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         [
@@ -721,6 +732,7 @@ impl<P: Clone> Outbox<P> {
         let key_seq = entry.key_seq;
         if !entry.message.is_reliable() {
             let entry = self.detach(ticket)?;
+            self.released.push_back(entry.message.id);
             return Some(Transmit {
                 epoch: self.epoch,
                 seq,

@@ -827,3 +827,16 @@ fn messages_a_renegotiated_agreement_refuses_are_dead_lettered_wherever_they_are
     assert_eq!(payloads(&transmits(&mut o, t(2))), [2]);
     assert_eq!(o.backlog(t(2)).messages, 1);
 }
+
+#[test]
+fn a_qos0_message_sent_is_released_once_and_a_reliable_one_is_not() {
+    let mut o = Outbox::new(OutboxConfig::default(), Epoch(1));
+    o.offer(msg(1), t(0)).unwrap();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    assert_eq!(o.poll_released(), None, "nothing sent yet");
+    o.handle_persisted([id(2)]);
+    while o.poll_transmit(t(0)).is_some() {}
+    assert_eq!(o.poll_released(), Some(id(1)));
+    assert_eq!(o.poll_released(), None);
+    assert!(!o.contains(&id(1)) && o.contains(&id(2)));
+}

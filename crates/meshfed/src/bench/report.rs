@@ -279,6 +279,11 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Res
     outln!(
         "lost: accepted by {p} but never received on {s}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
     )?;
+    if plan.qos == Qos::AtMostOnce {
+        outln!(
+            "qos 0: a publisher faster than the link fills {p}'s queue for {s}; what it sheds then is lost here (`shed` in `meshfed federation show`)"
+        )?;
+    }
     if plan.qos != Qos::AtMostOnce {
         outln!(
             "qos {}: each publish is answered once {p} has persisted the message; dup: deliveries of a message already delivered (counted once)",
