@@ -183,12 +183,23 @@ async fn queue_for_an_unreachable_peer_refuses_sends_beyond_its_limit() {
     for n in 1..=3 {
         send_reliable(&a, "t/a", &format!("m{n}"), 0).await;
     }
-    let (status, err) = send(
-        &a,
-        json!({"to": "supplier-b", "topic": "t/a", "payload": "m4", "qos": 1}),
-    )
-    .await;
-    assert_eq!(status, 503, "{err}");
+    // The queue is full: a reliable message is refused at once, told when to come back.
+    let answer = a
+        .http
+        .post(a.url("/v1/messages"))
+        .bearer_auth(&a.token)
+        .json(&json!({"to": "supplier-b", "topic": "t/a", "payload": "m4", "qos": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    let retry_after = answer.headers().get("retry-after").cloned();
+    let err: Value = answer.json().await.unwrap();
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "{err}"
+    );
     let (code, message) = error_of(&err);
     assert_eq!(code, "queue_full");
     assert!(
@@ -201,6 +212,62 @@ async fn queue_for_an_unreachable_peer_refuses_sends_beyond_its_limit() {
     assert_eq!(fed["backlog"]["messages"], 3, "{fed}");
     assert_eq!(fed["backlog"]["in_flight"], 0, "{fed}");
     a.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_socket_waits_for_room_in_a_full_queue_instead_of_refusing() {
+    let a = Node::start_with("plant-a", |c| c.delivery.max_queued_messages = 2).await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    register_durable(&b, "all").await;
+    let stopped = b.stop().await;
+    wait_link_down(&a, &id).await;
+
+    let mut publisher = a.websocket("/v1/messages/publish", &a.token).await.unwrap();
+    for n in 0..4 {
+        let body =
+            json!({"to": "supplier-b", "topic": "t/p", "payload": format!("m{n}"), "qos": 1});
+        publisher
+            .feed(Message::Text(body.to_string().into()))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    // Two fit; the third waits for room (the socket reads nothing more meanwhile) rather than
+    // being refused with queue_full.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let reply = next_json(&mut publisher).await;
+        ids.push(
+            reply["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{reply}"))
+                .to_owned(),
+        );
+    }
+    let (_, fed) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(fed["backlog"]["messages"], 2, "{fed}");
+
+    // The peer comes back, the queue drains, and the waiting messages go on, in order.
+    let b = stopped.start().await;
+    for _ in 2..4 {
+        let reply = next_json(&mut publisher).await;
+        ids.push(
+            reply["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not accepted: {reply}"))
+                .to_owned(),
+        );
+    }
+    let mut at_b = b.stream("?durable=all&topic=t/%23").await;
+    for (n, sent) in ids.iter().enumerate() {
+        let got = next_json(&mut at_b).await;
+        assert_eq!(got["message"], json!(format!("m{n}")), "{got}");
+        assert_eq!(got["federation"]["id"], sent.as_str(), "{got}");
+    }
+    publisher.close(None).await.unwrap();
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,11 +262,12 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
             compact(&b.by_priority)
         )?;
         outln!(
-            "delivery        sent {}, sent again {}, acknowledged {}, dead-lettered {}",
+            "delivery        sent {}, sent again {}, acknowledged {}, dead-lettered {} (qos 0 shed at the queue's limit {})",
             d.sent,
             d.retransmitted,
             d.acknowledged,
-            or_dash(f.dead_lettered)
+            or_dash(f.dead_lettered),
+            d.shed
         )?;
     }
     Ok(())

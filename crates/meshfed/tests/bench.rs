@@ -98,6 +98,33 @@ fn bench_reports_throughput_and_latency_as_json() {
     );
 }
 
+/// The `processes` of `phase` in `report`: each names its process and pid, and has a positive
+/// peak RSS (reset at the phase's start) and CPU time per message.
+fn assert_usage_measured(report: &Value, phase: &str, labels: &[&str]) {
+    let processes = report[phase]["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{phase}.processes missing: {report}"));
+    assert_eq!(processes.len(), labels.len(), "{phase}: {report}");
+    for (p, label) in processes.iter().zip(labels) {
+        let name = p["process"].as_str().unwrap_or_default();
+        assert!(name.contains(label), "{label:?} not in {name:?}: {report}");
+        assert!(p["pid"].as_u64().is_some_and(|pid| pid > 0), "{report}");
+        let peak = p["peak_rss_bytes"].as_u64().unwrap_or_default();
+        assert!(peak > 1 << 20, "{phase}: peak RSS {peak}: {report}");
+        assert_eq!(p["peak_rss_since"], "phase", "{report}");
+        let cpu = p["cpu_us_per_msg"].as_f64().unwrap_or_default();
+        assert!(cpu > 0.0, "{phase}: cpu per message {cpu}: {report}");
+    }
+}
+
+#[test]
+fn bench_reports_its_process_peak_memory_and_cpu_per_message() {
+    // Enough messages for the CPU time (kept in 10 ms ticks) to show.
+    let report = bench_json(&["--count", "3000", "--rate", "20000"]);
+    assert_phases_complete(&report, 3000, &report);
+    assert_usage_measured(&report, "throughput", &["both gateways and bench's client"]);
+}
+
 #[test]
 fn bench_measures_qos_1_with_per_message_signatures() {
     let report = bench_json(&[
@@ -227,8 +254,37 @@ fn bench_measures_two_running_gateways_it_did_not_start() {
         "{out}"
     );
     assert!(!stdout.contains("one process"), "{out}");
+    assert!(stdout.contains("peak RSS"), "{out}");
     // Bench measured the gateways and left them running.
     assert!(a.is_running() && b.is_running());
+}
+
+#[test]
+fn bench_reads_each_running_gateways_peak_memory_and_cpu_per_message() {
+    let (a, b) = federated_pair();
+    // qos 1: nothing is lost should the loaded test machine let the link fall silent.
+    let args = ["--count", "3000", "--rate", "20000", "--qos", "1", "--json"];
+    let out = bench_running(&a, &b, &args);
+    let stdout = out.ok();
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{out}"));
+    assert_phases_complete(&report, 3000, &report);
+    assert_usage_measured(
+        &report,
+        "throughput",
+        &[
+            "plant-a gateway (publisher",
+            "supplier-b gateway (subscriber",
+        ],
+    );
+    let pids: Vec<u64> = report["throughput"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    // The gateways' own processes, as they said in GET /v1/node.
+    assert_eq!(pids, [u64::from(a.pid()), u64::from(b.pid())], "{report}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use meshfed_proto::admission::Refusal;
@@ -19,7 +19,13 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After` (seconds) of an answer to try again later.
+    retry_after: Option<u64>,
 }
+
+/// `Retry-After` of a `queue_full` answer, in seconds: the queue drains at the link's pace,
+/// so room comes back within moments unless the peer is away.
+pub(crate) const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     /// A request the API cannot accept.
@@ -28,6 +34,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -37,6 +44,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message: "missing or wrong bearer token; the admin token is in the node directory's admin.token".into(),
+            retry_after: None,
         }
     }
 
@@ -46,6 +54,7 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "dead_lettered",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -55,6 +64,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "stopping",
             message: "the gateway is stopping".into(),
+            retry_after: None,
         }
     }
 
@@ -64,6 +74,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -73,6 +84,7 @@ impl ApiError {
             status: StatusCode::NOT_IMPLEMENTED,
             code: "not_implemented",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -90,7 +102,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -105,6 +123,7 @@ impl From<JsonRejection> for ApiError {
                     "the request body is larger than the API accepts ({} MiB); a message's payload may be at most the agreed maximum (`max frame` in `meshfed federation show`)",
                     super::BODY_LIMIT >> 20
                 ),
+                retry_after: None,
             };
         }
         Self::bad_request(format!("request body: {}", r.body_text()))
@@ -134,6 +153,7 @@ impl From<FederationError> for ApiError {
             status,
             code,
             message: error_chain(&e),
+            retry_after: None,
         }
     }
 }
@@ -173,6 +193,8 @@ fn refusal_code(r: &Refusal) -> &'static str {
 impl From<SendError> for ApiError {
     fn from(e: SendError) -> Self {
         use SendError as E;
+        let retry_after =
+            matches!(e, E::Queue(Refused::Full { .. })).then_some(QUEUE_FULL_RETRY_AFTER_SECS);
         let (status, code) = match &e {
             E::Refused(r) => (refusal_status(r), refusal_code(r)),
             E::Queue(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
@@ -187,6 +209,7 @@ impl From<SendError> for ApiError {
             status,
             code,
             message: e.to_string(),
+            retry_after,
         }
     }
 }
@@ -216,6 +239,7 @@ impl From<RevokeError> for ApiError {
                 status: StatusCode::CONFLICT,
                 code: "conflict",
                 message: e.to_string(),
+                retry_after: None,
             },
             RevokeError::Local(_) => Self::internal(e.to_string()),
         }

@@ -39,6 +39,7 @@ pub use error::ApiError;
 
 use crate::gateway::federations::{self, Operation};
 use crate::gateway::local::durable;
+use crate::gateway::room::WhenFull;
 use crate::gateway::submit::Submitted;
 use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
 use models::schema;
@@ -439,7 +440,8 @@ impl SendRequest {
         (status = 409, description = "The federation is not active (`federation_not_active`)", body = ErrorBody),
         (status = 413, description = "Larger than the agreement allows, or a body over the API's 2 MiB limit (`too_large`)", body = ErrorBody),
         (status = 422, description = "A qos above the agreed one (`qos_not_agreed`), refused by the queue (`refused`), or with `wait`: it will not be delivered (`dead_lettered`)", body = ErrorBody),
-        (status = 503, description = "Store-and-forward is at its limit (`queue_full`), the peer is unreachable (`peer_unreachable`), or the gateway is stopping (`stopping`)", body = ErrorBody),
+        (status = 503, description = "The federation's queue is at its limit for a qos ≥ 1 message (`queue_full`, with `Retry-After`: qos 0 messages are shed instead, lowest priority first), the peer is unreachable (`peer_unreachable`), or the gateway is stopping (`stopping`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "With `queue_full`: seconds to wait before sending again"))),
     )
 )]
 async fn send_message(
@@ -448,7 +450,8 @@ async fn send_message(
 ) -> Result<Sent, ApiError> {
     let Json(body) = body?;
     let (outgoing, wait) = body.into_outgoing()?;
-    let submitted = node.submit(outgoing, wait).await?;
+    // A request does not hold its connection while the queue is full: it is told to come back.
+    let submitted = node.submit(outgoing, wait, WhenFull::Refuse).await?;
     outcome(submitted).await
 }
 
@@ -514,7 +517,10 @@ const WS_READ_BUFFER: usize = 16 * 1024;
     description = "A WebSocket for pipelined sending. Each text frame is one message: a `SendRequest`, \
         the body of `POST /v1/messages`. Each is answered with a `PublishReply` text frame, in the \
         order the messages came: `MessageAccepted`, `MessageAcknowledged` (it asked to `wait`), or an \
-        `ErrorBody`, after which the stream goes on. A binary frame is answered with an `ErrorBody`.",
+        `ErrorBody`, after which the stream goes on. A binary frame is answered with an `ErrorBody`. \
+        When the federation's queue is full, a qos ≥ 1 message waits for room and the socket reads \
+        nothing more meanwhile (back-pressure); a qos 0 message is accepted and may be shed, lowest \
+        priority first.",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
@@ -589,7 +595,9 @@ async fn publish_one(node: &Node, text: &str) -> Reply {
         let body: SendRequest = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
         let (outgoing, wait) = body.into_outgoing()?;
-        Ok::<_, ApiError>(node.submit(outgoing, wait).await?)
+        // Waiting for room here stops this socket's reader: the publisher feels back-pressure
+        // (DESIGN §3.5) while the writer goes on answering what is accepted.
+        Ok::<_, ApiError>(node.submit(outgoing, wait, WhenFull::Wait).await?)
     };
     match submitted.await {
         Ok(s) => Reply::Waiting(s),

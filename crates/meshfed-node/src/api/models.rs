@@ -18,6 +18,7 @@ use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
 use meshfed_proto::policy::{PolicyTerms, SignatureMode as AgreedSignatureMode};
 use meshfed_proto::{FederationId, FederationState, MeshId, NodeName, Termination, Topic};
+use meshfed_queue::DeadLetterReason;
 use meshfed_store::FederationRecord;
 use meshfed_store::journal::DeadLetter;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,9 @@ pub struct NodeInfo {
     pub delivery: NodeDelivery,
     /// meshfed's version.
     pub version: String,
+    /// The gateway's process id on its host: where a tool on the same host (`meshfed bench`)
+    /// reads its memory and CPU use (`/proc/PID`).
+    pub pid: u32,
 }
 
 impl NodeInfo {
@@ -84,6 +88,7 @@ impl NodeInfo {
                 signatures: node.signatures,
             },
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
         }
     }
 }
@@ -236,6 +241,11 @@ impl FederationView {
                 retransmitted: s.retransmitted,
                 acknowledged: s.acknowledged,
                 transfers: s.transfers,
+                shed: s
+                    .dead_lettered
+                    .get(outbound::reason_label(DeadLetterReason::Shed))
+                    .copied()
+                    .unwrap_or(0),
             }),
             agreement_history: None,
         }
@@ -520,6 +530,9 @@ pub struct DeliveryStats {
     pub acknowledged: u64,
     /// Transfer frames sent.
     pub transfers: u64,
+    /// qos 0 messages shed because the queue was full (DESIGN §3.5), lowest priority first;
+    /// counted in `dead_lettered` too.
+    pub shed: u64,
 }
 
 /// `POST /v1/federations/invite`.

@@ -258,6 +258,7 @@ fn federation() -> FederationView {
             retransmitted: 1,
             acknowledged: 4,
             transfers: 2,
+            shed: 1,
         }),
         agreement_history: Some(vec![PastAgreement {
             version: 1,
@@ -333,6 +334,7 @@ fn samples() -> Vec<(String, Value)> {
             signatures: SignatureMode::Message,
         },
         version: "0.1.0".into(),
+        pid: 4242,
     };
     let accepted = MessageAccepted { id: id() };
     let acknowledged = MessageAcknowledged {

@@ -349,10 +349,15 @@ pub struct DeliveryConfig {
     pub signatures: SignatureMode,
     /// Most envelopes sent in one transfer frame (and so under one batch signature). Default 1024.
     pub max_batch: usize,
-    /// Most messages queued for one peer mesh (store-and-forward); a send beyond it is refused.
-    /// Default 1 000 000.
+    /// Most messages held in memory for one peer mesh (queued, being stored, or sent and not yet
+    /// acknowledged; store-and-forward while the peer is away). At the limit a reliable (qos ≥ 1)
+    /// sender waits for room (the publish socket stops reading) or is refused (`POST` answers
+    /// 503 with `Retry-After`), and qos 0 messages are shed, lowest priority first (DESIGN §3.5).
+    /// Default 8192: four default windows, enough to keep a link busy, with the gateway's memory
+    /// bounded (see [`DeliveryConfig::DEFAULT_MAX_QUEUED_BYTES`]).
     pub max_queued_messages: usize,
-    /// Most payload bytes queued for one peer mesh. Default 1 GiB.
+    /// Most payload bytes held in memory for one peer mesh, with the same effect at the limit.
+    /// Default 64 MiB.
     pub max_queued_bytes: u64,
     /// Messages a peer may have on the way to this node before it waits for credit; also the
     /// most unacknowledged messages this node keeps in flight. Default 2048.
@@ -365,13 +370,23 @@ pub struct DeliveryConfig {
     pub head_timeout: Duration,
 }
 
+impl DeliveryConfig {
+    /// Default [`DeliveryConfig::max_queued_messages`].
+    pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 8192;
+    /// Default [`DeliveryConfig::max_queued_bytes`]: 64 MiB. With the default message count it
+    /// keeps what one peer's stream holds in memory near 100 MiB at most (each message also
+    /// carries its header and the queue's bookkeeping, about 1 KiB), so that a gateway under a
+    /// publisher faster than its link stays well under 256 MiB resident.
+    pub const DEFAULT_MAX_QUEUED_BYTES: u64 = 64 << 20;
+}
+
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             signatures: SignatureMode::Batch,
             max_batch: 1024,
-            max_queued_messages: 1_000_000,
-            max_queued_bytes: 1 << 30,
+            max_queued_messages: Self::DEFAULT_MAX_QUEUED_MESSAGES,
+            max_queued_bytes: Self::DEFAULT_MAX_QUEUED_BYTES,
             window: 2048,
             sign_window: DEFAULT_SIGN_WINDOW,
             head_timeout: DEFAULT_HEAD_TIMEOUT,

@@ -681,8 +681,8 @@ mod tests {
         assert_eq!(cfg.store.path.as_str(), "store/meshfed.db");
         assert_eq!(cfg.delivery.signatures, SignatureMode::Batch);
         assert_eq!(cfg.delivery.max_batch, 1024);
-        assert_eq!(cfg.delivery.max_queued_messages, 1_000_000);
-        assert_eq!(cfg.delivery.max_queued_bytes, 1 << 30);
+        assert_eq!(cfg.delivery.max_queued_messages, 8192);
+        assert_eq!(cfg.delivery.max_queued_bytes, 64 << 20);
         assert_eq!(cfg.delivery.window, DeliveryConfig::default().window);
     }
 

@@ -320,9 +320,10 @@ fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
         Setting::new(
             "max_queued_messages",
             &format!(
-                "Most messages queued for one peer mesh while it is away or slow \
-                 (store-and-forward); a send beyond it is refused. At least \
-                 {MIN_MAX_QUEUED_MESSAGES}."
+                "Most messages held in memory for one peer mesh while it is away or slow \
+                 (store-and-forward). At the limit a qos >= 1 sender waits (the publish socket \
+                 stops reading) or is refused (POST: 503, Retry-After), and qos 0 messages are \
+                 shed, lowest priority first. At least {MIN_MAX_QUEUED_MESSAGES}."
             ),
             default(defaults.max_queued_messages.to_string()),
             d.max_queued_messages.to_string(),
@@ -330,10 +331,14 @@ fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
         Setting::new(
             "max_queued_bytes",
             &format!(
-                "Most payload bytes queued for one peer mesh, at least \
-                 {MIN_MAX_QUEUED_BYTES} (1 MiB); a send beyond it is refused."
+                "Most payload bytes held in memory for one peer mesh, at least \
+                 {MIN_MAX_QUEUED_BYTES} (1 MiB); at the limit, as for max_queued_messages."
             ),
-            default(format!("{} (1 GiB)", defaults.max_queued_bytes)),
+            default(format!(
+                "{} ({} MiB)",
+                defaults.max_queued_bytes,
+                defaults.max_queued_bytes >> 20
+            )),
             d.max_queued_bytes.to_string(),
         ),
         Setting::new(
@@ -449,7 +454,7 @@ mod tests {
         cfg.delivery.signatures = super::super::SignatureMode::Message;
         cfg.delivery.max_batch = 64;
         cfg.delivery.max_queued_messages = 5000;
-        cfg.delivery.max_queued_bytes = 64 << 20;
+        cfg.delivery.max_queued_bytes = 32 << 20;
         cfg.delivery.window = 256;
         cfg
     }
@@ -522,8 +527,8 @@ mod tests {
         for line in [
             "# Default: \"batch\".\nsignatures = \"message\"\n",
             "# Default: 1024.\nmax_batch = 64\n",
-            "# Default: 1000000.\nmax_queued_messages = 5000\n",
-            "# Default: 1073741824 (1 GiB).\nmax_queued_bytes = 67108864\n",
+            "# Default: 8192.\nmax_queued_messages = 5000\n",
+            "# Default: 67108864 (64 MiB).\nmax_queued_bytes = 33554432\n",
             window_line.as_str(),
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");

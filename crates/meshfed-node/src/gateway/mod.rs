@@ -32,6 +32,7 @@ pub(crate) mod pending;
 pub(crate) mod port;
 pub(crate) mod revocation;
 pub(crate) mod revoked;
+pub(crate) mod room;
 pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod submit;
@@ -520,13 +521,15 @@ impl GatewayHandle {
         Ok(ctx.blocking(move |s| s.agreement_history(&id)).await?)
     }
 
-    /// Submits a message (see [`submit::submit`]).
+    /// Submits a message (see [`submit::submit`]); a reliable one finding its stream full
+    /// waits for room or is refused, as `when_full` says.
     pub(crate) async fn submit(
         &self,
         msg: Outgoing,
         wait: bool,
+        when_full: room::WhenFull,
     ) -> Result<submit::Submitted, SendError> {
-        submit::submit(&self.0.ctx, &self.0.routes, msg, wait).await
+        submit::submit(&self.0.ctx, &self.0.routes, msg, wait, when_full).await
     }
 
     /// The latest `limit` dead letters.

@@ -3,6 +3,8 @@
 
 use meshfed_proto::envelope::Header;
 
+use super::room::Reservation;
+
 /// A message accepted for sending: its header and clear payload. It is sealed and signed at
 /// each transmission, under the content key of the link session it leaves on, and its header
 /// gets the signer's certificate then: kept, stored and restored without it (about 600 bytes
@@ -11,6 +13,11 @@ use meshfed_proto::envelope::Header;
 pub(crate) struct Pending {
     pub(crate) header: Header,
     pub(crate) payload: Vec<u8>,
+    /// A reliable message's room in its stream, given back when the last reference to the
+    /// message goes (see [`super::room`]); `None` for qos 0 and for messages restored from the
+    /// journal (re-admitted beyond the limits: an accepted message is never lost).
+    #[expect(dead_code, reason = "held for its drop, which gives the room back")]
+    pub(crate) room: Option<Reservation>,
 }
 
 /// The stored form of a pending message: the header's CBOR encoding and the clear payload
@@ -48,6 +55,7 @@ pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Pending, String> {
     Ok(Pending {
         header,
         payload: payload.to_vec(),
+        room: None,
     })
 }
 
@@ -61,6 +69,7 @@ mod tests {
         Pending {
             header,
             payload: b"line 3 at 71.5 C".to_vec(),
+            room: None,
         }
     }
 

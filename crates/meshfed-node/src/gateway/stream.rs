@@ -39,11 +39,14 @@ use super::context::Context;
 use super::cores::on_every_core;
 use super::pending::{Pending, decode_stored};
 use super::port::LinkPort;
+use super::room::Room;
 use crate::config::SignatureMode;
 use crate::metrics;
 
-/// Offers waiting for the stream task before senders wait.
-const OFFER_QUEUE: usize = 16_384;
+/// Offers waiting for the stream task before senders wait. Small: what waits here is held in
+/// memory beside the queue (qos 0 offers reserve no room), and a turn of the task takes them
+/// all anyway.
+const OFFER_QUEUE: usize = 1024;
 /// Offers taken in one turn of the task, so that their persistence shares one commit.
 const OFFERS_PER_TURN: usize = 4096;
 /// Credit a new stream may use before the receiver grants any: every receiver's window is at
@@ -68,6 +71,8 @@ pub(crate) struct Stream {
     offers: mpsc::Sender<Offer>,
     control: mpsc::UnboundedSender<Control>,
     pub(crate) stats: Mutex<Stats>,
+    /// Room for reliable messages, taken before they are offered (see [`super::room`]).
+    pub(crate) room: Room,
 }
 
 /// The federation as sends are checked against it.
@@ -262,6 +267,10 @@ pub(crate) fn start(
         offers,
         control,
         stats: Mutex::new(Stats::default()),
+        room: Room::new(
+            ctx.config.delivery.max_queued_messages,
+            ctx.config.delivery.max_queued_bytes,
+        ),
     });
     let d = &ctx.config.delivery;
     let config = OutboxConfig {
@@ -340,6 +349,8 @@ struct Counters {
     sent: Counter,
     retransmitted: Counter,
     acknowledged: Counter,
+    /// `dead_lettered{reason="shed"}`: counted as offers come, so looked up once.
+    shed: Counter,
 }
 
 impl Counters {
@@ -350,6 +361,13 @@ impl Counters {
             sent: m.sent.get_or_create(&label).clone(),
             retransmitted: m.retransmitted.get_or_create(&label).clone(),
             acknowledged: m.acknowledged.get_or_create(&label).clone(),
+            shed: m
+                .dead_lettered
+                .get_or_create(&metrics::PeerReasonLabels {
+                    peer: peer.to_string(),
+                    reason: reason_label(DeadLetterReason::Shed),
+                })
+                .clone(),
         }
     }
 }
@@ -513,6 +531,22 @@ impl Task {
         let id = offer.message.id;
         let pending = offer.message.payload.clone();
         match self.outbox.offer(offer.message, self.ctx.now()) {
+            Ok(meshfed_queue::Offered::Shed) => {
+                // qos 0 at a full queue holding nothing it outranks: at most once allows it to
+                // go now; counted like the qos 0 messages shed from the queue (DESIGN §3.5),
+                // and not logged one by one (under overload it is every offer).
+                *self
+                    .stats
+                    .dead_lettered
+                    .entry(reason_label(DeadLetterReason::Shed))
+                    .or_default() += 1;
+                self.counters.shed.inc();
+                tracing::debug!(peer = %self.stream.peer, %id, "queue full: qos 0 message shed");
+                let _ = offer.accepted.send(Ok(()));
+                if let Some(o) = offer.outcome {
+                    let _ = o.send(Err(DeadLetterReason::Shed));
+                }
+            }
             Ok(offered) => {
                 self.held.insert(id, pending);
                 if let Some(o) = offer.outcome {
@@ -531,7 +565,8 @@ impl Task {
                             "a reliable message arrived without its stored form".into(),
                         )));
                     }
-                    (meshfed_queue::Offered::Queued, _) => {
+                    // (`Shed` is answered above.)
+                    (meshfed_queue::Offered::Queued | meshfed_queue::Offered::Shed, _) => {
                         let _ = offer.accepted.send(Ok(()));
                     }
                 }
@@ -647,6 +682,11 @@ impl Task {
         let mut acknowledged = Vec::new();
         // Told once the dead letters are recorded, so that what they are told is listed.
         let mut dead = Vec::new();
+        // A qos 0 message sent is gone from the outbox without an event: what is held for it
+        // goes too (kept, it was a leak of every qos 0 message sent).
+        while let Some(id) = self.outbox.poll_released() {
+            self.held.remove(&id);
+        }
         while let Some(event) = self.outbox.poll_event() {
             match event {
                 OutboxEvent::Persist(m) => {

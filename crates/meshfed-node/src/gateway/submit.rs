@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::context::Context;
 use super::pending::{Pending, encode_stored};
+use super::room::WhenFull;
 use super::route::Routes;
 use super::stream::{Outcome, Refused};
 
@@ -78,17 +79,40 @@ impl Submitted {
 /// to the federation's stream. Many may be submitted before any is accepted, so that their
 /// journal writes share one commit; [`Submitted::accepted`] says when one is accepted. With
 /// `wait`, the result also carries the way to learn its outcome. A refusal is counted.
+///
+/// A reliable message first takes its room in the stream (see [`super::room`]): when there is
+/// none, it waits for some or is refused with [`Refused::Full`], as `when_full` says. Waiting
+/// ends with [`Refused::Stopping`] if the gateway stops.
 pub(crate) async fn submit(
     ctx: &Context,
     routes: &Routes,
     msg: Outgoing,
     wait: bool,
+    when_full: WhenFull,
 ) -> Result<Submitted, SendError> {
     let checked = check(routes, &msg);
     if let Err(refusal) = &checked {
         ctx.metrics.refused(Direction::Outbound, refusal);
     }
     let stream = checked?;
+    let room = if msg.qos == Qos::AtMostOnce {
+        None
+    } else {
+        let size = msg.payload.len();
+        Some(match when_full {
+            WhenFull::Refuse => stream
+                .room
+                .try_reserve(size)
+                .map_err(|source| Refused::Full {
+                    peer: msg.to.clone(),
+                    source,
+                })?,
+            WhenFull::Wait => tokio::select! {
+                () = ctx.cancel.cancelled() => return Err(Refused::Stopping.into()),
+                r = stream.room.reserve(size) => r,
+            },
+        })
+    };
     let at = ctx.now();
     let mut random = [0u8; 10];
     meshfed_proto::crypto::random_fill(&mut random)
@@ -128,6 +152,7 @@ pub(crate) async fn submit(
     let pending = Pending {
         header,
         payload: msg.payload,
+        room,
     };
     let stored = (msg.qos != Qos::AtMostOnce).then(|| encode_stored(&pending));
     let (outcome_tx, outcome) = if wait {

@@ -10,7 +10,8 @@
 //!    [`Outbox::handle_persist_failed`]. Delete or dead-letter stored messages as
 //!    [`OutboxEvent::Acknowledged`] and [`OutboxEvent::DeadLettered`] say.
 //! 3. Send what [`Outbox::poll_transmit`] returns, until it returns `None`; then what
-//!    [`Outbox::poll_forward`] returns.
+//!    [`Outbox::poll_forward`] returns. The qos 0 messages sent leave the outbox then:
+//!    [`Outbox::poll_released`] names them.
 //! 4. Feed what the peer sends back: [`Outbox::handle_ack`], [`Outbox::handle_credit`].
 //! 5. Call [`Outbox::handle_timeout`] when [`Outbox::poll_timeout`] says.
 //! 6. On link loss call [`Outbox::handle_link_down`]; on a new link [`Outbox::handle_link_up`],
@@ -91,6 +92,8 @@ pub struct Outbox<P> {
     awaiting_persistence: usize,
     rtt: RttEstimator,
     events: VecDeque<OutboxEvent<P>>,
+    /// qos 0 messages sent since the driver last asked ([`Outbox::poll_released`]).
+    released: VecDeque<EnvelopeId>,
     counters: OutboxCounters,
 }
 
@@ -121,6 +124,7 @@ impl<P: Clone> Outbox<P> {
             by_priority: [0; 8],
             awaiting_persistence: 0,
             events: VecDeque::new(),
+            released: VecDeque::new(),
             counters: OutboxCounters::default(),
         }
     }
@@ -133,12 +137,19 @@ impl<P: Clone> Outbox<P> {
     /// Offers a message for sending.
     ///
     /// At a limit, queued qos 0 messages the new one outranks (lower priority, or equal priority
-    /// when the new one is reliable) are shed, lowest priority and oldest first; if that cannot
-    /// make room the offer is refused with [`OfferError::Full`] and nothing is shed. A reliable
-    /// message already accepted is never removed to make room.
+    /// when the new one is reliable) are shed, lowest priority and oldest first. If that cannot
+    /// make room, nothing is shed from the queue: a new qos 0 message is then the lowest ranked
+    /// and is shed itself ([`Offered::Shed`], counted in [`OutboxCounters::shed`]), a new
+    /// reliable one is refused with [`OfferError::Full`] (its sender must wait or retry). A
+    /// reliable message already accepted is never removed to make room.
     pub fn offer(&mut self, message: Message<P>, now: Timestamp) -> Result<Offered, OfferError> {
         let victims = match self.admit(&message, now) {
             Ok(v) => v,
+            Err(OfferError::Full { .. }) if !message.is_reliable() => {
+                self.counters.accepted += 1;
+                self.counters.shed += 1;
+                return Ok(Offered::Shed);
+            }
             Err(e) => {
                 self.counters.refused += 1;
                 return Err(e);
@@ -473,6 +484,13 @@ impl<P: Clone> Outbox<P> {
         self.events.pop_front()
     }
 
+    /// The next qos 0 message that [`Outbox::poll_transmit`] gave and the outbox no longer
+    /// holds: nothing acknowledges it, so no event follows; a driver that keeps something per
+    /// held message lets it go now (else it would keep it for ever).
+    pub fn poll_released(&mut self) -> Option<EnvelopeId> {
+        self.released.pop_front()
+    }
+
     /// When [`Outbox::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         [
@@ -714,6 +732,7 @@ impl<P: Clone> Outbox<P> {
         let key_seq = entry.key_seq;
         if !entry.message.is_reliable() {
             let entry = self.detach(ticket)?;
+            self.released.push_back(entry.message.id);
             return Some(Transmit {
                 epoch: self.epoch,
                 seq,

@@ -524,14 +524,33 @@ fn overload_sheds_lowest_priority_qos0_first_and_never_a_reliable_message() {
     )
     .unwrap();
     assert!(!o.contains(&id(4)));
-    // A qos 0 message of priority 1 outranks nothing left: 2 and 5 rank higher, 1 and 6 are
-    // reliable.
-    assert!(matches!(
+    // A qos 0 message of priority 1 outranks nothing left (2 and 5 rank higher, 1 and 6 are
+    // reliable): it is shed as it comes, counted, and nothing queued goes for it.
+    events(&mut o);
+    assert_eq!(
         o.offer(msg(7).with_priority(prio(1)), t(0)),
-        Err(OfferError::Full { .. })
-    ));
-    assert!(o.contains(&id(1)) && o.contains(&id(6)));
-    assert_eq!(o.counters().shed, 2);
+        Ok(Offered::Shed)
+    );
+    assert!(!o.contains(&id(7)));
+    assert!(
+        events(&mut o).is_empty(),
+        "no event for a message never held"
+    );
+    assert!(o.contains(&id(1)) && o.contains(&id(2)) && o.contains(&id(5)) && o.contains(&id(6)));
+    assert_eq!(o.counters().shed, 3);
+    assert_eq!(o.counters().refused, 0);
+    // A reliable message that outranks nothing is refused, never shed.
+    assert_eq!(
+        o.offer(
+            msg(8).with_priority(prio(0)).with_qos(Qos::AtLeastOnce),
+            t(0)
+        ),
+        Err(OfferError::Full {
+            limit: Limit::Messages { max: 4 }
+        })
+    );
+    assert_eq!(o.counters().shed, 3);
+    assert_eq!(o.counters().refused, 1);
 }
 
 #[test]
@@ -549,11 +568,16 @@ fn shedding_happens_only_if_it_makes_enough_room() {
     o.offer(Message::new(id(3), 100, 3).with_priority(prio(5)), t(0))
         .unwrap();
     events(&mut o);
-    // Needs 200 bytes; only message 2 (100 bytes) is outranked by priority 4.
+    // Needs 200 bytes; only message 2 (100 bytes) is outranked by priority 4: the new message
+    // is shed rather than message 2 in vain.
     let big = Message::new(id(4), 200, 4).with_priority(prio(4));
-    assert!(o.offer(big, t(0)).is_err());
-    assert!(o.contains(&id(2)), "nothing shed for a refused offer");
+    assert_eq!(o.offer(big, t(0)), Ok(Offered::Shed));
+    assert!(
+        o.contains(&id(2)),
+        "nothing queued shed when it would not make room"
+    );
     assert!(events(&mut o).is_empty());
+    assert_eq!(o.counters().shed, 1);
 }
 
 #[test]
@@ -802,4 +826,17 @@ fn messages_a_renegotiated_agreement_refuses_are_dead_lettered_wherever_they_are
     // Only 2 is left, and it is what goes next.
     assert_eq!(payloads(&transmits(&mut o, t(2))), [2]);
     assert_eq!(o.backlog(t(2)).messages, 1);
+}
+
+#[test]
+fn a_qos0_message_sent_is_released_once_and_a_reliable_one_is_not() {
+    let mut o = Outbox::new(OutboxConfig::default(), Epoch(1));
+    o.offer(msg(1), t(0)).unwrap();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    assert_eq!(o.poll_released(), None, "nothing sent yet");
+    o.handle_persisted([id(2)]);
+    while o.poll_transmit(t(0)).is_some() {}
+    assert_eq!(o.poll_released(), Some(id(1)));
+    assert_eq!(o.poll_released(), None);
+    assert!(!o.contains(&id(1)) && o.contains(&id(2)));
 }

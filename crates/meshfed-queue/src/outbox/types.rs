@@ -113,6 +113,10 @@ pub enum Offered {
     AwaitingPersistence,
     /// A qos 0 message, queued and accepted (nothing to persist).
     Queued,
+    /// A qos 0 message accepted at a full outbox that holds nothing it outranks: it is shed at
+    /// once (at most once allows it), counted in [`OutboxCounters::shed`], and nothing of it is
+    /// kept. No event follows: the outbox never held it.
+    Shed,
 }
 
 /// Why a message will not be delivered.
@@ -125,7 +129,8 @@ pub enum DeadLetterReason {
     ExpiredUnacknowledged,
     /// The receiver got it after its deadline and did not deliver it.
     ArrivedLate,
-    /// Shed under overload to make room for a message of higher priority or qos (qos 0 only).
+    /// Shed under overload (qos 0 only): to make room for a message of higher priority or qos,
+    /// or, offered at a full outbox that holds nothing it outranks, at once.
     Shed,
     /// The federation ended (terminated) before the peer acknowledged it.
     FederationEnded,
@@ -226,7 +231,8 @@ pub struct OutboxCounters {
     pub expired_unacknowledged: u64,
     /// Messages the peer reported as arrived after their deadline.
     pub arrived_late: u64,
-    /// qos 0 messages shed under overload.
+    /// qos 0 messages shed under overload: taken from the queue for a message that outranks
+    /// them, or shed as they were offered ([`Offered::Shed`]).
     pub shed: u64,
     /// Messages dead-lettered because the federation ended.
     pub federation_ended: u64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use meshfed_proto::envelope::{MaxLatency, Priority, Qos, Timestamp};
 
-use crate::{DeadLetterReason, Deadline, Limit, Message, OfferError, OrderKey};
+use crate::{DeadLetterReason, Deadline, Limit, Message, OfferError, Offered, OrderKey};
 use util::{Knobs, Pair, id};
 
 /// Give up on a run after an hour of virtual time.
@@ -347,6 +347,17 @@ fn overload_sheds_only_low_priority_qos0_messages() {
         pair.offer(msg(n, Qos::ExactlyOnce).with_priority(prio(6)))
             .expect("room by shedding");
     }
+    // Still full: a qos 0 message that outranks nothing queued is shed as it comes; one of
+    // priority 2 displaces the oldest priority-1 message.
+    assert_eq!(
+        pair.offer(msg(60, Qos::AtMostOnce).with_priority(prio(1))),
+        Ok(Offered::Shed)
+    );
+    assert_eq!(
+        pair.offer(msg(61, Qos::AtMostOnce).with_priority(prio(2))),
+        Ok(Offered::Queued)
+    );
+    assert_eq!(pair.outbox.counters().shed, 22);
     assert!(pair.run_to_completion(LIMIT));
     check_invariants(&pair);
     let shed: Vec<u64> = pair
@@ -356,8 +367,8 @@ fn overload_sheds_only_low_priority_qos0_messages() {
         .filter(|(_, r)| **r == DeadLetterReason::Shed)
         .map(|(n, _)| *n)
         .collect();
-    assert_eq!(shed, (0..20).collect::<Vec<_>>());
-    for n in 20..60 {
+    assert_eq!(shed, (0..21).chain([60]).collect::<Vec<_>>());
+    for n in (21..60).chain([61]) {
         assert_eq!(pair.log.deliveries_of(n), 1, "message {n}");
     }
 }

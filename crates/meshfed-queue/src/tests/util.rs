@@ -232,6 +232,9 @@ impl Pair {
                 self.log.accepted.insert(n);
             }
             Ok(Offered::AwaitingPersistence) => {}
+            Ok(Offered::Shed) => {
+                self.log.dead.insert(n, DeadLetterReason::Shed);
+            }
             Err(e) => self.log.refused.push((n, e.clone())),
         }
         self.drive();

@@ -20,6 +20,11 @@
 //! receive time minus that stamp. Each phase stops by itself: after its count or duration, once
 //! every reply and delivery is in, or when nothing has moved for [`STALL`].
 //!
+//! Each phase also reads, from `/proc`, the peak resident memory and the CPU time per message
+//! delivered of the processes it measures ([`usage`]): each running gateway (its pid is in
+//! `GET /v1/node`; they must run on this host), or bench's own process when the gateways run in
+//! it (then the figures are both gateways' and bench's client's together).
+//!
 //! Every message carries the `--qos` asked for. At QoS 1 and 2 the publisher's gateway answers
 //! a publish once it has persisted the message, so that write is part of the measured path; the
 //! subscriber stays a live stream, and a message delivered twice counts once (and as a
@@ -58,6 +63,7 @@ use crate::output::outln;
 mod report;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use report::{print_table, report_json};
 
@@ -222,18 +228,30 @@ struct Endpoint {
     mesh: MeshId,
     /// How the gateway signs what it sends, as it says itself.
     signatures: SignatureMode,
+    /// The gateway's process id, as it says itself.
+    pid: u32,
     api: ApiClient,
 }
 
 impl Endpoint {
-    /// Reads the mesh and signature mode of the gateway `api` reaches (`GET /v1/node`).
+    /// Reads the mesh, signature mode and process id of the gateway `api` reaches
+    /// (`GET /v1/node`).
     async fn connect(api: ApiClient) -> Result<Self, Failure> {
         let node: NodeInfo = api.get("/v1/node").await?;
         Ok(Self {
             mesh: node.mesh,
             signatures: node.delivery.signatures,
+            pid: node.pid,
             api,
         })
+    }
+
+    /// The gateway's process, as the report names it.
+    fn process(&self, role: &str) -> usage::Process {
+        usage::Process {
+            pid: self.pid,
+            label: format!("{} gateway ({role}, pid {})", self.mesh, self.pid),
+        }
     }
 
     fn side(&self) -> Side {
@@ -306,7 +324,11 @@ async fn run_running(
     }
     check_federation(&ends, target).await?;
     let signatures = ends.publisher.signatures;
-    let run = run_phases(&ends, plan, origin, signatures).await?;
+    let processes = [
+        ends.publisher.process("publisher"),
+        ends.subscriber.process("subscriber"),
+    ];
+    let run = run_phases(&ends, plan, origin, signatures, &processes).await?;
     let measured = Measured::Running {
         publisher: ends.publisher.side(),
         subscriber: ends.subscriber.side(),
@@ -373,7 +395,16 @@ async fn run_mode(
             subscriber: Endpoint::connect(b).await?,
         };
         federate(&ends).await?;
-        run_phases(&ends, plan, origin, mode).await
+        // Both gateways run in this process, with bench's client: their use is measured
+        // together.
+        let this = usage::Process {
+            pid: std::process::id(),
+            label: format!(
+                "this process, pid {}: both gateways and bench's client",
+                std::process::id()
+            ),
+        };
+        run_phases(&ends, plan, origin, mode, &[this]).await
     }
     .await;
     gw_a.shutdown().await;
@@ -381,12 +412,14 @@ async fn run_mode(
     measured
 }
 
-/// Runs the throughput and then the latency phase between `ends`.
+/// Runs the throughput and then the latency phase between `ends`, measuring what `processes`
+/// use in each.
 async fn run_phases(
     ends: &Ends,
     plan: &Plan,
     origin: Instant,
     mode: SignatureMode,
+    processes: &[usage::Process],
 ) -> Result<Run, Failure> {
     let phases = [
         ("throughput", Pace::Max),
@@ -405,7 +438,7 @@ async fn run_phases(
             label,
             pace,
         };
-        reports.push(run_phase(ends, plan, origin, phase).await?);
+        reports.push(run_phase(ends, plan, origin, phase, processes).await?);
     }
     Ok(Run {
         mode,
@@ -482,6 +515,8 @@ struct Report {
     elapsed: Duration,
     /// Sorted.
     latencies_ns: Vec<u64>,
+    /// What each measured process used.
+    usage: Vec<usage::Usage>,
 }
 
 impl Report {
@@ -551,6 +586,21 @@ impl Report {
                 p99: self.percentile_ms(0.99),
                 max: self.percentile_ms(1.0),
             },
+            processes: self
+                .usage
+                .iter()
+                .map(|u| report::ProcessJson {
+                    process: u.process.label.clone(),
+                    pid: u.process.pid,
+                    peak_rss_bytes: u.peak_rss_bytes,
+                    peak_rss_since: if u.peak_of_phase {
+                        "phase"
+                    } else {
+                        "process start"
+                    },
+                    cpu_us_per_msg: u.cpu_us_per_msg(self.delivered),
+                })
+                .collect(),
         }
     }
 }
@@ -611,6 +661,7 @@ async fn run_phase(
     plan: &Plan,
     origin: Instant,
     phase: Phase,
+    processes: &[usage::Process],
 ) -> Result<Report, Failure> {
     let Phase {
         tag,
@@ -639,6 +690,11 @@ async fn run_phase(
     let subscribe_task = tokio::spawn(subscribe(subscriber, shared.clone(), origin, tag));
     warm_up(&mut sink, &mut replies, &shared, plan, ends, &template).await?;
 
+    let started: Vec<usage::Start> = processes
+        .iter()
+        .cloned()
+        .map(usage::Process::start)
+        .collect();
     let reply_task = tokio::spawn(read_replies(replies, shared.clone()));
     let publish_task = tokio::spawn(publish(
         sink,
@@ -653,6 +709,7 @@ async fn run_phase(
         },
     ));
     let stalled = watch_progress(&shared, &label, plan.stop, &publish_task).await;
+    let usage = started.into_iter().map(usage::Start::end).collect();
     publish_task.abort();
     reply_task.abort();
     subscribe_task.abort();
@@ -673,6 +730,7 @@ async fn run_phase(
         first_refusal: lock(&shared.first_refusal).take(),
         elapsed: Duration::from_nanos(last.saturating_sub(first)),
         latencies_ns,
+        usage,
     };
     if report.accepted == 0 {
         return Err(Failure::Runtime(anyhow!(

@@ -65,6 +65,23 @@ pub(super) struct PhaseJson {
     pub(super) msg_per_s: f64,
     pub(super) mb_per_s: f64,
     pub(super) latency_ms: Latencies<f64>,
+    /// What each measured process used during the phase.
+    pub(super) processes: Vec<ProcessJson>,
+}
+
+/// What one process used during a phase; `null` where `/proc` could not be read.
+#[derive(Serialize)]
+pub(super) struct ProcessJson {
+    /// Which process: a running gateway, or bench's own (both gateways and its client).
+    pub(super) process: String,
+    pub(super) pid: u32,
+    /// The most memory resident at once (`VmHWM`).
+    pub(super) peak_rss_bytes: Option<u64>,
+    /// `"phase"`: the peak was reset when the phase started; `"process start"`: the kernel
+    /// refused the reset, so it is the process's peak so far.
+    pub(super) peak_rss_since: &'static str,
+    /// CPU time (user and system, all threads) during the phase per message delivered.
+    pub(super) cpu_us_per_msg: Option<f64>,
 }
 
 /// A phase's rate: `"max"` or messages per second.
@@ -254,6 +271,7 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Res
             )?;
         }
     }
+    print_usage(runs)?;
     let (p, s) = (measured.publisher(), measured.subscriber());
     outln!(
         "latency: scheduled send on {p}'s publish socket to receipt on {s}'s stream; throughput: first send to last delivery"
@@ -261,6 +279,11 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Res
     outln!(
         "lost: accepted by {p} but never received on {s}'s live stream (the gateway logs what it dropped for a stream that fell behind)"
     )?;
+    if plan.qos == Qos::AtMostOnce {
+        outln!(
+            "qos 0: a publisher faster than the link fills {p}'s queue for {s}; what it sheds then is lost here (`shed` in `meshfed federation show`)"
+        )?;
+    }
     if plan.qos != Qos::AtMostOnce {
         outln!(
             "qos {}: each publish is answered once {p} has persisted the message; dup: deliveries of a message already delivered (counted once)",
@@ -273,6 +296,50 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Res
             b = batch.mode,
             m = message.mode,
         )?;
+    }
+    Ok(())
+}
+
+/// The memory and CPU of the processes measured, per phase.
+fn print_usage(runs: &[Run]) -> Result<(), Failure> {
+    outln!(
+        "{:<11} {:<13} {:>13} {:>11}  process (from /proc)",
+        "phase",
+        "signatures",
+        "peak RSS",
+        "CPU µs/msg"
+    )?;
+    for run in runs {
+        for r in &run.phases {
+            for u in &r.usage {
+                let peak = u.peak_rss_bytes.map_or_else(
+                    || "n/a".to_owned(),
+                    |b| {
+                        let since = if u.peak_of_phase { "" } else { "*" };
+                        format!("{:.1} MiB{since}", b as f64 / f64::from(1u32 << 20))
+                    },
+                );
+                let cpu = u
+                    .cpu_us_per_msg(r.delivered)
+                    .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.1}"));
+                outln!(
+                    "{:<11} {:<13} {:>13} {:>11}  {}",
+                    r.name,
+                    run.mode.as_str(),
+                    peak,
+                    cpu,
+                    u.process.label
+                )?;
+            }
+        }
+    }
+    if runs
+        .iter()
+        .flat_map(|run| &run.phases)
+        .flat_map(|r| &r.usage)
+        .any(|u| u.peak_rss_bytes.is_some() && !u.peak_of_phase)
+    {
+        outln!("*: the process's peak since it started (the kernel refused to reset it)")?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ fn percentiles_are_nearest_rank() {
         first_refusal: None,
         elapsed: Duration::from_secs(2),
         latencies_ns: (1..=100).map(|i| i * 1_000_000).collect(),
+        usage: Vec::new(),
     };
     assert_eq!(r.percentile_ms(0.50), 50.0);
     assert_eq!(r.percentile_ms(0.99), 99.0);
