@@ -301,6 +301,11 @@ pub(crate) struct BenchArgs {
             .try_map(|s| s.parse::<SignatureMode>()),
     )]
     pub(crate) signatures: SignatureMode,
+    /// With batch signatures, how long a streamed batch stays open before its head is signed
+    /// (sets [delivery] sign_window on both gateways; "0ms" signs before sending). Default: the
+    /// gateways' default, 2ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) sign_window: Option<Duration>,
     /// Measure with batch and then with message signatures and print both side by side, with
     /// the ratio batch/message.
     #[arg(long)]
@@ -316,7 +321,7 @@ pub(crate) struct BenchArgs {
         long,
         value_name = "DIR",
         requires = "subscriber",
-        conflicts_with_all = ["signatures", "compare"],
+        conflicts_with_all = ["signatures", "compare", "sign_window"],
     )]
     pub(crate) publisher: Option<PathBuf>,
     /// Node directory of the running gateway whose live stream receives (with --publisher).
@@ -577,6 +582,30 @@ mod tests {
         let args = bench_args(&["meshfed", "bench", "--compare", "--qos", "2"]);
         assert!(args.compare);
         assert_eq!(args.qos, Qos::ExactlyOnce);
+    }
+
+    #[test]
+    fn bench_takes_a_sign_window_but_not_with_running_gateways() {
+        let Command::Bench(args) =
+            Cli::try_parse_from(["meshfed", "bench", "--sign-window", "0ms"])
+                .unwrap()
+                .command
+        else {
+            panic!("not bench")
+        };
+        assert_eq!(args.sign_window, Some(Duration::ZERO));
+        let err = Cli::try_parse_from([
+            "meshfed",
+            "bench",
+            "--sign-window",
+            "5ms",
+            "--publisher",
+            "a",
+            "--subscriber",
+            "b",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--sign-window"), "{err}");
     }
 
     #[test]

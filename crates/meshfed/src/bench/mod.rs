@@ -109,6 +109,8 @@ struct Plan {
     /// The signature modes to start gateways with, in order: the one asked for, or both with
     /// `--compare`. Empty for running gateways: the publisher reports its own.
     modes: Vec<SignatureMode>,
+    /// `[delivery] sign_window` for the gateways bench starts, if asked.
+    sign_window: Option<Duration>,
     json: bool,
     /// The running gateways to measure; `None` starts two meshes in this process.
     running: Option<Running>,
@@ -149,6 +151,15 @@ impl Plan {
             }),
             _ => None,
         };
+        if let Some(w) = args.sign_window
+            && w > meshfed_node::config::MAX_SIGN_WINDOW
+        {
+            return Err(usage(format!(
+                "--sign-window {}: must be at most {}",
+                humantime::format_duration(w),
+                humantime::format_duration(meshfed_node::config::MAX_SIGN_WINDOW)
+            )));
+        }
         let modes = match &running {
             // The publishing gateway says how it signs once bench reaches it.
             Some(_) => Vec::new(),
@@ -161,6 +172,7 @@ impl Plan {
             rate: args.rate,
             qos: args.qos,
             modes,
+            sign_window: args.sign_window,
             json: args.json,
             running,
         })
@@ -380,7 +392,12 @@ async fn run_mode(
     origin: Instant,
     mode: SignatureMode,
 ) -> Result<Run, Failure> {
-    let tweak = |config: &mut NodeConfig| config.delivery.signatures = mode;
+    let tweak = |config: &mut NodeConfig| {
+        config.delivery.signatures = mode;
+        if let Some(window) = plan.sign_window {
+            config.delivery.sign_window = window;
+        }
+    };
     let (gw_a, a) = start_mesh_with(root, PUBLISHER, tweak).await?;
     let (gw_b, b) = match start_mesh_with(root, SUBSCRIBER, tweak).await {
         Ok(started) => started,
