@@ -408,17 +408,66 @@ impl Heads {
         link: &LinkPort,
         transfer: Transfer,
     ) -> Result<(), StreamFault> {
+        let terms = link.terms();
+        let mut unproven = Vec::new();
+        self.take_with(ctx, transfer, |envelope| {
+            let header = envelope.header();
+            let checked = check(link, &terms, header, &envelope.hop, |o| envelope.open(o));
+            // TLS under the peer's key authenticated these bytes: a live subscriber may have
+            // them now; the signature (transferable proof) follows in the head.
+            let early = checked.is_ok()
+                && header.policy.qos != Qos::ExactlyOnce
+                && link.trust.is_peer(header);
+            if let (true, Ok((hop, clear))) = (early, &checked) {
+                unproven.push(Arc::new(Delivery::unproven(Envelope {
+                    header: header.clone(),
+                    hop: hop.clone(),
+                    signature: Signature([0; SIGNATURE_LEN]),
+                    message: Some(clear.clone()),
+                    batch: None,
+                })));
+            }
+            (checked, early, false)
+        })?;
+        if !unproven.is_empty() {
+            ctx.metrics.delivered_unproven.inc_by(unproven.len() as u64);
+            local.live.deliver(&unproven).await;
+        }
+        Ok(())
+    }
+
+    /// A streamed transfer refused on arrival (the federation is suspended): its envelopes
+    /// join their batch for the head's sake, and go no further.
+    pub(crate) fn hold_back(&mut self, ctx: &Context, body: &[u8]) -> Result<(), StreamFault> {
+        match Transfer::decode(body) {
+            Ok(transfer) => {
+                self.take_with(ctx, transfer, |_| (Err(Refusal::Suspended), false, true))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Adds the envelopes of a streamed `transfer` to their batch; `judge` gives each its
+    /// checks, whether its unproven delivery goes out and whether it is held back. A transfer
+    /// that breaks the protocol part-way is the peer's fault, and whatever `judge` made of it
+    /// reaches no one.
+    fn take_with(
+        &mut self,
+        ctx: &Context,
+        transfer: Transfer,
+        mut judge: impl FnMut(&UnsignedEnvelope) -> (Checked, bool, bool),
+    ) -> Result<(), StreamFault> {
         let Transfer {
             epoch,
             floor,
             items,
-            envelopes,
-        } = transfer;
-        let Signed::Streamed {
-            batch,
-            first,
-            members,
-        } = envelopes
+            envelopes:
+                Signed::Streamed {
+                    batch,
+                    first,
+                    members,
+                },
+        } = transfer
         else {
             return Ok(());
         };
@@ -427,28 +476,11 @@ impl Heads {
             .map(|bytes| UnsignedEnvelope::decode(bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.misbehaved(format!("a streamed envelope of batch {batch}: {e}")))?;
-        let terms = link.terms();
-        let mut unproven = Vec::new();
         let mut items = items.into_iter();
         let taken = self
             .receiving
             .take(batch, first, envelopes, ctx.clock.instant(), |envelope| {
-                let header = envelope.header();
-                let checked = check(link, &terms, header, &envelope.hop, |o| envelope.open(o));
-                // TLS under the peer's key authenticated these bytes: a live subscriber may
-                // have them now; the signature (transferable proof) follows in the head.
-                let early = checked.is_ok()
-                    && header.policy.qos != Qos::ExactlyOnce
-                    && link.trust.is_peer(header);
-                if let (true, Ok((hop, clear))) = (early, &checked) {
-                    unproven.push(Arc::new(Delivery::unproven(Envelope {
-                        header: header.clone(),
-                        hop: hop.clone(),
-                        signature: Signature([0; SIGNATURE_LEN]),
-                        message: Some(clear.clone()),
-                        batch: None,
-                    })));
-                }
+                let (checked, early, held_back) = judge(&envelope);
                 Member {
                     epoch,
                     floor,
@@ -461,56 +493,7 @@ impl Heads {
                     envelope,
                     checked,
                     early,
-                    held_back: false,
-                }
-            });
-        // A transfer that breaks the protocol part-way reaches no one.
-        taken.map_err(|e| self.misbehaved(e.to_string()))?;
-        if !unproven.is_empty() {
-            ctx.metrics.delivered_unproven.inc_by(unproven.len() as u64);
-            local.live.deliver(&unproven).await;
-        }
-        Ok(())
-    }
-
-    /// A streamed transfer refused on arrival (the federation is suspended): its envelopes
-    /// join their batch for the head's sake, and go no further.
-    pub(crate) fn hold_back(&mut self, ctx: &Context, body: &[u8]) -> Result<(), StreamFault> {
-        let Ok(Transfer {
-            epoch,
-            floor,
-            items,
-            envelopes:
-                Signed::Streamed {
-                    batch,
-                    first,
-                    members,
-                },
-        }) = Transfer::decode(body)
-        else {
-            return Ok(());
-        };
-        let envelopes = members
-            .iter()
-            .map(|bytes| UnsignedEnvelope::decode(bytes))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.misbehaved(format!("a streamed envelope of batch {batch}: {e}")))?;
-        let mut items = items.into_iter();
-        let taken = self
-            .receiving
-            .take(batch, first, envelopes, ctx.clock.instant(), |envelope| {
-                Member {
-                    epoch,
-                    floor,
-                    item: items.next().unwrap_or(Item {
-                        seq: floor,
-                        key_seq: None,
-                        retransmission: true,
-                    }),
-                    envelope,
-                    checked: Err(Refusal::Suspended),
-                    early: false,
-                    held_back: true,
+                    held_back,
                 }
             });
         taken.map_err(|e| self.misbehaved(e.to_string()))
