@@ -105,11 +105,20 @@ impl ApiClient {
     /// that says `message (code, HTTP status)`.
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
-            Failure::Runtime(anyhow!(
-                "cannot reach the gateway's API at {}: is `meshfed gateway --dir {}` running? ({e})",
-                self.api,
-                self.dir.display()
-            ))
+            if e.is_connect() {
+                Failure::Runtime(anyhow!(
+                    "cannot reach the gateway's API at {}: is `meshfed gateway --dir {}` running? ({e})",
+                    self.api,
+                    self.dir.display()
+                ))
+            } else {
+                // Connected, then the request failed: say why, with every cause.
+                Failure::Runtime(anyhow!(
+                    "the request to the gateway's API at {} failed: {:#}",
+                    self.api,
+                    anyhow::Error::from(e)
+                ))
+            }
         })?;
         let status = resp.status();
         let unreadable = |e: &dyn std::fmt::Display| {

@@ -6,9 +6,15 @@
 //! progress that sends and receives nothing for `[connections] api_idle_timeout` is closed; a
 //! request in progress (a `send --wait` waiting for the peer) keeps it open however quiet it
 //! is, and an upgraded WebSocket leaves this loop altogether.
+//!
+//! A connection hyper lets go of is closed the way a server must close one whose request body
+//! may still be arriving (a body over the limit is answered 413 before it is read): its write
+//! side is shut and what the client still sends is read and discarded for a while
+//! ([`LINGER`]), so that the client reads the answer instead of a reset that would discard it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +24,9 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -29,6 +36,9 @@ use crate::gateway::GatewayHandle;
 
 /// Pause after a failed `accept` (say, out of file descriptors) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a closed connection's unread input is still read and discarded.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// One API connection, as its requests see it (a request extension).
 pub(crate) struct Connection {
@@ -104,9 +114,11 @@ async fn run(
     stopping: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
+    let (released, mut let_go) = oneshot::channel();
     let io = TokioIo::new(Watched {
         inner: tcp,
         activity: activity.clone(),
+        released: Some(released),
     });
     let service = {
         let activity = activity.clone();
@@ -122,14 +134,17 @@ async fn run(
             }
         })
     };
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // A request's headers must all arrive within twice the idle time: a client trickling
-        // bytes is never idle, but it is not let in either. (A silent one is closed as idle.)
-        .header_read_timeout(idle.saturating_mul(2))
-        .serve_connection(io, service)
-        .with_upgrades();
-    tokio::pin!(conn);
+    // Boxed rather than pinned on the stack, so that it (and hyper's socket) can be dropped
+    // before lingering.
+    let mut conn = Box::pin(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            // A request's headers must all arrive within twice the idle time: a client trickling
+            // bytes is never idle, but it is not let in either. (A silent one is closed as idle.)
+            .header_read_timeout(idle.saturating_mul(2))
+            .serve_connection(io, service)
+            .with_upgrades(),
+    );
     let mut closing = false;
     loop {
         let quiet_until = activity.quiet_until(idle);
@@ -144,7 +159,7 @@ async fn run(
                     Err(e) => tracing::debug!(remote = %connection.remote, error = %e, "API connection ended"),
                     Ok(()) => {}
                 }
-                return;
+                break;
             }
             () = stopping.cancelled(), if !closing => {
                 conn.as_mut().graceful_shutdown();
@@ -160,6 +175,29 @@ async fn run(
             }
         }
     }
+    // Hyper's socket is dropped here, unless an upgrade took it (then nothing is sent back).
+    drop(conn);
+    if let Ok(Ok(socket)) = let_go.try_recv() {
+        tokio::select! {
+            () = stopping.cancelled() => {}
+            () = linger(socket) => {}
+        }
+    }
+}
+
+/// Shuts the write side of a socket hyper has finished with (its answer is sent) and discards
+/// what the client still sends, until the client closes or [`LINGER`] passes.
+async fn linger(socket: OwnedFd) {
+    let socket = std::net::TcpStream::from(socket);
+    let _ = socket.shutdown(Shutdown::Write);
+    let Ok(mut socket) = TcpStream::from_std(socket) else {
+        return;
+    };
+    let mut discard = vec![0; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = socket.read(&mut discard).await {}
+    })
+    .await;
 }
 
 /// When a connection last sent or received a byte, and how many of its requests are in progress.
@@ -212,10 +250,20 @@ impl Drop for Busy {
     }
 }
 
-/// A socket that records when it last moved a byte.
+/// A socket that records when it last moved a byte, and that, when hyper drops it, hands a
+/// second descriptor of it back for [`linger`] (so that dropping this one sends no reset).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    released: Option<oneshot::Sender<io::Result<OwnedFd>>>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(released) = self.released.take() {
+            let _ = released.send(self.inner.as_fd().try_clone_to_owned());
+        }
+    }
 }
 
 impl AsyncRead for Watched {
