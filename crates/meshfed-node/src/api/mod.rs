@@ -25,10 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use base64::Engine;
 use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_proto::FederationId;
 use meshfed_proto::TopicPattern;
 use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Qos};
-use meshfed_proto::{FederationId, MeshId};
 use meshfed_store::journal::SubscriptionName;
 use serde_json::Value;
 use utoipa::OpenApi as _;
@@ -39,6 +39,7 @@ pub use error::ApiError;
 
 use crate::gateway::federations::{self, Operation};
 use crate::gateway::local::durable;
+use crate::gateway::local::live::Subscription;
 use crate::gateway::room::WhenFull;
 use crate::gateway::submit::Submitted;
 use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
@@ -728,22 +729,18 @@ async fn stream(
             .on_upgrade(move |socket| forward_durable(reader, socket))
             .into_response());
     }
+    // Subscribed before the upgrade completes too: a client whose stream is open misses
+    // nothing that arrives after.
+    let live = node.subscribe(pattern, q.from, form);
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| forward(node, socket, pattern, q.from, form))
+        .on_upgrade(move |socket| forward(node, socket, live, form))
         .into_response())
 }
 
-/// Sends every matching delivery, in `form`, to one WebSocket client until it or the node goes
-/// away.
-async fn forward(
-    node: Node,
-    mut socket: WebSocket,
-    pattern: TopicPattern,
-    from: Option<MeshId>,
-    form: Form,
-) {
-    let mut live = node.subscribe(pattern, from, form);
+/// Sends every delivery of `live`, in `form`, to one WebSocket client until it or the node
+/// goes away.
+async fn forward(node: Node, mut socket: WebSocket, mut live: Subscription, form: Form) {
     let stopping = node.stopping();
     loop {
         let delivery = tokio::select! {
