@@ -486,6 +486,9 @@ async fn backlog_drains_by_priority_and_an_ordered_pair_keeps_its_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_at_the_receiver_loses_nothing_and_repeats_nothing() {
     let (a, b, id) = pair().await;
+    // B keeps a copy for a durable subscriber: each delivered id then goes to SQLite with its
+    // copy (one request, all or nothing), where another connection holds the write lock.
+    register_durable(&b, "kept").await;
     let mut at_b = b.stream("?topic=t/%23").await;
     let lock = hold_write_lock(&b);
 
@@ -589,12 +592,14 @@ async fn forced_termination_dead_letters_the_backlog_and_tells_the_sender() {
 }
 
 /// A graceful termination delivers what is in flight before it ends the federation. B cannot
-/// acknowledge for a moment (another connection holds its database's write lock, so its
-/// journal commit waits); A is terminated meanwhile, and waits for the acknowledgements before
-/// it tells B: all twenty messages arrive, none is dead-lettered.
+/// acknowledge for a moment (it keeps copies for a durable subscriber, which go to SQLite with
+/// the delivered ids, and another connection holds its database's write lock, so its journal
+/// commit waits); A is terminated meanwhile, and waits for the acknowledgements before it tells
+/// B: all twenty messages arrive, none is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_termination_delivers_what_is_in_flight_first() {
     let (a, b, id) = pair().await;
+    register_durable(&b, "kept").await;
     let mut at_b = b.stream("?topic=t/%23").await;
     let lock = hold_write_lock(&b);
     for i in 0..20 {

@@ -81,6 +81,63 @@ pub enum StoreError {
     /// A trust bundle serial beyond what the file can hold.
     #[error("trust bundle serial {0} is beyond the largest the store can hold ({max})", max = i64::MAX)]
     SerialOutOfRange(u64),
+    /// A file or directory of the journal's segment log could not be used.
+    #[error("the journal log could not {action} {path}")]
+    Log {
+        /// What it was doing (`append to`, `create`, `read a record of`, ...).
+        action: &'static str,
+        /// The segment file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A segment file holds bytes that are not what the journal wrote (not a torn tail).
+    #[error("corrupt journal segment {path} at offset {offset}: {problem}")]
+    LogCorrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the bad frame or record starts.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Another journal (in this process or another) has the segment directory open.
+    #[error("the journal log {path} is in use by another journal")]
+    LogLocked {
+        /// The segment directory.
+        path: PathBuf,
+    },
+    /// The segment a frame was meant for is not open (a bug, reported rather than panicking).
+    #[error("journal segment {segment} is not open")]
+    LogLost {
+        /// Its number.
+        segment: u64,
+    },
+    /// An earlier failure left the segment log in a state this process cannot append to.
+    #[error("the journal log failed earlier and takes no more writes until the node restarts")]
+    LogStopped,
+    /// A value is too large for the journal's segment log.
+    #[error("{what} of {len} bytes is more than the journal log holds ({max} bytes)")]
+    TooLargeForLog {
+        /// Which value.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The largest the log takes.
+        max: usize,
+    },
+    /// An outbound message was submitted in one request with writes kept in SQLite (inbound
+    /// messages, cursors, subscriptions, dead letters): queued messages live in the segment
+    /// log, and one request is stored in one place.
+    #[error(
+        "outbound message {id} cannot be appended in one request with inbound messages, \
+         cursors, subscriptions or dead letters"
+    )]
+    OutboundBesideSqliteWrites {
+        /// The message's id.
+        id: meshfed_proto::envelope::EnvelopeId,
+    },
     /// The journal's writer thread could not be started.
     #[error("cannot start the journal's writer thread")]
     SpawnWriter(#[source] std::io::Error),

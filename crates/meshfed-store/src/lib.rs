@@ -6,9 +6,10 @@
 //! This is an adapter: it does file IO, and its API is **synchronous**. It does not depend on an
 //! async runtime; async callers wrap each call in `spawn_blocking`. It never reads the clock: times
 //! are passed in (`now: Timestamp`). Besides the registry it holds the **journal**: outbound
-//! messages awaiting acknowledgement, the exactly-once dedup window and durable subscribers'
-//! messages and cursors, written by one thread with group commit ([`Journal`]). It does not hold
-//! the audit log yet, nor is there a JetStream backend.
+//! messages awaiting acknowledgement and the exactly-once dedup window in an append-only
+//! segment log beside the store file (`<store file>-segments/`), durable subscribers' messages
+//! and cursors and dead letters in SQLite, written by one thread with group commit
+//! ([`Journal`]). It does not hold the audit log yet, nor is there a JetStream backend.
 //!
 //! Where to start reading: [`Store`] (opening, durability settings, schema migrations), then
 //! [`InvitationRecord`] and [`Store::consume_invitation`], then [`FederationRecord`] and

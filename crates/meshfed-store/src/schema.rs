@@ -172,6 +172,13 @@ const MIGRATIONS: &[&str] = &[
         offer         BLOB NOT NULL
     ) STRICT;
     ",
+    // 9: no table changes. From this version on, outbound messages and the delivered ids of
+    // log-only requests are in the journal's segment log (`<store file>-segments/`), and the
+    // `outbound` table is emptied into it at open. The version keeps an older meshfed, which
+    // would not see them, from opening the file.
+    "
+    -- the journal's hot path is in the segment log
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,7 +1,7 @@
 //! Acknowledged outbound messages on their way out of the journal.
 //!
 //! An acknowledgement does not queue behind the requests waiting for the writer: callers add
-//! the ids to [`Acknowledged`], and the writer deletes whatever is there in the transaction it
+//! the ids to [`Acknowledged`], and the writer deletes whatever is there in the batch it
 //! commits next, together with that batch's requests. Under load that is the commit of the
 //! appends already on their way (no fsync of its own); an idle writer is woken and commits the
 //! deletions alone. So after a crash at most the acknowledgements of about one commit are
@@ -17,9 +17,6 @@ use std::mem;
 use std::sync::{Mutex, PoisonError};
 
 use meshfed_proto::envelope::EnvelopeId;
-use rusqlite::Connection;
-
-use crate::error::{Doing, StoreError};
 
 /// Ids acknowledged since the writer last took them.
 #[derive(Debug, Default)]
@@ -102,26 +99,21 @@ impl Deletions {
         self.fresh.is_empty() && self.older.is_empty()
     }
 
-    /// Deletes the messages inside the writer's open transaction.
-    pub(crate) fn apply(&self, conn: &Connection) -> Result<Deleted, StoreError> {
-        let mut stmt = conn
-            .prepare_cached("DELETE FROM outbound WHERE id = ?1")
-            .doing(|| "prepare the deletion of acknowledged messages".into())?;
+    /// Deletes the messages with `remove` (true if it found the message).
+    pub(crate) fn apply(&self, mut remove: impl FnMut(&EnvelopeId) -> bool) -> Deleted {
         let mut deleted = Deleted::default();
         for (ids, unmatched) in [
             (&self.fresh, &mut deleted.unmatched_fresh),
             (&self.older, &mut deleted.unmatched_older),
         ] {
             for id in ids {
-                match stmt
-                    .execute([&id.0[..]])
-                    .doing(|| format!("delete acknowledged message {id}"))?
-                {
-                    0 => unmatched.push(*id),
-                    _ => deleted.rows += 1,
+                if remove(id) {
+                    deleted.rows += 1;
+                } else {
+                    unmatched.push(*id);
                 }
             }
         }
-        Ok(deleted)
+        deleted
     }
 }

@@ -1,28 +1,19 @@
-//! Applying one [`Write`] inside the writer's open transaction.
+//! Applying one [`Write`] inside the writer's open SQLite transaction (the writes kept in
+//! SQLite; see `log/mod.rs`).
 
 use meshfed_proto::envelope::export::Form;
 use rusqlite::{Connection, params};
 
 use crate::error::{Doing, StoreError};
-use crate::journal::records::{
-    DeadLetter, DeliveredId, InboundMessage, OutboundMessage, Subscription, Write,
-};
+use crate::journal::records::{DeadLetter, DeliveredId, InboundMessage, Subscription, Write};
 use crate::time_fmt::to_sql;
 
 /// Applies `write` to `conn`, which is inside a transaction (and a savepoint for its request).
 pub(crate) fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
     match write {
-        Write::AppendOutbound(m) => append_outbound(conn, m),
-        Write::RemoveOutbound(ids) => {
-            let mut stmt = conn
-                .prepare_cached("DELETE FROM outbound WHERE id = ?1")
-                .doing(|| "prepare the removal of outbound messages".into())?;
-            for id in ids {
-                stmt.execute([&id.0[..]])
-                    .doing(|| format!("delete outbound message {id}"))?;
-            }
-            Ok(())
-        }
+        // Queued messages live in the segment log (`batch.rs` sends neither here).
+        Write::AppendOutbound(m) => Err(StoreError::OutboundBesideSqliteWrites { id: m.id }),
+        Write::RemoveOutbound(_) => Ok(()),
         Write::RememberDelivered(d) => remember(conn, d),
         Write::ForgetDelivered(ids) => {
             let mut stmt = conn
@@ -110,43 +101,6 @@ fn dead_letter(conn: &Connection, d: &DeadLetter) -> Result<(), StoreError> {
         ])
     })
     .doing(|| format!("record dead letter {}", d.id))?;
-    conn.prepare_cached("DELETE FROM outbound WHERE id = ?1")
-        .and_then(|mut s| s.execute([&d.id.0[..]]))
-        .doing(|| format!("delete dead-lettered outbound message {}", d.id))?;
-    Ok(())
-}
-
-fn append_outbound(conn: &Connection, m: &OutboundMessage) -> Result<(), StoreError> {
-    let deadline = m.deadline.map(|t| to_sql("deadline", t)).transpose()?;
-    let enqueued = to_sql("enqueued", m.enqueued)?;
-    let order = m.order.as_ref();
-    conn.prepare_cached(
-        "INSERT INTO outbound (id, destination, priority, qos, deadline, order_source,
-             order_destination, order_topic, enqueued, size, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            &m.id.0[..],
-            m.destination.as_str(),
-            m.priority.get(),
-            m.qos.level(),
-            deadline,
-            order.map(|o| o.source.as_str()),
-            order.map(|o| o.destination.as_str()),
-            order.map(|o| o.topic.as_str()),
-            enqueued,
-            i64::try_from(m.payload.len()).unwrap_or(i64::MAX),
-            &m.payload,
-        ])
-    })
-    .doing(|| {
-        format!(
-            "insert outbound message {} for mesh {}",
-            m.id, m.destination
-        )
-    })?;
     Ok(())
 }
 

@@ -1,28 +1,38 @@
 //! The journal: durable message storage with **group commit** (DESIGN.md §3.5, §3.12).
 //!
-//! One writer thread owns its own connection to the store file (WAL, `synchronous=FULL`). Callers
-//! submit requests ([`Write`]s) through a bounded channel and get a [`Ticket`] (or a callback). The
-//! writer takes everything queued — up to [`JournalConfig::max_batch_writes`] writes or
-//! [`JournalConfig::max_batch_bytes`] payload bytes — applies each request in its own savepoint
-//! (a request of one single-statement write needs none: SQLite undoes a failed statement alone),
-//! commits **one** transaction (one fsync) for the whole batch, and only then completes the
-//! batch's tickets. A request that fails on its own is rolled back alone
-//! ([`JournalError::Rejected`]); a failed commit fails every request of the batch
-//! ([`JournalError::CommitFailed`]). A completed ticket therefore means: in the file, fsynced.
+//! One writer thread owns the journal's files: an append-only **segment log** for the hot path
+//! (outbound messages waiting for acknowledgement, the exactly-once dedup window) and its own
+//! connection to the SQLite store file (WAL, `synchronous=FULL`) for durable subscriptions, their
+//! messages and cursors, and dead letters. `log/mod.rs` says what goes where, how a request that
+//! touches both stays all-or-nothing, the file format, replay and compaction.
+//!
+//! Callers submit requests ([`Write`]s) through a bounded channel and get a [`Ticket`] (or a
+//! callback). The writer takes everything queued — up to [`JournalConfig::max_batch_writes`]
+//! writes or [`JournalConfig::max_batch_bytes`] payload bytes — writes the log records of the
+//! whole batch as one frame and calls `fdatasync` **once**, commits **one** SQLite transaction
+//! if the batch has SQLite writes (each request in its own savepoint; a request of one
+//! single-statement write needs none), and only then completes the batch's tickets
+//! (`batch.rs`). A request that fails on its own is left out alone ([`JournalError::Rejected`]);
+//! a failed write or commit fails the requests it held ([`JournalError::CommitFailed`]). A
+//! completed ticket therefore means: in the files, fsynced.
 //!
 //! Acknowledged outbound messages do not queue: [`Journal::acknowledge`] hands their ids to the
-//! writer, which deletes them in the next transaction it commits, whatever is queued ahead (see
+//! writer, which deletes them in the next batch it commits, whatever is queued ahead (see
 //! `acks.rs`).
 //!
-//! Reads ([`Journal::pending_outbound`], [`Journal::delivered_ids`], ...) use a second
-//! connection; in WAL mode they never wait for the writer.
+//! Reads of the hot path ([`Journal::pending_outbound`], [`Journal::backlog`],
+//! [`Journal::delivered_ids`]) come from the writer's in-memory index (and the segment files,
+//! by offset); they wait at most for the batch being committed. The other reads use a second
+//! SQLite connection; in WAL mode they never wait for the writer.
 //!
 //! Closing ([`Journal::close`], or dropping the journal) lets the writer drain and commit every
 //! request already submitted, then waits for the thread to end.
 
 mod acks;
 mod apply;
+mod batch;
 mod cpu;
+mod log;
 mod read;
 mod records;
 #[cfg(test)]
@@ -37,7 +47,7 @@ use std::time::Duration;
 
 use meshfed_proto::MeshId;
 use meshfed_proto::envelope::{EnvelopeId, Timestamp};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 pub use records::{
     Backlog, Cursor, DeadLetter, DeliveredId, InboundMessage, InboundSeq, InvalidSubscriptionName,
@@ -45,8 +55,9 @@ pub use records::{
     SubscriptionName, Write,
 };
 
-use self::acks::{Acknowledged, Carried, Deleted, Deletions};
+use self::acks::{Acknowledged, Carried};
 use self::cpu::ThreadCpu;
+use self::log::{Index, Log};
 use crate::error::{Doing, JournalError, StoreError};
 
 /// How the journal queues and batches. The defaults suit a gateway: deep enough for many
@@ -60,6 +71,9 @@ pub struct JournalConfig {
     pub max_batch_writes: usize,
     /// A batch closes once its writes carry this many payload bytes. Default 8 MiB.
     pub max_batch_bytes: usize,
+    /// A segment file of the log is sealed, and the next one begun, once it holds this many
+    /// bytes (at least 4 KiB). Default 64 MiB.
+    pub segment_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -68,6 +82,7 @@ impl Default for JournalConfig {
             queue_capacity: 4096,
             max_batch_writes: 4096,
             max_batch_bytes: 8 << 20,
+            segment_bytes: 64 << 20,
         }
     }
 }
@@ -101,6 +116,8 @@ pub struct Journal {
     /// `None` once joined.
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
+    /// The log's index, which the writer keeps (locked while it commits a batch).
+    index: Arc<Mutex<Index>>,
     acknowledged: Arc<Acknowledged>,
     counters: Arc<Counters>,
     /// Where the writer thread's CPU time is read (`None` where the system does not tell).
@@ -156,12 +173,18 @@ impl Journal {
             })
             .map_err(wrap)?;
         let reader = open_conn().map_err(wrap)?;
+        let (log, index) = open_log(path, &writer_conn, config.segment_bytes).map_err(wrap)?;
+        let index = Arc::new(Mutex::new(index));
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let acknowledged = Arc::new(Acknowledged::default());
         let (cpu_tx, cpu_rx) = mpsc::sync_channel(1);
         let writer = Writer {
             conn: writer_conn,
+            log,
+            index: Arc::clone(&index),
+            compaction: None,
+            broken: false,
             config,
             acknowledged: Arc::clone(&acknowledged),
             carried: Carried::default(),
@@ -181,6 +204,7 @@ impl Journal {
             sender: Some(sender),
             writer: Some(writer),
             reader: Mutex::new(reader),
+            index,
             acknowledged,
             counters,
             writer_cpu,
@@ -311,23 +335,27 @@ impl Journal {
         &self,
         destination: &MeshId,
     ) -> Result<Vec<StoredOutbound>, StoreError> {
-        read::pending_outbound(&self.reader(), destination)
+        let found = self.index().pending(destination);
+        found
+            .into_iter()
+            .map(|(seq, loc, file)| log::read_outbound(&file, seq, loc))
+            .collect()
     }
 
     /// Messages and payload bytes stored per destination.
     pub fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
-        read::backlog(&self.reader())
+        Ok(self.index().backlog())
     }
 
     /// Messages and payload bytes stored for `destination` (zero if none).
     pub fn backlog_of(&self, destination: &MeshId) -> Result<Backlog, StoreError> {
-        read::backlog_of(&self.reader(), destination)
+        Ok(self.index().backlog_of(destination))
     }
 
     /// The dedup window as stored: the delivered ids still remembered at `now`, soonest expiry
     /// first (feed them to `Inbox::restore_delivered`).
     pub fn delivered_ids(&self, now: Timestamp) -> Result<Vec<DeliveredId>, StoreError> {
-        read::delivered_ids(&self.reader(), now)
+        Ok(self.index().delivered(now))
     }
 
     /// The saved cursor of `subscription`, if any.
@@ -362,6 +390,12 @@ impl Journal {
     /// The `limit` latest dead letters, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         read::dead_letters(&self.reader(), limit)
+    }
+
+    /// The log's index. The writer changes it only as whole batches: one it left when
+    /// panicking is read as it is.
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The read connection. A panic elsewhere while it was held leaves it usable (reads only).
@@ -425,9 +459,56 @@ impl Ticket {
     }
 }
 
-/// The writer thread: owns the write connection and commits batches.
+/// Opens the segment log next to the store file at `path`, adds the delivered ids SQLite holds
+/// to its index, and moves outbound messages an older meshfed kept in SQLite into the log.
+fn open_log(
+    path: &Path,
+    conn: &Connection,
+    segment_bytes: u64,
+) -> Result<(Log, Index), StoreError> {
+    let (log, mut index) = Log::open(&log::dir_of(path), segment_bytes)?;
+    for d in read::delivered_rows(conn)? {
+        index.remember_sqlite(d);
+    }
+    loop {
+        let legacy = read::legacy_outbound(conn, 512)?;
+        let Some(last) = legacy.last().map(|m| m.position) else {
+            break;
+        };
+        let mut frame = log.frame(&mut index)?;
+        for m in &legacy {
+            let seq = u64::try_from(m.position.0).map_err(|_| {
+                StoreError::corrupt(
+                    "outbound",
+                    format!("seq {}", m.position.0),
+                    "seq",
+                    "not positive",
+                )
+            })?;
+            // Stored before a crash cut the move short: it is in the log already.
+            if !index.has_outbound(&m.message.id) {
+                log::check_append(&m.message)?;
+                let loc = frame.append(seq, &m.message);
+                index.insert_outbound(seq, &m.message, loc);
+            }
+        }
+        if !frame.is_empty() {
+            log.write(&mut index, &mut frame).map_err(|f| f.error)?;
+        }
+        conn.execute("DELETE FROM outbound WHERE seq <= ?1", [last.0])
+            .doing(|| "delete the outbound messages moved into the journal log".into())?;
+    }
+    Ok((log, index))
+}
+
+/// The writer thread: owns the segment log and the write connection, and commits batches.
 struct Writer {
     conn: Connection,
+    log: Log,
+    index: Arc<Mutex<Index>>,
+    compaction: Option<batch::Compaction>,
+    /// The log failed in a way that leaves its tail unknown: no more writes.
+    broken: bool,
     config: JournalConfig,
     acknowledged: Arc<Acknowledged>,
     /// Acknowledged ids whose messages were not found yet.
@@ -528,55 +609,5 @@ impl Writer {
             counter.fetch_add(1, Ordering::Relaxed);
             (request.done)(outcome);
         }
-    }
-
-    /// Each request's outcome and what the deletions found (`None`: they failed and were
-    /// rolled back alone) if the transaction commits; the error if it does not.
-    fn apply_all(
-        &mut self,
-        batch: &[Request],
-        deletions: &Deletions,
-    ) -> Result<(Vec<Outcome>, Option<Deleted>), StoreError> {
-        let mut tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .doing(|| "begin a journal batch".into())?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for request in batch {
-            let applied = match &request.writes[..] {
-                [] => Ok(()),
-                // One SQL statement is undone alone when it fails: no savepoint needed.
-                [write] if write.is_one_statement() => apply::apply(&tx, write),
-                writes => tx
-                    .savepoint()
-                    .doing(|| "open a savepoint for a journal request".into())
-                    .and_then(|sp| {
-                        writes.iter().try_for_each(|w| apply::apply(&sp, w))?;
-                        sp.commit()
-                            .doing(|| "release a journal request's savepoint".into())
-                    }),
-            };
-            // On error the savepoint was dropped, which rolled this request back alone.
-            outcomes.push(applied.map_err(|e| JournalError::Rejected {
-                source: Arc::new(e),
-            }));
-        }
-        // After the requests: an acknowledged message whose append is in this batch is found.
-        let deleted = if deletions.is_empty() {
-            Some(Deleted::default())
-        } else {
-            tx.savepoint()
-                .doing(|| "open a savepoint for acknowledgements".into())
-                .and_then(|sp| {
-                    let deleted = deletions.apply(&sp)?;
-                    sp.commit()
-                        .doing(|| "release the acknowledgements' savepoint".into())?;
-                    Ok(deleted)
-                })
-                .ok()
-        };
-        tx.commit()
-            .doing(|| format!("commit a journal batch of {} requests", batch.len()))?;
-        Ok((outcomes, deleted))
     }
 }

@@ -1,31 +1,29 @@
 //! Reading the journal back: for restart and recovery, metrics and `federation show`.
 
-use meshfed_proto::MeshId;
-use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::envelope::export::Form;
 use rusqlite::{Connection, Row, params};
 
 use crate::cells::{Cells, row, rows};
 use crate::error::StoreError;
 use crate::journal::records::{
-    Backlog, Cursor, DeadLetter, DeliveredId, InboundMessage, InboundSeq, OrderScope,
-    OutboundMessage, QueuePosition, StoredInbound, StoredOutbound, Subscription, SubscriptionName,
+    Cursor, DeadLetter, DeliveredId, InboundMessage, InboundSeq, OrderScope, OutboundMessage,
+    QueuePosition, StoredInbound, StoredOutbound, Subscription, SubscriptionName,
 };
-use crate::time_fmt::to_sql;
 
-/// The outbound messages stored for `destination`, highest priority first, then in acceptance
-/// order.
-pub(crate) fn pending_outbound(
+/// Up to `limit` outbound messages an older meshfed stored in SQLite, in acceptance order:
+/// `Journal::open` moves them into the segment log.
+pub(crate) fn legacy_outbound(
     conn: &Connection,
-    destination: &MeshId,
+    limit: usize,
 ) -> Result<Vec<StoredOutbound>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     rows(
         conn,
         "SELECT seq, id, destination, priority, qos, deadline, order_source, order_destination,
                 order_topic, enqueued, payload
-         FROM outbound WHERE destination = ?1 ORDER BY priority DESC, seq",
-        [destination.as_str()],
-        || format!("read the outbound messages for mesh {destination}"),
+         FROM outbound ORDER BY seq LIMIT ?1",
+        [limit],
+        || "read the outbound messages stored in SQLite".into(),
         outbound,
     )
 }
@@ -61,58 +59,12 @@ fn outbound(r: &Row<'_>) -> Result<StoredOutbound, StoreError> {
     })
 }
 
-/// Messages and payload bytes stored per destination, in destination order.
-pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
+/// Every delivered id SQLite holds (expired ones too, until they are forgotten).
+pub(crate) fn delivered_rows(conn: &Connection) -> Result<Vec<DeliveredId>, StoreError> {
     rows(
         conn,
-        "SELECT destination, count(*) AS messages, sum(size) AS bytes
-         FROM outbound GROUP BY destination ORDER BY destination",
+        "SELECT id, until FROM delivered",
         [],
-        || "count the outbound backlog".into(),
-        backlog_row,
-    )
-}
-
-/// Messages and payload bytes stored for `destination`.
-pub(crate) fn backlog_of(conn: &Connection, destination: &MeshId) -> Result<Backlog, StoreError> {
-    let found = row(
-        conn,
-        "SELECT destination, count(*) AS messages, sum(size) AS bytes
-         FROM outbound WHERE destination = ?1 GROUP BY destination",
-        [destination.as_str()],
-        || format!("count the outbound backlog for mesh {destination}"),
-        backlog_row,
-    )?;
-    Ok(found.unwrap_or_else(|| Backlog {
-        destination: destination.clone(),
-        messages: 0,
-        bytes: 0,
-    }))
-}
-
-fn backlog_row(r: &Row<'_>) -> Result<Backlog, StoreError> {
-    let c = Cells::keyed("outbound", "destination", r);
-    let count = |column| {
-        let n = c.int(column)?;
-        u64::try_from(n).map_err(|_| c.corrupt(column, format!("negative count {n}")))
-    };
-    Ok(Backlog {
-        destination: c.parse("destination")?,
-        messages: count("messages")?,
-        bytes: count("bytes")?,
-    })
-}
-
-/// The delivered ids whose entries have not expired at `now`, soonest expiry first.
-pub(crate) fn delivered_ids(
-    conn: &Connection,
-    now: Timestamp,
-) -> Result<Vec<DeliveredId>, StoreError> {
-    let now_ms = to_sql("now", now)?;
-    rows(
-        conn,
-        "SELECT id, until FROM delivered WHERE until > ?1 ORDER BY until, id",
-        [now_ms],
         || "read the delivered ids".into(),
         |r| {
             let c = Cells::new("delivered", "id".into(), r);

@@ -197,7 +197,9 @@ pub struct DeadLetter {
 /// One change to the journal. A request of several writes is applied all-or-nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// Store an outbound message (`OutboxEvent::Persist`).
+    /// Store an outbound message (`OutboxEvent::Persist`). Queued messages live in the segment
+    /// log: a request holding one cannot hold writes kept in SQLite (inbound messages, cursors,
+    /// subscriptions, dead letters).
     AppendOutbound(OutboundMessage),
     /// Delete these outbound messages: acknowledged or dead-lettered. Unknown ids are ignored.
     RemoveOutbound(Vec<EnvelopeId>),
@@ -228,16 +230,34 @@ pub enum Write {
 }
 
 impl Write {
-    /// Whether applying it is one SQL statement, which SQLite applies or undoes as a whole.
+    /// Whether applying it in SQLite is one SQL statement, which SQLite applies or undoes as a
+    /// whole.
     pub(crate) fn is_one_statement(&self) -> bool {
         match self {
             Self::AppendOutbound(_)
             | Self::RememberDelivered(_)
             | Self::ForgetExpired { .. }
             | Self::AppendInbound(_)
-            | Self::PutSubscription(_) => true,
+            | Self::PutSubscription(_)
+            | Self::DeadLetter(_) => true,
             Self::RemoveOutbound(ids) | Self::ForgetDelivered(ids) => ids.len() <= 1,
-            Self::SaveCursor { .. } | Self::DeadLetter(_) => false,
+            Self::SaveCursor { .. } => false,
+        }
+    }
+
+    /// Whether it is kept in SQLite (a request holding one goes wholly to SQLite), rather than
+    /// in the segment log.
+    pub(crate) fn kept_in_sqlite(&self) -> bool {
+        match self {
+            Self::AppendInbound(_)
+            | Self::SaveCursor { .. }
+            | Self::PutSubscription(_)
+            | Self::DeadLetter(_) => true,
+            Self::AppendOutbound(_)
+            | Self::RemoveOutbound(_)
+            | Self::RememberDelivered(_)
+            | Self::ForgetDelivered(_)
+            | Self::ForgetExpired { .. } => false,
         }
     }
 

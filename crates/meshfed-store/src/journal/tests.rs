@@ -321,21 +321,42 @@ fn cursor_round_trips_and_consumed_messages_go() {
     assert!(after[0].seq > last);
 }
 
+fn inbound(sub: &SubscriptionName, n: u32) -> InboundMessage {
+    InboundMessage {
+        subscription: sub.clone(),
+        id: id(n),
+        received: Timestamp(u64::from(n)),
+        payload: vec![n as u8; 3],
+    }
+}
+
 #[test]
 fn a_failed_commit_fails_every_ticket_of_the_batch() {
     let (dir, j) = open();
-    // Sabotage: every outbound insert leaves a deferred foreign-key violation, which SQLite
+    // Sabotage: every inbound insert leaves a deferred foreign-key violation, which SQLite
     // reports at COMMIT.
     let raw = Connection::open(dir.path().join("node.sqlite")).unwrap();
     raw.execute_batch(
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);
          CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
-         CREATE TRIGGER sabotage AFTER INSERT ON outbound BEGIN INSERT INTO child VALUES (1); END;",
+         CREATE TRIGGER sabotage AFTER INSERT ON inbound BEGIN INSERT INTO child VALUES (1); END;",
     )
     .unwrap();
-    let tickets: Vec<Ticket> = (1..=50)
-        .map(|n| j.append_outbound(outbound(n, "plant-b", 0)))
-        .collect();
+    let sub: SubscriptionName = "orders".parse().unwrap();
+    // The exactly-once shape: the copy for a durable subscriber and the delivered id together,
+    // with outbound appends (segment log only) in between.
+    let mut tickets = Vec::new();
+    let mut appends = Vec::new();
+    for n in 1..=50 {
+        tickets.push(j.submit_all(vec![
+            Write::AppendInbound(inbound(&sub, n)),
+            Write::RememberDelivered(DeliveredId {
+                id: id(n),
+                until: Timestamp(10_000),
+            }),
+        ]));
+        appends.push(j.append_outbound(outbound(100 + n, "plant-b", 0)));
+    }
     for t in tickets {
         let err = t.wait().unwrap_err();
         assert!(matches!(err, JournalError::CommitFailed { .. }), "{err:?}");
@@ -347,15 +368,20 @@ fn a_failed_commit_fails_every_ticket_of_the_batch() {
         assert!(text.contains("none of them is stored"), "{text}");
         assert!(text.contains("FOREIGN KEY constraint failed"), "{text}");
     }
-    assert!(j.pending_outbound(&mesh("plant-b")).unwrap().is_empty());
-    raw.execute_batch("DROP TRIGGER sabotage").unwrap();
-    j.append_outbound(outbound(51, "plant-b", 0))
-        .wait()
-        .unwrap();
-    assert_eq!(
-        ids(&j.pending_outbound(&mesh("plant-b")).unwrap()),
-        [id(51)]
+    appends.into_iter().try_for_each(Ticket::wait).unwrap();
+    assert!(j.inbound_after(&sub, None, 100).unwrap().is_empty());
+    assert!(
+        j.delivered_ids(Timestamp(0)).unwrap().is_empty(),
+        "all or nothing: no delivered id without its message"
     );
+    assert_eq!(j.backlog_of(&mesh("plant-b")).unwrap().messages, 50);
+    raw.execute_batch("DROP TRIGGER sabotage").unwrap();
+    j.append_inbound(inbound(&sub, 51)).wait().unwrap();
+    assert_eq!(j.inbound_after(&sub, None, 100).unwrap().len(), 1);
+    j.close().unwrap();
+    let again = Journal::open(&dir.path().join("node.sqlite"), JournalConfig::default()).unwrap();
+    assert!(again.delivered_ids(Timestamp(0)).unwrap().is_empty());
+    assert_eq!(again.backlog_of(&mesh("plant-b")).unwrap().messages, 50);
 }
 
 #[test]
@@ -480,6 +506,7 @@ fn small_batch_bounds_still_commit_everything() {
         queue_capacity: 1,
         max_batch_writes: 1,
         max_batch_bytes: 1,
+        segment_bytes: 4096,
     };
     let j = Journal::open(&dir.path().join("node.sqlite"), config).unwrap();
     let tickets: Vec<Ticket> = (0..20)
@@ -489,18 +516,77 @@ fn small_batch_bounds_still_commit_everything() {
     assert_eq!(j.backlog_of(&mesh("plant-b")).unwrap().messages, 20);
 }
 
+/// Stores an outbound message and a delivered id in SQLite as meshfed did before the segment
+/// log, and closes the file.
+fn store_as_before(path: &std::path::Path, id_bytes: &[u8], n: u32) {
+    crate::Store::open(path).unwrap();
+    let raw = Connection::open(path).unwrap();
+    raw.execute(
+        "INSERT INTO outbound (id, destination, priority, qos, deadline, order_source,
+             order_destination, order_topic, enqueued, size, payload)
+         VALUES (?1, 'plant-b', 3, 1, NULL, NULL, NULL, NULL, ?2, 4, x'01020304')",
+        rusqlite::params![id_bytes, 1_000 + i64::from(n)],
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO delivered (id, until) VALUES (?1, 5000)",
+        [&id(900 + n).0[..]],
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_corrupt_id_is_reported_with_table_row_and_column() {
-    let (dir, j) = open();
-    j.append_outbound(outbound(1, "plant-b", 0)).wait().unwrap();
-    let raw = Connection::open(dir.path().join("node.sqlite")).unwrap();
-    raw.execute("UPDATE outbound SET id = x'0102'", []).unwrap();
-    let err = j.pending_outbound(&mesh("plant-b")).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.sqlite");
+    store_as_before(&path, &[1, 2], 1);
+    let err = Journal::open(&path, JournalConfig::default()).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "corrupt row in table outbound (row \"seq 1\"), column id: an envelope id has 16 bytes, \
-         found 2"
+        chain(&err),
+        format!(
+            "cannot open the store at {}: corrupt row in table outbound (row \"seq 1\"), column \
+             id: an envelope id has 16 bytes, found 2",
+            path.display()
+        )
     );
+}
+
+#[test]
+fn messages_and_delivered_ids_stored_in_sqlite_before_are_still_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.sqlite");
+    store_as_before(&path, &id(1).0, 1);
+    store_as_before(&path, &id(2).0, 2);
+    let j = Journal::open(&path, JournalConfig::default()).unwrap();
+    j.append_outbound(outbound(3, "plant-b", 3)).wait().unwrap();
+    let pending = j.pending_outbound(&mesh("plant-b")).unwrap();
+    assert_eq!(ids(&pending), [1, 2, 3].map(id), "older first");
+    assert_eq!(pending[0].message.payload, [1, 2, 3, 4]);
+    assert_eq!(pending[0].message.enqueued, Timestamp(1_001));
+    let delivered = |j: &Journal| {
+        j.delivered_ids(Timestamp(0))
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(delivered(&j), [901, 902].map(id));
+    j.remove_outbound(vec![id(1)]).wait().unwrap();
+    j.submit(Write::ForgetDelivered(vec![id(901)]))
+        .wait()
+        .unwrap();
+    j.close().unwrap();
+    let raw = Connection::open(&path).unwrap();
+    let left: i64 = raw
+        .query_row("SELECT count(*) FROM outbound", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "moved into the segment log");
+    let again = Journal::open(&path, JournalConfig::default()).unwrap();
+    assert_eq!(
+        ids(&again.pending_outbound(&mesh("plant-b")).unwrap()),
+        [2, 3].map(id)
+    );
+    assert_eq!(delivered(&again), [id(902)]);
 }
 
 #[test]
