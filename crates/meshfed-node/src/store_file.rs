@@ -75,7 +75,8 @@ pub(crate) fn record(dir: &Path) -> Result<(), GatewayError> {
     })
 }
 
-/// Moves the store file at `store` (with its `-wal` and `-shm` files) aside, to
+/// Moves the store file at `store` (with its `-wal` and `-shm` files and the journal's
+/// `-segments` directory) aside, to
 /// `<store>.replaced-<UTC time>`, and removes the marker of `dir`, so that the next gateway
 /// start creates an empty store. Returns where the store file went, `None` when there was none.
 pub fn start_over(dir: &Path, store: &Path, now: SystemTime) -> io::Result<Option<PathBuf>> {
@@ -89,7 +90,7 @@ pub fn start_over(dir: &Path, store: &Path, now: SystemTime) -> io::Result<Optio
         PathBuf::from(name)
     };
     let mut moved = None;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-segments"] {
         let mut from = store.as_os_str().to_owned();
         from.push(suffix);
         let from = PathBuf::from(from);
@@ -141,6 +142,7 @@ mod tests {
         let store = tmp.path().join("meshfed.db");
         std::fs::write(&store, b"db").unwrap();
         std::fs::write(tmp.path().join("meshfed.db-wal"), b"wal").unwrap();
+        std::fs::create_dir(tmp.path().join("meshfed.db-segments")).unwrap();
         record(tmp.path()).unwrap();
         let moved = start_over(tmp.path(), &store, SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -155,6 +157,13 @@ mod tests {
                 .join("meshfed.db-wal.replaced-1970-01-01T000000Z")
                 .exists()
         );
+        assert!(
+            tmp.path()
+                .join("meshfed.db-segments.replaced-1970-01-01T000000Z")
+                .is_dir(),
+            "the journal's segment log goes with the store"
+        );
+        assert!(!tmp.path().join("meshfed.db-segments").exists());
         assert!(!store.exists());
         check(tmp.path(), &store).unwrap();
     }
