@@ -145,6 +145,7 @@ impl Writer {
             self.recover(&mut index, failed.cut_back);
             return Err(failed.error);
         }
+        self.log.recycle(frame);
         let committed = match sql.tx.take() {
             Some(tx) => tx
                 .commit()
@@ -176,6 +177,7 @@ impl Writer {
                     {
                         self.recover(&mut index, failed.cut_back);
                     }
+                    self.log.recycle(frame);
                 }
                 Err(_) => self.recover(&mut index, true),
             }

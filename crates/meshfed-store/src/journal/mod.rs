@@ -466,7 +466,7 @@ fn open_log(
     conn: &Connection,
     segment_bytes: u64,
 ) -> Result<(Log, Index), StoreError> {
-    let (log, mut index) = Log::open(&log::dir_of(path), segment_bytes)?;
+    let (mut log, mut index) = Log::open(&log::dir_of(path), segment_bytes)?;
     for d in read::delivered_rows(conn)? {
         index.remember_sqlite(d);
     }

@@ -85,12 +85,26 @@ pub(crate) struct Frame {
 
 impl Frame {
     /// An empty frame that will be written to `segment` at offset `start`.
+    #[cfg(test)]
     pub(crate) fn new(segment: u64, start: u64) -> Self {
+        Self::reusing(Vec::new(), segment, start)
+    }
+
+    /// An empty frame for `segment` at `start`, in the buffer of an earlier one (its
+    /// allocation kept: a batch's frame holds all its payloads).
+    pub(crate) fn reusing(mut buf: Vec<u8>, segment: u64, start: u64) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&[0; HEADER]);
         Self {
-            buf: vec![0; HEADER],
+            buf,
             segment,
             start,
         }
+    }
+
+    /// The frame's buffer, for the next frame.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Whether it holds no record.

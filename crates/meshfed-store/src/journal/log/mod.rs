@@ -80,7 +80,12 @@ pub(crate) struct Log {
     /// The directory, open: locked while the journal is, fsynced after creating or deleting.
     dir_file: File,
     segment_bytes: u64,
+    /// The last frame's buffer, reused by the next.
+    spare: Vec<u8>,
 }
+
+/// A frame buffer larger than this is not kept for the next frame.
+const SPARE_BYTES: usize = 32 << 20;
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_owned();
@@ -117,6 +122,7 @@ impl Log {
             dir: dir.to_owned(),
             dir_file,
             segment_bytes: segment_bytes.max(4096),
+            spare: Vec::new(),
         };
         let index = log.replay()?;
         Ok((log, index))
@@ -260,16 +266,25 @@ impl Log {
 
     /// An empty frame at the end of the last segment, after sealing it (and creating the next)
     /// if it has reached the segment size.
-    pub(crate) fn frame(&self, index: &mut Index) -> Result<Frame, StoreError> {
+    pub(crate) fn frame(&mut self, index: &mut Index) -> Result<Frame, StoreError> {
         let (n, len) = match index.segments.last_key_value() {
             Some((n, s)) => (*n, s.len),
             None => (0, self.segment_bytes),
         };
+        let buf = std::mem::take(&mut self.spare);
         if len >= self.segment_bytes {
             self.create_segment(index, n + 1)?;
-            return Ok(Frame::new(n + 1, MAGIC.len() as u64));
+            return Ok(Frame::reusing(buf, n + 1, MAGIC.len() as u64));
         }
-        Ok(Frame::new(n, len))
+        Ok(Frame::reusing(buf, n, len))
+    }
+
+    /// Keeps `frame`'s buffer for the next frame.
+    pub(crate) fn recycle(&mut self, frame: Frame) {
+        let buf = frame.into_buffer();
+        if buf.capacity() <= SPARE_BYTES {
+            self.spare = buf;
+        }
     }
 
     /// Writes `frame` and waits for `fdatasync`. On failure the segment is cut back to where
