@@ -242,10 +242,13 @@ impl Log {
 
     fn create_segment(&self, index: &mut Index, n: u64) -> Result<(), StoreError> {
         let path = self.segment_path(n);
+        // Not `create_new`: a file left by an earlier attempt that failed is not in the index
+        // (replay would have listed it), and is started afresh.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .open(&path)
             .map_err(io_err("create", &path))?;
         file.write_all_at(&MAGIC, 0)
