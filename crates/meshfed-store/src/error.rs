@@ -102,6 +102,16 @@ pub enum StoreError {
         /// What is wrong.
         problem: String,
     },
+    /// The store file says its journal has a segment log, and the directory is not there.
+    #[error(
+        "the journal's segment log {path} is missing, though the store file says it was \
+         created: its queued messages and dedup window would be lost; put it back beside the \
+         store file, or start over with an empty store"
+    )]
+    LogMissing {
+        /// The segment directory.
+        path: PathBuf,
+    },
     /// Another journal (in this process or another) has the segment directory open.
     #[error("the journal log {path} is in use by another journal")]
     LogLocked {

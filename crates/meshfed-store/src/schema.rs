@@ -172,12 +172,16 @@ const MIGRATIONS: &[&str] = &[
         offer         BLOB NOT NULL
     ) STRICT;
     ",
-    // 9: no table changes. From this version on, outbound messages and the delivered ids of
-    // log-only requests are in the journal's segment log (`<store file>-segments/`), and the
-    // `outbound` table is emptied into it at open. The version keeps an older meshfed, which
-    // would not see them, from opening the file.
+    // 9: from this version on, outbound messages and the delivered ids of log-only requests
+    // are in the journal's segment log (`<store file>-segments/`), and the `outbound` table is
+    // emptied into it at open. The version keeps an older meshfed, which would not see them,
+    // from opening the file; the row the journal puts here once it has created the log makes
+    // a store file that lost its log (copied alone, say) fail to open instead of starting
+    // with an empty queue.
     "
-    -- the journal's hot path is in the segment log
+    CREATE TABLE journal_log (
+        created INTEGER NOT NULL -- 1: the segment log was created beside this file
+    ) STRICT;
     ",
 ];
 

@@ -466,7 +466,20 @@ fn open_log(
     conn: &Connection,
     segment_bytes: u64,
 ) -> Result<(Log, Index), StoreError> {
-    let (mut log, mut index) = Log::open(&log::dir_of(path), segment_bytes)?;
+    let dir = log::dir_of(path);
+    let recorded: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM journal_log)", [], |r| {
+            r.get(0)
+        })
+        .doing(|| "read whether the journal's segment log was created".into())?;
+    if recorded && !dir.exists() {
+        return Err(StoreError::LogMissing { path: dir });
+    }
+    let (mut log, mut index) = Log::open(&dir, segment_bytes)?;
+    if !recorded {
+        conn.execute("INSERT INTO journal_log (created) VALUES (1)", [])
+            .doing(|| "record that the journal's segment log was created".into())?;
+    }
     for d in read::delivered_rows(conn)? {
         index.remember_sqlite(d);
     }

@@ -23,7 +23,9 @@
 //! the last segment, then calls `fdatasync` once, and only then completes the batch's tickets.
 //! A segment that has reached [`JournalConfig::segment_bytes`](crate::JournalConfig) is
 //! sealed and a new one created (the directory is fsynced after creating and after deleting a
-//! file). The directory is locked (`flock`) while a journal has it open.
+//! file). The directory is locked (`flock`) while a journal has it open. The store file
+//! records (table `journal_log`) that the log was created: a store file whose log has gone
+//! (copied without it, say) does not open, rather than start with an empty queue.
 //!
 //! ## Opening
 //! The segments are replayed in order into the in-memory [`Index`] (outbound queues by

@@ -294,6 +294,32 @@ fn a_second_journal_on_the_same_files_is_refused() {
 }
 
 #[test]
+fn a_store_file_whose_segment_log_is_gone_does_not_open_empty() {
+    let files = Files::new();
+    let j = files.open(JournalConfig::default());
+    j.append_outbound(outbound(1, "plant-b", 0, 10))
+        .wait()
+        .unwrap();
+    j.close().unwrap();
+    let dir = super::dir_of(&files.store);
+    std::fs::rename(&dir, files.store.with_extension("elsewhere")).unwrap();
+    let err = Journal::open(&files.store, JournalConfig::default()).unwrap_err();
+    assert_eq!(
+        chain(&err),
+        format!(
+            "cannot open the store at {}: the journal's segment log {} is missing, though the \
+             store file says it was created: its queued messages and dedup window would be \
+             lost; put it back beside the store file, or start over with an empty store",
+            files.store.display(),
+            dir.display()
+        )
+    );
+    std::fs::rename(files.store.with_extension("elsewhere"), &dir).unwrap();
+    let j = files.open(JournalConfig::default());
+    assert_eq!(j.backlog_of(&mesh("plant-b")).unwrap().messages, 1);
+}
+
+#[test]
 fn fully_acknowledged_segments_are_deleted() {
     let files = Files::new();
     let j = files.open(small_segments());
