@@ -5,6 +5,7 @@
 //! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
 //! `/v1/openapi.json` is generated from them ([`document`]).
 
+pub mod binary;
 mod conn;
 mod error;
 pub mod models;
