@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::builder::{PathBufValueParser, PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
+use meshfed_node::api::models::Format;
 use meshfed_node::config::{DEFAULT_API_LISTEN, DEFAULT_FEDERATION_LISTEN, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
 use meshfed_proto::{FederationId, MeshId, NodeName, Topic, TopicPattern};
@@ -310,6 +311,10 @@ pub(crate) struct BenchArgs {
     /// the ratio batch/message.
     #[arg(long)]
     pub(crate) compare: bool,
+    /// The frames of the publish and subscriber sockets: binary (raw payloads, no JSON or
+    /// base64 per message) or json (text frames, as `send` and `subscribe` use).
+    #[arg(long, value_name = "FORMAT", default_value = "binary", value_parser = PossibleValuesParser::new(["json", "binary"]).map(|s| if s == "json" { Format::Json } else { Format::Binary }))]
+    pub(crate) format: Format,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

@@ -88,6 +88,7 @@ fn bench_reports_throughput_and_latency_as_json() {
     assert_eq!(report["payload_bytes"], 1024, "{report}");
     assert_eq!(report["qos"], 0, "{report}");
     assert_eq!(report["signatures"], "batch", "{report}");
+    assert_eq!(report["format"], "binary", "{report}");
     assert_eq!(report["latency"]["rate"], 500, "{report}");
     assert_phases_complete(&report, 200, &report);
     assert_eq!(report["throughput"]["duplicates"], 0, "{report}");
@@ -171,6 +172,22 @@ fn bench_compares_batch_and_message_signatures() {
 }
 
 #[test]
+fn bench_measures_over_json_frames_when_asked() {
+    let report = bench_json(&[
+        "--format", "json", "--qos", "1", "--count", "200", "--rate", "500",
+    ]);
+    assert_eq!(report["format"], "json", "{report}");
+    assert_phases_complete(&report, 200, &report);
+    let out = bench(&["--format", "cbor", "--count", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'cbor'") && stderr.contains("binary"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_table_states_qos_and_signature_mode() {
     let out = bench(&["--count", "50", "--rate", "500", "--compare"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -180,7 +197,7 @@ fn bench_table_states_qos_and_signature_mode() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("qos 0 (at most once), signatures batch vs message"),
+        stdout.contains("qos 0 (at most once), signatures batch vs message, binary frames"),
         "{stdout}"
     );
     for row in [
@@ -249,7 +266,7 @@ fn bench_measures_two_running_gateways_it_did_not_start() {
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
         header.contains(&format!(
-            "signatures batch, plant-a publish API at {a_api} → supplier-b subscriber at {b_api} (running gateways"
+            "signatures batch, binary frames, plant-a publish API at {a_api} → supplier-b subscriber at {b_api} (running gateways"
         )),
         "{out}"
     );

@@ -5,6 +5,7 @@
 //! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
 //! `/v1/openapi.json` is generated from them ([`document`]).
 
+pub mod binary;
 mod conn;
 mod error;
 pub mod models;
@@ -27,7 +28,7 @@ use base64::Engine;
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::FederationId;
 use meshfed_proto::TopicPattern;
-use meshfed_proto::envelope::export::Form;
+use meshfed_proto::envelope::export::{Exported, Form};
 use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Qos};
 use meshfed_store::journal::SubscriptionName;
 use serde_json::Value;
@@ -40,14 +41,16 @@ pub use error::ApiError;
 use crate::gateway::federations::{self, Operation};
 use crate::gateway::local::durable;
 use crate::gateway::local::live::Subscription;
+use crate::gateway::local::{Delivery, Parts};
 use crate::gateway::room::WhenFull;
 use crate::gateway::submit::Submitted;
 use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
 use models::schema;
 use models::{
     Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
-    InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged, NodeInfo,
-    OperationRequest, PublishReply, SendRequest, StreamQuery, StreamReply, TokenRotated, TrustView,
+    Format, InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged,
+    NodeInfo, OperationRequest, PublishQuery, PublishReply, SendRequest, StreamQuery, StreamReply,
+    TokenRotated, TrustView,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -390,39 +393,62 @@ fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> 
 impl SendRequest {
     /// The message this body asks for. Shared by `POST /v1/messages` and the publish stream.
     fn into_outgoing(self) -> Result<(Outgoing, bool), ApiError> {
-        if self.wait && self.qos == Qos::AtMostOnce {
-            return Err(ApiError::bad_request(
-                "wait needs an acknowledged delivery: send with qos 1 or 2",
-            ));
-        }
-        let wait = self.wait;
-        let mut flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
+        outgoing(self.into_publish()?)
+    }
+
+    /// The message this body asks for, its JSON forms read: flags by name, the payload as
+    /// its content type shows it, the deadline in milliseconds or as a duration.
+    fn into_publish(self) -> Result<binary::Publish, ApiError> {
+        let flags = self.flags.iter().try_fold(Flags::empty(), |acc, f| {
             Flags::from_name(f)
                 .map(|fl| acc.with(fl))
                 .map_err(|e| ApiError::bad_request(format!("flags: {e}")))
         })?;
-        // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
-        if flags.contains(Flags::RELIABLE) && self.qos == Qos::AtMostOnce {
-            return Err(ApiError::bad_request(
-                "flags: reliable needs qos 1 or 2 (the flag means at least once)",
-            ));
-        }
-        if self.qos != Qos::AtMostOnce {
-            flags = flags.with(Flags::RELIABLE);
-        }
         let content_type = self.content_type.unwrap_or_else(ContentType::json);
-        let outgoing = Outgoing {
+        Ok(binary::Publish {
+            payload: payload_bytes(&content_type, self.payload)?,
             to: self.to,
             topic: self.topic,
-            payload: payload_bytes(&content_type, self.payload)?,
             content_type,
             qos: self.qos,
             priority: self.priority,
             max_latency: max_latency(self.max_latency)?,
             flags,
-        };
-        Ok((outgoing, wait))
+            wait: self.wait,
+        })
     }
+}
+
+/// The message `p` asks for and whether its sender waits, under the rules every way of
+/// sending shares (a JSON body or frame, a binary frame).
+fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
+    if p.wait && p.qos == Qos::AtMostOnce {
+        return Err(ApiError::bad_request(
+            "wait needs an acknowledged delivery: send with qos 1 or 2",
+        ));
+    }
+    // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
+    if p.flags.contains(Flags::RELIABLE) && p.qos == Qos::AtMostOnce {
+        return Err(ApiError::bad_request(
+            "flags: reliable needs qos 1 or 2 (the flag means at least once)",
+        ));
+    }
+    let flags = if p.qos == Qos::AtMostOnce {
+        p.flags
+    } else {
+        p.flags.with(Flags::RELIABLE)
+    };
+    let outgoing = Outgoing {
+        to: p.to,
+        topic: p.topic,
+        payload: p.payload,
+        content_type: p.content_type,
+        qos: p.qos,
+        priority: p.priority,
+        max_latency: p.max_latency,
+        flags,
+    };
+    Ok((outgoing, p.wait))
 }
 
 #[utoipa::path(
@@ -515,22 +541,38 @@ const WS_READ_BUFFER: usize = 16 * 1024;
     path = "/messages/publish",
     tag = "messages",
     security(("bearer" = [])),
+    params(PublishQuery),
     description = "A WebSocket for pipelined sending. Each text frame is one message: a `SendRequest`, \
         the body of `POST /v1/messages`. Each is answered with a `PublishReply` text frame, in the \
         order the messages came: `MessageAccepted`, `MessageAcknowledged` (it asked to `wait`), or an \
-        `ErrorBody`, after which the stream goes on. A binary frame is answered with an `ErrorBody`. \
+        `ErrorBody`, after which the stream goes on. With `format=binary` each message is instead a \
+        binary frame (version 1: `u8 1, u8 0x01, u8 qos, u8 priority, u8 flags, u8 options (bit 0 \
+        wait), u32 max_latency ms (0 none), str to, str topic, str content_type (empty: \
+        application/octet-stream)`, then the raw payload to the end of the frame; integers \
+        big-endian, `str` a u16 length and UTF-8) and each answer a binary frame (`u8 1, u8 0x02` \
+        accepted or `0x03` acknowledged, then the 16 bytes of the envelope id; `u8 1, u8 0x04, str \
+        code, str message` refused). A frame of the other kind, or a malformed one, is answered with \
+        an `ErrorBody` (`bad_request`) naming what is wrong. \
         When the federation's queue is full, a qos ≥ 1 message waits for room and the socket reads \
         nothing more meanwhile (back-pressure); a qos 0 message is accepted and may be shed, lowest \
         priority first.",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
     )
 )]
-async fn publish(State(node): State<Node>, ws: WebSocketUpgrade) -> Response {
-    ws.read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| publish_loop(node, socket))
-        .into_response()
+async fn publish(
+    State(node): State<Node>,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let format = q.format.unwrap_or_default();
+    Ok(ws
+        .read_buffer_size(WS_READ_BUFFER)
+        .on_upgrade(move |socket| publish_loop(node, socket, format))
+        .into_response())
 }
 
 /// An answer on the publish socket, ready or waiting for the message's acceptance.
@@ -539,10 +581,11 @@ enum Reply {
     Waiting(Submitted),
 }
 
-/// Each text frame is one message (the body of `POST /v1/messages`); each gets one answer, in
-/// order. Messages are pipelined: the reader submits them as they come, so many wait for the
-/// same journal commit; the writer answers them in order as they are accepted.
-async fn publish_loop(node: Node, socket: WebSocket) {
+/// Each frame of `format` is one message (the body of `POST /v1/messages`, or its binary
+/// frame); each gets one answer in that format, in order. Messages are pipelined: the reader
+/// submits them as they come, so many wait for the same journal commit; the writer answers
+/// them in order as they are accepted.
+async fn publish_loop(node: Node, socket: WebSocket, format: Format) {
     let stopping = node.stopping();
     let (mut sink, mut incoming) = socket.split();
     let (replies, mut queued) = tokio::sync::mpsc::channel::<Reply>(PUBLISH_WINDOW);
@@ -555,7 +598,7 @@ async fn publish_loop(node: Node, socket: WebSocket) {
                     Err(e) => PublishReply::Refused(e.body()),
                 },
             };
-            if sink.feed(text_frame(&reply)).await.is_err() {
+            if sink.feed(reply_frame(&reply, format)).await.is_err() {
                 return;
             }
             if queued.is_empty() && sink.flush().await.is_err() {
@@ -571,17 +614,28 @@ async fn publish_loop(node: Node, socket: WebSocket) {
                 () = stopping.cancelled() => break,
                 frame = incoming.next() => frame,
             };
-            let reply = match frame {
-                Some(Ok(WsMessage::Text(text))) => publish_one(&node, text.as_str()).await,
-                Some(Ok(WsMessage::Binary(_))) => Reply::Ready(PublishReply::Refused(
-                    ApiError::bad_request(
-                        "a message is a text frame holding the JSON body of POST /v1/messages",
-                    )
-                    .body(),
+            let message = match (frame, format) {
+                (Some(Ok(WsMessage::Text(text))), Format::Json) => {
+                    serde_json::from_str::<SendRequest>(text.as_str())
+                        .map_err(|e| ApiError::bad_request(format!("message: {e}")))
+                        .and_then(SendRequest::into_publish)
+                }
+                (Some(Ok(WsMessage::Binary(bytes))), Format::Binary) => {
+                    binary::Publish::decode(&bytes)
+                        .map_err(|e| ApiError::bad_request(format!("binary publish frame: {e}")))
+                }
+                (Some(Ok(WsMessage::Binary(_))), Format::Json) => Err(ApiError::bad_request(
+                    "a message is a text frame holding the JSON body of POST /v1/messages \
+                     (open the socket with ?format=binary to send binary frames)",
                 )),
-                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => continue,
+                (Some(Ok(WsMessage::Text(_))), Format::Binary) => Err(ApiError::bad_request(
+                    "this socket was opened with format=binary: a message is a binary frame \
+                     (a publish request of binary format version 1), not a text frame",
+                )),
+                (Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)), _) => break,
+                (Some(Ok(_)), _) => continue,
             };
+            let reply = publish_one(&node, message).await;
             if replies.send(reply).await.is_err() {
                 break;
             }
@@ -591,11 +645,9 @@ async fn publish_loop(node: Node, socket: WebSocket) {
     tokio::join!(reader, writer);
 }
 
-async fn publish_one(node: &Node, text: &str) -> Reply {
+async fn publish_one(node: &Node, message: Result<binary::Publish, ApiError>) -> Reply {
     let submitted = async {
-        let body: SendRequest = serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request(format!("message: {e}")))?;
-        let (outgoing, wait) = body.into_outgoing()?;
+        let (outgoing, wait) = outgoing(message?)?;
         // Waiting for room here stops this socket's reader: the publisher feels back-pressure
         // (DESIGN §3.5) while the writer goes on answering what is accepted.
         Ok::<_, ApiError>(node.submit(outgoing, wait, WhenFull::Wait).await?)
@@ -603,6 +655,14 @@ async fn publish_one(node: &Node, text: &str) -> Reply {
     match submitted.await {
         Ok(s) => Reply::Waiting(s),
         Err(e) => Reply::Ready(PublishReply::Refused(e.body())),
+    }
+}
+
+/// The frame of `reply` in `format`.
+fn reply_frame(reply: &PublishReply, format: Format) -> WsMessage {
+    match format {
+        Format::Json => text_frame(reply),
+        Format::Binary => WsMessage::Binary(binary::encode_reply(reply).into()),
     }
 }
 
@@ -697,9 +757,17 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
     description = "A WebSocket of delivered envelopes: each text frame is one `Envelope` in the \
         spec's JSON layout, or with `proof=required` in the export form (the same JSON plus \
         `proof`, the envelope as it crossed, checkable alone against the source mesh's CA). \
+        With `format=binary` each envelope is instead a binary frame carrying the same fields, \
+        with the certificate, the signature, the proof and the payload as raw bytes (version 1: \
+        `u8 1, u8 0x10, u8 parts` (bit 0 signed, 1 encrypted, 2 batch, 3 message, 4 proof), \
+        then the fields in a fixed order, the payload last; the layout is documented in \
+        `meshfed_node::api::binary`). \
         With `durable`, the subscriber acknowledges with `DurableAck` text \
         frames, and the gateway sends `StreamReply` frames besides envelopes: `Acked` once an \
-        acknowledgement that asked to `confirm` is committed, or an `ErrorBody` for one it refuses.",
+        acknowledgement that asked to `confirm` is committed, or an `ErrorBody` for one it refuses; \
+        these stay JSON text frames with `format=binary` too. A durable subscription keeps its \
+        envelopes as JSON: sent as binary frames, their JSON payloads are that JSON re-written \
+        (compact, keys sorted), as the JSON frames show them.",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
@@ -715,6 +783,7 @@ async fn stream(
     let Query(q) = query?;
     let pattern = q.topic.unwrap_or_else(TopicPattern::all);
     let form = Form::from(q.proof.unwrap_or_default());
+    let format = q.format.unwrap_or_default();
     if let Some(name) = q.durable {
         let name: SubscriptionName = name
             .parse()
@@ -726,7 +795,7 @@ async fn stream(
             .map_err(ApiError::internal)?;
         return Ok(ws
             .read_buffer_size(WS_READ_BUFFER)
-            .on_upgrade(move |socket| forward_durable(reader, socket))
+            .on_upgrade(move |socket| forward_durable(reader, socket, form, format))
             .into_response());
     }
     // Subscribed before the upgrade completes too: a client whose stream is open misses
@@ -734,13 +803,53 @@ async fn stream(
     let live = node.subscribe(pattern, q.from, form);
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| forward(node, socket, live, form))
+        .on_upgrade(move |socket| forward(node, socket, live, form, format))
         .into_response())
 }
 
-/// Sends every delivery of `live`, in `form`, to one WebSocket client until it or the node
-/// goes away.
-async fn forward(node: Node, mut socket: WebSocket, mut live: Subscription, form: Form) {
+/// The frame of `delivery` for a subscriber that asked for `form` in `format`, made once per
+/// delivery, form and format whatever the number of subscribers.
+fn delivery_frame(delivery: &Delivery, form: Form, format: Format) -> WsMessage {
+    match format {
+        Format::Json => WsMessage::Text(delivery.text_in(form).to_string().into()),
+        Format::Binary => WsMessage::Binary(delivery.binary_in(form, encode_parts)),
+    }
+}
+
+fn encode_parts(p: Parts<'_>) -> Vec<u8> {
+    binary::encode_envelope(p.envelope, p.unproven, p.crossed)
+}
+
+/// The frame of a durable subscription's stored envelope (its JSON) in `format`.
+fn stored_frame(text: String, format: Format) -> WsMessage {
+    if format == Format::Json {
+        return WsMessage::Text(text.into());
+    }
+    match Exported::from_json(&text) {
+        Ok(e) => {
+            let crossed = e.crossed.as_ref().map(|c| c.encode());
+            WsMessage::Binary(
+                binary::encode_envelope(&e.envelope, false, crossed.as_deref()).into(),
+            )
+        }
+        Err(e) => {
+            // Never expected: the gateway wrote this JSON. Better JSON than nothing: the
+            // subscriber still gets, and can acknowledge, the envelope.
+            tracing::error!(error = %e, "a stored envelope does not read back; sending its JSON to a binary subscriber");
+            WsMessage::Text(text.into())
+        }
+    }
+}
+
+/// Sends every delivery of `live`, in `form` and `format`, to one WebSocket client until it or
+/// the node goes away.
+async fn forward(
+    node: Node,
+    mut socket: WebSocket,
+    mut live: Subscription,
+    form: Form,
+    format: Format,
+) {
     let stopping = node.stopping();
     loop {
         let delivery = tokio::select! {
@@ -755,7 +864,7 @@ async fn forward(node: Node, mut socket: WebSocket, mut live: Subscription, form
         let Some(delivery) = delivery else { break };
         // One write (and flush) for whatever is queued, not one per message.
         if socket
-            .feed(WsMessage::Text(delivery.text_in(form).to_string().into()))
+            .feed(delivery_frame(&delivery, form, format))
             .await
             .is_err()
             || (live.rx.is_empty() && socket.flush().await.is_err())
@@ -772,6 +881,8 @@ async fn forward_durable(
         tokio::sync::mpsc::UnboundedReceiver<durable::Saved>,
     ),
     mut socket: WebSocket,
+    form: Form,
+    format: Format,
 ) {
     loop {
         let replies: Vec<StreamReply> = tokio::select! {
@@ -797,8 +908,12 @@ async fn forward_durable(
                 })
                 .collect(),
             next = reader.next() => match next {
-                Some(text) => {
-                    if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                Some(next) => {
+                    let frame = match next {
+                        durable::Next::Stored(text) => stored_frame(text, format),
+                        durable::Next::Live(d) => delivery_frame(&d, form, format),
+                    };
+                    if socket.send(frame).await.is_err() {
                         break;
                     }
                     continue;

@@ -839,6 +839,47 @@ pub struct StreamQuery {
     #[serde(default)]
     #[param(value_type = Option<schema::Proof>)]
     pub proof: Option<Proof>,
+    /// `binary`: each envelope as a binary frame (the layout of `meshfed_node::api::binary`:
+    /// raw payload, certificate and proof, no base64); `json` (the default): as a JSON text
+    /// frame. A durable subscriber's acknowledgements and the gateway's `StreamReply` frames
+    /// stay JSON text frames either way.
+    #[serde(default)]
+    #[param(value_type = Option<schema::Format>)]
+    pub format: Option<Format>,
+}
+
+/// The query of `GET /v1/messages/publish`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PublishQuery {
+    /// `binary`: each message and each answer is a binary frame (the layout of
+    /// `meshfed_node::api::binary`: raw payload, no JSON); `json` (the default): a JSON text
+    /// frame.
+    #[serde(default)]
+    #[param(value_type = Option<schema::Format>)]
+    pub format: Option<Format>,
+}
+
+/// The frames of the messaging WebSockets (`format=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON text frames.
+    #[default]
+    Json,
+    /// Binary frames ([`crate::api::binary`]).
+    Binary,
+}
+
+impl Format {
+    /// The format as the query names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Binary => "binary",
+        }
+    }
 }
 
 /// [`StreamQuery::proof`].

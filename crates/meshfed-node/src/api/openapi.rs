@@ -1,5 +1,6 @@
 //! The root of the OpenAPI 3.1 document served at `/v1/openapi.json`: its title, the bearer
-//! security scheme, and the schemas of the WebSocket messages (which no HTTP body refers to).
+//! security scheme, the schemas of the WebSocket messages (which no HTTP body refers to) and of
+//! the query and path parameters' values (which their operations refer to without adding them).
 //! The operations and the schemas of their bodies are added by the routes themselves
 //! (`#[utoipa::path]` on each handler, registered with `routes!` in `api::api`).
 
@@ -25,6 +26,9 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
         SendRequest,
         PublishReply,
         schema::Envelope,
+        schema::Proof,
+        schema::Format,
+        schema::Operation,
         DurableAck,
         Acked,
         StreamReply

@@ -186,6 +186,65 @@ fn a_route_added_around_the_documentation_is_seen_as_served() {
     assert!(doc["paths"].get("/v1/sneaky").is_none());
 }
 
+#[test]
+fn both_messaging_sockets_document_the_format_parameter_and_its_two_values() {
+    let doc = serde_json::to_value(document()).unwrap();
+    for path in ["/v1/messages/stream", "/v1/messages/publish"] {
+        let op = &doc["paths"][path]["get"];
+        let params = op["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {op}"));
+        let format = params
+            .iter()
+            .find(|p| p["name"] == "format")
+            .unwrap_or_else(|| panic!("{path} documents no format parameter: {op}"));
+        assert_eq!(format["in"], "query", "{path}");
+        assert_eq!(format["required"], false, "{path}");
+        let description = format["description"].as_str().unwrap();
+        assert!(description.contains("`binary`"), "{path}: {description}");
+        assert!(
+            op["description"]
+                .as_str()
+                .unwrap()
+                .contains("format=binary"),
+            "{path}: {op}"
+        );
+    }
+    let names = &doc["components"]["schemas"]["Format"]["enum"];
+    assert_eq!(names, &json!(["json", "binary"]), "{doc}");
+}
+
+#[test]
+fn every_reference_in_the_document_names_a_component_it_has() {
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(document()).unwrap();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 20, "{found:?}");
+    let dangling: BTreeSet<&str> = found
+        .into_iter()
+        .filter(|r| {
+            r.strip_prefix("#/components/schemas/")
+                .is_none_or(|name| doc["components"]["schemas"].get(name).is_none())
+        })
+        .collect();
+    assert!(
+        dangling.is_empty(),
+        "references to no component: {dangling:?}"
+    );
+}
+
 /// `value`, serialized, under the name of its schema.
 fn sample<T: Serialize + ToSchema>(value: T) -> (String, Value) {
     (T::name().into_owned(), serde_json::to_value(value).unwrap())

@@ -32,7 +32,11 @@
 //! `--compare` runs everything once per signature mode, each on a fresh pair of meshes, and
 //! prints the ratio. Running gateways sign as they are configured; the report names the mode
 //! the publishing gateway reports in `GET /v1/node` (the publisher is the side that signs).
+//!
+//! Both sockets speak the `--format` asked for: binary frames (the default: raw payloads, no
+//! JSON or base64 per message on either side) or JSON text frames; the report names it.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -43,9 +47,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
+use meshfed_node::api::binary::{self, Delivered, Publish};
 use meshfed_node::api::models::{
-    ErrorBody, FederationList, FederationStatus, FederationView, InviteRequest, InviteResponse,
-    JoinRequest, NodeInfo, PublishReply, SendRequest,
+    ErrorBody, FederationList, FederationStatus, FederationView, Format, InviteRequest,
+    InviteResponse, JoinRequest, NodeInfo, PublishReply, SendRequest,
 };
 use meshfed_node::config::{NodeConfig, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
@@ -111,6 +116,8 @@ struct Plan {
     modes: Vec<SignatureMode>,
     /// `[delivery] sign_window` for the gateways bench starts, if asked.
     sign_window: Option<Duration>,
+    /// The frames both sockets carry.
+    format: Format,
     json: bool,
     /// The running gateways to measure; `None` starts two meshes in this process.
     running: Option<Running>,
@@ -173,6 +180,7 @@ impl Plan {
             qos: args.qos,
             modes,
             sign_window: args.sign_window,
+            format: args.format,
             json: args.json,
             running,
         })
@@ -637,36 +645,83 @@ fn payload(size: usize, tag: u8, seq: u64, at: u64) -> String {
 #[derive(serde::Deserialize)]
 struct Received<'a> {
     #[serde(borrow)]
-    message: std::borrow::Cow<'a, str>,
+    message: Cow<'a, str>,
 }
 
 /// The phase tag, sequence number and send time in a delivered envelope's payload.
-fn stamp(text: &str) -> Option<(u8, u64, u64)> {
+fn stamp(payload: &[u8]) -> Option<(u8, u64, u64)> {
+    let text = std::str::from_utf8(payload.get(..STAMP_LEN)?).ok()?;
     let tag = u8::from_str_radix(text.get(0..2)?, 16).ok()?;
     let seq = u64::from_str_radix(text.get(2..16)?, 16).ok()?;
     let at = u64::from_str_radix(text.get(16..32)?, 16).ok()?;
     Some((tag, seq, at))
 }
 
+/// What every message of a run is but its payload, in the format of the publish socket.
+#[derive(Clone)]
+enum Template {
+    Json(SendRequest),
+    Binary(Publish),
+}
+
 /// What every message of a run is but its payload: text on [`TOPIC`] to `to` with `qos`.
-fn template(to: &MeshId, qos: Qos) -> Result<SendRequest, Failure> {
+fn template(to: &MeshId, qos: Qos, format: Format) -> Result<Template, Failure> {
     let invalid = |e: String| Failure::Runtime(anyhow!("bench: {e}"));
     let topic: Topic = TOPIC.parse().map_err(|e| invalid(format!("{e}")))?;
     let text: ContentType = "text/plain".parse().map_err(|e| invalid(format!("{e}")))?;
-    Ok(SendRequest {
-        content_type: Some(text),
-        qos,
-        ..SendRequest::new(to.clone(), topic, Value::Null)
+    Ok(match format {
+        Format::Json => Template::Json(SendRequest {
+            content_type: Some(text),
+            qos,
+            ..SendRequest::new(to.clone(), topic, Value::Null)
+        }),
+        Format::Binary => Template::Binary(Publish {
+            content_type: text,
+            qos,
+            ..Publish::new(to.clone(), topic, Vec::new())
+        }),
     })
 }
 
 /// The publish frame of `template` with `payload`.
-fn message(template: &SendRequest, payload: String) -> Message {
-    let body = SendRequest {
-        payload: Value::String(payload),
-        ..template.clone()
-    };
-    crate::messages::text_frame(&body)
+fn message(template: &Template, payload: String) -> Message {
+    match template {
+        Template::Json(t) => crate::messages::text_frame(&SendRequest {
+            payload: Value::String(payload),
+            ..t.clone()
+        }),
+        Template::Binary(t) => Message::Binary(
+            Publish {
+                payload: payload.into_bytes(),
+                ..t.clone()
+            }
+            .encode()
+            .into(),
+        ),
+    }
+}
+
+/// A publish reply in either format; `None` for a frame that is no reply (ping, pong, close).
+fn reply_of(frame: &Message) -> Option<Result<PublishReply, String>> {
+    match frame {
+        Message::Text(t) => Some(serde_json::from_str(t).map_err(|e| e.to_string())),
+        Message::Binary(b) => Some(binary::decode_reply(b).map_err(|e| e.to_string())),
+        _ => None,
+    }
+}
+
+/// The payload of a delivered envelope in either format. Of a JSON frame only `message` is
+/// read, and of a binary frame everything: the client's parsing shares the CPU with both
+/// gateways, and a real client reads the envelope it is given.
+fn delivered_payload(frame: &Message) -> Option<Cow<'_, [u8]>> {
+    match frame {
+        Message::Text(t) => match serde_json::from_str::<Received<'_>>(t).ok()?.message {
+            Cow::Borrowed(s) => Some(Cow::Borrowed(s.as_bytes())),
+            Cow::Owned(s) => Some(Cow::Owned(s.into_bytes())),
+        },
+        Message::Binary(b) => Delivered::decode(b).ok()?.envelope.message.map(Cow::Owned),
+        _ => None,
+    }
 }
 
 fn ws_failure(what: &str) -> impl Fn(tokio_tungstenite::tungstenite::Error) -> Failure + '_ {
@@ -691,19 +746,23 @@ async fn run_phase(
         .subscriber
         .api
         .websocket(&format!(
-            "/v1/messages/stream?from={}&topic={TOPIC}",
-            ends.publisher.mesh
+            "/v1/messages/stream?from={}&topic={TOPIC}&format={}",
+            ends.publisher.mesh,
+            plan.format.as_str()
         ))
         .await
         .map_err(ws_failure("subscribing"))?;
     let publisher = ends
         .publisher
         .api
-        .websocket("/v1/messages/publish")
+        .websocket(&format!(
+            "/v1/messages/publish?format={}",
+            plan.format.as_str()
+        ))
         .await
         .map_err(ws_failure("opening the publish stream"))?;
     let (mut sink, mut replies) = publisher.split();
-    let template = template(&ends.subscriber.mesh, plan.qos)?;
+    let template = template(&ends.subscriber.mesh, plan.qos, plan.format)?;
     let subscribe_task = tokio::spawn(subscribe(subscriber, shared.clone(), origin, tag));
     warm_up(&mut sink, &mut replies, &shared, plan, ends, &template).await?;
 
@@ -775,7 +834,7 @@ async fn warm_up(
     shared: &Shared,
     plan: &Plan,
     ends: &Ends,
-    template: &SendRequest,
+    template: &Template,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + STALL;
     for seq in 0.. {
@@ -784,8 +843,11 @@ async fn warm_up(
             .map_err(ws_failure("publishing"))?;
         let reply = loop {
             match replies.next().await {
-                Some(Ok(Message::Text(t))) => break serde_json::from_str::<PublishReply>(&t),
-                Some(Ok(_)) => {}
+                Some(Ok(frame)) => {
+                    if let Some(reply) = reply_of(&frame) {
+                        break reply;
+                    }
+                }
                 Some(Err(e)) => return Err(ws_failure("publishing")(e)),
                 None => {
                     return Err(Failure::Runtime(anyhow!(
@@ -839,7 +901,7 @@ async fn warm_up(
 /// What the publisher of one phase sends.
 struct Sending {
     /// Every message but its payload.
-    template: SendRequest,
+    template: Template,
     tag: u8,
     size: usize,
     stop: Stop,
@@ -909,8 +971,10 @@ async fn read_replies(
     shared: Arc<Shared>,
 ) {
     while let Some(Ok(frame)) = replies.next().await {
-        let Message::Text(text) = frame else { continue };
-        let refusal = match serde_json::from_str::<PublishReply>(&text) {
+        let Some(reply) = reply_of(&frame) else {
+            continue;
+        };
+        let refusal = match reply {
             Ok(PublishReply::Accepted(_) | PublishReply::Acknowledged(_)) => {
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -930,12 +994,10 @@ async fn read_replies(
 async fn subscribe(mut ws: WebSocket, shared: Arc<Shared>, origin: Instant, tag: u8) {
     while let Some(Ok(frame)) = ws.next().await {
         let now = since(origin);
-        let Message::Text(text) = frame else { continue };
-        // Only `message` is read: the client's parsing shares the CPU with both gateways.
-        let Ok(envelope) = serde_json::from_str::<Received<'_>>(&text) else {
+        let Some(payload) = delivered_payload(&frame) else {
             continue;
         };
-        match stamp(&envelope.message) {
+        match stamp(&payload) {
             Some((WARM_UP, _, _)) => {
                 shared.warm.fetch_add(1, Ordering::Relaxed);
             }

@@ -12,6 +12,8 @@ use super::*;
 pub(super) struct ReportJson {
     payload_bytes: usize,
     qos: Qos,
+    /// The frames of the publish and subscriber sockets: `binary` or `json`.
+    format: &'static str,
     path: String,
     /// The running gateways measured, if bench did not start its own.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +171,7 @@ pub(super) fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> Rep
     ReportJson {
         payload_bytes: plan.payload,
         qos: plan.qos,
+        format: plan.format.as_str(),
         path: measured.path(),
         publisher,
         subscriber,
@@ -218,11 +221,12 @@ pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Res
         ),
     };
     outln!(
-        "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {path}",
+        "meshfed bench — {} B payloads, qos {} ({}), signatures {}, {} frames, {path}",
         plan.payload,
         plan.qos.level(),
         qos_label(plan.qos),
         modes.join(" vs "),
+        plan.format.as_str(),
     )?;
     outln!(
         "{:<11} {:<13} {:>7} {:>9} {:>9} {:>6} {:>5} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}",

@@ -140,6 +140,11 @@ stand_in!(
     Proof => names(["none", "required"])
 );
 stand_in!(
+    /// The frames of a messaging WebSocket: `json` (the default) for JSON text frames, `binary`
+    /// for the binary layout (version 1; raw payloads, no base64).
+    Format => names(["json", "binary"])
+);
+stand_in!(
     /// A delivered envelope in the spec's JSON layout: `federation` (version, id, timestamp,
     /// source_mesh, destination_mesh, routing, security, policy, metadata) and `message` (a
     /// JSON value for JSON content, a string for text, base64 otherwise, `null` when sealed).

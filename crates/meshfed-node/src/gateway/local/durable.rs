@@ -123,8 +123,14 @@ pub(crate) struct Reader {
     changes: watch::Receiver<u64>,
     /// The live stream, for the qos 0 messages the journal does not keep.
     live: super::live::Subscription,
-    /// The form the subscriber receives the live stream's messages in.
-    form: Form,
+}
+
+/// What a durable subscriber is sent next.
+pub(crate) enum Next {
+    /// A message kept in the journal: its JSON, in the form the subscription kept it in.
+    Stored(String),
+    /// A qos 0 message of the live stream, which the journal does not keep.
+    Live(Arc<Delivery>),
 }
 
 impl Reader {
@@ -162,13 +168,12 @@ impl Reader {
             done_tx,
             changes,
             live,
-            form,
         };
         Ok((reader, done_rx))
     }
 
     /// The next envelope to send, waiting for one; `None` when the gateway stops.
-    pub(crate) async fn next(&mut self) -> Option<String> {
+    pub(crate) async fn next(&mut self) -> Option<Next> {
         loop {
             if self.unacked.len() < WINDOW {
                 if self.ready.is_empty() {
@@ -176,7 +181,7 @@ impl Reader {
                 }
                 if let Some((id, seq, text)) = self.ready.pop_front() {
                     self.unacked.push_back((id, seq));
-                    return Some(text);
+                    return Some(Next::Stored(text));
                 }
             }
             tokio::select! {
@@ -187,7 +192,7 @@ impl Reader {
                     }
                 }
                 live = self.live.rx.recv() => match live {
-                    Some(d) => return Some(d.text_in(self.form).to_string()),
+                    Some(d) => return Some(Next::Live(d)),
                     None => return None,
                 },
             }

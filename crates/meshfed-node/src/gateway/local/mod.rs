@@ -7,7 +7,9 @@
 //! (`proof=required`) — in the export form ([`meshfed_proto::envelope::export`]): the same JSON
 //! plus the envelope exactly as it crossed. A [`Delivery`] keeps what that takes and encodes it
 //! the first time a subscriber that asked for it receives it, so that deliveries to the others
-//! cost nothing more.
+//! cost nothing more. The same holds for the binary frames of subscribers that asked for
+//! `format=binary` ([`Delivery::binary_in`]; the layout is the API's): a delivery that only
+//! binary subscribers take is never written as JSON.
 //!
 //! An envelope of a streamed batch whose signer is the link's peer reaches the subscribers that
 //! take the spec form on arrival, before its batch head (DESIGN §3.4): that [`Delivery`] is
@@ -20,6 +22,7 @@ pub(crate) mod live;
 
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use meshfed_proto::batch::{BatchError, BatchSignature, ProvenEnvelope, UnsignedEnvelope};
 use meshfed_proto::envelope::export::{self, Form};
 use meshfed_proto::envelope::{BatchProof, Envelope, Qos, WireEnvelope};
@@ -47,6 +50,9 @@ pub struct Delivery {
     crossed: Option<AsCrossed>,
     /// The export form, made the first time a subscriber asks for it.
     export: OnceLock<Arc<str>>,
+    /// The binary frames of the spec and the export form, each made the first time a binary
+    /// subscriber asks for it: no JSON is written for a delivery only binary subscribers take.
+    binary: [OnceLock<Bytes>; 2],
 }
 
 /// An envelope exactly as it crossed the link, by parts the receiver already has: the envelope
@@ -101,6 +107,7 @@ impl Delivery {
             text: OnceLock::new(),
             crossed,
             export: OnceLock::new(),
+            binary: Default::default(),
         }
     }
 
@@ -116,6 +123,7 @@ impl Delivery {
             text: OnceLock::new(),
             crossed: None,
             export: OnceLock::new(),
+            binary: Default::default(),
         }
     }
 
@@ -159,6 +167,63 @@ impl Delivery {
                     Err(e) => {
                         tracing::error!(source = %self.source, topic = %self.topic, error = %e, "cannot make the export form of a delivered envelope; delivering its spec JSON");
                         self.text()
+                    }
+                }
+            })
+            .clone()
+    }
+}
+
+/// What a binary frame of a delivery is made from (the API's `binary` module knows the layout).
+pub(crate) struct Parts<'a> {
+    /// The envelope with its opened message.
+    pub(crate) envelope: &'a Envelope,
+    /// Its proof is still to come: no signature or batch position yet.
+    pub(crate) unproven: bool,
+    /// For the export form: the CBOR of the envelope as it crossed.
+    pub(crate) crossed: Option<&'a [u8]>,
+}
+
+impl Delivery {
+    /// The binary frame a subscriber that asked for `form` receives, made by `encode` on the
+    /// first call for that form and shared by every later one. Like [`Delivery::export`], the
+    /// export form falls back to the spec form (logged) should the envelope as it crossed not
+    /// encode. Empty for a refused delivery, which no subscriber receives.
+    pub(crate) fn binary_in(&self, form: Form, encode: fn(Parts<'_>) -> Vec<u8>) -> Bytes {
+        let slot = match form {
+            Form::Spec => 0,
+            Form::Export => 1,
+        };
+        self.binary[slot]
+            .get_or_init(|| {
+                let Some(envelope) = &self.envelope else {
+                    return Bytes::new();
+                };
+                let spec = || {
+                    encode(Parts {
+                        envelope,
+                        unproven: self.unproven,
+                        crossed: None,
+                    })
+                };
+                if form == Form::Spec {
+                    return spec().into();
+                }
+                let crossed = self
+                    .crossed
+                    .as_ref()
+                    .ok_or_else(|| "the envelope as it crossed was not kept".to_owned())
+                    .and_then(|c| c.encode().map_err(|e| e.to_string()));
+                match crossed {
+                    Ok(cbor) => encode(Parts {
+                        envelope,
+                        unproven: self.unproven,
+                        crossed: Some(&cbor),
+                    })
+                    .into(),
+                    Err(e) => {
+                        tracing::error!(source = %self.source, topic = %self.topic, error = %e, "cannot make the export form of a delivered envelope; delivering its spec form");
+                        self.binary_in(Form::Spec, encode)
                     }
                 }
             })
