@@ -200,10 +200,8 @@ fn resuming_with_a_certificate_from_an_unknown_ca_is_refused() {
     let mut impostor = mesh("plant-a");
     let store = impostor.dir().join("store");
     std::fs::create_dir_all(&store).unwrap();
-    for entry in std::fs::read_dir(a.dir().join("store")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, store.join(path.file_name().unwrap())).unwrap();
-    }
+    // The store file and its journal's segment log (a directory beside it).
+    copy_dir(&a.dir().join("store"), &store);
     let mark = b.log_mark();
     impostor.start();
     // The impostor's CA bears the real one's name, so the refusal is a signature that does
@@ -344,4 +342,18 @@ fn admin_commands_say_the_gateway_cannot_be_reached_when_it_is_not_running() {
         stderr.contains(&api.to_string()),
         "names the address tried:\n{out}"
     );
+}
+
+/// Copies the files of `from` into `to`, directories included.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
