@@ -38,11 +38,11 @@ fn open() -> (tempfile::TempDir, Journal) {
     (dir, journal)
 }
 
-fn ids(pending: &[StoredOutbound]) -> Vec<EnvelopeId> {
+pub(super) fn ids(pending: &[StoredOutbound]) -> Vec<EnvelopeId> {
     pending.iter().map(|p| p.message.id).collect()
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

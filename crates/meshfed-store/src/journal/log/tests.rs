@@ -8,9 +8,8 @@ use meshfed_proto::MeshId;
 use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
 use proptest::prelude::*;
 
-use crate::journal::{
-    DeliveredId, Journal, JournalConfig, OutboundMessage, StoredOutbound, Ticket, Write,
-};
+use crate::journal::tests::{chain, ids};
+use crate::journal::{DeliveredId, Journal, JournalConfig, OutboundMessage, Ticket, Write};
 use crate::{JournalError, StoreError};
 
 fn id(n: u32) -> EnvelopeId {
@@ -68,20 +67,6 @@ impl Files {
         files.sort();
         files
     }
-}
-
-fn ids(pending: &[StoredOutbound]) -> Vec<EnvelopeId> {
-    pending.iter().map(|p| p.message.id).collect()
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text += &format!(": {s}");
-        cur = s.source();
-    }
-    text
 }
 
 #[test]
