@@ -45,7 +45,7 @@ fn envelope(content_type: &str) -> Envelope {
             federation_id: "fed_0123456789abcdef0123456789abcdef".parse().unwrap(),
             agreement_version: 1,
             // A P-384 leaf certificate is about this long.
-            certificate: vec![0x30; 523],
+            certificate: meshfed_proto::envelope::SignerCertificate::new(vec![0x30; 523]),
             encryption: Some(Encryption {
                 cipher: Cipher::Aes256Gcm,
                 key_id: "ck1_0123456789abcdef0123456789abcdef".parse().unwrap(),
@@ -157,7 +157,7 @@ fn cbor_of(e: &Envelope) -> CborDelivery<'_> {
         federation_id: h.federation_id.as_str(),
         agreement_version: h.agreement_version,
         signature: &e.signature.0,
-        certificate: &h.certificate,
+        certificate: h.certificate.der().map_or(&[][..], |d| &d[..]),
         key_id: Some(enc.key_id.as_str()),
         iv: &enc.iv,
         batch: Some((

@@ -151,7 +151,12 @@ async fn published_in_binary_an_envelope_reaches_binary_and_json_subscribers_as_
             m.flags.with(Flags::RELIABLE)
         };
         assert_eq!(h.flags, reliable);
-        assert!(!h.certificate.is_empty());
+        // The wire names the signer's certificate by digest; the receiver delivers its DER.
+        let der = h
+            .certificate
+            .der()
+            .expect("the delivered certificate's DER");
+        assert_eq!(&meshfed_proto::crypto::sha384(der), h.certificate.digest());
 
         let export = Delivered::decode(&next_binary(&mut binary_export).await).unwrap();
         let json_text = next_text(&mut json_export).await;

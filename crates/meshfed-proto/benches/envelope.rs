@@ -34,7 +34,7 @@ fn header() -> Header {
         federation_id: "fed_0123456789abcdef0123456789abcdef".parse().unwrap(),
         // A P-384 leaf certificate is about this long.
         agreement_version: 1,
-        certificate: vec![0x30; 620],
+        certificate: meshfed_proto::envelope::SignerCertificate::new(vec![0x30; 620]),
         encryption: None,
         policy: DeliveryPolicy {
             priority: Priority::try_from(3).unwrap(),

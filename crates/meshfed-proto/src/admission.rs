@@ -403,7 +403,7 @@ mod tests {
             flags: Flags::empty(),
             federation_id: t.federation_id,
             agreement_version: 1,
-            certificate: Vec::new(),
+            certificate: crate::envelope::SignerCertificate::default(),
             encryption: Some(Encryption {
                 cipher: Cipher::Aes256Gcm,
                 key_id: "k1".parse().unwrap(),

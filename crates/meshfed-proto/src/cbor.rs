@@ -31,3 +31,42 @@ pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborFau
     }
     Ok(value)
 }
+
+/// Declares a tuple struct read from a CBOR array of exactly its fields: serde's derived
+/// visitor would accept an array that announces more items than it holds, so two encodings
+/// would decode to one value.
+macro_rules! exact_array {
+    ($(struct $name:ident($($ty:ty),+ $(,)?);)+) => {$(
+        struct $name($($ty),+);
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "an array of {} items", [$(stringify!($ty)),+].len())
+                    }
+
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$name, A::Error> {
+                        let mut n = 0;
+                        let value = $name($({
+                            let item = seq
+                                .next_element::<$ty>()?
+                                .ok_or_else(|| serde::de::Error::invalid_length(n, &self))?;
+                            n += 1;
+                            item
+                        }),+);
+                        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                            return Err(serde::de::Error::invalid_length(n + 1, &self));
+                        }
+                        Ok(value)
+                    }
+                }
+                d.deserialize_seq(V)
+            }
+        }
+    )+};
+}
+pub(crate) use exact_array;

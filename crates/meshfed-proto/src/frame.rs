@@ -97,6 +97,9 @@ frame_types! {
     Transfer = 0x21,
     /// The signature of a streamed batch: its number, count, root and signature.
     BatchHead = 0x22,
+    /// A signer certificate (its DER, the whole body) that envelopes sent after it on the link
+    /// name by SHA-384 digest: each certificate crosses a link once, not in every envelope.
+    SignerCertificate = 0x23,
 }
 
 /// One frame.

@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshfed_proto::crypto::{ContentSecret, KeyEpoch, random_fill};
 use meshfed_proto::envelope::{
-    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Hop, Metadata, Source,
-    Timestamp, Version, WireEnvelope,
+    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Hop, Metadata,
+    SignerCertificate, Source, Timestamp, Version, WireEnvelope,
 };
 use meshfed_trust::inspect_node_cert;
 
@@ -55,7 +55,7 @@ impl TestNode {
             },
             flags: Flags::RELIABLE,
             agreement_version: 1,
-            certificate: self.cert.to_vec(),
+            certificate: SignerCertificate::new(self.cert.to_vec()),
             encryption: None,
             policy: DeliveryPolicy::default(),
             metadata: Metadata {
@@ -99,6 +99,24 @@ impl TestNode {
     }
 }
 
+/// Flips one bit of the last byte of the payload (ciphertext and tag) in the CBOR of an
+/// envelope as it crossed: a wire envelope or a proven one.
+pub fn flip_payload_bit(cbor: &mut [u8]) {
+    let payload = match WireEnvelope::decode(cbor) {
+        Ok(wire) => wire.payload().to_vec(),
+        Err(_) => meshfed_proto::batch::ProvenEnvelope::decode(cbor)
+            .expect("a wire or proven envelope")
+            .envelope()
+            .payload()
+            .to_vec(),
+    };
+    let at = cbor
+        .windows(payload.len())
+        .position(|w| w == payload)
+        .expect("the payload in its envelope");
+    cbor[at + payload.len() - 1] ^= 0x01;
+}
+
 #[cfg(test)]
 mod tests {
     use meshfed_trust::P384PublicKey;
@@ -115,7 +133,20 @@ mod tests {
         back.verify(&key).unwrap();
         assert_eq!(back.header().source.mesh.as_str(), "plant-a");
         assert_eq!(back.header().source.gateway.as_str(), "gw1");
-        assert_eq!(back.header().certificate, node.cert.to_vec());
+        // The header names the certificate by its digest; the form a file holds carries it,
+        // the form a link carries does not (the link announced it).
+        assert_eq!(
+            back.header().certificate.digest(),
+            &meshfed_proto::crypto::sha384(&node.cert)
+        );
+        assert_eq!(
+            back.header().certificate.der().map(|d| d.to_vec()),
+            Some(node.cert.to_vec())
+        );
+        let on_link = meshfed_proto::envelope::WireEnvelope::decode(&env.encode_on_link()).unwrap();
+        assert!(on_link.header().certificate.der().is_none());
+        assert_eq!(on_link.header(), back.header());
+        assert!(env.encode_on_link().len() + node.cert.len() <= env.encode().len());
         assert!(back.header().encryption.is_some());
         assert!(back.clear_payload().is_err());
         assert_ne!(back.payload(), br#"{"c":21}"#);

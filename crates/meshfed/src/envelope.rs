@@ -8,7 +8,8 @@
 //! JSON plus `proof`, one of the two CBOR forms in base64; see
 //! [`meshfed_proto::envelope::export`]). The JSON goes to stdout and the verdict to stderr, so stdout
 //! stays one JSON document that can be piped on. The verdict is decided by [`check_signature`]:
-//! the signer's certificate (carried in the header) must chain to the CA, name a node of the mesh
+//! the signer's certificate (named by digest in the header and carried beside it; an envelope
+//! as a link carries it, without the certificate, cannot be checked alone) must chain to the CA, name a node of the mesh
 //! the header names as source, and its key must verify the envelope ([`Envelope::verify`]: the
 //! signature over the header bytes and the payload digest, or the inclusion proof to the batch's
 //! root and the batch signature over that root and the count).
@@ -75,8 +76,8 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
             eprintln!("signature: valid — {signed}");
             Ok(())
         }
-        Err(Invalid::DigestUnknown) => {
-            eprintln!("signature: not checkable — {}", Invalid::DigestUnknown);
+        Err(unknown @ (Invalid::DigestUnknown | Invalid::CertificateNotCarried(_))) => {
+            eprintln!("signature: not checkable — {unknown}");
             Err(Failure::CheckFailed)
         }
         Err(invalid) => {
@@ -288,6 +289,13 @@ pub(crate) enum Invalid {
         /// The node the certificate names.
         signer: NodeIdentity,
     },
+    /// The envelope names its signer's certificate by digest and does not carry it (the form
+    /// it has on a link, where the certificate is announced once).
+    #[error(
+        "the envelope names its signer's certificate by SHA-384 digest ({0}) and does not carry \
+         it; inspect its export form (`meshfed subscribe --proof`), which carries it"
+    )]
+    CertificateNotCarried(String),
     /// The certificate's public key cannot verify anything.
     #[error("the signer's certificate holds an unusable public key")]
     UnusableSignerKey(#[source] KeyError),
@@ -327,7 +335,11 @@ pub(crate) fn check_signature(
     now: SystemTime,
 ) -> Result<Signed, Invalid> {
     let header = subject.header();
-    let cert = CertificateDer::from(header.certificate.as_slice());
+    let der = header
+        .certificate
+        .der()
+        .ok_or_else(|| Invalid::CertificateNotCarried(header.certificate.digest_name()))?;
+    let cert = CertificateDer::from(&der[..]);
     // Node certificates carry both client and server authentication; either purpose will do.
     let info = verify_node_cert(bundle, &cert, issuing, KeyPurpose::ClientAuth, now)
         .map_err(Invalid::UntrustedSigner)?;
@@ -395,6 +407,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use meshfed_proto::envelope::SignerCertificate;
     use meshfed_testkit::TestPki;
 
     use super::*;
@@ -519,14 +532,20 @@ mod tests {
     }
 
     #[test]
-    fn header_without_a_certificate_is_untrusted() {
+    fn envelope_as_it_crossed_a_link_names_its_certificate_and_cannot_be_checked_alone() {
         let pki = TestPki::new("plant-a");
         let node = pki.node("gw1");
-        let mut header = node.envelope_header("supplier-b", "t");
-        header.certificate.clear();
-        let env = node.seal_envelope(header, b"{}");
+        let env = node.sealed_envelope("supplier-b", "t", b"{}");
+        let on_link = WireEnvelope::decode(&env.encode_on_link()).unwrap();
         let err =
-            check_signature(&Inspected::wire(&env), pki.bundle(), &[], pki.now()).unwrap_err();
-        assert!(matches!(err, Invalid::UntrustedSigner(_)), "{err:?}");
+            check_signature(&Inspected::wire(&on_link), pki.bundle(), &[], pki.now()).unwrap_err();
+        let digest = SignerCertificate::new(node.cert.to_vec()).digest_name();
+        assert!(
+            matches!(&err, Invalid::CertificateNotCarried(d) if *d == digest),
+            "{err:?}"
+        );
+        // The form a file holds carries it, and checks.
+        let alone = WireEnvelope::decode(&env.encode()).unwrap();
+        check_signature(&Inspected::wire(&alone), pki.bundle(), &[], pki.now()).unwrap();
     }
 }

@@ -205,8 +205,7 @@ fn envelope_with_an_expired_signer_certificate_is_invalid() {
 fn flipped_payload_byte_is_invalid_as_altered_payload() {
     let fx = Fixture::new();
     let mut bytes = fx.envelope.clone();
-    // The payload (ciphertext and tag) is the wire array's last element: its last byte is the file's.
-    *bytes.last_mut().unwrap() ^= 0x01;
+    meshfed_testkit::envelope::flip_payload_bit(&mut bytes);
     let run = inspect(&fx.envelope_file(&bytes), Some(&fx.ca));
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("signature: INVALID"), "{}", run.stderr);
@@ -536,8 +535,7 @@ fn proven_envelope_with_a_flipped_payload_byte_is_invalid_as_altered_payload() {
         .proof(0)
         .unwrap()
         .encode();
-    // The payload is the member's last element: its last byte is the file's.
-    *bytes.last_mut().unwrap() ^= 0x01;
+    meshfed_testkit::envelope::flip_payload_bit(&mut bytes);
     let run = inspect(&fx.envelope_file(&bytes), Some(&fx.ca));
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
@@ -633,8 +631,7 @@ fn export_form_with_a_flipped_ciphertext_byte_is_invalid() {
     let fx = Fixture::new();
     let mut json = exported_member(&fx, 2, 0);
     let mut cbor = B64.decode(json["proof"].as_str().unwrap()).unwrap();
-    // The payload (ciphertext and tag) is the last field of the CBOR.
-    *cbor.last_mut().unwrap() ^= 1;
+    meshfed_testkit::envelope::flip_payload_bit(&mut cbor);
     json["proof"] = Value::String(B64.encode(cbor));
     let run = inspect_json(&fx, &json);
     assert_eq!(run.code, 1, "{}", run.stderr);

@@ -133,10 +133,10 @@ fn readme_example_checks_a_message_that_just_crossed(signatures: &str, in_batch:
         "{out}"
     );
 
-    // One bit of the ciphertext in proof flipped (the payload is the CBOR's last field).
+    // One bit of the ciphertext in proof flipped.
     let mut tampered = v.clone();
     let mut cbor = B64.decode(v["proof"].as_str().unwrap()).unwrap();
-    *cbor.last_mut().unwrap() ^= 1;
+    meshfed_testkit::envelope::flip_payload_bit(&mut cbor);
     tampered["proof"] = Value::from(B64.encode(cbor));
     let file = write(dir.path(), "tampered.json", &tampered.to_string());
     let out = inspect(&b, &file, &ca_of(&a));

@@ -42,7 +42,7 @@
 //!   if signed:    [96] signature (ECDSA P-384 r || s; the batch's when batch)
 //!   if encrypted: str key_id, [12] iv (the cipher is AES-256-GCM)
 //!   if batch:     [48] root, u32 count, u32 index, bytes audit path (48-byte hashes, bottom up)
-//!   bytes certificate (DER)
+//!   bytes certificate (DER; a gateway always delivers it, empty only if it were unknown)
 //!   if proof:     bytes proof (`proof=required`: the CBOR of the envelope as it crossed, the
 //!                 export form's `proof` without base64)
 //!   if message:   payload: the rest of the frame, raw (clear: absent when sealed and unopened)
@@ -56,7 +56,8 @@ use meshfed_proto::batch::merkle::{HASH_LEN, TreeHash};
 use meshfed_proto::crypto::{SIGNATURE_LEN, Signature};
 use meshfed_proto::envelope::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
+    Version,
 };
 use meshfed_proto::{MeshId, Topic};
 
@@ -326,7 +327,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
             .sum::<usize>()
         + SIGNATURE_LEN
         + 200
-        + h.certificate.len()
+        + h.certificate.der().map_or(0, |d| d.len())
         + proof.map_or(0, <[u8]>::len)
         + envelope.message.as_ref().map_or(0, Vec::len);
     let mut w = Writer::with_capacity(capacity);
@@ -367,7 +368,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         w.u32(b.index());
         w.bytes(&b.proof().to_bytes());
     }
-    w.bytes(&h.certificate);
+    w.bytes(h.certificate.der().map_or(&[][..], |d| &d[..]));
     if let Some(proof) = proof {
         w.bytes(proof);
     }
@@ -480,7 +481,10 @@ impl Delivered {
         } else {
             None
         };
-        let certificate = r.bytes("security.certificate")?.to_vec();
+        let certificate = match r.bytes("security.certificate")? {
+            [] => SignerCertificate::default(),
+            der => SignerCertificate::new(der.to_vec()),
+        };
         let proof = if has(PROOF) {
             Some(r.bytes("proof")?.to_vec())
         } else {

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use meshfed_proto::crypto::SigningKey;
+use meshfed_proto::envelope::SignerCertificate;
 use meshfed_proto::statement::{BundleStatement, SignedStatement};
 use meshfed_proto::{MeshId, NodeName};
 use meshfed_transport::TlsIdentity;
@@ -62,8 +63,10 @@ impl MeshTrust {
 /// The node certificate in use.
 #[derive(Debug)]
 pub(crate) struct NodeCert {
-    /// DER, as envelope headers carry it.
+    /// DER, as TLS presents it and links announce it.
     pub(crate) der: Vec<u8>,
+    /// The same, as envelope headers name it (its digest computed once).
+    pub(crate) signer: SignerCertificate,
     /// End of its validity.
     pub(crate) not_after: SystemTime,
     /// The node key it certifies, which signs envelopes and agreements.
@@ -204,6 +207,7 @@ impl Identity {
         presented.map_err(|e| format!("presenting it in TLS: {e}"))?;
         let current = Arc::new(NodeCert {
             der: cert.der().to_vec(),
+            signer: SignerCertificate::new(cert.der().to_vec()),
             not_after: cert.info().not_after,
             key,
         });
@@ -438,6 +442,7 @@ pub(crate) fn load(
             statement,
         })),
         current: RwLock::new(Arc::new(NodeCert {
+            signer: SignerCertificate::new(cert_der.clone()),
             der: cert_der,
             not_after: info.not_after,
             key: Arc::new(key),

@@ -52,7 +52,7 @@ use super::context::Context;
 use super::cores::on_every_core;
 use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
-use super::port::LinkPort;
+use super::port::{LinkPort, PeerTrust};
 
 /// A streamed batch went wrong in a way the caller acts on.
 #[derive(Debug)]
@@ -152,7 +152,7 @@ async fn open_transfer(
                     (e, checked, false)
                 })
                 .collect();
-            proven(&receipt, checked)?
+            proven(&link.trust, &receipt, checked)?
         }
         Signed::Each(list) => {
             let signed = list
@@ -171,7 +171,9 @@ async fn open_transfer(
             .map_err(Refusal::BadSignature)?;
             verified
                 .into_iter()
-                .map(|wire| {
+                .map(|mut wire| {
+                    // The export form carries the certificate the link announced.
+                    wire.fill_certificate(|d| link.trust.certificate(d));
                     let checked = check(link, &terms, wire.header(), &wire.hop, |o| wire.open(o));
                     let signature = *wire.signature();
                     let header = wire.header().clone();
@@ -222,6 +224,7 @@ fn transmits(
 /// The envelopes of a batch verified into `receipt`, each with the outcome of its checks and
 /// whether its unproven delivery went out, as deliveries that keep their position.
 fn proven(
+    trust: &PeerTrust,
     receipt: &BatchReceipt,
     checked: Vec<(UnsignedEnvelope, Checked, bool)>,
 ) -> Result<Vec<Opened>, Refusal> {
@@ -232,12 +235,14 @@ fn proven(
     checked
         .into_iter()
         .enumerate()
-        .map(|(i, (envelope, checked, early))| {
+        .map(|(i, (mut envelope, checked, early))| {
             let position = tree
                 .proof(i as u64)
                 .map_err(|e| e.to_string())
                 .and_then(|p| BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string()))
                 .map_err(Refusal::BadSignature)?;
+            // The export form carries the certificate the link announced.
+            envelope.fill_certificate(|d| trust.certificate(d));
             let header = envelope.header().clone();
             let crossed = AsCrossed::InBatch {
                 envelope,
@@ -420,7 +425,7 @@ impl Heads {
                 && link.trust.is_peer(header);
             if let (true, Ok((hop, clear))) = (early, &checked) {
                 unproven.push(Arc::new(Delivery::unproven(Envelope {
-                    header: header.clone(),
+                    header: link.trust.known(header),
                     hop: hop.clone(),
                     signature: Signature([0; SIGNATURE_LEN]),
                     message: Some(clear.clone()),
@@ -562,7 +567,7 @@ impl Heads {
             items.push((m.epoch, m.floor, m.item, m.held_back));
             checked.push((m.envelope, m.checked, m.early));
         }
-        let opened = proven(&receipt, checked).map_err(StreamFault::Refused)?;
+        let opened = proven(&link.trust, &receipt, checked).map_err(StreamFault::Refused)?;
         let transmits: Vec<_> = items
             .into_iter()
             .zip(opened)

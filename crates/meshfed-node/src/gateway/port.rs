@@ -13,8 +13,8 @@ use meshfed_proto::admission::{Refusal, Terms};
 use meshfed_proto::crypto::{
     ContentSecret, CryptoError, Digest384, KeyEpoch, Opener, Sealer, VerifyingKey, sha384,
 };
-use meshfed_proto::envelope::Timestamp;
-use meshfed_proto::frame::Frame;
+use meshfed_proto::envelope::{SignerCertificate, Timestamp};
+use meshfed_proto::frame::{Frame, FrameType};
 use meshfed_proto::session::{LinkSession, SessionClosed};
 use meshfed_proto::{FederationId, KeyId, MeshId};
 use meshfed_queue::Peer;
@@ -74,6 +74,8 @@ pub(crate) struct LinkPort {
     pub(crate) keys: SessionKeys,
     /// The peer's signers, checked against its stored trust bundle.
     pub(crate) trust: PeerTrust,
+    /// The digest of the signer certificate this side last announced on the link.
+    announced: Mutex<Option<Digest384>>,
     tx: mpsc::Sender<Frame>,
     /// Cancelled when the session ends, whichever side ends it.
     closed: CancellationToken,
@@ -133,6 +135,7 @@ impl LinkPort {
             renegotiated: tokio::sync::broadcast::channel(8).0,
             keys,
             trust,
+            announced: Mutex::new(None),
             tx,
             closed,
             session: Mutex::new(session),
@@ -197,6 +200,25 @@ impl LinkPort {
             return Err(Closed);
         }
         self.tx.send(frame).await.map_err(|_| Closed)
+    }
+
+    /// Announces this node's signer certificate `cert` to the peer unless it is the one last
+    /// announced on this link: envelopes sent after it name it by digest. Call with the switch
+    /// gate held, as transfers are built, so the announcement is queued before any transfer
+    /// that names the certificate.
+    pub(crate) async fn announce(&self, cert: &SignerCertificate) -> Result<(), Closed> {
+        let Some(der) = cert.der() else {
+            return Ok(());
+        };
+        {
+            let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            if announced.as_ref() == Some(cert.digest()) {
+                return Ok(());
+            }
+            *announced = Some(*cert.digest());
+        }
+        self.send(Frame::new(FrameType::SignerCertificate, der.to_vec()))
+            .await
     }
 
     /// Ends the session (the driver closes the link).
@@ -365,6 +387,10 @@ impl SessionKeys {
     }
 }
 
+/// The most signer certificates a peer's announcements keep on one link: a node announces its
+/// certificate once per link and again after each renewal.
+const ANNOUNCED: usize = 8;
+
 /// The peer's trust bundle as stored for the federation, the certificates the peer presented on
 /// this link (its leaf, and after it its mesh's issuing CA, if it has one) and issuing CAs it
 /// named in trust bundle statements since, and the signer certificates already verified against
@@ -374,8 +400,12 @@ pub(crate) struct PeerTrust {
     /// What the peer's TLS certificate says (`None` if it does not read as a node certificate,
     /// which the handshake would have refused).
     leaf: Option<NodeCertInfo>,
-    /// The peer's TLS certificate, DER, exactly as presented in this session.
-    leaf_der: Vec<u8>,
+    /// The peer's TLS certificate, DER, exactly as presented in this session, and its SHA-384.
+    leaf_der: Arc<[u8]>,
+    leaf_digest: Digest384,
+    /// Signer certificates the peer announced on this link, by SHA-384, newest last: envelopes
+    /// name their signer's certificate by digest (DESIGN §3.4). At most [`ANNOUNCED`] are kept.
+    announced: Mutex<VecDeque<(Digest384, Arc<[u8]>)>>,
     /// Revoked signers are refused; the lists may change while the link is up.
     revocations: Arc<Revocations>,
     /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
@@ -397,7 +427,9 @@ impl PeerTrust {
         Self {
             bundle: RwLock::new(bundle),
             leaf: meshfed_trust::inspect_node_cert(&leaf_der).ok(),
-            leaf_der,
+            leaf_digest: sha384(&leaf_der),
+            leaf_der: leaf_der.into(),
+            announced: Mutex::new(VecDeque::new()),
             revocations,
             intermediates: RwLock::new(intermediates),
             signers: Mutex::new(HashMap::new()),
@@ -438,7 +470,7 @@ impl PeerTrust {
     /// mesh and gateway are the peer's. TLS under that key already authenticated its bytes.
     pub(crate) fn is_peer(&self, header: &meshfed_proto::envelope::Header) -> bool {
         self.leaf.as_ref().is_some_and(|leaf| {
-            header.certificate == self.leaf_der
+            header.certificate.digest() == &self.leaf_digest
                 && header.source.mesh == leaf.mesh
                 && header.source.gateway.as_str() == leaf.node.as_str()
         })
@@ -453,18 +485,73 @@ impl PeerTrust {
             .clear();
     }
 
+    /// A signer certificate the peer announced on this link (the DER of a `SignerCertificate`
+    /// frame). Checked when an envelope names it; until then it is only kept, so a peer can
+    /// hold at most [`ANNOUNCED`] of them here.
+    pub(crate) fn announce(&self, der: &[u8]) {
+        let digest = sha384(der);
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        if digest == self.leaf_digest || announced.iter().any(|(d, _)| *d == digest) {
+            return;
+        }
+        if announced.len() == ANNOUNCED {
+            announced.pop_front();
+        }
+        announced.push_back((digest, der.into()));
+    }
+
+    /// The DER of the certificate with SHA-384 `digest`, if the peer presented it in TLS or
+    /// announced it on this link.
+    pub(crate) fn certificate(&self, digest: &Digest384) -> Option<Arc<[u8]>> {
+        if *digest == self.leaf_digest {
+            return Some(self.leaf_der.clone());
+        }
+        let announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        announced
+            .iter()
+            .rev()
+            .find(|(d, _)| d == digest)
+            .map(|(_, der)| der.clone())
+    }
+
+    /// `header` with its signer certificate's DER filled in, as the JSON view and the export
+    /// form show it (the header bytes name it by digest).
+    pub(crate) fn known(
+        &self,
+        header: &meshfed_proto::envelope::Header,
+    ) -> meshfed_proto::envelope::Header {
+        let mut header = header.clone();
+        header.certificate.fill(|digest| self.certificate(digest));
+        header
+    }
+
     /// The verified public key of a signer certificate, checked once per certificate against
     /// the peer's stored bundle and the revocation lists (and again once the cached one expires,
-    /// then refused, or once a new revocation list clears the cache).
-    pub(crate) fn signer_key(&self, cert: &[u8], now: SystemTime) -> Result<VerifyingKey, Refusal> {
-        let digest = sha384(cert);
+    /// then refused, or once a new revocation list clears the cache). A certificate named by
+    /// digest alone must be one the peer presented or announced on this link.
+    pub(crate) fn signer_key(
+        &self,
+        cert: &SignerCertificate,
+        now: SystemTime,
+    ) -> Result<VerifyingKey, Refusal> {
+        let digest = cert.digest();
         let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key, not_after)) = signers.get(&digest)
+        if let Some((key, not_after)) = signers.get(digest)
             && now <= *not_after
         {
             return Ok(key.clone());
         }
-        let der = CertificateDer::from(cert.to_vec());
+        let der = cert
+            .der()
+            .cloned()
+            .or_else(|| self.certificate(digest))
+            .ok_or_else(|| {
+                Refusal::UntrustedSigner(format!(
+                    "the signer certificate {} was not announced on this link",
+                    cert.digest_name()
+                ))
+            })?;
+        let der = CertificateDer::from(der.to_vec());
         let info = meshfed_trust::verify_node_cert(
             &self.bundle.read().unwrap_or_else(|e| e.into_inner()),
             &der,
@@ -480,7 +567,7 @@ impl PeerTrust {
             .public_key
             .verifying_key()
             .map_err(|e| Refusal::UntrustedSigner(format!("signer key: {e}")))?;
-        signers.insert(digest, (key.clone(), info.not_after));
+        signers.insert(*digest, (key.clone(), info.not_after));
         Ok(key)
     }
 }

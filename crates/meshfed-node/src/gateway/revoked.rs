@@ -198,6 +198,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use meshfed_proto::crypto::SigningKey;
+    use meshfed_proto::envelope::SignerCertificate;
     use meshfed_proto::statement::StatementKind;
     use meshfed_trust::{MeshCa, P384PublicKey};
 
@@ -297,7 +298,16 @@ mod tests {
             Vec::new(),
             revocations.clone(),
         );
-        assert!(trust.signer_key(gw2.der(), now).is_ok());
+        // Envelopes name the certificate by digest: unknown until the peer announces it.
+        let named = SignerCertificate::by_digest(meshfed_proto::crypto::sha384(gw2.der()));
+        match trust.signer_key(&named, now) {
+            Err(Refusal::UntrustedSigner(why)) => {
+                assert!(why.contains("was not announced on this link"), "{why}");
+            }
+            other => panic!("an unannounced signer was not refused: {other:?}"),
+        }
+        trust.announce(gw2.der());
+        assert!(trust.signer_key(&named, now).is_ok());
         let list = RevocationList::empty("plant-a".parse().unwrap(), Timestamp(1))
             .revoke(
                 &"gw1".parse().unwrap(),
@@ -315,7 +325,7 @@ mod tests {
         revocations.install(RevocationsBody::new(statement).unwrap(), Timestamp(3));
         // What the receiver does on storing a list: every link forgets its verified signers.
         trust.forget_signers();
-        match trust.signer_key(gw2.der(), now) {
+        match trust.signer_key(&named, now) {
             Err(Refusal::RevokedSigner(why)) => {
                 assert!(why.contains("the certificate's serial is revoked"), "{why}")
             }

@@ -918,7 +918,10 @@ impl Task {
         // is verified with the certificate of its first envelope.
         let cert = ctx.id.cert();
         // The caller holds the switch gate: the version cannot change while this transfer is
-        // built.
+        // built, and the certificate's announcement is queued before it.
+        link.announce(&cert.signer)
+            .await
+            .map_err(|_| "the link closed".to_owned())?;
         let version = link.terms().version;
         {
             let now = ctx.clock.instant();
@@ -934,7 +937,7 @@ impl Task {
                 let p = &t.message.payload;
                 let hop = Hop::origin(ctx.id.mesh.clone(), Hop::DEFAULT_TTL);
                 let mut header = p.header.clone();
-                header.certificate.clone_from(&cert.der);
+                header.certificate.clone_from(&cert.signer);
                 header.agreement_version = version;
                 let sealed = UnsignedEnvelope::seal(header, hop, &p.payload, &mut sealing.sealer)
                     .map_err(|e| e.to_string())?;
@@ -955,7 +958,9 @@ impl Task {
                 let key = cert.key.clone();
                 Signed::Each(
                     on_every_core(envelopes, move |e| {
-                        e.sign(&key).map(|w| w.encode()).map_err(|e| e.to_string())
+                        e.sign(&key)
+                            .map(|w| w.encode_on_link())
+                            .map_err(|e| e.to_string())
                     })
                     .await?,
                 )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
-    Priority, Qos, Source, Version,
+    Priority, Qos, SignerCertificate, Source, Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -135,7 +135,7 @@ pub(crate) async fn submit(
         // Both set when sealed for a transmission (see `Pending`), not stored with every
         // message: the agreement version in force then, and the signer's certificate.
         agreement_version: 0,
-        certificate: Vec::new(),
+        certificate: SignerCertificate::default(),
         encryption: None,
         policy: DeliveryPolicy {
             priority: msg.priority,

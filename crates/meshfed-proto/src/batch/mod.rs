@@ -33,7 +33,9 @@
 //!
 //! ```text
 //! SignedBatch    = [signature, [+ member]]             ; the EnvelopeBatch frame body
-//! ProvenEnvelope = [signature, index, proof, member]   ; one envelope split from a batch
+//! ProvenEnvelope = [signature, index, proof, member, certificate]
+//!                                              ; one envelope split from a batch, with the
+//!                                              ; signer's DER (empty if not known)
 //! BatchReceipt   = [signature, leaves]                 ; what a receiver keeps
 //! UnsignedEnvelope = member
 //!
@@ -318,6 +320,15 @@ impl UnsignedEnvelope {
     }
 
     /// Rebuilds an envelope from decoded parts: the header bytes are parsed, nothing is trusted.
+    /// Fills in the signer certificate's DER from `known` (by digest) where the envelope names
+    /// it by digest alone: the parsed header's view, not the signed bytes.
+    pub fn fill_certificate(
+        &mut self,
+        known: impl FnOnce(&Digest384) -> Option<std::sync::Arc<[u8]>>,
+    ) {
+        self.header.certificate.fill(known);
+    }
+
     fn decoded(
         hop: Hop,
         header_bytes: Vec<u8>,

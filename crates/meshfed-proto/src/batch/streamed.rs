@@ -21,7 +21,7 @@ use super::{
     signing_input,
 };
 use crate::crypto::{SigningKey, VerifyingKey};
-use crate::envelope::Source;
+use crate::envelope::{SignerCertificate, Source};
 
 /// The signature of a streamed batch, sent once the batch closes: its number on the link and
 /// the signature block over its root and count.
@@ -39,7 +39,7 @@ pub struct BatchHead {
 pub struct Leaves {
     number: u64,
     signer: Source,
-    certificate: Vec<u8>,
+    certificate: SignerCertificate,
     leaves: Vec<TreeHash>,
 }
 
@@ -75,8 +75,8 @@ impl Leaves {
         self.leaves.len() >= SignedBatch::MAX_LEN
     }
 
-    /// The signing certificate (DER) every envelope of the batch names.
-    pub fn certificate(&self) -> &[u8] {
+    /// The signing certificate every envelope of the batch names.
+    pub fn certificate(&self) -> &SignerCertificate {
         &self.certificate
     }
 
@@ -462,7 +462,7 @@ mod tests {
             Err(BatchError::SignerMismatch { .. })
         ));
         let mut h = header(6);
-        h.certificate = vec![1, 2, 3];
+        h.certificate = SignerCertificate::new(vec![1, 2, 3]);
         assert_eq!(
             l.push(&UnsignedEnvelope::clear(h, hop(), payload(6))),
             Err(BatchError::CertificateMismatch { index: 0 })

@@ -47,7 +47,7 @@ pub(super) fn header(n: u8) -> Header {
         flags: Flags::RELIABLE,
         federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
         agreement_version: 1,
-        certificate: vec![0x30, 0x82, 1, 2, 3, 4],
+        certificate: crate::envelope::SignerCertificate::new(vec![0x30, 0x82, 1, 2, 3, 4]),
         encryption: None,
         policy: DeliveryPolicy {
             priority: Priority::try_from(2).unwrap(),
@@ -260,7 +260,7 @@ fn signing_refuses_empty_foreign_and_mixed_certificate_batches() {
     );
 
     let mut h = header(1);
-    h.certificate = vec![0x30, 0x82, 9, 9];
+    h.certificate = crate::envelope::SignerCertificate::new(vec![0x30, 0x82, 9, 9]);
     let mut envelopes = sealed(&mut fx, 1);
     envelopes.push(UnsignedEnvelope::clear(h, hop(), b"{}".to_vec()));
     assert_eq!(

@@ -2,11 +2,10 @@
 //!
 //! See the layout in the [parent module](super)'s doc.
 
-use std::fmt;
-
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use serde_bytes::{ByteBuf, Bytes};
+
+use crate::cbor::exact_array;
 
 use super::merkle::{self, HASH_LEN, InclusionProof, TreeHash};
 use super::{
@@ -14,53 +13,15 @@ use super::{
     UnsignedEnvelope, check_one_origin, index_u32,
 };
 use crate::crypto::{DIGEST_LEN, Digest384, SIGNATURE_LEN, Signature};
-use crate::envelope::wire::MAX_PATH;
+use crate::envelope::wire::{MAX_PATH, carried_certificate};
 use crate::envelope::{EnvelopeError, Hop, Source};
 use crate::id::MeshId;
-
-/// Declares a tuple struct read from a CBOR array of exactly its fields: serde's derived
-/// visitor would accept an array that announces more items than it holds, so two encodings
-/// would decode to one value.
-macro_rules! exact_array {
-    ($(struct $name:ident($($ty:ty),+ $(,)?);)+) => {$(
-        struct $name($($ty),+);
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $name;
-
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        write!(f, "an array of {} items", [$(stringify!($ty)),+].len())
-                    }
-
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$name, A::Error> {
-                        let mut n = 0;
-                        let value = $name($({
-                            let item = seq
-                                .next_element::<$ty>()?
-                                .ok_or_else(|| de::Error::invalid_length(n, &self))?;
-                            n += 1;
-                            item
-                        }),+);
-                        if seq.next_element::<IgnoredAny>()?.is_some() {
-                            return Err(de::Error::invalid_length(n + 1, &self));
-                        }
-                        Ok(value)
-                    }
-                }
-                d.deserialize_seq(V)
-            }
-        }
-    )+};
-}
 
 exact_array! {
     struct SignatureIn(String, String, u64, ByteBuf, ByteBuf);
     struct MemberIn(Vec<String>, u8, u8, ByteBuf, ByteBuf, ByteBuf);
     struct BatchIn(SignatureIn, Vec<MemberIn>);
-    struct ProvenIn(SignatureIn, u64, ByteBuf, MemberIn);
+    struct ProvenIn(SignatureIn, u64, ByteBuf, MemberIn, ByteBuf);
     struct ReceiptIn(SignatureIn, ByteBuf);
     struct HeadIn(u64, SignatureIn);
 }
@@ -75,7 +36,7 @@ struct MemberOut<'a>(Vec<&'a str>, u8, u8, &'a Bytes, &'a Bytes, &'a Bytes);
 struct BatchOut<'a>(SignatureOut<'a>, Vec<MemberOut<'a>>);
 
 #[derive(Serialize)]
-struct ProvenOut<'a>(SignatureOut<'a>, u64, &'a Bytes, MemberOut<'a>);
+struct ProvenOut<'a>(SignatureOut<'a>, u64, &'a Bytes, MemberOut<'a>, &'a Bytes);
 
 #[derive(Serialize)]
 struct ReceiptOut<'a>(SignatureOut<'a>, &'a Bytes);
@@ -164,6 +125,7 @@ impl ProvenEnvelope {
             self.proof.index(),
             Bytes::new(&proof),
             self.envelope.wire(),
+            Bytes::new(self.envelope.certificate_der()),
         );
         write(&wire, out);
     }
@@ -209,7 +171,13 @@ impl ProvenEnvelope {
         let path = proof.to_bytes();
         let mut out =
             Vec::with_capacity(envelope.header_bytes.len() + envelope.payload.len() + 1024);
-        let wire = ProvenOut(batch.wire(), index, Bytes::new(&path), envelope.wire());
+        let wire = ProvenOut(
+            batch.wire(),
+            index,
+            Bytes::new(&path),
+            envelope.wire(),
+            Bytes::new(envelope.certificate_der()),
+        );
         write(&wire, &mut out);
         Ok(out)
     }
@@ -218,10 +186,12 @@ impl ProvenEnvelope {
     /// shape the index and the count fix, and the envelope must name the signer as its source.
     /// Nothing is trusted yet (call [`ProvenEnvelope::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
-        let ProvenIn(signature, index, proof, member) = read(PROVEN, bytes)?;
+        let ProvenIn(signature, index, proof, member, certificate) = read(PROVEN, bytes)?;
         let signature = BatchSignature::from_wire(signature)?;
         let i = signature.check_index(index)?;
-        let envelope = UnsignedEnvelope::from_wire(member)
+        let mut envelope = UnsignedEnvelope::from_wire(member)
+            .map_err(|source| BatchError::Envelope { index: i, source })?;
+        carried_certificate(&mut envelope.header, certificate.into_vec())
             .map_err(|source| BatchError::Envelope { index: i, source })?;
         Self::from_parts(signature, index, &proof, envelope)
     }
@@ -346,6 +316,11 @@ impl UnsignedEnvelope {
             )));
         }
         Self::from_wire(member)
+    }
+
+    /// The signer certificate's DER, empty if only its digest is known.
+    fn certificate_der(&self) -> &[u8] {
+        self.header.certificate.der().map_or(&[][..], |d| &d[..])
     }
 
     fn wire(&self) -> MemberOut<'_> {

@@ -5,7 +5,8 @@
 //! member, `"proof"`: standard base64 (padded) of the CBOR of the envelope exactly as it crossed
 //! the link ([`Crossed`]) — a [`ProvenEnvelope`] when it was signed in a batch (the envelope with
 //! its ciphertext payload, the batch's signed head and the inclusion proof), a [`WireEnvelope`]
-//! when it was signed alone. Both carry the signer's certificate in the header.
+//! when it was signed alone. Both carry the signer's certificate (DER) beside the header, which
+//! names it by SHA-384 digest.
 //!
 //! ```text
 //! {"federation": {...}, "message": ..., "proof": "base64 of the CBOR"}
@@ -310,7 +311,7 @@ mod tests {
             flags: Flags::RELIABLE,
             federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
             agreement_version: 1,
-            certificate: vec![0x30, 0x82, 1, 2, 3, 4],
+            certificate: crate::envelope::SignerCertificate::new(vec![0x30, 0x82, 1, 2, 3, 4]),
             encryption: None,
             policy: DeliveryPolicy {
                 priority: Priority::try_from(2).unwrap(),

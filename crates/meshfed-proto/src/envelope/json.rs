@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
+    Version,
 };
 use crate::batch::merkle::{self, HASH_LEN, TreeHash};
 use crate::batch::{BatchError, BatchProof, SignedBatch};
@@ -206,7 +207,7 @@ impl Envelope {
                     federation_id: h.federation_id.clone(),
                     agreement_version: h.agreement_version,
                     signature: B64.encode(self.signature.0),
-                    certificate: B64.encode(&h.certificate),
+                    certificate: show_certificate(&h.certificate),
                     encryption: h.encryption.as_ref().map(|e| EncryptionJson {
                         algorithm: e.cipher.name().to_owned(),
                         key_id: e.key_id.clone(),
@@ -292,7 +293,7 @@ impl Envelope {
                 flags,
                 federation_id: f.security.federation_id,
                 agreement_version: f.security.agreement_version,
-                certificate: decode_b64("security.certificate", &f.security.certificate)?,
+                certificate: read_certificate(&f.security.certificate)?,
                 encryption,
                 policy: DeliveryPolicy {
                     priority: f.policy.priority,
@@ -384,6 +385,35 @@ fn parse_batch(b: BatchJson) -> Result<BatchProof, JsonError> {
         BatchError::IndexOutOfRange { .. } => field("security.batch.index", e),
         other => field("security.batch.proof", other),
     })
+}
+
+/// Where an envelope names its certificate by digest alone (its wire form, before a link
+/// announced the certificate), the JSON shows `sha384:` and the digest in hex
+/// ([`SignerCertificate::digest_name`]).
+const DIGEST_PREFIX: &str = "sha384:";
+
+/// `security.certificate`: the DER in base64, or the digest where the DER is not known.
+fn show_certificate(c: &SignerCertificate) -> String {
+    match c.der() {
+        Some(der) => B64.encode(der),
+        None => c.digest_name(),
+    }
+}
+
+/// Reads `security.certificate` in either of the forms [`show_certificate`] writes.
+fn read_certificate(s: &str) -> Result<SignerCertificate, JsonError> {
+    const NAME: &str = "security.certificate";
+    let Some(digest) = s.strip_prefix(DIGEST_PREFIX) else {
+        return Ok(SignerCertificate::new(decode_b64(NAME, s)?));
+    };
+    let bytes = hex::decode(digest).map_err(|e| field(NAME, format!("digest is not hex: {e}")))?;
+    let digest = bytes.as_slice().try_into().map_err(|_| {
+        field(
+            NAME,
+            format!("digest is {} bytes, not a 48-byte SHA-384", bytes.len()),
+        )
+    })?;
+    Ok(SignerCertificate::by_digest(digest))
 }
 
 fn decode_b64(name: &'static str, s: &str) -> Result<Vec<u8>, JsonError> {

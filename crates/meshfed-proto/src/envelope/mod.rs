@@ -5,7 +5,9 @@
 //! - the **spec JSON** ([`json`]): the layout of the specification's "Federation Envelope", as the
 //!   API, the CLI and audit exports show it;
 //! - the **wire form** ([`wire::WireEnvelope`]): a CBOR frame carrying the hop fields, the signed
-//!   header bytes, the SHA-384 digest of the payload, the signature and the payload;
+//!   header bytes, the SHA-384 digest of the payload, the signature, the payload and the signer's
+//!   certificate — which the header names by SHA-384 digest ([`SignerCertificate`]), so on a
+//!   link, where each certificate is announced once (a `SignerCertificate` frame), it is left out;
 //! - the **export form** ([`export`]): the spec JSON plus, as `proof`, the envelope exactly as it
 //!   crossed (CBOR, base64), so that anyone holding the source mesh's CA can check it alone.
 //!
@@ -31,6 +33,8 @@ pub use types::{
 };
 pub use wire::{EnvelopeError, WireEnvelope};
 
+use std::sync::Arc;
+
 use crate::batch::BatchError;
 use crate::crypto::{Digest384, Iv, Signature, VerifyingKey, sha384};
 use crate::id::{FederationId, KeyId, MeshId, NodeName};
@@ -43,6 +47,86 @@ pub struct Source {
     pub mesh: MeshId,
     /// The gateway that wrapped and signed it.
     pub gateway: NodeName,
+}
+
+/// The signer's certificate as an envelope names it: by the SHA-384 digest of its DER, which
+/// the header bytes carry (the certificate itself crosses each link once, DESIGN §3.4), and its
+/// DER where it is known (the sender's own; the receiver's once a link announced it; the JSON
+/// view's). Two are equal when their digests are: the digest binds the DER.
+#[derive(Clone)]
+pub struct SignerCertificate {
+    digest: Digest384,
+    der: Option<Arc<[u8]>>,
+}
+
+impl SignerCertificate {
+    /// The certificate `der`, its digest computed once here.
+    pub fn new(der: impl Into<Arc<[u8]>>) -> Self {
+        let der = der.into();
+        Self {
+            digest: sha384(&der),
+            der: Some(der),
+        }
+    }
+
+    /// A certificate known by its digest alone, as the header bytes name it.
+    pub fn by_digest(digest: Digest384) -> Self {
+        Self { digest, der: None }
+    }
+
+    /// The SHA-384 digest of the DER.
+    pub fn digest(&self) -> &Digest384 {
+        &self.digest
+    }
+
+    /// The digest as the JSON view shows a certificate it does not know: `sha384:` and hex.
+    pub fn digest_name(&self) -> String {
+        format!("sha384:{}", hex::encode(self.digest))
+    }
+
+    /// The DER, if known.
+    pub fn der(&self) -> Option<&Arc<[u8]>> {
+        self.der.as_ref()
+    }
+
+    /// Fills in the DER from `known` (the certificates a link announced, by digest) if it is not
+    /// known yet; whether it is known after.
+    pub fn fill(&mut self, known: impl FnOnce(&Digest384) -> Option<Arc<[u8]>>) -> bool {
+        if self.der.is_none() {
+            self.der = known(&self.digest);
+        }
+        self.der.is_some()
+    }
+}
+
+impl Default for SignerCertificate {
+    /// No certificate yet: a message not yet signed (all-zero digest, no DER).
+    fn default() -> Self {
+        Self::by_digest([0; crate::crypto::DIGEST_LEN])
+    }
+}
+
+impl PartialEq for SignerCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for SignerCertificate {}
+
+impl std::fmt::Debug for SignerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SignerCertificate({}…{})",
+            hex::encode(&self.digest[..8]),
+            if self.der.is_some() {
+                ", DER known"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// The receiving side: a mesh and, when the sender knows it, the gateway to deliver to.
@@ -123,8 +207,9 @@ pub struct Header {
     /// The version of that agreement in force when it was sent (stamped at transfer time; `0`
     /// before a sender stamps it). A receiver refuses another version than the one in force.
     pub agreement_version: u32,
-    /// The signer's X.509 certificate (DER), issued by the source mesh's CA.
-    pub certificate: Vec<u8>,
+    /// The signer's X.509 certificate, issued by the source mesh's CA: the header bytes carry
+    /// its SHA-384 digest, the JSON view its DER.
+    pub certificate: SignerCertificate,
     /// How the payload is sealed; `None` when the agreement allows plaintext.
     pub encryption: Option<Encryption>,
     /// Priority, QoS, deadline.

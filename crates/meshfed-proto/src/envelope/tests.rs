@@ -46,7 +46,7 @@ fn header(topic: &str) -> Header {
         flags: Flags::RELIABLE.with(Flags::ORDERED),
         federation_id: "fed_plant-a_supplier-b".parse().unwrap(),
         agreement_version: 1,
-        certificate: vec![0x30, 0x82, 1, 2, 3, 4],
+        certificate: SignerCertificate::new(vec![0x30, 0x82, 1, 2, 3, 4]),
         encryption: None,
         policy: DeliveryPolicy {
             priority: Priority::try_from(2).unwrap(),
@@ -100,6 +100,104 @@ fn sealed_envelope_round_trips_through_the_wire() {
     let (back, clear) = open(&fx, &env.encode()).unwrap();
     assert_eq!(back, env);
     assert_eq!(clear, br#"{"celsius":21.5}"#);
+}
+
+#[test]
+fn header_names_the_certificate_by_digest_and_only_a_file_carries_it() {
+    let mut fx = fixture();
+    let mut h = header("line-3/temp");
+    h.certificate = SignerCertificate::new(vec![0x30; 600]);
+    let env = WireEnvelope::seal(
+        h,
+        Hop::origin("plant-a".parse().unwrap(), 8),
+        b"{}",
+        &mut fx.sealer,
+        &fx.signer,
+    )
+    .unwrap();
+    // 48 bytes of digest in the signed header, not 600 of DER.
+    assert!(
+        env.header_bytes().len() < 400,
+        "{}",
+        env.header_bytes().len()
+    );
+    assert!(!env.header_bytes().windows(64).any(|w| w == [0x30; 64]));
+    let on_link = WireEnvelope::decode(&env.encode_on_link()).unwrap();
+    assert_eq!(on_link.header().certificate.der(), None);
+    assert_eq!(on_link.header(), env.header());
+    on_link.verify(&fx.verifier).unwrap();
+    let alone = WireEnvelope::decode(&env.encode()).unwrap();
+    assert_eq!(alone.header().certificate.der().map(|d| d.len()), Some(600));
+    // The JSON shows the DER where known, else the digest; both read back.
+    for (e, shown) in [
+        (&alone, B64.encode([0x30; 600])),
+        (&on_link, env.header().certificate.digest_name()),
+    ] {
+        let json = e.to_envelope(None).to_json_string();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["federation"]["security"]["certificate"], shown.as_str());
+        assert_eq!(Envelope::from_json(&json).unwrap().header, *env.header());
+    }
+}
+
+#[test]
+fn a_carried_certificate_that_is_not_the_named_one_is_refused() {
+    let mut fx = fixture();
+    let mut h = header("line-3/temp");
+    h.certificate = SignerCertificate::new(vec![0x30; 600]);
+    let env = WireEnvelope::seal(
+        h,
+        Hop::origin("plant-a".parse().unwrap(), 8),
+        b"{}",
+        &mut fx.sealer,
+        &fx.signer,
+    )
+    .unwrap();
+    let mut bytes = env.encode();
+    // The certificate is the array's last element.
+    *bytes.last_mut().unwrap() ^= 1;
+    match WireEnvelope::decode(&bytes) {
+        Err(EnvelopeError::InvalidField {
+            field: "security.certificate",
+            reason,
+        }) => {
+            assert!(reason.contains("not the one the header names"), "{reason}");
+        }
+        other => panic!("a substituted certificate was accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_header_that_carries_the_certificate_itself_still_reads() {
+    // Headers signed or stored before envelopes named the certificate by digest carry its DER
+    // under `cert`.
+    let h = header("line-3/temp");
+    let mut map: Vec<(ciborium::Value, ciborium::Value)> =
+        match ciborium::from_reader(&encode_header(&h)[..]).unwrap() {
+            ciborium::Value::Map(m) => m,
+            other => panic!("{other:?}"),
+        };
+    let der = vec![0x30, 0x82, 1, 2, 3, 4];
+    map.retain(|(k, _)| k.as_text() != Some("crt"));
+    map.push(("cert".into(), ciborium::Value::Bytes(der.clone())));
+    let mut old = Vec::new();
+    ciborium::into_writer(&ciborium::Value::Map(map), &mut old).unwrap();
+    let back = decode_header(&old).unwrap();
+    assert_eq!(back.certificate.der().map(|d| d.to_vec()), Some(der));
+    assert_eq!(back, h);
+    // Neither form: refused, naming the field.
+    let mut none: Vec<(ciborium::Value, ciborium::Value)> =
+        match ciborium::from_reader(&encode_header(&h)[..]).unwrap() {
+            ciborium::Value::Map(m) => m,
+            other => panic!("{other:?}"),
+        };
+    none.retain(|(k, _)| k.as_text() != Some("crt"));
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&ciborium::Value::Map(none), &mut bytes).unwrap();
+    assert_eq!(
+        decode_header(&bytes).unwrap_err(),
+        invalid("security.certificate", "is missing")
+    );
 }
 
 #[test]
@@ -730,7 +828,7 @@ prop_compose! {
         h.destination = Destination { mesh: dst.parse().unwrap(), gateway: dgw.map(|g| g.parse().unwrap()) };
         h.flags = Flags::from_bits(flags).unwrap();
         h.federation_id = fed.parse().unwrap();
-        h.certificate = cert;
+        h.certificate = SignerCertificate::new(cert);
         h.policy = DeliveryPolicy {
             priority: Priority::try_from(pri).unwrap(),
             qos: Qos::try_from(qos).unwrap(),

@@ -1,18 +1,26 @@
 //! The envelope's CBOR wire form, and how it is sealed, signed, verified and opened.
 //!
-//! A wire envelope is a CBOR array `[path, ttl, hops, header, digest, signature, payload]`:
-//! the three hop fields, then the header bytes (a CBOR map, encoded once by the origin and never
-//! again), the SHA-384 digest of the payload, the 96-byte ECDSA P-384 signature and the payload
-//! (AES-256-GCM ciphertext with its tag, or clear bytes where the agreement allows).
+//! A wire envelope is a CBOR array
+//! `[path, ttl, hops, header, digest, signature, payload, certificate]`: the three hop fields,
+//! then the header bytes (a CBOR map, encoded once by the origin and never again), the SHA-384
+//! digest of the payload, the 96-byte ECDSA P-384 signature, the payload (AES-256-GCM ciphertext
+//! with its tag, or clear bytes where the agreement allows) and the signer's certificate. The
+//! header names the certificate by its SHA-384 digest; on a link the certificate is announced
+//! once and `certificate` is empty ([`WireEnvelope::encode_on_link`]), while a file or an export
+//! carries its DER, so the envelope can be checked alone ([`WireEnvelope::encode`]).
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use serde_bytes::{ByteBuf, Bytes};
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Source, Timestamp, Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
+    Version,
 };
 use crate::batch::UnsignedEnvelope;
+use crate::cbor::exact_array;
 use crate::crypto::{
     CryptoError, DIGEST_LEN, Digest384, Iv, Opener, SIGNATURE_LEN, Sealer, Signature, SigningKey,
     VerifyingKey, sha384,
@@ -99,7 +107,13 @@ struct WireHeader {
     fed: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     agr: u32,
-    cert: ByteBuf,
+    /// The signer certificate's SHA-384 digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crt: Option<ByteBuf>,
+    /// The signer certificate's DER, as envelopes carried it before they named it by digest:
+    /// read (headers stored or signed that way stay readable), never written.
+    #[serde(default, skip_serializing)]
+    cert: Option<ByteBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     enc: Option<WireEncryption>,
     pri: u8,
@@ -129,9 +143,23 @@ struct WireEncryption {
     iv: ByteBuf,
 }
 
-/// The outer array: `[path, ttl, hops, header, digest, signature, payload]`.
-#[derive(Serialize, Deserialize)]
-struct WireOuter(Vec<String>, u8, u8, ByteBuf, ByteBuf, ByteBuf, ByteBuf);
+// The outer array as read: `[path, ttl, hops, header, digest, signature, payload, certificate]`.
+exact_array! {
+    struct WireIn(Vec<String>, u8, u8, ByteBuf, ByteBuf, ByteBuf, ByteBuf, ByteBuf);
+}
+
+/// The outer array as written, borrowing every part.
+#[derive(Serialize)]
+struct WireOut<'a>(
+    Vec<&'a str>,
+    u8,
+    u8,
+    &'a Bytes,
+    &'a Bytes,
+    &'a Bytes,
+    &'a Bytes,
+    &'a Bytes,
+);
 
 const CIPHER_AES_256_GCM: u8 = 1;
 
@@ -216,6 +244,12 @@ impl WireEnvelope {
         &self.header
     }
 
+    /// Fills in the signer certificate's DER from `known` (by digest) where the envelope names
+    /// it by digest alone: the parsed header's view, not the signed bytes.
+    pub fn fill_certificate(&mut self, known: impl FnOnce(&Digest384) -> Option<Arc<[u8]>>) {
+        self.header.certificate.fill(known);
+    }
+
     /// The header bytes exactly as signed.
     pub fn header_bytes(&self) -> &[u8] {
         &self.header_bytes
@@ -247,35 +281,46 @@ impl WireEnvelope {
         }
     }
 
-    /// Appends the wire form to `out`.
+    /// Appends the wire form to `out`, with the signer's certificate when it is known: what
+    /// can be checked alone (a file, an export).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let outer = WireOuter(
-            self.hop
-                .path
-                .iter()
-                .map(|m| m.as_str().to_owned())
-                .collect(),
+        let der = self.header.certificate.der().map_or(&[][..], |d| &d[..]);
+        self.write(der, out);
+    }
+
+    /// The wire form, with the signer's certificate when it is known.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_bytes.len() + self.payload.len() + 1024);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The wire form as it crosses a link: the certificate left out (the link announced it).
+    pub fn encode_on_link(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_bytes.len() + self.payload.len() + 256);
+        self.write(&[], &mut out);
+        out
+    }
+
+    fn write(&self, certificate: &[u8], out: &mut Vec<u8>) {
+        let outer = WireOut(
+            self.hop.path.iter().map(MeshId::as_str).collect(),
             self.hop.ttl,
             self.hop.hops,
-            ByteBuf::from(self.header_bytes.clone()),
-            ByteBuf::from(self.digest.to_vec()),
-            ByteBuf::from(self.signature.0.to_vec()),
-            ByteBuf::from(self.payload.clone()),
+            Bytes::new(&self.header_bytes),
+            Bytes::new(&self.digest),
+            Bytes::new(&self.signature.0),
+            Bytes::new(&self.payload),
+            Bytes::new(certificate),
         );
         // Invariant: encoding plain structs into a Vec cannot fail (no IO, no non-string keys).
         ciborium::into_writer(&outer, out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
     }
 
-    /// The wire form.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.header_bytes.len() + self.payload.len() + 256);
-        self.encode_into(&mut out);
-        out
-    }
-
     /// Parses a wire envelope; every field is checked, nothing is trusted yet (call `verify`).
+    /// A certificate it carries must be the one its header names.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let WireOuter(path, ttl, hops, header_bytes, digest, signature, payload) =
+        let WireIn(path, ttl, hops, header_bytes, digest, signature, payload, certificate) =
             ciborium::from_reader(bytes)
                 .map_err(|e| EnvelopeError::MalformedFrame(e.to_string()))?;
         if path.is_empty() || path.len() > MAX_PATH {
@@ -301,7 +346,8 @@ impl WireEnvelope {
             )
         })?;
         let header_bytes = header_bytes.into_vec();
-        let header = decode_header(&header_bytes)?;
+        let mut header = decode_header(&header_bytes)?;
+        carried_certificate(&mut header, certificate.into_vec())?;
         Ok(Self {
             hop: Hop { path, ttl, hops },
             header,
@@ -311,6 +357,23 @@ impl WireEnvelope {
             payload: payload.into_vec(),
         })
     }
+}
+
+/// Fills in the certificate an envelope carried (`der`, empty if none) after checking it is the
+/// one `header` names by digest.
+pub(crate) fn carried_certificate(header: &mut Header, der: Vec<u8>) -> Result<(), EnvelopeError> {
+    if der.is_empty() {
+        return Ok(());
+    }
+    let carried = SignerCertificate::new(der);
+    if carried != header.certificate {
+        return Err(invalid(
+            "security.certificate",
+            "the certificate carried is not the one the header names by digest",
+        ));
+    }
+    header.certificate = carried;
+    Ok(())
 }
 
 /// Decrypts a sealed payload under `opener`, the header bytes as AAD; shared by single and
@@ -400,7 +463,8 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
         fl: h.flags.bits(),
         fed: h.federation_id.to_string(),
         agr: h.agreement_version,
-        cert: ByteBuf::from(h.certificate.clone()),
+        crt: Some(ByteBuf::from(h.certificate.digest().to_vec())),
+        cert: None,
         enc: h.encryption.as_ref().map(|e| WireEncryption {
             alg: CIPHER_AES_256_GCM,
             kid: e.key_id.to_string(),
@@ -418,7 +482,7 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
             .map(|l| l.as_str().to_owned()),
         sch: h.metadata.schema_id.as_ref().map(|l| l.as_str().to_owned()),
     };
-    let mut out = Vec::with_capacity(256 + h.certificate.len());
+    let mut out = Vec::with_capacity(320);
     // Invariant: encoding plain structs into a Vec cannot fail.
     ciborium::into_writer(&wire, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
     out
@@ -467,6 +531,21 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
             })
         }
     };
+    let certificate = match (w.crt, w.cert) {
+        (Some(digest), _) => {
+            SignerCertificate::by_digest(digest.as_slice().try_into().map_err(|_| {
+                invalid(
+                    "security.certificate",
+                    format!(
+                        "digest is {} bytes, not a {DIGEST_LEN}-byte SHA-384",
+                        digest.len()
+                    ),
+                )
+            })?)
+        }
+        (None, Some(der)) => SignerCertificate::new(der.into_vec()),
+        (None, None) => return Err(invalid("security.certificate", "is missing")),
+    };
     let optional_label = |field, v: Option<String>| {
         v.map(|s| Label::parse(field, &s).map_err(|e| invalid(field, e)))
             .transpose()
@@ -504,7 +583,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
             .parse()
             .map_err(|e| invalid("security.federation_id", e))?,
         agreement_version: w.agr,
-        certificate: w.cert.into_vec(),
+        certificate,
         encryption,
         policy: DeliveryPolicy {
             priority: Priority::try_from(w.pri).map_err(|e| invalid("policy.priority", e))?,

@@ -682,10 +682,12 @@ impl LinkSession {
     fn on_other(&mut self, frame: &Frame) -> Result<Received, SessionError> {
         match frame.ty {
             // Acknowledgements, credit, floors and batch heads settle what was sent before a
-            // suspension.
-            FrameType::Ack | FrameType::Credit | FrameType::Forward | FrameType::BatchHead => {
-                Ok(Received::Data(frame.clone()))
-            }
+            // suspension; a head may need the signer certificate announced before it.
+            FrameType::Ack
+            | FrameType::Credit
+            | FrameType::Forward
+            | FrameType::BatchHead
+            | FrameType::SignerCertificate => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,

@@ -39,7 +39,7 @@ fn envelope() -> Envelope {
             flags: Flags::RELIABLE,
             federation_id: "fed_abc".parse().unwrap(),
             agreement_version: 3,
-            certificate: vec![0x30; 700],
+            certificate: meshfed_proto::envelope::SignerCertificate::new(vec![0x30; 700]),
             encryption: Some(Encryption {
                 cipher: Cipher::Aes256Gcm,
                 key_id: "ck1_x".parse().unwrap(),
@@ -336,7 +336,7 @@ prop_compose! {
         gateways in (label(), proptest::option::of(label())),
         federation_id in "[A-Za-z0-9_-]{1,40}",
         agreement_version in any::<u32>(),
-        certificate in proptest::collection::vec(any::<u8>(), 0..1500),
+        certificate in proptest::collection::vec(any::<u8>(), 1..1500),
         encryption in proptest::option::of(("[A-Za-z0-9_-]{1,20}", any::<[u8; 12]>())),
         policy in (0u8..8, 0u8..3, proptest::option::of(1u32..)),
         labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
@@ -361,7 +361,7 @@ prop_compose! {
                 flags: Flags::from_bits(flags).unwrap(),
                 federation_id: federation_id.parse().unwrap(),
                 agreement_version,
-                certificate,
+                certificate: SignerCertificate::new(certificate),
                 encryption: encryption.map(|(key_id, iv)| Encryption {
                     cipher: Cipher::Aes256Gcm,
                     key_id: key_id.parse().unwrap(),

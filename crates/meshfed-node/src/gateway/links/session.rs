@@ -357,6 +357,7 @@ async fn route(
             open::receive(ctx, &links.inbound, &links.local, port, heads, &frame.body).await?;
         }
         FrameType::BatchHead => heads.head(ctx, port, &frame.body)?,
+        FrameType::SignerCertificate => port.trust.announce(&frame.body),
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
