@@ -60,13 +60,29 @@ pub struct SignerCertificate {
 }
 
 impl SignerCertificate {
-    /// The certificate `der`, its digest computed once here.
+    /// The certificate `der`, its digest computed here — once per certificate on a thread: a
+    /// reader of many envelopes meets the same few certificates again and again, so the last
+    /// one made on this thread is kept and given back (DER and digest shared) when `der` is
+    /// the same bytes.
     pub fn new(der: impl Into<Arc<[u8]>>) -> Self {
-        let der = der.into();
-        Self {
-            digest: sha384(&der),
-            der: Some(der),
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<SignerCertificate>> =
+                const { std::cell::RefCell::new(None) };
         }
+        let der = der.into();
+        LAST.with_borrow_mut(|last| {
+            if let Some(known) = last.as_ref()
+                && known.der.as_deref() == Some(&*der)
+            {
+                return known.clone();
+            }
+            let made = Self {
+                digest: sha384(&der),
+                der: Some(der),
+            };
+            *last = Some(made.clone());
+            made
+        })
     }
 
     /// A certificate known by its digest alone, as the header bytes name it.

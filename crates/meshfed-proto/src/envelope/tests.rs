@@ -141,6 +141,20 @@ fn header_names_the_certificate_by_digest_and_only_a_file_carries_it() {
 }
 
 #[test]
+fn a_certificate_made_again_from_the_same_der_is_the_same_and_another_der_is_not() {
+    let a = SignerCertificate::new(vec![0x30; 600]);
+    let again = SignerCertificate::new(vec![0x30; 600]);
+    let b = SignerCertificate::new(vec![0x31; 600]);
+    assert_eq!(a.digest(), &crate::crypto::sha384(&[0x30; 600]));
+    assert_eq!(again, a);
+    // Kept from the first: the DER is shared, not hashed again.
+    assert!(Arc::ptr_eq(again.der().unwrap(), a.der().unwrap()));
+    assert_eq!(b.digest(), &crate::crypto::sha384(&[0x31; 600]));
+    assert_ne!(b, a);
+    assert_eq!(SignerCertificate::new(vec![0x30; 600]), a);
+}
+
+#[test]
 fn a_carried_certificate_that_is_not_the_named_one_is_refused() {
     let mut fx = fixture();
     let mut h = header("line-3/temp");
