@@ -157,7 +157,7 @@ fn cbor_of(e: &Envelope) -> CborDelivery<'_> {
         federation_id: h.federation_id.as_str(),
         agreement_version: h.agreement_version,
         signature: &e.signature.0,
-        certificate: h.certificate.der().map_or(&[][..], |d| &d[..]),
+        certificate: h.certificate.der_bytes(),
         key_id: Some(enc.key_id.as_str()),
         iv: &enc.iv,
         batch: Some((

@@ -9,8 +9,8 @@
 //! [`meshfed_proto::envelope::export`]). The JSON goes to stdout and the verdict to stderr, so stdout
 //! stays one JSON document that can be piped on. The verdict is decided by [`check_signature`]:
 //! the signer's certificate (named by digest in the header and carried beside it; an envelope
-//! as a link carries it, without the certificate, cannot be checked alone) must chain to the CA, name a node of the mesh
-//! the header names as source, and its key must verify the envelope ([`Envelope::verify`]: the
+//! as a link carries it, without the certificate, cannot be checked alone) must chain to the
+//! CA, name a node of the mesh the header names as source, and its key must verify the envelope ([`Envelope::verify`]: the
 //! signature over the header bytes and the payload digest, or the inclusion proof to the batch's
 //! root and the batch signature over that root and the count).
 //!

@@ -327,7 +327,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
             .sum::<usize>()
         + SIGNATURE_LEN
         + 200
-        + h.certificate.der().map_or(0, |d| d.len())
+        + h.certificate.der_bytes().len()
         + proof.map_or(0, <[u8]>::len)
         + envelope.message.as_ref().map_or(0, Vec::len);
     let mut w = Writer::with_capacity(capacity);
@@ -368,7 +368,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         w.u32(b.index());
         w.bytes(&b.proof().to_bytes());
     }
-    w.bytes(h.certificate.der().map_or(&[][..], |d| &d[..]));
+    w.bytes(h.certificate.der_bytes());
     if let Some(proof) = proof {
         w.bytes(proof);
     }

@@ -63,14 +63,20 @@ impl MeshTrust {
 /// The node certificate in use.
 #[derive(Debug)]
 pub(crate) struct NodeCert {
-    /// DER, as TLS presents it and links announce it.
-    pub(crate) der: Vec<u8>,
-    /// The same, as envelope headers name it (its digest computed once).
+    /// As envelope headers name it (its digest computed once), with its DER, which TLS
+    /// presents and links announce ([`NodeCert::der`]).
     pub(crate) signer: SignerCertificate,
     /// End of its validity.
     pub(crate) not_after: SystemTime,
     /// The node key it certifies, which signs envelopes and agreements.
     pub(crate) key: Arc<SigningKey>,
+}
+
+impl NodeCert {
+    /// The certificate's DER.
+    pub(crate) fn der(&self) -> &[u8] {
+        self.signer.der_bytes()
+    }
 }
 
 /// The CA whose key this node holds to issue its certificates.
@@ -206,7 +212,6 @@ impl Identity {
         };
         presented.map_err(|e| format!("presenting it in TLS: {e}"))?;
         let current = Arc::new(NodeCert {
-            der: cert.der().to_vec(),
             signer: SignerCertificate::new(cert.der().to_vec()),
             not_after: cert.info().not_after,
             key,
@@ -249,7 +254,7 @@ pub(crate) async fn renew_loop(
                     expires = %humantime::format_rfc3339_seconds(cert.not_after),
                     "renewed the node certificate"
                 );
-                renewed(cert.der.clone());
+                renewed(cert.der().to_vec());
             }
             Err(reason) => {
                 tracing::warn!(
@@ -442,8 +447,7 @@ pub(crate) fn load(
             statement,
         })),
         current: RwLock::new(Arc::new(NodeCert {
-            signer: SignerCertificate::new(cert_der.clone()),
-            der: cert_der,
+            signer: SignerCertificate::new(cert_der),
             not_after: info.not_after,
             key: Arc::new(key),
         })),

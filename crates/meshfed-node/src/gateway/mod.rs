@@ -183,7 +183,7 @@ pub async fn start(
     }
     ctx.tracker
         .spawn(links::accept_loop(links.clone(), listener));
-    revocation::record_issued(&ctx, &ctx.id.cert().der).await;
+    revocation::record_issued(&ctx, ctx.id.cert().der()).await;
     let renewing = ctx.clone();
     ctx.tracker.spawn(async move {
         let ctx = renewing;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use meshfed_proto::admission::{Refusal, Terms};
 use meshfed_proto::crypto::{
-    ContentSecret, CryptoError, Digest384, KeyEpoch, Opener, Sealer, VerifyingKey, sha384,
+    ContentSecret, CryptoError, Digest384, KeyEpoch, Opener, Sealer, VerifyingKey,
 };
 use meshfed_proto::envelope::{SignerCertificate, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
@@ -400,12 +400,11 @@ pub(crate) struct PeerTrust {
     /// What the peer's TLS certificate says (`None` if it does not read as a node certificate,
     /// which the handshake would have refused).
     leaf: Option<NodeCertInfo>,
-    /// The peer's TLS certificate, DER, exactly as presented in this session, and its SHA-384.
-    leaf_der: Arc<[u8]>,
-    leaf_digest: Digest384,
-    /// Signer certificates the peer announced on this link, by SHA-384, newest last: envelopes
-    /// name their signer's certificate by digest (DESIGN §3.4). At most [`ANNOUNCED`] are kept.
-    announced: Mutex<VecDeque<(Digest384, Arc<[u8]>)>>,
+    /// The peer's TLS certificate exactly as presented in this session.
+    leaf_cert: SignerCertificate,
+    /// Signer certificates the peer announced on this link, newest last: envelopes name their
+    /// signer's certificate by digest (DESIGN §3.4). At most [`ANNOUNCED`] are kept.
+    announced: Mutex<VecDeque<SignerCertificate>>,
     /// Revoked signers are refused; the lists may change while the link is up.
     revocations: Arc<Revocations>,
     /// Envelopes carry only the signer's leaf: a leaf of the peer's issuing CA verifies through
@@ -427,8 +426,7 @@ impl PeerTrust {
         Self {
             bundle: RwLock::new(bundle),
             leaf: meshfed_trust::inspect_node_cert(&leaf_der).ok(),
-            leaf_digest: sha384(&leaf_der),
-            leaf_der: leaf_der.into(),
+            leaf_cert: SignerCertificate::new(leaf_der),
             announced: Mutex::new(VecDeque::new()),
             revocations,
             intermediates: RwLock::new(intermediates),
@@ -470,7 +468,7 @@ impl PeerTrust {
     /// mesh and gateway are the peer's. TLS under that key already authenticated its bytes.
     pub(crate) fn is_peer(&self, header: &meshfed_proto::envelope::Header) -> bool {
         self.leaf.as_ref().is_some_and(|leaf| {
-            header.certificate.digest() == &self.leaf_digest
+            header.certificate == self.leaf_cert
                 && header.source.mesh == leaf.mesh
                 && header.source.gateway.as_str() == leaf.node.as_str()
         })
@@ -489,29 +487,25 @@ impl PeerTrust {
     /// frame). Checked when an envelope names it; until then it is only kept, so a peer can
     /// hold at most [`ANNOUNCED`] of them here.
     pub(crate) fn announce(&self, der: &[u8]) {
-        let digest = sha384(der);
+        let cert = SignerCertificate::new(der);
         let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
-        if digest == self.leaf_digest || announced.iter().any(|(d, _)| *d == digest) {
+        if cert == self.leaf_cert || announced.contains(&cert) {
             return;
         }
         if announced.len() == ANNOUNCED {
             announced.pop_front();
         }
-        announced.push_back((digest, der.into()));
+        announced.push_back(cert);
     }
 
     /// The DER of the certificate with SHA-384 `digest`, if the peer presented it in TLS or
     /// announced it on this link.
     pub(crate) fn certificate(&self, digest: &Digest384) -> Option<Arc<[u8]>> {
-        if *digest == self.leaf_digest {
-            return Some(self.leaf_der.clone());
-        }
         let announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
-        announced
-            .iter()
-            .rev()
-            .find(|(d, _)| d == digest)
-            .map(|(_, der)| der.clone())
+        std::iter::once(&self.leaf_cert)
+            .chain(announced.iter().rev())
+            .find(|c| c.digest() == digest)
+            .and_then(|c| c.der().cloned())
     }
 
     /// `header` with its signer certificate's DER filled in, as the JSON view and the export

@@ -137,7 +137,7 @@ pub(crate) async fn revoke_node(
         return Ok(current);
     }
     let cert = ctx.id.cert();
-    let mut chain_der = vec![cert.der.clone()];
+    let mut chain_der = vec![cert.der().to_vec()];
     chain_der.extend(ctx.id.trust().issuing_der.iter().cloned());
     let statement = meshfed_trust::sign_statement(
         StatementKind::Revocations,

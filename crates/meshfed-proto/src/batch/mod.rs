@@ -319,7 +319,6 @@ impl UnsignedEnvelope {
         crate::envelope::wire::clear_payload(&self.header, &self.payload)
     }
 
-    /// Rebuilds an envelope from decoded parts: the header bytes are parsed, nothing is trusted.
     /// Fills in the signer certificate's DER from `known` (by digest) where the envelope names
     /// it by digest alone: the parsed header's view, not the signed bytes.
     pub fn fill_certificate(
@@ -329,6 +328,7 @@ impl UnsignedEnvelope {
         self.header.certificate.fill(known);
     }
 
+    /// Rebuilds an envelope from decoded parts: the header bytes are parsed, nothing is trusted.
     fn decoded(
         hop: Hop,
         header_bytes: Vec<u8>,

@@ -320,7 +320,7 @@ impl UnsignedEnvelope {
 
     /// The signer certificate's DER, empty if only its digest is known.
     fn certificate_der(&self) -> &[u8] {
-        self.header.certificate.der().map_or(&[][..], |d| &d[..])
+        self.header.certificate.der_bytes()
     }
 
     fn wire(&self) -> MemberOut<'_> {

@@ -387,12 +387,9 @@ fn parse_batch(b: BatchJson) -> Result<BatchProof, JsonError> {
     })
 }
 
-/// Where an envelope names its certificate by digest alone (its wire form, before a link
-/// announced the certificate), the JSON shows `sha384:` and the digest in hex
-/// ([`SignerCertificate::digest_name`]).
-const DIGEST_PREFIX: &str = "sha384:";
-
-/// `security.certificate`: the DER in base64, or the digest where the DER is not known.
+/// `security.certificate`: the DER in base64, or the digest where the DER is not known (an
+/// envelope as a link carries it, before the link's announcement filled it in), as
+/// [`SignerCertificate::digest_name`] shows it.
 fn show_certificate(c: &SignerCertificate) -> String {
     match c.der() {
         Some(der) => B64.encode(der),
@@ -403,7 +400,7 @@ fn show_certificate(c: &SignerCertificate) -> String {
 /// Reads `security.certificate` in either of the forms [`show_certificate`] writes.
 fn read_certificate(s: &str) -> Result<SignerCertificate, JsonError> {
     const NAME: &str = "security.certificate";
-    let Some(digest) = s.strip_prefix(DIGEST_PREFIX) else {
+    let Some(digest) = s.strip_prefix(SignerCertificate::DIGEST_PREFIX) else {
         return Ok(SignerCertificate::new(decode_b64(NAME, s)?));
     };
     let bytes = hex::decode(digest).map_err(|e| field(NAME, format!("digest is not hex: {e}")))?;

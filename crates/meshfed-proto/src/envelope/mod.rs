@@ -95,9 +95,12 @@ impl SignerCertificate {
         &self.digest
     }
 
+    /// What [`SignerCertificate::digest_name`] puts before the digest's hex.
+    pub const DIGEST_PREFIX: &str = "sha384:";
+
     /// The digest as the JSON view shows a certificate it does not know: `sha384:` and hex.
     pub fn digest_name(&self) -> String {
-        format!("sha384:{}", hex::encode(self.digest))
+        format!("{}{}", Self::DIGEST_PREFIX, hex::encode(self.digest))
     }
 
     /// The DER, if known.
@@ -105,13 +108,18 @@ impl SignerCertificate {
         self.der.as_ref()
     }
 
+    /// The DER, or no bytes where only the digest is known: the certificate element of the
+    /// CBOR forms and the binary frames.
+    pub fn der_bytes(&self) -> &[u8] {
+        self.der.as_deref().unwrap_or_default()
+    }
+
     /// Fills in the DER from `known` (the certificates a link announced, by digest) if it is not
-    /// known yet; whether it is known after.
-    pub fn fill(&mut self, known: impl FnOnce(&Digest384) -> Option<Arc<[u8]>>) -> bool {
+    /// known yet.
+    pub fn fill(&mut self, known: impl FnOnce(&Digest384) -> Option<Arc<[u8]>>) {
         if self.der.is_none() {
             self.der = known(&self.digest);
         }
-        self.der.is_some()
     }
 }
 

@@ -74,6 +74,14 @@ fn sealed(fx: &mut Fixture, payload: &[u8]) -> WireEnvelope {
     .unwrap()
 }
 
+/// An envelope whose header names a certificate of a real one's size (600 bytes of 0x30).
+fn sealed_naming_a_600_byte_certificate(fx: &mut Fixture) -> WireEnvelope {
+    let mut h = header("line-3/temp");
+    h.certificate = SignerCertificate::new(vec![0x30; 600]);
+    let hop = Hop::origin("plant-a".parse().unwrap(), 8);
+    WireEnvelope::seal(h, hop, b"{}", &mut fx.sealer, &fx.signer).unwrap()
+}
+
 fn open(fx: &Fixture, bytes: &[u8]) -> Result<(WireEnvelope, Vec<u8>), EnvelopeError> {
     let env = WireEnvelope::decode(bytes)?;
     env.verify(&fx.verifier)?;
@@ -105,16 +113,7 @@ fn sealed_envelope_round_trips_through_the_wire() {
 #[test]
 fn header_names_the_certificate_by_digest_and_only_a_file_carries_it() {
     let mut fx = fixture();
-    let mut h = header("line-3/temp");
-    h.certificate = SignerCertificate::new(vec![0x30; 600]);
-    let env = WireEnvelope::seal(
-        h,
-        Hop::origin("plant-a".parse().unwrap(), 8),
-        b"{}",
-        &mut fx.sealer,
-        &fx.signer,
-    )
-    .unwrap();
+    let env = sealed_naming_a_600_byte_certificate(&mut fx);
     // 48 bytes of digest in the signed header, not 600 of DER.
     assert!(
         env.header_bytes().len() < 400,
@@ -157,16 +156,7 @@ fn a_certificate_made_again_from_the_same_der_is_the_same_and_another_der_is_not
 #[test]
 fn a_carried_certificate_that_is_not_the_named_one_is_refused() {
     let mut fx = fixture();
-    let mut h = header("line-3/temp");
-    h.certificate = SignerCertificate::new(vec![0x30; 600]);
-    let env = WireEnvelope::seal(
-        h,
-        Hop::origin("plant-a".parse().unwrap(), 8),
-        b"{}",
-        &mut fx.sealer,
-        &fx.signer,
-    )
-    .unwrap();
+    let env = sealed_naming_a_600_byte_certificate(&mut fx);
     let mut bytes = env.encode();
     // The certificate is the array's last element.
     *bytes.last_mut().unwrap() ^= 1;

@@ -284,8 +284,7 @@ impl WireEnvelope {
     /// Appends the wire form to `out`, with the signer's certificate when it is known: what
     /// can be checked alone (a file, an export).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let der = self.header.certificate.der().map_or(&[][..], |d| &d[..]);
-        self.write(der, out);
+        self.write(self.header.certificate.der_bytes(), out);
     }
 
     /// The wire form, with the signer's certificate when it is known.
