@@ -25,11 +25,23 @@ pub(crate) fn to_vec<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
 /// The one value `bytes` hold.
 pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborFault> {
     let mut rest = bytes;
-    let value = ciborium::from_reader(&mut rest).map_err(|e| CborFault::NotCbor(e.to_string()))?;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| CborFault::NotCbor(reason(e)))?;
     if !rest.is_empty() {
         return Err(CborFault::Trailing(rest.len()));
     }
     Ok(value)
+}
+
+/// The decoder's fault in words a reader can act on (ciborium's own Display is its Debug form).
+fn reason<E>(e: ciborium::de::Error<E>) -> String {
+    use ciborium::de::Error;
+    match e {
+        Error::Io(_) => "the input ends early".to_owned(),
+        Error::Syntax(at) => format!("not well-formed CBOR at byte {at}"),
+        Error::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
+        Error::Semantic(None, msg) => msg,
+        Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
+    }
 }
 
 /// Declares a tuple struct read from a CBOR array of exactly its fields: serde's derived

@@ -100,6 +100,9 @@ frame_types! {
     /// A signer certificate (its DER, the whole body) that envelopes sent after it on the link
     /// name by SHA-384 digest: each certificate crosses a link once, not in every envelope.
     SignerCertificate = 0x23,
+    /// A frame of an end-to-end tunnel between meshes that are not adjacent, forwarded by
+    /// brokers by destination mesh.
+    Relay = 0x30,
 }
 
 /// One frame.

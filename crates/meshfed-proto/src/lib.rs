@@ -7,6 +7,8 @@
 //! Where to start reading: [`envelope`] (the federation envelope: its spec JSON presentation, its
 //! CBOR wire form, and how it is signed and sealed), then [`id`] for the identifier types.
 //! [`session`] is the link session state machine (heartbeats, health, suspension, termination).
+//! [`relay`] tunnels a handshake and its session end to end between meshes that are not
+//! adjacent, through brokers.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +28,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod relay;
 pub mod revocation;
 pub mod session;
 pub mod statement;
