@@ -38,6 +38,8 @@ pub struct InitOptions {
     pub federation_listen: SocketAddr,
     /// `[api] listen`.
     pub api_listen: SocketAddr,
+    /// `[node] role`: what `meshfed gateway` or `meshfed broker` will run.
+    pub role: crate::config::Role,
     /// Whether an existing identity may be replaced.
     pub if_exists: IfExists,
     /// The time certificates are issued at.
@@ -62,6 +64,7 @@ impl InitOptions {
             node,
             federation_listen: defaults.federation.listen,
             api_listen: defaults.api.listen,
+            role: defaults.node.role,
             if_exists: IfExists::Refuse,
             now,
             ca_validity: DEFAULT_CA_VALIDITY,
@@ -206,6 +209,7 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
     let mut config = NodeConfig::new(opts.mesh.clone(), opts.node.clone());
     config.federation.listen = opts.federation_listen;
     config.api.listen = opts.api_listen;
+    config.node.role = opts.role;
     config.identity.node_cert_validity = opts.node_cert_validity;
     let plan = plan(&opts.dir, &config, opts.root_key_out.as_deref());
     if let Some(path) = &opts.root_key_out

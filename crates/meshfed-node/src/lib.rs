@@ -25,4 +25,4 @@ pub use clock::{Clock, ManualClock};
 pub use config::{ConfigError, NodeConfig};
 pub use gateway::GatewayError;
 pub use init::{InitError, InitOptions, InitReport, init};
-pub use node::{Gateway, run};
+pub use node::{Gateway, check_role, run};

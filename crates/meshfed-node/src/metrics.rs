@@ -100,6 +100,10 @@ pub(crate) struct Metrics {
     pub(crate) peer_misbehaved: Family<PeerLabel, Counter>,
     /// Envelopes handed to live subscribers on arrival, ahead of their batch head.
     pub(crate) delivered_unproven: Counter,
+    /// Tunnel frames a broker passed on, by next hop.
+    pub(crate) relayed: Family<PeerLabel, Counter>,
+    /// Tunnel frames a broker could not pass on (a loop, ttl, no route) or a gateway refused.
+    pub(crate) relay_dropped: Counter,
 }
 
 impl Metrics {
@@ -127,6 +131,8 @@ impl Metrics {
             revoked_links_closed: Counter::default(),
             peer_misbehaved: Family::default(),
             delivered_unproven: Counter::default(),
+            relayed: Family::default(),
+            relay_dropped: Counter::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -234,6 +240,16 @@ impl Metrics {
             "Envelopes from the link's peer handed to live subscribers on arrival, ahead of their batch head",
             m.delivered_unproven.clone(),
         );
+        registry.register(
+            "relayed_frames",
+            "Tunnel frames (envelopes, their heads and the end-to-end control frames of relayed federations) this broker passed on, by next hop",
+            m.relayed.clone(),
+        );
+        registry.register(
+            "relay_dropped_frames",
+            "Tunnel frames that could not be passed on (a loop, ttl expired, no route, or a gateway asked to relay); the source is told",
+            m.relay_dropped.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -244,6 +260,16 @@ impl Metrics {
     }
 
     /// Counts a federation suspended because `peer` broke the streamed batch protocol.
+    /// Counts a tunnel frame passed on to `next`.
+    pub(crate) fn relayed(&self, next: &meshfed_proto::MeshId) {
+        self.relayed.get_or_create(&peer(next)).inc();
+    }
+
+    /// Counts a tunnel frame that could not be passed on.
+    pub(crate) fn relay_dropped(&self) {
+        self.relay_dropped.inc();
+    }
+
     pub(crate) fn peer_misbehaved(&self, p: &meshfed_proto::MeshId) {
         self.peer_misbehaved.get_or_create(&peer(p)).inc();
     }

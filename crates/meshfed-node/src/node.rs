@@ -1,14 +1,28 @@
 //! A running node: the gateway's federation side and the API that serves its local side,
-//! started and stopped together.
+//! started and stopped together. A broker is the same node without a local side of its own: it
+//! relays tunnels between meshes that do not link directly (`gateway/relay.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Role};
 use crate::gateway::{self, GatewayError, GatewayHandle, Listening};
 
-/// A running gateway with its API.
+/// Refuses a node directory whose `meshfed.toml` sets another role than `command` runs: a
+/// broker's directory is run by `meshfed broker`, a gateway's by `meshfed gateway`.
+pub fn check_role(dir: &Path, config: &NodeConfig, command: Role) -> Result<(), GatewayError> {
+    if config.node.role == command {
+        return Ok(());
+    }
+    Err(GatewayError::Role {
+        config: dir.join(crate::config::CONFIG_FILE),
+        role: config.node.role,
+        command,
+    })
+}
+
+/// A running gateway (or broker) with its API.
 pub struct Gateway {
     handle: GatewayHandle,
     api_addr: SocketAddr,
@@ -56,7 +70,7 @@ impl Gateway {
         crate::api::serve(handle.clone(), api);
         tracing::info!(
             mesh = %mesh, node = %node_name, federation = %handle.federation_addr(), api = %api_addr,
-            "gateway started"
+            "{} started", handle.role()
         );
         Ok(Self { handle, api_addr })
     }

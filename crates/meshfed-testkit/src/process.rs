@@ -427,10 +427,17 @@ impl Mesh {
         self.configure("federation", "listen", &addr);
     }
 
-    /// Starts `meshfed gateway --dir DIR` and waits for its ready line; fails the test if the
-    /// gateway exits first or does not get ready within [`DEADLINE`].
+    /// Starts `meshfed gateway --dir DIR` (`meshfed broker` for a broker's directory, as its
+    /// `meshfed.toml` says) and waits for its ready line; fails the test if the node exits
+    /// first or does not get ready within [`DEADLINE`].
     pub fn start(&mut self) -> &mut Self {
         assert!(self.running.is_none(), "gateway {} already runs", self.mesh);
+        let config = read_lossy(&self.dir.join("meshfed.toml"));
+        let role = if config.contains("role = \"broker\"") {
+            "broker"
+        } else {
+            "gateway"
+        };
         self.spawned += 1;
         let stdout_path = self
             .root
@@ -446,7 +453,7 @@ impl Mesh {
             .command()
             .arg("--dir")
             .arg(&self.dir)
-            .arg("gateway")
+            .arg(role)
             .env("MESHFED_LOG", "info")
             .stdin(Stdio::null())
             .stdout(stdout)

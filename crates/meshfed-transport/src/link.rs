@@ -1,4 +1,5 @@
-//! An established link: a verified TLS 1.3 stream carrying meshfed frames.
+//! An established link: a verified TLS 1.3 stream carrying meshfed frames, or an end-to-end
+//! tunnel through relays that carries them the same way ([`Link::tunnel`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,11 @@ use rustls::{ConnectionCommon, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
+
+/// The byte stream under a link: TLS over TCP, or one end of a tunnel's in-process pipe.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> Io for T {}
+type Stream = Box<dyn Io>;
 
 use crate::ALPN;
 use crate::error::{self, TransportError, link_error};
@@ -33,6 +39,8 @@ struct Peer {
     identity: NodeIdentity,
     chain: Vec<Vec<u8>>,
     binding: [u8; 32],
+    /// For a tunnel, the relays between the ends.
+    relays: Vec<meshfed_proto::MeshId>,
 }
 
 impl Peer {
@@ -75,6 +83,7 @@ impl Peer {
             identity,
             chain,
             binding,
+            relays: Vec::new(),
         })
     }
 
@@ -84,7 +93,8 @@ impl Peer {
     }
 }
 
-/// A verified TLS 1.3 link to a peer node, carrying meshfed frames.
+/// A verified TLS 1.3 link to a peer node, carrying meshfed frames; or a tunnel to a node of a
+/// mesh that is not adjacent, whose ends authenticated each other end to end ([`Link::tunnel`]).
 ///
 /// The peer's certificate chain was verified during the handshake (by [`crate::ServerTrust`] when
 /// we dialled, by the listener's self-consistent-chain rule when the peer dialled us); whether
@@ -92,7 +102,7 @@ impl Peer {
 /// [`Link::channel`].
 #[derive(Debug)]
 pub struct Link {
-    stream: TlsStream<TcpStream>,
+    stream: Stream,
     peer: Arc<Peer>,
     decoder: FrameDecoder,
     out: BytesMut,
@@ -106,7 +116,7 @@ impl Link {
         addr: SocketAddr,
     ) -> Result<Self, TransportError> {
         let peer = Peer::from_connection(stream.get_ref().1, addr)?;
-        Ok(Self::new(TlsStream::Client(stream), peer))
+        Ok(Self::new(Box::new(TlsStream::Client(stream)), peer))
     }
 
     pub(crate) fn server(
@@ -114,10 +124,39 @@ impl Link {
         addr: SocketAddr,
     ) -> Result<Self, TransportError> {
         let peer = Peer::from_connection(stream.get_ref().1, addr)?;
-        Ok(Self::new(TlsStream::Server(stream), peer))
+        Ok(Self::new(Box::new(TlsStream::Server(stream)), peer))
     }
 
-    fn new(stream: TlsStream<TcpStream>, peer: Peer) -> Self {
+    /// A link over one end of a tunnel's pipe (`io`), whose other end a tunnel driver relays:
+    /// `chain` (leaf first) and `binding` are what the tunnel's key exchange established about
+    /// the far end, in place of TLS's certificate and exporter; `relays` are the relays its
+    /// route crossed; `via` is the first hop's address, for messages. As with TLS, the leaf is a claim until the federation handshake
+    /// verifies it against the peer mesh's trust.
+    pub fn tunnel(
+        io: tokio::io::DuplexStream,
+        chain: Vec<Vec<u8>>,
+        binding: [u8; 32],
+        relays: Vec<meshfed_proto::MeshId>,
+        via: SocketAddr,
+    ) -> Result<Self, TransportError> {
+        let refuse = |reason: String| TransportError::TlsHandshake { addr: via, reason };
+        let leaf = chain
+            .first()
+            .ok_or_else(|| refuse("the tunnel's far end presented no certificate".to_owned()))?;
+        let identity = inspect_node_cert(leaf)
+            .map_err(|e| refuse(format!("tunnel peer certificate: {}", error::chain(&e))))?
+            .identity();
+        let peer = Peer {
+            addr: via,
+            identity,
+            chain,
+            binding,
+            relays,
+        };
+        Ok(Self::new(Box::new(io), peer))
+    }
+
+    fn new(stream: Stream, peer: Peer) -> Self {
         Self {
             stream,
             peer: Arc::new(peer),
@@ -162,6 +201,11 @@ impl Link {
     /// The peer's address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.peer.addr
+    }
+
+    /// The relays between this node and the peer: none for a TLS link.
+    pub fn relays(&self) -> &[meshfed_proto::MeshId] {
+        &self.peer.relays
     }
 
     /// The largest frame body received or sent (default [`DEFAULT_MAX_FRAME`]); set it to the
@@ -235,7 +279,7 @@ impl Link {
 /// The receiving half of a split [`Link`].
 #[derive(Debug)]
 pub struct LinkReader {
-    read: ReadHalf<TlsStream<TcpStream>>,
+    read: ReadHalf<Stream>,
     peer: Arc<Peer>,
     decoder: FrameDecoder,
 }
@@ -261,7 +305,7 @@ impl LinkReader {
 /// costs one write (and few TLS records) instead of one per frame.
 #[derive(Debug)]
 pub struct LinkWriter {
-    write: WriteHalf<TlsStream<TcpStream>>,
+    write: WriteHalf<Stream>,
     peer: Arc<Peer>,
     out: BytesMut,
     max_frame: u32,

@@ -47,6 +47,10 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Run this node's gateway in the foreground until SIGTERM or Ctrl-C.
     Gateway(GatewayArgs),
+    /// Run this node's broker in the foreground (a directory made by `init --role broker`): it
+    /// relays end-to-end tunnels between meshes that do not link directly, by destination
+    /// mesh, and never holds their content keys.
+    Broker(GatewayArgs),
     /// Manage federations with other meshes (through the running gateway).
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -142,6 +146,10 @@ pub(crate) enum FederationCommand {
     Join {
         /// The token printed by `meshfed federation invite` on the other mesh.
         token: String,
+        /// Reach the inviting mesh through this broker (a mesh this node is federated with),
+        /// end to end through a tunnel the broker relays without reading it.
+        #[arg(long, value_name = "BROKER")]
+        via: Option<MeshId>,
     },
     /// List federations with their status and link health.
     List {
@@ -398,6 +406,11 @@ pub(crate) struct InitArgs {
     /// Address the admin API listens on.
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_API_LISTEN)]
     pub(crate) api: SocketAddr,
+
+    /// What the node runs: `gateway` (`meshfed gateway`, the mesh's own messages) or `broker`
+    /// (`meshfed broker`, a relay for meshes that do not link directly).
+    #[arg(long, value_name = "ROLE", default_value = "gateway")]
+    pub(crate) role: meshfed_node::config::Role,
 
     /// Replace an existing identity in DIR (its CA, keys, token and configuration).
     #[arg(long)]

@@ -154,7 +154,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         let peer = PLANT.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
         let invite: InviteResponse = b.post("/v1/federations/invite", &InviteRequest { peer, ttl: None }).await?;
         outln!("\n{SUPPLIER} invites {PLANT}: token {}…", invite.token.chars().take(24).collect::<String>())?;
-        let joined: FederationView = a.post("/v1/federations/join", &JoinRequest { token: invite.token }).await?;
+        let joined: FederationView = a.post("/v1/federations/join", &JoinRequest { token: invite.token, via: None }).await?;
         let id = joined.id;
         let shown: FederationView = a.get(&format!("/v1/federations/{id}")).await?;
         let (digest, suite) = shown

@@ -29,8 +29,8 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
                     invite.token_id, invite.peer, invite.expires, invite.peer
                 );
             }
-            FederationCommand::Join { token } => {
-                let request = JoinRequest { token: token.trim().to_owned() };
+            FederationCommand::Join { token, via } => {
+                let request = JoinRequest { token: token.trim().to_owned(), via };
                 let f: FederationView = client.post("/v1/federations/join", &request).await?;
                 outln!("joined federation {} with mesh {} ({})", f.id, f.peer, f.status)?;
             }
@@ -153,7 +153,10 @@ fn print_table(feds: &[FederationView]) -> Result<(), Failure> {
         .map(|f| {
             [
                 f.id.to_string(),
-                f.peer.to_string(),
+                match &f.via {
+                    Some(broker) => format!("{} via {broker}", f.peer),
+                    None => f.peer.to_string(),
+                },
                 f.status.to_string(),
                 f.role.to_string(),
                 or_dash(f.last_heartbeat.as_ref()),
@@ -210,6 +213,11 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
         f.health
     )?;
     outln!("role            {}", f.role)?;
+    if let Some(broker) = &f.via {
+        outln!(
+            "path            through broker {broker} (end to end; the broker relays and cannot read)"
+        )?;
+    }
     outln!("last heartbeat  {}", or_dash(f.last_heartbeat.as_ref()))?;
     outln!("connected since {}", or_dash(f.connected_since.as_ref()))?;
     for ca in &f.peer_cas {

@@ -1,11 +1,12 @@
-//! `meshfed gateway`: runs the node's gateway in the foreground.
+//! `meshfed gateway` and `meshfed broker`: run the node in the foreground, each only a
+//! directory made for its role.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, anyhow};
-use meshfed_node::config::NodeConfig;
+use meshfed_node::config::{NodeConfig, Role};
 use meshfed_node::{Gateway, GatewayError};
 
 use crate::cli::GatewayArgs;
@@ -52,8 +53,9 @@ pub(crate) fn start_failure(e: GatewayError) -> Failure {
     }
 }
 
-pub(crate) fn run(dir: &Path, args: &GatewayArgs) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, args: &GatewayArgs, role: Role) -> Result<(), Failure> {
     let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+    meshfed_node::check_role(dir, &config, role).map_err(start_failure)?;
     if args.new_store {
         start_over(dir, &config)?;
     }
@@ -63,13 +65,13 @@ pub(crate) fn run(dir: &Path, args: &GatewayArgs) -> Result<(), Failure> {
         // The gateway serves whether or not anyone reads its ready line.
         let _ = writeln!(
             std::io::stdout(),
-            "meshfed gateway {who} ready: federation={} api=http://{}",
+            "meshfed {role} {who} ready: federation={} api=http://{}",
             gateway.federation_addr(),
             gateway.api_addr()
         );
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        eprintln!("stopping gateway {who}");
+        eprintln!("stopping {role} {who}");
         gateway.shutdown().await;
         Ok(())
     })

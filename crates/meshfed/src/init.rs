@@ -15,6 +15,7 @@ pub(crate) fn run(global: &GlobalArgs, args: InitArgs) -> Result<(), Failure> {
     let mut opts = InitOptions::new(global.dir.clone(), args.mesh, args.node, SystemTime::now());
     opts.federation_listen = args.listen;
     opts.api_listen = args.api;
+    opts.role = args.role;
     opts.if_exists = if args.force {
         IfExists::Replace
     } else {

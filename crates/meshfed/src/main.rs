@@ -30,6 +30,7 @@ mod token;
 
 use cli::{Cli, Command, EnvelopeCommand, TokenCommand};
 use failure::Failure;
+use meshfed_node::config::Role;
 
 /// mimalloc rather than the system allocator: a gateway allocates and frees a few buffers per
 /// message on both runtime threads, and glibc's malloc was about a sixth of the CPU time of
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         // meshes are temporary, so advice about lasting setups (ephemeral ports) does not
         // apply to them: it reports errors only.
         let default = match cli.command {
-            Command::Gateway(_) => "info",
+            Command::Gateway(_) | Command::Broker(_) => "info",
             Command::Demo(_) => "error",
             _ => "warn",
         };
@@ -59,7 +60,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
-        Command::Gateway(args) => gateway::run(&cli.global.dir, &args),
+        Command::Gateway(args) => gateway::run(&cli.global.dir, &args, Role::Gateway),
+        Command::Broker(args) => gateway::run(&cli.global.dir, &args, Role::Broker),
         Command::Federation(cmd) => federation::run(&cli.global.dir, cmd),
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),

@@ -16,12 +16,11 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{federate, mesh, show, started, wait_for_status};
+use common::{federate, http_get, mesh, metric, show, started, wait_for_status};
 use meshfed_testkit::process::{DEADLINE, poll, wait_until};
 use meshfed_testkit::{Mesh, Spawned};
 use serde_json::Value;
@@ -160,37 +159,6 @@ fn distinct_payloads(runs: &[&Printed]) -> HashSet<String> {
     runs.iter()
         .flat_map(|r| r.lines.iter().map(|d| d.payload.clone()))
         .collect()
-}
-
-/// `GET path` on the API at `addr`, without authentication (`/metrics`); returns the body.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
-    body.to_owned()
-}
-
-/// The sum of the samples of metric `name` whose labels contain every one of `labels`
-/// (`peer="supplier-b"`); `None` when there is no such sample.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let rest = series.strip_prefix(name)?;
-            let ok = rest.starts_with('{') && labels.iter().all(|want| rest.contains(want));
-            ok.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .collect();
-    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 /// The `backlog` of `federation show --json` on `m`.

@@ -38,13 +38,18 @@ fn a_store_that_cannot_be_opened_is_named_once() {
 }
 
 #[test]
-fn role_broker_is_refused_until_there_is_a_broker() {
+fn each_role_runs_only_its_own_directory() {
     let mut m = mesh("plant-a");
+    let out = m.spawn_cli(&["broker"]).finish(DEADLINE);
+    out.fails(
+        2,
+        "meshfed.toml sets role = \"gateway\": this is a gateway's node directory, and `meshfed broker` does not run it; run it with `meshfed gateway`",
+    );
     m.configure("node", "role", "broker");
     let out = m.spawn_cli(&["gateway"]).finish(DEADLINE);
     out.fails(
         2,
-        "meshfed.toml sets role = \"broker\", but this meshfed cannot run a broker yet (there is no `meshfed broker`); set role = \"gateway\" to run a gateway",
+        "meshfed.toml sets role = \"broker\": this is a broker's node directory, and `meshfed gateway` does not run it; run it with `meshfed broker`",
     );
 }
 

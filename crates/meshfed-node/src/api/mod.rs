@@ -290,7 +290,7 @@ async fn join(
     body: Result<Json<JoinRequest>, JsonRejection>,
 ) -> Result<Json<FederationView>, ApiError> {
     let Json(body) = body?;
-    let status = node.join(&body.token).await?;
+    let status = node.join(&body.token, body.via).await?;
     Ok(Json(FederationView::new(&status.record, status.link, None)))
 }
 

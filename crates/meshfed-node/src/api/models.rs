@@ -143,8 +143,14 @@ pub struct FederationView {
     /// When the current link session was established.
     #[schema(format = DateTime)]
     pub connected_since: Option<String>,
-    /// `host:port` addresses of the peer, in the order they are dialled.
+    /// `host:port` addresses of the peer, in the order they are dialled; `via:<broker>` for a
+    /// federation through a broker.
     pub peer_addresses: Vec<String>,
+    /// The broker mesh a relayed federation runs through (end to end, in a tunnel the broker
+    /// relays and cannot read); absent for a direct link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub via: Option<MeshId>,
     /// SHA-384 fingerprints (hex) of the peer mesh's CAs as stored: every new link with the
     /// peer is verified against exactly these. Two while the peer rolls its CA over.
     pub peer_cas: Vec<String>,
@@ -228,6 +234,7 @@ impl FederationView {
             rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1000.0),
             connected_since: link.connected_since.map(rfc3339),
             peer_addresses: record.peer_addrs.clone(),
+            via: crate::gateway::relayed_via(record),
             peer_cas: (record.peer_bundle.iter())
                 .map(|der| meshfed_trust::Fingerprint::of(der).to_string())
                 .collect(),
@@ -569,6 +576,12 @@ pub struct InviteResponse {
 pub struct JoinRequest {
     /// An invitation token from the peer mesh.
     pub token: String,
+    /// Join through this broker mesh (one this node is federated with) instead of dialling
+    /// the token's addresses: the federation runs end to end through a tunnel the broker
+    /// relays and cannot read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub via: Option<MeshId>,
 }
 
 /// The optional body of `POST /v1/federations/{id}/{operation}`.

@@ -278,6 +278,7 @@ fn federation() -> FederationView {
         rtt_ms: Some(0.25),
         connected_since: Some("2026-01-01T00:00:00Z".into()),
         peer_addresses: vec!["127.0.0.1:7443".into()],
+        via: Some("hub-b".parse().unwrap()),
         peer_cas: vec![],
         created: "2026-01-01T00:00:00Z".into(),
         updated: "2026-01-01T00:00:00Z".into(),
@@ -336,6 +337,7 @@ fn sparse_federation() -> FederationView {
         rtt_ms: None,
         connected_since: None,
         peer_addresses: Vec::new(),
+        via: None,
         agreement: None,
         backlog: None,
         dead_lettered: None,
@@ -484,6 +486,7 @@ fn samples() -> Vec<(String, Value)> {
         }),
         sample(JoinRequest {
             token: "mfi1.x".into(),
+            via: Some("broker-1".parse().unwrap()),
         }),
         sample(OperationRequest { force: true }),
         sample(OperationRequest::default()),

@@ -28,11 +28,13 @@ pub enum GatewayError {
     /// The registry could not be opened (the store's error says where and why).
     #[error(transparent)]
     Store(#[from] meshfed_store::StoreError),
-    /// `meshfed.toml` asks for a role this build cannot run.
+    /// `meshfed.toml` sets another role than the command runs.
     #[error(
-        "{} sets role = \"{}\", but this meshfed cannot run a {} yet (there is no `meshfed broker`); set role = \"gateway\" to run a gateway",
+        "{} sets role = \"{}\": this is a {}'s node directory, and `meshfed {}` does not run it; run it with `meshfed {}` (a node's role is chosen by `meshfed init --role`)",
         config.display(),
         role.as_str(),
+        role.as_str(),
+        command.as_str(),
         role.as_str()
     )]
     Role {
@@ -40,6 +42,8 @@ pub enum GatewayError {
         config: PathBuf,
         /// The role it sets.
         role: crate::config::Role,
+        /// The role the command runs.
+        command: crate::config::Role,
     },
     /// The node has had a store (its marker says so) and the store file is gone or empty:
     /// opening it would start a blank registry and journal without a word.

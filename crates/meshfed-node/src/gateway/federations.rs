@@ -133,20 +133,26 @@ pub(crate) async fn invite(
     Ok((token, record))
 }
 
-/// Joins the federation a token offers: dials the inviter pinning its CA, runs the handshake,
-/// records the federation and keeps its link up. A failure is logged here as well as returned.
+/// Joins the federation a token offers: dials the inviter pinning its CA (or reaches it through
+/// broker `via`), runs the handshake, records the federation and keeps its link up. A failure
+/// is logged here as well as returned.
 pub(crate) async fn join(
     f: &Federations,
     token: &str,
+    via: Option<MeshId>,
 ) -> Result<FederationRecord, FederationError> {
-    let result = try_join(f, token).await;
+    let result = try_join(f, token, via).await;
     if let Err(e) = &result {
         tracing::warn!(error = %e, "joining a federation failed");
     }
     result
 }
 
-async fn try_join(f: &Federations, token: &str) -> Result<FederationRecord, FederationError> {
+async fn try_join(
+    f: &Federations,
+    token: &str,
+    via: Option<MeshId>,
+) -> Result<FederationRecord, FederationError> {
     let token = InvitationToken::decode(token)?;
     if token.invitee != f.ctx.id.mesh {
         return Err(FederationError::BadRequest(format!(
@@ -172,6 +178,23 @@ async fn try_join(f: &Federations, token: &str) -> Result<FederationRecord, Fede
             "mesh {} is already federated as {} ({})",
             existing.peer_mesh, existing.id, existing.state
         )));
+    }
+    if let Some(broker) = via {
+        let target = Target::Join(token.invitation());
+        let peer = token.inviter.clone();
+        let (record, session) = links::relay::initiate(&f.links, &broker, peer, target)
+            .await
+            .map_err(|source| FederationError::Refused {
+                peer: token.inviter.clone(),
+                source,
+            })?;
+        f.ctx.tracker.spawn(links::maintain(
+            f.links.clone(),
+            record.id.clone(),
+            Some(session),
+        ));
+        tracing::info!(federation = %record.id, peer = %record.peer_mesh, via = %broker, "joined federation through a broker");
+        return Ok(record);
     }
     let timeout = f.ctx.config.federation.handshake_timeout;
     let mut last = String::new();

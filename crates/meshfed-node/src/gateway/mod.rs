@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::{NodeConfig, Role};
+use crate::config::NodeConfig;
 use crate::door::{self, Door};
 use crate::metrics::{self, Metrics};
 use context::Context;
@@ -65,6 +65,7 @@ use route::Routes;
 pub(crate) use error::bind_reason;
 pub use error::{GatewayError, Listening};
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
+pub(crate) use links::relay::via as relayed_via;
 pub use local::Delivery;
 pub use port::{Health, LinkStatus};
 pub use submit::{Outgoing, SendError};
@@ -85,12 +86,6 @@ pub async fn start(
     config: NodeConfig,
     clock: Clock,
 ) -> Result<GatewayHandle, GatewayError> {
-    if config.node.role != Role::Gateway {
-        return Err(GatewayError::Role {
-            config: dir.join(crate::config::CONFIG_FILE),
-            role: config.node.role,
-        });
-    }
     let id = identity::load(dir, &config, clock.wall())?;
     let admin_token = identity::read("admin token", config.api.token_file.resolve(dir))?
         .trim()
@@ -161,13 +156,16 @@ pub async fn start(
             ctx.cancel.clone(),
         ));
     }
-    let links = Arc::new(Links::new(
+    let (links, tunnels) = Links::new(
         ctx.clone(),
         routes.clone(),
         inbound,
         local.clone(),
         federation_door,
-    ));
+    );
+    let links = Arc::new(links);
+    ctx.tracker
+        .spawn(links::relay::answer_loop(links.clone(), tunnels));
     if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
         tracing::warn!(
             federation = %ctx.federation_addr,
@@ -272,6 +270,11 @@ pub(crate) struct FederationStatus {
 }
 
 impl GatewayHandle {
+    /// What this node runs as.
+    pub fn role(&self) -> crate::config::Role {
+        self.0.ctx.config.node.role
+    }
+
     /// Where federation links are accepted.
     pub fn federation_addr(&self) -> SocketAddr {
         self.0.ctx.federation_addr
@@ -488,8 +491,12 @@ impl GatewayHandle {
     }
 
     /// Joins the federation a token offers.
-    pub(crate) async fn join(&self, token: &str) -> Result<FederationStatus, FederationError> {
-        let record = federations::join(&self.0.federations, token).await?;
+    pub(crate) async fn join(
+        &self,
+        token: &str,
+        via: Option<MeshId>,
+    ) -> Result<FederationStatus, FederationError> {
+        let record = federations::join(&self.0.federations, token, via).await?;
         Ok(self.status(record))
     }
 

@@ -282,6 +282,10 @@ fn check(
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
 ) -> Checked {
     let mut hop = hop.clone();
+    // Through a tunnel, the brokers that relayed it are hops too (the tunnel's route names them).
+    for relay in &link.relays {
+        hop.advance(relay)?;
+    }
     terms.check_arrival(header, &mut hop)?;
     if terms.check_version(header, link.peer_switched())? {
         link.mark_peer_switched();

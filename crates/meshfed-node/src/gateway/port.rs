@@ -58,6 +58,10 @@ pub(crate) struct LinkPort {
     pub(crate) federation_id: FederationId,
     /// The peer mesh and the node at the other end of this session.
     pub(crate) peer: Peer,
+    /// The peer's address (for a tunnel, its first hop's).
+    pub(crate) remote: std::net::SocketAddr,
+    /// For a tunnel, the brokers its frames came through (empty for a direct link).
+    pub(crate) relays: Vec<MeshId>,
     /// The agreement as this side applies it; replaced at a renegotiation's switch point.
     terms: RwLock<Arc<Terms>>,
     /// Largest frame body the agreement in force allows.
@@ -116,6 +120,7 @@ impl LinkPort {
     pub(crate) fn new(
         federation_id: FederationId,
         peer: Peer,
+        (remote, relays): (std::net::SocketAddr, Vec<MeshId>),
         terms: Terms,
         max_frame: u32,
         keys: SessionKeys,
@@ -128,6 +133,8 @@ impl LinkPort {
         Self {
             federation_id,
             peer,
+            remote,
+            relays,
             terms: RwLock::new(Arc::new(terms)),
             max_frame: AtomicU32::new(max_frame),
             peer_switched: AtomicBool::new(true),

@@ -695,6 +695,15 @@ impl LinkSession {
                 },
                 None => Received::Data(frame.clone()),
             }),
+            // A tunnel frame a broker relays, or one of a tunnel this side is an end of: the
+            // hop federation's own suspension holds it back like its own messages.
+            FrameType::Relay => Ok(match self.suspended_by() {
+                Some(by) => Received::Refused {
+                    frame: frame.ty,
+                    reason: Refusal::FlowSuspended(by),
+                },
+                None => Received::Data(frame.clone()),
+            }),
             // Handshake messages (control frames were taken by `Control::from_frame`).
             ty => Err(self.violated(ProtocolViolation::UnexpectedFrame(ty))),
         }

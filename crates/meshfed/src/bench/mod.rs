@@ -484,6 +484,7 @@ async fn federate(ends: &Ends) -> Result<(), Failure> {
         .await?;
     let join = JoinRequest {
         token: invite.token,
+        via: None,
     };
     let _: FederationView = ends
         .publisher

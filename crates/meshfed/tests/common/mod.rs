@@ -175,3 +175,35 @@ pub(crate) fn envelope_id(line: &str) -> String {
     let v: Value = serde_json::from_str(line).unwrap();
     v["federation"]["id"].as_str().unwrap().to_owned()
 }
+
+/// `GET path` on the API at `addr`, without authentication (`/metrics`); returns the body.
+pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    body.to_owned()
+}
+
+/// The sum of the samples of metric `name` whose labels contain every one of `labels`
+/// (`peer="supplier-b"`); `None` when there is no such sample.
+pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let ok = rest.starts_with('{') && labels.iter().all(|want| rest.contains(want));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}

@@ -7,6 +7,7 @@
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
 mod bundle;
+pub(crate) mod relay;
 mod session;
 pub(crate) mod statics;
 
@@ -66,6 +67,9 @@ pub enum LinkError {
     /// The registry refused or failed.
     #[error("registry: {0}")]
     Store(String),
+    /// A tunnel through a broker could not be opened or was refused.
+    #[error("tunnel: {0}")]
+    Tunnel(String),
 }
 
 /// The link sessions of this node, and what they feed: the routes (streams) and the inbox.
@@ -78,28 +82,34 @@ pub(crate) struct Links {
     /// What connections that have not authenticated yet may cost.
     door: Arc<Door>,
     sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
+    /// The tunnels through brokers this node is an end of.
+    tunnels: relay::Tunnels,
     /// Why the listener's last `accept` failed, while no later one has succeeded.
     accept_failure: Mutex<Option<String>>,
 }
 
 impl Links {
-    /// No sessions yet.
+    /// No sessions yet; also returns where tunnels opened to this node arrive, for
+    /// [`relay::answer_loop`].
     pub(crate) fn new(
         ctx: Arc<Context>,
         routes: Arc<Routes>,
         inbound: Inbound,
         local: Arc<Local>,
         door: Arc<Door>,
-    ) -> Self {
-        Self {
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<relay::Accepted>) {
+        let (tunnels, accepted) = relay::Tunnels::new();
+        let links = Self {
             ctx,
             routes,
             inbound,
             local,
             door,
             sessions: Mutex::new(HashMap::new()),
+            tunnels,
             accept_failure: Mutex::new(None),
-        }
+        };
+        (links, accepted)
     }
 
     /// Why the federation listener cannot accept connections, if it cannot.
@@ -490,6 +500,12 @@ pub(crate) async fn initiate(
 
 /// Dials a stored federation's peer and resumes it.
 async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<LinkPort>, LinkError> {
+    if let Some(broker) = relay::via(record) {
+        let target = Target::Resume(known(record)?);
+        let peer = record.peer_mesh.clone();
+        let (_, session) = relay::initiate(links, &broker, peer, target).await?;
+        return Ok(session);
+    }
     let bundle = stored_bundle(record)?;
     let timeout = links.ctx.config.federation.handshake_timeout;
     let mut last = None;

@@ -49,7 +49,8 @@ pub(crate) async fn start(
     let agreement = signed.agreement().map_err(|e| store(&e))?;
     let bundle = stored_bundle(record)?;
     let max_frame = agreement.capabilities.max_frame.0;
-    link.set_max_frame(max_frame);
+    // A tunnel frame a broker relays may carry a frame of the agreement's maximum.
+    link.set_max_frame(max_frame.saturating_add(meshfed_proto::relay::OVERHEAD));
     let epoch = KeyEpoch::random().map_err(|e| store(&e))?;
     let sealer = established
         .content
@@ -109,6 +110,7 @@ pub(crate) async fn start(
             mesh: record.peer_mesh.clone(),
             node: established.peer.node.clone(),
         },
+        (link.remote_addr(), link.relays().to_vec()),
         meshfed_proto::admission::Terms::of(&agreement, record.role.handshake_role()),
         max_frame,
         SessionKeys::new(
@@ -163,7 +165,8 @@ async fn write_loop(
     // built under the agreement before may still be queued: the writer takes either.
     writer.set_max_frame(
         port.max_frame()
-            .max(links.ctx.config.federation.max_frame_size),
+            .max(links.ctx.config.federation.max_frame_size)
+            .saturating_add(meshfed_proto::relay::OVERHEAD),
     );
     let result: Result<(), TransportError> = async {
         loop {
@@ -300,7 +303,7 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             }
             // Frames up to the larger of the two maxima may still be on their way.
             frame_limit = frame_limit.max(port.max_frame());
-            reader.set_max_frame(frame_limit);
+            reader.set_max_frame(frame_limit.saturating_add(meshfed_proto::relay::OVERHEAD));
         }
         if on_events(&links, &port, events).await {
             break port
@@ -346,7 +349,7 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
 
 /// Hands a data frame to the stage it is for.
 async fn route(
-    links: &Links,
+    links: &Arc<Links>,
     port: &Arc<LinkPort>,
     heads: &mut open::Heads,
     frame: Frame,
@@ -358,6 +361,7 @@ async fn route(
         }
         FrameType::BatchHead => heads.head(ctx, port, &frame.body)?,
         FrameType::SignerCertificate => port.trust.announce(&frame.body),
+        FrameType::Relay => super::relay::receive(links, port, &frame.body).await,
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
