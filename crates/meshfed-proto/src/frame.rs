@@ -103,6 +103,9 @@ frame_types! {
     /// A frame of an end-to-end tunnel between meshes that are not adjacent, forwarded by
     /// brokers by destination mesh.
     Relay = 0x30,
+    /// The meshes the sender reaches, each with its path and summed round trip: its whole
+    /// routing table (path vector), sent to each neighbour when it changes.
+    RouteAdvertisement = 0x31,
 }
 
 /// One frame.

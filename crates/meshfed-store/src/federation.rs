@@ -339,6 +339,25 @@ impl Store {
         Ok(rec)
     }
 
+    /// Replaces federation `id`'s peer addresses (how it is reached: a federation through a
+    /// broker records the broker it now runs through). Returns the updated record.
+    pub fn set_peer_addrs(
+        &self,
+        id: &FederationId,
+        addrs: &[String],
+    ) -> Result<FederationRecord, StoreError> {
+        let mut conn = self.conn();
+        let action = || format!("set the peer addresses of federation {id}");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(action)?;
+        let mut rec = read(&tx, id)?.ok_or_else(|| StoreError::UnknownFederation(id.clone()))?;
+        rec.peer_addrs = addrs.to_vec();
+        write_lists(&tx, &rec)?;
+        tx.commit().doing(action)?;
+        Ok(rec)
+    }
+
     /// The federation `id`, if stored.
     pub fn federation(&self, id: &FederationId) -> Result<Option<FederationRecord>, StoreError> {
         read(&self.conn(), id)
@@ -584,6 +603,16 @@ mod tests {
         (bare.peer_addrs, bare.peer_bundle, bare.agreement) = (vec![], vec![], vec![]);
         store.insert_federation(&bare).unwrap();
         assert_eq!(store.federation(&bare.id).unwrap(), Some(bare));
+
+        let moved = store
+            .set_peer_addrs(&rec.id, &["via:hub".to_owned()])
+            .unwrap();
+        assert_eq!(moved.peer_addrs, ["via:hub"]);
+        assert_eq!(store.federation(&rec.id).unwrap(), Some(moved));
+        assert!(matches!(
+            store.set_peer_addrs(&"fed_none".parse().unwrap(), &[]),
+            Err(StoreError::UnknownFederation(_))
+        ));
         assert_eq!(
             store.federation(&"fed_none".parse().unwrap()).unwrap(),
             None

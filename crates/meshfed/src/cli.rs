@@ -75,6 +75,20 @@ pub(crate) enum Command {
     /// their links.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The routing table: the meshes this node reaches through brokers (path vector).
+    #[command(subcommand)]
+    Route(RouteCommand),
+}
+
+/// `meshfed route ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RouteCommand {
+    /// Each mesh reached, its next hop, path, hops and round trip.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshfed ca ...`.

@@ -173,25 +173,7 @@ fn print_table(feds: &[FederationView]) -> Result<(), Failure> {
         "LAST HEARTBEAT",
         "RTT",
     ];
-    let mut widths = head.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        outln!("{}", parts.join("  ").trim_end())
-    };
-    line(head)?;
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]])?;
-    }
-    Ok(())
+    crate::output::table(head, &rows)
 }
 
 /// `value` as one line of JSON, as the detail view shows lists and the policy.

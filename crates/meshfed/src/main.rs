@@ -26,9 +26,10 @@ mod gateway;
 mod init;
 mod messages;
 mod output;
+mod route;
 mod token;
 
-use cli::{Cli, Command, EnvelopeCommand, TokenCommand};
+use cli::{Cli, Command, EnvelopeCommand, RouteCommand, TokenCommand};
 use failure::Failure;
 use meshfed_node::config::Role;
 
@@ -70,6 +71,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
         Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
+        Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
     }
 }
 

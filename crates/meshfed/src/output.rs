@@ -38,3 +38,26 @@ pub(crate) fn stdout_failure(e: io::Error) -> Failure {
         Failure::Runtime(anyhow!("cannot write to standard output: {e}"))
     }
 }
+
+/// Prints `rows` under `head` as columns padded to their widest cell, two spaces apart.
+pub(crate) fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> Result<(), Failure> {
+    let mut widths = head.map(str::len);
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        outln!("{}", parts.join("  ").trim_end())
+    };
+    line(head)?;
+    for r in rows {
+        line(r.each_ref().map(String::as_str))?;
+    }
+    Ok(())
+}

@@ -13,7 +13,8 @@ mod common;
 
 use common::{federate, federations, http_get, metric, send, subscribe};
 use meshfed_testkit::Mesh;
-use meshfed_testkit::process::DEADLINE;
+use meshfed_testkit::process::{DEADLINE, poll};
+use serde_json::{Value, json};
 
 fn broker(name: &str) -> Mesh {
     let mut m = Mesh::init_with_args(env!("CARGO_BIN_EXE_meshfed"), name, &["--role", "broker"]);
@@ -46,13 +47,26 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
     let a = common::started("plant-a");
     let mut c = common::started("cloud-c");
     federate(&a, &hub);
-    federate(&c, &hub);
+    let token = common::invite(&c, "plant-a", &[]);
+    // Before cloud-c links to the broker, the broker has no way to it, and says so.
+    let out = a.cli(&["federation", "join", &token, "--via", "hub-b"]);
+    out.fails(1, "broker hub-b has no route to mesh cloud-c");
+    // A gateway relays nothing.
+    let out = c.cli(&[
+        "federation",
+        "join",
+        &common::invite(&hub, "cloud-c", &[]),
+        "--via",
+        "plant-a",
+    ]);
+    out.fails(1, "this node has no live link to broker mesh plant-a");
 
+    federate(&c, &hub);
     // A mesh cannot send through the broker to a mesh it has no federation with.
     let out = a.cli(&["send", "--to", "cloud-c", "--topic", "t", "x"]);
     out.fails(1, "cloud-c");
+    wait_for_route(&a, "cloud-c", &["plant-a", "hub-b", "cloud-c"]);
 
-    let token = common::invite(&c, "plant-a", &[]);
     let out = a.cli(&["federation", "join", &token, "--via", "hub-b"]);
     let stdout = out.ok();
     assert!(
@@ -80,7 +94,7 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
     let line = out.ok();
     assert!(line.contains(&id), "{out}");
     assert!(line.contains(marker), "{out}");
-    let envelope: serde_json::Value = serde_json::from_str(line).unwrap();
+    let envelope: Value = serde_json::from_str(line).unwrap();
     assert_eq!(
         envelope["federation"]["source_mesh"]["id"], "plant-a",
         "{out}"
@@ -88,7 +102,7 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
     // The broker is a hop of the envelope's route.
     assert_eq!(
         envelope["federation"]["routing"]["path"],
-        serde_json::json!(["plant-a", "hub-b", "cloud-c"]),
+        json!(["plant-a", "hub-b", "cloud-c"]),
         "{out}"
     );
     assert_eq!(envelope["federation"]["routing"]["hops"], 2, "{out}");
@@ -110,4 +124,114 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
         "the broker's log holds the plaintext"
     );
     drop(a);
+}
+
+/// Polls `route list --json` on `m` until `destination` is reached along `path`.
+fn wait_for_route(m: &Mesh, destination: &str, path: &[&str]) {
+    let what = format!("{} routes to {destination} along {path:?}", m.name());
+    poll(&what, DEADLINE, || {
+        let out = m.cli(&["route", "list", "--json"]);
+        let routes: Value = serde_json::from_str(out.ok()).unwrap();
+        let found = routes.as_array().unwrap().iter().any(|r| {
+            r["destination"] == destination
+                && r["path"] == json!(path)
+                && r["hops"] == path.len() - 1
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("{routes:#}"))
+        }
+    });
+}
+
+/// `joiner` joins `inviter` through broker `via`; returns the federation id.
+fn federate_via(joiner: &Mesh, inviter: &Mesh, via: &str) -> String {
+    let token = common::invite(inviter, joiner.name(), &[]);
+    let out = joiner.cli(&["federation", "join", &token, "--via", via]);
+    let stdout = out.ok();
+    let expected = format!("with mesh {} (active)", inviter.name());
+    assert!(stdout.contains(&expected), "{out}");
+    stdout.split_whitespace().nth(2).unwrap().to_owned()
+}
+
+/// Hierarchical: site gateways under regional brokers under a cloud broker. Routes propagate
+/// up and down the tree (path vector), and a message crosses from one site to the other
+/// through three brokers, each a hop of its route.
+#[test]
+fn a_message_crosses_regions_through_three_brokers() {
+    let cloud = broker("cloud");
+    let region1 = broker("region-1");
+    let region2 = broker("region-2");
+    let site1 = common::started("site-1");
+    let mut site2 = common::started("site-2");
+    federate(&region1, &cloud);
+    federate(&region2, &cloud);
+    federate(&site1, &region1);
+    federate(&site2, &region2);
+    let path = ["site-1", "region-1", "cloud", "region-2", "site-2"];
+    wait_for_route(&site1, "site-2", &path);
+    let out = region1.cli(&["route", "list"]);
+    assert!(
+        out.ok().lines().any(|l| l.starts_with("site-2 ") && l.contains("region-1 → cloud → region-2 → site-2")),
+        "{out}"
+    );
+
+    federate_via(&site1, &site2, "region-1");
+    let sub = subscribe(&mut site2, &site1, &["--topic", "orders/#", "--count", "1"]);
+    let id = send(&site1, "site-2", "orders/7", "hello across regions");
+    let out = sub.finish(DEADLINE);
+    let envelope: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(envelope["federation"]["id"], id.as_str(), "{out}");
+    assert_eq!(
+        envelope["federation"]["routing"]["path"],
+        json!(path),
+        "{out}"
+    );
+    assert_eq!(envelope["federation"]["routing"]["hops"], 4, "{out}");
+}
+
+/// Mesh of meshes: two gateways, each linked to two brokers that are linked to each other. The
+/// broker the federation runs through is killed (kill -9); the federation resumes through the
+/// other broker, and a reliable message sent meanwhile arrives.
+#[test]
+fn traffic_takes_the_other_broker_when_one_dies() {
+    let mut b1 = broker("broker-1");
+    let b2 = broker("broker-2");
+    let a = common::started("plant-a");
+    let mut d = common::started("depot-d");
+    federate(&b1, &b2);
+    for gateway in [&a, &d] {
+        federate(gateway, &b1);
+        federate(gateway, &b2);
+    }
+    wait_for_route(&a, "depot-d", &["plant-a", "broker-1", "depot-d"]);
+    let id = federate_via(&a, &d, "broker-1");
+
+    let sub = subscribe(&mut d, &a, &["--topic", "stock/#", "--count", "2"]);
+    let first = send(&a, "depot-d", "stock/1", "before");
+    b1.kill9();
+    let out = a.cli(&[
+        "send", "--to", "depot-d", "--topic", "stock/2", "--qos", "1", "after",
+    ]);
+    let second = out.ok().trim().to_owned();
+    let out = sub.finish(DEADLINE);
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains(&first) && lines[0].contains("before"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(&second) && lines[1].contains("after"),
+        "{out}"
+    );
+    let envelope: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(
+        envelope["federation"]["routing"]["path"],
+        json!(["plant-a", "broker-2", "depot-d"]),
+        "{out}"
+    );
+    let view = common::wait_for_status(&a, &id, "active");
+    assert_eq!(view["via"], "broker-2", "{view:#}");
 }

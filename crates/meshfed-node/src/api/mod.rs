@@ -49,8 +49,8 @@ use models::schema;
 use models::{
     Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
     Format, InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged,
-    NodeInfo, OperationRequest, PublishQuery, PublishReply, SendRequest, StreamQuery, StreamReply,
-    TokenRotated, TrustView,
+    NodeInfo, OperationRequest, PublishQuery, PublishReply, RouteList, SendRequest, StreamQuery,
+    StreamReply, TokenRotated, TrustView,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -82,6 +82,7 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
     let v1 = OpenApiRouter::default()
         .routes(routes!(node_info))
         .routes(routes!(list_federations))
+        .routes(routes!(list_routes))
         .routes(routes!(invite))
         .routes(routes!(join))
         .routes(routes!(show_federation))
@@ -204,6 +205,22 @@ async fn node_info(State(node): State<Node>) -> Json<NodeInfo> {
 async fn list_federations(State(node): State<Node>) -> Result<Json<FederationList>, ApiError> {
     let federations = node.federations().await?.iter().map(view).collect();
     Ok(Json(FederationList { federations }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/routes",
+    tag = "federations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The routing table: each mesh reached, its next hop, path and round trip", body = RouteList),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+    )
+)]
+async fn list_routes(State(node): State<Node>) -> Json<RouteList> {
+    Json(RouteList {
+        routes: node.routes(),
+    })
 }
 
 fn federation_id(raw: &str) -> Result<FederationId, ApiError> {

@@ -102,6 +102,31 @@ pub struct NodeDelivery {
     pub signatures: SignatureMode,
 }
 
+/// `GET /v1/routes`: the routing table (path vector) and the federations relayed by brokers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteList {
+    /// Every mesh this node reaches over its links or through neighbour brokers, by mesh.
+    pub routes: Vec<RouteView>,
+}
+
+/// One destination of the routing table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteView {
+    /// The mesh reached.
+    #[schema(value_type = String)]
+    pub destination: MeshId,
+    /// The neighbour tunnel frames for it go to.
+    #[schema(value_type = String)]
+    pub next_hop: MeshId,
+    /// The meshes a frame crosses, this one first, the destination last.
+    #[schema(value_type = Vec<String>)]
+    pub path: Vec<MeshId>,
+    /// Hops to the destination.
+    pub hops: usize,
+    /// The path's summed round trip (heartbeats of each link), in milliseconds.
+    pub rtt_ms: f64,
+}
+
 /// `GET /v1/federations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FederationList {

@@ -329,6 +329,18 @@ fn federation() -> FederationView {
 }
 
 /// A view with every optional field absent (`null`, or left out where the API leaves it out).
+fn route() -> RouteView {
+    RouteView {
+        destination: "cloud-c".parse().unwrap(),
+        next_hop: "hub-b".parse().unwrap(),
+        path: ["plant-a", "hub-b", "cloud-c"]
+            .map(|m| m.parse().unwrap())
+            .to_vec(),
+        hops: 2,
+        rtt_ms: 0.4,
+    }
+}
+
 fn sparse_federation() -> FederationView {
     FederationView {
         peer_node: None,
@@ -463,6 +475,10 @@ fn samples() -> Vec<(String, Value)> {
         sample(FederationList {
             federations: vec![federation(), sparse_federation()],
         }),
+        sample(RouteList {
+            routes: vec![route()],
+        }),
+        sample(route()),
         sample(federation()),
         sample(sparse_federation()),
         sample(agreement.policy.clone()),

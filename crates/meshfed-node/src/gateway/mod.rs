@@ -166,6 +166,8 @@ pub async fn start(
     let links = Arc::new(links);
     ctx.tracker
         .spawn(links::relay::answer_loop(links.clone(), tunnels));
+    ctx.tracker
+        .spawn(links::routing::advertise_loop(links.clone()));
     if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
         tracing::warn!(
             federation = %ctx.federation_addr,
@@ -270,6 +272,21 @@ pub(crate) struct FederationStatus {
 }
 
 impl GatewayHandle {
+    /// The routing table, by destination mesh.
+    pub(crate) fn routes(&self) -> Vec<crate::api::models::RouteView> {
+        let own = &self.0.ctx.id.mesh;
+        links::routing::table(&self.0.links)
+            .into_iter()
+            .map(|r| crate::api::models::RouteView {
+                next_hop: r.next_hop.mesh().clone(),
+                hops: r.path.len(),
+                path: std::iter::once(own.clone()).chain(r.path).collect(),
+                destination: r.destination,
+                rtt_ms: r.rtt_us as f64 / 1000.0,
+            })
+            .collect()
+    }
+
     /// What this node runs as.
     pub fn role(&self) -> crate::config::Role {
         self.0.ctx.config.node.role

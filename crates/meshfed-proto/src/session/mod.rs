@@ -687,7 +687,8 @@ impl LinkSession {
             | FrameType::Credit
             | FrameType::Forward
             | FrameType::BatchHead
-            | FrameType::SignerCertificate => Ok(Received::Data(frame.clone())),
+            | FrameType::SignerCertificate
+            | FrameType::RouteAdvertisement => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,

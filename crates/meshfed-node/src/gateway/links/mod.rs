@@ -8,6 +8,7 @@
 
 mod bundle;
 pub(crate) mod relay;
+pub(crate) mod routing;
 mod session;
 pub(crate) mod statics;
 
@@ -84,6 +85,8 @@ pub(crate) struct Links {
     sessions: Mutex<HashMap<FederationId, Arc<LinkPort>>>,
     /// The tunnels through brokers this node is an end of.
     tunnels: relay::Tunnels,
+    /// What neighbour brokers advertised they reach.
+    routing: routing::Routing,
     /// Why the listener's last `accept` failed, while no later one has succeeded.
     accept_failure: Mutex<Option<String>>,
 }
@@ -107,6 +110,7 @@ impl Links {
             door,
             sessions: Mutex::new(HashMap::new()),
             tunnels,
+            routing: routing::Routing::default(),
             accept_failure: Mutex::new(None),
         };
         (links, accepted)
@@ -503,7 +507,7 @@ async fn resume(links: &Arc<Links>, record: &FederationRecord) -> Result<Arc<Lin
     if let Some(broker) = relay::via(record) {
         let target = Target::Resume(known(record)?);
         let peer = record.peer_mesh.clone();
-        let (_, session) = relay::initiate(links, &broker, peer, target).await?;
+        let (_, session) = relay::resume(links, &broker, peer, target).await?;
         return Ok(session);
     }
     let bundle = stored_bundle(record)?;

@@ -161,7 +161,7 @@ async fn pass_on(links: &Arc<Links>, from: &Arc<LinkPort>, mut frame: RelayFrame
         unreachable(links, from, &frame, dropped.to_string()).await;
         return;
     }
-    let Some(next) = next_hop(links, &frame.route.destination) else {
+    let Some(next) = super::routing::next_hop(links, &frame.route.destination) else {
         let reason = format!(
             "broker {own} has no route to mesh {}",
             frame.route.destination
@@ -178,11 +178,6 @@ async fn pass_on(links: &Arc<Links>, from: &Arc<LinkPort>, mut frame: RelayFrame
         return;
     }
     links.ctx.metrics.relayed(next.mesh());
-}
-
-/// The link to `mesh` this node forwards through: a live federation with it.
-fn next_hop(links: &Links, mesh: &MeshId) -> Option<Arc<LinkPort>> {
-    links.ports().into_iter().find(|p| p.mesh() == mesh)
 }
 
 /// Tells `frame`'s source, back through `port`, that it could not be delivered; reports about
@@ -565,18 +560,59 @@ async fn answer(links: &Arc<Links>, mut link: Link, peer: &MeshId) -> Result<(),
     Ok(())
 }
 
-/// Runs the handshake for `target` through a tunnel to `peer` opened through broker `via`.
+/// Runs the handshake for `target` through a tunnel to `peer` opened through broker `via`, a
+/// neighbour.
 pub(crate) async fn initiate(
     links: &Arc<Links>,
     via: &MeshId,
     peer: MeshId,
     target: Target,
 ) -> Result<(FederationRecord, Arc<LinkPort>), LinkError> {
-    let Some(first) = next_hop(links, via) else {
+    let first = links
+        .ports()
+        .into_iter()
+        .find(|p| p.relays.is_empty() && p.mesh() == via);
+    let Some(first) = first else {
         return Err(LinkError::Tunnel(format!(
             "this node has no live link to broker mesh {via}"
         )));
     };
+    through(links, first, peer, target).await
+}
+
+/// Resumes a federation through a tunnel to `peer` along the best route the neighbours
+/// advertise (another broker than `via`, the one it was joined through, when that one is
+/// down or farther), else through `via` itself.
+pub(crate) async fn resume(
+    links: &Arc<Links>,
+    via: &MeshId,
+    peer: MeshId,
+    target: Target,
+) -> Result<(FederationRecord, Arc<LinkPort>), LinkError> {
+    match super::routing::next_hop(links, &peer) {
+        Some(first) if first.mesh() != &peer => through(links, first, peer, target).await,
+        _ => initiate(links, via, peer, target).await,
+    }
+}
+
+async fn through(
+    links: &Arc<Links>,
+    first: Arc<LinkPort>,
+    peer: MeshId,
+    target: Target,
+) -> Result<(FederationRecord, Arc<LinkPort>), LinkError> {
+    let via = vec![format!("{VIA}{}", first.mesh())];
     let link = open(links, first, peer).await?;
-    super::initiate(links, link, target, vec![format!("{VIA}{via}")]).await
+    let (record, port) = super::initiate(links, link, target, via.clone()).await?;
+    if record.peer_addrs == via {
+        return Ok((record, port));
+    }
+    // Resumed through another broker than before: the registry says which.
+    let id = record.id.clone();
+    let record = links
+        .ctx
+        .blocking(move |s| s.set_peer_addrs(&id, &via))
+        .await
+        .map_err(|e| LinkError::Store(e.to_string()))?;
+    Ok((record, port))
 }

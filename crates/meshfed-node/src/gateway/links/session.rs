@@ -150,6 +150,7 @@ pub(crate) async fn start(
     ctx.tracker
         .spawn(read_loop(links.clone(), port.clone(), reader));
     links.routes.link_up(&port, record);
+    links.routing.changed();
     links.inbound.notify(Input::LinkUp(port.clone()));
     Ok(port)
 }
@@ -337,6 +338,7 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
     tracing::info!(federation = %port.federation_id, peer = %port.peer, reason = %why, "federation link down");
     port.close();
     links.routes.link_down(&port);
+    links.routing.forget(&port.federation_id);
     links.inbound.notify(Input::LinkDown(port.clone()));
     let mut sessions = links.sessions.lock().unwrap_or_else(|e| e.into_inner());
     if sessions
@@ -362,6 +364,7 @@ async fn route(
         FrameType::BatchHead => heads.head(ctx, port, &frame.body)?,
         FrameType::SignerCertificate => port.trust.announce(&frame.body),
         FrameType::Relay => super::relay::receive(links, port, &frame.body).await,
+        FrameType::RouteAdvertisement => super::routing::receive(links, port, &frame.body),
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
