@@ -129,6 +129,18 @@ impl Clock {
     }
 }
 
+/// RFC 3339 for a timestamp (milliseconds since the epoch, as a count when out of range).
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    let nanos = i128::from(t.0) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{}ms", t.0))
+}
+
 /// A wall time as a protocol timestamp (milliseconds since the Unix epoch).
 pub fn timestamp(wall: SystemTime) -> Timestamp {
     let ms = wall

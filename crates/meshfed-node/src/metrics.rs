@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     pub(crate) relayed: Family<PeerLabel, Counter>,
     /// Tunnel frames a broker could not pass on (a loop, ttl, no route) or a gateway refused.
     pub(crate) relay_dropped: Counter,
+    /// Mesh descriptors a broker's directory refused.
+    pub(crate) descriptors_refused: Counter,
 }
 
 impl Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             delivered_unproven: Counter::default(),
             relayed: Family::default(),
             relay_dropped: Counter::default(),
+            descriptors_refused: Counter::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -250,6 +253,11 @@ impl Metrics {
             "Tunnel frames that could not be passed on (a loop, ttl expired, no route, or a gateway asked to relay); the source is told",
             m.relay_dropped.clone(),
         );
+        registry.register(
+            "descriptors_refused",
+            "Mesh descriptors the discovery directory refused (a bad signature, expired, an older one replayed, another CA's)",
+            m.descriptors_refused.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -263,6 +271,11 @@ impl Metrics {
     /// Counts a tunnel frame passed on to `next`.
     pub(crate) fn relayed(&self, next: &meshfed_proto::MeshId) {
         self.relayed.get_or_create(&peer(next)).inc();
+    }
+
+    /// Counts a mesh descriptor the directory refused.
+    pub(crate) fn descriptor_refused(&self) {
+        self.descriptors_refused.inc();
     }
 
     /// Counts a tunnel frame that could not be passed on.

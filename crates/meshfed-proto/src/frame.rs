@@ -106,6 +106,8 @@ frame_types! {
     /// The meshes the sender reaches, each with its path and summed round trip: its whole
     /// routing table (path vector), sent to each neighbour when it changes.
     RouteAdvertisement = 0x31,
+    /// The sender's mesh descriptor (a signed statement) for the broker's discovery directory.
+    Descriptor = 0x32,
 }
 
 /// One frame.

@@ -31,6 +31,8 @@ pub enum StatementKind {
     TrustBundle,
     /// The mesh's revocation list (signed by its CA or one of its nodes).
     Revocations,
+    /// The mesh's descriptor for a broker's discovery directory (signed by one of its nodes).
+    Descriptor,
 }
 
 impl StatementKind {
@@ -38,6 +40,7 @@ impl StatementKind {
         match self {
             Self::TrustBundle => 1,
             Self::Revocations => 2,
+            Self::Descriptor => 3,
         }
     }
 }
@@ -136,6 +139,59 @@ impl BundleStatement {
     }
 }
 
+/// What a [`StatementKind::Descriptor`] statement says: how to find mesh `mesh` and what it
+/// offers, for a broker's discovery directory. It carries its mesh's CA certificate, so the
+/// directory checks the signer against it; the directory is no trust anchor for all that
+/// (anyone can make a CA naming any mesh): joining takes an invitation or a CA fingerprint
+/// obtained out of band.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshDescriptor {
+    /// The mesh described.
+    pub mesh: MeshId,
+    /// What it offers (topics, services, compliance frameworks), as free words.
+    pub capabilities: Vec<String>,
+    /// Where its gateway accepts federation links (`host:port`).
+    pub addresses: Vec<String>,
+    /// The mesh CA certificate (DER) the signer's chain leads to.
+    pub ca: ByteBuf,
+    /// When it was signed; a directory refuses one not newer than what it holds.
+    pub issued: Timestamp,
+    /// When it stops being listed.
+    pub expires: Timestamp,
+}
+
+/// Most addresses and capabilities a descriptor lists, each.
+pub const MAX_DESCRIPTOR_ITEMS: usize = 32;
+
+impl MeshDescriptor {
+    /// The bytes that are signed.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::to_vec(self, 2048)
+    }
+
+    /// Reads the signed bytes of a descriptor, refusing trailing bytes, too many items, an
+    /// item over 256 bytes and an expiry not after its issue time.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatementError> {
+        let d: Self = cbor::from_slice(bytes).map_err(|e| malformed(e, "mesh descriptor"))?;
+        for (what, items) in [
+            ("addresses", &d.addresses),
+            ("capabilities", &d.capabilities),
+        ] {
+            if items.len() > MAX_DESCRIPTOR_ITEMS || items.iter().any(|i| i.len() > 256) {
+                return Err(StatementError::Malformed(format!(
+                    "the mesh descriptor's {what}: at most {MAX_DESCRIPTOR_ITEMS} of at most 256 bytes each"
+                )));
+            }
+        }
+        if d.expires <= d.issued {
+            return Err(StatementError::Malformed(
+                "the mesh descriptor expires before it is issued".to_owned(),
+            ));
+        }
+        Ok(d)
+    }
+}
+
 fn malformed(fault: CborFault, what: &str) -> StatementError {
     StatementError::Malformed(match fault {
         CborFault::NotCbor(e) => e,
@@ -163,6 +219,41 @@ mod tests {
             chain: vec![ByteBuf::from(vec![9; 10])],
             signature: ByteBuf::from(vec![7; 96]),
         }
+    }
+
+    fn descriptor() -> MeshDescriptor {
+        MeshDescriptor {
+            mesh: "plant-a".parse().unwrap(),
+            capabilities: vec!["telemetry".into()],
+            addresses: vec!["10.0.0.1:7443".into()],
+            ca: ByteBuf::from(vec![3; 20]),
+            issued: Timestamp(1_000),
+            expires: Timestamp(2_000),
+        }
+    }
+
+    #[test]
+    fn a_descriptor_reads_back_and_one_out_of_bounds_is_refused() {
+        let d = descriptor();
+        assert_eq!(MeshDescriptor::decode(&d.encode()), Ok(d));
+        let backwards = MeshDescriptor {
+            expires: Timestamp(1_000),
+            ..descriptor()
+        };
+        assert_eq!(
+            MeshDescriptor::decode(&backwards.encode()),
+            Err(StatementError::Malformed(
+                "the mesh descriptor expires before it is issued".into()
+            ))
+        );
+        let crowded = MeshDescriptor {
+            addresses: vec!["a:1".into(); MAX_DESCRIPTOR_ITEMS + 1],
+            ..descriptor()
+        };
+        assert!(matches!(
+            MeshDescriptor::decode(&crowded.encode()),
+            Err(StatementError::Malformed(m)) if m.contains("addresses")
+        ));
     }
 
     #[test]

@@ -189,6 +189,17 @@ pub(crate) enum FederationCommand {
         /// The federation id.
         id: FederationId,
     },
+    /// List the meshes a broker's discovery directory holds. The directory is no trust anchor:
+    /// join a mesh found there with an invitation from it, or check its CA fingerprint out of
+    /// band first.
+    Discover {
+        /// The broker's API address (`host:port`); default: this node's, if it is a broker.
+        #[arg(long, value_name = "ADDR")]
+        broker: Option<std::net::SocketAddr>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Propose the next agreement version with this node's current offer; prints the version
     /// both sides switched to, or the peer's reason for refusing (the old agreement stays).
     Renegotiate {

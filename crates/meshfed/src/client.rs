@@ -47,6 +47,17 @@ impl ApiClient {
         })
     }
 
+    /// A client without a token for the public parts of another node's API at `api` (a
+    /// broker's `/directory`).
+    pub(crate) fn public(api: SocketAddr) -> Self {
+        Self {
+            dir: std::path::PathBuf::new(),
+            api,
+            token: String::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// The API's address.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.api
@@ -105,7 +116,9 @@ impl ApiClient {
     /// that says `message (code, HTTP status)`.
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
-            if e.is_connect() {
+            if e.is_connect() && self.token.is_empty() {
+                Failure::Runtime(anyhow!("cannot reach the API at {} ({e})", self.api))
+            } else if e.is_connect() {
                 Failure::Runtime(anyhow!(
                     "cannot reach the gateway's API at {}: is `meshfed gateway --dir {}` running? ({e})",
                     self.api,

@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use meshfed_node::api::models::{
-    FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, OperationRequest,
-    RevocationListView, RevocationsView, RevokeNodeRequest,
+    DirectoryView, FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest,
+    OperationRequest, RevocationListView, RevocationsView, RevokeNodeRequest,
 };
 
 use crate::cli::FederationCommand;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{outln, table};
 
 pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
@@ -52,6 +52,31 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
             }
             FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
             FederationCommand::Resume { id } => operate(&client, &id, "resume", OperationRequest::default()).await?,
+            FederationCommand::Discover { broker, json } => {
+                let client = match broker {
+                    Some(addr) => ApiClient::public(addr),
+                    None => client,
+                };
+                let dir: DirectoryView = client.get("/directory").await?;
+                if json {
+                    outln!("{}", to_json(&dir.descriptors, false)?)?;
+                } else {
+                    let rows: Vec<[String; 4]> = (dir.descriptors.iter())
+                        .map(|d| {
+                            [
+                                d.mesh.to_string(),
+                                d.addresses.join(","),
+                                d.ca_fingerprint.clone(),
+                                d.expires.clone(),
+                            ]
+                        })
+                        .collect();
+                    table(["MESH", "ADDRESSES", "CA FINGERPRINT (SHA-384)", "EXPIRES"], &rows)?;
+                }
+                eprintln!(
+                    "The directory is not a trust anchor: anyone can make a CA that names any mesh. Join a mesh found here with an invitation from it (meshfed federation join TOKEN), or compare its CA fingerprint with one obtained out of band first."
+                );
+            }
             FederationCommand::Renegotiate { id } => {
                 let f: FederationView = client
                     .post(&format!("/v1/federations/{id}/renegotiate"), &OperationRequest::default())
@@ -173,7 +198,7 @@ fn print_table(feds: &[FederationView]) -> Result<(), Failure> {
         "LAST HEARTBEAT",
         "RTT",
     ];
-    crate::output::table(head, &rows)
+    table(head, &rows)
 }
 
 /// `value` as one line of JSON, as the detail view shows lists and the policy.

@@ -62,6 +62,7 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
     out.fails(1, "this node has no live link to broker mesh plant-a");
 
     federate(&c, &hub);
+    discovered(&a, &hub, &token);
     // A mesh cannot send through the broker to a mesh it has no federation with.
     let out = a.cli(&["send", "--to", "cloud-c", "--topic", "t", "x"]);
     out.fails(1, "cloud-c");
@@ -234,4 +235,39 @@ fn traffic_takes_the_other_broker_when_one_dies() {
     );
     let view = common::wait_for_status(&a, &id, "active");
     assert_eq!(view["via"], "broker-2", "{view:#}");
+}
+
+/// `federation discover --broker` (the hub's API) from `m` lists every mesh linked to the
+/// hub, cloud-c under the CA its invitation `token` pins, and says the directory is no trust
+/// anchor; a gateway has no directory of its own.
+fn discovered(m: &Mesh, hub: &Mesh, token: &str) {
+    let addr = hub.api_addr().to_string();
+    let out = m.cli(&["federation", "discover", "--broker", &addr, "--json"]);
+    let listed: Value = serde_json::from_str(out.ok()).unwrap();
+    let meshes: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["mesh"].as_str().unwrap())
+        .collect();
+    assert_eq!(meshes, ["cloud-c", "plant-a"], "{out}");
+    let pinned = meshfed_proto::invitation::InvitationToken::decode(token).unwrap();
+    assert_eq!(
+        listed[0]["ca_fingerprint"],
+        pinned
+            .ca_fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("The directory is not a trust anchor"),
+        "{out}"
+    );
+    let out = m.cli(&["federation", "discover"]);
+    out.fails(
+        1,
+        "this node is a gateway: brokers serve the discovery directory",
+    );
 }

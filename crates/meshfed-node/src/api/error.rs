@@ -78,6 +78,16 @@ impl ApiError {
         }
     }
 
+    /// A broker's feature asked of a gateway.
+    pub fn not_a_broker(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_a_broker",
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// A feature that is not available in this version.
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self {

@@ -47,10 +47,10 @@ use crate::gateway::submit::Submitted;
 use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
 use models::schema;
 use models::{
-    Acked, DeadLetterList, DeadLetterView, DurableAck, ErrorBody, FederationList, FederationView,
-    Format, InviteRequest, InviteResponse, JoinRequest, MessageAccepted, MessageAcknowledged,
-    NodeInfo, OperationRequest, PublishQuery, PublishReply, RouteList, SendRequest, StreamQuery,
-    StreamReply, TokenRotated, TrustView,
+    Acked, DeadLetterList, DeadLetterView, DescriptorView, DirectoryView, DurableAck, ErrorBody,
+    FederationList, FederationView, Format, InviteRequest, InviteResponse, JoinRequest,
+    MessageAccepted, MessageAcknowledged, NodeInfo, OperationRequest, PublishQuery, PublishReply,
+    RouteList, SendRequest, StreamQuery, StreamReply, TokenRotated, TrustView,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -102,6 +102,7 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
+        .routes(routes!(directory))
         .routes(routes!(openapi))
         .nest("/v1", guard(v1))
 }
@@ -945,6 +946,35 @@ async fn forward_durable(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(WsMessage::Close(None))).await;
+}
+
+#[utoipa::path(
+    get,
+    path = "/directory",
+    tag = "health",
+    responses(
+        (status = 200, description = "A broker's discovery directory: the mesh descriptors its neighbours published, each checked against the CA it carries (no token needed). Not a trust anchor: join with an invitation or a CA fingerprint obtained out of band", body = DirectoryView),
+        (status = 404, description = "This node is a gateway (`not_a_broker`)", body = ErrorBody),
+    )
+)]
+async fn directory(State(node): State<Node>) -> Result<Json<DirectoryView>, ApiError> {
+    let Some(listed) = node.directory() else {
+        return Err(ApiError::not_a_broker(
+            "this node is a gateway: brokers serve the discovery directory (meshfed federation discover --broker ADDR)",
+        ));
+    };
+    let descriptors = listed
+        .into_iter()
+        .map(|l| DescriptorView {
+            mesh: l.descriptor.mesh,
+            capabilities: l.descriptor.capabilities,
+            addresses: l.descriptor.addresses,
+            ca_fingerprint: l.ca_fingerprint.to_string(),
+            issued: crate::clock::rfc3339(l.descriptor.issued),
+            expires: crate::clock::rfc3339(l.descriptor.expires),
+        })
+        .collect();
+    Ok(Json(DirectoryView { descriptors }))
 }
 
 #[utoipa::path(

@@ -127,6 +127,34 @@ pub struct RouteView {
     pub rtt_ms: f64,
 }
 
+/// `GET /directory`: the mesh descriptors a broker lists. Not a trust anchor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryView {
+    /// Every mesh listed, by mesh id.
+    pub descriptors: Vec<DescriptorView>,
+}
+
+/// One mesh as its gateway described it, signed under the CA it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DescriptorView {
+    /// The mesh.
+    #[schema(value_type = String)]
+    pub mesh: MeshId,
+    /// What it offers, as it says.
+    pub capabilities: Vec<String>,
+    /// Where its gateway accepts federation links.
+    pub addresses: Vec<String>,
+    /// SHA-384 fingerprint (hex) of the CA the descriptor was signed under: compare it with one
+    /// obtained out of band before trusting it.
+    pub ca_fingerprint: String,
+    /// When it was signed.
+    #[schema(format = DateTime)]
+    pub issued: String,
+    /// When it stops being listed.
+    #[schema(format = DateTime)]
+    pub expires: String,
+}
+
 /// `GET /v1/federations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FederationList {

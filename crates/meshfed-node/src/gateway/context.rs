@@ -65,6 +65,16 @@ impl Context {
         }
     }
 
+    /// What invitations and descriptors give peers to dial: the advertised addresses, else
+    /// the one listened on.
+    pub(crate) fn advertised(&self) -> Vec<String> {
+        if self.config.federation.advertise.is_empty() {
+            vec![self.federation_addr.to_string()]
+        } else {
+            self.config.federation.advertise.clone()
+        }
+    }
+
     /// The handshake's view of this node; the verifier checks peers for `purpose`, and refuses
     /// certificates the revocation lists revoke.
     pub(crate) fn local(&self, purpose: KeyPurpose) -> LocalIdentity {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshfed_proto::envelope::Timestamp;
+pub(crate) use crate::clock::rfc3339;
 use meshfed_proto::handshake::{Target, invitation_key};
 use meshfed_proto::invitation::{InvitationToken, TokenError};
 use meshfed_proto::session::LinkSession;
@@ -123,7 +123,7 @@ pub(crate) async fn invite(
     let token = InvitationToken {
         inviter: f.ctx.id.mesh.clone(),
         invitee: peer,
-        addresses: invitation_addresses(&f.ctx),
+        addresses: f.ctx.advertised(),
         ca_fingerprint: *f.ctx.id.trust().ca_fingerprint.as_bytes(),
         token_id: record.token_id.clone(),
         secret,
@@ -384,25 +384,4 @@ pub(crate) async fn renegotiate(
             }
         }
     }
-}
-
-/// RFC 3339 for a timestamp.
-/// What invitations give the peer to dial: the advertised addresses, else the one listened on.
-fn invitation_addresses(ctx: &Context) -> Vec<String> {
-    if ctx.config.federation.advertise.is_empty() {
-        vec![ctx.federation_addr.to_string()]
-    } else {
-        ctx.config.federation.advertise.clone()
-    }
-}
-
-pub(crate) fn rfc3339(t: Timestamp) -> String {
-    let nanos = i128::from(t.0) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{}ms", t.0))
 }

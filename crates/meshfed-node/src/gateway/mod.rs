@@ -21,6 +21,7 @@
 
 pub(crate) mod context;
 pub(crate) mod cores;
+pub(crate) mod directory;
 pub(crate) mod error;
 pub(crate) mod federations;
 pub(crate) mod identity;
@@ -167,7 +168,7 @@ pub async fn start(
     ctx.tracker
         .spawn(links::relay::answer_loop(links.clone(), tunnels));
     ctx.tracker
-        .spawn(links::routing::advertise_loop(links.clone()));
+        .spawn(links::routing::routing_loop(links.clone()));
     if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
         tracing::warn!(
             federation = %ctx.federation_addr,
@@ -272,6 +273,12 @@ pub(crate) struct FederationStatus {
 }
 
 impl GatewayHandle {
+    /// A broker's discovery directory; `None` on a gateway.
+    pub(crate) fn directory(&self) -> Option<Vec<directory::Listed>> {
+        (self.role() == crate::config::Role::Broker)
+            .then(|| self.0.links.directory.listed(self.0.ctx.now()))
+    }
+
     /// The routing table, by destination mesh.
     pub(crate) fn routes(&self) -> Vec<crate::api::models::RouteView> {
         let own = &self.0.ctx.id.mesh;

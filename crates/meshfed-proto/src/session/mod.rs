@@ -688,7 +688,8 @@ impl LinkSession {
             | FrameType::Forward
             | FrameType::BatchHead
             | FrameType::SignerCertificate
-            | FrameType::RouteAdvertisement => Ok(Received::Data(frame.clone())),
+            | FrameType::RouteAdvertisement
+            | FrameType::Descriptor => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,

@@ -87,6 +87,8 @@ pub(crate) struct Links {
     tunnels: relay::Tunnels,
     /// What neighbour brokers advertised they reach.
     routing: routing::Routing,
+    /// A broker's discovery directory: the descriptors its neighbours publish.
+    pub(crate) directory: super::directory::Directory,
     /// Why the listener's last `accept` failed, while no later one has succeeded.
     accept_failure: Mutex<Option<String>>,
 }
@@ -111,6 +113,7 @@ impl Links {
             sessions: Mutex::new(HashMap::new()),
             tunnels,
             routing: routing::Routing::default(),
+            directory: super::directory::Directory::default(),
             accept_failure: Mutex::new(None),
         };
         (links, accepted)

@@ -4,13 +4,16 @@
 //! tunnel) reaches its peer mesh directly; every neighbour broker's last advertisement adds the
 //! meshes it reaches, each path refused if it holds this mesh already. Per destination the
 //! lowest summed round trip wins (this side's link to the neighbour included), fewer hops
-//! breaking ties. A broker advertises its table to every neighbour when it changes (a link up
-//! or down, an advertisement that changes it) and at each heartbeat interval (round trips
-//! change); a gateway only listens, since gateways relay nothing. A link that goes down takes
-//! its routes with it at once, so the next frame takes another path.
+//! breaking ties; a destination moves off its current next hop only for a path clearly better
+//! (by a quarter of its round trip, at least 1 ms), so that noisy round trips do not make it
+//! flap (each move reorders a tunnel's frames, which ends the tunnel). The table is computed
+//! when something changes (a link up or down, an advertisement) and at each heartbeat
+//! interval, and read by every relayed frame. A broker then advertises it to every neighbour;
+//! a gateway only listens, since gateways relay nothing. A link that goes down takes its
+//! routes with it at once, so the next frame takes another path.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use meshfed_proto::frame::{Frame, FrameType};
@@ -44,6 +47,8 @@ pub(crate) struct Routing {
     told: Mutex<HashMap<FederationId, Vec<u8>>>,
     /// Wakes the advertiser: the table may have changed.
     changed: Notify,
+    /// The table as last computed, by destination.
+    current: RwLock<Arc<BTreeMap<MeshId, Route>>>,
 }
 
 impl Routing {
@@ -79,14 +84,40 @@ fn rtt_us(links: &Links, port: &LinkPort) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The table: the best route to every mesh this node reaches, by destination.
-pub(crate) fn table(links: &Links) -> Vec<Route> {
+/// A path of round trip `new_rtt` and `new_hops` hops replaces the current one of `old_rtt`
+/// and `old_hops` only if clearly better.
+fn clearly_better((new_rtt, new_hops): (u64, usize), (old_rtt, old_hops): (u64, usize)) -> bool {
+    let margin = (old_rtt / 4).max(1_000);
+    better(
+        (new_rtt.saturating_add(margin), new_hops),
+        (old_rtt, old_hops),
+    )
+}
+
+/// Computes the table again: the best route to every mesh this node reaches, each staying on
+/// its current next hop unless another is clearly better.
+pub(crate) fn recompute(links: &Links) -> Arc<BTreeMap<MeshId, Route>> {
     let own = &links.ctx.id.mesh;
-    let mut best: HashMap<MeshId, Route> = HashMap::new();
+    let previous = links
+        .routing
+        .current
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut best: BTreeMap<MeshId, Route> = BTreeMap::new();
     let mut offer = |route: Route| {
-        let wins = best
-            .get(&route.destination)
-            .is_none_or(|b| better((route.rtt_us, route.path.len()), (b.rtt_us, b.path.len())));
+        let cost = |r: &Route| (r.rtt_us, r.path.len());
+        let incumbent = |r: &Route| {
+            previous
+                .get(&r.destination)
+                .is_some_and(|p| p.next_hop.federation_id == r.next_hop.federation_id)
+        };
+        let wins = match best.get(&route.destination) {
+            None => true,
+            Some(b) if incumbent(b) => clearly_better(cost(&route), cost(b)),
+            Some(b) if incumbent(&route) => !clearly_better(cost(b), cost(&route)),
+            Some(b) => better(cost(&route), cost(b)),
+        };
         if wins {
             best.insert(route.destination.clone(), route);
         }
@@ -114,17 +145,36 @@ pub(crate) fn table(links: &Links) -> Vec<Route> {
             }
         }
     }
-    let mut routes: Vec<Route> = best.into_values().collect();
-    routes.sort_by(|a, b| a.destination.cmp(&b.destination));
-    routes
+    let table = Arc::new(best);
+    *links
+        .routing
+        .current
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = table.clone();
+    table
 }
 
-/// The neighbour a frame for `destination` goes to, if any.
+/// The table, computed now, by destination.
+pub(crate) fn table(links: &Links) -> Vec<Route> {
+    recompute(links).values().cloned().collect()
+}
+
+/// The neighbour a frame for `destination` goes to, if any: from the table as computed, or
+/// computed again if its next hop has gone down since.
 pub(crate) fn next_hop(links: &Links, destination: &MeshId) -> Option<Arc<LinkPort>> {
-    table(links)
-        .into_iter()
-        .find(|r| &r.destination == destination)
-        .map(|r| r.next_hop)
+    let current = links
+        .routing
+        .current
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(destination)
+        .map(|r| r.next_hop.clone());
+    match current {
+        Some(port) if !port.is_closed() => Some(port),
+        _ => recompute(links)
+            .get(destination)
+            .map(|r| r.next_hop.clone()),
+    }
 }
 
 /// A neighbour's advertisement, from the hop link `port`.
@@ -145,12 +195,9 @@ pub(crate) fn receive(links: &Links, port: &LinkPort, body: &[u8]) {
     }
 }
 
-/// A broker's advertiser: tells every neighbour its table when it changes, and at each
-/// heartbeat interval.
-pub(crate) async fn advertise_loop(links: Arc<Links>) {
-    if links.ctx.config.node.role != Role::Broker {
-        return;
-    }
+/// Computes the table when something changes and at each heartbeat interval; a broker then
+/// tells every neighbour.
+pub(crate) async fn routing_loop(links: Arc<Links>) {
     let every: Duration = links.ctx.config.federation.heartbeat_interval;
     loop {
         tokio::select! {
@@ -158,13 +205,16 @@ pub(crate) async fn advertise_loop(links: Arc<Links>) {
             () = links.routing.changed.notified() => {}
             () = links.ctx.clock.sleep(every) => {}
         }
-        advertise(&links).await;
+        let table = recompute(&links);
+        if links.ctx.config.node.role == Role::Broker {
+            advertise(&links, &table).await;
+        }
     }
 }
 
-async fn advertise(links: &Links) {
+async fn advertise(links: &Links, table: &BTreeMap<MeshId, Route>) {
     let own = links.ctx.id.mesh.clone();
-    let routes = table(links);
+    let routes: Vec<&Route> = table.values().collect();
     for port in hops(links) {
         let ad = Advertisement {
             routes: routes
@@ -192,5 +242,22 @@ async fn advertise(links: &Links) {
         {
             lock(&links.routing.told).insert(port.federation_id.clone(), body);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clearly_better;
+
+    #[test]
+    fn a_route_moves_only_for_a_clearly_better_path() {
+        // Noise: a little faster is not enough.
+        assert!(!clearly_better((900, 2), (1_000, 2)));
+        assert!(!clearly_better((400, 1), (1_200, 1)));
+        // A quarter faster, at least a millisecond.
+        assert!(clearly_better((2_000, 2), (8_000, 2)));
+        assert!(clearly_better((100, 1), (1_200, 1)));
+        // Within the margin, fewer hops do not move it either.
+        assert!(!clearly_better((1_000, 1), (1_000, 2)));
     }
 }

@@ -151,6 +151,16 @@ pub(crate) async fn start(
         .spawn(read_loop(links.clone(), port.clone(), reader));
     links.routes.link_up(&port, record);
     links.routing.changed();
+    if port.relays.is_empty() {
+        // Each neighbour learns this mesh's descriptor; a broker lists it in its directory.
+        match crate::gateway::directory::own(ctx) {
+            Ok(descriptor) => {
+                let frame = Frame::new(FrameType::Descriptor, descriptor.encode());
+                let _ = port.send(frame).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sign this mesh's descriptor"),
+        }
+    }
     links.inbound.notify(Input::LinkUp(port.clone()));
     Ok(port)
 }
@@ -365,6 +375,15 @@ async fn route(
         FrameType::SignerCertificate => port.trust.announce(&frame.body),
         FrameType::Relay => super::relay::receive(links, port, &frame.body).await,
         FrameType::RouteAdvertisement => super::routing::receive(links, port, &frame.body),
+        FrameType::Descriptor if ctx.config.node.role == crate::config::Role::Broker => {
+            match links.directory.offer(&frame.body, ctx.clock.wall()) {
+                Ok(mesh) => tracing::info!(%mesh, peer = %port.peer, "listed a mesh descriptor"),
+                Err(e) => {
+                    ctx.metrics.descriptor_refused();
+                    tracing::warn!(peer = %port.peer, error = %e, "refused a mesh descriptor");
+                }
+            }
+        }
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
