@@ -365,6 +365,11 @@ pub(crate) struct BenchArgs {
     /// Node directory of the running gateway whose live stream receives (with --publisher).
     #[arg(long, value_name = "DIR", requires = "publisher")]
     pub(crate) subscriber: Option<PathBuf>,
+    /// Also start a broker mesh (bench-hub): each gateway federates with it, and the two
+    /// gateways federate with each other through it (`federation join --via`), so every message
+    /// crosses the broker in an end-to-end tunnel it relays.
+    #[arg(long, conflicts_with_all = ["publisher", "subscriber"])]
+    pub(crate) via_broker: bool,
 }
 
 /// A number of bytes, written `1024`, `512B`, `1KiB`, `4MiB` or `1kB`/`1MB` (powers of ten).

@@ -12,7 +12,7 @@ use meshfed_node::api::models::{
     FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, MessageAccepted,
     MessageAcknowledged, SendRequest,
 };
-use meshfed_node::config::NodeConfig;
+use meshfed_node::config::{NodeConfig, Role};
 use meshfed_node::{Gateway, InitOptions, init};
 use meshfed_proto::envelope::export::Exported;
 use meshfed_proto::envelope::{ContentType, Priority, Qos};
@@ -68,6 +68,17 @@ pub(crate) async fn start_mesh_with(
     mesh: &str,
     tweak: impl FnOnce(&mut NodeConfig),
 ) -> Result<(Gateway, ApiClient), Failure> {
+    start_node(root, mesh, Role::Gateway, tweak).await
+}
+
+/// [`start_mesh_with`] for a node of any `role`: its directory is made by `init` with that
+/// role, and [`Gateway::start`] runs what the configuration says (a broker relays).
+pub(crate) async fn start_node(
+    root: &Path,
+    mesh: &str,
+    role: Role,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Result<(Gateway, ApiClient), Failure> {
     let fail =
         |what: &str, e: String| Failure::Runtime(anyhow!("starting mesh {mesh}: {what}: {e}"));
     let dir = root.join(mesh);
@@ -79,6 +90,7 @@ pub(crate) async fn start_mesh_with(
     let mut opts = InitOptions::new(dir.clone(), mesh_id, node, SystemTime::now());
     opts.federation_listen = any;
     opts.api_listen = any;
+    opts.role = role;
     init(opts).map_err(|e| fail("creating the mesh identity", e.to_string()))?;
     let mut config = NodeConfig::load(&dir).map_err(|e| Failure::Config(e.into()))?;
     config.federation.heartbeat_interval = Duration::from_secs(1);

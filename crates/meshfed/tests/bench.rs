@@ -213,6 +213,66 @@ fn bench_table_states_qos_and_signature_mode() {
 }
 
 #[test]
+fn bench_measures_through_a_broker_when_asked() {
+    let args = [
+        "--via-broker",
+        "--qos",
+        "1",
+        "--count",
+        "200",
+        "--rate",
+        "500",
+    ];
+    let report = bench_json(&args);
+    assert_eq!(report["via"], "bench-hub", "{report}");
+    assert_eq!(
+        report["path"],
+        "plant-a publish API -> bench-hub broker -> supplier-b subscriber stream, one process, loopback",
+        "{report}"
+    );
+    assert_eq!(report["qos"], 1, "{report}");
+    assert_phases_complete(&report, 200, &report);
+    let process = report["throughput"]["processes"][0]["process"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        process.ends_with("both gateways, the broker and bench's client"),
+        "{report}"
+    );
+
+    let out = bench(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("plant-a publish API → bench-hub broker → supplier-b subscriber"),
+        "{stdout}"
+    );
+    for phase in ["throughput", "latency"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{phase:<11} batch ")))
+            .unwrap_or_else(|| panic!("no {phase} row:\n{stdout}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // phase, signatures, rate, sent, delivered, lost: everything sent arrived.
+        assert_eq!(cols[3..6], ["200", "200", "0"], "{stdout}");
+    }
+
+    // A broker is bench's own: it does not go with running gateways.
+    let out = bench(&["--via-broker", "--publisher", "a", "--subscriber", "b"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the argument '--via-broker' cannot be used with"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_refuses_a_payload_too_small_for_its_stamp() {
     let out = bench(&["--payload", "16B", "--count", "10"]);
     assert_eq!(out.status.code(), Some(2));

@@ -35,6 +35,12 @@
 //!
 //! Both sockets speak the `--format` asked for: binary frames (the default: raw payloads, no
 //! JSON or base64 per message on either side) or JSON text frames; the report names it.
+//!
+//! With `--via-broker` bench also starts a broker mesh (`bench-hub`) in this process. Each
+//! gateway federates with it (the broker invites, the gateway joins), and then the two
+//! gateways federate with each other through it (`JoinRequest::via`): every message crosses
+//! the broker inside the end-to-end tunnel it relays. The report names the broker in its path
+//! (and in `via` of the JSON); the usage figures of this process then include the broker's.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -52,7 +58,7 @@ use meshfed_node::api::models::{
     ErrorBody, FederationList, FederationStatus, FederationView, Format, InviteRequest,
     InviteResponse, JoinRequest, NodeInfo, PublishReply, SendRequest,
 };
-use meshfed_node::config::{NodeConfig, SignatureMode};
+use meshfed_node::config::{NodeConfig, Role, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
 use meshfed_proto::{MeshId, Topic};
 use serde_json::Value;
@@ -60,7 +66,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::BenchArgs;
 use crate::client::{ApiClient, WebSocket};
-use crate::demo::start_mesh_with;
+use crate::demo::{start_mesh_with, start_node};
 use crate::failure::Failure;
 use crate::gateway::runtime;
 use crate::output::outln;
@@ -74,6 +80,8 @@ use report::{print_table, report_json};
 
 const PUBLISHER: &str = "plant-a";
 const SUBSCRIBER: &str = "supplier-b";
+/// The broker mesh of `--via-broker`.
+const BROKER: &str = "bench-hub";
 const TOPIC: &str = "bench/load";
 /// The stamp at the start of every payload: phase (2), sequence (14), send time in ns (16).
 const STAMP_LEN: usize = 32;
@@ -121,6 +129,9 @@ struct Plan {
     json: bool,
     /// The running gateways to measure; `None` starts two meshes in this process.
     running: Option<Running>,
+    /// Whether the meshes started in this process federate through a broker started with them
+    /// (`--via-broker`; clap keeps it away from running gateways).
+    via_broker: bool,
 }
 
 /// Two running gateways (`--publisher`, `--subscriber`).
@@ -183,6 +194,7 @@ impl Plan {
             format: args.format,
             json: args.json,
             running,
+            via_broker: args.via_broker,
         })
     }
 
@@ -199,8 +211,9 @@ struct Run {
 
 /// The gateways a report is about.
 enum Measured {
-    /// Meshes started in this process, a fresh pair per signature mode.
-    InProcess,
+    /// Meshes started in this process, a fresh pair per signature mode; `via` names the broker
+    /// started with them, which the messages cross.
+    InProcess { via: Option<&'static str> },
     /// Two gateways that were already running.
     Running { publisher: Side, subscriber: Side },
 }
@@ -214,14 +227,14 @@ struct Side {
 impl Measured {
     fn publisher(&self) -> &str {
         match self {
-            Self::InProcess => PUBLISHER,
+            Self::InProcess { .. } => PUBLISHER,
             Self::Running { publisher, .. } => publisher.mesh.as_str(),
         }
     }
 
     fn subscriber(&self) -> &str {
         match self {
-            Self::InProcess => SUBSCRIBER,
+            Self::InProcess { .. } => SUBSCRIBER,
             Self::Running { subscriber, .. } => subscriber.mesh.as_str(),
         }
     }
@@ -229,8 +242,11 @@ impl Measured {
     /// The measured path, for the report's header.
     fn path(&self) -> String {
         match self {
-            Self::InProcess => format!(
+            Self::InProcess { via: None } => format!(
                 "{PUBLISHER} publish API -> {SUBSCRIBER} subscriber stream, one process, loopback"
+            ),
+            Self::InProcess { via: Some(broker) } => format!(
+                "{PUBLISHER} publish API -> {broker} broker -> {SUBSCRIBER} subscriber stream, one process, loopback"
             ),
             Self::Running {
                 publisher,
@@ -297,7 +313,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 let (run, measured) = run_running(target, &plan, origin).await?;
                 Ok::<_, Failure>((vec![run], measured))
             }
-            None => Ok((run_in_process(&plan, origin).await?, Measured::InProcess)),
+            None => {
+                let runs = run_in_process(&plan, origin).await?;
+                let via = plan.via_broker.then_some(BROKER);
+                Ok((runs, Measured::InProcess { via }))
+            }
         }
     })?;
     if plan.json {
@@ -393,7 +413,8 @@ async fn check_federation(ends: &Ends, target: &Running) -> Result<(), Failure> 
     )))
 }
 
-/// Starts two meshes in `root` signing with `mode`, federates them and runs both phases.
+/// Starts two meshes in `root` signing with `mode` (and with `--via-broker` a broker),
+/// federates them and runs both phases.
 async fn run_mode(
     root: &Path,
     plan: &Plan,
@@ -406,34 +427,38 @@ async fn run_mode(
             config.delivery.sign_window = window;
         }
     };
-    let (gw_a, a) = start_mesh_with(root, PUBLISHER, tweak).await?;
-    let (gw_b, b) = match start_mesh_with(root, SUBSCRIBER, tweak).await {
-        Ok(started) => started,
-        Err(e) => {
-            gw_a.shutdown().await;
-            return Err(e);
-        }
-    };
+    // Whatever was started is stopped, however far the run got.
+    let mut started = Vec::new();
     let measured = async {
+        let (gw_a, a) = start_mesh_with(root, PUBLISHER, tweak).await?;
+        started.push(gw_a);
+        let (gw_b, b) = start_mesh_with(root, SUBSCRIBER, tweak).await?;
+        started.push(gw_b);
         let ends = Ends {
             publisher: Endpoint::connect(a).await?,
             subscriber: Endpoint::connect(b).await?,
         };
-        federate(&ends).await?;
-        // Both gateways run in this process, with bench's client: their use is measured
+        let label = if plan.via_broker {
+            let (hub, broker) = start_node(root, BROKER, Role::Broker, |_| {}).await?;
+            started.push(hub);
+            federate_via_broker(&ends, &broker).await?;
+            "both gateways, the broker and bench's client"
+        } else {
+            federate(&ends, None).await?;
+            "both gateways and bench's client"
+        };
+        // All the meshes run in this process, with bench's client: their use is measured
         // together.
         let this = usage::Process {
             pid: std::process::id(),
-            label: format!(
-                "this process, pid {}: both gateways and bench's client",
-                std::process::id()
-            ),
+            label: format!("this process, pid {}: {label}", std::process::id()),
         };
         run_phases(&ends, plan, origin, mode, &[this]).await
     }
     .await;
-    gw_a.shutdown().await;
-    gw_b.shutdown().await;
+    for gateway in started {
+        gateway.shutdown().await;
+    }
     measured
 }
 
@@ -471,26 +496,39 @@ async fn run_phases(
     })
 }
 
-/// The subscriber invites the publisher, which joins: the federation the messages travel.
-async fn federate(ends: &Ends) -> Result<(), Failure> {
+/// The subscriber invites the publisher, which joins (through broker `via`, if given): the
+/// federation the messages travel.
+async fn federate(ends: &Ends, via: Option<MeshId>) -> Result<(), Failure> {
+    invite_and_join(&ends.subscriber.api, &ends.publisher, via).await
+}
+
+/// Each gateway federates with the broker `broker` reaches (the broker invites, the gateway
+/// joins), then the two gateways federate with each other through it.
+async fn federate_via_broker(ends: &Ends, broker: &ApiClient) -> Result<(), Failure> {
+    let hub: NodeInfo = broker.get("/v1/node").await?;
+    for gateway in [&ends.publisher, &ends.subscriber] {
+        invite_and_join(broker, gateway, None).await?;
+    }
+    federate(ends, Some(hub.mesh)).await
+}
+
+/// `inviter` invites `joiner`'s mesh, and `joiner` joins with the token, through broker `via`
+/// if given.
+async fn invite_and_join(
+    inviter: &ApiClient,
+    joiner: &Endpoint,
+    via: Option<MeshId>,
+) -> Result<(), Failure> {
     let invite = InviteRequest {
-        peer: ends.publisher.mesh.clone(),
+        peer: joiner.mesh.clone(),
         ttl: None,
     };
-    let invite: InviteResponse = ends
-        .subscriber
-        .api
-        .post("/v1/federations/invite", &invite)
-        .await?;
+    let invite: InviteResponse = inviter.post("/v1/federations/invite", &invite).await?;
     let join = JoinRequest {
         token: invite.token,
-        via: None,
+        via,
     };
-    let _: FederationView = ends
-        .publisher
-        .api
-        .post("/v1/federations/join", &join)
-        .await?;
+    let _: FederationView = joiner.api.post("/v1/federations/join", &join).await?;
     Ok(())
 }
 

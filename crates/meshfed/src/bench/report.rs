@@ -15,6 +15,9 @@ pub(super) struct ReportJson {
     /// The frames of the publish and subscriber sockets: `binary` or `json`.
     format: &'static str,
     path: String,
+    /// The broker the messages crossed (`--via-broker`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'static str>,
     /// The running gateways measured, if bench did not start its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     publisher: Option<SideJson>,
@@ -118,7 +121,7 @@ pub(super) fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> Rep
         api: s.api,
     };
     let (publisher, subscriber) = match measured {
-        Measured::InProcess => (None, None),
+        Measured::InProcess { .. } => (None, None),
         Measured::Running {
             publisher,
             subscriber,
@@ -173,6 +176,10 @@ pub(super) fn report_json(plan: &Plan, measured: &Measured, runs: &[Run]) -> Rep
         qos: plan.qos,
         format: plan.format.as_str(),
         path: measured.path(),
+        via: match measured {
+            Measured::InProcess { via } => *via,
+            Measured::Running { .. } => None,
+        },
         publisher,
         subscriber,
         signatures,
@@ -209,8 +216,11 @@ fn qos_label(qos: Qos) -> &'static str {
 pub(super) fn print_table(plan: &Plan, measured: &Measured, runs: &[Run]) -> Result<(), Failure> {
     let modes: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
     let path = match measured {
-        Measured::InProcess => format!(
+        Measured::InProcess { via: None } => format!(
             "{PUBLISHER} publish API → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS)"
+        ),
+        Measured::InProcess { via: Some(broker) } => format!(
+            "{PUBLISHER} publish API → {broker} broker → {SUBSCRIBER} subscriber (one process, loopback, mutual TLS to the broker, end-to-end tunnel through it)"
         ),
         Measured::Running {
             publisher,
