@@ -18,7 +18,8 @@
 //! - **A channel binding** ([`Tunnel::binding`]) in place of the RFC 9266 TLS exporter: equal at
 //!   both ends, and out of reach of a broker that substituted key shares.
 //! - **Integrity**: each inner frame travels as [`Sealed`], its sequence number, type and body
-//!   authenticated with HMAC-SHA384 under a key per direction. Tunnel data is *not* encrypted:
+//!   authenticated with AES-256-GCM over an empty plaintext (GMAC: the body as associated
+//!   data, the type and sequence number in the nonce) under a key per direction. Tunnel data is *not* encrypted:
 //!   brokers may read inner frames (envelope payloads are sealed end to end already) but cannot
 //!   forge, alter, replay or reorder one, nor drop one without the next being refused.
 //!
@@ -39,7 +40,7 @@
 //! a share, a chain or a nonce changes `T` at one end only, and cannot sign for either end. Both
 //! signatures cover both identities, so neither end can be made to think it talks to another.
 //!
-//! The keys: `PRK = HKDF-Extract(salt = T, ECDH shared secret)`; one HMAC-SHA384 key per
+//! The keys: `PRK = HKDF-Extract(salt = T, ECDH shared secret)`; one AES-256-GCM key per
 //! direction and the channel binding are HKDF-Expand of `PRK` under their own labels. The
 //! initiator may send data as soon as [`ExpectAccept::accepted`] returns (its [`Finish`] first);
 //! the responder only once [`ExpectFinish::finish`] has verified the initiator.
@@ -89,8 +90,8 @@ pub const MAX_PATH: usize = 16;
 pub const MAX_REASON: usize = 1024;
 /// Most certificates in a chain of [`Open`] or [`Accept`] (leaf, issuing CA, mesh CA, one spare).
 pub const MAX_CHAIN: usize = MAX_BUNDLE;
-/// Length of a [`Sealed`] frame's HMAC-SHA384 tag.
-pub const TAG_LEN: usize = 48;
+/// Length of a [`Sealed`] frame's AES-256-GCM tag.
+pub const TAG_LEN: usize = 16;
 /// Length of the nonces in [`Open`] and [`Accept`].
 pub const NONCE_LEN: usize = 32;
 
@@ -327,7 +328,8 @@ pub struct Sealed {
     pub ty: u8,
     /// The inner frame's body.
     pub body: Bytes,
-    /// HMAC-SHA384 over a label, `seq`, `ty` and `body`, under the direction's key.
+    /// AES-256-GCM's tag over an empty plaintext, `body` the associated data, `ty` and `seq`
+    /// in the nonce, under the direction's key.
     pub tag: [u8; TAG_LEN],
 }
 

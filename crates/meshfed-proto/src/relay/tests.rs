@@ -266,7 +266,7 @@ fn altered_data_is_refused_and_breaks_the_tunnel() {
             body[10] ^= 0x01;
             s.body = Bytes::from(body);
         },
-        |s| s.tag[47] ^= 0x80,
+        |s| s.tag[TAG_LEN - 1] ^= 0x80,
         |s| s.ty = FrameType::Heartbeat as u8,
         |s| s.seq = 1,
     ];
@@ -487,7 +487,7 @@ fn damaged_frames_are_refused_naming_the_field() {
             refusal(every_body().swap_remove(3), |f| {
                 items(&mut f[2])[4] = Value::Bytes(vec![0; 32]);
             }),
-            "relay frame field body.tag: 32 bytes, expected 48",
+            "relay frame field body.tag: 32 bytes, expected 16",
         ),
     ];
     for (got, expected) in cases {
@@ -653,14 +653,18 @@ fn body() -> impl Strategy<Value = Body> {
             })
         ),
         signature().prop_map(|signature| Body::Finish(Finish { signature })),
-        (any::<u64>(), any::<u8>(), blob(0..256), fixed_bytes::<48>()).prop_map(
-            |(seq, ty, body, tag)| Body::Data(Sealed {
+        (
+            any::<u64>(),
+            any::<u8>(),
+            blob(0..256),
+            fixed_bytes::<TAG_LEN>()
+        )
+            .prop_map(|(seq, ty, body, tag)| Body::Data(Sealed {
                 seq,
                 ty,
                 body: body.into(),
                 tag
-            })
-        ),
+            })),
         ".{0,40}".prop_map(|reason| Body::Unreachable { reason }),
         ".{0,40}".prop_map(|reason| Body::Close { reason }),
     ]
