@@ -58,7 +58,8 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Print envelopes delivered to this mesh, one spec-layout JSON envelope per line.
     Subscribe(SubscribeArgs),
-    /// Run two meshes on this machine, federate them by invitation and exchange messages.
+    /// Run three meshes and a broker on this machine: two federate directly, the third end to
+    /// end through the broker, goes offline for a while and catches up.
     Demo(DemoArgs),
     /// Measure end to end, from one mesh's publish API to another mesh's subscriber: throughput
     /// at the highest rate the path takes, then latency at a fixed rate. Both meshes run in

@@ -1,6 +1,8 @@
-//! `meshfed demo`: two meshes on this machine, each with its own CA and gateway, federated by
-//! invitation and exchanging signed, encrypted messages — all through the same API and the
-//! same code paths a real deployment uses. Everything lives in a temporary directory.
+//! `meshfed demo`: three meshes and a broker on this machine, each with its own CA. Two meshes
+//! federate directly by invitation; the third federates with one of them end to end through
+//! the broker, goes offline for a while and catches up when it returns. Messages are signed
+//! and encrypted, all through the same API and the same code paths a real deployment uses.
+//! Everything lives in a temporary directory.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,7 +12,7 @@ use anyhow::anyhow;
 use futures_util::StreamExt as _;
 use meshfed_node::api::models::{
     FederationList, FederationView, InviteRequest, InviteResponse, JoinRequest, MessageAccepted,
-    MessageAcknowledged, SendRequest,
+    MessageAcknowledged, RouteList, SendRequest,
 };
 use meshfed_node::config::{NodeConfig, Role};
 use meshfed_node::{Gateway, InitOptions, init};
@@ -29,6 +31,8 @@ use crate::output::outln;
 
 const PLANT: &str = "plant-a";
 const SUPPLIER: &str = "supplier-b";
+const CLOUD: &str = "cloud-c";
+const HUB: &str = "hub";
 
 fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |e| Failure::Runtime(anyhow!("demo: {what}: {e}"))
@@ -100,15 +104,23 @@ pub(crate) async fn start_node(
     Ok((gateway, client))
 }
 
-/// A WebSocket subscription printing what arrives, tagged with the receiving mesh.
+/// A WebSocket subscription printing what arrives, tagged with the receiving mesh. A durable
+/// one (`durable`) acknowledges each envelope once printed, so what arrives while nobody
+/// watches is printed when the watch starts again.
 async fn watch(
     client: &ApiClient,
     mesh: &'static str,
+    durable: Option<&str>,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    use futures_util::SinkExt as _;
     // The demo shows how each envelope was signed: it asks for proven envelopes only.
-    let mut req = format!("ws://{}/v1/messages/stream?proof=required", client.addr())
-        .into_client_request()
-        .map_err(|e| fail("stream")(e.to_string()))?;
+    let query = durable.map_or_else(String::new, |name| format!("&durable={name}"));
+    let mut req = format!(
+        "ws://{}/v1/messages/stream?proof=required{query}",
+        client.addr()
+    )
+    .into_client_request()
+    .map_err(|e| fail("stream")(e.to_string()))?;
     let auth = format!("Bearer {}", client.token())
         .parse()
         .map_err(|e| fail("token")(format!("{e}")))?;
@@ -116,6 +128,7 @@ async fn watch(
     let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| fail("stream")(e.to_string()))?;
+    let durable = durable.is_some();
     Ok(tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
@@ -131,8 +144,17 @@ async fn watch(
                 || "(sealed)".to_owned(),
                 |payload| shown(&header.metadata.content_type, payload),
             );
+            let via = if envelope.hop.path.len() > 2 {
+                let relays: Vec<&str> = envelope.hop.path[1..envelope.hop.path.len() - 1]
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect();
+                format!(", through {}", relays.join(", "))
+            } else {
+                String::new()
+            };
             let shown = outln!(
-                "  {mesh:<10} <- {:<10} {:<20} {message}  (qos {}, signed by {} {signed}, {})",
+                "  {mesh:<10} <- {:<10} {:<20} {message}  (qos {}, signed by {} {signed}, {}{via})",
                 header.source.mesh.as_str(),
                 header.metadata.topic.as_str(),
                 header.policy.qos.level(),
@@ -146,8 +168,92 @@ async fn watch(
             if shown.is_err() {
                 break;
             }
+            if durable {
+                let ack = json!({"ack": header.id.to_string()}).to_string();
+                if ws.send(Message::Text(ack.into())).await.is_err() {
+                    break;
+                }
+            }
         }
     }))
+}
+
+/// `inviter` invites `joiner`, which joins (through broker `via`, if given); returns the
+/// federation as the joiner shows it.
+async fn federate(
+    joiner: (&ApiClient, &str),
+    inviter: (&ApiClient, &str),
+    via: Option<&str>,
+) -> Result<FederationView, Failure> {
+    let peer = joiner
+        .1
+        .parse()
+        .map_err(|e| fail("mesh id")(format!("{e}")))?;
+    let invite: InviteResponse = inviter
+        .0
+        .post("/v1/federations/invite", &InviteRequest { peer, ttl: None })
+        .await?;
+    let via = via
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| fail("mesh id")(format!("{e}")))?;
+    let joined: FederationView = joiner
+        .0
+        .post(
+            "/v1/federations/join",
+            &JoinRequest {
+                token: invite.token,
+                via,
+            },
+        )
+        .await?;
+    joiner
+        .0
+        .get(&format!("/v1/federations/{}", joined.id))
+        .await
+}
+
+/// Sends `n` readings from `from` to mesh `to` at qos 1, numbered from `first`; with `wait`,
+/// each once the destination has acknowledged it end to end.
+async fn readings(
+    from: &ApiClient,
+    to: &str,
+    (first, n): (u32, u32),
+    wait: bool,
+) -> Result<(), Failure> {
+    for seq in first..first + n {
+        let reading = SendRequest {
+            qos: Qos::AtLeastOnce,
+            wait,
+            ..message(to, "fleet/position", json!({"truck": 7, "seq": seq}))?
+        };
+        if wait {
+            from.post::<_, MessageAcknowledged>("/v1/messages", &reading)
+                .await?;
+        } else {
+            from.post::<_, MessageAccepted>("/v1/messages", &reading)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `id`'s federation on `client` is active again.
+async fn active(client: &ApiClient, id: &str) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f: FederationView = client.get(&format!("/v1/federations/{id}")).await?;
+        if f.status.to_string() == "active" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(fail("waiting")(format!(
+                "federation {id} is still {}",
+                f.status
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
@@ -159,28 +265,60 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         let started = Instant::now();
         let (gw_a, a) = start_mesh(root.path(), PLANT).await?;
         let (gw_b, b) = start_mesh(root.path(), SUPPLIER).await?;
-        outln!("meshfed demo — two meshes, each with its own CA, on this machine ({})", root.path().display())?;
-        outln!("  {PLANT:<10} api http://{}  federation {}", a.addr(), gw_a.federation_addr())?;
-        outln!("  {SUPPLIER:<10} api http://{}  federation {}", b.addr(), gw_b.federation_addr())?;
+        let (gw_hub, hub) = start_node(root.path(), HUB, Role::Broker, |_| {}).await?;
+        let (gw_c, c) = start_mesh(root.path(), CLOUD).await?;
+        outln!("meshfed demo — three meshes and a broker, each with its own CA, on this machine ({})", root.path().display())?;
+        outln!("  {PLANT:<10} gateway  api http://{}  federation {}", a.addr(), gw_a.federation_addr())?;
+        outln!("  {SUPPLIER:<10} gateway  api http://{}  federation {}", b.addr(), gw_b.federation_addr())?;
+        outln!("  {CLOUD:<10} gateway  api http://{}  federation {}", c.addr(), gw_c.federation_addr())?;
+        outln!("  {HUB:<10} broker   api http://{}  federation {}", hub.addr(), gw_hub.federation_addr())?;
 
-        let peer = PLANT.parse().map_err(|e| fail("mesh id")(format!("{e}")))?;
-        let invite: InviteResponse = b.post("/v1/federations/invite", &InviteRequest { peer, ttl: None }).await?;
-        outln!("\n{SUPPLIER} invites {PLANT}: token {}…", invite.token.chars().take(24).collect::<String>())?;
-        let joined: FederationView = a.post("/v1/federations/join", &JoinRequest { token: invite.token, via: None }).await?;
-        let id = joined.id;
-        let shown: FederationView = a.get(&format!("/v1/federations/{id}")).await?;
+        outln!("\n1. {SUPPLIER} invites {PLANT}, which joins: a direct federation.")?;
+        let shown = federate((&a, PLANT), (&b, SUPPLIER), None).await?;
         let (digest, suite) = shown
             .agreement
             .map_or_else(|| ("?".to_owned(), "?".to_owned()), |a| (a.digest, a.security_suite));
         outln!(
-            "{PLANT} joined: federation {id} ({}, agreement {}…, suite {suite})",
+            "{PLANT} joined: federation {} ({}, agreement {}…, suite {suite})",
+            shown.id,
             shown.status,
             digest.chars().take(16).collect::<String>(),
         )?;
 
-        let watch_b = watch(&b, SUPPLIER).await?;
-        let watch_a = watch(&a, PLANT).await?;
-        outln!("\nmessages (sealed with AES-256-GCM, signed with ECDSA P-384, verified on arrival):")?;
+        outln!("\n2. {PLANT} and {CLOUD} do not link directly. Each federates with the broker {HUB};")?;
+        outln!("   then {CLOUD} invites {PLANT}, which joins through {HUB}: the two federate end to end,")?;
+        outln!("   with their own agreement and content keys, and {HUB} relays what it cannot read.")?;
+        federate((&a, PLANT), (&hub, HUB), None).await?;
+        let c_hub = federate((&c, CLOUD), (&hub, HUB), None).await?;
+        // The hub learns of cloud-c when its link is up; plant-a, when the hub tells it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let routes: RouteList = a.get("/v1/routes").await?;
+            if routes.routes.iter().any(|r| r.destination.as_str() == CLOUD) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(fail("routes")(format!("{PLANT} has no route to {CLOUD}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let relayed = federate((&a, PLANT), (&c, CLOUD), Some(HUB)).await?;
+        outln!(
+            "{PLANT} joined {CLOUD} through {HUB}: federation {} ({}, via {})",
+            relayed.id,
+            relayed.status,
+            relayed.via.as_ref().map_or("-", |m| m.as_str()),
+        )?;
+        let routes: RouteList = a.get("/v1/routes").await?;
+        for r in &routes.routes {
+            let path: Vec<&str> = r.path.iter().map(|m| m.as_str()).collect();
+            outln!("   route {PLANT} → {}: {}", r.destination, path.join(" → "))?;
+        }
+
+        let watch_b = watch(&b, SUPPLIER, None).await?;
+        let watch_a = watch(&a, PLANT, None).await?;
+        let mut watch_c = watch(&c, CLOUD, Some("demo")).await?;
+        outln!("\n3. Messages (sealed with AES-256-GCM, signed with ECDSA P-384, verified on arrival):")?;
         for celsius in [21.5, 21.7, 22.0] {
             let reading = message(SUPPLIER, "line-3/temperature", json!({"celsius": celsius}))?;
             a.post::<_, MessageAccepted>("/v1/messages", &reading).await?;
@@ -197,6 +335,18 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
             "  {SUPPLIER} -> {PLANT}    orders/new           qos 2 order, message {}: {} (journaled at {SUPPLIER}, deduplicated at {PLANT})",
             order.id, order.status,
         )?;
+        readings(&a, CLOUD, (1, 2), true).await?;
+
+        outln!("\n4. {CLOUD} goes offline. {PLANT} keeps sending; its reliable messages wait in its journal.")?;
+        watch_c.abort();
+        gw_c.shutdown().await;
+        readings(&a, CLOUD, (3, 3), false).await?;
+        outln!("  {PLANT} -> {CLOUD}    fleet/position       3 readings at qos 1, accepted while {CLOUD} is away")?;
+        let (gw_c, c) = restart(root.path(), CLOUD).await?;
+        outln!("\n5. {CLOUD} is back (api http://{}): it links to {HUB} again, {PLANT} resumes the tunnel, and", c.addr())?;
+        outln!("   what {CLOUD} missed arrives, in order:")?;
+        watch_c = watch(&c, CLOUD, Some("demo")).await?;
+        active(&c, c_hub.id.as_str()).await?;
 
         let deadline = args.duration.map(|d| started + d);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -206,8 +356,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         if keep_going {
             outln!("\nrunning; Ctrl-C stops. `meshfed federation list --dir {}/plant-a` works meanwhile.", root.path().display())?;
         }
+        // Long enough for the catch-up to show, whatever the duration asked.
+        let catch_up = Instant::now() + Duration::from_secs(3);
         loop {
-            let until = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+            let until = deadline
+                .map_or(Duration::from_secs(3600), |d| d.max(catch_up).saturating_duration_since(Instant::now()));
             tokio::select! {
                 () = shutdown_signal() => break,
                 () = tokio::time::sleep(until) => break,
@@ -218,21 +371,35 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
                 }
             }
         }
-        let list: FederationList = b.get("/v1/federations").await?;
-        if let Some(f) = list.federations.first() {
+        let list: FederationList = a.get("/v1/federations").await?;
+        outln!("\nsummary, as {PLANT} sees its federations:")?;
+        for f in &list.federations {
             outln!(
-                "\nsummary: federation {} {} — {PLANT} ↔ {SUPPLIER}, last heartbeat {}, rtt {} ms; {} messages sent",
+                "  {} with {}{}: {}, last heartbeat {}, rtt {} ms",
                 f.id,
+                f.peer,
+                f.via.as_ref().map_or_else(String::new, |m| format!(" (through {m})")),
                 f.status,
                 f.last_heartbeat.as_deref().unwrap_or("-"),
                 f.rtt_ms.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
-                4 + n,
             )?;
         }
         watch_a.abort();
         watch_b.abort();
-        gw_a.shutdown().await;
-        gw_b.shutdown().await;
+        watch_c.abort();
+        for gw in [gw_a, gw_b, gw_c, gw_hub] {
+            gw.shutdown().await;
+        }
         Ok(())
     })
+}
+
+/// Starts mesh `mesh`'s gateway again on its node directory in `root`.
+async fn restart(root: &Path, mesh: &str) -> Result<(Gateway, ApiClient), Failure> {
+    let dir = root.join(mesh);
+    let mut config = NodeConfig::load(&dir).map_err(|e| Failure::Config(e.into()))?;
+    config.federation.heartbeat_interval = Duration::from_secs(1);
+    let gateway = Gateway::start(&dir, config).await.map_err(start_failure)?;
+    let client = ApiClient::for_dir(&dir)?;
+    Ok((gateway, client))
 }

@@ -1,5 +1,6 @@
 //! `meshfed demo`, the README's first command: two meshes federate by invitation and exchange
-//! signed, encrypted messages, including an exactly-once order that is acknowledged.
+//! signed, encrypted messages, including an exactly-once order that is acknowledged; a third
+//! federates with one of them through a broker, goes offline and catches up, in order.
 
 use std::process::Command;
 use std::time::Duration;
@@ -67,12 +68,49 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
         .find(|l| l.contains("qos 2 order, message fed_"))
         .unwrap_or_else(|| panic!("no order acknowledgement:\n{text}"));
     assert!(acked.contains(": acknowledged"), "{acked}");
-    let summary = text
+    // cloud-c federates with plant-a through the broker, goes offline and catches up.
+    let relayed = text
         .lines()
-        .find(|l| l.starts_with("summary: federation fed_"))
-        .unwrap_or_else(|| panic!("no summary:\n{text}"));
+        .find(|l| l.starts_with("plant-a joined cloud-c through hub: federation fed_"))
+        .unwrap_or_else(|| panic!("no relayed join:\n{text}"));
+    assert!(relayed.contains("(active, via hub)"), "{relayed}");
     assert!(
-        summary.contains(" active — plant-a ↔ supplier-b"),
-        "{summary}"
+        text.contains("route plant-a → cloud-c: plant-a → hub → cloud-c"),
+        "{text}"
     );
+    let back = text
+        .find("5. cloud-c is back")
+        .unwrap_or_else(|| panic!("cloud-c does not come back:\n{text}"));
+    let arrived = |seq: u32, from: usize| {
+        text[from..]
+            .lines()
+            .position(|l| {
+                l.starts_with("  cloud-c    <- plant-a    fleet/position")
+                    && l.contains(&format!("{{\"seq\":{seq},\"truck\":7}}"))
+                    && l.contains("through hub")
+            })
+            .unwrap_or_else(|| panic!("reading {seq} did not reach cloud-c:\n{text}"))
+    };
+    assert!(arrived(1, 0) < arrived(2, 0), "{text}");
+    // What was sent while cloud-c was away arrives after it is back, in order.
+    let caught_up: Vec<usize> = (3..=5).map(|seq| arrived(seq, back)).collect();
+    assert!(caught_up.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert_eq!(
+        text.matches("\"seq\":3,\"truck\":7").count(),
+        1,
+        "delivered once:\n{text}"
+    );
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("summary, as plant-a sees its federations:"))
+        .skip(1)
+        .collect();
+    assert_eq!(summary.len(), 3, "{text}");
+    for peer in [
+        "with supplier-b: active",
+        "with hub: active",
+        "with cloud-c (through hub): active",
+    ] {
+        assert!(summary.iter().any(|l| l.contains(peer)), "{peer}:\n{text}");
+    }
 }
