@@ -106,6 +106,15 @@ pub(crate) struct Metrics {
     pub(crate) relay_dropped: Counter,
     /// Mesh descriptors a broker's directory refused.
     pub(crate) descriptors_refused: Counter,
+    /// Origin signatures (batch heads, signed batches and envelopes) a broker checked in the
+    /// tunnels it relays, by outcome.
+    pub(crate) relay_proofs: Family<OutcomeLabel, Counter>,
+}
+
+/// Whether a check held.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
 }
 
 impl Metrics {
@@ -136,6 +145,7 @@ impl Metrics {
             relayed: Family::default(),
             relay_dropped: Counter::default(),
             descriptors_refused: Counter::default(),
+            relay_proofs: Family::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -254,6 +264,11 @@ impl Metrics {
             m.relay_dropped.clone(),
         );
         registry.register(
+            "relay_proofs",
+            "Origin signatures (batch heads, signed batches, signed envelopes) this broker checked in the tunnels it relays, by outcome (valid, refused: the tunnel is then refused)",
+            m.relay_proofs.clone(),
+        );
+        registry.register(
             "descriptors_refused",
             "Mesh descriptors the discovery directory refused (a bad signature, expired, an older one replayed, another CA's)",
             m.descriptors_refused.clone(),
@@ -271,6 +286,14 @@ impl Metrics {
     /// Counts a tunnel frame passed on to `next`.
     pub(crate) fn relayed(&self, next: &meshfed_proto::MeshId) {
         self.relayed.get_or_create(&peer(next)).inc();
+    }
+
+    /// Counts an origin signature checked in a relayed tunnel.
+    pub(crate) fn relay_proof_checked(&self, valid: bool) {
+        let outcome = if valid { "valid" } else { "refused" };
+        self.relay_proofs
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Counts a mesh descriptor the directory refused.

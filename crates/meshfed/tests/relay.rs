@@ -115,6 +115,23 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
         let relayed = metric(&metrics, "meshfed_relayed_frames_total", &[&label]);
         assert!(relayed.is_some_and(|n| n > 0.0), "{metrics}");
     }
+    // It checked the origin's batch signatures it relayed, and every one held.
+    let poll_metrics = || http_get(hub.api_addr(), "/metrics");
+    poll("the broker checks a batch signature", DEADLINE, || {
+        let m = poll_metrics();
+        match metric(&m, "meshfed_relay_proofs_total", &["outcome=\"valid\""]) {
+            Some(n) if n > 0.0 => Ok(()),
+            _ => Err(m),
+        }
+    });
+    assert_eq!(
+        metric(
+            &poll_metrics(),
+            "meshfed_relay_proofs_total",
+            &["outcome=\"refused\""]
+        ),
+        None
+    );
     let leaks = files_containing(hub.dir(), marker.as_bytes());
     assert!(
         leaks.is_empty(),
@@ -210,7 +227,11 @@ fn traffic_takes_the_other_broker_when_one_dies() {
     let id = federate_via(&a, &d, "broker-1");
 
     let sub = subscribe(&mut d, &a, &["--topic", "stock/#", "--count", "2"]);
-    let first = send(&a, "depot-d", "stock/1", "before");
+    // Acknowledged end to end before the broker dies.
+    let out = a.cli(&[
+        "send", "--to", "depot-d", "--topic", "stock/1", "--qos", "1", "--wait", "before",
+    ]);
+    let first = out.ok().trim().to_owned();
     b1.kill9();
     let out = a.cli(&[
         "send", "--to", "depot-d", "--topic", "stock/2", "--qos", "1", "after",

@@ -11,6 +11,7 @@ pub(crate) mod relay;
 pub(crate) mod routing;
 mod session;
 pub(crate) mod statics;
+mod witness;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,8 @@ pub(crate) struct Links {
     tunnels: relay::Tunnels,
     /// What neighbour brokers advertised they reach.
     routing: routing::Routing,
+    /// What a broker checks of the origin signatures in the tunnels it relays.
+    witnesses: witness::Witnesses,
     /// A broker's discovery directory: the descriptors its neighbours publish.
     pub(crate) directory: super::directory::Directory,
     /// Why the listener's last `accept` failed, while no later one has succeeded.
@@ -114,6 +117,7 @@ impl Links {
             tunnels,
             routing: routing::Routing::default(),
             directory: super::directory::Directory::default(),
+            witnesses: witness::Witnesses::default(),
             accept_failure: Mutex::new(None),
         };
         (links, accepted)

@@ -157,6 +157,11 @@ pub(crate) async fn receive(links: &Arc<Links>, port: &Arc<LinkPort>, body: &[u8
 /// A broker passes `frame` on towards its destination mesh.
 async fn pass_on(links: &Arc<Links>, from: &Arc<LinkPort>, mut frame: RelayFrame) {
     let own = links.ctx.id.mesh.clone();
+    if let Some(reason) = links.witnesses.refused(&frame.tunnel) {
+        unreachable(links, from, &frame, reason).await;
+        return;
+    }
+    super::witness::observe(links, &frame);
     if let Err(dropped) = frame.route.forward(&own) {
         unreachable(links, from, &frame, dropped.to_string()).await;
         return;

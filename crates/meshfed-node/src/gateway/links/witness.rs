@@ -1,0 +1,233 @@
+//! A broker's check of the origin signatures in the tunnels it relays.
+//!
+//! A broker cannot open what a tunnel carries, but it can read it: each direction of a tunnel
+//! announces its signer certificates (`SignerCertificate` frames), sends envelopes in streamed
+//! batches (`Transfer`) and signs each batch's Merkle root (`BatchHead`), or signs batches or
+//! envelopes before sending them. The broker keeps, per tunnel direction, the leaves of each
+//! open batch ([`Receiving`]) and verifies each head against them, off the forwarding path, with
+//! the signer certificate checked against the sender's mesh: the trust bundle the broker stored
+//! for it when it federates with that mesh itself, else the mesh CA the sender presented in the
+//! tunnel's key exchange. Frames are forwarded as they come (the destination verifies them all
+//! again before anything durable happens); a tunnel whose origin signature fails is refused from
+//! then on, both ends told, and the failure counted (`meshfed_relay_proofs_refused_total`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshfed_proto::MeshId;
+use meshfed_proto::batch::{BatchHead, Receiving, SignedBatch, UnsignedEnvelope};
+use meshfed_proto::envelope::WireEnvelope;
+use meshfed_proto::frame::FrameType;
+use meshfed_proto::relay::{Body, RelayFrame, TunnelId};
+use meshfed_queue::{Signed, Transfer};
+use meshfed_trust::TrustBundle;
+use rustls_pki_types::CertificateDer;
+
+use super::Links;
+use crate::gateway::port::PeerTrust;
+
+/// A tunnel direction idle this long is forgotten.
+const IDLE: Duration = Duration::from_secs(600);
+
+/// One direction of a tunnel: the tunnel and the mesh that sends in it.
+type Direction = (TunnelId, MeshId);
+
+/// What a broker knows of each tunnel direction it relays.
+#[derive(Default)]
+pub(crate) struct Witnesses {
+    seen: Mutex<HashMap<Direction, Arc<Mutex<Witness>>>>,
+    /// Tunnels refused for a bad origin signature, with the reason.
+    refused: Mutex<HashMap<TunnelId, String>>,
+}
+
+struct Witness {
+    trust: PeerTrust,
+    receiving: Receiving<()>,
+    last: Instant,
+}
+
+impl Witnesses {
+    /// Why tunnel `id` is refused, if it is.
+    pub(crate) fn refused(&self, id: &TunnelId) -> Option<String> {
+        lock(&self.refused).get(id).cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Looks at a frame the broker passes on.
+pub(crate) fn observe(links: &Arc<Links>, frame: &RelayFrame) {
+    let sender = frame.route.source.clone();
+    let key = (frame.tunnel, sender.clone());
+    match &frame.body {
+        Body::Open(open) => start(links, key, &open.chain),
+        Body::Accept(accept) => start(links, key, &accept.chain),
+        Body::Close { .. } | Body::Unreachable { .. } => {
+            lock(&links.witnesses.seen).retain(|(id, _), _| *id != frame.tunnel);
+        }
+        Body::Finish(_) => {}
+        Body::Data(sealed) => {
+            let Some(witness) = lock(&links.witnesses.seen).get(&key).cloned() else {
+                return;
+            };
+            let checked = check(links, &key, &witness, sealed.ty, &sealed.body);
+            if let Err(reason) = checked {
+                refuse(links, frame.tunnel, &sender, reason);
+            }
+        }
+    }
+}
+
+/// A new tunnel direction whose sender presented `chain` (leaf, issuing CA, mesh CA).
+fn start(links: &Links, key: Direction, chain: &[Vec<u8>]) {
+    let now = links.ctx.clock.instant();
+    // Trust the bundle this broker stored for the sender's mesh, if it federates with it.
+    let bundle = links
+        .ports()
+        .into_iter()
+        .find(|p| p.relays.is_empty() && p.mesh() == &key.1)
+        .map(|p| p.trust.bundle())
+        .or_else(|| {
+            let ca = chain.last()?;
+            TrustBundle::new(vec![CertificateDer::from(ca.clone())]).ok()
+        });
+    let Some(bundle) = bundle.filter(|b| b.mesh() == &key.1) else {
+        tracing::debug!(tunnel = %key.0, sender = %key.1, "no CA of the sender's mesh to check its signatures against");
+        return;
+    };
+    let intermediates = chain
+        .iter()
+        .skip(1)
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let leaf = chain.first().cloned().unwrap_or_default();
+    let window = usize::try_from(links.ctx.config.delivery.window).unwrap_or(usize::MAX);
+    let witness = Witness {
+        trust: PeerTrust::new(bundle, leaf, intermediates, links.ctx.revocations.clone()),
+        receiving: Receiving::new(
+            window.saturating_mul(2),
+            links.ctx.config.delivery.head_timeout,
+        ),
+        last: now,
+    };
+    let mut seen = lock(&links.witnesses.seen);
+    seen.retain(|_, w| now.saturating_duration_since(lock(w).last) < IDLE);
+    seen.insert(key, Arc::new(Mutex::new(witness)));
+}
+
+/// Checks one inner frame of a tunnel direction; a head goes to a blocking thread.
+fn check(
+    links: &Arc<Links>,
+    tunnel: &Direction,
+    witness: &Arc<Mutex<Witness>>,
+    ty: u8,
+    body: &[u8],
+) -> Result<(), String> {
+    let now = links.ctx.clock.instant();
+    let wall = links.ctx.clock.wall();
+    let mut w = lock(witness);
+    w.last = now;
+    match FrameType::from_code(ty) {
+        Some(FrameType::SignerCertificate) => w.trust.announce(body),
+        Some(FrameType::Transfer) => {
+            let transfer = Transfer::decode(body).map_err(|e| format!("a transfer: {e}"))?;
+            match transfer.envelopes {
+                Signed::Streamed {
+                    batch,
+                    first,
+                    members,
+                } => {
+                    let envelopes = members
+                        .iter()
+                        .map(|m| UnsignedEnvelope::decode(m))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| format!("a streamed envelope of batch {batch}: {e}"))?;
+                    w.receiving
+                        .take(batch, first, envelopes, now, |_| ())
+                        .map_err(|e| e.to_string())?;
+                }
+                Signed::Batch(bytes) => {
+                    let batch = SignedBatch::decode(&bytes).map_err(|e| e.to_string())?;
+                    let Some(first) = batch.envelopes().first() else {
+                        return Ok(());
+                    };
+                    let key = w
+                        .trust
+                        .signer_key(&first.header().certificate, wall)
+                        .map_err(|e| e.to_string())?;
+                    verify_off_path(links, tunnel, move || {
+                        batch.verify(&key).map(|_| ()).map_err(|e| e.to_string())
+                    });
+                }
+                Signed::Each(list) => {
+                    let mut signed = Vec::with_capacity(list.len());
+                    for bytes in &list {
+                        let wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
+                        let key = w
+                            .trust
+                            .signer_key(&wire.header().certificate, wall)
+                            .map_err(|e| e.to_string())?;
+                        signed.push((wire, key));
+                    }
+                    verify_off_path(links, tunnel, move || {
+                        signed
+                            .iter()
+                            .try_for_each(|(wire, key)| wire.verify(key).map_err(|e| e.to_string()))
+                    });
+                }
+            }
+        }
+        Some(FrameType::BatchHead) => {
+            let head = BatchHead::decode(body).map_err(|e| format!("a batch head: {e}"))?;
+            let (leaves, _) = w.receiving.head(&head).map_err(|e| e.to_string())?;
+            let key = w
+                .trust
+                .signer_key(leaves.certificate(), wall)
+                .map_err(|e| e.to_string())?;
+            verify_off_path(links, tunnel, move || {
+                leaves
+                    .verify(&head, &key)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Runs a signature check on a blocking thread; a failure refuses the tunnel (its later frames
+/// are answered `Unreachable`).
+fn verify_off_path(
+    links: &Arc<Links>,
+    (id, sender): &Direction,
+    verify: impl FnOnce() -> Result<(), String> + Send + 'static,
+) {
+    let (links, id, sender) = (links.clone(), *id, sender.clone());
+    let handle = tokio::task::spawn_blocking(verify);
+    links.ctx.tracker.clone().spawn(async move {
+        match handle.await {
+            Ok(Ok(())) => links.ctx.metrics.relay_proof_checked(true),
+            Ok(Err(reason)) => refuse(&links, id, &sender, reason),
+            Err(e) => tracing::warn!(error = %e, "checking an origin signature failed"),
+        }
+    });
+}
+
+/// Refuses tunnel `id` from now on: its sender broke the streamed-batch protocol or signed
+/// what does not verify.
+fn refuse(links: &Links, id: TunnelId, sender: &MeshId, reason: String) {
+    links.ctx.metrics.relay_proof_checked(false);
+    tracing::warn!(tunnel = %id, %sender, %reason, "refusing a tunnel: its origin signatures do not hold");
+    lock(&links.witnesses.seen).retain(|(t, _), _| *t != id);
+    lock(&links.witnesses.refused).insert(
+        id,
+        format!(
+            "broker {} refused the tunnel from {sender}: {reason}",
+            links.ctx.id.mesh
+        ),
+    );
+}
