@@ -118,7 +118,10 @@ fn start(links: &Links, key: Direction, chain: &[Vec<u8>]) {
     seen.insert(key, Arc::new(Mutex::new(witness)));
 }
 
-/// Checks one inner frame of a tunnel direction; a head goes to a blocking thread.
+/// A signature check to run off the forwarding path.
+type Verify = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+/// Checks one inner frame of a tunnel direction; a signature check goes to a blocking thread.
 fn check(
     links: &Arc<Links>,
     tunnel: &Direction,
@@ -128,84 +131,99 @@ fn check(
 ) -> Result<(), String> {
     let now = links.ctx.clock.instant();
     let wall = links.ctx.clock.wall();
-    let mut w = lock(witness);
-    w.last = now;
-    match FrameType::from_code(ty) {
-        Some(FrameType::SignerCertificate) => w.trust.announce(body),
-        Some(FrameType::Transfer) => {
-            let transfer = Transfer::decode(body).map_err(|e| format!("a transfer: {e}"))?;
-            match transfer.envelopes {
-                Signed::Streamed {
-                    batch,
-                    first,
-                    members,
-                } => {
-                    let envelopes = members
-                        .iter()
-                        .map(|m| UnsignedEnvelope::decode(m))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("a streamed envelope of batch {batch}: {e}"))?;
-                    w.receiving
-                        .take(batch, first, envelopes, now, |_| ())
-                        .map_err(|e| e.to_string())?;
-                }
-                Signed::Batch(bytes) => {
-                    let batch = SignedBatch::decode(&bytes).map_err(|e| e.to_string())?;
-                    let Some(first) = batch.envelopes().first() else {
-                        return Ok(());
-                    };
-                    let key = w
-                        .trust
-                        .signer_key(&first.header().certificate, wall)
-                        .map_err(|e| e.to_string())?;
-                    verify_off_path(links, tunnel, move || {
-                        batch.verify(&key).map(|_| ()).map_err(|e| e.to_string())
-                    });
-                }
-                Signed::Each(list) => {
-                    let mut signed = Vec::with_capacity(list.len());
-                    for bytes in &list {
-                        let wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
-                        let key = w
-                            .trust
-                            .signer_key(&wire.header().certificate, wall)
-                            .map_err(|e| e.to_string())?;
-                        signed.push((wire, key));
-                    }
-                    verify_off_path(links, tunnel, move || {
-                        signed
-                            .iter()
-                            .try_for_each(|(wire, key)| wire.verify(key).map_err(|e| e.to_string()))
-                    });
-                }
-            }
-        }
-        Some(FrameType::BatchHead) => {
-            let head = BatchHead::decode(body).map_err(|e| format!("a batch head: {e}"))?;
-            let (leaves, _) = w.receiving.head(&head).map_err(|e| e.to_string())?;
-            let key = w
-                .trust
-                .signer_key(leaves.certificate(), wall)
-                .map_err(|e| e.to_string())?;
-            verify_off_path(links, tunnel, move || {
-                leaves
-                    .verify(&head, &key)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            });
-        }
-        _ => {}
+    let verify = lock(witness).check(ty, body, now, wall)?;
+    if let Some(verify) = verify {
+        verify_off_path(links, tunnel, verify);
     }
     Ok(())
 }
 
+impl Witness {
+    /// Takes one inner frame received at `now` (`wall`): a certificate is noted, a streamed
+    /// transfer joins its batch; a head, a signed batch or signed envelopes give the signature
+    /// check to run. An error is the sender breaking the protocol or naming a signer its mesh
+    /// does not certify.
+    fn check(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        now: Instant,
+        wall: std::time::SystemTime,
+    ) -> Result<Option<Verify>, String> {
+        self.last = now;
+        match FrameType::from_code(ty) {
+            Some(FrameType::SignerCertificate) => self.trust.announce(body),
+            Some(FrameType::Transfer) => {
+                let transfer = Transfer::decode(body).map_err(|e| format!("a transfer: {e}"))?;
+                match transfer.envelopes {
+                    Signed::Streamed {
+                        batch,
+                        first,
+                        members,
+                    } => {
+                        let envelopes = members
+                            .iter()
+                            .map(|m| UnsignedEnvelope::decode(m))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| format!("a streamed envelope of batch {batch}: {e}"))?;
+                        self.receiving
+                            .take(batch, first, envelopes, now, |_| ())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Signed::Batch(bytes) => {
+                        let batch = SignedBatch::decode(&bytes).map_err(|e| e.to_string())?;
+                        let Some(first) = batch.envelopes().first() else {
+                            return Ok(None);
+                        };
+                        let key = self
+                            .trust
+                            .signer_key(&first.header().certificate, wall)
+                            .map_err(|e| e.to_string())?;
+                        return Ok(Some(Box::new(move || {
+                            batch.verify(&key).map(|_| ()).map_err(|e| e.to_string())
+                        })));
+                    }
+                    Signed::Each(list) => {
+                        let mut signed = Vec::with_capacity(list.len());
+                        for bytes in &list {
+                            let wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
+                            let key = self
+                                .trust
+                                .signer_key(&wire.header().certificate, wall)
+                                .map_err(|e| e.to_string())?;
+                            signed.push((wire, key));
+                        }
+                        return Ok(Some(Box::new(move || {
+                            signed.iter().try_for_each(|(wire, key)| {
+                                wire.verify(key).map_err(|e| e.to_string())
+                            })
+                        })));
+                    }
+                }
+            }
+            Some(FrameType::BatchHead) => {
+                let head = BatchHead::decode(body).map_err(|e| format!("a batch head: {e}"))?;
+                let (leaves, _) = self.receiving.head(&head).map_err(|e| e.to_string())?;
+                let key = self
+                    .trust
+                    .signer_key(leaves.certificate(), wall)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Some(Box::new(move || {
+                    leaves
+                        .verify(&head, &key)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+}
+
 /// Runs a signature check on a blocking thread; a failure refuses the tunnel (its later frames
 /// are answered `Unreachable`).
-fn verify_off_path(
-    links: &Arc<Links>,
-    (id, sender): &Direction,
-    verify: impl FnOnce() -> Result<(), String> + Send + 'static,
-) {
+fn verify_off_path(links: &Arc<Links>, (id, sender): &Direction, verify: Verify) {
     let (links, id, sender) = (links.clone(), *id, sender.clone());
     let handle = tokio::task::spawn_blocking(verify);
     links.ctx.tracker.clone().spawn(async move {
@@ -230,4 +248,146 @@ fn refuse(links: &Links, id: TunnelId, sender: &MeshId, reason: String) {
             links.ctx.id.mesh
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use meshfed_proto::batch::Leaves;
+    use meshfed_proto::crypto::{ContentSecret, KeyEpoch, SigningKey};
+    use meshfed_proto::envelope::Hop;
+    use meshfed_queue::{Epoch, Item, Seq};
+    use meshfed_testkit::pki::{TestNode, TestPki};
+
+    use super::*;
+    use crate::gateway::revoked::Revocations;
+
+    /// What a broker sees of plant-a's node `node` in a tunnel: trust in plant-a's CA.
+    fn witness(pki: &TestPki, node: &TestNode) -> Witness {
+        Witness {
+            trust: PeerTrust::new(
+                pki.bundle().clone(),
+                node.cert.to_vec(),
+                Vec::new(),
+                Arc::new(Revocations::load(Vec::new()).unwrap()),
+            ),
+            receiving: Receiving::new(64, Duration::from_secs(10)),
+            last: Instant::now(),
+        }
+    }
+
+    /// Streamed batch 0 of `n` envelopes from `node`: its transfer and its head signed by `key`.
+    fn batch(node: &TestNode, n: u64, key: &SigningKey) -> (Vec<u8>, Vec<u8>) {
+        let secret = ContentSecret::derive(b"witness test", b"fed");
+        let header = node.envelope_header("cloud-c", "stock/1");
+        let mut sealer = secret
+            .sealer(&header.source.mesh, KeyEpoch::random().unwrap())
+            .unwrap();
+        let envelopes: Vec<UnsignedEnvelope> = (0..n)
+            .map(|_| {
+                let header = node.envelope_header("cloud-c", "stock/1");
+                let hop = Hop::origin(header.source.mesh.clone(), Hop::DEFAULT_TTL);
+                UnsignedEnvelope::seal(header, hop, b"{}", &mut sealer).unwrap()
+            })
+            .collect();
+        let mut leaves = Leaves::new(0, &envelopes[0]);
+        for e in &envelopes {
+            leaves.push(e).unwrap();
+        }
+        let head = leaves.sign(key).unwrap();
+        let transfer = Transfer {
+            epoch: Epoch(1),
+            floor: Seq(0),
+            items: (0..n)
+                .map(|seq| Item {
+                    seq: Seq(seq),
+                    key_seq: None,
+                    retransmission: false,
+                })
+                .collect(),
+            envelopes: Signed::Streamed {
+                batch: 0,
+                first: 0,
+                members: envelopes.iter().map(UnsignedEnvelope::encode).collect(),
+            },
+        };
+        (transfer.encode(), head.encode())
+    }
+
+    fn run(
+        w: &mut Witness,
+        frames: &[(FrameType, &[u8])],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        let mut outcomes = Vec::new();
+        for (ty, body) in frames {
+            let now = (Instant::now(), std::time::SystemTime::now());
+            if let Some(verify) = w.check(*ty as u8, body, now.0, now.1)? {
+                outcomes.push(verify());
+            }
+        }
+        Ok(outcomes)
+    }
+
+    #[test]
+    fn a_head_signed_by_the_announced_signer_verifies() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let (transfer, head) = batch(&node, 3, &node.key);
+        let mut w = witness(&pki, &node);
+        let outcomes = run(
+            &mut w,
+            &[
+                (FrameType::SignerCertificate, &node.cert),
+                (FrameType::Transfer, &transfer),
+                (FrameType::BatchHead, &head),
+            ],
+        )
+        .unwrap();
+        assert_eq!(outcomes, [Ok(())]);
+    }
+
+    #[test]
+    fn a_head_signed_by_another_key_or_an_unknown_signer_is_refused() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let forger = SigningKey::generate().unwrap();
+        let (transfer, head) = batch(&node, 2, &forger);
+        let mut w = witness(&pki, &node);
+        let outcomes = run(
+            &mut w,
+            &[
+                (FrameType::SignerCertificate, &node.cert),
+                (FrameType::Transfer, &transfer),
+                (FrameType::BatchHead, &head),
+            ],
+        )
+        .unwrap();
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].is_err(), "{outcomes:?}");
+
+        // A signer of another mesh's CA, announced in the tunnel, is not plant-a's.
+        let impostor_pki = TestPki::new("plant-a");
+        let impostor = impostor_pki.node("gw1");
+        let (transfer, head) = batch(&impostor, 1, &impostor.key);
+        let mut w = witness(&pki, &node);
+        let err = run(
+            &mut w,
+            &[
+                (FrameType::SignerCertificate, &impostor.cert),
+                (FrameType::Transfer, &transfer),
+                (FrameType::BatchHead, &head),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.contains("signer"), "{err}");
+    }
+
+    #[test]
+    fn a_head_for_no_open_batch_breaks_the_protocol() {
+        let pki = TestPki::new("plant-a");
+        let node = pki.node("gw1");
+        let (_, head) = batch(&node, 1, &node.key);
+        let mut w = witness(&pki, &node);
+        let err = run(&mut w, &[(FrameType::BatchHead, &head)]).unwrap_err();
+        assert!(err.contains("no streamed batch is open"), "{err}");
+    }
 }
