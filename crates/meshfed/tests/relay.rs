@@ -1,4 +1,6 @@
-//! Federation through a broker, as a user runs it: gateways of meshes `plant-a` and
+//! Federation through brokers, as a user runs it (one real-process test per topology: through
+//! one broker, multilateral, hierarchical, mesh of meshes with a broker killed). First:
+//! gateways of meshes `plant-a` and
 //! `cloud-c` each federate with broker mesh `hub-b`, then federate *with each other* through
 //! it (`federation join TOKEN --via hub-b`), and a message crosses end to end. The broker
 //! relays it without being able to read it: a marker in the payload appears nowhere in its
@@ -291,4 +293,50 @@ fn discovered(m: &Mesh, hub: &Mesh, token: &str) {
         1,
         "this node is a gateway: brokers serve the discovery directory",
     );
+}
+
+/// Multilateral: one mesh federated with three, directly and through a broker at once; a
+/// message to each and from each arrives where it was sent.
+#[test]
+fn one_mesh_federates_with_three_and_messages_cross_each_way() {
+    let hub = broker("hub-b");
+    let mut a = common::started("plant-a");
+    let mut peers = [
+        common::started("supplier-b"),
+        common::started("carrier-c"),
+        common::started("cloud-d"),
+    ];
+    // Two direct federations; the third through the broker.
+    federate(&a, &peers[0]);
+    federate(&peers[1], &a);
+    federate(&a, &hub);
+    federate(&peers[2], &hub);
+    wait_for_route(&a, "cloud-d", &["plant-a", "hub-b", "cloud-d"]);
+    federate_via(&a, &peers[2], "hub-b");
+    let names: Vec<String> = federations(&a)
+        .iter()
+        .map(|f| f["peer"].as_str().unwrap().to_owned())
+        .collect();
+    for peer in ["supplier-b", "carrier-c", "cloud-d", "hub-b"] {
+        assert!(names.iter().any(|n| n == peer), "{names:?}");
+    }
+
+    for peer in &mut peers {
+        let name = peer.name().to_owned();
+        let sub = subscribe(peer, &a, &["--topic", "to/#", "--count", "1"]);
+        let id = send(&a, &name, &format!("to/{name}"), "from plant-a");
+        let out = sub.finish(DEADLINE);
+        assert!(out.ok().contains(&id), "{name}: {out}");
+
+        let sub = subscribe(&mut a, peer, &["--topic", "from/#", "--count", "1"]);
+        let id = send(peer, "plant-a", &format!("from/{name}"), "to plant-a");
+        let out = sub.finish(DEADLINE);
+        let envelope: Value = serde_json::from_str(out.ok()).unwrap();
+        assert_eq!(envelope["federation"]["id"], id.as_str(), "{out}");
+        assert_eq!(
+            envelope["federation"]["source_mesh"]["id"],
+            name.as_str(),
+            "{out}"
+        );
+    }
 }
