@@ -1,10 +1,10 @@
-//! Federation through brokers, as a user runs it (one real-process test per topology: through
-//! one broker, multilateral, hierarchical, mesh of meshes with a broker killed). First:
-//! gateways of meshes `plant-a` and
-//! `cloud-c` each federate with broker mesh `hub-b`, then federate *with each other* through
-//! it (`federation join TOKEN --via hub-b`), and a message crosses end to end. The broker
-//! relays it without being able to read it: a marker in the payload appears nowhere in its
-//! directory or log. Real processes on loopback, ephemeral ports.
+//! Federation through brokers, as a user runs it: one real-process test per topology (through
+//! one broker, multilateral, hierarchical, a mesh of meshes losing a broker). In the first,
+//! gateways of meshes `plant-a` and `cloud-c` each federate with broker mesh `hub-b`, then
+//! federate *with each other* through it (`federation join TOKEN --via hub-b`), and a message
+//! crosses end to end. The broker relays it without being able to read it: a marker in the
+//! payload appears nowhere in its directory or log. Real processes on loopback, ephemeral
+//! ports.
 
 #![expect(
     clippy::unwrap_used,
