@@ -33,7 +33,8 @@ pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborFau
 }
 
 /// The decoder's fault in words a reader can act on (ciborium's own Display is its Debug form).
-fn reason<E>(e: ciborium::de::Error<E>) -> String {
+/// Every crate that reads the protocol's CBOR says it the same way.
+pub fn reason<E>(e: ciborium::de::Error<E>) -> String {
     use ciborium::de::Error;
     match e {
         Error::Io(_) => "the input ends early".to_owned(),

@@ -23,7 +23,7 @@ pub mod admission;
 pub mod agreement;
 pub mod batch;
 pub mod capability;
-mod cbor;
+pub mod cbor;
 pub mod crypto;
 pub mod envelope;
 pub mod frame;

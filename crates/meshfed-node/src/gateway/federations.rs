@@ -182,17 +182,8 @@ async fn try_join(
     if let Some(broker) = via {
         let target = Target::Join(token.invitation());
         let peer = token.inviter.clone();
-        let (record, session) = links::relay::initiate(&f.links, &broker, peer, target)
-            .await
-            .map_err(|source| FederationError::Refused {
-                peer: token.inviter.clone(),
-                source,
-            })?;
-        f.ctx.tracker.spawn(links::maintain(
-            f.links.clone(),
-            record.id.clone(),
-            Some(session),
-        ));
+        let joined = links::relay::initiate(&f.links, &broker, peer, target).await;
+        let record = keep_up(f, &token, joined)?;
         tracing::info!(federation = %record.id, peer = %record.peer_mesh, via = %broker, "joined federation through a broker");
         return Ok(record);
     }
@@ -211,17 +202,8 @@ async fn try_join(
             }
         };
         let target = Target::Join(token.invitation());
-        let (record, session) = links::initiate(&f.links, link, target, token.addresses.clone())
-            .await
-            .map_err(|source| FederationError::Refused {
-                peer: token.inviter.clone(),
-                source,
-            })?;
-        f.ctx.tracker.spawn(links::maintain(
-            f.links.clone(),
-            record.id.clone(),
-            Some(session),
-        ));
+        let joined = links::initiate(&f.links, link, target, token.addresses.clone()).await;
+        let record = keep_up(f, &token, joined)?;
         tracing::info!(federation = %record.id, peer = %record.peer_mesh, "joined federation");
         return Ok(record);
     }
@@ -230,6 +212,24 @@ async fn try_join(
         addrs: token.addresses.join(", "),
         reason: last,
     })
+}
+
+/// A federation just joined (or why not): from now on its link is kept up.
+fn keep_up(
+    f: &Federations,
+    token: &InvitationToken,
+    joined: Result<(FederationRecord, Arc<super::port::LinkPort>), LinkError>,
+) -> Result<FederationRecord, FederationError> {
+    let (record, session) = joined.map_err(|source| FederationError::Refused {
+        peer: token.inviter.clone(),
+        source,
+    })?;
+    f.ctx.tracker.spawn(links::maintain(
+        f.links.clone(),
+        record.id.clone(),
+        Some(session),
+    ));
+    Ok(record)
 }
 
 /// Every federation in the registry.

@@ -692,7 +692,7 @@ fn read<T: Form>(bytes: &[u8]) -> Result<T, WireError> {
     let mut rest = bytes;
     let Top(value) = ciborium::from_reader(&mut rest).map_err(|e| WireError::Malformed {
         what: T::WHAT,
-        reason: reason(e),
+        reason: meshfed_proto::cbor::reason(e),
     })?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes {
@@ -701,17 +701,6 @@ fn read<T: Form>(bytes: &[u8]) -> Result<T, WireError> {
         });
     }
     Ok(value)
-}
-
-fn reason<E>(e: ciborium::de::Error<E>) -> String {
-    use ciborium::de::Error;
-    match e {
-        Error::Io(_) => "the input ends early".to_owned(),
-        Error::Syntax(at) => format!("not well-formed CBOR at byte {at}"),
-        Error::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
-        Error::Semantic(None, msg) => msg,
-        Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
-    }
 }
 
 /// Visits one leaf value of type `T` at a path.

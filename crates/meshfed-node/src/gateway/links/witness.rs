@@ -327,21 +327,30 @@ mod tests {
         Ok(outcomes)
     }
 
+    /// A signer certificate announced, a streamed transfer and its head, in that order.
+    fn streamed(
+        w: &mut Witness,
+        cert: &[u8],
+        transfer: &[u8],
+        head: &[u8],
+    ) -> Result<Vec<Result<(), String>>, String> {
+        run(
+            w,
+            &[
+                (FrameType::SignerCertificate, cert),
+                (FrameType::Transfer, transfer),
+                (FrameType::BatchHead, head),
+            ],
+        )
+    }
+
     #[test]
     fn a_head_signed_by_the_announced_signer_verifies() {
         let pki = TestPki::new("plant-a");
         let node = pki.node("gw1");
         let (transfer, head) = batch(&node, 3, &node.key);
         let mut w = witness(&pki, &node);
-        let outcomes = run(
-            &mut w,
-            &[
-                (FrameType::SignerCertificate, &node.cert),
-                (FrameType::Transfer, &transfer),
-                (FrameType::BatchHead, &head),
-            ],
-        )
-        .unwrap();
+        let outcomes = streamed(&mut w, &node.cert, &transfer, &head).unwrap();
         assert_eq!(outcomes, [Ok(())]);
     }
 
@@ -352,15 +361,7 @@ mod tests {
         let forger = SigningKey::generate().unwrap();
         let (transfer, head) = batch(&node, 2, &forger);
         let mut w = witness(&pki, &node);
-        let outcomes = run(
-            &mut w,
-            &[
-                (FrameType::SignerCertificate, &node.cert),
-                (FrameType::Transfer, &transfer),
-                (FrameType::BatchHead, &head),
-            ],
-        )
-        .unwrap();
+        let outcomes = streamed(&mut w, &node.cert, &transfer, &head).unwrap();
         assert_eq!(outcomes.len(), 1);
         assert!(outcomes[0].is_err(), "{outcomes:?}");
 
@@ -369,15 +370,7 @@ mod tests {
         let impostor = impostor_pki.node("gw1");
         let (transfer, head) = batch(&impostor, 1, &impostor.key);
         let mut w = witness(&pki, &node);
-        let err = run(
-            &mut w,
-            &[
-                (FrameType::SignerCertificate, &impostor.cert),
-                (FrameType::Transfer, &transfer),
-                (FrameType::BatchHead, &head),
-            ],
-        )
-        .unwrap_err();
+        let err = streamed(&mut w, &impostor.cert, &transfer, &head).unwrap_err();
         assert!(err.contains("signer"), "{err}");
     }
 
