@@ -50,7 +50,7 @@ use models::{
     Acked, DeadLetterList, DeadLetterView, DescriptorView, DirectoryView, DurableAck, ErrorBody,
     FederationList, FederationView, Format, InviteRequest, InviteResponse, JoinRequest,
     MessageAccepted, MessageAcknowledged, NodeInfo, OperationRequest, PublishQuery, PublishReply,
-    RouteList, SendRequest, StreamQuery, StreamReply, TokenRotated, TrustView,
+    RouteList, RouteView, SendRequest, StreamQuery, StreamReply, TokenRotated, TrustView,
 };
 
 /// The largest request body the API reads (axum's default, stated): a larger one is answered
@@ -219,9 +219,18 @@ async fn list_federations(State(node): State<Node>) -> Result<Json<FederationLis
     )
 )]
 async fn list_routes(State(node): State<Node>) -> Json<RouteList> {
-    Json(RouteList {
-        routes: node.routes(),
-    })
+    let routes = node
+        .routes()
+        .into_iter()
+        .map(|r| RouteView {
+            hops: r.path.len().saturating_sub(1),
+            destination: r.destination,
+            next_hop: r.next_hop,
+            path: r.path,
+            rtt_ms: r.rtt.as_secs_f64() * 1000.0,
+        })
+        .collect();
+    Json(RouteList { routes })
 }
 
 fn federation_id(raw: &str) -> Result<FederationId, ApiError> {

@@ -250,6 +250,19 @@ pub(crate) struct NodeFacts {
     pub(crate) signatures: crate::config::SignatureMode,
 }
 
+/// One destination of the routing table, as the API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteFacts {
+    /// The mesh reached.
+    pub(crate) destination: MeshId,
+    /// The neighbour frames for it go to.
+    pub(crate) next_hop: MeshId,
+    /// The meshes crossed, this one first, the destination last.
+    pub(crate) path: Vec<MeshId>,
+    /// The path's summed round trip.
+    pub(crate) rtt: Duration,
+}
+
 /// This mesh's trust bundle and which partners have stored it (`meshfed ca show`).
 #[derive(Debug, Clone)]
 pub(crate) struct TrustStatus {
@@ -280,16 +293,15 @@ impl GatewayHandle {
     }
 
     /// The routing table, by destination mesh.
-    pub(crate) fn routes(&self) -> Vec<crate::api::models::RouteView> {
+    pub(crate) fn routes(&self) -> Vec<RouteFacts> {
         let own = &self.0.ctx.id.mesh;
         links::routing::table(&self.0.links)
             .into_iter()
-            .map(|r| crate::api::models::RouteView {
+            .map(|r| RouteFacts {
                 next_hop: r.next_hop.mesh().clone(),
-                hops: r.path.len(),
                 path: std::iter::once(own.clone()).chain(r.path).collect(),
                 destination: r.destination,
-                rtt_ms: r.rtt_us as f64 / 1000.0,
+                rtt: Duration::from_micros(r.rtt_us),
             })
             .collect()
     }
