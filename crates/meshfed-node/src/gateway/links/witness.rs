@@ -107,10 +107,13 @@ fn start(links: &Links, key: Direction, chain: &[Vec<u8>]) {
     let window = usize::try_from(links.ctx.config.delivery.window).unwrap_or(usize::MAX);
     let witness = Witness {
         trust: PeerTrust::new(bundle, leaf, intermediates, links.ctx.revocations.clone()),
+        // The destination hashes each payload against its digest; the broker checks the
+        // signature over the headers that name those digests.
         receiving: Receiving::new(
             window.saturating_mul(2),
             links.ctx.config.delivery.head_timeout,
-        ),
+        )
+        .headers_only(),
         last: now,
     };
     let mut seen = lock(&links.witnesses.seen);
