@@ -178,39 +178,36 @@ async fn watch(
     }))
 }
 
-/// `inviter` invites `joiner`, which joins (through broker `via`, if given); returns the
-/// federation as the joiner shows it.
+/// `inviter` invites mesh `joiner_mesh`, whose node `joiner` joins with the token (through
+/// broker `via`, if given); returns the join's answer. `meshfed bench` federates with it too.
+pub(crate) async fn invite_and_join(
+    inviter: &ApiClient,
+    (joiner, joiner_mesh): (&ApiClient, MeshId),
+    via: Option<MeshId>,
+) -> Result<FederationView, Failure> {
+    let invite = InviteRequest {
+        peer: joiner_mesh,
+        ttl: None,
+    };
+    let invite: InviteResponse = inviter.post("/v1/federations/invite", &invite).await?;
+    let join = JoinRequest {
+        token: invite.token,
+        via,
+    };
+    joiner.post("/v1/federations/join", &join).await
+}
+
+/// `inviter` invites mesh `joiner`, whose node `client` joins (through broker `via`, if
+/// given); returns the federation as the joiner shows it.
 async fn federate(
-    joiner: (&ApiClient, &str),
-    inviter: (&ApiClient, &str),
+    (client, joiner): (&ApiClient, &str),
+    inviter: &ApiClient,
     via: Option<&str>,
 ) -> Result<FederationView, Failure> {
-    let peer = joiner
-        .1
-        .parse()
-        .map_err(|e| fail("mesh id")(format!("{e}")))?;
-    let invite: InviteResponse = inviter
-        .0
-        .post("/v1/federations/invite", &InviteRequest { peer, ttl: None })
-        .await?;
-    let via = via
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| fail("mesh id")(format!("{e}")))?;
-    let joined: FederationView = joiner
-        .0
-        .post(
-            "/v1/federations/join",
-            &JoinRequest {
-                token: invite.token,
-                via,
-            },
-        )
-        .await?;
-    joiner
-        .0
-        .get(&format!("/v1/federations/{}", joined.id))
-        .await
+    let mesh = |m: &str| m.parse().map_err(|e| fail("mesh id")(format!("{e}")));
+    let via = via.map(mesh).transpose()?;
+    let joined = invite_and_join(inviter, (client, mesh(joiner)?), via).await?;
+    client.get(&format!("/v1/federations/{}", joined.id)).await
 }
 
 /// Sends `n` readings from `from` to mesh `to` at qos 1, numbered from `first`; with `wait`,
@@ -274,7 +271,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         outln!("  {HUB:<10} broker   api http://{}  federation {}", hub.addr(), gw_hub.federation_addr())?;
 
         outln!("\n1. {SUPPLIER} invites {PLANT}, which joins: a direct federation.")?;
-        let shown = federate((&a, PLANT), (&b, SUPPLIER), None).await?;
+        let shown = federate((&a, PLANT), &b, None).await?;
         let (digest, suite) = shown
             .agreement
             .map_or_else(|| ("?".to_owned(), "?".to_owned()), |a| (a.digest, a.security_suite));
@@ -288,8 +285,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         outln!("\n2. {PLANT} and {CLOUD} do not link directly. Each federates with the broker {HUB};")?;
         outln!("   then {CLOUD} invites {PLANT}, which joins through {HUB}: the two federate end to end,")?;
         outln!("   with their own agreement and content keys, and {HUB} relays what it cannot read.")?;
-        federate((&a, PLANT), (&hub, HUB), None).await?;
-        let c_hub = federate((&c, CLOUD), (&hub, HUB), None).await?;
+        federate((&a, PLANT), &hub, None).await?;
+        let c_hub = federate((&c, CLOUD), &hub, None).await?;
         // The hub learns of cloud-c when its link is up; plant-a, when the hub tells it.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -302,7 +299,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let relayed = federate((&a, PLANT), (&c, CLOUD), Some(HUB)).await?;
+        let relayed = federate((&a, PLANT), &c, Some(HUB)).await?;
         outln!(
             "{PLANT} joined {CLOUD} through {HUB}: federation {} ({}, via {})",
             relayed.id,

@@ -55,8 +55,8 @@ use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_node::api::binary::{self, Delivered, Publish};
 use meshfed_node::api::models::{
-    ErrorBody, FederationList, FederationStatus, FederationView, Format, InviteRequest,
-    InviteResponse, JoinRequest, NodeInfo, PublishReply, SendRequest,
+    ErrorBody, FederationList, FederationStatus, FederationView, Format, NodeInfo, PublishReply,
+    SendRequest,
 };
 use meshfed_node::config::{NodeConfig, Role, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
@@ -519,16 +519,7 @@ async fn invite_and_join(
     joiner: &Endpoint,
     via: Option<MeshId>,
 ) -> Result<(), Failure> {
-    let invite = InviteRequest {
-        peer: joiner.mesh.clone(),
-        ttl: None,
-    };
-    let invite: InviteResponse = inviter.post("/v1/federations/invite", &invite).await?;
-    let join = JoinRequest {
-        token: invite.token,
-        via,
-    };
-    let _: FederationView = joiner.api.post("/v1/federations/join", &join).await?;
+    crate::demo::invite_and_join(inviter, (&joiner.api, joiner.mesh.clone()), via).await?;
     Ok(())
 }
 

@@ -64,6 +64,8 @@ pub(crate) struct Tunnels {
 pub(crate) struct Accepted {
     link: Link,
     peer: MeshId,
+    /// The neighbour it came through.
+    via: MeshId,
 }
 
 enum End {
@@ -202,7 +204,7 @@ async fn unreachable(links: &Links, port: &LinkPort, frame: &RelayFrame, reason:
     let report = RelayFrame {
         tunnel: frame.tunnel,
         route: frame.route.reversed(&links.ctx.id.mesh),
-        body: Body::Unreachable { reason },
+        body: Body::unreachable(&reason),
     };
     let _ = port.send(relay_frame(&report)).await;
 }
@@ -262,15 +264,22 @@ async fn at_end(links: &Arc<Links>, port: &Arc<LinkPort>, frame: RelayFrame) {
                 return;
             };
             match state.finish(&finish, &Leaves) {
-                Ok(tunnel) => match establish(links, id, (peer.clone(), relays), tunnel, via) {
-                    Ok(link) => {
-                        let _ = links.tunnels.accepted.send(Accepted { link, peer });
+                Ok(tunnel) => {
+                    let first_hop = via.mesh().clone();
+                    match establish(links, id, (peer.clone(), relays), tunnel, via) {
+                        Ok(link) => {
+                            let accepted = Accepted {
+                                link,
+                                peer,
+                                via: first_hop,
+                            };
+                            let _ = links.tunnels.accepted.send(accepted);
+                        }
+                        Err(e) => {
+                            tracing::warn!(tunnel = %id, %peer, error = %e, "refused a tunnel");
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(tunnel = %id, %peer, error = %e, "refused a tunnel");
-                        links.tunnels.lock().remove(&id);
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::warn!(tunnel = %id, %peer, error = %e, "refused a tunnel's finish");
                     close(links, &via, id, &peer, format!("tunnel refused: {e}")).await;
@@ -296,7 +305,6 @@ async fn at_end(links: &Arc<Links>, port: &Arc<LinkPort>, frame: RelayFrame) {
                 }
                 Err(e) => {
                     tracing::warn!(tunnel = %id, %peer, error = %e, "refused a tunnel frame; closing the tunnel");
-                    links.tunnels.lock().remove(&id);
                     close(links, port, id, &peer, format!("tunnel frame refused: {e}")).await;
                 }
             }
@@ -321,7 +329,7 @@ async fn close(links: &Links, via: &LinkPort, id: TunnelId, peer: &MeshId, reaso
     let frame = RelayFrame {
         tunnel: id,
         route: Route::new(links.ctx.id.mesh.clone(), peer.clone(), Route::DEFAULT_TTL),
-        body: Body::Close { reason },
+        body: Body::close(&reason),
     };
     let _ = via.send(relay_frame(&frame)).await;
 }
@@ -333,8 +341,7 @@ pub(crate) async fn open(
     peer: MeshId,
 ) -> Result<Link, LinkError> {
     let ctx = &links.ctx;
-    let fail = |e: &dyn std::fmt::Display| LinkError::Store(e.to_string());
-    let id = TunnelId::random().map_err(|e| fail(&e))?;
+    let id = TunnelId::random().map_err(|e| LinkError::Tunnel(e.to_string()))?;
     let ends = Ends {
         initiator: ctx.id.mesh.clone(),
         responder: peer.clone(),
@@ -402,20 +409,15 @@ fn establish(
     tunnel: Tunnel,
     via: Arc<LinkPort>,
 ) -> Result<Link, LinkError> {
+    let (link_io, pump_io) = tokio::io::duplex(PIPE);
     let chain = tunnel.peer_chain().to_vec();
-    let binding = tunnel.binding();
-    let named = chain
-        .first()
-        .and_then(|leaf| meshfed_trust::inspect_node_cert(leaf).ok())
-        .map(|info| info.mesh);
-    if named.as_ref() != Some(&peer) {
+    let link = Link::tunnel(link_io, chain, tunnel.binding(), relays, via.remote)?;
+    if link.peer().mesh != peer {
         return Err(LinkError::Tunnel(format!(
             "the tunnel's far end presented a certificate of mesh {}, not of mesh {peer}",
-            named.map_or_else(|| "(none)".to_owned(), |m| m.to_string())
+            link.peer().mesh
         )));
     }
-    let (link_io, pump_io) = tokio::io::duplex(PIPE);
-    let link = Link::tunnel(link_io, chain, binding, relays, via.remote)?;
     let tunnel = Arc::new(Mutex::new(tunnel));
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
     links.tunnels.lock().insert(
@@ -522,12 +524,13 @@ pub(crate) async fn answer_loop(
             () = links.ctx.cancel.cancelled() => return,
             next = accepted.recv() => next,
         };
-        let Some(Accepted { link, peer }) = next else {
+        let Some(accepted) = next else {
             return;
         };
         let links2 = links.clone();
         links.ctx.tracker.spawn(async move {
-            if let Err(e) = answer(&links2, link, &peer).await {
+            let peer = accepted.peer.clone();
+            if let Err(e) = answer(&links2, accepted).await {
                 tracing::warn!(%peer, error = %e, "a federation through a tunnel failed");
             }
         });
@@ -535,7 +538,12 @@ pub(crate) async fn answer_loop(
 }
 
 /// Answers the federation handshake the opener runs inside a tunnel it opened.
-async fn answer(links: &Arc<Links>, mut link: Link, peer: &MeshId) -> Result<(), LinkError> {
+async fn answer(links: &Arc<Links>, accepted: Accepted) -> Result<(), LinkError> {
+    let Accepted {
+        mut link,
+        peer,
+        via,
+    } = accepted;
     let knowledge = responder_knowledge(links).await?;
     let hs = Handshake::responder(
         links.ctx.local(KeyPurpose::ClientAuth),
@@ -544,21 +552,13 @@ async fn answer(links: &Arc<Links>, mut link: Link, peer: &MeshId) -> Result<(),
         links.ctx.now(),
     );
     let established = drive(links, &mut link, hs).await?;
-    if &established.peer.mesh != peer {
+    if established.peer.mesh != peer {
         return Err(LinkError::Tunnel(format!(
             "the tunnel's far end is mesh {}, and the handshake names mesh {}",
             peer, established.peer.mesh
         )));
     }
-    let via = link.remote_addr();
-    let first_hop = links
-        .ports()
-        .into_iter()
-        .find(|p| p.remote == via)
-        .map(|p| p.mesh().clone());
-    let addrs = first_hop
-        .map(|m| vec![format!("{VIA}{m}")])
-        .unwrap_or_default();
+    let addrs = vec![format!("{VIA}{via}")];
     let record = persist(links, &established, HsRole::Responder, addrs).await?;
     let port = start_session(links, link, *established, &record).await?;
     tracing::info!(federation = %port.federation_id, peer = %port.peer, "federation link up through a tunnel");
