@@ -109,6 +109,16 @@ pub(crate) struct Metrics {
     /// Origin signatures (batch heads, signed batches and envelopes) a broker checked in the
     /// tunnels it relays, by outcome.
     pub(crate) relay_proofs: Family<OutcomeLabel, Counter>,
+    /// Custody (store-and-forward through brokers) by event.
+    pub(crate) custody: Family<EventLabel, Counter>,
+    /// Envelopes a broker holds in custody.
+    pub(crate) custody_held: Gauge,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EventLabel {
+    pub(crate) event: &'static str,
 }
 
 /// Whether a check held.
@@ -146,6 +156,8 @@ impl Metrics {
             relay_dropped: Counter::default(),
             descriptors_refused: Counter::default(),
             relay_proofs: Family::default(),
+            custody: Family::default(),
+            custody_held: Gauge::default(),
         };
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
@@ -273,6 +285,16 @@ impl Metrics {
             "Mesh descriptors the discovery directory refused (a bad signature, expired, an older one replayed, another CA's)",
             m.descriptors_refused.clone(),
         );
+        registry.register(
+            "custody_envelopes",
+            "Custody (store-and-forward through brokers for a relayed federation's peer that is away), by event: handed (the next hop took one this node handed it), refused (the next hop refused one; the reason is logged), taken (this broker took one), expired (this broker dropped one at its deadline), delivered (this gateway opened one handed on from custody)",
+            m.custody.clone(),
+        );
+        registry.register(
+            "custody_held_envelopes",
+            "Envelopes this broker holds in custody for destinations that are away",
+            m.custody_held.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -294,6 +316,11 @@ impl Metrics {
         self.relay_proofs
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    /// Counts a custody event (see the metric's help).
+    pub(crate) fn custody(&self, event: &'static str) {
+        self.custody.get_or_create(&EventLabel { event }).inc();
     }
 
     /// Counts a mesh descriptor the directory refused.

@@ -283,6 +283,76 @@ impl ContentSecret {
     }
 }
 
+impl ContentSecret {
+    /// The federation's *custody secret* of this session: what both ends derive from the
+    /// session's secret and keep in their stores, so that an envelope sealed while the peer is
+    /// away (left in a broker's custody, DESIGN §3.4) can still be opened when it returns, after
+    /// the session that agreed the secret has ended.
+    pub fn custody(&self) -> Result<CustodySecret, CryptoError> {
+        let info: [&[u8]; 1] = [b"meshfed custody secret v1"];
+        let okm = self
+            .prk
+            .expand(&info, KeyLen)
+            .map_err(|_| CryptoError::Rng)?;
+        let mut bytes = [0u8; 32];
+        okm.fill(&mut bytes).map_err(|_| CryptoError::Rng)?;
+        Ok(CustodySecret::from_bytes(bytes))
+    }
+}
+
+/// A federation's custody secret (see [`ContentSecret::custody`]): 32 bytes both ends store,
+/// named by an id derived from them. Content keys come from it as from a session's secret,
+/// under a label of their own, each with a random [`KeyEpoch`].
+pub struct CustodySecret {
+    bytes: [u8; 32],
+    id: KeyId,
+    content: ContentSecret,
+}
+
+impl CustodySecret {
+    /// The secret of these stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let digest = sha384_parts(&[b"meshfed custody secret id v1", &bytes]);
+        let id = format!("cs1_{}", hex::encode(&digest[..12]));
+        Self {
+            bytes,
+            // Invariant: "cs1_" and hex digits satisfy KeyId's [A-Za-z0-9_-]{1,128} rule.
+            id: id
+                .parse()
+                .unwrap_or_else(|_| unreachable!("cs1_ key ids are valid")),
+            content: ContentSecret::derive(&bytes, b"meshfed custody content v1"),
+        }
+    }
+
+    /// The bytes to store.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// Its name: `cs1_<24 hex>`.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// A sealer for content sent by `sender`, under a fresh random epoch.
+    pub fn sealer(&self, sender: &MeshId) -> Result<Sealer, CryptoError> {
+        self.content.sealer(sender, KeyEpoch::random()?)
+    }
+
+    /// An opener for content sealed by `sender` under the key named `key_id`.
+    pub fn opener(&self, sender: &MeshId, key_id: &KeyId) -> Result<Opener, CryptoError> {
+        self.content.opener(sender, key_id)
+    }
+}
+
+impl fmt::Debug for CustodySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustodySecret")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for ContentSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContentSecret").finish_non_exhaustive()
@@ -422,6 +492,32 @@ mod tests {
             sealer.next_iv(),
             Err(CryptoError::KeyExhausted(_))
         ));
+    }
+
+    #[test]
+    fn both_ends_derive_one_custody_secret_that_opens_after_the_session() {
+        let a = ContentSecret::derive(b"shared", b"fed_1")
+            .custody()
+            .unwrap();
+        let b = ContentSecret::derive(b"shared", b"fed_1")
+            .custody()
+            .unwrap();
+        assert_eq!(a.id(), b.id());
+        assert!(a.id().as_str().starts_with("cs1_"));
+        // Stored and read back, as after the session (and a restart).
+        let stored = CustodySecret::from_bytes(*b.bytes());
+        let mut sealer = a.sealer(&mesh("a")).unwrap();
+        let iv = sealer.next_iv().unwrap();
+        let mut buf = b"payload".to_vec();
+        sealer.seal_in_place(iv, b"aad", &mut buf).unwrap();
+        let opener = stored.opener(&mesh("a"), sealer.key_id()).unwrap();
+        assert_eq!(opener.open(iv, b"aad", &buf).unwrap(), b"payload");
+        // Not the session's own content key, nor another session's custody secret.
+        let session = ContentSecret::derive(b"shared", b"fed_1");
+        let plain = session.opener(&mesh("a"), sealer.key_id()).unwrap();
+        assert_eq!(plain.open(iv, b"aad", &buf), Err(CryptoError::OpenFailed));
+        let other = ContentSecret::derive(b"other", b"fed_1").custody().unwrap();
+        assert_ne!(other.id(), a.id());
     }
 
     #[test]

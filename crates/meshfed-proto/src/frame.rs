@@ -108,6 +108,12 @@ frame_types! {
     RouteAdvertisement = 0x31,
     /// The sender's mesh descriptor (a signed statement) for the broker's discovery directory.
     Descriptor = 0x32,
+    /// Envelopes handed into a broker's custody for a destination that is away
+    /// (`relay::custody::Custody`), over a direct link.
+    Custody = 0x33,
+    /// What the next hop took into custody (or delivered) and what it refused
+    /// (`relay::custody::CustodyAck`).
+    CustodyAck = 0x34,
 }
 
 /// One frame.

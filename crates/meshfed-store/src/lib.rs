@@ -21,6 +21,7 @@
 mod agreements;
 mod bundles;
 mod cells;
+mod custody;
 mod error;
 mod federation;
 mod invitation;
@@ -38,6 +39,7 @@ use rusqlite::types::Value;
 
 pub use agreements::{AgreementEntry, Renegotiated};
 pub use bundles::BundleSerials;
+pub use custody::{CustodyHeld, CustodyLimits, CustodyRow};
 pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;

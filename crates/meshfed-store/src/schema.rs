@@ -183,6 +183,28 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL -- 1: the segment log was created beside this file
     ) STRICT;
     ",
+    // 10: custody — the custody secrets a relayed federation's ends keep, and what a broker
+    // holds for destinations that are away (ciphertext only).
+    "
+    CREATE TABLE custody_secrets (
+        federation_id TEXT NOT NULL REFERENCES federations (id) ON DELETE CASCADE,
+        secret_id     TEXT NOT NULL,
+        secret        BLOB NOT NULL,    -- 32 bytes
+        created       INTEGER NOT NULL, -- ms since the Unix epoch
+        PRIMARY KEY (federation_id, secret_id)
+    ) STRICT;
+
+    CREATE TABLE custody (
+        id          BLOB NOT NULL PRIMARY KEY, -- EnvelopeId, 16 bytes
+        destination TEXT NOT NULL,
+        origin      TEXT NOT NULL,
+        priority    INTEGER NOT NULL,          -- 0..7
+        deadline    INTEGER,                   -- ms since the Unix epoch; NULL: none
+        received    INTEGER NOT NULL,
+        item        BLOB NOT NULL              -- the custody item as it travels (sealed)
+    ) STRICT;
+    CREATE INDEX custody_by_order ON custody (destination, priority DESC, deadline, received);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -340,3 +340,133 @@ fn one_mesh_federates_with_three_and_messages_cross_each_way() {
         );
     }
 }
+
+/// Store-and-forward at the broker: cloud-c is away, plant-a hands its reliable messages to
+/// the hub's custody (bounded: the one beyond the hub's limit is refused with a clear reason),
+/// then plant-a dies for good and the hub is killed -9 and restarted. When cloud-c returns,
+/// the hub hands it what it held — by priority — and cloud-c's durable subscriber gets each
+/// once, through the hub. The hub held ciphertext only.
+#[test]
+fn a_broker_keeps_messages_for_a_mesh_that_is_away_across_its_own_kill() {
+    let mut hub = Mesh::init_with_args(
+        env!("CARGO_BIN_EXE_meshfed"),
+        "hub-b",
+        &["--role", "broker"],
+    );
+    hub.configure_toml("delivery", "custody_max_messages", "3");
+    hub.start();
+    hub.keep_federation_address();
+    let mut a = common::started("plant-a");
+    let mut c = common::started("cloud-c");
+    federate(&a, &hub);
+    federate(&c, &hub);
+    wait_for_route(&a, "cloud-c", &["plant-a", "hub-b", "cloud-c"]);
+    let fed = federate_via(&a, &c, "hub-b");
+
+    let sub = c.spawn_cli(&[
+        "subscribe",
+        "--durable",
+        "erp",
+        "--topic",
+        "line/#",
+        "--count",
+        "3",
+    ]);
+    meshfed_testkit::process::wait_until("the subscriber is subscribed", DEADLINE, || {
+        sub.stderr_so_far().contains("subscribed at")
+    });
+    assert_eq!(c.stop().code(), Some(0));
+    common::wait_for_status(&a, &fed, "unreachable");
+
+    let marker = "custody-marker-5be0c7";
+    let mut sent = Vec::new();
+    for (priority, topic) in [("1", "line/low"), ("7", "line/high"), ("4", "line/mid")] {
+        let out = a.cli(&[
+            "send",
+            "--to",
+            "cloud-c",
+            "--topic",
+            topic,
+            "--qos",
+            "1",
+            "--priority",
+            priority,
+            &format!("{marker} {topic}"),
+        ]);
+        sent.push(out.ok().trim().to_owned());
+    }
+    let over = a.cli(&[
+        "send",
+        "--to",
+        "cloud-c",
+        "--topic",
+        "line/over",
+        "--qos",
+        "1",
+        "one too many",
+    ]);
+    over.ok();
+    poll("the hub takes three into custody", DEADLINE, || {
+        let m = http_get(hub.api_addr(), "/metrics");
+        match metric(&m, "meshfed_custody_held_envelopes", &[]) {
+            Some(3.0) => Ok(()),
+            _ => Err(m),
+        }
+    });
+    poll("plant-a hears the fourth was refused", DEADLINE, || {
+        let m = http_get(a.api_addr(), "/metrics");
+        match metric(
+            &m,
+            "meshfed_custody_envelopes_total",
+            &["event=\"refused\""],
+        ) {
+            Some(n) if n >= 1.0 => Ok(()),
+            _ => Err(m),
+        }
+    });
+    assert!(
+        a.log()
+            .contains("custody_full: the broker holds 3 envelopes"),
+        "{}",
+        a.log()
+    );
+
+    // The origin is gone for good, and the broker crashes: only its journal has them now.
+    a.kill9();
+    hub.kill9();
+    hub.start();
+    c.start();
+    let out = sub.finish(DEADLINE);
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let order: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    // By priority: high (7), mid (4), low (1).
+    let ids: Vec<&str> = order
+        .iter()
+        .map(|e| e["federation"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&sent[1], &sent[2], &sent[0]], "{out}");
+    for e in &order {
+        assert_eq!(
+            e["federation"]["routing"]["path"],
+            json!(["plant-a", "hub-b", "cloud-c"]),
+            "{out}"
+        );
+    }
+    assert!(lines[0].contains(&format!("{marker} line/high")), "{out}");
+    poll("the hub hands everything on", DEADLINE, || {
+        let m = http_get(hub.api_addr(), "/metrics");
+        match metric(&m, "meshfed_custody_held_envelopes", &[]) {
+            Some(0.0) => Ok(()),
+            _ => Err(m),
+        }
+    });
+    let leaks = files_containing(hub.dir(), marker.as_bytes());
+    assert!(
+        leaks.is_empty(),
+        "the broker's files hold the plaintext: {leaks:?}"
+    );
+}

@@ -368,6 +368,12 @@ pub struct DeliveryConfig {
     /// How long a peer's streamed batch may wait for its head, from its first envelope, before
     /// the peer counts as misbehaving. Default 10 s.
     pub head_timeout: Duration,
+    /// On a broker: most envelopes held in custody for destinations that are away, over all
+    /// of them (store-and-forward, durable); beyond it a handed envelope is refused with
+    /// `custody_full` and stays with whoever handed it. Default 100,000.
+    pub custody_max_messages: u64,
+    /// On a broker: most bytes held in custody. Default 1 GiB.
+    pub custody_max_bytes: u64,
 }
 
 impl DeliveryConfig {
@@ -390,6 +396,8 @@ impl Default for DeliveryConfig {
             window: 2048,
             sign_window: DEFAULT_SIGN_WINDOW,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
+            custody_max_messages: 100_000,
+            custody_max_bytes: 1 << 30,
         }
     }
 }

@@ -162,6 +162,8 @@ struct RawDelivery {
     window: Integer,
     sign_window: Text,
     head_timeout: Text,
+    custody_max_messages: Integer,
+    custody_max_bytes: Integer,
 }
 
 #[derive(Deserialize, Default)]
@@ -356,6 +358,20 @@ impl Fields<'_> {
                 raw.head_timeout,
                 d.head_timeout,
                 Some(MAX_HEAD_TIMEOUT),
+            )?,
+            custody_max_messages: self.integer(
+                "delivery.custody_max_messages",
+                raw.custody_max_messages,
+                d.custody_max_messages,
+                Bound::AtLeast(1),
+                "",
+            )?,
+            custody_max_bytes: self.integer(
+                "delivery.custody_max_bytes",
+                raw.custody_max_bytes,
+                d.custody_max_bytes,
+                Bound::AtLeast(MIN_MAX_QUEUED_BYTES),
+                " bytes",
             )?,
         })
     }

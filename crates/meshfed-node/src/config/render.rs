@@ -367,6 +367,27 @@ fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
             default(quoted(&duration(defaults.head_timeout))),
             quoted(&duration(d.head_timeout)),
         ),
+        Setting::new(
+            "custody_max_messages",
+            "On a broker: most envelopes held in custody for meshes that are away, over all \
+             of them (durable store-and-forward). Beyond it an envelope handed over is \
+             refused (custody_full) and stays with whoever handed it.",
+            default(defaults.custody_max_messages.to_string()),
+            d.custody_max_messages.to_string(),
+        ),
+        Setting::new(
+            "custody_max_bytes",
+            &format!(
+                "On a broker: most bytes held in custody, at least {MIN_MAX_QUEUED_BYTES} \
+                 (1 MiB)."
+            ),
+            default(format!(
+                "{} ({} MiB)",
+                defaults.custody_max_bytes,
+                defaults.custody_max_bytes >> 20
+            )),
+            d.custody_max_bytes.to_string(),
+        ),
     ]
 }
 
@@ -486,7 +507,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 31, "{text}");
+        assert_eq!(settings.len(), 33, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::envelope::{EnvelopeId, Qos};
 use meshfed_proto::frame::{Frame, FrameType};
-use meshfed_queue::{Forward, Inbox, InboxConfig, InboxEvent, Peer, Transmit};
+use meshfed_proto::relay::custody::CustodyAck;
+use meshfed_queue::{Forward, Inbox, InboxConfig, InboxEvent, Message, Peer, Transmit};
 use meshfed_store::Write;
 use meshfed_store::journal::InboundMessage;
 use tokio::sync::mpsc;
@@ -53,6 +54,14 @@ pub(crate) enum Input {
     },
     LinkUp(Arc<LinkPort>),
     LinkDown(Arc<LinkPort>),
+    /// Envelopes a broker handed on from its custody over `link` (opened: see
+    /// `open::custody`), each with the peer that sent it, and those refused before the inbox
+    /// with why. The broker learns what was taken once it is journaled.
+    Custody {
+        link: Arc<LinkPort>,
+        messages: Vec<(Peer, Message<Arc<Arrived>>)>,
+        refused: Vec<(EnvelopeId, String)>,
+    },
 }
 
 /// The way into the receiving task.
@@ -98,6 +107,8 @@ struct Release {
     deliveries: Vec<Arc<Delivery>>,
     consumed: Vec<EnvelopeId>,
     acks: Vec<(Peer, meshfed_queue::Ack)>,
+    /// Custody acknowledgements to the brokers that handed envelopes on.
+    custody: Vec<(Arc<LinkPort>, CustodyAck)>,
     durable_writes: bool,
 }
 
@@ -109,6 +120,7 @@ pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
         inbox: restored_inbox(ctx),
         links: HashMap::new(),
         pending: VecDeque::new(),
+        custody: Vec::new(),
         next_ticket: 0,
         committed: None,
         starting_over: false,
@@ -141,6 +153,8 @@ struct Task {
     inbox: Inbox<Arc<Arrived>>,
     links: HashMap<Peer, Arc<LinkPort>>,
     pending: VecDeque<Release>,
+    /// Custody acknowledgements for the next release.
+    custody: Vec<(Arc<LinkPort>, CustodyAck)>,
     next_ticket: u64,
     /// The last ticket whose commit completed.
     committed: Option<u64>,
@@ -219,6 +233,18 @@ impl Task {
                     self.inbox.handle_link_down(&peer);
                 }
             }
+            Input::Custody {
+                link,
+                messages,
+                refused,
+            } => {
+                // A duplicate is taken too: it was delivered before.
+                let taken = messages.iter().map(|(_, m)| m.id).collect();
+                for (peer, message) in messages {
+                    self.inbox.handle_custody(&peer, message, at);
+                }
+                self.custody.push((link, CustodyAck { taken, refused }));
+            }
         }
     }
 
@@ -281,7 +307,13 @@ impl Task {
         while let Some(ack) = self.inbox.poll_ack() {
             acks.push(ack);
         }
-        if deliveries.is_empty() && consumed.is_empty() && acks.is_empty() && writes.is_empty() {
+        let custody = std::mem::take(&mut self.custody);
+        if deliveries.is_empty()
+            && consumed.is_empty()
+            && acks.is_empty()
+            && writes.is_empty()
+            && custody.is_empty()
+        {
             return;
         }
         let ticket = (!writes.is_empty()).then(|| {
@@ -298,6 +330,7 @@ impl Task {
             deliveries,
             consumed,
             acks,
+            custody,
             durable_writes,
         });
     }
@@ -308,6 +341,7 @@ impl Task {
         self.starting_over = true;
         for r in &mut self.pending {
             r.acks.clear();
+            r.custody.clear();
             if r.ticket == Some(ticket) {
                 r.deliveries.clear();
                 r.durable_writes = false;
@@ -362,6 +396,11 @@ impl Task {
             consumed.extend(r.consumed);
             for (peer, ack) in r.acks {
                 self.send(&peer, Frame::new(FrameType::Ack, ack.encode()))
+                    .await;
+            }
+            for (link, ack) in r.custody {
+                let _ = link
+                    .send(Frame::new(FrameType::CustodyAck, ack.encode()))
                     .await;
             }
         }

@@ -169,6 +169,8 @@ pub async fn start(
         .spawn(links::relay::answer_loop(links.clone(), tunnels));
     ctx.tracker
         .spawn(links::routing::routing_loop(links.clone()));
+    ctx.tracker
+        .spawn(links::custody::custody_loop(links.clone()));
     if listen.ip().is_unspecified() && ctx.config.federation.advertise.is_empty() {
         tracing::warn!(
             federation = %ctx.federation_addr,

@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use meshfed_proto::MeshId;
 use meshfed_proto::admission::{Direction, Facts, Refusal, Terms};
 use meshfed_proto::batch::{
     BatchError, BatchHead, BatchReceipt, Receiving, SignedBatch, UnsignedEnvelope,
@@ -292,14 +293,57 @@ fn check(
     }
     let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
     let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-    let clear = open(&opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
+    Ok((hop, admitted(terms, header, &opener, open)?))
+}
+
+/// Opens one envelope with `opener` and checks the agreement admits what it holds.
+fn admitted(
+    terms: &Terms,
+    header: &Header,
+    opener: &Opener,
+    open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
+) -> Result<Vec<u8>, Refusal> {
+    let clear = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
     let facts = Facts {
         topic: &header.metadata.topic,
         size: clear.len(),
         qos: header.policy.qos,
     };
     terms.admit(Direction::Inbound, facts)?;
-    Ok((hop, clear))
+    Ok(clear)
+}
+
+/// One envelope out of a broker's custody: sent while this relayed federation's peer could not
+/// reach this node, and sealed under the federation's custody secret (`opener`). The caller
+/// verified its signature against the peer's stored trust. It is checked like any arrival —
+/// the brokers that held it (`relays`) are its hops — and against the agreement in force
+/// (which may be a later version than the one it was sent under), then opened.
+pub(crate) fn custody(
+    terms: &Terms,
+    relays: &[MeshId],
+    wire: WireEnvelope,
+    opener: &Opener,
+) -> Message<Arc<Arrived>> {
+    let checked = (|| {
+        let mut hop = wire.hop.clone();
+        for relay in relays {
+            hop.advance(relay)?;
+        }
+        terms.check_arrival(wire.header(), &mut hop)?;
+        let clear = admitted(terms, wire.header(), opener, |o| wire.open(o))?;
+        Ok((hop, clear))
+    })();
+    let signature = *wire.signature();
+    let header = wire.header().clone();
+    let a = opened(
+        header,
+        checked,
+        signature,
+        None,
+        Some(AsCrossed::Alone(wire)),
+        false,
+    );
+    Message::from_header(&a.header, a.size, Arc::new(a.arrived))
 }
 
 /// The delivery of one envelope whose signature verified (alone, or in its batch at

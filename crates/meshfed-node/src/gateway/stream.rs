@@ -158,6 +158,8 @@ enum Control {
     State(FederationState),
     /// Answered once a graceful termination's drain is over (at once if none runs).
     Drained(oneshot::Sender<()>),
+    /// Answered with the reliable messages the peer has not acknowledged (for custody).
+    Held(oneshot::Sender<Vec<Arc<Pending>>>),
 }
 
 impl Stream {
@@ -200,6 +202,16 @@ impl Stream {
             }
         }
         let _ = self.control.send(Control::LinkDown(link));
+    }
+
+    /// The reliable messages held for the peer and not acknowledged by it, in acceptance
+    /// order: what a relayed federation hands a broker's custody while the peer is away.
+    pub(crate) async fn reliable_held(&self) -> Vec<Arc<Pending>> {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Held(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Whether a link session to the peer is open now.
@@ -641,6 +653,12 @@ impl Task {
                     }
                     _ => {}
                 }
+            }
+            Control::Held(tx) => {
+                let held = (self.outbox.reliable_held())
+                    .map(|m| m.payload.clone())
+                    .collect();
+                let _ = tx.send(held);
             }
             Control::Drained(tx) => {
                 if self.drain_until.is_some() {

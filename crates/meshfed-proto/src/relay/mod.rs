@@ -61,6 +61,7 @@
 //! `[2, signature]` (Finish), `[3, seq, type, body, tag]` (Data), `[4, reason]` (Unreachable),
 //! `[5, reason]` (Close). Decoding checks every field and names the one that is wrong.
 
+pub mod custody;
 pub mod routes;
 mod tunnel;
 mod wire;

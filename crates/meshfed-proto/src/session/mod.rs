@@ -689,7 +689,9 @@ impl LinkSession {
             | FrameType::BatchHead
             | FrameType::SignerCertificate
             | FrameType::RouteAdvertisement
-            | FrameType::Descriptor => Ok(Received::Data(frame.clone())),
+            | FrameType::Descriptor
+            | FrameType::Custody
+            | FrameType::CustodyAck => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,

@@ -40,7 +40,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-use meshfed_proto::envelope::{EnvelopeId, Timestamp};
+use meshfed_proto::envelope::{EnvelopeId, Qos, Timestamp};
 
 use crate::message::{Message, OrderKey, Peer};
 use crate::stream::{Ack, Credit, Epoch, Forward, KeySeq, Seq, Transmit};
@@ -283,6 +283,50 @@ impl<P> Inbox<P> {
         }
         let stream = Self::stream(&mut self.streams, &mut self.shared, peer, t.epoch, t.floor)?;
         stream.receive(peer, t, now, &mut self.shared)
+    }
+
+    /// One message that came outside any stream — from a broker's custody, for a sender that
+    /// was away — delivered unless it is an exactly-once message delivered before (then it is
+    /// counted as a duplicate). It takes no stream slot, sequence or order position: custody
+    /// keeps a message's priority, not the order of its key. Returns whether it is delivered.
+    pub fn handle_custody(&mut self, peer: &Peer, message: Message<P>, now: Timestamp) -> bool {
+        self.now = self.now.max(now);
+        let sh = &mut self.shared;
+        if message.deadline.is_some_and(|d| d.passed(now)) {
+            sh.counters.discarded_late += 1;
+            sh.events.push_back(InboxEvent::Discarded {
+                peer: peer.clone(),
+                id: message.id,
+                reason: DiscardReason::ArrivedLate,
+            });
+            return false;
+        }
+        if message.qos == Qos::ExactlyOnce {
+            if sh.dedup.contains(&message.id) {
+                sh.counters.duplicates += 1;
+                return false;
+            }
+            let mut until = now.saturating_add(sh.config.dedup_ttl);
+            if let Some(d) = message.deadline {
+                until = until.min(d.instant());
+            }
+            let evicted = sh.dedup.insert(message.id, until);
+            sh.events.push_back(InboxEvent::RememberDelivered {
+                id: message.id,
+                until,
+            });
+            if !evicted.is_empty() {
+                sh.counters.dedup_evicted_early += evicted.len() as u64;
+                sh.events.push_back(InboxEvent::Forget { ids: evicted });
+            }
+        }
+        sh.counters.delivered += 1;
+        sh.events.push_back(InboxEvent::Deliver(Delivery {
+            peer: peer.clone(),
+            message,
+            key_seq: None,
+        }));
+        true
     }
 
     /// The sender's floor on its own: gaps below it will not be filled (see [`Forward`]). A

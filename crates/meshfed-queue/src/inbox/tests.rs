@@ -236,6 +236,40 @@ fn exactly_once_message_sent_again_by_a_restarted_sender_is_not_delivered_twice(
 }
 
 #[test]
+fn a_message_from_custody_is_delivered_once_and_its_stream_copy_is_a_duplicate() {
+    let mut i = inbox();
+    let custody = Message::new(id(7), 10, 7).with_qos(Qos::ExactlyOnce);
+    assert!(i.handle_custody(&peer(), custody.clone(), t(10)));
+    let evs = events(&mut i);
+    assert!(matches!(evs[0], InboxEvent::RememberDelivered { .. }));
+    assert_eq!(delivered(&evs), [7]);
+    // Handed on again by a broker that did not see the acknowledgement, then sent again by
+    // the origin once it reaches the destination: neither is delivered.
+    assert!(!i.handle_custody(&peer(), custody, t(11)));
+    i.handle_transmit(&peer(), tx(0, 0, 7, Qos::ExactlyOnce), t(12))
+        .unwrap();
+    assert!(delivered(&events(&mut i)).is_empty());
+    assert_eq!(i.counters().duplicates, 2);
+    // At least once: delivered each time; late: discarded.
+    let once = Message::new(id(8), 10, 8).with_qos(Qos::AtLeastOnce);
+    assert!(i.handle_custody(&peer(), once.clone(), t(13)));
+    assert!(i.handle_custody(&peer(), once, t(14)));
+    let late = Message::new(id(9), 10, 9)
+        .with_qos(Qos::AtLeastOnce)
+        .with_deadline(Deadline::at(t(5)));
+    assert!(!i.handle_custody(&peer(), late, t(15)));
+    let evs = events(&mut i);
+    assert_eq!(delivered(&evs), [8, 8]);
+    assert!(matches!(
+        evs.last(),
+        Some(InboxEvent::Discarded {
+            reason: DiscardReason::ArrivedLate,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn restored_dedup_entries_catch_copies_after_a_receiver_restart() {
     let mut i = inbox();
     i.restore_delivered(id(7), t(1_000));

@@ -37,7 +37,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use meshfed_proto::envelope::{EnvelopeId, Priority, Timestamp};
+use meshfed_proto::envelope::{EnvelopeId, Priority, Qos, Timestamp};
 
 use crate::message::{Message, OrderKey};
 use crate::rtt::RttEstimator;
@@ -540,6 +540,14 @@ impl<P: Clone> Outbox<P> {
     /// Whether the outbox holds nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The reliable (qos ≥ 1), persisted messages held — not yet acknowledged by the peer —
+    /// in acceptance order: what the driver may hand a broker's custody while the peer is away.
+    pub fn reliable_held(&self) -> impl Iterator<Item = &Message<P>> {
+        (self.entries.values())
+            .filter(|e| e.persisted && e.message.qos != Qos::AtMostOnce)
+            .map(|e| &e.message)
     }
 
     /// Whether this message is held (queued, awaiting persistence or unacknowledged).

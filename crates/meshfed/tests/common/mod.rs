@@ -201,7 +201,8 @@ pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let rest = series.strip_prefix(name)?;
-            let ok = rest.starts_with('{') && labels.iter().all(|want| rest.contains(want));
+            let ok = (rest.is_empty() || rest.starts_with('{'))
+                && labels.iter().all(|want| rest.contains(want));
             ok.then(|| value.parse::<f64>().ok()).flatten()
         })
         .collect();

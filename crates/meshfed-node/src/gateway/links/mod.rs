@@ -7,6 +7,7 @@
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
 mod bundle;
+pub(crate) mod custody;
 pub(crate) mod relay;
 pub(crate) mod routing;
 mod session;
@@ -92,6 +93,8 @@ pub(crate) struct Links {
     witnesses: witness::Witnesses,
     /// A broker's discovery directory: the descriptors its neighbours publish.
     pub(crate) directory: super::directory::Directory,
+    /// What this node handed into custody, or on from it, and has not heard about yet.
+    custody: custody::CustodyState,
     /// Why the listener's last `accept` failed, while no later one has succeeded.
     accept_failure: Mutex<Option<String>>,
 }
@@ -116,6 +119,7 @@ impl Links {
             sessions: Mutex::new(HashMap::new()),
             tunnels,
             routing: routing::Routing::default(),
+            custody: custody::CustodyState::default(),
             directory: super::directory::Directory::default(),
             witnesses: witness::Witnesses::default(),
             accept_failure: Mutex::new(None),

@@ -116,7 +116,7 @@ impl LeafKey for Leaves {
 
 /// What this node presents at a tunnel's end: its leaf, then its issuing CA (if any) and mesh
 /// CA, as TLS presents them.
-fn own_chain(links: &Links) -> Vec<Vec<u8>> {
+pub(super) fn own_chain(links: &Links) -> Vec<Vec<u8>> {
     let id = &links.ctx.id;
     let trust = id.trust();
     let mut chain = vec![id.cert().der().to_vec()];

@@ -103,6 +103,10 @@ pub(crate) async fn start(
     // This mesh's revocation list goes out at the start of every link, so a partner that
     // missed it gets it.
     revocation::send_own(ctx, &mut session);
+    if !link.relays().is_empty() {
+        // What is sealed for the peer while it is away is opened with this (see `custody`).
+        super::custody::keep_secret(links, &record.id, &established.content).await;
+    }
     let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
     let port = Arc::new(LinkPort::new(
         record.id.clone(),
@@ -151,6 +155,7 @@ pub(crate) async fn start(
         .spawn(read_loop(links.clone(), port.clone(), reader));
     links.routes.link_up(&port, record);
     links.routing.changed();
+    links.custody.wake();
     if port.relays.is_empty() {
         // Each neighbour learns this mesh's descriptor; a broker lists it in its directory.
         match crate::gateway::directory::own(ctx) {
@@ -375,6 +380,8 @@ async fn route(
         FrameType::SignerCertificate => port.trust.announce(&frame.body),
         FrameType::Relay => super::relay::receive(links, port, &frame.body).await,
         FrameType::RouteAdvertisement => super::routing::receive(links, port, &frame.body),
+        FrameType::Custody => super::custody::receive(links, port, &frame.body).await,
+        FrameType::CustodyAck => super::custody::acknowledged(links, port, &frame.body).await,
         FrameType::Descriptor if ctx.config.node.role == crate::config::Role::Broker => {
             match links.directory.offer(&frame.body, ctx.clock.wall()) {
                 Ok(mesh) => tracing::info!(%mesh, peer = %port.peer, "listed a mesh descriptor"),
