@@ -826,8 +826,9 @@ async fn stream(
             .into_response());
     }
     // Subscribed before the upgrade completes too: a client whose stream is open misses
-    // nothing that arrives after.
-    let live = node.subscribe(pattern, q.from, form);
+    // nothing that arrives after, and every connected partner applied an interest holding it
+    // (qos 0 messages published there from then on are forwarded).
+    let live = node.subscribe(pattern, q.from, form).await;
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| forward(node, socket, live, form, format))

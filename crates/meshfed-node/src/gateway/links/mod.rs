@@ -7,6 +7,7 @@
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
 mod bundle;
+pub(crate) mod interest;
 pub(crate) mod relay;
 pub(crate) mod routing;
 mod session;
