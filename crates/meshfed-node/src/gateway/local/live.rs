@@ -202,3 +202,34 @@ impl Subscribers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_subscription_made_or_ended_is_a_generation_and_from_filters_its_peers() {
+        let subs = Subscribers::new(Counter::default(), Counter::default());
+        let changes = subs.changes();
+        let (plant, cloud): (MeshId, MeshId) =
+            ("plant-a".parse().unwrap(), "cloud-c".parse().unwrap());
+        let any = subs.subscribe("sensors/#".parse().unwrap(), None, false, false);
+        let only_cloud = subs.subscribe(
+            "alarms/#".parse().unwrap(),
+            Some(cloud.clone()),
+            true,
+            false,
+        );
+        assert_eq!((any.generation(), only_cloud.generation()), (1, 2));
+        assert_eq!(
+            subs.patterns_from(&plant),
+            vec!["sensors/#".parse().unwrap()]
+        );
+        assert_eq!(subs.patterns_from(&cloud).len(), 2);
+        drop(any);
+        assert_eq!(*changes.borrow(), 3);
+        assert!(subs.patterns_from(&plant).is_empty());
+        drop(only_cloud);
+        assert_eq!(*changes.borrow(), 4);
+    }
+}
