@@ -1,7 +1,9 @@
 //! Interest (DESIGN §3.6), gateways in one process over real mutual TLS on loopback: a qos 0
 //! message is sent only to a partner with a subscriber for its topic, a subscription is
 //! confirmed only once the partner applied it (so a message published right after arrives),
-//! it is withdrawn when its subscriber goes, and qos ≥ 1 messages go whatever the interest.
+//! it is withdrawn when its subscriber goes, a subscriber's `from` filter and a durable
+//! subscriber's connection count, each new link starts unknown (everything goes) until the
+//! peer's first interest on it, and qos ≥ 1 messages go whatever the interest.
 
 mod common;
 
@@ -174,4 +176,27 @@ async fn every_subscribe_returns_only_once_the_partner_applied_it() {
         close(sub).await;
     }
     assert_eq!(view(&a, &id).await["delivery"]["unwanted"], 0);
+}
+
+#[tokio::test]
+async fn a_new_link_starts_unknown_and_learns_the_interest_again() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    let id = federate(&a, &b).await;
+    wait_for(|| async { view(&a, &id).await["peer_interest"]["known"] == true }).await;
+
+    // Without a link the interest is unknown (and qos 0 is refused as unreachable anyway).
+    let stopped = b.stop().await;
+    wait_for(|| async { view(&a, &id).await["peer_interest"]["known"] == false }).await;
+    let fed = view(&a, &id).await;
+    assert_eq!(fed["peer_interest"]["version"], Value::Null, "{fed:#}");
+
+    // plant-a re-dials; the new link's first interest arrives and filters again.
+    let b = stopped.start().await;
+    wait_for(|| async { view(&a, &id).await["peer_interest"]["known"] == true }).await;
+    publish(&a, "sensors/x", "nobody").await;
+    let fed = view(&a, &id).await;
+    assert_eq!(fed["delivery"]["unwanted"], 1, "{fed:#}");
+    assert_eq!(fed["delivery"]["sent"], 0, "{fed:#}");
+    drop(b);
 }
