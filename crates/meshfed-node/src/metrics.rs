@@ -68,6 +68,8 @@ pub(crate) struct Metrics {
     pub(crate) retransmitted: Family<PeerLabel, Counter>,
     /// Envelopes the destination acknowledged.
     pub(crate) acknowledged: Family<PeerLabel, Counter>,
+    /// qos 0 messages not sent because the peer mesh has no subscriber for their topic.
+    pub(crate) unwanted: Family<PeerLabel, Counter>,
     /// Envelopes received, verified and delivered locally.
     pub(crate) delivered: Family<PeerLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
@@ -136,6 +138,7 @@ impl Metrics {
             sent: Family::default(),
             retransmitted: Family::default(),
             acknowledged: Family::default(),
+            unwanted: Family::default(),
             delivered: Family::default(),
             rejected: Family::default(),
             discarded: Counter::default(),
@@ -183,6 +186,11 @@ impl Metrics {
             "envelopes_acknowledged",
             "Envelopes the destination acknowledged",
             m.acknowledged.clone(),
+        );
+        registry.register(
+            "envelopes_unwanted",
+            "qos 0 messages not sent because the peer mesh has no subscriber for their topic (its interest); their publishers were answered as for any accepted message",
+            m.unwanted.clone(),
         );
         registry.register(
             "envelopes_delivered",

@@ -86,6 +86,11 @@ frame_types! {
     RenegotiationAnswer = 0x19,
     /// Renegotiation: the proposer's signature; the switch point to the new agreement.
     RenegotiationConfirm = 0x1a,
+    /// The topic patterns the sender has subscribers for (its whole interest; what it no longer
+    /// names is withdrawn), versioned: only qos 0 messages it wants are sent to it.
+    Interest = 0x1d,
+    /// The interest version the receiver applied.
+    InterestAck = 0x24,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod interest;
 pub mod relay;
 pub mod revocation;
 pub mod session;

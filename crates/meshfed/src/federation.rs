@@ -285,5 +285,18 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
             d.shed
         )?;
     }
+    if let Some(i) = &f.peer_interest {
+        let patterns = match (i.known, i.patterns.as_slice()) {
+            (false, _) => "unknown (every message is sent)".to_owned(),
+            (true, []) => "none (no subscriber there)".to_owned(),
+            (true, ps) => ps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let unwanted = f.delivery.as_ref().map_or(0, |d| d.unwanted);
+        outln!("peer interest   {patterns}; qos 0 messages not sent for want of it {unwanted}")?;
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{federate, federations, http_get, metric, send, subscribe};
+use common::{federate, federations, http_get, metric, send, show, subscribe};
 use meshfed_testkit::Mesh;
 use meshfed_testkit::process::{DEADLINE, poll};
 use serde_json::{Value, json};
@@ -90,8 +90,33 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
         .collect();
     assert_eq!(on_hub.len(), 2, "{on_hub:?}");
 
+    // Interest travels end to end in the tunnel: once cloud-c's (no subscriber yet) reached
+    // plant-a, a qos 0 message for it is not sent at all, so the broker carries nothing.
+    let fed_id = relayed["id"].as_str().unwrap();
+    poll("plant-a learns cloud-c's interest", DEADLINE, || {
+        let fed = show(&a, fed_id);
+        if fed["peer_interest"]["known"] == true {
+            Ok(())
+        } else {
+            Err(fed.to_string())
+        }
+    });
+    send(&a, "cloud-c", "line/0", "nobody listens");
+    let fed = show(&a, fed_id);
+    assert_eq!(fed["delivery"]["unwanted"], 1, "{fed:#}");
+    assert_eq!(fed["delivery"]["sent"], 0, "{fed:#}");
+    let text = a.cli(&["federation", "show", fed_id]);
+    let want =
+        "peer interest   none (no subscriber there); qos 0 messages not sent for want of it 1";
+    assert!(text.ok().contains(want), "{text}");
+
     let marker = "plaintext-marker-7f3a9c1e5d";
     let sub = subscribe(&mut c, &a, &["--topic", "line/#", "--count", "1"]);
+    let fed = show(&a, fed_id);
+    let wanted = fed["peer_interest"]["patterns"].as_array().unwrap();
+    assert!(wanted.contains(&json!("line/#")), "{fed:#}");
+    let text = a.cli(&["federation", "show", fed_id]);
+    assert!(text.ok().contains("peer interest   line/#"), "{text}");
     let id = send(&a, "cloud-c", "line/1", marker);
     let out = sub.finish(DEADLINE);
     let line = out.ok();

@@ -485,7 +485,7 @@ fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
     security(("bearer" = [])),
     request_body = SendRequest,
     responses(
-        (status = 202, description = "Accepted for delivery (qos ≥ 1: persisted)", body = MessageAccepted),
+        (status = 202, description = "Accepted for delivery (qos ≥ 1: persisted; qos 0 on a topic the destination has no subscriber for is accepted and not sent, counted in `delivery.unwanted`)", body = MessageAccepted),
         (status = 200, description = "With `wait`: the destination acknowledged it", body = MessageAcknowledged),
         (status = 400, description = "A body that breaks a rule (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
@@ -794,7 +794,10 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
         acknowledgement that asked to `confirm` is committed, or an `ErrorBody` for one it refuses; \
         these stay JSON text frames with `format=binary` too. A durable subscription keeps its \
         envelopes as JSON: sent as binary frames, their JSON payloads are that JSON re-written \
-        (compact, keys sorted), as the JSON frames show them.",
+        (compact, keys sorted), as the JSON frames show them. \
+        The upgrade completes once every connected partner has applied an interest that holds \
+        the subscription (at most a heartbeat interval): a qos 0 message published there after \
+        it is forwarded.",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
@@ -826,8 +829,9 @@ async fn stream(
             .into_response());
     }
     // Subscribed before the upgrade completes too: a client whose stream is open misses
-    // nothing that arrives after.
-    let live = node.subscribe(pattern, q.from, form);
+    // nothing that arrives after, and every connected partner applied an interest holding it
+    // (qos 0 messages published there from then on are forwarded).
+    let live = node.subscribe(pattern, q.from, form).await;
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| forward(node, socket, live, form, format))

@@ -229,6 +229,11 @@ pub struct FederationView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub delivery: Option<DeliveryStats>,
+    /// What the peer said it has subscribers for: qos 0 messages on other topics are not sent
+    /// to it (counted in `delivery.unwanted`). Present with `backlog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub peer_interest: Option<PeerInterest>,
     /// The agreement versions this federation replaced by renegotiating, oldest first. Only in
     /// `GET /v1/federations/{id}` and the answer to `renegotiate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,7 +311,9 @@ impl FederationView {
                     .get(outbound::reason_label(DeadLetterReason::Shed))
                     .copied()
                     .unwrap_or(0),
+                unwanted: s.unwanted,
             }),
+            peer_interest: stream.map(|s| PeerInterest::of(s.peer_interest.as_ref())),
             agreement_history: None,
         }
     }
@@ -593,6 +600,36 @@ pub struct DeliveryStats {
     /// qos 0 messages shed because the queue was full (DESIGN §3.5), lowest priority first;
     /// counted in `dead_lettered` too.
     pub shed: u64,
+    /// qos 0 messages not sent because the peer has no subscriber for their topic (see
+    /// `peer_interest`); their publishers were answered as for any accepted message.
+    #[serde(default)]
+    pub unwanted: u64,
+}
+
+/// The peer's interest (DESIGN §3.6): the topic patterns it has subscribers for, as it last
+/// told this node on the current link. qos ≥ 1 messages are sent whatever it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PeerInterest {
+    /// Whether the peer said: false without a link, or before its first interest on it, and
+    /// then every message is sent.
+    pub known: bool,
+    /// The version of the peer's interest, growing with each change it announces on a link;
+    /// absent while unknown.
+    pub version: Option<u64>,
+    /// Its patterns; empty: it has no subscriber that may receive from this mesh.
+    #[schema(value_type = Vec<schema::TopicPattern>)]
+    pub patterns: Vec<TopicPattern>,
+}
+
+impl PeerInterest {
+    /// The view of the peer's interest (`None`: unknown).
+    pub(crate) fn of(interest: Option<&meshfed_proto::interest::Interest>) -> Self {
+        Self {
+            known: interest.is_some(),
+            version: interest.map(|i| i.version),
+            patterns: interest.map(|i| i.patterns().to_vec()).unwrap_or_default(),
+        }
+    }
 }
 
 /// `POST /v1/federations/invite`.

@@ -321,6 +321,12 @@ fn federation() -> FederationView {
             acknowledged: 4,
             transfers: 2,
             shed: 1,
+            unwanted: 6,
+        }),
+        peer_interest: Some(PeerInterest {
+            known: true,
+            version: Some(2),
+            patterns: vec!["sensors/#".parse().unwrap()],
         }),
         agreement_history: Some(vec![PastAgreement {
             version: 1,
@@ -431,11 +437,12 @@ fn samples() -> Vec<(String, Value)> {
         acked: id().to_string(),
     };
     let filled = federation();
-    let (Some(agreement), Some(backlog), Some(delivery), Some(history)) = (
+    let (Some(agreement), Some(backlog), Some(delivery), Some(history), Some(interest)) = (
         filled.agreement,
         filled.backlog,
         filled.delivery,
         filled.agreement_history,
+        filled.peer_interest,
     ) else {
         unreachable!("federation() fills every field")
     };
@@ -502,6 +509,7 @@ fn samples() -> Vec<(String, Value)> {
         sample(agreement),
         sample(backlog),
         sample(delivery),
+        sample(interest),
         sample(history[0].clone()),
         sample(InviteRequest {
             peer: "plant-a".parse().unwrap(),

@@ -16,7 +16,8 @@
 //! session; `open` verifies, decrypts and checks what arrives with the same admission checks;
 //! `inbox` orders, deduplicates and journals; `local` hands it to subscribers. Below them,
 //! `port` is an established link as the stages see it and `context` the services they share
-//! (identity, configuration, store, journal, clock, metrics). `federations` invites, joins and
+//! (identity, configuration, store, journal, clock, metrics); `interest` is what each side of
+//! a link wants of qos 0 messages. `federations` invites, joins and
 //! applies lifecycle operations. Start at [`start`].
 
 pub(crate) mod context;
@@ -26,6 +27,7 @@ pub(crate) mod error;
 pub(crate) mod federations;
 pub(crate) mod identity;
 pub(crate) mod inbox;
+pub(crate) mod interest;
 pub(crate) mod links;
 pub(crate) mod local;
 pub(crate) mod open;
@@ -587,19 +589,24 @@ impl GatewayHandle {
     }
 
     /// A live subscription to what arrives matching `pattern` (from `from`, if given), for a
-    /// subscriber that receives it in `form` (the export form: proven envelopes only).
-    pub(crate) fn subscribe(
+    /// subscriber that receives it in `form` (the export form: proven envelopes only). Returns
+    /// once every connected partner applied an interest that holds it (see [`interest`]), so
+    /// that qos 0 messages they publish from then on come; at most a heartbeat interval later.
+    pub(crate) async fn subscribe(
         &self,
         pattern: TopicPattern,
         from: Option<MeshId>,
         form: meshfed_proto::envelope::export::Form,
     ) -> local::live::Subscription {
         let proof = form == meshfed_proto::envelope::export::Form::Export;
-        self.0.local.live.subscribe(pattern, from, false, proof)
+        let live = self.0.local.live.subscribe(pattern, from, false, proof);
+        links::interest::covered(&self.0.links, live.generation()).await;
+        live
     }
 
     /// Creates (or updates) durable subscription `name` and opens it for a connected
-    /// subscriber, who receives its messages in `form`.
+    /// subscriber, who receives its messages in `form`. Returns, like [`Self::subscribe`], once
+    /// the partners know of its qos 0 messages.
     pub(crate) async fn open_durable(
         &self,
         name: SubscriptionName,
@@ -625,7 +632,10 @@ impl GatewayHandle {
             form,
         )
         .await?;
-        local::durable::Reader::open(ctx.clone(), local, name, pattern, from, form).await
+        let opened =
+            local::durable::Reader::open(ctx.clone(), local, name, pattern, from, form).await?;
+        links::interest::covered(&self.0.links, opened.0.generation()).await;
+        Ok(opened)
     }
 
     /// The metrics in the OpenMetrics text format; what is a state (backlogs, link health) is

@@ -23,6 +23,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::interest::LinkInterest;
 use super::revoked::Revocations;
 use crate::clock::{Clock, timestamp};
 
@@ -90,6 +91,8 @@ pub(crate) struct LinkPort {
     /// Why the session ended, when its state machine ended it.
     ended: Mutex<Option<String>>,
     connected_since: Timestamp,
+    /// What the peer wants of qos 0 messages, and what this side told it it wants.
+    pub(crate) interest: LinkInterest,
 }
 
 /// How a renegotiation on this link ended.
@@ -149,6 +152,7 @@ impl LinkPort {
             wake: Notify::new(),
             ended: Mutex::new(None),
             connected_since,
+            interest: LinkInterest::default(),
         }
     }
 

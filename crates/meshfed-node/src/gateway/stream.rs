@@ -17,6 +17,7 @@
 //! acknowledgement state comes first and only what it lacks is sent again, by priority.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub(crate) struct Stream {
     pub(crate) stats: Mutex<Stats>,
     /// Room for reliable messages, taken before they are offered (see [`super::room`]).
     pub(crate) room: Room,
+    /// qos 0 messages not sent because the peer has no subscriber for their topic (see
+    /// [`super::interest`]), and their series of the node's metrics.
+    unwanted: (AtomicU64, Counter),
 }
 
 /// The federation as sends are checked against it.
@@ -102,6 +106,11 @@ pub(crate) struct Stats {
     pub(crate) retransmitted: u64,
     pub(crate) acknowledged: u64,
     pub(crate) transfers: u64,
+    /// qos 0 messages not sent for want of interest (never in the outbox).
+    pub(crate) unwanted: u64,
+    /// The peer's interest on the current link: `None` without a link or before the peer's
+    /// first `Interest` on it (then everything is sent).
+    pub(crate) peer_interest: Option<meshfed_proto::interest::Interest>,
 }
 
 impl Stats {
@@ -214,6 +223,21 @@ impl Stream {
         rx.await.unwrap_or_default()
     }
 
+    /// Whether the peer wants a qos 0 message on `topic` (see [`super::interest`]): true without
+    /// a link or before the peer said what it wants.
+    pub(crate) fn wanted(&self, topic: &meshfed_proto::Topic) -> bool {
+        let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .is_none_or(|l| l.interest.peer_wants(topic))
+    }
+
+    /// Counts a qos 0 message not sent because the peer did not want it.
+    pub(crate) fn count_unwanted(&self) {
+        self.unwanted.0.fetch_add(1, Ordering::Relaxed);
+        self.unwanted.1.inc();
+    }
+
     /// Whether a link session to the peer is open now.
     pub(crate) fn has_link(&self) -> bool {
         let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,7 +282,14 @@ impl Stream {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stats.unwanted = self.unwanted.0.load(Ordering::Relaxed);
+        let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        stats.peer_interest = current
+            .as_ref()
+            .filter(|l| !l.is_closed())
+            .and_then(|l| l.interest.peer());
+        stats
     }
 }
 
@@ -282,6 +313,13 @@ pub(crate) fn start(
         room: Room::new(
             ctx.config.delivery.max_queued_messages,
             ctx.config.delivery.max_queued_bytes,
+        ),
+        unwanted: (
+            AtomicU64::new(0),
+            ctx.metrics
+                .unwanted
+                .get_or_create(&metrics::peer(&record.peer_mesh))
+                .clone(),
         ),
     });
     let d = &ctx.config.delivery;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
-    Priority, Qos, SignerCertificate, Source, Version,
+    Priority, Qos, SignerCertificate, Source, Timestamp, Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -66,6 +66,17 @@ pub(crate) struct Submitted {
 }
 
 impl Submitted {
+    /// A qos 0 message the peer does not want, accepted and not sent.
+    fn unwanted(ctx: &Context) -> Result<Self, SendError> {
+        let (tx, accepted) = oneshot::channel();
+        let _ = tx.send(Ok(()));
+        Ok(Self {
+            id: envelope_id(ctx.now())?,
+            accepted,
+            outcome: None,
+        })
+    }
+
     /// Waits until the stream accepted the message.
     pub(crate) async fn accepted(&mut self) -> Result<(), SendError> {
         match (&mut self.accepted).await {
@@ -95,6 +106,12 @@ pub(crate) async fn submit(
         ctx.metrics.refused(Direction::Outbound, refusal);
     }
     let stream = checked?;
+    if msg.qos == Qos::AtMostOnce && !stream.wanted(&msg.topic) {
+        // Nobody at the peer subscribes to it (see `super::interest`): not queued, not sent,
+        // and accepted like a message that found no subscriber there.
+        stream.count_unwanted();
+        return Submitted::unwanted(ctx);
+    }
     let room = if msg.qos == Qos::AtMostOnce {
         None
     } else {
@@ -114,10 +131,7 @@ pub(crate) async fn submit(
         })
     };
     let at = ctx.now();
-    let mut random = [0u8; 10];
-    meshfed_proto::crypto::random_fill(&mut random)
-        .map_err(|e| SendError::Random(e.to_string()))?;
-    let id = EnvelopeId::new(at, random);
+    let id = envelope_id(at)?;
     let header = Header {
         version: Version::CURRENT,
         id,
@@ -167,6 +181,14 @@ pub(crate) async fn submit(
         accepted,
         outcome,
     })
+}
+
+/// A fresh envelope id for a message made `at`.
+fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
+    let mut random = [0u8; 10];
+    meshfed_proto::crypto::random_fill(&mut random)
+        .map_err(|e| SendError::Random(e.to_string()))?;
+    Ok(EnvelopeId::new(at, random))
 }
 
 /// The stream a message goes to, if its federation takes it now: active, the topic, size and

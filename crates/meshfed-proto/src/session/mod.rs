@@ -682,7 +682,8 @@ impl LinkSession {
     fn on_other(&mut self, frame: &Frame) -> Result<Received, SessionError> {
         match frame.ty {
             // Acknowledgements, credit, floors and batch heads settle what was sent before a
-            // suspension; a head may need the signer certificate announced before it.
+            // suspension; a head may need the signer certificate announced before it. Interest
+            // holds whatever the flow: it says what to send once messages flow again.
             FrameType::Ack
             | FrameType::Credit
             | FrameType::Forward
@@ -691,7 +692,9 @@ impl LinkSession {
             | FrameType::RouteAdvertisement
             | FrameType::Descriptor
             | FrameType::Custody
-            | FrameType::CustodyAck => Ok(Received::Data(frame.clone())),
+            | FrameType::CustodyAck
+            | FrameType::Interest
+            | FrameType::InterestAck => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,

@@ -489,6 +489,24 @@ fn suspension_from_b_refuses_transfers_both_ways_and_lets_acks_pass_until_b_resu
 }
 
 #[test]
+fn interest_frames_pass_while_the_federation_is_suspended() {
+    let mut pair = Pair::new();
+    pair.run_until(secs(5));
+    pair.a.session.suspend().unwrap();
+    pair.run_until(secs(6));
+    for ty in [FrameType::Interest, FrameType::InterestAck] {
+        pair.send_raw(Side::A, data(ty));
+        pair.send_raw(Side::B, data(ty));
+        let t = pair.elapsed() + secs(1) / 2;
+        pair.run_until(t);
+        for side in [Side::A, Side::B] {
+            let got = pair.endpoint(side).last_received(ty).clone();
+            assert_eq!(got, Ok(Received::Data(data(ty))), "{side:?} {ty:?}");
+        }
+    }
+}
+
+#[test]
 fn suspension_from_both_sides_resumes_only_when_both_have_resumed() {
     let mut pair = Pair::new();
     pair.run_until(secs(5));

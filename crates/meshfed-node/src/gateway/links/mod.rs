@@ -8,6 +8,7 @@
 
 mod bundle;
 pub(crate) mod custody;
+pub(crate) mod interest;
 pub(crate) mod relay;
 pub(crate) mod routing;
 mod session;

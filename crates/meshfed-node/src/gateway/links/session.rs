@@ -153,6 +153,8 @@ pub(crate) async fn start(
         .spawn(write_loop(links.clone(), port.clone(), writer, rx));
     ctx.tracker
         .spawn(read_loop(links.clone(), port.clone(), reader));
+    ctx.tracker
+        .spawn(super::interest::announce(links.clone(), port.clone()));
     links.routes.link_up(&port, record);
     links.routing.changed();
     links.custody.wake();
@@ -392,6 +394,8 @@ async fn route(
             }
         }
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
+        FrameType::Interest => super::interest::receive(links, port, &frame.body).await,
+        FrameType::InterestAck => super::interest::acknowledged(links, port, &frame.body),
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
                 link: port.clone(),

@@ -172,6 +172,11 @@ impl Reader {
         Ok((reader, done_rx))
     }
 
+    /// The generation of the live subscription for its qos 0 messages (see `live`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.live.generation()
+    }
+
     /// The next envelope to send, waiting for one; `None` when the gateway stops.
     pub(crate) async fn next(&mut self) -> Option<Next> {
         loop {

@@ -5,6 +5,10 @@
 //! queue stays full for [`SLOW_CONSUMER`] is disconnected (as NATS does with slow consumers),
 //! so that one stuck client cannot stall a federation. A qos 0 message that finds a queue full
 //! is dropped for that subscriber (at most once) and counted.
+//!
+//! Each subscription made or ended is one more *generation* of the list: the interest this node
+//! announces to its partners (`gateway::interest`) is read from the list at a generation, and a
+//! subscription is covered by whatever was read at its generation or later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use meshfed_proto::envelope::Qos;
 use meshfed_proto::{MeshId, TopicPattern};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -47,10 +51,16 @@ impl Live {
     }
 }
 
+/// The subscriber list and its generation, one more at each change.
+struct List {
+    live: Mutex<Vec<Arc<Live>>>,
+    generation: watch::Sender<u64>,
+}
+
 /// The connected live subscribers.
 pub(crate) struct Subscribers {
     next: AtomicU64,
-    list: Arc<Mutex<Vec<Arc<Live>>>>,
+    list: Arc<List>,
     /// qos 0 messages dropped for subscribers that could not keep up.
     dropped: Counter,
     /// Subscribers disconnected for not keeping up.
@@ -59,9 +69,19 @@ pub(crate) struct Subscribers {
 
 /// A subscription; it ends when this is dropped.
 pub(crate) struct Subscription {
-    list: Arc<Mutex<Vec<Arc<Live>>>>,
+    list: Arc<List>,
     id: u64,
+    /// The list's generation with this subscription in it.
+    generation: u64,
     pub(crate) rx: mpsc::Receiver<Arc<Delivery>>,
+}
+
+impl Subscription {
+    /// The subscriber list's generation this subscription was made at: an interest read at it
+    /// or later holds its pattern.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 impl Drop for Subscription {
@@ -70,12 +90,18 @@ impl Drop for Subscription {
     }
 }
 
-fn lock(list: &Mutex<Vec<Arc<Live>>>) -> std::sync::MutexGuard<'_, Vec<Arc<Live>>> {
-    list.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(list: &List) -> std::sync::MutexGuard<'_, Vec<Arc<Live>>> {
+    list.live.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn remove(list: &Mutex<Vec<Arc<Live>>>, id: u64) {
-    lock(list).retain(|l| l.id != id);
+/// Ends subscription `id`; a new generation if it was in the list.
+fn remove(list: &List, id: u64) {
+    let mut live = lock(list);
+    let before = live.len();
+    live.retain(|l| l.id != id);
+    if live.len() != before {
+        list.generation.send_modify(|g| *g += 1);
+    }
 }
 
 impl Subscribers {
@@ -83,7 +109,10 @@ impl Subscribers {
     pub(crate) fn new(dropped: Counter, disconnected: Counter) -> Self {
         Self {
             next: AtomicU64::new(0),
-            list: Arc::default(),
+            list: Arc::new(List {
+                live: Mutex::new(Vec::new()),
+                generation: watch::channel(0).0,
+            }),
             dropped,
             disconnected,
         }
@@ -100,7 +129,8 @@ impl Subscribers {
     ) -> Subscription {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE);
-        lock(&self.list).push(Arc::new(Live {
+        let mut live = lock(&self.list);
+        live.push(Arc::new(Live {
             id,
             pattern,
             from,
@@ -108,11 +138,31 @@ impl Subscribers {
             proof,
             tx,
         }));
+        // Bumped while the list is held: whoever reads the new generation and then the list
+        // finds this subscription in it.
+        self.list.generation.send_modify(|g| *g += 1);
+        let generation = *self.list.generation.borrow();
+        drop(live);
         Subscription {
             list: self.list.clone(),
             id,
+            generation,
             rx,
         }
+    }
+
+    /// Learns of each new generation of the list.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.list.generation.subscribe()
+    }
+
+    /// The patterns of the subscribers that may receive from `peer` (no `from`, or `peer`).
+    pub(crate) fn patterns_from(&self, peer: &MeshId) -> Vec<TopicPattern> {
+        lock(&self.list)
+            .iter()
+            .filter(|l| l.from.as_ref().is_none_or(|m| m == peer))
+            .map(|l| l.pattern.clone())
+            .collect()
     }
 
     /// Hands `deliveries` to every subscriber that wants them, in order.
@@ -150,5 +200,36 @@ impl Subscribers {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_subscription_made_or_ended_is_a_generation_and_from_filters_its_peers() {
+        let subs = Subscribers::new(Counter::default(), Counter::default());
+        let changes = subs.changes();
+        let (plant, cloud): (MeshId, MeshId) =
+            ("plant-a".parse().unwrap(), "cloud-c".parse().unwrap());
+        let any = subs.subscribe("sensors/#".parse().unwrap(), None, false, false);
+        let only_cloud = subs.subscribe(
+            "alarms/#".parse().unwrap(),
+            Some(cloud.clone()),
+            true,
+            false,
+        );
+        assert_eq!((any.generation(), only_cloud.generation()), (1, 2));
+        assert_eq!(
+            subs.patterns_from(&plant),
+            vec!["sensors/#".parse().unwrap()]
+        );
+        assert_eq!(subs.patterns_from(&cloud).len(), 2);
+        drop(any);
+        assert_eq!(*changes.borrow(), 3);
+        assert!(subs.patterns_from(&plant).is_empty());
+        drop(only_cloud);
+        assert_eq!(*changes.borrow(), 4);
     }
 }
