@@ -83,3 +83,98 @@ macro_rules! exact_array {
     )+};
 }
 pub(crate) use exact_array;
+
+/// A reader of the plain CBOR the protocol's hot paths decode by hand (envelope headers):
+/// definite lengths, no tags. It answers `None` to anything else — an indefinite length, a tag,
+/// a reserved encoding, the input ending early — and its caller then decodes the same bytes
+/// with ciborium, which either accepts them or says what is wrong. So this reader only ever
+/// makes the common case faster; what is accepted and every error stay ciborium's.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+/// CBOR major types.
+pub(crate) const UINT: u8 = 0;
+pub(crate) const BYTES: u8 = 2;
+pub(crate) const TEXT: u8 = 3;
+pub(crate) const ARRAY: u8 = 4;
+pub(crate) const MAP: u8 = 5;
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+
+    /// The next item's major type and argument (a length, a value or a simple value).
+    pub(crate) fn head(&mut self) -> Option<(u8, u64)> {
+        let first = *self.take(1)?.first()?;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let arg = match info {
+            0..=23 => u64::from(info),
+            24 => u64::from(self.take(1)?[0]),
+            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
+            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+            27 => u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+            _ => return None,
+        };
+        Some((major, arg))
+    }
+
+    /// An unsigned integer.
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        match self.head()? {
+            (UINT, n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// A text string, borrowed.
+    pub(crate) fn text(&mut self) -> Option<&'a str> {
+        match self.head()? {
+            (TEXT, n) => std::str::from_utf8(self.take(usize::try_from(n).ok()?)?).ok(),
+            _ => None,
+        }
+    }
+
+    /// A byte string, borrowed.
+    pub(crate) fn bytes(&mut self) -> Option<&'a [u8]> {
+        match self.head()? {
+            (BYTES, n) => self.take(usize::try_from(n).ok()?),
+            _ => None,
+        }
+    }
+
+    /// Passes over one item (nested at most `depth` deep).
+    pub(crate) fn skip(&mut self, depth: u8) -> Option<()> {
+        let (major, arg) = self.head()?;
+        match major {
+            BYTES | TEXT => {
+                self.take(usize::try_from(arg).ok()?)?;
+            }
+            ARRAY | MAP => {
+                let depth = depth.checked_sub(1)?;
+                let items = if major == MAP {
+                    arg.checked_mul(2)?
+                } else {
+                    arg
+                };
+                for _ in 0..items {
+                    self.skip(depth)?;
+                }
+            }
+            // Integers, simple values and floats are all in the head; tags are not read here.
+            0 | 1 | 7 => {}
+            _ => return None,
+        }
+        Some(())
+    }
+}

@@ -172,6 +172,50 @@ fn a_carried_certificate_that_is_not_the_named_one_is_refused() {
 }
 
 #[test]
+fn headers_the_hand_reader_leaves_to_ciborium_read_as_before() {
+    let h = header("line-3/temp");
+    let map = |h: &Header| -> Vec<(ciborium::Value, ciborium::Value)> {
+        match ciborium::from_reader(&encode_header(h)[..]).unwrap() {
+            ciborium::Value::Map(m) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let write = |m: Vec<(ciborium::Value, ciborium::Value)>| {
+        let mut out = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(m), &mut out).unwrap();
+        out
+    };
+    // An unknown key (a later minor version's field) is skipped either way.
+    let mut extra = map(&h);
+    extra.push((
+        "zz".into(),
+        ciborium::Value::Array(vec![1.into(), "x".into()]),
+    ));
+    let bytes = write(extra);
+    assert!(fields(&bytes).is_some());
+    assert_eq!(decode_header(&bytes).unwrap(), h);
+    // A repeated field, a null optional, a missing field: ciborium decides, and names it.
+    let mut twice = map(&h);
+    twice.push(("top".into(), "other/topic".into()));
+    let bytes = write(twice);
+    assert!(fields(&bytes).is_none());
+    let err = decode_header(&bytes).unwrap_err();
+    assert!(err.to_string().contains("duplicate field"), "{err}");
+    let mut null = map(&h);
+    null.push(("dgw".into(), ciborium::Value::Null));
+    null.retain(|(k, v)| k.as_text() != Some("dgw") || v.is_null());
+    let bytes = write(null);
+    assert!(fields(&bytes).is_none());
+    assert_eq!(decode_header(&bytes).unwrap().destination.gateway, None);
+    let mut missing = map(&h);
+    missing.retain(|(k, _)| k.as_text() != Some("ts"));
+    let bytes = write(missing);
+    assert!(fields(&bytes).is_none());
+    let err = decode_header(&bytes).unwrap_err();
+    assert!(err.to_string().contains("missing field `ts`"), "{err}");
+}
+
+#[test]
 fn a_header_that_carries_the_certificate_itself_still_reads() {
     // Headers signed or stored before envelopes named the certificate by digest carry its DER
     // under `cert`.
@@ -187,6 +231,7 @@ fn a_header_that_carries_the_certificate_itself_still_reads() {
     let mut old = Vec::new();
     ciborium::into_writer(&ciborium::Value::Map(map), &mut old).unwrap();
     let back = decode_header(&old).unwrap();
+    assert_eq!(decode_header_with_ciborium(&old).unwrap(), back);
     assert_eq!(back.certificate.der().map(|d| d.to_vec()), Some(der));
     assert_eq!(back, h);
     // Neither form: refused, naming the field.
@@ -858,6 +903,19 @@ proptest! {
         model.header.metadata.content_type = ContentType::octet_stream();
         model.message = Some(payload);
         prop_assert_eq!(Envelope::from_json(&model.to_json().to_string()).unwrap(), model);
+    }
+
+    #[test]
+    fn the_hand_read_header_is_the_one_ciborium_reads(h in arb_header(), at in any::<prop::sample::Index>(), to in any::<u8>()) {
+        let bytes = encode_header(&h);
+        // What this crate writes takes the hand-read way, and reads back the same.
+        prop_assert!(fields(&bytes).is_some());
+        prop_assert_eq!(decode_header(&bytes), Ok(h));
+        // A changed byte: the outcome (header or error) is ciborium's.
+        let mut changed = bytes.clone();
+        let i = at.index(changed.len());
+        changed[i] = to;
+        prop_assert_eq!(decode_header(&changed), decode_header_with_ciborium(&changed));
     }
 
     #[test]

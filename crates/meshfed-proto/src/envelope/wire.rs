@@ -487,10 +487,184 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
     out
 }
 
-/// Parses header bytes; every field is checked (also used by [`crate::batch`]).
+/// Parses header bytes; every field is checked (also used by [`crate::batch`]). The common
+/// case is read by hand, borrowing every string from `bytes` ([`fields`]); anything else —
+/// a missing or repeated field, an unexpected type, a tag — is decoded by ciborium, which
+/// accepts the same headers and names what is wrong with the others.
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
+    match fields(bytes) {
+        Some(f) => header(f),
+        None => decode_header_with_ciborium(bytes),
+    }
+}
+
+/// [`decode_header`]'s way for any header: ciborium into [`WireHeader`].
+fn decode_header_with_ciborium(bytes: &[u8]) -> Result<Header, EnvelopeError> {
     let w: WireHeader =
         ciborium::from_reader(bytes).map_err(|e| EnvelopeError::MalformedHeader(e.to_string()))?;
+    header(Fields {
+        v: w.v,
+        id: &w.id,
+        ts: w.ts,
+        src: &w.src,
+        sgw: &w.sgw,
+        dst: &w.dst,
+        dgw: w.dgw.as_deref(),
+        fl: w.fl,
+        fed: &w.fed,
+        agr: w.agr,
+        crt: w.crt.as_deref().map(Vec::as_slice),
+        cert: w.cert.as_deref().map(Vec::as_slice),
+        enc: w.enc.as_ref().map(|e| EncryptionFields {
+            alg: e.alg,
+            kid: &e.kid,
+            iv: &e.iv,
+        }),
+        pri: w.pri,
+        qos: w.qos,
+        lat: w.lat,
+        top: &w.top,
+        ct: &w.ct,
+        ce: w.ce.as_deref(),
+        sch: w.sch.as_deref(),
+    })
+}
+
+/// A header's fields as read, borrowed from its bytes: [`WireHeader`]'s fields.
+struct Fields<'a> {
+    v: [u8; 2],
+    id: &'a [u8],
+    ts: u64,
+    src: &'a str,
+    sgw: &'a str,
+    dst: &'a str,
+    dgw: Option<&'a str>,
+    fl: u8,
+    fed: &'a str,
+    agr: u32,
+    crt: Option<&'a [u8]>,
+    cert: Option<&'a [u8]>,
+    enc: Option<EncryptionFields<'a>>,
+    pri: u8,
+    qos: u8,
+    lat: Option<u32>,
+    top: &'a str,
+    ct: &'a str,
+    ce: Option<&'a str>,
+    sch: Option<&'a str>,
+}
+
+/// [`WireEncryption`]'s fields, borrowed.
+struct EncryptionFields<'a> {
+    alg: u8,
+    kid: &'a str,
+    iv: &'a [u8],
+}
+
+/// Sets `slot` once: a field named twice is left to ciborium, which refuses it.
+fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value?);
+    Some(())
+}
+
+fn small<T: TryFrom<u64>>(n: Option<u64>) -> Option<T> {
+    T::try_from(n?).ok()
+}
+
+/// The header's fields when `bytes` hold the plain form this crate writes (a definite map of
+/// text keys, each known one once, unknown ones skipped as ciborium skips them); `None` for
+/// anything else.
+fn fields(bytes: &[u8]) -> Option<Fields<'_>> {
+    use crate::cbor::{ARRAY, MAP, Reader};
+    let mut r = Reader::new(bytes);
+    let (MAP, entries) = r.head()? else {
+        return None;
+    };
+    let (mut v, mut id, mut ts, mut src, mut sgw, mut dst, mut dgw) =
+        (None, None, None, None, None, None, None);
+    let (mut fl, mut fed, mut agr, mut crt, mut cert, mut enc, mut pri) =
+        (None, None, None, None, None, None, None);
+    let (mut qos, mut lat, mut top, mut ct, mut ce, mut sch) = (None, None, None, None, None, None);
+    for _ in 0..entries {
+        match r.text()? {
+            "v" => {
+                let (ARRAY, 2) = r.head()? else {
+                    return None;
+                };
+                let pair = [small(r.uint())?, small(r.uint())?];
+                once(&mut v, Some(pair))?;
+            }
+            "id" => once(&mut id, r.bytes())?,
+            "ts" => once(&mut ts, r.uint())?,
+            "src" => once(&mut src, r.text())?,
+            "sgw" => once(&mut sgw, r.text())?,
+            "dst" => once(&mut dst, r.text())?,
+            "dgw" => once(&mut dgw, r.text())?,
+            "fl" => once(&mut fl, small(r.uint()))?,
+            "fed" => once(&mut fed, r.text())?,
+            "agr" => once(&mut agr, small(r.uint()))?,
+            "crt" => once(&mut crt, r.bytes())?,
+            "cert" => once(&mut cert, r.bytes())?,
+            "enc" => once(&mut enc, encryption_fields(&mut r))?,
+            "pri" => once(&mut pri, small(r.uint()))?,
+            "qos" => once(&mut qos, small(r.uint()))?,
+            "lat" => once(&mut lat, small(r.uint()))?,
+            "top" => once(&mut top, r.text())?,
+            "ct" => once(&mut ct, r.text())?,
+            "ce" => once(&mut ce, r.text())?,
+            "sch" => once(&mut sch, r.text())?,
+            _ => r.skip(16)?,
+        }
+    }
+    Some(Fields {
+        v: v?,
+        id: id?,
+        ts: ts?,
+        src: src?,
+        sgw: sgw?,
+        dst: dst?,
+        dgw,
+        fl: fl?,
+        fed: fed?,
+        agr: agr.unwrap_or(0),
+        crt,
+        cert,
+        enc,
+        pri: pri?,
+        qos: qos?,
+        lat,
+        top: top?,
+        ct: ct?,
+        ce,
+        sch,
+    })
+}
+
+fn encryption_fields<'a>(r: &mut crate::cbor::Reader<'a>) -> Option<EncryptionFields<'a>> {
+    let (crate::cbor::MAP, entries) = r.head()? else {
+        return None;
+    };
+    let (mut alg, mut kid, mut iv) = (None, None, None);
+    for _ in 0..entries {
+        match r.text()? {
+            "alg" => once(&mut alg, small(r.uint()))?,
+            "kid" => once(&mut kid, r.text())?,
+            "iv" => once(&mut iv, r.bytes())?,
+            _ => r.skip(16)?,
+        }
+    }
+    Some(EncryptionFields {
+        alg: alg?,
+        kid: kid?,
+        iv: iv?,
+    })
+}
+
+/// Checks every field and makes the header.
+fn header(w: Fields<'_>) -> Result<Header, EnvelopeError> {
     if w.v[0] != Version::CURRENT.major {
         return Err(invalid(
             "version",
@@ -501,8 +675,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
         ));
     }
     let id: [u8; 16] =
-        w.id.as_slice()
-            .try_into()
+        w.id.try_into()
             .map_err(|_| invalid("id", format!("is {} bytes, not 16", w.id.len())))?;
     let encryption = match w.enc {
         None => None,
@@ -513,7 +686,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
                     format!("cipher {} is not AES-256-GCM (1)", e.alg),
                 ));
             }
-            let iv: Iv = e.iv.as_slice().try_into().map_err(|_| {
+            let iv: Iv = e.iv.try_into().map_err(|_| {
                 invalid(
                     "security.encryption.iv",
                     format!("is {} bytes, not 12", e.iv.len()),
@@ -531,22 +704,20 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, EnvelopeError> {
         }
     };
     let certificate = match (w.crt, w.cert) {
-        (Some(digest), _) => {
-            SignerCertificate::by_digest(digest.as_slice().try_into().map_err(|_| {
-                invalid(
-                    "security.certificate",
-                    format!(
-                        "digest is {} bytes, not a {DIGEST_LEN}-byte SHA-384",
-                        digest.len()
-                    ),
-                )
-            })?)
-        }
-        (None, Some(der)) => SignerCertificate::new(der.into_vec()),
+        (Some(digest), _) => SignerCertificate::by_digest(digest.try_into().map_err(|_| {
+            invalid(
+                "security.certificate",
+                format!(
+                    "digest is {} bytes, not a {DIGEST_LEN}-byte SHA-384",
+                    digest.len()
+                ),
+            )
+        })?),
+        (None, Some(der)) => SignerCertificate::new(der.to_vec()),
         (None, None) => return Err(invalid("security.certificate", "is missing")),
     };
-    let optional_label = |field, v: Option<String>| {
-        v.map(|s| Label::parse(field, &s).map_err(|e| invalid(field, e)))
+    let optional_label = |field, v: Option<&str>| {
+        v.map(|s| Label::parse(field, s).map_err(|e| invalid(field, e)))
             .transpose()
     };
     Ok(Header {
