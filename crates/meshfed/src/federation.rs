@@ -298,5 +298,19 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
         let unwanted = f.delivery.as_ref().map_or(0, |d| d.unwanted);
         outln!("peer interest   {patterns}; qos 0 messages not sent for want of it {unwanted}")?;
     }
+    if let (Some(via), Some(d)) = (&f.via, &f.delivery)
+        && (d.in_custody > 0 || d.custody_refused > 0)
+    {
+        let refusal = d
+            .last_custody_refusal
+            .as_deref()
+            .map_or_else(String::new, |r| format!(" (last: {r})"));
+        outln!(
+            "custody         {} held by {via} while {} is away; refused {}{refusal}",
+            d.in_custody,
+            f.peer,
+            d.custody_refused
+        )?;
+    }
     Ok(())
 }

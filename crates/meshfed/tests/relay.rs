@@ -455,6 +455,14 @@ fn a_broker_keeps_messages_for_a_mesh_that_is_away_across_its_own_kill() {
         "{}",
         a.log()
     );
+    let out = a.cli(&["federation", "show", &fed]);
+    // The fourth is handed again each round, and refused again while the hub is full.
+    let shown = out.ok();
+    assert!(
+        shown.contains("custody         3 held by hub-b while cloud-c is away; refused ")
+            && shown.contains("(last: custody_full: the broker holds 3 envelopes"),
+        "{out}"
+    );
 
     // The origin is gone for good, and the broker crashes: only its journal has them now.
     a.kill9();

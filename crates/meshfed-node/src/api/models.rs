@@ -312,6 +312,9 @@ impl FederationView {
                     .copied()
                     .unwrap_or(0),
                 unwanted: s.unwanted,
+                in_custody: s.custody.held,
+                custody_refused: s.custody.refused,
+                last_custody_refusal: s.custody.last_refusal.clone(),
             }),
             peer_interest: stream.map(|s| PeerInterest::of(s.peer_interest.as_ref())),
             agreement_history: None,
@@ -604,6 +607,17 @@ pub struct DeliveryStats {
     /// `peer_interest`); their publishers were answered as for any accepted message.
     #[serde(default)]
     pub unwanted: u64,
+    /// Reliable messages a broker holds in custody for this relayed federation's peer, which is
+    /// away (store-and-forward at the broker); they stay queued here too until the peer
+    /// acknowledges them.
+    #[serde(default)]
+    pub in_custody: u64,
+    /// Messages the broker refused into custody (they stay queued here and go again).
+    #[serde(default)]
+    pub custody_refused: u64,
+    /// The broker's last refusal, e.g. `custody_full: the broker holds …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_custody_refusal: Option<String>,
 }
 
 /// The peer's interest (DESIGN §3.6): the topic patterns it has subscribers for, as it last

@@ -322,6 +322,9 @@ fn federation() -> FederationView {
             transfers: 2,
             shed: 1,
             unwanted: 6,
+            in_custody: 2,
+            custody_refused: 1,
+            last_custody_refusal: Some("custody_full: the broker holds 3 envelopes".to_owned()),
         }),
         peer_interest: Some(PeerInterest {
             known: true,

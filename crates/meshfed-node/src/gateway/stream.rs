@@ -77,6 +77,19 @@ pub(crate) struct Stream {
     /// qos 0 messages not sent because the peer has no subscriber for their topic (see
     /// [`super::interest`]), and their series of the node's metrics.
     unwanted: (AtomicU64, Counter),
+    /// What a broker's custody holds of this stream's messages, while a relayed peer is away.
+    custody: Mutex<InCustody>,
+}
+
+/// What a broker's custody holds of a stream's messages (see `links/custody.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InCustody {
+    /// Messages a broker took and the peer has not acknowledged yet.
+    pub(crate) held: u64,
+    /// Messages the broker refused into custody (they stay here and go again).
+    pub(crate) refused: u64,
+    /// The broker's last refusal.
+    pub(crate) last_refusal: Option<String>,
 }
 
 /// The federation as sends are checked against it.
@@ -111,6 +124,8 @@ pub(crate) struct Stats {
     /// The peer's interest on the current link: `None` without a link or before the peer's
     /// first `Interest` on it (then everything is sent).
     pub(crate) peer_interest: Option<meshfed_proto::interest::Interest>,
+    /// What a broker's custody holds of this stream's messages.
+    pub(crate) custody: InCustody,
 }
 
 impl Stats {
@@ -238,6 +253,16 @@ impl Stream {
         self.unwanted.1.inc();
     }
 
+    /// A broker now holds `held` of this stream's messages; it refused one more, if `refused`.
+    pub(crate) fn custody_changed(&self, held: usize, refused: Option<&str>) {
+        let mut c = self.custody.lock().unwrap_or_else(|e| e.into_inner());
+        c.held = held as u64;
+        if let Some(why) = refused {
+            c.refused += 1;
+            c.last_refusal = Some(why.to_owned());
+        }
+    }
+
     /// Whether a link session to the peer is open now.
     pub(crate) fn has_link(&self) -> bool {
         let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,6 +309,7 @@ impl Stream {
     pub(crate) fn stats(&self) -> Stats {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         stats.unwanted = self.unwanted.0.load(Ordering::Relaxed);
+        stats.custody = (self.custody.lock().unwrap_or_else(|e| e.into_inner())).clone();
         let current = self.link.lock().unwrap_or_else(|e| e.into_inner());
         stats.peer_interest = current
             .as_ref()
@@ -321,6 +347,7 @@ pub(crate) fn start(
                 .get_or_create(&metrics::peer(&record.peer_mesh))
                 .clone(),
         ),
+        custody: Mutex::new(InCustody::default()),
     });
     let d = &ctx.config.delivery;
     let config = OutboxConfig {

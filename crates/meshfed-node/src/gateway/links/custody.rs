@@ -53,12 +53,15 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Room kept in a custody frame for everything but the envelopes.
 const FRAME_MARGIN: usize = 64 << 10;
 
+/// A stream an origin handed messages of: its federation and peer.
+type Stream = (FederationId, MeshId);
+
 /// What this node has handed on and not yet heard about.
 #[derive(Default)]
 pub(crate) struct CustodyState {
     /// Handed on, waiting for the next hop's acknowledgement: by envelope id, the federation it
     /// belongs to (at an origin) and when.
-    in_flight: Mutex<HashMap<EnvelopeId, (Option<FederationId>, Instant)>>,
+    in_flight: Mutex<HashMap<EnvelopeId, (Option<Stream>, Instant)>>,
     /// At an origin: per federation, what a broker took (not handed again).
     taken: Mutex<HashMap<FederationId, HashSet<EnvelopeId>>>,
     /// At an origin: per federation, since when it has had no tunnel.
@@ -144,7 +147,11 @@ async fn hand_over(links: &Arc<Links>) {
             continue;
         };
         if stream.has_link() {
+            // The peer is back: the stream sends what it has not acknowledged, custody or not.
             lock(&links.custody.away).remove(&record.id);
+            if lock(&links.custody.taken).remove(&record.id).is_some() {
+                stream.custody_changed(0, None);
+            }
             continue;
         }
         let since = *lock(&links.custody.away)
@@ -176,6 +183,12 @@ async fn hand_federation(
     let ctx = &links.ctx;
     let held = stream.reliable_held().await;
     let now = ctx.clock.instant();
+    // What the broker took and the peer has since acknowledged is no longer held.
+    if let Some(t) = lock(&links.custody.taken).get_mut(&record.id) {
+        let ids: HashSet<EnvelopeId> = held.iter().map(|p| p.header.id).collect();
+        t.retain(|id| ids.contains(id));
+        stream.custody_changed(t.len(), None);
+    }
     let fresh: Vec<_> = {
         let taken = lock(&links.custody.taken);
         let taken = taken.get(&record.id);
@@ -189,11 +202,7 @@ async fn hand_federation(
             })
             .collect()
     };
-    // What the broker took and the peer has since acknowledged is no longer held.
-    if let Some(t) = lock(&links.custody.taken).get_mut(&record.id) {
-        let held: HashSet<EnvelopeId> = fresh.iter().map(|p| p.header.id).collect();
-        t.retain(|id| held.contains(id));
-    }
+
     if fresh.is_empty() {
         return Ok(());
     }
@@ -240,7 +249,8 @@ async fn hand_federation(
             (p.header.id, item)
         })
         .collect();
-    send(links, port, items, Some(&record.id)).await;
+    let federation = (record.id.clone(), record.peer_mesh.clone());
+    send(links, port, items, Some(&federation)).await;
     Ok(())
 }
 
@@ -249,7 +259,7 @@ async fn send(
     links: &Links,
     port: &LinkPort,
     items: Vec<(EnvelopeId, CustodyItem)>,
-    federation: Option<&FederationId>,
+    federation: Option<&Stream>,
 ) {
     let room = (port.max_frame() as usize)
         .saturating_sub(FRAME_MARGIN)
@@ -305,24 +315,35 @@ pub(crate) async fn acknowledged(links: &Arc<Links>, port: &LinkPort, body: &[u8
     };
     let ctx = &links.ctx;
     let mut release = Vec::new();
+    // At an origin: the streams whose custody changed, with a refusal if there was one.
+    let mut changed: HashMap<Stream, Option<&str>> = HashMap::new();
     {
         let mut in_flight = lock(&links.custody.in_flight);
         let mut taken = lock(&links.custody.taken);
         for id in &ack.taken {
             if let Some((Some(fed), _)) = in_flight.remove(id) {
-                taken.entry(fed).or_default().insert(*id);
+                taken.entry(fed.0.clone()).or_default().insert(*id);
+                changed.entry(fed).or_insert(None);
             }
             ctx.metrics.custody("handed");
             release.push(*id);
         }
         for (id, why) in &ack.refused {
-            in_flight.remove(id);
+            if let Some((Some(fed), _)) = in_flight.remove(id) {
+                changed.insert(fed, Some(why));
+            }
             ctx.metrics.custody("refused");
             // Full custody is for later; any other refusal is final for what a broker holds.
             if !why.starts_with("custody_full") {
                 release.push(*id);
             }
             tracing::warn!(next = %port.peer, %id, reason = %why, "the next hop refused an envelope into custody");
+        }
+        for ((fed, peer), refused) in &changed {
+            let held = taken.get(fed).map_or(0, HashSet::len);
+            if let Some(stream) = links.routes.to(peer) {
+                stream.custody_changed(held, *refused);
+            }
         }
     }
     if ctx.config.node.role == Role::Broker && !release.is_empty() {
