@@ -589,7 +589,33 @@ proptest! {
     }
 
     #[test]
+    fn the_hand_read_member_is_the_one_ciborium_reads(
+        n in 0usize..8,
+        at in any::<prop::sample::Index>(),
+        to in any::<u8>(),
+    ) {
+        let mut fx = fixture();
+        let e = sealed(&mut fx, n + 1).pop().unwrap();
+        let bytes = e.encode();
+        prop_assert_eq!(UnsignedEnvelope::decode(&bytes), Ok(e.clone()));
+        // Headers only: the same envelope but for its payload, which is not copied.
+        let light = UnsignedEnvelope::decode_headers(&bytes).unwrap();
+        prop_assert_eq!(light.header(), e.header());
+        prop_assert_eq!(light.leaf_hash(), e.leaf_hash());
+        prop_assert!(light.payload().is_empty());
+        // A changed byte: the outcome (envelope or error) is ciborium's.
+        let mut changed = bytes.clone();
+        let i = at.index(changed.len());
+        changed[i] = to;
+        prop_assert_eq!(
+            UnsignedEnvelope::decode(&changed),
+            UnsignedEnvelope::decode_with_ciborium(&changed)
+        );
+    }
+
+    #[test]
     fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = UnsignedEnvelope::decode_headers(&bytes);
         let _ = SignedBatch::decode(&bytes);
         let _ = ProvenEnvelope::decode(&bytes);
         let _ = BatchReceipt::decode(&bytes);

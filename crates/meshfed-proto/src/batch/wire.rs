@@ -306,6 +306,38 @@ impl UnsignedEnvelope {
 
     /// Parses the wire form of a batch member; every field is checked, nothing is trusted.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        match member(bytes) {
+            Some(m) => Self::from_member_parts(
+                m.path,
+                m.ttl,
+                m.hops,
+                m.header,
+                m.digest,
+                m.payload.to_vec(),
+            ),
+            None => Self::decode_with_ciborium(bytes),
+        }
+    }
+
+    /// Like [`UnsignedEnvelope::decode`], without copying the payload, which is left empty: for
+    /// a relay that checks the origin's signature over the headers (which name each payload's
+    /// digest) and forwards the bytes it received, with
+    /// [`Receiving::headers_only`](super::streamed::Receiving::headers_only). The envelope
+    /// cannot be opened, and its payload does not match its digest.
+    pub fn decode_headers(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        match member(bytes) {
+            Some(m) => {
+                Self::from_member_parts(m.path, m.ttl, m.hops, m.header, m.digest, Vec::new())
+            }
+            None => {
+                let mut e = Self::decode_with_ciborium(bytes)?;
+                e.payload = Vec::new();
+                Ok(e)
+            }
+        }
+    }
+
+    pub(super) fn decode_with_ciborium(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let mut rest = bytes;
         let member: MemberIn = ciborium::from_reader(&mut rest)
             .map_err(|e| EnvelopeError::MalformedFrame(e.to_string()))?;
@@ -336,6 +368,18 @@ impl UnsignedEnvelope {
 
     fn from_wire(w: MemberIn) -> Result<Self, EnvelopeError> {
         let MemberIn(path, ttl, hops, header_bytes, digest, payload) = w;
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        Self::from_member_parts(path, ttl, hops, &header_bytes, &digest, payload.into_vec())
+    }
+
+    fn from_member_parts(
+        path: Vec<&str>,
+        ttl: u8,
+        hops: u8,
+        header_bytes: &[u8],
+        digest: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<Self, EnvelopeError> {
         let field = |reason: String| EnvelopeError::InvalidField {
             field: "routing.path",
             reason,
@@ -350,7 +394,7 @@ impl UnsignedEnvelope {
             .into_iter()
             .map(|m| m.parse::<MeshId>().map_err(|e| field(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let digest: Digest384 = digest.as_slice().try_into().map_err(|_| {
+        let digest: Digest384 = digest.try_into().map_err(|_| {
             EnvelopeError::MalformedFrame(format!(
                 "payload digest is {} bytes, not {DIGEST_LEN}",
                 digest.len()
@@ -358,11 +402,48 @@ impl UnsignedEnvelope {
         })?;
         Self::decoded(
             Hop { path, ttl, hops },
-            header_bytes.into_vec(),
+            header_bytes.to_vec(),
             digest,
-            payload.into_vec(),
+            payload,
         )
     }
+}
+
+/// A batch member's parts, borrowed.
+struct Member<'a> {
+    path: Vec<&'a str>,
+    ttl: u8,
+    hops: u8,
+    header: &'a [u8],
+    digest: &'a [u8],
+    payload: &'a [u8],
+}
+
+/// A member in the plain form this crate writes, read by hand (`[[path…], ttl, hops, header,
+/// digest, payload]`, filling `bytes`); `None` for anything else, which ciborium then reads as
+/// before (see [`crate::cbor::Reader`]).
+fn member(bytes: &[u8]) -> Option<Member<'_>> {
+    use crate::cbor::{ARRAY, Reader};
+    let mut r = Reader::new(bytes);
+    let (ARRAY, 6) = r.head()? else {
+        return None;
+    };
+    let (ARRAY, entries) = r.head()? else {
+        return None;
+    };
+    let mut path = Vec::with_capacity(usize::try_from(entries).ok()?.min(MAX_PATH + 1));
+    for _ in 0..entries {
+        path.push(r.text()?);
+    }
+    let member = Member {
+        path,
+        ttl: u8::try_from(r.uint()?).ok()?,
+        hops: u8::try_from(r.uint()?).ok()?,
+        header: r.bytes()?,
+        digest: r.bytes()?,
+        payload: r.bytes()?,
+    };
+    r.is_empty().then_some(member)
 }
 
 fn invalid(field: &'static str, reason: impl std::fmt::Display) -> BatchError {
