@@ -213,7 +213,7 @@ impl Store {
             &self.conn(),
             "SELECT id, destination, origin, priority, deadline, received, item FROM custody
              WHERE destination = ?1
-             ORDER BY priority DESC, deadline IS NULL, deadline, received, id LIMIT ?2",
+             ORDER BY priority DESC, deadline IS NULL, deadline, received, rowid LIMIT ?2",
             params![dest, i64::try_from(limit).unwrap_or(i64::MAX)],
             || format!("read what is held in custody for {dest}"),
             custody_row,

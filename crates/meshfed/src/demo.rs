@@ -235,6 +235,24 @@ async fn readings(
     Ok(())
 }
 
+/// Waits until the broker holds `n` messages of `id`'s federation on `client` in custody.
+async fn in_custody(client: &ApiClient, id: &str, n: u64) -> Result<u64, Failure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f: FederationView = client.get(&format!("/v1/federations/{id}")).await?;
+        let held = f.delivery.as_ref().map_or(0, |d| d.in_custody);
+        if held >= n {
+            return Ok(held);
+        }
+        if Instant::now() > deadline {
+            return Err(fail("custody")(format!(
+                "the broker holds {held} messages of federation {id}, not {n}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `id`'s federation on `client` is active again.
 async fn active(client: &ApiClient, id: &str) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -334,14 +352,17 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         )?;
         readings(&a, CLOUD, (1, 2), true).await?;
 
-        outln!("\n4. {CLOUD} goes offline. {PLANT} keeps sending; its reliable messages wait in its journal.")?;
+        outln!("\n4. {CLOUD} goes offline. {PLANT} keeps sending; its reliable messages wait in its journal,")?;
+        outln!("   and {HUB} takes them into custody: sealed under a secret only {PLANT} and {CLOUD} hold.")?;
         watch_c.abort();
         gw_c.shutdown().await;
         readings(&a, CLOUD, (3, 3), false).await?;
         outln!("  {PLANT} -> {CLOUD}    fleet/position       3 readings at qos 1, accepted while {CLOUD} is away")?;
+        let held = in_custody(&a, relayed.id.as_str(), 3).await?;
+        outln!("  {HUB} holds {held} of them for {CLOUD} (as {PLANT}'s federation view shows); {PLANT} keeps its copies too")?;
         let (gw_c, c) = restart(root.path(), CLOUD).await?;
-        outln!("\n5. {CLOUD} is back (api http://{}): it links to {HUB} again, {PLANT} resumes the tunnel, and", c.addr())?;
-        outln!("   what {CLOUD} missed arrives, in order:")?;
+        outln!("\n5. {CLOUD} is back (api http://{}): it links to {HUB} again, which hands it what it held;", c.addr())?;
+        outln!("   {PLANT} resumes the tunnel, and its own copies are recognised. What {CLOUD} missed arrives, in order:")?;
         watch_c = watch(&c, CLOUD, Some("demo")).await?;
         active(&c, c_hub.id.as_str()).await?;
 

@@ -112,6 +112,46 @@ struct Release {
     durable_writes: bool,
 }
 
+/// Messages delivered from a broker's custody (a relayed peer was away), remembered so that
+/// the copy the origin sends again once its tunnel is back — it keeps every message until this
+/// node acknowledges it end to end — is settled without being delivered twice. Bounded, and in
+/// memory: after a restart, or beyond [`FromCustody::KEPT`], a qos 1 copy may be delivered
+/// again (at least once); a qos 2 one never is (the dedup window).
+#[derive(Default)]
+struct FromCustody {
+    /// Handed to the inbox from custody, not yet delivered.
+    arriving: std::collections::HashSet<EnvelopeId>,
+    delivered: std::collections::HashSet<EnvelopeId>,
+    order: VecDeque<EnvelopeId>,
+}
+
+impl FromCustody {
+    const KEPT: usize = 65_536;
+
+    fn arriving(&mut self, id: EnvelopeId) {
+        self.arriving.insert(id);
+    }
+
+    /// Whether a delivery of `id` goes ahead: the first from custody does (and is remembered),
+    /// a copy of one delivered from custody does not.
+    fn delivered(&mut self, id: EnvelopeId) -> bool {
+        if self.arriving.remove(&id) {
+            // A broker that did not see this node's acknowledgement hands it on again.
+            if !self.delivered.insert(id) {
+                return false;
+            }
+            self.order.push_back(id);
+            if self.order.len() > Self::KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.delivered.remove(&old);
+            }
+            return true;
+        }
+        self.delivered.is_empty() || !self.delivered.contains(&id)
+    }
+}
+
 /// Starts the receiving task, with the dedup window as the journal kept it.
 pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
     let task = Task {
@@ -121,6 +161,7 @@ pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
         links: HashMap::new(),
         pending: VecDeque::new(),
         custody: Vec::new(),
+        from_custody: FromCustody::default(),
         next_ticket: 0,
         committed: None,
         starting_over: false,
@@ -155,6 +196,8 @@ struct Task {
     pending: VecDeque<Release>,
     /// Custody acknowledgements for the next release.
     custody: Vec<(Arc<LinkPort>, CustodyAck)>,
+    /// What came from a broker's custody, so that the origin's own copy is not delivered again.
+    from_custody: FromCustody,
     next_ticket: u64,
     /// The last ticket whose commit completed.
     committed: Option<u64>,
@@ -241,6 +284,7 @@ impl Task {
                 // A duplicate is taken too: it was delivered before.
                 let taken = messages.iter().map(|(_, m)| m.id).collect();
                 for (peer, message) in messages {
+                    self.from_custody.arriving(message.id);
                     self.inbox.handle_custody(&peer, message, at);
                 }
                 self.custody.push((link, CustodyAck { taken, refused }));
@@ -264,6 +308,11 @@ impl Task {
                 InboxEvent::Deliver(d) => {
                     let arrived = d.message.payload;
                     consumed.push(d.message.id);
+                    if !self.from_custody.delivered(d.message.id) {
+                        self.ctx.metrics.discarded.inc();
+                        tracing::debug!(peer = %d.peer, id = %d.message.id, "did not deliver again what came from a broker's custody");
+                        continue;
+                    }
                     if let Some(refusal) = &arrived.refused {
                         self.ctx.metrics.refused(Direction::Inbound, refusal);
                         tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");

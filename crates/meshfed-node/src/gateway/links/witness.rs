@@ -274,7 +274,7 @@ mod tests {
                 Vec::new(),
                 Arc::new(Revocations::load(Vec::new()).unwrap()),
             ),
-            receiving: Receiving::new(64, Duration::from_secs(10)),
+            receiving: Receiving::new(64, Duration::from_secs(10)).headers_only(),
             last: Instant::now(),
         }
     }
