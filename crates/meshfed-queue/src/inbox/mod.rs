@@ -40,7 +40,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-use meshfed_proto::envelope::{EnvelopeId, Qos, Timestamp};
+use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 
 use crate::message::{Message, OrderKey, Peer};
 use crate::stream::{Ack, Credit, Epoch, Forward, KeySeq, Seq, Transmit};
@@ -301,24 +301,8 @@ impl<P> Inbox<P> {
             });
             return false;
         }
-        if message.qos == Qos::ExactlyOnce {
-            if sh.dedup.contains(&message.id) {
-                sh.counters.duplicates += 1;
-                return false;
-            }
-            let mut until = now.saturating_add(sh.config.dedup_ttl);
-            if let Some(d) = message.deadline {
-                until = until.min(d.instant());
-            }
-            let evicted = sh.dedup.insert(message.id, until);
-            sh.events.push_back(InboxEvent::RememberDelivered {
-                id: message.id,
-                until,
-            });
-            if !evicted.is_empty() {
-                sh.counters.dedup_evicted_early += evicted.len() as u64;
-                sh.events.push_back(InboxEvent::Forget { ids: evicted });
-            }
+        if !sh.first_delivery(&message, now) {
+            return false;
         }
         sh.counters.delivered += 1;
         sh.events.push_back(InboxEvent::Deliver(Delivery {

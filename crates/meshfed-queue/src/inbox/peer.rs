@@ -25,6 +25,35 @@ pub(super) struct Shared<P> {
     pub(super) counters: InboxCounters,
 }
 
+impl<P> Shared<P> {
+    /// Whether `message` is delivered now: not an exactly-once message delivered before
+    /// (counted as a duplicate); an exactly-once one is remembered in the dedup window.
+    pub(super) fn first_delivery(&mut self, message: &Message<P>, now: Timestamp) -> bool {
+        if message.qos != Qos::ExactlyOnce {
+            return true;
+        }
+        if self.dedup.contains(&message.id) {
+            self.counters.duplicates += 1;
+            return false;
+        }
+        let mut until = now.saturating_add(self.config.dedup_ttl);
+        if let Some(d) = message.deadline {
+            // A later copy would be discarded as late anyway.
+            until = until.min(d.instant());
+        }
+        let evicted = self.dedup.insert(message.id, until);
+        self.events.push_back(InboxEvent::RememberDelivered {
+            id: message.id,
+            until,
+        });
+        if !evicted.is_empty() {
+            self.counters.dedup_evicted_early += evicted.len() as u64;
+            self.events.push_back(InboxEvent::Forget { ids: evicted });
+        }
+        true
+    }
+}
+
 /// A message held back until its key's earlier messages are delivered.
 #[derive(Debug)]
 struct Held<P> {
@@ -276,26 +305,9 @@ impl<P> PeerStream<P> {
         sh: &mut Shared<P>,
     ) {
         self.settled.insert(seq);
-        if message.qos == Qos::ExactlyOnce {
-            if sh.dedup.contains(&message.id) {
-                self.freed += 1;
-                sh.counters.duplicates += 1;
-                return;
-            }
-            let mut until = now.saturating_add(sh.config.dedup_ttl);
-            if let Some(d) = message.deadline {
-                // A later copy would be discarded as late anyway.
-                until = until.min(d.instant());
-            }
-            let evicted = sh.dedup.insert(message.id, until);
-            sh.events.push_back(InboxEvent::RememberDelivered {
-                id: message.id,
-                until,
-            });
-            if !evicted.is_empty() {
-                sh.counters.dedup_evicted_early += evicted.len() as u64;
-                sh.events.push_back(InboxEvent::Forget { ids: evicted });
-            }
+        if !sh.first_delivery(&message, now) {
+            self.freed += 1;
+            return;
         }
         self.unconsumed += 1;
         sh.unconsumed
