@@ -190,9 +190,10 @@ async fn hand_federation(
         stream.custody_changed(t.len(), None);
     }
     let fresh: Vec<_> = {
+        // Locked in the order `acknowledged` locks them.
+        let in_flight = lock(&links.custody.in_flight);
         let taken = lock(&links.custody.taken);
         let taken = taken.get(&record.id);
-        let in_flight = lock(&links.custody.in_flight);
         held.into_iter()
             .filter(|p| {
                 taken.is_none_or(|t| !t.contains(&p.header.id))
