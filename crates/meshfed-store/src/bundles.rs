@@ -103,17 +103,12 @@ fn read(conn: &Connection, id: &FederationId) -> Result<BundleSerials, StoreErro
         |row| {
             let c = Cells::keyed(TABLE, "federation_id", row);
             Ok(BundleSerials {
-                peer: serial(&c, "peer_bundle_serial")?,
-                acknowledged: serial(&c, "acked_bundle_serial")?,
+                peer: c.uint("peer_bundle_serial")?,
+                acknowledged: c.uint("acked_bundle_serial")?,
             })
         },
     )?;
     Ok(found.into_iter().next().unwrap_or_default())
-}
-
-fn serial(c: &Cells<'_, '_>, column: &'static str) -> Result<u64, StoreError> {
-    let n = c.int(column)?;
-    u64::try_from(n).map_err(|_| c.corrupt(column, format!("{n} is negative")))
 }
 
 fn to_i64(serial: u64) -> Result<i64, StoreError> {
@@ -121,13 +116,14 @@ fn to_i64(serial: u64) -> Result<i64, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use meshfed_proto::FederationState;
 
     use super::*;
     use crate::{FederationRecord, Role};
 
-    fn store_with_federation() -> (Store, FederationId) {
+    /// A store holding one active federation, `fed_1`, with plant-a.
+    pub(crate) fn store_with_federation() -> (Store, FederationId) {
         let store = Store::open_in_memory().unwrap();
         let rec = FederationRecord {
             id: "fed_1".parse().unwrap(),

@@ -126,6 +126,12 @@ impl<'a, 'r> Cells<'a, 'r> {
         self.raw(column)
     }
 
+    /// A non-null integer column that must not be negative (a count, a version, a serial).
+    pub(crate) fn uint(&self, column: &'static str) -> Result<u64, StoreError> {
+        let n = self.int(column)?;
+        u64::try_from(n).map_err(|_| self.corrupt(column, format!("{n} is negative")))
+    }
+
     /// A non-null integer column that must fit a `u8` and parse into `T` (priority, qos).
     pub(crate) fn small<T>(&self, column: &'static str) -> Result<T, StoreError>
     where

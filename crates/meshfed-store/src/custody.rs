@@ -194,8 +194,8 @@ impl Store {
                 let c = Cells::keyed(TABLE, "destination", r);
                 Ok(CustodyHeld {
                     destination: c.parse("destination")?,
-                    messages: count(&c, "messages")?,
-                    bytes: count(&c, "bytes")?,
+                    messages: c.uint("messages")?,
+                    bytes: c.uint("bytes")?,
                 })
             },
         )
@@ -265,11 +265,6 @@ fn secret(c: &Cells<'_, '_>) -> Result<[u8; 32], StoreError> {
         .map_err(|_| c.corrupt("secret", format!("{} bytes, not 32", bytes.len())))
 }
 
-fn count(c: &Cells<'_, '_>, column: &'static str) -> Result<u64, StoreError> {
-    let n = c.int(column)?;
-    u64::try_from(n).map_err(|_| c.corrupt(column, format!("{n} is negative")))
-}
-
 fn custody_row(r: &rusqlite::Row<'_>) -> Result<CustodyRow, StoreError> {
     let c = Cells::new(TABLE, "custody item".to_owned(), r);
     Ok(CustodyRow {
@@ -285,10 +280,7 @@ fn custody_row(r: &rusqlite::Row<'_>) -> Result<CustodyRow, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use meshfed_proto::FederationState;
-
     use super::*;
-    use crate::{FederationRecord, Role};
 
     fn m(s: &str) -> MeshId {
         s.parse().unwrap()
@@ -352,35 +344,17 @@ mod tests {
 
     #[test]
     fn the_newest_custody_secrets_are_kept() {
-        let store = Store::open_in_memory().unwrap();
-        let rec = FederationRecord {
-            id: "fed_1".parse().unwrap(),
-            peer_mesh: m("cloud-c"),
-            peer_node: None,
-            role: Role::Initiator,
-            state: FederationState::Active,
-            state_reason: None,
-            peer_addrs: vec![],
-            peer_bundle: vec![vec![0x30, 1]],
-            agreement: vec![0xa0],
-            agreement_digest: [1; 48],
-            created: Timestamp(1),
-            updated: Timestamp(1),
-        };
-        store.insert_federation(&rec).unwrap();
+        let (store, fed) = crate::bundles::tests::store_with_federation();
         for n in 0..=SECRETS_KEPT as u8 {
-            let id = format!("cs1_{n}");
+            let secret = format!("cs1_{n}");
             store
-                .keep_custody_secret(&rec.id, &id, &[n; 32], Timestamp(u64::from(n)))
+                .keep_custody_secret(&fed, &secret, &[n; 32], Timestamp(u64::from(n)))
                 .unwrap();
         }
-        let (latest, bytes) = store.latest_custody_secret(&rec.id).unwrap().unwrap();
+        let (latest, bytes) = store.latest_custody_secret(&fed).unwrap().unwrap();
         assert_eq!(latest, format!("cs1_{SECRETS_KEPT}"));
         assert_eq!(bytes, [SECRETS_KEPT as u8; 32]);
-        assert_eq!(store.custody_secret(&rec.id, "cs1_0").unwrap(), None);
-        assert_eq!(
-            store.custody_secret(&rec.id, "cs1_1").unwrap(),
-            Some([1; 32])
-        );
+        assert_eq!(store.custody_secret(&fed, "cs1_0").unwrap(), None);
+        assert_eq!(store.custody_secret(&fed, "cs1_1").unwrap(), Some([1; 32]));
     }
 }

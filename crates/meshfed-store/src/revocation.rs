@@ -44,11 +44,9 @@ pub struct IssuedCert {
 impl StoredRevocations {
     fn from_row(row: &rusqlite::Row<'_>) -> Result<Self, StoreError> {
         let c = Cells::keyed("revocation_lists", "mesh", row);
-        let version = c.int("version")?;
         Ok(Self {
             mesh: c.parse("mesh")?,
-            version: u64::try_from(version)
-                .map_err(|_| c.corrupt("version", format!("{version} is negative")))?,
+            version: c.uint("version")?,
             statement: c.blob("statement")?,
             stored: c.time("stored")?,
         })

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use common::{
     check_envelope, envelope_id, federate, federations, invite, send, show, started, subscribe,
-    wait_for_status,
+    subscribed, wait_for_status,
 };
 use meshfed_testkit::process::DEADLINE;
 use serde_json::{Value, json};
@@ -203,18 +203,10 @@ fn subscribe_reconnects_when_its_gateway_restarts() {
     b.keep_federation_address();
     let id = federate(&a, &b);
     wait_for_status(&a, &id, "active");
-    let sub = b.spawn_cli(&[
-        "subscribe",
-        "--durable",
-        "erp",
-        "--topic",
-        "line/#",
-        "--count",
-        "1",
-    ]);
-    meshfed_testkit::process::wait_until("the subscriber is subscribed", DEADLINE, || {
-        sub.stderr_so_far().contains("subscribed at")
-    });
+    let sub = subscribed(
+        &mut b,
+        &["--durable", "erp", "--topic", "line/#", "--count", "1"],
+    );
     let status = b.stop();
     assert_eq!(status.code(), Some(0), "{status}");
     meshfed_testkit::process::wait_until("the subscriber notices", DEADLINE, || {

@@ -388,18 +388,10 @@ fn a_broker_keeps_messages_for_a_mesh_that_is_away_across_its_own_kill() {
     wait_for_route(&a, "cloud-c", &["plant-a", "hub-b", "cloud-c"]);
     let fed = federate_via(&a, &c, "hub-b");
 
-    let sub = c.spawn_cli(&[
-        "subscribe",
-        "--durable",
-        "erp",
-        "--topic",
-        "line/#",
-        "--count",
-        "3",
-    ]);
-    meshfed_testkit::process::wait_until("the subscriber is subscribed", DEADLINE, || {
-        sub.stderr_so_far().contains("subscribed at")
-    });
+    let sub = common::subscribed(
+        &mut c,
+        &["--durable", "erp", "--topic", "line/#", "--count", "3"],
+    );
     assert_eq!(c.stop().code(), Some(0));
     common::wait_for_status(&a, &fed, "unreachable");
 

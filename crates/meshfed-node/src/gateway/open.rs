@@ -176,16 +176,7 @@ async fn open_transfer(
                     // The export form carries the certificate the link announced.
                     wire.fill_certificate(|d| link.trust.certificate(d));
                     let checked = check(link, &terms, wire.header(), &wire.hop, |o| wire.open(o));
-                    let signature = *wire.signature();
-                    let header = wire.header().clone();
-                    opened(
-                        header,
-                        checked,
-                        signature,
-                        None,
-                        Some(AsCrossed::Alone(wire)),
-                        false,
-                    )
+                    alone(wire, checked)
                 })
                 .collect()
         }
@@ -282,18 +273,24 @@ fn check(
     hop: &Hop,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
 ) -> Checked {
-    let mut hop = hop.clone();
     // Through a tunnel, the brokers that relayed it are hops too (the tunnel's route names them).
-    for relay in &link.relays {
-        hop.advance(relay)?;
-    }
-    terms.check_arrival(header, &mut hop)?;
+    let hop = arrival(terms, &link.relays, header, hop)?;
     if terms.check_version(header, link.peer_switched())? {
         link.mark_peer_switched();
     }
     let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
     let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
     Ok((hop, admitted(terms, header, &opener, open)?))
+}
+
+/// `hop` once the brokers in `relays` are added to it, if `header` and it may arrive here.
+fn arrival(terms: &Terms, relays: &[MeshId], header: &Header, hop: &Hop) -> Result<Hop, Refusal> {
+    let mut hop = hop.clone();
+    for relay in relays {
+        hop.advance(relay)?;
+    }
+    terms.check_arrival(header, &mut hop)?;
+    Ok(hop)
 }
 
 /// Opens one envelope with `opener` and checks the agreement admits what it holds.
@@ -324,26 +321,27 @@ pub(crate) fn custody(
     wire: WireEnvelope,
     opener: &Opener,
 ) -> Message<Arc<Arrived>> {
-    let checked = (|| {
-        let mut hop = wire.hop.clone();
-        for relay in relays {
-            hop.advance(relay)?;
-        }
-        terms.check_arrival(wire.header(), &mut hop)?;
+    let checked = arrival(terms, relays, wire.header(), &wire.hop).and_then(|hop| {
         let clear = admitted(terms, wire.header(), opener, |o| wire.open(o))?;
         Ok((hop, clear))
-    })();
+    });
+    let a = alone(wire, checked);
+    Message::from_header(&a.header, a.size, Arc::new(a.arrived))
+}
+
+/// The delivery of one envelope signed alone, whose signature verified and whose checks gave
+/// `checked`.
+fn alone(wire: WireEnvelope, checked: Checked) -> Opened {
     let signature = *wire.signature();
     let header = wire.header().clone();
-    let a = opened(
+    opened(
         header,
         checked,
         signature,
         None,
         Some(AsCrossed::Alone(wire)),
         false,
-    );
-    Message::from_header(&a.header, a.size, Arc::new(a.arrived))
+    )
 }
 
 /// The delivery of one envelope whose signature verified (alone, or in its batch at

@@ -145,6 +145,17 @@ pub(crate) fn subscribe(receiver: &mut Mesh, sender: &Mesh, args: &[&str]) -> Sp
     sub
 }
 
+/// Starts `meshfed subscribe ARGS` on `m` and waits until it says it is subscribed.
+pub(crate) fn subscribed(m: &mut Mesh, args: &[&str]) -> Spawned {
+    let mut full = vec!["subscribe"];
+    full.extend_from_slice(args);
+    let sub = m.spawn_cli(&full);
+    wait_until("the subscriber is subscribed", DEADLINE, || {
+        sub.stderr_so_far().contains("subscribed at")
+    });
+    sub
+}
+
 /// Checks one line printed by `subscribe`: a spec-layout JSON envelope with envelope id `id`,
 /// from `from` to `to` on `topic`, sealed with AES-256-GCM, carrying `message`.
 pub(crate) fn check_envelope(

@@ -408,6 +408,10 @@ pub(crate) async fn receive(links: &Arc<Links>, port: &Arc<LinkPort>, body: &[u8
     }
 }
 
+/// The federation this node has with an origin, if any, and the trust its signatures are
+/// checked with.
+type OriginTrust = (Option<FederationRecord>, PeerTrust);
+
 /// The trust to check `origin`'s signatures with: the bundle this node stored for it, or, at a
 /// broker that does not federate with it, the mesh CA its chain presents.
 async fn origin_trust(
@@ -415,7 +419,7 @@ async fn origin_trust(
     origin: &MeshId,
     chain: &[Vec<u8>],
     presented: bool,
-) -> Result<(Option<FederationRecord>, PeerTrust), String> {
+) -> Result<OriginTrust, String> {
     let o = origin.clone();
     let record = links
         .ctx
@@ -451,20 +455,28 @@ async fn verified(
 ) -> Vec<(CustodyItem, WireEnvelope, Option<FederationRecord>)> {
     let wall = links.ctx.clock.wall();
     let mut to_verify = Vec::new();
+    // One look-up and one certificate check per origin and signer, not per envelope.
+    let mut trusted: HashMap<(MeshId, Vec<u8>), Result<OriginTrust, String>> = HashMap::new();
     for (item, wire) in items {
         let header = wire.header();
-        let origin = header.source.mesh.clone();
         let id = header.id;
-        let trust = match origin_trust(links, &origin, &item.chain, presented).await {
+        let key = (header.source.mesh.clone(), item.chain[0].clone());
+        if !trusted.contains_key(&key) {
+            let trust = origin_trust(links, &key.0, &item.chain, presented).await;
+            if let Ok((_, t)) = &trust {
+                t.announce(&item.chain[0]);
+            }
+            trusted.insert(key.clone(), trust);
+        }
+        let (record, trust) = match &trusted[&key] {
             Ok(t) => t,
             Err(why) => {
                 refused.push((id, format!("untrusted_signer: {why}")));
                 continue;
             }
         };
-        trust.1.announce(&item.chain[0]);
-        match trust.1.signer_key(&header.certificate, wall) {
-            Ok(key) => to_verify.push((item, wire, trust.0, key)),
+        match trust.signer_key(&header.certificate, wall) {
+            Ok(key) => to_verify.push((item, wire, record.clone(), key)),
             Err(r) => refused.push((id, format!("untrusted_signer: {r}"))),
         }
     }
