@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod init;
 mod metrics;
 mod node;
+pub mod policy;
 pub mod rollover;
 pub mod store_file;
 

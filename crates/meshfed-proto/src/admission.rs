@@ -15,7 +15,7 @@
 use std::fmt;
 
 use crate::agreement::Agreement;
-use crate::envelope::{Header, Hop, HopError, Qos};
+use crate::envelope::{ContentType, Header, Hop, HopError, MaxLatency, Priority, Qos};
 use crate::handshake::{ErrorCode, Role};
 use crate::id::{FederationId, MeshId};
 use crate::lifecycle::FederationState;
@@ -123,6 +123,45 @@ pub enum Refusal {
         /// Agreed maximum.
         max: Qos,
     },
+    /// The media type is not agreed.
+    #[error("content type {content_type} is not agreed (allowed: {})", .allowed.join(", "))]
+    ContentTypeNotAgreed {
+        /// The message's media type.
+        content_type: String,
+        /// The agreed media types.
+        allowed: Vec<String>,
+    },
+    /// The priority is above the agreed cap.
+    #[error("priority {asked} is above the federation's cap of {max}")]
+    PriorityNotAgreed {
+        /// Asked.
+        asked: u8,
+        /// Agreed cap.
+        max: u8,
+    },
+    /// The delivery deadline is longer than the agreed latency bound.
+    #[error("max_latency of {asked_ms} ms is above the federation's bound of {max_ms} ms")]
+    LatencyNotAgreed {
+        /// Asked, in milliseconds.
+        asked_ms: u32,
+        /// Agreed bound.
+        max_ms: u32,
+    },
+    /// A payload field the agreement redacts is present.
+    #[error("payload holds {pointer}, which the agreement redacts")]
+    NotRedacted {
+        /// The JSON pointer.
+        pointer: String,
+    },
+    /// The agreement redacts fields, and the payload cannot be read as JSON to redact them.
+    #[error("{0}")]
+    Unredactable(#[from] crate::redact::NotJson),
+    /// More messages than the agreed rate.
+    #[error("over the federation's rate of {rate} messages per second")]
+    RateLimited {
+        /// The agreed rate.
+        rate: u32,
+    },
     /// The envelope was sent under another agreement version than the one in force at its
     /// place in the link stream.
     #[error("envelope sent under agreement version {sent}, version {in_force} is in force")]
@@ -154,7 +193,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 24] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -173,6 +212,12 @@ impl Refusal {
         "too_large",
         "qos_not_agreed",
         "wrong_agreement_version",
+        "content_type_not_agreed",
+        "priority_not_agreed",
+        "latency_not_agreed",
+        "not_redacted",
+        "unredactable",
+        "rate_limited",
     ];
 
     /// The refusal's label: the `reason` of `meshfed_envelopes_rejected_total` and the `code` of
@@ -197,6 +242,12 @@ impl Refusal {
             Self::TooLarge { .. } => "too_large",
             Self::QosNotAgreed { .. } => "qos_not_agreed",
             Self::WrongAgreementVersion { .. } => "wrong_agreement_version",
+            Self::ContentTypeNotAgreed { .. } => "content_type_not_agreed",
+            Self::PriorityNotAgreed { .. } => "priority_not_agreed",
+            Self::LatencyNotAgreed { .. } => "latency_not_agreed",
+            Self::NotRedacted { .. } => "not_redacted",
+            Self::Unredactable(_) => "unredactable",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -212,7 +263,13 @@ impl Refusal {
             Self::NotEncrypted
             | Self::TopicNotAgreed { .. }
             | Self::QosNotAgreed { .. }
-            | Self::WrongAgreementVersion { .. } => ErrorCode::AgreementViolated,
+            | Self::WrongAgreementVersion { .. }
+            | Self::ContentTypeNotAgreed { .. }
+            | Self::PriorityNotAgreed { .. }
+            | Self::LatencyNotAgreed { .. }
+            | Self::NotRedacted { .. }
+            | Self::Unredactable(_)
+            | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,
             Self::UntrustedSigner(_) | Self::RevokedSigner(_) => ErrorCode::UntrustedPeer,
@@ -230,6 +287,26 @@ pub struct Facts<'a> {
     pub size: usize,
     /// Its delivery guarantee.
     pub qos: Qos,
+    /// Its media type.
+    pub content_type: &'a ContentType,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its delivery deadline.
+    pub max_latency: Option<MaxLatency>,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of an envelope whose payload is `size` bytes in clear.
+    pub fn of(header: &'a Header, size: usize) -> Self {
+        Self {
+            topic: &header.metadata.topic,
+            size,
+            qos: header.policy.qos,
+            content_type: &header.metadata.content_type,
+            priority: header.policy.priority,
+            max_latency: header.policy.max_latency,
+        }
+    }
 }
 
 /// The agreement of one federation as one side applies it.
@@ -251,6 +328,16 @@ pub struct Terms {
     pub max_message_size: u32,
     /// Highest qos either side may use.
     pub max_qos: Qos,
+    /// Media types that may cross (essences, lowercased); empty: any.
+    pub content_types: Vec<String>,
+    /// Highest priority.
+    pub max_priority: u8,
+    /// Longest delivery deadline, in milliseconds.
+    pub max_latency_ms: Option<u32>,
+    /// JSON pointers removed from payloads before sealing.
+    pub redact: Vec<String>,
+    /// Most messages per second each way.
+    pub max_rate: Option<u32>,
 }
 
 impl Terms {
@@ -280,6 +367,13 @@ impl Terms {
             inbound: inbound.clone(),
             max_message_size: agreement.policy.max_message_size,
             max_qos: agreement.capabilities.qos.0,
+            content_types: (agreement.policy.content_types.iter())
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect(),
+            max_priority: agreement.policy.max_priority,
+            max_latency_ms: agreement.policy.max_latency_ms,
+            redact: agreement.policy.redact.clone(),
+            max_rate: agreement.policy.max_rate,
         }
     }
 
@@ -314,7 +408,48 @@ impl Terms {
                 max: self.max_qos,
             });
         }
+        if !self.content_types.is_empty() {
+            let essence = msg.content_type.essence();
+            if !self.content_types.contains(&essence) {
+                return Err(Refusal::ContentTypeNotAgreed {
+                    content_type: msg.content_type.as_str().to_owned(),
+                    allowed: self.content_types.clone(),
+                });
+            }
+        }
+        if msg.priority.get() > self.max_priority {
+            return Err(Refusal::PriorityNotAgreed {
+                asked: msg.priority.get(),
+                max: self.max_priority,
+            });
+        }
+        if let Some(max_ms) = self.max_latency_ms {
+            // A message without a deadline takes the bound as its deadline (see
+            // `Terms::deadline`), so only a longer one is refused.
+            if let Some(asked) = msg.max_latency.filter(|l| l.millis() > max_ms) {
+                return Err(Refusal::LatencyNotAgreed {
+                    asked_ms: asked.millis(),
+                    max_ms,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The payload the sender seals: `payload` without the fields the agreement redacts
+    /// (`None`: as it is).
+    pub fn redact(&self, payload: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+        Ok(crate::redact::redact(payload, &self.redact)?)
+    }
+
+    /// The receiver's check of an opened payload: no field the agreement redacts is present.
+    pub fn check_redacted(&self, payload: &[u8]) -> Result<(), Refusal> {
+        match crate::redact::present(payload, &self.redact)? {
+            Some(pointer) => Err(Refusal::NotRedacted {
+                pointer: pointer.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The checks only the receiver makes, before an envelope is opened: it travels under this
@@ -383,6 +518,11 @@ mod tests {
             inbound: vec!["line-3/+".parse().unwrap()],
             max_message_size: 100,
             max_qos: Qos::AtLeastOnce,
+            content_types: Vec::new(),
+            max_priority: 7,
+            max_latency_ms: None,
+            redact: Vec::new(),
+            max_rate: None,
         }
     }
 
@@ -419,8 +559,59 @@ mod tests {
         }
     }
 
+    static JSON: std::sync::LazyLock<ContentType> = std::sync::LazyLock::new(ContentType::json);
+
     fn facts(topic: &Topic, size: usize, qos: Qos) -> Facts<'_> {
-        Facts { topic, size, qos }
+        Facts {
+            topic,
+            size,
+            qos,
+            content_type: &JSON,
+            priority: Priority::default(),
+            max_latency: None,
+        }
+    }
+
+    #[test]
+    fn admission_refuses_content_type_priority_and_latency_outside_the_agreement() {
+        let t = Terms {
+            content_types: vec!["text/csv".into()],
+            max_priority: 4,
+            max_latency_ms: Some(1000),
+            ..terms()
+        };
+        let order: Topic = "orders/new".parse().unwrap();
+        let csv: ContentType = "text/csv; charset=utf-8".parse().unwrap();
+        let ok = Facts {
+            content_type: &csv,
+            priority: Priority::try_from(4).unwrap(),
+            max_latency: Some(MaxLatency::try_from(1000).unwrap()),
+            ..facts(&order, 1, Qos::AtMostOnce)
+        };
+        assert_eq!(t.admit(Direction::Outbound, ok), Ok(()));
+        let json = t
+            .admit(Direction::Outbound, facts(&order, 1, Qos::AtMostOnce))
+            .unwrap_err();
+        assert_eq!(
+            json.to_string(),
+            "content type application/json is not agreed (allowed: text/csv)"
+        );
+        let urgent = Facts {
+            priority: Priority::MAX,
+            ..ok
+        };
+        assert_eq!(
+            t.admit(Direction::Outbound, urgent).unwrap_err().reason(),
+            "priority_not_agreed"
+        );
+        let slow = Facts {
+            max_latency: Some(MaxLatency::try_from(1001).unwrap()),
+            ..ok
+        };
+        assert_eq!(
+            t.admit(Direction::Outbound, slow).unwrap_err().to_string(),
+            "max_latency of 1001 ms is above the federation's bound of 1000 ms"
+        );
     }
 
     #[test]

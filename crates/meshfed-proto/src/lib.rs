@@ -16,6 +16,7 @@ pub mod id;
 pub mod invitation;
 pub mod lifecycle;
 pub mod policy;
+pub mod redact;
 
 pub use id::{FederationId, InvalidId, KeyId, MeshId, NodeName};
 pub use lifecycle::{FederationState, IllegalTransition, Termination};

@@ -79,6 +79,43 @@ pub(crate) enum Command {
     /// The routing table: the meshes this node reaches through brokers (path vector).
     #[command(subcommand)]
     Route(RouteCommand),
+    /// This mesh's policy (DIR/policy.toml): what it offers and requires of partners, and the
+    /// agreement in force with each.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `meshfed policy ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Print the policy in force and each federation's agreed terms (through the running
+    /// gateway).
+    Show {
+        /// Only this federation's agreement.
+        #[arg(long, value_name = "FED")]
+        federation: Option<FederationId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a policy file without a gateway: every problem with its line and column (exit
+    /// status 2), else what it offers.
+    Check {
+        /// The policy file.
+        #[arg(value_name = "FILE", value_parser = PathBufValueParser::new())]
+        file: PathBuf,
+    },
+    /// Make FILE this mesh's policy on the running gateway and propose it to every live
+    /// partner: prints what each said. A partner that does not agree keeps the agreement in
+    /// force; the changed policy is proposed again when its link comes up.
+    Apply {
+        /// The policy file.
+        #[arg(value_name = "FILE", value_parser = PathBufValueParser::new())]
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `meshfed route ...`.

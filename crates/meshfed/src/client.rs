@@ -108,6 +108,15 @@ impl ApiClient {
         self.call(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// `PUT path` with `body` as JSON, its answer read as a `T`.
+    pub(crate) async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.call(self.http.put(self.url(path)).json(body)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }

@@ -26,6 +26,7 @@ mod gateway;
 mod init;
 mod messages;
 mod output;
+mod policy;
 mod route;
 mod token;
 
@@ -72,6 +73,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
         Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
+        Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),
     }
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use meshfed_proto::admission::Refusal;
 
 use super::models::{ErrorBody, ErrorDetail};
+use crate::gateway::PolicyError;
 use crate::gateway::federations::FederationError;
 use crate::gateway::revocation::RevokeError;
 use crate::gateway::stream::Refused;
@@ -146,6 +147,21 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::Invalid(problems) => Self {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_policy",
+                message: problems.to_string(),
+                retry_after: None,
+            },
+            PolicyError::Write(why) => Self::internal(why),
+            PolicyError::Federations(e) => e.into(),
+        }
+    }
+}
+
 impl From<FederationError> for ApiError {
     fn from(e: FederationError) -> Self {
         use FederationError as E;
@@ -173,7 +189,9 @@ fn refusal_status(r: &Refusal) -> StatusCode {
     match r {
         Refusal::UnknownDestination(_) => StatusCode::NOT_FOUND,
         Refusal::NotActive { .. } | Refusal::Suspended => StatusCode::CONFLICT,
-        Refusal::TopicNotAgreed { .. } => StatusCode::FORBIDDEN,
+        Refusal::TopicNotAgreed { .. } | Refusal::NotRedacted { .. } => StatusCode::FORBIDDEN,
+        Refusal::Unredactable(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Refusal::QosNotAgreed { .. }
@@ -187,7 +205,10 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::RevokedSigner(_)
         | Refusal::BadSignature(_)
         | Refusal::Malformed(_)
-        | Refusal::WrongAgreementVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | Refusal::WrongAgreementVersion { .. }
+        | Refusal::PriorityNotAgreed { .. }
+        | Refusal::LatencyNotAgreed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Refusal::ContentTypeNotAgreed { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     }
 }
 
@@ -203,8 +224,12 @@ fn refusal_code(r: &Refusal) -> &'static str {
 impl From<SendError> for ApiError {
     fn from(e: SendError) -> Self {
         use SendError as E;
-        let retry_after =
-            matches!(e, E::Queue(Refused::Full { .. })).then_some(QUEUE_FULL_RETRY_AFTER_SECS);
+        let retry_after = match e {
+            E::Queue(Refused::Full { .. }) => Some(QUEUE_FULL_RETRY_AFTER_SECS),
+            // The bucket holds a second's messages: it is full again a second on.
+            E::Refused(Refusal::RateLimited { .. }) => Some(1),
+            _ => None,
+        };
         let (status, code) = match &e {
             E::Refused(r) => (refusal_status(r), refusal_code(r)),
             E::Queue(Refused::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),

@@ -10,6 +10,7 @@ mod conn;
 mod error;
 pub mod models;
 mod openapi;
+mod policy;
 mod revocations;
 #[cfg(test)]
 mod tests;
@@ -92,6 +93,7 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(publish))
         .routes(routes!(dead_letters))
         .routes(routes!(rotate_token))
+        .routes(routes!(policy::show_policy, policy::replace_policy))
         .routes(routes!(show_trust))
         .routes(routes!(reload_trust))
         .routes(routes!(

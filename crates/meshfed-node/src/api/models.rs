@@ -16,7 +16,9 @@ use meshfed_proto::TopicPattern;
 use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::export::Form;
 use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
-use meshfed_proto::policy::{PolicyTerms, SignatureMode as AgreedSignatureMode};
+use meshfed_proto::policy::{
+    Algorithm, AuditLevel, PolicyTerms, Requirements, SignatureMode as AgreedSignatureMode,
+};
 use meshfed_proto::{FederationId, FederationState, MeshId, NodeName, Termination, Topic};
 use meshfed_queue::DeadLetterReason;
 use meshfed_store::FederationRecord;
@@ -30,9 +32,14 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
+mod policy;
 mod revocations;
 pub(crate) mod schema;
 
+pub use policy::{
+    PolicyAgreementView, PolicyOfferView, PolicyProposalView, PolicyUpdate, PolicyUpdated,
+    PolicyView,
+};
 pub use revocations::{
     RevocationListView, RevocationsView, RevokeNodeRequest, RevokedNodeView, RevokedSerialView,
 };
@@ -261,24 +268,7 @@ impl FederationView {
         link: LinkStatus,
         stream: Option<&outbound::Stats>,
     ) -> Self {
-        let agreement = SignedAgreement::decode(&record.agreement)
-            .ok()
-            .and_then(|s| s.agreement().ok())
-            .map(|a| AgreementSummary {
-                digest: hex::encode(record.agreement_digest),
-                version: a.version,
-                valid_from: rfc3339(a.valid_from),
-                valid_until: rfc3339(a.valid_until),
-                protocol_version: a.capabilities.version.0,
-                security_suite: a.capabilities.security.0,
-                max_qos: a.capabilities.qos.0,
-                max_frame: a.capabilities.max_frame.0,
-                compression: a.capabilities.compression.0,
-                compliance: a.capabilities.compliance.0,
-                topics_to_responder: a.capabilities.services.to_responder,
-                topics_to_initiator: a.capabilities.services.to_initiator,
-                policy: a.policy.into(),
-            });
+        let agreement = AgreementSummary::of(record);
         Self {
             id: record.id.clone(),
             peer: record.peer_mesh.clone(),
@@ -515,6 +505,31 @@ pub struct AgreementSummary {
     pub policy: AgreedPolicy,
 }
 
+impl AgreementSummary {
+    /// The agreement in force of `record`; `None` when its stored bytes do not decode.
+    pub(crate) fn of(record: &FederationRecord) -> Option<Self> {
+        let a = SignedAgreement::decode(&record.agreement)
+            .ok()?
+            .agreement()
+            .ok()?;
+        Some(Self {
+            digest: hex::encode(record.agreement_digest),
+            version: a.version,
+            valid_from: rfc3339(a.valid_from),
+            valid_until: rfc3339(a.valid_until),
+            protocol_version: a.capabilities.version.0,
+            security_suite: a.capabilities.security.0,
+            max_qos: a.capabilities.qos.0,
+            max_frame: a.capabilities.max_frame.0,
+            compression: a.capabilities.compression.0,
+            compliance: a.capabilities.compliance.0,
+            topics_to_responder: a.capabilities.services.to_responder,
+            topics_to_initiator: a.capabilities.services.to_initiator,
+            policy: a.policy.into(),
+        })
+    }
+}
+
 /// The policy terms both sides agreed on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgreedPolicy {
@@ -531,6 +546,26 @@ pub struct AgreedPolicy {
     pub residency: Vec<String>,
     /// How long records of exchanged messages may be kept, in days.
     pub retention_days: u32,
+    /// Media types that may cross; empty: any.
+    pub content_types: Vec<String>,
+    /// JSON pointers of payload fields the sender removes before sealing.
+    pub redact: Vec<String>,
+    /// Highest priority a message may carry.
+    pub max_priority: u8,
+    /// Longest delivery deadline a message may ask for, in milliseconds; `null`: no bound.
+    pub max_latency_ms: Option<u32>,
+    /// Algorithms either side may use.
+    #[schema(value_type = Vec<schema::AgreedAlgorithm>)]
+    pub algorithms: Vec<Algorithm>,
+    /// The audit level both sides keep.
+    #[schema(value_type = schema::AuditLevel)]
+    pub audit_level: AuditLevel,
+    /// Payloads of at least this many bytes are allowed (a side's requirement).
+    pub min_message_size: u32,
+    /// At least this many messages per second are allowed; `null`: no requirement.
+    pub min_rate: Option<u32>,
+    /// Records may be kept at least this many days.
+    pub min_retention_days: u32,
 }
 
 impl From<PolicyTerms> for AgreedPolicy {
@@ -543,6 +578,18 @@ impl From<PolicyTerms> for AgreedPolicy {
             signature_modes,
             residency,
             retention_days,
+            content_types,
+            redact,
+            max_priority,
+            max_latency_ms,
+            algorithms,
+            audit_level,
+            floors:
+                Requirements {
+                    min_message_size,
+                    min_rate,
+                    min_retention_days,
+                },
         } = terms;
         Self {
             max_message_size,
@@ -551,6 +598,15 @@ impl From<PolicyTerms> for AgreedPolicy {
             signature_modes,
             residency,
             retention_days,
+            content_types,
+            redact,
+            max_priority,
+            max_latency_ms,
+            algorithms,
+            audit_level,
+            min_message_size,
+            min_rate,
+            min_retention_days,
         }
     }
 }

@@ -38,6 +38,7 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
         (name = "node", description = "This node"),
         (name = "federations", description = "Invitations, joining, listing and lifecycle"),
         (name = "messages", description = "Sending and receiving across federations"),
+        (name = "policy", description = "This mesh's policy file, what it offers partners, and each federation's agreement"),
         (name = "revocations", description = "Revoking this mesh's nodes; the revocation lists of this mesh and its partners")
     )
 )]

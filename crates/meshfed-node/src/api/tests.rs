@@ -304,6 +304,15 @@ fn federation() -> FederationView {
                 signature_modes: vec![AgreedSignatureMode::PerMessage, AgreedSignatureMode::Batch],
                 residency: vec!["eu".into()],
                 retention_days: 365,
+                content_types: vec!["application/json".into()],
+                redact: vec!["/customer/email".into()],
+                max_priority: 6,
+                max_latency_ms: Some(30_000),
+                algorithms: meshfed_proto::policy::Algorithm::ALL.to_vec(),
+                audit_level: meshfed_proto::policy::AuditLevel::Full,
+                min_message_size: 4096,
+                min_rate: Some(10),
+                min_retention_days: 30,
             },
         }),
         backlog: Some(Backlog {
@@ -458,7 +467,46 @@ fn samples() -> Vec<(String, Value)> {
         reason: "deadline passed while queued".into(),
         at: "2026-01-01T00:00:00Z".into(),
     };
+    let policy = PolicyView {
+        file: Some("[qos]\nmax_rate = 10\n".into()),
+        offer: PolicyOfferView {
+            publishes: vec!["orders/#".parse().unwrap()],
+            wants: vec!["shipments/#".parse().unwrap()],
+            frameworks: vec!["gdpr".into()],
+            requires_frameworks: vec!["gdpr".into()],
+            terms: agreement.policy.clone(),
+        },
+        agreements: vec![PolicyAgreementView {
+            federation_id: "fed_1".parse().unwrap(),
+            peer: "supplier-b".parse().unwrap(),
+            state: FederationState::Active,
+            agreement: Some(agreement.clone()),
+        }],
+    };
     vec![
+        sample(PolicyUpdate {
+            toml: "[qos]\nmax_rate = 10\n".into(),
+        }),
+        sample(PolicyUpdated {
+            policy: policy.clone(),
+            proposals: vec![PolicyProposalView {
+                federation_id: "fed_1".parse().unwrap(),
+                peer: "supplier-b".parse().unwrap(),
+                agreed: false,
+                version: Some(2),
+                reason: Some("policy cannot be agreed: qos.max_rate: …".into()),
+            }],
+        }),
+        sample(policy.offer.clone()),
+        sample(policy.agreements[0].clone()),
+        sample(PolicyProposalView {
+            federation_id: "fed_1".parse().unwrap(),
+            peer: "supplier-b".parse().unwrap(),
+            agreed: true,
+            version: Some(2),
+            reason: None,
+        }),
+        sample(policy),
         sample(node.delivery.clone()),
         sample(node),
         sample(TokenRotated {

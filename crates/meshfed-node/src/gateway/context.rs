@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use meshfed_proto::agreement::Agreement;
@@ -23,6 +23,7 @@ use super::revoked::{Revocations, Verifier};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 
 /// The services a gateway's stages share.
 pub(crate) struct Context {
@@ -38,6 +39,9 @@ pub(crate) struct Context {
     pub(crate) metrics: Metrics,
     /// The revocation lists this node holds (its mesh's and its partners').
     pub(crate) revocations: Arc<Revocations>,
+    /// This mesh's policy (`policy.toml`): what it offers partners. Replaced whole by
+    /// `PUT /v1/policy`; agreements in force change only by renegotiation.
+    pub(crate) policy: RwLock<Arc<Policy>>,
     /// Where federation links are accepted.
     pub(crate) federation_addr: SocketAddr,
     /// Cancelled when the gateway stops.
@@ -52,16 +56,37 @@ impl Context {
         self.clock.now()
     }
 
-    /// What this node offers in a handshake or a renegotiation.
+    /// This mesh's policy in force.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        // A poisoned lock held a whole `Arc`: what it holds is still consistent.
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `policy` in force for the handshakes and renegotiations to come.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// What this node offers in a handshake or a renegotiation: its configuration's frame size
+    /// and its policy file.
     pub(crate) fn offer(&self) -> Offer {
+        let policy = self.policy();
         Offer {
             capabilities: Capabilities {
                 max_frame: meshfed_proto::capability::frame_size::Offer(
                     self.config.federation.max_frame_size,
                 ),
+                services: policy.services.clone(),
+                compliance: policy.compliance.clone(),
                 ..Default::default()
             },
-            policy: PolicyOffer::default(),
+            policy: policy.offer.clone(),
         }
     }
 

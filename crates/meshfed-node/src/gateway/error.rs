@@ -25,6 +25,9 @@ pub enum GatewayError {
         /// What is wrong.
         reason: String,
     },
+    /// The policy file is not usable (each problem with its line and column).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::LoadError),
     /// The registry could not be opened (the store's error says where and why).
     #[error(transparent)]
     Store(#[from] meshfed_store::StoreError),
@@ -145,4 +148,18 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+/// Why a new policy was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file is wrong (each problem with its line and column).
+    #[error(transparent)]
+    Invalid(#[from] crate::policy::PolicyErrors),
+    /// It could not be written to the node directory.
+    #[error("cannot write the policy file: {0}")]
+    Write(String),
+    /// Listing the federations to propose it to failed.
+    #[error(transparent)]
+    Federations(#[from] super::federations::FederationError),
 }

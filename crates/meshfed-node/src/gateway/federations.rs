@@ -28,6 +28,57 @@ pub const DEFAULT_INVITATION_TTL: Duration = Duration::from_secs(3600);
 /// Longest lifetime of an invitation.
 pub const MAX_INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// What became of a changed policy proposed to one live partner.
+#[derive(Debug)]
+pub(crate) struct Proposed {
+    /// The federation.
+    pub(crate) federation_id: FederationId,
+    /// The partner.
+    pub(crate) peer: MeshId,
+    /// The agreement version now in force, or why the old one stays.
+    pub(crate) outcome: Result<u32, FederationError>,
+}
+
+/// Puts `policy` in force for handshakes to come and for answering renegotiations, then
+/// proposes it to every live partner in turn. A partner that refuses (or is not connected: it
+/// is proposed again when its link comes up, the offer having changed) keeps the agreement in
+/// force: a policy is never applied to a federation that did not agree to it.
+pub(crate) async fn replace_policy(
+    f: &Federations,
+    policy: crate::policy::Policy,
+) -> Result<Vec<Proposed>, FederationError> {
+    let changed = *f.ctx.policy() != policy;
+    f.ctx.set_policy(policy);
+    if !changed {
+        return Ok(Vec::new());
+    }
+    let offer = f.ctx.offer();
+    for port in f.links.ports() {
+        port.with_session(|s| s.set_offer(offer.capabilities.clone(), offer.policy.clone()));
+    }
+    let mut proposed = Vec::new();
+    for record in list(f).await? {
+        if !record.state.is_live() {
+            continue;
+        }
+        let outcome = renegotiate(f, record.id.clone()).await.and_then(|r| {
+            meshfed_proto::agreement::SignedAgreement::decode(&r.agreement)
+                .and_then(|s| s.agreement())
+                .map(|a| a.version)
+                .map_err(|e| FederationError::Renegotiation(e.to_string()))
+        });
+        if let Err(e) = &outcome {
+            tracing::warn!(federation = %record.id, peer = %record.peer_mesh, error = %e, "the partner did not agree to the changed policy; the agreement in force stays");
+        }
+        proposed.push(Proposed {
+            federation_id: record.id,
+            peer: record.peer_mesh,
+            outcome,
+        });
+    }
+    Ok(proposed)
+}
+
 /// Why an operation on federations failed. The API maps each to an HTTP status in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum FederationError {
@@ -353,7 +404,11 @@ pub(crate) async fn renegotiate(
     })?;
     let mut outcomes = port.renegotiations();
     let now = f.ctx.clock.instant();
-    let proposed = port.with_session(|s| s.renegotiate(now));
+    let offer = f.ctx.offer();
+    let proposed = port.with_session(|s| {
+        s.set_offer(offer.capabilities, offer.policy);
+        s.renegotiate(now)
+    });
     port.wake();
     let version =
         proposed.map_err(|e| FederationError::Conflict(format!("federation {id}: {e}")))?;

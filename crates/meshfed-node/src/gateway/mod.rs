@@ -66,7 +66,7 @@ use local::Local;
 use route::Routes;
 
 pub(crate) use error::bind_reason;
-pub use error::{GatewayError, Listening};
+pub use error::{GatewayError, Listening, PolicyError};
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub(crate) use links::relay::via as relayed_via;
 pub use local::Delivery;
@@ -90,6 +90,7 @@ pub async fn start(
     clock: Clock,
 ) -> Result<GatewayHandle, GatewayError> {
     let id = identity::load(dir, &config, clock.wall())?;
+    let policy = crate::policy::load(dir)?;
     let admin_token = identity::read("admin token", config.api.token_file.resolve(dir))?
         .trim()
         .to_owned();
@@ -145,6 +146,7 @@ pub async fn start(
         clock,
         metrics,
         revocations: Arc::new(revocations),
+        policy: std::sync::RwLock::new(Arc::new(policy)),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
@@ -557,6 +559,36 @@ impl GatewayHandle {
     ) -> Result<FederationStatus, FederationError> {
         let record = federations::renegotiate(&self.0.federations, id).await?;
         Ok(self.status(record))
+    }
+
+    /// This mesh's policy in force.
+    pub(crate) fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.0.ctx.policy()
+    }
+
+    /// Checks `text` as a policy file, keeps it as `DIR/policy.toml` (written whole, synced),
+    /// puts it in force and proposes it to every live partner (see
+    /// [`federations::replace_policy`]).
+    pub(crate) async fn replace_policy(
+        &self,
+        text: String,
+    ) -> Result<Vec<federations::Proposed>, PolicyError> {
+        let ctx = &self.0.ctx;
+        let file = ctx.dir.join(crate::policy::FILE);
+        let policy = crate::policy::parse(&text, Path::new(crate::policy::FILE))?;
+        tokio::task::spawn_blocking(move || {
+            meshfed_trust::files::write_file(
+                &file,
+                text.as_bytes(),
+                meshfed_trust::files::FileMode::Public,
+                meshfed_trust::files::IfExists::Replace,
+            )
+        })
+        .await
+        .map_err(|e| PolicyError::Write(e.to_string()))?
+        .map_err(|e| PolicyError::Write(error::chain(&e)))?;
+        tracing::info!("the policy file changed; proposing it to live partners");
+        Ok(federations::replace_policy(&self.0.federations, policy).await?)
     }
 
     /// The agreements a federation replaced by renegotiating, oldest first.

@@ -301,12 +301,8 @@ fn admitted(
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
 ) -> Result<Vec<u8>, Refusal> {
     let clear = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
-    let facts = Facts {
-        topic: &header.metadata.topic,
-        size: clear.len(),
-        qos: header.policy.qos,
-    };
-    terms.admit(Direction::Inbound, facts)?;
+    terms.admit(Direction::Inbound, Facts::of(header, clear.len()))?;
+    terms.check_redacted(&clear)?;
     Ok(clear)
 }
 

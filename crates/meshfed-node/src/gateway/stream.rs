@@ -97,16 +97,46 @@ pub(crate) struct InCustody {
 pub(crate) struct View {
     pub(crate) state: FederationState,
     pub(crate) terms: Terms,
+    /// The agreed rate of sends to the peer, if the agreement sets one.
+    pub(crate) rate: Option<Arc<Rate>>,
 }
 
 impl View {
     fn of(record: &FederationRecord) -> Option<Self> {
         let signed = meshfed_proto::agreement::SignedAgreement::decode(&record.agreement).ok()?;
         let agreement = signed.agreement().ok()?;
+        let terms = Terms::of(&agreement, record.role.handshake_role());
         Some(Self {
             state: record.state,
-            terms: Terms::of(&agreement, record.role.handshake_role()),
+            rate: terms.max_rate.map(Rate::new),
+            terms,
         })
+    }
+}
+
+/// A federation's agreed rate at egress: a token bucket (GCRA, `governor`) holding a second's
+/// messages, refilled continuously.
+pub(crate) struct Rate {
+    per_second: u32,
+    bucket: governor::DefaultDirectRateLimiter,
+}
+
+impl Rate {
+    fn new(per_second: u32) -> Arc<Self> {
+        let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+        Arc::new(Self {
+            per_second,
+            bucket: governor::RateLimiter::direct(governor::Quota::per_second(n)),
+        })
+    }
+
+    /// Takes one message's token, or refuses it: over the agreed rate.
+    pub(crate) fn take(&self) -> Result<(), meshfed_proto::admission::Refusal> {
+        self.bucket
+            .check()
+            .map_err(|_| meshfed_proto::admission::Refusal::RateLimited {
+                rate: self.per_second,
+            })
     }
 }
 
@@ -290,7 +320,11 @@ impl Stream {
 
     /// The federation renegotiated: sends are admitted under `terms` from now on.
     pub(crate) fn set_terms(&self, terms: Terms) {
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).terms = terms;
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if terms.max_rate != view.terms.max_rate {
+            view.rate = terms.max_rate.map(Rate::new);
+        }
+        view.terms = terms;
     }
 
     /// Completes once the stream holds nothing more for a federation that ends gracefully:
@@ -966,11 +1000,10 @@ impl Task {
             .into_iter()
             .filter(|t| {
                 let header = &t.message.payload.header;
-                let facts = meshfed_proto::admission::Facts {
-                    topic: &header.metadata.topic,
-                    size: t.message.payload.payload.len(),
-                    qos: header.policy.qos,
-                };
+                let facts = meshfed_proto::admission::Facts::of(
+                    header,
+                    t.message.payload.payload.len(),
+                );
                 let Err(refusal) = terms.admit(Direction::Outbound, facts) else {
                     return true;
                 };

@@ -97,11 +97,11 @@ impl Submitted {
 pub(crate) async fn submit(
     ctx: &Context,
     routes: &Routes,
-    msg: Outgoing,
+    mut msg: Outgoing,
     wait: bool,
     when_full: WhenFull,
 ) -> Result<Submitted, SendError> {
-    let checked = check(routes, &msg);
+    let checked = check(routes, &mut msg);
     if let Err(refusal) = &checked {
         ctx.metrics.refused(Direction::Outbound, refusal);
     }
@@ -192,8 +192,10 @@ fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
 }
 
 /// The stream a message goes to, if its federation takes it now: active, the topic, size and
-/// qos agreed, and (for qos 0, which is not stored and forwarded) its link up.
-fn check(routes: &Routes, msg: &Outgoing) -> Result<Arc<super::stream::Stream>, Refusal> {
+/// qos agreed, and (for qos 0, which is not stored and forwarded) its link up; then the fields
+/// the agreement redacts are taken out of its payload (before it is sealed and signed, so what
+/// is proved is what is delivered), and it takes its place within the agreed rate.
+fn check(routes: &Routes, msg: &mut Outgoing) -> Result<Arc<super::stream::Stream>, Refusal> {
     let stream = routes
         .to(&msg.to)
         .ok_or_else(|| Refusal::UnknownDestination(msg.to.clone()))?;
@@ -208,10 +210,19 @@ fn check(routes: &Routes, msg: &Outgoing) -> Result<Arc<super::stream::Stream>, 
         topic: &msg.topic,
         size: msg.payload.len(),
         qos: msg.qos,
+        content_type: &msg.content_type,
+        priority: msg.priority,
+        max_latency: msg.max_latency,
     };
     view.terms.admit(Direction::Outbound, facts)?;
     if msg.qos == Qos::AtMostOnce && !stream.has_link() {
         return Err(Refusal::Unreachable(msg.to.clone()));
+    }
+    if let Some(redacted) = view.terms.redact(&msg.payload)? {
+        msg.payload = redacted;
+    }
+    if let Some(rate) = &view.rate {
+        rate.take()?;
     }
     Ok(stream)
 }

@@ -299,7 +299,7 @@ impl ContentType {
     }
 
     /// The media type without parameters, lowercased: `application/json`.
-    fn essence(&self) -> String {
+    pub fn essence(&self) -> String {
         self.0
             .split(';')
             .next()

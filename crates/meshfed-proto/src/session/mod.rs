@@ -60,10 +60,12 @@ pub use renegotiation::{
 pub use revocations::{RevocationsAck, RevocationsBody};
 
 use crate::agreement::MalformedAgreement;
+use crate::capability::Capabilities;
 use crate::frame::{Frame, FrameType};
 use crate::handshake::ErrorCode;
 use crate::handshake::messages::ErrorFrame;
 use crate::lifecycle::Termination;
+use crate::policy::PolicyOffer;
 use crate::statement::SignedStatement;
 use renegotiation::Renegotiation;
 
@@ -383,6 +385,14 @@ impl LinkSession {
     ) -> Result<Self, MalformedAgreement> {
         self.renegotiation = Some(Renegotiation::new(setup)?);
         Ok(self)
+    }
+
+    /// Replaces this side's offer for the renegotiations to come (proposed or answered): its
+    /// policy changed. The agreement in force stays until one is agreed.
+    pub fn set_offer(&mut self, capabilities: Capabilities, policy: PolicyOffer) {
+        if let Some(r) = self.renegotiation.as_mut() {
+            r.set_offer(capabilities, policy);
+        }
     }
 
     /// Proposes the next agreement version with this side's offer in the setup; returns the

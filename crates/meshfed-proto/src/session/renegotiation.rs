@@ -318,6 +318,11 @@ impl Out<'_> {
 }
 
 impl Renegotiation {
+    pub(super) fn set_offer(&mut self, capabilities: Capabilities, policy: PolicyOffer) {
+        self.setup.capabilities = capabilities;
+        self.setup.policy = policy;
+    }
+
     pub(super) fn new(setup: RenegotiationSetup) -> Result<Self, MalformedAgreement> {
         let current = setup.agreement.agreement()?;
         Ok(Self {

@@ -203,6 +203,26 @@ pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
+/// `PUT path` with `body` as JSON on `m`'s API, with its admin token; returns the whole
+/// response (status line, headers, body).
+pub(crate) fn http_put_json(m: &Mesh, path: &str, body: &Value) -> String {
+    use std::io::{Read as _, Write as _};
+    let addr = m.api_addr();
+    let token = std::fs::read_to_string(m.dir().join("admin.token")).unwrap();
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token.trim(),
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`
 /// (`peer="supplier-b"`); `None` when there is no such sample.
 pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {

@@ -131,6 +131,14 @@ stand_in!(
     AgreedSignatureMode => names(["per-message", "batch"])
 );
 stand_in!(
+    /// An algorithm an agreement allows.
+    AgreedAlgorithm => names(["ecdsa-p384-sha384", "aes-256-gcm"])
+);
+stand_in!(
+    /// How much of the exchanged traffic each side records in its audit trail.
+    AuditLevel => names(["lifecycle", "refusals", "full"])
+);
+stand_in!(
     /// A lifecycle operation, or a renegotiation of the agreement.
     Operation => names(["suspend", "resume", "terminate", "renegotiate"])
 );

@@ -1,0 +1,669 @@
+//! The policy file, `DIR/policy.toml` (DESIGN §3.7): what this mesh allows every partner (its
+//! offer) and what it insists on (each kind's `requires`), in the spec's five kinds, compiled
+//! into the handshake's [`PolicyOffer`] and the topics of the services offer. A gateway without
+//! the file offers the defaults ([`Policy::default`]).
+//!
+//! ```toml
+//! [access]                         # which topics cross, each way
+//! publishes = ["orders/#"]         # this mesh sends these to partners
+//! wants = ["shipments/#"]          # and takes these from them
+//!
+//! [data]
+//! max_message_size = 65536         # bytes
+//! content_types = ["application/json"]
+//! redact = ["/customer/email"]     # JSON pointers removed before sealing
+//! [data.requires]
+//! min_message_size = 4096
+//!
+//! [qos]
+//! max_rate = 1000                  # messages per second, each way, per partner
+//! max_priority = 6
+//! max_latency = "30s"
+//! [qos.requires]
+//! min_rate = 100
+//!
+//! [security]
+//! require_encryption = true
+//! signature_modes = ["batch", "per-message"]
+//! algorithms = ["ecdsa-p384-sha384", "aes-256-gcm"]
+//!
+//! [compliance]
+//! frameworks = ["gdpr", "iso27001"]  # this mesh complies with these
+//! residency = ["eu"]
+//! retention_days = 365
+//! audit_level = "refusals"         # lifecycle | refusals | full
+//! [compliance.requires]
+//! frameworks = ["gdpr"]            # partners must comply with these
+//! min_retention_days = 30
+//! ```
+//!
+//! A file is checked whole: a TOML syntax or shape error stops at its place; past that, every
+//! value that is wrong is reported, each with its line and column ([`PolicyErrors`]).
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshfed_proto::capability::{compliance, services};
+use meshfed_proto::envelope::ContentType;
+use meshfed_proto::policy::{Algorithm, AuditLevel, PolicyOffer, Requirements, SignatureMode};
+use meshfed_proto::topic::TopicPattern;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The policy file's name in the node directory.
+pub const FILE: &str = "policy.toml";
+
+/// Largest `data.max_message_size`: 64 MiB.
+const MAX_MESSAGE_SIZE: i64 = 64 << 20;
+/// Largest `qos.max_rate`.
+const MAX_RATE: i64 = 10_000_000;
+/// Longest `compliance.retention_days`: a hundred years.
+const MAX_RETENTION_DAYS: i64 = 36_500;
+
+/// A mesh's policy: the file's text and what it compiles to; the default is a gateway's
+/// without a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// What the handshake offers and requires.
+    pub offer: PolicyOffer,
+    /// Which topics this mesh publishes to partners and wants from them.
+    pub services: services::Offer,
+    /// The frameworks this mesh complies with and requires of partners.
+    pub compliance: compliance::Offer,
+    /// The file's text; `None` for the defaults, without a file.
+    pub source: Option<String>,
+}
+
+/// One thing wrong in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// Everything wrong in a policy file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors {
+    /// The file, as named to the user.
+    pub file: PathBuf,
+    /// Each problem.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                p.line,
+                p.column,
+                p.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// The policy file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading failed.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is wrong.
+    #[error(transparent)]
+    Invalid(#[from] PolicyErrors),
+}
+
+/// Reads `DIR/policy.toml`; the defaults when there is none.
+pub fn load(dir: &Path) -> Result<Policy, LoadError> {
+    let file = dir.join(FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => Ok(parse(&text, &file)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
+        Err(source) => Err(LoadError::Read { file, source }),
+    }
+}
+
+type List = Option<Spanned<Vec<Spanned<String>>>>;
+type Integer = Option<Spanned<i64>>;
+type Text = Option<Spanned<String>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    access: RawAccess,
+    data: RawData,
+    qos: RawQos,
+    security: RawSecurity,
+    compliance: RawCompliance,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccess {
+    publishes: List,
+    wants: List,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawData {
+    max_message_size: Integer,
+    content_types: List,
+    redact: List,
+    requires: RawDataRequires,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDataRequires {
+    min_message_size: Integer,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawQos {
+    max_rate: Integer,
+    max_priority: Integer,
+    max_latency: Text,
+    requires: RawQosRequires,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawQosRequires {
+    min_rate: Integer,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    require_encryption: Option<bool>,
+    signature_modes: List,
+    algorithms: List,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCompliance {
+    frameworks: List,
+    residency: List,
+    retention_days: Integer,
+    audit_level: Text,
+    requires: RawComplianceRequires,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawComplianceRequires {
+    frameworks: List,
+    min_retention_days: Integer,
+}
+
+/// Parses and checks a policy file's text; `file` names it in errors.
+pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
+    let mut c = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawPolicy = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            c.problem(&span, e.message().trim_end().to_owned());
+            return Err(c.errors(file));
+        }
+    };
+    let defaults = PolicyOffer::default();
+    let publishes = c.patterns("access.publishes", raw.access.publishes);
+    let wants = c.patterns("access.wants", raw.access.wants);
+    let d = raw.data;
+    let max_message_size = c.integer(
+        "data.max_message_size",
+        &d.max_message_size,
+        1..=MAX_MESSAGE_SIZE,
+        defaults.max_message_size,
+    );
+    let min_message_size = c.integer(
+        "data.requires.min_message_size",
+        &d.requires.min_message_size,
+        0..=MAX_MESSAGE_SIZE,
+        0,
+    );
+    c.floor(
+        "data.requires.min_message_size",
+        &d.requires.min_message_size,
+        min_message_size,
+        max_message_size,
+        "data.max_message_size",
+    );
+    let content_types = c.each("data.content_types", d.content_types, |s| {
+        s.parse::<ContentType>()
+            .map(|t| t.essence())
+            .map_err(|e| e.to_string())
+    });
+    let redact = c.each("data.redact", d.redact, |s| {
+        json_pointer(s).map(|()| s.to_owned())
+    });
+    let q = raw.qos;
+    let max_rate = q
+        .max_rate
+        .as_ref()
+        .map(|_| c.integer("qos.max_rate", &q.max_rate, 1..=MAX_RATE, 0u32));
+    let min_rate = q.requires.min_rate.as_ref().map(|_| {
+        c.integer(
+            "qos.requires.min_rate",
+            &q.requires.min_rate,
+            1..=MAX_RATE,
+            0u32,
+        )
+    });
+    if let (Some(min), Some(max)) = (min_rate, max_rate) {
+        c.floor(
+            "qos.requires.min_rate",
+            &q.requires.min_rate,
+            min,
+            max,
+            "qos.max_rate",
+        );
+    }
+    let max_priority = c.integer("qos.max_priority", &q.max_priority, 0..=7, 7u8);
+    let max_latency_ms = q.max_latency.map(|raw| {
+        let span = raw.span();
+        match humantime::parse_duration(raw.get_ref())
+            .map_err(|e| e.to_string())
+            .and_then(latency_ms)
+        {
+            Ok(ms) => ms,
+            Err(why) => {
+                c.problem(
+                    &span,
+                    format!("qos.max_latency = {:?}: {why}", raw.get_ref()),
+                );
+                0
+            }
+        }
+    });
+    let s = raw.security;
+    let signature_modes = c.named(
+        "security.signature_modes",
+        s.signature_modes,
+        &[
+            ("batch", SignatureMode::Batch),
+            ("per-message", SignatureMode::PerMessage),
+        ],
+        defaults.signature_modes.clone(),
+    );
+    let algorithms_span = s.algorithms.as_ref().map(Spanned::span);
+    let algorithms = c.named(
+        "security.algorithms",
+        s.algorithms,
+        &[
+            ("ecdsa-p384-sha384", Algorithm::EcdsaP384Sha384),
+            ("aes-256-gcm", Algorithm::Aes256Gcm),
+        ],
+        defaults.algorithms.clone(),
+    );
+    if let Some(span) = algorithms_span
+        && (!algorithms.iter().any(|a| a.signs()) || !algorithms.iter().any(|a| !a.signs()))
+    {
+        c.problem(
+            &span,
+            "security.algorithms: name a signature algorithm (ecdsa-p384-sha384) and a cipher (aes-256-gcm)".to_owned(),
+        );
+    }
+    let k = raw.compliance;
+    let frameworks = c.each("compliance.frameworks", k.frameworks, label);
+    let required_span = k.requires.frameworks.as_ref().map(Spanned::span);
+    let required = c.each(
+        "compliance.requires.frameworks",
+        k.requires.frameworks,
+        label,
+    );
+    let uncovered: Vec<&String> = required
+        .iter()
+        .filter(|f| !frameworks.contains(f))
+        .collect();
+    if let Some(span) = required_span
+        && !uncovered.is_empty()
+    {
+        c.problem(
+            &span,
+            format!("compliance.requires.frameworks: {uncovered:?} are required of partners but not in compliance.frameworks (this mesh must comply too)"),
+        );
+    }
+    let residency = c.each("compliance.residency", k.residency, label);
+    let retention_days = c.integer(
+        "compliance.retention_days",
+        &k.retention_days,
+        1..=MAX_RETENTION_DAYS,
+        defaults.retention_days,
+    );
+    let min_retention_days = c.integer(
+        "compliance.requires.min_retention_days",
+        &k.requires.min_retention_days,
+        0..=MAX_RETENTION_DAYS,
+        0,
+    );
+    c.floor(
+        "compliance.requires.min_retention_days",
+        &k.requires.min_retention_days,
+        min_retention_days,
+        retention_days,
+        "compliance.retention_days",
+    );
+    let audit_level = c
+        .named(
+            "compliance.audit_level",
+            k.audit_level.map(|t| {
+                let span = t.span();
+                Spanned::new(span.clone(), vec![Spanned::new(span, t.into_inner())])
+            }),
+            &[
+                ("lifecycle", AuditLevel::Lifecycle),
+                ("refusals", AuditLevel::Refusals),
+                ("full", AuditLevel::Full),
+            ],
+            vec![defaults.audit_level],
+        )
+        .first()
+        .copied()
+        .unwrap_or_default();
+    if !c.problems.is_empty() {
+        return Err(c.errors(file));
+    }
+    Ok(Policy {
+        offer: PolicyOffer {
+            max_message_size,
+            content_types,
+            redact,
+            max_rate,
+            max_priority,
+            max_latency_ms,
+            require_encryption: s.require_encryption.unwrap_or(defaults.require_encryption),
+            signature_modes,
+            algorithms,
+            residency,
+            retention_days,
+            audit_level,
+            requires: Requirements {
+                min_message_size,
+                min_rate,
+                min_retention_days,
+            },
+        },
+        compliance: compliance::Offer {
+            supports: frameworks,
+            requires: required,
+        },
+        services: services::Offer {
+            publishes: publishes.unwrap_or_else(|| vec![TopicPattern::all()]),
+            wants: wants.unwrap_or_else(|| vec![TopicPattern::all()]),
+        },
+        source: Some(text.to_owned()),
+    })
+}
+
+/// A deadline in whole milliseconds, within the envelope's range.
+fn latency_ms(d: Duration) -> Result<u32, String> {
+    match u32::try_from(d.as_millis()) {
+        Ok(0) => Err("must be at least 1ms".to_owned()),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err("too long".to_owned()),
+    }
+}
+
+/// An RFC 6901 JSON pointer naming a field: `/a/b`, with `~0` and `~1` the only escapes.
+fn json_pointer(s: &str) -> Result<(), String> {
+    let Some(rest) = s.strip_prefix('/') else {
+        return Err("a JSON pointer starts with / (e.g. /customer/email)".to_owned());
+    };
+    for token in rest.split('/') {
+        let mut chars = token.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!("{token:?}: ~ is only ~0 (for ~) or ~1 (for /)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A framework or region name: letters, digits, `-`, `_`, `.`, at most 64.
+fn label(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("a name of letters, digits, -, _ or . (at most 64)".to_owned())
+    }
+}
+
+/// Collects problems while reading the raw file.
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, span: &Range<usize>, message: String) {
+        let (line, column) = line_and_column(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn errors(mut self, file: &Path) -> PolicyErrors {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        PolicyErrors {
+            file: file.to_path_buf(),
+            problems: self.problems,
+        }
+    }
+
+    /// An integer within `range`, converted; `default` when absent or wrong.
+    fn integer<T: TryFrom<i64> + Copy>(
+        &mut self,
+        key: &str,
+        raw: &Integer,
+        range: std::ops::RangeInclusive<i64>,
+        default: T,
+    ) -> T {
+        let Some(raw) = raw else { return default };
+        let v = *raw.get_ref();
+        match T::try_from(v) {
+            Ok(t) if range.contains(&v) => t,
+            _ => {
+                self.problem(
+                    &raw.span(),
+                    format!(
+                        "{key} = {v}: must be from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// A requirement at most the limit it is a floor of.
+    fn floor<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        raw: &Integer,
+        floor: T,
+        limit: T,
+        limit_key: &str,
+    ) {
+        if let Some(raw) = raw
+            && floor > limit
+        {
+            self.problem(
+                &raw.span(),
+                format!("{key} = {floor} is above this mesh's own {limit_key} = {limit}: no partner could agree"),
+            );
+        }
+    }
+
+    /// Each string of a list, checked by `parse`; without duplicates.
+    fn each<T: PartialEq>(
+        &mut self,
+        key: &str,
+        raw: List,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for item in raw.map(Spanned::into_inner).unwrap_or_default() {
+            match parse(item.get_ref()) {
+                Ok(v) if !out.contains(&v) => out.push(v),
+                Ok(_) => {}
+                Err(why) => {
+                    self.problem(&item.span(), format!("{key}: {:?}: {why}", item.get_ref()))
+                }
+            }
+        }
+        out
+    }
+
+    /// A list of topic patterns; `None` when absent.
+    fn patterns(&mut self, key: &str, raw: List) -> Option<Vec<TopicPattern>> {
+        raw.as_ref()?;
+        Some(self.each(key, raw, |s| {
+            s.parse::<TopicPattern>().map_err(|e| e.to_string())
+        }))
+    }
+
+    /// A non-empty list of names out of `names`; `default` when absent.
+    fn named<T: Copy + PartialEq>(
+        &mut self,
+        key: &str,
+        raw: List,
+        names: &[(&str, T)],
+        default: Vec<T>,
+    ) -> Vec<T> {
+        let Some(list) = raw else { return default };
+        let span = list.span();
+        let empty = list.get_ref().is_empty();
+        let known = names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let out = self.each(key, Some(list), |s| {
+            names
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(s))
+                .map(|(_, v)| *v)
+                .ok_or_else(|| format!("unknown; one of {known}"))
+        });
+        if empty {
+            self.problem(&span, format!("{key}: name at least one of {known}"));
+        }
+        out
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Policy, PolicyErrors> {
+        parse(text, Path::new("policy.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_compiles() {
+        let doc = include_str!("policy.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+            .collect();
+        let p = check(&example).unwrap();
+        assert_eq!(p.offer.max_rate, Some(1000));
+        assert_eq!(p.offer.max_latency_ms, Some(30_000));
+        assert_eq!(p.offer.redact, ["/customer/email"]);
+        assert_eq!(p.compliance.requires, ["gdpr"]);
+        assert_eq!(p.offer.audit_level, AuditLevel::Refusals);
+        assert_eq!(
+            p.services.wants,
+            ["shipments/#".parse::<TopicPattern>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn no_file_is_the_default_offer() {
+        let p = check("").unwrap();
+        assert_eq!(
+            (p.offer, p.services),
+            (PolicyOffer::default(), services::Offer::default())
+        );
+    }
+
+    #[test]
+    fn every_wrong_value_is_reported_with_its_line_and_column() {
+        let text = "[data]\nmax_message_size = 0\nredact = [\"customer\"]\n\n[qos]\nmax_priority = 9\nmax_latency = \"soon\"\n[qos.requires]\nmin_rate = 5\n\n[security]\nalgorithms = [\"aes-256-gcm\", \"rot13\"]\n\n[compliance]\nframeworks = [\"gdpr\"]\nretention_days = 30\naudit_level = \"some\"\n[compliance.requires]\nframeworks = [\"hipaa\"]\nmin_retention_days = 90\n";
+        let err = check(text).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        let want = [
+            "policy.toml:2:20: data.max_message_size = 0: must be from 1 to 67108864",
+            "policy.toml:3:11: data.redact: \"customer\": a JSON pointer starts with /",
+            "policy.toml:6:16: qos.max_priority = 9: must be from 0 to 7",
+            "policy.toml:7:15: qos.max_latency = \"soon\"",
+            "policy.toml:12:14: security.algorithms: name a signature algorithm",
+            "policy.toml:12:30: security.algorithms: \"rot13\": unknown; one of ecdsa-p384-sha384, aes-256-gcm",
+            "policy.toml:17:15: compliance.audit_level: \"some\": unknown",
+            "policy.toml:19:14: compliance.requires.frameworks: [\"hipaa\"] are required of partners",
+            "policy.toml:20:22: compliance.requires.min_retention_days = 90 is above this mesh's own compliance.retention_days = 30",
+        ];
+        assert_eq!(lines.len(), want.len(), "{err}");
+        for (line, want) in lines.iter().zip(want) {
+            assert!(
+                line.starts_with(want),
+                "{line:?} does not start with {want:?}\n{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_or_unknown_key_names_its_place() {
+        let err = check("[qos]\nmax_rat = 5\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("policy.toml:2:1: unknown field `max_rat`"),
+            "{err}"
+        );
+        let err = check("[data\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy.toml:1:"), "{err}");
+    }
+}

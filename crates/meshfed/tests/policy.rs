@@ -1,0 +1,255 @@
+//! Policies on real `meshfed gateway` processes (issue 14, items 1–3): each mesh's
+//! `policy.toml` is negotiated in the handshake (a counterproposal where the offers differ, the
+//! named clauses where they cannot agree), enforced at the gateways (redaction before sealing,
+//! content types, priority cap, the agreed rate), shown by `policy show` and changed on a live
+//! federation by `policy apply`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "end-to-end tests: a step that fails is the test failing"
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use common::{federate, http_get, metric, show, subscribe, wait_for_status};
+use meshfed_testkit::Mesh;
+use meshfed_testkit::process::DEADLINE;
+use serde_json::Value;
+
+/// The joiner's policy: it would allow 500 messages a second and keeps records a year, and
+/// redacts its customers' e-mail addresses.
+const PLANT: &str = r#"
+[data]
+redact = ["/customer/email"]
+
+[qos]
+max_rate = 500
+"#;
+
+/// The inviter's: JSON only, 20 messages a second, priority at most 5, records 30 days.
+const SUPPLIER: &str = r#"
+[data]
+content_types = ["application/json"]
+
+[qos]
+max_rate = 20
+max_priority = 5
+
+[compliance]
+retention_days = 30
+"#;
+
+/// A mesh of `name` with `policy` as its policy file, started.
+fn with_policy(name: &str, policy: &str) -> Mesh {
+    let mut m = common::mesh(name);
+    std::fs::write(m.dir().join("policy.toml"), policy).unwrap();
+    m.start();
+    m
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn each_mesh_file_is_negotiated_with_a_counterproposal_and_enforced_at_the_gateways() {
+    let a = with_policy("plant-a", PLANT);
+    let mut b = with_policy("supplier-b", SUPPLIER);
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+
+    // plant-a proposed its own terms; supplier-b countered with the stricter combination,
+    // which both hold.
+    for m in [&a, &b] {
+        let p = &show(m, &id)["agreement"]["policy"];
+        assert_eq!(p["max_rate"], 20, "{p:#}");
+        assert_eq!(p["retention_days"], 30, "{p:#}");
+        assert_eq!(p["max_priority"], 5, "{p:#}");
+        assert_eq!(
+            p["content_types"],
+            serde_json::json!(["application/json"]),
+            "{p:#}"
+        );
+        assert_eq!(p["redact"], serde_json::json!(["/customer/email"]), "{p:#}");
+    }
+    let shown = b.cli(&["policy", "show", "--federation", &id]);
+    assert!(
+        shown.ok().contains("qos.max_rate                 20 msg/s"),
+        "{shown}"
+    );
+
+    // Redaction at plant-a's gateway, before sealing: the field never reaches supplier-b.
+    let sub = subscribe(&mut b, &a, &["--topic", "orders/#", "--count", "1"]);
+    let order = r#"{"customer":{"email":"ada@example.com","name":"Ada"},"qty":3}"#;
+    let out = a.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "orders/1",
+        "--qos",
+        "1",
+        order,
+    ]);
+    out.ok();
+    let got = sub.finish(DEADLINE);
+    let line = got.ok();
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        v["message"],
+        serde_json::json!({"customer":{"name":"Ada"},"qty":3}),
+        "{line}"
+    );
+    for m in [&a, &b] {
+        let hits = found_under(m.dir(), b"ada@example.com");
+        assert!(
+            hits.is_empty(),
+            "{} keeps the redacted field in {hits:?}",
+            m.name()
+        );
+    }
+
+    // What the agreement does not allow is refused at the sender, with its reason.
+    let text = a.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "orders/2",
+        "--content-type",
+        "text/plain",
+        "hi",
+    ]);
+    text.fails(
+        1,
+        "content type text/plain is not agreed (allowed: application/json)",
+    );
+    let urgent = a.cli(&[
+        "send",
+        "--to",
+        "supplier-b",
+        "--topic",
+        "orders/3",
+        "--priority",
+        "7",
+        "{}",
+    ]);
+    urgent.fails(1, "priority 7 is above the federation's cap of 5");
+
+    // A burst over the agreed rate: what the bucket holds (a second's worth) and what refills
+    // while the burst lasts goes; the rest is refused (429) and counted.
+    let burst = 200;
+    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let started = Instant::now();
+    let out = a.cli_with_stdin(
+        &[
+            "send",
+            "--to",
+            "supplier-b",
+            "--topic",
+            "orders/burst",
+            "--qos",
+            "1",
+            "-",
+        ],
+        &lines,
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = out.stdout.lines().count();
+    let refused = out
+        .stderr
+        .matches("over the federation's rate of 20 messages per second")
+        .count();
+    assert_eq!(accepted + refused, burst, "{out}");
+    assert!(accepted >= 1 && refused > 0, "{out}");
+    let allowed = 20.0 + 20.0 * elapsed;
+    assert!(
+        accepted as f64 <= allowed + 1.0,
+        "{accepted} accepted in {elapsed:.2}s, at most {allowed:.0} allowed"
+    );
+    let metrics = http_get(a.api_addr(), "/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "meshfed_envelopes_rejected_total",
+            &["direction=\"outbound\"", "reason=\"rate_limited\""]
+        ),
+        Some(refused as f64),
+    );
+}
+
+#[test]
+fn a_requirement_no_offer_meets_ends_the_handshake_naming_the_clause_on_both_sides() {
+    let b = with_policy("supplier-b", SUPPLIER);
+    let c = with_policy("plant-c", "[qos.requires]\nmin_rate = 1000\n");
+    let token = common::invite(&b, "plant-c", &[]);
+    let out = c.cli(&["federation", "join", &token]);
+    let err = out.fails(1, "qos.max_rate");
+    assert!(err.contains("at least 1000 msg/s"), "{out}");
+    b.wait_for_log(&[
+        "qos.max_rate: at least 1000 msg/s required by the proposal, at most 20 allowed by us",
+    ]);
+    assert!(common::federations(&c).is_empty());
+}
+
+#[test]
+fn a_changed_policy_is_proposed_to_live_partners_and_a_bad_one_is_refused_with_its_lines() {
+    let a = with_policy("plant-a", PLANT);
+    let b = with_policy("supplier-b", SUPPLIER);
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+
+    let bad = b.dir().join("bad.toml");
+    std::fs::write(&bad, "[qos]\nmax_rate = 0\nmax_priority = 8\n").unwrap();
+    for command in ["apply", "check"] {
+        let out = b.cli(&["policy", command, bad.to_str().unwrap()]);
+        let err = out.fails(
+            2,
+            "bad.toml:2:12: qos.max_rate = 0: must be from 1 to 10000000",
+        );
+        assert!(err.contains("bad.toml:3:16: qos.max_priority = 8"), "{out}");
+    }
+    // The API checks the same, naming the lines of the body it was given.
+    let body = serde_json::json!({"toml": "[qos]\nmax_rate = 0\n"});
+    let answer = common::http_put_json(&b, "/v1/policy", &body);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("policy.toml:2:12: qos.max_rate = 0"),
+        "{answer}"
+    );
+
+    let stricter = b.dir().join("stricter.toml");
+    std::fs::write(&stricter, SUPPLIER.replace("max_rate = 20", "max_rate = 5")).unwrap();
+    let out = b.cli(&["policy", "apply", stricter.to_str().unwrap()]);
+    assert!(
+        out.ok()
+            .contains(&format!("{id} (plant-a): agreed, version 2 in force")),
+        "{out}"
+    );
+    for m in [&a, &b] {
+        let v = show(m, &id);
+        assert_eq!(v["agreement"]["version"], 2, "{v:#}");
+        assert_eq!(v["agreement"]["policy"]["max_rate"], 5, "{v:#}");
+    }
+    let view: Value = serde_json::from_str(b.cli(&["policy", "show", "--json"]).ok()).unwrap();
+    assert_eq!(view["offer"]["terms"]["max_rate"], 5, "{view:#}");
+    assert!(view["file"].as_str().unwrap().contains("max_rate = 5"));
+}
