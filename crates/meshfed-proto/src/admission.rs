@@ -156,6 +156,9 @@ pub enum Refusal {
     /// The agreement redacts fields, and the payload cannot be read as JSON to redact them.
     #[error("{0}")]
     Unredactable(#[from] crate::redact::NotJson),
+    /// The access rules do not let the sender do it.
+    #[error("access denied: {0}")]
+    Denied(String),
     /// More messages than the agreed rate.
     #[error("over the federation's rate of {rate} messages per second")]
     RateLimited {
@@ -193,7 +196,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 24] = [
+    pub const REASONS: [&'static str; 25] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -217,6 +220,7 @@ impl Refusal {
         "latency_not_agreed",
         "not_redacted",
         "unredactable",
+        "access_denied",
         "rate_limited",
     ];
 
@@ -247,6 +251,7 @@ impl Refusal {
             Self::LatencyNotAgreed { .. } => "latency_not_agreed",
             Self::NotRedacted { .. } => "not_redacted",
             Self::Unredactable(_) => "unredactable",
+            Self::Denied(_) => "access_denied",
             Self::RateLimited { .. } => "rate_limited",
         }
     }
@@ -269,6 +274,7 @@ impl Refusal {
             | Self::LatencyNotAgreed { .. }
             | Self::NotRedacted { .. }
             | Self::Unredactable(_)
+            | Self::Denied(_)
             | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,

@@ -86,7 +86,7 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
             .lines()
             .position(|l| {
                 l.starts_with("  cloud-c    <- plant-a    fleet/position")
-                    && l.contains(&format!("{{\"seq\":{seq},\"truck\":7}}"))
+                    && l.contains(&format!("{{\"truck\":7,\"seq\":{seq}}}"))
                     && l.contains("through hub")
             })
             .unwrap_or_else(|| panic!("reading {seq} did not reach cloud-c:\n{text}"))
@@ -100,7 +100,8 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
     assert!(text.contains("hub holds 3 of them for cloud-c"), "{text}");
     for seq in 3..=5 {
         assert_eq!(
-            text.matches(&format!("\"seq\":{seq},\"truck\":7")).count(),
+            text.matches(&format!("\"truck\":7,\"seq\":{seq}}}"))
+                .count(),
             1,
             "delivered once:\n{text}"
         );

@@ -253,3 +253,80 @@ fn a_changed_policy_is_proposed_to_live_partners_and_a_bad_one_is_refused_with_i
     assert_eq!(view["offer"]["terms"]["max_rate"], 5, "{view:#}");
     assert!(view["file"].as_str().unwrap().contains("max_rate = 5"));
 }
+
+/// plant-a's operator may publish orders (and the probes the subscriber helper sends).
+const PLANT_ACCESS: &str = r#"
+[access]
+rules = '''
+permit (principal in Meshfed::Role::"admin", action == Meshfed::Action::"publish", resource)
+when { resource.name like "orders/*" || resource.name like "probe/*" };
+'''
+"#;
+
+/// supplier-b maps plant-a as a whole to the role `plant`, lets that role publish orders and
+/// probes to it, and forbids recalls from anyone.
+const SUPPLIER_ACCESS: &str = r#"
+[[identity]]
+mesh = "plant-a"
+subject = "federation::plant-a"
+roles = ["plant"]
+
+[access]
+rules = '''
+permit (principal in Meshfed::Role::"plant", action == Meshfed::Action::"publish", resource)
+when { context.direction == "inbound" && (resource.name like "orders/*" || resource.name like "probe/*") };
+@id("no-recalls")
+forbid (principal, action, resource) when { resource.name like "orders/recall*" };
+'''
+"#;
+
+#[test]
+fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_mapped_partners() {
+    let a = with_policy("plant-a", PLANT_ACCESS);
+    let mut b = with_policy("supplier-b", SUPPLIER_ACCESS);
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+
+    // plant-a's own rules, at its gateway: the operator may not publish invoices.
+    let out = a.cli(&["send", "--to", "supplier-b", "--topic", "invoices/1", "{}"]);
+    out.fails(
+        1,
+        "access denied: admin of plant-a may not publish on invoices/1: no access rule permits it",
+    );
+
+    // supplier-b's rules, at its gateway, for plant-a mapped to `plant`: orders arrive, a
+    // recall does not.
+    let sub = subscribe(&mut b, &a, &["--topic", "orders/#", "--count", "2"]);
+    for (topic, n) in [("orders/7", 7), ("orders/recall-1", 0), ("orders/8", 8)] {
+        let data = format!("{{\"n\":{n}}}");
+        a.cli(&[
+            "send",
+            "--to",
+            "supplier-b",
+            "--topic",
+            topic,
+            "--qos",
+            "1",
+            "--wait",
+            &data,
+        ])
+        .ok();
+    }
+    let got = sub.finish(DEADLINE);
+    let ns: Vec<Value> = got
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"]["n"].clone())
+        .collect();
+    assert_eq!(ns, [7, 8], "{got}");
+    b.wait_for_log(&["access_denied", "forbidden by no-recalls"]);
+    let metrics = http_get(b.api_addr(), "/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "meshfed_envelopes_rejected_total",
+            &["direction=\"inbound\"", "reason=\"access_denied\""]
+        ),
+        Some(1.0),
+    );
+}

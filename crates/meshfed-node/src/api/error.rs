@@ -189,7 +189,9 @@ fn refusal_status(r: &Refusal) -> StatusCode {
     match r {
         Refusal::UnknownDestination(_) => StatusCode::NOT_FOUND,
         Refusal::NotActive { .. } | Refusal::Suspended => StatusCode::CONFLICT,
-        Refusal::TopicNotAgreed { .. } | Refusal::NotRedacted { .. } => StatusCode::FORBIDDEN,
+        Refusal::TopicNotAgreed { .. } | Refusal::NotRedacted { .. } | Refusal::Denied(_) => {
+            StatusCode::FORBIDDEN
+        }
         Refusal::Unredactable(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -476,6 +476,7 @@ fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
         priority: p.priority,
         max_latency: p.max_latency,
         flags,
+        sender: None,
     };
     Ok((outgoing, p.wait))
 }

@@ -71,7 +71,7 @@ pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub(crate) use links::relay::via as relayed_via;
 pub use local::Delivery;
 pub use port::{Health, LinkStatus};
-pub use submit::{Outgoing, SendError};
+pub use submit::{Outgoing, SendError, Sender};
 
 /// How long the readiness check waits for the store's write lock.
 const STORE_CHECK_WAIT: Duration = Duration::from_secs(1);

@@ -54,6 +54,7 @@ use super::cores::on_every_core;
 use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
 use super::port::{LinkPort, PeerTrust};
+use crate::policy::access::Guard;
 
 /// A streamed batch went wrong in a way the caller acts on.
 #[derive(Debug)]
@@ -126,6 +127,8 @@ async fn open_transfer(
     let wall = ctx.clock.wall();
     // The terms in force for this whole transfer: a switch point falls between frames.
     let terms = link.terms();
+    let guard = ctx.policy().inbound(&terms.peer);
+    let guard = guard.as_ref();
     let opened: Vec<Opened> = match envelopes {
         Signed::Batch(bytes) => {
             let batch = SignedBatch::decode(&bytes).map_err(|e| malformed(&e))?;
@@ -149,7 +152,7 @@ async fn open_transfer(
             let checked = envelopes
                 .into_iter()
                 .map(|e| {
-                    let checked = check(link, &terms, e.header(), &e.hop, |o| e.open(o));
+                    let checked = check(link, &terms, guard, e.header(), &e.hop, |o| e.open(o));
                     (e, checked, false)
                 })
                 .collect();
@@ -175,7 +178,9 @@ async fn open_transfer(
                 .map(|mut wire| {
                     // The export form carries the certificate the link announced.
                     wire.fill_certificate(|d| link.trust.certificate(d));
-                    let checked = check(link, &terms, wire.header(), &wire.hop, |o| wire.open(o));
+                    let checked = check(link, &terms, guard, wire.header(), &wire.hop, |o| {
+                        wire.open(o)
+                    });
                     alone(wire, checked)
                 })
                 .collect()
@@ -265,10 +270,11 @@ struct Opened {
 type Checked = Result<(Hop, Vec<u8>), Refusal>;
 
 /// Checks one envelope (its header, its hop fields, the version it was sent under) and opens
-/// it with `open`, then checks the agreement admits it.
+/// it with `open`, then checks the agreement and the access rules (`guard`) admit it.
 fn check(
     link: &LinkPort,
     terms: &Terms,
+    guard: Option<&Guard>,
     header: &Header,
     hop: &Hop,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
@@ -280,7 +286,7 @@ fn check(
     }
     let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
     let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-    Ok((hop, admitted(terms, header, &opener, open)?))
+    Ok((hop, admitted(terms, guard, header, &opener, open)?))
 }
 
 /// `hop` once the brokers in `relays` are added to it, if `header` and it may arrive here.
@@ -293,9 +299,11 @@ fn arrival(terms: &Terms, relays: &[MeshId], header: &Header, hop: &Hop) -> Resu
     Ok(hop)
 }
 
-/// Opens one envelope with `opener` and checks the agreement admits what it holds.
+/// Opens one envelope with `opener` and checks the agreement and the access rules (`guard`)
+/// admit what it holds.
 fn admitted(
     terms: &Terms,
+    guard: Option<&Guard>,
     header: &Header,
     opener: &Opener,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
@@ -303,6 +311,11 @@ fn admitted(
     let clear = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
     terms.admit(Direction::Inbound, Facts::of(header, clear.len()))?;
     terms.check_redacted(&clear)?;
+    if let Some(guard) = guard {
+        guard
+            .publish(&header.metadata.topic)
+            .map_err(|d| Refusal::Denied(d.to_string()))?;
+    }
     Ok(clear)
 }
 
@@ -313,12 +326,13 @@ fn admitted(
 /// (which may be a later version than the one it was sent under), then opened.
 pub(crate) fn custody(
     terms: &Terms,
+    guard: Option<&Guard>,
     relays: &[MeshId],
     wire: WireEnvelope,
     opener: &Opener,
 ) -> Message<Arc<Arrived>> {
     let checked = arrival(terms, relays, wire.header(), &wire.hop).and_then(|hop| {
-        let clear = admitted(terms, wire.header(), opener, |o| wire.open(o))?;
+        let clear = admitted(terms, guard, wire.header(), opener, |o| wire.open(o))?;
         Ok((hop, clear))
     });
     let a = alone(wire, checked);
@@ -456,10 +470,13 @@ impl Heads {
         transfer: Transfer,
     ) -> Result<(), StreamFault> {
         let terms = link.terms();
+        let guard = ctx.policy().inbound(&terms.peer);
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {
             let header = envelope.header();
-            let checked = check(link, &terms, header, &envelope.hop, |o| envelope.open(o));
+            let checked = check(link, &terms, guard.as_ref(), header, &envelope.hop, |o| {
+                envelope.open(o)
+            });
             // TLS under the peer's key authenticated these bytes: a live subscriber may have
             // them now; the signature (transferable proof) follows in the head.
             let early = checked.is_ok()

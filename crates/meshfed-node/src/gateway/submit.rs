@@ -19,6 +19,7 @@ use super::pending::{Pending, encode_stored};
 use super::room::WhenFull;
 use super::route::Routes;
 use super::stream::{Outcome, Refused};
+use crate::policy::access::Principal;
 
 /// A message to send, as the API received it.
 #[derive(Debug, Clone)]
@@ -39,6 +40,18 @@ pub struct Outgoing {
     pub max_latency: Option<MaxLatency>,
     /// `reliable`, `ordered`.
     pub flags: Flags,
+    /// Who sends it: a component of this mesh; `None` for the holder of the admin token
+    /// (subject `admin`, role `admin`).
+    pub sender: Option<Sender>,
+}
+
+/// A local component as its credential names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// Its subject.
+    pub subject: String,
+    /// Its roles.
+    pub roles: Vec<String>,
 }
 
 /// Why a message was not sent.
@@ -101,7 +114,7 @@ pub(crate) async fn submit(
     wait: bool,
     when_full: WhenFull,
 ) -> Result<Submitted, SendError> {
-    let checked = check(routes, &mut msg);
+    let checked = check(ctx, routes, &mut msg);
     if let Err(refusal) = &checked {
         ctx.metrics.refused(Direction::Outbound, refusal);
     }
@@ -195,7 +208,11 @@ fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
 /// qos agreed, and (for qos 0, which is not stored and forwarded) its link up; then the fields
 /// the agreement redacts are taken out of its payload (before it is sealed and signed, so what
 /// is proved is what is delivered), and it takes its place within the agreed rate.
-fn check(routes: &Routes, msg: &mut Outgoing) -> Result<Arc<super::stream::Stream>, Refusal> {
+fn check(
+    ctx: &Context,
+    routes: &Routes,
+    msg: &mut Outgoing,
+) -> Result<Arc<super::stream::Stream>, Refusal> {
     let stream = routes
         .to(&msg.to)
         .ok_or_else(|| Refusal::UnknownDestination(msg.to.clone()))?;
@@ -217,6 +234,25 @@ fn check(routes: &Routes, msg: &mut Outgoing) -> Result<Arc<super::stream::Strea
     view.terms.admit(Direction::Outbound, facts)?;
     if msg.qos == Qos::AtMostOnce && !stream.has_link() {
         return Err(Refusal::Unreachable(msg.to.clone()));
+    }
+    let sender = msg.sender.as_ref().map_or_else(
+        || Principal {
+            mesh: ctx.id.mesh.clone(),
+            subject: "admin".to_owned(),
+            roles: vec!["admin".to_owned()],
+            attributes: Default::default(),
+        },
+        |s| Principal {
+            mesh: ctx.id.mesh.clone(),
+            subject: s.subject.clone(),
+            roles: s.roles.clone(),
+            attributes: Default::default(),
+        },
+    );
+    if let Some(guard) = ctx.policy().outbound(sender, &msg.to) {
+        guard
+            .publish(&msg.topic)
+            .map_err(|d| Refusal::Denied(d.to_string()))?;
     }
     if let Some(redacted) = view.terms.redact(&msg.payload)? {
         msg.payload = redacted;

@@ -7,6 +7,12 @@
 //! [access]                         # which topics cross, each way
 //! publishes = ["orders/#"]         # this mesh sends these to partners
 //! wants = ["shipments/#"]          # and takes these from them
+//! rules = '''
+//! permit (principal in Meshfed::Role::"buyer", action == Meshfed::Action::"publish", resource)
+//! when { resource.name like "orders/*" };
+//! permit (principal in Meshfed::Mesh::"supplier-b", action, resource)
+//! when { resource.name like "shipments/*" };
+//! '''                              # Cedar access rules (see `access`)
 //!
 //! [data]
 //! max_message_size = 65536         # bytes
@@ -35,21 +41,39 @@
 //! [compliance.requires]
 //! frameworks = ["gdpr"]            # partners must comply with these
 //! min_retention_days = 30
+//!
+//! [[identity]]                     # identity mapping, first match wins (see `access::map`)
+//! mesh = "supplier-b"              # matchers: mesh, subject, role, attributes
+//! subject = "erp"
+//! to = "supplier-erp"              # the local subject
+//! roles = ["supplier"]             # the local roles
+//! [[identity]]
+//! role = "buyer"
+//! roles = ["purchasing"]
+//! [[identity]]
+//! mesh = "supplier-b"              # the partner as a whole: federation::supplier-b
+//! subject = "federation::supplier-b"
+//! roles = ["supplier"]
 //! ```
 //!
 //! A file is checked whole: a TOML syntax or shape error stops at its place; past that, every
 //! value that is wrong is reported, each with its line and column ([`PolicyErrors`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use meshfed_proto::MeshId;
 use meshfed_proto::capability::{compliance, services};
 use meshfed_proto::envelope::ContentType;
 use meshfed_proto::policy::{Algorithm, AuditLevel, PolicyOffer, Requirements, SignatureMode};
 use meshfed_proto::topic::TopicPattern;
 use serde::Deserialize;
+
+pub mod access;
 use toml::Spanned;
 
 /// The policy file's name in the node directory.
@@ -72,8 +96,39 @@ pub struct Policy {
     pub services: services::Offer,
     /// The frameworks this mesh complies with and requires of partners.
     pub compliance: compliance::Offer,
+    /// Access rules; `None`: whatever the agreement lets flow.
+    pub access: Option<Arc<access::Access>>,
+    /// Identity mapping rules, in order.
+    pub identities: Vec<access::Mapping>,
     /// The file's text; `None` for the defaults, without a file.
     pub source: Option<String>,
+}
+
+impl Policy {
+    /// The access check of what partner `peer` sends here: its federation identity, mapped;
+    /// `None` without access rules.
+    pub fn inbound(&self, peer: &MeshId) -> Option<access::Guard> {
+        let access = self.access.clone()?;
+        let principal = access::map(&self.identities, &access::Principal::federation(peer));
+        Some(access::Guard::new(
+            access,
+            principal,
+            peer.clone(),
+            access::Way::Inbound,
+        ))
+    }
+
+    /// The access check of what local `sender` sends to partner `peer`; `None` without access
+    /// rules.
+    pub fn outbound(&self, sender: access::Principal, peer: &MeshId) -> Option<access::Guard> {
+        let access = self.access.clone()?;
+        Some(access::Guard::new(
+            access,
+            sender,
+            peer.clone(),
+            access::Way::Outbound,
+        ))
+    }
 }
 
 /// One thing wrong in a policy file.
@@ -151,6 +206,7 @@ type Text = Option<Spanned<String>>;
 #[serde(deny_unknown_fields, default)]
 struct RawPolicy {
     access: RawAccess,
+    identity: Vec<RawMapping>,
     data: RawData,
     qos: RawQos,
     security: RawSecurity,
@@ -162,6 +218,18 @@ struct RawPolicy {
 struct RawAccess {
     publishes: List,
     wants: List,
+    rules: Text,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMapping {
+    mesh: Text,
+    subject: Text,
+    role: Text,
+    attributes: BTreeMap<String, String>,
+    to: Text,
+    roles: List,
 }
 
 #[derive(Deserialize, Default)]
@@ -236,6 +304,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     let defaults = PolicyOffer::default();
     let publishes = c.patterns("access.publishes", raw.access.publishes);
     let wants = c.patterns("access.wants", raw.access.wants);
+    let access = raw.access.rules.and_then(|rules| c.rules(&rules));
+    let identities = raw.identity.into_iter().map(|m| c.mapping(m)).collect();
     let d = raw.data;
     let max_message_size = c.integer(
         "data.max_message_size",
@@ -415,6 +485,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
             supports: frameworks,
             requires: required,
         },
+        access,
+        identities,
         services: services::Offer {
             publishes: publishes.unwrap_or_else(|| vec![TopicPattern::all()]),
             wants: wants.unwrap_or_else(|| vec![TopicPattern::all()]),
@@ -458,6 +530,19 @@ fn label(s: &str) -> Result<String, String> {
         Ok(s.to_ascii_lowercase())
     } else {
         Err("a name of letters, digits, -, _ or . (at most 64)".to_owned())
+    }
+}
+
+/// A subject or role as identities carry it: 1–128 visible ASCII characters, no quotes.
+fn subject(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 128 visible ASCII characters, without quotes or backslashes".to_owned())
     }
 }
 
@@ -550,6 +635,67 @@ impl Checker<'_> {
         out
     }
 
+    /// Cedar access rules, each problem placed in the file: the string's text starts after its
+    /// opening quotes (and the newline a multi-line string drops). Write them as a literal
+    /// string (`'''`), whose text is the file's: escapes in a basic string shift columns.
+    fn rules(&mut self, raw: &Spanned<String>) -> Option<Arc<access::Access>> {
+        let span = raw.span();
+        let quoted = &self.text[span.clone()];
+        let start = span.start
+            + match quoted.get(..3) {
+                Some("'''" | "\"\"\"") => {
+                    3 + usize::from(quoted[3..].starts_with('\n'))
+                        + 2 * usize::from(quoted[3..].starts_with("\r\n"))
+                }
+                _ => 1,
+            };
+        match access::Access::parse(raw.get_ref()) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(problems) => {
+                for (offset, message) in problems {
+                    let at = start + offset;
+                    self.problem(&(at..at), format!("access.rules: {message}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// One `[[identity]]` rule.
+    fn mapping(&mut self, raw: RawMapping) -> access::Mapping {
+        let mut name = |key: &str, t: Text| {
+            t.and_then(|t| match subject(t.get_ref()) {
+                Ok(_) => Some(t.into_inner()),
+                Err(why) => {
+                    self.problem(
+                        &t.span(),
+                        format!("identity.{key}: {:?}: {why}", t.get_ref()),
+                    );
+                    None
+                }
+            })
+        };
+        let from = name("subject", raw.subject);
+        let role = name("role", raw.role);
+        let to = name("to", raw.to);
+        let mesh = raw.mesh.and_then(|m| match m.get_ref().parse::<MeshId>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.problem(&m.span(), format!("identity.mesh: {:?}: {e}", m.get_ref()));
+                None
+            }
+        });
+        let roles = self.each("identity.roles", raw.roles, subject);
+        access::Mapping {
+            mesh,
+            subject: from,
+            role,
+            attributes: raw.attributes,
+            to,
+            roles,
+        }
+    }
+
     /// A list of topic patterns; `None` when absent.
     fn patterns(&mut self, key: &str, raw: List) -> Option<Vec<TopicPattern>> {
         raw.as_ref()?;
@@ -602,7 +748,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_compiles() {
-        let doc = include_str!("policy.rs");
+        let doc = include_str!("mod.rs");
         let example: String = doc
             .lines()
             .skip_while(|l| !l.starts_with("//! ```toml"))
@@ -654,6 +800,18 @@ mod tests {
                 "{line:?} does not start with {want:?}\n{err}"
             );
         }
+    }
+
+    #[test]
+    fn access_rules_are_validated_and_placed_in_the_file() {
+        let text = "[qos]\nmax_rate = 5\n\n[access]\nrules = '''\npermit (principal, action, resource)\nwhen { resource.size > 3 };\n'''\n";
+        let err = check(text).unwrap_err().to_string();
+        assert!(err.starts_with("policy.toml:7:8: access.rules: "), "{err}");
+        assert!(
+            err.contains("attribute `size` on entity type `Meshfed::Topic` not found"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

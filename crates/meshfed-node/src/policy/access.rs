@@ -1,0 +1,518 @@
+//! Access rules (DESIGN §3.7): who may publish, subscribe or request on which topics, written
+//! in Cedar (the `cedar-policy` crate) in the policy file's `[access] rules`, checked by Cedar's
+//! validator against meshfed's schema ([`SCHEMA`]) when the file is read, and evaluated per
+//! message by Cedar's authorizer.
+//!
+//! Principals are identities: a local component (its token's subject and roles), or a partner's
+//! sender after identity mapping (the federation identity `federation::<mesh>` when nothing
+//! finer is known). Each is a `Meshfed::Principal` in its roles (`Meshfed::Role`) and its mesh
+//! (`Meshfed::Mesh`), with its attributes as tags. Resources are topics (`Meshfed::Topic`, its
+//! `name` for `like` patterns). The context says which partner and which way.
+//!
+//! ```cedar
+//! permit (principal in Meshfed::Role::"buyer", action == Meshfed::Action::"publish", resource)
+//! when { resource.name like "orders/*" && context.direction == "outbound" };
+//! permit (principal in Meshfed::Mesh::"supplier-b", action == Meshfed::Action::"publish", resource)
+//! when { resource.name like "shipments/*" };
+//! ```
+//!
+//! Without rules everything agreed may flow (the agreement's topics still bound it); with
+//! rules, Cedar's default applies: what no `permit` allows is denied, and a `forbid` wins.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use meshfed_proto::{MeshId, Topic};
+
+/// meshfed's Cedar schema: the entity types and actions access rules are written over.
+pub const SCHEMA: &str = r#"
+namespace Meshfed {
+  entity Mesh;
+  entity Role;
+  entity Principal in [Role, Mesh] { subject: String, mesh: String } tags String;
+  entity Topic { name: String };
+  action publish, subscribe, request appliesTo {
+    principal: Principal,
+    resource: Topic,
+    context: { peer: String, direction: String }
+  };
+}
+"#;
+
+static SCHEMA_PARSED: LazyLock<Schema> = LazyLock::new(|| {
+    // Invariant: SCHEMA is a constant this module's tests parse.
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _)| s)
+        .unwrap_or_else(|e| unreachable!("meshfed's Cedar schema: {e}"))
+});
+
+/// What a principal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Sends a message on a topic.
+    Publish,
+    /// Receives messages on a topic.
+    Subscribe,
+    /// Sends a request expecting a reply.
+    Request,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Request => "request",
+        }
+    }
+}
+
+/// Which way a message goes, seen from this mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// From a local component to a partner.
+    Outbound,
+    /// From a partner to this mesh.
+    Inbound,
+}
+
+/// An identity access rules decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The mesh it belongs to.
+    pub mesh: MeshId,
+    /// Its subject within that mesh (`federation::<mesh>` for a partner as a whole).
+    pub subject: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Principal {
+    /// A partner mesh as a whole: the federation identity `federation::<mesh>`.
+    pub fn federation(mesh: &MeshId) -> Self {
+        Self {
+            mesh: mesh.clone(),
+            subject: format!("federation::{mesh}"),
+            roles: Vec::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// One identity-mapping rule (DESIGN §3.8): which remote identities it matches and what they
+/// become here. Matchers left out match anything; the first rule that matches wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The partner mesh; `None`: any.
+    pub mesh: Option<MeshId>,
+    /// Direct: the remote subject.
+    pub subject: Option<String>,
+    /// Role-based: a role the remote identity holds.
+    pub role: Option<String>,
+    /// Attribute-based: attributes the remote identity holds, each with this value.
+    pub attributes: BTreeMap<String, String>,
+    /// The local subject it becomes; `None`: it keeps its own.
+    pub to: Option<String>,
+    /// The local roles it holds here.
+    pub roles: Vec<String>,
+}
+
+impl Mapping {
+    fn matches(&self, remote: &Principal) -> bool {
+        self.mesh.as_ref().is_none_or(|m| m == &remote.mesh)
+            && self.subject.as_ref().is_none_or(|s| s == &remote.subject)
+            && self.role.as_ref().is_none_or(|r| remote.roles.contains(r))
+            && (self.attributes.iter()).all(|(k, v)| remote.attributes.get(k) == Some(v))
+    }
+}
+
+/// `remote` as this mesh knows it: mapped by the first rule of `rules` that matches, which
+/// names its local subject and roles (its attributes stay); unmatched, it keeps its subject
+/// and holds no role here. A remote identity's roles never carry over by themselves: only a
+/// rule grants roles here.
+pub fn map(rules: &[Mapping], remote: &Principal) -> Principal {
+    let rule = rules.iter().find(|r| r.matches(remote));
+    Principal {
+        mesh: remote.mesh.clone(),
+        subject: rule
+            .and_then(|r| r.to.clone())
+            .unwrap_or_else(|| remote.subject.clone()),
+        roles: rule.map(|r| r.roles.clone()).unwrap_or_default(),
+        attributes: remote.attributes.clone(),
+    }
+}
+
+/// The access check of one direction of one federation: the rules in force and the principal
+/// they decide on.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    access: std::sync::Arc<Access>,
+    principal: Principal,
+    peer: MeshId,
+    way: Way,
+}
+
+impl Guard {
+    /// `principal` going `way` with partner `peer` under `access`.
+    pub fn new(
+        access: std::sync::Arc<Access>,
+        principal: Principal,
+        peer: MeshId,
+        way: Way,
+    ) -> Self {
+        Self {
+            access,
+            principal,
+            peer,
+            way,
+        }
+    }
+
+    /// Whether the principal may publish on `topic`.
+    pub fn publish(&self, topic: &Topic) -> Result<(), Denied> {
+        self.access.decide(
+            &self.principal,
+            Action::Publish,
+            topic,
+            &self.peer,
+            self.way,
+        )
+    }
+}
+
+/// Why access was denied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{subject} of {mesh} may not {action} on {topic}: {why}")]
+pub struct Denied {
+    /// The principal's subject.
+    pub subject: String,
+    /// Its mesh.
+    pub mesh: MeshId,
+    /// What it tried.
+    pub action: &'static str,
+    /// On which topic.
+    pub topic: String,
+    /// Which rule forbade it, or that none permits it.
+    pub why: String,
+}
+
+/// A problem in the rules: byte offset in the rules text, and what is wrong.
+pub type RuleProblem = (usize, String);
+
+/// Compiled access rules.
+#[derive(Debug, Clone)]
+pub struct Access {
+    policies: PolicySet,
+}
+
+impl PartialEq for Access {
+    fn eq(&self, other: &Self) -> bool {
+        self.policies.to_string() == other.policies.to_string()
+    }
+}
+
+impl Eq for Access {}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    // Invariant: the type names are the constants of SCHEMA.
+    let kind =
+        EntityTypeName::from_str(kind).unwrap_or_else(|e| unreachable!("Cedar type {kind}: {e}"));
+    EntityUid::from_type_name_and_id(kind, EntityId::new(id))
+}
+
+/// The byte offset of a diagnostic's first label, else 0.
+fn offset(d: &dyn miette::Diagnostic) -> usize {
+    d.labels()
+        .and_then(|mut l| l.next())
+        .map_or(0, |l| l.offset())
+}
+
+impl Access {
+    /// Parses `rules` and validates them against [`SCHEMA`]: every problem with its offset.
+    pub fn parse(rules: &str) -> Result<Self, Vec<RuleProblem>> {
+        let policies = PolicySet::from_str(rules).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| (offset(e), e.to_string()))
+                .collect::<Vec<_>>()
+        })?;
+        let result =
+            Validator::new(SCHEMA_PARSED.clone()).validate(&policies, ValidationMode::Strict);
+        let problems: Vec<RuleProblem> = result
+            .validation_errors()
+            .map(|e| (offset(e), e.to_string()))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self { policies })
+    }
+
+    /// Whether `who` may `action` on `topic` with partner `peer`, going `way`.
+    pub fn decide(
+        &self,
+        who: &Principal,
+        action: Action,
+        topic: &Topic,
+        peer: &MeshId,
+        way: Way,
+    ) -> Result<(), Denied> {
+        let denied = |why: String| Denied {
+            subject: who.subject.clone(),
+            mesh: who.mesh.clone(),
+            action: action.name(),
+            topic: topic.to_string(),
+            why,
+        };
+        let principal = uid(
+            "Meshfed::Principal",
+            &format!("{}/{}", who.mesh, who.subject),
+        );
+        let mesh = uid("Meshfed::Mesh", who.mesh.as_str());
+        let roles: Vec<EntityUid> = who.roles.iter().map(|r| uid("Meshfed::Role", r)).collect();
+        let resource = uid("Meshfed::Topic", topic.as_str());
+        let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
+        let entity = Entity::new_with_tags(
+            principal.clone(),
+            [
+                ("subject".to_owned(), string(&who.subject)),
+                ("mesh".to_owned(), string(who.mesh.as_str())),
+            ],
+            roles.iter().cloned().chain([mesh.clone()]),
+            who.attributes.iter().map(|(k, v)| (k.clone(), string(v))),
+        )
+        .map_err(|e| denied(format!("its identity is not usable: {e}")))?;
+        let topic_entity = Entity::new(
+            resource.clone(),
+            [("name".to_owned(), string(topic.as_str()))].into(),
+            Default::default(),
+        )
+        .map_err(|e| denied(format!("the topic is not usable: {e}")))?;
+        let entities = Entities::from_entities(
+            [
+                entity,
+                topic_entity,
+                Entity::new_no_attrs(mesh, Default::default()),
+            ]
+            .into_iter()
+            .chain(
+                roles
+                    .into_iter()
+                    .map(|r| Entity::new_no_attrs(r, Default::default())),
+            ),
+            None,
+        )
+        .map_err(|e| denied(format!("its identity is not usable: {e}")))?;
+        let context = Context::from_pairs([
+            ("peer".to_owned(), string(peer.as_str())),
+            (
+                "direction".to_owned(),
+                string(match way {
+                    Way::Outbound => "outbound",
+                    Way::Inbound => "inbound",
+                }),
+            ),
+        ])
+        .map_err(|e| denied(e.to_string()))?;
+        let request = Request::new(
+            principal,
+            uid("Meshfed::Action", action.name()),
+            resource,
+            context,
+            None,
+        )
+        .map_err(|e| denied(e.to_string()))?;
+        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        if response.decision() == Decision::Allow {
+            return Ok(());
+        }
+        let forbidding: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| {
+                self.policies
+                    .annotation(id, "id")
+                    .map_or_else(|| id.to_string(), str::to_owned)
+            })
+            .collect();
+        Err(denied(if forbidding.is_empty() {
+            "no access rule permits it".to_owned()
+        } else {
+            format!("forbidden by {}", forbidding.join(", "))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buyer() -> Principal {
+        Principal {
+            mesh: "plant-a".parse().unwrap(),
+            subject: "erp".into(),
+            roles: vec!["buyer".into()],
+            attributes: [("site".to_owned(), "north".to_owned())].into(),
+        }
+    }
+
+    fn topic(s: &str) -> Topic {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rules_permit_by_role_mesh_and_tag_and_deny_the_rest() {
+        let rules = r#"
+            permit (principal in Meshfed::Role::"buyer", action == Meshfed::Action::"publish", resource)
+            when { resource.name like "orders/*" && context.direction == "outbound" };
+            @id("no-south")
+            forbid (principal, action, resource)
+            when { principal.hasTag("site") && principal.getTag("site") == "south" };
+            permit (principal in Meshfed::Mesh::"supplier-b", action == Meshfed::Action::"publish", resource)
+            when { resource.name like "shipments/*" };
+        "#;
+        let access = Access::parse(rules).unwrap();
+        let peer: MeshId = "supplier-b".parse().unwrap();
+        let erp = buyer();
+        assert_eq!(
+            access.decide(
+                &erp,
+                Action::Publish,
+                &topic("orders/1"),
+                &peer,
+                Way::Outbound
+            ),
+            Ok(())
+        );
+        let denied = access
+            .decide(
+                &erp,
+                Action::Publish,
+                &topic("invoices/1"),
+                &peer,
+                Way::Outbound,
+            )
+            .unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "erp of plant-a may not publish on invoices/1: no access rule permits it"
+        );
+        let south = Principal {
+            attributes: [("site".to_owned(), "south".to_owned())].into(),
+            ..buyer()
+        };
+        let denied = access
+            .decide(
+                &south,
+                Action::Publish,
+                &topic("orders/1"),
+                &peer,
+                Way::Outbound,
+            )
+            .unwrap_err();
+        assert!(
+            denied.to_string().ends_with("forbidden by no-south"),
+            "{denied}"
+        );
+        let partner = Principal::federation(&peer);
+        assert_eq!(
+            access.decide(
+                &partner,
+                Action::Publish,
+                &topic("shipments/9"),
+                &peer,
+                Way::Inbound
+            ),
+            Ok(())
+        );
+        assert!(
+            access
+                .decide(
+                    &partner,
+                    Action::Publish,
+                    &topic("orders/9"),
+                    &peer,
+                    Way::Inbound
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn identities_map_directly_by_role_by_attribute_or_as_the_federation() {
+        let b: MeshId = "supplier-b".parse().unwrap();
+        let rules = vec![
+            Mapping {
+                mesh: Some(b.clone()),
+                subject: Some("erp".into()),
+                role: None,
+                attributes: BTreeMap::new(),
+                to: Some("supplier-erp".into()),
+                roles: vec!["supplier".into()],
+            },
+            Mapping {
+                mesh: None,
+                subject: None,
+                role: Some("buyer".into()),
+                attributes: BTreeMap::new(),
+                to: None,
+                roles: vec!["purchasing".into()],
+            },
+            Mapping {
+                mesh: Some(b.clone()),
+                subject: None,
+                role: None,
+                attributes: [("site".to_owned(), "north".to_owned())].into(),
+                to: None,
+                roles: vec!["north-site".into()],
+            },
+        ];
+        let remote = |subject: &str, roles: &[&str], site: &str| Principal {
+            mesh: b.clone(),
+            subject: subject.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            attributes: [("site".to_owned(), site.to_owned())].into(),
+        };
+        let direct = map(&rules, &remote("erp", &[], "x"));
+        assert_eq!(
+            (direct.subject.as_str(), direct.roles.as_slice()),
+            ("supplier-erp", &["supplier".to_owned()][..])
+        );
+        let by_role = map(&rules, &remote("mes", &["buyer"], "x"));
+        assert_eq!(
+            (by_role.subject.as_str(), by_role.roles.as_slice()),
+            ("mes", &["purchasing".to_owned()][..])
+        );
+        let by_attr = map(&rules, &remote("scada", &["operator"], "north"));
+        assert_eq!(by_attr.roles, ["north-site"]);
+        let unmatched = map(&rules, &Principal::federation(&"plant-c".parse().unwrap()));
+        assert_eq!(
+            (unmatched.subject.as_str(), unmatched.roles.len()),
+            ("federation::plant-c", 0)
+        );
+    }
+
+    #[test]
+    fn parse_and_validation_errors_have_offsets() {
+        let bad_syntax = "permit (principal, action, resource) when { true ";
+        let errors = Access::parse(bad_syntax).unwrap_err();
+        assert!(!errors.is_empty());
+        let unknown = "permit (principal, action, resource) when { resource.size > 3 };";
+        let errors = Access::parse(unknown).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].0,
+            unknown.find("resource.size").unwrap(),
+            "{errors:?}"
+        );
+        let wrong_type = r#"permit (principal == Meshfed::Topic::"x", action, resource);"#;
+        assert!(Access::parse(wrong_type).is_err());
+    }
+}
