@@ -91,6 +91,7 @@ fn init_writes_the_identity_and_summarises_it() {
         "ca/issuing.key",
         "node/node.crt",
         "node/node.key",
+        "tokens/issuer.key",
         "admin.token",
         "meshfed.toml",
     ] {

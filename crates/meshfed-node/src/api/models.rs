@@ -32,10 +32,12 @@ use crate::gateway::{Health, LinkStatus, NodeFacts};
 
 mod revocations;
 pub(crate) mod schema;
+mod tokens;
 
 pub use revocations::{
     RevocationListView, RevocationsView, RevokeNodeRequest, RevokedNodeView, RevokedSerialView,
 };
+pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
