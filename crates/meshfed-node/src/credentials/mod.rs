@@ -270,7 +270,7 @@ impl Claims {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Neither the admin token nor three base64url parts with a JSON header.
-    #[error("not the admin token, nor a JWT")]
+    #[error("neither the admin token (the node directory's admin.token) nor a JWT")]
     NotAJwt,
     /// A JWT signed (or not) with another algorithm than ES384.
     #[error("algorithm {0:?} is refused: tokens are signed with ES384")]
