@@ -351,3 +351,71 @@ async fn a_node_directory_from_before_tokens_gets_its_issuer_key_at_start() {
     );
     a.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_its_sockets_are_open_is_refused_on_them() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let issued = issue(
+        &a,
+        json!({"subject": "erp", "topics": ["orders/#"], "actions": ["publish", "subscribe"]}),
+    )
+    .await;
+    let token = issued["token"].as_str().unwrap();
+    let mut publisher = a.websocket("/v1/messages/publish", token).await.unwrap();
+    let mut subscriber = a
+        .websocket("/v1/messages/stream?topic=orders/%23", token)
+        .await
+        .unwrap();
+    let (status, body) = b
+        .post(
+            "/v1/messages",
+            json!({"to": "plant-a", "topic": "orders/1", "payload": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        next_json(&mut subscriber).await["federation"]["metadata"]["topic"],
+        "orders/1"
+    );
+
+    let jti = issued["jti"].as_str().unwrap();
+    let (status, body) = a.post(&format!("/v1/tokens/{jti}/revoke"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+
+    publisher
+        .send(Message::Text(send("orders/2").to_string().into()))
+        .await
+        .unwrap();
+    let reply = next_json(&mut publisher).await;
+    assert_eq!(reply["error"]["code"], "unauthorized", "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        format!("the bearer token is refused: token {jti} was revoked")
+    );
+
+    let (status, body) = b
+        .post(
+            "/v1/messages",
+            json!({"to": "plant-a", "topic": "orders/2", "payload": 2}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let close = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), subscriber.next())
+            .await
+            .expect("no frame within 10 s");
+        match frame {
+            Some(Ok(Message::Close(close))) => break close,
+            Some(Ok(Message::Text(t))) => panic!("delivered after revocation: {t}"),
+            Some(Ok(_)) => continue,
+            other => panic!("the stream ended without a close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a reason");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("was revoked"), "{}", close.reason);
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}

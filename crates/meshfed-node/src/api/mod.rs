@@ -662,7 +662,7 @@ const WS_READ_BUFFER: usize = 16 * 1024;
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
-        (status = 403, description = "A component token without the `publish` action (`forbidden`); one with it is answered `forbidden` for each message on a topic outside its patterns, and the stream goes on", body = ErrorBody),
+        (status = 403, description = "A component token without the `publish` action (`forbidden`); one with it is answered `forbidden` for each message on a topic outside its patterns, and the stream goes on; once the token is revoked or expires, each message is answered `unauthorized`", body = ErrorBody),
     )
 )]
 async fn publish(
@@ -758,6 +758,10 @@ async fn publish_one(
     message: Result<binary::Publish, ApiError>,
 ) -> Reply {
     let submitted = async {
+        node.recheck(principal).map_err(|e| {
+            node.count_refusal(e.reason());
+            ApiError::refused_token(&e)
+        })?;
         let (outgoing, wait) = outgoing(message?)?;
         principal
             .may_publish(&outgoing.topic)
@@ -889,7 +893,7 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
-        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`)", body = ErrorBody),
+        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
         (status = 500, description = "The durable subscription could not be registered (`internal`)", body = ErrorBody),
     )
 )]
@@ -917,7 +921,9 @@ async fn stream(
             .map_err(ApiError::internal)?;
         return Ok(ws
             .read_buffer_size(WS_READ_BUFFER)
-            .on_upgrade(move |socket| forward_durable(reader, socket, form, format))
+            .on_upgrade(move |socket| {
+                forward_durable(node, principal, reader, socket, form, format)
+            })
             .into_response());
     }
     // Subscribed before the upgrade completes too: a client whose stream is open misses
@@ -926,8 +932,21 @@ async fn stream(
     let live = node.subscribe(pattern, q.from, form).await;
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| forward(node, socket, live, form, format))
+        .on_upgrade(move |socket| forward(node, principal, socket, live, form, format))
         .into_response())
+}
+
+/// The close frame for a WebSocket whose component token was revoked or expired since it
+/// opened (counted as a refusal); `None` while it holds. Checked before each envelope is sent,
+/// so a subscriber that receives nothing is told at its next envelope.
+fn lapsed(node: &Node, principal: &Principal) -> Option<WsMessage> {
+    let e = node.recheck(principal).err()?;
+    node.count_refusal(e.reason());
+    tracing::debug!(subject = %principal.subject, jti = ?principal.token_id, reason = e.reason(), "closing a stream whose token no longer holds");
+    Some(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: format!("the bearer token is refused: {e}").into(),
+    })))
 }
 
 /// The frame of `delivery` for a subscriber that asked for `form` in `format`, made once per
@@ -968,6 +987,7 @@ fn stored_frame(text: String, format: Format) -> WsMessage {
 /// the node goes away.
 async fn forward(
     node: Node,
+    principal: Principal,
     mut socket: WebSocket,
     mut live: Subscription,
     form: Form,
@@ -985,6 +1005,10 @@ async fn forward(
         };
         // None: disconnected as a slow consumer, or the gateway stops.
         let Some(delivery) = delivery else { break };
+        if let Some(close) = lapsed(&node, &principal) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+            return;
+        }
         // One write (and flush) for whatever is queued, not one per message.
         if socket
             .feed(delivery_frame(&delivery, form, format))
@@ -999,6 +1023,8 @@ async fn forward(
 }
 
 async fn forward_durable(
+    node: Node,
+    principal: Principal,
     (mut reader, mut saves): (
         durable::Reader,
         tokio::sync::mpsc::UnboundedReceiver<durable::Saved>,
@@ -1032,6 +1058,10 @@ async fn forward_durable(
                 .collect(),
             next = reader.next() => match next {
                 Some(next) => {
+                    if let Some(close) = lapsed(&node, &principal) {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                        return;
+                    }
                     let frame = match next {
                         durable::Next::Stored(text) => stored_frame(text, format),
                         durable::Next::Live(d) => delivery_frame(&d, form, format),

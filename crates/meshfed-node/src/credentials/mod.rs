@@ -601,6 +601,8 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// The token's id; `None` for the admin token.
     pub token_id: Option<String>,
+    /// When the token expires, in seconds since the Unix epoch; `None` for the admin token.
+    pub expires: Option<u64>,
     access: Access,
 }
 
@@ -628,6 +630,7 @@ impl Principal {
             subject: "admin".into(),
             roles: vec![Role(ADMIN_ROLE.into())],
             token_id: None,
+            expires: None,
             access: Access::Admin,
         }
     }
@@ -639,6 +642,7 @@ impl Principal {
             subject: claims.sub,
             roles: claims.roles,
             token_id: Some(claims.jti),
+            expires: Some(claims.exp),
             access: if admin {
                 Access::Admin
             } else {
@@ -771,6 +775,26 @@ impl Credentials {
             return Err(TokenError::Revoked(claims.jti));
         }
         Ok(Principal::of(claims))
+    }
+
+    /// Whether the token `principal` authenticated with still holds at `now`: neither revoked
+    /// nor expired since. What a long-lived request (a WebSocket) checks as it goes.
+    pub(crate) fn recheck(&self, principal: &Principal, now: SystemTime) -> Result<(), TokenError> {
+        let (Some(jti), Some(exp)) = (&principal.token_id, principal.expires) else {
+            return Ok(());
+        };
+        if self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(jti)
+        {
+            return Err(TokenError::Revoked(jti.clone()));
+        }
+        if seconds(now) > exp.saturating_add(LEEWAY.as_secs()) {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
     }
 
     /// Refuses token `jti` (which expires at `expires`) from now on; forgets revocations of

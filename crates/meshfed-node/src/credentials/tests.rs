@@ -357,16 +357,29 @@ fn a_revoked_token_is_refused() {
             now(),
         )
         .unwrap();
-    assert!(credentials.check(&token, now()).is_ok());
+    let principal = credentials.check(&token, now()).unwrap();
+    assert_eq!(credentials.recheck(&principal, now()), Ok(()));
+    assert_eq!(
+        credentials.recheck(
+            &principal,
+            now() + Duration::from_secs(60) + LEEWAY + Duration::from_secs(1)
+        ),
+        Err(TokenError::Expired)
+    );
     credentials.revoke(
         claims.jti.clone(),
         claims.expires(),
         crate::clock::timestamp(now()),
     );
     assert_eq!(
+        credentials.recheck(&principal, now()),
+        Err(TokenError::Revoked(claims.jti.clone()))
+    );
+    assert_eq!(
         credentials.check(&token, now()),
         Err(TokenError::Revoked(claims.jti))
     );
+    assert_eq!(credentials.recheck(&Principal::admin(), now()), Ok(()));
 }
 
 #[test]

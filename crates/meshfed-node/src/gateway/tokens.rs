@@ -29,6 +29,14 @@ impl GatewayHandle {
         self.0.credentials.check(presented, ctx.clock.wall())
     }
 
+    /// Whether the token `principal` authenticated with still holds (not revoked or expired
+    /// since): for requests that last, such as WebSockets.
+    pub(crate) fn recheck(&self, principal: &Principal) -> Result<(), TokenError> {
+        self.0
+            .credentials
+            .recheck(principal, self.0.ctx.clock.wall())
+    }
+
     /// Counts an API request refused for its credentials.
     pub(crate) fn count_refusal(&self, reason: &'static str) {
         self.0.ctx.metrics.api_refused(reason);
