@@ -1,7 +1,7 @@
 //! `meshfed init`: a new mesh identity in a node directory.
 //!
 //! Creates the mesh CA and its issuing CA, this node's key and certificate (issued by the issuing
-//! CA), the admin token and `meshfed.toml`. The mesh CA key can be written outside the node
+//! CA), the issuer key of its component tokens, the admin token and `meshfed.toml`. The mesh CA key can be written outside the node
 //! directory ([`InitOptions::root_key_out`]): the gateway renews from the issuing CA key alone.
 //! An existing identity is never overwritten unless the caller asks for it
 //! ([`IfExists::Replace`], the CLI's `--force`).
@@ -131,6 +131,8 @@ pub enum FileKind {
     NodeKey,
     /// This node's certificate.
     NodeCert,
+    /// The key this gateway signs component tokens with (`crate::credentials`).
+    TokenIssuerKey,
     /// The admin API token.
     AdminToken,
     /// `meshfed.toml`.
@@ -146,6 +148,7 @@ impl fmt::Display for FileKind {
             Self::IssuingCaCert => "issuing CA certificate",
             Self::NodeKey => "node key",
             Self::NodeCert => "node certificate",
+            Self::TokenIssuerKey => "token issuer key",
             Self::AdminToken => "admin token",
             Self::Config => "configuration",
         })
@@ -201,8 +204,8 @@ pub enum InitError {
 
 /// Creates a mesh identity in `opts.dir`: the CA (`ca/ca.crt`, `ca/ca.key` or the file
 /// `opts.root_key_out`), its issuing CA (`ca/issuing.crt`, `ca/issuing.key`), this node's
-/// certificate (issued by the issuing CA) and key (`node/node.crt`, `node/node.key`), the admin
-/// token (`admin.token`) and `meshfed.toml` with every setting. Keys and token are written with
+/// certificate (issued by the issuing CA) and key (`node/node.crt`, `node/node.key`), the key
+/// component tokens are signed with (`tokens/issuer.key`), the admin token (`admin.token`) and `meshfed.toml` with every setting. Keys and token are written with
 /// mode 0600, the directories with mode 0700, every file atomically; `meshfed.toml` is written
 /// last.
 pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
@@ -237,6 +240,7 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
         opts.now,
         opts.node_cert_validity,
     )?;
+    let issuer_key = SigningKey::generate()?;
     let token = admin_token()?;
 
     let replaced = match previous {
@@ -267,6 +271,7 @@ pub fn init(opts: InitOptions) -> Result<InitReport, InitError> {
             FileKind::NodeKey => store_key(&keys, &id.node_key, &node_key, &opts)?,
             FileKind::CaCert => write(file, &ca.cert_pem(), &opts)?,
             FileKind::NodeCert => write(file, &node_cert.pem(), &opts)?,
+            FileKind::TokenIssuerKey => store_key(&keys, &issuer_key_path(), &issuer_key, &opts)?,
             FileKind::AdminToken => write(file, &format!("{token}\n"), &opts)?,
             FileKind::Config => write(file, &config.render(), &opts)?,
         }
@@ -350,6 +355,7 @@ fn replace(
 fn plan(dir: &Path, config: &NodeConfig, root_key_out: Option<&Path>) -> Vec<WrittenFile> {
     let id = &config.identity;
     let config_file = DirPath::from_static(CONFIG_FILE);
+    let issuer_key = issuer_key_path();
     let root_key = WrittenFile {
         kind: FileKind::CaKey,
         path: root_key_out.map_or_else(|| id.ca_key.resolve(dir), Path::to_path_buf),
@@ -369,6 +375,7 @@ fn plan(dir: &Path, config: &NodeConfig, root_key_out: Option<&Path>) -> Vec<Wri
         ),
         (FileKind::NodeKey, &id.node_key, FileMode::Private),
         (FileKind::NodeCert, &id.node_cert, FileMode::Public),
+        (FileKind::TokenIssuerKey, &issuer_key, FileMode::Private),
         (
             FileKind::AdminToken,
             &config.api.token_file,
@@ -401,6 +408,11 @@ fn refuse_existing(dir: &Path, plan: &[WrittenFile]) -> Result<(), InitError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Where the issuer key of component tokens is kept.
+fn issuer_key_path() -> DirPath {
+    DirPath::from_static(crate::credentials::ISSUER_KEY)
 }
 
 fn store_key(
@@ -475,6 +487,7 @@ mod tests {
             ("ca/issuing.crt", 0o644),
             ("node/node.key", 0o600),
             ("node/node.crt", 0o644),
+            ("tokens/issuer.key", 0o600),
             ("admin.token", 0o600),
             ("meshfed.toml", 0o644),
         ];

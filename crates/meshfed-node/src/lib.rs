@@ -13,6 +13,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 mod door;
 pub mod gateway;
 pub mod init;

@@ -115,7 +115,20 @@ pub(crate) struct Metrics {
     pub(crate) custody: Family<EventLabel, Counter>,
     /// Envelopes a broker holds in custody.
     pub(crate) custody_held: Gauge,
+    /// API requests refused for their credentials, by reason.
+    pub(crate) api_refused: Family<ReasonLabel, Counter>,
 }
+
+/// Why something was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+/// Why the API refused a request's credentials, besides each [`TokenError::reason`]
+/// (`crate::credentials::TokenError`): no token, a token in the URL, or a valid token asking
+/// for more than it grants.
+pub(crate) const API_REFUSALS: [&str; 3] = ["missing", "token_in_url", "forbidden"];
 
 /// What happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,7 +174,14 @@ impl Metrics {
             relay_proofs: Family::default(),
             custody: Family::default(),
             custody_held: Gauge::default(),
+            api_refused: Family::default(),
         };
+        for reason in API_REFUSALS
+            .into_iter()
+            .chain(crate::credentials::TokenError::REASONS)
+        {
+            drop(m.api_refused.get_or_create(&ReasonLabel { reason }));
+        }
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
         for direction in [Direction::Inbound, Direction::Outbound] {
@@ -303,8 +323,20 @@ impl Metrics {
             "Envelopes this broker holds in custody for destinations that are away",
             m.custody_held.clone(),
         );
+        registry.register(
+            "api_refused",
+            "API requests refused for their credentials, by reason: missing (no token), token_in_url, forbidden (a valid component token asking beyond its scope or for an admin route), or what was wrong with the token (malformed, algorithm, unknown_key, signature, claims, issuer, audience, expired, not_yet_valid, revoked)",
+            m.api_refused.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
+    }
+
+    /// Counts an API request refused for its credentials.
+    pub(crate) fn api_refused(&self, reason: &'static str) {
+        self.api_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts a partner's revocation list that was refused.

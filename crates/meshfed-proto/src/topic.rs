@@ -130,6 +130,13 @@ impl TopicPattern {
         out.join("/").parse().ok()
     }
 
+    /// Whether every topic this pattern matches is matched by `wider` too (a subscription
+    /// within a scope).
+    pub fn is_within(&self, wider: &Self) -> bool {
+        // The intersection is exact, so it equals this pattern only if this one lies within.
+        self.intersect(wider).is_some_and(|i| i == *self)
+    }
+
     /// Whether `topic` matches this pattern.
     pub fn matches(&self, topic: &Topic) -> bool {
         let mut want = self.0.split('/');
@@ -190,6 +197,30 @@ topic_impls!(TopicPattern, "topic pattern", true);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_is_within_another_only_when_every_topic_it_matches_is_matched_there() {
+        let p = |s: &str| s.parse::<TopicPattern>().unwrap();
+        for (narrow, wide) in [
+            ("orders/1", "orders/#"),
+            ("orders/+", "orders/#"),
+            ("orders/#", "orders/#"),
+            ("orders", "orders/#"),
+            ("orders/+/x", "orders/+/+"),
+            ("a/b", "#"),
+        ] {
+            assert!(p(narrow).is_within(&p(wide)), "{narrow} within {wide}");
+        }
+        for (wide, narrow) in [
+            ("#", "orders/#"),
+            ("orders/#", "orders/+"),
+            ("+/x", "orders/x"),
+            ("invoices/1", "orders/#"),
+            ("orders/+/+", "orders/+/x"),
+        ] {
+            assert!(!p(wide).is_within(&p(narrow)), "{wide} not within {narrow}");
+        }
+    }
 
     fn topic(s: &str) -> Topic {
         s.parse().unwrap()

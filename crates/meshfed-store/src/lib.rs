@@ -29,6 +29,7 @@ pub mod journal;
 mod revocation;
 mod schema;
 mod time_fmt;
+mod tokens;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -45,6 +46,7 @@ pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
 pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
 pub use revocation::{IssuedCert, StoredRevocations};
+pub use tokens::ComponentToken;
 
 use crate::error::Doing;
 

@@ -205,6 +205,21 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX custody_by_order ON custody (destination, priority DESC, deadline, received);
     ",
+    // 11: component tokens — the JWTs this gateway issued to its mesh's components (never the
+    // token itself), and when one was revoked; a row goes once its token has expired.
+    "
+    CREATE TABLE component_tokens (
+        jti     TEXT NOT NULL PRIMARY KEY,
+        subject TEXT NOT NULL,
+        roles   TEXT NOT NULL,    -- space-separated
+        topics  TEXT NOT NULL,    -- space-separated topic patterns
+        actions TEXT NOT NULL,    -- space-separated
+        issued  INTEGER NOT NULL, -- ms since the Unix epoch
+        expires INTEGER NOT NULL,
+        revoked INTEGER           -- NULL until revoked
+    ) STRICT;
+    CREATE INDEX component_tokens_by_expires ON component_tokens (expires);
+    ",
 ];
 
 /// The schema version this build writes.

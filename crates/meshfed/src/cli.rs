@@ -69,7 +69,7 @@ pub(crate) enum Command {
     /// Work with wire-format envelopes.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
-    /// Manage the admin token of the running gateway.
+    /// Manage the admin token of the running gateway, and the tokens it issues to components.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Roll the mesh CA over: partners receive the new trust bundle, signed by the old CA, over
@@ -171,6 +171,41 @@ pub(crate) enum TokenCommand {
     /// (DIR/admin.token unless meshfed.toml says otherwise) and the old one stops working at
     /// once. Streams already open stay open.
     Rotate,
+    /// Issue a token (a JWT signed by this gateway) to a component of this mesh: with it the
+    /// component may publish and subscribe on the API within its topics and actions. Prints
+    /// the token (only the token) on stdout.
+    Issue {
+        /// The component it is for.
+        #[arg(long, value_name = "S")]
+        subject: String,
+        /// A role of the component (repeat for several); `admin` makes the token count as the
+        /// admin token.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// Topic patterns it may use (repeat, or separate with commas), e.g. `orders/#`.
+        #[arg(long, value_name = "P", value_delimiter = ',')]
+        topics: Vec<TopicPattern>,
+        /// What it may do on them: publish, subscribe, request (comma-separated).
+        #[arg(long, value_name = "A", value_delimiter = ',')]
+        actions: Vec<String>,
+        /// How long the token works, at most 30 days.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Print the whole answer (token, id, claims) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the component tokens this gateway issued that have not expired.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a component token by its id (jti): refused from now on, also after restarts.
+    Revoke {
+        /// The token's id, as `token issue --json` and `token list` show it.
+        jti: String,
+    },
 }
 
 /// `meshfed gateway`.

@@ -71,6 +71,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => bench::run(args),
         Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
         Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
+        Command::Token(command) => token::run(&cli.global.dir, command),
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
         Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
         Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),

@@ -1,13 +1,20 @@
-//! `meshfed token rotate`: a fresh admin token for the running gateway, through the API.
+//! `meshfed token rotate | issue | list | revoke`: the admin token and the component tokens of
+//! the running gateway, through the API.
 
 use std::path::Path;
+use std::time::Duration;
 
-use meshfed_node::api::models::TokenRotated;
+use anyhow::anyhow;
+use meshfed_node::api::models::{
+    IssueTokenRequest, IssuedToken, TokenList, TokenRotated, TokenView,
+};
+use meshfed_node::credentials::MAX_TOKEN_TTL;
 
+use crate::cli::TokenCommand;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{outln, table};
 
 /// Asks the gateway to replace its admin token (authenticating with the current one).
 pub(crate) fn rotate(dir: &Path) -> Result<(), Failure> {
@@ -22,4 +29,95 @@ pub(crate) fn rotate(dir: &Path) -> Result<(), Failure> {
         )?;
         Ok(())
     })
+}
+
+/// `meshfed token issue | list | revoke`.
+pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
+    match command {
+        TokenCommand::Rotate => rotate(dir),
+        TokenCommand::Issue {
+            subject,
+            roles,
+            topics,
+            actions,
+            ttl,
+            json,
+        } => {
+            if ttl > MAX_TOKEN_TTL || ttl < Duration::from_secs(1) {
+                return Err(Failure::Input(anyhow!(
+                    "--ttl {}: a token lives from 1s to 30 days (revoke one to end it early)",
+                    humantime::format_duration(ttl)
+                )));
+            }
+            let request = IssueTokenRequest {
+                subject,
+                roles,
+                topics,
+                actions,
+                ttl: Some(humantime::format_duration(ttl).to_string()),
+            };
+            let client = ApiClient::for_dir(dir)?;
+            runtime()?.block_on(async move {
+                let issued: IssuedToken = client.post("/v1/tokens", &request).await?;
+                if json {
+                    outln!("{}", to_json(&issued)?)?;
+                } else {
+                    outln!("{}", issued.token)?;
+                }
+                Ok(())
+            })
+        }
+        TokenCommand::List { json } => {
+            let client = ApiClient::for_dir(dir)?;
+            runtime()?.block_on(async move {
+                let list: TokenList = client.get("/v1/tokens").await?;
+                if json {
+                    return outln!("{}", to_json(&list.tokens)?);
+                }
+                let rows: Vec<[String; 7]> = list.tokens.iter().map(row).collect();
+                table(
+                    [
+                        "JTI", "SUBJECT", "ROLES", "TOPICS", "ACTIONS", "EXPIRES", "REVOKED",
+                    ],
+                    &rows,
+                )
+            })
+        }
+        TokenCommand::Revoke { jti } => {
+            let client = ApiClient::for_dir(dir)?;
+            runtime()?.block_on(async move {
+                let path = format!("/v1/tokens/{jti}/revoke");
+                let revoked: TokenView = client.post(&path, &serde_json::json!({})).await?;
+                outln!(
+                    "revoked token {} of {}: refused from now on",
+                    revoked.jti,
+                    revoked.subject
+                )
+            })
+        }
+    }
+}
+
+fn row(t: &TokenView) -> [String; 7] {
+    let words = |w: &[String]| {
+        if w.is_empty() {
+            "-".to_owned()
+        } else {
+            w.join(",")
+        }
+    };
+    let topics: Vec<String> = t.topics.iter().map(ToString::to_string).collect();
+    [
+        t.jti.clone(),
+        t.subject.clone(),
+        words(&t.roles),
+        words(&topics),
+        words(&t.actions),
+        t.expires.clone(),
+        t.revoked.clone().unwrap_or_else(|| "-".to_owned()),
+    ]
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(anyhow!("writing JSON: {e}")))
 }

@@ -91,6 +91,7 @@ fn init_writes_the_identity_and_summarises_it() {
         "ca/issuing.key",
         "node/node.crt",
         "node/node.key",
+        "tokens/issuer.key",
         "admin.token",
         "meshfed.toml",
     ] {
@@ -122,6 +123,7 @@ fn keys_and_token_are_mode_0600() {
         "ca/ca.key",
         "ca/issuing.key",
         "node/node.key",
+        "tokens/issuer.key",
         "admin.token",
     ] {
         assert_eq!(mode(&dir.join(rel)), 0o600, "{rel}");

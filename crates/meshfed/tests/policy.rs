@@ -229,10 +229,20 @@ fn a_changed_policy_is_proposed_to_live_partners_and_a_bad_one_is_refused_with_i
     }
     // The API checks the same, naming the lines of the body it was given.
     let body = serde_json::json!({"toml": "[qos]\nmax_rate = 0\n"});
-    let answer = common::http_put_json(&b, "/v1/policy", &body);
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (status, answer) = common::http(
+        b.api_addr(),
+        "PUT",
+        "/v1/policy",
+        &common::admin_token(&b),
+        &body,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_policy", "{answer}");
     assert!(
-        answer.contains("policy.toml:2:12: qos.max_rate = 0"),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("policy.toml:2:12: qos.max_rate = 0"),
         "{answer}"
     );
 
@@ -254,12 +264,15 @@ fn a_changed_policy_is_proposed_to_live_partners_and_a_bad_one_is_refused_with_i
     assert!(view["file"].as_str().unwrap().contains("max_rate = 5"));
 }
 
-/// plant-a's operator may publish orders (and the probes the subscriber helper sends).
+/// plant-a's operator and its buyers may publish orders (the operator the probes the
+/// subscriber helper sends, too).
 const PLANT_ACCESS: &str = r#"
 [access]
 rules = '''
 permit (principal in Meshfed::Role::"admin", action == Meshfed::Action::"publish", resource)
 when { resource.name like "orders/*" || resource.name like "probe/*" };
+permit (principal in Meshfed::Role::"buyer", action == Meshfed::Action::"publish", resource)
+when { resource.name like "orders/*" };
 '''
 "#;
 
@@ -292,6 +305,32 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
     out.fails(
         1,
         "access denied: admin of plant-a may not publish on invoices/1: no access rule permits it",
+    );
+    // A component's token may be scoped wider than the rules: both must allow.
+    let issued = a.cli(&[
+        "token",
+        "issue",
+        "--subject",
+        "erp",
+        "--role",
+        "buyer",
+        "--topics",
+        "#",
+        "--actions",
+        "publish",
+    ]);
+    let token = issued.ok().trim().to_owned();
+    let post = |topic: &str| {
+        let body = serde_json::json!({"to": "supplier-b", "topic": topic, "payload": {}, "qos": 1});
+        common::http(a.api_addr(), "POST", "/v1/messages", &token, &body)
+    };
+    assert_eq!(post("orders/5").0, 202);
+    let (status, answer) = post("invoices/5");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "access_denied", "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "access denied: erp of plant-a may not publish on invoices/5: no access rule permits it"
     );
 
     // supplier-b's rules, at its gateway, for plant-a mapped to `plant`: orders arrive, a

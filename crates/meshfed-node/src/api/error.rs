@@ -49,6 +49,47 @@ impl ApiError {
         }
     }
 
+    /// A bearer token that is neither the admin token nor a valid component token; says
+    /// what is wrong with it (never the token).
+    pub(crate) fn refused_token(e: &crate::credentials::TokenError) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: format!("the bearer token is refused: {e}"),
+            retry_after: None,
+        }
+    }
+
+    /// A token in the URL's query: never accepted there (URLs end up in logs and histories).
+    pub(crate) fn token_in_url() -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "token_in_url",
+            message: "a token is never accepted in the URL: send it in the Authorization header (`Authorization: Bearer TOKEN`), and drop token= or access_token= from the query".into(),
+            retry_after: None,
+        }
+    }
+
+    /// A valid credential asking for what it does not grant.
+    pub(crate) fn forbidden(e: &crate::credentials::Forbidden) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: e.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// Nothing of that name.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// The message will not be delivered.
     pub fn dead_lettered(message: impl Into<String>) -> Self {
         Self {

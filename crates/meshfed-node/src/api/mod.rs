@@ -1,5 +1,8 @@
 //! The node's HTTP API: health, metrics, and the admin and messaging endpoints under `/v1`
-//! (DESIGN.md §9.2). Every `/v1` route needs the admin bearer token.
+//! (DESIGN.md §9.2). Every `/v1` route needs a bearer token: the admin token, or a component
+//! token this gateway issued ([`crate::credentials`]), which may only publish and subscribe
+//! within its scope. The guard ([`authorize`]) puts the caller's
+//! [`Principal`](crate::credentials::Principal) in the request's extensions.
 //!
 //! Every body is a type of [`models`]; every route is registered together with its OpenAPI
 //! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
@@ -14,14 +17,15 @@ mod policy;
 mod revocations;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Extension, OriginalUri, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -39,13 +43,14 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::credentials::{Action, Principal};
 use crate::gateway::federations::{self, Operation};
 use crate::gateway::local::durable;
 use crate::gateway::local::live::Subscription;
 use crate::gateway::local::{Delivery, Parts};
 use crate::gateway::room::WhenFull;
 use crate::gateway::submit::Submitted;
-use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing};
+use crate::gateway::{DEFAULT_INVITATION_TTL, FederationStatus, GatewayHandle, Outgoing, Sender};
 use models::schema;
 use models::{
     Acked, DeadLetterList, DeadLetterView, DescriptorView, DirectoryView, DurableAck, ErrorBody,
@@ -94,6 +99,8 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(dead_letters))
         .routes(routes!(rotate_token))
         .routes(routes!(policy::show_policy, policy::replace_policy))
+        .routes(routes!(tokens::issue_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
         .routes(routes!(show_trust))
         .routes(routes!(reload_trust))
         .routes(routes!(
@@ -156,28 +163,92 @@ async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(&DOCUMENT)
 }
 
+/// The `/v1` guard: refuses a token in the URL, authenticates the bearer token (the admin
+/// token, or a component token: signature, claims, revocation), refuses a component token the
+/// routes it may not use, and hands the caller's [`Principal`] to the handler, which checks
+/// topics and actions.
 async fn authorize(
     State(node): State<Node>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if token_in_query(req.uri().query()) {
+        node.count_refusal("token_in_url");
+        return Err(ApiError::token_in_url());
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let connection = req.extensions().get::<Arc<conn::Connection>>();
-    if !node.is_admin(presented) {
-        if let Some(c) = connection {
-            c.refused_token();
+    let connection = req.extensions().get::<Arc<conn::Connection>>().cloned();
+    let authenticated = if presented.is_empty() {
+        Err(None)
+    } else {
+        node.authenticate(presented).map_err(Some)
+    };
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(c) = connection {
+                c.refused_token();
+            }
+            let Some(e) = e else {
+                node.count_refusal("missing");
+                return Err(ApiError::unauthorized());
+            };
+            node.count_refusal(e.reason());
+            tracing::debug!(reason = e.reason(), error = %e, "refused a bearer token");
+            return Err(ApiError::refused_token(&e));
         }
-        return Err(ApiError::unauthorized());
-    }
+    };
     if let Some(c) = connection {
         c.authenticated();
     }
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path(), |u| u.path())
+        .to_owned();
+    if !principal.is_admin() && !component_route(req.method(), &path) {
+        node.count_refusal("forbidden");
+        tracing::debug!(subject = %principal.subject, jti = ?principal.token_id, method = %req.method(), path, "refused a component token an admin route");
+        let what = format!("{} {path}", req.method());
+        return Err(ApiError::forbidden(&principal.admin_only(&what)));
+    }
+    req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// Whether a query carries a token (`token=` or `access_token=`), which is never accepted.
+fn token_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            name.eq_ignore_ascii_case("token") || name.eq_ignore_ascii_case("access_token")
+        })
+    })
+}
+
+/// Whether a component token may call `method path` at all: publishing and subscribing. The
+/// handler checks its actions and topics.
+fn component_route(method: &Method, path: &str) -> bool {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    matches!(
+        (method, path),
+        (&Method::POST, "/messages")
+            | (&Method::GET, "/messages/publish")
+            | (&Method::GET, "/messages/stream")
+    )
+}
+
+/// A component's request refused for asking beyond its scope: counted and logged (subject and
+/// token id, never the token).
+fn forbidden(node: &Node, principal: &Principal, e: &crate::credentials::Forbidden) -> ApiError {
+    node.count_refusal("forbidden");
+    tracing::debug!(subject = %principal.subject, jti = ?principal.token_id, refusal = %e, "refused a component token beyond its scope");
+    ApiError::forbidden(e)
 }
 
 #[utoipa::path(
@@ -421,8 +492,8 @@ fn payload_bytes(ct: &ContentType, payload: Value) -> Result<Vec<u8>, ApiError> 
 
 impl SendRequest {
     /// The message this body asks for. Shared by `POST /v1/messages` and the publish stream.
-    fn into_outgoing(self) -> Result<(Outgoing, bool), ApiError> {
-        outgoing(self.into_publish()?)
+    fn into_outgoing(self, sender: &Principal) -> Result<(Outgoing, bool), ApiError> {
+        outgoing(self.into_publish()?, sender)
     }
 
     /// The message this body asks for, its JSON forms read: flags by name, the payload as
@@ -450,7 +521,7 @@ impl SendRequest {
 
 /// The message `p` asks for and whether its sender waits, under the rules every way of
 /// sending shares (a JSON body or frame, a binary frame).
-fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
+fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), ApiError> {
     if p.wait && p.qos == Qos::AtMostOnce {
         return Err(ApiError::bad_request(
             "wait needs an acknowledged delivery: send with qos 1 or 2",
@@ -476,7 +547,10 @@ fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
         priority: p.priority,
         max_latency: p.max_latency,
         flags,
-        sender: None,
+        sender: Sender {
+            subject: sender.subject.clone(),
+            roles: sender.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        },
     };
     Ok((outgoing, p.wait))
 }
@@ -492,7 +566,7 @@ fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
         (status = 200, description = "With `wait`: the destination acknowledged it", body = MessageAcknowledged),
         (status = 400, description = "A body that breaks a rule (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
-        (status = 403, description = "The agreement does not let the topic flow that way (`topic_not_agreed`)", body = ErrorBody),
+        (status = 403, description = "The agreement does not let the topic flow that way (`topic_not_agreed`), or a component token does not allow publishing on it (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No federation with the destination (`unknown_destination`)", body = ErrorBody),
         (status = 409, description = "The federation is not active (`federation_not_active`)", body = ErrorBody),
         (status = 413, description = "Larger than the agreement allows, or a body over the API's 2 MiB limit (`too_large`)", body = ErrorBody),
@@ -503,10 +577,14 @@ fn outgoing(p: binary::Publish) -> Result<(Outgoing, bool), ApiError> {
 )]
 async fn send_message(
     State(node): State<Node>,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<Sent, ApiError> {
     let Json(body) = body?;
-    let (outgoing, wait) = body.into_outgoing()?;
+    let (outgoing, wait) = body.into_outgoing(&principal)?;
+    principal
+        .may_publish(&outgoing.topic)
+        .map_err(|e| forbidden(&node, &principal, &e))?;
     // A request does not hold its connection while the queue is full: it is told to come back.
     let submitted = node.submit(outgoing, wait, WhenFull::Refuse).await?;
     outcome(submitted).await
@@ -590,18 +668,23 @@ const WS_READ_BUFFER: usize = 16 * 1024;
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 403, description = "A component token without the `publish` action (`forbidden`); one with it is answered `forbidden` for each message on a topic outside its patterns, and the stream goes on; once the token is revoked or expires, each message is answered `unauthorized`", body = ErrorBody),
     )
 )]
 async fn publish(
     State(node): State<Node>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
+    principal
+        .may(Action::Publish)
+        .map_err(|e| forbidden(&node, &principal, &e))?;
     let format = q.format.unwrap_or_default();
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| publish_loop(node, socket, format))
+        .on_upgrade(move |socket| publish_loop(node, principal, socket, format))
         .into_response())
 }
 
@@ -615,7 +698,7 @@ enum Reply {
 /// frame); each gets one answer in that format, in order. Messages are pipelined: the reader
 /// submits them as they come, so many wait for the same journal commit; the writer answers
 /// them in order as they are accepted.
-async fn publish_loop(node: Node, socket: WebSocket, format: Format) {
+async fn publish_loop(node: Node, principal: Principal, socket: WebSocket, format: Format) {
     let stopping = node.stopping();
     let (mut sink, mut incoming) = socket.split();
     let (replies, mut queued) = tokio::sync::mpsc::channel::<Reply>(PUBLISH_WINDOW);
@@ -665,7 +748,7 @@ async fn publish_loop(node: Node, socket: WebSocket, format: Format) {
                 (Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)), _) => break,
                 (Some(Ok(_)), _) => continue,
             };
-            let reply = publish_one(&node, message).await;
+            let reply = publish_one(&node, &principal, message).await;
             if replies.send(reply).await.is_err() {
                 break;
             }
@@ -675,9 +758,20 @@ async fn publish_loop(node: Node, socket: WebSocket, format: Format) {
     tokio::join!(reader, writer);
 }
 
-async fn publish_one(node: &Node, message: Result<binary::Publish, ApiError>) -> Reply {
+async fn publish_one(
+    node: &Node,
+    principal: &Principal,
+    message: Result<binary::Publish, ApiError>,
+) -> Reply {
     let submitted = async {
-        let (outgoing, wait) = outgoing(message?)?;
+        node.recheck(principal).map_err(|e| {
+            node.count_refusal(e.reason());
+            ApiError::refused_token(&e)
+        })?;
+        let (outgoing, wait) = outgoing(message?, principal)?;
+        principal
+            .may_publish(&outgoing.topic)
+            .map_err(|e| forbidden(node, principal, &e))?;
         // Waiting for room here stops this socket's reader: the publisher feels back-pressure
         // (DESIGN §3.5) while the writer goes on answering what is accepted.
         Ok::<_, ApiError>(node.submit(outgoing, wait, WhenFull::Wait).await?)
@@ -805,15 +899,20 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
+        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
         (status = 500, description = "The durable subscription could not be registered (`internal`)", body = ErrorBody),
     )
 )]
 async fn stream(
     State(node): State<Node>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
+    principal
+        .may_subscribe(q.topic.as_ref())
+        .map_err(|e| forbidden(&node, &principal, &e))?;
     let pattern = q.topic.unwrap_or_else(TopicPattern::all);
     let form = Form::from(q.proof.unwrap_or_default());
     let format = q.format.unwrap_or_default();
@@ -828,7 +927,9 @@ async fn stream(
             .map_err(ApiError::internal)?;
         return Ok(ws
             .read_buffer_size(WS_READ_BUFFER)
-            .on_upgrade(move |socket| forward_durable(reader, socket, form, format))
+            .on_upgrade(move |socket| {
+                forward_durable(node, principal, reader, socket, form, format)
+            })
             .into_response());
     }
     // Subscribed before the upgrade completes too: a client whose stream is open misses
@@ -837,8 +938,21 @@ async fn stream(
     let live = node.subscribe(pattern, q.from, form).await;
     Ok(ws
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| forward(node, socket, live, form, format))
+        .on_upgrade(move |socket| forward(node, principal, socket, live, form, format))
         .into_response())
+}
+
+/// The close frame for a WebSocket whose component token was revoked or expired since it
+/// opened (counted as a refusal); `None` while it holds. Checked before each envelope is sent,
+/// so a subscriber that receives nothing is told at its next envelope.
+fn lapsed(node: &Node, principal: &Principal) -> Option<WsMessage> {
+    let e = node.recheck(principal).err()?;
+    node.count_refusal(e.reason());
+    tracing::debug!(subject = %principal.subject, jti = ?principal.token_id, reason = e.reason(), "closing a stream whose token no longer holds");
+    Some(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: format!("the bearer token is refused: {e}").into(),
+    })))
 }
 
 /// The frame of `delivery` for a subscriber that asked for `form` in `format`, made once per
@@ -879,6 +993,7 @@ fn stored_frame(text: String, format: Format) -> WsMessage {
 /// the node goes away.
 async fn forward(
     node: Node,
+    principal: Principal,
     mut socket: WebSocket,
     mut live: Subscription,
     form: Form,
@@ -896,6 +1011,10 @@ async fn forward(
         };
         // None: disconnected as a slow consumer, or the gateway stops.
         let Some(delivery) = delivery else { break };
+        if let Some(close) = lapsed(&node, &principal) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+            return;
+        }
         // One write (and flush) for whatever is queued, not one per message.
         if socket
             .feed(delivery_frame(&delivery, form, format))
@@ -910,6 +1029,8 @@ async fn forward(
 }
 
 async fn forward_durable(
+    node: Node,
+    principal: Principal,
     (mut reader, mut saves): (
         durable::Reader,
         tokio::sync::mpsc::UnboundedReceiver<durable::Saved>,
@@ -943,6 +1064,10 @@ async fn forward_durable(
                 .collect(),
             next = reader.next() => match next {
                 Some(next) => {
+                    if let Some(close) = lapsed(&node, &principal) {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                        return;
+                    }
                     let frame = match next {
                         durable::Next::Stored(text) => stored_frame(text, format),
                         durable::Next::Live(d) => delivery_frame(&d, form, format),

@@ -35,6 +35,7 @@ use crate::gateway::{Health, LinkStatus, NodeFacts};
 mod policy;
 mod revocations;
 pub(crate) mod schema;
+mod tokens;
 
 pub use policy::{
     PolicyAgreementView, PolicyOfferView, PolicyProposalView, PolicyUpdate, PolicyUpdated,
@@ -43,6 +44,7 @@ pub use policy::{
 pub use revocations::{
     RevocationListView, RevocationsView, RevokeNodeRequest, RevokedNodeView, RevokedSerialView,
 };
+pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

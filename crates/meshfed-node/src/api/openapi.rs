@@ -16,8 +16,11 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
     info(
         title = "meshfed node API",
         description = "The admin and messaging API of a meshfed node (DESIGN.md §9.2). Every \
-            `/v1` operation but this document needs the node's admin token as a bearer token \
-            (the node directory's `admin.token`). Errors are `{\"error\": {\"code\", \
+            `/v1` operation but this document needs a bearer token in the Authorization header \
+            (never in the URL): the node's admin token (the node directory's `admin.token`), or \
+            a component token the gateway issued (`POST /v1/tokens`), which may only publish \
+            and subscribe within its topics and actions (403 `forbidden` elsewhere) unless it \
+            has the role `admin`. Errors are `{\"error\": {\"code\", \
             \"message\"}}` with a fitting HTTP status; on a WebSocket the same object is a \
             frame."
     ),
@@ -39,7 +42,8 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
         (name = "federations", description = "Invitations, joining, listing and lifecycle"),
         (name = "messages", description = "Sending and receiving across federations"),
         (name = "policy", description = "This mesh's policy file, what it offers partners, and each federation's agreement"),
-        (name = "revocations", description = "Revoking this mesh's nodes; the revocation lists of this mesh and its partners")
+        (name = "revocations", description = "Revoking this mesh's nodes; the revocation lists of this mesh and its partners"),
+        (name = "tokens", description = "Component tokens: issuing, listing and revoking the JWTs this gateway grants its mesh's components")
     )
 )]
 pub(super) struct ApiDoc;

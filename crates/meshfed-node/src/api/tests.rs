@@ -62,6 +62,7 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 fn concrete(path: &str) -> String {
     path.replace("{id}", "fed_probe")
         .replace("{operation}", "suspend")
+        .replace("{jti}", "00")
 }
 
 /// A gateway started in this process, on loopback ports.
@@ -614,6 +615,36 @@ fn samples() -> Vec<(String, Value)> {
         sample(StreamReply::Refused(error())),
         sample(error().error),
         sample(error()),
+        sample(IssueTokenRequest {
+            subject: "erp".into(),
+            roles: vec!["writer".into()],
+            topics: vec!["orders/#".parse().unwrap()],
+            actions: vec!["publish".into()],
+            ttl: Some("1h".into()),
+        }),
+        sample(IssuedToken {
+            token: "eyJ0.eyJ0.c2ln".into(),
+            jti: "00".repeat(16),
+            issuer: "meshfed:plant-a/gw1".into(),
+            audience: "meshfed:plant-a".into(),
+            kid: "kid".into(),
+            subject: "erp".into(),
+            roles: vec![],
+            topics: vec!["orders/#".parse().unwrap()],
+            actions: vec!["publish".into()],
+            issued: "2026-01-01T00:00:00Z".into(),
+            expires: "2026-01-01T01:00:00Z".into(),
+        }),
+        sample(token_view()),
+        sample(TokenList {
+            tokens: vec![
+                token_view(),
+                TokenView {
+                    revoked: None,
+                    ..token_view()
+                },
+            ],
+        }),
         (
             "Envelope".to_owned(),
             json!({"federation": {"id": id()}, "message": {"celsius": 21.5}}),
@@ -815,4 +846,81 @@ fn revocation_list() -> RevocationListView {
             revoked_at: "2026-01-01T00:00:00Z".into(),
         }],
     }
+}
+
+fn token_view() -> TokenView {
+    TokenView {
+        jti: "00".repeat(16),
+        subject: "erp".into(),
+        roles: vec!["writer".into()],
+        topics: vec!["orders/#".parse().unwrap()],
+        actions: vec!["publish".into(), "subscribe".into()],
+        issued: "2026-01-01T00:00:00Z".into(),
+        expires: "2026-01-01T01:00:00Z".into(),
+        revoked: Some("2026-01-01T00:30:00Z".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_token_gets_403_on_every_route_but_publishing_and_subscribing() {
+    let node = Running::start().await;
+    let admin = std::fs::read_to_string(node._dir.path().join("admin.token")).unwrap();
+    let url = format!("http://{}/v1/tokens", node.gateway.api_addr());
+    let issued: Value = node
+        .http
+        .post(url)
+        .bearer_auth(admin.trim())
+        .json(
+            &json!({"subject": "erp", "topics": ["orders/#"], "actions": ["publish", "subscribe"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap();
+    let doc = serde_json::to_value(document()).unwrap();
+    let component = [
+        ("POST", "/v1/messages"),
+        ("GET", "/v1/messages/publish"),
+        ("GET", "/v1/messages/stream"),
+    ];
+    let mut refused = 0;
+    for (method, path) in documented(&doc) {
+        if !path.starts_with("/v1/") || path == "/v1/openapi.json" {
+            continue;
+        }
+        let url = format!("http://{}{}", node.gateway.api_addr(), concrete(&path));
+        let resp = node
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if component.contains(&(method.as_str(), path.as_str())) {
+            assert_ne!(status, 403, "{method} {path}: {body}");
+            assert_ne!(status, 401, "{method} {path}: {body}");
+            continue;
+        }
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{method} {path}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("needs the admin token or a token with the admin role")
+                && message.contains("erp"),
+            "{method} {path}: {message}"
+        );
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        assert!(
+            op["responses"].get("403").is_some() || !op["security"].is_null(),
+            "{method} {path}"
+        );
+        refused += 1;
+    }
+    assert!(refused > 15, "only {refused} admin routes probed");
+    node.gateway.shutdown().await;
 }

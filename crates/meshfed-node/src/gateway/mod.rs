@@ -39,6 +39,7 @@ pub(crate) mod room;
 pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod submit;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,13 +95,23 @@ pub async fn start(
     let admin_token = identity::read("admin token", config.api.token_file.resolve(dir))?
         .trim()
         .to_owned();
+    let issuer =
+        crate::credentials::Issuer::load_or_create(dir, &id.mesh, &id.node).map_err(|e| {
+            GatewayError::Identity {
+                dir: dir.to_path_buf(),
+                reason: error::chain(&e),
+            }
+        })?;
     let store_path = config.store.path.resolve(dir);
     crate::store_file::check(dir, &store_path)?;
-    let (store, journal, revocations) = tokio::task::spawn_blocking(move || {
+    let horizon = crate::credentials::prune_horizon(clock.now());
+    let (store, journal, revocations, revoked_tokens) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&store_path)?;
         let journal = Journal::open(&store_path, JournalConfig::default())?;
         let revocations = revoked::Revocations::load(store.revocation_lists()?)?;
-        Ok::<_, meshfed_store::StoreError>((store, journal, revocations))
+        store.prune_tokens(horizon)?;
+        let revoked_tokens = store.revoked_tokens()?;
+        Ok::<_, meshfed_store::StoreError>((store, journal, revocations, revoked_tokens))
     })
     .await
     .map_err(|e| GatewayError::Identity {
@@ -213,6 +224,7 @@ pub async fn start(
     Ok(GatewayHandle(Arc::new(Stages {
         ctx,
         admin_token: std::sync::RwLock::new(admin_token),
+        credentials: crate::credentials::Credentials::new(issuer, revoked_tokens),
         local,
         routes,
         links,
@@ -230,6 +242,8 @@ struct Stages {
     ctx: Arc<Context>,
     /// The admin token; replaced by [`GatewayHandle::rotate_admin_token`].
     admin_token: std::sync::RwLock<String>,
+    /// What component tokens are checked with: the issuer key and the revoked token ids.
+    credentials: crate::credentials::Credentials,
     local: Arc<Local>,
     routes: Arc<Routes>,
     links: Arc<Links>,

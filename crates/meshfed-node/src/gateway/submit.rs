@@ -40,9 +40,9 @@ pub struct Outgoing {
     pub max_latency: Option<MaxLatency>,
     /// `reliable`, `ordered`.
     pub flags: Flags,
-    /// Who sends it: a component of this mesh; `None` for the holder of the admin token
-    /// (subject `admin`, role `admin`).
-    pub sender: Option<Sender>,
+    /// Who sends it: a component of this mesh, as its credential names it (the admin token's
+    /// holder is subject `admin`, role `admin`).
+    pub sender: Sender,
 }
 
 /// A local component as its credential names it.
@@ -235,20 +235,12 @@ fn check(
     if msg.qos == Qos::AtMostOnce && !stream.has_link() {
         return Err(Refusal::Unreachable(msg.to.clone()));
     }
-    let sender = msg.sender.as_ref().map_or_else(
-        || Principal {
-            mesh: ctx.id.mesh.clone(),
-            subject: "admin".to_owned(),
-            roles: vec!["admin".to_owned()],
-            attributes: Default::default(),
-        },
-        |s| Principal {
-            mesh: ctx.id.mesh.clone(),
-            subject: s.subject.clone(),
-            roles: s.roles.clone(),
-            attributes: Default::default(),
-        },
-    );
+    let sender = Principal {
+        mesh: ctx.id.mesh.clone(),
+        subject: msg.sender.subject.clone(),
+        roles: msg.sender.roles.clone(),
+        attributes: Default::default(),
+    };
     if let Some(guard) = ctx.policy().outbound(sender, &msg.to) {
         guard
             .publish(&msg.topic)

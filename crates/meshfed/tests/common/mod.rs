@@ -203,24 +203,41 @@ pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
-/// `PUT path` with `body` as JSON on `m`'s API, with its admin token; returns the whole
-/// response (status line, headers, body).
-pub(crate) fn http_put_json(m: &Mesh, path: &str, body: &Value) -> String {
+/// `method path` with bearer `token` and JSON `body`, as curl would send it: the status code and
+/// the JSON answer.
+pub(crate) fn http(
+    api: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Value) {
     use std::io::{Read as _, Write as _};
-    let addr = m.api_addr();
-    let token = std::fs::read_to_string(m.dir().join("admin.token")).unwrap();
     let body = body.to_string();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
     write!(
-        stream,
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        token.trim(),
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: meshfed\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let answer =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}):\n{response}"));
+    (status, answer)
+}
+
+/// The admin token of `m`, from its node directory.
+pub(crate) fn admin_token(m: &Mesh) -> String {
+    std::fs::read_to_string(m.dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`
