@@ -1,0 +1,105 @@
+//! The per-message costs a policy adds: an access decision under a realistic rule set (roles,
+//! topic families, a partner, two forbids) — remembered, and made by Cedar for a topic not seen
+//! before — the inbound guard (identity mapping), and redacting a JSON payload and checking it.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark fixtures are constants that parse"
+)]
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use meshfed_node::policy::access::Principal;
+use meshfed_proto::MeshId;
+
+/// Ten rules, as a plant might write them: roles per topic family, a partner, a forbid.
+const POLICY: &str = r#"
+[[identity]]
+mesh = "supplier-b"
+subject = "federation::supplier-b"
+roles = ["supplier"]
+
+[data]
+redact = ["/customer/email", "/customer/phone"]
+
+[access]
+rules = '''
+permit (principal in Meshfed::Role::"buyer", action == Meshfed::Action::"publish", resource)
+when { resource.name like "orders/*" };
+permit (principal in Meshfed::Role::"planner", action == Meshfed::Action::"publish", resource)
+when { resource.name like "plans/*" || resource.name like "forecasts/*" };
+permit (principal in Meshfed::Role::"operator", action, resource)
+when { resource.name like "line-*/telemetry/*" };
+permit (principal in Meshfed::Role::"supplier", action == Meshfed::Action::"publish", resource)
+when { context.direction == "inbound" && (resource.name like "shipments/*" || resource.name like "invoices/*") };
+permit (principal in Meshfed::Mesh::"supplier-b", action == Meshfed::Action::"subscribe", resource)
+when { resource.name like "orders/*" };
+@id("no-recalls")
+forbid (principal, action, resource) when { resource.name like "orders/recall*" };
+@id("quarantine")
+forbid (principal, action, resource)
+when { principal.hasTag("site") && principal.getTag("site") == "quarantine" };
+'''
+"#;
+
+fn bench(c: &mut Criterion) {
+    let policy = meshfed_node::policy::parse(POLICY, Path::new("policy.toml")).unwrap();
+    let peer: MeshId = "supplier-b".parse().unwrap();
+    let topic = "orders/4711".parse().unwrap();
+    let sender = Principal {
+        mesh: "plant-a".parse().unwrap(),
+        subject: "erp".into(),
+        roles: vec!["buyer".into()],
+        attributes: [("site".to_owned(), "north".to_owned())].into(),
+    };
+    let outbound = policy.outbound(sender, &peer).unwrap();
+    assert!(outbound.publish(&topic).is_ok());
+    let inbound = policy.inbound(&peer).unwrap();
+    let shipment = "shipments/17".parse().unwrap();
+    assert!(inbound.publish(&shipment).is_ok());
+    let mut g = c.benchmark_group("policy");
+    g.bench_function("access decision, outbound (allow)", |b| {
+        b.iter(|| black_box(&outbound).publish(black_box(&topic)))
+    });
+    g.bench_function("access decision, inbound (allow)", |b| {
+        b.iter(|| black_box(&inbound).publish(black_box(&shipment)))
+    });
+    // A topic never seen: Cedar decides (the decision is then remembered).
+    let mut n = 0u64;
+    g.bench_function("access decision, a new topic (Cedar)", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                format!("orders/{n}")
+                    .parse::<meshfed_proto::Topic>()
+                    .unwrap()
+            },
+            |t| black_box(&outbound).publish(&t),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let denied = "invoices/9".parse().unwrap();
+    g.bench_function("access decision, outbound (deny)", |b| {
+        b.iter(|| black_box(&outbound).publish(black_box(&denied)))
+    });
+    g.bench_function("inbound guard (mapping + rules)", |b| {
+        b.iter(|| black_box(&policy).inbound(black_box(&peer)))
+    });
+    let order = br#"{"po":"PO-1042","customer":{"name":"Ada","email":"ada@example.com","phone":"+41 1"},"lines":[{"sku":"A-1","qty":40},{"sku":"B-2","qty":5}]}"#;
+    let pointers = &policy.offer.redact;
+    g.bench_function("redact a 150-byte JSON order", |b| {
+        b.iter(|| meshfed_proto::redact::redact(black_box(order), black_box(pointers)))
+    });
+    g.bench_function("check a redacted order (receiver)", |b| {
+        let clean = meshfed_proto::redact::redact(order, pointers)
+            .unwrap()
+            .unwrap();
+        b.iter(|| meshfed_proto::redact::present(black_box(&clean), black_box(pointers)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
