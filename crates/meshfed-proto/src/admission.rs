@@ -153,9 +153,6 @@ pub enum Refusal {
         /// The JSON pointer.
         pointer: String,
     },
-    /// The agreement redacts fields, and the payload cannot be read as JSON to redact them.
-    #[error("{0}")]
-    Unredactable(#[from] crate::redact::NotJson),
     /// The access rules do not let the sender do it.
     #[error("access denied: {0}")]
     Denied(String),
@@ -196,7 +193,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 25] = [
+    pub const REASONS: [&'static str; 24] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -219,7 +216,6 @@ impl Refusal {
         "priority_not_agreed",
         "latency_not_agreed",
         "not_redacted",
-        "unredactable",
         "access_denied",
         "rate_limited",
     ];
@@ -250,7 +246,6 @@ impl Refusal {
             Self::PriorityNotAgreed { .. } => "priority_not_agreed",
             Self::LatencyNotAgreed { .. } => "latency_not_agreed",
             Self::NotRedacted { .. } => "not_redacted",
-            Self::Unredactable(_) => "unredactable",
             Self::Denied(_) => "access_denied",
             Self::RateLimited { .. } => "rate_limited",
         }
@@ -273,7 +268,6 @@ impl Refusal {
             | Self::PriorityNotAgreed { .. }
             | Self::LatencyNotAgreed { .. }
             | Self::NotRedacted { .. }
-            | Self::Unredactable(_)
             | Self::Denied(_)
             | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
@@ -444,13 +438,13 @@ impl Terms {
 
     /// The payload the sender seals: `payload` without the fields the agreement redacts
     /// (`None`: as it is).
-    pub fn redact(&self, payload: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
-        Ok(crate::redact::redact(payload, &self.redact)?)
+    pub fn redact(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        crate::redact::redact(payload, &self.redact)
     }
 
     /// The receiver's check of an opened payload: no field the agreement redacts is present.
     pub fn check_redacted(&self, payload: &[u8]) -> Result<(), Refusal> {
-        match crate::redact::present(payload, &self.redact)? {
+        match crate::redact::present(payload, &self.redact) {
             Some(pointer) => Err(Refusal::NotRedacted {
                 pointer: pointer.to_owned(),
             }),

@@ -233,7 +233,6 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         Refusal::TopicNotAgreed { .. } | Refusal::NotRedacted { .. } | Refusal::Denied(_) => {
             StatusCode::FORBIDDEN
         }
-        Refusal::Unredactable(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -246,7 +246,7 @@ fn check(
             .publish(&msg.topic)
             .map_err(|d| Refusal::Denied(d.to_string()))?;
     }
-    if let Some(redacted) = view.terms.redact(&msg.payload)? {
+    if let Some(redacted) = view.terms.redact(&msg.payload) {
         msg.payload = redacted;
     }
     if let Some(rate) = &view.rate {
