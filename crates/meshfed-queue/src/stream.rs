@@ -98,6 +98,8 @@ pub struct Ack {
     pub ranges: Vec<SeqRange>,
     /// Settled numbers whose message arrived after its deadline and was not delivered.
     pub late: Vec<Seq>,
+    /// Settled numbers whose message the receiver refused (its agreement or access checks).
+    pub refused: Vec<Seq>,
     /// The receiver's credit limit at the time of the acknowledgement.
     pub credit: Seq,
 }
@@ -313,6 +315,7 @@ mod tests {
                 end: Seq(7),
             }],
             late: vec![],
+            refused: vec![],
             credit: Seq(10),
         };
         let covered: Vec<u64> = (0..9).filter(|&s| ack.covers(Seq(s))).collect();

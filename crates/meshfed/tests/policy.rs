@@ -338,7 +338,7 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
     let sub = subscribe(&mut b, &a, &["--topic", "orders/#", "--count", "2"]);
     for (topic, n) in [("orders/7", 7), ("orders/recall-1", 0), ("orders/8", 8)] {
         let data = format!("{{\"n\":{n}}}");
-        a.cli(&[
+        let args = [
             "send",
             "--to",
             "supplier-b",
@@ -348,8 +348,14 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
             "1",
             "--wait",
             &data,
-        ])
-        .ok();
+        ];
+        let out = a.cli(&args);
+        if n == 0 {
+            // The sender learns it was refused there: dead-lettered, not acknowledged.
+            out.fails(1, "the receiving gateway refused it");
+        } else {
+            out.ok();
+        }
     }
     let got = sub.finish(DEADLINE);
     let ns: Vec<Value> = got

@@ -316,6 +316,10 @@ impl Task {
                     if let Some(refusal) = &arrived.refused {
                         self.ctx.metrics.refused(Direction::Inbound, refusal);
                         tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");
+                        // The sender learns it was refused, not delivered (it dead-letters it).
+                        if let Some(seq) = d.seq {
+                            self.inbox.handle_refused(&d.peer, seq);
+                        }
                         continue;
                     }
                     let delivery = arrived.delivery.clone();

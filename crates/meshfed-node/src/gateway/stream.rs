@@ -1164,5 +1164,6 @@ pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
         DeadLetterReason::Shed => "shed",
         DeadLetterReason::FederationEnded => "federation_ended",
         DeadLetterReason::RefusedByAgreement => "refused_by_agreement",
+        DeadLetterReason::RefusedByPeer => "refused_by_peer",
     }
 }

@@ -92,6 +92,8 @@ pub struct Delivery<P> {
     pub message: Message<P>,
     /// Its position in its order key, for `ordered` messages.
     pub key_seq: Option<KeySeq>,
+    /// Its place in the peer's stream; `None` for one out of a broker's custody.
+    pub seq: Option<Seq>,
 }
 
 /// Why a received message was not delivered.
@@ -309,6 +311,7 @@ impl<P> Inbox<P> {
             peer: peer.clone(),
             message,
             key_seq: None,
+            seq: None,
         }));
         true
     }
@@ -380,6 +383,16 @@ impl<P> Inbox<P> {
             {
                 stream.consumed(window);
             }
+        }
+    }
+
+    /// The consumer refused a message delivered from `peer`'s stream at `seq` (it verified, and
+    /// the receiver's checks — its agreement, its access rules — do not let it in): it stays
+    /// settled, and the next acknowledgements tell the sender so, which dead-letters it
+    /// instead of counting it delivered. Call it before taking the next acknowledgement.
+    pub fn handle_refused(&mut self, peer: &Peer, seq: Seq) {
+        if let Some(stream) = self.streams.get_mut(peer) {
+            stream.refuse(seq);
         }
     }
 

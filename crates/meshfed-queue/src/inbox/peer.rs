@@ -94,6 +94,8 @@ pub(super) struct PeerStream<P> {
     settled: SeqSet,
     next_unseen: Seq,
     late: BTreeSet<Seq>,
+    /// Settled numbers whose message the consumer refused.
+    refused: BTreeSet<Seq>,
     keys: HashMap<OrderKey, KeyOrder<P>>,
     /// Keys with held messages.
     holding: BTreeSet<OrderKey>,
@@ -117,6 +119,7 @@ impl<P> PeerStream<P> {
             settled: SeqSet::below(floor),
             next_unseen: floor,
             late: BTreeSet::new(),
+            refused: BTreeSet::new(),
             keys: HashMap::new(),
             holding: BTreeSet::new(),
             freed: floor.0,
@@ -325,6 +328,7 @@ impl<P> PeerStream<P> {
             peer: peer.clone(),
             message,
             key_seq,
+            seq: Some(seq),
         }));
     }
 
@@ -357,6 +361,14 @@ impl<P> PeerStream<P> {
         self.freed = self.freed.saturating_add(self.received.fill_below(floor));
         self.settled.fill_below(floor);
         self.late = self.late.split_off(&floor);
+        self.refused = self.refused.split_off(&floor);
+    }
+
+    /// The consumer refused the message at `seq`: acknowledgements say so from now on.
+    pub(super) fn refuse(&mut self, seq: Seq) {
+        if self.settled.contains(seq) && self.refused.insert(seq) {
+            self.ack_due = true;
+        }
     }
 
     /// A delivered message was consumed: its slot is free.
@@ -407,6 +419,7 @@ impl<P> PeerStream<P> {
             below: self.settled.base(),
             ranges: self.settled.ranges(config.max_ack_ranges),
             late: self.late.iter().copied().collect(),
+            refused: self.refused.iter().copied().collect(),
             credit: credit.limit,
         }
     }

@@ -323,6 +323,32 @@ fn message_arriving_after_its_deadline_is_discarded_and_acknowledged_as_late() {
 }
 
 #[test]
+fn a_delivery_the_consumer_refuses_is_acknowledged_as_refused_until_the_floor_passes_it() {
+    let mut i = inbox();
+    i.handle_transmit(&peer(), tx(0, 0, 1, Qos::AtLeastOnce), t(0))
+        .unwrap();
+    let evs = events(&mut i);
+    let [InboxEvent::Deliver(d)] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(d.seq, Some(Seq(0)));
+    i.handle_refused(&peer(), Seq(0));
+    let (_, ack) = i.poll_ack().unwrap();
+    assert_eq!((ack.below, ack.refused.clone()), (Seq(1), vec![Seq(0)]));
+    // Repeated (an acknowledgement may be lost) until the sender's floor moves past it.
+    i.handle_transmit(&peer(), tx(1, 0, 2, Qos::AtLeastOnce), t(1))
+        .unwrap();
+    events(&mut i);
+    let (_, ack) = i.poll_ack().unwrap();
+    assert_eq!(ack.refused, vec![Seq(0)]);
+    i.handle_transmit(&peer(), tx(2, 1, 3, Qos::AtLeastOnce), t(2))
+        .unwrap();
+    events(&mut i);
+    let (_, ack) = i.poll_ack().unwrap();
+    assert_eq!(ack.refused, Vec::<Seq>::new());
+}
+
+#[test]
 fn held_message_whose_deadline_passes_is_discarded_and_its_position_passed_over() {
     let mut i = inbox();
     let mut second = ordered(1, 0, 21, 1);

@@ -72,6 +72,7 @@ fn ack(below: u64, ranges: &[(u64, u64)], credit: u64) -> Ack {
             })
             .collect(),
         late: vec![],
+        refused: vec![],
         credit: Seq(credit),
     }
 }
@@ -431,6 +432,32 @@ fn receiver_reporting_a_late_arrival_dead_letters_the_message() {
             reason: DeadLetterReason::ArrivedLate
         }]
     );
+}
+
+#[test]
+fn receiver_reporting_a_refusal_dead_letters_the_message_not_acknowledges_it() {
+    let mut o = outbox();
+    o.offer(msg(1).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    o.offer(msg(2).with_qos(Qos::AtLeastOnce), t(0)).unwrap();
+    persist_all(&mut o);
+    transmits(&mut o, t(0));
+    let mut a = ack(2, &[], 256);
+    a.refused = vec![Seq(1)];
+    o.handle_ack(&a, t(5)).unwrap();
+    let evs = events(&mut o);
+    assert!(
+        evs.contains(&OutboxEvent::DeadLettered {
+            id: id(2),
+            reason: DeadLetterReason::RefusedByPeer
+        }),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, OutboxEvent::Acknowledged { id: acked, .. } if *acked == id(1))),
+        "{evs:?}"
+    );
+    assert_eq!(o.counters().refused_by_peer, 1);
 }
 
 #[test]

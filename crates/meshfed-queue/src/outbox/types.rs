@@ -137,6 +137,9 @@ pub enum DeadLetterReason {
     /// The agreement in force refuses it (renegotiated since it was accepted: a topic, size or
     /// qos no longer agreed); it is not sent again.
     RefusedByAgreement,
+    /// The receiving gateway refused it after verifying it (its agreement or its access rules;
+    /// the reason is in its log and metrics).
+    RefusedByPeer,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -148,6 +151,7 @@ impl fmt::Display for DeadLetterReason {
             Self::Shed => "shed under overload",
             Self::FederationEnded => "the federation ended before acknowledgement",
             Self::RefusedByAgreement => "the renegotiated agreement refuses it",
+            Self::RefusedByPeer => "the receiving gateway refused it",
         })
     }
 }
@@ -238,6 +242,8 @@ pub struct OutboxCounters {
     pub federation_ended: u64,
     /// Messages dead-lettered because a renegotiated agreement refuses them.
     pub refused_by_agreement: u64,
+    /// Messages dead-lettered because the receiving gateway refused them.
+    pub refused_by_peer: u64,
     /// Acknowledgements and credit for another epoch, ignored.
     pub foreign_epoch: u64,
 }

@@ -14,7 +14,7 @@
 //!                         ; one unsigned batch member per item, indices first, first + 1, ...
 //!                         ; of streamed batch `batch`, whose head follows (DESIGN §3.4)
 //! item     = [seq, key_seq / null, retransmission]
-//! ack      = [epoch, below, [[start, end], ...], [late, ...], credit]
+//! ack      = [epoch, below, [[start, end], ...], [late, ...], [refused, ...], credit]
 //! credit   = [epoch, limit]
 //! forward  = [epoch, floor]
 //! ```
@@ -213,8 +213,8 @@ pub enum WireError {
         /// How many it carries.
         count: usize,
     },
-    /// An acknowledgement carries more than [`MAX_ACK_LATE`] late entries.
-    #[error("ack carries {count} late entries, more than {MAX_ACK_LATE}")]
+    /// An acknowledgement carries more than [`MAX_ACK_LATE`] late (or refused) entries.
+    #[error("ack carries {count} late or refused entries, more than {MAX_ACK_LATE}")]
     TooManyLate {
         /// How many it carries.
         count: usize,
@@ -390,16 +390,19 @@ impl<P> From<&Transmit<P>> for Item {
 
 impl Ack {
     /// The wire form. Encode no more than [`MAX_ACK_RANGES`] ranges and [`MAX_ACK_LATE`] late
-    /// entries, or the peer refuses it.
+    /// (and refused) entries, or the peer refuses it.
     pub fn encode(&self) -> Vec<u8> {
         let wire = (
             self.epoch.0,
             self.below.0,
             RangesOut(&self.ranges),
             SeqsOut(&self.late),
+            SeqsOut(&self.refused),
             self.credit.0,
         );
-        let mut out = Vec::with_capacity(32 + 18 * self.ranges.len() + 9 * self.late.len());
+        let mut out = Vec::with_capacity(
+            32 + 18 * self.ranges.len() + 9 * (self.late.len() + self.refused.len()),
+        );
         write(&wire, &mut out);
         out
     }
@@ -413,13 +416,16 @@ impl Ack {
             below,
             ranges,
             late,
+            refused,
             credit,
         } = read(bytes)?;
         if ranges.len > MAX_ACK_RANGES {
             return Err(WireError::TooManyRanges { count: ranges.len });
         }
-        if late.len > MAX_ACK_LATE {
-            return Err(WireError::TooManyLate { count: late.len });
+        for list in [&late, &refused] {
+            if list.len > MAX_ACK_LATE {
+                return Err(WireError::TooManyLate { count: list.len });
+            }
         }
         let below = Seq(below);
         let mut previous_end = None;
@@ -460,6 +466,7 @@ impl Ack {
             below,
             ranges,
             late: late.items.into_iter().map(Seq).collect(),
+            refused: refused.items.into_iter().map(Seq).collect(),
             credit: Seq(credit),
         })
     }
@@ -900,6 +907,7 @@ exact_array! {
         below: u64,
         ranges: List<RangeIn, MAX_ACK_RANGES>,
         late: List<u64, MAX_ACK_LATE>,
+        refused: List<u64, MAX_ACK_LATE>,
         credit: u64,
     }
     struct CreditIn { epoch: u64, limit: u64 }

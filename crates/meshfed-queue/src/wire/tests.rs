@@ -61,17 +61,19 @@ fn ack(below: u64, ranges: &[(u64, u64)], late: &[u64]) -> Ack {
             })
             .collect(),
         late: late.iter().copied().map(Seq).collect(),
+        refused: vec![],
         credit: Seq(64),
     }
 }
 
-/// `[epoch 2, below, ranges, late, credit 64]`.
+/// `[epoch 2, below, ranges, late, refused [], credit 64]`.
 fn ack_value(below: u64, ranges: Vec<Value>, late: Value) -> Vec<u8> {
     cbor(arr([
         int(2),
         int(below),
         Value::Array(ranges),
         late,
+        Value::Array(vec![]),
         int(64),
     ]))
 }
@@ -443,7 +445,7 @@ fn ack_with_too_many_ranges_or_late_entries_is_refused() {
     let late = Value::Array((0..=MAX_ACK_LATE as u64).map(int).collect());
     assert_eq!(
         ack_error(&ack_value(0, vec![], late)),
-        "ack carries 65537 late entries, more than 65536"
+        "ack carries 65537 late or refused entries, more than 65536"
     );
 }
 
@@ -529,6 +531,7 @@ fn acks() -> impl Strategy<Value = Ack> {
                 epoch: Epoch(epoch),
                 below: Seq(below),
                 ranges,
+                refused: late.iter().rev().copied().map(Seq).collect(),
                 late: late.into_iter().map(Seq).collect(),
                 credit: Seq(credit),
             }
