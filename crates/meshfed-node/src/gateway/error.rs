@@ -149,17 +149,3 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     }
     out
 }
-
-/// Why a new policy was not put in force.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The file is wrong (each problem with its line and column).
-    #[error(transparent)]
-    Invalid(#[from] crate::policy::PolicyErrors),
-    /// It could not be written to the node directory.
-    #[error("cannot write the policy file: {0}")]
-    Write(String),
-    /// Listing the federations to propose it to failed.
-    #[error(transparent)]
-    Federations(#[from] super::federations::FederationError),
-}

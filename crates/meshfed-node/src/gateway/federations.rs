@@ -28,6 +28,20 @@ pub const DEFAULT_INVITATION_TTL: Duration = Duration::from_secs(3600);
 /// Longest lifetime of an invitation.
 pub const MAX_INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Why a new policy was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file is wrong (each problem with its line and column).
+    #[error(transparent)]
+    Invalid(#[from] crate::policy::PolicyErrors),
+    /// It could not be written to the node directory.
+    #[error("cannot write the policy file: {0}")]
+    Write(String),
+    /// Listing the federations to propose it to failed.
+    #[error(transparent)]
+    Federations(#[from] FederationError),
+}
+
 /// What became of a changed policy proposed to one live partner.
 #[derive(Debug)]
 pub(crate) struct Proposed {

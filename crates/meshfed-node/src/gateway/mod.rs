@@ -67,7 +67,8 @@ use local::Local;
 use route::Routes;
 
 pub(crate) use error::bind_reason;
-pub use error::{GatewayError, Listening, PolicyError};
+pub use error::{GatewayError, Listening};
+pub use federations::PolicyError;
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub(crate) use links::relay::via as relayed_via;
 pub use local::Delivery;

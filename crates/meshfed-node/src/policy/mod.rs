@@ -307,24 +307,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     let access = raw.access.rules.and_then(|rules| c.rules(&rules));
     let identities = raw.identity.into_iter().map(|m| c.mapping(m)).collect();
     let d = raw.data;
-    let max_message_size = c.integer(
-        "data.max_message_size",
-        &d.max_message_size,
-        1..=MAX_MESSAGE_SIZE,
+    let (max_message_size, min_message_size) = c.limit_and_floor(
+        ("data.max_message_size", &d.max_message_size),
+        (
+            "data.requires.min_message_size",
+            &d.requires.min_message_size,
+        ),
+        MAX_MESSAGE_SIZE,
         defaults.max_message_size,
-    );
-    let min_message_size = c.integer(
-        "data.requires.min_message_size",
-        &d.requires.min_message_size,
-        0..=MAX_MESSAGE_SIZE,
-        0,
-    );
-    c.floor(
-        "data.requires.min_message_size",
-        &d.requires.min_message_size,
-        min_message_size,
-        max_message_size,
-        "data.max_message_size",
     );
     let content_types = c.each("data.content_types", d.content_types, |s| {
         s.parse::<ContentType>()
@@ -422,24 +412,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         );
     }
     let residency = c.each("compliance.residency", k.residency, label);
-    let retention_days = c.integer(
-        "compliance.retention_days",
-        &k.retention_days,
-        1..=MAX_RETENTION_DAYS,
+    let (retention_days, min_retention_days) = c.limit_and_floor(
+        ("compliance.retention_days", &k.retention_days),
+        (
+            "compliance.requires.min_retention_days",
+            &k.requires.min_retention_days,
+        ),
+        MAX_RETENTION_DAYS,
         defaults.retention_days,
-    );
-    let min_retention_days = c.integer(
-        "compliance.requires.min_retention_days",
-        &k.requires.min_retention_days,
-        0..=MAX_RETENTION_DAYS,
-        0,
-    );
-    c.floor(
-        "compliance.requires.min_retention_days",
-        &k.requires.min_retention_days,
-        min_retention_days,
-        retention_days,
-        "compliance.retention_days",
     );
     let audit_level = c
         .named(
@@ -594,6 +574,21 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    /// A limit (1 to `max`, `default` when absent) and the floor a partner must allow (0 to
+    /// `max`, at most the limit).
+    fn limit_and_floor(
+        &mut self,
+        (limit_key, limit): (&str, &Integer),
+        (floor_key, floor): (&str, &Integer),
+        max: i64,
+        default: u32,
+    ) -> (u32, u32) {
+        let limit_value = self.integer(limit_key, limit, 1..=max, default);
+        let floor_value = self.integer(floor_key, floor, 0..=max, 0);
+        self.floor(floor_key, floor, floor_value, limit_value, limit_key);
+        (limit_value, floor_value)
     }
 
     /// A requirement at most the limit it is a floor of.
