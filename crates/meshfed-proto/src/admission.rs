@@ -19,6 +19,7 @@ use crate::envelope::{ContentType, Header, Hop, HopError, MaxLatency, Priority, 
 use crate::handshake::{ErrorCode, Role};
 use crate::id::{FederationId, MeshId};
 use crate::lifecycle::FederationState;
+use crate::policy::SignatureMode;
 use crate::topic::{Topic, TopicPattern};
 
 /// Which way a message travels, seen from this side.
@@ -156,6 +157,14 @@ pub enum Refusal {
     /// The access rules do not let the sender do it.
     #[error("access denied: {0}")]
     Denied(String),
+    /// The envelopes are signed in a mode the agreement does not allow.
+    #[error("envelopes signed {mode}, the agreement allows {}", .allowed.join(", "))]
+    SignatureModeNotAgreed {
+        /// The mode used.
+        mode: &'static str,
+        /// The modes agreed.
+        allowed: Vec<&'static str>,
+    },
     /// More messages than the agreed rate.
     #[error("over the federation's rate of {rate} messages per second")]
     RateLimited {
@@ -171,6 +180,14 @@ pub enum Refusal {
         /// The version in force.
         in_force: u32,
     },
+}
+
+/// A signature mode as the policy file names it.
+fn mode_name(mode: SignatureMode) -> &'static str {
+    match mode {
+        SignatureMode::Batch => "batch",
+        SignatureMode::PerMessage => "per-message",
+    }
 }
 
 /// Shows a list of patterns, `none` when empty.
@@ -193,7 +210,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 24] = [
+    pub const REASONS: [&'static str; 25] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -217,6 +234,7 @@ impl Refusal {
         "latency_not_agreed",
         "not_redacted",
         "access_denied",
+        "signature_mode_not_agreed",
         "rate_limited",
     ];
 
@@ -247,6 +265,7 @@ impl Refusal {
             Self::LatencyNotAgreed { .. } => "latency_not_agreed",
             Self::NotRedacted { .. } => "not_redacted",
             Self::Denied(_) => "access_denied",
+            Self::SignatureModeNotAgreed { .. } => "signature_mode_not_agreed",
             Self::RateLimited { .. } => "rate_limited",
         }
     }
@@ -269,6 +288,7 @@ impl Refusal {
             | Self::LatencyNotAgreed { .. }
             | Self::NotRedacted { .. }
             | Self::Denied(_)
+            | Self::SignatureModeNotAgreed { .. }
             | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Unsealable(_) | Self::Malformed(_) => ErrorCode::Malformed,
@@ -338,6 +358,8 @@ pub struct Terms {
     pub redact: Vec<String>,
     /// Most messages per second each way.
     pub max_rate: Option<u32>,
+    /// How envelopes may be signed.
+    pub signature_modes: Vec<SignatureMode>,
 }
 
 impl Terms {
@@ -374,6 +396,7 @@ impl Terms {
             max_latency_ms: agreement.policy.max_latency_ms,
             redact: agreement.policy.redact.clone(),
             max_rate: agreement.policy.max_rate,
+            signature_modes: agreement.policy.signature_modes.clone(),
         }
     }
 
@@ -434,6 +457,26 @@ impl Terms {
             }
         }
         Ok(())
+    }
+
+    /// The receiver's check of how a transfer's envelopes are signed.
+    pub fn check_signed(&self, mode: SignatureMode) -> Result<(), Refusal> {
+        if self.signature_modes.contains(&mode) {
+            return Ok(());
+        }
+        Err(Refusal::SignatureModeNotAgreed {
+            mode: mode_name(mode),
+            allowed: self.signature_modes.iter().map(|&m| mode_name(m)).collect(),
+        })
+    }
+
+    /// The mode a sender signs in: `preferred` if the agreement allows it, else one it does.
+    pub fn signing_mode(&self, preferred: SignatureMode) -> SignatureMode {
+        if self.signature_modes.contains(&preferred) || self.signature_modes.is_empty() {
+            preferred
+        } else {
+            self.signature_modes[0]
+        }
     }
 
     /// The payload the sender seals: `payload` without the fields the agreement redacts
@@ -523,7 +566,23 @@ mod tests {
             max_latency_ms: None,
             redact: Vec::new(),
             max_rate: None,
+            signature_modes: vec![SignatureMode::PerMessage],
         }
+    }
+
+    #[test]
+    fn transfers_signed_outside_the_agreed_modes_are_refused_and_senders_pick_an_agreed_one() {
+        let t = terms();
+        assert_eq!(t.check_signed(SignatureMode::PerMessage), Ok(()));
+        let refused = t.check_signed(SignatureMode::Batch).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "envelopes signed batch, the agreement allows per-message"
+        );
+        assert_eq!(
+            t.signing_mode(SignatureMode::Batch),
+            SignatureMode::PerMessage
+        );
     }
 
     fn arriving(topic: &str) -> Header {

@@ -19,14 +19,18 @@ use meshfed_testkit::Mesh;
 use meshfed_testkit::process::DEADLINE;
 use serde_json::Value;
 
-/// The joiner's policy: it would allow 500 messages a second and keeps records a year, and
-/// redacts its customers' e-mail addresses.
+/// The joiner's policy: it would allow 500 messages a second and keeps records a year,
+/// redacts its customers' e-mail addresses, and takes envelopes signed one by one only (its
+/// gateway's configuration says batch: it signs as agreed).
 const PLANT: &str = r#"
 [data]
 redact = ["/customer/email"]
 
 [qos]
 max_rate = 500
+
+[security]
+signature_modes = ["per-message"]
 "#;
 
 /// The inviter's: JSON only, 20 messages a second, priority at most 5, records 30 days.
@@ -89,6 +93,11 @@ fn each_mesh_file_is_negotiated_with_a_counterproposal_and_enforced_at_the_gatew
             "{p:#}"
         );
         assert_eq!(p["redact"], serde_json::json!(["/customer/email"]), "{p:#}");
+        assert_eq!(
+            p["signature_modes"],
+            serde_json::json!(["per-message"]),
+            "{p:#}"
+        );
     }
     let shown = b.cli(&["policy", "show", "--federation", &id]);
     assert!(

@@ -249,7 +249,8 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::Malformed(_)
         | Refusal::WrongAgreementVersion { .. }
         | Refusal::PriorityNotAgreed { .. }
-        | Refusal::LatencyNotAgreed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | Refusal::LatencyNotAgreed { .. }
+        | Refusal::SignatureModeNotAgreed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Refusal::ContentTypeNotAgreed { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     }
 }

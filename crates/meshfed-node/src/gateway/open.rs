@@ -55,6 +55,7 @@ use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
 use super::port::{LinkPort, PeerTrust};
 use crate::policy::access::Guard;
+use meshfed_proto::policy::SignatureMode;
 
 /// A streamed batch went wrong in a way the caller acts on.
 #[derive(Debug)]
@@ -129,6 +130,10 @@ async fn open_transfer(
     let terms = link.terms();
     let guard = ctx.policy().inbound(&terms.peer);
     let guard = guard.as_ref();
+    terms.check_signed(match envelopes {
+        Signed::Each(_) => SignatureMode::PerMessage,
+        Signed::Batch(_) | Signed::Streamed { .. } => SignatureMode::Batch,
+    })?;
     let opened: Vec<Opened> = match envelopes {
         Signed::Batch(bytes) => {
             let batch = SignedBatch::decode(&bytes).map_err(|e| malformed(&e))?;
@@ -470,6 +475,9 @@ impl Heads {
         transfer: Transfer,
     ) -> Result<(), StreamFault> {
         let terms = link.terms();
+        terms
+            .check_signed(SignatureMode::Batch)
+            .map_err(StreamFault::Refused)?;
         let guard = ctx.policy().inbound(&terms.peer);
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {

@@ -1061,7 +1061,16 @@ impl Task {
             }
         }
         let delivery = &ctx.config.delivery;
-        let signed = match delivery.signatures {
+        // The configured mode, unless the agreement excludes it.
+        let agreed = link.terms().signing_mode(match delivery.signatures {
+            SignatureMode::Batch => meshfed_proto::policy::SignatureMode::Batch,
+            SignatureMode::Message => meshfed_proto::policy::SignatureMode::PerMessage,
+        });
+        let mode = match agreed {
+            meshfed_proto::policy::SignatureMode::Batch => SignatureMode::Batch,
+            meshfed_proto::policy::SignatureMode::PerMessage => SignatureMode::Message,
+        };
+        let signed = match mode {
             SignatureMode::Batch if !delivery.sign_window.is_zero() => {
                 self.streamed(envelopes, &cert)?
             }
