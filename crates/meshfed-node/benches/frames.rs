@@ -75,6 +75,7 @@ fn envelope(content_type: &str) -> Envelope {
                 .copied()
                 .collect(),
         ),
+        sender: None,
         batch: Some(
             BatchProof::from_parts(TreeHash::from_bytes([1; 48]), 64, 5, &[2; 6 * 48]).unwrap(),
         ),

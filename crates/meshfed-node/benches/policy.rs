@@ -1,6 +1,7 @@
 //! The per-message costs a policy adds: an access decision under a realistic rule set (roles,
 //! topic families, a partner, two forbids) — remembered, and made by Cedar for a topic not seen
-//! before — the inbound guard (identity mapping), and redacting a JSON payload and checking it.
+//! before — an identified sender's arrival (its identity mapped, then decided on), the sender's
+//! identity put into the sealed part and taken out, and redacting a JSON payload and checking it.
 
 #![expect(
     clippy::unwrap_used,
@@ -13,9 +14,16 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use meshfed_node::policy::access::Principal;
 use meshfed_proto::MeshId;
+use meshfed_proto::envelope::{Flags, Sender};
 
 /// Ten rules, as a plant might write them: roles per topic family, a partner, a forbid.
 const POLICY: &str = r#"
+[[identity]]
+mesh = "supplier-b"
+role = "dispatcher"
+to = "supplier-dispatch"
+roles = ["supplier", "logistics"]
+
 [[identity]]
 mesh = "supplier-b"
 subject = "federation::supplier-b"
@@ -56,15 +64,24 @@ fn bench(c: &mut Criterion) {
     };
     let outbound = policy.outbound(sender, &peer).unwrap();
     assert!(outbound.publish(&topic).is_ok());
-    let inbound = policy.inbound(&peer).unwrap();
+    let inbound = policy.inbound(&peer);
     let shipment = "shipments/17".parse().unwrap();
-    assert!(inbound.publish(&shipment).is_ok());
+    let dispatcher = Sender {
+        subject: "tms".into(),
+        roles: vec!["dispatcher".into()],
+        attributes: [("site".to_owned(), "basel".to_owned())].into(),
+    };
+    let mapped = inbound.admit(&peer, Some(&dispatcher), &shipment).unwrap();
+    assert_eq!(mapped.subject, "supplier-dispatch");
     let mut g = c.benchmark_group("policy");
     g.bench_function("access decision, outbound (allow)", |b| {
         b.iter(|| black_box(&outbound).publish(black_box(&topic)))
     });
-    g.bench_function("access decision, inbound (allow)", |b| {
-        b.iter(|| black_box(&inbound).publish(black_box(&shipment)))
+    g.bench_function("arrival of an identified sender (map + decision)", |b| {
+        b.iter(|| black_box(&inbound).admit(&peer, Some(black_box(&dispatcher)), &shipment))
+    });
+    g.bench_function("arrival without a sender (federation identity)", |b| {
+        b.iter(|| black_box(&inbound).admit(&peer, None, black_box(&shipment)))
     });
     // A topic never seen: Cedar decides (the decision is then remembered).
     let mut n = 0u64;
@@ -84,8 +101,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("access decision, outbound (deny)", |b| {
         b.iter(|| black_box(&outbound).publish(black_box(&denied)))
     });
-    g.bench_function("inbound guard (mapping + rules)", |b| {
+    g.bench_function("inbound check for a transfer", |b| {
         b.iter(|| black_box(&policy).inbound(black_box(&peer)))
+    });
+    let payload = vec![7u8; 1024];
+    g.bench_function("sender identity into a 1 KiB sealed part and out", |b| {
+        b.iter(|| {
+            let sealed = black_box(&dispatcher).wrap(black_box(&payload)).unwrap();
+            Sender::unwrap(Flags::IDENTIFIED, sealed).unwrap()
+        })
     });
     let order = br#"{"po":"PO-1042","customer":{"name":"Ada","email":"ada@example.com","phone":"+41 1"},"lines":[{"sku":"A-1","qty":40},{"sku":"B-2","qty":5}]}"#;
     let pointers = &policy.offer.redact;

@@ -137,6 +137,9 @@ async fn published_in_binary_an_envelope_reaches_binary_and_json_subscribers_as_
         // The payload exactly as published, and every field the request carried.
         let h = &spec.envelope.header;
         assert_eq!(spec.envelope.message.as_deref(), Some(&m.payload[..]));
+        // Its sender, sealed with it: the operator's token (no rule here grants it a role).
+        let sender = spec.envelope.sender.as_ref().expect("the sealed sender");
+        assert_eq!((sender.subject.as_str(), sender.roles.len()), ("admin", 0));
         assert_eq!(
             (&h.metadata.topic, &h.metadata.content_type),
             (&m.topic, &m.content_type)
@@ -145,12 +148,13 @@ async fn published_in_binary_an_envelope_reaches_binary_and_json_subscribers_as_
             (h.policy.qos, h.policy.priority, h.policy.max_latency),
             (m.qos, m.priority, m.max_latency)
         );
+        // The gateway sealed the sender's identity in it: `identified`.
         let reliable = if m.qos == Qos::AtMostOnce {
             m.flags
         } else {
             m.flags.with(Flags::RELIABLE)
         };
-        assert_eq!(h.flags, reliable);
+        assert_eq!(h.flags, reliable.with(Flags::IDENTIFIED));
         // The wire names the signer's certificate by digest; the receiver delivers its DER.
         let der = h
             .certificate

@@ -61,6 +61,8 @@ async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
         json!({"to": "supplier-b", "topic": "t", "payload": 2, "colour": "red"}).to_string(),
         json!({"to": "nowhere", "topic": "t", "payload": 3}).to_string(),
         json!({"to": "supplier-b", "topic": "t", "payload": 4, "wait": true}).to_string(),
+        json!({"to": "supplier-b", "topic": "t", "payload": 6, "flags": ["identified"]})
+            .to_string(),
         json!({"to": "supplier-b", "topic": "t", "payload": 5}).to_string(),
     ];
     for f in &frames {
@@ -72,6 +74,7 @@ async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
     publisher.flush().await.unwrap();
 
     let replies = [
+        next_json(&mut publisher).await,
         next_json(&mut publisher).await,
         next_json(&mut publisher).await,
         next_json(&mut publisher).await,
@@ -107,7 +110,14 @@ async fn publish_stream_answers_a_bad_message_with_an_error_and_goes_on() {
         message.contains("wait needs an acknowledged delivery"),
         "{message}"
     );
-    assert!(replies[5]["id"].is_string(), "{}", replies[5]);
+    // The sender's identity is the gateway's to seal, never a client's to claim.
+    let (code, message) = error(5);
+    assert_eq!(code, "bad_request");
+    assert!(
+        message.starts_with("flags: identified is the gateway's to set"),
+        "{message}"
+    );
+    assert!(replies[6]["id"].is_string(), "{}", replies[6]);
 
     // Only the two good messages arrive, in order.
     assert_eq!(next_json(&mut at_b).await["message"], 1);

@@ -32,7 +32,7 @@ use meshfed_proto::MeshId;
 use meshfed_proto::batch::{BatchError, ProvenEnvelope};
 use meshfed_proto::crypto::{Digest384, sha384};
 use meshfed_proto::envelope::export::{Crossed, ExportError, Exported};
-use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, VerifyError, WireEnvelope};
+use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, Sender, VerifyError, WireEnvelope};
 use meshfed_trust::{
     BundleError, Fingerprint, KeyError, KeyPurpose, NodeIdentity, TrustBundle, TrustError,
     verify_node_cert,
@@ -141,7 +141,7 @@ impl Inspected {
     /// An envelope signed alone, as it travels.
     pub(crate) fn wire(wire: &WireEnvelope) -> Self {
         Self {
-            envelope: wire.to_envelope(wire.clear_payload().ok().map(<[u8]>::to_vec)),
+            envelope: clear(wire.to_envelope(None), wire.clear_payload().ok()),
             header_bytes: wire.header_bytes().to_vec(),
             digest: Some(*wire.payload_digest()),
             payload: Some(wire.payload().to_vec()),
@@ -153,7 +153,7 @@ impl Inspected {
     pub(crate) fn proven(proven: &ProvenEnvelope) -> Self {
         let member = proven.envelope();
         Self {
-            envelope: proven.to_envelope(member.clear_payload().ok().map(<[u8]>::to_vec)),
+            envelope: clear(proven.to_envelope(None), member.clear_payload().ok()),
             header_bytes: member.header_bytes().to_vec(),
             digest: Some(*member.payload_digest()),
             payload: Some(member.payload().to_vec()),
@@ -193,6 +193,22 @@ impl Inspected {
     fn header(&self) -> &Header {
         &self.envelope.header
     }
+}
+
+/// `envelope` with its clear payload `clear`, if it has one: an `identified` envelope's sender
+/// taken out of it. A sealed part that does not hold a valid identity is shown whole.
+fn clear(mut envelope: Envelope, clear: Option<&[u8]>) -> Envelope {
+    if let Some(clear) = clear {
+        let flags = envelope.header.flags;
+        match Sender::unwrap(flags, clear.to_vec()) {
+            Ok((sender, message)) => {
+                envelope.sender = sender;
+                envelope.message = Some(message);
+            }
+            Err(_) => envelope.message = Some(clear.to_vec()),
+        }
+    }
+    envelope
 }
 
 /// Reads the CA certificate file into a trust bundle and the mesh's issuing CA certificates it

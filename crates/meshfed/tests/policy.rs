@@ -285,9 +285,16 @@ when { resource.name like "orders/*" };
 '''
 "#;
 
-/// supplier-b maps plant-a as a whole to the role `plant`, lets that role publish orders and
-/// probes to it, and forbids recalls from anyone.
+/// supplier-b maps plant-a's buyers to its own subject `plant-buyer` with the role
+/// `purchasing`, and plant-a as a whole (every other sender of it) to the role `plant`; it lets
+/// purchasing publish orders, and plant orders and probes, and forbids recalls from anyone.
 const SUPPLIER_ACCESS: &str = r#"
+[[identity]]
+mesh = "plant-a"
+role = "buyer"
+to = "plant-buyer"
+roles = ["purchasing"]
+
 [[identity]]
 mesh = "plant-a"
 subject = "federation::plant-a"
@@ -297,6 +304,8 @@ roles = ["plant"]
 rules = '''
 permit (principal in Meshfed::Role::"plant", action == Meshfed::Action::"publish", resource)
 when { context.direction == "inbound" && (resource.name like "orders/*" || resource.name like "probe/*") };
+permit (principal in Meshfed::Role::"purchasing", action == Meshfed::Action::"publish", resource)
+when { resource.name like "orders/*" };
 @id("no-recalls")
 forbid (principal, action, resource) when { resource.name like "orders/recall*" };
 '''
@@ -308,6 +317,7 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
     let mut b = with_policy("supplier-b", SUPPLIER_ACCESS);
     let id = federate(&a, &b);
     wait_for_status(&a, &id, "active");
+    let sub = subscribe(&mut b, &a, &["--topic", "orders/#", "--count", "3"]);
 
     // plant-a's own rules, at its gateway: the operator may not publish invoices.
     let out = a.cli(&["send", "--to", "supplier-b", "--topic", "invoices/1", "{}"]);
@@ -330,7 +340,8 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
     ]);
     let token = issued.ok().trim().to_owned();
     let post = |topic: &str| {
-        let body = serde_json::json!({"to": "supplier-b", "topic": topic, "payload": {}, "qos": 1});
+        let body =
+            serde_json::json!({"to": "supplier-b", "topic": topic, "payload": {"n": 5}, "qos": 1});
         common::http(a.api_addr(), "POST", "/v1/messages", &token, &body)
     };
     assert_eq!(post("orders/5").0, 202);
@@ -342,9 +353,8 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         "access denied: erp of plant-a may not publish on invoices/5: no access rule permits it"
     );
 
-    // supplier-b's rules, at its gateway, for plant-a mapped to `plant`: orders arrive, a
-    // recall does not.
-    let sub = subscribe(&mut b, &a, &["--topic", "orders/#", "--count", "2"]);
+    // supplier-b's rules, at its gateway, for the operator of plant-a (whom no rule names:
+    // plant-a as a whole, mapped to `plant`): orders arrive, a recall does not.
     for (topic, n) in [("orders/7", 7), ("orders/recall-1", 0), ("orders/8", 8)] {
         let data = format!("{{\"n\":{n}}}");
         let args = [
@@ -366,13 +376,32 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
             out.ok();
         }
     }
+    // The subscriber sees each sender as supplier-b maps it: erp, a buyer, as plant-buyer.
     let got = sub.finish(DEADLINE);
-    let ns: Vec<Value> = got
+    let mut seen: Vec<(i64, Value)> = got
         .ok()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"]["n"].clone())
+        .map(|l| {
+            let v = serde_json::from_str::<Value>(l).unwrap();
+            (v["message"]["n"].as_i64().unwrap(), v["sender"].clone())
+        })
         .collect();
-    assert_eq!(ns, [7, 8], "{got}");
+    seen.sort_by_key(|(n, _)| *n);
+    let plant =
+        serde_json::json!({"subject": "federation::plant-a", "roles": ["plant"], "attributes": {}});
+    assert_eq!(
+        seen,
+        [
+            (
+                5,
+                serde_json::json!({"subject": "plant-buyer", "roles": ["purchasing"], "attributes": {}})
+            ),
+            (7, plant.clone()),
+            (8, plant)
+        ],
+        "{got}"
+    );
+
     b.wait_for_log(&["access_denied", "forbidden by no-recalls"]);
     let metrics = http_get(b.api_addr(), "/metrics");
     assert_eq!(

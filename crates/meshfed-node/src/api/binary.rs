@@ -30,7 +30,8 @@
 //! delivered envelope (gateway -> subscriber), kind 0x10: the spec fields of the JSON frame
 //!   u8 version, u8 kind = 0x10
 //!   u8 parts: bit 0 signed (clear: a streamed batch's member sent before its head, as the
-//!             JSON's empty signature), bit 1 encrypted, bit 2 batch, bit 3 message, bit 4 proof
+//!             JSON's empty signature), bit 1 encrypted, bit 2 batch, bit 3 message, bit 4 proof,
+//!             bit 5 sender
 //!   u8 envelope major, u8 envelope minor
 //!   [16] id, u64 timestamp (ms since the Unix epoch)
 //!   u8 qos, u8 priority, u8 flags, u8 ttl, u8 hops
@@ -43,6 +44,8 @@
 //!   if encrypted: str key_id, [12] iv (the cipher is AES-256-GCM)
 //!   if batch:     [48] root, u32 count, u32 index, bytes audit path (48-byte hashes, bottom up)
 //!   bytes certificate (DER; a gateway always delivers it, empty only if it were unknown)
+//!   if sender:    str subject, u16 n, n x str role, u16 m, m x (str name, str value): the
+//!                 JSON's `sender`, who sent it as this mesh maps them
 //!   if proof:     bytes proof (`proof=required`: the CBOR of the envelope as it crossed, the
 //!                 export form's `proof` without base64)
 //!   if message:   payload: the rest of the frame, raw (clear: absent when sealed and unopened)
@@ -56,8 +59,8 @@ use meshfed_proto::batch::merkle::{HASH_LEN, TreeHash};
 use meshfed_proto::crypto::{SIGNATURE_LEN, Signature};
 use meshfed_proto::envelope::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
-    Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Sender, SignerCertificate, Source,
+    Timestamp, Version,
 };
 use meshfed_proto::{MeshId, Topic};
 
@@ -83,6 +86,7 @@ const ENCRYPTED: u8 = 1 << 1;
 const BATCH: u8 = 1 << 2;
 const MESSAGE: u8 = 1 << 3;
 const PROOF: u8 = 1 << 4;
+const SENDER: u8 = 1 << 5;
 /// `options` bit of a publish request.
 const WAIT: u8 = 1;
 
@@ -298,6 +302,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         (batch.is_some(), BATCH),
         (envelope.message.is_some(), MESSAGE),
         (proof.is_some(), PROOF),
+        (envelope.sender.is_some(), SENDER),
     ] {
         if set {
             parts |= bit;
@@ -329,6 +334,14 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         + 200
         + h.certificate.der_bytes().len()
         + proof.map_or(0, <[u8]>::len)
+        + envelope.sender.as_ref().map_or(0, |s| {
+            s.subject.len()
+                + s.roles.iter().map(|r| r.len() + 2).sum::<usize>()
+                + (s.attributes.iter())
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>()
+                + 6
+        })
         + envelope.message.as_ref().map_or(0, Vec::len);
     let mut w = Writer::with_capacity(capacity);
     w.head(ENVELOPE);
@@ -369,6 +382,19 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         w.bytes(&b.proof().to_bytes());
     }
     w.bytes(h.certificate.der_bytes());
+    if let Some(sender) = &envelope.sender {
+        // Invariant: a sender has at most 32 roles and 32 attributes (`Sender::validate`).
+        w.str(&sender.subject);
+        w.u16(u16::try_from(sender.roles.len()).unwrap_or(u16::MAX));
+        for role in &sender.roles {
+            w.str(role);
+        }
+        w.u16(u16::try_from(sender.attributes.len()).unwrap_or(u16::MAX));
+        for (name, value) in &sender.attributes {
+            w.str(name);
+            w.str(value);
+        }
+    }
     if let Some(proof) = proof {
         w.bytes(proof);
     }
@@ -396,10 +422,10 @@ impl Delivered {
     pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
         let mut r = Reader::open(frame, ENVELOPE, "a delivered envelope (0x10)")?;
         let parts = r.u8("parts")?;
-        if parts & !(SIGNED | ENCRYPTED | BATCH | MESSAGE | PROOF) != 0 {
+        if parts & !(SIGNED | ENCRYPTED | BATCH | MESSAGE | PROOF | SENDER) != 0 {
             return Err(invalid(
                 "parts",
-                format!("{parts:#04x}: only bits 0 to 4 are defined"),
+                format!("{parts:#04x}: only bits 0 to 5 are defined"),
             ));
         }
         let has = |bit| parts & bit != 0;
@@ -485,6 +511,7 @@ impl Delivered {
             [] => SignerCertificate::default(),
             der => SignerCertificate::new(der.to_vec()),
         };
+        let sender = if has(SENDER) { Some(r.sender()?) } else { None };
         let proof = if has(PROOF) {
             Some(r.bytes("proof")?.to_vec())
         } else {
@@ -523,6 +550,7 @@ impl Delivered {
             hop: Hop { path, ttl, hops },
             signature,
             message,
+            sender,
             batch,
         };
         Ok(Self {
@@ -694,6 +722,29 @@ impl<'a> Reader<'a> {
             "" => Ok(None),
             s => s.parse().map(Some).map_err(|e| invalid(field, e)),
         }
+    }
+
+    /// A sender: subject, roles, attributes, checked by [`Sender::validate`].
+    fn sender(&mut self) -> Result<Sender, FrameError> {
+        let subject = self.str("sender.subject")?.to_owned();
+        let roles = (0..self.u16("sender.roles")?)
+            .map(|_| self.str("sender.roles").map(str::to_owned))
+            .collect::<Result<Vec<_>, _>>()?;
+        let attributes = (0..self.u16("sender.attributes")?)
+            .map(|_| {
+                Ok((
+                    self.str("sender.attributes")?.to_owned(),
+                    self.str("sender.attributes")?.to_owned(),
+                ))
+            })
+            .collect::<Result<_, FrameError>>()?;
+        let sender = Sender {
+            subject,
+            roles,
+            attributes,
+        };
+        sender.validate().map_err(|e| invalid("sender", e))?;
+        Ok(sender)
     }
 
     fn label(&mut self, field: &'static str) -> Result<Option<Label>, FrameError> {

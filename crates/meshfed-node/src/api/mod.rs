@@ -527,6 +527,11 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
             "wait needs an acknowledged delivery: send with qos 1 or 2",
         ));
     }
+    if p.flags.contains(Flags::IDENTIFIED) {
+        return Err(ApiError::bad_request(
+            "flags: identified is the gateway's to set (it seals the identity your credential names)",
+        ));
+    }
     // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
     if p.flags.contains(Flags::RELIABLE) && p.qos == Qos::AtMostOnce {
         return Err(ApiError::bad_request(
@@ -550,6 +555,7 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         sender: Sender {
             subject: sender.subject.clone(),
             roles: sender.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            attributes: Default::default(),
         },
     };
     Ok((outgoing, p.wait))

@@ -72,8 +72,9 @@ pub use federations::PolicyError;
 pub use federations::{DEFAULT_INVITATION_TTL, MAX_INVITATION_TTL};
 pub(crate) use links::relay::via as relayed_via;
 pub use local::Delivery;
+pub use meshfed_proto::envelope::Sender;
 pub use port::{Health, LinkStatus};
-pub use submit::{Outgoing, SendError, Sender};
+pub use submit::{Outgoing, SendError};
 
 /// How long the readiness check waits for the store's write lock.
 const STORE_CHECK_WAIT: Duration = Duration::from_secs(1);

@@ -54,7 +54,8 @@ use super::cores::on_every_core;
 use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
 use super::port::{LinkPort, PeerTrust};
-use crate::policy::access::Guard;
+use crate::policy::access::Incoming;
+use meshfed_proto::envelope::Sender;
 use meshfed_proto::policy::SignatureMode;
 
 /// A streamed batch went wrong in a way the caller acts on.
@@ -128,8 +129,7 @@ async fn open_transfer(
     let wall = ctx.clock.wall();
     // The terms in force for this whole transfer: a switch point falls between frames.
     let terms = link.terms();
-    let guard = ctx.policy().inbound(&terms.peer);
-    let guard = guard.as_ref();
+    let incoming = ctx.policy().inbound(&terms.peer);
     terms.check_signed(match envelopes {
         Signed::Each(_) => SignatureMode::PerMessage,
         Signed::Batch(_) | Signed::Streamed { .. } => SignatureMode::Batch,
@@ -157,7 +157,7 @@ async fn open_transfer(
             let checked = envelopes
                 .into_iter()
                 .map(|e| {
-                    let checked = check(link, &terms, guard, e.header(), &e.hop, |o| e.open(o));
+                    let checked = check(link, &terms, &incoming, e.header(), &e.hop, |o| e.open(o));
                     (e, checked, false)
                 })
                 .collect();
@@ -183,7 +183,7 @@ async fn open_transfer(
                 .map(|mut wire| {
                     // The export form carries the certificate the link announced.
                     wire.fill_certificate(|d| link.trust.certificate(d));
-                    let checked = check(link, &terms, guard, wire.header(), &wire.hop, |o| {
+                    let checked = check(link, &terms, &incoming, wire.header(), &wire.hop, |o| {
                         wire.open(o)
                     });
                     alone(wire, checked)
@@ -270,16 +270,23 @@ struct Opened {
     arrived: Arrived,
 }
 
-/// The outcome of one envelope's checks: its hop fields as they arrived and its opened
-/// payload, or why it is refused (it is settled, not delivered).
-type Checked = Result<(Hop, Vec<u8>), Refusal>;
+/// The outcome of one envelope's checks: its hop fields as they arrived and its opened sealed
+/// part, or why it is refused (it is settled, not delivered).
+type Checked = Result<(Hop, Clear), Refusal>;
+
+/// An envelope's sealed part, opened: the payload, and who sent it as this mesh maps it
+/// (`None`: the envelope named no sender).
+struct Clear {
+    payload: Vec<u8>,
+    sender: Option<Sender>,
+}
 
 /// Checks one envelope (its header, its hop fields, the version it was sent under) and opens
-/// it with `open`, then checks the agreement and the access rules (`guard`) admit it.
+/// it with `open`, then checks the agreement and the access rules (`incoming`) admit it.
 fn check(
     link: &LinkPort,
     terms: &Terms,
-    guard: Option<&Guard>,
+    incoming: &Incoming,
     header: &Header,
     hop: &Hop,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
@@ -291,7 +298,7 @@ fn check(
     }
     let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
     let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-    Ok((hop, admitted(terms, guard, header, &opener, open)?))
+    Ok((hop, admitted(terms, incoming, header, &opener, open)?))
 }
 
 /// `hop` once the brokers in `relays` are added to it, if `header` and it may arrive here.
@@ -304,24 +311,28 @@ fn arrival(terms: &Terms, relays: &[MeshId], header: &Header, hop: &Hop) -> Resu
     Ok(hop)
 }
 
-/// Opens one envelope with `opener` and checks the agreement and the access rules (`guard`)
-/// admit what it holds.
+/// Opens one envelope with `opener`, takes its sender's identity out of its sealed part, and
+/// checks the agreement admits the payload and the access rules (`incoming`) let the sender,
+/// mapped, publish it.
 fn admitted(
     terms: &Terms,
-    guard: Option<&Guard>,
+    incoming: &Incoming,
     header: &Header,
     opener: &Opener,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
-) -> Result<Vec<u8>, Refusal> {
-    let clear = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
-    terms.admit(Direction::Inbound, Facts::of(header, clear.len()))?;
-    terms.check_redacted(&clear)?;
-    if let Some(guard) = guard {
-        guard
-            .publish(&header.metadata.topic)
-            .map_err(|d| Refusal::Denied(d.to_string()))?;
-    }
-    Ok(clear)
+) -> Result<Clear, Refusal> {
+    let sealed = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
+    let (sender, payload) =
+        Sender::unwrap(header.flags, sealed).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
+    terms.check_redacted(&payload)?;
+    let mapped = incoming
+        .admit(&header.source.mesh, sender.as_ref(), &header.metadata.topic)
+        .map_err(|d| Refusal::Denied(d.to_string()))?;
+    Ok(Clear {
+        payload,
+        sender: sender.map(|_| mapped.sender()),
+    })
 }
 
 /// One envelope out of a broker's custody: sent while this relayed federation's peer could not
@@ -331,13 +342,13 @@ fn admitted(
 /// (which may be a later version than the one it was sent under), then opened.
 pub(crate) fn custody(
     terms: &Terms,
-    guard: Option<&Guard>,
+    incoming: &Incoming,
     relays: &[MeshId],
     wire: WireEnvelope,
     opener: &Opener,
 ) -> Message<Arc<Arrived>> {
     let checked = arrival(terms, relays, wire.header(), &wire.hop).and_then(|hop| {
-        let clear = admitted(terms, guard, wire.header(), opener, |o| wire.open(o))?;
+        let clear = admitted(terms, incoming, wire.header(), opener, |o| wire.open(o))?;
         Ok((hop, clear))
     });
     let a = alone(wire, checked);
@@ -371,12 +382,13 @@ fn opened(
 ) -> Opened {
     let (size, envelope, crossed, refused) = match checked {
         Ok((hop, clear)) => {
-            let size = clear.len();
+            let size = clear.payload.len();
             let envelope = Envelope {
                 header: header.clone(),
                 hop,
                 signature,
-                message: Some(clear),
+                message: Some(clear.payload),
+                sender: clear.sender,
                 batch: position,
             };
             (size, Some(envelope), crossed, None)
@@ -478,11 +490,11 @@ impl Heads {
         terms
             .check_signed(SignatureMode::Batch)
             .map_err(StreamFault::Refused)?;
-        let guard = ctx.policy().inbound(&terms.peer);
+        let incoming = ctx.policy().inbound(&terms.peer);
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {
             let header = envelope.header();
-            let checked = check(link, &terms, guard.as_ref(), header, &envelope.hop, |o| {
+            let checked = check(link, &terms, &incoming, header, &envelope.hop, |o| {
                 envelope.open(o)
             });
             // TLS under the peer's key authenticated these bytes: a live subscriber may have
@@ -495,7 +507,8 @@ impl Heads {
                     header: link.trust.known(header),
                     hop: hop.clone(),
                     signature: Signature([0; SIGNATURE_LEN]),
-                    message: Some(clear.clone()),
+                    message: Some(clear.payload.clone()),
+                    sender: clear.sender.clone(),
                     batch: None,
                 })));
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
-    Priority, Qos, SignerCertificate, Source, Timestamp, Version,
+    Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -41,17 +41,8 @@ pub struct Outgoing {
     /// `reliable`, `ordered`.
     pub flags: Flags,
     /// Who sends it: a component of this mesh, as its credential names it (the admin token's
-    /// holder is subject `admin`, role `admin`).
+    /// holder is subject `admin`, role `admin`). It crosses in the sealed part of the envelope.
     pub sender: Sender,
-}
-
-/// A local component as its credential names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender {
-    /// Its subject.
-    pub subject: String,
-    /// Its roles.
-    pub roles: Vec<String>,
 }
 
 /// Why a message was not sent.
@@ -207,7 +198,8 @@ fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
 /// The stream a message goes to, if its federation takes it now: active, the topic, size and
 /// qos agreed, and (for qos 0, which is not stored and forwarded) its link up; then the fields
 /// the agreement redacts are taken out of its payload (before it is sealed and signed, so what
-/// is proved is what is delivered), and it takes its place within the agreed rate.
+/// is proved is what is delivered), its sender's identity is put in front of it (sealed with it,
+/// see [`Sender`]), and it takes its place within the agreed rate.
 fn check(
     ctx: &Context,
     routes: &Routes,
@@ -239,7 +231,7 @@ fn check(
         mesh: ctx.id.mesh.clone(),
         subject: msg.sender.subject.clone(),
         roles: msg.sender.roles.clone(),
-        attributes: Default::default(),
+        attributes: msg.sender.attributes.clone(),
     };
     if let Some(guard) = ctx.policy().outbound(sender, &msg.to) {
         guard
@@ -249,6 +241,11 @@ fn check(
     if let Some(redacted) = view.terms.redact(&msg.payload) {
         msg.payload = redacted;
     }
+    msg.payload = msg
+        .sender
+        .wrap(&msg.payload)
+        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+    msg.flags = msg.flags.with(Flags::IDENTIFIED);
     if let Some(rate) = &view.rate {
         rate.take()?;
     }

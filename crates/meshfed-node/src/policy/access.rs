@@ -4,8 +4,9 @@
 //! message by Cedar's authorizer.
 //!
 //! Principals are identities: a local component (its token's subject and roles), or a partner's
-//! sender after identity mapping (the federation identity `federation::<mesh>` when nothing
-//! finer is known). Each is a `Meshfed::Principal` in its roles (`Meshfed::Role`) and its mesh
+//! sender after identity mapping ([`map`]; the sender's identity crosses in the sealed part of
+//! its envelope, and an envelope without one stands for the federation identity
+//! `federation::<mesh>`). Each is a `Meshfed::Principal` in its roles (`Meshfed::Role`) and its mesh
 //! (`Meshfed::Mesh`), with its attributes as tags. Resources are topics (`Meshfed::Topic`, its
 //! `name` for `like` patterns). The context says which partner and which way.
 //!
@@ -27,6 +28,7 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use meshfed_proto::envelope::Sender;
 use meshfed_proto::{MeshId, Topic};
 
 /// meshfed's Cedar schema: the entity types and actions access rules are written over.
@@ -95,6 +97,25 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// `sender` of `mesh`.
+    pub fn of(mesh: &MeshId, sender: &Sender) -> Self {
+        Self {
+            mesh: mesh.clone(),
+            subject: sender.subject.clone(),
+            roles: sender.roles.clone(),
+            attributes: sender.attributes.clone(),
+        }
+    }
+
+    /// The identity without its mesh, as a subscriber is shown it.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            subject: self.subject.clone(),
+            roles: self.roles.clone(),
+            attributes: self.attributes.clone(),
+        }
+    }
+
     /// A partner mesh as a whole: the federation identity `federation::<mesh>`.
     pub fn federation(mesh: &MeshId) -> Self {
         Self {
@@ -134,18 +155,74 @@ impl Mapping {
 }
 
 /// `remote` as this mesh knows it: mapped by the first rule of `rules` that matches, which
-/// names its local subject and roles (its attributes stay); unmatched, it keeps its subject
-/// and holds no role here. A remote identity's roles never carry over by themselves: only a
-/// rule grants roles here.
+/// names its local subject and roles (its attributes stay). A sender no rule names is taken for
+/// its mesh as a whole — the federation identity `federation::<mesh>`, mapped by the first rule
+/// that matches that — so that a rule for the partner covers every sender of it not named
+/// finer. Unmatched even so, it keeps its subject and holds no role here. A remote identity's
+/// roles never carry over by themselves: only a rule grants roles here.
 pub fn map(rules: &[Mapping], remote: &Principal) -> Principal {
-    let rule = rules.iter().find(|r| r.matches(remote));
-    Principal {
-        mesh: remote.mesh.clone(),
-        subject: rule
-            .and_then(|r| r.to.clone())
-            .unwrap_or_else(|| remote.subject.clone()),
-        roles: rule.map(|r| r.roles.clone()).unwrap_or_default(),
+    let mapped = |rule: &Mapping, who: &Principal| Principal {
+        mesh: who.mesh.clone(),
+        subject: rule.to.clone().unwrap_or_else(|| who.subject.clone()),
+        roles: rule.roles.clone(),
         attributes: remote.attributes.clone(),
+    };
+    if let Some(rule) = rules.iter().find(|r| r.matches(remote)) {
+        return mapped(rule, remote);
+    }
+    let federation = Principal::federation(&remote.mesh);
+    if remote.subject != federation.subject
+        && let Some(rule) = rules.iter().find(|r| r.matches(&federation))
+    {
+        return mapped(rule, &federation);
+    }
+    Principal {
+        roles: Vec::new(),
+        ..remote.clone()
+    }
+}
+
+/// What a partner sends here, checked: who sent each message as this mesh maps it ([`map`]),
+/// and whether the access rules let that identity publish it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    access: Option<std::sync::Arc<Access>>,
+    identities: std::sync::Arc<[Mapping]>,
+    peer: MeshId,
+}
+
+impl Incoming {
+    /// What partner `peer` sends here, under `access` (`None`: no rules) and `identities`.
+    pub fn new(
+        access: Option<std::sync::Arc<Access>>,
+        identities: std::sync::Arc<[Mapping]>,
+        peer: MeshId,
+    ) -> Self {
+        Self {
+            access,
+            identities,
+            peer,
+        }
+    }
+
+    /// Who sent a message on `topic` from mesh `source` (whose sealed part named `sender`;
+    /// `None`: the mesh as a whole), as this mesh maps it — if the access rules let it publish
+    /// that here.
+    pub fn admit(
+        &self,
+        source: &MeshId,
+        sender: Option<&Sender>,
+        topic: &Topic,
+    ) -> Result<Principal, Denied> {
+        let remote = sender.map_or_else(
+            || Principal::federation(source),
+            |s| Principal::of(source, s),
+        );
+        let principal = map(&self.identities, &remote);
+        if let Some(access) = &self.access {
+            access.decide(&principal, Action::Publish, topic, &self.peer, Way::Inbound)?;
+        }
+        Ok(principal)
     }
 }
 
@@ -538,6 +615,73 @@ mod tests {
         assert_eq!(
             (unmatched.subject.as_str(), unmatched.roles.len()),
             ("federation::plant-c", 0)
+        );
+        // A sender no rule names is taken for its mesh as a whole, when a rule names that.
+        let mut with_partner = rules.clone();
+        with_partner.push(Mapping {
+            mesh: Some(b.clone()),
+            subject: Some("federation::supplier-b".into()),
+            role: None,
+            attributes: BTreeMap::new(),
+            to: None,
+            roles: vec!["supplier".into()],
+        });
+        let stranger = map(&with_partner, &remote("mes", &["operator"], "x"));
+        assert_eq!(
+            (stranger.subject.as_str(), stranger.roles.as_slice()),
+            ("federation::supplier-b", &["supplier".to_owned()][..])
+        );
+        let without = map(&rules, &remote("mes", &["operator"], "x"));
+        assert_eq!((without.subject.as_str(), without.roles.len()), ("mes", 0));
+    }
+
+    #[test]
+    fn an_arrival_is_mapped_then_decided_on() {
+        let b: MeshId = "supplier-b".parse().unwrap();
+        let access = Access::parse(
+            r#"permit (principal in Meshfed::Role::"purchasing", action == Meshfed::Action::"publish", resource)
+when { resource.name like "orders/*" };"#,
+        )
+        .unwrap();
+        let rules: std::sync::Arc<[Mapping]> = vec![Mapping {
+            mesh: Some(b.clone()),
+            subject: None,
+            role: Some("buyer".into()),
+            attributes: BTreeMap::new(),
+            to: Some("b-buyer".into()),
+            roles: vec!["purchasing".into()],
+        }]
+        .into();
+        let incoming = Incoming::new(Some(std::sync::Arc::new(access)), rules, b.clone());
+        let buyer = Sender {
+            subject: "erp".into(),
+            roles: vec!["buyer".into()],
+            attributes: BTreeMap::new(),
+        };
+        let orders = topic("orders/1");
+        let mapped = incoming.admit(&b, Some(&buyer), &orders).unwrap();
+        assert_eq!(
+            (mapped.subject.as_str(), mapped.roles.as_slice()),
+            ("b-buyer", &["purchasing".to_owned()][..])
+        );
+        let clerk = Sender {
+            roles: vec!["clerk".into()],
+            ..buyer.clone()
+        };
+        assert_eq!(
+            incoming
+                .admit(&b, Some(&clerk), &orders)
+                .unwrap_err()
+                .to_string(),
+            "erp of supplier-b may not publish on orders/1: no access rule permits it"
+        );
+        // Without a sender, the mesh as a whole: no rule maps it, no rule permits it.
+        assert!(incoming.admit(&b, None, &orders).is_err());
+        // Without rules, whoever sent it is mapped and let through.
+        let open = Incoming::new(None, Vec::new().into(), b.clone());
+        assert_eq!(
+            open.admit(&b, Some(&clerk), &orders).unwrap().subject,
+            "erp"
         );
     }
 

@@ -99,23 +99,15 @@ pub struct Policy {
     /// Access rules; `None`: whatever the agreement lets flow.
     pub access: Option<Arc<access::Access>>,
     /// Identity mapping rules, in order.
-    pub identities: Vec<access::Mapping>,
+    pub identities: Arc<[access::Mapping]>,
     /// The file's text; `None` for the defaults, without a file.
     pub source: Option<String>,
 }
 
 impl Policy {
-    /// The access check of what partner `peer` sends here: its federation identity, mapped;
-    /// `None` without access rules.
-    pub fn inbound(&self, peer: &MeshId) -> Option<access::Guard> {
-        let access = self.access.clone()?;
-        let principal = access::map(&self.identities, &access::Principal::federation(peer));
-        Some(access::Guard::new(
-            access,
-            principal,
-            peer.clone(),
-            access::Way::Inbound,
-        ))
+    /// The identity mapping and access check of what partner `peer` sends here.
+    pub fn inbound(&self, peer: &MeshId) -> access::Incoming {
+        access::Incoming::new(self.access.clone(), self.identities.clone(), peer.clone())
     }
 
     /// The access check of what local `sender` sends to partner `peer`; `None` without access

@@ -713,6 +713,7 @@ impl ProvenEnvelope {
             hop: self.envelope.hop.clone(),
             signature: self.batch.signature,
             message,
+            sender: None,
             batch: Some(self.batch_proof()),
         }
     }

@@ -6,6 +6,10 @@
 //! are standard base64. `message` is shown by content type: a JSON value for JSON types, a string
 //! for `text/*`, base64 for anything else, and `null` when the payload is sealed and unopened.
 //!
+//! `sender` (beside `federation` and `message`, absent when unknown) is who sent it, from the
+//! sealed part of an `identified` envelope: `{"subject", "roles", "attributes"}`, as the receiving
+//! mesh maps it (see [`Sender`]).
+//!
 //! An envelope signed in a batch carries `security.batch`: `{"root": base64 (48 bytes), "count":
 //! n, "index": i, "proof": base64 of the audit path (48-byte hashes, bottom up)}`, and its
 //! `security.signature` is the batch's. The key is absent for an envelope signed alone (`null` is
@@ -22,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
-    Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Sender, SignerCertificate, Source,
+    Timestamp, Version,
 };
 use crate::batch::merkle::{self, HASH_LEN, TreeHash};
 use crate::batch::{BatchError, BatchProof, SignedBatch};
@@ -45,6 +49,9 @@ pub enum JsonError {
         /// What is wrong.
         reason: String,
     },
+    /// `sender` parsed as JSON but breaks a rule of [`Sender::validate`].
+    #[error("envelope JSON field sender: {0}")]
+    Sender(String),
 }
 
 fn field(field: &'static str, reason: impl std::fmt::Display) -> JsonError {
@@ -59,7 +66,20 @@ fn field(field: &'static str, reason: impl std::fmt::Display) -> JsonError {
 #[serde(deny_unknown_fields)]
 struct EnvelopeJson {
     federation: FederationJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<SenderJson>,
     message: serde_json::Value,
+}
+
+/// `sender`: who sent it (an `identified` envelope, opened), as the receiving mesh maps it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SenderJson {
+    subject: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,6 +256,11 @@ impl Envelope {
                     topic: h.metadata.topic.clone(),
                 },
             },
+            sender: self.sender.as_ref().map(|s| SenderJson {
+                subject: s.subject.clone(),
+                roles: s.roles.clone(),
+                attributes: s.attributes.clone(),
+            }),
             message: present_message(&h.metadata.content_type, self.message.as_deref()),
         }
     }
@@ -277,6 +302,18 @@ impl Envelope {
         }
         let content_type = f.metadata.content_type;
         let message = read_message(&content_type, doc.message)?;
+        let sender = doc
+            .sender
+            .map(|s| {
+                let sender = Sender {
+                    subject: s.subject,
+                    roles: s.roles,
+                    attributes: s.attributes,
+                };
+                sender.validate().map(|()| sender)
+            })
+            .transpose()
+            .map_err(JsonError::Sender)?;
         Ok(Self {
             header: Header {
                 version: f.version,
@@ -317,6 +354,7 @@ impl Envelope {
             },
             signature: Signature(signature),
             message,
+            sender,
             batch,
         })
     }

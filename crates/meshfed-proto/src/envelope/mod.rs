@@ -23,10 +23,12 @@
 
 pub mod export;
 pub mod json;
+mod sender;
 mod types;
 pub mod wire;
 
 pub use crate::batch::BatchProof;
+pub use sender::Sender;
 pub use types::{
     ContentType, EnvelopeId, Flags, InvalidValue, Label, MaxLatency, Priority, Qos, Timestamp,
     Version,
@@ -307,6 +309,9 @@ pub struct Envelope {
     pub signature: Signature,
     /// The payload in clear; `None` when it is sealed and was not opened.
     pub message: Option<Vec<u8>>,
+    /// Who sent it, from the sealed part (`identified` envelopes, opened): as delivered to a
+    /// mesh's subscribers, the identity that mesh mapped it to.
+    pub sender: Option<Sender>,
     /// Where the envelope sits in the batch it was signed in; `None` when it was signed alone.
     pub batch: Option<BatchProof>,
 }

@@ -522,6 +522,47 @@ fn json_round_trips_both_ways() {
 }
 
 #[test]
+fn a_sealed_sender_crosses_inside_the_ciphertext_and_shows_beside_the_message() {
+    let mut fx = fixture();
+    let erp = crate::envelope::Sender {
+        subject: "erp".into(),
+        roles: vec!["buyer".into()],
+        attributes: [("site".to_owned(), "north".to_owned())].into(),
+    };
+    let mut h = header("line-3/temperature");
+    h.flags = Flags::IDENTIFIED;
+    let sealed_part = erp.wrap(br#"{"celsius":21.5}"#).unwrap();
+    let hop = Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL);
+    let wire = WireEnvelope::seal(h, hop, &sealed_part, &mut fx.sealer, &fx.signer).unwrap();
+    // A relay sees neither the subject nor the role.
+    let bytes = wire.encode();
+    assert!(!bytes.windows(5).any(|w| w == b"buyer"));
+    let (wire, opened) = open(&fx, &bytes).unwrap();
+    let (sender, payload) = crate::envelope::Sender::unwrap(wire.header().flags, opened).unwrap();
+    assert_eq!(payload, br#"{"celsius":21.5}"#);
+    let mut model = wire.to_envelope(Some(payload));
+    model.sender = sender;
+    let json = model.to_json();
+    assert_eq!(
+        json["sender"],
+        serde_json::json!({"subject": "erp", "roles": ["buyer"], "attributes": {"site": "north"}})
+    );
+    assert_eq!(
+        json["federation"]["routing"]["flags"],
+        serde_json::json!(["identified"])
+    );
+    assert_eq!(Envelope::from_json(&json.to_string()).unwrap(), model);
+    let mut bad = json.clone();
+    bad["sender"]["subject"] = "".into();
+    assert_eq!(
+        Envelope::from_json(&bad.to_string())
+            .unwrap_err()
+            .to_string(),
+        "envelope JSON field sender: subject \"\" must be 1 to 256 bytes"
+    );
+}
+
+#[test]
 fn json_messages_follow_the_content_type() {
     let fx = fixture();
     let hop = Hop::origin("plant-a".parse().unwrap(), 4);

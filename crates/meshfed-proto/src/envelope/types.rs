@@ -224,8 +224,14 @@ impl Flags {
     pub const RELIABLE: Self = Self(1);
     /// `ordered`: delivered in order per (source mesh, destination mesh, topic).
     pub const ORDERED: Self = Self(2);
-    const NAMES: [(&'static str, Self); 2] =
-        [("reliable", Self::RELIABLE), ("ordered", Self::ORDERED)];
+    /// `identified`: the sealed part begins with the sender's identity, as its gateway
+    /// verified it ([`super::Sender`]); set by the sending gateway, never by a client.
+    pub const IDENTIFIED: Self = Self(4);
+    const NAMES: [(&'static str, Self); 3] = [
+        ("reliable", Self::RELIABLE),
+        ("ordered", Self::ORDERED),
+        ("identified", Self::IDENTIFIED),
+    ];
 
     /// No flags.
     pub fn empty() -> Self {
@@ -242,6 +248,11 @@ impl Flags {
         Self(self.0 | other.0)
     }
 
+    /// These flags without `other`.
+    pub fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     /// The flags as bits (wire form).
     pub fn bits(self) -> u8 {
         self.0
@@ -249,11 +260,11 @@ impl Flags {
 
     /// Flags from bits, refusing unknown ones.
     pub fn from_bits(bits: u8) -> Result<Self, InvalidValue> {
-        if bits & !3 != 0 {
+        if bits & !7 != 0 {
             return Err(InvalidValue::new(
                 "flags",
                 bits,
-                "only bits 0 (reliable) and 1 (ordered) are defined",
+                "only bits 0 (reliable), 1 (ordered) and 2 (identified) are defined",
             ));
         }
         Ok(Self(bits))
@@ -274,7 +285,13 @@ impl Flags {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, f)| *f)
-            .ok_or_else(|| InvalidValue::new("flag", name, "must be \"reliable\" or \"ordered\""))
+            .ok_or_else(|| {
+                InvalidValue::new(
+                    "flag",
+                    name,
+                    "must be \"reliable\", \"ordered\" or \"identified\"",
+                )
+            })
     }
 }
 
@@ -462,7 +479,12 @@ mod tests {
             .unwrap()
             .with(Flags::from_name("ordered").unwrap());
         assert_eq!(f.names(), ["reliable", "ordered"]);
-        assert!(Flags::from_bits(4).is_err());
+        assert_eq!(
+            Flags::from_bits(4).unwrap().names(),
+            ["identified"],
+            "bit 2 is the sender's identity"
+        );
+        assert!(Flags::from_bits(8).is_err());
         assert!(
             Flags::from_name("urgent")
                 .unwrap_err()

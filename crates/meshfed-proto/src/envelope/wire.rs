@@ -277,6 +277,7 @@ impl WireEnvelope {
             hop: self.hop.clone(),
             signature: self.signature,
             message,
+            sender: None,
             batch: None,
         }
     }

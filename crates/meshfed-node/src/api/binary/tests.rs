@@ -64,6 +64,11 @@ fn envelope() -> Envelope {
         },
         signature: Signature([3; SIGNATURE_LEN]),
         message: Some(vec![0, 1, 2, 255]),
+        sender: Some(Sender {
+            subject: "plant-buyer".into(),
+            roles: vec!["purchasing".into(), "plant".into()],
+            attributes: [("site".to_owned(), "north".to_owned())].into(),
+        }),
         batch: Some(BatchProof::from_parts(root, 4, 1, &audit_path).unwrap()),
     }
 }
@@ -207,7 +212,7 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
     priority[3] = 8;
     assert_eq!(error_of(&priority), "priority: must be 0 to 7");
     let mut flags = good.clone();
-    flags[4] = 4;
+    flags[4] = 8;
     assert!(error_of(&flags).starts_with("flags: only bits 0 (reliable)"));
     let mut options = good.clone();
     options[5] = 2;
@@ -295,7 +300,7 @@ prop_compose! {
         qos in 0u8..3,
         priority in 0u8..8,
         max_latency in proptest::option::of(1u32..),
-        flags in 0u8..4,
+        flags in 0u8..8,
         wait in any::<bool>(),
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
     ) -> Publish {
@@ -341,10 +346,15 @@ prop_compose! {
         policy in (0u8..8, 0u8..3, proptest::option::of(1u32..)),
         labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
         hop in (any::<u8>(), any::<u8>()),
-        flags in 0u8..4,
+        flags in 0u8..8,
         signature in any::<[u8; 32]>(),
         message in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..2048)),
         batch in proptest::option::of(any_batch()),
+        sender in proptest::option::of((
+            "[!-~]{1,20}",
+            proptest::collection::vec("[!-~]{1,20}", 0..4),
+            proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,20}", 0..4),
+        )),
     ) -> Envelope {
         let mut sig = [0; SIGNATURE_LEN];
         sig[..32].copy_from_slice(&signature);
@@ -386,6 +396,7 @@ prop_compose! {
             },
             signature: Signature(sig),
             message,
+            sender: sender.map(|(subject, roles, attributes)| Sender { subject, roles, attributes }),
             batch,
         }
     }

@@ -691,8 +691,8 @@ async fn deliver(
             mesh: header.source.mesh.clone(),
             node: header.source.gateway.clone(),
         };
-        let guard = links.ctx.policy().inbound(&terms.peer);
-        let message = open::custody(&terms, guard.as_ref(), &item.relays, wire, &opener);
+        let incoming = links.ctx.policy().inbound(&terms.peer);
+        let message = open::custody(&terms, &incoming, &item.relays, wire, &opener);
         ctx.metrics.custody("delivered");
         messages.push((peer, message));
     }
