@@ -182,6 +182,11 @@ pub(crate) enum TokenCommand {
         /// admin token.
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
+        /// An attribute of the component, NAME=VALUE (repeat for several), e.g. `site=north`:
+        /// it crosses with what the component sends, for partners' identity mapping and access
+        /// rules to match on.
+        #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = name_value)]
+        attributes: Vec<(String, String)>,
         /// Topic patterns it may use (repeat, or separate with commas), e.g. `orders/#`.
         #[arg(long, value_name = "P", value_delimiter = ',')]
         topics: Vec<TopicPattern>,
@@ -548,6 +553,13 @@ fn node_cert_validity(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// `NAME=VALUE`, split at the first `=` (the gateway checks both parts).
+fn name_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
 }
 
 /// `meshfed envelope ...`.

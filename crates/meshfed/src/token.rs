@@ -38,6 +38,7 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
         TokenCommand::Issue {
             subject,
             roles,
+            attributes,
             topics,
             actions,
             ttl,
@@ -52,6 +53,7 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
             let request = IssueTokenRequest {
                 subject,
                 roles,
+                attributes: attributes.into_iter().collect(),
                 topics,
                 actions,
                 ttl: Some(humantime::format_duration(ttl).to_string()),

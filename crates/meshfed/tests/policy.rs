@@ -285,13 +285,14 @@ when { resource.name like "orders/*" };
 '''
 "#;
 
-/// supplier-b maps plant-a's buyers to its own subject `plant-buyer` with the role
-/// `purchasing`, and plant-a as a whole (every other sender of it) to the role `plant`; it lets
+/// supplier-b maps plant-a's buyers at its north site (by role and attribute) to its own
+/// subject `plant-buyer` with the role `purchasing`, and plant-a as a whole (every other sender of it) to the role `plant`; it lets
 /// purchasing publish orders, and plant orders and probes, and forbids recalls from anyone.
 const SUPPLIER_ACCESS: &str = r#"
 [[identity]]
 mesh = "plant-a"
 role = "buyer"
+attributes = { site = "north" }
 to = "plant-buyer"
 roles = ["purchasing"]
 
@@ -333,6 +334,8 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         "erp",
         "--role",
         "buyer",
+        "--attr",
+        "site=north",
         "--topics",
         "#",
         "--actions",
@@ -376,7 +379,8 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
             out.ok();
         }
     }
-    // The subscriber sees each sender as supplier-b maps it: erp, a buyer, as plant-buyer.
+    // The subscriber sees each sender as supplier-b maps it: erp, a buyer at the north site,
+    // as plant-buyer (its attributes stay).
     let got = sub.finish(DEADLINE);
     let mut seen: Vec<(i64, Value)> = got
         .ok()
@@ -394,7 +398,7 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         [
             (
                 5,
-                serde_json::json!({"subject": "plant-buyer", "roles": ["purchasing"], "attributes": {}})
+                serde_json::json!({"subject": "plant-buyer", "roles": ["purchasing"], "attributes": {"site": "north"}})
             ),
             (7, plant.clone()),
             (8, plant)

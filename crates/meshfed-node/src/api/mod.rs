@@ -555,7 +555,7 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         sender: Sender {
             subject: sender.subject.clone(),
             roles: sender.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            attributes: Default::default(),
+            attributes: sender.attributes.clone(),
         },
     };
     Ok((outgoing, p.wait))

@@ -618,6 +618,7 @@ fn samples() -> Vec<(String, Value)> {
         sample(IssueTokenRequest {
             subject: "erp".into(),
             roles: vec!["writer".into()],
+            attributes: [("site".to_owned(), "north".to_owned())].into(),
             topics: vec!["orders/#".parse().unwrap()],
             actions: vec!["publish".into()],
             ttl: Some("1h".into()),
@@ -630,6 +631,7 @@ fn samples() -> Vec<(String, Value)> {
             kid: "kid".into(),
             subject: "erp".into(),
             roles: vec![],
+            attributes: [("site".to_owned(), "north".to_owned())].into(),
             topics: vec!["orders/#".parse().unwrap()],
             actions: vec!["publish".into()],
             issued: "2026-01-01T00:00:00Z".into(),

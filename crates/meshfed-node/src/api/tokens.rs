@@ -26,7 +26,7 @@ use crate::gateway::federations::rfc3339;
         and never stored; `GET /v1/tokens` lists what was issued.",
     responses(
         (status = 200, description = "The token and what it grants", body = IssuedToken),
-        (status = 400, description = "A wrong subject, role, action, topic pattern or ttl, or a token that would allow nothing (`bad_request`)", body = ErrorBody),
+        (status = 400, description = "A wrong subject, role, attribute, action, topic pattern or ttl, or a token that would allow nothing (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
         (status = 403, description = "A component token without the admin role (`forbidden`)", body = ErrorBody),
         (status = 500, description = "The token could not be made or recorded (`internal`)", body = ErrorBody),
@@ -52,7 +52,9 @@ pub(super) async fn issue_token(
         Some(t) => humantime::parse_duration(t)
             .map_err(|e| ApiError::bad_request(format!("ttl {t:?}: {e}")))?,
     };
-    let grant = Grant::new(subject, roles, body.topics, actions, ttl).map_err(bad)?;
+    let grant = Grant::new(subject, roles, body.topics, actions, ttl)
+        .and_then(|g| g.with_attributes(body.attributes))
+        .map_err(bad)?;
     let (token, claims) = node
         .issue_token(grant)
         .await
@@ -68,6 +70,7 @@ pub(super) async fn issue_token(
         jti: claims.jti,
         subject: claims.sub,
         roles: claims.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        attributes: claims.attrs,
         topics: claims.topics,
         actions: claims.actions.iter().map(|a| a.name().to_owned()).collect(),
     }))

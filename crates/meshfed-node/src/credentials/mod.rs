@@ -5,7 +5,7 @@
 //! `meshfed init` or at the first start of an older node directory). It is not the node's TLS
 //! key: that one is short-lived and replaced at each renewal, while a token must keep
 //! verifying until it expires. A token is a JWT whose header pins `alg` ES384 and names the key
-//! (`kid`); its claims say who it is for (`sub`, `roles`) and what it may do (`topics`,
+//! (`kid`); its claims say who it is for (`sub`, `roles`, `attrs`) and what it may do (`topics`,
 //! `actions`), issued by `meshfed:<mesh>/<node>` for the audience `meshfed:<mesh>`, with
 //! `iat`, `exp` and a random `jti` by which it can be revoked.
 //!
@@ -19,7 +19,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -168,6 +168,7 @@ impl<'de> Deserialize<'de> for Subject {
 pub struct Grant {
     subject: Subject,
     roles: Vec<Role>,
+    attributes: BTreeMap<String, String>,
     topics: Vec<TopicPattern>,
     actions: Vec<Action>,
     ttl: Duration,
@@ -182,6 +183,11 @@ pub enum GrantError {
     /// Not a role name.
     #[error("invalid role {0:?}: 1 to 64 letters, digits, '.', '_', '-' or ':'")]
     BadRole(String),
+    /// Not an attribute, or too many.
+    #[error(
+        "invalid attribute {0:?}: at most 32 NAME=VALUE, the name 1 to 64 letters, digits, '.', '_', '-' or ':', the value at most 256 bytes without control characters"
+    )]
+    BadAttribute(String),
     /// Not an action.
     #[error("unknown action {0:?}: use publish, subscribe or request")]
     UnknownAction(String),
@@ -223,10 +229,36 @@ impl Grant {
         Ok(Self {
             subject,
             roles,
+            attributes: BTreeMap::new(),
             topics,
             actions,
             ttl,
         })
+    }
+
+    /// This grant with `attributes` (`site=north`): the component's attributes, which cross
+    /// with what it sends and which identity mapping and access rules may match on.
+    pub fn with_attributes(
+        mut self,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<Self, GrantError> {
+        if attributes.len() > 32 {
+            return Err(GrantError::BadAttribute(format!(
+                "{} attributes",
+                attributes.len()
+            )));
+        }
+        for (name, value) in &attributes {
+            let name_ok = name.parse::<Role>().is_ok();
+            let value_ok = value.len() <= 256 && !value.chars().any(char::is_control);
+            if !name_ok || !value_ok {
+                return Err(GrantError::BadAttribute(
+                    format!("{name}={value}").chars().take(80).collect(),
+                ));
+            }
+        }
+        self.attributes = attributes;
+        Ok(self)
     }
 }
 
@@ -247,6 +279,9 @@ pub struct Claims {
     pub jti: String,
     /// The component's roles.
     pub roles: Vec<Role>,
+    /// The component's attributes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
     /// The topic patterns it may use.
     pub topics: Vec<TopicPattern>,
     /// What it may do with them.
@@ -454,6 +489,7 @@ impl Issuer {
             iat,
             jti: hex::encode(id),
             roles: grant.roles.clone(),
+            attrs: grant.attributes.clone(),
             topics: grant.topics.clone(),
             actions: grant.actions.clone(),
         };
@@ -532,6 +568,8 @@ struct RawClaims {
     #[serde(default)]
     roles: Vec<Role>,
     #[serde(default)]
+    attrs: BTreeMap<String, String>,
+    #[serde(default)]
     topics: Vec<TopicPattern>,
     #[serde(default)]
     actions: Vec<Action>,
@@ -578,6 +616,7 @@ impl RawClaims {
             iat,
             jti,
             roles: self.roles,
+            attrs: self.attrs,
             topics: self.topics,
             actions: self.actions,
         })
@@ -599,6 +638,8 @@ pub struct Principal {
     pub subject: String,
     /// Its roles.
     pub roles: Vec<Role>,
+    /// Its attributes (none for the admin token).
+    pub attributes: BTreeMap<String, String>,
     /// The token's id; `None` for the admin token.
     pub token_id: Option<String>,
     /// When the token expires, in seconds since the Unix epoch; `None` for the admin token.
@@ -629,6 +670,7 @@ impl Principal {
         Self {
             subject: "admin".into(),
             roles: vec![Role(ADMIN_ROLE.into())],
+            attributes: BTreeMap::new(),
             token_id: None,
             expires: None,
             access: Access::Admin,
@@ -641,6 +683,7 @@ impl Principal {
         Self {
             subject: claims.sub,
             roles: claims.roles,
+            attributes: claims.attrs,
             token_id: Some(claims.jti),
             expires: Some(claims.exp),
             access: if admin {

@@ -394,3 +394,37 @@ fn the_issuer_key_is_made_once_with_mode_0600_and_loads_back() {
     let again = Issuer::load_or_create(dir.path(), &mesh, &node).unwrap();
     assert_eq!(first.kid(), again.kid());
 }
+
+#[test]
+fn attributes_are_signed_into_the_token_and_bounded() {
+    let issuer = issuer();
+    let attrs: BTreeMap<String, String> = [("site".to_owned(), "north".to_owned())].into();
+    let g = grant(&["orders/#"], &[Action::Publish], DEFAULT_TOKEN_TTL)
+        .with_attributes(attrs.clone())
+        .unwrap();
+    let (token, claims) = issuer.issue(&g, now()).unwrap();
+    assert_eq!(claims.attrs, attrs);
+    let verified = issuer.verify(&token, now()).unwrap();
+    assert_eq!(Principal::of(verified).attributes, attrs);
+    // A token without the claim has none.
+    let plain = signed(&issuer, &claims_of(&issuer));
+    assert!(issuer.verify(&plain, now()).unwrap().attrs.is_empty());
+
+    let with = |name: &str, value: &str| {
+        grant(&["orders/#"], &[Action::Publish], DEFAULT_TOKEN_TTL)
+            .with_attributes([(name.to_owned(), value.to_owned())].into())
+    };
+    assert_eq!(
+        with("a b", "x").unwrap_err().to_string(),
+        "invalid attribute \"a b=x\": at most 32 NAME=VALUE, the name 1 to 64 letters, digits, '.', '_', '-' or ':', the value at most 256 bytes without control characters"
+    );
+    assert!(with("site", "line\nfeed").is_err());
+    assert!(with("site", &"x".repeat(257)).is_err());
+    assert!(with("site", "").is_ok());
+    let many = (0..33).map(|i| (format!("a{i}"), String::new())).collect();
+    assert!(
+        grant(&["orders/#"], &[Action::Publish], DEFAULT_TOKEN_TTL)
+            .with_attributes(many)
+            .is_err()
+    );
+}

@@ -7,7 +7,9 @@ use meshfed_proto::FederationState as State;
 use meshfed_proto::Termination;
 use serde_json::json;
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
 use utoipa::{PartialSchema, ToSchema};
 
 /// A stand-in type: its schema, with `description`, is the component named after it.
@@ -155,8 +157,8 @@ stand_in!(
 stand_in!(
     /// A delivered envelope in the spec's JSON layout: `federation` (version, id, timestamp,
     /// source_mesh, destination_mesh, routing, security, policy, metadata) and `message` (a
-    /// JSON value for JSON content, a string for text, base64 otherwise, `null` when sealed).
-    /// In the export form (`proof=required`) also `proof`: standard base64 of the CBOR of the
+    /// JSON value for JSON content, a string for text, base64 otherwise, `null` when sealed);
+    /// `sender` (`identified` envelopes) is who sent it as this mesh maps them. In the export form (`proof=required`) also `proof`: standard base64 of the CBOR of the
     /// envelope exactly as it crossed — signed alone, or one envelope of a signed batch with the
     /// batch's signature and its inclusion proof — which `meshfed envelope inspect --ca` checks
     /// against the source mesh's CA.
@@ -165,6 +167,20 @@ stand_in!(
         .required("federation")
         .property("message", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
         .required("message")
+        .property(
+            "sender",
+            ObjectBuilder::new()
+                .property("subject", string())
+                .required("subject")
+                .property("roles", ArrayBuilder::new().items(string()))
+                .property(
+                    "attributes",
+                    ObjectBuilder::new().additional_properties(Some(string())),
+                )
+                .description(Some(
+                    "Who sent it, sealed with it by their gateway, as this mesh maps them",
+                )),
+        )
         .property(
             "proof",
             string().description(Some(

@@ -1,6 +1,8 @@
 //! The bodies of the component token routes (`GET` and `POST /v1/tokens`,
 //! `POST /v1/tokens/{jti}/revoke`).
 
+use std::collections::BTreeMap;
+
 use meshfed_proto::TopicPattern;
 use meshfed_store::ComponentToken;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,10 @@ pub struct IssueTokenRequest {
     /// count as the admin token.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Its attributes (`{"site": "north"}`): they cross with what it sends, for identity
+    /// mapping and access rules to match on; at most 32.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// The topic patterns it may publish on or subscribe within.
     #[serde(default)]
     #[schema(value_type = Vec<schema::TopicPattern>)]
@@ -48,6 +54,9 @@ pub struct IssuedToken {
     pub subject: String,
     /// Its roles.
     pub roles: Vec<String>,
+    /// Its attributes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// The topic patterns it may use.
     #[schema(value_type = Vec<schema::TopicPattern>)]
     pub topics: Vec<TopicPattern>,
