@@ -24,6 +24,7 @@
 //! | `security.signature_modes` | the intersection, not empty |
 //! | `security.algorithms` | the intersection, a signature and a cipher left |
 //! | `compliance.residency` | the intersection (empty: anywhere), not empty if both name some |
+//! | `compliance.regions` | the union of the regions each side keeps exchanged data in; with a residency agreed, each side names its region and every region lies within it |
 //! | `compliance.retention_days` | the shorter |
 //! | `compliance.audit_level` | the higher |
 //! | `requires.min_message_size`, `min_rate`, `min_retention_days` | the higher, at most the combined limit |
@@ -110,8 +111,12 @@ pub struct PolicyOffer {
     pub signature_modes: Vec<SignatureMode>,
     /// Algorithms this side accepts.
     pub algorithms: Vec<Algorithm>,
-    /// Regions where this side's data may be kept; empty means anywhere.
+    /// Regions where exchanged data may be kept; empty means anywhere.
     pub residency: Vec<String>,
+    /// The region where this side keeps what it receives; `None`: not said (then it cannot
+    /// agree to a residency).
+    #[serde(default)]
+    pub region: Option<String>,
     /// Longest time, in days, either side may keep records of exchanged messages.
     pub retention_days: u32,
     /// The least audit level this side accepts.
@@ -133,6 +138,7 @@ impl Default for PolicyOffer {
             signature_modes: vec![SignatureMode::Batch, SignatureMode::PerMessage],
             algorithms: Algorithm::ALL.to_vec(),
             residency: Vec::new(),
+            region: None,
             retention_days: 365,
             audit_level: AuditLevel::default(),
             requires: Requirements::default(),
@@ -185,6 +191,12 @@ pub struct PolicyTerms {
     /// The floors both sides insist on.
     #[serde(default)]
     pub floors: Requirements,
+    /// The regions the sides keep exchanged data in, as they said them.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// A side did not say where it keeps exchanged data.
+    #[serde(default)]
+    pub region_unsaid: bool,
 }
 
 /// Clauses no combination of the two offers satisfies.
@@ -252,6 +264,8 @@ impl PolicyOffer {
             algorithms: set(&self.algorithms),
             audit_level: self.audit_level,
             floors: self.requires.clone(),
+            regions: self.region.iter().cloned().collect(),
+            region_unsaid: self.region.is_none(),
         }
     }
 
@@ -276,9 +290,30 @@ impl PolicyOffer {
         let residency = meet_any(&own.residency, &terms.residency);
         if residency.is_empty() && !own.residency.is_empty() && !terms.residency.is_empty() {
             conflicts.push(format!(
-                "compliance.residency: we keep data in {:?}, the proposal in {:?}",
+                "compliance.residency: we let exchanged data stay in {:?}, the proposal in {:?}: no region both allow",
                 own.residency, terms.residency
             ));
+        }
+        let regions = set(&[own.regions.as_slice(), &terms.regions].concat());
+        let region_unsaid = own.region_unsaid || terms.region_unsaid;
+        if !residency.is_empty() {
+            if region_unsaid {
+                conflicts.push(format!(
+                    "compliance.region: exchanged data must stay in {residency:?}, and {} not say where {} it",
+                    if own.region_unsaid { "we do" } else { "the proposal does" },
+                    if own.region_unsaid { "we keep" } else { "its side keeps" },
+                ));
+            }
+            for region in regions.iter().filter(|r| !residency.contains(r)) {
+                conflicts.push(format!(
+                    "compliance.region: exchanged data must stay in {residency:?}, and {} it in {region:?}",
+                    if own.regions.contains(region) {
+                        "we keep"
+                    } else {
+                        "the proposal's side keeps"
+                    },
+                ));
+            }
         }
         let content_types = meet_any(&own.content_types, &terms.content_types);
         if content_types.is_empty()
@@ -346,6 +381,8 @@ impl PolicyOffer {
             algorithms,
             audit_level: own.audit_level.max(terms.audit_level),
             floors,
+            regions,
+            region_unsaid,
         })
     }
 
@@ -517,10 +554,26 @@ mod tests {
             ),
             (
                 "regions intersect",
-                |o| o.residency = vec!["eu".into(), "ch".into()],
-                |o| o.residency = vec!["eu".into()],
+                |o| {
+                    o.residency = vec!["eu".into(), "ch".into()];
+                    o.region = Some("eu".into());
+                },
+                |o| {
+                    o.residency = vec!["eu".into()];
+                    o.region = Some("eu".into());
+                },
                 |t| format!("{:?}", t.residency),
                 "[\"eu\"]",
+            ),
+            (
+                "each side's region, within the residency",
+                |o| {
+                    o.residency = vec!["eu".into(), "ch".into()];
+                    o.region = Some("ch".into());
+                },
+                |o| o.region = Some("eu".into()),
+                |t| format!("{:?} {}", t.regions, t.region_unsaid),
+                "[\"ch\", \"eu\"] false",
             ),
             (
                 "the shorter retention",
@@ -586,6 +639,24 @@ mod tests {
                 |o| o.residency = vec!["eu".into()],
                 |o| o.residency = vec!["us".into()],
                 "compliance.residency",
+            ),
+            (
+                "a region outside the residency",
+                |o| {
+                    o.residency = vec!["eu".into()];
+                    o.region = Some("eu".into());
+                },
+                |o| o.region = Some("us".into()),
+                "compliance.region: exchanged data must stay in [\"eu\"], and",
+            ),
+            (
+                "a residency with a side that does not say its region",
+                |o| {
+                    o.residency = vec!["eu".into()];
+                    o.region = Some("eu".into());
+                },
+                |_| {},
+                "not say where",
             ),
             (
                 "content types",

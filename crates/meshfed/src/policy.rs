@@ -91,7 +91,7 @@ fn clauses(p: &AgreedPolicy) -> Result<(), Failure> {
             list(v)
         }
     };
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         (
             "data.max_message_size",
             format!("{} bytes", p.max_message_size),
@@ -118,6 +118,14 @@ fn clauses(p: &AgreedPolicy) -> Result<(), Failure> {
                 "anywhere".to_owned()
             } else {
                 list(&p.residency)
+            },
+        ),
+        (
+            "compliance.regions",
+            if p.regions.is_empty() {
+                "not said".to_owned()
+            } else {
+                list(&p.regions)
             },
         ),
         ("compliance.retention_days", p.retention_days.to_string()),

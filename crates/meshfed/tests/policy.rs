@@ -208,13 +208,20 @@ fn each_mesh_file_is_negotiated_with_a_counterproposal_and_enforced_at_the_gatew
 #[test]
 fn a_requirement_no_offer_meets_ends_the_handshake_naming_the_clause_on_both_sides() {
     let b = with_policy("supplier-b", SUPPLIER);
-    let c = with_policy("plant-c", "[qos.requires]\nmin_rate = 1000\n");
+    // plant-c needs 1000 msg/s and keeps exchanged data in the EU; supplier-b allows 20 and
+    // does not say where it keeps data.
+    let c = with_policy(
+        "plant-c",
+        "[qos.requires]\nmin_rate = 1000\n[compliance]\nresidency = [\"eu\"]\nregion = \"eu\"\n",
+    );
     let token = common::invite(&b, "plant-c", &[]);
     let out = c.cli(&["federation", "join", &token]);
     let err = out.fails(1, "qos.max_rate");
     assert!(err.contains("at least 1000 msg/s"), "{out}");
+    assert!(err.contains("compliance.region"), "{out}");
     b.wait_for_log(&[
         "qos.max_rate: at least 1000 msg/s required by the proposal, at most 20 allowed by us",
+        "compliance.region: exchanged data must stay in [\"eu\"], and we do not say where we keep it",
     ]);
     assert!(common::federations(&c).is_empty());
 }

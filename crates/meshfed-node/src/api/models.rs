@@ -546,6 +546,8 @@ pub struct AgreedPolicy {
     pub signature_modes: Vec<AgreedSignatureMode>,
     /// Regions where exchanged data may be kept; empty: anywhere.
     pub residency: Vec<String>,
+    /// The regions the two sides said they keep exchanged data in (within `residency`).
+    pub regions: Vec<String>,
     /// How long records of exchanged messages may be kept, in days.
     pub retention_days: u32,
     /// Media types that may cross; empty: any.
@@ -592,6 +594,9 @@ impl From<PolicyTerms> for AgreedPolicy {
                     min_rate,
                     min_retention_days,
                 },
+            regions,
+            // Only negotiation reads it: with a residency agreed it is always false.
+            region_unsaid: _,
         } = terms;
         Self {
             max_message_size,
@@ -599,6 +604,7 @@ impl From<PolicyTerms> for AgreedPolicy {
             encryption_required,
             signature_modes,
             residency,
+            regions,
             retention_days,
             content_types,
             redact,

@@ -304,6 +304,7 @@ fn federation() -> FederationView {
                 encryption_required: true,
                 signature_modes: vec![AgreedSignatureMode::PerMessage, AgreedSignatureMode::Batch],
                 residency: vec!["eu".into()],
+                regions: vec!["eu".into()],
                 retention_days: 365,
                 content_types: vec!["application/json".into()],
                 redact: vec!["/customer/email".into()],

@@ -35,7 +35,8 @@
 //!
 //! [compliance]
 //! frameworks = ["gdpr", "iso27001"]  # this mesh complies with these
-//! residency = ["eu"]
+//! residency = ["eu"]               # exchanged data stays in these regions, on both sides
+//! region = "eu"                    # where this mesh keeps what it receives
 //! retention_days = 365
 //! audit_level = "refusals"         # lifecycle | refusals | full
 //! [compliance.requires]
@@ -267,6 +268,7 @@ struct RawSecurity {
 struct RawCompliance {
     frameworks: List,
     residency: List,
+    region: Text,
     retention_days: Integer,
     audit_level: Text,
     requires: RawComplianceRequires,
@@ -403,7 +405,28 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
             format!("compliance.requires.frameworks: {uncovered:?} are required of partners but not in compliance.frameworks (this mesh must comply too)"),
         );
     }
+    let residency_span = k.residency.as_ref().map(Spanned::span);
     let residency = c.each("compliance.residency", k.residency, label);
+    let region_given = k.region.is_some();
+    let region = k.region.and_then(|r| match label(r.get_ref()) {
+        Ok(region) => Some(region),
+        Err(why) => {
+            c.problem(
+                &r.span(),
+                format!("compliance.region: {:?}: {why}", r.get_ref()),
+            );
+            None
+        }
+    });
+    if let Some(span) = residency_span
+        && !residency.is_empty()
+        && !region_given
+    {
+        c.problem(
+            &span,
+            "compliance.residency needs compliance.region: say where this mesh keeps what it receives, so partners can hold it to the residency".to_owned(),
+        );
+    }
     let (retention_days, min_retention_days) = c.limit_and_floor(
         ("compliance.retention_days", &k.retention_days),
         (
@@ -445,6 +468,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
             signature_modes,
             algorithms,
             residency,
+            region,
             retention_days,
             audit_level,
             requires: Requirements {
@@ -750,6 +774,10 @@ mod tests {
         assert_eq!(p.compliance.requires, ["gdpr"]);
         assert_eq!(p.offer.audit_level, AuditLevel::Refusals);
         assert_eq!(
+            (p.offer.residency.as_slice(), p.offer.region.as_deref()),
+            (&["eu".to_owned()][..], Some("eu"))
+        );
+        assert_eq!(
             p.services.wants,
             ["shipments/#".parse::<TopicPattern>().unwrap()]
         );
@@ -766,7 +794,7 @@ mod tests {
 
     #[test]
     fn every_wrong_value_is_reported_with_its_line_and_column() {
-        let text = "[data]\nmax_message_size = 0\nredact = [\"customer\"]\n\n[qos]\nmax_priority = 9\nmax_latency = \"soon\"\n[qos.requires]\nmin_rate = 5\n\n[security]\nalgorithms = [\"aes-256-gcm\", \"rot13\"]\n\n[compliance]\nframeworks = [\"gdpr\"]\nretention_days = 30\naudit_level = \"some\"\n[compliance.requires]\nframeworks = [\"hipaa\"]\nmin_retention_days = 90\n";
+        let text = "[data]\nmax_message_size = 0\nredact = [\"customer\"]\n\n[qos]\nmax_priority = 9\nmax_latency = \"soon\"\n[qos.requires]\nmin_rate = 5\n\n[security]\nalgorithms = [\"aes-256-gcm\", \"rot13\"]\n\n[compliance]\nframeworks = [\"gdpr\"]\nretention_days = 30\naudit_level = \"some\"\nresidency = [\"eu\"]\n[compliance.requires]\nframeworks = [\"hipaa\"]\nmin_retention_days = 90\n";
         let err = check(text).unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();
         let want = [
@@ -777,8 +805,9 @@ mod tests {
             "policy.toml:12:14: security.algorithms: name a signature algorithm",
             "policy.toml:12:30: security.algorithms: \"rot13\": unknown; one of ecdsa-p384-sha384, aes-256-gcm",
             "policy.toml:17:15: compliance.audit_level: \"some\": unknown",
-            "policy.toml:19:14: compliance.requires.frameworks: [\"hipaa\"] are required of partners",
-            "policy.toml:20:22: compliance.requires.min_retention_days = 90 is above this mesh's own compliance.retention_days = 30",
+            "policy.toml:18:13: compliance.residency needs compliance.region: say where this mesh keeps",
+            "policy.toml:20:14: compliance.requires.frameworks: [\"hipaa\"] are required of partners",
+            "policy.toml:21:22: compliance.requires.min_retention_days = 90 is above this mesh's own compliance.retention_days = 30",
         ];
         assert_eq!(lines.len(), want.len(), "{err}");
         for (line, want) in lines.iter().zip(want) {
