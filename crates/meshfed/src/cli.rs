@@ -349,7 +349,10 @@ pub(crate) struct SubscribeArgs {
     /// Only envelopes from this mesh.
     #[arg(long, value_name = "MESH")]
     pub(crate) from: Option<MeshId>,
-    /// Resume where a subscription of this name left off (qos 1 and 2).
+    /// Resume where a subscription of this name left off (qos 1 and 2). Qos 2 envelopes are
+    /// printed exactly once: each group is kept in DIR/subscribers from its acknowledgement
+    /// until it is printed, so that neither a gateway nor a subscriber stopping in between
+    /// loses it.
     #[arg(long, value_name = "NAME")]
     pub(crate) durable: Option<String>,
     /// Exit after N envelopes.

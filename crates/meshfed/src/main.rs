@@ -23,6 +23,7 @@ mod envelope;
 mod failure;
 mod federation;
 mod gateway;
+mod held;
 mod init;
 mod messages;
 mod output;

@@ -20,6 +20,7 @@ use crate::cli::{SendArgs, SubscribeArgs};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
+use crate::held::Held;
 use crate::output::stdout_failure;
 
 /// One payload with its media type, as the API takes it.
@@ -243,8 +244,9 @@ pub(crate) fn subscribe(dir: &Path, args: SubscribeArgs) -> Result<(), Failure> 
         // nothing delivered is missed, so this line tells scripts the subscriber is ready.
         eprintln!("subscribed at {} ({})", client.addr(), describe(&args));
         let mut seen = 0u64;
+        let held = args.durable.as_deref().map(|name| Held::new(dir, name));
         loop {
-            match receive(&mut stream, &args, &mut seen).await {
+            match receive(&mut stream, &args, &mut seen, held.as_ref()).await {
                 Ok(()) => {
                     let _ = stream.ws.close(None).await;
                     return Ok(());
@@ -348,18 +350,56 @@ async fn reconnect(dir: &Path, args: &SubscribeArgs) -> Option<Envelopes> {
 
 /// Prints what `stream` delivers until `args.count` envelopes (counted in `seen` across
 /// connections) have been printed, the subscriber is told to stop, or the stream ends.
+///
+/// A durable subscription's qos 2 groups are kept in `held` from their acknowledgement until
+/// they are printed (see [`crate::held`]); one held when this connection starts is printed, or
+/// dropped, once the first qos 2 envelope shows whether its acknowledgement was committed.
 async fn receive(
     stream: &mut Envelopes,
     args: &SubscribeArgs,
     seen: &mut u64,
+    held: Option<&Held>,
 ) -> Result<(), Ended> {
     let durable = args.durable.is_some();
     let mut out = std::io::stdout();
+    let mut undecided = match held {
+        Some(h) => h.load()?,
+        None => Vec::new(),
+    };
     while args.count.is_none_or(|n| *seen < n) {
         let first = tokio::select! {
             () = crate::gateway::shutdown_signal() => return Ok(()),
             e = stream.next() => e?,
         };
+        if let Some(h) = held
+            && !undecided.is_empty()
+            && first.qos == Qos::ExactlyOnce
+        {
+            // Its first envelope again: the acknowledgement was not committed, and the
+            // gateway is sending the group again. Anything else: it was; print it now.
+            if undecided[0].0 == first.id {
+                eprintln!(
+                    "the gateway sends again the {} envelopes acknowledged before it was lost: their acknowledgement was not committed",
+                    undecided.len()
+                );
+            } else {
+                for (_, text) in &undecided {
+                    writeln!(out, "{text}").map_err(stdout_failure)?;
+                }
+                out.flush().map_err(stdout_failure)?;
+                *seen += undecided.len() as u64;
+                eprintln!(
+                    "printed the {} envelopes acknowledged before the gateway was lost: it had committed their acknowledgement",
+                    undecided.len()
+                );
+            }
+            h.clear()?;
+            undecided.clear();
+            if args.count.is_some_and(|n| *seen >= n) {
+                stream.buffered.push_front(first);
+                break;
+            }
+        }
         // The envelopes already here are handled together: one acknowledgement for all.
         // Exactly once (qos 2 on a durable subscription): acknowledge first and print once
         // the gateway has committed the acknowledgement, so a gateway crash repeats
@@ -383,6 +423,9 @@ async fn receive(
         }
         let last = group.last().map(|e| e.id.to_string()).unwrap_or_default();
         if confirm_first {
+            if let Some(h) = held {
+                h.save(group.iter().map(|e| (e.id, e.text.as_str())))?;
+            }
             stream.ack(&last, true).await?;
             tokio::select! {
                 () = crate::gateway::shutdown_signal() => return Ok(()),
@@ -396,6 +439,9 @@ async fn receive(
         }
         out.flush().map_err(stdout_failure)?;
         *seen += group.len() as u64;
+        if confirm_first && let Some(h) = held {
+            h.clear()?;
+        }
         if durable && !confirm_first {
             stream.ack(&last, false).await?;
         }
