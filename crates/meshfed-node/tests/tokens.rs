@@ -203,6 +203,62 @@ async fn a_subscribe_token_subscribes_only_within_its_topics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_needs_the_access_rules_as_well_as_the_token_scope() {
+    let a = Node::start("plant-a").await;
+    let rules = "[access]\nrules = '''\npermit (principal in Meshfed::Role::\"viewer\", action == Meshfed::Action::\"subscribe\", resource)\nwhen { resource.name like \"orders/*\" };\n'''\n";
+    let (status, body) = call(&a, "PUT", "/v1/policy", &a.token, json!({"toml": rules})).await;
+    assert_eq!(status, 200, "{body}");
+    // Both tokens may subscribe to everything by their scope.
+    let token = |issued: Value| issued["token"].as_str().unwrap().to_owned();
+    let viewer = token(
+        issue(
+            &a,
+            json!({"subject": "dashboard", "roles": ["viewer"], "topics": ["#"], "actions": ["subscribe"]}),
+        )
+        .await,
+    );
+    let clerk = token(
+        issue(
+            &a,
+            json!({"subject": "clerk", "topics": ["#"], "actions": ["subscribe"]}),
+        )
+        .await,
+    );
+    assert!(
+        a.websocket("/v1/messages/stream?topic=orders/%23", &viewer)
+            .await
+            .is_ok()
+    );
+    for (path, token, who) in [
+        (
+            "/v1/messages/stream?topic=%23",
+            &viewer,
+            "dashboard of plant-a may not subscribe on #",
+        ),
+        (
+            "/v1/messages/stream?topic=orders/%23",
+            &clerk,
+            "clerk of plant-a may not subscribe on orders/#",
+        ),
+    ] {
+        let (status, body) = refused_upgrade(&a, path, token).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "access_denied", "{body}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("access denied: {who}: no access rule permits it")
+        );
+    }
+    // The operator's token answers to neither.
+    assert!(
+        a.websocket("/v1/messages/stream?topic=%23", &a.token)
+            .await
+            .is_ok()
+    );
+    a.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_never_taken_from_the_url_and_a_bad_one_is_401() {
     let a = Node::start("plant-a").await;
     let issued = issue(

@@ -552,13 +552,22 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         priority: p.priority,
         max_latency: p.max_latency,
         flags,
-        sender: Sender {
-            subject: sender.subject.clone(),
-            roles: sender.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            attributes: sender.attributes.clone(),
-        },
+        sender: sender_of(sender),
     };
     Ok((outgoing, p.wait))
+}
+
+/// The identity a component's credential names, as it crosses with what it sends.
+fn sender_of(principal: &Principal) -> Sender {
+    Sender {
+        subject: principal.subject.clone(),
+        roles: principal
+            .roles
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect(),
+        attributes: principal.attributes.clone(),
+    }
 }
 
 #[utoipa::path(
@@ -905,7 +914,7 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
-        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
+        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`); or one the policy's access rules do not let subscribe to `topic`, decided on the pattern as written (`access_denied`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
         (status = 500, description = "The durable subscription could not be registered (`internal`)", body = ErrorBody),
     )
 )]
@@ -920,6 +929,16 @@ async fn stream(
         .may_subscribe(q.topic.as_ref())
         .map_err(|e| forbidden(&node, &principal, &e))?;
     let pattern = q.topic.unwrap_or_else(TopicPattern::all);
+    // A component's token scope and the access rules must both allow it (the operator's
+    // token answers to neither).
+    if !principal.is_admin() {
+        node.may_subscribe(&sender_of(&principal), &pattern, q.from.as_ref())
+            .map_err(|r| {
+                node.count_refusal(r.reason());
+                tracing::debug!(subject = %principal.subject, refusal = %r, "refused a subscription by the access rules");
+                ApiError::from(crate::gateway::SendError::Refused(r))
+            })?;
+    }
     let form = Form::from(q.proof.unwrap_or_default());
     let format = q.format.unwrap_or_default();
     if let Some(name) = q.durable {

@@ -582,6 +582,20 @@ impl GatewayHandle {
         self.0.ctx.policy()
     }
 
+    /// Whether local component `who` may subscribe to `pattern` (for what `from` sends, or
+    /// any partner) under this mesh's access rules.
+    pub(crate) fn may_subscribe(
+        &self,
+        who: &Sender,
+        pattern: &TopicPattern,
+        from: Option<&MeshId>,
+    ) -> Result<(), meshfed_proto::admission::Refusal> {
+        let who = crate::policy::access::Principal::of(&self.0.ctx.id.mesh, who);
+        self.policy()
+            .may_subscribe(&who, pattern, from)
+            .map_err(|d| meshfed_proto::admission::Refusal::Denied(d.to_string()))
+    }
+
     /// Checks `text` as a policy file, keeps it as `DIR/policy.toml` (written whole, synced),
     /// puts it in force and proposes it to every live partner (see
     /// [`federations::replace_policy`]).

@@ -29,7 +29,7 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use meshfed_proto::envelope::Sender;
-use meshfed_proto::{MeshId, Topic};
+use meshfed_proto::{MeshId, Topic, TopicPattern};
 
 /// meshfed's Cedar schema: the entity types and actions access rules are written over.
 pub const SCHEMA: &str = r#"
@@ -286,8 +286,9 @@ pub type RuleProblem = (usize, String);
 /// Most decisions [`Access`] remembers; past it, it forgets them all and starts again.
 const REMEMBERED: usize = 16_384;
 
-/// What a decision depends on.
-type Question = (Principal, Action, String, MeshId, Way);
+/// What a decision depends on: who, what, on which topic (or subscription pattern), with
+/// which partner (`*`: any), which way.
+type Question = (Principal, Action, String, String, Way);
 
 /// Compiled access rules, and the decisions made with them: a decision depends only on the
 /// principal, the action, the topic, the partner and the way, and topics repeat, so each is
@@ -354,18 +355,42 @@ impl Access {
         peer: &MeshId,
         way: Way,
     ) -> Result<(), Denied> {
-        let question = (
-            who.clone(),
-            action,
-            topic.as_str().to_owned(),
-            peer.clone(),
-            way,
-        );
+        self.decide_named(who, action, topic.as_str(), peer.as_str(), way)
+    }
+
+    /// Whether local component `who` may subscribe to `pattern` for what partner `from` (or,
+    /// `None`, any partner) sends: decided on the pattern as written, so a rule on
+    /// `resource.name like "orders/*"` lets it subscribe to `orders/#` and not to `#`.
+    pub fn decide_subscription(
+        &self,
+        who: &Principal,
+        pattern: &TopicPattern,
+        from: Option<&MeshId>,
+    ) -> Result<(), Denied> {
+        self.decide_named(
+            who,
+            Action::Subscribe,
+            pattern.as_str(),
+            from.map_or("*", MeshId::as_str),
+            Way::Inbound,
+        )
+    }
+
+    /// [`Access::decide`] on a topic or pattern `name` with partner `peer`.
+    fn decide_named(
+        &self,
+        who: &Principal,
+        action: Action,
+        name: &str,
+        peer: &str,
+        way: Way,
+    ) -> Result<(), Denied> {
+        let question = (who.clone(), action, name.to_owned(), peer.to_owned(), way);
         let decisions = || self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = decisions().get(&question) {
             return known.clone();
         }
-        let decided = self.ask(who, action, topic, peer, way);
+        let decided = self.ask(who, action, name, peer, way);
         let mut known = decisions();
         if known.len() >= REMEMBERED {
             known.clear();
@@ -379,8 +404,8 @@ impl Access {
         &self,
         who: &Principal,
         action: Action,
-        topic: &Topic,
-        peer: &MeshId,
+        topic: &str,
+        peer: &str,
         way: Way,
     ) -> Result<(), Denied> {
         let denied = |why: String| Denied {
@@ -396,7 +421,7 @@ impl Access {
         );
         let mesh = uid("Meshfed::Mesh", who.mesh.as_str());
         let roles: Vec<EntityUid> = who.roles.iter().map(|r| uid("Meshfed::Role", r)).collect();
-        let resource = uid("Meshfed::Topic", topic.as_str());
+        let resource = uid("Meshfed::Topic", topic);
         let string = |s: &str| RestrictedExpression::new_string(s.to_owned());
         let entity = Entity::new_with_tags(
             principal.clone(),
@@ -410,7 +435,7 @@ impl Access {
         .map_err(|e| denied(format!("its identity is not usable: {e}")))?;
         let topic_entity = Entity::new(
             resource.clone(),
-            [("name".to_owned(), string(topic.as_str()))].into(),
+            [("name".to_owned(), string(topic))].into(),
             Default::default(),
         )
         .map_err(|e| denied(format!("the topic is not usable: {e}")))?;
@@ -430,7 +455,7 @@ impl Access {
         )
         .map_err(|e| denied(format!("its identity is not usable: {e}")))?;
         let context = Context::from_pairs([
-            ("peer".to_owned(), string(peer.as_str())),
+            ("peer".to_owned(), string(peer)),
             (
                 "direction".to_owned(),
                 string(match way {

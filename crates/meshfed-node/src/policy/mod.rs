@@ -111,6 +111,20 @@ impl Policy {
         access::Incoming::new(self.access.clone(), self.identities.clone(), peer.clone())
     }
 
+    /// Whether local component `who` may subscribe to `pattern` (for what `from` sends, or any
+    /// partner): always without access rules.
+    pub fn may_subscribe(
+        &self,
+        who: &access::Principal,
+        pattern: &TopicPattern,
+        from: Option<&MeshId>,
+    ) -> Result<(), access::Denied> {
+        match &self.access {
+            Some(access) => access.decide_subscription(who, pattern, from),
+            None => Ok(()),
+        }
+    }
+
     /// The access check of what local `sender` sends to partner `peer`; `None` without access
     /// rules.
     pub fn outbound(&self, sender: access::Principal, peer: &MeshId) -> Option<access::Guard> {
