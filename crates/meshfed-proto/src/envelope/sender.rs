@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{EnvelopeError, Flags};
 
@@ -35,8 +35,8 @@ pub struct Sender {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The identity as encoded: a CBOR array.
-#[derive(Serialize, Deserialize)]
+/// The identity as read: a CBOR array (written from borrowed fields, as the same array).
+#[derive(Deserialize)]
 struct Wire(String, Vec<String>, BTreeMap<String, String>);
 
 fn invalid(reason: impl Into<String>) -> EnvelopeError {
@@ -84,11 +84,7 @@ impl Sender {
         let mut identity = Vec::with_capacity(64);
         // Invariant: encoding strings, a list and a map into a Vec cannot fail.
         ciborium::into_writer(
-            &Wire(
-                self.subject.clone(),
-                self.roles.clone(),
-                self.attributes.clone(),
-            ),
+            &(&self.subject, &self.roles, &self.attributes),
             &mut identity,
         )
         .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
@@ -177,7 +173,11 @@ mod tests {
         let mut empty = erp();
         empty.subject.clear();
         let mut bytes = Vec::new();
-        ciborium::into_writer(&Wire(String::new(), vec![], BTreeMap::new()), &mut bytes).unwrap();
+        ciborium::into_writer(
+            &("", Vec::<String>::new(), BTreeMap::<String, String>::new()),
+            &mut bytes,
+        )
+        .unwrap();
         let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
         framed.extend(bytes);
         assert_eq!(
