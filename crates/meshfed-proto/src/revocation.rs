@@ -1,10 +1,11 @@
-//! A mesh's revocation list: the nodes and the single certificates it no longer trusts, as it
-//! publishes them to its partners in a [`crate::statement::SignedStatement`] of kind
+//! A mesh's revocation list: the nodes and the single certificates it no longer trusts, and the
+//! delegations it withdrew, as it publishes them to its partners in a [`crate::statement::SignedStatement`] of kind
 //! [`crate::statement::StatementKind::Revocations`].
 //!
 //! A node entry revokes **every** certificate naming `meshfed://<mesh>/<node>`, including those
 //! the publisher never saw (a stolen gateway holding the issuing CA key can mint more); a serial
-//! entry revokes one certificate. Lists only grow: each change is the next version, holding
+//! entry revokes one certificate; a delegation entry withdraws one delegation the mesh signed (by
+//! its id, the JWT's `jti`), wherever it is presented. Lists only grow: each change is the next version, holding
 //! everything the one before it held ([`RevocationList::check_successor`]); a receiver keeps the
 //! list it stored when offered one that is not a successor.
 //!
@@ -40,6 +41,22 @@ pub struct RevocationList {
     pub nodes: Vec<RevokedNode>,
     /// Single certificates revoked, by serial number.
     pub serials: Vec<RevokedSerial>,
+    /// Delegations withdrawn, by id. Absent from the wire form while empty, so a list without
+    /// any reads (and verifies) as it did before delegations existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<RevokedDelegation>,
+}
+
+/// Longest delegation id, in characters (a JWT `jti`; this mesh's own are 32 hex digits).
+pub const MAX_DELEGATION_ID_LEN: usize = 64;
+
+/// A delegation withdrawn, by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedDelegation {
+    /// The delegation's id (`jti`): 1 to [`MAX_DELEGATION_ID_LEN`] ASCII letters and digits.
+    pub id: String,
+    /// When it was withdrawn.
+    pub revoked_at: Timestamp,
 }
 
 /// A node whose every certificate is revoked.
@@ -69,7 +86,7 @@ pub enum RevocationListError {
     /// More than [`MAX_REVOCATIONS`] entries.
     #[error("revocation list has {count} entries, at most {MAX_REVOCATIONS} are accepted")]
     TooManyEntries {
-        /// Nodes and serials together.
+        /// Nodes, serials and delegations together.
         count: usize,
     },
     /// A serial number that is empty, too long or has a leading zero byte.
@@ -80,7 +97,12 @@ pub enum RevocationListError {
         /// Its length.
         len: usize,
     },
-    /// The same node or serial twice.
+    /// A delegation id that is empty, too long or not letters and digits.
+    #[error(
+        "revocation list names delegation {0:?}: an id is 1 to {MAX_DELEGATION_ID_LEN} ASCII letters and digits"
+    )]
+    BadDelegationId(String),
+    /// The same node, serial or delegation twice.
     #[error("revocation list names {0} twice")]
     Duplicate(String),
     /// Version 0 (versions start at 1).
@@ -154,6 +176,7 @@ impl RevocationList {
             issued_at: at,
             nodes: Vec::new(),
             serials: Vec::new(),
+            delegations: Vec::new(),
         }
     }
 
@@ -184,6 +207,27 @@ impl RevocationList {
         }
         next.check_bounds()?;
         Ok(next)
+    }
+
+    /// The next version: this one plus the delegation `id` (if not listed already), made at
+    /// `at`.
+    pub fn revoke_delegation(&self, id: &str, at: Timestamp) -> Result<Self, RevocationListError> {
+        let mut next = self.clone();
+        next.version = self.version.saturating_add(1);
+        next.issued_at = at;
+        if !next.revokes_delegation(id) {
+            next.delegations.push(RevokedDelegation {
+                id: id.to_owned(),
+                revoked_at: at,
+            });
+        }
+        next.check_bounds()?;
+        Ok(next)
+    }
+
+    /// Whether the delegation `id` (signed by this list's mesh) is withdrawn.
+    pub fn revokes_delegation(&self, id: &str) -> bool {
+        self.delegations.iter().any(|d| d.id == id)
     }
 
     /// Whether a certificate of `node` (of this list's mesh) with `serial` is revoked, and why.
@@ -231,6 +275,13 @@ impl RevocationList {
         {
             return Err(dropped(format!("serial {}", hex::encode(&s.serial))));
         }
+        if let Some(d) = self
+            .delegations
+            .iter()
+            .find(|d| !next.revokes_delegation(&d.id))
+        {
+            return Err(dropped(format!("delegation {}", d.id)));
+        }
         Ok(())
     }
 
@@ -241,7 +292,11 @@ impl RevocationList {
         if self.version > MAX_VERSION {
             return Err(RevocationListError::VersionTooHigh(self.version));
         }
-        let count = self.nodes.len().saturating_add(self.serials.len());
+        let count = self
+            .nodes
+            .len()
+            .saturating_add(self.serials.len())
+            .saturating_add(self.delegations.len());
         if count > MAX_REVOCATIONS {
             return Err(RevocationListError::TooManyEntries { count });
         }
@@ -262,6 +317,22 @@ impl RevocationList {
                 return Err(RevocationListError::Duplicate(format!(
                     "serial {}",
                     hex::encode(&s.serial)
+                )));
+            }
+        }
+        let mut delegations = HashSet::with_capacity(self.delegations.len());
+        for d in &self.delegations {
+            let ok = (1..=MAX_DELEGATION_ID_LEN).contains(&d.id.len())
+                && d.id.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !ok {
+                return Err(RevocationListError::BadDelegationId(
+                    d.id.chars().take(80).collect(),
+                ));
+            }
+            if !delegations.insert(&d.id) {
+                return Err(RevocationListError::Duplicate(format!(
+                    "delegation {}",
+                    d.id
                 )));
             }
         }
@@ -300,6 +371,39 @@ mod tests {
             Some(Revoked::Serial)
         );
         assert_eq!(list.revokes(&node("gw1"), &[1, 2]), None);
+    }
+
+    #[test]
+    fn a_withdrawn_delegation_is_listed_kept_by_successors_and_absent_lists_read_as_before() {
+        let v1 = first();
+        assert!(
+            !v1.encode()
+                .windows(b"delegations".len())
+                .any(|w| w == b"delegations"),
+            "a list without delegations keeps its old wire form"
+        );
+        let v2 = v1
+            .revoke_delegation("00aa11bb", Timestamp(7))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(v2.revokes_delegation("00aa11bb"));
+        assert!(!v2.revokes_delegation("00aa11bc"));
+        assert_eq!(RevocationList::decode(&v2.encode()), Ok(v2.clone()));
+        let mut dropped = v2.clone();
+        dropped.version = 3;
+        dropped.delegations.clear();
+        assert_eq!(
+            v2.check_successor(&dropped).map_err(|e| e.to_string()),
+            Err(
+                "revocation list version 3 drops delegation 00aa11bb, which version 2 revoked"
+                    .to_owned()
+            )
+        );
+        let mut bad = v2;
+        bad.delegations[0].id = "no spaces".into();
+        assert!(matches!(
+            RevocationList::decode(&bad.encode()),
+            Err(RevocationListError::BadDelegationId(_))
+        ));
     }
 
     #[test]

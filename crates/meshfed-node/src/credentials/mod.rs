@@ -16,6 +16,7 @@
 //!
 //! Where to start reading: [`Issuer::issue`], [`Issuer::verify`], then [`Principal`].
 
+pub mod delegation;
 #[cfg(test)]
 mod tests;
 
