@@ -220,6 +220,20 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX component_tokens_by_expires ON component_tokens (expires);
     ",
+    // 12: delegations — those this mesh issued and those issued to it, each as the signed JWT
+    // (a delegation is useless without the delegate's own identity, so it is no secret); a
+    // row goes once it has expired. Whether one was withdrawn is its issuer's revocation list.
+    "
+    CREATE TABLE delegations (
+        id       TEXT NOT NULL PRIMARY KEY, -- the JWT's jti
+        issuer   TEXT NOT NULL,             -- mesh
+        delegate TEXT NOT NULL,             -- mesh
+        token    TEXT NOT NULL,
+        issued   INTEGER NOT NULL,          -- ms since the Unix epoch
+        expires  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX delegations_by_expires ON delegations (expires);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -83,6 +83,62 @@ pub(crate) enum Command {
     /// agreement in force with each.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Delegations: letting a partner mesh relay this mesh's messages to meshes it federates
+    /// with (the trusted intermediary), and those partners let this mesh relay.
+    #[command(subcommand)]
+    Delegation(DelegationCommand),
+}
+
+/// `meshfed delegation ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DelegationCommand {
+    /// Delegate to partner mesh MESH the relaying of this mesh's messages on some topics to
+    /// some meshes. Prints the delegation (a signed JWT) for `meshfed delegation add` there.
+    Issue {
+        /// The relay: a mesh this mesh federates with.
+        #[arg(value_name = "MESH")]
+        delegate: MeshId,
+        /// A mesh the relay may hand the messages to (repeat, or separate with commas).
+        #[arg(
+            long = "audience",
+            value_name = "MESH",
+            value_delimiter = ',',
+            required = true
+        )]
+        audience: Vec<MeshId>,
+        /// Topic patterns it covers (repeat, or separate with commas), e.g. `parts/#`.
+        #[arg(long, value_name = "P", value_delimiter = ',', required = true)]
+        topics: Vec<TopicPattern>,
+        /// How many further delegations may hang below it (0: the relay cannot pass it on).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        depth: u8,
+        /// How long it lives, at most 365 days.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Print the whole answer (token and claims) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a delegation a partner issued to this mesh (checked against that partner's trust
+    /// bundle).
+    Add {
+        /// The delegation, as `meshfed delegation issue` printed it; `-` reads it from stdin.
+        #[arg(value_name = "TOKEN")]
+        token: String,
+    },
+    /// The delegations this mesh issued or holds, each valid, revoked or expired.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw a delegation this mesh issued: every partner learns it within a heartbeat
+    /// interval, and transit on it stops.
+    Revoke {
+        /// The delegation's id, as `meshfed delegation list` shows it.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 /// `meshfed policy ...`.

@@ -18,6 +18,7 @@ mod bench;
 mod ca;
 mod cli;
 mod client;
+mod delegation;
 mod demo;
 mod envelope;
 mod failure;
@@ -76,6 +77,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
         Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
         Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),
+        Command::Delegation(cmd) => delegation::run(&cli.global.dir, cmd),
     }
 }
 

@@ -90,6 +90,16 @@ impl ApiError {
         }
     }
 
+    /// A delegation that is not granted, does not verify or may not be taken.
+    pub(crate) fn invalid_delegation(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_delegation",
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// The message will not be delivered.
     pub fn dead_lettered(message: impl Into<String>) -> Self {
         Self {

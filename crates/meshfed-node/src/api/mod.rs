@@ -10,6 +10,7 @@
 
 pub mod binary;
 mod conn;
+mod delegations;
 mod error;
 pub mod models;
 mod openapi;
@@ -101,6 +102,12 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(policy::show_policy, policy::replace_policy))
         .routes(routes!(tokens::issue_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(
+            delegations::issue_delegation,
+            delegations::list_delegations
+        ))
+        .routes(routes!(delegations::add_delegation))
+        .routes(routes!(delegations::revoke_delegation))
         .routes(routes!(show_trust))
         .routes(routes!(reload_trust))
         .routes(routes!(

@@ -32,11 +32,15 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
+mod delegations;
 mod policy;
 mod revocations;
 pub(crate) mod schema;
 mod tokens;
 
+pub use delegations::{
+    AddDelegationRequest, DelegationList, DelegationView, IssueDelegationRequest, IssuedDelegation,
+};
 pub use policy::{
     PolicyAgreementView, PolicyOfferView, PolicyProposalView, PolicyUpdate, PolicyUpdated,
     PolicyView,

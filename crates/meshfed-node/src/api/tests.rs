@@ -648,11 +648,53 @@ fn samples() -> Vec<(String, Value)> {
                 },
             ],
         }),
+        sample(IssueDelegationRequest {
+            delegate: "hub-b".parse().unwrap(),
+            audience: vec!["plant-a".parse().unwrap()],
+            topics: vec!["parts/#".parse().unwrap()],
+            depth: 1,
+            ttl: Some("24h".into()),
+        }),
+        sample(AddDelegationRequest {
+            token: "eyJ0.eyJ0.c2ln".into(),
+        }),
+        sample(delegation_view()),
+        sample(IssuedDelegation {
+            token: "eyJ0.eyJ0.c2ln".into(),
+            delegation: delegation_view(),
+        }),
+        sample(DelegationList {
+            delegations: vec![
+                delegation_view(),
+                DelegationView {
+                    audience: None,
+                    topics: None,
+                    depth: None,
+                    state: "revoked".into(),
+                    ..delegation_view()
+                },
+            ],
+        }),
         (
             "Envelope".to_owned(),
             json!({"federation": {"id": id()}, "message": {"celsius": 21.5}}),
         ),
     ]
+}
+
+fn delegation_view() -> DelegationView {
+    DelegationView {
+        id: "ab".repeat(16),
+        issuer: "supplier-c".parse().unwrap(),
+        delegate: "hub-b".parse().unwrap(),
+        direction: "issued".into(),
+        state: "valid".into(),
+        issued: "2026-01-01T00:00:00Z".into(),
+        expires: "2026-01-02T00:00:00Z".into(),
+        audience: Some(vec!["plant-a".parse().unwrap()]),
+        topics: Some(vec!["parts/#".parse().unwrap()]),
+        depth: Some(1),
+    }
 }
 
 #[test]

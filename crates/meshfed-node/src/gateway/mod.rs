@@ -22,6 +22,7 @@
 
 pub(crate) mod context;
 pub(crate) mod cores;
+pub(crate) mod delegations;
 pub(crate) mod directory;
 pub(crate) mod error;
 pub(crate) mod federations;

@@ -136,6 +136,55 @@ pub(crate) async fn revoke_node(
         // Revoked already: no change, no new version.
         return Ok(current);
     }
+    publish(ctx, &ports, next, now).await?;
+    tracing::info!(node = %node, "revoked a node of this mesh; sent the list to every partner");
+    Ok(current_list(ctx))
+}
+
+/// Withdraws delegation `id`, which this mesh issued: the next version of this mesh's list,
+/// signed, stored and sent on every live link (`ports`), where relays stop presenting it and
+/// receivers stop accepting it. Returns the new list.
+pub(crate) async fn revoke_delegation(
+    ctx: &Context,
+    ports: Vec<Arc<LinkPort>>,
+    id: &str,
+) -> Result<RevocationList, RevokeError> {
+    let revocations = &ctx.revocations;
+    let _one_at_a_time = revocations.changing.lock().await;
+    let now = ctx.now();
+    let current = revocations.held(&ctx.id.mesh).map_or_else(
+        || RevocationList::empty(ctx.id.mesh.clone(), now),
+        |h| h.body.list().clone(),
+    );
+    if current.revokes_delegation(id) {
+        return Ok(current);
+    }
+    let next = current.revoke_delegation(id, now)?;
+    publish(ctx, &ports, next, now).await?;
+    tracing::info!(
+        delegation = id,
+        "revoked a delegation of this mesh; sent the list to every partner"
+    );
+    Ok(current_list(ctx))
+}
+
+/// This mesh's list as installed.
+fn current_list(ctx: &Context) -> RevocationList {
+    ctx.revocations.held(&ctx.id.mesh).map_or_else(
+        || RevocationList::empty(ctx.id.mesh.clone(), ctx.now()),
+        |h| h.body.list().clone(),
+    )
+}
+
+/// Signs `next` (this mesh's list) with this node's key and chain, stores it, puts it in force
+/// and sends it on every live link. The caller holds `revocations.changing`.
+async fn publish(
+    ctx: &Context,
+    ports: &[Arc<LinkPort>],
+    next: RevocationList,
+    now: meshfed_proto::envelope::Timestamp,
+) -> Result<(), RevokeError> {
+    let revocations = &ctx.revocations;
     let cert = ctx.id.cert();
     let mut chain_der = vec![cert.der().to_vec()];
     chain_der.extend(ctx.id.trust().issuing_der.iter().cloned());
@@ -159,12 +208,15 @@ pub(crate) async fn revoke_node(
         )));
     }
     revocations.install(body.clone(), now);
-    tracing::info!(node = %node, version, "revoked a node of this mesh; sending the list to every partner");
-    for port in &ports {
+    tracing::info!(
+        version,
+        "signed and stored this mesh's revocation list; sending it to every partner"
+    );
+    for port in ports {
         let _ = port.command(|s| s.send_revocations(body.clone()));
     }
-    enforce(ctx, &ports);
-    Ok(next)
+    enforce(ctx, ports);
+    Ok(())
 }
 
 /// Sends this mesh's current list, if it has one, on a new link.
@@ -311,6 +363,14 @@ impl super::GatewayHandle {
         node: NodeIdentity,
     ) -> Result<RevocationList, RevokeError> {
         revoke_node(&self.0.ctx, self.0.links.ports(), node).await
+    }
+
+    /// Withdraws delegation `id` of this mesh and sends the new list to every partner.
+    pub(crate) async fn revoke_delegation_list(
+        &self,
+        id: &str,
+    ) -> Result<RevocationList, RevokeError> {
+        revoke_delegation(&self.0.ctx, self.0.links.ports(), id).await
     }
 
     /// This mesh's list and the partners' lists.

@@ -99,6 +99,14 @@ impl Revocations {
         check_in(held.body.list(), info)
     }
 
+    /// Whether mesh `issuer`'s stored list withdraws its delegation `id`.
+    pub(crate) fn delegation_revoked(&self, issuer: &MeshId, id: &str) -> bool {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        lists
+            .get(issuer)
+            .is_some_and(|h| h.body.list().revokes_delegation(id))
+    }
+
     /// `mesh`'s stored list.
     pub(super) fn held(&self, mesh: &MeshId) -> Option<Held> {
         let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,148 @@
+//! `meshfed delegation issue | add | list | revoke`: supplier-c lets hub-b relay its parts
+//! messages to plant-a; hub-b takes the delegation (checked against supplier-c's bundle);
+//! supplier-c withdraws it and hub-b learns it over their link, also across a restart. The built
+//! binary, on loopback, with ephemeral ports.
+
+mod common;
+
+use common::{federate, mesh};
+use meshfed_testkit::Mesh;
+use meshfed_testkit::process::{DEADLINE, poll};
+use serde_json::Value;
+
+fn delegations(m: &Mesh) -> Vec<Value> {
+    let out = m.cli(&["delegation", "list", "--json"]);
+    let v: Value =
+        serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
+    v.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("not an array:\n{out}"))
+}
+
+#[test]
+fn a_delegation_is_issued_taken_by_its_delegate_and_withdrawn_across_restarts() {
+    let mut c = mesh("supplier-c");
+    c.start();
+    let mut b = mesh("hub-b");
+    b.start();
+    federate(&b, &c);
+
+    // What issuing refuses, and says why.
+    let out = c.cli(&[
+        "delegation",
+        "issue",
+        "supplier-c",
+        "--audience",
+        "plant-a",
+        "--topics",
+        "parts/#",
+    ]);
+    out.fails(2, "mesh supplier-c cannot delegate to itself");
+    let out = c.cli(&[
+        "delegation",
+        "issue",
+        "hub-b",
+        "--audience",
+        "plant-a",
+        "--topics",
+        "parts/#",
+        "--depth",
+        "9",
+    ]);
+    out.fails(
+        2,
+        "depth 9: a delegation allows at most 8 further delegations",
+    );
+
+    let out = c.cli(&[
+        "delegation",
+        "issue",
+        "hub-b",
+        "--audience",
+        "plant-a",
+        "--topics",
+        "parts/#",
+        "--depth",
+        "1",
+        "--ttl",
+        "2h",
+    ]);
+    let token = out.ok().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT:\n{out}");
+    let issued = delegations(&c);
+    assert_eq!(issued.len(), 1, "{issued:#?}");
+    let id = issued[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(issued[0]["direction"], "issued");
+    assert_eq!(issued[0]["state"], "valid");
+    assert_eq!(issued[0]["delegate"], "hub-b");
+    assert_eq!(issued[0]["audience"], serde_json::json!(["plant-a"]));
+    assert_eq!(issued[0]["topics"], serde_json::json!(["parts/#"]));
+    assert_eq!(issued[0]["depth"], 1);
+
+    // A delegation for another mesh, or tampered with, is not taken.
+    let out = c.cli(&["delegation", "add", &token]);
+    out.fails(2, "is issued to mesh hub-b, not to this mesh (supplier-c)");
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut sig = parts[2].as_bytes().to_vec();
+    sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        String::from_utf8(sig).unwrap()
+    );
+    let out = b.cli(&["delegation", "add", &forged]);
+    out.fails(2, "signature does not verify");
+
+    // hub-b takes it: verified against supplier-c's bundle, from stdin.
+    let out = b.cli_with_stdin(&["delegation", "add", "-"], &token);
+    assert!(
+        out.ok().starts_with(&format!(
+            "holding delegation {id} from supplier-c: relay its messages on parts/# to plant-a until "
+        )),
+        "{out}"
+    );
+    let held = delegations(&b);
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0]["direction"], "held");
+    assert_eq!(held[0]["state"], "valid");
+    let table = b.cli(&["delegation", "list"]);
+    assert!(table.ok().contains(&id), "{table}");
+
+    // supplier-c withdraws it; hub-b learns it over the link.
+    let out = c.cli(&["delegation", "revoke", &id]);
+    assert_eq!(
+        out.ok().trim(),
+        format!(
+            "revoked delegation {id} to hub-b: every partner learns it within a heartbeat interval"
+        ),
+        "{out}"
+    );
+    assert_eq!(delegations(&c)[0]["state"], "revoked");
+    let out = c.cli(&["delegation", "revoke", "0123abcd"]);
+    out.fails(
+        1,
+        "no delegation \"0123abcd\" issued by this mesh is recorded",
+    );
+    poll("hub-b learns the revocation", DEADLINE, || {
+        let held = delegations(&b);
+        if held[0]["state"] == "revoked" {
+            Ok(())
+        } else {
+            Err(format!("{held:#?}"))
+        }
+    });
+
+    // Across restarts of both, it stays withdrawn, and cannot be taken again.
+    b.stop();
+    c.stop();
+    b.start();
+    assert_eq!(delegations(&b)[0]["state"], "revoked");
+    let out = b.cli(&["delegation", "add", &token]);
+    out.fails(
+        2,
+        &format!("delegation {id} was revoked by mesh supplier-c"),
+    );
+    c.start();
+    assert_eq!(delegations(&c)[0]["state"], "revoked");
+}
