@@ -76,6 +76,8 @@ pub(crate) struct Metrics {
     pub(crate) rejected: Family<RefusalLabels, Counter>,
     /// Envelopes received and not delivered (late, or held back when their sender restarted).
     pub(crate) discarded: Counter,
+    /// Messages this node relayed on another mesh's behalf (trusted intermediary).
+    pub(crate) transit_relayed: Counter,
     /// Messages that will not be delivered, by peer and reason.
     pub(crate) dead_lettered: Family<PeerReasonLabels, Counter>,
     /// qos 0 messages dropped for live subscribers that could not keep up.
@@ -155,6 +157,7 @@ impl Metrics {
             delivered: Family::default(),
             rejected: Family::default(),
             discarded: Counter::default(),
+            transit_relayed: Counter::default(),
             dead_lettered: Family::default(),
             subscriber_dropped: Counter::default(),
             subscribers_disconnected: Counter::default(),
@@ -226,6 +229,11 @@ impl Metrics {
             "envelopes_discarded",
             "Envelopes received and not delivered (late, or held back when their sender restarted)",
             m.discarded.clone(),
+        );
+        registry.register(
+            "transit_relayed",
+            "Messages relayed on another mesh's behalf, as a trusted intermediary holding its delegation",
+            m.transit_relayed.clone(),
         );
         registry.register(
             "dead_lettered",

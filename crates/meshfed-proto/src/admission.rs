@@ -171,6 +171,10 @@ pub enum Refusal {
         /// The agreed rate.
         rate: u32,
     },
+    /// A message relayed on another mesh's behalf (trusted intermediary) that may not pass:
+    /// no delegation, one that does not cover it, or no transit rule that allows it.
+    #[error("transit refused: {0}")]
+    Transit(String),
     /// The envelope was sent under another agreement version than the one in force at its
     /// place in the link stream.
     #[error("envelope sent under agreement version {sent}, version {in_force} is in force")]
@@ -210,7 +214,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 25] = [
+    pub const REASONS: [&'static str; 26] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -236,6 +240,7 @@ impl Refusal {
         "access_denied",
         "signature_mode_not_agreed",
         "rate_limited",
+        "transit_refused",
     ];
 
     /// The refusal's label: the `reason` of `meshfed_envelopes_rejected_total` and the `code` of
@@ -267,6 +272,7 @@ impl Refusal {
             Self::Denied(_) => "access_denied",
             Self::SignatureModeNotAgreed { .. } => "signature_mode_not_agreed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Transit(_) => "transit_refused",
         }
     }
 
@@ -288,6 +294,7 @@ impl Refusal {
             | Self::LatencyNotAgreed { .. }
             | Self::NotRedacted { .. }
             | Self::Denied(_)
+            | Self::Transit(_)
             | Self::SignatureModeNotAgreed { .. }
             | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
@@ -499,6 +506,18 @@ impl Terms {
     /// federation, from the peer, to this mesh, may take one more hop (recorded in `hop`), is
     /// encrypted (every meshfed sender seals what it sends).
     pub fn check_arrival(&self, header: &Header, hop: &mut Hop) -> Result<(), Refusal> {
+        self.check_arrival_or_relay(header, hop, false)
+    }
+
+    /// [`Terms::check_arrival`], except that with `relaying` an envelope for another mesh is
+    /// taken too: this mesh relays it there as a trusted intermediary (the caller checked it
+    /// holds the origin's delegation).
+    pub fn check_arrival_or_relay(
+        &self,
+        header: &Header,
+        hop: &mut Hop,
+        relaying: bool,
+    ) -> Result<(), Refusal> {
         if header.federation_id != self.federation_id {
             return Err(Refusal::WrongFederation {
                 named: header.federation_id.clone(),
@@ -511,7 +530,7 @@ impl Terms {
                 peer: self.peer.clone(),
             });
         }
-        if header.destination.mesh != self.local {
+        if header.destination.mesh != self.local && !relaying {
             return Err(Refusal::NotForUs {
                 destination: header.destination.mesh.clone(),
                 here: self.local.clone(),

@@ -146,3 +146,87 @@ fn a_delegation_is_issued_taken_by_its_delegate_and_withdrawn_across_restarts() 
     c.start();
     assert_eq!(delegations(&c)[0]["state"], "revoked");
 }
+
+/// The trusted intermediary: supplier-c and plant-a do not federate; hub-b federates with both.
+/// supplier-c delegates to hub-b the relaying of its `parts/#` messages to plant-a, whose policy
+/// lets supplier-c's messages through hub-b. A message from supplier-c reaches plant-a's
+/// subscriber, showing where it comes from; what the delegation does not cover does not go; a
+/// withdrawn delegation stops the traffic.
+#[test]
+fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_withdrawn() {
+    let mut c = mesh("supplier-c");
+    c.start();
+    let mut b = mesh("hub-b");
+    b.start();
+    let mut a = mesh("plant-a");
+    std::fs::write(
+        a.dir().join("policy.toml"),
+        "[[transit]]\norigin = \"supplier-c\"\nvia = \"hub-b\"\ntopics = [\"parts/#\"]\n",
+    )
+    .unwrap();
+    a.start();
+    federate(&b, &c);
+    federate(&a, &b);
+
+    let send = |topic: &str, body: &str| {
+        c.cli(&[
+            "send", "--to", "plant-a", "--topic", topic, "--qos", "1", "--wait", body,
+        ])
+    };
+    // No delegation yet: supplier-c has no way to plant-a.
+    send("parts/gear/7", "{}").fails(1, "plant-a");
+
+    let token = c
+        .cli(&[
+            "delegation",
+            "issue",
+            "hub-b",
+            "--audience",
+            "plant-a",
+            "--topics",
+            "parts/#",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    b.cli(&["delegation", "add", &token]).ok();
+    let id = delegations(&c)[0]["id"].as_str().unwrap().to_owned();
+
+    let sub = common::subscribed(
+        &mut a,
+        &["--durable", "parts", "--topic", "parts/#", "--count", "1"],
+    );
+    let sent = send("parts/gear/7", r#"{"gear":7}"#);
+    assert!(sent.stderr.contains("acknowledged"), "{sent}");
+    let got = sub.finish(DEADLINE);
+    let line = got.stdout.lines().next().unwrap_or_else(|| panic!("{got}"));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["message"], serde_json::json!({"gear": 7}), "{v:#}");
+    assert_eq!(v["federation"]["source_mesh"]["id"], "hub-b", "{v:#}");
+    assert_eq!(
+        v["federation"]["routing"]["path"][0], "supplier-c",
+        "the path starts at the origin:\n{v:#}"
+    );
+    assert_eq!(v["sender"]["subject"], "admin", "{v:#}");
+    assert!(
+        v["federation"]["routing"]["flags"]
+            .as_array()
+            .is_some_and(|f| f.contains(&Value::from("transit"))),
+        "{v:#}"
+    );
+
+    // What the delegation does not cover has no way to plant-a.
+    send("orders/1", "{}").fails(1, "plant-a");
+
+    // supplier-c withdraws it: hub-b learns it, and supplier-c's messages stop.
+    c.cli(&["delegation", "revoke", &id]).ok();
+    poll(
+        "hub-b learns the revocation",
+        DEADLINE,
+        || match delegations(&b)[0]["state"].as_str() {
+            Some("revoked") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    send("parts/gear/8", "{}").fails(1, "plant-a");
+}

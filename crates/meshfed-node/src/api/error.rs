@@ -240,9 +240,10 @@ fn refusal_status(r: &Refusal) -> StatusCode {
     match r {
         Refusal::UnknownDestination(_) => StatusCode::NOT_FOUND,
         Refusal::NotActive { .. } | Refusal::Suspended => StatusCode::CONFLICT,
-        Refusal::TopicNotAgreed { .. } | Refusal::NotRedacted { .. } | Refusal::Denied(_) => {
-            StatusCode::FORBIDDEN
-        }
+        Refusal::TopicNotAgreed { .. }
+        | Refusal::NotRedacted { .. }
+        | Refusal::Denied(_)
+        | Refusal::Transit(_) => StatusCode::FORBIDDEN,
         Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,

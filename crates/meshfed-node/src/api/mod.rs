@@ -539,6 +539,11 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
             "flags: identified is the gateway's to set (it seals the identity your credential names)",
         ));
     }
+    if p.flags.contains(Flags::TRANSIT) {
+        return Err(ApiError::bad_request(
+            "flags: transit is the gateway's to set (when it relays a partner's message)",
+        ));
+    }
     // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
     if p.flags.contains(Flags::RELIABLE) && p.qos == Qos::AtMostOnce {
         return Err(ApiError::bad_request(
@@ -560,6 +565,7 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         max_latency: p.max_latency,
         flags,
         sender: sender_of(sender),
+        relay: None,
     };
     Ok((outgoing, p.wait))
 }
@@ -952,6 +958,11 @@ async fn stream(
         let name: SubscriptionName = name
             .parse()
             .map_err(|e| ApiError::bad_request(format!("durable: {e}")))?;
+        if crate::gateway::local::durable::reserved(&name) {
+            return Err(ApiError::bad_request(format!(
+                "durable: {name:?}: names starting with meshfed: are the node's own"
+            )));
+        }
         // Registered before the upgrade completes: from then on nothing for it is missed.
         let reader = node
             .open_durable(name, pattern, q.from, form)

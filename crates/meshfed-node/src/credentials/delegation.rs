@@ -400,6 +400,19 @@ pub fn verify(
     Ok(delegation)
 }
 
+/// The certificate chain (DER) in `token`'s header (`x5c`: its signer, then the issuing CA),
+/// read without verifying it.
+pub fn chain_of(token: &str) -> Result<Vec<Vec<u8>>, DelegationError> {
+    let header: PeekedHeader = serde_json::from_slice(&part(token, 0)?)
+        .map_err(|e| DelegationError::Malformed(format!("header: {e}")))?;
+    header
+        .x5c
+        .iter()
+        .map(|c| base64::engine::general_purpose::STANDARD.decode(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| DelegationError::Malformed("x5c is not base64".into()))
+}
+
 /// What `token` says, read without verifying it: for delegations this node verified (or
 /// issued) before it recorded them.
 pub fn read_recorded(token: &str) -> Result<Delegation, DelegationError> {

@@ -39,6 +39,8 @@ pub(crate) struct Context {
     pub(crate) metrics: Metrics,
     /// The revocation lists this node holds (its mesh's and its partners').
     pub(crate) revocations: Arc<Revocations>,
+    /// The delegations issued by this mesh and to it.
+    pub(crate) delegations: super::delegated::Delegations,
     /// This mesh's policy (`policy.toml`): what it offers partners. Replaced whole by
     /// `PUT /v1/policy`; agreements in force change only by renegotiation.
     pub(crate) policy: RwLock<Arc<Policy>>,

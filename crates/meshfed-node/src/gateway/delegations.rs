@@ -191,6 +191,7 @@ fn peek_issuer(token: &str) -> Option<MeshId> {
     iss.iss.strip_prefix("meshfed:")?.parse().ok()
 }
 
+/// Records `d` (its `token` as signed) and puts it in use.
 async fn record(ctx: &Context, token: &str, d: &Delegation) -> Result<(), StoreError> {
     let row = StoredDelegation {
         id: d.id.clone(),
@@ -206,5 +207,6 @@ async fn record(ctx: &Context, token: &str, d: &Delegation) -> Result<(), StoreE
         s.put_delegation(&row)
     })
     .await?;
+    ctx.delegations.add(token.to_owned(), d.clone());
     Ok(())
 }

@@ -165,6 +165,7 @@ pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
         next_ticket: 0,
         committed: None,
         starting_over: false,
+        relay_queue: super::local::durable::relay_queue(),
     };
     ctx.tracker.spawn(task.run(rx));
 }
@@ -204,6 +205,8 @@ struct Task {
     /// A commit failed: nothing is taken in or acknowledged until the commits in flight are done
     /// and the inbox is rebuilt from the journal.
     starting_over: bool,
+    /// Where what this node relays is kept for the relay stage.
+    relay_queue: meshfed_store::journal::SubscriptionName,
 }
 
 type Committed = (u64, Result<(), String>);
@@ -323,6 +326,18 @@ impl Task {
                         continue;
                     }
                     let delivery = arrived.delivery.clone();
+                    if let Some(record) = delivery.relay_record() {
+                        // Relayed, not delivered here: kept for the relay stage, and
+                        // acknowledged once that is committed.
+                        durable_writes = true;
+                        writes.push(Write::AppendInbound(InboundMessage {
+                            subscription: self.relay_queue.clone(),
+                            id: d.message.id,
+                            received: at,
+                            payload: record,
+                        }));
+                        continue;
+                    }
                     if delivery.qos != Qos::AtMostOnce {
                         for (name, form) in self.local.durable.matching(&delivery) {
                             durable_writes = true;

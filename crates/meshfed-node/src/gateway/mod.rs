@@ -22,6 +22,7 @@
 
 pub(crate) mod context;
 pub(crate) mod cores;
+pub(crate) mod delegated;
 pub(crate) mod delegations;
 pub(crate) mod directory;
 pub(crate) mod error;
@@ -34,6 +35,7 @@ pub(crate) mod local;
 pub(crate) mod open;
 pub(crate) mod pending;
 pub(crate) mod port;
+pub(crate) mod relaying;
 pub(crate) mod revocation;
 pub(crate) mod revoked;
 pub(crate) mod room;
@@ -41,6 +43,7 @@ pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod submit;
 mod tokens;
+pub(crate) mod transit;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -108,19 +111,28 @@ pub async fn start(
     let store_path = config.store.path.resolve(dir);
     crate::store_file::check(dir, &store_path)?;
     let horizon = crate::credentials::prune_horizon(clock.now());
-    let (store, journal, revocations, revoked_tokens) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&store_path)?;
-        let journal = Journal::open(&store_path, JournalConfig::default())?;
-        let revocations = revoked::Revocations::load(store.revocation_lists()?)?;
-        store.prune_tokens(horizon)?;
-        let revoked_tokens = store.revoked_tokens()?;
-        Ok::<_, meshfed_store::StoreError>((store, journal, revocations, revoked_tokens))
-    })
-    .await
-    .map_err(|e| GatewayError::Identity {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
-    })??;
+    let (store, journal, revocations, revoked_tokens, delegations) =
+        tokio::task::spawn_blocking(move || {
+            let store = Store::open(&store_path)?;
+            let journal = Journal::open(&store_path, JournalConfig::default())?;
+            let revocations = revoked::Revocations::load(store.revocation_lists()?)?;
+            store.prune_tokens(horizon)?;
+            let revoked_tokens = store.revoked_tokens()?;
+            store.prune_delegations(horizon)?;
+            let delegations = delegated::Delegations::load(store.delegations()?);
+            Ok::<_, meshfed_store::StoreError>((
+                store,
+                journal,
+                revocations,
+                revoked_tokens,
+                delegations,
+            ))
+        })
+        .await
+        .map_err(|e| GatewayError::Identity {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })??;
     crate::store_file::record(dir)?;
     let journal = Arc::new(journal);
     let durable = local::durable::Durable::load(&journal)?;
@@ -160,6 +172,7 @@ pub async fn start(
         clock,
         metrics,
         revocations: Arc::new(revocations),
+        delegations,
         policy: std::sync::RwLock::new(Arc::new(policy)),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
@@ -168,6 +181,7 @@ pub async fn start(
     inbox::start(&ctx, &local, inbound_rx);
     let routes = Arc::new(Routes::new(ctx.clone()));
     routes.start().await;
+    relaying::start(&ctx, &routes, &local);
     for d in [&federation_door, &api_door] {
         ctx.tracker.spawn(d.clone().summaries(
             limits.refusal_log_interval,

@@ -55,7 +55,7 @@ use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
 use super::port::{LinkPort, PeerTrust};
 use crate::policy::access::Incoming;
-use meshfed_proto::envelope::Sender;
+use meshfed_proto::envelope::{Sender, Transit};
 use meshfed_proto::policy::SignatureMode;
 
 /// A streamed batch went wrong in a way the caller acts on.
@@ -157,7 +157,9 @@ async fn open_transfer(
             let checked = envelopes
                 .into_iter()
                 .map(|e| {
-                    let checked = check(link, &terms, &incoming, e.header(), &e.hop, |o| e.open(o));
+                    let checked = check(ctx, link, &terms, &incoming, e.header(), &e.hop, |o| {
+                        e.open(o)
+                    });
                     (e, checked, false)
                 })
                 .collect();
@@ -183,9 +185,15 @@ async fn open_transfer(
                 .map(|mut wire| {
                     // The export form carries the certificate the link announced.
                     wire.fill_certificate(|d| link.trust.certificate(d));
-                    let checked = check(link, &terms, &incoming, wire.header(), &wire.hop, |o| {
-                        wire.open(o)
-                    });
+                    let checked = check(
+                        ctx,
+                        link,
+                        &terms,
+                        &incoming,
+                        wire.header(),
+                        &wire.hop,
+                        |o| wire.open(o),
+                    );
                     alone(wire, checked)
                 })
                 .collect()
@@ -275,15 +283,27 @@ struct Opened {
 type Checked = Result<(Hop, Clear), Refusal>;
 
 /// An envelope's sealed part, opened: the payload, and who sent it as this mesh maps it
-/// (`None`: the envelope named no sender).
+/// (`None`: the envelope named no sender). For an envelope this node relays (`relay_to`), the
+/// payload is the whole sealed part as the origin sealed it, identity included, and it is not
+/// mapped; for one a relay brought (`origin`), the mesh it comes from.
 struct Clear {
     payload: Vec<u8>,
     sender: Option<Sender>,
+    relay_to: Option<MeshId>,
+    origin: Option<MeshId>,
+}
+
+/// What only a link's reader has for the transit checks: the context and the peer's trust.
+#[derive(Clone, Copy)]
+struct Via<'a> {
+    ctx: &'a Context,
+    trust: &'a PeerTrust,
 }
 
 /// Checks one envelope (its header, its hop fields, the version it was sent under) and opens
 /// it with `open`, then checks the agreement and the access rules (`incoming`) admit it.
 fn check(
+    ctx: &Context,
     link: &LinkPort,
     terms: &Terms,
     incoming: &Incoming,
@@ -291,47 +311,100 @@ fn check(
     hop: &Hop,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
 ) -> Checked {
+    let relaying = super::transit::relaying(ctx, terms, header)?;
     // Through a tunnel, the brokers that relayed it are hops too (the tunnel's route names them).
-    let hop = arrival(terms, &link.relays, header, hop)?;
+    let hop = arrival(terms, &link.relays, header, hop, relaying)?;
     if terms.check_version(header, link.peer_switched())? {
         link.mark_peer_switched();
     }
     let enc = header.encryption.as_ref().ok_or(Refusal::NotEncrypted)?;
     let opener = link.keys.opener(&header.source.mesh, &enc.key_id)?;
-    Ok((hop, admitted(terms, incoming, header, &opener, open)?))
+    let via = Via {
+        ctx,
+        trust: &link.trust,
+    };
+    let clear = admitted(terms, incoming, header, &opener, open, Some(via), relaying)?;
+    Ok((hop, clear))
 }
 
 /// `hop` once the brokers in `relays` are added to it, if `header` and it may arrive here.
-fn arrival(terms: &Terms, relays: &[MeshId], header: &Header, hop: &Hop) -> Result<Hop, Refusal> {
+fn arrival(
+    terms: &Terms,
+    relays: &[MeshId],
+    header: &Header,
+    hop: &Hop,
+    relaying: bool,
+) -> Result<Hop, Refusal> {
     let mut hop = hop.clone();
     for relay in relays {
         hop.advance(relay)?;
     }
-    terms.check_arrival(header, &mut hop)?;
+    terms.check_arrival_or_relay(header, &mut hop, relaying)?;
     Ok(hop)
 }
 
-/// Opens one envelope with `opener`, takes its sender's identity out of its sealed part, and
-/// checks the agreement admits the payload and the access rules (`incoming`) let the sender,
-/// mapped, publish it.
+/// Opens one envelope with `opener`, takes what a relay presents (see [`super::transit`]) and
+/// its sender's identity out of its sealed part, and checks the agreement admits the payload
+/// and the access rules (`incoming`, or the origin's for a relayed message) let the sender,
+/// mapped, publish it. An envelope this node relays (`relaying`) is checked against the
+/// agreement and kept as sealed. Transit needs `via` (a link's reader): without it (a broker's
+/// custody) a relayed envelope is refused.
 fn admitted(
     terms: &Terms,
     incoming: &Incoming,
     header: &Header,
     opener: &Opener,
     open: impl FnOnce(&Opener) -> Result<Vec<u8>, EnvelopeError>,
+    via: Option<Via<'_>>,
+    relaying: bool,
 ) -> Result<Clear, Refusal> {
+    let malformed = |e: EnvelopeError| Refusal::Malformed(e.to_string());
     let sealed = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
-    let (sender, payload) =
-        Sender::unwrap(header.flags, sealed).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    if relaying {
+        let (_, payload) = Sender::unwrap(header.flags, sealed.clone()).map_err(malformed)?;
+        terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
+        terms.check_redacted(&payload)?;
+        return Ok(Clear {
+            payload: sealed,
+            sender: None,
+            relay_to: Some(header.destination.mesh.clone()),
+            origin: None,
+        });
+    }
+    let (transit, sealed) = Transit::unwrap(header.flags, sealed).map_err(malformed)?;
+    let (sender, payload) = Sender::unwrap(header.flags, sealed).map_err(malformed)?;
     terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
     terms.check_redacted(&payload)?;
-    let mapped = incoming
-        .admit(&header.source.mesh, sender.as_ref(), &header.metadata.topic)
-        .map_err(|d| Refusal::Denied(d.to_string()))?;
+    let origin = match (&transit, via) {
+        (None, _) => None,
+        (Some(t), Some(via)) => Some(super::transit::accept(
+            via.ctx,
+            terms,
+            &via.trust.bundle(),
+            header,
+            t,
+        )?),
+        (Some(_), None) => {
+            return Err(Refusal::Transit(
+                "a relayed message cannot come out of a broker's custody".to_owned(),
+            ));
+        }
+    };
+    let mapped = match (&origin, via) {
+        (Some(origin), Some(via)) => {
+            via.ctx
+                .policy()
+                .inbound(origin)
+                .admit(origin, sender.as_ref(), &header.metadata.topic)
+        }
+        _ => incoming.admit(&header.source.mesh, sender.as_ref(), &header.metadata.topic),
+    }
+    .map_err(|d| Refusal::Denied(d.to_string()))?;
     Ok(Clear {
         payload,
         sender: sender.map(|_| mapped.sender()),
+        relay_to: None,
+        origin,
     })
 }
 
@@ -347,8 +420,16 @@ pub(crate) fn custody(
     wire: WireEnvelope,
     opener: &Opener,
 ) -> Message<Arc<Arrived>> {
-    let checked = arrival(terms, relays, wire.header(), &wire.hop).and_then(|hop| {
-        let clear = admitted(terms, incoming, wire.header(), opener, |o| wire.open(o))?;
+    let checked = arrival(terms, relays, wire.header(), &wire.hop, false).and_then(|hop| {
+        let clear = admitted(
+            terms,
+            incoming,
+            wire.header(),
+            opener,
+            |o| wire.open(o),
+            None,
+            false,
+        )?;
         Ok((hop, clear))
     });
     let a = alone(wire, checked);
@@ -380,9 +461,17 @@ fn opened(
     crossed: Option<AsCrossed>,
     early: bool,
 ) -> Opened {
+    let mut source = header.source.mesh.clone();
+    let mut relay_to = None;
     let (size, envelope, crossed, refused) = match checked {
-        Ok((hop, clear)) => {
+        Ok((mut hop, clear)) => {
             let size = clear.payload.len();
+            if let Some(origin) = clear.origin {
+                // Relayed on the origin's behalf: the origin is where it comes from.
+                hop.path.insert(0, origin.clone());
+                source = origin;
+            }
+            relay_to = clear.relay_to;
             let envelope = Envelope {
                 header: header.clone(),
                 hop,
@@ -395,14 +484,17 @@ fn opened(
         }
         Err(refusal) => (0, None, None, Some(refusal)),
     };
-    let delivery = Arc::new(Delivery::new(
-        header.source.mesh.clone(),
-        header.metadata.topic.clone(),
-        header.policy.qos,
-        envelope,
-        crossed,
-        early,
-    ));
+    let delivery = Arc::new(
+        Delivery::new(
+            source,
+            header.metadata.topic.clone(),
+            header.policy.qos,
+            envelope,
+            crossed,
+            early,
+        )
+        .relayed_to(relay_to),
+    );
     Opened {
         header,
         size,
@@ -494,12 +586,15 @@ impl Heads {
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {
             let header = envelope.header();
-            let checked = check(link, &terms, &incoming, header, &envelope.hop, |o| {
+            let checked = check(ctx, link, &terms, &incoming, header, &envelope.hop, |o| {
                 envelope.open(o)
             });
             // TLS under the peer's key authenticated these bytes: a live subscriber may have
-            // them now; the signature (transferable proof) follows in the head.
-            let early = checked.is_ok()
+            // them now; the signature (transferable proof) follows in the head. Not what this
+            // node relays, nor what it took from a relay: those wait for their checks' proof.
+            let early = checked
+                .as_ref()
+                .is_ok_and(|(_, c)| c.relay_to.is_none() && c.origin.is_none())
                 && header.policy.qos != Qos::ExactlyOnce
                 && link.trust.is_peer(header);
             if let (true, Ok((hop, clear))) = (early, &checked) {

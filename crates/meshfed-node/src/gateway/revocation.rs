@@ -290,6 +290,53 @@ pub(crate) async fn receive(
     enforce(ctx, &ports);
 }
 
+/// Takes mesh `origin`'s signed list as a trusted intermediary presented it with a message it
+/// relays from that mesh (`encoded`, a [`RevocationsBody`]), checked against `bundle` (the
+/// origin's CAs, as the transit check accepted them): when it is newer than the list held, it
+/// is put in force at once and stored (so it holds across restarts), and the delegations it
+/// withdraws are refused from then on. An older one changes nothing; one that does not verify
+/// is an error.
+pub(crate) fn take_relayed(
+    ctx: &Context,
+    origin: &MeshId,
+    bundle: &TrustBundle,
+    encoded: &[u8],
+) -> Result<(), String> {
+    let statement =
+        meshfed_proto::statement::SignedStatement::decode(encoded).map_err(|e| e.to_string())?;
+    let body = RevocationsBody::new(statement).map_err(|e| e.to_string())?;
+    let held = ctx.revocations.held(origin);
+    if held
+        .as_ref()
+        .is_some_and(|h| h.body.list().version >= body.list().version)
+    {
+        return Ok(());
+    }
+    // One change at a time; one in progress means this list (or a newer one) is being taken.
+    let Ok(_one_at_a_time) = ctx.revocations.changing.try_lock() else {
+        return Ok(());
+    };
+    check_received(
+        origin,
+        bundle,
+        &body,
+        held.as_ref().map(|h| h.body.list()),
+        ctx.clock.wall(),
+    )
+    .map_err(|e| e.to_string())?;
+    let now = ctx.now();
+    let (mesh, version, bytes) = (origin.clone(), body.list().version, body.encode());
+    ctx.revocations.install(body, now);
+    tracing::info!(mesh = %mesh, version, "took the origin mesh's revocation list from a relay");
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.put_revocations(&mesh, version, &bytes, now) {
+            tracing::error!(%mesh, version, error = %chain(&e), "cannot store a relayed revocation list; it holds until the gateway restarts");
+        }
+    });
+    Ok(())
+}
+
 /// Whether `body`, arriving from mesh `peer` whose stored bundle is `bundle`, may replace the
 /// `stored` list at `now`.
 fn check_received(

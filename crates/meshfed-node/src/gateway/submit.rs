@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
-    Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Version,
+    Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Transit, Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -43,6 +43,20 @@ pub struct Outgoing {
     /// Who sends it: a component of this mesh, as its credential names it (the admin token's
     /// holder is subject `admin`, role `admin`). It crosses in the sealed part of the envelope.
     pub sender: Sender,
+    /// Set when this node relays the message on another mesh's behalf (`relaying.rs`); then
+    /// `sender` is not used.
+    pub relay: Option<Relay>,
+}
+
+/// What a message this node relays as a trusted intermediary keeps of its origin.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// The origin's envelope id, kept end to end.
+    pub id: EnvelopeId,
+    /// Who sent it at the origin, as the origin's gateway sealed it.
+    pub sender: Option<Sender>,
+    /// What this node presents for it: the origin's envelope, its CAs, the delegations.
+    pub transit: Transit,
 }
 
 /// Why a message was not sent.
@@ -135,7 +149,10 @@ pub(crate) async fn submit(
         })
     };
     let at = ctx.now();
-    let id = envelope_id(at)?;
+    let id = match &msg.relay {
+        Some(relay) => relay.id,
+        None => envelope_id(at)?,
+    };
     let header = Header {
         version: Version::CURRENT,
         id,
@@ -187,6 +204,40 @@ pub(crate) async fn submit(
     })
 }
 
+/// The stream to a partner this mesh delegated the relaying of `msg` to (DESIGN §2, trusted
+/// intermediary), for a destination this mesh does not federate with: one whose delegation is
+/// valid for the destination and topic, preferring an active federation. Only reliable
+/// messages go through a relay: it keeps them until it has passed them on.
+fn through_delegate(
+    ctx: &Context,
+    routes: &Routes,
+    msg: &Outgoing,
+) -> Result<Arc<super::stream::Stream>, Refusal> {
+    let own = &ctx.id.mesh;
+    let delegated =
+        ctx.delegations
+            .usable(own, None, &msg.to, &msg.topic, ctx.now(), |issuer, id| {
+                ctx.revocations.delegation_revoked(issuer, id)
+            });
+    let streams: Vec<_> = delegated
+        .iter()
+        .filter_map(|h| routes.to(&h.delegation.delegate))
+        .collect();
+    let stream = streams
+        .iter()
+        .find(|s| s.view().state == FederationState::Active)
+        .or(streams.first())
+        .cloned()
+        .ok_or_else(|| Refusal::UnknownDestination(msg.to.clone()))?;
+    if msg.qos == Qos::AtMostOnce {
+        return Err(Refusal::Transit(format!(
+            "{} reaches {} through {}, which relays only qos 1 and 2 messages (it keeps them until they are passed on)",
+            own, msg.to, stream.peer
+        )));
+    }
+    Ok(stream)
+}
+
 /// A fresh envelope id for a message made `at`.
 fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
     let mut random = [0u8; 10];
@@ -205,9 +256,10 @@ fn check(
     routes: &Routes,
     msg: &mut Outgoing,
 ) -> Result<Arc<super::stream::Stream>, Refusal> {
-    let stream = routes
-        .to(&msg.to)
-        .ok_or_else(|| Refusal::UnknownDestination(msg.to.clone()))?;
+    let stream = match routes.to(&msg.to) {
+        Some(stream) => stream,
+        None => through_delegate(ctx, routes, msg)?,
+    };
     let view = stream.view();
     if view.state != FederationState::Active {
         return Err(Refusal::NotActive {
@@ -227,25 +279,38 @@ fn check(
     if msg.qos == Qos::AtMostOnce && !stream.has_link() {
         return Err(Refusal::Unreachable(msg.to.clone()));
     }
-    let sender = Principal {
-        mesh: ctx.id.mesh.clone(),
-        subject: msg.sender.subject.clone(),
-        roles: msg.sender.roles.clone(),
-        attributes: msg.sender.attributes.clone(),
-    };
-    if let Some(guard) = ctx.policy().outbound(sender, &msg.to) {
-        guard
-            .publish(&msg.topic)
-            .map_err(|d| Refusal::Denied(d.to_string()))?;
+    if msg.relay.is_none() {
+        let sender = Principal {
+            mesh: ctx.id.mesh.clone(),
+            subject: msg.sender.subject.clone(),
+            roles: msg.sender.roles.clone(),
+            attributes: msg.sender.attributes.clone(),
+        };
+        if let Some(guard) = ctx.policy().outbound(sender, &msg.to) {
+            guard
+                .publish(&msg.topic)
+                .map_err(|d| Refusal::Denied(d.to_string()))?;
+        }
     }
     if let Some(redacted) = view.terms.redact(&msg.payload) {
         msg.payload = redacted;
     }
-    msg.payload = msg
-        .sender
-        .wrap(&msg.payload)
-        .map_err(|e| Refusal::Malformed(e.to_string()))?;
-    msg.flags = msg.flags.with(Flags::IDENTIFIED);
+    let malformed = |e: meshfed_proto::envelope::EnvelopeError| Refusal::Malformed(e.to_string());
+    match &msg.relay {
+        None => {
+            msg.payload = msg.sender.wrap(&msg.payload).map_err(malformed)?;
+            msg.flags = msg.flags.with(Flags::IDENTIFIED);
+        }
+        Some(relay) => {
+            // The origin's sender stays in front of the payload, the transit part before both.
+            if let Some(sender) = &relay.sender {
+                msg.payload = sender.wrap(&msg.payload).map_err(malformed)?;
+                msg.flags = msg.flags.with(Flags::IDENTIFIED);
+            }
+            msg.payload = relay.transit.wrap(&msg.payload).map_err(malformed)?;
+            msg.flags = msg.flags.with(Flags::TRANSIT);
+        }
+    }
     if let Some(rate) = &view.rate {
         rate.take()?;
     }

@@ -55,6 +55,14 @@
 //! mesh = "supplier-b"              # the partner as a whole: federation::supplier-b
 //! subject = "federation::supplier-b"
 //! roles = ["supplier"]
+//!
+//! [[transit]]                      # messages of a mesh this one does not federate with,
+//! origin = "supplier-c"            # relayed by a partner on its behalf (trusted intermediary)
+//! via = "hub-b"                    # the partner that relays them
+//! topics = ["parts/#"]
+//! max_depth = 1                    # delegations in the chain, at most (default 1)
+//! # ca = "<96 hex digits>"         # optional: the origin's CA fingerprint (SHA-384), pinned;
+//!                                  # without it the relay's copy of the origin's CA is trusted
 //! ```
 //!
 //! A file is checked whole: a TOML syntax or shape error stops at its place; past that, every
@@ -101,11 +109,42 @@ pub struct Policy {
     pub access: Option<Arc<access::Access>>,
     /// Identity mapping rules, in order.
     pub identities: Arc<[access::Mapping]>,
+    /// Which meshes' messages partners may relay here, through whom.
+    pub transits: Arc<[TransitRule]>,
     /// The file's text; `None` for the defaults, without a file.
     pub source: Option<String>,
 }
 
+/// One `[[transit]]` rule: messages from mesh `origin`, relayed here by partner `via`, on
+/// `topics`, are taken when `via` presents the origin's delegation chain of at most `max_depth`
+/// delegations (and, with `ca`, the origin's CAs include that certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitRule {
+    /// The mesh the messages come from.
+    pub origin: MeshId,
+    /// The partner that relays them.
+    pub via: MeshId,
+    /// The topics it covers.
+    pub topics: Vec<TopicPattern>,
+    /// Most delegations in the chain.
+    pub max_depth: u8,
+    /// The origin's CA, pinned by fingerprint.
+    pub ca: Option<meshfed_trust::Fingerprint>,
+}
+
 impl Policy {
+    /// The transit rule that lets `origin`'s message on `topic` through partner `via`.
+    pub fn transit(
+        &self,
+        origin: &MeshId,
+        via: &MeshId,
+        topic: &meshfed_proto::Topic,
+    ) -> Option<&TransitRule> {
+        self.transits.iter().find(|r| {
+            &r.origin == origin && &r.via == via && r.topics.iter().any(|p| p.matches(topic))
+        })
+    }
+
     /// The identity mapping and access check of what partner `peer` sends here.
     pub fn inbound(&self, peer: &MeshId) -> access::Incoming {
         access::Incoming::new(self.access.clone(), self.identities.clone(), peer.clone())
@@ -214,6 +253,7 @@ type Text = Option<Spanned<String>>;
 struct RawPolicy {
     access: RawAccess,
     identity: Vec<RawMapping>,
+    transit: Vec<RawTransit>,
     data: RawData,
     qos: RawQos,
     security: RawSecurity,
@@ -237,6 +277,18 @@ struct RawMapping {
     attributes: BTreeMap<String, String>,
     to: Text,
     roles: List,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransit {
+    origin: Spanned<String>,
+    via: Spanned<String>,
+    topics: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    max_depth: Integer,
+    #[serde(default)]
+    ca: Text,
 }
 
 #[derive(Deserialize, Default)]
@@ -314,6 +366,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     let wants = c.patterns("access.wants", raw.access.wants);
     let access = raw.access.rules.and_then(|rules| c.rules(&rules));
     let identities = raw.identity.into_iter().map(|m| c.mapping(m)).collect();
+    let transits = raw
+        .transit
+        .into_iter()
+        .filter_map(|t| c.transit(t))
+        .collect();
     let d = raw.data;
     let (max_message_size, min_message_size) = c.limit_and_floor(
         ("data.max_message_size", &d.max_message_size),
@@ -497,6 +554,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         },
         access,
         identities,
+        transits,
         services: services::Offer {
             publishes: publishes.unwrap_or_else(|| vec![TopicPattern::all()]),
             wants: wants.unwrap_or_else(|| vec![TopicPattern::all()]),
@@ -686,6 +744,68 @@ impl Checker<'_> {
         }
     }
 
+    /// One `[[transit]]` rule; `None` when it is wrong (each problem reported).
+    fn transit(&mut self, raw: RawTransit) -> Option<TransitRule> {
+        let before = self.problems.len();
+        let mut mesh = |key: &str, t: &Spanned<String>| match t.get_ref().parse::<MeshId>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.problem(&t.span(), format!("transit.{key}: {:?}: {e}", t.get_ref()));
+                None
+            }
+        };
+        let origin = mesh("origin", &raw.origin);
+        let via = mesh("via", &raw.via);
+        if origin.is_some() && origin == via {
+            self.problem(
+                &raw.via.span(),
+                "transit.via: the origin itself: a partner's own messages need no transit rule"
+                    .to_owned(),
+            );
+        }
+        let topics_span = raw.topics.span();
+        let topics = self
+            .patterns("transit.topics", Some(raw.topics))
+            .unwrap_or_default();
+        if topics.is_empty() && self.problems.len() == before {
+            self.problem(
+                &topics_span,
+                "transit.topics: name the topics the rule lets through".to_owned(),
+            );
+        }
+        let most = crate::credentials::delegation::MAX_DEPTH + 1;
+        let max_depth = match raw.max_depth {
+            None => 1,
+            Some(d) => match u8::try_from(*d.get_ref()) {
+                Ok(n) if (1..=most).contains(&n) => n,
+                _ => {
+                    self.problem(
+                        &d.span(),
+                        format!("transit.max_depth: {}: from 1 to {most}", d.get_ref()),
+                    );
+                    1
+                }
+            },
+        };
+        let ca = raw.ca.and_then(|t| match t.get_ref().parse() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.problem(&t.span(), format!("transit.ca: {e}"));
+                None
+            }
+        });
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(TransitRule {
+            origin: origin?,
+            via: via?,
+            topics,
+            max_depth,
+            ca,
+        })
+    }
+
     /// One `[[identity]]` rule.
     fn mapping(&mut self, raw: RawMapping) -> access::Mapping {
         let mut name = |key: &str, t: Text| {
@@ -795,6 +915,54 @@ mod tests {
             p.services.wants,
             ["shipments/#".parse::<TopicPattern>().unwrap()]
         );
+    }
+
+    #[test]
+    fn transit_rules_read_and_every_wrong_value_is_placed() {
+        let fp = "ab".repeat(48);
+        let text = format!(
+            "[[transit]]\norigin = \"supplier-c\"\nvia = \"hub-b\"\ntopics = [\"parts/#\"]\nmax_depth = 2\nca = \"{fp}\"\n"
+        );
+        let p = check(&text).unwrap();
+        let rule = p
+            .transit(
+                &"supplier-c".parse().unwrap(),
+                &"hub-b".parse().unwrap(),
+                &"parts/gear".parse().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            (rule.max_depth, rule.ca.map(|c| c.to_string())),
+            (2, Some(fp))
+        );
+        assert!(
+            p.transit(
+                &"supplier-c".parse().unwrap(),
+                &"hub-x".parse().unwrap(),
+                &"parts/gear".parse().unwrap()
+            )
+            .is_none()
+        );
+        let text = "[[transit]]\norigin = \"Supplier C\"\nvia = \"hub-b\"\ntopics = []\nmax_depth = 0\nca = \"3f\"\n\n[[transit]]\norigin = \"hub-b\"\nvia = \"hub-b\"\ntopics = [\"a/#\"]\n";
+        let err = check(text).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        let want = [
+            "policy.toml:2:10: transit.origin: \"Supplier C\"",
+            "policy.toml:5:13: transit.max_depth: 0: from 1 to 9",
+            "policy.toml:6:6: transit.ca: invalid SHA-384 fingerprint",
+            "policy.toml:10:7: transit.via: the origin itself",
+        ];
+        assert_eq!(lines.len(), want.len(), "{err}");
+        for (line, want) in lines.iter().zip(want) {
+            assert!(
+                line.starts_with(want),
+                "{line:?} does not start with {want:?}\n{err}"
+            );
+        }
+        let err = check("[[transit]]\norigin = \"c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `via`"), "{err}");
     }
 
     #[test]

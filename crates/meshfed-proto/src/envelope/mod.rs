@@ -24,11 +24,13 @@
 pub mod export;
 pub mod json;
 mod sender;
+mod transit;
 mod types;
 pub mod wire;
 
 pub use crate::batch::BatchProof;
 pub use sender::Sender;
+pub use transit::Transit;
 pub use types::{
     ContentType, EnvelopeId, Flags, InvalidValue, Label, MaxLatency, Priority, Qos, Timestamp,
     Version,

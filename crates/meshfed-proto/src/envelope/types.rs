@@ -227,10 +227,15 @@ impl Flags {
     /// `identified`: the sealed part begins with the sender's identity, as its gateway
     /// verified it ([`super::Sender`]); set by the sending gateway, never by a client.
     pub const IDENTIFIED: Self = Self(4);
-    const NAMES: [(&'static str, Self); 3] = [
+    /// `transit`: the sealed part begins with what a trusted intermediary presents for a
+    /// message it relays on another mesh's behalf ([`super::Transit`]); set by the relaying
+    /// gateway, never by a client.
+    pub const TRANSIT: Self = Self(8);
+    const NAMES: [(&'static str, Self); 4] = [
         ("reliable", Self::RELIABLE),
         ("ordered", Self::ORDERED),
         ("identified", Self::IDENTIFIED),
+        ("transit", Self::TRANSIT),
     ];
 
     /// No flags.
@@ -260,11 +265,11 @@ impl Flags {
 
     /// Flags from bits, refusing unknown ones.
     pub fn from_bits(bits: u8) -> Result<Self, InvalidValue> {
-        if bits & !7 != 0 {
+        if bits & !15 != 0 {
             return Err(InvalidValue::new(
                 "flags",
                 bits,
-                "only bits 0 (reliable), 1 (ordered) and 2 (identified) are defined",
+                "only bits 0 (reliable), 1 (ordered), 2 (identified) and 3 (transit) are defined",
             ));
         }
         Ok(Self(bits))
@@ -484,7 +489,8 @@ mod tests {
             ["identified"],
             "bit 2 is the sender's identity"
         );
-        assert!(Flags::from_bits(8).is_err());
+        assert_eq!(Flags::from_bits(8).unwrap().names(), ["transit"]);
+        assert!(Flags::from_bits(16).is_err());
         assert!(
             Flags::from_name("urgent")
                 .unwrap_err()

@@ -212,7 +212,7 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
     priority[3] = 8;
     assert_eq!(error_of(&priority), "priority: must be 0 to 7");
     let mut flags = good.clone();
-    flags[4] = 8;
+    flags[4] = 16;
     assert!(error_of(&flags).starts_with("flags: only bits 0 (reliable)"));
     let mut options = good.clone();
     options[5] = 2;

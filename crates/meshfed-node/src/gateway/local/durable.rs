@@ -26,6 +26,25 @@ const WINDOW: usize = 1024;
 /// Messages read from the journal at a time.
 const PAGE: usize = 256;
 
+/// The journal queue of what this node relays as a trusted intermediary (see
+/// `gateway::relaying`): kept like a durable subscription's messages, from the arrival's commit
+/// until the relay stage has handed each to its destination's stream. Names starting with
+/// `meshfed:` are the node's own: a subscriber cannot take them.
+pub(crate) const RELAY_QUEUE: &str = "meshfed:relay";
+
+/// Whether `name` is one of the node's own queues.
+pub(crate) fn reserved(name: &SubscriptionName) -> bool {
+    name.as_str().starts_with("meshfed:")
+}
+
+/// The relay queue's name.
+pub(crate) fn relay_queue() -> SubscriptionName {
+    // Invariant: the constant is a valid name.
+    RELAY_QUEUE
+        .parse()
+        .unwrap_or_else(|e| unreachable!("{RELAY_QUEUE}: {e}"))
+}
+
 /// The outcome of one cursor save: the position committed, or why not.
 pub(crate) type Saved = Result<InboundSeq, String>;
 
@@ -41,8 +60,10 @@ impl Durable {
     pub(crate) fn load(
         journal: &meshfed_store::Journal,
     ) -> Result<Self, meshfed_store::StoreError> {
+        let mut subscriptions = journal.subscriptions()?;
+        subscriptions.retain(|s| !reserved(&s.name));
         Ok(Self {
-            subscriptions: RwLock::new(journal.subscriptions()?),
+            subscriptions: RwLock::new(subscriptions),
             appended: watch::channel(0).0,
         })
     }
@@ -63,7 +84,7 @@ impl Durable {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
     }
 }

@@ -39,6 +39,9 @@ pub struct Delivery {
     pub qos: Qos,
     /// Whether its proof is still to come: only subscribers taking the spec form receive it.
     pub(crate) unproven: bool,
+    /// The mesh this node relays it to (as a trusted intermediary): it is not delivered here,
+    /// but kept for the relay stage ([`Delivery::relay_record`]).
+    pub(crate) relay_to: Option<MeshId>,
     /// Whether its unproven delivery already reached the subscribers taking the spec form.
     pub(crate) early: bool,
     /// The envelope with its opened message, to write the spec JSON from; `None` for one
@@ -102,6 +105,7 @@ impl Delivery {
             topic,
             qos,
             unproven: false,
+            relay_to: None,
             early,
             envelope,
             text: OnceLock::new(),
@@ -111,6 +115,32 @@ impl Delivery {
         }
     }
 
+    /// This delivery, to be relayed to `to` (if some) rather than delivered here.
+    pub(crate) fn relayed_to(mut self, to: Option<MeshId>) -> Self {
+        self.relay_to = to;
+        self
+    }
+
+    /// What the relay stage needs of a delivery this node relays: the envelope as it crossed
+    /// (CBOR) and its sealed part as it opened, as one CBOR array; `None` for a delivery that is
+    /// not relayed, or refused.
+    pub(crate) fn relay_record(&self) -> Option<Vec<u8>> {
+        self.relay_to.as_ref()?;
+        let sealed = self.envelope.as_ref()?.message.as_deref()?;
+        let crossed = self.crossed.as_ref()?.encode().ok()?;
+        let mut out = Vec::with_capacity(crossed.len() + sealed.len() + 16);
+        // Invariant: encoding two byte strings into a Vec cannot fail.
+        ciborium::into_writer(
+            &(
+                serde_bytes::Bytes::new(&crossed),
+                serde_bytes::Bytes::new(sealed),
+            ),
+            &mut out,
+        )
+        .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
+        Some(out)
+    }
+
     /// The delivery of `envelope` before its batch head arrived, for spec-form subscribers.
     pub(crate) fn unproven(envelope: Envelope) -> Self {
         Self {
@@ -118,6 +148,7 @@ impl Delivery {
             topic: envelope.header.metadata.topic.clone(),
             qos: envelope.header.policy.qos,
             unproven: true,
+            relay_to: None,
             early: false,
             envelope: Some(envelope),
             text: OnceLock::new(),

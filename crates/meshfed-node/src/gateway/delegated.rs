@@ -1,0 +1,115 @@
+//! The delegations this node holds in memory (loaded from the store at start, added to as they
+//! are issued or taken): which partner may relay this mesh's messages where, and whose messages
+//! this mesh may relay where. Whether one is withdrawn is asked of the revocation lists at each
+//! use. No stage is imported here.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::{MeshId, Topic};
+use meshfed_store::StoredDelegation;
+
+use crate::credentials::delegation::{self, Delegation};
+
+/// A delegation and its token as signed.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) token: String,
+    pub(crate) delegation: Delegation,
+}
+
+/// The delegations issued by this mesh and to it.
+#[derive(Debug, Default)]
+pub(crate) struct Delegations {
+    all: RwLock<Vec<Held>>,
+    /// Delegations relays presented that verified, by token: checked once, not per message.
+    verified: Mutex<HashMap<String, Delegation>>,
+}
+
+/// Most verified delegations remembered; the memory starts again when it is full.
+const VERIFIED: usize = 1024;
+
+impl Delegations {
+    /// The recorded delegations (each was verified, or issued here, before it was recorded).
+    pub(crate) fn load(stored: Vec<StoredDelegation>) -> Self {
+        let all = stored
+            .into_iter()
+            .filter_map(|s| match delegation::read_recorded(&s.token) {
+                Ok(delegation) => Some(Held {
+                    token: s.token,
+                    delegation,
+                }),
+                Err(e) => {
+                    tracing::warn!(delegation = %s.id, error = %e, "a recorded delegation does not read; it is not used");
+                    None
+                }
+            })
+            .collect();
+        Self {
+            all: RwLock::new(all),
+            verified: Mutex::default(),
+        }
+    }
+
+    /// What `token` says, verified by `verify` the first time it is presented. Expiry and
+    /// revocation are the caller's checks at each use.
+    pub(crate) fn verified(
+        &self,
+        token: &str,
+        verify: impl FnOnce() -> Result<Delegation, delegation::DelegationError>,
+    ) -> Result<Delegation, delegation::DelegationError> {
+        if let Some(d) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
+            return Ok(d.clone());
+        }
+        let d = verify()?;
+        let mut known = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= VERIFIED {
+            known.clear();
+        }
+        known.insert(token.to_owned(), d.clone());
+        Ok(d)
+    }
+
+    /// One more, just issued or taken.
+    pub(crate) fn add(&self, token: String, delegation: Delegation) {
+        let mut all = self.all.write().unwrap_or_else(|e| e.into_inner());
+        if !all.iter().any(|h| h.delegation.id == delegation.id) {
+            all.push(Held { token, delegation });
+        }
+    }
+
+    /// Those issued by `issuer` to `delegate`, usable at `now` towards `destination` for
+    /// `topic` (`revoked(issuer, id)`: withdrawn), the longest-living first.
+    pub(crate) fn usable(
+        &self,
+        issuer: &MeshId,
+        delegate: Option<&MeshId>,
+        destination: &MeshId,
+        topic: &Topic,
+        now: Timestamp,
+        revoked: impl Fn(&MeshId, &str) -> bool,
+    ) -> Vec<Held> {
+        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<Held> = all
+            .iter()
+            .filter(|h| {
+                let d = &h.delegation;
+                &d.issuer == issuer
+                    && delegate.is_none_or(|m| &d.delegate == m)
+                    && d.audience.contains(destination)
+                    && d.covers(topic)
+                    && d.expires > now
+                    && !revoked(&d.issuer, &d.id)
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|h| std::cmp::Reverse(h.delegation.expires));
+        found
+    }
+}

@@ -1,0 +1,236 @@
+//! Relay: what this node relays as a trusted intermediary (DESIGN §2, Transitive trust,
+//! model 2) goes on to its destination. The opening stage took it from the origin's partner C
+//! only while this mesh holds C's delegation for it (`transit::relaying`), and the inbox kept it
+//! in the journal's relay queue (`local::durable::RELAY_QUEUE`) before acknowledging it to C:
+//! from then on it is this node's to pass on, across restarts.
+//!
+//! This stage reads the queue in order and submits each message to its destination's stream,
+//! as a message of this node: sealed under the B–A agreement, signed by this node, with the
+//! same envelope id, and the transit part in front of its sealed part (C's envelope as it
+//! crossed, C's CAs as stored here, the delegation, C's revocation list). A message is taken
+//! off the queue once the stream accepted it (journaled, for qos ≥ 1), so none is lost between
+//! the two. While the destination's stream cannot take it (no federation yet, suspended, full,
+//! over the agreed rate) it waits and tries again; a delegation withdrawn meanwhile, or a
+//! refusal by the B–A agreement, drops it, logged and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_proto::envelope::export::Crossed;
+use meshfed_proto::envelope::{Flags, Sender, Transit};
+use meshfed_store::Write;
+use meshfed_store::journal::{InboundSeq, StoredInbound};
+use serde_bytes::ByteBuf;
+
+use super::context::Context;
+use super::delegations::partner_bundle;
+use super::local::Local;
+use super::local::durable::relay_queue;
+use super::room::WhenFull;
+use super::route::Routes;
+use super::stream::Refused;
+use super::submit::{Outgoing, Relay, SendError, submit};
+
+/// Messages read from the queue at a time.
+const PAGE: usize = 64;
+/// The first wait before a message the destination's stream could not take is tried again;
+/// doubled each time, up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the relay stage.
+pub(crate) fn start(ctx: &Arc<Context>, routes: &Arc<Routes>, local: &Arc<Local>) {
+    let (ctx, routes, local) = (ctx.clone(), routes.clone(), local.clone());
+    ctx.clone().tracker.spawn(async move {
+        run(&ctx, &routes, &local).await;
+    });
+}
+
+async fn run(ctx: &Arc<Context>, routes: &Routes, local: &Local) {
+    let name = relay_queue();
+    let mut changes = local.durable.changes();
+    let journal = ctx.journal.clone();
+    let lookup = name.clone();
+    let mut cursor = match tokio::task::spawn_blocking(move || journal.cursor(&lookup)).await {
+        Ok(Ok(c)) => c,
+        other => {
+            tracing::error!(result = ?other.map(|r| r.map_err(|e| e.to_string())), "cannot read the relay queue's position; relaying is off");
+            return;
+        }
+    };
+    loop {
+        changes.borrow_and_update();
+        let journal = ctx.journal.clone();
+        let lookup = name.clone();
+        let rows = match tokio::task::spawn_blocking(move || {
+            journal.inbound_after(&lookup, cursor, PAGE)
+        })
+        .await
+        {
+            Ok(Ok(rows)) => rows,
+            other => {
+                tracing::error!(result = ?other.map(|r| r.map_err(|e| e.to_string())), "cannot read the relay queue; relaying is off");
+                return;
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                () = ctx.cancel.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        for row in rows {
+            if !relay(ctx, routes, &row).await {
+                return;
+            }
+            cursor = Some(row.seq);
+        }
+        save(ctx, &name, cursor).await;
+    }
+}
+
+/// Moves the queue's position to `cursor`, deleting what it passed.
+async fn save(
+    ctx: &Context,
+    name: &meshfed_store::journal::SubscriptionName,
+    cursor: Option<InboundSeq>,
+) {
+    let Some(delivered) = cursor else { return };
+    let journal = ctx.journal.clone();
+    let subscription = name.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        journal
+            .submit(Write::SaveCursor {
+                subscription,
+                delivered,
+            })
+            .wait()
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        tracing::warn!(
+            "could not save the relay queue's position; some relayed messages may be sent again (the destination drops the copies of exactly-once ones)"
+        );
+    }
+}
+
+/// Relays one queued message; `false` when the gateway stops first.
+async fn relay(ctx: &Context, routes: &Routes, row: &StoredInbound) -> bool {
+    let msg = match outgoing(ctx, &row.message.payload).await {
+        Ok(msg) => msg,
+        Err(refusal) => {
+            dropped(ctx, row, &refusal);
+            return true;
+        }
+    };
+    let mut wait = FIRST_RETRY;
+    loop {
+        let outcome = match submit(ctx, routes, msg.clone(), false, WhenFull::Wait).await {
+            Ok(mut submitted) => submitted.accepted().await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(id = %row.message.id, to = %msg.to, "relayed a message");
+                ctx.metrics.transit_relayed.inc();
+                return true;
+            }
+            Err(SendError::Queue(Refused::Stopping)) => return false,
+            Err(
+                e @ (SendError::Queue(_)
+                | SendError::Refused(
+                    Refusal::UnknownDestination(_)
+                    | Refusal::NotActive { .. }
+                    | Refusal::Suspended
+                    | Refusal::Unreachable(_)
+                    | Refusal::RateLimited { .. },
+                )),
+            ) => {
+                tracing::debug!(id = %row.message.id, to = %msg.to, error = %e, "cannot relay a message yet; trying again");
+                tokio::select! {
+                    () = ctx.cancel.cancelled() => return false,
+                    () = ctx.clock.sleep(wait) => {}
+                }
+                wait = (wait * 2).min(MAX_RETRY);
+            }
+            Err(SendError::Refused(refusal)) => {
+                dropped(ctx, row, &refusal);
+                return true;
+            }
+            Err(e @ SendError::Random(_)) => {
+                dropped(ctx, row, &Refusal::Malformed(e.to_string()));
+                return true;
+            }
+        }
+    }
+}
+
+fn dropped(ctx: &Context, row: &StoredInbound, refusal: &Refusal) {
+    ctx.metrics.refused(Direction::Outbound, refusal);
+    tracing::warn!(id = %row.message.id, reason = refusal.reason(), error = %refusal, "dropped a message this node was relaying");
+}
+
+/// The message to send on for a queued record (see `local::Delivery::relay_record`), with what
+/// this node presents for it; refused when this mesh no longer holds a delegation for it.
+async fn outgoing(ctx: &Context, record: &[u8]) -> Result<Outgoing, Refusal> {
+    let malformed = |e: String| Refusal::Malformed(format!("a queued relayed message: {e}"));
+    let (crossed, sealed): (ByteBuf, ByteBuf) =
+        ciborium::from_reader(record).map_err(|e| malformed(e.to_string()))?;
+    let origin = Crossed::decode(&crossed).map_err(|e| malformed(e.to_string()))?;
+    let h = origin.header();
+    let source = h.source.mesh.clone();
+    let held = ctx
+        .delegations
+        .usable(
+            &source,
+            Some(&ctx.id.mesh),
+            &h.destination.mesh,
+            &h.metadata.topic,
+            ctx.now(),
+            |issuer, id| ctx.revocations.delegation_revoked(issuer, id),
+        )
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Refusal::Transit(format!(
+                "{} no longer holds a valid delegation of {source} to relay {} to {}",
+                ctx.id.mesh, h.metadata.topic, h.destination.mesh
+            ))
+        })?;
+    let bundle = partner_bundle(ctx, &source).await.ok_or_else(|| {
+        Refusal::Transit(format!("{} holds no trust bundle of {source}", ctx.id.mesh))
+    })?;
+    let (sender, payload) =
+        Sender::unwrap(h.flags, sealed.into_vec()).map_err(|e| malformed(e.to_string()))?;
+    let transit = Transit {
+        origin: crossed.clone(),
+        bundle: bundle
+            .cas()
+            .iter()
+            .map(|c| ByteBuf::from(c.der().to_vec()))
+            .collect(),
+        delegations: vec![held.token],
+        revocations: ctx
+            .revocations
+            .held(&source)
+            .map(|h| ByteBuf::from(h.body.encode())),
+    };
+    Ok(Outgoing {
+        to: h.destination.mesh.clone(),
+        topic: h.metadata.topic.clone(),
+        payload,
+        content_type: h.metadata.content_type.clone(),
+        qos: h.policy.qos,
+        priority: h.policy.priority,
+        max_latency: h.policy.max_latency,
+        flags: h.flags.without(Flags::IDENTIFIED).without(Flags::TRANSIT),
+        sender: Sender::default(),
+        relay: Some(Relay {
+            id: h.id,
+            sender,
+            transit,
+        }),
+    })
+}
