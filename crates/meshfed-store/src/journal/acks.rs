@@ -100,13 +100,19 @@ impl Deletions {
     }
 
     /// Deletes the messages with `remove` (true if it found the message).
+    /// An id named twice (a peer may acknowledge a message again) is deleted once and not
+    /// carried: a carried copy would delete the message if it were ever appended again.
     pub(crate) fn apply(&self, mut remove: impl FnMut(&EnvelopeId) -> bool) -> Deleted {
         let mut deleted = Deleted::default();
+        let mut seen = std::collections::HashSet::new();
         for (ids, unmatched) in [
             (&self.fresh, &mut deleted.unmatched_fresh),
             (&self.older, &mut deleted.unmatched_older),
         ] {
             for id in ids {
+                if !seen.insert(*id) {
+                    continue;
+                }
                 if remove(id) {
                     deleted.rows += 1;
                 } else {
