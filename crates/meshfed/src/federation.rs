@@ -116,7 +116,7 @@ async fn operate(
     Ok(())
 }
 
-/// Each list: its mesh and version, then one line per revoked node and serial.
+/// Each list: its mesh and version, then one line per revoked node, serial and delegation.
 fn print_revocations(view: &RevocationsView) -> Result<(), Failure> {
     let lists = view.own.iter().chain(&view.partners);
     let mut any = false;
@@ -143,6 +143,9 @@ fn print_revocations(view: &RevocationsView) -> Result<(), Failure> {
         }
         for s in &list.serials {
             outln!("  serial {}  revoked {}", s.serial, s.revoked_at)?;
+        }
+        for d in &list.delegations {
+            outln!("  delegation {}  revoked {}", d.id, d.revoked_at)?;
         }
     }
     if !any {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{federate, mesh};
+use common::{federate, http_get, mesh, metric};
 use meshfed_testkit::Mesh;
 use meshfed_testkit::process::{DEADLINE, poll};
 use serde_json::Value;
@@ -218,15 +218,80 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
     // What the delegation does not cover has no way to plant-a.
     send("orders/1", "{}").fails(1, "plant-a");
 
+    // A delegation plant-a's transit rule does not cover: hub-b takes and relays the message,
+    // plant-a refuses it, counted by its reason.
+    let tools = c
+        .cli(&[
+            "delegation",
+            "issue",
+            "hub-b",
+            "--audience",
+            "plant-a",
+            "--topics",
+            "tools/#",
+        ])
+        .ok()
+        .trim()
+        .to_owned();
+    b.cli(&["delegation", "add", &tools]).ok();
+    let sent = send("tools/drill", "{}");
+    assert!(
+        sent.stderr.contains("acknowledged"),
+        "taken by hub-b: {sent}"
+    );
+    let refused = poll("plant-a refuses the relayed message", DEADLINE, || {
+        let metrics = http_get(a.api_addr(), "/metrics");
+        match metric(
+            &metrics,
+            "meshfed_envelopes_rejected_total",
+            &["direction=\"inbound\"", "reason=\"transit_refused\""],
+        ) {
+            Some(n) if n >= 1.0 => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(refused, 1.0);
+    a.wait_for_log_after(
+        0,
+        &["no [[transit]] rule of plant-a lets supplier-c's messages on tools/drill through hub-b"],
+    );
+
     // supplier-c withdraws it: hub-b learns it, and supplier-c's messages stop.
     c.cli(&["delegation", "revoke", &id]).ok();
-    poll(
-        "hub-b learns the revocation",
-        DEADLINE,
-        || match delegations(&b)[0]["state"].as_str() {
+    poll("hub-b learns the revocation", DEADLINE, || {
+        let held = delegations(&b);
+        let parts = held.iter().find(|d| d["id"] == id.as_str());
+        match parts.and_then(|d| d["state"].as_str()) {
             Some("revoked") => Ok(()),
             other => Err(format!("{other:?}")),
-        },
+        }
+    });
+    // plant-a, which takes supplier-c's messages through hub-b, learns it from hub-b as well,
+    // and keeps it across a restart.
+    let withdrawn = |m: &Mesh| {
+        let out = m.cli(&["federation", "revocations", "--json"]);
+        let v: Value = serde_json::from_str(out.ok()).unwrap();
+        v["partners"].as_array().is_some_and(|lists| {
+            lists.iter().any(|l| {
+                l["mesh"] == "supplier-c"
+                    && l["delegations"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| d["id"] == id.as_str()))
+            })
+        })
+    };
+    poll("plant-a learns the revocation from hub-b", DEADLINE, || {
+        if withdrawn(&a) {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    });
+    a.stop();
+    a.start();
+    assert!(
+        withdrawn(&a),
+        "plant-a keeps supplier-c's list across a restart"
     );
     send("parts/gear/8", "{}").fails(1, "plant-a");
 }

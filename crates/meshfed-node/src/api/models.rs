@@ -46,7 +46,8 @@ pub use policy::{
     PolicyView,
 };
 pub use revocations::{
-    RevocationListView, RevocationsView, RevokeNodeRequest, RevokedNodeView, RevokedSerialView,
+    RevocationListView, RevocationsView, RevokeNodeRequest, RevokedDelegationView, RevokedNodeView,
+    RevokedSerialView,
 };
 pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 

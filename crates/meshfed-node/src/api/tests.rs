@@ -527,6 +527,10 @@ fn samples() -> Vec<(String, Value)> {
             node: "plant-a/gw2".into(),
         }),
         sample(revocation_list()),
+        sample(RevokedDelegationView {
+            id: "ab".repeat(16),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }),
         sample(RevokedNodeView {
             node: "gw2".parse().unwrap(),
             revoked_at: "2026-01-01T00:00:00Z".into(),
@@ -888,6 +892,10 @@ fn revocation_list() -> RevocationListView {
         }],
         serials: vec![RevokedSerialView {
             serial: "41".repeat(16),
+            revoked_at: "2026-01-01T00:00:00Z".into(),
+        }],
+        delegations: vec![RevokedDelegationView {
+            id: "ab".repeat(16),
             revoked_at: "2026-01-01T00:00:00Z".into(),
         }],
     }

@@ -9,6 +9,7 @@ use std::sync::{Mutex, RwLock};
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::{MeshId, Topic};
 use meshfed_store::StoredDelegation;
+use meshfed_trust::TrustBundle;
 
 use crate::credentials::delegation::{self, Delegation};
 
@@ -25,6 +26,9 @@ pub(crate) struct Delegations {
     all: RwLock<Vec<Held>>,
     /// Delegations relays presented that verified, by token: checked once, not per message.
     verified: Mutex<HashMap<String, Delegation>>,
+    /// The CAs of each mesh whose relayed messages this node accepted, as last accepted: what a
+    /// relay's copy of that mesh's revocation list is checked against.
+    origins: Mutex<HashMap<MeshId, TrustBundle>>,
 }
 
 /// Most verified delegations remembered; the memory starts again when it is full.
@@ -49,6 +53,7 @@ impl Delegations {
         Self {
             all: RwLock::new(all),
             verified: Mutex::default(),
+            origins: Mutex::default(),
         }
     }
 
@@ -74,6 +79,52 @@ impl Delegations {
         }
         known.insert(token.to_owned(), d.clone());
         Ok(d)
+    }
+
+    /// Remembers `bundle` as the CAs of `origin`, whose relayed message was just accepted.
+    pub(crate) fn accepted_origin(&self, origin: &MeshId, bundle: &TrustBundle) {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let prints = |b: &TrustBundle| b.cas().iter().map(|c| c.fingerprint()).collect::<Vec<_>>();
+        if origins
+            .get(origin)
+            .is_none_or(|b| prints(b) != prints(bundle))
+        {
+            origins.insert(origin.clone(), bundle.clone());
+        }
+    }
+
+    /// The CAs of `origin` as last accepted with one of its relayed messages.
+    pub(crate) fn origin_bundle(&self, origin: &MeshId) -> Option<TrustBundle> {
+        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins.get(origin).cloned()
+    }
+
+    /// The meshes `issuer`'s delegations to `delegate` may be presented to.
+    pub(crate) fn audiences(&self, issuer: &MeshId, delegate: &MeshId) -> Vec<MeshId> {
+        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<MeshId> = all
+            .iter()
+            .filter(|h| &h.delegation.issuer == issuer && &h.delegation.delegate == delegate)
+            .flat_map(|h| h.delegation.audience.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The meshes whose delegations to `delegate` may be presented to `audience`.
+    pub(crate) fn relayed_to(&self, audience: &MeshId, delegate: &MeshId) -> Vec<MeshId> {
+        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<MeshId> = all
+            .iter()
+            .filter(|h| {
+                &h.delegation.delegate == delegate && h.delegation.audience.contains(audience)
+            })
+            .map(|h| h.delegation.issuer.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// One more, just issued or taken.

@@ -219,10 +219,16 @@ async fn publish(
     Ok(())
 }
 
-/// Sends this mesh's current list, if it has one, on a new link.
-pub(crate) fn send_own(ctx: &Context, session: &mut LinkSession) {
+/// Sends this mesh's current list, if it has one, on a new link with mesh `peer`; and, as a
+/// trusted intermediary, the lists of the meshes whose messages this mesh relays to `peer`.
+pub(crate) fn send_own(ctx: &Context, peer: &MeshId, session: &mut LinkSession) {
     if let Some(held) = ctx.revocations.held(&ctx.id.mesh) {
         let _ = session.send_revocations(held.body);
+    }
+    for origin in ctx.delegations.relayed_to(peer, &ctx.id.mesh) {
+        if let Some(held) = ctx.revocations.held(&origin) {
+            let _ = session.send_revocations(held.body);
+        }
     }
 }
 
@@ -236,6 +242,10 @@ pub(crate) async fn receive(
     body: RevocationsBody,
 ) {
     let list = body.list().clone();
+    if &list.mesh != port.mesh() {
+        relayed_list(ctx, port, &body);
+        return;
+    }
     // Checked and stored as one step, so that two lists arriving at once cannot both pass
     // against the same stored one.
     let _one_at_a_time = ctx.revocations.changing.lock().await;
@@ -284,10 +294,47 @@ pub(crate) async fn receive(
             return;
         }
     }
-    ctx.revocations.install(body, now);
+    ctx.revocations.install(body.clone(), now);
     tracing::info!(federation = %port.federation_id, peer = %port.peer, version, nodes = list.nodes.len(), serials = list.serials.len(), "stored the peer mesh's revocation list");
     ack(version);
     enforce(ctx, &ports);
+    pass_on(ctx, port.mesh(), &ports, &body);
+}
+
+/// As a trusted intermediary: sends partner `origin`'s new list on to the partners this mesh
+/// relays `origin`'s messages to (the audiences of the delegations it holds from `origin`), so
+/// that a withdrawn delegation reaches them within a heartbeat interval too.
+fn pass_on(ctx: &Context, origin: &MeshId, ports: &[Arc<LinkPort>], body: &RevocationsBody) {
+    let audiences = ctx.delegations.audiences(origin, &ctx.id.mesh);
+    for port in ports
+        .iter()
+        .filter(|p| p.mesh() != origin && audiences.contains(p.mesh()))
+    {
+        let _ = port.command(|s| s.send_revocations(body.clone()));
+        tracing::debug!(peer = %port.peer, mesh = %origin, version = body.list().version, "passed a relayed mesh's revocation list on");
+    }
+}
+
+/// A list of another mesh than the peer's, which the peer passes on as the relay of that mesh's
+/// messages: taken (see [`take_relayed`]) when a transit rule lets that mesh's messages through
+/// this peer and this node has accepted one of them (so it knows that mesh's CAs); otherwise
+/// ignored — the next relayed message carries the list anyway.
+fn relayed_list(ctx: &Context, port: &LinkPort, body: &RevocationsBody) {
+    let origin = &body.list().mesh;
+    let via = port.mesh();
+    let ruled = ctx
+        .policy()
+        .transits
+        .iter()
+        .any(|r| &r.origin == origin && &r.via == via);
+    let Some(bundle) = ctx.delegations.origin_bundle(origin).filter(|_| ruled) else {
+        tracing::debug!(peer = %port.peer, mesh = %origin, "ignored a revocation list of a mesh this node takes no relayed messages of");
+        return;
+    };
+    if let Err(e) = take_relayed(ctx, origin, &bundle, &body.statement().encode()) {
+        ctx.metrics.revocation_list_refused();
+        tracing::warn!(peer = %port.peer, mesh = %origin, error = %e, "refused a relayed mesh's revocation list");
+    }
 }
 
 /// Takes mesh `origin`'s signed list as a trusted intermediary presented it with a message it

@@ -158,6 +158,7 @@ pub(crate) fn accept(
         topic,
         wall,
     )?;
+    ctx.delegations.accepted_origin(&origin, &bundle);
     Ok(origin)
 }
 

@@ -32,6 +32,18 @@ pub struct RevocationListView {
     pub nodes: Vec<RevokedNodeView>,
     /// Single certificates revoked, by serial number.
     pub serials: Vec<RevokedSerialView>,
+    /// Delegations the mesh withdrew, by id.
+    #[serde(default)]
+    pub delegations: Vec<RevokedDelegationView>,
+}
+
+/// A withdrawn delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevokedDelegationView {
+    /// The delegation's id.
+    pub id: String,
+    /// When it was withdrawn (RFC 3339).
+    pub revoked_at: String,
 }
 
 /// A revoked node.
@@ -87,6 +99,14 @@ impl RevocationListView {
                 .map(|s| RevokedSerialView {
                     serial: hex::encode(&s.serial),
                     revoked_at: rfc3339(s.revoked_at),
+                })
+                .collect(),
+            delegations: list
+                .delegations
+                .iter()
+                .map(|d| RevokedDelegationView {
+                    id: d.id.clone(),
+                    revoked_at: rfc3339(d.revoked_at),
                 })
                 .collect(),
         }

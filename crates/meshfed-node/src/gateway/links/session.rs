@@ -102,7 +102,7 @@ pub(crate) async fn start(
     }
     // This mesh's revocation list goes out at the start of every link, so a partner that
     // missed it gets it.
-    revocation::send_own(ctx, &mut session);
+    revocation::send_own(ctx, &record.peer_mesh, &mut session);
     if !link.relays().is_empty() {
         // What is sealed for the peer while it is away is opened with this (see `custody`).
         super::custody::keep_secret(links, &record.id, &established.content).await;
