@@ -19,6 +19,25 @@ fn delegations(m: &Mesh) -> Vec<Value> {
         .unwrap_or_else(|| panic!("not an array:\n{out}"))
 }
 
+/// `origin` delegates to `relay` the relaying of `topics` to plant-a, and `relay` takes it:
+/// the delegation's id.
+fn delegate(origin: &Mesh, relay: &Mesh, topics: &str) -> String {
+    let issued = origin.cli(&[
+        "delegation",
+        "issue",
+        relay.name(),
+        "--audience",
+        "plant-a",
+        "--topics",
+        topics,
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(issued.ok()).unwrap_or_else(|e| panic!("{e}: {issued}"));
+    let token = v["token"].as_str().unwrap();
+    relay.cli(&["delegation", "add", token]).ok();
+    v["delegation"]["id"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn a_delegation_is_issued_taken_by_its_delegate_and_withdrawn_across_restarts() {
     let mut c = mesh("supplier-c");
@@ -176,21 +195,7 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
     // No delegation yet: supplier-c has no way to plant-a.
     send("parts/gear/7", "{}").fails(1, "plant-a");
 
-    let token = c
-        .cli(&[
-            "delegation",
-            "issue",
-            "hub-b",
-            "--audience",
-            "plant-a",
-            "--topics",
-            "parts/#",
-        ])
-        .ok()
-        .trim()
-        .to_owned();
-    b.cli(&["delegation", "add", &token]).ok();
-    let id = delegations(&c)[0]["id"].as_str().unwrap().to_owned();
+    let id = delegate(&c, &b, "parts/#");
 
     let sub = common::subscribed(
         &mut a,
@@ -220,20 +225,7 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
 
     // A delegation plant-a's transit rule does not cover: hub-b takes and relays the message,
     // plant-a refuses it, counted by its reason.
-    let tools = c
-        .cli(&[
-            "delegation",
-            "issue",
-            "hub-b",
-            "--audience",
-            "plant-a",
-            "--topics",
-            "tools/#",
-        ])
-        .ok()
-        .trim()
-        .to_owned();
-    b.cli(&["delegation", "add", &tools]).ok();
+    delegate(&c, &b, "tools/#");
     let sent = send("tools/drill", "{}");
     assert!(
         sent.stderr.contains("acknowledged"),
