@@ -33,9 +33,14 @@ fn delegate(origin: &Mesh, relay: &Mesh, topics: &str) -> String {
         "--json",
     ]);
     let v: Value = serde_json::from_str(issued.ok()).unwrap_or_else(|e| panic!("{e}: {issued}"));
-    let token = v["token"].as_str().unwrap();
-    relay.cli(&["delegation", "add", token]).ok();
-    v["delegation"]["id"].as_str().unwrap().to_owned()
+    let text = |field: &Value| {
+        field
+            .as_str()
+            .unwrap_or_else(|| panic!("{issued}"))
+            .to_owned()
+    };
+    relay.cli(&["delegation", "add", &text(&v["token"])]).ok();
+    text(&v["delegation"]["id"])
 }
 
 #[test]
