@@ -1,7 +1,10 @@
 //! The per-message costs a policy adds: an access decision under a realistic rule set (roles,
 //! topic families, a partner, two forbids) — remembered, and made by Cedar for a topic not seen
 //! before — an identified sender's arrival (its identity mapped, then decided on), the sender's
-//! identity put into the sealed part and taken out, and redacting a JSON payload and checking it.
+//! identity put into the sealed part and taken out, and redacting a JSON payload and checking it;
+//! and what transit through a trusted intermediary adds at the destination: verifying a
+//! delegation the first time it is presented (its certificate chain and signature), checking
+//! the chain per message, and the transit part into a sealed part and out.
 
 #![expect(
     clippy::unwrap_used,
@@ -123,5 +126,85 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn transit(c: &mut Criterion) {
+    use std::time::{Duration, SystemTime};
+
+    use meshfed_node::credentials::delegation::{self, DelegationGrant};
+    use meshfed_proto::crypto::SigningKey;
+    use meshfed_proto::envelope::Transit;
+    use meshfed_trust::{MeshCa, P384PublicKey};
+    use serde_bytes::ByteBuf;
+
+    let now = SystemTime::now();
+    let origin: MeshId = "supplier-c".parse().unwrap();
+    let relay: MeshId = "hub-b".parse().unwrap();
+    let here: MeshId = "plant-a".parse().unwrap();
+    let root = MeshCa::generate(&origin, now, Duration::from_secs(86_400)).unwrap();
+    let issuing = root
+        .issue_issuing_ca(now, Duration::from_secs(86_400))
+        .unwrap();
+    let key = SigningKey::generate().unwrap();
+    let cert = issuing
+        .issue_node_cert(
+            &"gw1".parse().unwrap(),
+            &P384PublicKey::of(&key),
+            now,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let chain = [cert.der().to_vec(), issuing.cert_der().to_vec()];
+    let grant = DelegationGrant {
+        delegate: relay.clone(),
+        audience: vec![here.clone()],
+        topics: vec!["parts/#".parse().unwrap()],
+        depth: 0,
+        ttl: Duration::from_secs(3600),
+    };
+    let (token, issued) = delegation::issue(&origin, &grant, &key, &chain, now).unwrap();
+    let bundle = root.trust_bundle().clone();
+    let mut g = c.benchmark_group("transit");
+    g.bench_function("verify a delegation (first presentation)", |b| {
+        b.iter(|| delegation::verify(black_box(&token), |_| Some(bundle.clone()), now).unwrap())
+    });
+    let topic = "parts/gear/7".parse().unwrap();
+    let at = meshfed_proto::envelope::Timestamp(
+        u64::try_from(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    );
+    g.bench_function("check a one-delegation chain (per message)", |b| {
+        b.iter(|| {
+            delegation::check_chain(
+                std::slice::from_ref(black_box(&issued)),
+                &origin,
+                &relay,
+                &here,
+                &topic,
+                1,
+                at,
+                |_, _| false,
+            )
+            .unwrap()
+        })
+    });
+    let transit = Transit {
+        origin: ByteBuf::from(vec![0xa5; 1500]),
+        bundle: vec![ByteBuf::from(bundle.cas()[0].der().to_vec())],
+        delegations: vec![token.clone()],
+        revocations: None,
+    };
+    let payload = vec![7u8; 1024];
+    g.bench_function("transit part into a 1 KiB sealed part and out", |b| {
+        b.iter(|| {
+            let sealed = black_box(&transit).wrap(black_box(&payload)).unwrap();
+            Transit::unwrap(Flags::TRANSIT, sealed).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, transit);
 criterion_main!(benches);
