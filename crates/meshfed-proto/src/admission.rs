@@ -276,6 +276,21 @@ impl Refusal {
         }
     }
 
+    /// Its number on the wire, where a receiver tells the sender why it refused a message (in
+    /// its acknowledgements): its reason's place in [`Refusal::REASONS`].
+    pub fn number(&self) -> u8 {
+        let reason = self.reason();
+        let place = Self::REASONS.iter().position(|r| *r == reason);
+        // Invariant: every reason is listed (a test checks it); u8 holds the list's length.
+        u8::try_from(place.unwrap_or(usize::MAX)).unwrap_or(u8::MAX)
+    }
+
+    /// The reason label a refusal number stands for; `None` for a number this version does not
+    /// know (a newer peer's).
+    pub fn reason_of(number: u8) -> Option<&'static str> {
+        Self::REASONS.get(usize::from(number)).copied()
+    }
+
     /// The wire error code a peer is told this refusal with.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -587,6 +602,22 @@ mod tests {
             max_rate: None,
             signature_modes: vec![SignatureMode::PerMessage],
         }
+    }
+
+    #[test]
+    fn every_refusal_has_a_wire_number_that_names_its_reason_back() {
+        let samples = [
+            Refusal::Suspended,
+            Refusal::NotEncrypted,
+            Refusal::Denied("x".into()),
+            Refusal::Transit("x".into()),
+            Refusal::RateLimited { rate: 1 },
+        ];
+        for r in samples {
+            assert_eq!(Refusal::reason_of(r.number()), Some(r.reason()), "{r}");
+        }
+        assert_eq!(Refusal::reason_of(u8::MAX), None);
+        assert!(Refusal::REASONS.len() < usize::from(u8::MAX));
     }
 
     #[test]

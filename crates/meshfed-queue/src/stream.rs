@@ -98,8 +98,9 @@ pub struct Ack {
     pub ranges: Vec<SeqRange>,
     /// Settled numbers whose message arrived after its deadline and was not delivered.
     pub late: Vec<Seq>,
-    /// Settled numbers whose message the receiver refused (its agreement or access checks).
-    pub refused: Vec<Seq>,
+    /// Settled numbers whose message the receiver refused (its agreement or access checks),
+    /// each with the receiver's reason code (the transport's: this crate only carries it).
+    pub refused: Vec<(Seq, u8)>,
     /// The receiver's credit limit at the time of the acknowledgement.
     pub credit: Seq,
 }

@@ -380,8 +380,8 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         ];
         let out = a.cli(&args);
         if n == 0 {
-            // The sender learns it was refused there: dead-lettered, not acknowledged.
-            out.fails(1, "the receiving gateway refused it");
+            // The sender learns it was refused there, and why: dead-lettered, not acknowledged.
+            out.fails(1, "the receiving gateway refused it (access_denied)");
         } else {
             out.ok();
         }

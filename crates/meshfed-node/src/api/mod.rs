@@ -658,7 +658,8 @@ async fn outcome(mut submitted: Submitted) -> Result<Sent, ApiError> {
             status: models::DeliveryStatus::Acknowledged,
         })),
         Ok(Err(reason)) => Err(ApiError::dead_lettered(format!(
-            "message {id} was dead-lettered: {reason}"
+            "message {id} was dead-lettered: {}",
+            crate::gateway::stream::describe(reason)
         ))),
         Err(_) => Err(ApiError::stopping()),
     }

@@ -321,7 +321,7 @@ impl Task {
                         tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");
                         // The sender learns it was refused, not delivered (it dead-letters it).
                         if let Some(seq) = d.seq {
-                            self.inbox.handle_refused(&d.peer, seq);
+                            self.inbox.handle_refused(&d.peer, seq, refusal.number());
                         }
                         continue;
                     }

@@ -857,7 +857,7 @@ impl Task {
                             reason: reason_label(reason),
                         })
                         .inc();
-                    tracing::warn!(peer = %self.stream.peer, %id, %reason, "message dead-lettered");
+                    tracing::warn!(peer = %self.stream.peer, %id, reason = %describe(reason), "message dead-lettered");
                     if let Some(p) = pending {
                         settled.push(Write::DeadLetter(DeadLetter {
                             id,
@@ -865,7 +865,7 @@ impl Task {
                             topic: p.header.metadata.topic.clone(),
                             priority: p.header.policy.priority,
                             qos: p.header.policy.qos,
-                            reason: reason.to_string(),
+                            reason: describe(reason),
                             at: self.ctx.now(),
                         }));
                     }
@@ -1173,6 +1173,18 @@ pub(crate) fn reason_label(r: DeadLetterReason) -> &'static str {
         DeadLetterReason::Shed => "shed",
         DeadLetterReason::FederationEnded => "federation_ended",
         DeadLetterReason::RefusedByAgreement => "refused_by_agreement",
-        DeadLetterReason::RefusedByPeer => "refused_by_peer",
+        DeadLetterReason::RefusedByPeer { .. } => "refused_by_peer",
+    }
+}
+
+/// A dead-letter reason in words, the receiver's reason named where it gave one.
+pub(crate) fn describe(r: DeadLetterReason) -> String {
+    match r {
+        DeadLetterReason::RefusedByPeer { reason } => format!(
+            "{r} ({})",
+            meshfed_proto::admission::Refusal::reason_of(reason)
+                .unwrap_or("a reason this gateway does not know")
+        ),
+        r => r.to_string(),
     }
 }

@@ -389,10 +389,11 @@ impl<P> Inbox<P> {
     /// The consumer refused a message delivered from `peer`'s stream at `seq` (it verified, and
     /// the receiver's checks — its agreement, its access rules — do not let it in): it stays
     /// settled, and the next acknowledgements tell the sender so, which dead-letters it
-    /// instead of counting it delivered. Call it before taking the next acknowledgement.
-    pub fn handle_refused(&mut self, peer: &Peer, seq: Seq) {
+    /// instead of counting it delivered, with `reason` (the consumer's code for why). Call it
+    /// before taking the next acknowledgement.
+    pub fn handle_refused(&mut self, peer: &Peer, seq: Seq, reason: u8) {
         if let Some(stream) = self.streams.get_mut(peer) {
-            stream.refuse(seq);
+            stream.refuse(seq, reason);
         }
     }
 

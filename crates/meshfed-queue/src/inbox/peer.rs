@@ -95,7 +95,7 @@ pub(super) struct PeerStream<P> {
     next_unseen: Seq,
     late: BTreeSet<Seq>,
     /// Settled numbers whose message the consumer refused.
-    refused: BTreeSet<Seq>,
+    refused: BTreeMap<Seq, u8>,
     keys: HashMap<OrderKey, KeyOrder<P>>,
     /// Keys with held messages.
     holding: BTreeSet<OrderKey>,
@@ -119,7 +119,7 @@ impl<P> PeerStream<P> {
             settled: SeqSet::below(floor),
             next_unseen: floor,
             late: BTreeSet::new(),
-            refused: BTreeSet::new(),
+            refused: BTreeMap::new(),
             keys: HashMap::new(),
             holding: BTreeSet::new(),
             freed: floor.0,
@@ -364,9 +364,10 @@ impl<P> PeerStream<P> {
         self.refused = self.refused.split_off(&floor);
     }
 
-    /// The consumer refused the message at `seq`: acknowledgements say so from now on.
-    pub(super) fn refuse(&mut self, seq: Seq) {
-        if self.settled.contains(seq) && self.refused.insert(seq) {
+    /// The consumer refused the message at `seq` for `reason`: acknowledgements say so from
+    /// now on.
+    pub(super) fn refuse(&mut self, seq: Seq, reason: u8) {
+        if self.settled.contains(seq) && self.refused.insert(seq, reason).is_none() {
             self.ack_due = true;
         }
     }
@@ -419,7 +420,7 @@ impl<P> PeerStream<P> {
             below: self.settled.base(),
             ranges: self.settled.ranges(config.max_ack_ranges),
             late: self.late.iter().copied().collect(),
-            refused: self.refused.iter().copied().collect(),
+            refused: self.refused.iter().map(|(s, r)| (*s, *r)).collect(),
             credit: credit.limit,
         }
     }

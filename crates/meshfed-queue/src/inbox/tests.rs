@@ -332,20 +332,23 @@ fn a_delivery_the_consumer_refuses_is_acknowledged_as_refused_until_the_floor_pa
         panic!("{evs:?}")
     };
     assert_eq!(d.seq, Some(Seq(0)));
-    i.handle_refused(&peer(), Seq(0));
+    i.handle_refused(&peer(), Seq(0), 22);
     let (_, ack) = i.poll_ack().unwrap();
-    assert_eq!((ack.below, ack.refused.clone()), (Seq(1), vec![Seq(0)]));
+    assert_eq!(
+        (ack.below, ack.refused.clone()),
+        (Seq(1), vec![(Seq(0), 22)])
+    );
     // Repeated (an acknowledgement may be lost) until the sender's floor moves past it.
     i.handle_transmit(&peer(), tx(1, 0, 2, Qos::AtLeastOnce), t(1))
         .unwrap();
     events(&mut i);
     let (_, ack) = i.poll_ack().unwrap();
-    assert_eq!(ack.refused, vec![Seq(0)]);
+    assert_eq!(ack.refused, vec![(Seq(0), 22)]);
     i.handle_transmit(&peer(), tx(2, 1, 3, Qos::AtLeastOnce), t(2))
         .unwrap();
     events(&mut i);
     let (_, ack) = i.poll_ack().unwrap();
-    assert_eq!(ack.refused, Vec::<Seq>::new());
+    assert_eq!(ack.refused, Vec::<(Seq, u8)>::new());
 }
 
 #[test]

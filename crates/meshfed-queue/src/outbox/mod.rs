@@ -275,7 +275,7 @@ impl<P: Clone> Outbox<P> {
             acked.extend(self.by_seq.range(r.start..r.end).map(|(s, _)| *s));
         }
         let late: BTreeSet<Seq> = ack.late.iter().copied().collect();
-        let refused: BTreeSet<Seq> = ack.refused.iter().copied().collect();
+        let refused: BTreeMap<Seq, u8> = ack.refused.iter().copied().collect();
         let mut sample: Option<(Seq, Timestamp)> = None;
         for seq in acked {
             let Some(&ticket) = self.by_seq.get(&seq) else {
@@ -288,8 +288,8 @@ impl<P: Clone> Outbox<P> {
             {
                 sample = Some((seq, sent_at));
             }
-            if refused.contains(&seq) {
-                self.dead_letter(ticket, DeadLetterReason::RefusedByPeer);
+            if let Some(&reason) = refused.get(&seq) {
+                self.dead_letter(ticket, DeadLetterReason::RefusedByPeer { reason });
             } else if late.contains(&seq) {
                 // A restored message may have been delivered in time before the restart.
                 let restored = self.entries.get(&ticket).is_some_and(|e| e.restored);
@@ -810,7 +810,7 @@ impl<P: Clone> Outbox<P> {
             DeadLetterReason::Shed => &mut self.counters.shed,
             DeadLetterReason::FederationEnded => &mut self.counters.federation_ended,
             DeadLetterReason::RefusedByAgreement => &mut self.counters.refused_by_agreement,
-            DeadLetterReason::RefusedByPeer => &mut self.counters.refused_by_peer,
+            DeadLetterReason::RefusedByPeer { .. } => &mut self.counters.refused_by_peer,
         };
         *counter += 1;
         self.events.push_back(OutboxEvent::DeadLettered {

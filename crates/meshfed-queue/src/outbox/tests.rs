@@ -442,13 +442,13 @@ fn receiver_reporting_a_refusal_dead_letters_the_message_not_acknowledges_it() {
     persist_all(&mut o);
     transmits(&mut o, t(0));
     let mut a = ack(2, &[], 256);
-    a.refused = vec![Seq(1)];
+    a.refused = vec![(Seq(1), 22)];
     o.handle_ack(&a, t(5)).unwrap();
     let evs = events(&mut o);
     assert!(
         evs.contains(&OutboxEvent::DeadLettered {
             id: id(2),
-            reason: DeadLetterReason::RefusedByPeer
+            reason: DeadLetterReason::RefusedByPeer { reason: 22 }
         }),
         "{evs:?}"
     );

@@ -137,9 +137,12 @@ pub enum DeadLetterReason {
     /// The agreement in force refuses it (renegotiated since it was accepted: a topic, size or
     /// qos no longer agreed); it is not sent again.
     RefusedByAgreement,
-    /// The receiving gateway refused it after verifying it (its agreement or its access rules;
-    /// the reason is in its log and metrics).
-    RefusedByPeer,
+    /// The receiving gateway refused it after verifying it (its agreement or its access
+    /// rules), with its reason code (the transport names it).
+    RefusedByPeer {
+        /// The receiver's code for why.
+        reason: u8,
+    },
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -151,7 +154,7 @@ impl fmt::Display for DeadLetterReason {
             Self::Shed => "shed under overload",
             Self::FederationEnded => "the federation ended before acknowledgement",
             Self::RefusedByAgreement => "the renegotiated agreement refuses it",
-            Self::RefusedByPeer => "the receiving gateway refused it",
+            Self::RefusedByPeer { .. } => "the receiving gateway refused it",
         })
     }
 }

@@ -206,7 +206,7 @@ mod hostile_peer {
                     epoch: Epoch(epoch),
                     below: Seq(below % 16),
                     ranges: ranges.into_iter().map(|(s, e)| SeqRange { start: Seq(s % 16), end: Seq(e % 16) }).collect(),
-                    refused: late.iter().map(|s| Seq(s % 16)).collect(),
+                    refused: late.iter().map(|s| (Seq(s % 16), 0)).collect(),
                     late: late.into_iter().map(Seq).collect(),
                     credit: Seq(credit),
                 };

@@ -14,7 +14,8 @@
 //!                         ; one unsigned batch member per item, indices first, first + 1, ...
 //!                         ; of streamed batch `batch`, whose head follows (DESIGN §3.4)
 //! item     = [seq, key_seq / null, retransmission]
-//! ack      = [epoch, below, [[start, end], ...], [late, ...], [refused, ...], credit]
+//! ack      = [epoch, below, [[start, end], ...], [late, ...], [[refused, reason], ...], credit]
+//!                         ; reason: the receiver's refusal code, 0 to 255
 //! credit   = [epoch, limit]
 //! forward  = [epoch, floor]
 //! ```
@@ -213,6 +214,12 @@ pub enum WireError {
         /// How many it carries.
         count: usize,
     },
+    /// A refused entry's reason code above 255.
+    #[error("ack names refusal code {code}, the codes are 0 to 255")]
+    RefusalCode {
+        /// The code.
+        code: u64,
+    },
     /// An acknowledgement carries more than [`MAX_ACK_LATE`] late (or refused) entries.
     #[error("ack carries {count} late or refused entries, more than {MAX_ACK_LATE}")]
     TooManyLate {
@@ -397,11 +404,11 @@ impl Ack {
             self.below.0,
             RangesOut(&self.ranges),
             SeqsOut(&self.late),
-            SeqsOut(&self.refused),
+            RefusedOut(&self.refused),
             self.credit.0,
         );
         let mut out = Vec::with_capacity(
-            32 + 18 * self.ranges.len() + 9 * (self.late.len() + self.refused.len()),
+            32 + 18 * self.ranges.len() + 9 * self.late.len() + 12 * self.refused.len(),
         );
         write(&wire, &mut out);
         out
@@ -422,11 +429,20 @@ impl Ack {
         if ranges.len > MAX_ACK_RANGES {
             return Err(WireError::TooManyRanges { count: ranges.len });
         }
-        for list in [&late, &refused] {
-            if list.len > MAX_ACK_LATE {
-                return Err(WireError::TooManyLate { count: list.len });
+        for len in [late.len, refused.len] {
+            if len > MAX_ACK_LATE {
+                return Err(WireError::TooManyLate { count: len });
             }
         }
+        let refused = refused
+            .items
+            .into_iter()
+            .map(|r| {
+                u8::try_from(r.reason)
+                    .map(|reason| (Seq(r.seq), reason))
+                    .map_err(|_| WireError::RefusalCode { code: r.reason })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let below = Seq(below);
         let mut previous_end = None;
         let ranges = ranges
@@ -466,7 +482,7 @@ impl Ack {
             below,
             ranges,
             late: late.items.into_iter().map(Seq).collect(),
-            refused: refused.items.into_iter().map(Seq).collect(),
+            refused,
             credit: Seq(credit),
         })
     }
@@ -599,6 +615,14 @@ impl Serialize for RangesOut<'_> {
 }
 
 /// Sequence numbers as an array of integers.
+struct RefusedOut<'a>(&'a [(Seq, u8)]);
+
+impl Serialize for RefusedOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(seq, reason)| (seq.0, *reason)))
+    }
+}
+
 struct SeqsOut<'a>(&'a [Seq]);
 
 impl Serialize for SeqsOut<'_> {
@@ -902,12 +926,13 @@ macro_rules! exact_array {
 exact_array! {
     struct ItemIn { seq: u64, key_seq: Option<u64>, retransmission: bool }
     struct RangeIn { start: u64, end: u64 }
+    struct RefusedIn { seq: u64, reason: u64 }
     struct AckIn {
         epoch: u64,
         below: u64,
         ranges: List<RangeIn, MAX_ACK_RANGES>,
         late: List<u64, MAX_ACK_LATE>,
-        refused: List<u64, MAX_ACK_LATE>,
+        refused: List<RefusedIn, MAX_ACK_LATE>,
         credit: u64,
     }
     struct CreditIn { epoch: u64, limit: u64 }

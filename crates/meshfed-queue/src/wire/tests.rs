@@ -531,7 +531,11 @@ fn acks() -> impl Strategy<Value = Ack> {
                 epoch: Epoch(epoch),
                 below: Seq(below),
                 ranges,
-                refused: late.iter().rev().copied().map(Seq).collect(),
+                refused: late
+                    .iter()
+                    .rev()
+                    .map(|&s| (Seq(s), (s % 256) as u8))
+                    .collect(),
                 late: late.into_iter().map(Seq).collect(),
                 credit: Seq(credit),
             }
