@@ -3,13 +3,15 @@
 //! this mesh may relay where. Whether one is withdrawn is asked of the revocation lists at each
 //! use. No stage is imported here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
 
+use meshfed_proto::crypto::Digest384;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::{MeshId, Topic};
 use meshfed_store::StoredDelegation;
-use meshfed_trust::TrustBundle;
+use meshfed_trust::{P384PublicKey, TrustBundle};
 
 use crate::credentials::delegation::{self, Delegation};
 
@@ -29,6 +31,17 @@ pub(crate) struct Delegations {
     /// The CAs of each mesh whose relayed messages this node accepted, as last accepted: what a
     /// relay's copy of that mesh's revocation list is checked against.
     origins: Mutex<HashMap<MeshId, TrustBundle>>,
+    /// What of relayed origins' envelopes verified already: so that a relayed stream costs one
+    /// certificate check per origin signer and one signature check per origin batch.
+    seen: Mutex<Seen>,
+}
+
+/// Origin signers (by mesh and certificate digest: their key and when their certificate ends)
+/// and origin batch heads (by signature and signer) that verified.
+#[derive(Debug, Default)]
+struct Seen {
+    signers: HashMap<(MeshId, Digest384), (P384PublicKey, SystemTime)>,
+    batches: HashSet<(Vec<u8>, Digest384)>,
 }
 
 /// Most verified delegations remembered; the memory starts again when it is full.
@@ -54,6 +67,7 @@ impl Delegations {
             all: RwLock::new(all),
             verified: Mutex::default(),
             origins: Mutex::default(),
+            seen: Mutex::default(),
         }
     }
 
@@ -97,6 +111,63 @@ impl Delegations {
     pub(crate) fn origin_bundle(&self, origin: &MeshId) -> Option<TrustBundle> {
         let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         origins.get(origin).cloned()
+    }
+
+    /// The key of `origin`'s signer certificate `digest`, if it verified before and is valid at
+    /// `now`.
+    pub(crate) fn origin_signer(
+        &self,
+        origin: &MeshId,
+        digest: &Digest384,
+        now: SystemTime,
+    ) -> Option<P384PublicKey> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.signers
+            .get(&(origin.clone(), *digest))
+            .filter(|(_, until)| now <= *until)
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Remembers that `origin`'s signer certificate `digest` verified, valid `until`.
+    pub(crate) fn verified_origin_signer(
+        &self,
+        origin: &MeshId,
+        digest: Digest384,
+        key: P384PublicKey,
+        until: SystemTime,
+    ) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.signers.len() >= VERIFIED {
+            seen.signers.clear();
+        }
+        seen.signers.insert((origin.clone(), digest), (key, until));
+    }
+
+    /// Whether the origin batch head with `signature` by signer `digest` verified before;
+    /// remembers it when `verify` says it does.
+    pub(crate) fn origin_batch<E>(
+        &self,
+        signature: &[u8],
+        digest: &Digest384,
+        verify: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = (signature.to_vec(), *digest);
+        if self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .batches
+            .contains(&mark)
+        {
+            return Ok(());
+        }
+        verify()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.batches.len() >= VERIFIED {
+            seen.batches.clear();
+        }
+        seen.batches.insert(mark);
+        Ok(())
     }
 
     /// The meshes `issuer`'s delegations to `delegate` may be presented to.
@@ -162,5 +233,56 @@ impl Delegations {
             .collect();
         found.sort_by_key(|h| std::cmp::Reverse(h.delegation.expires));
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use meshfed_proto::crypto::SigningKey;
+
+    use super::*;
+
+    #[test]
+    fn a_verified_origin_signer_is_remembered_until_its_certificate_ends() {
+        let d = Delegations::default();
+        let origin: MeshId = "supplier-c".parse().unwrap();
+        let key = P384PublicKey::of(&SigningKey::generate().unwrap());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let digest = [7u8; 48];
+        assert!(d.origin_signer(&origin, &digest, t0).is_none());
+        d.verified_origin_signer(&origin, digest, key.clone(), t0 + Duration::from_secs(60));
+        assert_eq!(d.origin_signer(&origin, &digest, t0), Some(key));
+        assert!(
+            d.origin_signer(&origin, &digest, t0 + Duration::from_secs(61))
+                .is_none()
+        );
+        let other: MeshId = "hub-b".parse().unwrap();
+        assert!(d.origin_signer(&other, &digest, t0).is_none());
+    }
+
+    #[test]
+    fn a_batch_head_is_verified_once_and_a_failed_one_is_not_remembered() {
+        let d = Delegations::default();
+        let digest = [1u8; 48];
+        let mut checks = 0;
+        for _ in 0..3 {
+            d.origin_batch(&[9; 96], &digest, || {
+                checks += 1;
+                Ok::<(), String>(())
+            })
+            .unwrap();
+        }
+        assert_eq!(checks, 1);
+        let failed = d.origin_batch(&[8; 96], &digest, || Err("bad signature".to_owned()));
+        assert_eq!(failed, Err("bad signature".to_owned()));
+        let mut again = false;
+        d.origin_batch(&[8; 96], &digest, || {
+            again = true;
+            Err::<(), _>("bad signature".to_owned())
+        })
+        .unwrap_err();
+        assert!(again, "a head that failed is checked again");
     }
 }

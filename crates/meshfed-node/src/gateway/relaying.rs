@@ -13,9 +13,11 @@
 //! over the agreed rate) it waits and tries again; a delegation withdrawn meanwhile, or a
 //! refusal by the B–A agreement, drops it, logged and counted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshfed_proto::MeshId;
 use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::envelope::export::Crossed;
 use meshfed_proto::envelope::{Flags, Sender, Transit};
@@ -81,8 +83,10 @@ async fn run(ctx: &Arc<Context>, routes: &Routes, local: &Local) {
             }
             continue;
         }
+        // Each origin's CAs are read once per page, not per message.
+        let mut bundles = HashMap::new();
         for row in rows {
-            if !relay(ctx, routes, &row).await {
+            if !relay(ctx, routes, &row, &mut bundles).await {
                 return;
             }
             cursor = Some(row.seq);
@@ -117,8 +121,13 @@ async fn save(
 }
 
 /// Relays one queued message; `false` when the gateway stops first.
-async fn relay(ctx: &Context, routes: &Routes, row: &StoredInbound) -> bool {
-    let msg = match outgoing(ctx, &row.message.payload).await {
+async fn relay(
+    ctx: &Context,
+    routes: &Routes,
+    row: &StoredInbound,
+    bundles: &mut HashMap<MeshId, Vec<ByteBuf>>,
+) -> bool {
+    let msg = match outgoing(ctx, &row.message.payload, bundles).await {
         Ok(msg) => msg,
         Err(refusal) => {
             dropped(ctx, row, &refusal);
@@ -174,7 +183,11 @@ fn dropped(ctx: &Context, row: &StoredInbound, refusal: &Refusal) {
 
 /// The message to send on for a queued record (see `local::Delivery::relay_record`), with what
 /// this node presents for it; refused when this mesh no longer holds a delegation for it.
-async fn outgoing(ctx: &Context, record: &[u8]) -> Result<Outgoing, Refusal> {
+async fn outgoing(
+    ctx: &Context,
+    record: &[u8],
+    bundles: &mut HashMap<MeshId, Vec<ByteBuf>>,
+) -> Result<Outgoing, Refusal> {
     let malformed = |e: String| Refusal::Malformed(format!("a queued relayed message: {e}"));
     let (crossed, sealed): (ByteBuf, ByteBuf) =
         ciborium::from_reader(record).map_err(|e| malformed(e.to_string()))?;
@@ -199,18 +212,26 @@ async fn outgoing(ctx: &Context, record: &[u8]) -> Result<Outgoing, Refusal> {
                 ctx.id.mesh, h.metadata.topic, h.destination.mesh
             ))
         })?;
-    let bundle = partner_bundle(ctx, &source).await.ok_or_else(|| {
-        Refusal::Transit(format!("{} holds no trust bundle of {source}", ctx.id.mesh))
-    })?;
+    let bundle = match bundles.get(&source) {
+        Some(b) => b.clone(),
+        None => {
+            let bundle = partner_bundle(ctx, &source).await.ok_or_else(|| {
+                Refusal::Transit(format!("{} holds no trust bundle of {source}", ctx.id.mesh))
+            })?;
+            let ders: Vec<ByteBuf> = bundle
+                .cas()
+                .iter()
+                .map(|c| ByteBuf::from(c.der().to_vec()))
+                .collect();
+            bundles.insert(source.clone(), ders.clone());
+            ders
+        }
+    };
     let (sender, payload) =
         Sender::unwrap(h.flags, sealed.into_vec()).map_err(|e| malformed(e.to_string()))?;
     let transit = Transit {
         origin: crossed.clone(),
-        bundle: bundle
-            .cas()
-            .iter()
-            .map(|c| ByteBuf::from(c.der().to_vec()))
-            .collect(),
+        bundle,
         delegations: vec![held.token],
         revocations: ctx
             .revocations

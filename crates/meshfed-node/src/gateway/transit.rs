@@ -27,6 +27,7 @@ use meshfed_trust::{KeyPurpose, TrustBundle, verify_node_cert};
 use rustls_pki_types::CertificateDer;
 
 use super::context::Context;
+use super::delegated::Delegations;
 use super::revocation;
 use crate::credentials::delegation::{self, check_chain};
 
@@ -149,13 +150,12 @@ pub(crate) fn accept(
     )
     .map_err(|e| refused(e.to_string()))?;
     origin_envelope(
+        &ctx.delegations,
         transit,
-        first,
         &bundle,
         &origin,
         header,
-        &ctx.id.mesh,
-        topic,
+        (&ctx.id.mesh, topic),
         wall,
     )?;
     ctx.delegations.accepted_origin(&origin, &bundle);
@@ -163,17 +163,17 @@ pub(crate) fn accept(
 }
 
 /// Checks the origin's own envelope in `transit`: signed by a node of `origin` (through the
-/// issuing CA the origin's delegation `first` names), for this envelope's id and topic, to this
-/// mesh (`here`).
-#[allow(clippy::too_many_arguments)]
+/// issuing CA the origin's delegation, the chain's first, names), for this envelope's id and topic, to this
+/// mesh (`here`). A signer certificate that verified before (while valid), and a batch head
+/// that verified before, are not verified again (`seen`): the envelope's inclusion in its batch
+/// and its payload digest are checked every time.
 fn origin_envelope(
+    seen: &Delegations,
     transit: &Transit,
-    first: &str,
     bundle: &TrustBundle,
     origin: &MeshId,
     header: &Header,
-    here: &MeshId,
-    topic: &Topic,
+    (here, topic): (&MeshId, &Topic),
     now: std::time::SystemTime,
 ) -> Result<(), Refusal> {
     let refused = |why: String| Refusal::Transit(format!("{origin}'s envelope: {why}"));
@@ -191,34 +191,50 @@ fn origin_envelope(
             oh.id, oh.metadata.topic, header.id
         )));
     }
-    let der = oh
-        .certificate
-        .der()
-        .ok_or_else(|| refused("its signer's certificate is not carried".into()))?;
-    let intermediates = delegation::chain_of(first).map_err(|e| refused(e.to_string()))?;
-    let intermediates: Vec<CertificateDer<'_>> = intermediates
-        .iter()
-        .skip(1)
-        .map(|c| CertificateDer::from(&c[..]))
-        .collect();
-    let info = verify_node_cert(
-        bundle,
-        &CertificateDer::from(&der[..]),
-        &intermediates,
-        KeyPurpose::ClientAuth,
-        now,
-    )
-    .map_err(|e| refused(format!("its signer: {e}")))?;
-    if &info.mesh != origin {
-        return Err(refused(format!("signed by a node of {}", info.mesh)));
+    let digest = *oh.certificate.digest();
+    let key = match seen.origin_signer(origin, &digest, now) {
+        Some(key) => key,
+        None => {
+            let der = oh
+                .certificate
+                .der()
+                .ok_or_else(|| refused("its signer's certificate is not carried".into()))?;
+            // The origin's issuing CA, as its delegation (the chain's first) carries it.
+            let first = transit.delegations.first().map_or("", String::as_str);
+            let intermediates = delegation::chain_of(first).map_err(|e| refused(e.to_string()))?;
+            let intermediates: Vec<CertificateDer<'_>> = intermediates
+                .iter()
+                .skip(1)
+                .map(|c| CertificateDer::from(&c[..]))
+                .collect();
+            let info = verify_node_cert(
+                bundle,
+                &CertificateDer::from(&der[..]),
+                &intermediates,
+                KeyPurpose::ClientAuth,
+                now,
+            )
+            .map_err(|e| refused(format!("its signer: {e}")))?;
+            if &info.mesh != origin {
+                return Err(refused(format!("signed by a node of {}", info.mesh)));
+            }
+            seen.verified_origin_signer(origin, digest, info.public_key.clone(), info.not_after);
+            info.public_key
+        }
+    };
+    let key = key.verifying_key().map_err(|e| refused(e.to_string()))?;
+    let bad = |e: &dyn std::fmt::Display| refused(format!("its signature: {e}"));
+    match &crossed {
+        Crossed::InBatch(proven) => {
+            proven.verify_inclusion().map_err(|e| bad(&e))?;
+            let head = proven.batch_signature();
+            seen.origin_batch(&head.signature().0, &digest, || head.verify(&key))
+                .map_err(|e| bad(&e))?;
+        }
+        Crossed::Alone(_) => crossed
+            .to_envelope(None)
+            .verify(crossed.header_bytes(), crossed.payload_digest(), &key)
+            .map_err(|e| bad(&e))?,
     }
-    let key = info
-        .public_key
-        .verifying_key()
-        .map_err(|e| refused(e.to_string()))?;
-    crossed
-        .to_envelope(None)
-        .verify(crossed.header_bytes(), crossed.payload_digest(), &key)
-        .map_err(|e| refused(format!("its signature: {e}")))?;
     Ok(())
 }
