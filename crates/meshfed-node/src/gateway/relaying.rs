@@ -4,7 +4,8 @@
 //! in the journal's relay queue (`local::durable::RELAY_QUEUE`) before acknowledging it to C:
 //! from then on it is this node's to pass on, across restarts.
 //!
-//! This stage reads the queue in order and submits each message to its destination's stream,
+//! This stage reads the queue in order, a page at a time, and submits each message to its
+//! destination's stream (a page's submissions share journal commits),
 //! as a message of this node: sealed under the B–A agreement, signed by this node, with the
 //! same envelope id, and the transit part in front of its sealed part (C's envelope as it
 //! crossed, C's CAs as stored here, the delegation, C's revocation list). A message is taken
@@ -33,6 +34,7 @@ use super::room::WhenFull;
 use super::route::Routes;
 use super::stream::Refused;
 use super::submit::{Outgoing, Relay, SendError, submit};
+use meshfed_queue::OfferError;
 
 /// Messages read from the queue at a time.
 const PAGE: usize = 64;
@@ -54,6 +56,7 @@ async fn run(ctx: &Arc<Context>, routes: &Routes, local: &Local) {
     let mut changes = local.durable.changes();
     let journal = ctx.journal.clone();
     let lookup = name.clone();
+    let mut wait = FIRST_RETRY;
     let mut cursor = match tokio::task::spawn_blocking(move || journal.cursor(&lookup)).await {
         Ok(Ok(c)) => c,
         other => {
@@ -83,16 +86,123 @@ async fn run(ctx: &Arc<Context>, routes: &Routes, local: &Local) {
             }
             continue;
         }
-        // Each origin's CAs are read once per page, not per message.
-        let mut bundles = HashMap::new();
-        for row in rows {
-            if !relay(ctx, routes, &row, &mut bundles).await {
+        match relay_page(ctx, routes, &rows).await {
+            Page::Stopping(done) => {
+                save(ctx, &name, done.or(cursor)).await;
                 return;
             }
-            cursor = Some(row.seq);
+            Page::Done(done) => {
+                wait = FIRST_RETRY;
+                cursor = done.or(cursor);
+            }
+            Page::Blocked(done) => {
+                // The destination cannot take more now: what was taken is settled, the rest
+                // is read again after a wait.
+                cursor = done.or(cursor);
+                save(ctx, &name, cursor).await;
+                tokio::select! {
+                    () = ctx.cancel.cancelled() => return,
+                    () = ctx.clock.sleep(wait) => {}
+                }
+                wait = (wait * 2).min(MAX_RETRY);
+                continue;
+            }
         }
         save(ctx, &name, cursor).await;
     }
+}
+
+/// How a page of the queue went, with the last row settled in it (relayed or dropped).
+enum Page {
+    /// Every row is settled.
+    Done(Option<InboundSeq>),
+    /// A row could not be taken yet; those before it are settled.
+    Blocked(Option<InboundSeq>),
+    /// The gateway stops.
+    Stopping(Option<InboundSeq>),
+}
+
+/// Relays a page of queued messages: each submitted in turn (so that their journal writes share
+/// commits), then each acceptance awaited in order. A message that cannot be taken yet (no
+/// federation yet, suspended, full, over the agreed rate) ends the page there.
+async fn relay_page(ctx: &Context, routes: &Routes, rows: &[StoredInbound]) -> Page {
+    // Each origin's CAs are read once per page, not per message.
+    let mut bundles = HashMap::new();
+    let mut submitted = Vec::with_capacity(rows.len());
+    let mut blocked = false;
+    for row in rows {
+        let msg = match outgoing(ctx, &row.message.payload, &mut bundles).await {
+            Ok(msg) => msg,
+            Err(refusal) => {
+                dropped(ctx, row, &refusal);
+                submitted.push((row, None));
+                continue;
+            }
+        };
+        match submit(ctx, routes, msg, false, WhenFull::Wait).await {
+            Ok(s) => submitted.push((row, Some(s))),
+            Err(SendError::Queue(Refused::Stopping)) => {
+                blocked = true;
+                break;
+            }
+            Err(e) if transient(&e) => {
+                tracing::debug!(id = %row.message.id, error = %e, "cannot relay a message yet; trying again");
+                blocked = true;
+                break;
+            }
+            Err(SendError::Refused(refusal)) => {
+                dropped(ctx, row, &refusal);
+                submitted.push((row, None));
+            }
+            Err(e) => {
+                dropped(ctx, row, &Refusal::Malformed(e.to_string()));
+                submitted.push((row, None));
+            }
+        }
+    }
+    let mut done = None;
+    for (row, s) in submitted {
+        if let Some(mut s) = s {
+            match s.accepted().await {
+                Ok(()) => {
+                    ctx.metrics.transit_relayed.inc();
+                }
+                // Taken in an earlier round (a page that was blocked after it) and not yet
+                // acknowledged: it is on its way.
+                Err(SendError::Queue(Refused::Offer(OfferError::AlreadyQueued { .. }))) => {}
+                Err(SendError::Queue(Refused::Stopping)) => return Page::Stopping(done),
+                Err(e) if transient(&e) => {
+                    tracing::debug!(id = %row.message.id, error = %e, "cannot relay a message yet; trying again");
+                    return Page::Blocked(done);
+                }
+                Err(e) => dropped(ctx, row, &Refusal::Malformed(e.to_string())),
+            }
+        }
+        done = Some(row.seq);
+    }
+    if ctx.cancel.is_cancelled() {
+        return Page::Stopping(done);
+    }
+    if blocked {
+        Page::Blocked(done)
+    } else {
+        Page::Done(done)
+    }
+}
+
+/// Whether the destination's stream may take the message later.
+fn transient(e: &SendError) -> bool {
+    matches!(
+        e,
+        SendError::Queue(Refused::Full { .. } | Refused::Store(_) | Refused::NotActive { .. })
+            | SendError::Refused(
+                Refusal::UnknownDestination(_)
+                    | Refusal::NotActive { .. }
+                    | Refusal::Suspended
+                    | Refusal::Unreachable(_)
+                    | Refusal::RateLimited { .. },
+            )
+    )
 }
 
 /// Moves the queue's position to `cursor`, deleting what it passed.
@@ -117,62 +227,6 @@ async fn save(
         tracing::warn!(
             "could not save the relay queue's position; some relayed messages may be sent again (the destination drops the copies of exactly-once ones)"
         );
-    }
-}
-
-/// Relays one queued message; `false` when the gateway stops first.
-async fn relay(
-    ctx: &Context,
-    routes: &Routes,
-    row: &StoredInbound,
-    bundles: &mut HashMap<MeshId, Vec<ByteBuf>>,
-) -> bool {
-    let msg = match outgoing(ctx, &row.message.payload, bundles).await {
-        Ok(msg) => msg,
-        Err(refusal) => {
-            dropped(ctx, row, &refusal);
-            return true;
-        }
-    };
-    let mut wait = FIRST_RETRY;
-    loop {
-        let outcome = match submit(ctx, routes, msg.clone(), false, WhenFull::Wait).await {
-            Ok(mut submitted) => submitted.accepted().await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => {
-                tracing::debug!(id = %row.message.id, to = %msg.to, "relayed a message");
-                ctx.metrics.transit_relayed.inc();
-                return true;
-            }
-            Err(SendError::Queue(Refused::Stopping)) => return false,
-            Err(
-                e @ (SendError::Queue(_)
-                | SendError::Refused(
-                    Refusal::UnknownDestination(_)
-                    | Refusal::NotActive { .. }
-                    | Refusal::Suspended
-                    | Refusal::Unreachable(_)
-                    | Refusal::RateLimited { .. },
-                )),
-            ) => {
-                tracing::debug!(id = %row.message.id, to = %msg.to, error = %e, "cannot relay a message yet; trying again");
-                tokio::select! {
-                    () = ctx.cancel.cancelled() => return false,
-                    () = ctx.clock.sleep(wait) => {}
-                }
-                wait = (wait * 2).min(MAX_RETRY);
-            }
-            Err(SendError::Refused(refusal)) => {
-                dropped(ctx, row, &refusal);
-                return true;
-            }
-            Err(e @ SendError::Random(_)) => {
-                dropped(ctx, row, &Refusal::Malformed(e.to_string()));
-                return true;
-            }
-        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! its own CA, in a temporary directory, and federate by invitation through their APIs — the
 //! code paths of a real deployment. With `--publisher DIR --subscriber DIR` bench starts
 //! nothing: it measures two gateways already running, found through their node directories,
-//! once it has checked that the publisher has an active federation with the subscriber's mesh.
+//! once it has checked that the publisher has an active federation with the subscriber's mesh
+//! (or, without one, a valid delegation to a partner that relays to it: a trusted intermediary).
 //! A publisher WebSocket (`/v1/messages/publish`) on the one and a subscriber WebSocket
 //! (`/v1/messages/stream`) on the other then carry two phases:
 //!
@@ -55,8 +56,8 @@ use anyhow::anyhow;
 use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_node::api::binary::{self, Delivered, Publish};
 use meshfed_node::api::models::{
-    ErrorBody, FederationList, FederationStatus, FederationView, Format, NodeInfo, PublishReply,
-    SendRequest,
+    DelegationList, ErrorBody, FederationList, FederationStatus, FederationView, Format, NodeInfo,
+    PublishReply, SendRequest,
 };
 use meshfed_node::config::{NodeConfig, Role, SignatureMode};
 use meshfed_proto::envelope::{ContentType, Qos};
@@ -388,6 +389,18 @@ async fn check_federation(ends: &Ends, target: &Running) -> Result<(), Failure> 
         .any(|f| f.status == FederationStatus::Active)
     {
         return Ok(());
+    }
+    // Without a federation of its own, the publisher reaches the subscriber's mesh through a
+    // partner it delegated the relaying to (a trusted intermediary): measured as it is.
+    if with_subscriber.is_empty() {
+        let delegations: DelegationList = ends.publisher.api.get("/v1/delegations").await?;
+        if delegations.delegations.iter().any(|d| {
+            d.direction == "issued"
+                && d.state == "valid"
+                && d.audience.as_ref().is_some_and(|a| a.contains(s))
+        }) {
+            return Ok(());
+        }
     }
     let (pub_dir, sub_dir) = (target.publisher.display(), target.subscriber.display());
     let federate = format!(
