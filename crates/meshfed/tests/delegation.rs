@@ -51,46 +51,28 @@ fn a_delegation_is_issued_taken_by_its_delegate_and_withdrawn_across_restarts() 
     b.start();
     federate(&b, &c);
 
+    // `delegation issue TO` of parts/# for plant-a, with `extra` arguments.
+    let issue = |to: &str, extra: &[&str]| {
+        let mut args = vec![
+            "delegation",
+            "issue",
+            to,
+            "--audience",
+            "plant-a",
+            "--topics",
+            "parts/#",
+        ];
+        args.extend_from_slice(extra);
+        c.cli(&args)
+    };
     // What issuing refuses, and says why.
-    let out = c.cli(&[
-        "delegation",
-        "issue",
-        "supplier-c",
-        "--audience",
-        "plant-a",
-        "--topics",
-        "parts/#",
-    ]);
-    out.fails(2, "mesh supplier-c cannot delegate to itself");
-    let out = c.cli(&[
-        "delegation",
-        "issue",
-        "hub-b",
-        "--audience",
-        "plant-a",
-        "--topics",
-        "parts/#",
-        "--depth",
-        "9",
-    ]);
-    out.fails(
+    issue("supplier-c", &[]).fails(2, "mesh supplier-c cannot delegate to itself");
+    issue("hub-b", &["--depth", "9"]).fails(
         2,
         "depth 9: a delegation allows at most 8 further delegations",
     );
 
-    let out = c.cli(&[
-        "delegation",
-        "issue",
-        "hub-b",
-        "--audience",
-        "plant-a",
-        "--topics",
-        "parts/#",
-        "--depth",
-        "1",
-        "--ttl",
-        "2h",
-    ]);
+    let out = issue("hub-b", &["--depth", "1", "--ttl", "2h"]);
     let token = out.ok().trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "a JWT:\n{out}");
     let issued = delegations(&c);
