@@ -519,15 +519,9 @@ impl Terms {
 
     /// The checks only the receiver makes, before an envelope is opened: it travels under this
     /// federation, from the peer, to this mesh, may take one more hop (recorded in `hop`), is
-    /// encrypted (every meshfed sender seals what it sends).
-    pub fn check_arrival(&self, header: &Header, hop: &mut Hop) -> Result<(), Refusal> {
-        self.check_arrival_or_relay(header, hop, false)
-    }
-
-    /// [`Terms::check_arrival`], except that with `relaying` an envelope for another mesh is
-    /// taken too: this mesh relays it there as a trusted intermediary (the caller checked it
-    /// holds the origin's delegation).
-    pub fn check_arrival_or_relay(
+    /// encrypted (every meshfed sender seals what it sends). With `relaying`, an envelope for another mesh is taken too: this mesh relays it there as
+    /// a trusted intermediary (the caller checked it holds the origin's delegation).
+    pub fn check_arrival(
         &self,
         header: &Header,
         hop: &mut Hop,
@@ -783,17 +777,20 @@ mod tests {
         let t = terms();
         let origin = || Hop::origin(t.peer.clone(), Hop::DEFAULT_TTL);
         let mut hop = origin();
-        assert_eq!(t.check_arrival(&arriving("line-3/temp"), &mut hop), Ok(()));
+        assert_eq!(
+            t.check_arrival(&arriving("line-3/temp"), &mut hop, false),
+            Ok(())
+        );
         assert_eq!(hop.path, vec![t.peer.clone(), t.local.clone()]);
 
         let mut h = arriving("line-3/temp");
         h.federation_id = "fed_other".parse().unwrap();
-        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        let e = t.check_arrival(&h, &mut origin(), false).unwrap_err();
         assert_eq!(e.reason(), "wrong_federation");
 
         let mut h = arriving("line-3/temp");
         h.source.mesh = "mallory".parse().unwrap();
-        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        let e = t.check_arrival(&h, &mut origin(), false).unwrap_err();
         assert_eq!(
             e.to_string(),
             "envelope from mesh mallory arrived on the link of supplier-b"
@@ -801,19 +798,19 @@ mod tests {
 
         let mut h = arriving("line-3/temp");
         h.destination.mesh = "elsewhere".parse().unwrap();
-        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        let e = t.check_arrival(&h, &mut origin(), false).unwrap_err();
         assert_eq!(e.reason(), "not_for_us");
 
         let mut looped = origin();
         looped.path.push(t.local.clone());
         let e = t
-            .check_arrival(&arriving("line-3/temp"), &mut looped)
+            .check_arrival(&arriving("line-3/temp"), &mut looped, false)
             .unwrap_err();
         assert_eq!(e.reason(), "hop_limit");
 
         let mut h = arriving("line-3/temp");
         h.encryption = None;
-        let e = t.check_arrival(&h, &mut origin()).unwrap_err();
+        let e = t.check_arrival(&h, &mut origin(), false).unwrap_err();
         assert_eq!(e, Refusal::NotEncrypted);
     }
 

@@ -346,8 +346,7 @@ pub fn verify(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| DelegationError::Malformed("x5c is not base64".into()))?;
     // Read, not trusted yet: which mesh's bundle to check the signer against, and when.
-    let unverified: Claims = serde_json::from_slice(&part(token, 1)?)
-        .map_err(|e| DelegationError::Malformed(format!("claims: {e}")))?;
+    let unverified = unverified_claims(token)?;
     let issuer = parse_mesh("iss", &unverified.iss)?;
     let bundle =
         bundle_of(&issuer).ok_or_else(|| DelegationError::UnknownIssuer(issuer.clone()))?;
@@ -400,6 +399,18 @@ pub fn verify(
     Ok(delegation)
 }
 
+/// The claims of `token`, read without verifying it.
+fn unverified_claims(token: &str) -> Result<Claims, DelegationError> {
+    serde_json::from_slice(&part(token, 1)?)
+        .map_err(|e| DelegationError::Malformed(format!("claims: {e}")))
+}
+
+/// The mesh `token` says issued it, read without verifying it: whose trust bundle to verify it
+/// against.
+pub fn issuer_of(token: &str) -> Result<MeshId, DelegationError> {
+    parse_mesh("iss", &unverified_claims(token)?.iss)
+}
+
 /// The certificate chain (DER) in `token`'s header (`x5c`: its signer, then the issuing CA),
 /// read without verifying it.
 pub fn chain_of(token: &str) -> Result<Vec<Vec<u8>>, DelegationError> {
@@ -416,9 +427,7 @@ pub fn chain_of(token: &str) -> Result<Vec<Vec<u8>>, DelegationError> {
 /// What `token` says, read without verifying it: for delegations this node verified (or
 /// issued) before it recorded them.
 pub fn read_recorded(token: &str) -> Result<Delegation, DelegationError> {
-    let claims: Claims = serde_json::from_slice(&part(token, 1)?)
-        .map_err(|e| DelegationError::Malformed(format!("claims: {e}")))?;
-    Delegation::of(claims)
+    Delegation::of(unverified_claims(token)?)
 }
 
 /// Why a chain of delegations does not let a message through.

@@ -12,6 +12,8 @@ use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::{MeshId, Topic};
 use meshfed_store::StoredDelegation;
 use meshfed_trust::{P384PublicKey, TrustBundle};
+use rustls_pki_types::CertificateDer;
+use serde_bytes::ByteBuf;
 
 use crate::credentials::delegation::{self, Delegation};
 
@@ -95,14 +97,35 @@ impl Delegations {
         Ok(d)
     }
 
+    /// The trust bundle of the CA certificates `ders` a relay presents: the one of an origin
+    /// accepted before when it is the same certificates (not parsed again), else made now.
+    pub(crate) fn presented_bundle(
+        &self,
+        ders: &[ByteBuf],
+    ) -> Result<TrustBundle, meshfed_trust::BundleError> {
+        if let Some(known) = self
+            .origins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|b| same_cas(b, ders.iter().map(|d| &d[..])))
+        {
+            return Ok(known.clone());
+        }
+        TrustBundle::new(
+            ders.iter()
+                .map(|c| CertificateDer::from(c.to_vec()))
+                .collect(),
+        )
+    }
+
     /// Remembers `bundle` as the CAs of `origin`, whose relayed message was just accepted.
     pub(crate) fn accepted_origin(&self, origin: &MeshId, bundle: &TrustBundle) {
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        let prints = |b: &TrustBundle| b.cas().iter().map(|c| c.fingerprint()).collect::<Vec<_>>();
-        if origins
+        let known = origins
             .get(origin)
-            .is_none_or(|b| prints(b) != prints(bundle))
-        {
+            .is_some_and(|known| same_cas(known, bundle.cas().iter().map(|c| c.der().as_ref())));
+        if !known {
             origins.insert(origin.clone(), bundle.clone());
         }
     }
@@ -170,19 +193,6 @@ impl Delegations {
         Ok(())
     }
 
-    /// The meshes `issuer`'s delegations to `delegate` may be presented to.
-    pub(crate) fn audiences(&self, issuer: &MeshId, delegate: &MeshId) -> Vec<MeshId> {
-        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<MeshId> = all
-            .iter()
-            .filter(|h| &h.delegation.issuer == issuer && &h.delegation.delegate == delegate)
-            .flat_map(|h| h.delegation.audience.iter().cloned())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// The meshes whose delegations to `delegate` may be presented to `audience`.
     pub(crate) fn relayed_to(&self, audience: &MeshId, delegate: &MeshId) -> Vec<MeshId> {
         let all = self.all.read().unwrap_or_else(|e| e.into_inner());
@@ -234,6 +244,16 @@ impl Delegations {
         found.sort_by_key(|h| std::cmp::Reverse(h.delegation.expires));
         found
     }
+}
+
+/// Whether `bundle` holds exactly the CA certificates `ders`, in order.
+fn same_cas<'a>(bundle: &TrustBundle, ders: impl ExactSizeIterator<Item = &'a [u8]>) -> bool {
+    bundle.cas().len() == ders.len()
+        && bundle
+            .cas()
+            .iter()
+            .zip(ders)
+            .all(|(c, d)| c.der().as_ref() == d)
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl GatewayHandle {
     /// partner's stored trust bundle, not withdrawn, and recorded.
     pub(crate) async fn add_delegation(&self, token: &str) -> Result<Delegation, DelegationFault> {
         let ctx = &self.0.ctx;
-        let issuer = peek_issuer(token);
+        let issuer = delegation::issuer_of(token).ok();
         let bundle = match &issuer {
             Some(mesh) if *mesh == ctx.id.mesh => Some(ctx.id.trust().bundle.clone()),
             Some(mesh) => partner_bundle(ctx, mesh).await,
@@ -174,21 +174,6 @@ impl GatewayHandle {
             })
             .collect())
     }
-}
-
-/// The mesh a token says issued it, read before anything is verified (to pick its bundle).
-fn peek_issuer(token: &str) -> Option<MeshId> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Iss {
-        iss: String,
-    }
-    let claims = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims)
-        .ok()?;
-    let iss: Iss = serde_json::from_slice(&bytes).ok()?;
-    iss.iss.strip_prefix("meshfed:")?.parse().ok()
 }
 
 /// Records `d` (its `token` as signed) and puts it in use.

@@ -339,7 +339,7 @@ fn arrival(
     for relay in relays {
         hop.advance(relay)?;
     }
-    terms.check_arrival_or_relay(header, &mut hop, relaying)?;
+    terms.check_arrival(header, &mut hop, relaying)?;
     Ok(hop)
 }
 

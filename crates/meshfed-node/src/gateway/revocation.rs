@@ -305,11 +305,13 @@ pub(crate) async fn receive(
 /// relays `origin`'s messages to (the audiences of the delegations it holds from `origin`), so
 /// that a withdrawn delegation reaches them within a heartbeat interval too.
 fn pass_on(ctx: &Context, origin: &MeshId, ports: &[Arc<LinkPort>], body: &RevocationsBody) {
-    let audiences = ctx.delegations.audiences(origin, &ctx.id.mesh);
-    for port in ports
-        .iter()
-        .filter(|p| p.mesh() != origin && audiences.contains(p.mesh()))
-    {
+    for port in ports.iter().filter(|p| {
+        p.mesh() != origin
+            && ctx
+                .delegations
+                .relayed_to(p.mesh(), &ctx.id.mesh)
+                .contains(origin)
+    }) {
         let _ = port.command(|s| s.send_revocations(body.clone()));
         tracing::debug!(peer = %port.peer, mesh = %origin, version = body.list().version, "passed a relayed mesh's revocation list on");
     }

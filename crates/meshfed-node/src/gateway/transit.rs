@@ -75,13 +75,12 @@ pub(crate) fn accept(
     let refused = |why: String| Refusal::Transit(why);
     let via = &terms.peer;
     let topic = &header.metadata.topic;
-    let first = transit
+    // The origin is the mesh of the CAs the relay presents; the chain must start there.
+    let bundle = ctx
         .delegations
-        .first()
-        .ok_or_else(|| refused("no delegation is presented".into()))?;
-    let origin = delegation::read_recorded(first)
-        .map_err(|e| refused(format!("the first delegation: {e}")))?
-        .issuer;
+        .presented_bundle(&transit.bundle)
+        .map_err(|e| refused(format!("the origin's CAs as {via} presents them: {e}")))?;
+    let origin = bundle.mesh().clone();
     let policy = ctx.policy();
     let rule = policy.transit(&origin, via, topic).ok_or_else(|| {
         refused(format!(
@@ -89,18 +88,6 @@ pub(crate) fn accept(
             ctx.id.mesh
         ))
     })?;
-    let bundle = TrustBundle::new(
-        (transit.bundle.iter())
-            .map(|c| CertificateDer::from(c.to_vec()))
-            .collect(),
-    )
-    .map_err(|e| refused(format!("{origin}'s CAs as {via} presents them: {e}")))?;
-    if bundle.mesh() != &origin {
-        return Err(refused(format!(
-            "{via} presents mesh {}'s CAs for {origin}",
-            bundle.mesh()
-        )));
-    }
     if let Some(pinned) = &rule.ca
         && !bundle.cas().iter().any(|c| c.fingerprint() == *pinned)
     {
