@@ -55,6 +55,7 @@ fn envelope(content_type: &str) -> Envelope {
                 priority: Priority::try_from(3).unwrap(),
                 qos: Qos::AtLeastOnce,
                 max_latency: None,
+                classification: None,
             },
             metadata: Metadata {
                 topic: "bench/load".parse().unwrap(),

@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) unwanted: Family<PeerLabel, Counter>,
     /// Envelopes received, verified and delivered locally.
     pub(crate) delivered: Family<PeerLabel, Counter>,
+    /// Envelopes received over the agreed rates, whose credit was withheld.
+    pub(crate) ingress_paced: Family<PeerLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
     pub(crate) rejected: Family<RefusalLabels, Counter>,
     /// Envelopes received and not delivered (late, or held back when their sender restarted).
@@ -154,6 +156,7 @@ impl Metrics {
             retransmitted: Family::default(),
             acknowledged: Family::default(),
             unwanted: Family::default(),
+            ingress_paced: Family::default(),
             delivered: Family::default(),
             rejected: Family::default(),
             discarded: Counter::default(),
@@ -214,6 +217,11 @@ impl Metrics {
             "envelopes_unwanted",
             "qos 0 messages not sent because the peer mesh has no subscriber for their topic (its interest); their publishers were answered as for any accepted message",
             m.unwanted.clone(),
+        );
+        registry.register(
+            "ingress_paced",
+            "Envelopes a peer sent over the agreed rates (the federation's or a topic's): delivered, and the credit they would free withheld until the rates allow it",
+            m.ingress_paced.clone(),
         );
         registry.register(
             "envelopes_delivered",

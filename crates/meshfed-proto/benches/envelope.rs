@@ -40,6 +40,7 @@ fn header() -> Header {
             priority: Priority::try_from(3).unwrap(),
             qos: Qos::AtLeastOnce,
             max_latency: None,
+            classification: None,
         },
         metadata: Metadata {
             topic: "line-3/temperature".parse().unwrap(),

@@ -15,7 +15,7 @@
 use std::fmt;
 
 use crate::agreement::Agreement;
-use crate::envelope::{ContentType, Header, Hop, HopError, MaxLatency, Priority, Qos};
+use crate::envelope::{ContentType, Header, Hop, HopError, Label, MaxLatency, Priority, Qos};
 use crate::handshake::{ErrorCode, Role};
 use crate::id::{FederationId, MeshId};
 use crate::lifecycle::FederationState;
@@ -165,11 +165,13 @@ pub enum Refusal {
         /// The modes agreed.
         allowed: Vec<&'static str>,
     },
-    /// More messages than the agreed rate.
-    #[error("over the federation's rate of {rate} messages per second")]
+    /// More messages than the agreed rate, of the federation or of a topic pattern.
+    #[error("over the federation's rate of {rate} messages per second{}", .topics.as_ref().map(|t| format!(" on {t}")).unwrap_or_default())]
     RateLimited {
         /// The agreed rate.
         rate: u32,
+        /// The topics whose limit it is; `None`: the federation's.
+        topics: Option<TopicPattern>,
     },
     /// A message relayed on another mesh's behalf (trusted intermediary) that may not pass:
     /// no delegation, one that does not cover it, or no transit rule that allows it.
@@ -184,6 +186,34 @@ pub enum Refusal {
         /// The version in force.
         in_force: u32,
     },
+    /// The message names no schema, or one the agreement does not list.
+    #[error("{}, and the agreement takes only schemas {}", Named("schema id", .schema), .allowed.join(", "))]
+    SchemaNotAgreed {
+        /// The schema id the message names.
+        schema: Option<String>,
+        /// The agreed schema ids.
+        allowed: Vec<String>,
+    },
+    /// The message carries no classification label, or one the agreement does not let cross.
+    #[error("{}, and the agreement lets only {} cross", Named("classification", .label), .allowed.join(", "))]
+    ClassificationNotAgreed {
+        /// The message's label.
+        label: Option<String>,
+        /// The agreed labels.
+        allowed: Vec<String>,
+    },
+}
+
+/// "the message names no X" or "X Y".
+struct Named<'a>(&'static str, &'a Option<String>);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(v) => write!(f, "{} {v}", self.0),
+            None => write!(f, "the message has no {}", self.0),
+        }
+    }
 }
 
 /// A signature mode as the policy file names it.
@@ -214,7 +244,7 @@ impl fmt::Display for Patterns<'_> {
 
 impl Refusal {
     /// Every label [`Refusal::reason`] can give, for metrics that start every series at zero.
-    pub const REASONS: [&'static str; 26] = [
+    pub const REASONS: [&'static str; 28] = [
         "unknown_destination",
         "not_active",
         "suspended",
@@ -241,6 +271,8 @@ impl Refusal {
         "signature_mode_not_agreed",
         "rate_limited",
         "transit_refused",
+        "schema_not_agreed",
+        "classification_not_agreed",
     ];
 
     /// The refusal's label: the `reason` of `meshfed_envelopes_rejected_total` and the `code` of
@@ -273,6 +305,8 @@ impl Refusal {
             Self::SignatureModeNotAgreed { .. } => "signature_mode_not_agreed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Transit(_) => "transit_refused",
+            Self::SchemaNotAgreed { .. } => "schema_not_agreed",
+            Self::ClassificationNotAgreed { .. } => "classification_not_agreed",
         }
     }
 
@@ -310,6 +344,8 @@ impl Refusal {
             | Self::NotRedacted { .. }
             | Self::Denied(_)
             | Self::Transit(_)
+            | Self::SchemaNotAgreed { .. }
+            | Self::ClassificationNotAgreed { .. }
             | Self::SignatureModeNotAgreed { .. }
             | Self::RateLimited { .. } => ErrorCode::AgreementViolated,
             Self::TooLarge { .. } => ErrorCode::TooLarge,
@@ -335,6 +371,10 @@ pub struct Facts<'a> {
     pub priority: Priority,
     /// Its delivery deadline.
     pub max_latency: Option<MaxLatency>,
+    /// The schema it names.
+    pub schema_id: Option<&'a Label>,
+    /// Its classification label.
+    pub classification: Option<&'a Label>,
 }
 
 impl<'a> Facts<'a> {
@@ -347,6 +387,8 @@ impl<'a> Facts<'a> {
             content_type: &header.metadata.content_type,
             priority: header.policy.priority,
             max_latency: header.policy.max_latency,
+            schema_id: header.metadata.schema_id.as_ref(),
+            classification: header.policy.classification.as_ref(),
         }
     }
 }
@@ -382,6 +424,12 @@ pub struct Terms {
     pub max_rate: Option<u32>,
     /// How envelopes may be signed.
     pub signature_modes: Vec<SignatureMode>,
+    /// Schema ids a message must name one of; empty: any.
+    pub schemas: Vec<String>,
+    /// Classification labels a message must carry one of; empty: any.
+    pub classifications: Vec<String>,
+    /// Rate limits per topic pattern, each way.
+    pub topic_rates: Vec<crate::policy::TopicRate>,
 }
 
 impl Terms {
@@ -419,6 +467,9 @@ impl Terms {
             redact: agreement.policy.redact.clone(),
             max_rate: agreement.policy.max_rate,
             signature_modes: agreement.policy.signature_modes.clone(),
+            schemas: agreement.policy.schemas.clone(),
+            classifications: agreement.policy.classifications.clone(),
+            topic_rates: agreement.policy.topic_rates.clone(),
         }
     }
 
@@ -477,6 +528,21 @@ impl Terms {
                     max_ms,
                 });
             }
+        }
+        let listed = |allowed: &[String], value: Option<&Label>| {
+            allowed.is_empty() || value.is_some_and(|v| allowed.iter().any(|a| a == v.as_str()))
+        };
+        if !listed(&self.schemas, msg.schema_id) {
+            return Err(Refusal::SchemaNotAgreed {
+                schema: msg.schema_id.map(|l| l.as_str().to_owned()),
+                allowed: self.schemas.clone(),
+            });
+        }
+        if !listed(&self.classifications, msg.classification) {
+            return Err(Refusal::ClassificationNotAgreed {
+                label: msg.classification.map(|l| l.as_str().to_owned()),
+                allowed: self.classifications.clone(),
+            });
         }
         Ok(())
     }
@@ -595,6 +661,9 @@ mod tests {
             redact: Vec::new(),
             max_rate: None,
             signature_modes: vec![SignatureMode::PerMessage],
+            schemas: Vec::new(),
+            classifications: Vec::new(),
+            topic_rates: Vec::new(),
         }
     }
 
@@ -605,7 +674,10 @@ mod tests {
             Refusal::NotEncrypted,
             Refusal::Denied("x".into()),
             Refusal::Transit("x".into()),
-            Refusal::RateLimited { rate: 1 },
+            Refusal::RateLimited {
+                rate: 1,
+                topics: None,
+            },
         ];
         for r in samples {
             assert_eq!(Refusal::reason_of(r.number()), Some(r.reason()), "{r}");
@@ -672,6 +744,8 @@ mod tests {
             content_type: &JSON,
             priority: Priority::default(),
             max_latency: None,
+            schema_id: None,
+            classification: None,
         }
     }
 
@@ -715,6 +789,63 @@ mod tests {
             t.admit(Direction::Outbound, slow).unwrap_err().to_string(),
             "max_latency of 1001 ms is above the federation's bound of 1000 ms"
         );
+    }
+
+    #[test]
+    fn admission_refuses_a_schema_or_classification_outside_the_agreement() {
+        let t = Terms {
+            schemas: vec!["order-v2".into()],
+            classifications: vec!["internal".into(), "public".into()],
+            ..terms()
+        };
+        let order: Topic = "orders/new".parse().unwrap();
+        let v2 = Label::parse("schema_id", "order-v2").unwrap();
+        let v1 = Label::parse("schema_id", "order-v1").unwrap();
+        let public = Label::parse("classification", "public").unwrap();
+        let secret = Label::parse("classification", "secret").unwrap();
+        let ok = Facts {
+            schema_id: Some(&v2),
+            classification: Some(&public),
+            ..facts(&order, 1, Qos::AtMostOnce)
+        };
+        assert_eq!(t.admit(Direction::Outbound, ok), Ok(()));
+        let cases = [
+            (
+                Facts {
+                    schema_id: Some(&v1),
+                    ..ok
+                },
+                "schema id order-v1, and the agreement takes only schemas order-v2",
+            ),
+            (
+                Facts {
+                    schema_id: None,
+                    ..ok
+                },
+                "the message has no schema id, and the agreement takes only schemas order-v2",
+            ),
+            (
+                Facts {
+                    classification: Some(&secret),
+                    ..ok
+                },
+                "classification secret, and the agreement lets only internal, public cross",
+            ),
+            (
+                Facts {
+                    classification: None,
+                    ..ok
+                },
+                "the message has no classification, and the agreement lets only internal, public cross",
+            ),
+        ];
+        for (facts, want) in cases {
+            let refused = t.admit(Direction::Outbound, facts);
+            assert_eq!(refused.map_err(|r| r.to_string()), Err(want.to_owned()));
+        }
+        // Without lists in the agreement, neither is needed.
+        let plain = facts(&order, 1, Qos::AtMostOnce);
+        assert_eq!(terms().admit(Direction::Outbound, plain), Ok(()));
     }
 
     #[test]

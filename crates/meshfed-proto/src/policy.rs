@@ -17,7 +17,10 @@
 //! | `data.max_message_size` | the lower |
 //! | `data.content_types` | the intersection (empty: any) |
 //! | `data.redact` | the union (each side's sender removes them before sealing) |
+//! | `data.schemas` | the intersection (empty: any), not empty if both name some |
+//! | `data.classifications` | the intersection (empty: any), not empty if both name some |
 //! | `qos.max_rate` | the lower (none: no limit) |
+//! | `qos.limits` (per topic pattern) | the union; the lower rate for a pattern both name |
 //! | `qos.max_priority` | the lower |
 //! | `qos.max_latency_ms` | the shorter (none: no bound) |
 //! | `security.require_encryption` | either requires it |
@@ -30,6 +33,18 @@
 //! | `requires.min_message_size`, `min_rate`, `min_retention_days` | the higher, at most the combined limit |
 
 use serde::{Deserialize, Serialize};
+
+use crate::topic::TopicPattern;
+
+/// A rate limit on the topics of one pattern, each way: at most `rate` messages per second
+/// match it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicRate {
+    /// The topics it covers.
+    pub topics: TopicPattern,
+    /// Most messages per second on them.
+    pub rate: u32,
+}
 
 /// How envelopes are signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -101,6 +116,15 @@ pub struct PolicyOffer {
     pub redact: Vec<String>,
     /// Most messages per second this side accepts from the partner; `None`: no limit.
     pub max_rate: Option<u32>,
+    /// Rate limits per topic pattern, each way.
+    #[serde(default)]
+    pub topic_rates: Vec<TopicRate>,
+    /// Schema ids a message may name; empty: any (and none needed).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Classification labels a message may carry; empty: any (and none needed).
+    #[serde(default)]
+    pub classifications: Vec<String>,
     /// Highest priority a message may carry (0–7).
     pub max_priority: u8,
     /// Longest delivery deadline a message may ask for, in milliseconds; `None`: no bound.
@@ -132,6 +156,9 @@ impl Default for PolicyOffer {
             content_types: Vec::new(),
             redact: Vec::new(),
             max_rate: None,
+            topic_rates: Vec::new(),
+            schemas: Vec::new(),
+            classifications: Vec::new(),
             max_priority: 7,
             max_latency_ms: None,
             require_encryption: true,
@@ -197,6 +224,15 @@ pub struct PolicyTerms {
     /// A side did not say where it keeps exchanged data.
     #[serde(default)]
     pub region_unsaid: bool,
+    /// Rate limits per topic pattern, each way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topic_rates: Vec<TopicRate>,
+    /// Schema ids a message must name one of; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
+    /// Classification labels a message must carry one of; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classifications: Vec<String>,
 }
 
 /// Clauses no combination of the two offers satisfies.
@@ -210,7 +246,7 @@ pub enum Evaluation {
     /// The proposal is acceptable as it stands.
     Accept,
     /// These more restrictive terms are acceptable instead.
-    Counter(PolicyTerms),
+    Counter(Box<PolicyTerms>),
 }
 
 /// A sorted list without duplicates.
@@ -266,6 +302,9 @@ impl PolicyOffer {
             floors: self.requires.clone(),
             regions: self.region.iter().cloned().collect(),
             region_unsaid: self.region.is_none(),
+            topic_rates: rates(&self.topic_rates, &[]),
+            schemas: set(&self.schemas),
+            classifications: set(&self.classifications),
         }
     }
 
@@ -323,6 +362,23 @@ impl PolicyOffer {
             conflicts.push(format!(
                 "data.content_types: we accept {:?}, the proposal {:?}",
                 own.content_types, terms.content_types
+            ));
+        }
+        let schemas = meet_any(&own.schemas, &terms.schemas);
+        if schemas.is_empty() && !own.schemas.is_empty() && !terms.schemas.is_empty() {
+            conflicts.push(format!(
+                "data.schemas: we accept {:?}, the proposal {:?}",
+                own.schemas, terms.schemas
+            ));
+        }
+        let classifications = meet_any(&own.classifications, &terms.classifications);
+        if classifications.is_empty()
+            && !own.classifications.is_empty()
+            && !terms.classifications.is_empty()
+        {
+            conflicts.push(format!(
+                "data.classifications: we let {:?} cross, the proposal {:?}",
+                own.classifications, terms.classifications
             ));
         }
         let max_message_size = own.max_message_size.min(terms.max_message_size);
@@ -383,6 +439,9 @@ impl PolicyOffer {
             floors,
             regions,
             region_unsaid,
+            topic_rates: rates(&own.topic_rates, &terms.topic_rates),
+            schemas,
+            classifications,
         })
     }
 
@@ -392,9 +451,23 @@ impl PolicyOffer {
         Ok(if &combined == proposal {
             Evaluation::Accept
         } else {
-            Evaluation::Counter(combined)
+            Evaluation::Counter(Box::new(combined))
         })
     }
+}
+
+/// The per-topic limits of both lists: each pattern once, at the lower rate where both name it;
+/// sorted.
+fn rates(a: &[TopicRate], b: &[TopicRate]) -> Vec<TopicRate> {
+    let mut out: Vec<TopicRate> = Vec::new();
+    for r in a.iter().chain(b) {
+        match out.iter_mut().find(|o| o.topics == r.topics) {
+            Some(o) => o.rate = o.rate.min(r.rate),
+            None => out.push(r.clone()),
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Which side a combined value came from, as a conflict names it.
@@ -469,7 +542,7 @@ mod tests {
         match b.evaluate(&proposal)? {
             Evaluation::Accept => Ok(proposal),
             Evaluation::Counter(c) => match a.evaluate(&c)? {
-                Evaluation::Accept => Ok(c),
+                Evaluation::Accept => Ok(*c),
                 Evaluation::Counter(d) => panic!("a second counter: {d:?} after {c:?}"),
             },
         }
@@ -576,6 +649,48 @@ mod tests {
                 "[\"ch\", \"eu\"] false",
             ),
             (
+                "schemas intersect",
+                |o| o.schemas = vec!["order-v1".into(), "order-v2".into()],
+                |o| o.schemas = vec!["order-v2".into()],
+                |t| format!("{:?}", t.schemas),
+                "[\"order-v2\"]",
+            ),
+            (
+                "classifications intersect, any meets a list",
+                |o| o.classifications = vec!["internal".into(), "public".into()],
+                |_| {},
+                |t| format!("{:?}", t.classifications),
+                "[\"internal\", \"public\"]",
+            ),
+            (
+                "topic limits unite, the lower rate for the same pattern",
+                |o| {
+                    o.topic_rates = vec![
+                        TopicRate {
+                            topics: "telemetry/#".parse::<TopicPattern>().unwrap(),
+                            rate: 100,
+                        },
+                        TopicRate {
+                            topics: "orders/#".parse::<TopicPattern>().unwrap(),
+                            rate: 10,
+                        },
+                    ]
+                },
+                |o| {
+                    o.topic_rates = vec![TopicRate {
+                        topics: "telemetry/#".parse::<TopicPattern>().unwrap(),
+                        rate: 50,
+                    }]
+                },
+                |t| {
+                    (t.topic_rates.iter())
+                        .map(|r| format!("{}={}", r.topics, r.rate))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+                "orders/#=10 telemetry/#=50",
+            ),
+            (
                 "the shorter retention",
                 |o| o.retention_days = 30,
                 |o| o.retention_days = 90,
@@ -663,6 +778,18 @@ mod tests {
                 |o| o.content_types = vec!["text/csv".into()],
                 |o| o.content_types = vec!["application/json".into()],
                 "data.content_types",
+            ),
+            (
+                "schemas",
+                |o| o.schemas = vec!["order-v1".into()],
+                |o| o.schemas = vec!["order-v2".into()],
+                "data.schemas",
+            ),
+            (
+                "classifications",
+                |o| o.classifications = vec!["public".into()],
+                |o| o.classifications = vec!["secret".into()],
+                "data.classifications",
             ),
             (
                 "signature modes",

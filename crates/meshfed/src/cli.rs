@@ -391,6 +391,12 @@ pub(crate) struct SendArgs {
     /// Keep order with the other ordered messages from this mesh to MESH on TOPIC.
     #[arg(long)]
     pub(crate) ordered: bool,
+    /// The payload's schema id, checked against the schemas the agreement lists.
+    #[arg(long, value_name = "ID")]
+    pub(crate) schema_id: Option<String>,
+    /// The data's classification label, checked against the labels the agreement lets cross.
+    #[arg(long, value_name = "LABEL")]
+    pub(crate) classification: Option<String>,
     /// The payload: DATA, @FILE, or - for one message per line of standard input.
     #[arg(value_name = "DATA")]
     pub(crate) data: String,

@@ -83,6 +83,8 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
                 Vec::new()
             },
             wait: args.wait,
+            schema_id: args.schema_id.clone(),
+            classification: args.classification.clone(),
         })
     };
     let single = match args.data.as_str() {

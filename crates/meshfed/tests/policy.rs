@@ -1,7 +1,8 @@
 //! Policies on real `meshfed gateway` processes (issue 14, items 1–3): each mesh's
 //! `policy.toml` is negotiated in the handshake (a counterproposal where the offers differ, the
 //! named clauses where they cannot agree), enforced at the gateways (redaction before sealing,
-//! content types, priority cap, the agreed rate), shown by `policy show` and changed on a live
+//! content types, priority cap, the agreed rate, schema ids, classification labels, topic
+//! limits), shown by `policy show` and changed on a live
 //! federation by `policy apply`.
 
 #![expect(
@@ -423,4 +424,142 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         ),
         Some(1.0),
     );
+}
+
+/// The joiner's data labels and topic limit.
+const PLANT_LABELS: &str = r#"
+[data]
+classifications = ["public", "internal", "confidential"]
+
+[[qos.limits]]
+topics = "telemetry/#"
+rate = 5
+"#;
+
+/// The inviter's: one schema, two labels, and looser topic limits.
+const SUPPLIER_LABELS: &str = r#"
+[data]
+schemas = ["reading-v1"]
+classifications = ["public", "internal"]
+
+[[qos.limits]]
+topics = "telemetry/#"
+rate = 10
+
+[[qos.limits]]
+topics = "alerts/#"
+rate = 50
+"#;
+
+#[test]
+fn schemas_classifications_and_topic_limits_are_negotiated_and_enforced() {
+    let a = with_policy("plant-a", PLANT_LABELS);
+    let mut b = with_policy("supplier-b", SUPPLIER_LABELS);
+    let id = federate(&a, &b);
+    wait_for_status(&a, &id, "active");
+    for m in [&a, &b] {
+        let p = &show(m, &id)["agreement"]["policy"];
+        assert_eq!(p["schemas"], serde_json::json!(["reading-v1"]), "{p:#}");
+        assert_eq!(
+            p["classifications"],
+            serde_json::json!(["internal", "public"]),
+            "{p:#}"
+        );
+        assert_eq!(
+            p["topic_rates"],
+            serde_json::json!([{"topics": "alerts/#", "rate": 50}, {"topics": "telemetry/#", "rate": 5}]),
+            "{p:#}"
+        );
+    }
+
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--to", "supplier-b", "--topic", "readings/1"];
+        args.extend_from_slice(extra);
+        args.push("{\"t\":21.5}");
+        a.cli(&args)
+    };
+    send(&[
+        "--schema-id",
+        "reading-v1",
+        "--classification",
+        "confidential",
+    ])
+    .fails(
+        1,
+        "classification confidential, and the agreement lets only internal, public cross",
+    );
+    send(&["--classification", "internal"]).fails(
+        1,
+        "the message has no schema id, and the agreement takes only schemas reading-v1",
+    );
+    let sub = common::subscribed(&mut b, &["--topic", "readings/#", "--count", "1"]);
+    send(&[
+        "--schema-id",
+        "reading-v1",
+        "--classification",
+        "internal",
+        "--qos",
+        "1",
+    ])
+    .ok();
+    let got = sub.finish(DEADLINE);
+    let v: Value = serde_json::from_str(got.ok().trim()).unwrap();
+    assert_eq!(
+        v["federation"]["policy"]["classification"], "internal",
+        "{v:#}"
+    );
+    assert_eq!(
+        v["federation"]["metadata"]["schema_id"], "reading-v1",
+        "{v:#}"
+    );
+
+    // A burst on a limited topic: the bucket's second and what refills go, the rest is refused
+    // with the topic's limit named; the federation as a whole has no limit.
+    let burst = 60;
+    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let started = Instant::now();
+    let out = a.cli_with_stdin(
+        &[
+            "send",
+            "--to",
+            "supplier-b",
+            "--topic",
+            "telemetry/line-3",
+            "--schema-id",
+            "reading-v1",
+            "--classification",
+            "public",
+            "-",
+        ],
+        &lines,
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = out.stdout.lines().count();
+    let refused = out
+        .stderr
+        .matches("over the federation's rate of 5 messages per second on telemetry/#")
+        .count();
+    assert_eq!(accepted + refused, burst, "{out}");
+    assert!(accepted >= 1 && refused > 0, "{out}");
+    let allowed = 5.0 + 5.0 * elapsed;
+    assert!(
+        accepted as f64 <= allowed + 1.0,
+        "{accepted} accepted in {elapsed:.2}s, at most {allowed:.0} allowed"
+    );
+    let metrics = http_get(a.api_addr(), "/metrics");
+    for (reason, n) in [
+        ("rate_limited", refused as f64),
+        ("schema_not_agreed", 1.0),
+        ("classification_not_agreed", 1.0),
+    ] {
+        assert_eq!(
+            metric(
+                &metrics,
+                "meshfed_envelopes_rejected_total",
+                &["direction=\"outbound\"", &format!("reason=\"{reason}\"")]
+            ),
+            Some(n),
+            "{reason}"
+        );
+    }
 }

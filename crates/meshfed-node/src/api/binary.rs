@@ -17,10 +17,11 @@
 //!   u8 version = 1, u8 kind = 0x01
 //!   u8 qos (0-2), u8 priority (0-7)
 //!   u8 flags (bit 0 reliable, bit 1 ordered; others 0)
-//!   u8 options (bit 0 wait; others 0)
+//!   u8 options (bit 0 wait, bit 1 labels; others 0)
 //!   u32 max_latency in ms (0: none)
 //!   str to, str topic
 //!   str content_type (empty: application/octet-stream)
+//!   if labels:    str schema_id, str classification (each empty: none)
 //!   payload: the rest of the frame, raw
 //!
 //! publish reply (gateway -> client), one per request, in order: a `PublishReply`
@@ -31,7 +32,7 @@
 //!   u8 version, u8 kind = 0x10
 //!   u8 parts: bit 0 signed (clear: a streamed batch's member sent before its head, as the
 //!             JSON's empty signature), bit 1 encrypted, bit 2 batch, bit 3 message, bit 4 proof,
-//!             bit 5 sender
+//!             bit 5 sender, bit 6 classified
 //!   u8 envelope major, u8 envelope minor
 //!   [16] id, u64 timestamp (ms since the Unix epoch)
 //!   u8 qos, u8 priority, u8 flags, u8 ttl, u8 hops
@@ -40,6 +41,7 @@
 //!   str federation id
 //!   u16 n, n x str path (the source first; n >= 1)
 //!   str topic, str content_type, str content_encoding, str schema_id
+//!   if classified: str classification
 //!   if signed:    [96] signature (ECDSA P-384 r || s; the batch's when batch)
 //!   if encrypted: str key_id, [12] iv (the cipher is AES-256-GCM)
 //!   if batch:     [48] root, u32 count, u32 index, bytes audit path (48-byte hashes, bottom up)
@@ -87,8 +89,12 @@ const BATCH: u8 = 1 << 2;
 const MESSAGE: u8 = 1 << 3;
 const PROOF: u8 = 1 << 4;
 const SENDER: u8 = 1 << 5;
+/// A `parts` bit: the classification label follows the schema id.
+const CLASSIFIED: u8 = 1 << 6;
 /// `options` bit of a publish request.
 const WAIT: u8 = 1;
+/// An `options` bit: the schema id and classification follow the content type.
+const LABELS: u8 = 1 << 1;
 
 /// The length of an initialisation vector of AES-256-GCM.
 const IV_LEN: usize = 12;
@@ -159,6 +165,10 @@ pub struct Publish {
     pub flags: Flags,
     /// Answer only once the destination acknowledged it.
     pub wait: bool,
+    /// The payload's schema.
+    pub schema_id: Option<Label>,
+    /// The data's classification label.
+    pub classification: Option<Label>,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -176,6 +186,8 @@ impl Publish {
             max_latency: None,
             flags: Flags::empty(),
             wait: false,
+            schema_id: None,
+            classification: None,
             payload,
         }
     }
@@ -192,11 +204,16 @@ impl Publish {
         w.u8(self.qos.level());
         w.u8(self.priority.get());
         w.u8(self.flags.bits());
-        w.u8(if self.wait { WAIT } else { 0 });
+        let labelled = self.schema_id.is_some() || self.classification.is_some();
+        w.u8(if self.wait { WAIT } else { 0 } | if labelled { LABELS } else { 0 });
         w.u32(self.max_latency.map_or(0, MaxLatency::millis));
         w.str(self.to.as_str());
         w.str(self.topic.as_str());
         w.str(self.content_type.as_str());
+        if labelled {
+            w.str(self.schema_id.as_ref().map_or("", Label::as_str));
+            w.str(self.classification.as_ref().map_or("", Label::as_str));
+        }
         w.raw(&self.payload);
         w.0
     }
@@ -211,10 +228,10 @@ impl Publish {
         let flags = r.u8("flags")?;
         let flags = Flags::from_bits(flags).map_err(|e| invalid("flags", e.rule))?;
         let options = r.u8("options")?;
-        if options & !WAIT != 0 {
+        if options & !(WAIT | LABELS) != 0 {
             return Err(invalid(
                 "options",
-                format!("{options:#04x}: only bit 0 (wait) is defined"),
+                format!("{options:#04x}: only bits 0 (wait) and 1 (labels) are defined"),
             ));
         }
         let max_latency = r.max_latency()?;
@@ -223,6 +240,11 @@ impl Publish {
         let content_type = match r.str("content_type")? {
             "" => ContentType::octet_stream(),
             ct => ct.parse().map_err(|e| invalid("content_type", e))?,
+        };
+        let (schema_id, classification) = if options & LABELS != 0 {
+            (r.label("schema_id")?, r.label("classification")?)
+        } else {
+            (None, None)
         };
         Ok(Self {
             to,
@@ -233,6 +255,8 @@ impl Publish {
             max_latency,
             flags,
             wait: options & WAIT != 0,
+            schema_id,
+            classification,
             payload: r.rest().to_vec(),
         })
     }
@@ -303,6 +327,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         (envelope.message.is_some(), MESSAGE),
         (proof.is_some(), PROOF),
         (envelope.sender.is_some(), SENDER),
+        (h.policy.classification.is_some(), CLASSIFIED),
     ] {
         if set {
             parts |= bit;
@@ -321,6 +346,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
             .as_ref()
             .map_or("", Label::as_str),
         h.metadata.schema_id.as_ref().map_or("", Label::as_str),
+        h.policy.classification.as_ref().map_or("", Label::as_str),
     ];
     let capacity = 64
         + strings.iter().map(|s| s.len() + 2).sum::<usize>()
@@ -365,8 +391,11 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
     for mesh in envelope.hop.path.iter().take(usize::from(u16::MAX)) {
         w.str(mesh.as_str());
     }
-    for s in &strings[5..] {
+    for s in &strings[5..9] {
         w.str(s);
+    }
+    if h.policy.classification.is_some() {
+        w.str(strings[9]);
     }
     if !unproven {
         w.raw(&envelope.signature.0);
@@ -422,10 +451,10 @@ impl Delivered {
     pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
         let mut r = Reader::open(frame, ENVELOPE, "a delivered envelope (0x10)")?;
         let parts = r.u8("parts")?;
-        if parts & !(SIGNED | ENCRYPTED | BATCH | MESSAGE | PROOF | SENDER) != 0 {
+        if parts & !(SIGNED | ENCRYPTED | BATCH | MESSAGE | PROOF | SENDER | CLASSIFIED) != 0 {
             return Err(invalid(
                 "parts",
-                format!("{parts:#04x}: only bits 0 to 5 are defined"),
+                format!("{parts:#04x}: only bits 0 to 6 are defined"),
             ));
         }
         let has = |bit| parts & bit != 0;
@@ -481,6 +510,11 @@ impl Delivered {
         let content_type = r.parse("metadata.content_type")?;
         let content_encoding = r.label("metadata.content_encoding")?;
         let schema_id = r.label("metadata.schema_id")?;
+        let classification = if has(CLASSIFIED) {
+            r.label("policy.classification")?
+        } else {
+            None
+        };
         let signature = if has(SIGNED) {
             Signature(r.array("security.signature")?)
         } else {
@@ -539,6 +573,7 @@ impl Delivered {
                     priority,
                     qos,
                     max_latency,
+                    classification,
                 },
                 metadata: Metadata {
                     topic,

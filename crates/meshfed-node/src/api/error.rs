@@ -261,6 +261,8 @@ fn refusal_status(r: &Refusal) -> StatusCode {
         | Refusal::WrongAgreementVersion { .. }
         | Refusal::PriorityNotAgreed { .. }
         | Refusal::LatencyNotAgreed { .. }
+        | Refusal::SchemaNotAgreed { .. }
+        | Refusal::ClassificationNotAgreed { .. }
         | Refusal::SignatureModeNotAgreed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Refusal::ContentTypeNotAgreed { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     }

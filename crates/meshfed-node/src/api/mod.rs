@@ -35,7 +35,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::FederationId;
 use meshfed_proto::TopicPattern;
 use meshfed_proto::envelope::export::{Exported, Form};
-use meshfed_proto::envelope::{ContentType, Flags, MaxLatency, Qos};
+use meshfed_proto::envelope::{ContentType, Flags, Label, MaxLatency, Qos};
 use meshfed_store::journal::SubscriptionName;
 use serde_json::Value;
 use utoipa::OpenApi as _;
@@ -522,8 +522,18 @@ impl SendRequest {
             max_latency: max_latency(self.max_latency)?,
             flags,
             wait: self.wait,
+            schema_id: label("schema_id", self.schema_id)?,
+            classification: label("classification", self.classification)?,
         })
     }
+}
+
+/// An optional label of the send request, checked.
+fn label(field: &'static str, value: Option<String>) -> Result<Option<Label>, ApiError> {
+    value
+        .map(|v| Label::parse(field, &v))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// The message `p` asks for and whether its sender waits, under the rules every way of
@@ -564,6 +574,8 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         priority: p.priority,
         max_latency: p.max_latency,
         flags,
+        schema_id: p.schema_id,
+        classification: p.classification,
         sender: sender_of(sender),
         relay: None,
     };

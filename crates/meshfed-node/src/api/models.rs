@@ -575,6 +575,25 @@ pub struct AgreedPolicy {
     pub min_rate: Option<u32>,
     /// Records may be kept at least this many days.
     pub min_retention_days: u32,
+    /// Rate limits per topic pattern, each way.
+    #[serde(default)]
+    pub topic_rates: Vec<TopicLimit>,
+    /// Schema ids a message must name one of; empty: any.
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Classification labels a message must carry one of; empty: any.
+    #[serde(default)]
+    pub classifications: Vec<String>,
+}
+
+/// A rate limit on the topics of one pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TopicLimit {
+    /// The topics it covers.
+    #[schema(value_type = schema::TopicPattern)]
+    pub topics: meshfed_proto::TopicPattern,
+    /// Most messages per second on them, each way.
+    pub rate: u32,
 }
 
 impl From<PolicyTerms> for AgreedPolicy {
@@ -602,6 +621,9 @@ impl From<PolicyTerms> for AgreedPolicy {
             regions,
             // Only negotiation reads it: with a residency agreed it is always false.
             region_unsaid: _,
+            topic_rates,
+            schemas,
+            classifications,
         } = terms;
         Self {
             max_message_size,
@@ -620,6 +642,14 @@ impl From<PolicyTerms> for AgreedPolicy {
             min_message_size,
             min_rate,
             min_retention_days,
+            topic_rates: (topic_rates.into_iter())
+                .map(|r| TopicLimit {
+                    topics: r.topics,
+                    rate: r.rate,
+                })
+                .collect(),
+            schemas,
+            classifications,
         }
     }
 }
@@ -805,6 +835,14 @@ pub struct SendRequest {
     /// qos 1 or 2.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait: bool,
+    /// The payload's schema id (the envelope's `metadata.schema_id`), checked against the
+    /// schemas the agreement lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<String>,
+    /// The data's classification label (the envelope's `policy.classification`), checked
+    /// against the labels the agreement lets cross.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
 }
 
 impl SendRequest {
@@ -821,6 +859,8 @@ impl SendRequest {
             max_latency: None,
             flags: Vec::new(),
             wait: false,
+            schema_id: None,
+            classification: None,
         }
     }
 }

@@ -315,6 +315,12 @@ fn federation() -> FederationView {
                 min_message_size: 4096,
                 min_rate: Some(10),
                 min_retention_days: 30,
+                topic_rates: vec![TopicLimit {
+                    topics: "line-3/#".parse().unwrap(),
+                    rate: 50,
+                }],
+                schemas: vec!["order-v2".into()],
+                classifications: vec!["internal".into()],
             },
         }),
         backlog: Some(Backlog {
@@ -563,6 +569,7 @@ fn samples() -> Vec<(String, Value)> {
         sample(federation()),
         sample(sparse_federation()),
         sample(agreement.policy.clone()),
+        sample(agreement.policy.topic_rates[0].clone()),
         sample(agreement),
         sample(backlog),
         sample(delivery),

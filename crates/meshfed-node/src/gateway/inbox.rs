@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::context::Context;
 use super::local::{Delivery, Local};
+use super::pace::Pacing;
 use super::port::LinkPort;
 use crate::metrics;
 
@@ -152,6 +153,14 @@ impl FromCustody {
     }
 }
 
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts the receiving task, with the dedup window as the journal kept it.
 pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
     let task = Task {
@@ -166,6 +175,7 @@ pub(crate) fn start(ctx: &Arc<Context>, local: &Arc<Local>, rx: Receivers) {
         committed: None,
         starting_over: false,
         relay_queue: super::local::durable::relay_queue(),
+        pacing: Pacing::default(),
     };
     ctx.tracker.spawn(task.run(rx));
 }
@@ -207,6 +217,8 @@ struct Task {
     starting_over: bool,
     /// Where what this node relays is kept for the relay stage.
     relay_queue: meshfed_store::journal::SubscriptionName,
+    /// The agreed rates at ingress: credit withheld from a peer over them.
+    pacing: Pacing,
 }
 
 type Committed = (u64, Result<(), String>);
@@ -240,6 +252,12 @@ impl Task {
                     None => break,
                 },
                 () = clock.sleep_until_timestamp(wake), if !self.starting_over => self.inbox.handle_timeout(self.ctx.now()),
+                () = sleep_until(self.pacing.next()), if self.pacing.next().is_some() && !self.starting_over => {
+                    let due = self.pacing.due();
+                    if !due.is_empty() {
+                        self.inbox.handle_consumed(due);
+                    }
+                }
             }
             self.collect(&done_tx);
             self.release().await;
@@ -310,7 +328,19 @@ impl Task {
             match event {
                 InboxEvent::Deliver(d) => {
                     let arrived = d.message.payload;
-                    consumed.push(d.message.id);
+                    let terms = self.links.get(&d.peer).map(|l| l.terms());
+                    let topic = &arrived.delivery.topic;
+                    match terms {
+                        Some(terms) if !self.pacing.admit(&d.peer, &terms, d.message.id, topic) => {
+                            self.ctx
+                                .metrics
+                                .ingress_paced
+                                .get_or_create(&metrics::peer(&d.peer.mesh))
+                                .inc();
+                            tracing::debug!(peer = %d.peer, id = %d.message.id, "over the agreed rate: its credit is withheld");
+                        }
+                        _ => consumed.push(d.message.id),
+                    }
                     if !self.from_custody.delivered(d.message.id) {
                         self.ctx.metrics.discarded.inc();
                         tracing::debug!(peer = %d.peer, id = %d.message.id, "did not deliver again what came from a broker's custody");

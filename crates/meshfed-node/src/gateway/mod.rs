@@ -33,6 +33,7 @@ pub(crate) mod interest;
 pub(crate) mod links;
 pub(crate) mod local;
 pub(crate) mod open;
+pub(crate) mod pace;
 pub(crate) mod pending;
 pub(crate) mod port;
 pub(crate) mod relaying;

@@ -301,6 +301,8 @@ async fn outgoing(
         priority: h.policy.priority,
         max_latency: h.policy.max_latency,
         flags: h.flags.without(Flags::IDENTIFIED).without(Flags::TRANSIT),
+        schema_id: h.metadata.schema_id.clone(),
+        classification: h.policy.classification.clone(),
         sender: Sender::default(),
         relay: Some(Relay {
             id: h.id,

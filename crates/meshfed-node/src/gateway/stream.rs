@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshfed_proto::admission::{Direction, Terms};
+use meshfed_proto::admission::{Direction, Refusal, Terms};
 use meshfed_proto::batch::{Leaves, SignedBatch, UnsignedEnvelope};
 use meshfed_proto::envelope::{EnvelopeId, Hop, Qos, Timestamp};
 use meshfed_proto::frame::{Frame, FrameType};
-use meshfed_proto::{FederationId, FederationState, MeshId, Termination};
+use meshfed_proto::{FederationId, FederationState, MeshId, Termination, TopicPattern};
 use meshfed_queue::wire::{Item, Signed, Transfer};
 use meshfed_queue::{
     Ack, Credit, DeadLetterReason, Epoch, Message, OfferError, Outbox, OutboxConfig, OutboxEvent,
@@ -99,6 +99,8 @@ pub(crate) struct View {
     pub(crate) terms: Terms,
     /// The agreed rate of sends to the peer, if the agreement sets one.
     pub(crate) rate: Option<Arc<Rate>>,
+    /// The agreed rates per topic pattern.
+    pub(crate) topic_rates: Arc<[Arc<Rate>]>,
 }
 
 impl View {
@@ -108,35 +110,54 @@ impl View {
         let terms = Terms::of(&agreement, record.role.handshake_role());
         Some(Self {
             state: record.state,
-            rate: terms.max_rate.map(Rate::new),
+            rate: terms.max_rate.map(|n| Rate::new(n, None)),
+            topic_rates: (terms.topic_rates.iter())
+                .map(|r| Rate::new(r.rate, Some(r.topics.clone())))
+                .collect(),
             terms,
         })
     }
+
+    /// Takes a message's token from each agreed rate its topic falls under, or refuses it.
+    pub(crate) fn take(&self, topic: &meshfed_proto::Topic) -> Result<(), Refusal> {
+        for rate in self.topic_rates.iter().filter(|r| r.covers(topic)) {
+            rate.take()?;
+        }
+        match &self.rate {
+            Some(rate) => rate.take(),
+            None => Ok(()),
+        }
+    }
 }
 
-/// A federation's agreed rate at egress: a token bucket (GCRA, `governor`) holding a second's
-/// messages, refilled continuously.
+/// An agreed rate at egress — the federation's, or a topic pattern's: a token bucket (GCRA,
+/// `governor`) holding a second's messages, refilled continuously.
 pub(crate) struct Rate {
     per_second: u32,
+    topics: Option<TopicPattern>,
     bucket: governor::DefaultDirectRateLimiter,
 }
 
 impl Rate {
-    fn new(per_second: u32) -> Arc<Self> {
+    pub(crate) fn new(per_second: u32, topics: Option<TopicPattern>) -> Arc<Self> {
         let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
         Arc::new(Self {
             per_second,
+            topics,
             bucket: governor::RateLimiter::direct(governor::Quota::per_second(n)),
         })
     }
 
+    fn covers(&self, topic: &meshfed_proto::Topic) -> bool {
+        self.topics.as_ref().is_none_or(|p| p.matches(topic))
+    }
+
     /// Takes one message's token, or refuses it: over the agreed rate.
-    pub(crate) fn take(&self) -> Result<(), meshfed_proto::admission::Refusal> {
-        self.bucket
-            .check()
-            .map_err(|_| meshfed_proto::admission::Refusal::RateLimited {
-                rate: self.per_second,
-            })
+    pub(crate) fn take(&self) -> Result<(), Refusal> {
+        self.bucket.check().map_err(|_| Refusal::RateLimited {
+            rate: self.per_second,
+            topics: self.topics.clone(),
+        })
     }
 }
 
@@ -322,7 +343,12 @@ impl Stream {
     pub(crate) fn set_terms(&self, terms: Terms) {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         if terms.max_rate != view.terms.max_rate {
-            view.rate = terms.max_rate.map(Rate::new);
+            view.rate = terms.max_rate.map(|n| Rate::new(n, None));
+        }
+        if terms.topic_rates != view.terms.topic_rates {
+            view.topic_rates = (terms.topic_rates.iter())
+                .map(|r| Rate::new(r.rate, Some(r.topics.clone())))
+                .collect();
         }
         view.terms = terms;
     }

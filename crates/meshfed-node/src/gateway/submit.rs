@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
-    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, MaxLatency, Metadata,
-    Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Transit, Version,
+    ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Label, MaxLatency,
+    Metadata, Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Transit, Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -40,6 +40,10 @@ pub struct Outgoing {
     pub max_latency: Option<MaxLatency>,
     /// `reliable`, `ordered`.
     pub flags: Flags,
+    /// The payload's schema.
+    pub schema_id: Option<Label>,
+    /// The data's classification label.
+    pub classification: Option<Label>,
     /// Who sends it: a component of this mesh, as its credential names it (the admin token's
     /// holder is subject `admin`, role `admin`). It crosses in the sealed part of the envelope.
     pub sender: Sender,
@@ -176,12 +180,13 @@ pub(crate) async fn submit(
             priority: msg.priority,
             qos: msg.qos,
             max_latency: msg.max_latency,
+            classification: msg.classification,
         },
         metadata: Metadata {
             topic: msg.topic,
             content_type: msg.content_type,
             content_encoding: None,
-            schema_id: None,
+            schema_id: msg.schema_id,
         },
     };
     let pending = Pending {
@@ -274,6 +279,8 @@ fn check(
         content_type: &msg.content_type,
         priority: msg.priority,
         max_latency: msg.max_latency,
+        schema_id: msg.schema_id.as_ref(),
+        classification: msg.classification.as_ref(),
     };
     view.terms.admit(Direction::Outbound, facts)?;
     if msg.qos == Qos::AtMostOnce && !stream.has_link() {
@@ -311,8 +318,6 @@ fn check(
             msg.flags = msg.flags.with(Flags::TRANSIT);
         }
     }
-    if let Some(rate) = &view.rate {
-        rate.take()?;
-    }
+    view.take(&msg.topic)?;
     Ok(stream)
 }

@@ -18,6 +18,8 @@
 //! max_message_size = 65536         # bytes
 //! content_types = ["application/json"]
 //! redact = ["/customer/email"]     # JSON pointers removed before sealing
+//! schemas = ["order-v2"]           # a message must name one of these schema ids
+//! classifications = ["public", "internal"]  # and carry one of these labels
 //! [data.requires]
 //! min_message_size = 4096
 //!
@@ -25,6 +27,9 @@
 //! max_rate = 1000                  # messages per second, each way, per partner
 //! max_priority = 6
 //! max_latency = "30s"
+//! [[qos.limits]]                   # per topic pattern, each way, per partner
+//! topics = "telemetry/#"
+//! rate = 200                       # messages per second
 //! [qos.requires]
 //! min_rate = 100
 //!
@@ -78,7 +83,9 @@ use std::time::Duration;
 use meshfed_proto::MeshId;
 use meshfed_proto::capability::{compliance, services};
 use meshfed_proto::envelope::ContentType;
-use meshfed_proto::policy::{Algorithm, AuditLevel, PolicyOffer, Requirements, SignatureMode};
+use meshfed_proto::policy::{
+    Algorithm, AuditLevel, PolicyOffer, Requirements, SignatureMode, TopicRate,
+};
 use meshfed_proto::topic::TopicPattern;
 use serde::Deserialize;
 
@@ -297,6 +304,8 @@ struct RawData {
     max_message_size: Integer,
     content_types: List,
     redact: List,
+    schemas: List,
+    classifications: List,
     requires: RawDataRequires,
 }
 
@@ -312,7 +321,15 @@ struct RawQos {
     max_rate: Integer,
     max_priority: Integer,
     max_latency: Text,
+    limits: Vec<RawLimit>,
     requires: RawQosRequires,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    topics: Spanned<String>,
+    rate: Spanned<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -389,7 +406,21 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
     let redact = c.each("data.redact", d.redact, |s| {
         json_pointer(s).map(|()| s.to_owned())
     });
+    let envelope_label = |field: &'static str| {
+        move |s: &str| {
+            meshfed_proto::envelope::Label::parse(field, s)
+                .map(|l| l.as_str().to_owned())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let schemas = c.each("data.schemas", d.schemas, envelope_label("schema_id"));
+    let classifications = c.each(
+        "data.classifications",
+        d.classifications,
+        envelope_label("classification"),
+    );
     let q = raw.qos;
+    let topic_rates = c.limits(q.limits);
     let max_rate = q
         .max_rate
         .as_ref()
@@ -532,7 +563,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
             max_message_size,
             content_types,
             redact,
+            schemas,
+            classifications,
             max_rate,
+            topic_rates,
             max_priority,
             max_latency_ms,
             require_encryption: s.require_encryption.unwrap_or(defaults.require_encryption),
@@ -744,6 +778,35 @@ impl Checker<'_> {
         }
     }
 
+    /// The `[[qos.limits]]`: each pattern once, each rate within bounds.
+    fn limits(&mut self, raw: Vec<RawLimit>) -> Vec<TopicRate> {
+        let mut out: Vec<TopicRate> = Vec::new();
+        for l in raw {
+            let topics = match l.topics.get_ref().parse::<TopicPattern>() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(
+                        &l.topics.span(),
+                        format!("qos.limits.topics: {:?}: {e}", l.topics.get_ref()),
+                    );
+                    continue;
+                }
+            };
+            if out.iter().any(|o| o.topics == topics) {
+                self.problem(
+                    &l.topics.span(),
+                    format!("qos.limits.topics: {topics} has a limit already"),
+                );
+                continue;
+            }
+            let rate = self.integer("qos.limits.rate", &Some(l.rate), 1..=MAX_RATE, 0u32);
+            if rate > 0 {
+                out.push(TopicRate { topics, rate });
+            }
+        }
+        out
+    }
+
     /// One `[[transit]]` rule; `None` when it is wrong (each problem reported).
     fn transit(&mut self, raw: RawTransit) -> Option<TransitRule> {
         let before = self.problems.len();
@@ -915,6 +978,37 @@ mod tests {
             p.services.wants,
             ["shipments/#".parse::<TopicPattern>().unwrap()]
         );
+        assert_eq!(
+            (p.offer.schemas, p.offer.classifications),
+            (
+                vec!["order-v2".to_owned()],
+                vec!["public".to_owned(), "internal".to_owned()]
+            )
+        );
+        assert_eq!(
+            p.offer.topic_rates,
+            [TopicRate {
+                topics: "telemetry/#".parse().unwrap(),
+                rate: 200
+            }]
+        );
+    }
+
+    #[test]
+    fn topic_limits_and_labels_are_checked_in_place() {
+        let text = "[data]\nschemas = [\"a b\"]\n\n[[qos.limits]]\ntopics = \"t/#\"\nrate = 0\n[[qos.limits]]\ntopics = \"t/#/x\"\nrate = 5\n[[qos.limits]]\ntopics = \"u/#\"\nrate = 5\n[[qos.limits]]\ntopics = \"u/#\"\nrate = 6\n";
+        let err = check(text).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        let want = [
+            "policy.toml:2:12: data.schemas: \"a b\"",
+            "policy.toml:6:8: qos.limits.rate = 0: must be from 1 to 10000000",
+            "policy.toml:8:10: qos.limits.topics: \"t/#/x\"",
+            "policy.toml:14:10: qos.limits.topics: u/# has a limit already",
+        ];
+        assert_eq!(lines.len(), want.len(), "{err}");
+        for (line, want) in lines.iter().zip(want) {
+            assert!(line.starts_with(want), "{line:?} vs {want:?}\n{err}");
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub(super) fn header(n: u8) -> Header {
             priority: Priority::try_from(2).unwrap(),
             qos: Qos::AtLeastOnce,
             max_latency: None,
+            classification: None,
         },
         metadata: Metadata {
             topic: "line-3/temperature".parse().unwrap(),

@@ -317,6 +317,7 @@ mod tests {
                 priority: Priority::try_from(2).unwrap(),
                 qos: Qos::AtLeastOnce,
                 max_latency: None,
+                classification: None,
             },
             metadata: Metadata {
                 topic: "line-3/temperature".parse().unwrap(),

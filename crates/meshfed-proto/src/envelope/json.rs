@@ -164,6 +164,8 @@ struct PolicyJson {
     priority: Priority,
     qos: Qos,
     max_latency: Option<MaxLatency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classification: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -244,6 +246,8 @@ impl Envelope {
                     priority: h.policy.priority,
                     qos: h.policy.qos,
                     max_latency: h.policy.max_latency,
+                    classification: (h.policy.classification.as_ref())
+                        .map(|l| l.as_str().to_owned()),
                 },
                 metadata: MetadataJson {
                     content_type: h.metadata.content_type.clone(),
@@ -336,6 +340,7 @@ impl Envelope {
                     priority: f.policy.priority,
                     qos: f.policy.qos,
                     max_latency: f.policy.max_latency,
+                    classification: label("policy.classification", f.policy.classification)?,
                 },
                 metadata: Metadata {
                     topic: f.metadata.topic,

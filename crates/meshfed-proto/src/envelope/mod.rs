@@ -192,7 +192,7 @@ pub struct Encryption {
 }
 
 /// The delivery policy fields of an envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeliveryPolicy {
     /// 0–7, 7 highest.
     pub priority: Priority,
@@ -200,6 +200,9 @@ pub struct DeliveryPolicy {
     pub qos: Qos,
     /// Deadline after `timestamp`; past it the message is dead-lettered.
     pub max_latency: Option<MaxLatency>,
+    /// The data's classification label (`public`, `confidential`, ...), checked against the
+    /// labels the agreement lets cross.
+    pub classification: Option<Label>,
 }
 
 /// What the payload is and where it is published.

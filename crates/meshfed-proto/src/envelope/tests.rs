@@ -52,6 +52,7 @@ fn header(topic: &str) -> Header {
             priority: Priority::try_from(2).unwrap(),
             qos: Qos::AtLeastOnce,
             max_latency: Some(MaxLatency::try_from(5000u32).unwrap()),
+            classification: None,
         },
         metadata: Metadata {
             topic: topic.parse().unwrap(),
@@ -910,6 +911,7 @@ prop_compose! {
         fed in "[A-Za-z0-9_-]{1,40}", cert in proptest::collection::vec(any::<u8>(), 0..64),
         pri in 0u8..8, qos in 0u8..3, lat in proptest::option::of(1u32..),
         topic in "[a-z0-9]{1,8}(/[a-z0-9-]{1,8}){0,4}", schema in proptest::option::of("[!-~]{1,20}"),
+        class in proptest::option::of("[!-~]{1,20}"),
     ) -> Header {
         let mut h = header("x");
         h.id = EnvelopeId::new(Timestamp(ts), rnd);
@@ -923,6 +925,7 @@ prop_compose! {
             priority: Priority::try_from(pri).unwrap(),
             qos: Qos::try_from(qos).unwrap(),
             max_latency: lat.map(|l| MaxLatency::try_from(l).unwrap()),
+            classification: class.map(|s| Label::parse("classification", &s).unwrap()),
         };
         h.metadata.topic = topic.parse().unwrap();
         h.metadata.schema_id = schema.map(|s| Label::parse("schema_id", &s).unwrap());

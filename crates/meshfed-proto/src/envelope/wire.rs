@@ -120,6 +120,8 @@ struct WireHeader {
     qos: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lat: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cls: Option<String>,
     top: String,
     ct: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -473,6 +475,11 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
         pri: h.policy.priority.get(),
         qos: h.policy.qos.level(),
         lat: h.policy.max_latency.map(MaxLatency::millis),
+        cls: h
+            .policy
+            .classification
+            .as_ref()
+            .map(|l| l.as_str().to_owned()),
         top: h.metadata.topic.to_string(),
         ct: h.metadata.content_type.to_string(),
         ce: h
@@ -524,6 +531,7 @@ fn decode_header_with_ciborium(bytes: &[u8]) -> Result<Header, EnvelopeError> {
         pri: w.pri,
         qos: w.qos,
         lat: w.lat,
+        cls: w.cls.as_deref(),
         top: &w.top,
         ct: &w.ct,
         ce: w.ce.as_deref(),
@@ -549,6 +557,7 @@ struct Fields<'a> {
     pri: u8,
     qos: u8,
     lat: Option<u32>,
+    cls: Option<&'a str>,
     top: &'a str,
     ct: &'a str,
     ce: Option<&'a str>,
@@ -589,6 +598,7 @@ fn fields(bytes: &[u8]) -> Option<Fields<'_>> {
     let (mut fl, mut fed, mut agr, mut crt, mut cert, mut enc, mut pri) =
         (None, None, None, None, None, None, None);
     let (mut qos, mut lat, mut top, mut ct, mut ce, mut sch) = (None, None, None, None, None, None);
+    let mut cls = None;
     for _ in 0..entries {
         match r.text()? {
             "v" => {
@@ -613,6 +623,7 @@ fn fields(bytes: &[u8]) -> Option<Fields<'_>> {
             "pri" => once(&mut pri, small(r.uint()))?,
             "qos" => once(&mut qos, small(r.uint()))?,
             "lat" => once(&mut lat, small(r.uint()))?,
+            "cls" => once(&mut cls, r.text())?,
             "top" => once(&mut top, r.text())?,
             "ct" => once(&mut ct, r.text())?,
             "ce" => once(&mut ce, r.text())?,
@@ -637,6 +648,7 @@ fn fields(bytes: &[u8]) -> Option<Fields<'_>> {
         pri: pri?,
         qos: qos?,
         lat,
+        cls,
         top: top?,
         ct: ct?,
         ce,
@@ -763,6 +775,7 @@ fn header(w: Fields<'_>) -> Result<Header, EnvelopeError> {
                 .lat
                 .map(|ms| MaxLatency::try_from(ms).map_err(|e| invalid("policy.max_latency", e)))
                 .transpose()?,
+            classification: optional_label("policy.classification", w.cls)?,
         },
         metadata: Metadata {
             topic: w.top.parse().map_err(|e| invalid("metadata.topic", e))?,

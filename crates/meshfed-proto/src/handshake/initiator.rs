@@ -258,7 +258,7 @@ impl ExpectPolicyAnswer {
         self.check_round(round)?;
         let next = match cx.local.policy.evaluate(&terms)? {
             Evaluation::Accept => terms,
-            Evaluation::Counter(c) => c,
+            Evaluation::Counter(c) => *c,
         };
         if self.round >= super::MAX_POLICY_ROUNDS {
             return Err(HandshakeError::PolicyRoundsExhausted(

@@ -352,7 +352,7 @@ impl ExpectPolicyProposal {
                 }
                 cx.send(Message::PolicyCounterproposal(PolicyCounterproposal {
                     round,
-                    terms: counter,
+                    terms: *counter,
                 }));
                 self.round += 1;
                 Ok(Some(State::ExpectPolicyProposal(self)))

@@ -49,6 +49,7 @@ fn envelope() -> Envelope {
                 priority: Priority::try_from(7).unwrap(),
                 qos: Qos::ExactlyOnce,
                 max_latency: Some(MaxLatency::try_from(5000u32).unwrap()),
+                classification: None,
             },
             metadata: Metadata {
                 topic: "line-3/temp".parse().unwrap(),
@@ -215,10 +216,10 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
     flags[4] = 16;
     assert!(error_of(&flags).starts_with("flags: only bits 0 (reliable)"));
     let mut options = good.clone();
-    options[5] = 2;
+    options[5] = 4;
     assert_eq!(
         error_of(&options),
-        "options: 0x02: only bit 0 (wait) is defined"
+        "options: 0x04: only bits 0 (wait) and 1 (labels) are defined"
     );
     assert_eq!(
         error_of(&good[..12]),
@@ -302,6 +303,7 @@ prop_compose! {
         max_latency in proptest::option::of(1u32..),
         flags in 0u8..8,
         wait in any::<bool>(),
+        labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
     ) -> Publish {
         Publish {
@@ -313,6 +315,8 @@ prop_compose! {
             max_latency: max_latency.map(|m| MaxLatency::try_from(m).unwrap()),
             flags: Flags::from_bits(flags).unwrap(),
             wait,
+            schema_id: labels.0.map(|l| Label::parse("s", &l).unwrap()),
+            classification: labels.1.map(|l| Label::parse("c", &l).unwrap()),
             payload,
         }
     }
@@ -343,7 +347,7 @@ prop_compose! {
         agreement_version in any::<u32>(),
         certificate in proptest::collection::vec(any::<u8>(), 1..1500),
         encryption in proptest::option::of(("[A-Za-z0-9_-]{1,20}", any::<[u8; 12]>())),
-        policy in (0u8..8, 0u8..3, proptest::option::of(1u32..)),
+        policy in (0u8..8, 0u8..3, proptest::option::of(1u32..), proptest::option::of("[!-~]{1,20}")),
         labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
         hop in (any::<u8>(), any::<u8>()),
         flags in 0u8..8,
@@ -381,6 +385,7 @@ prop_compose! {
                     priority: Priority::try_from(policy.0).unwrap(),
                     qos: Qos::try_from(policy.1).unwrap(),
                     max_latency: policy.2.map(|m| MaxLatency::try_from(m).unwrap()),
+                    classification: policy.3.map(|l| Label::parse("c", &l).unwrap()),
                 },
                 metadata: Metadata {
                     topic: "a/b".parse().unwrap(),
