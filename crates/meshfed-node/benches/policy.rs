@@ -73,6 +73,8 @@ fn bench(c: &mut Criterion) {
         subject: "tms".into(),
         roles: vec!["dispatcher".into()],
         attributes: [("site".to_owned(), "basel".to_owned())].into(),
+        expires: None,
+        credential: None,
     };
     let mapped = inbound.admit(&peer, Some(&dispatcher), &shipment).unwrap();
     assert_eq!(mapped.subject, "supplier-dispatch");

@@ -294,7 +294,8 @@ when { resource.name like "orders/*" };
 "#;
 
 /// supplier-b maps plant-a's buyers at its north site (by role and attribute) to its own
-/// subject `plant-buyer` with the role `purchasing`, and plant-a as a whole (every other sender of it) to the role `plant`; it lets
+/// subject `plant-buyer` with the role `purchasing` (translating their credentials into its
+/// own tokens for ten minutes at most), and plant-a as a whole (every other sender of it) to the role `plant`; it lets
 /// purchasing publish orders, and plant orders and probes, and forbids recalls from anyone.
 const SUPPLIER_ACCESS: &str = r#"
 [[identity]]
@@ -303,6 +304,7 @@ role = "buyer"
 attributes = { site = "north" }
 to = "plant-buyer"
 roles = ["purchasing"]
+translate = "10m"
 
 [[identity]]
 mesh = "plant-a"
@@ -399,6 +401,12 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
         })
         .collect();
     seen.sort_by_key(|(n, _)| *n);
+    // The buyer's credential crossed as its expiry, and came out as a token of supplier-b's.
+    let remote = &mut seen[0].1;
+    let remote_expires = remote["expires"].take().as_u64().unwrap();
+    let credential = remote["credential"].take().as_str().unwrap().to_owned();
+    remote.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+    translated_token_acts_for_the_buyer_at_supplier_b(&b, &credential, remote_expires);
     let plant =
         serde_json::json!({"subject": "federation::plant-a", "roles": ["plant"], "attributes": {}});
     assert_eq!(
@@ -423,6 +431,42 @@ fn access_rules_decide_at_the_sender_for_its_components_and_at_the_receiver_for_
             &["direction=\"inbound\"", "reason=\"access_denied\""]
         ),
         Some(1.0),
+    );
+}
+
+/// What a subscriber at supplier-b can do with the token plant-a's buyer's credential was
+/// translated into: it is supplier-b's, names the buyer it acts for, ends no later than the
+/// buyer's own token (and within the rule's ten minutes), and publishes within supplier-b's
+/// access rules as the mapped identity.
+fn translated_token_acts_for_the_buyer_at_supplier_b(b: &Mesh, token: &str, remote_expires: u64) {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(claims["iss"], "meshfed:supplier-b/gw1", "{claims:#}");
+    assert_eq!(claims["sub"], "plant-buyer", "{claims:#}");
+    assert_eq!(
+        claims["act"],
+        serde_json::json!({"sub": "erp", "iss": "meshfed:plant-a"}),
+        "{claims:#}"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert!(exp <= remote_expires && exp <= iat + 600, "{claims:#}");
+    let post = |topic: &str| {
+        let body = serde_json::json!({"to": "plant-a", "topic": topic, "payload": {"re": 5}});
+        common::http(b.api_addr(), "POST", "/v1/messages", token, &body)
+    };
+    assert_eq!(post("orders/ack-5").0, 202);
+    let (status, answer) = post("invoices/5");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "access denied: plant-buyer of supplier-b may not publish on invoices/5: no access rule permits it"
     );
 }
 

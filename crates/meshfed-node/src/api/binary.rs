@@ -777,6 +777,8 @@ impl<'a> Reader<'a> {
             subject,
             roles,
             attributes,
+            expires: None,
+            credential: None,
         };
         sender.validate().map_err(|e| invalid("sender", e))?;
         Ok(sender)

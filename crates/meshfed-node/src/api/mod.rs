@@ -592,6 +592,8 @@ fn sender_of(principal: &Principal) -> Sender {
             .map(|r| r.as_str().to_owned())
             .collect(),
         attributes: principal.attributes.clone(),
+        expires: principal.expires,
+        credential: None,
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod delegation;
 #[cfg(test)]
 mod tests;
+pub(crate) mod translate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -173,6 +174,17 @@ pub struct Grant {
     topics: Vec<TopicPattern>,
     actions: Vec<Action>,
     ttl: Duration,
+    act: Option<Actor>,
+}
+
+/// Who a translated token acts for (RFC 8693 §4.1, `act`): the partner's sender it was
+/// translated from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The sender's subject in its mesh.
+    pub sub: String,
+    /// Its mesh, `meshfed:<mesh>`.
+    pub iss: String,
 }
 
 /// A token could not be granted as asked.
@@ -234,7 +246,14 @@ impl Grant {
             topics,
             actions,
             ttl,
+            act: None,
         })
+    }
+
+    /// This grant, for a token that acts for a partner's sender (credential translation).
+    pub fn acting_for(mut self, actor: Actor) -> Self {
+        self.act = Some(actor);
+        self
     }
 
     /// This grant with `attributes` (`site=north`): the component's attributes, which cross
@@ -287,6 +306,9 @@ pub struct Claims {
     pub topics: Vec<TopicPattern>,
     /// What it may do with them.
     pub actions: Vec<Action>,
+    /// The partner's sender a translated token acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
 }
 
 impl Claims {
@@ -384,6 +406,7 @@ pub enum IssueError {
 }
 
 /// This gateway's token issuer: its key, the key's id, and the names it issues under.
+#[derive(Clone)]
 pub struct Issuer {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -493,6 +516,7 @@ impl Issuer {
             attrs: grant.attributes.clone(),
             topics: grant.topics.clone(),
             actions: grant.actions.clone(),
+            act: grant.act.clone(),
         };
         let mut header = Header::new(Algorithm::ES384);
         header.kid = Some(self.kid.clone());
@@ -574,6 +598,8 @@ struct RawClaims {
     topics: Vec<TopicPattern>,
     #[serde(default)]
     actions: Vec<Action>,
+    #[serde(default)]
+    act: Option<Actor>,
 }
 
 /// `aud`: one audience or several (RFC 7519 §4.1.3).
@@ -620,6 +646,7 @@ impl RawClaims {
             attrs: self.attrs,
             topics: self.topics,
             actions: self.actions,
+            act: self.act,
         })
     }
 }

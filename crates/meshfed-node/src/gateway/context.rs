@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) revocations: Arc<Revocations>,
     /// The delegations issued by this mesh and to it.
     pub(crate) delegations: super::delegated::Delegations,
+    /// Credential translation: partners' senders as tokens of this mesh.
+    pub(crate) translator: Arc<crate::credentials::translate::Translator>,
     /// This mesh's policy (`policy.toml`): what it offers partners. Replaced whole by
     /// `PUT /v1/policy`; agreements in force change only by renegotiation.
     pub(crate) policy: RwLock<Arc<Policy>>,

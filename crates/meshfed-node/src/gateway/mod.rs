@@ -174,6 +174,9 @@ pub async fn start(
         metrics,
         revocations: Arc::new(revocations),
         delegations,
+        translator: Arc::new(crate::credentials::translate::Translator::new(
+            issuer.clone(),
+        )),
         policy: std::sync::RwLock::new(Arc::new(policy)),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),

@@ -129,7 +129,11 @@ async fn open_transfer(
     let wall = ctx.clock.wall();
     // The terms in force for this whole transfer: a switch point falls between frames.
     let terms = link.terms();
-    let incoming = ctx.policy().inbound(&terms.peer);
+    let incoming = ctx.policy().inbound(&terms.peer).translating(
+        ctx.translator.clone(),
+        wall,
+        terms.outbound.clone(),
+    );
     terms.check_signed(match envelopes {
         Signed::Each(_) => SignatureMode::PerMessage,
         Signed::Batch(_) | Signed::Streamed { .. } => SignatureMode::Batch,
@@ -400,9 +404,13 @@ fn admitted(
         _ => incoming.admit(&header.source.mesh, sender.as_ref(), &header.metadata.topic),
     }
     .map_err(|d| Refusal::Denied(d.to_string()))?;
+    let shown = |s: &Sender| match &origin {
+        Some(_) => mapped.sender(),
+        None => incoming.delivered(&header.source.mesh, s, &mapped),
+    };
     Ok(Clear {
         payload,
-        sender: sender.map(|_| mapped.sender()),
+        sender: sender.as_ref().map(shown),
         relay_to: None,
         origin,
     })
@@ -582,7 +590,11 @@ impl Heads {
         terms
             .check_signed(SignatureMode::Batch)
             .map_err(StreamFault::Refused)?;
-        let incoming = ctx.policy().inbound(&terms.peer);
+        let incoming = ctx.policy().inbound(&terms.peer).translating(
+            ctx.translator.clone(),
+            ctx.clock.wall(),
+            terms.outbound.clone(),
+        );
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {
             let header = envelope.header();

@@ -113,6 +113,8 @@ impl Principal {
             subject: self.subject.clone(),
             roles: self.roles.clone(),
             attributes: self.attributes.clone(),
+            expires: None,
+            credential: None,
         }
     }
 
@@ -143,6 +145,9 @@ pub struct Mapping {
     pub to: Option<String>,
     /// The local roles it holds here.
     pub roles: Vec<String>,
+    /// Credential translation: the sender is given a token of this mesh, valid this long at
+    /// most (and never past its own credential); `None`: not translated.
+    pub translate: Option<std::time::Duration>,
 }
 
 impl Mapping {
@@ -161,25 +166,34 @@ impl Mapping {
 /// finer. Unmatched even so, it keeps its subject and holds no role here. A remote identity's
 /// roles never carry over by themselves: only a rule grants roles here.
 pub fn map(rules: &[Mapping], remote: &Principal) -> Principal {
-    let mapped = |rule: &Mapping, who: &Principal| Principal {
-        mesh: who.mesh.clone(),
-        subject: rule.to.clone().unwrap_or_else(|| who.subject.clone()),
-        roles: rule.roles.clone(),
-        attributes: remote.attributes.clone(),
-    };
+    let (rule, who) = rule(rules, remote);
+    match rule {
+        Some(rule) => Principal {
+            mesh: who.mesh.clone(),
+            subject: rule.to.clone().unwrap_or_else(|| who.subject.clone()),
+            roles: rule.roles.clone(),
+            attributes: remote.attributes.clone(),
+        },
+        None => Principal {
+            roles: Vec::new(),
+            ..remote.clone()
+        },
+    }
+}
+
+/// The rule that maps `remote` ([`map`]), and whom it matched: `remote`, or its mesh as a
+/// whole.
+fn rule<'a>(rules: &'a [Mapping], remote: &Principal) -> (Option<&'a Mapping>, Principal) {
     if let Some(rule) = rules.iter().find(|r| r.matches(remote)) {
-        return mapped(rule, remote);
+        return (Some(rule), remote.clone());
     }
     let federation = Principal::federation(&remote.mesh);
     if remote.subject != federation.subject
         && let Some(rule) = rules.iter().find(|r| r.matches(&federation))
     {
-        return mapped(rule, &federation);
+        return (Some(rule), federation);
     }
-    Principal {
-        roles: Vec::new(),
-        ..remote.clone()
-    }
+    (None, remote.clone())
 }
 
 /// What a partner sends here, checked: who sent each message as this mesh maps it ([`map`]),
@@ -189,6 +203,23 @@ pub struct Incoming {
     access: Option<std::sync::Arc<Access>>,
     identities: std::sync::Arc<[Mapping]>,
     peer: MeshId,
+    translating: Option<Translating>,
+}
+
+/// What credential translation needs of the receiving side.
+#[derive(Clone)]
+struct Translating {
+    translator: std::sync::Arc<crate::credentials::translate::Translator>,
+    now: std::time::SystemTime,
+    scope: Vec<TopicPattern>,
+}
+
+impl std::fmt::Debug for Translating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translating")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Incoming {
@@ -202,7 +233,50 @@ impl Incoming {
             access,
             identities,
             peer,
+            translating: None,
         }
+    }
+
+    /// These checks, translating the credentials of senders whose rule says so (at `now`,
+    /// into tokens to publish on `scope`: what the agreement lets flow back to the partner).
+    pub(crate) fn translating(
+        mut self,
+        translator: std::sync::Arc<crate::credentials::translate::Translator>,
+        now: std::time::SystemTime,
+        scope: Vec<TopicPattern>,
+    ) -> Self {
+        if self.identities.iter().any(|m| m.translate.is_some()) {
+            self.translating = Some(Translating {
+                translator,
+                now,
+                scope,
+            });
+        }
+        self
+    }
+
+    /// The sender a subscriber here is shown: `sender` of `source` as mapped (`mapped`), with
+    /// its credential's expiry and, when its rule translates credentials, this mesh's token for
+    /// it.
+    pub(crate) fn delivered(&self, source: &MeshId, sender: &Sender, mapped: &Principal) -> Sender {
+        let mut shown = mapped.sender();
+        shown.expires = sender.expires;
+        if let Some(t) = &self.translating {
+            let remote = Principal::of(source, sender);
+            if let (Some(rule), _) = rule(&self.identities, &remote)
+                && let Some(ttl) = rule.translate
+            {
+                shown.credential = (t.translator).token(
+                    &sender.subject,
+                    mapped,
+                    sender.expires,
+                    &t.scope,
+                    ttl,
+                    t.now,
+                );
+            }
+        }
+        shown
     }
 
     /// Who sent a message on `topic` from mesh `source` (whose sealed part named `sender`;
@@ -600,6 +674,7 @@ mod tests {
                 attributes: BTreeMap::new(),
                 to: Some("supplier-erp".into()),
                 roles: vec!["supplier".into()],
+                translate: None,
             },
             Mapping {
                 mesh: None,
@@ -608,6 +683,7 @@ mod tests {
                 attributes: BTreeMap::new(),
                 to: None,
                 roles: vec!["purchasing".into()],
+                translate: None,
             },
             Mapping {
                 mesh: Some(b.clone()),
@@ -616,6 +692,7 @@ mod tests {
                 attributes: [("site".to_owned(), "north".to_owned())].into(),
                 to: None,
                 roles: vec!["north-site".into()],
+                translate: None,
             },
         ];
         let remote = |subject: &str, roles: &[&str], site: &str| Principal {
@@ -650,6 +727,7 @@ mod tests {
             attributes: BTreeMap::new(),
             to: None,
             roles: vec!["supplier".into()],
+            translate: None,
         });
         let stranger = map(&with_partner, &remote("mes", &["operator"], "x"));
         assert_eq!(
@@ -675,6 +753,7 @@ when { resource.name like "orders/*" };"#,
             attributes: BTreeMap::new(),
             to: Some("b-buyer".into()),
             roles: vec!["purchasing".into()],
+            translate: None,
         }]
         .into();
         let incoming = Incoming::new(Some(std::sync::Arc::new(access)), rules, b.clone());
@@ -682,6 +761,8 @@ when { resource.name like "orders/*" };"#,
             subject: "erp".into(),
             roles: vec!["buyer".into()],
             attributes: BTreeMap::new(),
+            expires: None,
+            credential: None,
         };
         let orders = topic("orders/1");
         let mapped = incoming.admit(&b, Some(&buyer), &orders).unwrap();

@@ -53,6 +53,8 @@
 //! subject = "erp"
 //! to = "supplier-erp"              # the local subject
 //! roles = ["supplier"]             # the local roles
+//! translate = "1h"                 # credential translation: subscribers get a token of this
+//!                                  # mesh for it (never past the sender's own credential)
 //! [[identity]]
 //! role = "buyer"
 //! roles = ["purchasing"]
@@ -284,6 +286,7 @@ struct RawMapping {
     attributes: BTreeMap<String, String>,
     to: Text,
     roles: List,
+    translate: Text,
 }
 
 #[derive(Deserialize)]
@@ -894,6 +897,30 @@ impl Checker<'_> {
             }
         });
         let roles = self.each("identity.roles", raw.roles, subject);
+        let max = crate::credentials::MAX_TOKEN_TTL;
+        let translate = raw
+            .translate
+            .and_then(|t| match humantime::parse_duration(t.get_ref()) {
+                Ok(d) if d >= Duration::from_secs(10) && d <= max => Some(d),
+                Ok(_) => {
+                    self.problem(
+                        &t.span(),
+                        format!(
+                            "identity.translate = {:?}: from 10s to {}",
+                            t.get_ref(),
+                            humantime::format_duration(max)
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(
+                        &t.span(),
+                        format!("identity.translate = {:?}: {e}", t.get_ref()),
+                    );
+                    None
+                }
+            });
         access::Mapping {
             mesh,
             subject: from,
@@ -901,6 +928,7 @@ impl Checker<'_> {
             attributes: raw.attributes,
             to,
             roles,
+            translate,
         }
     }
 

@@ -80,6 +80,10 @@ struct SenderJson {
     roles: Vec<String>,
     #[serde(default)]
     attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credential: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -264,6 +268,8 @@ impl Envelope {
                 subject: s.subject.clone(),
                 roles: s.roles.clone(),
                 attributes: s.attributes.clone(),
+                expires: s.expires,
+                credential: s.credential.clone(),
             }),
             message: present_message(&h.metadata.content_type, self.message.as_deref()),
         }
@@ -313,6 +319,8 @@ impl Envelope {
                     subject: s.subject,
                     roles: s.roles,
                     attributes: s.attributes,
+                    expires: s.expires,
+                    credential: s.credential,
                 };
                 sender.validate().map(|()| sender)
             })

@@ -8,7 +8,8 @@
 //! alone, and its receiver knows the sender only as the partner mesh as a whole.
 //!
 //! The sealed part is `[u16 length, big-endian][CBOR [subject, [role...], {attribute: value}]]`
-//! followed by the payload. A receiver parses the identity into a valid [`Sender`] or refuses
+//! — with a fourth element, the expiry of the credential the sender was verified by (seconds
+//! since the Unix epoch), when it has one — followed by the payload. A receiver parses the identity into a valid [`Sender`] or refuses
 //! the envelope naming what is wrong; the sender's bearer token itself never leaves its mesh.
 
 use std::collections::BTreeMap;
@@ -33,11 +34,23 @@ pub struct Sender {
     pub roles: Vec<String>,
     /// Its attributes there.
     pub attributes: BTreeMap<String, String>,
+    /// When the credential its gateway verified it by expires, in seconds since the Unix epoch;
+    /// `None` for one without expiry (the operator's admin token). Sealed with the identity: a
+    /// receiver translating the credential never lets its own outlive it.
+    pub expires: Option<u64>,
+    /// Delivered only, never sealed: the token of this mesh the receiving gateway translated the
+    /// sender's credential into (an `[[identity]]` rule with `translate`).
+    pub credential: Option<String>,
 }
 
-/// The identity as read: a CBOR array (written from borrowed fields, as the same array).
+/// The identity as read: a CBOR array of three (a credential without expiry) or four
+/// (written from borrowed fields, as the same array).
 #[derive(Deserialize)]
-struct Wire(String, Vec<String>, BTreeMap<String, String>);
+#[serde(untagged)]
+enum Wire {
+    Expiring(String, Vec<String>, BTreeMap<String, String>, u64),
+    Lasting(String, Vec<String>, BTreeMap<String, String>),
+}
 
 fn invalid(reason: impl Into<String>) -> EnvelopeError {
     EnvelopeError::InvalidField {
@@ -83,10 +96,16 @@ impl Sender {
         self.validate().map_err(invalid)?;
         let mut identity = Vec::with_capacity(64);
         // Invariant: encoding strings, a list and a map into a Vec cannot fail.
-        ciborium::into_writer(
-            &(&self.subject, &self.roles, &self.attributes),
-            &mut identity,
-        )
+        match self.expires {
+            Some(exp) => ciborium::into_writer(
+                &(&self.subject, &self.roles, &self.attributes, exp),
+                &mut identity,
+            ),
+            None => ciborium::into_writer(
+                &(&self.subject, &self.roles, &self.attributes),
+                &mut identity,
+            ),
+        }
         .unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));
         let len = u16::try_from(identity.len())
             .ok()
@@ -119,16 +138,21 @@ impl Sender {
                 rest.len()
             )));
         }
-        let Wire(subject, roles, attributes) =
-            ciborium::from_reader(&rest[..len]).map_err(|e| {
-                invalid(format!(
-                    "the identity is not CBOR [subject, roles, attributes]: {e}"
-                ))
-            })?;
+        let wire: Wire = ciborium::from_reader(&rest[..len]).map_err(|e| {
+            invalid(format!(
+                "the identity is not CBOR [subject, roles, attributes, expiry?]: {e}"
+            ))
+        })?;
+        let (subject, roles, attributes, expires) = match wire {
+            Wire::Expiring(s, r, a, exp) => (s, r, a, Some(exp)),
+            Wire::Lasting(s, r, a) => (s, r, a, None),
+        };
         let sender = Self {
             subject,
             roles,
             attributes,
+            expires,
+            credential: None,
         };
         sender.validate().map_err(invalid)?;
         sealed.drain(..2 + len);
@@ -145,6 +169,8 @@ mod tests {
             subject: "erp".into(),
             roles: vec!["buyer".into()],
             attributes: [("site".to_owned(), "north".to_owned())].into(),
+            expires: Some(1_900_000_000),
+            credential: None,
         }
     }
 
@@ -158,6 +184,24 @@ mod tests {
         );
         let (none, all) = Sender::unwrap(Flags::RELIABLE, sealed.clone()).unwrap();
         assert_eq!((none, all), (None, sealed));
+        // The operator's identity has no expiry: three elements, as before expiries crossed.
+        let admin = Sender {
+            subject: "admin".into(),
+            roles: vec!["admin".into()],
+            ..Sender::default()
+        };
+        let sealed = admin.wrap(b"x").unwrap();
+        assert_eq!(
+            Sender::unwrap(Flags::IDENTIFIED, sealed).unwrap().0,
+            Some(admin)
+        );
+        // A delivered credential is never sealed.
+        let holding = Sender {
+            credential: Some("token".into()),
+            ..erp()
+        };
+        let (read, _) = Sender::unwrap(Flags::IDENTIFIED, holding.wrap(b"").unwrap()).unwrap();
+        assert_eq!(read, Some(erp()));
     }
 
     #[test]

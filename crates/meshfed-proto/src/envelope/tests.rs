@@ -529,6 +529,8 @@ fn a_sealed_sender_crosses_inside_the_ciphertext_and_shows_beside_the_message() 
         subject: "erp".into(),
         roles: vec!["buyer".into()],
         attributes: [("site".to_owned(), "north".to_owned())].into(),
+        expires: None,
+        credential: None,
     };
     let mut h = header("line-3/temperature");
     h.flags = Flags::IDENTIFIED;

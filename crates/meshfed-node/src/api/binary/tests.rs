@@ -69,6 +69,8 @@ fn envelope() -> Envelope {
             subject: "plant-buyer".into(),
             roles: vec!["purchasing".into(), "plant".into()],
             attributes: [("site".to_owned(), "north".to_owned())].into(),
+            expires: None,
+            credential: None,
         }),
         batch: Some(BatchProof::from_parts(root, 4, 1, &audit_path).unwrap()),
     }
@@ -401,7 +403,7 @@ prop_compose! {
             },
             signature: Signature(sig),
             message,
-            sender: sender.map(|(subject, roles, attributes)| Sender { subject, roles, attributes }),
+            sender: sender.map(|(subject, roles, attributes)| Sender { subject, roles, attributes, expires: None, credential: None }),
             batch,
         }
     }
