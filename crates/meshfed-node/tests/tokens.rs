@@ -259,6 +259,72 @@ async fn a_subscription_needs_the_access_rules_as_well_as_the_token_scope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_changed_while_a_stream_is_open_hold_for_each_delivery() {
+    let a = Node::start("plant-a").await;
+    let b = Node::start("supplier-b").await;
+    federate(&a, &b).await;
+    let rules = |forbid: &str| {
+        format!(
+            "[access]\nrules = '''\npermit (principal, action == Meshfed::Action::\"publish\", resource)\nwhen {{ context.direction == \"inbound\" }};\npermit (principal in Meshfed::Role::\"viewer\", action == Meshfed::Action::\"subscribe\", resource)\nwhen {{ resource.name like \"orders/*\" }};\n{forbid}'''\n"
+        )
+    };
+    let (status, body) = call(
+        &b,
+        "PUT",
+        "/v1/policy",
+        &b.token,
+        json!({"toml": rules("")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let issued = issue(
+        &b,
+        json!({"subject": "dashboard", "roles": ["viewer"], "topics": ["orders/#"], "actions": ["subscribe"]}),
+    )
+    .await;
+    let viewer = issued["token"].as_str().unwrap();
+    let mut stream = b
+        .websocket("/v1/messages/stream?topic=orders/%23", viewer)
+        .await
+        .unwrap();
+    let publish = |topic: &'static str| {
+        let a = &a;
+        async move {
+            let body = json!({"to": "supplier-b", "topic": topic, "payload": {"t": topic}, "qos": 1, "wait": true});
+            let (status, answer) = a.post("/v1/messages", body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    publish("orders/secret-1").await;
+    let got = next_json(&mut stream).await;
+    assert_eq!(got["message"]["t"], "orders/secret-1", "{got}");
+
+    // Secret orders are forbidden to subscribers from now on: the open stream no longer gets
+    // them, and still gets the others.
+    let forbid = "forbid (principal, action == Meshfed::Action::\"subscribe\", resource)\nwhen { resource.name like \"orders/secret*\" };\n";
+    let (status, body) = call(
+        &b,
+        "PUT",
+        "/v1/policy",
+        &b.token,
+        json!({"toml": rules(forbid)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    publish("orders/secret-2").await;
+    publish("orders/3").await;
+    let got = next_json(&mut stream).await;
+    assert_eq!(got["message"]["t"], "orders/3", "{got}");
+    let metrics = b.metrics().await;
+    assert!(
+        metrics.contains("meshfed_api_refused_total{reason=\"access_denied\"} 1"),
+        "{metrics}"
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_never_taken_from_the_url_and_a_bad_one_is_401() {
     let a = Node::start("plant-a").await;
     let issued = issue(

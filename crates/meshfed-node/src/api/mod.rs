@@ -942,7 +942,7 @@ async fn reload_trust(State(node): State<Node>) -> Result<Json<TrustView>, ApiEr
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "A wrong query (`bad_request`)", body = ErrorBody),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
-        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`); or one the policy's access rules do not let subscribe to `topic`, decided on the pattern as written (`access_denied`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
+        (status = 403, description = "A component token without the `subscribe` action, or whose topic patterns do not hold `topic` (which it must give) (`forbidden`); or one the policy's access rules do not let subscribe to `topic`, decided on the pattern as written (`access_denied`); a live stream's each delivery is decided again on its topic and source under the rules in force, and one they forbid is not sent (counted as `access_denied` in `meshfed_api_refused_total`). A component token revoked or expired while the stream is open closes it (close code 1008, the reason in its text) before the next envelope", body = ErrorBody),
         (status = 500, description = "The durable subscription could not be registered (`internal`)", body = ErrorBody),
     )
 )]
@@ -1013,6 +1013,21 @@ fn lapsed(node: &Node, principal: &Principal) -> Option<WsMessage> {
     })))
 }
 
+/// Whether the access rules in force now keep `delivery` from a component's live subscription
+/// (counted as a refusal): they are asked per delivery, so a rule changed while the stream is
+/// open holds for it. The operator's token answers to no rule.
+fn withheld(node: &Node, principal: &Principal, delivery: &Delivery) -> bool {
+    if principal.is_admin() {
+        return false;
+    }
+    let Err(r) = node.may_receive(&sender_of(principal), &delivery.topic, &delivery.source) else {
+        return false;
+    };
+    node.count_refusal(r.reason());
+    tracing::debug!(subject = %principal.subject, topic = %delivery.topic, refusal = %r, "withheld a delivery from a subscriber by the access rules");
+    true
+}
+
 /// The frame of `delivery` for a subscriber that asked for `form` in `format`, made once per
 /// delivery, form and format whatever the number of subscribers.
 fn delivery_frame(delivery: &Delivery, form: Form, format: Format) -> WsMessage {
@@ -1072,6 +1087,9 @@ async fn forward(
         if let Some(close) = lapsed(&node, &principal) {
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
             return;
+        }
+        if withheld(&node, &principal, &delivery) {
+            continue;
         }
         // One write (and flush) for whatever is queued, not one per message.
         if socket

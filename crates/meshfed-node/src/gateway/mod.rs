@@ -615,6 +615,23 @@ impl GatewayHandle {
             .map_err(|d| meshfed_proto::admission::Refusal::Denied(d.to_string()))
     }
 
+    /// Whether local component `who`, subscribed, may receive a delivery on `topic` from
+    /// `from` under the access rules in force now.
+    pub(crate) fn may_receive(
+        &self,
+        who: &Sender,
+        topic: &meshfed_proto::Topic,
+        from: &MeshId,
+    ) -> Result<(), meshfed_proto::admission::Refusal> {
+        let Some(access) = self.policy().access.clone() else {
+            return Ok(());
+        };
+        let who = crate::policy::access::Principal::of(&self.0.ctx.id.mesh, who);
+        access
+            .decide_delivery(&who, topic, from)
+            .map_err(|d| meshfed_proto::admission::Refusal::Denied(d.to_string()))
+    }
+
     /// Checks `text` as a policy file, keeps it as `DIR/policy.toml` (written whole, synced),
     /// puts it in force and proposes it to every live partner (see
     /// [`federations::replace_policy`]).

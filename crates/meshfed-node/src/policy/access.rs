@@ -450,6 +450,24 @@ impl Access {
         )
     }
 
+    /// Whether `who`, subscribed, may receive one delivery: on `topic`, from `from` — decided
+    /// per delivery under the rules in force (remembered per question), so that changed rules
+    /// hold for subscriptions already open.
+    pub fn decide_delivery(
+        &self,
+        who: &Principal,
+        topic: &Topic,
+        from: &MeshId,
+    ) -> Result<(), Denied> {
+        self.decide_named(
+            who,
+            Action::Subscribe,
+            topic.as_str(),
+            from.as_str(),
+            Way::Inbound,
+        )
+    }
+
     /// [`Access::decide`] on a topic or pattern `name` with partner `peer`.
     fn decide_named(
         &self,
