@@ -74,6 +74,8 @@ pub(crate) struct Metrics {
     pub(crate) delivered: Family<PeerLabel, Counter>,
     /// Envelopes received over the agreed rates, whose credit was withheld.
     pub(crate) ingress_paced: Family<PeerLabel, Counter>,
+    /// Records removed for being kept past the agreed retention, by kind.
+    pub(crate) retention_expired: Family<KindLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
     pub(crate) rejected: Family<RefusalLabels, Counter>,
     /// Envelopes received and not delivered (late, or held back when their sender restarted).
@@ -134,6 +136,12 @@ pub(crate) struct ReasonLabel {
 /// for more than it grants.
 pub(crate) const API_REFUSALS: [&str; 3] = ["missing", "token_in_url", "forbidden"];
 
+/// What kind of thing.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub(crate) kind: &'static str,
+}
+
 /// What happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct EventLabel {
@@ -157,6 +165,7 @@ impl Metrics {
             acknowledged: Family::default(),
             unwanted: Family::default(),
             ingress_paced: Family::default(),
+            retention_expired: Family::default(),
             delivered: Family::default(),
             rejected: Family::default(),
             discarded: Counter::default(),
@@ -222,6 +231,11 @@ impl Metrics {
             "ingress_paced",
             "Envelopes a peer sent over the agreed rates (the federation's or a topic's): delivered, and the credit they would free withheld until the rates allow it",
             m.ingress_paced.clone(),
+        );
+        registry.register(
+            "retention_expired",
+            "Records removed for being kept past the retention agreed with their partner: durable subscribers' messages (durable) and dead letters (dead_letter)",
+            m.retention_expired.clone(),
         );
         registry.register(
             "envelopes_delivered",

@@ -27,6 +27,7 @@ mod error;
 mod federation;
 mod invitation;
 pub mod journal;
+mod retention;
 mod revocation;
 mod schema;
 mod time_fmt;
@@ -47,6 +48,7 @@ pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
 pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
+pub use retention::Expired;
 pub use revocation::{IssuedCert, StoredRevocations};
 pub use tokens::ComponentToken;
 

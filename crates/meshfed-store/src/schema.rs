@@ -234,6 +234,13 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX delegations_by_expires ON delegations (expires);
     ",
+    // 13: retention — the mesh a durable subscription's message came from, so that it goes
+    // once the agreement with that mesh no longer lets it be kept (NULL: kept before this).
+    "
+    ALTER TABLE inbound ADD COLUMN source TEXT;
+    CREATE INDEX inbound_by_source ON inbound (source, received);
+    CREATE INDEX dead_letters_by_destination ON dead_letters (destination, at);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -364,6 +364,7 @@ impl Task {
                             subscription: self.relay_queue.clone(),
                             id: d.message.id,
                             received: at,
+                            source: Some(d.peer.mesh.clone()),
                             payload: record,
                         }));
                         continue;
@@ -375,6 +376,7 @@ impl Task {
                                 subscription: name,
                                 id: d.message.id,
                                 received: at,
+                                source: Some(d.peer.mesh.clone()),
                                 payload: delivery.text_in(form).as_bytes().to_vec(),
                             }));
                         }

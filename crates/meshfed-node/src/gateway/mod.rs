@@ -37,6 +37,7 @@ pub(crate) mod pace;
 pub(crate) mod pending;
 pub(crate) mod port;
 pub(crate) mod relaying;
+pub(crate) mod retention;
 pub(crate) mod revocation;
 pub(crate) mod revoked;
 pub(crate) mod room;
@@ -186,6 +187,7 @@ pub async fn start(
     let routes = Arc::new(Routes::new(ctx.clone()));
     routes.start().await;
     relaying::start(&ctx, &routes, &local);
+    retention::start(&ctx);
     for d in [&federation_door, &api_door] {
         ctx.tracker.spawn(d.clone().summaries(
             limits.refusal_log_interval,

@@ -118,15 +118,16 @@ fn remember(conn: &Connection, d: &DeliveredId) -> Result<(), StoreError> {
 fn append_inbound(conn: &Connection, m: &InboundMessage) -> Result<(), StoreError> {
     let received = to_sql("received", m.received)?;
     conn.prepare_cached(
-        "INSERT INTO inbound (subscription, id, received, payload) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (subscription, id) DO NOTHING",
+        "INSERT INTO inbound (subscription, id, received, payload, source)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (subscription, id) DO NOTHING",
     )
     .and_then(|mut s| {
         s.execute(params![
             m.subscription.as_str(),
             &m.id.0[..],
             received,
-            &m.payload
+            &m.payload,
+            m.source.as_ref().map(|s| s.as_str())
         ])
     })
     .doing(|| {

@@ -123,7 +123,7 @@ pub(crate) fn inbound_after(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     rows(
         conn,
-        "SELECT seq, subscription, id, received, payload FROM inbound
+        "SELECT seq, subscription, id, received, payload, source FROM inbound
          WHERE subscription = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         params![subscription.as_str(), after, limit],
         || format!("read the inbound messages of subscription {subscription}"),
@@ -136,6 +136,7 @@ pub(crate) fn inbound_after(
                     subscription: c.parse("subscription")?,
                     id: c.envelope_id("id")?,
                     received: c.time("received")?,
+                    source: c.opt_parse("source")?,
                     payload: c.blob("payload")?,
                 },
             })

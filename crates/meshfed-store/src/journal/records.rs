@@ -138,6 +138,9 @@ pub struct InboundMessage {
     pub id: EnvelopeId,
     /// When it arrived.
     pub received: Timestamp,
+    /// The mesh it came from: its records go when the agreement with that mesh no longer lets
+    /// them be kept (see `Store::expire_exchanged`).
+    pub source: Option<MeshId>,
     /// The envelope's bytes.
     pub payload: Vec<u8>,
 }

@@ -276,6 +276,7 @@ fn cursor_round_trips_and_consumed_messages_go() {
             subscription: sub.clone(),
             id: id(n),
             received: Timestamp(u64::from(n)),
+            source: None,
             payload: vec![1; 3],
         })
         .wait()
@@ -312,6 +313,7 @@ fn cursor_round_trips_and_consumed_messages_go() {
         subscription: sub.clone(),
         id: id(5),
         received: Timestamp(5),
+        source: None,
         payload: vec![],
     })
     .wait()
@@ -326,6 +328,7 @@ fn inbound(sub: &SubscriptionName, n: u32) -> InboundMessage {
         subscription: sub.clone(),
         id: id(n),
         received: Timestamp(u64::from(n)),
+        source: None,
         payload: vec![n as u8; 3],
     }
 }

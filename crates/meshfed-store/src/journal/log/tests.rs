@@ -566,6 +566,7 @@ proptest! {
                             subscription: "erp".parse().unwrap(),
                             id: id(10_000 + inbound),
                             received: Timestamp(1),
+                            source: None,
                             payload: vec![1],
                         }),
                         Write::RememberDelivered(DeliveredId { id: id(*n), until: Timestamp(*t) }),
