@@ -74,6 +74,8 @@ pub(crate) struct Metrics {
     pub(crate) delivered: Family<PeerLabel, Counter>,
     /// Envelopes received over the agreed rates, whose credit was withheld.
     pub(crate) ingress_paced: Family<PeerLabel, Counter>,
+    /// Tunnels a broker refused for a neighbour sending over its agreed rate.
+    pub(crate) relay_over_rate: Counter,
     /// Records removed for being kept past the agreed retention, by kind.
     pub(crate) retention_expired: Family<KindLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
@@ -166,6 +168,7 @@ impl Metrics {
             unwanted: Family::default(),
             ingress_paced: Family::default(),
             retention_expired: Family::default(),
+            relay_over_rate: Counter::default(),
             delivered: Family::default(),
             rejected: Family::default(),
             discarded: Counter::default(),
@@ -231,6 +234,11 @@ impl Metrics {
             "ingress_paced",
             "Envelopes a peer sent over the agreed rates (the federation's or a topic's): delivered, and the credit they would free withheld until the rates allow it",
             m.ingress_paced.clone(),
+        );
+        registry.register(
+            "relay_over_rate",
+            "Relayed frames over the rate a broker agreed with the neighbour that sent them (their tunnels refused)",
+            m.relay_over_rate.clone(),
         );
         registry.register(
             "retention_expired",

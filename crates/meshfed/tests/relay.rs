@@ -495,3 +495,76 @@ fn a_broker_keeps_messages_for_a_mesh_that_is_away_across_its_own_kill() {
         "the broker's files hold the plaintext: {leaks:?}"
     );
 }
+
+/// The broker level of policy enforcement: the hub holds what it relays to its own agreements
+/// with its neighbours. A burst from plant-a over the rate the hub agreed with plant-a, and an
+/// envelope larger than the size it agreed, each refuse their tunnel, the reason in the hub's
+/// log; plant-a keeps what was not acknowledged.
+#[test]
+fn a_broker_holds_what_it_relays_to_its_own_agreements() {
+    let mut hub = Mesh::init_with_args(
+        env!("CARGO_BIN_EXE_meshfed"),
+        "hub-b",
+        &["--role", "broker"],
+    );
+    std::fs::write(
+        hub.dir().join("policy.toml"),
+        "[data]\nmax_message_size = 4096\n\n[qos]\nmax_rate = 20\n",
+    )
+    .unwrap();
+    hub.start();
+    let a = common::started("plant-a");
+    let mut c = common::started("cloud-c");
+    federate(&a, &hub);
+    federate(&c, &hub);
+    wait_for_route(&a, "cloud-c", &["plant-a", "hub-b", "cloud-c"]);
+    let id = federate_via(&a, &c, "hub-b");
+
+    // Within the rate, messages cross.
+    let sub = subscribe(&mut c, &a, &["--topic", "burst/#", "--count", "1"]);
+    let sent = send(&a, "cloud-c", "burst/0", "{}");
+    assert!(sub.finish(DEADLINE).ok().contains(&sent));
+
+    let burst = 200;
+    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let out = a.cli_with_stdin(
+        &[
+            "send", "--to", "cloud-c", "--topic", "burst/1", "--qos", "1", "-",
+        ],
+        &lines,
+    );
+    assert_eq!(out.stdout.lines().count(), burst, "{out}");
+    hub.wait_for_log(&[
+        "refusing a tunnel",
+        "plant-a sent over the 20 envelopes a second its agreement with broker hub-b allows",
+    ]);
+    let metrics = http_get(hub.api_addr(), "/metrics");
+    assert!(
+        metric(&metrics, "meshfed_relay_over_rate_total", &[]).is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    // Nothing acknowledged was lost: what did not cross is still queued at plant-a, or crossed.
+    let delivery = &show(&a, &id)["delivery"];
+    let queued = show(&a, &id)["backlog"]["messages"].as_u64().unwrap();
+    assert!(
+        delivery["acknowledged"].as_u64().unwrap() + queued >= burst as u64,
+        "{delivery:#} queued {queued}"
+    );
+
+    let big = format!("\"{}\"", "x".repeat(40_000));
+    let out = a.cli(&[
+        "send",
+        "--to",
+        "cloud-c",
+        "--topic",
+        "burst/big",
+        "--qos",
+        "1",
+        &big,
+    ]);
+    out.ok();
+    hub.wait_for_log(&[
+        "refusing a tunnel",
+        "over the 4096 bytes the agreement with broker hub-b allows",
+    ]);
+}

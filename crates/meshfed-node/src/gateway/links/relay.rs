@@ -163,7 +163,15 @@ async fn pass_on(links: &Arc<Links>, from: &Arc<LinkPort>, mut frame: RelayFrame
         unreachable(links, from, &frame, reason).await;
         return;
     }
-    super::witness::observe(links, &frame);
+    let terms = from.terms();
+    let carried = super::witness::observe(links, &frame, terms.max_message_size);
+    if let Some(rate) = terms.max_rate {
+        super::witness::take_rate(links, &frame, from.mesh(), rate, carried.envelopes);
+    }
+    if let Some(reason) = links.witnesses.refused(&frame.tunnel) {
+        unreachable(links, from, &frame, reason).await;
+        return;
+    }
     if let Err(dropped) = frame.route.forward(&own) {
         unreachable(links, from, &frame, dropped.to_string()).await;
         return;

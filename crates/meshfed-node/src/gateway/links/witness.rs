@@ -10,6 +10,12 @@
 //! tunnel's key exchange. Frames are forwarded as they come (the destination verifies them all
 //! again before anything durable happens); a tunnel whose origin signature fails is refused from
 //! then on, both ends told, and the failure counted (`meshfed_relay_proofs_refused_total`).
+//!
+//! The broker holds what it relays to its own agreements too (the broker level of policy
+//! enforcement): an envelope larger than the agreement with the neighbour it came from allows
+//! (with [`SEALED_ALLOWANCE`] for what is sealed beside the payload) refuses its tunnel the same
+//! way, and so does a neighbour sending more envelopes than that agreement's rate allows
+//! ([`take_rate`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +33,17 @@ use rustls_pki_types::CertificateDer;
 use super::Links;
 use crate::gateway::port::PeerTrust;
 
+/// What an envelope may carry beyond the agreed payload size: the sender's sealed identity (at
+/// most 4 KiB), a relay's transit part, the tag and the header.
+pub(crate) const SEALED_ALLOWANCE: usize = 16 << 10;
+
+/// What one relayed frame carries: how many envelopes, and the largest one's size as carried.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Carried {
+    pub(crate) envelopes: usize,
+    pub(crate) largest: usize,
+}
+
 /// A tunnel direction idle this long is forgotten.
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -39,6 +56,61 @@ pub(crate) struct Witnesses {
     seen: Mutex<HashMap<Direction, Arc<Mutex<Witness>>>>,
     /// Tunnels refused for a bad origin signature, with the reason.
     refused: Mutex<HashMap<TunnelId, String>>,
+    /// The agreed rate of each neighbour whose tunnels this broker relays.
+    rates: Mutex<HashMap<MeshId, Arc<NeighbourRate>>>,
+}
+
+/// A neighbour's agreed rate, as a token bucket holding two seconds of envelopes.
+struct NeighbourRate {
+    per_second: u32,
+    bucket: governor::DefaultDirectRateLimiter,
+}
+
+/// Takes `envelopes` of tunnel `frame` from `neighbour`'s agreed rate (`per_second`), with two
+/// seconds of envelopes as burst; over it, the tunnel is refused like one whose signatures
+/// fail, naming the rate. A broker cannot hold a tunnel back without holding the neighbour's
+/// whole link (its heartbeats with it), so it refuses: the ends dial a new tunnel and send
+/// again what was not acknowledged.
+pub(crate) fn take_rate(
+    links: &Links,
+    frame: &RelayFrame,
+    neighbour: &MeshId,
+    per_second: u32,
+    envelopes: usize,
+) {
+    let Some(n) = u32::try_from(envelopes)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+    else {
+        return;
+    };
+    let rate = {
+        let mut rates = lock(&links.witnesses.rates);
+        let fresh = || {
+            let q = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+            let burst = q.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+            Arc::new(NeighbourRate {
+                per_second,
+                bucket: governor::RateLimiter::direct(
+                    governor::Quota::per_second(q).allow_burst(burst),
+                ),
+            })
+        };
+        let entry = rates.entry(neighbour.clone()).or_insert_with(fresh);
+        if entry.per_second != per_second {
+            *entry = fresh();
+        }
+        entry.clone()
+    };
+    if rate.bucket.check_n(n).is_ok_and(|r| r.is_ok()) {
+        return;
+    }
+    links.ctx.metrics.relay_over_rate.inc();
+    let reason = format!(
+        "{neighbour} sent over the {per_second} envelopes a second its agreement with broker {} allows",
+        links.ctx.id.mesh
+    );
+    refuse(links, frame.tunnel, &frame.route.source, reason);
 }
 
 struct Witness {
@@ -58,8 +130,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Looks at a frame the broker passes on.
-pub(crate) fn observe(links: &Arc<Links>, frame: &RelayFrame) {
+/// Looks at a frame the broker passes on, which came from a neighbour whose agreement allows
+/// payloads of `max_size` bytes; what it carries, when it is a transfer of a tunnel direction
+/// the broker follows.
+pub(crate) fn observe(links: &Arc<Links>, frame: &RelayFrame, max_size: u32) -> Carried {
     let sender = frame.route.source.clone();
     let key = (frame.tunnel, sender.clone());
     match &frame.body {
@@ -71,14 +145,28 @@ pub(crate) fn observe(links: &Arc<Links>, frame: &RelayFrame) {
         Body::Finish(_) => {}
         Body::Data(sealed) => {
             let Some(witness) = lock(&links.witnesses.seen).get(&key).cloned() else {
-                return;
+                return Carried::default();
             };
-            let checked = check(links, &key, &witness, sealed.ty, &sealed.body);
-            if let Err(reason) = checked {
-                refuse(links, frame.tunnel, &sender, reason);
+            let limit = usize::try_from(max_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(SEALED_ALLOWANCE);
+            match check(links, &key, &witness, sealed.ty, &sealed.body) {
+                Ok(carried) if carried.largest > limit => {
+                    let reason = format!(
+                        "an envelope of {} bytes, over the {max_size} bytes the agreement with broker {} allows (and {SEALED_ALLOWANCE} sealed beside them)",
+                        carried.largest, links.ctx.id.mesh
+                    );
+                    refuse(links, frame.tunnel, &sender, reason);
+                }
+                Ok(carried) => return carried,
+                Err(reason) => {
+                    links.ctx.metrics.relay_proof_checked(false);
+                    refuse(links, frame.tunnel, &sender, reason);
+                }
             }
         }
     }
+    Carried::default()
 }
 
 /// A new tunnel direction whose sender presented `chain` (leaf, issuing CA, mesh CA).
@@ -131,14 +219,14 @@ fn check(
     witness: &Arc<Mutex<Witness>>,
     ty: u8,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<Carried, String> {
     let now = links.ctx.clock.instant();
     let wall = links.ctx.clock.wall();
-    let verify = lock(witness).check(ty, body, now, wall)?;
+    let (verify, carried) = lock(witness).check(ty, body, now, wall)?;
     if let Some(verify) = verify {
         verify_off_path(links, tunnel, verify);
     }
-    Ok(())
+    Ok(carried)
 }
 
 impl Witness {
@@ -152,18 +240,21 @@ impl Witness {
         body: &[u8],
         now: Instant,
         wall: std::time::SystemTime,
-    ) -> Result<Option<Verify>, String> {
+    ) -> Result<(Option<Verify>, Carried), String> {
         self.last = now;
+        let mut carried = Carried::default();
         match FrameType::from_code(ty) {
             Some(FrameType::SignerCertificate) => self.trust.announce(body),
             Some(FrameType::Transfer) => {
                 let transfer = Transfer::decode(body).map_err(|e| format!("a transfer: {e}"))?;
+                carried.envelopes = transfer.items.len();
                 match transfer.envelopes {
                     Signed::Streamed {
                         batch,
                         first,
                         members,
                     } => {
+                        carried.largest = members.iter().map(Vec::len).max().unwrap_or(0);
                         let envelopes = members
                             .iter()
                             // The payloads go on as received: only headers are checked here.
@@ -176,18 +267,26 @@ impl Witness {
                     }
                     Signed::Batch(bytes) => {
                         let batch = SignedBatch::decode(&bytes).map_err(|e| e.to_string())?;
+                        carried.largest = (batch.envelopes().iter())
+                            .map(|e| e.payload().len() + e.header_bytes().len())
+                            .max()
+                            .unwrap_or(0);
                         let Some(first) = batch.envelopes().first() else {
-                            return Ok(None);
+                            return Ok((None, carried));
                         };
                         let key = self
                             .trust
                             .signer_key(&first.header().certificate, wall)
                             .map_err(|e| e.to_string())?;
-                        return Ok(Some(Box::new(move || {
-                            batch.verify(&key).map(|_| ()).map_err(|e| e.to_string())
-                        })));
+                        return Ok((
+                            Some(Box::new(move || {
+                                batch.verify(&key).map(|_| ()).map_err(|e| e.to_string())
+                            })),
+                            carried,
+                        ));
                     }
                     Signed::Each(list) => {
+                        carried.largest = list.iter().map(Vec::len).max().unwrap_or(0);
                         let mut signed = Vec::with_capacity(list.len());
                         for bytes in &list {
                             let wire = WireEnvelope::decode(bytes).map_err(|e| e.to_string())?;
@@ -197,11 +296,14 @@ impl Witness {
                                 .map_err(|e| e.to_string())?;
                             signed.push((wire, key));
                         }
-                        return Ok(Some(Box::new(move || {
-                            signed.iter().try_for_each(|(wire, key)| {
-                                wire.verify(key).map_err(|e| e.to_string())
-                            })
-                        })));
+                        return Ok((
+                            Some(Box::new(move || {
+                                signed.iter().try_for_each(|(wire, key)| {
+                                    wire.verify(key).map_err(|e| e.to_string())
+                                })
+                            })),
+                            carried,
+                        ));
                     }
                 }
             }
@@ -212,16 +314,19 @@ impl Witness {
                     .trust
                     .signer_key(leaves.certificate(), wall)
                     .map_err(|e| e.to_string())?;
-                return Ok(Some(Box::new(move || {
-                    leaves
-                        .verify(&head, &key)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })));
+                return Ok((
+                    Some(Box::new(move || {
+                        leaves
+                            .verify(&head, &key)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })),
+                    carried,
+                ));
             }
             _ => {}
         }
-        Ok(None)
+        Ok((None, carried))
     }
 }
 
@@ -233,17 +338,19 @@ fn verify_off_path(links: &Arc<Links>, (id, sender): &Direction, verify: Verify)
     links.ctx.tracker.clone().spawn(async move {
         match handle.await {
             Ok(Ok(())) => links.ctx.metrics.relay_proof_checked(true),
-            Ok(Err(reason)) => refuse(&links, id, &sender, reason),
+            Ok(Err(reason)) => {
+                links.ctx.metrics.relay_proof_checked(false);
+                refuse(&links, id, &sender, reason);
+            }
             Err(e) => tracing::warn!(error = %e, "checking an origin signature failed"),
         }
     });
 }
 
-/// Refuses tunnel `id` from now on: its sender broke the streamed-batch protocol or signed
-/// what does not verify.
+/// Refuses tunnel `id` from now on: its sender broke the streamed-batch protocol, signed what
+/// does not verify, or went beyond the broker's agreement with the neighbour it came from.
 fn refuse(links: &Links, id: TunnelId, sender: &MeshId, reason: String) {
-    links.ctx.metrics.relay_proof_checked(false);
-    tracing::warn!(tunnel = %id, %sender, %reason, "refusing a tunnel: its origin signatures do not hold");
+    tracing::warn!(tunnel = %id, %sender, %reason, "refusing a tunnel");
     lock(&links.witnesses.seen).retain(|(t, _), _| *t != id);
     lock(&links.witnesses.refused).insert(
         id,
@@ -324,7 +431,7 @@ mod tests {
         let mut outcomes = Vec::new();
         for (ty, body) in frames {
             let now = (Instant::now(), std::time::SystemTime::now());
-            if let Some(verify) = w.check(*ty as u8, body, now.0, now.1)? {
+            if let (Some(verify), _) = w.check(*ty as u8, body, now.0, now.1)? {
                 outcomes.push(verify());
             }
         }
