@@ -241,6 +241,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX inbound_by_source ON inbound (source, received);
     CREATE INDEX dead_letters_by_destination ON dead_letters (destination, at);
     ",
+    // 14: a component token's attributes (a line `name=value` each; names hold no `=`, values
+    // no control character), and the CAs of each mesh whose messages a trusted intermediary
+    // relayed here, as last accepted (so that the revocation lists relays pass on verify after
+    // a restart too).
+    "
+    ALTER TABLE component_tokens ADD COLUMN attributes TEXT NOT NULL DEFAULT '';
+    CREATE TABLE origin_cas (
+        mesh    TEXT NOT NULL PRIMARY KEY,
+        cas     BLOB NOT NULL, -- CBOR array of DER certificates
+        updated INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -24,6 +24,8 @@ pub struct ComponentToken {
     pub subject: String,
     /// Its roles; words without spaces.
     pub roles: Vec<String>,
+    /// Its attributes: names without `=`, values without control characters.
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// The topic patterns it may use.
     pub topics: Vec<TopicPattern>,
     /// What it may do (`publish`, `subscribe`, `request`); words without spaces.
@@ -48,6 +50,10 @@ impl ComponentToken {
             jti: c.text("jti")?,
             subject: c.text("subject")?,
             roles: words("roles")?,
+            attributes: (c.text("attributes")?.lines())
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             topics,
             actions: words("actions")?,
             issued: c.time("issued")?,
@@ -72,7 +78,7 @@ fn join<T: AsRef<str>>(words: &[T]) -> String {
         .join(" ")
 }
 
-const COLUMNS: &str = "jti, subject, roles, topics, actions, issued, expires, revoked";
+const COLUMNS: &str = "jti, subject, roles, attributes, topics, actions, issued, expires, revoked";
 
 impl Store {
     /// Records a token this gateway issued.
@@ -81,8 +87,9 @@ impl Store {
         let topics: Vec<&str> = token.topics.iter().map(TopicPattern::as_str).collect();
         self.conn()
             .execute(
-                "INSERT INTO component_tokens (jti, subject, roles, topics, actions, issued, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO component_tokens
+                 (jti, subject, roles, topics, actions, issued, expires, attributes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     token.jti,
                     token.subject,
@@ -91,6 +98,10 @@ impl Store {
                     join(&token.actions),
                     to_sql("issued", token.issued)?,
                     to_sql("expires", token.expires)?,
+                    (token.attributes.iter())
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 ],
             )
             .doing(action)?;
@@ -165,6 +176,7 @@ mod tests {
             jti: jti.into(),
             subject: "erp".into(),
             roles: vec!["writer".into(), "ops".into()],
+            attributes: [("site".to_owned(), "north = 3".to_owned())].into(),
             topics: vec!["orders/#".parse().unwrap(), "invoices/+".parse().unwrap()],
             actions: vec!["publish".into()],
             issued: Timestamp(1_000),

@@ -124,6 +124,8 @@ fn print_revocations(view: &RevocationsView) -> Result<(), Failure> {
         any = true;
         let whose = if list.mesh == view.mesh {
             "this mesh"
+        } else if list.relayed {
+            "relayed by a partner"
         } else {
             "partner"
         };

@@ -76,10 +76,17 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
                 if json {
                     return outln!("{}", to_json(&list.tokens)?);
                 }
-                let rows: Vec<[String; 7]> = list.tokens.iter().map(row).collect();
+                let rows: Vec<[String; 8]> = list.tokens.iter().map(row).collect();
                 table(
                     [
-                        "JTI", "SUBJECT", "ROLES", "TOPICS", "ACTIONS", "EXPIRES", "REVOKED",
+                        "JTI",
+                        "SUBJECT",
+                        "ROLES",
+                        "ATTRIBUTES",
+                        "TOPICS",
+                        "ACTIONS",
+                        "EXPIRES",
+                        "REVOKED",
                     ],
                     &rows,
                 )
@@ -100,7 +107,7 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
     }
 }
 
-fn row(t: &TokenView) -> [String; 7] {
+fn row(t: &TokenView) -> [String; 8] {
     let words = |w: &[String]| {
         if w.is_empty() {
             "-".to_owned()
@@ -109,10 +116,14 @@ fn row(t: &TokenView) -> [String; 7] {
         }
     };
     let topics: Vec<String> = t.topics.iter().map(ToString::to_string).collect();
+    let attributes: Vec<String> = (t.attributes.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     [
         t.jti.clone(),
         t.subject.clone(),
         words(&t.roles),
+        words(&attributes),
         words(&topics),
         words(&t.actions),
         t.expires.clone(),

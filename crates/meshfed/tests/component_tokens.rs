@@ -60,6 +60,8 @@ fn an_issued_token_publishes_in_scope_and_is_refused_outside_it_until_revoked() 
         "mes",
         "--role",
         "line-3",
+        "--attr",
+        "site=north",
         "--topics",
         "orders/#,invoices/+",
         "--actions",
@@ -78,8 +80,19 @@ fn an_issued_token_publishes_in_scope_and_is_refused_outside_it_until_revoked() 
     let out = a.cli(&["token", "list", "--json"]);
     let listed: Value = serde_json::from_str(out.ok()).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let mes = listed.as_array().unwrap().iter().find(|t| t["jti"] == jti);
+    assert_eq!(
+        mes.map(|t| &t["attributes"]),
+        Some(&json!({"site": "north"})),
+        "{listed}"
+    );
     let table = a.cli(&["token", "list"]);
-    assert!(table.ok().contains("mes"), "{table}");
+    let row = table
+        .ok()
+        .lines()
+        .find(|l| l.contains("mes"))
+        .unwrap_or_default();
+    assert!(row.contains("site=north"), "{table}");
 
     let out = a.cli(&["token", "revoke", jti]);
     assert_eq!(

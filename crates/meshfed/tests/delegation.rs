@@ -235,6 +235,11 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
         &["no [[transit]] rule of plant-a lets supplier-c's messages on tools/drill through hub-b"],
     );
 
+    // plant-a restarts: it keeps supplier-c's CAs as it accepted them, so that a list hub-b
+    // passes on verifies before any further message of supplier-c arrives.
+    a.stop();
+    a.start();
+
     // supplier-c withdraws it: hub-b learns it, and supplier-c's messages stop.
     c.cli(&["delegation", "revoke", &id]).ok();
     poll("hub-b learns the revocation", DEADLINE, || {
@@ -245,14 +250,15 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
             other => Err(format!("{other:?}")),
         }
     });
-    // plant-a, which takes supplier-c's messages through hub-b, learns it from hub-b as well,
-    // and keeps it across a restart.
+    // plant-a, which takes supplier-c's messages through hub-b, learns it from hub-b as well
+    // (restarted since its last message from supplier-c), and keeps it across a restart.
     let withdrawn = |m: &Mesh| {
         let out = m.cli(&["federation", "revocations", "--json"]);
         let v: Value = serde_json::from_str(out.ok()).unwrap();
         v["partners"].as_array().is_some_and(|lists| {
             lists.iter().any(|l| {
                 l["mesh"] == "supplier-c"
+                    && l["relayed"] == true
                     && l["delegations"]
                         .as_array()
                         .is_some_and(|d| d.iter().any(|d| d["id"] == id.as_str()))

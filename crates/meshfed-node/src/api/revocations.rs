@@ -17,16 +17,24 @@ use crate::gateway::revoked::ListView;
     tag = "revocations",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "This mesh's revocation list and those received from partner meshes", body = RevocationsView),
+        (status = 200, description = "This mesh's revocation list and those received from partner meshes (and, `relayed`, from meshes whose messages a partner relays here)", body = RevocationsView),
         (status = 401, description = "No or a wrong bearer token", body = ErrorBody),
     )
 )]
 pub(super) async fn list_revocations(State(node): State<Node>) -> Json<RevocationsView> {
     let status = node.revocations();
+    let partners: std::collections::HashSet<MeshId> = (node.federations().await)
+        .map(|all| all.into_iter().map(|f| f.record.peer_mesh).collect())
+        .unwrap_or_default();
     Json(RevocationsView {
         mesh: status.mesh,
         own: status.own.as_ref().map(RevocationListView::of),
-        partners: status.partners.iter().map(RevocationListView::of).collect(),
+        partners: (status.partners.iter())
+            .map(|l| RevocationListView {
+                relayed: !partners.contains(&l.list.mesh),
+                ..RevocationListView::of(l)
+            })
+            .collect(),
     })
 }
 

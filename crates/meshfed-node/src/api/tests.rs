@@ -905,6 +905,7 @@ fn revocation_list() -> RevocationListView {
             id: "ab".repeat(16),
             revoked_at: "2026-01-01T00:00:00Z".into(),
         }],
+        relayed: true,
     }
 }
 
@@ -912,6 +913,7 @@ fn token_view() -> TokenView {
     TokenView {
         jti: "00".repeat(16),
         subject: "erp".into(),
+        attributes: [("site".to_owned(), "north".to_owned())].into(),
         roles: vec!["writer".into()],
         topics: vec!["orders/#".parse().unwrap()],
         actions: vec!["publish".into(), "subscribe".into()],

@@ -51,7 +51,23 @@ const VERIFIED: usize = 1024;
 
 impl Delegations {
     /// The recorded delegations (each was verified, or issued here, before it was recorded).
-    pub(crate) fn load(stored: Vec<StoredDelegation>) -> Self {
+    pub(crate) fn load(
+        stored: Vec<StoredDelegation>,
+        origin_cas: Vec<meshfed_store::OriginCas>,
+    ) -> Self {
+        let origins = origin_cas
+            .into_iter()
+            .filter_map(|(mesh, cas)| {
+                let ders = cas.into_iter().map(CertificateDer::from).collect();
+                match TrustBundle::new(ders) {
+                    Ok(b) => Some((mesh, b)),
+                    Err(e) => {
+                        tracing::warn!(%mesh, error = %e, "the kept CAs of a relayed mesh do not read; its relayed revocation lists wait for its next message");
+                        None
+                    }
+                }
+            })
+            .collect();
         let all = stored
             .into_iter()
             .filter_map(|s| match delegation::read_recorded(&s.token) {
@@ -68,7 +84,7 @@ impl Delegations {
         Self {
             all: RwLock::new(all),
             verified: Mutex::default(),
-            origins: Mutex::default(),
+            origins: Mutex::new(origins),
             seen: Mutex::default(),
         }
     }
@@ -119,8 +135,9 @@ impl Delegations {
         )
     }
 
-    /// Remembers `bundle` as the CAs of `origin`, whose relayed message was just accepted.
-    pub(crate) fn accepted_origin(&self, origin: &MeshId, bundle: &TrustBundle) {
+    /// Remembers `bundle` as the CAs of `origin`, whose relayed message was just accepted;
+    /// whether they are new (to be kept in the store, for after a restart).
+    pub(crate) fn accepted_origin(&self, origin: &MeshId, bundle: &TrustBundle) -> bool {
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         let known = origins
             .get(origin)
@@ -128,6 +145,7 @@ impl Delegations {
         if !known {
             origins.insert(origin.clone(), bundle.clone());
         }
+        !known
     }
 
     /// The CAs of `origin` as last accepted with one of its relayed messages.

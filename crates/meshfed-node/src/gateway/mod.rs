@@ -121,7 +121,8 @@ pub async fn start(
             store.prune_tokens(horizon)?;
             let revoked_tokens = store.revoked_tokens()?;
             store.prune_delegations(horizon)?;
-            let delegations = delegated::Delegations::load(store.delegations()?);
+            let delegations =
+                delegated::Delegations::load(store.delegations()?, store.origin_cas()?);
             Ok::<_, meshfed_store::StoreError>((
                 store,
                 journal,

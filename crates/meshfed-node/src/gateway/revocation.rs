@@ -319,7 +319,8 @@ fn pass_on(ctx: &Context, origin: &MeshId, ports: &[Arc<LinkPort>], body: &Revoc
 
 /// A list of another mesh than the peer's, which the peer passes on as the relay of that mesh's
 /// messages: taken (see [`take_relayed`]) when a transit rule lets that mesh's messages through
-/// this peer and this node has accepted one of them (so it knows that mesh's CAs); otherwise
+/// this peer and this node has accepted one of them (so it knows that mesh's CAs, kept across
+/// restarts); otherwise
 /// ignored — the next relayed message carries the list anyway.
 fn relayed_list(ctx: &Context, port: &LinkPort, body: &RevocationsBody) {
     let origin = &body.list().mesh;

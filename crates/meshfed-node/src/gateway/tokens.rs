@@ -58,6 +58,7 @@ impl GatewayHandle {
             jti: claims.jti.clone(),
             subject: claims.sub.clone(),
             roles: claims.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            attributes: claims.attrs.clone(),
             topics: claims.topics.clone(),
             actions: claims.actions.iter().map(|a| a.name().to_owned()).collect(),
             issued: claims.issued(),

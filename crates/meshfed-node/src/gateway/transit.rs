@@ -145,7 +145,15 @@ pub(crate) fn accept(
         (&ctx.id.mesh, topic),
         wall,
     )?;
-    ctx.delegations.accepted_origin(&origin, &bundle);
+    if ctx.delegations.accepted_origin(&origin, &bundle) {
+        let (store, mesh, at) = (ctx.store.clone(), origin.clone(), ctx.now());
+        let cas: Vec<Vec<u8>> = bundle.cas().iter().map(|c| c.der().to_vec()).collect();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put_origin_cas(&mesh, &cas, at) {
+                tracing::warn!(%mesh, error = %e, "cannot keep a relayed mesh's CAs: its relayed revocation lists wait for its next message after a restart");
+            }
+        });
+    }
     Ok(origin)
 }
 

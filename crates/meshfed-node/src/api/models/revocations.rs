@@ -35,6 +35,10 @@ pub struct RevocationListView {
     /// Delegations the mesh withdrew, by id.
     #[serde(default)]
     pub delegations: Vec<RevokedDelegationView>,
+    /// The mesh is no partner: a partner relays its messages here (a trusted intermediary)
+    /// and passed its list on.
+    #[serde(default)]
+    pub relayed: bool,
 }
 
 /// A withdrawn delegation.
@@ -109,6 +113,7 @@ impl RevocationListView {
                     revoked_at: rfc3339(d.revoked_at),
                 })
                 .collect(),
+            relayed: false,
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct TokenView {
     pub subject: String,
     /// Its roles.
     pub roles: Vec<String>,
+    /// Its attributes (`name: value`), which cross with what it sends.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// The topic patterns it may use.
     #[schema(value_type = Vec<schema::TopicPattern>)]
     pub topics: Vec<TopicPattern>,
@@ -97,6 +100,7 @@ impl TokenView {
             jti: t.jti.clone(),
             subject: t.subject.clone(),
             roles: t.roles.clone(),
+            attributes: t.attributes.clone(),
             topics: t.topics.clone(),
             actions: t.actions.clone(),
             issued: rfc3339(t.issued),
