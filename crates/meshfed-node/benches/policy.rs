@@ -197,6 +197,7 @@ fn transit(c: &mut Criterion) {
         bundle: vec![ByteBuf::from(bundle.cas()[0].der().to_vec())],
         delegations: vec![token.clone()],
         revocations: None,
+        issuers: Vec::new(),
     };
     let payload = vec![7u8; 1024];
     g.bench_function("transit part into a 1 KiB sealed part and out", |b| {

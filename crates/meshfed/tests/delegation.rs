@@ -22,6 +22,11 @@ fn delegations(m: &Mesh) -> Vec<Value> {
 /// `origin` delegates to `relay` the relaying of `topics` to plant-a, and `relay` takes it:
 /// the delegation's id.
 fn delegate(origin: &Mesh, relay: &Mesh, topics: &str) -> String {
+    delegate_deeper(origin, relay, topics, 0)
+}
+
+/// [`delegate`], letting `relay` delegate further, `depth` levels down.
+fn delegate_deeper(origin: &Mesh, relay: &Mesh, topics: &str, depth: u8) -> String {
     let issued = origin.cli(&[
         "delegation",
         "issue",
@@ -30,6 +35,8 @@ fn delegate(origin: &Mesh, relay: &Mesh, topics: &str) -> String {
         "plant-a",
         "--topics",
         topics,
+        "--depth",
+        &depth.to_string(),
         "--json",
     ]);
     let v: Value = serde_json::from_str(issued.ok()).unwrap_or_else(|e| panic!("{e}: {issued}"));
@@ -279,4 +286,70 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
         "plant-a keeps supplier-c's list across a restart"
     );
     send("parts/gear/8", "{}").fails(1, "plant-a");
+}
+
+/// A chain of two: supplier-c delegates to hub-b, which delegates on to hub-d, the partner of
+/// plant-a. plant-a takes supplier-c's message from hub-d only when supplier-c's delegation lets
+/// hub-b delegate further (its depth) and plant-a's rule allows a chain that long; hub-d
+/// presents both delegations and hub-b's CAs.
+#[test]
+fn a_chain_of_two_delegations_crosses_within_its_depth() {
+    let mut c = mesh("supplier-c");
+    c.start();
+    let mut b = mesh("hub-b");
+    b.start();
+    let mut d = mesh("hub-d");
+    d.start();
+    let mut a = mesh("plant-a");
+    std::fs::write(
+        a.dir().join("policy.toml"),
+        "[[transit]]\norigin = \"supplier-c\"\nvia = \"hub-d\"\ntopics = [\"parts/#\"]\nmax_depth = 2\n",
+    )
+    .unwrap();
+    a.start();
+    federate(&b, &c);
+    federate(&d, &b);
+    federate(&a, &d);
+
+    let send = |topic: &str| {
+        c.cli(&[
+            "send", "--to", "plant-a", "--topic", topic, "--qos", "1", "--wait", "{}",
+        ])
+    };
+    // supplier-c's delegation to hub-b does not let hub-b delegate further (depth 0).
+    let shallow = delegate(&c, &b, "parts/#");
+    delegate(&b, &d, "parts/#");
+    let sent = send("parts/1");
+    assert!(
+        sent.stderr.contains("acknowledged"),
+        "taken by hub-b: {sent}"
+    );
+    a.wait_for_log(&["transit refused", "its parent allows 0 below it"]);
+
+    // With depth 1, the chain holds: the message arrives, its path starting at supplier-c.
+    c.cli(&["delegation", "revoke", &shallow]).ok();
+    poll("hub-b learns the revocation", DEADLINE, || {
+        let held = delegations(&b);
+        match (held.iter().find(|h| h["id"] == shallow.as_str())).and_then(|h| h["state"].as_str())
+        {
+            Some("revoked") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    delegate_deeper(&c, &b, "parts/#", 1);
+    let sub = common::subscribed(
+        &mut a,
+        &["--durable", "parts", "--topic", "parts/#", "--count", "1"],
+    );
+    let sent = send("parts/2");
+    assert!(sent.stderr.contains("acknowledged"), "{sent}");
+    let got = sub.finish(DEADLINE);
+    let line = got.stdout.lines().next().unwrap_or_else(|| panic!("{got}"));
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["federation"]["metadata"]["topic"], "parts/2", "{v:#}");
+    assert_eq!(v["federation"]["source_mesh"]["id"], "hub-d", "{v:#}");
+    assert_eq!(
+        v["federation"]["routing"]["path"][0], "supplier-c",
+        "the path starts at the origin:\n{v:#}"
+    );
 }

@@ -365,7 +365,9 @@ fn admitted(
     let malformed = |e: EnvelopeError| Refusal::Malformed(e.to_string());
     let sealed = open(opener).map_err(|e| Refusal::Unsealable(e.to_string()))?;
     if relaying {
-        let (_, payload) = Sender::unwrap(header.flags, sealed.clone()).map_err(malformed)?;
+        // What the peer itself relays (a chain) has its transit part in front.
+        let (_, inner) = Transit::unwrap(header.flags, sealed.clone()).map_err(malformed)?;
+        let (_, payload) = Sender::unwrap(header.flags, inner).map_err(malformed)?;
         terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
         terms.check_redacted(&payload)?;
         return Ok(Clear {

@@ -281,16 +281,32 @@ async fn outgoing(
             ders
         }
     };
+    // A message the source itself received in transit (a chain: the origin delegated to the
+    // source, the source to this mesh) goes on with the source's transit part extended: the
+    // origin's envelope and CAs as they were, this mesh's delegation from the source added to
+    // the chain, and the source's CAs to check it by.
+    let (inner, sealed) =
+        Transit::unwrap(h.flags, sealed.into_vec()).map_err(|e| malformed(e.to_string()))?;
     let (sender, payload) =
-        Sender::unwrap(h.flags, sealed.into_vec()).map_err(|e| malformed(e.to_string()))?;
-    let transit = Transit {
-        origin: crossed.clone(),
-        bundle,
-        delegations: vec![held.token],
-        revocations: ctx
-            .revocations
-            .held(&source)
-            .map(|h| ByteBuf::from(h.body.encode())),
+        Sender::unwrap(h.flags, sealed).map_err(|e| malformed(e.to_string()))?;
+    let transit = match inner {
+        Some(mut inner) => {
+            // The source's own revocation list travels by the session
+            // (`revocation::send_own`); the origin's stays as the source presented it.
+            inner.delegations.push(held.token);
+            inner.issuers.push(bundle);
+            inner
+        }
+        None => Transit {
+            origin: crossed.clone(),
+            bundle,
+            delegations: vec![held.token],
+            revocations: ctx
+                .revocations
+                .held(&source)
+                .map(|h| ByteBuf::from(h.body.encode())),
+            issuers: Vec::new(),
+        },
     };
     Ok(Outgoing {
         to: h.destination.mesh.clone(),

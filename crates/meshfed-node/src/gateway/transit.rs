@@ -9,7 +9,8 @@
 //!   (flag `transit`) is taken only when a `[[transit]]` rule of this mesh's policy lets C's
 //!   messages on its topic through B; the delegation chain B presents verifies (each signed by
 //!   a node of its issuer mesh: C's against C's CAs — pinned by the rule, or as B presents them
-//!   — and B's against B's, from this link) and holds (`check_chain`: from C, to B, the
+//!   — B's against B's, from this link, and an intermediate issuer's, in a longer chain,
+//!   against its CAs as B presents them) and holds (`check_chain`: from C, to B, the
 //!   authenticated peer of this link, within the rule's depth and each delegation's own, for
 //!   this mesh and topic, unexpired, not withdrawn); and C's own envelope, as it crossed to B,
 //!   verifies against C's CAs and names this envelope's id and topic and this mesh as its
@@ -103,6 +104,16 @@ pub(crate) fn accept(
         )));
     }
     let wall = ctx.clock.wall();
+    // The CAs of the chain's intermediate issuers, as the relay presents them (a chain longer
+    // than one: each relay added its predecessor's).
+    let issuers = (transit.issuers.iter())
+        .map(|ders| ctx.delegations.presented_bundle(ders))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            refused(format!(
+                "an intermediate issuer's CAs as {via} presents them: {e}"
+            ))
+        })?;
     let chain = transit
         .delegations
         .iter()
@@ -116,7 +127,7 @@ pub(crate) fn accept(
                         } else if mesh == via {
                             Some(peer_bundle.clone())
                         } else {
-                            None
+                            issuers.iter().find(|b| b.mesh() == mesh).cloned()
                         }
                     },
                     wall,

@@ -11,7 +11,10 @@
 //! - `delegations`: the chain of delegations (JWTs) that lets B relay C's messages to A, C's
 //!   first;
 //! - `revocations`: C's signed revocation list as B holds it, if C has one, so that A learns a
-//!   withdrawn delegation as soon as B does.
+//!   withdrawn delegation as soon as B does;
+//! - `issuers`: for a chain longer than one — C delegated to B, B to D, and D relays to A — the
+//!   CA certificates of each intermediate issuer (B), in chain order, so that A can check the
+//!   delegations they signed: each relay that extends the chain adds its predecessor's.
 //!
 //! The sealed part is `[u32 length, big-endian][CBOR Transit]` followed by the origin's sealed
 //! part as it opened at B (the sender's identity first when the origin named one). Everything
@@ -47,6 +50,9 @@ pub struct Transit {
     /// too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocations: Option<ByteBuf>,
+    /// The CA certificates (DER) of each intermediate issuer of the chain, in chain order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<Vec<ByteBuf>>,
 }
 
 fn invalid(reason: impl Into<String>) -> EnvelopeError {
@@ -117,7 +123,22 @@ impl Transit {
                 self.delegations.len()
             )));
         }
+        if self.issuers.len() >= self.delegations.len()
+            || self
+                .issuers
+                .iter()
+                .any(|b| b.is_empty() || b.len() > MAX_BUNDLE)
+        {
+            return Err(invalid(format!(
+                "carries {} intermediate issuers' CAs for {} delegations (fewer, 1 to {MAX_BUNDLE} CAs each)",
+                self.issuers.len(),
+                self.delegations.len()
+            )));
+        }
         let rest: usize = self.bundle.iter().map(|c| c.len()).sum::<usize>()
+            + (self.issuers.iter().flatten())
+                .map(|c| c.len())
+                .sum::<usize>()
             + self.delegations.iter().map(String::len).sum::<usize>()
             + self.revocations.as_ref().map_or(0, |r| r.len());
         if rest > MAX_ENCODED || self.origin.len() > MAX_ENCODED + MAX_ORIGIN_PAYLOAD {
@@ -137,6 +158,7 @@ mod tests {
             bundle: vec![ByteBuf::from(vec![0x30; 500])],
             delegations: vec!["a.b.c".into()],
             revocations: None,
+            issuers: Vec::new(),
         }
     }
 
