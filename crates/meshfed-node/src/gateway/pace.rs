@@ -54,9 +54,8 @@ impl Paced {
     }
 
     /// Takes a token from every bucket `topic` falls under; how long until one is there when
-    /// a bucket is empty.
-    fn take(&self, topic: &Topic) -> Result<(), Duration> {
-        let clock = DefaultClock::default();
+    /// a bucket is empty (read on `clock`, made once: making one calibrates it).
+    fn take(&self, topic: &Topic, clock: &DefaultClock) -> Result<(), Duration> {
         let buckets = (self.topics.iter())
             .filter(|(p, _)| p.matches(topic))
             .map(|(_, b)| b)
@@ -69,10 +68,10 @@ impl Paced {
     }
 
     /// Releases the held messages the rates allow now, oldest first, into `out`.
-    fn release(&mut self, out: &mut Vec<EnvelopeId>) {
+    fn release(&mut self, out: &mut Vec<EnvelopeId>, clock: &DefaultClock) {
         self.retry = None;
         while let Some((_, topic)) = self.held.front() {
-            if let Err(wait) = self.take(topic) {
+            if let Err(wait) = self.take(topic, clock) {
                 self.retry = Some(tokio::time::Instant::now() + wait);
                 return;
             }
@@ -87,6 +86,7 @@ impl Paced {
 #[derive(Default)]
 pub(crate) struct Pacing {
     peers: HashMap<Peer, Paced>,
+    clock: DefaultClock,
 }
 
 impl Pacing {
@@ -117,7 +117,7 @@ impl Pacing {
             }
         };
         if paced.held.is_empty() {
-            match paced.take(topic) {
+            match paced.take(topic, &self.clock) {
                 Ok(()) => return true,
                 Err(wait) => paced.retry = Some(tokio::time::Instant::now() + wait),
             }
@@ -138,7 +138,7 @@ impl Pacing {
         let mut out = Vec::new();
         for p in self.peers.values_mut() {
             if p.retry.is_some_and(|at| at <= now) {
-                p.release(&mut out);
+                p.release(&mut out, &self.clock);
             }
         }
         out
