@@ -19,6 +19,19 @@ fn delegations(m: &Mesh) -> Vec<Value> {
         .unwrap_or_else(|| panic!("not an array:\n{out}"))
 }
 
+/// plant-a, started with a rule taking supplier-c's parts messages through `via`, with chains
+/// of at most `max_depth` delegations.
+fn plant_taking_parts_through(via: &str, max_depth: u8) -> Mesh {
+    let mut a = mesh("plant-a");
+    let rule = format!(
+        "[[transit]]\norigin = \"supplier-c\"\nvia = \"{via}\"\ntopics = [\"parts/#\"]\nmax_depth = {max_depth}\n"
+    );
+    std::fs::write(a.dir().join("policy.toml"), rule)
+        .unwrap_or_else(|e| panic!("writing the policy: {e}"));
+    a.start();
+    a
+}
+
 /// `origin` delegates to `relay` the relaying of `topics` to plant-a, and `relay` takes it:
 /// the delegation's id.
 fn delegate(origin: &Mesh, relay: &Mesh, topics: &str) -> String {
@@ -167,17 +180,9 @@ fn a_delegation_is_issued_taken_by_its_delegate_and_withdrawn_across_restarts() 
 /// withdrawn delegation stops the traffic.
 #[test]
 fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_withdrawn() {
-    let mut c = mesh("supplier-c");
-    c.start();
-    let mut b = mesh("hub-b");
-    b.start();
-    let mut a = mesh("plant-a");
-    std::fs::write(
-        a.dir().join("policy.toml"),
-        "[[transit]]\norigin = \"supplier-c\"\nvia = \"hub-b\"\ntopics = [\"parts/#\"]\n",
-    )
-    .unwrap();
-    a.start();
+    let c = common::started("supplier-c");
+    let b = common::started("hub-b");
+    let mut a = plant_taking_parts_through("hub-b", 1);
     federate(&b, &c);
     federate(&a, &b);
 
@@ -294,19 +299,10 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
 /// presents both delegations and hub-b's CAs.
 #[test]
 fn a_chain_of_two_delegations_crosses_within_its_depth() {
-    let mut c = mesh("supplier-c");
-    c.start();
-    let mut b = mesh("hub-b");
-    b.start();
-    let mut d = mesh("hub-d");
-    d.start();
-    let mut a = mesh("plant-a");
-    std::fs::write(
-        a.dir().join("policy.toml"),
-        "[[transit]]\norigin = \"supplier-c\"\nvia = \"hub-d\"\ntopics = [\"parts/#\"]\nmax_depth = 2\n",
-    )
-    .unwrap();
-    a.start();
+    let c = common::started("supplier-c");
+    let b = common::started("hub-b");
+    let d = common::started("hub-d");
+    let mut a = plant_taking_parts_through("hub-d", 2);
     federate(&b, &c);
     federate(&d, &b);
     federate(&a, &d);

@@ -55,6 +55,29 @@ fn with_policy(name: &str, policy: &str) -> Mesh {
     m
 }
 
+/// Sends `burst` messages from `a` at once (`send ARGS -`, one a line): each is accepted or
+/// refused with `over`, and no more are accepted than the bucket holds (a second at `rate`) and
+/// refills while the burst lasts. How many were refused.
+fn burst_over_rate(a: &Mesh, args: &[&str], burst: usize, rate: f64, over: &str) -> usize {
+    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let mut full = vec!["send"];
+    full.extend_from_slice(args);
+    full.push("-");
+    let started = Instant::now();
+    let out = a.cli_with_stdin(&full, &lines);
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = out.stdout.lines().count();
+    let refused = out.stderr.matches(over).count();
+    assert_eq!(accepted + refused, burst, "{out}");
+    assert!(accepted >= 1 && refused > 0, "{out}");
+    let allowed = rate + rate * elapsed;
+    assert!(
+        accepted as f64 <= allowed + 1.0,
+        "{accepted} accepted in {elapsed:.2}s, at most {allowed:.0} allowed"
+    );
+    refused
+}
+
 /// Whether any file under `dir` holds `needle`.
 fn found_under(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -166,34 +189,19 @@ fn each_mesh_file_is_negotiated_with_a_counterproposal_and_enforced_at_the_gatew
 
     // A burst over the agreed rate: what the bucket holds (a second's worth) and what refills
     // while the burst lasts goes; the rest is refused (429) and counted.
-    let burst = 200;
-    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
-    let started = Instant::now();
-    let out = a.cli_with_stdin(
+    let refused = burst_over_rate(
+        &a,
         &[
-            "send",
             "--to",
             "supplier-b",
             "--topic",
             "orders/burst",
             "--qos",
             "1",
-            "-",
         ],
-        &lines,
-    );
-    let elapsed = started.elapsed().as_secs_f64();
-    let accepted = out.stdout.lines().count();
-    let refused = out
-        .stderr
-        .matches("over the federation's rate of 20 messages per second")
-        .count();
-    assert_eq!(accepted + refused, burst, "{out}");
-    assert!(accepted >= 1 && refused > 0, "{out}");
-    let allowed = 20.0 + 20.0 * elapsed;
-    assert!(
-        accepted as f64 <= allowed + 1.0,
-        "{accepted} accepted in {elapsed:.2}s, at most {allowed:.0} allowed"
+        200,
+        20.0,
+        "over the federation's rate of 20 messages per second",
     );
     let metrics = http_get(a.api_addr(), "/metrics");
     assert_eq!(
@@ -559,12 +567,9 @@ fn schemas_classifications_and_topic_limits_are_negotiated_and_enforced() {
 
     // A burst on a limited topic: the bucket's second and what refills go, the rest is refused
     // with the topic's limit named; the federation as a whole has no limit.
-    let burst = 60;
-    let lines: String = (0..burst).map(|n| format!("{{\"n\":{n}}}\n")).collect();
-    let started = Instant::now();
-    let out = a.cli_with_stdin(
+    let refused = burst_over_rate(
+        &a,
         &[
-            "send",
             "--to",
             "supplier-b",
             "--topic",
@@ -573,22 +578,10 @@ fn schemas_classifications_and_topic_limits_are_negotiated_and_enforced() {
             "reading-v1",
             "--classification",
             "public",
-            "-",
         ],
-        &lines,
-    );
-    let elapsed = started.elapsed().as_secs_f64();
-    let accepted = out.stdout.lines().count();
-    let refused = out
-        .stderr
-        .matches("over the federation's rate of 5 messages per second on telemetry/#")
-        .count();
-    assert_eq!(accepted + refused, burst, "{out}");
-    assert!(accepted >= 1 && refused > 0, "{out}");
-    let allowed = 5.0 + 5.0 * elapsed;
-    assert!(
-        accepted as f64 <= allowed + 1.0,
-        "{accepted} accepted in {elapsed:.2}s, at most {allowed:.0} allowed"
+        60,
+        5.0,
+        "over the federation's rate of 5 messages per second on telemetry/#",
     );
     let metrics = http_get(a.api_addr(), "/metrics");
     for (reason, n) in [
