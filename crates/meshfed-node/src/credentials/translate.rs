@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshfed_proto::MeshId;
+use meshfed_proto::envelope::Sender;
 use meshfed_proto::topic::TopicPattern;
 
 use super::{Action, Actor, Grant, Issuer, Role, Subject};
-use crate::policy::access::Principal as Mapped;
 
 /// Most translated tokens kept; past it, the expired ones are dropped, then all.
 const KEPT: usize = 4096;
@@ -59,14 +59,19 @@ impl Translator {
         }
     }
 
-    /// The token of this mesh for `remote_subject` of `mapped.mesh`, mapped here to `mapped`,
-    /// whose credential expires at `remote_expires`, to publish on `scope`, for at most `ttl`;
+    /// The token of this mesh for `remote_subject` of `mesh`, mapped here to `mapped`, whose
+    /// credential expires at `remote_expires`, to publish on `scope`, for at most `ttl`;
     /// `None` when it cannot be made (the remote credential expired, an identity the token
     /// rules refuse, nothing to publish on) — the message is delivered without it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one fact of the translation, none belongs with another"
+    )]
     pub(crate) fn token(
         &self,
         remote_subject: &str,
-        mapped: &Mapped,
+        mesh: &MeshId,
+        mapped: &Sender,
         remote_expires: Option<u64>,
         scope: &[TopicPattern],
         ttl: Duration,
@@ -75,7 +80,7 @@ impl Translator {
         let key = Key {
             remote_subject: remote_subject.to_owned(),
             mapped: (
-                mapped.mesh.clone(),
+                mesh.clone(),
                 mapped.subject.clone(),
                 mapped.roles.clone(),
                 (mapped.attributes.iter())
@@ -100,7 +105,7 @@ impl Translator {
         if ttl <= MARGIN {
             return None;
         }
-        let grant = self.grant(remote_subject, mapped, scope, ttl)?;
+        let grant = self.grant(remote_subject, mesh, mapped, scope, ttl)?;
         let (token, claims) = match self.issuer.issue(&grant, now) {
             Ok(issued) => issued,
             Err(e) => {
@@ -114,7 +119,7 @@ impl Translator {
                 cache.clear();
             }
         }
-        tracing::debug!(subject = %claims.sub, from = remote_subject, mesh = %mapped.mesh, expires = claims.exp, "translated a partner's credential");
+        tracing::debug!(subject = %claims.sub, from = remote_subject, %mesh, expires = claims.exp, "translated a partner's credential");
         cache.insert(key, (token.clone(), claims.exp));
         Some(token)
     }
@@ -122,7 +127,8 @@ impl Translator {
     fn grant(
         &self,
         remote_subject: &str,
-        mapped: &Mapped,
+        mesh: &MeshId,
+        mapped: &Sender,
         scope: &[TopicPattern],
         ttl: Duration,
     ) -> Option<Grant> {
@@ -137,7 +143,7 @@ impl Translator {
             .ok()?;
         Some(grant.acting_for(Actor {
             sub: remote_subject.to_owned(),
-            iss: format!("meshfed:{}", mapped.mesh),
+            iss: format!("meshfed:{mesh}"),
         }))
     }
 }
@@ -157,13 +163,17 @@ mod tests {
         Translator::new(issuer)
     }
 
-    fn mapped() -> Mapped {
-        Mapped {
-            mesh: "plant-a".parse().unwrap(),
+    fn mapped() -> Sender {
+        Sender {
             subject: "plant-buyer".into(),
             roles: vec!["purchasing".into()],
             attributes: [("site".to_owned(), "north".to_owned())].into(),
+            ..Sender::default()
         }
+    }
+
+    fn plant() -> MeshId {
+        "plant-a".parse().unwrap()
     }
 
     #[test]
@@ -174,7 +184,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let remote_exp = Some(1_800_000_600);
         let token = t
-            .token("erp", &mapped(), remote_exp, &scope, hour, now)
+            .token("erp", &plant(), &mapped(), remote_exp, &scope, hour, now)
             .unwrap();
         let claims = t.issuer.verify(&token, now).unwrap();
         assert_eq!(
@@ -196,18 +206,24 @@ mod tests {
         // The same sender again: the cached token, not a new signature.
         let later = now + Duration::from_secs(60);
         assert_eq!(
-            t.token("erp", &mapped(), remote_exp, &scope, hour, later),
+            t.token("erp", &plant(), &mapped(), remote_exp, &scope, hour, later),
             Some(token.clone())
         );
         // Without a remote expiry, the rule's lifetime bounds it.
         let lasting = t
-            .token("admin", &mapped(), None, &scope, hour, now)
+            .token("admin", &plant(), &mapped(), None, &scope, hour, now)
             .unwrap();
         assert_eq!(t.issuer.verify(&lasting, now).unwrap().exp, 1_800_003_600);
         // A remote credential already expired is not translated.
         let expired = Some(1_799_999_999);
-        assert_eq!(t.token("erp", &mapped(), expired, &scope, hour, now), None);
+        assert_eq!(
+            t.token("erp", &plant(), &mapped(), expired, &scope, hour, now),
+            None
+        );
         // Nor one with nothing to publish on.
-        assert_eq!(t.token("erp", &mapped(), remote_exp, &[], hour, now), None);
+        assert_eq!(
+            t.token("erp", &plant(), &mapped(), remote_exp, &[], hour, now),
+            None
+        );
     }
 }

@@ -266,14 +266,16 @@ impl Incoming {
             if let (Some(rule), _) = rule(&self.identities, &remote)
                 && let Some(ttl) = rule.translate
             {
-                shown.credential = (t.translator).token(
+                let credential = (t.translator).token(
                     &sender.subject,
-                    mapped,
+                    &mapped.mesh,
+                    &shown,
                     sender.expires,
                     &t.scope,
                     ttl,
                     t.now,
                 );
+                shown.credential = credential;
             }
         }
         shown
