@@ -296,7 +296,7 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
 /// A chain of two: supplier-c delegates to hub-b, which delegates on to hub-d, the partner of
 /// plant-a. plant-a takes supplier-c's message from hub-d only when supplier-c's delegation lets
 /// hub-b delegate further (its depth) and plant-a's rule allows a chain that long; hub-d
-/// presents both delegations and hub-b's CAs.
+/// presents both delegations and hub-b's CAs. hub-b's withdrawal reaches plant-a through hub-d.
 #[test]
 fn a_chain_of_two_delegations_crosses_within_its_depth() {
     let c = common::started("supplier-c");
@@ -314,7 +314,7 @@ fn a_chain_of_two_delegations_crosses_within_its_depth() {
     };
     // supplier-c's delegation to hub-b does not let hub-b delegate further (depth 0).
     let shallow = delegate(&c, &b, "parts/#");
-    delegate(&b, &d, "parts/#");
+    let onward = delegate(&b, &d, "parts/#");
     let sent = send("parts/1");
     assert!(
         sent.stderr.contains("acknowledged"),
@@ -347,5 +347,31 @@ fn a_chain_of_two_delegations_crosses_within_its_depth() {
     assert_eq!(
         v["federation"]["routing"]["path"][0], "supplier-c",
         "the path starts at the origin:\n{v:#}"
+    );
+
+    // hub-b withdraws its delegation to hub-d: hub-d passes hub-b's list on, and plant-a,
+    // which accepted hub-b's CAs with the chain, takes it.
+    b.cli(&["delegation", "revoke", &onward]).ok();
+    poll(
+        "plant-a learns hub-b's revocation from hub-d",
+        DEADLINE,
+        || {
+            let out = a.cli(&["federation", "revocations", "--json"]);
+            let v: Value = serde_json::from_str(out.ok()).unwrap_or_default();
+            let listed = v["partners"].as_array().is_some_and(|lists| {
+                lists.iter().any(|l| {
+                    l["mesh"] == "hub-b"
+                        && l["relayed"] == true
+                        && l["delegations"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|d| d["id"] == onward.as_str()))
+                })
+            });
+            if listed {
+                Ok(())
+            } else {
+                Err(format!("{v:#}"))
+            }
+        },
     );
 }

@@ -318,18 +318,16 @@ fn pass_on(ctx: &Context, origin: &MeshId, ports: &[Arc<LinkPort>], body: &Revoc
 }
 
 /// A list of another mesh than the peer's, which the peer passes on as the relay of that mesh's
-/// messages: taken (see [`take_relayed`]) when a transit rule lets that mesh's messages through
-/// this peer and this node has accepted one of them (so it knows that mesh's CAs, kept across
-/// restarts); otherwise
-/// ignored — the next relayed message carries the list anyway.
+/// messages, or of an intermediate issuer in the chains it presents: taken (see
+/// [`take_relayed`]) when a transit rule lets messages through this peer and this node has
+/// accepted that mesh's CAs with one of them (kept across restarts); otherwise ignored — the
+/// next relayed message carries the origin's list anyway.
 fn relayed_list(ctx: &Context, port: &LinkPort, body: &RevocationsBody) {
     let origin = &body.list().mesh;
     let via = port.mesh();
-    let ruled = ctx
-        .policy()
-        .transits
-        .iter()
-        .any(|r| &r.origin == origin && &r.via == via);
+    // The origin of a transit rule through this peer, or an intermediate issuer of a chain
+    // this peer presented (whose CAs were accepted with it).
+    let ruled = ctx.policy().transits.iter().any(|r| &r.via == via);
     let Some(bundle) = ctx.delegations.origin_bundle(origin).filter(|_| ruled) else {
         tracing::debug!(peer = %port.peer, mesh = %origin, "ignored a revocation list of a mesh this node takes no relayed messages of");
         return;

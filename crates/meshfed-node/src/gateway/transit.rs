@@ -156,16 +156,28 @@ pub(crate) fn accept(
         (&ctx.id.mesh, topic),
         wall,
     )?;
-    if ctx.delegations.accepted_origin(&origin, &bundle) {
-        let (store, mesh, at) = (ctx.store.clone(), origin.clone(), ctx.now());
-        let cas: Vec<Vec<u8>> = bundle.cas().iter().map(|c| c.der().to_vec()).collect();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_origin_cas(&mesh, &cas, at) {
-                tracing::warn!(%mesh, error = %e, "cannot keep a relayed mesh's CAs: its relayed revocation lists wait for its next message after a restart");
-            }
-        });
+    // The origin's CAs, and those of the chain's intermediate issuers: the revocation lists
+    // relays pass on for them are checked against these (kept across restarts).
+    for b in std::iter::once(&bundle).chain(&issuers) {
+        remember_cas(ctx, b);
     }
     Ok(origin)
+}
+
+/// Keeps `bundle` as the CAs of its mesh, whose delegation or message was just accepted in
+/// transit: in memory, and in the store when they are new.
+fn remember_cas(ctx: &Context, bundle: &TrustBundle) {
+    let mesh = bundle.mesh().clone();
+    if !ctx.delegations.accepted_origin(&mesh, bundle) {
+        return;
+    }
+    let (store, at) = (ctx.store.clone(), ctx.now());
+    let cas: Vec<Vec<u8>> = bundle.cas().iter().map(|c| c.der().to_vec()).collect();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.put_origin_cas(&mesh, &cas, at) {
+            tracing::warn!(%mesh, error = %e, "cannot keep a relayed mesh's CAs: its relayed revocation lists wait for its next message after a restart");
+        }
+    });
 }
 
 /// Checks the origin's own envelope in `transit`: signed by a node of `origin` (through the
