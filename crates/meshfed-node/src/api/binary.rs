@@ -32,7 +32,7 @@
 //!   u8 version, u8 kind = 0x10
 //!   u8 parts: bit 0 signed (clear: a streamed batch's member sent before its head, as the
 //!             JSON's empty signature), bit 1 encrypted, bit 2 batch, bit 3 message, bit 4 proof,
-//!             bit 5 sender, bit 6 classified
+//!             bit 5 sender, bit 6 classified, bit 7 credential (with sender)
 //!   u8 envelope major, u8 envelope minor
 //!   [16] id, u64 timestamp (ms since the Unix epoch)
 //!   u8 qos, u8 priority, u8 flags, u8 ttl, u8 hops
@@ -48,6 +48,8 @@
 //!   bytes certificate (DER; a gateway always delivers it, empty only if it were unknown)
 //!   if sender:    str subject, u16 n, n x str role, u16 m, m x (str name, str value): the
 //!                 JSON's `sender`, who sent it as this mesh maps them
+//!   if credential: u64 expires (seconds since the Unix epoch; 0: none), str credential (empty:
+//!                 none): the JSON's `sender.expires` and `sender.credential`
 //!   if proof:     bytes proof (`proof=required`: the CBOR of the envelope as it crossed, the
 //!                 export form's `proof` without base64)
 //!   if message:   payload: the rest of the frame, raw (clear: absent when sealed and unopened)
@@ -91,6 +93,8 @@ const PROOF: u8 = 1 << 4;
 const SENDER: u8 = 1 << 5;
 /// A `parts` bit: the classification label follows the schema id.
 const CLASSIFIED: u8 = 1 << 6;
+/// A `parts` bit: the sender's credential expiry and translated credential follow it.
+const CREDENTIAL: u8 = 1 << 7;
 /// `options` bit of a publish request.
 const WAIT: u8 = 1;
 /// An `options` bit: the schema id and classification follow the content type.
@@ -328,6 +332,11 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
         (proof.is_some(), PROOF),
         (envelope.sender.is_some(), SENDER),
         (h.policy.classification.is_some(), CLASSIFIED),
+        (
+            (envelope.sender.as_ref())
+                .is_some_and(|s| s.expires.is_some() || s.credential.is_some()),
+            CREDENTIAL,
+        ),
     ] {
         if set {
             parts |= bit;
@@ -423,6 +432,10 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
             w.str(name);
             w.str(value);
         }
+        if parts & CREDENTIAL != 0 {
+            w.u64(sender.expires.unwrap_or(0));
+            w.str(sender.credential.as_deref().unwrap_or(""));
+        }
     }
     if let Some(proof) = proof {
         w.bytes(proof);
@@ -451,10 +464,10 @@ impl Delivered {
     pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
         let mut r = Reader::open(frame, ENVELOPE, "a delivered envelope (0x10)")?;
         let parts = r.u8("parts")?;
-        if parts & !(SIGNED | ENCRYPTED | BATCH | MESSAGE | PROOF | SENDER | CLASSIFIED) != 0 {
+        if parts & CREDENTIAL != 0 && parts & SENDER == 0 {
             return Err(invalid(
                 "parts",
-                format!("{parts:#04x}: only bits 0 to 6 are defined"),
+                format!("{parts:#04x}: bit 7 (credential) needs bit 5 (sender)"),
             ));
         }
         let has = |bit| parts & bit != 0;
@@ -545,7 +558,13 @@ impl Delivered {
             [] => SignerCertificate::default(),
             der => SignerCertificate::new(der.to_vec()),
         };
-        let sender = if has(SENDER) { Some(r.sender()?) } else { None };
+        let mut sender = if has(SENDER) { Some(r.sender()?) } else { None };
+        if let Some(s) = sender.as_mut().filter(|_| has(CREDENTIAL)) {
+            s.expires = Some(r.u64("sender.expires")?).filter(|&e| e > 0);
+            s.credential = Some(r.str("sender.credential")?)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+        }
         let proof = if has(PROOF) {
             Some(r.bytes("proof")?.to_vec())
         } else {

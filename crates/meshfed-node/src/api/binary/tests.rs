@@ -360,6 +360,8 @@ prop_compose! {
             "[!-~]{1,20}",
             proptest::collection::vec("[!-~]{1,20}", 0..4),
             proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,20}", 0..4),
+            proptest::option::of(1u64..),
+            proptest::option::of("[A-Za-z0-9._-]{1,900}"),
         )),
     ) -> Envelope {
         let mut sig = [0; SIGNATURE_LEN];
@@ -403,7 +405,7 @@ prop_compose! {
             },
             signature: Signature(sig),
             message,
-            sender: sender.map(|(subject, roles, attributes)| Sender { subject, roles, attributes, expires: None, credential: None }),
+            sender: sender.map(|(subject, roles, attributes, expires, credential)| Sender { subject, roles, attributes, expires, credential }),
             batch,
         }
     }
