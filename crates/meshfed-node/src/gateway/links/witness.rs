@@ -84,11 +84,13 @@ pub(crate) fn take_rate(
     else {
         return;
     };
+    let q = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = q.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+    // A transfer larger than the burst takes the whole burst: a full bucket lets it through.
+    let n = n.min(burst);
     let rate = {
         let mut rates = lock(&links.witnesses.rates);
         let fresh = || {
-            let q = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
-            let burst = q.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
             Arc::new(NeighbourRate {
                 per_second,
                 bucket: governor::RateLimiter::direct(
