@@ -132,29 +132,17 @@ fn transit(c: &mut Criterion) {
     use std::time::{Duration, SystemTime};
 
     use meshfed_node::credentials::delegation::{self, DelegationGrant};
-    use meshfed_proto::crypto::SigningKey;
     use meshfed_proto::envelope::Transit;
-    use meshfed_trust::{MeshCa, P384PublicKey};
+    use meshfed_testkit::pki::TestPki;
     use serde_bytes::ByteBuf;
 
     let now = SystemTime::now();
-    let origin: MeshId = "supplier-c".parse().unwrap();
     let relay: MeshId = "hub-b".parse().unwrap();
     let here: MeshId = "plant-a".parse().unwrap();
-    let root = MeshCa::generate(&origin, now, Duration::from_secs(86_400)).unwrap();
-    let issuing = root
-        .issue_issuing_ca(now, Duration::from_secs(86_400))
-        .unwrap();
-    let key = SigningKey::generate().unwrap();
-    let cert = issuing
-        .issue_node_cert(
-            &"gw1".parse().unwrap(),
-            &P384PublicKey::of(&key),
-            now,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let chain = [cert.der().to_vec(), issuing.cert_der().to_vec()];
+    let pki = TestPki::at("supplier-c", now);
+    let origin = pki.mesh().clone();
+    let node = pki.node_from_issuing_ca("gw1");
+    let chain = [node.cert.to_vec(), pki.issuing_ca().cert_der().to_vec()];
     let grant = DelegationGrant {
         delegate: relay.clone(),
         audience: vec![here.clone()],
@@ -162,8 +150,8 @@ fn transit(c: &mut Criterion) {
         depth: 0,
         ttl: Duration::from_secs(3600),
     };
-    let (token, issued) = delegation::issue(&origin, &grant, &key, &chain, now).unwrap();
-    let bundle = root.trust_bundle().clone();
+    let (token, issued) = delegation::issue(&origin, &grant, &node.key, &chain, now).unwrap();
+    let bundle = pki.bundle().clone();
     let mut g = c.benchmark_group("transit");
     g.bench_function("verify a delegation (first presentation)", |b| {
         b.iter(|| delegation::verify(black_box(&token), |_| Some(bundle.clone()), now).unwrap())

@@ -1015,12 +1015,18 @@ fn lapsed(node: &Node, principal: &Principal) -> Option<WsMessage> {
 
 /// Whether the access rules in force now keep `delivery` from a component's live subscription
 /// (counted as a refusal): they are asked per delivery, so a rule changed while the stream is
-/// open holds for it. The operator's token answers to no rule.
-fn withheld(node: &Node, principal: &Principal, delivery: &Delivery) -> bool {
-    if principal.is_admin() {
+/// open holds for it. `who` is the component as the rules know it; `None` for the operator's
+/// token, which answers to no rule.
+fn withheld(
+    node: &Node,
+    principal: &Principal,
+    who: Option<&crate::policy::access::Principal>,
+    delivery: &Delivery,
+) -> bool {
+    let Some(who) = who else {
         return false;
-    }
-    let Err(r) = node.may_receive(&sender_of(principal), &delivery.topic, &delivery.source) else {
+    };
+    let Err(r) = node.may_receive(who, &delivery.topic, &delivery.source) else {
         return false;
     };
     node.count_refusal(r.reason());
@@ -1073,6 +1079,7 @@ async fn forward(
     format: Format,
 ) {
     let stopping = node.stopping();
+    let who = (!principal.is_admin()).then(|| node.local_principal(&sender_of(&principal)));
     loop {
         let delivery = tokio::select! {
             () = stopping.cancelled() => break,
@@ -1088,7 +1095,7 @@ async fn forward(
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
             return;
         }
-        if withheld(&node, &principal, &delivery) {
+        if withheld(&node, &principal, who.as_ref(), &delivery) {
             continue;
         }
         // One write (and flush) for whatever is queued, not one per message.

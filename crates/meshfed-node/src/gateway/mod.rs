@@ -612,26 +612,30 @@ impl GatewayHandle {
         pattern: &TopicPattern,
         from: Option<&MeshId>,
     ) -> Result<(), meshfed_proto::admission::Refusal> {
-        let who = crate::policy::access::Principal::of(&self.0.ctx.id.mesh, who);
+        let who = self.local_principal(who);
         self.policy()
             .may_subscribe(&who, pattern, from)
             .map_err(|d| meshfed_proto::admission::Refusal::Denied(d.to_string()))
     }
 
-    /// Whether local component `who`, subscribed, may receive a delivery on `topic` from
-    /// `from` under the access rules in force now.
+    /// Local component `who` as the access rules know it.
+    pub(crate) fn local_principal(&self, who: &Sender) -> crate::policy::access::Principal {
+        crate::policy::access::Principal::of(&self.0.ctx.id.mesh, who)
+    }
+
+    /// Whether local component `who` ([`GatewayHandle::local_principal`]), subscribed, may
+    /// receive a delivery on `topic` from `from` under the access rules in force now.
     pub(crate) fn may_receive(
         &self,
-        who: &Sender,
+        who: &crate::policy::access::Principal,
         topic: &meshfed_proto::Topic,
         from: &MeshId,
     ) -> Result<(), meshfed_proto::admission::Refusal> {
         let Some(access) = self.policy().access.clone() else {
             return Ok(());
         };
-        let who = crate::policy::access::Principal::of(&self.0.ctx.id.mesh, who);
         access
-            .decide_delivery(&who, topic, from)
+            .decide_delivery(who, topic, from)
             .map_err(|d| meshfed_proto::admission::Refusal::Denied(d.to_string()))
     }
 

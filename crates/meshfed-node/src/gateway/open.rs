@@ -129,11 +129,8 @@ async fn open_transfer(
     let wall = ctx.clock.wall();
     // The terms in force for this whole transfer: a switch point falls between frames.
     let terms = link.terms();
-    let incoming = ctx.policy().inbound(&terms.peer).translating(
-        ctx.translator.clone(),
-        wall,
-        terms.outbound.clone(),
-    );
+    let incoming =
+        (ctx.policy().inbound(&terms.peer)).translating(&ctx.translator, wall, &terms.outbound);
     terms.check_signed(match envelopes {
         Signed::Each(_) => SignatureMode::PerMessage,
         Signed::Batch(_) | Signed::Streamed { .. } => SignatureMode::Batch,
@@ -592,10 +589,10 @@ impl Heads {
         terms
             .check_signed(SignatureMode::Batch)
             .map_err(StreamFault::Refused)?;
-        let incoming = ctx.policy().inbound(&terms.peer).translating(
-            ctx.translator.clone(),
+        let incoming = (ctx.policy().inbound(&terms.peer)).translating(
+            &ctx.translator,
             ctx.clock.wall(),
-            terms.outbound.clone(),
+            &terms.outbound,
         );
         let mut unproven = Vec::new();
         self.take_with(ctx, transfer, |envelope| {

@@ -101,7 +101,9 @@ impl Pacing {
         topic: &Topic,
     ) -> bool {
         let unlimited = terms.max_rate.is_none() && terms.topic_rates.is_empty();
-        if unlimited && self.peers.get(peer).is_none_or(|p| p.held.is_empty()) {
+        if unlimited
+            && (self.peers.is_empty() || self.peers.get(peer).is_none_or(|p| p.held.is_empty()))
+        {
             return true;
         }
         let paced = match self.peers.get_mut(peer) {

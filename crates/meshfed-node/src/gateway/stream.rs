@@ -98,9 +98,9 @@ pub(crate) struct View {
     pub(crate) state: FederationState,
     pub(crate) terms: Terms,
     /// The agreed rate of sends to the peer, if the agreement sets one.
-    pub(crate) rate: Option<Arc<Rate>>,
+    rate: Option<Arc<Rate>>,
     /// The agreed rates per topic pattern.
-    pub(crate) topic_rates: Arc<[Arc<Rate>]>,
+    topic_rates: Arc<[Arc<Rate>]>,
 }
 
 impl View {
@@ -139,7 +139,7 @@ pub(crate) struct Rate {
 }
 
 impl Rate {
-    pub(crate) fn new(per_second: u32, topics: Option<TopicPattern>) -> Arc<Self> {
+    fn new(per_second: u32, topics: Option<TopicPattern>) -> Arc<Self> {
         let n = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
         Arc::new(Self {
             per_second,
@@ -153,7 +153,7 @@ impl Rate {
     }
 
     /// Takes one message's token, or refuses it: over the agreed rate.
-    pub(crate) fn take(&self) -> Result<(), Refusal> {
+    fn take(&self) -> Result<(), Refusal> {
         self.bucket.check().map_err(|_| Refusal::RateLimited {
             rate: self.per_second,
             topics: self.topics.clone(),

@@ -166,11 +166,14 @@ impl Mapping {
 /// finer. Unmatched even so, it keeps its subject and holds no role here. A remote identity's
 /// roles never carry over by themselves: only a rule grants roles here.
 pub fn map(rules: &[Mapping], remote: &Principal) -> Principal {
-    let (rule, who) = rule(rules, remote);
-    match rule {
-        Some(rule) => Principal {
-            mesh: who.mesh.clone(),
-            subject: rule.to.clone().unwrap_or_else(|| who.subject.clone()),
+    match rule(rules, remote) {
+        Some((rule, federation)) => Principal {
+            mesh: remote.mesh.clone(),
+            subject: match (&rule.to, federation) {
+                (Some(to), _) => to.clone(),
+                (None, Some(f)) => f.subject,
+                (None, None) => remote.subject.clone(),
+            },
             roles: rule.roles.clone(),
             attributes: remote.attributes.clone(),
         },
@@ -181,19 +184,18 @@ pub fn map(rules: &[Mapping], remote: &Principal) -> Principal {
     }
 }
 
-/// The rule that maps `remote` ([`map`]), and whom it matched: `remote`, or its mesh as a
-/// whole.
-fn rule<'a>(rules: &'a [Mapping], remote: &Principal) -> (Option<&'a Mapping>, Principal) {
+/// The rule that maps `remote` ([`map`]), with its mesh as a whole when that is what the rule
+/// matched.
+fn rule<'a>(rules: &'a [Mapping], remote: &Principal) -> Option<(&'a Mapping, Option<Principal>)> {
     if let Some(rule) = rules.iter().find(|r| r.matches(remote)) {
-        return (Some(rule), remote.clone());
+        return Some((rule, None));
     }
     let federation = Principal::federation(&remote.mesh);
-    if remote.subject != federation.subject
-        && let Some(rule) = rules.iter().find(|r| r.matches(&federation))
-    {
-        return (Some(rule), federation);
+    if remote.subject == federation.subject {
+        return None;
     }
-    (None, remote.clone())
+    let rule = rules.iter().find(|r| r.matches(&federation))?;
+    Some((rule, Some(federation)))
 }
 
 /// What a partner sends here, checked: who sent each message as this mesh maps it ([`map`]),
@@ -241,15 +243,15 @@ impl Incoming {
     /// into tokens to publish on `scope`: what the agreement lets flow back to the partner).
     pub(crate) fn translating(
         mut self,
-        translator: std::sync::Arc<crate::credentials::translate::Translator>,
+        translator: &std::sync::Arc<crate::credentials::translate::Translator>,
         now: std::time::SystemTime,
-        scope: Vec<TopicPattern>,
+        scope: &[TopicPattern],
     ) -> Self {
         if self.identities.iter().any(|m| m.translate.is_some()) {
             self.translating = Some(Translating {
-                translator,
+                translator: translator.clone(),
                 now,
-                scope,
+                scope: scope.to_vec(),
             });
         }
         self
@@ -263,7 +265,7 @@ impl Incoming {
         shown.expires = sender.expires;
         if let Some(t) = &self.translating {
             let remote = Principal::of(source, sender);
-            if let (Some(rule), _) = rule(&self.identities, &remote)
+            if let Some((rule, _)) = rule(&self.identities, &remote)
                 && let Some(ttl) = rule.translate
             {
                 let credential = (t.translator).token(
