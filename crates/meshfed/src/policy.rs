@@ -91,14 +91,20 @@ fn clauses(p: &AgreedPolicy) -> Result<(), Failure> {
             list(v)
         }
     };
-    let rows: [(&str, String); 16] = [
+    let limits: Vec<String> = (p.topic_rates.iter())
+        .map(|l| format!("{} {} msg/s", l.topics, l.rate))
+        .collect();
+    let rows: [(&str, String); 19] = [
         (
             "data.max_message_size",
             format!("{} bytes", p.max_message_size),
         ),
         ("data.content_types", any(&p.content_types)),
         ("data.redact", list(&p.redact)),
+        ("data.schemas", any(&p.schemas)),
+        ("data.classifications", any(&p.classifications)),
         ("qos.max_rate", or_none(p.max_rate, " msg/s")),
+        ("qos.limits", list(&limits)),
         ("qos.max_priority", p.max_priority.to_string()),
         ("qos.max_latency", or_none(p.max_latency_ms, "ms")),
         (

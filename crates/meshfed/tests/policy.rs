@@ -524,6 +524,15 @@ fn schemas_classifications_and_topic_limits_are_negotiated_and_enforced() {
         );
     }
 
+    let shown = b.cli(&["policy", "show", "--federation", &id]);
+    for line in [
+        "data.schemas                 reading-v1",
+        "data.classifications         internal, public",
+        "qos.limits                   alerts/# 50 msg/s, telemetry/# 5 msg/s",
+    ] {
+        assert!(shown.ok().contains(line), "{line}:\n{shown}");
+    }
+
     let send = |extra: &[&str]| {
         let mut args = vec!["send", "--to", "supplier-b", "--topic", "readings/1"];
         args.extend_from_slice(extra);
