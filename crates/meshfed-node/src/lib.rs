@@ -13,6 +13,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+mod connectors;
 pub mod credentials;
 mod door;
 pub mod gateway;

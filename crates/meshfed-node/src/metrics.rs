@@ -125,6 +125,32 @@ pub(crate) struct Metrics {
     pub(crate) custody_held: Gauge,
     /// API requests refused for their credentials, by reason.
     pub(crate) api_refused: Family<ReasonLabel, Counter>,
+    /// 1 while a connector is connected to its bus.
+    pub(crate) connector_up: Family<ConnectorLabel, Gauge>,
+    /// Messages a connector carried, by direction (`export`: bus → federation, accepted;
+    /// `import`: federation → bus, accepted by the broker).
+    pub(crate) connector_messages: Family<ConnectorDirectionLabels, Counter>,
+    /// Messages that fit no rule of a connector, or that the other dialect cannot name.
+    pub(crate) connector_unmapped: Family<ConnectorLabel, Counter>,
+    /// Messages a connector did not send back to the partner they came from.
+    pub(crate) connector_loops: Family<ConnectorLabel, Counter>,
+    /// Messages of a connector the federation refused.
+    pub(crate) connector_refused: Family<ConnectorLabel, Counter>,
+    /// Errors of a connector's bus (connections lost or refused, publishes not accepted).
+    pub(crate) connector_errors: Family<ConnectorLabel, Counter>,
+}
+
+/// A connector.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConnectorLabel {
+    pub(crate) connector: String,
+}
+
+/// A connector and a direction (`export`, `import`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConnectorDirectionLabels {
+    pub(crate) connector: String,
+    pub(crate) direction: &'static str,
 }
 
 /// Why something was refused.
@@ -193,6 +219,12 @@ impl Metrics {
             custody: Family::default(),
             custody_held: Gauge::default(),
             api_refused: Family::default(),
+            connector_up: Family::default(),
+            connector_messages: Family::default(),
+            connector_unmapped: Family::default(),
+            connector_loops: Family::default(),
+            connector_refused: Family::default(),
+            connector_errors: Family::default(),
         };
         for reason in API_REFUSALS
             .into_iter()
@@ -365,6 +397,36 @@ impl Metrics {
             "api_refused",
             "API requests refused for their credentials, by reason: missing (no token), token_in_url, forbidden (a valid component token asking beyond its scope or for an admin route), or what was wrong with the token (malformed, algorithm, unknown_key, signature, claims, issuer, audience, expired, not_yet_valid, revoked)",
             m.api_refused.clone(),
+        );
+        registry.register(
+            "connector_up",
+            "1 while a connector to the mesh's own MQTT or NATS bus is connected",
+            m.connector_up.clone(),
+        );
+        registry.register(
+            "connector_messages",
+            "Messages a connector carried: export (taken from the bus, accepted into the federation), import (federation messages the bus's broker accepted)",
+            m.connector_messages.clone(),
+        );
+        registry.register(
+            "connector_unmapped",
+            "Messages that fit no mapping rule of a connector, or that the other dialect cannot name; not forwarded",
+            m.connector_unmapped.clone(),
+        );
+        registry.register(
+            "connector_loops",
+            "Messages a connector did not send back to the partner they came from",
+            m.connector_loops.clone(),
+        );
+        registry.register(
+            "connector_refused",
+            "Messages of a connector the federation refused (agreement, policy, destination)",
+            m.connector_refused.clone(),
+        );
+        registry.register(
+            "connector_errors",
+            "Errors of a connector's bus: connections lost or refused, publishes the broker did not accept",
+            m.connector_errors.clone(),
         );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }

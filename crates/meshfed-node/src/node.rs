@@ -68,6 +68,9 @@ impl Gateway {
             return Err(e);
         }
         crate::api::serve(handle.clone(), api);
+        if handle.role() == Role::Gateway {
+            crate::connectors::start(&handle, dir);
+        }
         tracing::info!(
             mesh = %mesh, node = %node_name, federation = %handle.federation_addr(), api = %api_addr,
             "{} started", handle.role()

@@ -26,6 +26,7 @@ pub mod batch;
 pub mod capability;
 pub mod cbor;
 pub mod crypto;
+pub mod dialect;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;

@@ -79,6 +79,10 @@ pub(crate) enum Command {
     /// The routing table: the meshes this node reaches through brokers (path vector).
     #[command(subcommand)]
     Route(RouteCommand),
+    /// The connectors to the mesh's own MQTT or NATS bus (`[[connector]]` in meshfed.toml):
+    /// their state and what they carried.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
     /// This mesh's policy (DIR/policy.toml): what it offers and requires of partners, and the
     /// agreement in force with each.
     #[command(subcommand)]
@@ -180,6 +184,26 @@ pub(crate) enum RouteCommand {
     /// Each mesh reached, its next hop, path, hops and round trip.
     List {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `meshfed connector ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConnectorCommand {
+    /// Each connector: its broker, state, and messages exported, imported, unmapped, looped,
+    /// refused, and errors.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connector, with its rules and its last error.
+    Show {
+        /// The connector's name.
+        name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

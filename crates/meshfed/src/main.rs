@@ -18,6 +18,7 @@ mod bench;
 mod ca;
 mod cli;
 mod client;
+mod connector;
 mod delegation;
 mod demo;
 mod envelope;
@@ -76,6 +77,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(command) => token::run(&cli.global.dir, command),
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
         Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
+        Command::Connector(cmd) => connector::run(&cli.global.dir, cmd),
         Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),
         Command::Delegation(cmd) => delegation::run(&cli.global.dir, cmd),
     }

@@ -10,6 +10,7 @@
 
 pub mod binary;
 mod conn;
+mod connectors;
 mod delegations;
 mod error;
 pub mod models;
@@ -113,7 +114,9 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(
             revocations::list_revocations,
             revocations::revoke_node
-        ));
+        ))
+        .routes(routes!(connectors::list_connectors))
+        .routes(routes!(connectors::show_connector));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -578,6 +581,7 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         classification: p.classification,
         sender: sender_of(sender),
         relay: None,
+        id: None,
     };
     Ok((outgoing, p.wait))
 }

@@ -32,12 +32,14 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
+mod connectors;
 mod delegations;
 mod policy;
 mod revocations;
 pub(crate) mod schema;
 mod tokens;
 
+pub use connectors::{ConnectorList, ConnectorView};
 pub use delegations::{
     AddDelegationRequest, DelegationList, DelegationView, IssueDelegationRequest, IssuedDelegation,
 };

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use meshfed_proto::{MeshId, NodeName};
 
+pub mod connector;
 mod parse;
 mod render;
 
@@ -62,6 +63,8 @@ pub struct NodeConfig {
     pub connections: ConnectionsConfig,
     /// Peer meshes federated by configuration, without an invitation: `[[peers]]`.
     pub peers: Vec<StaticPeer>,
+    /// Connectors to the mesh's own MQTT or NATS bus: `[[connector]]`.
+    pub connectors: Vec<connector::ConnectorConfig>,
 }
 
 impl NodeConfig {
@@ -80,6 +83,7 @@ impl NodeConfig {
             delivery: DeliveryConfig::default(),
             connections: ConnectionsConfig::default(),
             peers: Vec::new(),
+            connectors: Vec::new(),
         }
     }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod connector;
+
 use super::{
     ApiConfig, ConnectionsConfig, DeliveryConfig, FederationConfig, IdentityConfig,
     MAX_HEAD_TIMEOUT, MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MAX_SIGN_WINDOW,
@@ -91,6 +93,7 @@ struct RawFile {
     delivery: RawDelivery,
     connections: RawConnections,
     peers: Vec<RawPeer>,
+    connector: Vec<connector::RawConnector>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +205,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
             .into_iter()
             .map(|p| f.peer(p))
             .collect::<Result<_, _>>()?,
+        connectors: f.connectors(raw.connector)?,
     })
 }
 

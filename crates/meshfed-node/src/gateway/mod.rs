@@ -158,6 +158,10 @@ pub async fn start(
         &metrics,
     );
     let api_door = Door::new(door::Listener::Api, limits.max_unauthenticated, &metrics);
+    let connectors = Arc::new(crate::connectors::status::Board::new(
+        &config.connectors,
+        &metrics,
+    ));
     let local = Arc::new(Local {
         live: local::live::Subscribers::new(
             metrics.subscriber_dropped.clone(),
@@ -254,6 +258,7 @@ pub async fn start(
         links,
         federations,
         api_door,
+        connectors,
     })))
 }
 
@@ -274,6 +279,8 @@ struct Stages {
     federations: Federations,
     /// What API connections that have not authenticated yet may cost.
     api_door: Arc<Door>,
+    /// The connectors to the mesh's own bus, as they are doing.
+    connectors: Arc<crate::connectors::status::Board>,
 }
 
 /// What this node is, as the API describes it.
@@ -348,6 +355,21 @@ impl GatewayHandle {
                 rtt: Duration::from_micros(r.rtt_us),
             })
             .collect()
+    }
+
+    /// This node's mesh.
+    pub(crate) fn mesh(&self) -> &MeshId {
+        &self.0.ctx.id.mesh
+    }
+
+    /// The connectors to the mesh's own bus, as they are doing.
+    pub(crate) fn connectors(&self) -> &crate::connectors::status::Board {
+        &self.0.connectors
+    }
+
+    /// The connectors' configuration.
+    pub(crate) fn connector_configs(&self) -> Vec<crate::config::connector::ConnectorConfig> {
+        self.0.ctx.config.connectors.clone()
     }
 
     /// What this node runs as.
@@ -486,6 +508,7 @@ impl GatewayHandle {
             Ok(Err(e)) => problems.push(format!("the store is not writable: {}", error::chain(&e))),
             Err(e) => problems.push(format!("the store check failed: {e}")),
         }
+        problems.extend(self.0.connectors.unready());
         problems
     }
 

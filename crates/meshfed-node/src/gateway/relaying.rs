@@ -325,5 +325,6 @@ async fn outgoing(
             sender,
             transit,
         }),
+        id: None,
     })
 }

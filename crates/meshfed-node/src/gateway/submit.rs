@@ -50,6 +50,9 @@ pub struct Outgoing {
     /// Set when this node relays the message on another mesh's behalf (`relaying.rs`); then
     /// `sender` is not used.
     pub relay: Option<Relay>,
+    /// The envelope id, when the local side fixes it (a connector taking a JetStream message,
+    /// whose redelivery must be the same envelope); else a fresh one.
+    pub id: Option<EnvelopeId>,
 }
 
 /// What a message this node relays as a trusted intermediary keeps of its origin.
@@ -153,9 +156,10 @@ pub(crate) async fn submit(
         })
     };
     let at = ctx.now();
-    let id = match &msg.relay {
-        Some(relay) => relay.id,
-        None => envelope_id(at)?,
+    let id = match (&msg.relay, msg.id) {
+        (Some(relay), _) => relay.id,
+        (None, Some(id)) => id,
+        (None, None) => envelope_id(at)?,
     };
     let header = Header {
         version: Version::CURRENT,

@@ -61,7 +61,9 @@ impl Durable {
         journal: &meshfed_store::Journal,
     ) -> Result<Self, meshfed_store::StoreError> {
         let mut subscriptions = journal.subscriptions()?;
-        subscriptions.retain(|s| !reserved(&s.name));
+        // The connectors' queues keep what arrives from the start; the relay queue is the
+        // relay stage's own.
+        subscriptions.retain(|s| s.name.as_str() != RELAY_QUEUE);
         Ok(Self {
             subscriptions: RwLock::new(subscriptions),
             appended: watch::channel(0).0,

@@ -142,6 +142,11 @@ impl Delivery {
     }
 
     /// The delivery of `envelope` before its batch head arrived, for spec-form subscribers.
+    /// The envelope with its opened message; `None` for one refused.
+    pub(crate) fn envelope(&self) -> Option<&Envelope> {
+        self.envelope.as_ref()
+    }
+
     pub(crate) fn unproven(envelope: Envelope) -> Self {
         Self {
             source: envelope.header.source.mesh.clone(),
