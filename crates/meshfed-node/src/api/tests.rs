@@ -432,6 +432,24 @@ fn partner_trust() -> PartnerTrust {
     }
 }
 
+fn connector() -> ConnectorView {
+    ConnectorView {
+        name: "plant-bus".into(),
+        kind: "mqtt".into(),
+        url: "mqtt://127.0.0.1:1883".into(),
+        state: "connecting".into(),
+        since: "2026-12-05T01:00:00Z".into(),
+        last_error: Some("MQTT connection: connection refused".into()),
+        exported: 3,
+        imported: 2,
+        unmapped: 1,
+        loops: 0,
+        refused: 0,
+        errors: 1,
+        rules: vec!["export plant/+/temp → readings/+/temp to supplier-b (qos 1)".into()],
+    }
+}
+
 fn samples() -> Vec<(String, Value)> {
     let node = NodeInfo {
         mesh: "plant-a".parse().unwrap(),
@@ -561,6 +579,10 @@ fn samples() -> Vec<(String, Value)> {
         sample(RouteList {
             routes: vec![route()],
         }),
+        sample(ConnectorList {
+            connectors: vec![connector()],
+        }),
+        sample(connector()),
         sample(route()),
         sample(DirectoryView {
             descriptors: vec![descriptor()],

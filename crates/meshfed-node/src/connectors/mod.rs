@@ -119,7 +119,7 @@ pub(crate) struct Put {
 #[derive(Clone)]
 pub(crate) enum Publisher {
     Mqtt(mqtt::Publisher),
-    Nats(nats::Publisher),
+    Nats(Box<nats::Publisher>),
 }
 
 impl Publisher {
@@ -217,13 +217,13 @@ async fn export(shared: Arc<Shared>, mut taken: mpsc::Receiver<Taken>) {
     let name = shared.config.name.clone();
     let settler = async move {
         while let Some((submitted, settle)) = settle_rx.recv().await {
-            if let Some(mut s) = submitted {
-                if let Err(e) = s.accepted().await {
-                    // Not settled: the broker delivers it again.
-                    tracing::warn!(connector = %name, error = %e, "a message of the bus was not journaled");
-                    counts.errors.inc();
-                    continue;
-                }
+            if let Some(mut s) = submitted
+                && let Err(e) = s.accepted().await
+            {
+                // Not settled: the broker delivers it again.
+                tracing::warn!(connector = %name, error = %e, "a message of the bus was not journaled");
+                counts.errors.inc();
+                continue;
             }
             counts.exported.inc();
             if let Some(settle) = settle {

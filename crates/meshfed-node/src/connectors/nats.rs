@@ -198,7 +198,7 @@ pub(super) async fn connect(
             )),
         }
     }
-    Ok(super::Publisher::Nats(Publisher { client, js }))
+    Ok(super::Publisher::Nats(Box::new(Publisher { client, js })))
 }
 
 /// Takes the messages of a core subscription to `subject`.

@@ -3,8 +3,11 @@
 //!
 //! Beyond the spec's example, `metadata.topic` names the federation topic (the example has no
 //! place for it, and every message needs one). Binary fields (`signature`, `certificate`, `iv`)
-//! are standard base64. `message` is shown by content type: a JSON value for JSON types, a string
-//! for `text/*`, base64 for anything else, and `null` when the payload is sealed and unopened.
+//! are standard base64. `message` is shown by content type, so that it reads back to the same
+//! bytes: the JSON document as written for JSON types, a string for `text/*`, base64 for anything
+//! else, and `null` when the payload is sealed and unopened; a JSON payload that is not exactly
+//! one document (or has spaces around it) is shown as a string and a JSON or text payload that
+//! is not UTF-8 as base64, each marked by `message_encoding` (`text`, `base64`).
 //!
 //! `sender` (beside `federation` and `message`, absent when unknown) is who sent it, from the
 //! sealed part of an `identified` envelope: `{"subject", "roles", "attributes"}`, as the receiving
@@ -23,6 +26,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
@@ -68,7 +72,12 @@ struct EnvelopeJson {
     federation: FederationJson,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sender: Option<SenderJson>,
-    message: serde_json::Value,
+    message: Box<RawValue>,
+    /// How a JSON or text payload that `message` cannot show as is was written instead:
+    /// `text` (a JSON payload that is not exactly one JSON document: shown as a string) or
+    /// `base64` (a JSON or text payload that is not UTF-8). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_encoding: Option<String>,
 }
 
 /// `sender`: who sent it (an `identified` envelope, opened), as the receiving mesh maps it.
@@ -210,6 +219,8 @@ impl Envelope {
 
     fn json_doc(&self) -> EnvelopeJson {
         let h = &self.header;
+        let (message, message_encoding) =
+            present_message(&h.metadata.content_type, self.message.as_deref());
         EnvelopeJson {
             federation: FederationJson {
                 version: h.version,
@@ -271,7 +282,8 @@ impl Envelope {
                 expires: s.expires,
                 credential: s.credential.clone(),
             }),
-            message: present_message(&h.metadata.content_type, self.message.as_deref()),
+            message,
+            message_encoding: message_encoding.map(str::to_owned),
         }
     }
 
@@ -311,7 +323,7 @@ impl Envelope {
             return Err(field("routing.path", "must name at least the source mesh"));
         }
         let content_type = f.metadata.content_type;
-        let message = read_message(&content_type, doc.message)?;
+        let message = read_message(&content_type, &doc.message, doc.message_encoding.as_deref())?;
         let sender = doc
             .sender
             .map(|s| {
@@ -469,48 +481,78 @@ fn decode_b64(name: &'static str, s: &str) -> Result<Vec<u8>, JsonError> {
         .map_err(|e| field(name, format!("is not base64: {e}")))
 }
 
-/// How a clear payload is shown under `message`.
-fn present_message(ct: &ContentType, payload: Option<&[u8]>) -> serde_json::Value {
-    let Some(bytes) = payload else {
-        return serde_json::Value::Null;
+/// How a clear payload is shown under `message`, exactly: a JSON payload that is one JSON
+/// document with nothing around it is shown as that document, as written (key order, numbers and
+/// spacing kept); a text payload (or a JSON one that is not such a document, marked `text`) as a
+/// string; anything else, or a JSON or text payload that is not UTF-8 (marked `base64`), as
+/// base64. [`read_message`] gives back the same bytes.
+fn present_message(
+    ct: &ContentType,
+    payload: Option<&[u8]>,
+) -> (Box<RawValue>, Option<&'static str>) {
+    // Invariant: `null`, and JSON strings serde_json wrote, are valid JSON.
+    let raw = |text: String| {
+        RawValue::from_string(text).unwrap_or_else(|e| unreachable!("JSON text: {e}"))
     };
-    if ct.is_json()
-        && let Ok(v) = serde_json::from_slice(bytes)
-    {
-        return v;
+    let string = |s: &str| {
+        raw(serde_json::to_string(s).unwrap_or_else(|e| unreachable!("JSON string: {e}")))
+    };
+    let Some(bytes) = payload else {
+        return (raw("null".to_owned()), None);
+    };
+    let text = std::str::from_utf8(bytes).ok();
+    if ct.is_json() {
+        return match text {
+            Some(t)
+                if !t.starts_with(|c: char| c.is_ascii_whitespace())
+                    && !t.ends_with(|c: char| c.is_ascii_whitespace())
+                    && serde_json::from_str::<&RawValue>(t).is_ok() =>
+            {
+                (raw(t.to_owned()), None)
+            }
+            Some(t) => (string(t), Some("text")),
+            None => (string(&B64.encode(bytes)), Some("base64")),
+        };
     }
-    if (ct.is_text() || ct.is_json())
-        && let Ok(s) = std::str::from_utf8(bytes)
-    {
-        return serde_json::Value::String(s.to_owned());
+    match text {
+        Some(t) if ct.is_text() => (string(t), None),
+        _ if ct.is_text() => (string(&B64.encode(bytes)), Some("base64")),
+        _ => (string(&B64.encode(bytes)), None),
     }
-    serde_json::Value::String(B64.encode(bytes))
 }
 
 /// The inverse of [`present_message`].
-fn read_message(ct: &ContentType, v: serde_json::Value) -> Result<Option<Vec<u8>>, JsonError> {
-    match v {
-        serde_json::Value::Null => Ok(None),
-        v if ct.is_json() => Ok(Some(v.to_string().into_bytes())),
-        serde_json::Value::String(s) if ct.is_text() => Ok(Some(s.into_bytes())),
-        serde_json::Value::String(s) => B64
-            .decode(s)
-            .map(Some)
-            .map_err(|e| field("message", format!("{ct} payloads are base64 strings: {e}"))),
-        other => Err(field(
-            "message",
-            format!("a {ct} payload must be a string, not {}", json_kind(&other)),
-        )),
+fn read_message(
+    ct: &ContentType,
+    message: &RawValue,
+    encoding: Option<&str>,
+) -> Result<Option<Vec<u8>>, JsonError> {
+    let text = message.get();
+    if text == "null" {
+        return Ok(None);
     }
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+    let string = || {
+        serde_json::from_str::<String>(text).map_err(|_| {
+            field(
+                "message",
+                format!("a {ct} payload shown this way must be a string"),
+            )
+        })
+    };
+    let base64 = |s: String| {
+        B64.decode(s)
+            .map(Some)
+            .map_err(|e| field("message", format!("{ct} payloads are base64 strings: {e}")))
+    };
+    match encoding {
+        Some("base64") => base64(string()?),
+        Some("text") => Ok(Some(string()?.into_bytes())),
+        Some(other) => Err(field(
+            "message_encoding",
+            format!("is {other:?}; it is \"text\" or \"base64\" when present"),
+        )),
+        None if ct.is_json() => Ok(Some(text.as_bytes().to_vec())),
+        None if ct.is_text() => Ok(Some(string()?.into_bytes())),
+        None => base64(string()?),
     }
 }

@@ -952,6 +952,26 @@ proptest! {
     }
 
     #[test]
+    fn any_payload_reads_back_from_json_byte_for_byte(
+        payload in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            "[ -~\n\t]{0,40}".prop_map(String::into_bytes),
+            Just(br#"{"b": 1.50, "a":[1, 2]}"#.to_vec()),
+            Just(b"{\"a\":1}\n".to_vec()),
+            Just(br#""a JSON string""#.to_vec()),
+        ],
+        ct in prop_oneof![Just("application/json"), Just("text/plain"), Just("application/octet-stream")],
+    ) {
+        let mut fx = fixture();
+        let wire = sealed(&mut fx, b"x");
+        let mut model = wire.to_envelope(None);
+        model.header.metadata.content_type = ct.parse().unwrap();
+        model.message = Some(payload.clone());
+        let text = model.to_json_string();
+        prop_assert_eq!(Envelope::from_json(&text).unwrap().message, Some(payload));
+    }
+
+    #[test]
     fn the_hand_read_header_is_the_one_ciborium_reads(h in arb_header(), at in any::<prop::sample::Index>(), to in any::<u8>()) {
         let bytes = encode_header(&h);
         // What this crate writes takes the hand-read way, and reads back the same.

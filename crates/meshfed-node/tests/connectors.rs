@@ -1,0 +1,223 @@
+//! Connectors against real brokers: plant-a's bus is a Mosquitto broker (MQTT 5), supplier-b's
+//! a NATS server; the two gateways federate, and what a plant client publishes on MQTT reaches
+//! a NATS subscriber at the supplier, and back, with names, properties and headers translated.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail on any error"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Node, federate, wait_for};
+use futures_util::StreamExt as _;
+use meshfed_node::config::NodeConfig;
+use meshfed_testkit::{Mosquitto, MosquittoOptions, NatsOptions, NatsServer};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// The `[[connector]]` sections of `toml`, read as `meshfed.toml` reads them.
+fn connectors(mesh: &str, toml: &str) -> Vec<meshfed_node::config::connector::ConnectorConfig> {
+    let text = format!("[node]\nmesh = \"{mesh}\"\nname = \"gw\"\n{toml}");
+    NodeConfig::parse(&text, std::path::Path::new("meshfed.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connectors
+}
+
+/// An MQTT 5 client of `broker`, its event loop driven in the background; what it receives
+/// comes out of the returned channel.
+async fn mqtt_client(
+    broker: &Mosquitto,
+    id: &str,
+    subscribe: Option<&str>,
+) -> (
+    AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    let options = MqttOptions::new(id, broker.host(), broker.port());
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready = Some(ready_tx);
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            match event {
+                Event::Incoming(Packet::Publish(p)) => drop(tx.send(p)),
+                Event::Incoming(Packet::SubAck(_)) | Event::Incoming(Packet::ConnAck(_)) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    if let Some(filter) = subscribe {
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .expect("the MQTT client is connected (and subscribed) within 10 s")
+        .unwrap();
+    (client, rx)
+}
+
+async fn connector(node: &Node, name: &str) -> Value {
+    let (status, body) = node.get(&format!("/v1/connectors/{name}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_bus_and_a_nats_bus_federate_both_ways_with_their_dialects() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::plain());
+    let nats = NatsServer::start(NatsOptions::plain());
+    let plant_bus = connectors(
+        "plant-a",
+        &format!(
+            r#"
+[[connector]]
+name = "plant-bus"
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+
+[[connector.export]]
+local = "plant/+/temperature"
+topic = "readings/+/temperature"
+to = "supplier-b"
+qos = 1
+
+[[connector.export]]
+local = "plant/orders/#"
+topic = "orders-echo/#"
+to = "supplier-b"
+qos = 1
+
+[[connector.import]]
+topic = "orders/#"
+from = "supplier-b"
+local = "plant/orders/#"
+qos = 1
+"#,
+            mosquitto.port()
+        ),
+    );
+    let supplier_bus = connectors(
+        "supplier-b",
+        &format!(
+            r#"
+[[connector]]
+name = "supplier-bus"
+kind = "nats"
+url = "{}"
+
+[[connector.export]]
+local = "orders.>"
+topic = "orders/#"
+to = "plant-a"
+qos = 1
+
+[[connector.import]]
+topic = "readings/+/temperature"
+local = "plant.*.temperature"
+qos = 1
+"#,
+            nats.url()
+        ),
+    );
+    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
+    let b = Node::start_with("supplier-b", |c| c.connectors = supplier_bus).await;
+    federate(&a, &b).await;
+    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
+        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
+    }
+
+    // MQTT → NATS: the topic's level becomes a token, user properties become headers.
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let mut readings = nc.subscribe("plant.*.temperature").await.unwrap();
+    nc.flush().await.unwrap();
+    let (plant, _) = mqtt_client(&mosquitto, "sensor", None).await;
+    plant
+        .publish_with_properties(
+            "plant/line-3/temperature",
+            QoS::AtLeastOnce,
+            false,
+            Bytes::from_static(br#"{"celsius": 21.5}"#),
+            PublishProperties {
+                user_properties: vec![("unit".into(), "celsius".into())],
+                content_type: Some("application/json".into()),
+                ..PublishProperties::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), readings.next())
+        .await
+        .expect("the reading reaches the NATS subscriber within 10 s")
+        .unwrap();
+    assert_eq!(got.subject.as_str(), "plant.line-3.temperature");
+    assert_eq!(&got.payload[..], br#"{"celsius": 21.5}"#);
+    let headers = got.headers.unwrap();
+    assert_eq!(headers.get("meshfed-origin").unwrap().as_str(), "plant-a");
+    assert_eq!(
+        headers.get("Content-Type").unwrap().as_str(),
+        "application/json"
+    );
+
+    // NATS → MQTT: tokens become levels; the message is marked with the mesh it came from.
+    let (_watcher, mut orders) = mqtt_client(&mosquitto, "erp", Some("plant/orders/#")).await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("order-kind", "rush");
+    nc.publish_with_headers("orders.7.new", h, Bytes::from_static(b"order 7"))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let order = tokio::time::timeout(Duration::from_secs(10), orders.recv())
+        .await
+        .expect("the order reaches the MQTT subscriber within 10 s")
+        .unwrap();
+    assert_eq!(&order.topic[..], b"plant/orders/7/new");
+    assert_eq!(&order.payload[..], b"order 7");
+    let props = order.properties.unwrap();
+    assert!(
+        props
+            .user_properties
+            .contains(&("meshfed-origin".into(), "supplier-b".into())),
+        "{:?}",
+        props.user_properties
+    );
+
+    // plant-a's export rule on plant/orders/# would send the order back to supplier-b: it is
+    // counted as a loop instead. A NATS subject the federation cannot name is not forwarded.
+    wait_for(|| async { connector(&a, "plant-bus").await["loops"] == 1 }).await;
+    nc.publish("orders.a/b", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    wait_for(|| async { connector(&b, "supplier-bus").await["unmapped"] == 1 }).await;
+
+    let plant_view = connector(&a, "plant-bus").await;
+    assert_eq!(plant_view["exported"], 1, "{plant_view}");
+    assert_eq!(plant_view["imported"], 1, "{plant_view}");
+    let supplier_view = connector(&b, "supplier-bus").await;
+    assert_eq!(supplier_view["exported"], 1, "{supplier_view}");
+    assert_eq!(supplier_view["imported"], 1, "{supplier_view}");
+    let metrics = b.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"meshfed_connector_messages_total{connector="supplier-bus",direction="import"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"meshfed_connector_up{connector="supplier-bus"} 1"#),
+        "{metrics}"
+    );
+}
