@@ -186,18 +186,25 @@ pub(crate) fn start(gateway: &GatewayHandle, dir: &Path) {
 /// Connects to the bus and runs both pumps until the gateway stops.
 async fn run(shared: Arc<Shared>) {
     let (taken_tx, taken_rx) = mpsc::channel::<Taken>(2 * WINDOW);
-    let publisher = match &shared.config.bus {
-        Bus::Mqtt(bus) => mqtt::connect(shared.clone(), bus.clone(), taken_tx).await,
-        Bus::Nats(bus) => nats::connect(shared.clone(), bus.clone(), taken_tx).await,
-    };
-    let publisher = match publisher {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(connector = %shared.config.name, error = %e, "the connector cannot start");
-            shared.failed(e);
-            return;
+    // A file that cannot be read (a certificate, a password) may be put right while the
+    // gateway runs: the connector tries again after its backoff.
+    let mut backoff = Backoff::new(shared.config.reconnect_max);
+    let publisher = loop {
+        let connected = match &shared.config.bus {
+            Bus::Mqtt(bus) => mqtt::connect(shared.clone(), bus.clone(), taken_tx.clone()).await,
+            Bus::Nats(bus) => nats::connect(shared.clone(), bus.clone(), taken_tx.clone()).await,
+        };
+        match connected {
+            Ok(p) => break p,
+            Err(e) => {
+                shared.failed(format!("cannot start: {e}"));
+                if !backoff.wait(&shared.stopping).await {
+                    return;
+                }
+            }
         }
     };
+    drop(taken_tx);
     let imports =
         (0..shared.config.imports.len()).map(|i| import(shared.clone(), publisher.clone(), i));
     tokio::join!(
