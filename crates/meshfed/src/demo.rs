@@ -278,8 +278,26 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         .map_err(|e| fail("temporary directory")(e.to_string()))?;
     runtime()?.block_on(async move {
         let started = Instant::now();
-        let (gw_a, a) = start_mesh(root.path(), PLANT).await?;
-        let (gw_b, b) = start_mesh(root.path(), SUPPLIER).await?;
+        // Each mesh's own bus, when the machine has the brokers: plant-a's gateway is an MQTT
+        // client of its Mosquitto broker, supplier-b's a NATS client of its NATS server.
+        let buses = crate::demo_buses::start(root.path()).await?;
+        let (plant_bus, supplier_bus) = match &buses {
+            Some(b) => (
+                crate::demo_buses::connectors(PLANT, &format!(
+                    "[[connector]]\nname = \"plant-bus\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"\n\
+                     [[connector.export]]\nlocal = \"plant/+/temperature\"\ntopic = \"+/temperature\"\nto = \"{SUPPLIER}\"\nqos = 1\n",
+                    b.mqtt
+                ))?,
+                crate::demo_buses::connectors(SUPPLIER, &format!(
+                    "[[connector]]\nname = \"supplier-bus\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:{}\"\n\
+                     [[connector.import]]\ntopic = \"+/temperature\"\nfrom = \"{PLANT}\"\nlocal = \"plant.*.temperature\"\nqos = 1\n",
+                    b.nats
+                ))?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let (gw_a, a) = start_mesh_with(root.path(), PLANT, |c| c.connectors = plant_bus).await?;
+        let (gw_b, b) = start_mesh_with(root.path(), SUPPLIER, |c| c.connectors = supplier_bus).await?;
         let (gw_hub, hub) = start_node(root.path(), HUB, Role::Broker, |_| {}).await?;
         let (gw_c, c) = start_mesh(root.path(), CLOUD).await?;
         outln!("meshfed demo — three meshes and a broker, each with its own CA, on this machine ({})", root.path().display())?;
@@ -366,6 +384,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         watch_c = watch(&c, CLOUD, Some("demo")).await?;
         active(&c, c_hub.id.as_str()).await?;
 
+        buses_step(buses.as_ref(), (&a, &b)).await?;
+
         let deadline = args.duration.map(|d| started + d);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.tick().await;
@@ -410,6 +430,165 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Failure> {
         }
         Ok(())
     })
+}
+
+/// Step 6: a reading published on plant-a's Mosquitto bus with `mosquitto_pub` reaches a NATS
+/// subscriber on supplier-b's bus; or, without the brokers, how to get them.
+async fn buses_step(
+    buses: Option<&crate::demo_buses::Buses>,
+    (a, b): (&ApiClient, &ApiClient),
+) -> Result<(), Failure> {
+    use meshfed_node::api::models::ConnectorView;
+    let Some(buses) = buses else {
+        outln!(
+            "\n6. Each mesh's own bus (an MQTT broker at {PLANT}, a NATS server at {SUPPLIER}) needs"
+        )?;
+        outln!(
+            "   mosquitto and nats-server, which this machine lacks: {}",
+            crate::demo_buses::INSTALL
+        )?;
+        return Ok(());
+    };
+    outln!(
+        "\n6. Each mesh's own bus: {PLANT}'s gateway is an MQTT client of its Mosquitto broker"
+    )?;
+    outln!(
+        "   (127.0.0.1:{}), {SUPPLIER}'s a NATS client of its NATS server (127.0.0.1:{}).",
+        buses.mqtt,
+        buses.nats
+    )?;
+    outln!(
+        "   Rules map plant/+/temperature (MQTT) to +/temperature (federation) to plant.*.temperature (NATS)."
+    )?;
+    for (client, name) in [(a, "plant-bus"), (b, "supplier-bus")] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c: ConnectorView = client.get(&format!("/v1/connectors/{name}")).await?;
+            if c.state == "connected" {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(fail("connector")(format!(
+                    "{name} is {}: {}",
+                    c.state,
+                    c.last_error.unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let nats = async_nats::connect(format!("nats://127.0.0.1:{}", buses.nats))
+        .await
+        .map_err(|e| fail("NATS subscriber")(e.to_string()))?;
+    let mut sub = nats
+        .subscribe("plant.>")
+        .await
+        .map_err(|e| fail("NATS subscriber")(e.to_string()))?;
+    nats.flush()
+        .await
+        .map_err(|e| fail("NATS subscriber")(e.to_string()))?;
+    outln!("   Listening on [plant.>] at {SUPPLIER}'s NATS server")?;
+    let payload = r#"{"celsius":21.9}"#;
+    let args = [
+        "-h".to_owned(),
+        "127.0.0.1".to_owned(),
+        "-p".to_owned(),
+        buses.mqtt.to_string(),
+        "-V".to_owned(),
+        "mqttv5".to_owned(),
+        "-q".to_owned(),
+        "1".to_owned(),
+        "-t".to_owned(),
+        "plant/line-3/temperature".to_owned(),
+        "-m".to_owned(),
+        payload.to_owned(),
+        "-D".to_owned(),
+        "publish".to_owned(),
+        "user-property".to_owned(),
+        "unit".to_owned(),
+        "celsius".to_owned(),
+        "-D".to_owned(),
+        "publish".to_owned(),
+        "content-type".to_owned(),
+        "application/json".to_owned(),
+    ];
+    match crate::demo_buses::program("mosquitto_pub") {
+        Some(pub_) => {
+            outln!(
+                "   $ mosquitto_pub {}",
+                args.join(" ").replace(payload, &format!("'{payload}'"))
+            )?;
+            let status = tokio::process::Command::new(pub_)
+                .args(&args)
+                .status()
+                .await
+                .map_err(|e| fail("mosquitto_pub")(e.to_string()))?;
+            if !status.success() {
+                return Err(fail("mosquitto_pub")(status.to_string()));
+            }
+        }
+        None => {
+            outln!(
+                "   (mosquitto_pub is not installed: {}; publishing the same reading from the demo)",
+                crate::demo_buses::INSTALL
+            )?;
+            publish_mqtt(buses.mqtt, "plant/line-3/temperature", payload).await?;
+        }
+    }
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .map_err(|_| fail("NATS subscriber")("no reading within 10 s".to_owned()))?
+        .ok_or_else(|| fail("NATS subscriber")("the subscription ended".to_owned()))?;
+    outln!("   [#1] Received on \"{}\" at {SUPPLIER}", m.subject)?;
+    if let Some(h) = &m.headers {
+        let mut headers: Vec<String> = h
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}: {v}")))
+            .collect();
+        headers.sort();
+        for line in headers {
+            outln!("   {line}")?;
+        }
+    }
+    outln!("   {}", String::from_utf8_lossy(&m.payload))?;
+    Ok(())
+}
+
+/// Publishes `payload` on `topic` at QoS 1 to the MQTT broker on `port` (MQTT 5), with user
+/// property `unit: celsius`, and waits for its PUBACK.
+async fn publish_mqtt(port: u16, topic: &str, payload: &str) -> Result<(), Failure> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    let options = rumqttc::v5::MqttOptions::new("meshfed-demo", "127.0.0.1", port);
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 8);
+    let properties = PublishProperties {
+        user_properties: vec![("unit".into(), "celsius".into())],
+        content_type: Some("application/json".into()),
+        ..PublishProperties::default()
+    };
+    client
+        .publish_with_properties(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            payload.as_bytes().to_vec(),
+            properties,
+        )
+        .await
+        .map_err(|e| fail("MQTT publish")(e.to_string()))?;
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no PUBACK within 10 s".to_owned())
+    .and_then(|r| r);
+    acked.map_err(fail("MQTT publish"))
 }
 
 /// Starts mesh `mesh`'s gateway again on its node directory in `root`.

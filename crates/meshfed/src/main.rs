@@ -21,6 +21,7 @@ mod client;
 mod connector;
 mod delegation;
 mod demo;
+mod demo_buses;
 mod envelope;
 mod failure;
 mod federation;

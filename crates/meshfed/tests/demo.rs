@@ -106,6 +106,37 @@ fn demo_federates_two_meshes_and_messages_cross_both_ways() {
             "delivered once:\n{text}"
         );
     }
+    // The meshes' own buses (the test command installs mosquitto and nats-server): a reading
+    // published with mosquitto_pub on plant-a's MQTT bus reaches a NATS subscriber at
+    // supplier-b, its topic translated and its origin marked.
+    let step6 = text
+        .find("6. Each mesh's own bus: plant-a's gateway is an MQTT client")
+        .unwrap_or_else(|| {
+            panic!(
+                "no step 6 with the brokers:
+{text}"
+            )
+        });
+    let after = &text[step6..];
+    assert!(
+        after.contains("   $ mosquitto_pub -h 127.0.0.1 -p "),
+        "{text}"
+    );
+    let received = after
+        .find(r#"   [#1] Received on "plant.line-3.temperature" at supplier-b"#)
+        .unwrap_or_else(|| {
+            panic!(
+                "the reading did not reach the NATS subscriber:
+{text}"
+            )
+        });
+    let shown: Vec<&str> = after[received..].lines().take(6).collect();
+    assert!(shown.contains(&"   meshfed-origin: plant-a"), "{shown:?}");
+    assert!(
+        shown.contains(&"   Content-Type: application/json"),
+        "{shown:?}"
+    );
+    assert!(shown.contains(&r#"   {"celsius":21.9}"#), "{shown:?}");
     let summary: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.starts_with("summary, as plant-a sees its federations:"))

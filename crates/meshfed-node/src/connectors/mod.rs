@@ -492,7 +492,10 @@ fn put_of(rule: &crate::config::connector::ImportRule, envelope: &Envelope) -> R
         payload: Bytes::from(payload),
         props: LocalProps {
             user: Vec::new(),
-            content_type: Some(envelope.header.metadata.content_type.as_str().to_owned()),
+            // A payload of no known type came without one: it goes on without one.
+            content_type: Some(envelope.header.metadata.content_type.as_str())
+                .filter(|c| *c != ContentType::octet_stream().as_str())
+                .map(str::to_owned),
             correlation: None,
             reply_to: None,
             origin: Some(envelope.header.source.mesh.clone()),
