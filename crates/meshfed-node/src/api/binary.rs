@@ -605,6 +605,7 @@ impl Delivered {
             signature,
             message,
             sender,
+            properties: Default::default(),
             batch,
         };
         Ok(Self {

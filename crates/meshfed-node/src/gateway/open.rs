@@ -485,6 +485,7 @@ fn opened(
                 signature,
                 message: Some(clear.payload),
                 sender: clear.sender,
+                properties: Default::default(),
                 batch: position,
             };
             (size, Some(envelope), crossed, None)
@@ -615,6 +616,7 @@ impl Heads {
                     signature: Signature([0; SIGNATURE_LEN]),
                     message: Some(clear.payload.clone()),
                     sender: clear.sender.clone(),
+                    properties: Default::default(),
                     batch: None,
                 })));
             }

@@ -72,6 +72,7 @@ fn envelope() -> Envelope {
             expires: None,
             credential: None,
         }),
+        properties: Default::default(),
         batch: Some(BatchProof::from_parts(root, 4, 1, &audit_path).unwrap()),
     }
 }
@@ -215,7 +216,7 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
     priority[3] = 8;
     assert_eq!(error_of(&priority), "priority: must be 0 to 7");
     let mut flags = good.clone();
-    flags[4] = 16;
+    flags[4] = 32;
     assert!(error_of(&flags).starts_with("flags: only bits 0 (reliable)"));
     let mut options = good.clone();
     options[5] = 4;
@@ -406,6 +407,7 @@ prop_compose! {
             signature: Signature(sig),
             message,
             sender: sender.map(|(subject, roles, attributes, expires, credential)| Sender { subject, roles, attributes, expires, credential }),
+            properties: Default::default(),
             batch,
         }
     }
