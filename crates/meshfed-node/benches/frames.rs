@@ -77,6 +77,7 @@ fn envelope(content_type: &str) -> Envelope {
                 .collect(),
         ),
         sender: None,
+        properties: Default::default(),
         batch: Some(
             BatchProof::from_parts(TreeHash::from_bytes([1; 48]), 64, 5, &[2; 6 * 48]).unwrap(),
         ),

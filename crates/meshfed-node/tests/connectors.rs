@@ -186,13 +186,15 @@ qos = 1
     assert_eq!(&order.topic[..], b"plant/orders/7/new");
     assert_eq!(&order.payload[..], b"order 7");
     let props = order.properties.unwrap();
-    assert!(
-        props
-            .user_properties
-            .contains(&("meshfed-origin".into(), "supplier-b".into())),
-        "{:?}",
-        props.user_properties
-    );
+    for expected in [("meshfed-origin", "supplier-b"), ("order-kind", "rush")] {
+        assert!(
+            props
+                .user_properties
+                .contains(&(expected.0.into(), expected.1.into())),
+            "{:?}",
+            props.user_properties
+        );
+    }
 
     // plant-a's export rule on plant/orders/# would send the order back to supplier-b: it is
     // counted as a loop instead. A NATS subject the federation cannot name is not forwarded.
@@ -425,4 +427,158 @@ jetstream = true
     // Without properties, 3.1.1 knows the order came from supplier-b by what the connector
     // published: the export rule on plant/orders/# does not send it back.
     wait_for(|| async { connector(&a, "plant-bus").await["loops"] == 1 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_both_ways_and_one_nobody_answers_times_out() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::plain());
+    let nats = NatsServer::start(NatsOptions::plain());
+    let plant_bus = connectors(
+        "plant-a",
+        &format!(
+            r#"
+[[connector]]
+name = "plant-bus"
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+request_timeout = "1s"
+
+[[connector.export]]
+local = "plant/ask/#"
+topic = "ask/#"
+to = "supplier-b"
+
+[[connector.export]]
+local = "plant/void/#"
+topic = "void/#"
+to = "supplier-b"
+
+[[connector.import]]
+topic = "svc/#"
+local = "plant/svc/#"
+"#,
+            mosquitto.port()
+        ),
+    );
+    let supplier_bus = connectors(
+        "supplier-b",
+        &format!(
+            r#"
+[[connector]]
+name = "supplier-bus"
+kind = "nats"
+url = "{}"
+
+[[connector.export]]
+local = "svc.>"
+topic = "svc/#"
+to = "plant-a"
+
+[[connector.import]]
+topic = "ask/#"
+local = "ask.>"
+"#,
+            nats.url()
+        ),
+    );
+    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
+    let b = Node::start_with("supplier-b", |c| c.connectors = supplier_bus).await;
+    federate(&a, &b).await;
+    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
+        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
+    }
+
+    // An MQTT 5 responder at plant-a answers on each request's response topic, echoing its
+    // correlation data.
+    let (responder, mut asked) =
+        mqtt_client(&mosquitto, "status-service", Some("plant/svc/#")).await;
+    tokio::spawn(async move {
+        while let Some(request) = asked.recv().await {
+            let props = request.properties.unwrap_or_default();
+            let mut reply = b"pong:".to_vec();
+            reply.extend_from_slice(&request.payload);
+            responder
+                .publish_with_properties(
+                    props.response_topic.unwrap(),
+                    QoS::AtLeastOnce,
+                    false,
+                    reply,
+                    PublishProperties {
+                        correlation_data: props.correlation_data,
+                        ..PublishProperties::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    });
+    // A NATS responder at supplier-b answers on each request's reply subject.
+    let nc = async_nats::connect(nats.url()).await.unwrap();
+    let mut questions = nc.subscribe("ask.>").await.unwrap();
+    nc.flush().await.unwrap();
+    let answering = nc.clone();
+    tokio::spawn(async move {
+        while let Some(q) = questions.next().await {
+            let mut answer = b"answer:".to_vec();
+            answer.extend_from_slice(&q.payload);
+            answering
+                .publish(q.reply.unwrap(), answer.into())
+                .await
+                .unwrap();
+        }
+    });
+
+    // A NATS request at supplier-b, answered by the MQTT responder at plant-a.
+    let reply = nc
+        .request("svc.status", Bytes::from_static(b"ping"))
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], b"pong:ping");
+
+    // An MQTT 5 request at plant-a, answered by the NATS responder at supplier-b, comes back
+    // on its response topic with its correlation data.
+    let (requester, mut replies) = mqtt_client(&mosquitto, "planner", Some("app/replies/#")).await;
+    for (topic, correlation) in [("plant/ask/price", "c-1"), ("plant/void/nobody", "c-2")] {
+        requester
+            .publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                Bytes::from_static(b"what"),
+                PublishProperties {
+                    response_topic: Some("app/replies/1".into()),
+                    correlation_data: Some(Bytes::from(correlation)),
+                    ..PublishProperties::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(Duration::from_secs(10), replies.recv())
+            .await
+            .expect("a reply (or a timeout) within 10 s")
+            .unwrap();
+        let props = r.properties.unwrap_or_default();
+        got.push((
+            String::from_utf8_lossy(&props.correlation_data.unwrap_or_default()).into_owned(),
+            String::from_utf8_lossy(&r.payload).into_owned(),
+            props.user_properties,
+        ));
+    }
+    got.sort();
+    assert_eq!(got[0].0, "c-1");
+    assert_eq!(got[0].1, "answer:what");
+    // Nobody answers plant/void: the requester is told in its own dialect after the
+    // connector's request_timeout.
+    assert_eq!(got[1].0, "c-2");
+    assert_eq!(got[1].1, "");
+    assert!(
+        got[1]
+            .2
+            .contains(&("meshfed-error".into(), "timeout: no reply within 1s".into())),
+        "{:?}",
+        got[1].2
+    );
 }

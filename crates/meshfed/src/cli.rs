@@ -421,6 +421,17 @@ pub(crate) struct SendArgs {
     /// The data's classification label, checked against the labels the agreement lets cross.
     #[arg(long, value_name = "LABEL")]
     pub(crate) classification: Option<String>,
+    /// A message property, NAME=VALUE (repeat for several, in order; a name may repeat), e.g.
+    /// `traceparent=00-4bf9-01`: sealed with the payload, so that only the destination reads
+    /// it; its subscribers see it in the envelope's `metadata.properties.user`.
+    #[arg(long = "property", value_name = "NAME=VALUE", value_parser = name_value)]
+    pub(crate) properties: Vec<(String, String)>,
+    /// Correlation data for a reply, sent as the bytes of TEXT (1 to 256), sealed.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) correlation_data: Option<String>,
+    /// The federation topic a reply is expected on, sealed.
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) reply_to: Option<Topic>,
     /// The payload: DATA, @FILE, or - for one message per line of standard input.
     #[arg(value_name = "DATA")]
     pub(crate) data: String,

@@ -32,7 +32,9 @@ use meshfed_proto::MeshId;
 use meshfed_proto::batch::{BatchError, ProvenEnvelope};
 use meshfed_proto::crypto::{Digest384, sha384};
 use meshfed_proto::envelope::export::{Crossed, ExportError, Exported};
-use meshfed_proto::envelope::{Envelope, EnvelopeError, Header, Sender, VerifyError, WireEnvelope};
+use meshfed_proto::envelope::{
+    Envelope, EnvelopeError, Header, Properties, Sender, VerifyError, WireEnvelope,
+};
 use meshfed_trust::{
     BundleError, Fingerprint, KeyError, KeyPurpose, NodeIdentity, TrustBundle, TrustError,
     verify_node_cert,
@@ -196,13 +198,17 @@ impl Inspected {
 }
 
 /// `envelope` with its clear payload `clear`, if it has one: an `identified` envelope's sender
-/// taken out of it. A sealed part that does not hold a valid identity is shown whole.
+/// and a `properties` envelope's properties taken out of it. A clear part that does not hold a
+/// valid identity and valid properties is shown whole.
 fn clear(mut envelope: Envelope, clear: Option<&[u8]>) -> Envelope {
     if let Some(clear) = clear {
         let flags = envelope.header.flags;
-        match Sender::unwrap(flags, clear.to_vec()) {
-            Ok((sender, message)) => {
+        let parts = Sender::unwrap(flags, clear.to_vec())
+            .and_then(|(sender, rest)| Ok((sender, Properties::unwrap(flags, rest)?)));
+        match parts {
+            Ok((sender, (properties, message))) => {
                 envelope.sender = sender;
+                envelope.properties = properties;
                 envelope.message = Some(message);
             }
             Err(_) => envelope.message = Some(clear.to_vec()),

@@ -7,10 +7,12 @@ use anyhow::anyhow;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use meshfed_node::api::models::{
-    Acked, DurableAck, ErrorBody, MessageAccepted, MessageAcknowledged, PublishReply, SendRequest,
-    StreamReply,
+    Acked, DurableAck, ErrorBody, MessageAccepted, MessageAcknowledged, MessageProperties,
+    PublishReply, SendRequest, StreamReply,
 };
-use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
+use meshfed_proto::envelope::{
+    ContentType, EnvelopeId, Priority, Properties, PropertiesError, Qos,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -65,6 +67,7 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
     let qos = Qos::try_from(args.qos).map_err(|e| usage(format!("--qos: {e}")))?;
     let priority =
         Priority::try_from(args.priority).map_err(|e| usage(format!("--priority: {e}")))?;
+    let properties = message_properties(&args)?;
     let body = |data: &[u8]| {
         let (payload, ct) = payload(data, args.content_type.as_ref())?;
         Ok(SendRequest {
@@ -85,6 +88,7 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
             wait: args.wait,
             schema_id: args.schema_id.clone(),
             classification: args.classification.clone(),
+            properties: properties.clone(),
         })
     };
     let single = match args.data.as_str() {
@@ -114,6 +118,27 @@ pub(crate) fn send(dir: &Path, args: SendArgs) -> Result<(), Failure> {
         eprintln!("message {} to {}: {outcome}", sent.id, body.to);
         Ok(())
     })
+}
+
+/// The properties `--property`, `--correlation-data` and `--reply-to` give, checked here against
+/// the bounds the gateway applies (a usage error names the option); `None` when none is given.
+fn message_properties(args: &SendArgs) -> Result<Option<MessageProperties>, Failure> {
+    let correlation = args
+        .correlation_data
+        .as_ref()
+        .map(|t| t.as_bytes().to_vec());
+    let properties = Properties::new(args.properties.clone(), correlation, args.reply_to.clone())
+        .map_err(|e| {
+        let option = match &e {
+            PropertiesError::EmptyCorrelation | PropertiesError::LongCorrelation { .. } => {
+                "--correlation-data"
+            }
+            PropertiesError::ReplyTo(_) => "--reply-to",
+            _ => "--property",
+        };
+        Failure::Config(anyhow!("{option}: {e}"))
+    })?;
+    Ok((!properties.is_empty()).then(|| MessageProperties::from(&properties)))
 }
 
 /// Sends each line of standard input as one message over the pipelined publish socket as soon

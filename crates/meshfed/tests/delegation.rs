@@ -191,6 +191,27 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
             "send", "--to", "plant-a", "--topic", topic, "--qos", "1", "--wait", body,
         ])
     };
+    let send_with_properties = |topic: &str, body: &str| {
+        c.cli(&[
+            "send",
+            "--to",
+            "plant-a",
+            "--topic",
+            topic,
+            "--qos",
+            "1",
+            "--wait",
+            "--property",
+            "trace=c-7",
+            "--property",
+            "lot=A=1",
+            "--correlation-data",
+            "order-7",
+            "--reply-to",
+            "replies/supplier-c",
+            body,
+        ])
+    };
     // No delegation yet: supplier-c has no way to plant-a.
     send("parts/gear/7", "{}").fails(1, "plant-a");
 
@@ -200,7 +221,7 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
         &mut a,
         &["--durable", "parts", "--topic", "parts/#", "--count", "1"],
     );
-    let sent = send("parts/gear/7", r#"{"gear":7}"#);
+    let sent = send_with_properties("parts/gear/7", r#"{"gear":7}"#);
     assert!(sent.stderr.contains("acknowledged"), "{sent}");
     let got = sub.finish(DEADLINE);
     let line = got.stdout.lines().next().unwrap_or_else(|| panic!("{got}"));
@@ -216,6 +237,16 @@ fn a_trusted_intermediary_relays_what_the_origin_delegated_and_stops_when_it_is_
         v["federation"]["routing"]["flags"]
             .as_array()
             .is_some_and(|f| f.contains(&Value::from("transit"))),
+        "{v:#}"
+    );
+    // The origin's properties, relayed with its message.
+    assert_eq!(
+        v["federation"]["metadata"]["properties"],
+        serde_json::json!({
+            "user": [["trace", "c-7"], ["lot", "A=1"]],
+            "correlation_data": "b3JkZXItNw==",
+            "reply_to": "replies/supplier-c",
+        }),
         "{v:#}"
     );
 
@@ -309,7 +340,17 @@ fn a_chain_of_two_delegations_crosses_within_its_depth() {
 
     let send = |topic: &str| {
         c.cli(&[
-            "send", "--to", "plant-a", "--topic", topic, "--qos", "1", "--wait", "{}",
+            "send",
+            "--to",
+            "plant-a",
+            "--topic",
+            topic,
+            "--qos",
+            "1",
+            "--wait",
+            "--property",
+            "trace=chain",
+            "{}",
         ])
     };
     // supplier-c's delegation to hub-b does not let hub-b delegate further (depth 0).
@@ -347,6 +388,12 @@ fn a_chain_of_two_delegations_crosses_within_its_depth() {
     assert_eq!(
         v["federation"]["routing"]["path"][0], "supplier-c",
         "the path starts at the origin:\n{v:#}"
+    );
+    // The origin's properties, through both relays.
+    assert_eq!(
+        v["federation"]["metadata"]["properties"],
+        serde_json::json!({"user": [["trace", "chain"]]}),
+        "{v:#}"
     );
 
     // hub-b withdraws its delegation to hub-d: hub-d passes hub-b's list on, and plant-a,

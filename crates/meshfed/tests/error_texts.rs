@@ -1,6 +1,6 @@
 //! Error texts a user meets, each saying what was wrong and what to do: a port in use, a
-//! damaged token, a deadline or an invitation lifetime out of range, a request body over the
-//! API's limit, a second `terminate`. The built binary against real gateways on loopback.
+//! damaged token, a deadline or an invitation lifetime out of range, message properties out of
+//! their bounds, a request body over the API's limit, a second `terminate`. The built binary against real gateways on loopback.
 
 mod common;
 
@@ -77,6 +77,30 @@ fn out_of_range_durations_state_the_allowed_range() {
         2,
         "max_latency: 8640000000 is out of range: give whole milliseconds from 1 to 4294967295 (about 49 days), or a duration like \"5s\"",
     );
+}
+
+#[test]
+fn message_properties_out_of_their_bounds_name_the_option_and_the_bound() {
+    let a = mesh("plant-a");
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--to", "supplier-b", "--topic", "t"];
+        args.extend_from_slice(extra);
+        args.push("1");
+        a.cli(&args)
+    };
+    send(&["--property", "no-equals-sign"]).fails(2, "\"no-equals-sign\" is not NAME=VALUE");
+    send(&["--property", "=v"]).fails(2, "--property: user[0]: the name is empty");
+    let long = format!("big={}", "v".repeat(4097));
+    send(&["--property", &long]).fails(
+        2,
+        "--property: user[0] \"big\": the value is 4097 bytes, at most 4096 are allowed",
+    );
+    let long = "c".repeat(257);
+    send(&["--correlation-data", &long]).fails(
+        2,
+        "--correlation-data: correlation_data: is 257 bytes, at most 256 are allowed",
+    );
+    send(&["--reply-to", "replies/#"]).fails(2, "invalid topic \"replies/#\"");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! gateways of meshes `plant-a` and `cloud-c` each federate with broker mesh `hub-b`, then
 //! federate *with each other* through it (`federation join TOKEN --via hub-b`), and a message
 //! crosses end to end. The broker relays it without being able to read it: a marker in the
-//! payload appears nowhere in its directory or log. Real processes on loopback, ephemeral
+//! payload, and one in each of its properties, appears nowhere in its directory or log. Real processes on loopback, ephemeral
 //! ports.
 
 #![expect(
@@ -13,6 +13,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::{federate, federations, http_get, metric, send, show, subscribe};
 use meshfed_testkit::Mesh;
 use meshfed_testkit::process::{DEADLINE, poll};
@@ -117,12 +118,43 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
     assert!(wanted.contains(&json!("line/#")), "{fed:#}");
     let text = a.cli(&["federation", "show", fed_id]);
     assert!(text.ok().contains("peer interest   line/#"), "{text}");
-    let id = send(&a, "cloud-c", "line/1", marker);
+    // Its properties are sealed like its payload: each text a marker of its own.
+    let (name, value, correlation, reply_to) = (
+        "name-marker-2c81",
+        "value-marker-93ad",
+        "correlation-marker-5e17",
+        "replies/reply-marker-b460",
+    );
+    let property = format!("{name}={value}");
+    let out = a.cli(&[
+        "send",
+        "--to",
+        "cloud-c",
+        "--topic",
+        "line/1",
+        "--property",
+        &property,
+        "--correlation-data",
+        correlation,
+        "--reply-to",
+        reply_to,
+        marker,
+    ]);
+    let id = out.ok().trim().to_owned();
     let out = sub.finish(DEADLINE);
     let line = out.ok();
     assert!(line.contains(&id), "{out}");
     assert!(line.contains(marker), "{out}");
     let envelope: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        envelope["federation"]["metadata"]["properties"],
+        json!({
+            "user": [[name, value]],
+            "correlation_data": base64::engine::general_purpose::STANDARD.encode(correlation),
+            "reply_to": reply_to,
+        }),
+        "{out}"
+    );
     assert_eq!(
         envelope["federation"]["source_mesh"]["id"], "plant-a",
         "{out}"
@@ -159,15 +191,17 @@ fn meshes_federate_end_to_end_through_a_broker_that_reads_nothing() {
         ),
         None
     );
-    let leaks = files_containing(hub.dir(), marker.as_bytes());
-    assert!(
-        leaks.is_empty(),
-        "the broker's files hold the plaintext: {leaks:?}"
-    );
-    assert!(
-        !hub.log().contains(marker),
-        "the broker's log holds the plaintext"
-    );
+    for secret in [marker, name, value, correlation, "reply-marker-b460"] {
+        let leaks = files_containing(hub.dir(), secret.as_bytes());
+        assert!(
+            leaks.is_empty(),
+            "the broker's files hold {secret}: {leaks:?}"
+        );
+        assert!(
+            !hub.log().contains(secret),
+            "the broker's log holds {secret}"
+        );
+    }
     drop(a);
 }
 
@@ -544,8 +578,10 @@ fn a_broker_holds_what_it_relays_to_its_own_agreements() {
         "{metrics}"
     );
     // Nothing acknowledged was lost: what did not cross is still queued at plant-a, or crossed.
-    let delivery = &show(&a, &id)["delivery"];
+    // The backlog is read first: acknowledgements arriving between the two reads only add to
+    // the count read second (read the other way round, they fell between the two).
     let queued = show(&a, &id)["backlog"]["messages"].as_u64().unwrap();
+    let delivery = &show(&a, &id)["delivery"];
     assert!(
         delivery["acknowledged"].as_u64().unwrap() + queued >= burst as u64,
         "{delivery:#} queued {queued}"

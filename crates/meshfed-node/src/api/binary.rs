@@ -17,11 +17,12 @@
 //!   u8 version = 1, u8 kind = 0x01
 //!   u8 qos (0-2), u8 priority (0-7)
 //!   u8 flags (bit 0 reliable, bit 1 ordered; others 0)
-//!   u8 options (bit 0 wait, bit 1 labels; others 0)
+//!   u8 options (bit 0 wait, bit 1 labels, bit 2 properties; others 0)
 //!   u32 max_latency in ms (0: none)
 //!   str to, str topic
 //!   str content_type (empty: application/octet-stream)
 //!   if labels:    str schema_id, str classification (each empty: none)
+//!   if properties: properties (below)
 //!   payload: the rest of the frame, raw
 //!
 //! publish reply (gateway -> client), one per request, in order: a `PublishReply`
@@ -50,10 +51,21 @@
 //!                 JSON's `sender`, who sent it as this mesh maps them
 //!   if credential: u64 expires (seconds since the Unix epoch; 0: none), str credential (empty:
 //!                 none): the JSON's `sender.expires` and `sender.credential`
+//!   if flags has bit 4 (properties): properties (below): the JSON's `metadata.properties`
 //!   if proof:     bytes proof (`proof=required`: the CBOR of the envelope as it crossed, the
 //!                 export form's `proof` without base64)
 //!   if message:   payload: the rest of the frame, raw (clear: absent when sealed and unopened)
+//!
+//! properties: a message's properties (`meshfed_proto::envelope::Properties`, with its bounds)
+//!   u16 n, n x (str name, str value): the user properties, in order
+//!   bytes correlation_data (empty: none), str reply_to (empty: none)
 //! ```
+//!
+//! `parts` has no bit left, so a delivered envelope's properties are announced by the envelope's
+//! own `properties` flag (bit 4 of `flags`), which says its sealed part holds them: an envelope
+//! without it is the same frame as before properties existed (and a reader that predates them
+//! refuses the unknown flag rather than misread the frame). A gateway always delivers them
+//! opened; a frame made of an unopened envelope carries them empty.
 //!
 //! A durable subscriber acknowledges with `DurableAck` JSON text frames on a binary stream too,
 //! and receives `StreamReply` frames as JSON text: they are few, and not per message.
@@ -63,8 +75,8 @@ use meshfed_proto::batch::merkle::{HASH_LEN, TreeHash};
 use meshfed_proto::crypto::{SIGNATURE_LEN, Signature};
 use meshfed_proto::envelope::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Sender, SignerCertificate, Source,
-    Timestamp, Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Properties, Qos, Sender, SignerCertificate,
+    Source, Timestamp, Version,
 };
 use meshfed_proto::{MeshId, Topic};
 
@@ -99,6 +111,9 @@ const CREDENTIAL: u8 = 1 << 7;
 const WAIT: u8 = 1;
 /// An `options` bit: the schema id and classification follow the content type.
 const LABELS: u8 = 1 << 1;
+/// An `options` bit: the message's properties follow (the labels, if any, else the content
+/// type).
+const PROPERTIES: u8 = 1 << 2;
 
 /// The length of an initialisation vector of AES-256-GCM.
 const IV_LEN: usize = 12;
@@ -173,13 +188,16 @@ pub struct Publish {
     pub schema_id: Option<Label>,
     /// The data's classification label.
     pub classification: Option<Label>,
+    /// The message's properties (user properties, correlation data, reply-to).
+    pub properties: Properties,
     /// The payload.
     pub payload: Vec<u8>,
 }
 
 impl Publish {
     /// A message of `payload` for `to` on `topic`, every other field at its default:
-    /// `application/octet-stream`, qos 0, priority 0, no deadline, no flags, no waiting.
+    /// `application/octet-stream`, qos 0, priority 0, no deadline, no flags, no waiting, no
+    /// properties.
     pub fn new(to: MeshId, topic: Topic, payload: Vec<u8>) -> Self {
         Self {
             to,
@@ -192,6 +210,7 @@ impl Publish {
             wait: false,
             schema_id: None,
             classification: None,
+            properties: Properties::default(),
             payload,
         }
     }
@@ -209,7 +228,10 @@ impl Publish {
         w.u8(self.priority.get());
         w.u8(self.flags.bits());
         let labelled = self.schema_id.is_some() || self.classification.is_some();
-        w.u8(if self.wait { WAIT } else { 0 } | if labelled { LABELS } else { 0 });
+        let with_properties = !self.properties.is_empty();
+        w.u8(if self.wait { WAIT } else { 0 }
+            | if labelled { LABELS } else { 0 }
+            | if with_properties { PROPERTIES } else { 0 });
         w.u32(self.max_latency.map_or(0, MaxLatency::millis));
         w.str(self.to.as_str());
         w.str(self.topic.as_str());
@@ -217,6 +239,9 @@ impl Publish {
         if labelled {
             w.str(self.schema_id.as_ref().map_or("", Label::as_str));
             w.str(self.classification.as_ref().map_or("", Label::as_str));
+        }
+        if with_properties {
+            w.properties(&self.properties);
         }
         w.raw(&self.payload);
         w.0
@@ -232,10 +257,12 @@ impl Publish {
         let flags = r.u8("flags")?;
         let flags = Flags::from_bits(flags).map_err(|e| invalid("flags", e.rule))?;
         let options = r.u8("options")?;
-        if options & !(WAIT | LABELS) != 0 {
+        if options & !(WAIT | LABELS | PROPERTIES) != 0 {
             return Err(invalid(
                 "options",
-                format!("{options:#04x}: only bits 0 (wait) and 1 (labels) are defined"),
+                format!(
+                    "{options:#04x}: only bits 0 (wait), 1 (labels) and 2 (properties) are defined"
+                ),
             ));
         }
         let max_latency = r.max_latency()?;
@@ -250,6 +277,11 @@ impl Publish {
         } else {
             (None, None)
         };
+        let properties = if options & PROPERTIES != 0 {
+            r.properties()?
+        } else {
+            Properties::default()
+        };
         Ok(Self {
             to,
             topic,
@@ -261,6 +293,7 @@ impl Publish {
             wait: options & WAIT != 0,
             schema_id,
             classification,
+            properties,
             payload: r.rest().to_vec(),
         })
     }
@@ -377,6 +410,7 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
                     .sum::<usize>()
                 + 6
         })
+        + envelope.properties.sealed_len()
         + envelope.message.as_ref().map_or(0, Vec::len);
     let mut w = Writer::with_capacity(capacity);
     w.head(ENVELOPE);
@@ -436,6 +470,9 @@ pub fn encode_envelope(envelope: &Envelope, unproven: bool, proof: Option<&[u8]>
             w.u64(sender.expires.unwrap_or(0));
             w.str(sender.credential.as_deref().unwrap_or(""));
         }
+    }
+    if h.flags.contains(Flags::PROPERTIES) {
+        w.properties(&envelope.properties);
     }
     if let Some(proof) = proof {
         w.bytes(proof);
@@ -565,6 +602,11 @@ impl Delivered {
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned);
         }
+        let properties = if flags.contains(Flags::PROPERTIES) {
+            r.properties()?
+        } else {
+            Properties::default()
+        };
         let proof = if has(PROOF) {
             Some(r.bytes("proof")?.to_vec())
         } else {
@@ -605,6 +647,7 @@ impl Delivered {
             signature,
             message,
             sender,
+            properties,
             batch,
         };
         Ok(Self {
@@ -658,6 +701,18 @@ impl Writer {
         // Invariant: `end` is at most u16::MAX.
         self.u16(u16::try_from(end).unwrap_or(u16::MAX));
         self.raw(&s.as_bytes()[..end]);
+    }
+
+    /// A message's properties: the user properties, the correlation data, the reply-to.
+    fn properties(&mut self, p: &Properties) {
+        // Invariant: at most 64 user properties (`Properties::new`).
+        self.u16(u16::try_from(p.user().len()).unwrap_or(u16::MAX));
+        for (name, value) in p.user() {
+            self.str(name);
+            self.str(value);
+        }
+        self.bytes(p.correlation().unwrap_or_default());
+        self.str(p.reply_to().map_or("", Topic::as_str));
     }
 
     /// A `u32` length and the bytes. Invariant: the API reads no body over 2 MiB and a
@@ -801,6 +856,34 @@ impl<'a> Reader<'a> {
         };
         sender.validate().map_err(|e| invalid("sender", e))?;
         Ok(sender)
+    }
+
+    /// A message's properties, checked by [`Properties::new`].
+    fn properties(&mut self) -> Result<Properties, FrameError> {
+        let n = usize::from(self.u16("properties.user")?);
+        if n > Properties::MAX_USER {
+            return Err(invalid(
+                "properties.user",
+                format!(
+                    "{n} user properties, at most {} are allowed",
+                    Properties::MAX_USER
+                ),
+            ));
+        }
+        let user = (0..n)
+            .map(|_| {
+                Ok((
+                    self.str("properties.user")?.to_owned(),
+                    self.str("properties.user")?.to_owned(),
+                ))
+            })
+            .collect::<Result<Vec<_>, FrameError>>()?;
+        let correlation = match self.bytes("properties.correlation_data")? {
+            [] => None,
+            c => Some(c.to_vec()),
+        };
+        let reply_to = self.optional("properties.reply_to")?;
+        Properties::new(user, correlation, reply_to).map_err(|e| invalid("properties", e))
     }
 
     fn label(&mut self, field: &'static str) -> Result<Option<Label>, FrameError> {

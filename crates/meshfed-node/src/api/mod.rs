@@ -36,7 +36,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use meshfed_proto::FederationId;
 use meshfed_proto::TopicPattern;
 use meshfed_proto::envelope::export::{Exported, Form};
-use meshfed_proto::envelope::{ContentType, Flags, Label, MaxLatency, Qos};
+use meshfed_proto::envelope::{ContentType, Flags, Label, MaxLatency, Properties, Qos};
 use meshfed_store::journal::SubscriptionName;
 use serde_json::Value;
 use utoipa::OpenApi as _;
@@ -527,8 +527,30 @@ impl SendRequest {
             wait: self.wait,
             schema_id: label("schema_id", self.schema_id)?,
             classification: label("classification", self.classification)?,
+            properties: properties(self.properties)?,
         })
     }
+}
+
+/// The send request's properties, checked: each bound refused naming the property.
+fn properties(p: Option<models::MessageProperties>) -> Result<Properties, ApiError> {
+    let Some(p) = p else {
+        return Ok(Properties::default());
+    };
+    let correlation = p
+        .correlation_data
+        .map(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c)
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "properties: correlation_data: not standard base64: {e}"
+                    ))
+                })
+        })
+        .transpose()?;
+    Properties::new(p.user, correlation, p.reply_to)
+        .map_err(|e| ApiError::bad_request(format!("properties: {e}")))
 }
 
 /// An optional label of the send request, checked.
@@ -557,6 +579,11 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
             "flags: transit is the gateway's to set (when it relays a partner's message)",
         ));
     }
+    if p.flags.contains(Flags::PROPERTIES) {
+        return Err(ApiError::bad_request(
+            "flags: properties is the gateway's to set (it seals the properties you give)",
+        ));
+    }
     // DESIGN.md §3.5: `reliable` means qos ≥ 1, and qos ≥ 1 is reliable.
     if p.flags.contains(Flags::RELIABLE) && p.qos == Qos::AtMostOnce {
         return Err(ApiError::bad_request(
@@ -579,6 +606,7 @@ fn outgoing(p: binary::Publish, sender: &Principal) -> Result<(Outgoing, bool), 
         flags,
         schema_id: p.schema_id,
         classification: p.classification,
+        properties: p.properties,
         sender: sender_of(sender),
         relay: None,
         id: None,
@@ -702,8 +730,10 @@ const WS_READ_BUFFER: usize = 16 * 1024;
         order the messages came: `MessageAccepted`, `MessageAcknowledged` (it asked to `wait`), or an \
         `ErrorBody`, after which the stream goes on. With `format=binary` each message is instead a \
         binary frame (version 1: `u8 1, u8 0x01, u8 qos, u8 priority, u8 flags, u8 options (bit 0 \
-        wait), u32 max_latency ms (0 none), str to, str topic, str content_type (empty: \
-        application/octet-stream)`, then the raw payload to the end of the frame; integers \
+        wait, bit 1 labels, bit 2 properties), u32 max_latency ms (0 none), str to, str topic, str \
+        content_type (empty: application/octet-stream)`, with labels `str schema_id, str \
+        classification`, with properties `u16 n, n x (str name, str value), u32 length and the \
+        correlation data, str reply_to`, then the raw payload to the end of the frame; integers \
         big-endian, `str` a u16 length and UTF-8) and each answer a binary frame (`u8 1, u8 0x02` \
         accepted or `0x03` acknowledged, then the 16 bytes of the envelope id; `u8 1, u8 0x04, str \
         code, str message` refused). A frame of the other kind, or a malformed one, is answered with \

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use meshfed_proto::TopicPattern;
 use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::envelope::export::Form;
-use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Qos};
+use meshfed_proto::envelope::{ContentType, EnvelopeId, Priority, Properties, Qos};
 use meshfed_proto::policy::{
     Algorithm, AuditLevel, PolicyTerms, Requirements, SignatureMode as AgreedSignatureMode,
 };
@@ -845,6 +845,46 @@ pub struct SendRequest {
     /// against the labels the agreement lets cross.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<String>,
+    /// The message's properties (user properties, correlation data, reply-to): sealed with the
+    /// payload, so that only the destination reads them; its subscribers see them as the
+    /// envelope's `metadata.properties`. They count in the agreed message size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<MessageProperties>,
+}
+
+/// A message's properties, as a `SendRequest` carries them and the envelope's
+/// `metadata.properties` shows them; each member may be left out. Bounds: at most 64 user
+/// properties, each name 1 to 256 bytes without control characters, each value at most 4096
+/// bytes without control characters but tab; correlation data 1 to 256 bytes; at most 16 KiB
+/// in all.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageProperties {
+    /// User properties (MQTT 5 user properties, NATS headers): `[name, value]` pairs, in
+    /// order; a name may repeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<schema::UserProperty>)]
+    pub user: Vec<(String, String)>,
+    /// Correlation data (MQTT 5's): standard base64 of 1 to 256 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<String>,
+    /// The federation topic a reply is expected on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schema::Topic>)]
+    pub reply_to: Option<Topic>,
+}
+
+impl From<&Properties> for MessageProperties {
+    fn from(p: &Properties) -> Self {
+        use base64::Engine as _;
+        Self {
+            user: p.user().to_vec(),
+            correlation_data: p
+                .correlation()
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
+            reply_to: p.reply_to().cloned(),
+        }
+    }
 }
 
 impl SendRequest {
@@ -863,6 +903,7 @@ impl SendRequest {
             wait: false,
             schema_id: None,
             classification: None,
+            properties: None,
         }
     }
 }

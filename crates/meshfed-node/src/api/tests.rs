@@ -406,11 +406,24 @@ fn send_request() -> SendRequest {
         max_latency: Some(json!("5s")),
         flags: vec!["ordered".into()],
         wait: true,
+        properties: Some(message_properties()),
         ..SendRequest::new(
             "supplier-b".parse().unwrap(),
             "line-3/temp".parse().unwrap(),
             json!({"celsius": 21.5}),
         )
+    }
+}
+
+fn message_properties() -> MessageProperties {
+    MessageProperties {
+        user: vec![
+            ("traceparent".into(), "00-4bf9-01".into()),
+            ("x-tag".into(), "a".into()),
+            ("x-tag".into(), "b".into()),
+        ],
+        correlation_data: Some("cmVxLTQy".into()),
+        reply_to: Some("replies/plant-a".parse().unwrap()),
     }
 }
 
@@ -618,6 +631,8 @@ fn samples() -> Vec<(String, Value)> {
         sample(OperationRequest { force: true }),
         sample(OperationRequest::default()),
         sample(send_request()),
+        sample(message_properties()),
+        sample(MessageProperties::default()),
         sample(SendRequest {
             max_latency: Some(json!(250)),
             ..send_request()

@@ -13,6 +13,8 @@ use meshfed_proto::envelope::{Priority, Qos};
 
 use super::DirPath;
 
+/// Default time a request waits for its reply.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest wait between two attempts to reach a connector's broker.
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 
@@ -64,6 +66,10 @@ pub struct ConnectorConfig {
     /// Longest wait between two attempts to reach the broker (the backoff doubles from 100 ms
     /// up to it, with jitter). Default: [`DEFAULT_RECONNECT_MAX`].
     pub reconnect_max: Duration,
+    /// How long a request taken from the bus waits for its reply from the federation, and a
+    /// request from the federation for its responder on the bus. Default:
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
 }
 
 /// The broker a connector is a client of.

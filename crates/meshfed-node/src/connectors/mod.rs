@@ -25,6 +25,7 @@
 //!   message that fits no rule, or that the other dialect cannot name, is not forwarded, and
 //!   is counted.
 
+mod replies;
 pub(crate) mod status;
 
 mod mqtt;
@@ -41,7 +42,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use meshfed_proto::MeshId;
 use meshfed_proto::envelope::export::Form;
-use meshfed_proto::envelope::{ContentType, Envelope, EnvelopeId, Flags, Qos, Timestamp};
+use meshfed_proto::envelope::{
+    ContentType, Envelope, EnvelopeId, Flags, Properties, Qos, Timestamp,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +146,10 @@ pub(crate) struct Shared {
     pub(crate) stopping: CancellationToken,
     /// Who the federation's partners see as the sender of what this connector exports.
     sender: Sender,
+    /// The requests waiting for replies, both ways.
+    pub(crate) replies: replies::Replies,
+    /// What publishes on the bus, once connected.
+    pub(crate) publisher: std::sync::OnceLock<Publisher>,
 }
 
 impl Shared {
@@ -173,6 +180,15 @@ pub(crate) fn start(gateway: &GatewayHandle, dir: &Path) {
                 roles: vec!["connector".to_owned()],
                 ..Sender::default()
             },
+            replies: replies::Replies::new(
+                config.name.as_str(),
+                match config.bus {
+                    Bus::Mqtt(_) => meshfed_proto::dialect::Dialect::Mqtt,
+                    Bus::Nats(_) => meshfed_proto::dialect::Dialect::Nats,
+                },
+                config.request_timeout,
+            ),
+            publisher: std::sync::OnceLock::new(),
             config: config.clone(),
             gateway: gateway.clone(),
             entry,
@@ -205,11 +221,13 @@ async fn run(shared: Arc<Shared>) {
         }
     };
     drop(taken_tx);
+    let _ = shared.publisher.set(publisher.clone());
     let imports =
         (0..shared.config.imports.len()).map(|i| import(shared.clone(), publisher.clone(), i));
     tokio::join!(
         export(shared.clone(), taken_rx),
-        futures_util::future::join_all(imports)
+        futures_util::future::join_all(imports),
+        replies::deliver(shared.clone(), publisher.clone()),
     );
     shared.entry.set(Connection::Stopped);
 }
@@ -278,6 +296,9 @@ enum Forwarded {
 async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
     let counts = &shared.entry.counts;
     let settle = m.settle.take();
+    if let Some(token) = shared.replies.local_token(&m.name) {
+        return answer(shared, token.to_owned(), m, settle).await;
+    }
     let mut mapped = None;
     for rule in &shared.config.exports {
         match rule.mapping.to_federation(&m.name) {
@@ -306,12 +327,25 @@ async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
         tracing::debug!(connector = %shared.config.name, name = %m.name, to = %rule.to, "came from the partner it would go to; not sent back");
         return Forwarded::Done(settle);
     }
-    let content_type = m
-        .props
-        .content_type
-        .as_deref()
-        .and_then(|c| c.parse::<ContentType>().ok())
-        .unwrap_or_else(ContentType::octet_stream);
+    // A request: its reply comes back to this connector under a topic of its own.
+    let reply_to = match m.props.reply_to.take() {
+        None => None,
+        Some(reply) => match shared.replies.wait(reply, m.props.correlation.clone()) {
+            Ok(topic) => Some(topic),
+            Err(e) => {
+                shared.failed(format!("request on {} not forwarded: {e}", m.name));
+                return Forwarded::Done(settle);
+            }
+        },
+    };
+    let base = match outgoing(shared, topic, &mut m, reply_to.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            counts.refused.inc();
+            tracing::info!(connector = %shared.config.name, name = %m.name, error = %e, "a message of the bus has properties the federation cannot carry");
+            return Forwarded::Done(settle);
+        }
+    };
     let flags = if rule.qos == Qos::AtMostOnce {
         Flags::default()
     } else {
@@ -319,18 +353,11 @@ async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
     };
     let outgoing = Outgoing {
         to: rule.to.clone(),
-        topic,
-        payload: m.payload.to_vec(),
-        content_type,
         qos: rule.qos,
-        priority: rule.priority,
-        max_latency: None,
         flags,
-        schema_id: None,
-        classification: None,
-        sender: shared.sender.clone(),
-        relay: None,
+        priority: rule.priority,
         id: m.id,
+        ..base
     };
     match shared.gateway.submit(outgoing, false, WhenFull::Wait).await {
         Ok(s) if rule.qos == Qos::AtMostOnce => {
@@ -342,6 +369,9 @@ async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
         Err(SendError::Refused(r)) => {
             counts.refused.inc();
             tracing::info!(connector = %shared.config.name, name = %m.name, reason = %r, "the federation refused a message of the bus");
+            if let Some(w) = reply_to.as_ref().and_then(|t| shared.replies.refused(t)) {
+                replies::tell(shared, w, &format!("refused: {r}")).await;
+            }
             Forwarded::Done(settle)
         }
         Err(SendError::Queue(crate::gateway::stream::Refused::Stopping)) => Forwarded::Stopping,
@@ -349,6 +379,78 @@ async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
             // Left unsettled: the broker delivers it again after a reconnect.
             shared.failed(format!("cannot take {}: {e}", m.name));
             Forwarded::Done(None)
+        }
+    }
+}
+
+/// A message of the bus as a reliable outgoing message on `topic` (its destination still to
+/// set): its payload, content type, user properties and correlation data, and `reply_to`;
+/// refused when the properties break the envelope's bounds.
+fn outgoing(
+    shared: &Shared,
+    topic: meshfed_proto::Topic,
+    m: &mut Taken,
+    reply_to: Option<meshfed_proto::Topic>,
+) -> Result<Outgoing, meshfed_proto::envelope::PropertiesError> {
+    let properties = Properties::new(
+        std::mem::take(&mut m.props.user),
+        m.props.correlation.take().map(|b| b.to_vec()),
+        reply_to,
+    )?;
+    let content_type = m
+        .props
+        .content_type
+        .as_deref()
+        .and_then(|c| c.parse::<ContentType>().ok())
+        .unwrap_or_else(ContentType::octet_stream);
+    Ok(Outgoing {
+        to: shared.gateway.mesh().clone(),
+        topic,
+        payload: m.payload.to_vec(),
+        content_type,
+        qos: Qos::AtLeastOnce,
+        priority: meshfed_proto::envelope::Priority::default(),
+        max_latency: None,
+        flags: Flags::default().with(Flags::RELIABLE),
+        schema_id: None,
+        classification: None,
+        sender: shared.sender.clone(),
+        relay: None,
+        id: None,
+        properties,
+    })
+}
+
+/// A reply a responder published on this connector's reply name `token`: it goes back to the
+/// mesh that asked, under the request's `reply_to`.
+async fn answer(
+    shared: &Shared,
+    token: String,
+    mut m: Taken,
+    settle: Option<BoxFuture<()>>,
+) -> Forwarded {
+    let Some(asked) = shared.replies.answered(&token) else {
+        shared.entry.counts.unmapped.inc();
+        tracing::info!(connector = %shared.config.name, name = %m.name, "a reply to no request waiting (late, or sent twice); not forwarded");
+        return Forwarded::Done(settle);
+    };
+    // The requester matches the reply by its own correlation data.
+    m.props.correlation = asked.correlation.map(Bytes::from);
+    let outgoing = match outgoing(shared, asked.topic, &mut m, None) {
+        Ok(o) => Outgoing { to: asked.to, ..o },
+        Err(e) => {
+            shared.entry.counts.refused.inc();
+            tracing::info!(connector = %shared.config.name, error = %e, "a reply has properties the federation cannot carry");
+            return Forwarded::Done(settle);
+        }
+    };
+    match shared.gateway.submit(outgoing, false, WhenFull::Wait).await {
+        Ok(s) => Forwarded::Submitted(s, settle),
+        Err(SendError::Queue(crate::gateway::stream::Refused::Stopping)) => Forwarded::Stopping,
+        Err(e) => {
+            shared.entry.counts.refused.inc();
+            tracing::info!(connector = %shared.config.name, error = %e, "a reply was refused");
+            Forwarded::Done(settle)
         }
     }
 }
@@ -443,7 +545,7 @@ async fn import(shared: Arc<Shared>, publisher: Publisher, index: usize) {
                             None => continue,
                         },
                     };
-                    match put_of(rule, &envelope) {
+                    match put_of(&shared, rule, &envelope) {
                         Ok(put) => match publisher.send(put).await {
                             Ok(accepted) => inflight.push_back(Box::pin(async move {
                                 accepted.await.map(|()| Published { id, counted: true })
@@ -471,7 +573,11 @@ async fn import(shared: Arc<Shared>, publisher: Publisher, index: usize) {
 }
 
 /// The publish of `envelope` on the bus under import rule `rule`.
-fn put_of(rule: &crate::config::connector::ImportRule, envelope: &Envelope) -> Result<Put, String> {
+fn put_of(
+    shared: &Shared,
+    rule: &crate::config::connector::ImportRule,
+    envelope: &Envelope,
+) -> Result<Put, String> {
     let name = rule
         .mapping
         .to_local(&envelope.header.metadata.topic)
@@ -487,17 +593,31 @@ fn put_of(rule: &crate::config::connector::ImportRule, envelope: &Envelope) -> R
         .message
         .clone()
         .ok_or_else(|| format!("envelope {} has no readable payload", envelope.header.id))?;
+    let p = &envelope.properties;
+    let (reply_to, correlation) = match p.reply_to() {
+        // A request: the responder replies to a name of this connector's, which sends the
+        // reply back to the mesh that asked.
+        Some(asked) => {
+            let (local, correlation) = shared.replies.answer(
+                envelope.header.source.mesh.clone(),
+                asked.clone(),
+                p.correlation().map(<[u8]>::to_vec),
+            )?;
+            (Some(local), Some(correlation))
+        }
+        None => (None, p.correlation().map(Bytes::copy_from_slice)),
+    };
     Ok(Put {
         name,
         payload: Bytes::from(payload),
         props: LocalProps {
-            user: Vec::new(),
+            user: p.user().to_vec(),
             // A payload of no known type came without one: it goes on without one.
             content_type: Some(envelope.header.metadata.content_type.as_str())
                 .filter(|c| *c != ContentType::octet_stream().as_str())
                 .map(str::to_owned),
-            correlation: None,
-            reply_to: None,
+            correlation,
+            reply_to,
             origin: Some(envelope.header.source.mesh.clone()),
         },
         qos: rule.qos,

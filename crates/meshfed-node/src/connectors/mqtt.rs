@@ -315,6 +315,8 @@ impl Driver {
             .exports
             .iter()
             .map(|r| (r.mapping.local().as_str().to_owned(), r.qos))
+            // Where responders on this bus reply to requests from the federation.
+            .chain([(self.shared.replies.local_filter(), Qos::AtLeastOnce)])
             .collect();
         let client = self.client.clone();
         let shared = self.shared.clone();

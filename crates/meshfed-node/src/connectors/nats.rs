@@ -74,7 +74,8 @@ fn props_of(headers: Option<&HeaderMap>, reply: Option<String>) -> LocalProps {
 }
 
 impl Publisher {
-    pub(crate) async fn send(&self, put: Put) -> Result<BoxFuture<Result<(), String>>, String> {
+    pub(crate) async fn send(&self, mut put: Put) -> Result<BoxFuture<Result<(), String>>, String> {
+        let reply = put.props.reply_to.take();
         let headers = headers_of(put.props);
         if let Some(id) = put.jetstream {
             let publish = jetstream::message::PublishMessage::build()
@@ -92,10 +93,19 @@ impl Publisher {
                     .map_err(|e| format!("JetStream did not acknowledge the publish: {e}"))
             }));
         }
-        self.client
-            .publish_with_headers(put.name, headers, put.payload)
-            .await
-            .map_err(|e| format!("NATS publish: {e}"))?;
+        match reply {
+            Some(reply) => {
+                self.client
+                    .publish_with_reply_and_headers(put.name, reply, headers, put.payload)
+                    .await
+            }
+            None => {
+                self.client
+                    .publish_with_headers(put.name, headers, put.payload)
+                    .await
+            }
+        }
+        .map_err(|e| format!("NATS publish: {e}"))?;
         if put.qos == Qos::AtMostOnce {
             return Ok(Box::pin(async { Ok(()) }));
         }
@@ -198,6 +208,13 @@ pub(super) async fn connect(
             )),
         }
     }
+    // Where responders on this bus reply to requests from the federation.
+    shared.gateway.spawn(take_core(
+        shared.clone(),
+        client.clone(),
+        shared.replies.local_filter(),
+        taken,
+    ));
     Ok(super::Publisher::Nats(Box::new(Publisher { client, js })))
 }
 

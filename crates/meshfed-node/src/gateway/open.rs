@@ -55,7 +55,7 @@ use super::inbox::{Arrived, Inbound, Input};
 use super::local::{AsCrossed, Delivery, Local};
 use super::port::{LinkPort, PeerTrust};
 use crate::policy::access::Incoming;
-use meshfed_proto::envelope::{Sender, Transit};
+use meshfed_proto::envelope::{Properties, Sender, Transit};
 use meshfed_proto::policy::SignatureMode;
 
 /// A streamed batch went wrong in a way the caller acts on.
@@ -283,13 +283,15 @@ struct Opened {
 /// part, or why it is refused (it is settled, not delivered).
 type Checked = Result<(Hop, Clear), Refusal>;
 
-/// An envelope's sealed part, opened: the payload, and who sent it as this mesh maps it
-/// (`None`: the envelope named no sender). For an envelope this node relays (`relay_to`), the
-/// payload is the whole sealed part as the origin sealed it, identity included, and it is not
-/// mapped; for one a relay brought (`origin`), the mesh it comes from.
+/// An envelope's sealed part, opened: the payload, who sent it as this mesh maps it (`None`:
+/// the envelope named no sender) and the message's properties. For an envelope this node relays
+/// (`relay_to`), the payload is the whole sealed part as the origin sealed it, identity and
+/// properties included, and it is not mapped; for one a relay brought (`origin`), the mesh it
+/// comes from.
 struct Clear {
     payload: Vec<u8>,
     sender: Option<Sender>,
+    properties: Properties,
     relay_to: Option<MeshId>,
     origin: Option<MeshId>,
 }
@@ -344,12 +346,12 @@ fn arrival(
     Ok(hop)
 }
 
-/// Opens one envelope with `opener`, takes what a relay presents (see [`super::transit`]) and
-/// its sender's identity out of its sealed part, and checks the agreement admits the payload
-/// and the access rules (`incoming`, or the origin's for a relayed message) let the sender,
-/// mapped, publish it. An envelope this node relays (`relaying`) is checked against the
-/// agreement and kept as sealed. Transit needs `via` (a link's reader): without it (a broker's
-/// custody) a relayed envelope is refused.
+/// Opens one envelope with `opener`, takes what a relay presents (see [`super::transit`]), its
+/// sender's identity and its properties out of its sealed part, and checks the agreement admits
+/// the payload (with the properties) and the access rules (`incoming`, or the origin's for a
+/// relayed message) let the sender, mapped, publish it. An envelope this node relays
+/// (`relaying`) is checked against the agreement and kept as sealed. Transit needs `via` (a
+/// link's reader): without it (a broker's custody) a relayed envelope is refused.
 fn admitted(
     terms: &Terms,
     incoming: &Incoming,
@@ -364,19 +366,25 @@ fn admitted(
     if relaying {
         // What the peer itself relays (a chain) has its transit part in front.
         let (_, inner) = Transit::unwrap(header.flags, sealed.clone()).map_err(malformed)?;
-        let (_, payload) = Sender::unwrap(header.flags, inner).map_err(malformed)?;
-        terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
+        let (_, inner) = Sender::unwrap(header.flags, inner).map_err(malformed)?;
+        // The properties count in the agreed size with the payload, as the sender counted them.
+        let size = inner.len();
+        let (_, payload) = Properties::unwrap(header.flags, inner).map_err(malformed)?;
+        terms.admit(Direction::Inbound, Facts::of(header, size))?;
         terms.check_redacted(&payload)?;
         return Ok(Clear {
             payload: sealed,
             sender: None,
+            properties: Properties::default(),
             relay_to: Some(header.destination.mesh.clone()),
             origin: None,
         });
     }
     let (transit, sealed) = Transit::unwrap(header.flags, sealed).map_err(malformed)?;
-    let (sender, payload) = Sender::unwrap(header.flags, sealed).map_err(malformed)?;
-    terms.admit(Direction::Inbound, Facts::of(header, payload.len()))?;
+    let (sender, sealed) = Sender::unwrap(header.flags, sealed).map_err(malformed)?;
+    let size = sealed.len();
+    let (properties, payload) = Properties::unwrap(header.flags, sealed).map_err(malformed)?;
+    terms.admit(Direction::Inbound, Facts::of(header, size))?;
     terms.check_redacted(&payload)?;
     let origin = match (&transit, via) {
         (None, _) => None,
@@ -410,6 +418,7 @@ fn admitted(
     Ok(Clear {
         payload,
         sender: sender.as_ref().map(shown),
+        properties,
         relay_to: None,
         origin,
     })
@@ -485,6 +494,7 @@ fn opened(
                 signature,
                 message: Some(clear.payload),
                 sender: clear.sender,
+                properties: clear.properties,
                 batch: position,
             };
             (size, Some(envelope), crossed, None)
@@ -615,6 +625,7 @@ impl Heads {
                     signature: Signature([0; SIGNATURE_LEN]),
                     message: Some(clear.payload.clone()),
                     sender: clear.sender.clone(),
+                    properties: clear.properties.clone(),
                     batch: None,
                 })));
             }

@@ -7,10 +7,10 @@
 //! This stage reads the queue in order, a page at a time, and submits each message to its
 //! destination's stream (a page's submissions share journal commits),
 //! as a message of this node: sealed under the B–A agreement, signed by this node, with the
-//! same envelope id, and the transit part in front of its sealed part (C's envelope as it
-//! crossed, C's CAs as stored here, the delegation, C's revocation list). A message is taken
-//! off the queue once the stream accepted it (journaled, for qos ≥ 1), so none is lost between
-//! the two. While the destination's stream cannot take it (no federation yet, suspended, full,
+//! same envelope id, the origin's sender and properties, and the transit part in front of its
+//! sealed part (C's envelope as it crossed, C's CAs as stored here, the delegation, C's
+//! revocation list). A message is taken off the queue once the stream accepted it (journaled,
+//! for qos ≥ 1), so none is lost between the two. While the destination's stream cannot take it (no federation yet, suspended, full,
 //! over the agreed rate) it waits and tries again; a delegation withdrawn meanwhile, or a
 //! refusal by the B–A agreement, drops it, logged and counted.
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 use meshfed_proto::MeshId;
 use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::envelope::export::Crossed;
-use meshfed_proto::envelope::{Flags, Sender, Transit};
+use meshfed_proto::envelope::{Flags, Properties, Sender, Transit};
 use meshfed_store::Write;
 use meshfed_store::journal::{InboundSeq, StoredInbound};
 use serde_bytes::ByteBuf;
@@ -287,8 +287,10 @@ async fn outgoing(
     // the chain, and the source's CAs to check it by.
     let (inner, sealed) =
         Transit::unwrap(h.flags, sealed.into_vec()).map_err(|e| malformed(e.to_string()))?;
-    let (sender, payload) =
-        Sender::unwrap(h.flags, sealed).map_err(|e| malformed(e.to_string()))?;
+    let (sender, sealed) = Sender::unwrap(h.flags, sealed).map_err(|e| malformed(e.to_string()))?;
+    // The origin's properties go on with its message, sealed again for the destination.
+    let (properties, payload) =
+        Properties::unwrap(h.flags, sealed).map_err(|e| malformed(e.to_string()))?;
     let transit = match inner {
         Some(mut inner) => {
             // The source's own revocation list travels by the session
@@ -316,9 +318,14 @@ async fn outgoing(
         qos: h.policy.qos,
         priority: h.policy.priority,
         max_latency: h.policy.max_latency,
-        flags: h.flags.without(Flags::IDENTIFIED).without(Flags::TRANSIT),
+        // The gateway's own flags are set again by `submit` for what it seals.
+        flags: (h.flags)
+            .without(Flags::IDENTIFIED)
+            .without(Flags::TRANSIT)
+            .without(Flags::PROPERTIES),
         schema_id: h.metadata.schema_id.clone(),
         classification: h.policy.classification.clone(),
+        properties,
         sender: Sender::default(),
         relay: Some(Relay {
             id: h.id,

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use meshfed_proto::admission::{Direction, Facts, Refusal};
 use meshfed_proto::envelope::{
     ContentType, DeliveryPolicy, Destination, EnvelopeId, Flags, Header, Label, MaxLatency,
-    Metadata, Priority, Qos, Sender, SignerCertificate, Source, Timestamp, Transit, Version,
+    Metadata, Priority, Properties, Qos, Sender, SignerCertificate, Source, Timestamp, Transit,
+    Version,
 };
 use meshfed_proto::{FederationState, MeshId, Topic};
 use tokio::sync::oneshot;
@@ -44,6 +45,10 @@ pub struct Outgoing {
     pub schema_id: Option<Label>,
     /// The data's classification label.
     pub classification: Option<Label>,
+    /// Its properties (user properties, correlation data, reply-to), sealed with the payload
+    /// after the sender's identity (see [`Properties`]); for a message this node relays, the
+    /// origin's. They count in the agreed message size with the payload.
+    pub properties: Properties,
     /// Who sends it: a component of this mesh, as its credential names it (the admin token's
     /// holder is subject `admin`, role `admin`). It crosses in the sealed part of the envelope.
     pub sender: Sender,
@@ -258,8 +263,9 @@ fn envelope_id(at: Timestamp) -> Result<EnvelopeId, SendError> {
 /// The stream a message goes to, if its federation takes it now: active, the topic, size and
 /// qos agreed, and (for qos 0, which is not stored and forwarded) its link up; then the fields
 /// the agreement redacts are taken out of its payload (before it is sealed and signed, so what
-/// is proved is what is delivered), its sender's identity is put in front of it (sealed with it,
-/// see [`Sender`]), and it takes its place within the agreed rate.
+/// is proved is what is delivered), its properties (see [`Properties`]) and its sender's identity
+/// are put in front of it (sealed with it, see [`Sender`]), and it takes its place within the
+/// agreed rate.
 fn check(
     ctx: &Context,
     routes: &Routes,
@@ -276,9 +282,11 @@ fn check(
             state: view.state,
         });
     }
+    let properties = (!msg.properties.is_empty()).then_some(&msg.properties);
     let facts = Facts {
         topic: &msg.topic,
-        size: msg.payload.len(),
+        // The properties count with the payload, as the receiver counts them.
+        size: msg.payload.len() + properties.map_or(0, Properties::sealed_len),
         qos: msg.qos,
         content_type: &msg.content_type,
         priority: msg.priority,
@@ -305,6 +313,10 @@ fn check(
     }
     if let Some(redacted) = view.terms.redact(&msg.payload) {
         msg.payload = redacted;
+    }
+    if let Some(properties) = properties {
+        msg.payload = properties.wrap(&msg.payload);
+        msg.flags = msg.flags.with(Flags::PROPERTIES);
     }
     let malformed = |e: meshfed_proto::envelope::EnvelopeError| Refusal::Malformed(e.to_string());
     match &msg.relay {

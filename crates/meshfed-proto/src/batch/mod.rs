@@ -714,6 +714,7 @@ impl ProvenEnvelope {
             signature: self.batch.signature,
             message,
             sender: None,
+            properties: crate::envelope::Properties::default(),
             batch: Some(self.batch_proof()),
         }
     }

@@ -13,6 +13,10 @@
 //! sealed part of an `identified` envelope: `{"subject", "roles", "attributes"}`, as the receiving
 //! mesh maps it (see [`Sender`]).
 //!
+//! `metadata.properties` (absent when the message has none) holds the message's properties, from
+//! the sealed part of a `properties` envelope (see [`Properties`]): `{"user": [[name, value],
+//! ...], "correlation_data": base64, "reply_to": topic}`, each member absent when empty.
+//!
 //! An envelope signed in a batch carries `security.batch`: `{"root": base64 (48 bytes), "count":
 //! n, "index": i, "proof": base64 of the audit path (48-byte hashes, bottom up)}`, and its
 //! `security.signature` is the batch's. The key is absent for an envelope signed alone (`null` is
@@ -30,8 +34,8 @@ use serde_json::value::RawValue;
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, Sender, SignerCertificate, Source,
-    Timestamp, Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Properties, Qos, Sender, SignerCertificate,
+    Source, Timestamp, Version,
 };
 use crate::batch::merkle::{self, HASH_LEN, TreeHash};
 use crate::batch::{BatchError, BatchProof, SignedBatch};
@@ -188,6 +192,40 @@ struct MetadataJson {
     content_encoding: Option<String>,
     schema_id: Option<String>,
     topic: Topic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    properties: Option<PropertiesJson>,
+}
+
+/// `metadata.properties`: the message's properties, each member absent when empty.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PropertiesJson {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    user: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<Topic>,
+}
+
+impl PropertiesJson {
+    /// `None` for no properties: the member is left out.
+    fn show(p: &Properties) -> Option<Self> {
+        (!p.is_empty()).then(|| Self {
+            user: p.user().to_vec(),
+            correlation_data: p.correlation().map(|c| B64.encode(c)),
+            reply_to: p.reply_to().cloned(),
+        })
+    }
+
+    fn read(self) -> Result<Properties, JsonError> {
+        const NAME: &str = "metadata.properties";
+        let correlation = self
+            .correlation_data
+            .map(|c| decode_b64("metadata.properties.correlation_data", &c))
+            .transpose()?;
+        Properties::new(self.user, correlation, self.reply_to).map_err(|e| field(NAME, e))
+    }
 }
 
 impl Envelope {
@@ -273,6 +311,7 @@ impl Envelope {
                         .map(|l| l.as_str().to_owned()),
                     schema_id: h.metadata.schema_id.as_ref().map(|l| l.as_str().to_owned()),
                     topic: h.metadata.topic.clone(),
+                    properties: PropertiesJson::show(&self.properties),
                 },
             },
             sender: self.sender.as_ref().map(|s| SenderJson {
@@ -324,6 +363,12 @@ impl Envelope {
         }
         let content_type = f.metadata.content_type;
         let message = read_message(&content_type, &doc.message, doc.message_encoding.as_deref())?;
+        let properties = f
+            .metadata
+            .properties
+            .map(PropertiesJson::read)
+            .transpose()?
+            .unwrap_or_default();
         let sender = doc
             .sender
             .map(|s| {
@@ -380,6 +425,7 @@ impl Envelope {
             signature: Signature(signature),
             message,
             sender,
+            properties,
             batch,
         })
     }

@@ -23,12 +23,14 @@
 
 pub mod export;
 pub mod json;
+mod properties;
 mod sender;
 mod transit;
 mod types;
 pub mod wire;
 
 pub use crate::batch::BatchProof;
+pub use properties::{Properties, PropertiesError};
 pub use sender::Sender;
 pub use transit::Transit;
 pub use types::{
@@ -317,6 +319,10 @@ pub struct Envelope {
     /// Who sent it, from the sealed part (`identified` envelopes, opened): as delivered to a
     /// mesh's subscribers, the identity that mesh mapped it to.
     pub sender: Option<Sender>,
+    /// The message's properties, from the sealed part (`properties` envelopes, opened): user
+    /// properties, correlation data, reply-to. Empty when the envelope has none, or when its
+    /// sealed part was not opened (then `message` is `None` too).
+    pub properties: Properties,
     /// Where the envelope sits in the batch it was signed in; `None` when it was signed alone.
     pub batch: Option<BatchProof>,
 }

@@ -565,6 +565,152 @@ fn a_sealed_sender_crosses_inside_the_ciphertext_and_shows_beside_the_message() 
     );
 }
 
+fn request_properties() -> crate::envelope::Properties {
+    crate::envelope::Properties::new(
+        vec![
+            ("traceparent".into(), "00-4bf92f35-01".into()),
+            ("x-tag".into(), "first".into()),
+            ("x-tag".into(), "second".into()),
+        ],
+        Some(b"req-0042".to_vec()),
+        Some("replies/plant-a/erp".parse().unwrap()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn sealed_properties_cross_inside_the_ciphertext_after_the_sender_and_show_in_the_metadata() {
+    use crate::envelope::{Properties, Sender};
+    let mut fx = fixture();
+    let erp = Sender {
+        subject: "erp".into(),
+        ..Sender::default()
+    };
+    let mut h = header("line-3/temperature");
+    h.flags = Flags::IDENTIFIED.with(Flags::PROPERTIES);
+    let payload = br#"{"celsius":21.5}"#;
+    let sealed_part = erp.wrap(&request_properties().wrap(payload)).unwrap();
+    let hop = Hop::origin("plant-a".parse().unwrap(), Hop::DEFAULT_TTL);
+    let wire = WireEnvelope::seal(h, hop, &sealed_part, &mut fx.sealer, &fx.signer).unwrap();
+    // A relay sees no name, value, correlation data or reply-to.
+    let bytes = wire.encode();
+    for secret in [
+        &b"traceparent"[..],
+        b"4bf92f35",
+        b"req-0042",
+        b"replies/plant-a",
+    ] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "{} in clear",
+            String::from_utf8_lossy(secret)
+        );
+    }
+    let (wire, opened) = open(&fx, &bytes).unwrap();
+    let flags = wire.header().flags;
+    let (sender, rest) = Sender::unwrap(flags, opened).unwrap();
+    let (properties, message) = Properties::unwrap(flags, rest).unwrap();
+    assert_eq!(message, payload);
+    assert_eq!(properties, request_properties());
+    let mut model = wire.to_envelope(Some(message));
+    model.sender = sender;
+    model.properties = properties;
+    let json = model.to_json();
+    assert_eq!(
+        json["federation"]["metadata"]["properties"],
+        serde_json::json!({
+            "user": [["traceparent", "00-4bf92f35-01"], ["x-tag", "first"], ["x-tag", "second"]],
+            "correlation_data": B64.encode(b"req-0042"),
+            "reply_to": "replies/plant-a/erp",
+        })
+    );
+    assert_eq!(
+        json["federation"]["routing"]["flags"],
+        serde_json::json!(["identified", "properties"])
+    );
+    assert_eq!(Envelope::from_json(&json.to_string()).unwrap(), model);
+    // Without properties the member is left out, and reads back as none.
+    model.properties = Properties::default();
+    let json = model.to_json();
+    assert!(
+        json["federation"]["metadata"].get("properties").is_none(),
+        "{json:#}"
+    );
+    assert_eq!(Envelope::from_json(&json.to_string()).unwrap(), model);
+}
+
+#[test]
+fn properties_of_a_clear_payload_are_in_front_of_it_as_when_sealed() {
+    use crate::envelope::Properties;
+    let fx = fixture();
+    let mut h = header("a/b");
+    h.flags = Flags::PROPERTIES;
+    let hop = Hop::origin("plant-a".parse().unwrap(), 4);
+    let wire =
+        WireEnvelope::sign_clear(h, hop, request_properties().wrap(b"{}"), &fx.signer).unwrap();
+    let back = WireEnvelope::decode(&wire.encode()).unwrap();
+    back.verify(&fx.verifier).unwrap();
+    let clear = back.clear_payload().unwrap().to_vec();
+    let (properties, message) = Properties::unwrap(back.header().flags, clear).unwrap();
+    assert_eq!(
+        (properties, message.as_slice()),
+        (request_properties(), &b"{}"[..])
+    );
+}
+
+#[test]
+fn json_properties_that_break_a_rule_are_refused_naming_the_property() {
+    let mut fx = fixture();
+    let mut model = sealed(&mut fx, b"{}").to_envelope(Some(b"{}".to_vec()));
+    model.properties = request_properties();
+    let json = model.to_json();
+    let cases = [
+        (
+            "/federation/metadata/properties/user/1/0",
+            serde_json::json!(""),
+            "envelope JSON field federation.metadata.properties: user[1]: the name is empty",
+        ),
+        (
+            "/federation/metadata/properties/correlation_data",
+            serde_json::json!("not base64!"),
+            "envelope JSON field federation.metadata.properties.correlation_data: is not base64",
+        ),
+        (
+            "/federation/metadata/properties/correlation_data",
+            serde_json::json!(B64.encode([1; 300])),
+            "envelope JSON field federation.metadata.properties: correlation_data: is 300 bytes, \
+             at most 256 are allowed",
+        ),
+        (
+            "/federation/metadata/properties/reply_to",
+            serde_json::json!("replies/+"),
+            "invalid topic \"replies/+\"",
+        ),
+        (
+            "/federation/metadata/properties/user/0",
+            serde_json::json!(["a", "b", "c"]),
+            "envelope JSON: ",
+        ),
+    ];
+    for (pointer, value, expect) in cases {
+        let mut bad = json.clone();
+        *bad.pointer_mut(pointer).unwrap() = value;
+        let err = Envelope::from_json(&bad.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(expect) || err.contains(expect),
+            "{pointer}: {err}"
+        );
+    }
+    let mut extra = json.clone();
+    extra["federation"]["metadata"]["properties"]["expiry"] = serde_json::json!(5);
+    let err = Envelope::from_json(&extra.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `expiry`"), "{err}");
+}
+
 #[test]
 fn json_messages_follow_the_content_type() {
     let fx = fixture();

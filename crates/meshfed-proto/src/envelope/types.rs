@@ -231,11 +231,16 @@ impl Flags {
     /// message it relays on another mesh's behalf ([`super::Transit`]); set by the relaying
     /// gateway, never by a client.
     pub const TRANSIT: Self = Self(8);
-    const NAMES: [(&'static str, Self); 4] = [
+    /// `properties`: the sealed part holds the message's properties (user properties,
+    /// correlation data, reply-to) after the sender's identity ([`super::Properties`]); set by
+    /// the sending gateway for properties that are not empty, never by a client.
+    pub const PROPERTIES: Self = Self(16);
+    const NAMES: [(&'static str, Self); 5] = [
         ("reliable", Self::RELIABLE),
         ("ordered", Self::ORDERED),
         ("identified", Self::IDENTIFIED),
         ("transit", Self::TRANSIT),
+        ("properties", Self::PROPERTIES),
     ];
 
     /// No flags.
@@ -265,11 +270,12 @@ impl Flags {
 
     /// Flags from bits, refusing unknown ones.
     pub fn from_bits(bits: u8) -> Result<Self, InvalidValue> {
-        if bits & !15 != 0 {
+        if bits & !31 != 0 {
             return Err(InvalidValue::new(
                 "flags",
                 bits,
-                "only bits 0 (reliable), 1 (ordered), 2 (identified) and 3 (transit) are defined",
+                "only bits 0 (reliable), 1 (ordered), 2 (identified), 3 (transit) and 4 \
+                 (properties) are defined",
             ));
         }
         Ok(Self(bits))
@@ -294,7 +300,8 @@ impl Flags {
                 InvalidValue::new(
                     "flag",
                     name,
-                    "must be \"reliable\", \"ordered\" or \"identified\"",
+                    "must be \"reliable\", \"ordered\", \"identified\", \"transit\" or \
+                     \"properties\"",
                 )
             })
     }
@@ -490,7 +497,12 @@ mod tests {
             "bit 2 is the sender's identity"
         );
         assert_eq!(Flags::from_bits(8).unwrap().names(), ["transit"]);
-        assert!(Flags::from_bits(16).is_err());
+        assert_eq!(Flags::from_bits(16).unwrap().names(), ["properties"]);
+        assert_eq!(
+            Flags::from_bits(32).unwrap_err().to_string(),
+            "flags 32: only bits 0 (reliable), 1 (ordered), 2 (identified), 3 (transit) and 4 \
+             (properties) are defined"
+        );
         assert!(
             Flags::from_name("urgent")
                 .unwrap_err()

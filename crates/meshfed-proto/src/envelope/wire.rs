@@ -16,8 +16,8 @@ use serde_bytes::{ByteBuf, Bytes};
 
 use super::{
     Cipher, ContentType, DeliveryPolicy, Destination, Encryption, Envelope, EnvelopeId, Flags,
-    Header, Hop, Label, MaxLatency, Metadata, Priority, Qos, SignerCertificate, Source, Timestamp,
-    Version,
+    Header, Hop, Label, MaxLatency, Metadata, Priority, Properties, Qos, SignerCertificate, Source,
+    Timestamp, Version,
 };
 use crate::batch::UnsignedEnvelope;
 use crate::cbor::exact_array;
@@ -280,6 +280,7 @@ impl WireEnvelope {
             signature: self.signature,
             message,
             sender: None,
+            properties: Properties::default(),
             batch: None,
         }
     }

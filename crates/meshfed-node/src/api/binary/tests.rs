@@ -7,6 +7,20 @@ fn mesh(s: &str) -> MeshId {
     s.parse().unwrap()
 }
 
+/// Properties with every part: repeated names, a tab in a value, correlation data, reply-to.
+fn properties() -> Properties {
+    Properties::new(
+        vec![
+            ("trace".to_owned(), "00-4bf9-01".to_owned()),
+            ("x-tag".to_owned(), "a\tb".to_owned()),
+            ("x-tag".to_owned(), String::new()),
+        ],
+        Some(vec![0, 0xff, 7]),
+        Some("replies/b".parse().unwrap()),
+    )
+    .unwrap()
+}
+
 fn publish() -> Publish {
     Publish {
         content_type: "text/plain".parse().unwrap(),
@@ -15,6 +29,7 @@ fn publish() -> Publish {
         max_latency: Some(MaxLatency::try_from(1500u32).unwrap()),
         flags: Flags::RELIABLE.with(Flags::ORDERED),
         wait: true,
+        properties: properties(),
         ..Publish::new(mesh("b"), "t/1".parse().unwrap(), b"hi".to_vec())
     }
 }
@@ -36,7 +51,7 @@ fn envelope() -> Envelope {
                 mesh: mesh("supplier-b"),
                 gateway: Some("gw2".parse().unwrap()),
             },
-            flags: Flags::RELIABLE,
+            flags: Flags::RELIABLE.with(Flags::PROPERTIES),
             federation_id: "fed_abc".parse().unwrap(),
             agreement_version: 3,
             certificate: meshfed_proto::envelope::SignerCertificate::new(vec![0x30; 700]),
@@ -72,6 +87,7 @@ fn envelope() -> Envelope {
             expires: None,
             credential: None,
         }),
+        properties: properties(),
         batch: Some(BatchProof::from_parts(root, 4, 1, &audit_path).unwrap()),
     }
 }
@@ -215,13 +231,13 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
     priority[3] = 8;
     assert_eq!(error_of(&priority), "priority: must be 0 to 7");
     let mut flags = good.clone();
-    flags[4] = 16;
+    flags[4] = 32;
     assert!(error_of(&flags).starts_with("flags: only bits 0 (reliable)"));
     let mut options = good.clone();
-    options[5] = 4;
+    options[5] = 8;
     assert_eq!(
         error_of(&options),
-        "options: 0x04: only bits 0 (wait) and 1 (labels) are defined"
+        "options: 0x08: only bits 0 (wait), 1 (labels) and 2 (properties) are defined"
     );
     assert_eq!(
         error_of(&good[..12]),
@@ -239,6 +255,62 @@ fn a_malformed_publish_request_is_refused_naming_what_is_wrong() {
         error_of(&topic).starts_with("topic: "),
         "{}",
         error_of(&topic)
+    );
+}
+
+/// A publish request for `b` on `t` whose properties are `block`, then the payload `hi`.
+fn with_properties_block(block: &[u8]) -> Vec<u8> {
+    let mut frame = vec![
+        1, 0x01, 0, 0, 0, PROPERTIES, 0, 0, 0, 0, 0, 1, b'b', 0, 1, b't', 0, 0,
+    ];
+    frame.extend_from_slice(block);
+    frame.extend_from_slice(b"hi");
+    frame
+}
+
+#[test]
+fn properties_have_the_documented_layout_and_a_bad_one_is_refused_naming_it() {
+    // One user property, two bytes of correlation data, reply-to `r`.
+    let block = [
+        &[0, 1, 0, 1, b'k', 0, 1, b'v'][..],
+        &[0, 0, 0, 2, 0xca, 0xfe],
+        &[0, 1, b'r'],
+    ]
+    .concat();
+    let read = Publish::decode(&with_properties_block(&block)).unwrap();
+    let expected = Properties::new(
+        vec![("k".to_owned(), "v".to_owned())],
+        Some(vec![0xca, 0xfe]),
+        Some("r".parse().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(read.properties, expected);
+    assert_eq!(read.payload, b"hi");
+    assert_eq!(Publish::decode(&read.encode()).unwrap(), read);
+    // Empty correlation data and reply-to are none.
+    let bare = Publish::decode(&with_properties_block(&[0, 0, 0, 0, 0, 0, 0, 0])).unwrap();
+    assert!(bare.properties.is_empty());
+
+    assert_eq!(
+        error_of(&with_properties_block(&[0, 65])),
+        "properties.user: 65 user properties, at most 64 are allowed"
+    );
+    assert_eq!(
+        error_of(&with_properties_block(
+            &[&[0, 1, 0, 1, b'k', 0, 2, b'\r', b'\n'][..], &[0; 6]].concat()
+        )),
+        "properties: user[0] \"k\": the value holds a control character ('\\r')"
+    );
+    let mut long = vec![0, 0, 0, 0, 1, 1];
+    long.extend_from_slice(&[7; 257]);
+    long.extend_from_slice(&[0, 0]);
+    assert_eq!(
+        error_of(&with_properties_block(&long)),
+        "properties: correlation_data: is 257 bytes, at most 256 are allowed"
+    );
+    assert!(
+        error_of(&with_properties_block(&[0, 0, 0, 0, 0, 0, 0, 1, b'#']))
+            .starts_with("properties.reply_to: invalid topic \"#\"")
     );
 }
 
@@ -306,6 +378,7 @@ prop_compose! {
         flags in 0u8..8,
         wait in any::<bool>(),
         labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
+        properties in any_properties(),
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
     ) -> Publish {
         Publish {
@@ -319,8 +392,19 @@ prop_compose! {
             wait,
             schema_id: labels.0.map(|l| Label::parse("s", &l).unwrap()),
             classification: labels.1.map(|l| Label::parse("c", &l).unwrap()),
+            properties,
             payload,
         }
+    }
+}
+
+prop_compose! {
+    fn any_properties()(
+        user in proptest::collection::vec(("[!-~]{1,12}", "[ -~\t]{0,40}"), 0..8),
+        correlation in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..=256)),
+        reply_to in proptest::option::of("[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,3}"),
+    ) -> Properties {
+        Properties::new(user, correlation, reply_to.map(|t| t.parse().unwrap())).unwrap()
     }
 }
 
@@ -352,7 +436,8 @@ prop_compose! {
         policy in (0u8..8, 0u8..3, proptest::option::of(1u32..), proptest::option::of("[!-~]{1,20}")),
         labels in (proptest::option::of("[!-~]{1,20}"), proptest::option::of("[!-~]{1,20}")),
         hop in (any::<u8>(), any::<u8>()),
-        flags in 0u8..8,
+        flags in 0u8..32,
+        properties in any_properties(),
         signature in any::<[u8; 32]>(),
         message in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..2048)),
         batch in proptest::option::of(any_batch()),
@@ -406,6 +491,8 @@ prop_compose! {
             signature: Signature(sig),
             message,
             sender: sender.map(|(subject, roles, attributes, expires, credential)| Sender { subject, roles, attributes, expires, credential }),
+            // A frame carries properties when the envelope's flag says it does.
+            properties: if flags & Flags::PROPERTIES.bits() != 0 { properties } else { Properties::default() },
             batch,
         }
     }

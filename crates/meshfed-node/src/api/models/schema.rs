@@ -158,7 +158,9 @@ stand_in!(
     /// A delivered envelope in the spec's JSON layout: `federation` (version, id, timestamp,
     /// source_mesh, destination_mesh, routing, security, policy, metadata) and `message` (a
     /// JSON value for JSON content, a string for text, base64 otherwise, `null` when sealed);
-    /// `sender` (`identified` envelopes) is who sent it as this mesh maps them. In the export form (`proof=required`) also `proof`: standard base64 of the CBOR of the
+    /// `sender` (`identified` envelopes) is who sent it as this mesh maps them;
+    /// `federation.metadata.properties` (a message sent with properties) its user properties,
+    /// correlation data and reply-to, as a `MessageProperties`. In the export form (`proof=required`) also `proof`: standard base64 of the CBOR of the
     /// envelope exactly as it crossed — signed alone, or one envelope of a signed batch with the
     /// batch's signature and its inclusion proof — which `meshfed envelope inspect --ca` checks
     /// against the source mesh's CA.
@@ -188,6 +190,25 @@ stand_in!(
             )),
         )
 );
+
+/// A user property: `[name, value]`.
+pub(crate) struct UserProperty;
+
+impl PartialSchema for UserProperty {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(string())
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .examples([json!(["traceparent", "00-4bf92f3577b34da6-01"])])
+            .description(Some(
+                "A user property: `[name, value]` (name 1 to 256 bytes, value at most 4096).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for UserProperty {}
 
 /// A delivery deadline: whole milliseconds, or a duration like `"5s"`.
 pub(crate) struct MaxLatency;

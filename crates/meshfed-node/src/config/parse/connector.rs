@@ -9,8 +9,8 @@ use meshfed_proto::envelope::{Priority, Qos};
 use super::{ConfigError, Fields, Integer, Text};
 use crate::config::DirPath;
 use crate::config::connector::{
-    Bus, ConnectorConfig, DEFAULT_RECONNECT_MAX, ExportRule, ImportRule, JetStreamSource, MqttBus,
-    MqttVersion, NatsAuth, NatsBus, TlsFiles,
+    Bus, ConnectorConfig, DEFAULT_RECONNECT_MAX, DEFAULT_REQUEST_TIMEOUT, ExportRule, ImportRule,
+    JetStreamSource, MqttBus, MqttVersion, NatsAuth, NatsBus, TlsFiles,
 };
 
 #[derive(Deserialize, Default)]
@@ -30,6 +30,7 @@ pub(super) struct RawConnector {
     cert_file: Text,
     key_file: Text,
     reconnect_max: Text,
+    request_timeout: Text,
     export: Vec<RawExport>,
     import: Vec<RawImport>,
 }
@@ -256,6 +257,12 @@ impl Fields<'_> {
                 "connector.reconnect_max",
                 raw.reconnect_max,
                 DEFAULT_RECONNECT_MAX,
+                None,
+            )?,
+            request_timeout: self.duration(
+                "connector.request_timeout",
+                raw.request_timeout,
+                DEFAULT_REQUEST_TIMEOUT,
                 None,
             )?,
         })

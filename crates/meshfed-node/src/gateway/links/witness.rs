@@ -34,7 +34,8 @@ use super::Links;
 use crate::gateway::port::PeerTrust;
 
 /// What an envelope may carry beyond the agreed payload size: the sender's sealed identity (at
-/// most 4 KiB), a relay's transit part, the tag and the header.
+/// most 4 KiB), a relay's transit part, the tag and the header. (A message's properties count
+/// in the agreed size with its payload: both gateways admit them so.)
 pub(crate) const SEALED_ALLOWANCE: usize = 16 << 10;
 
 /// What one relayed frame carries: how many envelopes, and the largest one's size as carried.
