@@ -582,3 +582,172 @@ local = "ask.>"
         got[1].2
     );
 }
+
+/// `/readyz` as status and text.
+async fn readyz(node: &Node) -> (u16, String) {
+    let r = node.http.get(node.url("/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_whose_broker_is_down_shows_in_readyz_and_reconnects_with_retained_messages() {
+    let mut mosquitto = Mosquitto::start(MosquittoOptions::plain().persistence());
+    let plant_bus = connectors(
+        "plant-a",
+        &format!(
+            r#"
+[[connector]]
+name = "plant-bus"
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+reconnect_max = "200ms"
+
+[[connector.export]]
+local = "plant/state/#"
+topic = "state/#"
+to = "supplier-b"
+retained = "forward"
+
+[[connector.export]]
+local = "plant/+/temperature"
+topic = "readings/+/temperature"
+to = "supplier-b"
+"#,
+            mosquitto.port()
+        ),
+    );
+    // Retained on the bus before the gateway connects: one rule forwards what the broker
+    // retained, the other leaves it.
+    let (early, _) = mqtt_client(&mosquitto, "early", None).await;
+    for topic in ["plant/state/line-1", "plant/line-1/temperature"] {
+        early
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                true,
+                Bytes::from_static(b"retained"),
+            )
+            .await
+            .unwrap();
+    }
+    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
+    let b = Node::start("supplier-b").await;
+    let mut sub = b.stream("?topic=%23").await;
+    federate(&a, &b).await;
+    wait_for(|| async { connector(&a, "plant-bus").await["state"] == "connected" }).await;
+    assert_eq!(readyz(&a).await, (200, "ready\n".to_owned()));
+    // The retained state arrives only now: it was published before the federation existed,
+    // so the connector's first delivery of it was refused; reconnecting delivers it again.
+    mosquitto.stop();
+    wait_for(|| async { readyz(&a).await.0 == 503 }).await;
+    let (_, text) = readyz(&a).await;
+    assert!(
+        text.contains(&format!(
+            "connector plant-bus is not connected to mqtt://127.0.0.1:{}",
+            mosquitto.port()
+        )),
+        "{text}"
+    );
+    let view = connector(&a, "plant-bus").await;
+    assert_eq!(view["state"], "connecting", "{view}");
+    assert!(
+        view["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("MQTT connection"),
+        "{view}"
+    );
+    mosquitto.restart();
+    wait_for(|| async { readyz(&a).await.0 == 200 }).await;
+    let got = common::next_json(&mut sub).await;
+    assert_eq!(
+        got["federation"]["metadata"]["topic"], "state/line-1",
+        "{got}"
+    );
+    // The retained reading is not forwarded (its rule leaves retained messages): the next
+    // arrival is a live one.
+    let (live, _) = mqtt_client(&mosquitto, "live", None).await;
+    live.publish(
+        "plant/line-2/temperature",
+        QoS::AtLeastOnce,
+        false,
+        Bytes::from_static(b"live"),
+    )
+    .await
+    .unwrap();
+    let got = common::next_json(&mut sub).await;
+    assert_eq!(
+        got["federation"]["metadata"]["topic"], "readings/line-2/temperature",
+        "{got}"
+    );
+    assert!(connector(&a, "plant-bus").await["errors"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_connector_authenticates_each_way_the_server_asks_and_names_a_refusal() {
+    use meshfed_testkit::NatsAuth;
+    let secrets = meshfed_testkit::temp_dir();
+    let file = |name: &str, text: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cases = [
+        (NatsOptions::plain().auth(NatsAuth::Token), "token"),
+        (
+            NatsOptions::plain().auth(NatsAuth::UserPassword),
+            "password",
+        ),
+        (NatsOptions::plain().auth(NatsAuth::Nkey), "nkey"),
+        (NatsOptions::plain().require_client_cert(), "certificate"),
+    ];
+    for (options, how) in cases {
+        let nats = NatsServer::start(options);
+        let auth = match how {
+            "token" => format!("token_file = \"{}\"", file("token", nats.token())),
+            "password" => format!(
+                "username = \"{}\"\npassword_file = \"{}\"",
+                nats.user(),
+                file("password", nats.password())
+            ),
+            "nkey" => format!("nkey_file = \"{}\"", file("seed", nats.nkey_seed())),
+            _ => {
+                let tls = nats.tls().unwrap();
+                format!(
+                    "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+                    tls.ca_path().display(),
+                    tls.client_cert_path().display(),
+                    tls.client_key_path().display()
+                )
+            }
+        };
+        let bus = connectors(
+            "supplier-b",
+            &format!(
+                "[[connector]]\nname = \"bus\"\nkind = \"nats\"\nurl = \"{}\"\n{auth}\n",
+                nats.url()
+            ),
+        );
+        let b = Node::start_with("supplier-b", |c| c.connectors = bus).await;
+        wait_for(|| async { connector(&b, "bus").await["state"] == "connected" }).await;
+    }
+    // A wrong token: not connected, and why is shown.
+    let nats = NatsServer::start(NatsOptions::plain().auth(NatsAuth::Token));
+    let bus = connectors(
+        "supplier-b",
+        &format!(
+            "[[connector]]\nname = \"bus\"\nkind = \"nats\"\nurl = \"{}\"\ntoken_file = \"{}\"\n",
+            nats.url(),
+            file("wrong", "not-the-token")
+        ),
+    );
+    let b = Node::start_with("supplier-b", |c| c.connectors = bus).await;
+    wait_for(|| async {
+        let view = connector(&b, "bus").await;
+        view["state"] == "connecting"
+            && view["last_error"]
+                .as_str()
+                .is_some_and(|e| e.to_lowercase().contains("authorization"))
+    })
+    .await;
+}

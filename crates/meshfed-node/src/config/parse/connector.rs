@@ -469,3 +469,142 @@ impl Fields<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::NodeConfig;
+    use crate::config::connector::{Bus, MqttVersion, NatsAuth};
+
+    fn parse(connectors: &str) -> Result<NodeConfig, String> {
+        let text = format!("[node]\nmesh = \"plant-a\"\nname = \"gw\"\n{connectors}");
+        NodeConfig::parse(&text, Path::new("m.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_connector_is_read_into_its_types() {
+        let c = parse(
+            r#"
+[[connector]]
+name = "plant-bus"
+kind = "mqtt"
+url = "mqtts://broker.local:8883"
+mqtt_version = "3.1.1"
+username = "gw"
+password_file = "bus.password"
+ca_file = "ca.pem"
+
+[[connector.export]]
+local = "plant/+/temp"
+topic = "readings/+/temp"
+to = "supplier-b"
+qos = 2
+priority = 6
+retained = "forward"
+
+[[connector.import]]
+topic = "orders/#"
+from = "supplier-b"
+local = "plant/orders/#"
+qos = 0
+retain = true
+"#,
+        )
+        .unwrap();
+        let c = &c.connectors[0];
+        let Bus::Mqtt(m) = &c.bus else {
+            panic!("{:?}", c.bus)
+        };
+        assert_eq!((m.host.as_str(), m.port), ("broker.local", 8883));
+        assert_eq!(m.version, MqttVersion::V311);
+        assert!(m.tls.is_some());
+        assert_eq!(c.exports[0].priority.get(), 6);
+        assert!(c.exports[0].retained);
+        assert!(c.imports[0].retain);
+        assert_eq!(c.imports[0].from.as_ref().unwrap().as_str(), "supplier-b");
+        let n = parse(
+            "[[connector]]\nname = \"b\"\nkind = \"nats\"\nurl = \"tls://n:4222\"\ncreds_file = \"b.creds\"\n",
+        )
+        .unwrap();
+        let Bus::Nats(n) = &n.connectors[0].bus else {
+            panic!()
+        };
+        assert!(matches!(n.auth, NatsAuth::Creds(_)));
+        assert!(n.tls.is_some());
+    }
+
+    #[test]
+    fn a_bad_connector_is_refused_naming_the_key_and_why() {
+        let mqtt = "[[connector]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://h:1883\"\n";
+        let nats = "[[connector]]\nname = \"n\"\nkind = \"nats\"\nurl = \"nats://h:4222\"\n";
+        for (text, needle) in [
+            (
+                "[[connector]]\nname = \"m\"\nkind = \"amqp\"\nurl = \"x\"\n".to_owned(),
+                "connector.kind = \"amqp\": must be \"mqtt\" or \"nats\"",
+            ),
+            (
+                "[[connector]]\nname = \"m\"\nkind = \"mqtt\"\nurl = \"tcp://h:1\"\n".to_owned(),
+                "mqtt://host:port or mqtts://host:port",
+            ),
+            (
+                format!(
+                    "{mqtt}[[connector.export]]\nlocal = \"a/+/b\"\ntopic = \"a/#\"\nto = \"x\"\n"
+                ),
+                "same wildcards in the same order",
+            ),
+            (
+                format!(
+                    "{mqtt}[[connector.export]]\nlocal = \"a/#/b\"\ntopic = \"a/#\"\nto = \"x\"\n"
+                ),
+                "only as its last level",
+            ),
+            (
+                format!(
+                    "{nats}[[connector.export]]\nlocal = \"a.>\"\ntopic = \"a/#\"\nto = \"x\"\nqos = 2\n"
+                ),
+                "plain NATS core carries at most qos 1",
+            ),
+            (
+                format!("{nats}[[connector.import]]\ntopic = \"a/#\"\nlocal = \"a.>\"\nqos = 2\n"),
+                "plain NATS core carries at most qos 1",
+            ),
+            (
+                format!(
+                    "{mqtt}[[connector.export]]\nlocal = \"a/#\"\ntopic = \"a/#\"\nto = \"x\"\njetstream_stream = \"S\"\n"
+                ),
+                "only a NATS connector consumes through JetStream",
+            ),
+            (
+                format!(
+                    "{nats}[[connector.import]]\ntopic = \"a/#\"\nlocal = \"a.>\"\nretain = true\n"
+                ),
+                "NATS has no retained messages",
+            ),
+            (
+                format!("{mqtt}mqtt_version = \"4\"\n"),
+                "must be \"5\" or \"3.1.1\"",
+            ),
+            (format!("{mqtt}{mqtt}"), "another connector has this name"),
+            (
+                format!("{nats}token_file = \"t\"\nnkey_file = \"k\"\n"),
+                "give one way to authenticate",
+            ),
+            (
+                format!("{mqtt}password_file = \"p\"\n"),
+                "missing required key connector.username",
+            ),
+            (
+                format!("{mqtt}cert_file = \"c\"\n"),
+                "missing required key connector.key_file",
+            ),
+            (
+                format!("{mqtt}[[connector.export]]\nlocal = \"a\"\ntopic = \"b\"\n"),
+                "missing required key connector.export.to",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(needle), "{text}\n→ {e}");
+        }
+    }
+}
