@@ -548,6 +548,13 @@ pub(crate) struct BenchArgs {
     /// crosses the broker in an end-to-end tunnel it relays.
     #[arg(long, conflicts_with_all = ["publisher", "subscriber"])]
     pub(crate) via_broker: bool,
+    /// Measure the path through both meshes' own buses instead of the API: MQTT client →
+    /// mosquitto → gateway A (MQTT connector) → gateway B (NATS connector) → nats-server → NATS
+    /// client, with the machine's mosquitto and nats-server on free loopback ports (qos 0 or 1).
+    /// The throughput phase sends --count messages (50000 by default), the latency phase
+    /// --count or --rate × --duration.
+    #[arg(long, conflicts_with_all = ["publisher", "subscriber", "via_broker", "compare"])]
+    pub(crate) buses: bool,
 }
 
 /// A number of bytes, written `1024`, `512B`, `1KiB`, `4MiB` or `1kB`/`1MB` (powers of ten).

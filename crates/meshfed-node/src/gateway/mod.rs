@@ -1,6 +1,6 @@
 //! The gateway role: one per mesh (or several for redundancy). Its federation side accepts and
 //! dials mutual-TLS links, drives the handshake over them and keeps each federation's link
-//! alive; its local side is what the admin and messaging API (and later connectors) reach
+//! alive; its local side is what the admin and messaging API (and the connectors, `crate::connectors`) reach
 //! through a [`GatewayHandle`].
 //!
 //! The data path runs one way through stages, each a module that owns its state:
@@ -262,7 +262,7 @@ pub async fn start(
     })))
 }
 
-/// A running gateway as its local side reaches it: the API (and later connectors) submit,
+/// A running gateway as its local side reaches it: the API and the connectors submit,
 /// subscribe and administer through this, never through the stages' state.
 #[derive(Clone)]
 pub struct GatewayHandle(Arc<Stages>);

@@ -1,4 +1,4 @@
-//! Submit: a message from the local side (the API today, connectors later) is checked against
+//! Submit: a message from the local side (the API, a connector) is checked against
 //! its federation's agreement — the same [`Terms::admit`] the receiver applies — and its state,
 //! wrapped in an envelope header, and handed to its route (the federation's stream).
 //!

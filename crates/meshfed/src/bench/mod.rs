@@ -72,6 +72,7 @@ use crate::failure::Failure;
 use crate::gateway::runtime;
 use crate::output::outln;
 
+mod buses;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -306,6 +307,9 @@ struct Ends {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    if args.buses {
+        return buses::run(&args);
+    }
     let plan = Plan::from_args(args)?;
     let (runs, measured) = runtime()?.block_on(async {
         let origin = Instant::now();
