@@ -1014,7 +1014,7 @@ async fn stream(
         }
         // Registered before the upgrade completes: from then on nothing for it is missed.
         let reader = node
-            .open_durable(name, pattern, q.from, form)
+            .open_durable(name, pattern, q.from, form, false)
             .await
             .map_err(ApiError::internal)?;
         return Ok(ws

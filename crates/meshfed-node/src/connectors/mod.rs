@@ -465,13 +465,6 @@ pub(crate) fn fixed_id(ms: u64, key: &str) -> EnvelopeId {
     EnvelopeId::new(Timestamp(ms), random)
 }
 
-/// The durable subscription an import rule keeps its messages in.
-fn queue_name(connector: &str, index: usize) -> meshfed_store::journal::SubscriptionName {
-    let name = format!("meshfed:connector:{connector}:{index}");
-    // Invariant: connector names are a-z, 0-9 and '-', which subscription names allow.
-    name.parse().unwrap_or_else(|e| unreachable!("{name}: {e}"))
-}
-
 /// One message of an import rule the broker accepted (`counted`), or that was skipped:
 /// acknowledge envelope `id` (`None` for a qos 0 message of the live stream, which has nothing
 /// to acknowledge).
@@ -483,7 +476,7 @@ struct Published {
 /// The pump from the federation onto the bus, for import rule `index`.
 async fn import(shared: Arc<Shared>, publisher: Publisher, index: usize) {
     let rule = &shared.config.imports[index];
-    let name = queue_name(shared.config.name.as_str(), index);
+    let name = crate::gateway::local::durable::connector_queue(shared.config.name.as_str(), index);
     let mut backoff = Backoff::new(shared.config.reconnect_max);
     loop {
         let opened = shared
@@ -493,6 +486,8 @@ async fn import(shared: Arc<Shared>, publisher: Publisher, index: usize) {
                 rule.mapping.federation().clone(),
                 rule.from.clone(),
                 Form::Spec,
+                // Nothing unproven is published on the bus (DESIGN §3.4), qos 0 included.
+                true,
             )
             .await;
         let (mut reader, mut saved) = match opened {

@@ -226,7 +226,8 @@ impl Replies {
 pub(crate) async fn deliver(shared: Arc<Shared>, publisher: Publisher) {
     let mut replies = shared
         .gateway
-        .subscribe(shared.replies.federation_pattern(), None, Form::Spec)
+        // Proven replies only: nothing unproven is published on the bus (DESIGN §3.4).
+        .subscribe(shared.replies.federation_pattern(), None, Form::Export)
         .await;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -138,7 +138,7 @@ pub async fn start(
         })??;
     crate::store_file::record(dir)?;
     let journal = Arc::new(journal);
-    let durable = local::durable::Durable::load(&journal)?;
+    let durable = local::durable::Durable::load(&journal, &config.connectors)?;
     let listen = config.federation.listen;
     let listener = Listener::bind(listen, &id.tls)
         .await
@@ -733,14 +733,16 @@ impl GatewayHandle {
     }
 
     /// Creates (or updates) durable subscription `name` and opens it for a connected
-    /// subscriber, who receives its messages in `form`. Returns, like [`Self::subscribe`], once
-    /// the partners know of its qos 0 messages.
+    /// subscriber, who receives its messages in `form`, and its qos 0 messages (which the
+    /// journal does not keep) once proven when `form` is the export form or `proven`. Returns,
+    /// like [`Self::subscribe`], once the partners know of its qos 0 messages.
     pub(crate) async fn open_durable(
         &self,
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
         form: Form,
+        proven: bool,
     ) -> Result<
         (
             local::durable::Reader,
@@ -760,8 +762,15 @@ impl GatewayHandle {
             form,
         )
         .await?;
-        let opened =
-            local::durable::Reader::open(ctx.clone(), local, name, pattern, from, form).await?;
+        let opened = local::durable::Reader::open(
+            ctx.clone(),
+            local,
+            name,
+            pattern,
+            from,
+            proven || form == Form::Export,
+        )
+        .await?;
         links::interest::covered(&self.0.links, opened.0.generation()).await;
         Ok(opened)
     }

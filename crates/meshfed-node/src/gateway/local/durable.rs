@@ -37,6 +37,13 @@ pub(crate) fn reserved(name: &SubscriptionName) -> bool {
     name.as_str().starts_with("meshfed:")
 }
 
+/// The queue connector `connector`'s import rule `index` keeps its messages in.
+pub(crate) fn connector_queue(connector: &str, index: usize) -> SubscriptionName {
+    let name = format!("meshfed:connector:{connector}:{index}");
+    // Invariant: connector names are a-z, 0-9 and '-', which subscription names allow.
+    name.parse().unwrap_or_else(|e| unreachable!("{name}: {e}"))
+}
+
 /// The relay queue's name.
 pub(crate) fn relay_queue() -> SubscriptionName {
     // Invariant: the constant is a valid name.
@@ -59,11 +66,21 @@ impl Durable {
     /// The subscriptions the journal holds.
     pub(crate) fn load(
         journal: &meshfed_store::Journal,
+        connectors: &[crate::config::connector::ConnectorConfig],
     ) -> Result<Self, meshfed_store::StoreError> {
         let mut subscriptions = journal.subscriptions()?;
-        // The connectors' queues keep what arrives from the start; the relay queue is the
+        // The queues of the connectors configured keep what arrives from the start (those of
+        // connectors or rules no longer configured take nothing more); the relay queue is the
         // relay stage's own.
-        subscriptions.retain(|s| s.name.as_str() != RELAY_QUEUE);
+        let configured: std::collections::HashSet<SubscriptionName> = connectors
+            .iter()
+            .flat_map(|c| (0..c.imports.len()).map(|i| connector_queue(c.name.as_str(), i)))
+            .collect();
+        subscriptions.retain(|s| {
+            s.name.as_str() != RELAY_QUEUE
+                && (!s.name.as_str().starts_with("meshfed:connector:")
+                    || configured.contains(&s.name))
+        });
         Ok(Self {
             subscriptions: RwLock::new(subscriptions),
             appended: watch::channel(0).0,
@@ -165,12 +182,10 @@ impl Reader {
         name: SubscriptionName,
         pattern: TopicPattern,
         from: Option<MeshId>,
-        form: Form,
+        proof: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Saved>), String> {
         let changes = local.durable.changes();
-        let live = local
-            .live
-            .subscribe(pattern, from, true, form == Form::Export);
+        let live = local.live.subscribe(pattern, from, true, proof);
         let journal = ctx.journal.clone();
         let lookup = name.clone();
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Saved>();
