@@ -553,6 +553,7 @@ pub(crate) struct BenchArgs {
     /// client, with the machine's mosquitto and nats-server on free loopback ports (qos 0 or 1).
     /// The throughput phase sends --count messages (50000 by default), the latency phase
     /// --count or --rate × --duration.
+    /// (--sign-window applies to both gateways.)
     #[arg(long, conflicts_with_all = ["publisher", "subscriber", "via_broker", "compare"])]
     pub(crate) buses: bool,
 }

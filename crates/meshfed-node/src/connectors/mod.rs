@@ -712,3 +712,44 @@ impl Backoff {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_the_bus_delivers_again_crosses_as_the_same_envelope() {
+        let first = fixed_id(1_764_000_000_000, "bus:0:ORDERS:41");
+        assert_eq!(first, fixed_id(1_764_000_000_000, "bus:0:ORDERS:41"));
+        assert_ne!(first, fixed_id(1_764_000_000_000, "bus:0:ORDERS:42"));
+        assert_ne!(first, fixed_id(1_764_000_000_000, "other:0:ORDERS:41"));
+    }
+
+    #[test]
+    fn the_origin_marker_is_taken_out_of_the_user_properties() {
+        let mut p = LocalProps {
+            user: vec![
+                ("unit".into(), "celsius".into()),
+                (ORIGIN.into(), "supplier-b".into()),
+            ],
+            ..LocalProps::default()
+        };
+        p.take_origin();
+        assert_eq!(p.user, [("unit".to_owned(), "celsius".to_owned())]);
+        assert_eq!(p.origin.unwrap().as_str(), "supplier-b");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_maximum() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let waits: Vec<Duration> = (0..8).map(|_| b.step()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(1)),
+            "{waits:?}"
+        );
+        assert!(waits[7] >= Duration::from_millis(500), "{waits:?}");
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(100));
+    }
+}

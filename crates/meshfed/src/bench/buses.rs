@@ -97,8 +97,17 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
                 buses.nats
             ),
         )?;
-        let (gw_a, a) = start_mesh_with(root.path(), "bench-a", |c| c.connectors = a_bus).await?;
-        let (gw_b, b) = start_mesh_with(root.path(), "bench-b", |c| c.connectors = b_bus).await?;
+        let window = args.sign_window;
+        let tweak = |bus| {
+            move |c: &mut meshfed_node::config::NodeConfig| {
+                c.connectors = bus;
+                if let Some(w) = window {
+                    c.delivery.sign_window = w;
+                }
+            }
+        };
+        let (gw_a, a) = start_mesh_with(root.path(), "bench-a", tweak(a_bus)).await?;
+        let (gw_b, b) = start_mesh_with(root.path(), "bench-b", tweak(b_bus)).await?;
         crate::demo::invite_and_join(
             &b,
             (&a, "bench-a".parse().map_err(|e| failed("mesh")(format!("{e}")))?),
