@@ -252,7 +252,9 @@ pub(super) async fn connect(
                 taken,
                 client: Client::V5(client.clone()),
             };
-            shared.gateway.spawn(driver.run_v5(events));
+            shared
+                .gateway
+                .spawn(driver.run(Events::V5(Box::new(events))));
             Client::V5(client)
         }
         MqttVersion::V311 => {
@@ -277,7 +279,9 @@ pub(super) async fn connect(
                 taken,
                 client: Client::V311(client.clone()),
             };
-            shared.gateway.spawn(driver.run_v311(events));
+            shared
+                .gateway
+                .spawn(driver.run(Events::V311(Box::new(events))));
             Client::V311(client)
         }
     };
@@ -339,103 +343,49 @@ impl Driver {
         });
     }
 
-    fn lost(&self, error: String, backoff: &mut super::Backoff) -> Duration {
-        self.shared.failed(error);
-        backoff.step()
-    }
-
-    async fn hand(&self, taken: Taken) -> bool {
-        self.taken.send(taken).await.is_ok()
-    }
-
-    async fn run_v5(self, mut events: rumqttc::v5::EventLoop) {
-        use rumqttc::v5::{Event, Incoming};
+    /// Drives the event loop until the gateway stops: the same steps for both protocol
+    /// versions, over what [`Events::next`] makes of each version's events.
+    async fn run(self, mut events: Events) {
         let mut backoff = super::Backoff::new(self.shared.config.reconnect_max);
         loop {
             let event = tokio::select! {
                 () = self.shared.stopping.cancelled() => break,
-                e = events.poll() => e,
+                e = events.next(&self) => e,
             };
             match event {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                Event::Connected => {
                     backoff.reset();
                     self.shared.entry.set(Connection::Connected);
                     tracing::info!(connector = %self.shared.config.name, "connected to the MQTT broker");
                     self.subscribe();
                 }
-                Ok(Event::Incoming(Packet5::Publish(p))) => {
-                    let name = String::from_utf8_lossy(&p.topic).into_owned();
-                    let mut props = LocalProps::default();
-                    if let Some(pp) = &p.properties {
-                        props.user = pp.user_properties.clone();
-                        props.content_type = pp.content_type.clone();
-                        props.correlation = pp.correlation_data.clone();
-                        props.reply_to = pp.response_topic.clone();
-                    }
-                    props.take_origin();
-                    let settle = self.settle_v5(&p);
-                    let taken = Taken {
-                        name,
-                        payload: p.payload.clone(),
-                        props,
-                        retained: p.retain,
-                        id: None,
-                        settle,
-                    };
-                    if !self.hand(taken).await {
+                Event::Message(taken) => {
+                    if self.taken.send(taken).await.is_err() {
                         break;
                     }
                 }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                Event::Sent(pkid) => {
                     self.acks
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .sent(pkid);
                 }
-                Ok(Event::Incoming(Packet5::PubAck(a))) => {
-                    let outcome = match a.reason {
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                        other => Err(format!("the broker refused the publish: {other:?}")),
-                    };
-                    self.answered(a.pkid, outcome);
-                }
-                Ok(Event::Incoming(Packet5::PubComp(c))) => {
-                    let outcome = match c.reason {
-                        PubCompReason::Success => Ok(()),
-                        other => Err(format!("the broker refused the publish: {other:?}")),
-                    };
-                    self.answered(c.pkid, outcome);
-                }
-                Ok(Event::Incoming(Packet5::Disconnect(d))) => {
-                    self.shared
-                        .failed(format!("the broker disconnected: {:?}", d.reason_code));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let wait = self.lost(format!("MQTT connection: {e}"), &mut backoff);
+                Event::Answered(pkid, outcome) => self.answered(pkid, outcome),
+                Event::Disconnected(why) => self.shared.failed(why),
+                Event::Other => {}
+                Event::Lost(error) => {
+                    self.shared.failed(format!("MQTT connection: {error}"));
                     tokio::select! {
                         () = self.shared.stopping.cancelled() => break,
-                        () = tokio::time::sleep(wait) => {}
+                        () = tokio::time::sleep(backoff.step()) => {}
                     }
                 }
             }
         }
-        if let Client::V5(c) = &self.client {
-            let _ = c.try_disconnect();
+        match &self.client {
+            Client::V5(c) => drop(c.try_disconnect()),
+            Client::V311(c) => drop(c.try_disconnect()),
         }
-    }
-
-    fn settle_v5(&self, p: &rumqttc::v5::mqttbytes::v5::Publish) -> Option<BoxFuture<()>> {
-        if p.qos == QoS5::AtMostOnce {
-            return None;
-        }
-        let Client::V5(client) = self.client.clone() else {
-            return None;
-        };
-        let p = p.clone();
-        Some(Box::pin(async move {
-            let _ = client.ack(&p).await;
-        }))
     }
 
     fn answered(&self, pkid: u16, outcome: Result<(), String>) {
@@ -448,73 +398,131 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .answered(pkid, outcome);
     }
+}
 
-    async fn run_v311(self, mut events: rumqttc::EventLoop) {
-        use rumqttc::{Event, Incoming};
-        let mut backoff = super::Backoff::new(self.shared.config.reconnect_max);
-        loop {
-            let event = tokio::select! {
-                () = self.shared.stopping.cancelled() => break,
-                e = events.poll() => e,
-            };
-            match event {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    backoff.reset();
-                    self.shared.entry.set(Connection::Connected);
-                    tracing::info!(connector = %self.shared.config.name, "connected to the MQTT broker (3.1.1)");
-                    self.subscribe();
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    let origin = self
-                        .recent
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .origin_of(&p.topic, &p.payload);
-                    let settle = if p.qos == rumqttc::QoS::AtMostOnce {
-                        None
-                    } else if let Client::V311(client) = self.client.clone() {
-                        let p = p.clone();
-                        Some(Box::pin(async move {
-                            let _ = client.ack(&p).await;
-                        }) as BoxFuture<()>)
-                    } else {
-                        None
-                    };
-                    let taken = Taken {
-                        name: p.topic.clone(),
-                        payload: p.payload.clone(),
-                        props: LocalProps {
-                            origin,
-                            ..LocalProps::default()
-                        },
-                        retained: p.retain,
-                        id: None,
-                        settle,
-                    };
-                    if !self.hand(taken).await {
-                        break;
-                    }
-                }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                    self.acks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .sent(pkid);
-                }
-                Ok(Event::Incoming(Incoming::PubAck(a))) => self.answered(a.pkid, Ok(())),
-                Ok(Event::Incoming(Incoming::PubComp(c))) => self.answered(c.pkid, Ok(())),
-                Ok(_) => {}
-                Err(e) => {
-                    let wait = self.lost(format!("MQTT connection: {e}"), &mut backoff);
-                    tokio::select! {
-                        () = self.shared.stopping.cancelled() => break,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
+/// An event of either protocol version's event loop, as the connector acts on it.
+enum Event {
+    Connected,
+    Message(Taken),
+    /// The client sent a publish with this packet id.
+    Sent(u16),
+    /// The broker answered the publish with this packet id.
+    Answered(u16, Result<(), String>),
+    Disconnected(String),
+    Other,
+    /// The connection failed or was lost: the next poll reconnects.
+    Lost(String),
+}
+
+/// The event loop of the version configured.
+enum Events {
+    V5(Box<rumqttc::v5::EventLoop>),
+    V311(Box<rumqttc::EventLoop>),
+}
+
+impl Events {
+    async fn next(&mut self, d: &Driver) -> Event {
+        match self {
+            Self::V5(events) => match events.poll().await {
+                Ok(e) => v5_event(d, e),
+                Err(e) => Event::Lost(e.to_string()),
+            },
+            Self::V311(events) => match events.poll().await {
+                Ok(e) => v311_event(d, e),
+                Err(e) => Event::Lost(e.to_string()),
+            },
+        }
+    }
+}
+
+fn v5_event(d: &Driver, event: rumqttc::v5::Event) -> Event {
+    use rumqttc::v5::{Event as E, Incoming};
+    match event {
+        E::Incoming(Incoming::ConnAck(_)) => Event::Connected,
+        E::Incoming(Packet5::Publish(p)) => {
+            let mut props = LocalProps::default();
+            if let Some(pp) = &p.properties {
+                props.user = pp.user_properties.clone();
+                props.content_type = pp.content_type.clone();
+                props.correlation = pp.correlation_data.clone();
+                props.reply_to = pp.response_topic.clone();
             }
+            props.take_origin();
+            // Acknowledged (PUBACK, or PUBREC at QoS 2) once the gateway journaled it.
+            let settle = (p.qos != QoS5::AtMostOnce).then(|| -> BoxFuture<()> {
+                let (client, p) = (d.client.clone(), p.clone());
+                Box::pin(async move {
+                    if let Client::V5(c) = client {
+                        let _ = c.ack(&p).await;
+                    }
+                })
+            });
+            Event::Message(Taken {
+                name: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload.clone(),
+                props,
+                retained: p.retain,
+                id: None,
+                settle,
+            })
         }
-        if let Client::V311(c) = &self.client {
-            let _ = c.try_disconnect();
+        E::Outgoing(rumqttc::Outgoing::Publish(pkid)) => Event::Sent(pkid),
+        E::Incoming(Packet5::PubAck(a)) => Event::Answered(
+            a.pkid,
+            match a.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                other => Err(format!("the broker refused the publish: {other:?}")),
+            },
+        ),
+        E::Incoming(Packet5::PubComp(c)) => Event::Answered(
+            c.pkid,
+            match c.reason {
+                PubCompReason::Success => Ok(()),
+                other => Err(format!("the broker refused the publish: {other:?}")),
+            },
+        ),
+        E::Incoming(Packet5::Disconnect(x)) => {
+            Event::Disconnected(format!("the broker disconnected: {:?}", x.reason_code))
         }
+        _ => Event::Other,
+    }
+}
+
+fn v311_event(d: &Driver, event: rumqttc::Event) -> Event {
+    use rumqttc::{Event as E, Incoming};
+    match event {
+        E::Incoming(Incoming::ConnAck(_)) => Event::Connected,
+        E::Incoming(Incoming::Publish(p)) => {
+            // No properties: what the connector published itself is known by its digest.
+            let origin = d
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .origin_of(&p.topic, &p.payload);
+            // Acknowledged (PUBACK, or PUBREC at QoS 2) once the gateway journaled it.
+            let settle = (p.qos != rumqttc::QoS::AtMostOnce).then(|| -> BoxFuture<()> {
+                let (client, p) = (d.client.clone(), p.clone());
+                Box::pin(async move {
+                    if let Client::V311(c) = client {
+                        let _ = c.ack(&p).await;
+                    }
+                })
+            });
+            Event::Message(Taken {
+                name: p.topic.clone(),
+                payload: p.payload.clone(),
+                props: LocalProps {
+                    origin,
+                    ..LocalProps::default()
+                },
+                retained: p.retain,
+                id: None,
+                settle,
+            })
+        }
+        E::Outgoing(rumqttc::Outgoing::Publish(pkid)) => Event::Sent(pkid),
+        E::Incoming(Incoming::PubAck(a)) => Event::Answered(a.pkid, Ok(())),
+        E::Incoming(Incoming::PubComp(c)) => Event::Answered(c.pkid, Ok(())),
+        _ => Event::Other,
     }
 }
