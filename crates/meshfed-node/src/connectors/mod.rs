@@ -61,6 +61,9 @@ pub(crate) const ORIGIN: &str = "meshfed-origin";
 /// accepted by the broker), at most.
 const WINDOW: usize = 512;
 
+/// Longest wait for the bus's broker to accept a message the connector published.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A future settling or awaiting something on the bus.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -543,7 +546,15 @@ async fn import(shared: Arc<Shared>, publisher: Publisher, index: usize) {
                     match put_of(&shared, rule, &envelope) {
                         Ok(put) => match publisher.send(put).await {
                             Ok(accepted) => inflight.push_back(Box::pin(async move {
-                                accepted.await.map(|()| Published { id, counted: true })
+                                // A broker that never answers (its session lost in a restart)
+                                // must not stop the pump: the queue sends it again.
+                                match tokio::time::timeout(ACCEPT_TIMEOUT, accepted).await {
+                                    Ok(done) => done.map(|()| Published { id, counted: true }),
+                                    Err(_) => Err(format!(
+                                        "the broker did not accept a message within {}",
+                                        humantime::format_duration(ACCEPT_TIMEOUT)
+                                    )),
+                                }
                             })),
                             Err(e) => break e,
                         },

@@ -282,6 +282,10 @@ impl Mosquitto {
         match &self.persistence_dir {
             Some(dir) => {
                 conf.push_str("persistence true\n");
+                // A durable session (a gateway's) keeps what arrives while its client is away:
+                // the default of 1000 queued messages drops the rest ("Outgoing messages are
+                // being dropped"), as the README tells operators.
+                conf.push_str("max_queued_messages 1000000\n");
                 // Mosquitto joins the location and the file name as strings.
                 let location = format!("{}/", path_str(dir));
                 let _ = writeln!(conf, "persistence_location {location}");
