@@ -69,6 +69,21 @@ async fn mqtt_client(
     (client, rx)
 }
 
+/// plant-a and supplier-b, started with connectors `plant-bus` and `supplier-bus` (`plant`,
+/// `supplier`), federated, with both connectors connected.
+async fn federated(
+    plant: Vec<meshfed_node::config::connector::ConnectorConfig>,
+    supplier: Vec<meshfed_node::config::connector::ConnectorConfig>,
+) -> (Node, Node) {
+    let a = Node::start_with("plant-a", |c| c.connectors = plant).await;
+    let b = Node::start_with("supplier-b", |c| c.connectors = supplier).await;
+    federate(&a, &b).await;
+    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
+        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
+    }
+    (a, b)
+}
+
 async fn connector(node: &Node, name: &str) -> Value {
     let (status, body) = node.get(&format!("/v1/connectors/{name}")).await;
     assert_eq!(status, 200, "{body}");
@@ -132,12 +147,7 @@ qos = 1
             nats.url()
         ),
     );
-    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
-    let b = Node::start_with("supplier-b", |c| c.connectors = supplier_bus).await;
-    federate(&a, &b).await;
-    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
-        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
-    }
+    let (a, b) = federated(plant_bus, supplier_bus).await;
 
     // MQTT → NATS: the topic's level becomes a token, user properties become headers.
     let nc = async_nats::connect(nats.url()).await.unwrap();
@@ -344,12 +354,7 @@ jetstream = true
             nats.creds_file().display()
         ),
     );
-    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
-    let b = Node::start_with("supplier-b", |c| c.connectors = supplier_bus).await;
-    federate(&a, &b).await;
-    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
-        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
-    }
+    let (a, _b) = federated(plant_bus, supplier_bus).await;
 
     // A 3.1.1 client of the plant's bus, over TLS with its certificate and the password.
     let mut options = rumqttc::MqttOptions::new("erp", "localhost", mosquitto.port());
@@ -481,12 +486,7 @@ local = "ask.>"
             nats.url()
         ),
     );
-    let a = Node::start_with("plant-a", |c| c.connectors = plant_bus).await;
-    let b = Node::start_with("supplier-b", |c| c.connectors = supplier_bus).await;
-    federate(&a, &b).await;
-    for (node, name) in [(&a, "plant-bus"), (&b, "supplier-bus")] {
-        wait_for(|| async { connector(node, name).await["state"] == "connected" }).await;
-    }
+    let (_a, _b) = federated(plant_bus, supplier_bus).await;
 
     // An MQTT 5 responder at plant-a answers on each request's response topic, echoing its
     // correlation data.
