@@ -438,7 +438,6 @@ async fn buses_step(
     buses: Option<&crate::demo_buses::Buses>,
     (a, b): (&ApiClient, &ApiClient),
 ) -> Result<(), Failure> {
-    use meshfed_node::api::models::ConnectorView;
     let Some(buses) = buses else {
         outln!(
             "\n6. Each mesh's own bus (an MQTT broker at {PLANT}, a NATS server at {SUPPLIER}) needs"
@@ -461,21 +460,7 @@ async fn buses_step(
         "   Rules map plant/+/temperature (MQTT) to +/temperature (federation) to plant.*.temperature (NATS)."
     )?;
     for (client, name) in [(a, "plant-bus"), (b, "supplier-bus")] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let c: ConnectorView = client.get(&format!("/v1/connectors/{name}")).await?;
-            if c.state == "connected" {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(fail("connector")(format!(
-                    "{name} is {}: {}",
-                    c.state,
-                    c.last_error.unwrap_or_default()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::demo_buses::connected(client, name).await?;
     }
     let nats = async_nats::connect(format!("nats://127.0.0.1:{}", buses.nats))
         .await

@@ -122,6 +122,29 @@ pub(crate) async fn start(root: &Path) -> Result<Option<Buses>, Failure> {
     Ok(Some(buses))
 }
 
+/// Waits until connector `name` of `client`'s gateway is connected (at most 30 s).
+pub(crate) async fn connected(
+    client: &crate::client::ApiClient,
+    name: &str,
+) -> Result<(), Failure> {
+    use meshfed_node::api::models::ConnectorView;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c: ConnectorView = client.get(&format!("/v1/connectors/{name}")).await?;
+        if c.state == "connected" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(failed("connector")(format!(
+                "{name} is {}: {}",
+                c.state,
+                c.last_error.unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `[[connector]]` sections of `toml`, as `meshfed.toml` would hold them.
 pub(crate) fn connectors(mesh: &str, toml: &str) -> Result<Vec<ConnectorConfig>, Failure> {
     let text = format!("[node]\nmesh = \"{mesh}\"\nname = \"gw1\"\n{toml}");

@@ -161,6 +161,15 @@ impl Shared {
         path.resolve(&self.dir)
     }
 
+    /// The secret (a password, token or NKey seed) in file `path` of the configuration,
+    /// without its final line break.
+    pub(crate) fn secret(&self, path: &crate::config::DirPath) -> Result<String, String> {
+        let path = self.file(path);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
     /// Records that the bus failed: counted, logged and shown in `connector list`.
     pub(crate) fn failed(&self, error: String) {
         self.entry.counts.errors.inc();
@@ -372,7 +381,7 @@ async fn forward(shared: &Shared, mut m: Taken) -> Forwarded {
         Err(SendError::Refused(r)) => {
             counts.refused.inc();
             tracing::info!(connector = %shared.config.name, name = %m.name, reason = %r, "the federation refused a message of the bus");
-            if let Some(w) = reply_to.as_ref().and_then(|t| shared.replies.refused(t)) {
+            if let Some(w) = reply_to.as_ref().and_then(|t| shared.replies.replied(t)) {
                 replies::tell(shared, w, &format!("refused: {r}")).await;
             }
             Forwarded::Done(settle)
@@ -683,34 +692,27 @@ pub(crate) fn tls_config(
 
 /// Jittered exponential backoff from 100 ms up to a maximum.
 pub(crate) struct Backoff {
-    next: Duration,
+    attempt: u32,
     max: Duration,
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
+    /// The first wait (before jitter).
+    pub(crate) const FIRST: Duration = Duration::from_millis(100);
 
     pub(crate) fn new(max: Duration) -> Self {
-        Self {
-            next: Self::FIRST,
-            max,
-        }
+        Self { attempt: 0, max }
     }
 
     /// After a success: the next failure waits the shortest time again.
     pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
+        self.attempt = 0;
     }
 
     /// The next wait: between half and all of the current step, which then doubles.
     pub(crate) fn step(&mut self) -> Duration {
-        let mut b = [0u8; 2];
-        let jitter = match meshfed_proto::crypto::random_fill(&mut b) {
-            Ok(()) => f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX),
-            Err(_) => 1.0,
-        };
-        let wait = self.next.mul_f64(0.5 + jitter / 2.0);
-        self.next = (self.next * 2).min(self.max);
+        let wait = crate::backoff::delay(Self::FIRST, self.max, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
         wait
     }
 

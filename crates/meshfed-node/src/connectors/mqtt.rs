@@ -218,7 +218,7 @@ pub(super) async fn connect(
         .clone()
         .unwrap_or_else(|| format!("meshfed-{}-{}", shared.gateway.mesh(), shared.config.name));
     let credentials = match (&bus.username, &bus.password_file) {
-        (Some(u), Some(f)) => Some((u.clone(), read_secret(&shared.file(f))?)),
+        (Some(u), Some(f)) => Some((u.clone(), shared.secret(f)?)),
         (Some(u), None) => Some((u.clone(), String::new())),
         _ => None,
     };
@@ -228,7 +228,9 @@ pub(super) async fn connect(
     };
     let acks = Arc::new(Mutex::new(Acks::default()));
     let recent = Arc::new(Mutex::new(Recent::default()));
-    let client = match bus.version {
+    let transport =
+        tls.map(|t| rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(t)));
+    let (client, events) = match bus.version {
         MqttVersion::V5 => {
             let mut o = rumqttc::v5::MqttOptions::new(client_id, bus.host.clone(), bus.port);
             o.set_keep_alive(KEEP_ALIVE)
@@ -239,23 +241,11 @@ pub(super) async fn connect(
             if let Some((u, p)) = credentials {
                 o.set_credentials(u, p);
             }
-            if let Some(tls) = tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(tls),
-                ));
+            if let Some(t) = transport {
+                o.set_transport(t);
             }
             let (client, events) = rumqttc::v5::AsyncClient::new(o, 2 * super::WINDOW);
-            let driver = Driver {
-                shared: shared.clone(),
-                acks: acks.clone(),
-                recent: recent.clone(),
-                taken,
-                client: Client::V5(client.clone()),
-            };
-            shared
-                .gateway
-                .spawn(driver.run(Events::V5(Box::new(events))));
-            Client::V5(client)
+            (Client::V5(client), Events::V5(Box::new(events)))
         }
         MqttVersion::V311 => {
             let mut o = rumqttc::MqttOptions::new(client_id, bus.host.clone(), bus.port);
@@ -266,38 +256,27 @@ pub(super) async fn connect(
             if let Some((u, p)) = credentials {
                 o.set_credentials(u, p);
             }
-            if let Some(tls) = tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(tls),
-                ));
+            if let Some(t) = transport {
+                o.set_transport(t);
             }
             let (client, events) = rumqttc::AsyncClient::new(o, 2 * super::WINDOW);
-            let driver = Driver {
-                shared: shared.clone(),
-                acks: acks.clone(),
-                recent: recent.clone(),
-                taken,
-                client: Client::V311(client.clone()),
-            };
-            shared
-                .gateway
-                .spawn(driver.run(Events::V311(Box::new(events))));
-            Client::V311(client)
+            (Client::V311(client), Events::V311(Box::new(events)))
         }
     };
+    let driver = Driver {
+        shared: shared.clone(),
+        acks: acks.clone(),
+        recent: recent.clone(),
+        taken,
+        client: client.clone(),
+    };
+    shared.gateway.spawn(driver.run(events));
     Ok(super::Publisher::Mqtt(Publisher {
         client,
         acks,
         recent,
         order: Arc::new(tokio::sync::Mutex::new(())),
     }))
-}
-
-/// A file's content without its final line break: a password.
-pub(super) fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Drives the client's event loop.

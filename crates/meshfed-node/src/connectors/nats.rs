@@ -13,7 +13,6 @@
 //! properties, `Content-Type`, and the origin marker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
@@ -133,12 +132,8 @@ pub(super) async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| {
-            let mut b = super::Backoff::new(reconnect_max);
-            let mut wait = Duration::ZERO;
-            for _ in 0..attempts.min(16) {
-                wait = b.step();
-            }
-            wait
+            let attempt = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+            crate::backoff::delay(super::Backoff::FIRST, reconnect_max, attempt)
         })
         .event_callback(move |event| {
             let shared = events.clone();
@@ -170,12 +165,11 @@ pub(super) async fn connect(
     }
     options = match &bus.auth {
         NatsAuth::None => options,
-        NatsAuth::Token(f) => options.token(super::mqtt::read_secret(&shared.file(f))?),
-        NatsAuth::Password { username, file } => options.user_and_password(
-            username.clone(),
-            super::mqtt::read_secret(&shared.file(file))?,
-        ),
-        NatsAuth::NKey(f) => options.nkey(super::mqtt::read_secret(&shared.file(f))?),
+        NatsAuth::Token(f) => options.token(shared.secret(f)?),
+        NatsAuth::Password { username, file } => {
+            options.user_and_password(username.clone(), shared.secret(file)?)
+        }
+        NatsAuth::NKey(f) => options.nkey(shared.secret(f)?),
         NatsAuth::Creds(f) => {
             let path = shared.file(f);
             options

@@ -69,6 +69,8 @@ pub(crate) struct Answering {
 pub(crate) struct Replies {
     connector: String,
     dialect: Dialect,
+    /// What this connector's reply names on the bus start with, before their token.
+    local_prefix: String,
     timeout: Duration,
     waiting: Mutex<HashMap<String, Waiting>>,
     answering: Mutex<HashMap<String, Answering>>,
@@ -83,9 +85,14 @@ fn token() -> Result<String, String> {
 
 impl Replies {
     pub(crate) fn new(connector: &str, dialect: Dialect, timeout: Duration) -> Self {
+        let local_prefix = match dialect {
+            Dialect::Mqtt => format!("meshfed/reply/{connector}/"),
+            Dialect::Nats => format!("_MESHFED.{connector}."),
+        };
         Self {
             connector: connector.to_owned(),
             dialect,
+            local_prefix,
             timeout,
             waiting: Mutex::new(HashMap::new()),
             answering: Mutex::new(HashMap::new()),
@@ -108,26 +115,20 @@ impl Replies {
     /// The bus's names replies to requests this connector published come on, as a pattern
     /// to subscribe to.
     pub(crate) fn local_filter(&self) -> String {
-        match self.dialect {
-            Dialect::Mqtt => format!("meshfed/reply/{}/+", self.connector),
-            Dialect::Nats => format!("_MESHFED.{}.*", self.connector),
-        }
+        let one = match self.dialect {
+            Dialect::Mqtt => '+',
+            Dialect::Nats => '*',
+        };
+        format!("{}{one}", self.local_prefix)
     }
 
     fn local_name(&self, token: &str) -> String {
-        match self.dialect {
-            Dialect::Mqtt => format!("meshfed/reply/{}/{token}", self.connector),
-            Dialect::Nats => format!("_MESHFED.{}.{token}", self.connector),
-        }
+        format!("{}{token}", self.local_prefix)
     }
 
     /// The token of `name` when it is one of this connector's reply names on the bus.
     pub(crate) fn local_token<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let prefix = match self.dialect {
-            Dialect::Mqtt => format!("meshfed/reply/{}/", self.connector),
-            Dialect::Nats => format!("_MESHFED.{}.", self.connector),
-        };
-        name.strip_prefix(&prefix)
+        name.strip_prefix(self.local_prefix.as_str())
     }
 
     /// Keeps a request taken from the bus; returns the `reply_to` topic it crosses with.
@@ -149,18 +150,14 @@ impl Replies {
         topic.parse().map_err(|e| format!("{e}"))
     }
 
-    /// The request a reply that arrived on `topic` answers, taken out.
+    /// The request a reply that arrived on `topic` answers (or that did not cross: its
+    /// `reply_to`), taken out.
     pub(crate) fn replied(&self, topic: &Topic) -> Option<Waiting> {
         let token = topic.as_str().rsplit('/').next()?;
         self.waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(token)
-    }
-
-    /// Takes back a request that did not cross (refused): the requester is told at once.
-    pub(crate) fn refused(&self, topic: &Topic) -> Option<Waiting> {
-        self.replied(topic)
     }
 
     /// Keeps a request from the federation; returns the reply name to publish it with and

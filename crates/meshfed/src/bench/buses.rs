@@ -21,7 +21,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde::Serialize;
 
-use super::{payload, since, stamp};
+use super::{payload, percentile_ms, since, stamp};
 use crate::cli::BenchArgs;
 use crate::demo::start_mesh_with;
 use crate::demo_buses;
@@ -115,7 +115,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
         )
         .await?;
         for (client, name) in [(&a, "a-bus"), (&b, "b-bus")] {
-            connected(client, name).await?;
+            demo_buses::connected(client, name).await?;
         }
         let origin = Instant::now();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -209,14 +209,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
 
 fn report(phase: &'static str, sent: u64, started: Instant, mut s: Seen) -> PhaseReport {
     s.latencies_ns.sort_unstable();
-    let pct = |q: f64| {
-        let n = s.latencies_ns.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        s.latencies_ns[rank - 1] as f64 / 1e6
-    };
+    let pct = |q: f64| percentile_ms(&s.latencies_ns, q);
     let seconds = s
         .last
         .map_or(0.0, |l| l.saturating_duration_since(started).as_secs_f64());
@@ -235,25 +228,6 @@ fn report(phase: &'static str, sent: u64, started: Instant, mut s: Seen) -> Phas
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
-    }
-}
-
-/// Waits until connector `name` of `client`'s gateway is connected.
-async fn connected(client: &crate::client::ApiClient, name: &str) -> Result<(), Failure> {
-    use meshfed_node::api::models::ConnectorView;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c: ConnectorView = client.get(&format!("/v1/connectors/{name}")).await?;
-        if c.state == "connected" {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(failed("connector")(format!(
-                "{name}: {}",
-                c.last_error.unwrap_or_default()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -607,12 +607,7 @@ impl Report {
 
     /// Nearest-rank percentile, in milliseconds.
     fn percentile_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ns.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.latencies_ns[rank - 1] as f64 / 1e6
+        percentile_ms(&self.latencies_ns, q)
     }
 
     /// The figures compared between signature modes, in table order: msg/s, MB/s, then the
@@ -675,6 +670,16 @@ impl Report {
                 .collect(),
         }
     }
+}
+
+/// Nearest-rank percentile `q` of `sorted` (nanoseconds), in milliseconds; 0 when empty.
+fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1] as f64 / 1e6
 }
 
 fn since(origin: Instant) -> u64 {

@@ -275,7 +275,12 @@ impl Fields<'_> {
         dialect: Dialect,
     ) -> Result<ExportRule, ConfigError> {
         let qos_span = raw.qos.as_ref().map(Spanned::span).unwrap_or_default();
-        let mapping = self.mapping("connector.export", raw.local, raw.topic, dialect)?;
+        let mapping = self.mapping(
+            ("connector.export.local", "connector.export.topic"),
+            raw.local,
+            raw.topic,
+            dialect,
+        )?;
         let qos = self.qos("connector.export.qos", raw.qos)?;
         let retained = match raw.retained {
             None => false,
@@ -355,7 +360,12 @@ impl Fields<'_> {
         dialect: Dialect,
     ) -> Result<ImportRule, ConfigError> {
         let qos_span = raw.qos.as_ref().map(Spanned::span).unwrap_or_default();
-        let mapping = self.mapping("connector.import", raw.local, raw.topic, dialect)?;
+        let mapping = self.mapping(
+            ("connector.import.local", "connector.import.topic"),
+            raw.local,
+            raw.topic,
+            dialect,
+        )?;
         let qos = self.qos("connector.import.qos", raw.qos)?;
         let span_of = |v: &Option<Spanned<bool>>| v.as_ref().map(Spanned::span).unwrap_or_default();
         let (retain_span, jetstream_span) = (span_of(&raw.retain), span_of(&raw.jetstream));
@@ -402,15 +412,11 @@ impl Fields<'_> {
     /// `local` (in `dialect`) ↔ `topic`, both required, with the same wildcards.
     fn mapping(
         &self,
-        section: &'static str,
+        (local_key, topic_key): (&'static str, &'static str),
         local: Text,
         topic: Text,
         dialect: Dialect,
     ) -> Result<Mapping, ConfigError> {
-        let (local_key, topic_key) = match section {
-            "connector.export" => ("connector.export.local", "connector.export.topic"),
-            _ => ("connector.import.local", "connector.import.topic"),
-        };
         let Some(local) = local else {
             return Err(ConfigError::Missing {
                 file: self.file.to_path_buf(),

@@ -587,17 +587,9 @@ pub(crate) async fn maintain(
     }
 }
 
-/// `MIN_BACKOFF · 2^attempt`, capped at `MAX_BACKOFF`, scaled by a random factor in [0.5, 1).
+/// `MIN_BACKOFF · 2^attempt`, capped at `MAX_BACKOFF`, scaled by a random factor in [0.5, 1].
 fn backoff(attempt: u32) -> Duration {
-    let base = MIN_BACKOFF
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(MAX_BACKOFF);
-    let mut r = [0u8; 2];
-    let jitter = match meshfed_proto::crypto::random_fill(&mut r) {
-        Ok(()) => f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX),
-        Err(_) => 0.5,
-    };
-    base.mul_f64(0.5 + jitter / 2.0)
+    crate::backoff::delay(MIN_BACKOFF, MAX_BACKOFF, attempt)
 }
 
 /// Starts keeping every stored federation this node initiated connected.
