@@ -14,3 +14,5 @@
 
 pub mod anomaly;
 pub mod breaker;
+mod codec;
+pub mod record;
