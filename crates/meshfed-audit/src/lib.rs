@@ -15,4 +15,5 @@
 pub mod anomaly;
 pub mod breaker;
 mod codec;
+pub mod head;
 pub mod record;
