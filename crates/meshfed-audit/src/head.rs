@@ -510,4 +510,4 @@ impl Cosigner {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,3 +17,4 @@ pub mod breaker;
 mod codec;
 pub mod head;
 pub mod record;
+pub mod verify;
