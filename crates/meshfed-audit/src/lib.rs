@@ -16,5 +16,6 @@ pub mod anomaly;
 pub mod breaker;
 mod codec;
 pub mod head;
+pub mod proof;
 pub mod record;
 pub mod verify;
