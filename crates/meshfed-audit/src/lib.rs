@@ -9,8 +9,19 @@
 //! - [`proof`]: the proof for one message, checked by a third party.
 //! - [`anomaly`]: per partner and topic baselines and their deviations.
 //! - [`breaker`]: a partner's circuit breaker.
+//!
+//! Where to start reading: [`record`] (what a log holds and how a record becomes a leaf), then
+//! [`head`] (how partners keep each other honest). The Merkle tree itself, with its inclusion
+//! and consistency proofs, is `meshfed_proto::batch::merkle`, shared with batch signatures.
+//! This crate stores nothing: the node keeps the rows, the heads and the audit key, and hands
+//! them to [`verify`] and [`proof`].
 
 #![forbid(unsafe_code)]
 
 pub mod anomaly;
 pub mod breaker;
+mod codec;
+pub mod head;
+pub mod proof;
+pub mod record;
+pub mod verify;
