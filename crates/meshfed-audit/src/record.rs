@@ -793,6 +793,11 @@ macro_rules! digest_type {
         pub struct $name(pub [u8; HASH_LEN]);
 
         impl $name {
+            /// From its 48 bytes.
+            pub const fn from_bytes(bytes: [u8; HASH_LEN]) -> Self {
+                Self(bytes)
+            }
+
             /// The 48 bytes.
             pub fn as_bytes(&self) -> &[u8; HASH_LEN] {
                 &self.0

@@ -430,6 +430,10 @@ pub struct Terms {
     pub classifications: Vec<String>,
     /// Rate limits per topic pattern, each way.
     pub topic_rates: Vec<crate::policy::TopicRate>,
+    /// What both sides record of the traffic in their audit trails.
+    pub audit_level: crate::policy::AuditLevel,
+    /// How long records of exchanged messages are kept, in days.
+    pub retention_days: u32,
 }
 
 impl Terms {
@@ -470,6 +474,8 @@ impl Terms {
             schemas: agreement.policy.schemas.clone(),
             classifications: agreement.policy.classifications.clone(),
             topic_rates: agreement.policy.topic_rates.clone(),
+            audit_level: agreement.policy.audit_level,
+            retention_days: agreement.policy.retention_days,
         }
     }
 
@@ -664,6 +670,8 @@ mod tests {
             schemas: Vec::new(),
             classifications: Vec::new(),
             topic_rates: Vec::new(),
+            audit_level: crate::policy::AuditLevel::Full,
+            retention_days: 30,
         }
     }
 

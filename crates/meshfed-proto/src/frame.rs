@@ -91,6 +91,10 @@ frame_types! {
     Interest = 0x1d,
     /// The interest version the receiver applied.
     InterestAck = 0x24,
+    /// The audit trail's exchange between partners (DESIGN §3.9): a signed tree head of the
+    /// sender's log of this federation with its consistency proof, a countersignature of one,
+    /// or what the sender last countersigned. The body is `meshfed-audit`'s to read.
+    Audit = 0x25,
     /// A fault: a code and a readable reason. The link closes after it.
     Error = 0x1e,
     /// The federation ends.

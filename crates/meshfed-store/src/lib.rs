@@ -9,7 +9,7 @@
 //! messages awaiting acknowledgement and the exactly-once dedup window in an append-only
 //! segment log beside the store file (`<store file>-segments/`), durable subscribers' messages
 //! and cursors and dead letters in SQLite, written by one thread with group commit
-//! ([`Journal`]). It does not hold the audit log yet, nor is there a JetStream backend.
+//! ([`Journal`]). The audit log lives in a file of its own beside it ([`audit`]). There is no JetStream backend.
 //!
 //! Where to start reading: [`Store`] (opening, durability settings, schema migrations), then
 //! [`InvitationRecord`] and [`Store::consume_invitation`], then [`FederationRecord`] and
@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod agreements;
+pub mod audit;
 mod bundles;
 mod cells;
 mod custody;
@@ -42,6 +43,7 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 
 pub use agreements::{AgreementEntry, Renegotiated};
+pub use audit::AuditLog;
 pub use bundles::BundleSerials;
 pub use custody::{CustodyHeld, CustodyLimits, CustodyRow};
 pub use delegations::StoredDelegation;
@@ -123,7 +125,7 @@ pub fn check_writable(path: &Path, wait: Duration) -> Result<(), StoreError> {
 }
 
 /// Creates the directories that should hold the store file at `path`.
-fn create_parent(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_parent(path: &Path) -> Result<(), StoreError> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
@@ -155,7 +157,7 @@ fn configure(conn: &mut Connection, wal: bool) -> Result<(), StoreError> {
 }
 
 /// Sets `pragma` to `value` for this connection and checks that SQLite reports `wanted` back.
-fn set_pragma(
+pub(crate) fn set_pragma(
     conn: &Connection,
     pragma: &'static str,
     value: &str,
@@ -175,7 +177,11 @@ fn set_pragma(
 }
 
 /// Fails unless SQLite reports the `wanted` value for `pragma`.
-fn require(pragma: &'static str, wanted: &'static str, found: String) -> Result<(), StoreError> {
+pub(crate) fn require(
+    pragma: &'static str,
+    wanted: &'static str,
+    found: String,
+) -> Result<(), StoreError> {
     if found.eq_ignore_ascii_case(wanted) {
         return Ok(());
     }

@@ -287,34 +287,3 @@ fn bad_head_and_countersignatures_are_named() {
         ]
     );
 }
-
-/// Run with `cargo test --release -p meshfed-audit -- --ignored --nocapture million`.
-#[test]
-#[ignore = "a timing check, for release builds"]
-fn a_million_records_verify_in_seconds() {
-    let n = 1_000_000u64;
-    let rows: Vec<StoredRecord> = (0..n)
-        .map(|seq| row(&message(seq, &[1; 48]), seq))
-        .collect();
-    let mut frontier = Frontier::new();
-    for r in &rows {
-        frontier.push(r.leaf_hash);
-    }
-    let tip = SignedHead::sign(
-        TreeHead {
-            mesh: mesh("plant-b"),
-            scope: fed(),
-            size: n,
-            root: frontier.root(),
-            time: Timestamp(1),
-        },
-        &keys(0).signing,
-    )
-    .unwrap();
-    let started = std::time::Instant::now();
-    let v = check(rows, &[tip], &[]);
-    let took = started.elapsed();
-    println!("{n} records verified in {took:?}");
-    assert!(v.is_intact(), "{:?}", &v.problems[..1]);
-    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
-}

@@ -75,6 +75,11 @@ impl Leaves {
         self.leaves.len() >= SignedBatch::MAX_LEN
     }
 
+    /// The leaf hashes added, in order (to prove one envelope of the batch later).
+    pub fn leaf_hashes(&self) -> &[TreeHash] {
+        &self.leaves
+    }
+
     /// The signing certificate every envelope of the batch names.
     pub fn certificate(&self) -> &SignerCertificate {
         &self.certificate

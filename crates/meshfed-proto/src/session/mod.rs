@@ -693,7 +693,8 @@ impl LinkSession {
         match frame.ty {
             // Acknowledgements, credit, floors and batch heads settle what was sent before a
             // suspension; a head may need the signer certificate announced before it. Interest
-            // holds whatever the flow: it says what to send once messages flow again.
+            // holds whatever the flow: it says what to send once messages flow again. The audit
+            // exchange covers what already crossed, so it goes on while the flow is held.
             FrameType::Ack
             | FrameType::Credit
             | FrameType::Forward
@@ -704,7 +705,8 @@ impl LinkSession {
             | FrameType::Custody
             | FrameType::CustodyAck
             | FrameType::Interest
-            | FrameType::InterestAck => Ok(Received::Data(frame.clone())),
+            | FrameType::InterestAck
+            | FrameType::Audit => Ok(Received::Data(frame.clone())),
             FrameType::Transfer | FrameType::Envelope => Ok(match self.suspended_by() {
                 Some(by) => Received::Refused {
                     frame: frame.ty,
