@@ -130,7 +130,7 @@ impl Clock {
 }
 
 /// RFC 3339 for a timestamp (milliseconds since the epoch, as a count when out of range).
-pub(crate) fn rfc3339(t: Timestamp) -> String {
+pub fn rfc3339(t: Timestamp) -> String {
     let nanos = i128::from(t.0) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

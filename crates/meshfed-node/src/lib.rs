@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 mod backoff;
 pub mod clock;
 pub mod config;

@@ -108,6 +108,12 @@ pub(crate) struct Metrics {
     pub(crate) revoked_links_closed: Counter,
     /// Federations suspended because the peer broke the streamed batch protocol.
     pub(crate) peer_misbehaved: Family<PeerLabel, Counter>,
+    /// Partners' audit heads, countersignatures or claims that did not hold.
+    pub(crate) audit_discrepancies: Family<PeerLabel, Counter>,
+    /// Audit records appended.
+    pub(crate) audit_records: Counter,
+    /// Audit tree heads signed.
+    pub(crate) audit_heads: Counter,
     /// Envelopes handed to live subscribers on arrival, ahead of their batch head.
     pub(crate) delivered_unproven: Counter,
     /// Tunnel frames a broker passed on, by next hop.
@@ -211,6 +217,9 @@ impl Metrics {
             revocation_lists_refused: Counter::default(),
             revoked_links_closed: Counter::default(),
             peer_misbehaved: Family::default(),
+            audit_discrepancies: Family::default(),
+            audit_records: Counter::default(),
+            audit_heads: Counter::default(),
             delivered_unproven: Counter::default(),
             relayed: Family::default(),
             relay_dropped: Counter::default(),
@@ -359,6 +368,21 @@ impl Metrics {
             m.peer_misbehaved.clone(),
         );
         registry.register(
+            "audit_discrepancies",
+            "Partners' audit tree heads, countersignatures or claims about this node's log that did not hold (a rollback, a rewritten history, a bad signature), by peer",
+            m.audit_discrepancies.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Records appended to the audit log",
+            m.audit_records.clone(),
+        );
+        registry.register(
+            "audit_heads_signed",
+            "Tree heads of the audit logs signed",
+            m.audit_heads.clone(),
+        );
+        registry.register(
             "envelopes_delivered_unproven",
             "Envelopes from the link's peer handed to live subscribers on arrival, ahead of their batch head",
             m.delivered_unproven.clone(),
@@ -478,6 +502,10 @@ impl Metrics {
     }
 
     /// Counts a link closed because its peer's certificate is revoked.
+    pub(crate) fn audit_discrepancy(&self, p: &meshfed_proto::MeshId) {
+        self.audit_discrepancies.get_or_create(&peer(p)).inc();
+    }
+
     pub(crate) fn revoked_link_closed(&self) {
         self.revoked_links_closed.inc();
     }

@@ -75,8 +75,8 @@ pub(crate) fn record(dir: &Path) -> Result<(), GatewayError> {
     })
 }
 
-/// Moves the store file at `store` (with its `-wal` and `-shm` files and the journal's
-/// `-segments` directory) aside, to
+/// Moves the store file at `store` (with its `-wal` and `-shm` files, the journal's
+/// `-segments` directory and the audit file `-audit` with its own) aside, to
 /// `<store>.replaced-<UTC time>`, and removes the marker of `dir`, so that the next gateway
 /// start creates an empty store. Returns where the store file went, `None` when there was none.
 pub fn start_over(dir: &Path, store: &Path, now: SystemTime) -> io::Result<Option<PathBuf>> {
@@ -90,7 +90,15 @@ pub fn start_over(dir: &Path, store: &Path, now: SystemTime) -> io::Result<Optio
         PathBuf::from(name)
     };
     let mut moved = None;
-    for suffix in ["", "-wal", "-shm", "-segments"] {
+    for suffix in [
+        "",
+        "-wal",
+        "-shm",
+        "-segments",
+        "-audit",
+        "-audit-wal",
+        "-audit-shm",
+    ] {
         let mut from = store.as_os_str().to_owned();
         from.push(suffix);
         let from = PathBuf::from(from);

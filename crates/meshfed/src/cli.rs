@@ -83,6 +83,10 @@ pub(crate) enum Command {
     /// their state and what they carried.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// The audit trail (DIR's audit file, read whether the gateway runs or not): verify it,
+    /// export or report what it holds, prove one message crossed, check such a proof.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// This mesh's policy (DIR/policy.toml): what it offers and requires of partners, and the
     /// agreement in force with each.
     #[command(subcommand)]
@@ -187,6 +191,83 @@ pub(crate) enum RouteCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `meshfed audit ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the whole trail: every record against its MAC and hash, their order, every
+    /// signed tree head, every partner's countersignature, and what partners reported. Exits 1
+    /// naming each record or head that failed.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record (JSON lines, or CSV), oldest first.
+    Export {
+        /// `json` (one record per line) or `csv`.
+        #[arg(long, value_name = "FORMAT", default_value = "json")]
+        format: ExportFormat,
+        /// Records from this time on (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Records before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// One federation's log only.
+        #[arg(long, value_name = "ID")]
+        federation: Option<String>,
+        /// One kind of record only (`handshake`, `lifecycle`, `refused`, `message`, …).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Per federation: agreements and policy versions, volumes, refusals by reason, lifecycle,
+    /// compliance in force, anomalies, countersigned heads and discrepancies.
+    Report {
+        /// From this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// To this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// One federation only.
+        #[arg(long, value_name = "ID")]
+        federation: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The proof that envelope ENVELOPE_ID crossed: its digest record, the record's inclusion
+    /// in a tree head the partner countersigned, and the envelope's batch signature — a JSON
+    /// file for `meshfed audit check-proof`.
+    Prove {
+        /// The envelope (`env_…`).
+        #[arg(value_name = "ENVELOPE_ID")]
+        envelope: String,
+        /// Write the proof here instead of to standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Check a proof file with the CAs of the meshes that signed it (at least the
+    /// countersigning partner's). Exits 1 naming the link that fails.
+    CheckProof {
+        /// The proof file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// A mesh CA certificate (PEM) to trust: repeat for each mesh.
+        #[arg(long = "ca", value_name = "PEM", required = true)]
+        cas: Vec<std::path::PathBuf>,
+    },
+}
+
+/// How `meshfed audit export` writes records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// One JSON object per line.
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
 }
 
 /// `meshfed connector ...`.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod audit;
 mod bench;
 mod ca;
 mod cli;
@@ -79,6 +80,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
         Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
         Command::Connector(cmd) => connector::run(&cli.global.dir, cmd),
+        Command::Audit(cmd) => audit::run(&cli.global.dir, cmd),
         Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),
         Command::Delegation(cmd) => delegation::run(&cli.global.dir, cmd),
     }

@@ -8,6 +8,7 @@
 //! operation (`#[utoipa::path]` on the handler, `routes!` in `api()`), and the document served at
 //! `/v1/openapi.json` is generated from them ([`document`]).
 
+mod audit;
 pub mod binary;
 mod conn;
 mod connectors;
@@ -116,7 +117,11 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
             revocations::revoke_node
         ))
         .routes(routes!(connectors::list_connectors))
-        .routes(routes!(connectors::show_connector));
+        .routes(routes!(connectors::show_connector))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(audit::audit_report))
+        .routes(routes!(audit::audit_proof));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -32,6 +32,7 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
+mod audit;
 mod connectors;
 mod delegations;
 mod policy;
@@ -39,6 +40,10 @@ mod revocations;
 pub(crate) mod schema;
 mod tokens;
 
+pub use audit::{
+    AgreementEntry, AuditPage, AuditRecordView, AuditReport, AuditVerification, Count,
+    FederationReport, LogVerification,
+};
 pub use connectors::{ConnectorList, ConnectorView};
 pub use delegations::{
     AddDelegationRequest, DelegationList, DelegationView, IssueDelegationRequest, IssuedDelegation,

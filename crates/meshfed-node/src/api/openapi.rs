@@ -44,6 +44,7 @@ use super::models::{Acked, DurableAck, PublishReply, SendRequest, StreamReply, s
         (name = "policy", description = "This mesh's policy file, what it offers partners, and each federation's agreement"),
         (name = "revocations", description = "Revoking this mesh's nodes; the revocation lists of this mesh and its partners"),
         (name = "connectors", description = "The connectors to the mesh's own MQTT or NATS bus"),
+        (name = "audit", description = "The audit trail: records, verification, compliance report, one message's proof"),
         (name = "delegations", description = "Delegations: what this mesh lets partners relay on its behalf, and what partners let it relay on theirs"),
         (name = "tokens", description = "Component tokens: issuing, listing and revoking the JWTs this gateway grants its mesh's components")
     )

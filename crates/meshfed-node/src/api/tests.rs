@@ -463,6 +463,66 @@ fn connector() -> ConnectorView {
     }
 }
 
+fn audit_page() -> AuditPage {
+    AuditPage {
+        records: vec![AuditRecordView {
+            id: 7,
+            log: "fed_0192f1b0c6a87d2e9c4b5a6f7e8d9c0b".into(),
+            seq: 3,
+            time: "2026-01-01T00:00:00Z".into(),
+            kind: "lifecycle".into(),
+            peer: Some("supplier-b".into()),
+            record: json!({"kind": "lifecycle", "from": "active", "to": "suspended"}),
+        }],
+        next: Some(7),
+    }
+}
+
+fn audit_verification() -> AuditVerification {
+    AuditVerification {
+        intact: false,
+        logs: vec![LogVerification {
+            log: "node".into(),
+            records: 12,
+            pruned: 2,
+            heads: 3,
+            countersignatures: 0,
+            problems: vec!["record 4 of log node (stored at position 5): its MAC does not match: it was edited".into()],
+            discrepancies: vec!["2026-01-01T00:00:00Z: with supplier-b: rollback".into()],
+        }],
+    }
+}
+
+fn audit_report() -> AuditReport {
+    AuditReport {
+        from: Some("2026-01-01T00:00:00Z".into()),
+        to: None,
+        federations: vec![FederationReport {
+            federation: "fed_0192f1b0c6a87d2e9c4b5a6f7e8d9c0b".into(),
+            peer: Some("supplier-b".into()),
+            agreements: vec![AgreementEntry {
+                time: "2026-01-01T00:00:00Z".into(),
+                version: 1,
+                cause: "established".into(),
+                digest: "00".into(),
+            }],
+            sent: 10,
+            received: 4,
+            bytes_sent: 1000,
+            bytes_received: 400,
+            refused: vec![Count {
+                reason: "too_large".into(),
+                count: 1,
+            }],
+            lifecycle: vec!["2026-01-01T00:00:00Z: active → suspended (an operator)".into()],
+            compliance: Some(json!({"audit_level": "full", "retention_days": 30})),
+            anomalies: Vec::new(),
+            countersigned: 2,
+            discrepancies: Vec::new(),
+        }],
+    }
+}
+
 fn samples() -> Vec<(String, Value)> {
     let node = NodeInfo {
         mesh: "plant-a".parse().unwrap(),
@@ -596,6 +656,14 @@ fn samples() -> Vec<(String, Value)> {
             connectors: vec![connector()],
         }),
         sample(connector()),
+        sample(audit_page()),
+        sample(audit_page().records[0].clone()),
+        sample(audit_verification()),
+        sample(audit_verification().logs[0].clone()),
+        sample(audit_report()),
+        sample(audit_report().federations[0].clone()),
+        sample(audit_report().federations[0].agreements[0].clone()),
+        sample(audit_report().federations[0].refused[0].clone()),
         sample(route()),
         sample(DirectoryView {
             descriptors: vec![descriptor()],

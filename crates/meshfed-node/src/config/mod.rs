@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub identity: IdentityConfig,
     /// The node's store: `[store]`.
     pub store: StoreConfig,
+    /// The audit trail: `[audit]`.
+    pub audit: AuditConfig,
     /// Message delivery: `[delivery]`.
     pub delivery: DeliveryConfig,
     /// Limits on connections to both listeners: `[connections]`.
@@ -80,6 +82,7 @@ impl NodeConfig {
             api: ApiConfig::default(),
             identity: IdentityConfig::default(),
             store: StoreConfig::default(),
+            audit: AuditConfig::default(),
             delivery: DeliveryConfig::default(),
             connections: ConnectionsConfig::default(),
             peers: Vec::new(),
@@ -292,6 +295,33 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: DirPath::from_static("store/meshfed.db"),
+        }
+    }
+}
+
+/// `[audit]`: how the audit trail signs its tree heads (DESIGN §3.9). What it records of each
+/// federation's traffic is the agreement's `compliance.audit_level`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// A tree head is signed once this many records wait for one. Default 1,000.
+    pub head_every: u64,
+    /// A tree head is signed at the latest this long after the first record that waits for
+    /// one. Default 10 s.
+    pub head_interval: Duration,
+    /// Failed handshakes from one address for one reason are recorded as one record per this
+    /// window, with their count. Default 60 s.
+    pub failure_window: Duration,
+}
+
+/// Largest `audit.head_every` accepted.
+pub const MAX_HEAD_EVERY: u64 = 1_000_000;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            head_every: 1_000,
+            head_interval: Duration::from_secs(10),
+            failure_window: Duration::from_secs(60),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     MAX_HEAD_TIMEOUT, MAX_MAX_FRAME_SIZE, MAX_NODE_CERT_VALIDITY, MAX_SIGN_WINDOW,
     MIN_MAX_FRAME_SIZE, NodeConfig, NodeSection, StaticPeer, StoreConfig,
 };
+use super::{AuditConfig, MAX_HEAD_EVERY};
 
 /// Smallest `delivery.max_batch` accepted.
 pub(super) const MIN_MAX_BATCH: usize = 1;
@@ -90,10 +91,19 @@ struct RawFile {
     api: RawApi,
     identity: RawIdentity,
     store: RawStore,
+    audit: RawAudit,
     delivery: RawDelivery,
     connections: RawConnections,
     peers: Vec<RawPeer>,
     connector: Vec<connector::RawConnector>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    head_every: Integer,
+    head_interval: Text,
+    failure_window: Text,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +208,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<NodeConfig, ConfigError> 
         store: StoreConfig {
             path: f.value("store.path", raw.store.path, StoreConfig::default().path)?,
         },
+        audit: f.audit(raw.audit)?,
         delivery: f.delivery(raw.delivery)?,
         connections: f.connections(raw.connections)?,
         peers: raw
@@ -321,6 +332,31 @@ impl Fields<'_> {
             node_cert_validity,
             node_cert_renew_before,
             rotate_node_key: raw.rotate_node_key.is_none_or(Spanned::into_inner),
+        })
+    }
+
+    fn audit(&self, raw: RawAudit) -> Result<AuditConfig, ConfigError> {
+        let d = AuditConfig::default();
+        let positive = |key: &'static str, raw: Text, default: Duration| {
+            let at = raw.as_ref().map(|r| (r.span(), r.get_ref().clone()));
+            let v = self.duration(key, raw, default, None)?;
+            match at {
+                Some((span, text)) if v.is_zero() => {
+                    Err(self.invalid(key, span, text, "must be longer than zero".to_owned()))
+                }
+                _ => Ok(v),
+            }
+        };
+        Ok(AuditConfig {
+            head_every: self.integer(
+                "audit.head_every",
+                raw.head_every,
+                d.head_every,
+                Bound::Between(1, MAX_HEAD_EVERY),
+                "records",
+            )?,
+            head_interval: positive("audit.head_interval", raw.head_interval, d.head_interval)?,
+            failure_window: positive("audit.failure_window", raw.failure_window, d.failure_window)?,
         })
     }
 

@@ -92,13 +92,14 @@ const PEERS: &str = "
 # dial = true
 ";
 
-fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 7] {
+fn sections(cfg: &NodeConfig) -> [(&'static str, Vec<Setting>); 8] {
     [
         ("node", node(cfg)),
         ("federation", federation(cfg)),
         ("api", api(cfg)),
         ("identity", identity(cfg)),
         ("store", store(cfg)),
+        ("audit", audit(cfg)),
         ("delivery", delivery(cfg)),
         ("connections", connections(cfg)),
     ]
@@ -290,10 +291,39 @@ fn identity(cfg: &NodeConfig) -> Vec<Setting> {
 fn store(cfg: &NodeConfig) -> Vec<Setting> {
     vec![Setting::new(
         "path",
-        "The embedded store's database file (registry, queues, audit log).",
+        "The embedded store's database file (registry, queues); the audit log is the file \
+         beside it named the same with `-audit` appended.",
         default(quoted("store/meshfed.db")),
         quoted(cfg.store.path.as_str()),
     )]
+}
+
+fn audit(cfg: &NodeConfig) -> Vec<Setting> {
+    let a = &cfg.audit;
+    let d = crate::config::AuditConfig::default();
+    vec![
+        Setting::new(
+            "head_every",
+            "A signed tree head of a log once this many records wait for one (federation \
+             partners countersign the heads of their federation's log). What is recorded of \
+             each federation's traffic is its agreement's compliance.audit_level.",
+            default(d.head_every.to_string()),
+            a.head_every.to_string(),
+        ),
+        Setting::new(
+            "head_interval",
+            "A signed tree head at the latest this long after the first record that waits for one.",
+            default(quoted(&duration(d.head_interval))),
+            quoted(&duration(a.head_interval)),
+        ),
+        Setting::new(
+            "failure_window",
+            "Failed handshakes from one address for one reason make one record per window, \
+             with their count.",
+            default(quoted(&duration(d.failure_window))),
+            quoted(&duration(a.failure_window)),
+        ),
+    ]
 }
 
 fn delivery(cfg: &NodeConfig) -> Vec<Setting> {
@@ -507,7 +537,7 @@ mod tests {
         let settings: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].contains(" = ") && !lines[i].starts_with('#'))
             .collect();
-        assert_eq!(settings.len(), 33, "{text}");
+        assert_eq!(settings.len(), 36, "{text}");
         for i in settings {
             let comment = lines[i - 1];
             assert!(comment.starts_with("# "), "no comment above {:?}", lines[i]);

@@ -30,13 +30,15 @@ pub(crate) struct Context {
     /// The node directory.
     pub(crate) dir: PathBuf,
     pub(crate) config: NodeConfig,
-    pub(crate) id: Identity,
+    pub(crate) id: Arc<Identity>,
     /// The registry (federations, invitations).
     pub(crate) store: Arc<Store>,
     /// Durable message storage (group commit) on the store's file.
     pub(crate) journal: Arc<Journal>,
     pub(crate) clock: Clock,
     pub(crate) metrics: Metrics,
+    /// The audit trail: what the stages record of every federation event.
+    pub(crate) audit: crate::audit::Audit,
     /// The revocation lists this node holds (its mesh's and its partners').
     pub(crate) revocations: Arc<Revocations>,
     /// The delegations issued by this mesh and to it.

@@ -4,6 +4,7 @@
 //! mesh issued (the next version of its revocation list, sent on every link) and listing them
 //! with their state. The delegations themselves are `crate::credentials::delegation`.
 
+use meshfed_audit::record::CredentialAction;
 use meshfed_proto::MeshId;
 use meshfed_store::{StoreError, StoredDelegation};
 use meshfed_trust::TrustBundle;
@@ -99,6 +100,12 @@ impl GatewayHandle {
         )?;
         record(ctx, &token, &issued).await?;
         tracing::info!(delegation = %issued.id, delegate = %issued.delegate, depth = issued.depth, "issued a delegation");
+        crate::audit::credential(
+            &ctx.audit,
+            CredentialAction::DelegationIssued,
+            issued.delegate.as_str(),
+            &issued.id,
+        );
         Ok((token, issued))
     }
 
@@ -152,6 +159,12 @@ impl GatewayHandle {
             .find(|d| d.stored.id == id && d.stored.issuer == own)
             .ok_or_else(|| DelegationFault::NotIssued(id.chars().take(80).collect()))?;
         self.revoke_delegation_list(id).await?;
+        crate::audit::credential(
+            &self.0.ctx.audit,
+            CredentialAction::DelegationRevoked,
+            found.stored.delegate.as_str(),
+            id,
+        );
         Ok(DelegationView {
             revoked: true,
             ..found

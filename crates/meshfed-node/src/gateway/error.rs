@@ -17,6 +17,12 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// The audit trail cannot be opened (its file, its key, its writer).
+    #[error("the audit trail cannot be opened: {reason}")]
+    Audit {
+        /// What is wrong.
+        reason: String,
+    },
     /// The node's identity files are not usable.
     #[error("the node identity in {} is not usable: {reason}", dir.display())]
     Identity {

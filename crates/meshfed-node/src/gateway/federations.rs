@@ -361,6 +361,14 @@ pub(crate) async fn operate(
         .ctx
         .blocking(move |s| s.set_state(&lookup, target, Some(reason), at))
         .await?;
+    crate::audit::lifecycle(
+        &f.ctx.audit,
+        &id,
+        &updated.peer_mesh,
+        (record.state, updated.state),
+        meshfed_audit::record::By::Us,
+        reason,
+    );
     if let Some(port) = &port {
         let told = match op {
             Operation::Suspend => port.command(LinkSession::suspend),

@@ -113,7 +113,22 @@ struct Renewal {
     rotate_key: bool,
 }
 
+impl crate::audit::HeadSigner for Identity {
+    fn signer(&self) -> (Arc<meshfed_proto::crypto::SigningKey>, Vec<Vec<u8>>) {
+        let cert = self.cert();
+        (cert.key.clone(), self.chain(&cert))
+    }
+}
+
 impl Identity {
+    /// The chain a third party checks `cert` with against this mesh's CA: the node certificate
+    /// (DER), then the issuing CA's, if the mesh has one.
+    pub(crate) fn chain(&self, cert: &NodeCert) -> Vec<Vec<u8>> {
+        let mut chain = vec![cert.der().to_vec()];
+        chain.extend(self.trust().issuing_der.iter().cloned());
+        chain
+    }
+
     /// The node certificate in use now.
     pub(crate) fn cert(&self) -> Arc<NodeCert> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))

@@ -26,10 +26,14 @@ use meshfed_store::Write;
 use meshfed_store::journal::InboundMessage;
 use tokio::sync::mpsc;
 
+use meshfed_proto::FederationId;
+use meshfed_proto::policy::AuditLevel;
+
 use super::context::Context;
 use super::local::{Delivery, Local};
 use super::pace::Pacing;
 use super::port::LinkPort;
+use crate::audit::Crossed;
 use crate::metrics;
 
 /// Transfers waiting for the receiving task before link read loops wait (back-pressure).
@@ -323,12 +327,15 @@ impl Task {
         let mut deliveries = Vec::new();
         let mut consumed = Vec::new();
         let mut durable_writes = false;
+        let mut crossed: HashMap<FederationId, Vec<Crossed>> = HashMap::new();
         let at = self.ctx.now();
         while let Some(event) = self.inbox.poll_event() {
             match event {
                 InboxEvent::Deliver(d) => {
                     let arrived = d.message.payload;
-                    let terms = self.links.get(&d.peer).map(|l| l.terms());
+                    let link = self.links.get(&d.peer);
+                    let audit_on = link.map(|l| (l.federation_id.clone(), l.terms().audit_level));
+                    let terms = link.map(|l| l.terms());
                     let topic = &arrived.delivery.topic;
                     match terms {
                         Some(terms) if !self.pacing.admit(&d.peer, &terms, d.message.id, topic) => {
@@ -348,6 +355,15 @@ impl Task {
                     }
                     if let Some(refusal) = &arrived.refused {
                         self.ctx.metrics.refused(Direction::Inbound, refusal);
+                        crate::audit::refused(
+                            &self.ctx.audit,
+                            audit_on.as_ref().map(|(f, level)| (f, *level)),
+                            Direction::Inbound,
+                            Some(&d.peer.mesh),
+                            Some(d.message.id),
+                            Some(topic.as_str()),
+                            refusal,
+                        );
                         tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");
                         // The sender learns it was refused, not delivered (it dead-letters it).
                         if let Some(seq) = d.seq {
@@ -356,6 +372,29 @@ impl Task {
                         continue;
                     }
                     let delivery = arrived.delivery.clone();
+                    if let Some((federation, AuditLevel::Full)) = &audit_on
+                        && let Some(facts) = delivery.audit()
+                    {
+                        crossed
+                            .entry(federation.clone())
+                            .or_default()
+                            .push(Crossed {
+                                direction: meshfed_audit::record::Delivery::Received,
+                                envelope: d.message.id,
+                                source: delivery.source.clone(),
+                                destination: self.ctx.id.mesh.clone(),
+                                topic: delivery.topic.to_string(),
+                                size: d.message.size as u64,
+                                qos: delivery.qos.level(),
+                                payload_digest: facts.payload_digest,
+                                batch: facts.batch,
+                                evidence: Some(facts.evidence),
+                                certificate: facts.certificate,
+                                intermediates: link
+                                    .map(|l| l.trust.intermediates())
+                                    .unwrap_or_default(),
+                            });
+                    }
                     if let Some(record) = delivery.relay_record() {
                         // Relayed, not delivered here: kept for the relay stage, and
                         // acknowledged once that is committed.
@@ -402,6 +441,9 @@ impl Task {
                     tracing::info!(%peer, %id, %reason, "did not deliver a received message");
                 }
             }
+        }
+        for (federation, items) in crossed {
+            self.ctx.audit.crossed(&federation, items);
         }
         let mut acks = Vec::new();
         while let Some(ack) = self.inbox.poll_ack() {

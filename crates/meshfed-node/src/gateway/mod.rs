@@ -52,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshfed_audit::record::CredentialAction;
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::envelope::export::Form;
 use meshfed_proto::{FederationId, MeshId, TopicPattern};
@@ -90,6 +91,36 @@ pub fn runtime_file(dir: &Path) -> PathBuf {
     dir.join("run").join("gateway.json")
 }
 
+/// Opens the audit file beside the store and starts its writer, signing heads with the node
+/// key in use.
+async fn start_audit(
+    dir: &Path,
+    store_path: &Path,
+    id: &Arc<identity::Identity>,
+    clock: &Clock,
+    config: &NodeConfig,
+    counters: crate::audit::Counters,
+) -> Result<crate::audit::Audit, GatewayError> {
+    let failed = |reason: String| GatewayError::Audit { reason };
+    let key = crate::audit::load_key(dir).map_err(failed)?;
+    let path = store_path.to_owned();
+    let log = tokio::task::spawn_blocking(move || meshfed_store::AuditLog::open(&path))
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(error::chain(&e)))?;
+    let (audit, _thread) = crate::audit::Audit::start(crate::audit::Setup {
+        log,
+        key,
+        mesh: id.mesh.clone(),
+        signer: id.clone(),
+        clock: clock.clone(),
+        config: config.audit.clone(),
+        counters,
+    })
+    .map_err(failed)?;
+    Ok(audit)
+}
+
 /// Starts a gateway's federation side: loads the identity (renewing the node certificate when
 /// due), opens the store, binds the federation listener, starts every stage and re-dials the
 /// stored federations this node initiated. The returned handle is the local side's way in.
@@ -111,6 +142,7 @@ pub async fn start(
             }
         })?;
     let store_path = config.store.path.resolve(dir);
+    let store_path_for_audit = store_path.clone();
     crate::store_file::check(dir, &store_path)?;
     let horizon = crate::credentials::prune_horizon(clock.now());
     let (store, journal, revocations, revoked_tokens, delegations) =
@@ -169,6 +201,12 @@ pub async fn start(
         ),
         durable,
     });
+    let id = Arc::new(id);
+    let counters = crate::audit::Counters {
+        records: metrics.audit_records.clone(),
+        heads: metrics.audit_heads.clone(),
+    };
+    let audit = start_audit(dir, &store_path_for_audit, &id, &clock, &config, counters).await?;
     let ctx = Arc::new(Context {
         dir: dir.to_path_buf(),
         federation_addr: listener.local_addr(),
@@ -178,6 +216,7 @@ pub async fn start(
         journal,
         clock,
         metrics,
+        audit,
         revocations: Arc::new(revocations),
         delegations,
         translator: Arc::new(crate::credentials::translate::Translator::new(
@@ -235,6 +274,15 @@ pub async fn start(
         let ctx = renewing;
         let recorder = ctx.clone();
         let record = move |der: Vec<u8>| {
+            let serial = meshfed_trust::inspect_node_cert(&der)
+                .map(|i| hex::encode(i.serial))
+                .unwrap_or_default();
+            crate::audit::credential(
+                &recorder.audit,
+                CredentialAction::CertificateRenewed,
+                &format!("{}/{}", recorder.id.mesh, recorder.id.node),
+                &serial,
+            );
             let ctx = recorder.clone();
             recorder
                 .tracker
@@ -337,6 +385,21 @@ pub(crate) struct FederationStatus {
 }
 
 impl GatewayHandle {
+    /// Runs `f` on the audit trail read back, once everything recorded before is on disk.
+    pub(crate) async fn audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::audit::inspect::Inspector) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let ctx = &self.0.ctx;
+        ctx.audit.flush().await;
+        let (dir, config) = (ctx.dir.clone(), ctx.config.clone());
+        tokio::task::spawn_blocking(move || {
+            f(&crate::audit::inspect::Inspector::open(&dir, &config)?)
+        })
+        .await
+        .map_err(|e| format!("the audit reader failed: {e}"))?
+    }
+
     /// A broker's discovery directory; `None` on a gateway.
     pub(crate) fn directory(&self) -> Option<Vec<directory::Listed>> {
         (self.role() == crate::config::Role::Broker)
@@ -833,6 +896,8 @@ impl GatewayHandle {
         ctx.cancel.cancel();
         ctx.tracker.close();
         ctx.tracker.wait().await;
+        // Everything recorded is written, the due heads signed, and the audit file closed.
+        ctx.audit.stop().await;
         let _ = std::fs::remove_file(runtime_file(&ctx.dir));
     }
 }

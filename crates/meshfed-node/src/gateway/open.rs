@@ -111,6 +111,15 @@ pub(crate) async fn receive(
 
 fn refused(ctx: &Context, link: &LinkPort, refusal: &Refusal) {
     ctx.metrics.refused(Direction::Inbound, refusal);
+    crate::audit::refused(
+        &ctx.audit,
+        Some((&link.federation_id, link.terms().audit_level)),
+        Direction::Inbound,
+        Some(&link.peer.mesh),
+        None,
+        None,
+        refusal,
+    );
     tracing::warn!(federation = %link.federation_id, peer = %link.peer, reason = refusal.reason(), error = %refusal, "refused a transfer");
 }
 

@@ -171,6 +171,8 @@ mod tests {
             schemas: Vec::new(),
             classifications: Vec::new(),
             topic_rates,
+            audit_level: meshfed_proto::policy::AuditLevel::Refusals,
+            retention_days: 30,
         })
     }
 

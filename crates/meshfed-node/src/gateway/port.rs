@@ -462,6 +462,14 @@ impl PeerTrust {
     }
 
     /// The peer's trust bundle, as stored.
+    /// The intermediates (the peer mesh's issuing CAs, DER) the peer presented.
+    pub(crate) fn intermediates(&self) -> Vec<Vec<u8>> {
+        (self.intermediates.read().unwrap_or_else(|e| e.into_inner()))
+            .iter()
+            .map(|c| c.to_vec())
+            .collect()
+    }
+
     pub(crate) fn bundle(&self) -> TrustBundle {
         self.bundle
             .read()

@@ -275,6 +275,7 @@ pub(crate) async fn receive(
         Err(e) => {
             ctx.metrics.revocation_list_refused();
             tracing::warn!(federation = %port.federation_id, peer = %port.peer, version = list.version, error = %e, "refused the peer's revocation list; keeping the stored one");
+            audit_list(ctx, port, &list, Err(e.to_string()));
             return;
         }
     }
@@ -296,9 +297,46 @@ pub(crate) async fn receive(
     }
     ctx.revocations.install(body.clone(), now);
     tracing::info!(federation = %port.federation_id, peer = %port.peer, version, nodes = list.nodes.len(), serials = list.serials.len(), "stored the peer mesh's revocation list");
+    audit_list(ctx, port, &list, Ok(()));
     ack(version);
     enforce(ctx, &ports);
     pass_on(ctx, port.mesh(), &ports, &body);
+}
+
+/// Records a partner's revocation list in the federation's log: the serials and nodes it
+/// names, and whether it was taken.
+fn audit_list(
+    ctx: &Context,
+    port: &LinkPort,
+    list: &meshfed_proto::revocation::RevocationList,
+    outcome: Result<(), String>,
+) {
+    use meshfed_audit::record::{Event, Text};
+    let serials = (list
+        .serials
+        .iter()
+        .map(|s| Text::new(hex::encode(&s.serial))))
+    .chain(
+        list.nodes
+            .iter()
+            .map(|n| Text::new(format!("node:{}", n.node))),
+    )
+    .take(meshfed_audit::record::MAX_SERIALS)
+    .collect();
+    let (accepted, reason) = match outcome {
+        Ok(()) => (true, "stored and in force".to_owned()),
+        Err(e) => (false, e),
+    };
+    ctx.audit.federation(
+        &port.federation_id,
+        Event::Revocation {
+            mesh: list.mesh.clone(),
+            number: list.version,
+            serials,
+            accepted,
+            reason: Text::new(reason),
+        },
+    );
 }
 
 /// As a trusted intermediary: sends partner `origin`'s new list on to the partners this mesh

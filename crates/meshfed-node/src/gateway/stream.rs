@@ -41,8 +41,10 @@ use super::cores::on_every_core;
 use super::pending::{Pending, decode_stored};
 use super::port::LinkPort;
 use super::room::Room;
+use crate::audit::Crossed;
 use crate::config::SignatureMode;
 use crate::metrics;
+use meshfed_proto::policy::AuditLevel;
 
 /// Offers waiting for the stream task before senders wait. Small: what waits here is held in
 /// memory beside the queue (qos 0 offers reserve no room), and a turn of the task takes them
@@ -455,7 +457,7 @@ pub(crate) fn start(
         tracing::info!(peer = %record.peer_mesh, messages = held.len(), "restored the outbound backlog");
     }
     let (signer, to_sign) = mpsc::unbounded_channel();
-    ctx.tracker.spawn(sign_heads(to_sign));
+    ctx.tracker.spawn(sign_heads(ctx.audit.clone(), to_sign));
     let mut task = Task {
         ctx: ctx.clone(),
         stream: stream.clone(),
@@ -549,6 +551,9 @@ struct Streamed {
 /// A streamed batch some of whose envelopes were sent.
 struct OpenBatch {
     leaves: Leaves,
+    /// Its envelopes' digest records, when the agreement's audit level is `full`: completed
+    /// with the batch's root and signature once it is signed.
+    sent: Vec<(u32, Crossed)>,
     /// When it closes at the latest (`sign_window` after its first envelope).
     close_at: Instant,
     /// The key of the certificate its envelopes name.
@@ -559,16 +564,29 @@ struct OpenBatch {
 struct Closed {
     link: Arc<LinkPort>,
     leaves: Leaves,
+    sent: Vec<(u32, Crossed)>,
     key: Arc<meshfed_proto::crypto::SigningKey>,
 }
 
 /// Signs each closed batch off the stream task, in order, and sends its head on its link.
-async fn sign_heads(mut closed: mpsc::UnboundedReceiver<Closed>) {
-    while let Some(Closed { link, leaves, key }) = closed.recv().await {
+async fn sign_heads(audit: crate::audit::Audit, mut closed: mpsc::UnboundedReceiver<Closed>) {
+    while let Some(Closed {
+        link,
+        leaves,
+        sent,
+        key,
+    }) = closed.recv().await
+    {
         let number = leaves.number();
-        let signed = tokio::task::spawn_blocking(move || leaves.sign(&key)).await;
+        let signed = tokio::task::spawn_blocking(move || {
+            let head = leaves.sign(&key)?;
+            let sent = crate::audit::signed_batch(sent, leaves.leaf_hashes(), &head);
+            Ok::<_, meshfed_proto::batch::BatchError>((sent, head))
+        })
+        .await;
         match signed {
-            Ok(Ok(head)) => {
+            Ok(Ok((sent, head))) => {
+                audit.crossed(&link.federation_id, sent);
                 // A link gone meanwhile takes the batch with it: its envelopes go again.
                 let _ = link
                     .send(Frame::new(FrameType::BatchHead, head.encode()))
@@ -647,13 +665,21 @@ impl Task {
 
     /// Closes the open streamed batch: the signer signs it and sends its head.
     fn close_batch(&mut self) {
-        let Some(OpenBatch { leaves, key, .. }) = self.streamed.open.take() else {
+        let Some(OpenBatch {
+            leaves, sent, key, ..
+        }) = self.streamed.open.take()
+        else {
             return;
         };
         let Some(link) = self.link.clone() else {
             return;
         };
-        let _ = self.signer.send(Closed { link, leaves, key });
+        let _ = self.signer.send(Closed {
+            link,
+            leaves,
+            sent,
+            key,
+        });
     }
 
     fn offer(&mut self, offer: Offer) {
@@ -1034,6 +1060,15 @@ impl Task {
                     return true;
                 };
                 self.ctx.metrics.refused(Direction::Outbound, &refusal);
+                crate::audit::refused(
+                    &self.ctx.audit,
+                    Some((&link.federation_id, terms.audit_level)),
+                    Direction::Outbound,
+                    Some(&self.stream.peer),
+                    Some(t.message.id),
+                    Some(header.metadata.topic.as_str()),
+                    &refusal,
+                );
                 tracing::warn!(peer = %self.stream.peer, id = %t.message.id, version = terms.version, %refusal, "the agreement in force refuses a queued message; dead-lettering it");
                 refused.push(t.message.id);
                 false
@@ -1087,6 +1122,7 @@ impl Task {
             }
         }
         let delivery = &ctx.config.delivery;
+        let full_audit = link.terms().audit_level == AuditLevel::Full;
         // The configured mode, unless the agreement excludes it.
         let agreed = link.terms().signing_mode(match delivery.signatures {
             SignatureMode::Batch => meshfed_proto::policy::SignatureMode::Batch,
@@ -1100,21 +1136,36 @@ impl Task {
             SignatureMode::Batch if !delivery.sign_window.is_zero() => {
                 self.streamed(envelopes, &cert)?
             }
-            SignatureMode::Batch => Signed::Batch(
-                SignedBatch::sign(envelopes, &cert.key)
-                    .map_err(|e| e.to_string())?
-                    .encode(),
-            ),
+            SignatureMode::Batch => {
+                let signed = SignedBatch::sign(envelopes, &cert.key).map_err(|e| e.to_string())?;
+                if full_audit {
+                    let sent = (signed.envelopes().iter().enumerate())
+                        .map(|(i, e)| (i as u32, crate::audit::sent(e)))
+                        .collect();
+                    let leaves: Vec<_> = signed
+                        .envelopes()
+                        .iter()
+                        .map(UnsignedEnvelope::leaf_hash)
+                        .collect();
+                    let head = meshfed_proto::batch::BatchHead {
+                        number: 0,
+                        signature: signed.signature().clone(),
+                    };
+                    let sent = crate::audit::signed_batch(sent, &leaves, &head);
+                    ctx.audit.crossed(&link.federation_id, sent);
+                }
+                Signed::Batch(signed.encode())
+            }
             SignatureMode::Message => {
                 let key = cert.key.clone();
-                Signed::Each(
-                    on_every_core(envelopes, move |e| {
-                        e.sign(&key)
-                            .map(|w| w.encode_on_link())
-                            .map_err(|e| e.to_string())
-                    })
-                    .await?,
-                )
+                let signed =
+                    on_every_core(envelopes, move |e| e.sign(&key).map_err(|e| e.to_string()))
+                        .await?;
+                if full_audit {
+                    let sent = signed.iter().map(crate::audit::sent_alone).collect();
+                    ctx.audit.crossed(&link.federation_id, sent);
+                }
+                Signed::Each(signed.iter().map(|w| w.encode_on_link()).collect())
             }
         };
         // The lowest floor holds for every item (each floor is at most its item's seq).
@@ -1161,13 +1212,21 @@ impl Task {
             streamed.next += 1;
             OpenBatch {
                 leaves: Leaves::new(number, head),
+                sent: Vec::new(),
                 close_at: now + window,
                 key: cert.key.clone(),
             }
         });
         let first = u32::try_from(open.leaves.len()).map_err(|e| e.to_string())?;
+        let full = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.terms().audit_level == AuditLevel::Full);
         for e in &envelopes {
-            open.leaves.push(e).map_err(|e| e.to_string())?;
+            let index = open.leaves.push(e).map_err(|e| e.to_string())?;
+            if full {
+                open.sent.push((index, crate::audit::sent(e)));
+            }
         }
         Ok(Signed::Streamed {
             batch: open.leaves.number(),

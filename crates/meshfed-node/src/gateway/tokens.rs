@@ -2,6 +2,7 @@
 //! revoking (in the store first, then in force) and listing. The tokens themselves are
 //! `crate::credentials`.
 
+use meshfed_audit::record::CredentialAction;
 use meshfed_store::{ComponentToken, StoreError};
 
 use super::GatewayHandle;
@@ -72,6 +73,12 @@ impl GatewayHandle {
         })
         .await?;
         tracing::info!(subject = %claims.sub, jti = %claims.jti, expires = claims.exp, "issued a component token");
+        crate::audit::credential(
+            &ctx.audit,
+            CredentialAction::TokenIssued,
+            &claims.sub,
+            &claims.jti,
+        );
         Ok((token, claims))
     }
 
@@ -88,6 +95,12 @@ impl GatewayHandle {
         if let Some(t) = &revoked {
             self.0.credentials.revoke(jti, t.expires, now);
             tracing::info!(subject = %t.subject, jti = %t.jti, "revoked a component token");
+            crate::audit::credential(
+                &ctx.audit,
+                CredentialAction::TokenRevoked,
+                &t.subject,
+                &t.jti,
+            );
         }
         Ok(revoked)
     }

@@ -6,6 +6,7 @@
 //! `healthy`, within three `degraded`; after that the link is closed and the federation is
 //! `unreachable` until a new link is verified against the stored trust bundle.
 
+mod audit;
 mod bundle;
 pub(crate) mod custody;
 pub(crate) mod interest;
@@ -218,6 +219,12 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming, place: Unauthent
                 _ => Refused::Io,
             };
             links.door.refuse(reason, remote, &e);
+            links.ctx.audit.handshake_failed(
+                remote.ip().to_string(),
+                None,
+                reason.label(),
+                &chain(&e),
+            );
             return;
         }
     };
@@ -246,6 +253,12 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming, place: Unauthent
                 _ => Refused::Handshake,
             };
             links.door.refuse(reason, remote, &e);
+            links.ctx.audit.handshake_failed(
+                remote.ip().to_string(),
+                None,
+                reason.label(),
+                &chain(&e),
+            );
         }
     }
 }
@@ -335,10 +348,14 @@ pub(crate) async fn drive(
 ) -> Result<Box<Established>, LinkError> {
     let mut established = None;
     let mut failure: Option<LinkError> = None;
+    let mut steps = Vec::new();
     loop {
         while let Some(event) = hs.poll_event() {
             match event {
-                Event::Progress(step) => tracing::debug!(?step, "handshake step"),
+                Event::Progress(step) => {
+                    tracing::debug!(?step, "handshake step");
+                    steps.push(step);
+                }
                 Event::InvitationUsed { token_id } => {
                     let at = links.ctx.now();
                     let t = token_id.clone();
@@ -362,7 +379,10 @@ pub(crate) async fn drive(
                         failure = Some(hs.abort(refusal).into());
                     }
                 }
-                Event::Established(e) => established = Some(e),
+                Event::Established(e) => {
+                    crate::audit::handshake(&links.ctx.audit, &e, std::mem::take(&mut steps));
+                    established = Some(e);
+                }
             }
         }
         while let Some(frame) = hs.poll_transmit() {
@@ -414,7 +434,7 @@ pub(crate) async fn persist(
             (version, c.replaces_digest, c.signed.encode(), c.signed.digest())
         });
         let offer = links.ctx.offer().encode();
-        return links
+        let resumed = links
             .ctx
             .blocking(move |s| {
                 let mut rec = s
@@ -433,18 +453,29 @@ pub(crate) async fn persist(
                         },
                     )?;
                 }
-                if rec.state == FederationState::Reestablishing {
-                    return s.set_state(
+                let before = rec.state;
+                if before == FederationState::Reestablishing {
+                    rec = s.set_state(
                         &id,
                         FederationState::Active,
                         Some("link re-established"),
                         at,
-                    );
+                    )?;
                 }
-                Ok(rec)
+                Ok((before, rec))
             })
             .await
-            .map_err(|e| LinkError::Store(e.to_string()));
+            .map_err(|e: meshfed_store::StoreError| LinkError::Store(e.to_string()))?;
+        let (before, rec) = resumed;
+        crate::audit::lifecycle(
+            &links.ctx.audit,
+            &rec.id,
+            &rec.peer_mesh,
+            (before, rec.state),
+            meshfed_audit::record::By::Us,
+            "link re-established",
+        );
+        return Ok(rec);
     };
     let record = FederationRecord {
         id,
@@ -578,6 +609,12 @@ pub(crate) async fn maintain(
                 let delay = backoff(attempt);
                 attempt = attempt.saturating_add(1);
                 tracing::warn!(federation = %id, peer = %record.peer_mesh, attempt, retry_in = ?delay, error = %e, "re-dial failed");
+                links.ctx.audit.handshake_failed(
+                    record.peer_addrs.join(","),
+                    Some(record.peer_mesh.clone()),
+                    "redial",
+                    &chain(&e),
+                );
                 tokio::select! {
                     () = links.ctx.cancel.cancelled() => return,
                     () = links.ctx.clock.sleep(delay) => {}

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshfed_audit::record::{AgreementCause, By};
 use meshfed_proto::FederationState;
 use meshfed_proto::admission::{Direction, Refusal};
 use meshfed_proto::crypto::KeyEpoch;
@@ -169,6 +170,7 @@ pub(crate) async fn start(
         }
     }
     links.inbound.notify(Input::LinkUp(port.clone()));
+    super::audit::start(links, &port).await;
     Ok(port)
 }
 
@@ -396,6 +398,7 @@ async fn route(
         FrameType::Ack | FrameType::Credit => links.routes.peer_frame(port, &frame),
         FrameType::Interest => super::interest::receive(links, port, &frame.body).await,
         FrameType::InterestAck => super::interest::acknowledged(links, port, &frame.body),
+        FrameType::Audit => super::audit::received(links, port, &frame.body).await,
         FrameType::Forward => match Forward::decode(&frame.body) {
             Ok(forward) => links.inbound.notify(Input::Forward {
                 link: port.clone(),
@@ -437,12 +440,33 @@ async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) 
                 "the peer misbehaved with a streamed batch; suspending the federation"
             );
             let why = format!("{MISBEHAVED}: {reason}");
-            record_state(links, port, FederationState::Suspended, &why).await;
+            // Always recorded, whatever the audit level: it names what reached subscribers
+            // before its proof failed.
+            let detail = format!("{reason}; delivered unproven: [{}]", ids.join(", "));
+            crate::audit::refused(
+                &ctx.audit,
+                Some((&port.federation_id, meshfed_proto::policy::AuditLevel::Full)),
+                Direction::Inbound,
+                Some(port.mesh()),
+                None,
+                None,
+                &Refusal::BadSignature(detail),
+            );
+            record_state(links, port, FederationState::Suspended, &why, By::Us).await;
             close_telling(port, ErrorCode::BadSignature, &reason).await;
             why
         }
         open::StreamFault::Refused(refusal) => {
             ctx.metrics.refused(Direction::Inbound, &refusal);
+            crate::audit::refused(
+                &ctx.audit,
+                Some((&port.federation_id, port.terms().audit_level)),
+                Direction::Inbound,
+                Some(port.mesh()),
+                None,
+                None,
+                &refusal,
+            );
             tracing::warn!(federation = %port.federation_id, peer = %port.peer, reason = refusal.reason(), error = %refusal, "refused a streamed batch; closing the link");
             close_telling(port, ErrorCode::UntrustedPeer, &refusal.to_string()).await;
             format!("refused a streamed batch: {refusal}")
@@ -472,7 +496,7 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             SessionEvent::PeerSuspended => {
                 tracing::info!(federation = %port.federation_id, peer = %port.peer, "the peer suspended the federation");
                 let target = FederationState::Suspended;
-                record_state(links, port, target, SUSPENDED_BY_PEER).await;
+                record_state(links, port, target, SUSPENDED_BY_PEER, By::Peer).await;
                 let _ = port.command(LinkSession::suspend);
             }
             SessionEvent::PeerResumed => {
@@ -484,11 +508,11 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
                     FlowState::Active => (FederationState::Active, "resumed"),
                     FlowState::Suspended => (FederationState::Suspended, SUSPENDED_HERE),
                 };
-                record_state(links, port, target, reason).await;
+                record_state(links, port, target, reason, By::Us).await;
             }
             SessionEvent::PeerTerminated { kind, reason } => {
                 let target = FederationState::Terminated(kind);
-                record_state(links, port, target, "terminated by the peer").await;
+                record_state(links, port, target, "terminated by the peer", By::Peer).await;
                 tracing::info!(federation = %port.federation_id, peer = %port.peer, %reason, "the peer terminated the federation");
             }
             SessionEvent::PeerReportedError { code, reason } => {
@@ -525,10 +549,16 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
 
 /// Moves the federation to `target` in the registry (unless it is there already) and tells its
 /// stream.
-async fn record_state(links: &Links, port: &LinkPort, target: FederationState, reason: &str) {
+async fn record_state(
+    links: &Links,
+    port: &LinkPort,
+    target: FederationState,
+    reason: &str,
+    by: By,
+) {
     let id = port.federation_id.clone();
     let at = links.ctx.now();
-    let reason = reason.to_owned();
+    let why = reason.to_owned();
     let stored = links
         .ctx
         .blocking(move |s| {
@@ -536,13 +566,23 @@ async fn record_state(links: &Links, port: &LinkPort, target: FederationState, r
                 return Err(meshfed_store::StoreError::UnknownFederation(id));
             };
             if rec.state == target {
-                return Ok(rec);
+                return Ok((rec.state, rec));
             }
-            s.set_state(&id, target, Some(&reason), at)
+            Ok((rec.state, s.set_state(&id, target, Some(&why), at)?))
         })
         .await;
     match stored {
-        Ok(rec) => links.routes.state_changed(port.mesh(), rec.state),
+        Ok((from, rec)) => {
+            crate::audit::lifecycle(
+                &links.ctx.audit,
+                &port.federation_id,
+                port.mesh(),
+                (from, rec.state),
+                by,
+                reason,
+            );
+            links.routes.state_changed(port.mesh(), rec.state);
+        }
         Err(e) => {
             tracing::warn!(federation = %port.federation_id, error = %e, "could not record the federation's new state");
         }
@@ -630,6 +670,13 @@ async fn record_switch(links: &Links, port: &LinkPort, switch: AgreementSwitch) 
     match stored {
         Ok(_) => {
             tracing::info!(federation = %port.federation_id, peer = %port.peer, version, previous, proposed_by = ?switch.proposed_by, "agreement renegotiated");
+            crate::audit::agreement(
+                &links.ctx.audit,
+                &port.federation_id,
+                port.mesh(),
+                &switch.signed,
+                AgreementCause::Renegotiated,
+            );
             port.renegotiation_ended(Renegotiated::Switched(version));
         }
         Err(e) => {

@@ -89,7 +89,71 @@ impl AsCrossed {
     }
 }
 
+/// What the audit trail keeps of a delivery besides what the inbox knows: the payload digest
+/// its header signs, its place in its batch, and the evidence of how it crossed.
+pub(crate) struct AuditFacts {
+    pub(crate) payload_digest: meshfed_proto::crypto::Digest384,
+    pub(crate) batch: Option<meshfed_audit::record::BatchRef>,
+    pub(crate) evidence: crate::audit::Evidence,
+    pub(crate) certificate: Option<Arc<[u8]>>,
+}
+
+impl AsCrossed {
+    /// The audit trail's facts of this envelope.
+    pub(crate) fn audit(&self) -> AuditFacts {
+        use crate::audit::{BatchEvidence, Evidence};
+        match self {
+            Self::Alone(wire) => AuditFacts {
+                payload_digest: *wire.payload_digest(),
+                batch: None,
+                evidence: Evidence {
+                    header: wire.header_bytes().to_vec(),
+                    payload_digest: *wire.payload_digest(),
+                    batch: None,
+                    signature: Some(serde_bytes::ByteBuf::from(wire.signature().0.to_vec())),
+                    certificate: *wire.header().certificate.digest(),
+                },
+                certificate: wire.header().certificate.der().cloned(),
+            },
+            Self::InBatch {
+                envelope,
+                batch,
+                position,
+            } => AuditFacts {
+                payload_digest: *envelope.payload_digest(),
+                batch: Some(meshfed_audit::record::BatchRef {
+                    number: 0,
+                    index: u64::from(position.index()),
+                    count: u64::from(batch.count()),
+                    root: *batch.root(),
+                }),
+                evidence: Evidence {
+                    header: envelope.header_bytes().to_vec(),
+                    payload_digest: *envelope.payload_digest(),
+                    batch: Some(BatchEvidence {
+                        head: meshfed_proto::batch::BatchHead {
+                            number: 0,
+                            signature: (**batch).clone(),
+                        }
+                        .encode(),
+                        index: position.index(),
+                        proof: position.proof().to_bytes(),
+                    }),
+                    signature: None,
+                    certificate: *envelope.header().certificate.digest(),
+                },
+                certificate: envelope.header().certificate.der().cloned(),
+            },
+        }
+    }
+}
+
 impl Delivery {
+    /// The audit trail's facts of this delivery; `None` for one refused.
+    pub(crate) fn audit(&self) -> Option<AuditFacts> {
+        self.crossed.as_ref().map(AsCrossed::audit)
+    }
+
     /// A delivery of `envelope` (`None`: refused, never delivered), kept `crossed` as it
     /// crossed; `early` if its unproven delivery already reached the spec-form subscribers.
     pub(crate) fn new(

@@ -1,0 +1,294 @@
+//! The audit trail (issue 16) between two gateways in one process over real mutual TLS: what
+//! crosses is recorded on both sides, each side's heads are countersigned by the other, both
+//! trails verify, one message's proof checks with the partner's CA alone, and a partner whose
+//! whole store was rolled back is caught by the other side.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, federate, wait_for};
+use meshfed_audit::proof::MessageProof;
+use meshfed_node::audit::inspect::check_proof;
+use meshfed_trust::TrustBundle;
+use serde_json::{Value, json};
+
+/// A gateway whose logs get a signed head every 5 records or 100 ms.
+async fn start(mesh: &str) -> Node {
+    Node::start_with(mesh, |c| {
+        c.audit.head_every = 5;
+        c.audit.head_interval = Duration::from_millis(100);
+    })
+    .await
+}
+
+/// Puts `toml` in force as `node`'s policy.
+async fn policy(node: &Node, toml: &str) {
+    let resp = (node.http.put(node.url("/v1/policy")))
+        .bearer_auth(&node.token)
+        .json(&json!({ "toml": toml }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT /v1/policy: {e}"));
+    let (status, body) = (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Sends `count` qos-1 messages from plant-a to supplier-b; returns their envelope ids.
+async fn send(a: &Node, count: usize, from: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in from..from + count {
+        let (status, sent) = a
+            .post(
+                "/v1/messages",
+                json!({"to": "supplier-b", "topic": "t/reading", "payload": {"n": n}, "qos": 1}),
+            )
+            .await;
+        assert_eq!(status, 202, "{sent}");
+        ids.push(sent["id"].as_str().unwrap_or_default().to_owned());
+    }
+    ids
+}
+
+/// The records of `node`'s audit trail of `kind` (all pages).
+async fn records(node: &Node, kind: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = node.get(&format!("/v1/audit?kind={kind}{after}")).await;
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["records"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_i64() {
+            Some(next) => after = format!("&after={next}"),
+            None => return out,
+        }
+    }
+}
+
+/// The check of `node`'s log `log`.
+async fn verified(node: &Node, log: &str) -> Value {
+    let (status, v) = node.get("/v1/audit/verify").await;
+    assert_eq!(status, 200, "{v}");
+    v["logs"]
+        .as_array()
+        .and_then(|logs| logs.iter().find(|l| l["log"] == log).cloned())
+        .unwrap_or_else(|| panic!("no log {log} in {v}"))
+}
+
+/// Waits until `node`'s log `log` holds at least `records` records, verifies intact, and a
+/// head the partner countersigned covers its newest message record (its proof is served).
+async fn countersigned(node: &Node, log: &str, records: u64) {
+    wait_for(|| async {
+        let v = verified(node, log).await;
+        if v["records"].as_u64().unwrap_or(0) < records
+            || v["countersignatures"].as_u64().unwrap_or(0) == 0
+            || !v["problems"].as_array().is_some_and(Vec::is_empty)
+        {
+            return false;
+        }
+        let newest = self::records(node, "message")
+            .await
+            .into_iter()
+            .rfind(|r| r["log"] == log);
+        let Some(newest) = newest else {
+            return false;
+        };
+        let id = newest["record"]["envelope"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        node.get(&format!("/v1/audit/proof/{id}")).await.0 == 200
+    })
+    .await;
+}
+
+fn ca(node: &Node) -> TrustBundle {
+    let pem = std::fs::read_to_string(node.dir().join("ca/ca.crt"))
+        .unwrap_or_else(|e| panic!("reading the CA: {e}"));
+    TrustBundle::from_pem(&pem).unwrap_or_else(|e| panic!("the CA: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_crosses_is_recorded_on_both_sides_countersigned_and_proven_to_a_third_party() {
+    let a = start("plant-a").await;
+    let b = start("supplier-b").await;
+    // Audit level `full` on one side: the agreement takes the higher.
+    policy(&b, "[compliance]\naudit_level = \"full\"\n").await;
+    let id = federate(&a, &b).await;
+    let (_, view) = a.get(&format!("/v1/federations/{id}")).await;
+    assert_eq!(view["agreement"]["policy"]["audit_level"], "full", "{view}");
+
+    let sent = send(&a, 12, 0).await;
+    wait_for(|| async {
+        let (_, v) = a.get(&format!("/v1/federations/{id}")).await;
+        v["delivery"]["acknowledged"] == 12
+    })
+    .await;
+
+    // Both sides hold the handshake, the agreement and a digest record per message.
+    for (node, direction) in [(&a, "sent"), (&b, "received")] {
+        let steps: Vec<String> = records(node, "handshake")
+            .await
+            .iter()
+            .filter(|r| r["log"] == id.as_str())
+            .map(|r| r["record"]["step"].to_string())
+            .collect();
+        assert!(steps.iter().any(|s| s.contains("established")), "{steps:?}");
+        assert!(
+            steps.iter().any(|s| s.contains("agreement_signed")),
+            "{steps:?}"
+        );
+        let agreements = records(node, "agreement").await;
+        assert_eq!(agreements.len(), 1, "{agreements:?}");
+        assert_eq!(agreements[0]["record"]["cause"], "established");
+        wait_for(|| async {
+            records(node, "message")
+                .await
+                .iter()
+                .filter(|r| r["record"]["direction"] == direction)
+                .count()
+                == 12
+        })
+        .await;
+        let messages = records(node, "message").await;
+        let ids: Vec<&str> = messages
+            .iter()
+            .map(|r| r["record"]["envelope"].as_str().unwrap_or_default())
+            .collect();
+        for s in &sent {
+            assert!(ids.contains(&s.as_str()), "{s} not recorded at {direction}");
+        }
+        // No payload in the record: a commitment, the batch root, the size.
+        let m = &messages[0]["record"];
+        assert!(
+            m["commitment"].as_str().is_some_and(|c| c.len() == 96),
+            "{m}"
+        );
+        assert!(m.get("payload").is_none(), "{m}");
+        assert!(m["batch"]["root"].as_str().is_some(), "{m}");
+    }
+
+    // Each side's log of the federation is countersigned by the other, and verifies.
+    countersigned(&a, &id, 14).await;
+    countersigned(&b, &id, 14).await;
+    for node in [&a, &b] {
+        let (_, v) = node.get("/v1/audit/verify").await;
+        assert_eq!(v["intact"], true, "{v}");
+        let countersigned = records(node, "countersigned").await;
+        assert!(
+            !countersigned.is_empty(),
+            "each side countersigned the other's heads"
+        );
+    }
+
+    // The proof of a message supplier-b received checks with plant-a's CA alone.
+    let (status, proof) = b.get(&format!("/v1/audit/proof/{}", sent[3])).await;
+    assert_eq!(status, 200, "{proof}");
+    let proof: MessageProof = serde_json::from_value(proof).unwrap_or_else(|e| panic!("{e}"));
+    let found = check_proof(&proof, &[ca(&a)]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found.checked.envelope.to_string(), sent[3]);
+    assert_eq!(found.checked.source.as_str(), "plant-a");
+    assert_eq!(found.checked.countersigned_by.as_str(), "plant-a");
+    assert_eq!(found.checked.batch_signer.as_str(), "plant-a");
+    assert_eq!(found.unanchored, ["head signer supplier-b"]);
+    // Without the countersigning partner's CA it is not accepted.
+    let refused = check_proof(&proof, &[ca(&b)]).err().map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("countersigner") && e.contains("plant-a")),
+        "{refused:?}"
+    );
+    // A proof whose record was changed fails, naming the link.
+    let mut forged = proof.clone();
+    forged.opening = "00".repeat(48);
+    let refused = check_proof(&forged, &[ca(&a), ca(&b)])
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("commitment")),
+        "{refused:?}"
+    );
+
+    // The report counts the traffic and names the agreement and its compliance terms.
+    let (status, report) = a.get("/v1/audit/report").await;
+    assert_eq!(status, 200, "{report}");
+    let f = &report["federations"][0];
+    assert_eq!(f["federation"], id.as_str(), "{report}");
+    assert_eq!(f["sent"], 12, "{report}");
+    assert_eq!(f["agreements"][0]["version"], 1, "{report}");
+    assert_eq!(f["compliance"]["audit_level"], "full", "{report}");
+    assert!(f["countersigned"].as_u64().unwrap_or(0) >= 1, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_whose_store_was_rolled_back_is_caught_by_the_other_side() {
+    let a = start("plant-a").await;
+    let b = start("supplier-b").await;
+    policy(&b, "[compliance]\naudit_level = \"full\"\n").await;
+    let id = federate(&a, &b).await;
+    send(&a, 6, 0).await;
+    countersigned(&b, &id, 8).await;
+
+    // supplier-b's whole store as it was, copied while it was stopped.
+    let stopped = b.stop().await;
+    let old = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = stopped.dir().join("store");
+    copy_dir(&store, old.path());
+    let b = stopped.start().await;
+    send(&a, 10, 6).await;
+    // plant-a countersigns supplier-b's longer log.
+    countersigned(&b, &id, 18).await;
+
+    // Stopped again, and its store put back as it was: its log is shorter than what plant-a
+    // countersigned.
+    let stopped = b.stop().await;
+    std::fs::remove_dir_all(&store).unwrap_or_else(|e| panic!("{e}"));
+    copy_dir(old.path(), &store);
+    let b = stopped.start().await;
+
+    // plant-a refuses to countersign the shorter log, and says why.
+    wait_for(|| async {
+        let v = verified(&a, &id).await;
+        v["discrepancies"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d.as_str().is_some_and(|d| d.contains("rollback")))
+        })
+    })
+    .await;
+    let (_, v) = a.get("/v1/audit/verify").await;
+    assert_eq!(v["intact"], false, "{v}");
+    // supplier-b learns it too: plant-a countersigned more of its log than it holds.
+    wait_for(|| async {
+        let v = verified(&b, &id).await;
+        v["discrepancies"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d.as_str().is_some_and(|d| d.contains("rollback")))
+        })
+    })
+    .await;
+    assert!(
+        a.metrics()
+            .await
+            .lines()
+            .any(|l| l.starts_with("meshfed_audit_discrepancies_total{peer=\"supplier-b\"}")),
+        "the discrepancy is counted"
+    );
+}
+
+/// Copies directory `from` into `to` (created), recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
