@@ -347,6 +347,7 @@ impl Task {
                         continue;
                     }
                     if let Some(refusal) = &arrived.refused {
+                        self.ctx.guard.refused(&d.peer.mesh, topic);
                         self.ctx.metrics.refused(Direction::Inbound, refusal);
                         tracing::warn!(peer = %d.peer, id = %d.message.id, reason = refusal.reason(), error = %refusal, "refused an envelope");
                         // The sender learns it was refused, not delivered (it dead-letters it).
@@ -355,6 +356,9 @@ impl Task {
                         }
                         continue;
                     }
+                    self.ctx
+                        .guard
+                        .delivered(&d.peer.mesh, topic, d.message.size);
                     let delivery = arrived.delivery.clone();
                     if let Some(record) = delivery.relay_record() {
                         // Relayed, not delivered here: kept for the relay stage, and
