@@ -322,6 +322,20 @@ impl Detector {
         self.partners.insert(partner.clone(), new);
     }
 
+    /// Counts one observation of `partner`'s traffic as a whole, in no topic's key: what was
+    /// refused before any of its messages could be read (a transfer whose signature fails).
+    pub fn observe_partner(&mut self, partner: &MeshId, observation: Observation, now: Instant) {
+        self.advance(now);
+        match self.partners.get_mut(partner) {
+            Some(known) => known.overall.window.add(observation),
+            None => {
+                let mut new = Partner::default();
+                new.overall.window.add(observation);
+                self.partners.insert(partner.clone(), new);
+            }
+        }
+    }
+
     /// Closes the windows that ended at or before `now` and returns every deviation raised since
     /// the last call, ordered by window, partner, topic and measure.
     pub fn tick(&mut self, now: Instant) -> Vec<Deviation> {
@@ -827,6 +841,19 @@ mod tests {
         assert_eq!(raised[0].observed, 20.0);
         assert_eq!(raised[0].threshold, 5.0);
         assert_eq!(raised[0].at, sim.at(1, 0.0));
+    }
+
+    #[test]
+    fn partner_wide_signature_failures_raise_for_the_partner_alone() {
+        let mut sim = Sim::new(DetectorConfig::default());
+        let at = sim.at(0, 0.5);
+        for _ in 0..5 {
+            sim.det
+                .observe_partner(&sim.partner, Observation::SignatureFailure, at);
+        }
+        let raised = sim.det.tick(sim.at(1, 0.0));
+        assert_eq!(measures(&raised), [(None, Measure::SignatureFailures)]);
+        assert_eq!(sim.det.len(), 1, "no topic key was made");
     }
 
     #[test]

@@ -144,6 +144,33 @@ pub(crate) struct Metrics {
     pub(crate) connector_refused: Family<ConnectorLabel, Counter>,
     /// Errors of a connector's bus (connections lost or refused, publishes not accepted).
     pub(crate) connector_errors: Family<ConnectorLabel, Counter>,
+    /// Deviations of partners' traffic from their baselines, by peer and measure.
+    pub(crate) anomalies: Family<PeerMeasureLabels, Counter>,
+    /// Each partner's breaker: 0 closed, 1 half-open, 2 open.
+    pub(crate) breaker_state: Family<PeerLabel, Gauge>,
+    /// Changes of partners' breakers, by peer and the state entered.
+    pub(crate) breaker_transitions: Family<PeerStateLabels, Counter>,
+    /// Transfers not taken from a partner while its breaker is open.
+    pub(crate) breaker_held: Family<PeerLabel, Counter>,
+    /// Observations the guard was too far behind to take.
+    pub(crate) anomaly_dropped: Counter,
+    /// Windows the anomaly detector closed.
+    pub(crate) anomaly_windows: Counter,
+}
+
+/// A peer and a measure of its traffic (`rate`, `size`, `refusal_ratio`, `error_ratio`,
+/// `signature_failures`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerMeasureLabels {
+    pub(crate) peer: String,
+    pub(crate) measure: &'static str,
+}
+
+/// A peer and the state its breaker entered (`closed`, `half-open`, `open`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerStateLabels {
+    pub(crate) peer: String,
+    pub(crate) to: &'static str,
 }
 
 /// A connector.
@@ -234,6 +261,12 @@ impl Metrics {
             connector_loops: Family::default(),
             connector_refused: Family::default(),
             connector_errors: Family::default(),
+            anomalies: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_held: Family::default(),
+            anomaly_dropped: Counter::default(),
+            anomaly_windows: Counter::default(),
         };
         for reason in API_REFUSALS
             .into_iter()
@@ -452,6 +485,36 @@ impl Metrics {
             "Errors of a connector's bus: connections lost or refused, publishes the broker did not accept",
             m.connector_errors.clone(),
         );
+        registry.register(
+            "anomalies",
+            "Deviations of a partner's traffic from its baseline (DESIGN §3.9), by peer and measure: rate, size, refusal_ratio, error_ratio, signature_failures; each acted on as the policy's [anomaly] action says",
+            m.anomalies.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Each partner's circuit breaker: 0 closed, 1 half-open (a few messages pass as probes), 2 open (its traffic is held, queued, both ways)",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_transitions",
+            "Changes of partners' circuit breakers, by peer and the state entered",
+            m.breaker_transitions.clone(),
+        );
+        registry.register(
+            "breaker_held_transfers",
+            "Transfers from a partner not taken while its breaker is open (not acknowledged: the partner sends them again)",
+            m.breaker_held.clone(),
+        );
+        registry.register(
+            "anomaly_observations_dropped",
+            "Observations of partners' traffic the anomaly detector was too far behind to take",
+            m.anomaly_dropped.clone(),
+        );
+        registry.register(
+            "anomaly_windows",
+            "Windows the anomaly detector closed (each partner's traffic in them judged against its baselines, then learned)",
+            m.anomaly_windows.clone(),
+        );
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -518,6 +581,15 @@ impl Metrics {
                 reason: refusal.reason(),
             })
             .inc();
+    }
+
+    /// The series the data path's side of the guard counts into.
+    pub(crate) fn guard_series(&self) -> crate::gateway::guarded::GuardSeries {
+        crate::gateway::guarded::GuardSeries {
+            held: self.breaker_held.clone(),
+            state: self.breaker_state.clone(),
+            dropped: self.anomaly_dropped.clone(),
+        }
     }
 
     /// The OpenMetrics text of every metric.

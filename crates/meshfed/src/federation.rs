@@ -238,6 +238,11 @@ fn print_detail(f: &FederationView) -> Result<(), Failure> {
     if let Some(reason) = &f.state_reason {
         outln!("state reason    {reason}")?;
     }
+    if let Some(b) = &f.breaker {
+        let since = (b.since.as_deref()).map_or_else(String::new, |at| format!(" since {at}"));
+        let reason = (b.reason.as_deref()).map_or_else(String::new, |r| format!(": {r}"));
+        outln!("breaker         {}{since}{reason}", b.state)?;
+    }
     match &f.agreement {
         Some(a) => {
             outln!(

@@ -353,6 +353,7 @@ async fn show_federation(
 /// while the stream runs.
 fn view(status: &FederationStatus) -> FederationView {
     FederationView::new(&status.record, status.link, status.stream.as_ref())
+        .with_breaker(&status.breaker)
 }
 
 #[utoipa::path(

@@ -260,6 +260,71 @@ pub struct FederationView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub agreement_history: Option<Vec<PastAgreement>>,
+    /// The peer's circuit breaker (DESIGN §3.13), tripped by anomalies in what the peer sends
+    /// (the policy's `[anomaly]` section) or by repeated link failures. Only in
+    /// `GET /v1/federations` and `GET /v1/federations/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub breaker: Option<BreakerView>,
+}
+
+/// A partner's circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BreakerView {
+    /// Where it is: `closed` (traffic flows), `open` (the peer's traffic is held both ways:
+    /// queued here, and not taken from the peer, which sends it again), `half-open` (a few
+    /// messages pass as probes; clean windows close it, a deviation opens it again).
+    pub state: BreakerState,
+    /// When it entered the state; `null` for a breaker that never left closed.
+    #[schema(format = DateTime)]
+    pub since: Option<String>,
+    /// Why it did: the deviation that tripped it, the open time that passed, the clean
+    /// windows that closed it; `null` with `since`.
+    pub reason: Option<String>,
+}
+
+/// Where a circuit breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerState {
+    /// Traffic flows.
+    Closed,
+    /// A few messages pass as probes.
+    HalfOpen,
+    /// The peer's traffic is held, both ways.
+    Open,
+}
+
+impl BreakerState {
+    /// The state as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "half-open",
+            Self::Open => "open",
+        }
+    }
+}
+
+impl std::fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&crate::gateway::guarded::Shown> for BreakerView {
+    fn from(shown: &crate::gateway::guarded::Shown) -> Self {
+        use meshfed_audit::breaker::StateName;
+        Self {
+            state: match shown.state {
+                StateName::Closed => BreakerState::Closed,
+                StateName::HalfOpen => BreakerState::HalfOpen,
+                StateName::Open => BreakerState::Open,
+            },
+            since: shown.since.map(rfc3339),
+            reason: shown.reason.clone(),
+        }
+    }
 }
 
 /// An agreement version a renegotiation replaced.
@@ -322,7 +387,14 @@ impl FederationView {
             }),
             peer_interest: stream.map(|s| PeerInterest::of(s.peer_interest.as_ref())),
             agreement_history: None,
+            breaker: None,
         }
+    }
+
+    /// The view with the peer's circuit breaker.
+    pub(crate) fn with_breaker(mut self, breaker: &crate::gateway::guarded::Shown) -> Self {
+        self.breaker = Some(breaker.into());
+        self
     }
 
     /// The view with the agreement versions the federation replaced.

@@ -353,6 +353,11 @@ fn federation() -> FederationView {
             digest: "00".into(),
             replaced: "2026-01-01T00:00:00Z".into(),
         }]),
+        breaker: Some(BreakerView {
+            state: BreakerState::HalfOpen,
+            since: Some("2026-01-01T00:00:00Z".into()),
+            reason: Some("open time of 5s passed".into()),
+        }),
     }
 }
 
@@ -394,6 +399,7 @@ fn sparse_federation() -> FederationView {
         dead_lettered: None,
         delivery: None,
         agreement_history: None,
+        breaker: None,
         ..federation()
     }
 }
@@ -548,13 +554,22 @@ fn samples() -> Vec<(String, Value)> {
         acked: id().to_string(),
     };
     let filled = federation();
-    let (Some(agreement), Some(backlog), Some(delivery), Some(history), Some(interest)) = (
+    let (
+        Some(agreement),
+        Some(backlog),
+        Some(delivery),
+        Some(history),
+        Some(interest),
+        Some(breaker),
+    ) = (
         filled.agreement,
         filled.backlog,
         filled.delivery,
         filled.agreement_history,
         filled.peer_interest,
-    ) else {
+        filled.breaker,
+    )
+    else {
         unreachable!("federation() fills every field")
     };
     let dead_letter = DeadLetterView {
@@ -677,6 +692,7 @@ fn samples() -> Vec<(String, Value)> {
         sample(backlog),
         sample(delivery),
         sample(interest),
+        sample(breaker),
         sample(history[0].clone()),
         sample(InviteRequest {
             peer: "plant-a".parse().unwrap(),

@@ -50,6 +50,9 @@ pub(crate) struct Context {
     pub(crate) policy: RwLock<Arc<Policy>>,
     /// Where federation links are accepted.
     pub(crate) federation_addr: SocketAddr,
+    /// The guard's way in from the data path: what it saw of partners' traffic, and each
+    /// partner's breaker (see `guard.rs`).
+    pub(crate) guard: super::guarded::Guard,
     /// Cancelled when the gateway stops.
     pub(crate) cancel: CancellationToken,
     /// Every task of the gateway, awaited when it stops.

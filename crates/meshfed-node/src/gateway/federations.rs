@@ -335,6 +335,16 @@ pub(crate) async fn operate(
     id: FederationId,
     op: Operation,
 ) -> Result<FederationRecord, FederationError> {
+    operate_because(f, id, op, None).await
+}
+
+/// [`operate`], recording `because` (if given) as the reason instead of the operator's.
+pub(crate) async fn operate_because(
+    f: &Federations,
+    id: FederationId,
+    op: Operation,
+    because: Option<&str>,
+) -> Result<FederationRecord, FederationError> {
     let record = get(f, id.clone()).await?;
     let target = match op {
         Operation::Suspend => FederationState::Suspended,
@@ -348,18 +358,18 @@ pub(crate) async fn operate(
         .state
         .transition(target)
         .map_err(|e| FederationError::Conflict(format!("federation {id}: {e}")))?;
-    let reason = match op {
+    let reason = because.unwrap_or(match op {
         Operation::Suspend => links::SUSPENDED_HERE,
         Operation::Resume => "resumed by an operator",
         Operation::Terminate { forced: true } => "terminated (forced) by an operator",
         Operation::Terminate { forced: false } => "terminated by an operator",
-    };
+    });
     let port = f.links.port(&id);
     let at = f.ctx.now();
-    let lookup = id.clone();
+    let (lookup, recorded) = (id.clone(), reason.to_owned());
     let updated = f
         .ctx
-        .blocking(move |s| s.set_state(&lookup, target, Some(reason), at))
+        .blocking(move |s| s.set_state(&lookup, target, Some(&recorded), at))
         .await?;
     crate::audit::lifecycle(
         &f.ctx.audit,

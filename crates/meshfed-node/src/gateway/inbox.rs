@@ -354,6 +354,7 @@ impl Task {
                         continue;
                     }
                     if let Some(refusal) = &arrived.refused {
+                        self.ctx.guard.refused(&d.peer.mesh, topic);
                         self.ctx.metrics.refused(Direction::Inbound, refusal);
                         crate::audit::refused(
                             &self.ctx.audit,
@@ -371,6 +372,9 @@ impl Task {
                         }
                         continue;
                     }
+                    self.ctx
+                        .guard
+                        .delivered(&d.peer.mesh, topic, d.message.size);
                     let delivery = arrived.delivery.clone();
                     if let Some((federation, AuditLevel::Full)) = &audit_on
                         && let Some(facts) = delivery.audit()

@@ -27,6 +27,8 @@ pub(crate) mod delegations;
 pub(crate) mod directory;
 pub(crate) mod error;
 pub(crate) mod federations;
+pub(crate) mod guard;
+pub(crate) mod guarded;
 pub(crate) mod identity;
 pub(crate) mod inbox;
 pub(crate) mod interest;
@@ -207,6 +209,7 @@ pub async fn start(
         heads: metrics.audit_heads.clone(),
     };
     let audit = start_audit(dir, &store_path_for_audit, &id, &clock, &config, counters).await?;
+    let (guard, watching) = guarded::Guard::new(clock.clone(), metrics.guard_series());
     let ctx = Arc::new(Context {
         dir: dir.to_path_buf(),
         federation_addr: listener.local_addr(),
@@ -223,6 +226,7 @@ pub async fn start(
             issuer.clone(),
         )),
         policy: std::sync::RwLock::new(Arc::new(policy)),
+        guard,
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
@@ -290,6 +294,7 @@ pub async fn start(
         };
         identity::renew_loop(&ctx.id, &ctx.clock, &ctx.cancel, record).await;
     });
+    guard::start(&ctx, watching, &links, &routes);
     links::redial_stored(&links).await;
     links::statics::start(&links);
     let federations = Federations {
@@ -382,6 +387,8 @@ pub(crate) struct FederationStatus {
     pub(crate) link: LinkStatus,
     /// What its stream holds and did, if one runs.
     pub(crate) stream: Option<stream::Stats>,
+    /// The partner's circuit breaker (see [`guard`]).
+    pub(crate) breaker: guarded::Shown,
 }
 
 impl GatewayHandle {
@@ -620,6 +627,7 @@ impl GatewayHandle {
             .filter(|s| s.federation_id == record.id)
             .map(|s| s.stats());
         FederationStatus {
+            breaker: self.0.ctx.guard.view(&record.peer_mesh).shown(),
             record,
             link,
             stream,

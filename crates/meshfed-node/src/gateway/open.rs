@@ -110,6 +110,7 @@ pub(crate) async fn receive(
 }
 
 fn refused(ctx: &Context, link: &LinkPort, refusal: &Refusal) {
+    ctx.guard.transfer_refused(link.mesh(), refusal);
     ctx.metrics.refused(Direction::Inbound, refusal);
     crate::audit::refused(
         &ctx.audit,

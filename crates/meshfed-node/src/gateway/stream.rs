@@ -474,6 +474,7 @@ pub(crate) fn start(
         drained: Vec::new(),
         streamed: Streamed::default(),
         signer,
+        breaker: ctx.guard.view(&record.peer_mesh),
     };
     if let FederationState::Terminated(_) = task.view.state {
         // Restored for a federation that has ended: dead-lettered on the task's first turn.
@@ -537,6 +538,8 @@ struct Task {
     streamed: Streamed,
     /// Signs closed streamed batches in order and sends their heads.
     signer: mpsc::UnboundedSender<Closed>,
+    /// The peer's circuit breaker: nothing is sent while it holds (see `guard.rs`).
+    breaker: Arc<super::guarded::BreakerView>,
 }
 
 /// The sender's streamed batches on one link session.
@@ -612,6 +615,7 @@ impl Task {
     ) {
         let cancel = self.ctx.cancel.clone();
         let clock = self.ctx.clock.clone();
+        let mut breaker = self.breaker.subscribe();
         loop {
             self.check_drain();
             self.settle_events();
@@ -647,6 +651,7 @@ impl Task {
                 },
                 () = clock.sleep_until_timestamp(wake) => self.outbox.handle_timeout(self.ctx.now()),
                 () = sleep_until(&clock, close_batch) => self.close_batch_if_due(),
+                Ok(()) = breaker.changed() => {}
             }
         }
     }
@@ -980,6 +985,7 @@ impl Task {
                     .open
                     .as_ref()
                     .map_or(0, |b| b.leaves.len().min(max_batch - 1));
+            let room = self.breaker.allowance(room);
             let mut batch = Vec::new();
             let mut bytes = 0;
             while batch.len() < room && (batch.is_empty() || bytes < budget) {
@@ -993,6 +999,7 @@ impl Task {
                 drop(gate);
                 break;
             }
+            self.breaker.took(batch.len());
             let batch = self.admitted(&link, batch);
             if batch.is_empty() {
                 continue;

@@ -70,6 +70,17 @@
 //! max_depth = 1                    # delegations in the chain, at most (default 1)
 //! # ca = "<96 hex digits>"         # optional: the origin's CA fingerprint (SHA-384), pinned;
 //!                                  # without it the relay's copy of the origin's CA is trusted
+//!
+//! [anomaly]                        # this mesh's own watch on what partners send (not
+//! action = "breaker"               # negotiated; see `anomaly`): record | breaker | suspend
+//! window = "1s"                    # baselines per partner and topic, in windows this long
+//! k = 4                            # a measure deviates beyond mean + k·σ (and a floor)
+//! min_rate = 50                    # messages per second below which a rate never deviates
+//! warmup_windows = 10              # windows learned from before rates and sizes are judged
+//! sig_failures_burst = 5           # signature failures in one window that deviate at once
+//! open_for = "5s"                  # a tripped breaker holds the partner's traffic this long,
+//! max_open = "5m"                  # doubling (up to this) each time it trips while half-open
+//! probes_to_close = 3              # clean windows or probes in a row that close it
 //! ```
 //!
 //! A file is checked whole: a TOML syntax or shape error stops at its place; past that, every
@@ -92,6 +103,7 @@ use meshfed_proto::topic::TopicPattern;
 use serde::Deserialize;
 
 pub mod access;
+pub mod anomaly;
 use toml::Spanned;
 
 /// The policy file's name in the node directory.
@@ -120,6 +132,9 @@ pub struct Policy {
     pub identities: Arc<[access::Mapping]>,
     /// Which meshes' messages partners may relay here, through whom.
     pub transits: Arc<[TransitRule]>,
+    /// What this mesh does when a partner's traffic deviates from its baseline (`[anomaly]`;
+    /// its own, not negotiated).
+    pub anomaly: anomaly::AnomalyPolicy,
     /// The file's text; `None` for the defaults, without a file.
     pub source: Option<String>,
 }
@@ -267,6 +282,7 @@ struct RawPolicy {
     qos: RawQos,
     security: RawSecurity,
     compliance: RawCompliance,
+    anomaly: anomaly::RawAnomaly,
 }
 
 #[derive(Deserialize, Default)]
@@ -558,6 +574,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         .first()
         .copied()
         .unwrap_or_default();
+    let anomaly = c.anomaly(raw.anomaly);
     if !c.problems.is_empty() {
         return Err(c.errors(file));
     }
@@ -596,6 +613,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
             publishes: publishes.unwrap_or_else(|| vec![TopicPattern::all()]),
             wants: wants.unwrap_or_else(|| vec![TopicPattern::all()]),
         },
+        anomaly,
         source: Some(text.to_owned()),
     })
 }

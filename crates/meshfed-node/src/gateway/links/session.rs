@@ -170,6 +170,7 @@ pub(crate) async fn start(
         }
     }
     links.inbound.notify(Input::LinkUp(port.clone()));
+    ctx.guard.link_up(&record.peer_mesh);
     super::audit::start(links, &port).await;
     Ok(port)
 }
@@ -287,7 +288,10 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             r = reader.recv() => r,
         };
         let frame = match received {
-            Err(e) => break format!("link failed: {e}"),
+            Err(e) => {
+                ctx.guard.link_failed(port.mesh());
+                break format!("link failed: {e}");
+            }
             Ok(None) => break "the peer closed the link".to_owned(),
             Ok(Some(frame)) => frame,
         };
@@ -377,6 +381,10 @@ async fn route(
 ) -> Result<(), open::StreamFault> {
     let ctx = &links.ctx;
     match frame.ty {
+        // The partner's breaker is open: held as for a suspended flow (it comes again).
+        FrameType::Transfer if ctx.guard.hold_inbound(port.mesh()) => {
+            heads.hold_back(ctx, &frame.body)?;
+        }
         FrameType::Transfer => {
             open::receive(ctx, &links.inbound, &links.local, port, heads, &frame.body).await?;
         }
@@ -429,6 +437,7 @@ async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) 
             delivered_unproven,
         } => {
             ctx.metrics.peer_misbehaved(port.mesh());
+            ctx.guard.signature_failure(port.mesh());
             ctx.metrics
                 .refused(Direction::Inbound, &Refusal::BadSignature(reason.clone()));
             let ids: Vec<String> = delivered_unproven.iter().map(ToString::to_string).collect();
@@ -457,6 +466,7 @@ async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) 
             why
         }
         open::StreamFault::Refused(refusal) => {
+            ctx.guard.transfer_refused(port.mesh(), &refusal);
             ctx.metrics.refused(Direction::Inbound, &refusal);
             crate::audit::refused(
                 &ctx.audit,
@@ -537,6 +547,7 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             }
             SessionEvent::Closed(reason) => {
                 if let CloseReason::Silent(_) = reason {
+                    links.ctx.guard.link_failed(port.mesh());
                     tracing::warn!(federation = %port.federation_id, peer = %port.peer, %reason, "closing a silent link");
                 }
                 port.close_because(reason.to_string());
