@@ -1,7 +1,8 @@
-//! Retention (issue 14, compliance): the records a gateway keeps of what it exchanged with a
-//! partner — the partner's messages held for an absent durable subscriber, the dead letters of
-//! what it sent there — go once they are older than the agreed `retention_days`. Two gateways in
-//! one process on one manual clock.
+//! Retention (issues 14 and 16, compliance): the records a gateway keeps of what it exchanged
+//! with a partner — the partner's messages held for an absent durable subscriber, the dead
+//! letters of what it sent there, the bodies of its audit trail's message records — go once
+//! they are older than the agreed `retention_days`. Two gateways in one process on one manual
+//! clock.
 
 #![expect(
     clippy::unwrap_used,
@@ -24,7 +25,13 @@ async fn records_kept_past_the_agreed_retention_are_removed() {
     let b = Node::start_on("supplier-b", clock).await;
     // plant-a refuses what supplier-b sends on refused/; supplier-b keeps records a day.
     let rules = "[access]\nrules = '''\npermit (principal, action, resource);\nforbid (principal, action, resource) when { resource.name like \"refused/*\" };\n'''\n";
-    for (node, toml) in [(&a, rules), (&b, "[compliance]\nretention_days = 1\n")] {
+    for (node, toml) in [
+        (&a, rules),
+        (
+            &b,
+            "[compliance]\nretention_days = 1\naudit_level = \"full\"\n",
+        ),
+    ] {
         let resp = (node.http.put(node.url("/v1/policy")))
             .bearer_auth(&node.token)
             .json(&json!({ "toml": toml }))
@@ -62,6 +69,26 @@ async fn records_kept_past_the_agreed_retention_are_removed() {
     assert_eq!(letters(&b).await, 0);
     // plant-a keeps its records a year: nothing of its went.
     assert_eq!(expired(&a, "durable").await, Some(0.0));
+    // The audit trail's message records lost their bodies on both sides (the agreement's
+    // retention is the shorter, a day), each side recorded that it pruned, and both trails
+    // still verify: the hashes stayed.
+    for node in [&a, &b] {
+        wait_for(|| async {
+            let (_, page) = node.get("/v1/audit?kind=pruned").await;
+            page["records"].as_array().is_some_and(|r| r.len() == 1)
+        })
+        .await;
+        let (_, page) = node.get("/v1/audit?kind=message").await;
+        let messages = page["records"].as_array().unwrap();
+        assert!(!messages.is_empty(), "{page}");
+        assert!(messages.iter().all(|m| m["record"].is_null()), "{page}");
+        let (_, verified) = node.get("/v1/audit/verify").await;
+        assert_eq!(verified["intact"], true, "{verified}");
+        let pruned: u64 = (verified["logs"].as_array().unwrap().iter())
+            .map(|l| l["pruned"].as_u64().unwrap())
+            .sum();
+        assert!(pruned >= 1, "{verified}");
+    }
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
 }

@@ -595,37 +595,46 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Empties the bodies of `scope`'s records that happened before `before` (keeping their
-    /// leaf hashes, MACs and the heads), and forgets which envelopes they named. Returns how
-    /// many were pruned and the largest pruned index.
-    pub fn prune(&self, scope: &str, before: Timestamp) -> Result<(u64, Option<u64>), StoreError> {
+    /// Empties the bodies of `scope`'s records of `kinds` that happened before `before`
+    /// (keeping their leaf hashes, MACs and the heads), and forgets which envelopes they named
+    /// and their evidence. Returns how many were pruned and the largest pruned index.
+    pub fn prune(
+        &self,
+        scope: &str,
+        kinds: &[&str],
+        before: Timestamp,
+    ) -> Result<(u64, Option<u64>), StoreError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .doing(|| "begin pruning the audit log".into())?;
         let before = int(before.0, "before")?;
-        tx.execute(
-            "DELETE FROM audit_envelope WHERE record IN
-             (SELECT id FROM audit_record WHERE scope = ?1 AND time_ms < ?2 AND body IS NOT NULL)",
-            params![scope, before],
-        )
-        .doing(|| format!("forget pruned envelopes of {scope}"))?;
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT MAX(seq) FROM audit_record WHERE scope = ?1 AND time_ms < ?2 AND body IS NOT NULL",
-                params![scope, before],
-                |row| row.get(0),
+        let mut pruned = 0u64;
+        let mut last: Option<u64> = None;
+        for kind in kinds {
+            let args = params![scope, before, kind];
+            let due = "FROM audit_record WHERE scope = ?1 AND time_ms < ?2 AND kind = ?3 AND body IS NOT NULL";
+            tx.execute(
+                &format!("DELETE FROM audit_envelope WHERE record IN (SELECT id {due})"),
+                args,
             )
-            .doing(|| format!("find what to prune of {scope}"))?;
-        let n = tx
-            .execute(
-                "UPDATE audit_record SET body = NULL WHERE scope = ?1 AND time_ms < ?2 AND body IS NOT NULL",
-                params![scope, before],
-            )
-            .doing(|| format!("prune the audit records of {scope}"))?;
+            .doing(|| format!("forget pruned envelopes of {scope}"))?;
+            let max: Option<i64> = tx
+                .query_row(&format!("SELECT MAX(seq) {due}"), args, |row| row.get(0))
+                .doing(|| format!("find what to prune of {scope}"))?;
+            let n = tx
+                .execute(
+                    &format!("UPDATE audit_record SET body = NULL WHERE id IN (SELECT id {due})"),
+                    args,
+                )
+                .doing(|| format!("prune the audit records of {scope}"))?;
+            pruned += n as u64;
+            if let Some(m) = max.map(|m| uint(m, scope, "seq")).transpose()? {
+                last = Some(last.map_or(m, |l| l.max(m)));
+            }
+        }
         tx.commit().doing(|| "commit the pruning".into())?;
-        let last = last.map(|l| uint(l, scope, "seq")).transpose()?;
-        Ok((n as u64, last))
+        Ok((pruned, last))
     }
 }
 
@@ -826,12 +835,24 @@ mod tests {
             record("fed_1", 1, b"new", &[ev(2, None)]),
         ])
         .unwrap();
-        assert_eq!(log.prune("fed_1", Timestamp(1_001)).unwrap(), (1, Some(0)));
+        assert_eq!(
+            log.prune("fed_1", &["lifecycle"], Timestamp(1_001))
+                .unwrap(),
+            (0, None),
+            "only the kinds named"
+        );
+        assert_eq!(
+            log.prune("fed_1", &["message"], Timestamp(1_001)).unwrap(),
+            (1, Some(0))
+        );
         let all = log.records(&RecordFilter::default()).unwrap();
         assert_eq!(all[0].body, None);
         assert_eq!(all[0].leaf, vec![7; 48]);
         assert_eq!(all[1].body.as_deref(), Some(&b"new"[..]));
         assert!(log.envelope_records(&[1; 16]).unwrap().is_empty());
-        assert_eq!(log.prune("fed_1", Timestamp(1_001)).unwrap(), (0, None));
+        assert_eq!(
+            log.prune("fed_1", &["message"], Timestamp(1_001)).unwrap(),
+            (0, None)
+        );
     }
 }

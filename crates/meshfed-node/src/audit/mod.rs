@@ -157,6 +157,13 @@ enum Command {
         head: meshfed_store::audit::PartnerHead,
         event: Event,
     },
+    /// Empties the bodies of the federation's message and refusal records from before
+    /// `before` (the agreed retention), keeping their hashes, and records that it did.
+    Prune {
+        federation: FederationId,
+        before: Timestamp,
+        days: u32,
+    },
     /// Commits everything sent before and signs a head of every log with records waiting.
     Flush(oneshot::Sender<()>),
     /// Flushes, closes the audit file and ends the writer (the gateway stops).
@@ -375,6 +382,17 @@ impl Audit {
     /// log.
     pub(crate) fn keep_partner_head(&self, head: meshfed_store::audit::PartnerHead, event: Event) {
         self.send(Command::KeepPartnerHead { head, event });
+    }
+
+    /// Applies the agreed retention (`days`) to `federation`'s log: the bodies of its message
+    /// and refusal records from before `before` go; their hashes, MACs and the heads stay, so
+    /// the log still verifies.
+    pub(crate) fn prune(&self, federation: &FederationId, before: Timestamp, days: u32) {
+        self.send(Command::Prune {
+            federation: federation.clone(),
+            before,
+            days,
+        });
     }
 
     /// Flushes, then ends the writer and closes the audit file; records sent after are

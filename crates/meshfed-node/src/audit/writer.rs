@@ -511,6 +511,38 @@ impl Writer {
                         }
                     }
                 }
+                Command::Prune {
+                    federation,
+                    before,
+                    days,
+                } => {
+                    self.write(&mut rows);
+                    let name = federation.to_string();
+                    match self.log.prune(&name, &["message", "refused"], before) {
+                        Ok((0, _)) => {}
+                        Ok((records, last)) => {
+                            tracing::info!(log = %name, records, days, "pruned audit records kept past the agreed retention");
+                            let event = Event::Pruned {
+                                before_seq: last.map_or(0, |l| l + 1),
+                                records,
+                                reason: Text::new(format!(
+                                    "message and refusal records older than the agreed retention of {days} days"
+                                )),
+                            };
+                            let time = self.clock.now();
+                            self.add(
+                                &mut rows,
+                                Scope::Federation(federation),
+                                time,
+                                event,
+                                Vec::new(),
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(log = %name, error = %e, "cannot prune the audit log")
+                        }
+                    }
+                }
                 Command::Stop(done) => {
                     // Handled by `run`; a stop here would be a bug, answered all the same.
                     let _ = done.send(());

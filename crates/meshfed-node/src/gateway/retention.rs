@@ -1,7 +1,8 @@
 //! Retention (the compliance clause `retention_days`): what this node keeps of what it
 //! exchanged with a partner — the partner's messages held for durable subscribers, the dead
-//! letters of messages to it — goes once it is older than the agreement with that partner
-//! lets it be kept. Checked when the gateway starts and every [`INTERVAL`] after, on the node's
+//! letters of messages to it, the bodies of the audit trail's message and refusal records (their
+//! hashes stay, so the trail still verifies) — goes once it is older than the agreement with
+//! that partner lets it be kept. Checked when the gateway starts and every [`INTERVAL`] after, on the node's
 //! clock; each removal is counted (`meshfed_retention_expired_total{kind}`) and logged.
 
 use std::collections::BTreeMap;
@@ -61,6 +62,18 @@ async fn expire(ctx: &Arc<Context>) {
         }
     };
     let now = ctx.now();
+    // The audit logs are per federation: each keeps the records of exchanged messages as long
+    // as its own agreement says.
+    for r in &records {
+        if let Some(days) = SignedAgreement::decode(&r.agreement)
+            .ok()
+            .and_then(|s| s.agreement().ok())
+            .map(|a| a.policy.retention_days)
+        {
+            let before = Timestamp(now.0.saturating_sub(u64::from(days).saturating_mul(DAY_MS)));
+            ctx.audit.prune(&r.id, before, days);
+        }
+    }
     for (peer, days) in retention(&records) {
         let before = Timestamp(now.0.saturating_sub(u64::from(days).saturating_mul(DAY_MS)));
         let partner = peer.clone();
