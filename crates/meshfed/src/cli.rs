@@ -603,6 +603,11 @@ pub(crate) struct BenchArgs {
     /// the ratio batch/message.
     #[arg(long)]
     pub(crate) compare: bool,
+    /// The audit level both meshes bench starts agree on (their policy's
+    /// `compliance.audit_level`): `full` records a digest of every envelope on both sides.
+    /// Default: the policy default, `refusals`.
+    #[arg(long, value_name = "LEVEL", value_parser = PossibleValuesParser::new(["lifecycle", "refusals", "full"]), conflicts_with_all = ["publisher", "subscriber"])]
+    pub(crate) audit: Option<String>,
     /// The frames of the publish and subscriber sockets: binary (raw payloads, no JSON or
     /// base64 per message) or json (text frames, as `send` and `subscribe` use).
     #[arg(long, value_name = "FORMAT", default_value = "binary", value_parser = PossibleValuesParser::new(["json", "binary"]).map(|s| if s == "json" { Format::Json } else { Format::Binary }))]

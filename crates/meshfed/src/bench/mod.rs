@@ -126,6 +126,8 @@ struct Plan {
     modes: Vec<SignatureMode>,
     /// `[delivery] sign_window` for the gateways bench starts, if asked.
     sign_window: Option<Duration>,
+    /// The audit level the meshes bench starts put in their policy, if asked.
+    audit: Option<String>,
     /// The frames both sockets carry.
     format: Format,
     json: bool,
@@ -193,6 +195,7 @@ impl Plan {
             qos: args.qos,
             modes,
             sign_window: args.sign_window,
+            audit: args.audit,
             format: args.format,
             json: args.json,
             running,
@@ -455,6 +458,19 @@ async fn run_mode(
             publisher: Endpoint::connect(a).await?,
             subscriber: Endpoint::connect(b).await?,
         };
+        if let Some(level) = &plan.audit {
+            // In force before the handshake, so the agreement carries it.
+            let toml = format!("[compliance]\naudit_level = \"{level}\"\n");
+            for end in [&ends.publisher, &ends.subscriber] {
+                let _: meshfed_node::api::models::PolicyUpdated = end
+                    .api
+                    .put(
+                        "/v1/policy",
+                        &meshfed_node::api::models::PolicyUpdate { toml: toml.clone() },
+                    )
+                    .await?;
+            }
+        }
         let label = if plan.via_broker {
             let (hub, broker) = start_node(root, BROKER, Role::Broker, |_| {}).await?;
             started.push(hub);
