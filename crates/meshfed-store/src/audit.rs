@@ -243,6 +243,20 @@ impl AuditLog {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `f` on one snapshot of the file: every read `f` makes sees the log as it was when
+    /// the first one ran, whatever the writer appends meanwhile (a verification must not see a
+    /// countersignature of a head it read no head of).
+    pub fn snapshot<T>(&self, f: impl FnOnce(&Self) -> T) -> Result<T, StoreError> {
+        self.conn()
+            .execute_batch("BEGIN DEFERRED")
+            .doing(|| "begin a read of the audit file".into())?;
+        let out = f(self);
+        self.conn()
+            .execute_batch("COMMIT")
+            .doing(|| "end a read of the audit file".into())?;
+        Ok(out)
+    }
+
     /// Appends `records` in one transaction, on disk when this returns.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<(), StoreError> {
         let mut conn = self.conn();

@@ -134,10 +134,16 @@ impl Inspector {
     /// Checks every log: each record against its MAC and hash, the order, every signed head
     /// and every partner's countersignature.
     pub fn verify(&self) -> Result<AuditVerification, String> {
-        let mut logs = Vec::new();
-        for name in self.logs()? {
-            logs.push(self.verify_log(&name)?);
-        }
+        let logs = self
+            .log
+            .snapshot(|_| {
+                let mut logs = Vec::new();
+                for name in self.logs()? {
+                    logs.push(self.verify_log(&name)?);
+                }
+                Ok::<_, String>(logs)
+            })
+            .map_err(|e| crate::gateway::error::chain(&e))??;
         Ok(AuditVerification {
             intact: logs
                 .iter()
@@ -428,6 +434,12 @@ impl Inspector {
     /// envelope was not recorded (audit level below `full`, or pruned), or no countersigned
     /// head covers its record yet.
     pub fn prove(&self, id: &EnvelopeId) -> Result<MessageProof, String> {
+        self.log
+            .snapshot(|_| self.prove_now(id))
+            .map_err(|e| crate::gateway::error::chain(&e))?
+    }
+
+    fn prove_now(&self, id: &EnvelopeId) -> Result<MessageProof, String> {
         let named = self
             .log
             .envelope_records(&id.0)

@@ -28,6 +28,23 @@ use crate::config::AuditConfig;
 /// Commands taken in one turn at most: one transaction.
 const TURN: usize = 8_192;
 
+/// How long a turn gathers records after its first before it commits them.
+const GROUP: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Command {
+    /// Whether a task waits for this command's answer.
+    fn asks(&self) -> bool {
+        matches!(
+            self,
+            Self::Offer { .. }
+                | Self::Head { .. }
+                | Self::PartnerHead { .. }
+                | Self::Flush(_)
+                | Self::Stop(_)
+        )
+    }
+}
+
 /// What signs tree heads: the node key in use and its certificate.
 pub(crate) trait HeadSigner: Send + Sync {
     /// The key and its certificate chain (DER, the node certificate first).
@@ -143,8 +160,10 @@ struct Log {
     /// The newest signed head, and the certificate (DER) it was signed under.
     latest: Option<SignedHead>,
     latest_chain: Vec<Vec<u8>>,
-    /// The oldest record waiting for a head, when it was appended.
+    /// The oldest record waiting for a head that makes one due, when it was appended.
     waiting_since: Option<Instant>,
+    /// Records waiting for a head that make one due (all but countersignatures).
+    due_records: u64,
     /// The largest size of this log the partner countersigned (or says it did).
     countersigned: u64,
 }
@@ -283,6 +302,7 @@ impl Writer {
                     tree,
                     latest,
                     latest_chain,
+                    due_records: u64::from(waiting_since.is_some()),
                     waiting_since,
                     countersigned,
                 },
@@ -321,8 +341,13 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
-            while commands.len() < TURN {
-                match rx.try_recv() {
+            // Group commit: records that come within `GROUP` of the first share one
+            // transaction (one fsync); a question (an offer, a head, a flush, a stop) is
+            // answered at once.
+            let until = Instant::now() + GROUP;
+            while commands.len() < TURN && !commands.last().is_some_and(Command::asks) {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
                     Ok(c) => commands.push(c),
                     Err(_) => break,
                 }
@@ -590,6 +615,7 @@ impl Writer {
             latest: None,
             latest_chain: Vec::new(),
             waiting_since: None,
+            due_records: 0,
             countersigned: 0,
         });
         let seq = log.tree.len();
@@ -605,7 +631,13 @@ impl Writer {
         let leaf = record.leaf_hash();
         let mac = self.key.mac(&record.scope, seq, &leaf);
         log.tree.push(leaf);
-        log.waiting_since.get_or_insert_with(Instant::now);
+        // A countersignature of the partner's head is covered by the next head, not one of
+        // its own: otherwise each side's countersignature would make a head the other
+        // countersigns, for ever, on an idle federation.
+        if kind != "countersigned" {
+            log.waiting_since.get_or_insert_with(Instant::now);
+            log.due_records += 1;
+        }
         rows.push(Row {
             scope: name,
             seq,
@@ -703,7 +735,7 @@ impl Writer {
             .filter(|l| {
                 l.waiting() > 0
                     && (all
-                        || l.waiting() >= every
+                        || l.due_records >= every
                         || l.waiting_since.is_some_and(|t| now >= t + interval))
             })
             .map(|l| l.name.clone())
@@ -740,6 +772,7 @@ impl Writer {
         let size = signed.head.size;
         log.latest = Some(signed);
         log.latest_chain = chain;
+        log.due_records = 0;
         self.counters.heads.inc();
         log.waiting_since = None;
         if let Scope::Federation(f) = log.scope.clone() {
