@@ -328,6 +328,15 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// The name of every log that has records or heads, sorted.
+    pub fn log_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.scopes()?.into_iter().map(|s| s.scope).collect();
+        names.extend(self.head_scopes()?);
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The leaf hashes of `scope` in stored order.
     pub fn leaves(&self, scope: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let conn = self.conn();

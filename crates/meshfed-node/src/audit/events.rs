@@ -10,7 +10,7 @@ use meshfed_proto::agreement::SignedAgreement;
 use meshfed_proto::batch::merkle::{Tree, TreeHash};
 use meshfed_proto::batch::{BatchHead, UnsignedEnvelope};
 use meshfed_proto::envelope::EnvelopeId;
-use meshfed_proto::envelope::WireEnvelope;
+use meshfed_proto::envelope::{Header, WireEnvelope};
 use meshfed_proto::handshake::{self, Established, Step};
 use meshfed_proto::policy::AuditLevel;
 use meshfed_proto::{FederationId, FederationState, MeshId};
@@ -149,22 +149,39 @@ pub(crate) fn credential(audit: &Audit, action: CredentialAction, subject: &str,
 
 /// The digest record of an envelope this node sends, before its batch is signed.
 pub(crate) fn sent(e: &UnsignedEnvelope) -> Crossed {
-    let h = e.header();
+    crossed_out(
+        e.header(),
+        e.header_bytes(),
+        e.payload_digest(),
+        e.payload().len(),
+        None,
+    )
+}
+
+/// The digest record of an envelope this node sends: what its header says, and its evidence
+/// (with its own `signature` when it was signed alone).
+fn crossed_out(
+    h: &Header,
+    header_bytes: &[u8],
+    payload_digest: &[u8; 48],
+    size: usize,
+    signature: Option<serde_bytes::ByteBuf>,
+) -> Crossed {
     Crossed {
         direction: Delivery::Sent,
         envelope: h.id,
         source: h.source.mesh.clone(),
         destination: h.destination.mesh.clone(),
         topic: h.metadata.topic.to_string(),
-        size: e.payload().len() as u64,
+        size: size as u64,
         qos: h.policy.qos.level(),
-        payload_digest: *e.payload_digest(),
+        payload_digest: *payload_digest,
         batch: None,
         evidence: Some(Evidence {
-            header: e.header_bytes().to_vec(),
-            payload_digest: *e.payload_digest(),
+            header: header_bytes.to_vec(),
+            payload_digest: *payload_digest,
             batch: None,
-            signature: None,
+            signature,
             certificate: *h.certificate.digest(),
         }),
         certificate: h.certificate.der().cloned(),
@@ -210,25 +227,12 @@ pub(crate) fn signed_batch(
 
 /// The digest record of an envelope this node signed alone.
 pub(crate) fn sent_alone(wire: &WireEnvelope) -> Crossed {
-    let h = wire.header();
-    Crossed {
-        direction: Delivery::Sent,
-        envelope: h.id,
-        source: h.source.mesh.clone(),
-        destination: h.destination.mesh.clone(),
-        topic: h.metadata.topic.to_string(),
-        size: wire.payload().len() as u64,
-        qos: h.policy.qos.level(),
-        payload_digest: *wire.payload_digest(),
-        batch: None,
-        evidence: Some(Evidence {
-            header: wire.header_bytes().to_vec(),
-            payload_digest: *wire.payload_digest(),
-            batch: None,
-            signature: Some(serde_bytes::ByteBuf::from(wire.signature().0.to_vec())),
-            certificate: *h.certificate.digest(),
-        }),
-        certificate: h.certificate.der().cloned(),
-        intermediates: Vec::new(),
-    }
+    let signature = serde_bytes::ByteBuf::from(wire.signature().0.to_vec());
+    crossed_out(
+        wire.header(),
+        wire.header_bytes(),
+        wire.payload_digest(),
+        wire.payload().len(),
+        Some(signature),
+    )
 }

@@ -97,18 +97,9 @@ impl Inspector {
 
     /// Every log's name: the node's and each federation's.
     fn logs(&self) -> Result<Vec<String>, String> {
-        let e = |e: meshfed_store::StoreError| crate::gateway::error::chain(&e);
-        let mut names: Vec<String> = self
-            .log
-            .scopes()
-            .map_err(e)?
-            .into_iter()
-            .map(|s| s.scope)
-            .collect();
-        names.extend(self.log.head_scopes().map_err(e)?);
-        names.sort();
-        names.dedup();
-        Ok(names)
+        self.log
+            .log_names()
+            .map_err(|e| crate::gateway::error::chain(&e))
     }
 
     /// This node's signed heads of log `name`, each with the key it verifies under (`None`:

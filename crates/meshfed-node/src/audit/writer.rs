@@ -238,17 +238,7 @@ impl Writer {
             counters,
         };
         let e = |e: meshfed_store::StoreError| e.to_string();
-        let mut names: Vec<String> = writer
-            .log
-            .scopes()
-            .map_err(e)?
-            .into_iter()
-            .map(|s| s.scope)
-            .collect();
-        names.extend(writer.log.head_scopes().map_err(e)?);
-        names.sort();
-        names.dedup();
-        for name in names {
+        for name in writer.log.log_names().map_err(e)? {
             let scope: Scope = name
                 .parse()
                 .map_err(|e| format!("the audit file names a log {name:?}: {e}"))?;
