@@ -583,15 +583,6 @@ impl Metrics {
             .inc();
     }
 
-    /// The series the data path's side of the guard counts into.
-    pub(crate) fn guard_series(&self) -> crate::gateway::guarded::GuardSeries {
-        crate::gateway::guarded::GuardSeries {
-            held: self.breaker_held.clone(),
-            state: self.breaker_state.clone(),
-            dropped: self.anomaly_dropped.clone(),
-        }
-    }
-
     /// The OpenMetrics text of every metric.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -32,7 +32,6 @@ use crate::gateway::federations::rfc3339;
 use crate::gateway::stream as outbound;
 use crate::gateway::{Health, LinkStatus, NodeFacts};
 
-mod audit;
 mod connectors;
 mod delegations;
 mod policy;
@@ -40,7 +39,7 @@ mod revocations;
 pub(crate) mod schema;
 mod tokens;
 
-pub use audit::{
+pub use crate::audit::views::{
     AgreementEntry, AuditPage, AuditRecordView, AuditReport, AuditVerification, Count,
     FederationReport, LogVerification,
 };

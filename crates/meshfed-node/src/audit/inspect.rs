@@ -24,12 +24,12 @@ use meshfed_store::audit::RecordFilter;
 use meshfed_store::{AuditLog, Store};
 use meshfed_trust::TrustBundle;
 
-use super::writer::{Evidence, HeadBlob};
-use super::{KEY_FILE, chain_key};
-use crate::api::models::{
+use super::views::{
     AgreementEntry, AuditPage, AuditRecordView, AuditReport, AuditVerification, Count,
     FederationReport, LogVerification,
 };
+use super::writer::{Evidence, HeadBlob};
+use super::{KEY_FILE, chain_key};
 use crate::clock::rfc3339;
 use crate::config::NodeConfig;
 
@@ -70,11 +70,9 @@ impl Inspector {
                 audit_path.display()
             ));
         }
-        let log = AuditLog::open(&store_path).map_err(|e| crate::gateway::error::chain(&e))?;
-        let store = Store::open(&store_path).map_err(|e| crate::gateway::error::chain(&e))?;
-        let federations = store
-            .federations()
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+        let log = AuditLog::open(&store_path).map_err(|e| crate::chain::chain(&e))?;
+        let store = Store::open(&store_path).map_err(|e| crate::chain::chain(&e))?;
+        let federations = store.federations().map_err(|e| crate::chain::chain(&e))?;
         let partners = federations
             .into_iter()
             .map(|f| {
@@ -97,18 +95,13 @@ impl Inspector {
 
     /// Every log's name: the node's and each federation's.
     fn logs(&self) -> Result<Vec<String>, String> {
-        self.log
-            .log_names()
-            .map_err(|e| crate::gateway::error::chain(&e))
+        self.log.log_names().map_err(|e| crate::chain::chain(&e))
     }
 
     /// This node's signed heads of log `name`, each with the key it verifies under (`None`:
     /// its certificate does not verify against this mesh's CA).
     fn heads(&self, name: &str) -> Result<Vec<(SignedHead, Option<VerifyingKey>)>, String> {
-        let stored = self
-            .log
-            .heads(name)
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+        let stored = self.log.heads(name).map_err(|e| crate::chain::chain(&e))?;
         stored
             .iter()
             .map(|h| {
@@ -134,7 +127,7 @@ impl Inspector {
                 }
                 Ok::<_, String>(logs)
             })
-            .map_err(|e| crate::gateway::error::chain(&e))??;
+            .map_err(|e| crate::chain::chain(&e))??;
         Ok(AuditVerification {
             intact: logs
                 .iter()
@@ -160,7 +153,7 @@ impl Inspector {
         for c in self
             .log
             .countersignatures(name)
-            .map_err(|e| crate::gateway::error::chain(&e))?
+            .map_err(|e| crate::chain::chain(&e))?
         {
             let Some(head) = signed.iter().find(|h| h.head.size == c.size) else {
                 problems.push(format!(
@@ -241,7 +234,7 @@ impl Inspector {
                 });
                 ControlFlow::Continue(())
             })
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+            .map_err(|e| crate::chain::chain(&e))?;
         let result = check.finish();
         problems.extend(damaged);
         problems.extend(result.problems.iter().map(ToString::to_string));
@@ -265,7 +258,7 @@ impl Inspector {
                 limit: Some(limit + 1),
                 ..filter.clone()
             })
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+            .map_err(|e| crate::chain::chain(&e))?;
         let more = rows.len() as u64 > limit;
         let records: Vec<AuditRecordView> = rows
             .into_iter()
@@ -332,7 +325,7 @@ impl Inspector {
                     to,
                     ..RecordFilter::default()
                 })
-                .map_err(|e| crate::gateway::error::chain(&e))?;
+                .map_err(|e| crate::chain::chain(&e))?;
             if rows.is_empty() {
                 continue;
             }
@@ -427,14 +420,14 @@ impl Inspector {
     pub fn prove(&self, id: &EnvelopeId) -> Result<MessageProof, String> {
         self.log
             .snapshot(|_| self.prove_now(id))
-            .map_err(|e| crate::gateway::error::chain(&e))?
+            .map_err(|e| crate::chain::chain(&e))?
     }
 
     fn prove_now(&self, id: &EnvelopeId) -> Result<MessageProof, String> {
         let named = self
             .log
             .envelope_records(&id.0)
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+            .map_err(|e| crate::chain::chain(&e))?;
         let Some((row, evidence)) = named
             .into_iter()
             .find(|(r, e)| r.kind == "message" && e.is_some())
@@ -462,7 +455,7 @@ impl Inspector {
         let kept = self
             .log
             .certificate(&evidence.certificate)
-            .map_err(|e| crate::gateway::error::chain(&e))?
+            .map_err(|e| crate::chain::chain(&e))?
             .ok_or_else(|| format!("the signer certificate of envelope {id} was not kept"))?;
         // The certificate, then the intermediates that chain it to its mesh's CA.
         let kept = HeadBlob::decode(&kept)
@@ -473,13 +466,13 @@ impl Inspector {
         let position = self
             .log
             .position(&row.scope, row.id)
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+            .map_err(|e| crate::chain::chain(&e))?;
         // The smallest countersigned head that covers the record.
         let signed = self.heads(&row.scope)?;
         let countersignatures = self
             .log
             .countersignatures(&row.scope)
-            .map_err(|e| crate::gateway::error::chain(&e))?;
+            .map_err(|e| crate::chain::chain(&e))?;
         let (c, head, head_chain) = countersignatures
             .iter()
             .filter(|c| c.size > position)
@@ -506,7 +499,7 @@ impl Inspector {
         let tree = meshfed_proto::batch::merkle::Tree::from_leaf_hashes(
             self.log
                 .leaves(&row.scope)
-                .map_err(|e| crate::gateway::error::chain(&e))?
+                .map_err(|e| crate::chain::chain(&e))?
                 .iter()
                 .map(|l| TreeHash::try_from(l.as_slice()))
                 .collect::<Result<_, _>>()

@@ -20,6 +20,7 @@
 
 mod events;
 pub mod inspect;
+pub mod views;
 mod writer;
 
 use std::collections::HashMap;

@@ -144,14 +144,4 @@ pub(crate) fn bind_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// `error` and its causes, joined by `: ` on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+pub(crate) use crate::chain::chain;

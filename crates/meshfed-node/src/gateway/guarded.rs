@@ -69,6 +69,17 @@ pub(crate) struct GuardSeries {
     pub(crate) dropped: Counter,
 }
 
+impl GuardSeries {
+    /// The series of `metrics`.
+    pub(crate) fn of(metrics: &metrics::Metrics) -> Self {
+        Self {
+            held: metrics.breaker_held.clone(),
+            state: metrics.breaker_state.clone(),
+            dropped: metrics.anomaly_dropped.clone(),
+        }
+    }
+}
+
 /// The data path's way to the guard; see the module documentation.
 pub(crate) struct Guard {
     seen: mpsc::Sender<Seen>,

@@ -209,7 +209,7 @@ pub async fn start(
         heads: metrics.audit_heads.clone(),
     };
     let audit = start_audit(dir, &store_path_for_audit, &id, &clock, &config, counters).await?;
-    let (guard, watching) = guarded::Guard::new(clock.clone(), metrics.guard_series());
+    let (guard, watching) = guarded::Guard::new(clock.clone(), guarded::GuardSeries::of(&metrics));
     let ctx = Arc::new(Context {
         dir: dir.to_path_buf(),
         federation_addr: listener.local_addr(),

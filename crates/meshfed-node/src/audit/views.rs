@@ -1,6 +1,7 @@
-//! The bodies of the audit routes (`GET /v1/audit`, `GET /v1/audit/verify`,
-//! `GET /v1/audit/report`, `GET /v1/audit/proof/{envelope}`), which `meshfed audit` prints too
-//! (on a stopped node it reads the audit file itself and prints the same bodies).
+//! What the audit trail shows when read back: the bodies of the audit routes (`GET /v1/audit`,
+//! `GET /v1/audit/verify`, `GET /v1/audit/report`, `GET /v1/audit/proof/{envelope}`), which
+//! `meshfed audit` prints too (on a stopped node it reads the audit file itself and prints the
+//! same bodies). The API's models re-export them.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
