@@ -292,3 +292,30 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_from_one_address_make_one_record_with_their_count() {
+    use tokio::io::AsyncWriteExt as _;
+    let a = start("plant-a").await;
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(a.gateway.federation_addr())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The gateway closes the connection once the TLS handshake fails.
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest).await;
+    }
+    // The three were refused (counted just before each is recorded); reading the trail
+    // writes the window's count out as one record.
+    let refused = r#"meshfed_connections_refused_total{listener="federation",reason="tls"} 3"#;
+    wait_for(|| async { a.metrics().await.lines().any(|l| l == refused) }).await;
+    let failed = records(&a, "handshake_failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["record"]["count"], 3, "{failed:?}");
+    assert_eq!(failed[0]["log"], "node", "{failed:?}");
+    assert_eq!(failed[0]["record"]["remote"], "127.0.0.1", "{failed:?}");
+    assert_eq!(failed[0]["record"]["code"], "tls", "{failed:?}");
+}
