@@ -19,15 +19,16 @@ use crate::failure::Failure;
 use crate::output::{outln, stdout_failure};
 
 pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
-    if let AuditCommand::CheckProof { file, cas } = &command {
-        return check(file, cas);
-    }
-    let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
-    let inspector = Inspector::open(dir, &config).map_err(|e| Failure::Runtime(anyhow!(e)))?;
+    // Every command but check-proof reads the node's trail; check-proof needs no node.
+    let open = || -> Result<Inspector, Failure> {
+        let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
+        Inspector::open(dir, &config).map_err(|e| Failure::Runtime(anyhow!(e)))
+    };
     let runtime = |e: String| Failure::Runtime(anyhow!(e));
     match command {
+        AuditCommand::CheckProof { file, cas } => check(&file, &cas),
         AuditCommand::Verify { json } => {
-            let v = inspector.verify().map_err(runtime)?;
+            let v = open()?.verify().map_err(runtime)?;
             if json {
                 print_json(&v)?;
             } else {
@@ -55,7 +56,7 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
                 to: time("--to", to.as_deref())?,
                 ..RecordFilter::default()
             };
-            export(&inspector, filter, format)
+            export(&open()?, filter, format)
         }
         AuditCommand::Report {
             from,
@@ -64,7 +65,7 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
             json,
         } => {
             let federation = federation.as_deref().map(parse_federation).transpose()?;
-            let report = inspector
+            let report = open()?
                 .report(
                     time("--from", from.as_deref())?,
                     time("--to", to.as_deref())?,
@@ -81,7 +82,7 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
             let id: EnvelopeId = envelope
                 .parse()
                 .map_err(|e| Failure::Input(anyhow!("{envelope:?} is not an envelope id: {e}")))?;
-            let proof = inspector.prove(&id).map_err(runtime)?;
+            let proof = open()?.prove(&id).map_err(runtime)?;
             let text = proof.to_json();
             match output {
                 Some(path) => std::fs::write(&path, format!("{text}\n"))
@@ -90,7 +91,6 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
                 None => outln!("{text}"),
             }
         }
-        AuditCommand::CheckProof { .. } => Ok(()),
     }
 }
 

@@ -185,7 +185,7 @@ fn crossed_out(
             certificate: *h.certificate.digest(),
         }),
         certificate: h.certificate.der().cloned(),
-        intermediates: Vec::new(),
+        intermediates: None,
     }
 }
 

@@ -49,14 +49,12 @@ impl Inspector {
     /// Opens the audit trail of the node in `dir`.
     pub fn open(dir: &Path, config: &NodeConfig) -> Result<Self, String> {
         let key_path = dir.join(KEY_FILE);
-        let bytes = std::fs::read(&key_path)
-            .map_err(|e| format!("cannot read the audit key {}: {e}", key_path.display()))?;
-        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            format!(
-                "{} holds {} bytes; an audit key is 32",
-                key_path.display(),
-                bytes.len()
-            )
+        let key = super::read_key(&key_path).map_err(|e| match e {
+            super::KeyFault::Missing => format!(
+                "there is no audit key at {}: the gateway makes it when it first starts",
+                key_path.display()
+            ),
+            other => other.to_string(),
         })?;
         let ca_path = config.identity.ca_cert.resolve(dir);
         let ca = std::fs::read_to_string(&ca_path)
@@ -87,7 +85,7 @@ impl Inspector {
             .collect();
         Ok(Self {
             log,
-            key: AuditKey::from_bytes(bytes),
+            key,
             own,
             partners,
         })

@@ -52,25 +52,42 @@ pub const KEY_FILE: &str = "node/audit.key";
 /// Reads the node's audit key, making one the first time.
 pub fn load_key(dir: &Path) -> Result<AuditKey, String> {
     let path = dir.join(KEY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                format!(
-                    "{} holds {} bytes; an audit key is 32",
-                    path.display(),
-                    bytes.len()
-                )
-            })?;
-            Ok(AuditKey::from_bytes(bytes))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match read_key(&path) {
+        Err(KeyFault::Missing) => {
             let key = AuditKey::generate().map_err(|e| e.to_string())?;
             files::write_file(&path, key.as_bytes(), FileMode::Private, IfExists::Refuse)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Ok(key)
         }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        other => other.map_err(|e| e.to_string()),
     }
+}
+
+/// Why the audit key cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyFault {
+    /// There is none (yet).
+    #[error("there is no audit key")]
+    Missing,
+    /// It is there and unusable.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Reads the audit key at `path`.
+pub(crate) fn read_key(path: &Path) -> Result<AuditKey, KeyFault> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => KeyFault::Missing,
+        _ => KeyFault::Unusable(format!("cannot read {}: {e}", path.display())),
+    })?;
+    let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        KeyFault::Unusable(format!(
+            "{} holds {} bytes; an audit key is 32",
+            path.display(),
+            bytes.len()
+        ))
+    })?;
+    Ok(AuditKey::from_bytes(bytes))
 }
 
 /// The key of the node certificate that heads `chain` (DER: the node certificate, then its
@@ -223,7 +240,7 @@ impl Shared {
 
 impl Audit {
     /// Starts the writer thread over `setup.log`.
-    pub(crate) fn start(setup: Setup) -> Result<(Self, std::thread::JoinHandle<()>), String> {
+    pub(crate) fn start(setup: Setup) -> Result<Self, String> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             heads: Mutex::new(HashMap::new()),
@@ -231,11 +248,12 @@ impl Audit {
         });
         let clock = setup.clock.clone();
         let writer = writer::Writer::load(setup, shared.clone())?;
-        let thread = std::thread::Builder::new()
+        // Not joined: `stop` waits for the writer to close the file, its last act.
+        std::thread::Builder::new()
             .name("meshfed-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok((Self { tx, clock, shared }, thread))
+        Ok(Self { tx, clock, shared })
     }
 
     fn send(&self, command: Command) {
@@ -318,7 +336,7 @@ impl Audit {
 
     /// The offer of the newest head of `federation`'s log (encoded), with the certificate
     /// chain it was signed under, if it has one.
-    pub(crate) async fn offer(&self, federation: &FederationId) -> Option<(Vec<u8>, Vec<Vec<u8>>)> {
+    pub(crate) async fn offer(&self, federation: &FederationId) -> Option<Offer> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Offer {
             federation: federation.clone(),

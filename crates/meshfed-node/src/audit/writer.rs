@@ -70,7 +70,8 @@ pub(crate) struct Crossed {
     /// The signer certificate's DER, kept once (by digest) for every evidence naming it,
     /// with the intermediates (issuing CAs) that chain it to its mesh's CA.
     pub(crate) certificate: Option<std::sync::Arc<[u8]>>,
-    pub(crate) intermediates: Vec<Vec<u8>>,
+    /// Shared by every envelope of one link; `None` for this node's own envelopes.
+    pub(crate) intermediates: Option<Arc<[Vec<u8>]>>,
 }
 
 /// The envelope as it crossed, without its payload: its signed header bytes (which name the
@@ -578,8 +579,8 @@ impl Writer {
     /// The intermediates that chain `c`'s signer certificate to its mesh's CA: the ones it
     /// came with, or this node's own when it is this node's certificate.
     fn intermediates(&self, c: &Crossed) -> Vec<Vec<u8>> {
-        if !c.intermediates.is_empty() {
-            return c.intermediates.clone();
+        if let Some(chain) = &c.intermediates {
+            return chain.to_vec();
         }
         let (_, chain) = self.signer.signer();
         match chain.split_first() {

@@ -328,6 +328,7 @@ impl Task {
         let mut consumed = Vec::new();
         let mut durable_writes = false;
         let mut crossed: HashMap<FederationId, Vec<Crossed>> = HashMap::new();
+        let mut chains: HashMap<Peer, Arc<[Vec<u8>]>> = HashMap::new();
         let at = self.ctx.now();
         while let Some(event) = self.inbox.poll_event() {
             match event {
@@ -394,9 +395,13 @@ impl Task {
                                 batch: facts.batch,
                                 evidence: Some(facts.evidence),
                                 certificate: facts.certificate,
-                                intermediates: link
-                                    .map(|l| l.trust.intermediates())
-                                    .unwrap_or_default(),
+                                // Read once per link and shared by its envelopes.
+                                intermediates: link.map(|l| {
+                                    chains
+                                        .entry(d.peer.clone())
+                                        .or_insert_with(|| l.trust.intermediates().into())
+                                        .clone()
+                                }),
                             });
                     }
                     if let Some(record) = delivery.relay_record() {

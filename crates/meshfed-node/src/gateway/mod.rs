@@ -110,7 +110,7 @@ async fn start_audit(
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(error::chain(&e)))?;
-    let (audit, _thread) = crate::audit::Audit::start(crate::audit::Setup {
+    let audit = crate::audit::Audit::start(crate::audit::Setup {
         log,
         key,
         mesh: id.mesh.clone(),
