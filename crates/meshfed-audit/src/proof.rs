@@ -3,7 +3,8 @@
 //!
 //! A [`MessageProof`] carries every link from an envelope to a countersigned log:
 //!
-//! 1. the `message` record (its CBOR bytes, the Merkle leaf, and its JSON view for reading);
+//! 1. the `messages` record naming the envelope (its CBOR bytes, the Merkle leaf, and its JSON
+//!    view for reading; it names the other envelopes of the same batch too, never a payload);
 //! 2. its inclusion proof in the log at a head's size;
 //! 3. that head, signed by the node that keeps the log, with that node's certificate chain;
 //! 4. the federation partner's countersignature of the head, with the partner's chain;
@@ -28,7 +29,7 @@ use meshfed_proto::envelope::{EnvelopeError, EnvelopeId, Header, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::head::{Countersignature, HeadError, SignedHead};
-use crate::record::{Delivery, Event, Opening, Record, RecordError};
+use crate::record::{Delivery, Event, MessageDigest, Opening, Record, RecordError};
 
 /// The proof format this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -205,12 +206,15 @@ pub enum ProofCheckError {
     /// The JSON view shows another record than the CBOR.
     #[error("the record's JSON view does not match its CBOR bytes")]
     JsonView,
-    /// The record is not a message record.
-    #[error("the record is a {0} record, not a message record")]
+    /// The record is not a messages record.
+    #[error("the record is a {0} record, not a messages record")]
     NotAMessage(&'static str),
     /// The record names no batch (a per-message signature): not provable by this format.
-    #[error("the message record names no signed batch; only batch-signed envelopes are proven")]
+    #[error("the messages record names no signed batch; only batch-signed envelopes are proven")]
     NoBatch,
+    /// The record has no digest of the envelope the header names.
+    #[error("the record has no digest of envelope {0}, which the header names")]
+    NotInRecord(EnvelopeId),
     /// The head or the countersignature does not decode.
     #[error("the {what} does not decode: {source}")]
     Decode {
@@ -282,7 +286,7 @@ pub enum ProofCheckError {
     /// The header says something else than the record.
     #[error("the envelope header's {field} is {header}, the record's is {record}")]
     EnvelopeMismatch {
-        /// `id`, `source`, `destination` or `topic`.
+        /// `source`, `destination` or `topic`.
         field: &'static str,
         /// The header's.
         header: String,
@@ -407,20 +411,30 @@ impl MessageProof {
         if record.to_json() != self.record.json {
             return Err(ProofCheckError::JsonView);
         }
-        let Event::Message {
+        let Event::Messages {
             direction,
-            envelope,
-            source,
-            destination,
-            topic,
-            commitment,
+            peer,
             batch,
-            ..
+            messages,
         } = &record.event
         else {
             return Err(ProofCheckError::NotAMessage(record.kind()));
         };
         let batch = batch.ok_or(ProofCheckError::NoBatch)?;
+        let header_bytes = b64("envelope.header", &self.envelope.header)?;
+        let header = Header::decode(&header_bytes).map_err(ProofCheckError::Header)?;
+        let MessageDigest {
+            envelope,
+            source,
+            destination,
+            topic,
+            index,
+            commitment,
+            ..
+        } = messages
+            .iter()
+            .find(|m| m.envelope == header.id)
+            .ok_or(ProofCheckError::NotInRecord(header.id))?;
 
         // 2, 3. The head, its signature, the record in it.
         let head =
@@ -437,9 +451,9 @@ impl MessageProof {
                 record: record.scope.to_string(),
             });
         }
-        let (keeper, partner, did) = match direction {
-            Delivery::Sent => (source, destination, "send"),
-            Delivery::Received => (destination, source, "receive"),
+        let (keeper, did) = match direction {
+            Delivery::Sent => (source, "send"),
+            Delivery::Received => (destination, "receive"),
         };
         if &h.mesh != keeper {
             return Err(ProofCheckError::NotAParty {
@@ -476,10 +490,10 @@ impl MessageProof {
             what: "countersignature",
             source,
         })?;
-        if &counter.by != partner {
+        if &counter.by != peer {
             return Err(ProofCheckError::WrongCountersigner {
                 by: counter.by.clone(),
-                partner: partner.clone(),
+                partner: peer.clone(),
             });
         }
         let counter_key = key(
@@ -492,8 +506,6 @@ impl MessageProof {
             .map_err(|_| ProofCheckError::Countersignature(counter.by.clone()))?;
 
         // 5. The envelope header and the commitment.
-        let header_bytes = b64("envelope.header", &self.envelope.header)?;
-        let header = Header::decode(&header_bytes).map_err(ProofCheckError::Header)?;
         let digest = hex48("envelope.payload_digest", &self.envelope.payload_digest)?;
         let mismatch = |field, header: String, record: String| {
             Err(ProofCheckError::EnvelopeMismatch {
@@ -502,9 +514,6 @@ impl MessageProof {
                 record,
             })
         };
-        if header.id != *envelope {
-            return mismatch("id", header.id.to_string(), envelope.to_string());
-        }
         if header.source.mesh != *source {
             return mismatch("source", header.source.mesh.to_string(), source.to_string());
         }
@@ -552,7 +561,7 @@ impl MessageProof {
         compare(
             "index",
             self.envelope.inclusion.index.to_string(),
-            batch.index.to_string(),
+            index.to_string(),
         )?;
         compare(
             "signer",

@@ -13,14 +13,14 @@
 //! wrong otherwise, so one record has one leaf.
 //!
 //! The same types serialise to a readable JSON view for exports
-//! (`{"scope":"fed_…","seq":3,"time":"2026-05-01T12:00:00.000Z","kind":"message",…}`: hashes
+//! (`{"scope":"fed_…","seq":3,"time":"2026-05-01T12:00:00.000Z","kind":"messages",…}`: hashes
 //! in hex, ids in their display form). Their `Deserialize` reads the CBOR form only.
 //!
 //! # Keys
 //! An [`AuditKey`] (32 secret bytes the node keeps outside the store) makes two things, both
 //! HMAC-SHA384 under separate domains: a [`RecordMac`] stored beside each record, which names an
 //! edited record even when its hash was recomputed, and the salted [`Commitment`] that stands for
-//! a message's payload digest in a `message` record, opened for one record only by its
+//! a message's payload digest in a `messages` record, opened for one envelope only by its
 //! [`Opening`].
 
 use std::fmt;
@@ -41,6 +41,8 @@ use crate::codec::{self, Fault};
 
 /// The most serial numbers one `revocation` record names.
 pub const MAX_SERIALS: usize = 10_000;
+/// The most envelopes one `messages` record names: a signed batch's most.
+pub const MAX_MESSAGES: usize = meshfed_proto::batch::SignedBatch::MAX_LEN;
 /// The record format this build writes and reads.
 const VERSION: u8 = 1;
 
@@ -351,18 +353,40 @@ pub enum Delivery {
     Received,
 }
 
-/// Where an envelope sits in the signed batch it travelled in.
+/// The signed batch a `messages` record's envelopes travelled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BatchRef {
-    /// The batch's number on its link.
+    /// The batch's number on its link (0 on the receiving side, which checks the batch by its
+    /// root).
     pub number: u64,
-    /// The envelope's index in the batch.
-    pub index: u64,
     /// How many envelopes the batch holds.
     pub count: u64,
     /// The batch's Merkle root, which its head signs.
     #[serde(with = "tree_hash")]
     pub root: TreeHash,
+}
+
+/// The digest record of one envelope that crossed: what its header says, and a keyed
+/// commitment instead of its payload digest (the payload is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDigest {
+    /// The envelope.
+    #[serde(with = "envelope_id")]
+    pub envelope: EnvelopeId,
+    /// Its source mesh.
+    pub source: MeshId,
+    /// Its destination mesh.
+    pub destination: MeshId,
+    /// Its topic.
+    pub topic: Text,
+    /// Payload size in bytes.
+    pub size: u64,
+    /// Its QoS.
+    pub qos: u8,
+    /// Its index in the record's batch (its place in the record when signed alone).
+    pub index: u64,
+    /// The salted commitment to its payload digest.
+    pub commitment: Commitment,
 }
 
 /// A federation event, one variant per kind (the JSON view's `kind`).
@@ -466,27 +490,19 @@ pub enum Event {
         /// The refusal's message.
         detail: Text,
     },
-    /// The digest record of a delivered envelope (the payload is never stored).
-    Message {
+    /// The digest records of envelopes that crossed together, one per envelope: the
+    /// envelopes of one signed batch (or of a few signed alone) sent to or received from one
+    /// partner. The payloads are never stored.
+    Messages {
         /// Sent or received.
         direction: Delivery,
-        /// The envelope.
-        #[serde(with = "envelope_id")]
-        envelope: EnvelopeId,
-        /// Its source mesh.
-        source: MeshId,
-        /// Its destination mesh.
-        destination: MeshId,
-        /// Its topic.
-        topic: Text,
-        /// Payload size in bytes.
-        size: u64,
-        /// Its QoS.
-        qos: u8,
-        /// The salted commitment to its payload digest.
-        commitment: Commitment,
-        /// The signed batch it travelled in, if it was batch-signed.
+        /// The partner on the link they crossed.
+        peer: MeshId,
+        /// The signed batch they travelled in; `None` when each was signed alone.
         batch: Option<BatchRef>,
+        /// One digest per envelope, 1 to [`MAX_MESSAGES`].
+        #[serde(deserialize_with = "digests")]
+        messages: Vec<MessageDigest>,
     },
     /// A measure deviated from its baseline.
     Anomaly {
@@ -561,26 +577,56 @@ mod state {
 }
 
 fn serials<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Text>, D::Error> {
-    struct V;
-    impl<'de> de::Visitor<'de> for V {
-        type Value = Vec<Text>;
+    bounded(d, 0, MAX_SERIALS, "serials in a revocation record")
+}
+
+fn digests<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MessageDigest>, D::Error> {
+    bounded(d, 1, MAX_MESSAGES, "envelopes in a messages record")
+}
+
+/// A list of `min` to `max` `T`s, refused as soon as it holds more (`what` names them).
+fn bounded<'de, D, T>(d: D, min: usize, max: usize, what: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T> {
+        min: usize,
+        max: usize,
+        what: &'static str,
+        item: std::marker::PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a list of at most {MAX_SERIALS} serials")
+            write!(f, "{} to {} {}", self.min, self.max, self.what)
         }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Text>, A::Error> {
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut out = Vec::new();
-            while let Some(s) = seq.next_element::<Text>()? {
-                if out.len() == MAX_SERIALS {
+            while let Some(s) = seq.next_element::<T>()? {
+                if out.len() == self.max {
                     return Err(de::Error::custom(format!(
-                        "more than {MAX_SERIALS} serials in a revocation record"
+                        "more than {} {}",
+                        self.max, self.what
                     )));
                 }
                 out.push(s);
             }
+            if out.len() < self.min {
+                return Err(de::Error::custom(format!(
+                    "fewer than {} {}",
+                    self.min, self.what
+                )));
+            }
             Ok(out)
         }
     }
-    d.deserialize_seq(V)
+    d.deserialize_seq(V {
+        min,
+        max,
+        what,
+        item: std::marker::PhantomData,
+    })
 }
 
 impl Event {
@@ -594,7 +640,7 @@ impl Event {
             Self::Credential { .. } => "credential",
             Self::Revocation { .. } => "revocation",
             Self::Refused { .. } => "refused",
-            Self::Message { .. } => "message",
+            Self::Messages { .. } => "messages",
             Self::Anomaly { .. } => "anomaly",
             Self::Breaker { .. } => "breaker",
             Self::Countersigned { .. } => "countersigned",
@@ -612,7 +658,7 @@ impl Event {
         "credential",
         "revocation",
         "refused",
-        "message",
+        "messages",
         "anomaly",
         "breaker",
         "countersigned",
@@ -620,9 +666,8 @@ impl Event {
         "pruned",
     ];
 
-    /// The partner mesh the event is about, if any: for a message, the other end (the
-    /// destination of what was sent, the source of what was received); for a revocation list,
-    /// the mesh that issued it.
+    /// The partner mesh the event is about, if any: for messages, the partner on the link they
+    /// crossed; for a revocation list, the mesh that issued it.
     pub fn peer(&self) -> Option<&MeshId> {
         match self {
             Self::Handshake { peer, .. }
@@ -633,18 +678,9 @@ impl Event {
             | Self::Anomaly { peer, .. }
             | Self::Breaker { peer, .. }
             | Self::Countersigned { peer, .. }
-            | Self::Discrepancy { peer, .. } => Some(peer),
+            | Self::Discrepancy { peer, .. }
+            | Self::Messages { peer, .. } => Some(peer),
             Self::Revocation { mesh, .. } => Some(mesh),
-            Self::Message {
-                direction: Delivery::Sent,
-                destination,
-                ..
-            } => Some(destination),
-            Self::Message {
-                direction: Delivery::Received,
-                source,
-                ..
-            } => Some(source),
             Self::Credential { .. } | Self::Pruned { .. } => None,
         }
     }

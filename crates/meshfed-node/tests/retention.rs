@@ -78,7 +78,7 @@ async fn records_kept_past_the_agreed_retention_are_removed() {
             page["records"].as_array().is_some_and(|r| r.len() == 1)
         })
         .await;
-        let (_, page) = node.get("/v1/audit?kind=message").await;
+        let (_, page) = node.get("/v1/audit?kind=messages").await;
         let messages = page["records"].as_array().unwrap();
         assert!(!messages.is_empty(), "{page}");
         assert!(messages.iter().all(|m| m["record"].is_null()), "{page}");

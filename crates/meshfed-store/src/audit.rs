@@ -8,9 +8,9 @@
 //! - `audit_record`: every record of every scope (the node's own tree, one tree per
 //!   federation) in the order it was appended, with its leaf hash and MAC. Pruning empties a
 //!   record's body and keeps the rest, so the trees and their heads still verify.
-//! - `audit_envelope`: which message records name an envelope, with the evidence of how it
-//!   crossed (for `audit prove`); `audit_certificate`: the signer certificates that evidence
-//!   names, once each.
+//! - `audit_evidence`: beside a `messages` record, what proves how its envelopes crossed (for
+//!   `audit prove`), pruned with it; `audit_envelope`: which records name an envelope;
+//!   `audit_certificate`: the signer certificates that evidence names, once each.
 //! - `audit_head`: the tree heads this node signed; `audit_countersignature`: the partners'
 //!   countersignatures of them; `audit_partner_head`: the newest head of each partner's tree
 //!   this node countersigned (what it checks the partner's next head against).
@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Doing, StoreError};
 
 /// The audit file's schema version (`PRAGMA user_version`).
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE audit_record (
@@ -40,10 +40,13 @@ CREATE TABLE audit_record (
     mac BLOB NOT NULL
 );
 CREATE INDEX audit_record_scope ON audit_record (scope, id);
+CREATE TABLE audit_evidence (
+    record INTEGER PRIMARY KEY,
+    evidence BLOB NOT NULL
+);
 CREATE TABLE audit_envelope (
     envelope BLOB NOT NULL,
     record INTEGER NOT NULL,
-    evidence BLOB,
     PRIMARY KEY (envelope, record)
 ) WITHOUT ROWID;
 CREATE TABLE audit_certificate (
@@ -98,17 +101,10 @@ pub struct NewRecord<'a> {
     pub leaf: &'a [u8],
     /// Its MAC.
     pub mac: &'a [u8],
-    /// The envelopes it names, each with what proves how it crossed (kept beside the record,
-    /// not in it, and pruned with it).
-    pub envelopes: &'a [EnvelopeEvidence<'a>],
-}
-
-/// An envelope a record names, and its evidence.
-#[derive(Debug, Clone, Copy)]
-pub struct EnvelopeEvidence<'a> {
-    /// The envelope id.
-    pub envelope: [u8; 16],
-    /// What `audit prove` shows of it (the node's encoding).
+    /// The envelopes it names (ids).
+    pub envelopes: &'a [[u8; 16]],
+    /// What proves how they crossed (the node's encoding), kept beside the record, not in it,
+    /// and pruned with it.
     pub evidence: Option<&'a [u8]>,
 }
 
@@ -135,7 +131,7 @@ pub struct StoredRecord {
     pub mac: Vec<u8>,
 }
 
-/// A record that names an envelope, and the envelope's evidence.
+/// A record that names an envelope, and the record's evidence.
 pub type NamedEnvelope = (StoredRecord, Option<Vec<u8>>);
 
 /// A tree head this node signed, as stored.
@@ -272,9 +268,12 @@ impl AuditLog {
                 .doing(|| "prepare the audit insert".into())?;
             let mut envelope = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO audit_envelope (envelope, record, evidence) VALUES (?1, ?2, ?3)",
+                    "INSERT OR IGNORE INTO audit_envelope (envelope, record) VALUES (?1, ?2)",
                 )
                 .doing(|| "prepare the audit envelope insert".into())?;
+            let mut evidence = tx
+                .prepare_cached("INSERT INTO audit_evidence (record, evidence) VALUES (?1, ?2)")
+                .doing(|| "prepare the audit evidence insert".into())?;
             for r in records {
                 record
                     .execute(params![
@@ -291,8 +290,13 @@ impl AuditLog {
                 let id = tx.last_insert_rowid();
                 for e in r.envelopes {
                     envelope
-                        .execute(params![&e.envelope[..], id, e.evidence])
+                        .execute(params![&e[..], id])
                         .doing(|| "index an audited envelope".into())?;
+                }
+                if let Some(e) = r.evidence {
+                    evidence
+                        .execute(params![id, e])
+                        .doing(|| "keep a record's evidence".into())?;
                 }
             }
         }
@@ -418,13 +422,14 @@ impl AuditLog {
         Ok(out)
     }
 
-    /// The records that name `envelope`, each with the envelope's evidence.
+    /// The records that name `envelope`, each with its evidence.
     pub fn envelope_records(&self, envelope: &[u8; 16]) -> Result<Vec<NamedEnvelope>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT r.id, r.scope, r.seq, r.time_ms, r.kind, r.peer, r.body, r.leaf, r.mac, e.evidence
+                "SELECT r.id, r.scope, r.seq, r.time_ms, r.kind, r.peer, r.body, r.leaf, r.mac, v.evidence
                  FROM audit_envelope e JOIN audit_record r ON r.id = e.record
+                 LEFT JOIN audit_evidence v ON v.record = e.record
                  WHERE e.envelope = ?1 ORDER BY r.id",
             )
             .doing(|| "prepare the audit envelope query".into())?;
@@ -433,7 +438,7 @@ impl AuditLog {
             .doing(|| "find an envelope's audit records".into())?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().doing(|| "read an audit record".into())? {
-            let evidence = row.get(9).doing(|| "read an envelope's evidence".into())?;
+            let evidence = row.get(9).doing(|| "read a record's evidence".into())?;
             out.push((stored(row)?, evidence));
         }
         Ok(out)
@@ -637,11 +642,13 @@ impl AuditLog {
         for kind in kinds {
             let args = params![scope, before, kind];
             let due = "FROM audit_record WHERE scope = ?1 AND time_ms < ?2 AND kind = ?3 AND body IS NOT NULL";
-            tx.execute(
-                &format!("DELETE FROM audit_envelope WHERE record IN (SELECT id {due})"),
-                args,
-            )
-            .doing(|| format!("forget pruned envelopes of {scope}"))?;
+            for table in ["audit_envelope", "audit_evidence"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE record IN (SELECT id {due})"),
+                    args,
+                )
+                .doing(|| format!("forget the pruned envelopes of {scope}"))?;
+            }
             let max: Option<i64> = tx
                 .query_row(&format!("SELECT MAX(seq) {due}"), args, |row| row.get(0))
                 .doing(|| format!("find what to prune of {scope}"))?;
@@ -683,6 +690,11 @@ fn stored(row: &rusqlite::Row<'_>) -> Result<StoredRecord, StoreError> {
     })
 }
 
+/// The audit connection's page cache.
+const CACHE_KIB: i64 = 16 * 1024;
+/// Pages the audit WAL grows by between two checkpoints (32 MiB of 4 KiB pages).
+const WAL_CHECKPOINT_PAGES: i64 = 8_192;
+
 fn configure(conn: &mut Connection) -> Result<(), StoreError> {
     conn.busy_timeout(crate::BUSY_TIMEOUT)
         .doing(|| "set the busy timeout".into())?;
@@ -691,6 +703,13 @@ fn configure(conn: &mut Connection) -> Result<(), StoreError> {
         .doing(|| "switch to WAL mode".into())?;
     crate::require("journal_mode", "wal", mode)?;
     crate::set_pragma(conn, "synchronous", "FULL", "2")?;
+    // As the journal's writer: a cache that holds a turn's records without spilling them
+    // into the WAL mid-transaction, and fewer checkpoints (a page appended to in many turns
+    // is copied into the file once). Durability is untouched.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .doing(|| format!("set the audit page cache to {CACHE_KIB} KiB"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .doing(|| format!("checkpoint the audit WAL every {WAL_CHECKPOINT_PAGES} pages"))?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .doing(|| "read the audit schema version".into())?;
@@ -706,6 +725,7 @@ fn configure(conn: &mut Connection) -> Result<(), StoreError> {
             tx.commit().doing(|| "commit the audit schema".into())
         }
         VERSION => Ok(()),
+        1 => Err(StoreError::AuditSchemaRetired { found: 1 }),
         found => Err(StoreError::UnknownSchema {
             found,
             supported: VERSION,
@@ -737,24 +757,19 @@ mod tests {
         scope: &'a str,
         seq: u64,
         body: &'a [u8],
-        envelopes: &'a [EnvelopeEvidence<'a>],
+        envelopes: &'a [[u8; 16]],
+        evidence: Option<&'a [u8]>,
     ) -> NewRecord<'a> {
         NewRecord {
             scope,
             seq,
             time: Timestamp(1_000 + seq),
-            kind: "message",
+            kind: "messages",
             peer: Some("supplier-b"),
             body,
             leaf: &[7; 48],
             mac: &[9; 48],
             envelopes,
-        }
-    }
-
-    fn ev(n: u8, evidence: Option<&'static [u8]>) -> EnvelopeEvidence<'static> {
-        EnvelopeEvidence {
-            envelope: [n; 16],
             evidence,
         }
     }
@@ -767,9 +782,9 @@ mod tests {
             let log = AuditLog::open(&store).unwrap();
             assert_eq!(log.path(), dir.path().join("store.sqlite-audit"));
             log.append(&[
-                record("node", 0, b"a", &[]),
-                record("fed_1", 0, b"b", &[ev(1, None)]),
-                record("fed_1", 1, b"c", &[ev(2, None), ev(1, Some(b"proof"))]),
+                record("node", 0, b"a", &[], None),
+                record("fed_1", 0, b"b", &[[1; 16]], None),
+                record("fed_1", 1, b"c", &[[2; 16], [1; 16]], Some(b"proof")),
             ])
             .unwrap();
             log.add_head(&StoredHead {
@@ -834,7 +849,9 @@ mod tests {
         assert_eq!(early.len(), 2, "both records at seq 0 happened at 1000");
         let named = log.envelope_records(&[1; 16]).unwrap();
         assert_eq!(named.len(), 2);
+        assert_eq!(named[0].1, None);
         assert_eq!(named[1].1.as_deref(), Some(&b"proof"[..]));
+        assert_eq!(log.envelope_records(&[2; 16]).unwrap().len(), 1);
         assert_eq!(log.position("fed_1", fed[1].id).unwrap(), 1);
         assert_eq!(log.heads("fed_1").unwrap()[0].head, b"head");
         assert_eq!(log.partner_head("fed_1").unwrap().unwrap().size, 7);
@@ -854,8 +871,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(&dir.path().join("s")).unwrap();
         log.append(&[
-            record("fed_1", 0, b"old", &[ev(1, Some(b"e"))]),
-            record("fed_1", 1, b"new", &[ev(2, None)]),
+            record("fed_1", 0, b"old", &[[1; 16]], Some(b"e")),
+            record("fed_1", 1, b"new", &[[2; 16]], Some(b"f")),
         ])
         .unwrap();
         assert_eq!(
@@ -865,7 +882,7 @@ mod tests {
             "only the kinds named"
         );
         assert_eq!(
-            log.prune("fed_1", &["message"], Timestamp(1_001)).unwrap(),
+            log.prune("fed_1", &["messages"], Timestamp(1_001)).unwrap(),
             (1, Some(0))
         );
         let all = log.records(&RecordFilter::default()).unwrap();
@@ -873,8 +890,14 @@ mod tests {
         assert_eq!(all[0].leaf, vec![7; 48]);
         assert_eq!(all[1].body.as_deref(), Some(&b"new"[..]));
         assert!(log.envelope_records(&[1; 16]).unwrap().is_empty());
+        let kept = log.envelope_records(&[2; 16]).unwrap();
         assert_eq!(
-            log.prune("fed_1", &["message"], Timestamp(1_001)).unwrap(),
+            kept[0].1.as_deref(),
+            Some(&b"f"[..]),
+            "the newer evidence stays"
+        );
+        assert_eq!(
+            log.prune("fed_1", &["messages"], Timestamp(1_001)).unwrap(),
             (0, None)
         );
     }

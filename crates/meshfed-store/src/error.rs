@@ -58,6 +58,14 @@ pub enum StoreError {
         /// The newest schema version this build can apply.
         supported: i64,
     },
+    /// An audit file in an earlier format this build cannot extend.
+    #[error(
+        "the audit file has schema version {found}, an earlier format (one record per envelope) this build cannot extend; move the file aside to start a new audit log"
+    )]
+    AuditSchemaRetired {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+    },
     /// A row read back from the file does not parse into its typed record.
     #[error("corrupt row in table {table} (row {row:?}), column {column}: {problem}")]
     Corrupt {

@@ -218,7 +218,7 @@ pub(crate) enum AuditCommand {
         /// One federation's log only.
         #[arg(long, value_name = "ID")]
         federation: Option<String>,
-        /// One kind of record only (`handshake`, `lifecycle`, `refused`, `message`, …).
+        /// One kind of record only (`handshake`, `lifecycle`, `refused`, `messages`, …).
         #[arg(long)]
         kind: Option<String>,
     },

@@ -80,21 +80,42 @@ fn proof() -> MessageProof {
         scope: fed(),
         seq: 2,
         time: Timestamp(1_777_636_800_010),
-        event: Event::Message {
+        event: Event::Messages {
             direction: Delivery::Received,
-            envelope: envelope.header().id,
-            source: mesh("plant-a"),
-            destination: mesh("plant-b"),
-            topic: "line-3/temperature".into(),
-            size: 9,
-            qos: 1,
-            commitment,
+            peer: mesh("plant-a"),
             batch: Some(BatchRef {
                 number: 7,
-                index: 1,
                 count: 3,
                 root: *batch.signature().root(),
             }),
+            messages: vec![
+                // Another envelope of the batch comes first: the proof finds its own.
+                MessageDigest {
+                    envelope: batch.envelopes()[0].header().id,
+                    source: mesh("plant-a"),
+                    destination: mesh("plant-b"),
+                    topic: "line-3/temperature".into(),
+                    size: 9,
+                    qos: 1,
+                    index: 0,
+                    commitment: key()
+                        .commit(
+                            &batch.envelopes()[0].header().id,
+                            batch.envelopes()[0].payload_digest(),
+                        )
+                        .0,
+                },
+                MessageDigest {
+                    envelope: envelope.header().id,
+                    source: mesh("plant-a"),
+                    destination: mesh("plant-b"),
+                    topic: "line-3/temperature".into(),
+                    size: 9,
+                    qos: 1,
+                    index: 1,
+                    commitment,
+                },
+            ],
         },
     };
     let mut leaves: Vec<Vec<u8>> = (0..5).map(|i| format!("record {i}").into_bytes()).collect();
@@ -150,7 +171,7 @@ fn a_whole_proof_checks_and_says_what_it_proves() {
     let back = MessageProof::from_json(&p.to_json()).unwrap();
     assert_eq!(back, p);
     assert!(back.check(ca).is_ok());
-    assert_eq!(p.record.json["kind"], "message");
+    assert_eq!(p.record.json["kind"], "messages");
 }
 
 fn fails(p: &MessageProof) -> String {
@@ -214,16 +235,22 @@ fn each_broken_link_is_named() {
         "the commitment does not open to the envelope's payload digest with this opening"
     );
 
-    // The header of a sibling envelope.
+    // The header of a sibling envelope the record does not name.
+    let mut p = good.clone();
+    p.envelope.header = B64.encode(header(2).encode());
+    assert_eq!(
+        fails(&p),
+        format!(
+            "the record has no digest of envelope {}, which the header names",
+            header(2).id
+        )
+    );
+    // The header of a sibling envelope the record names: the opening is not its own.
     let mut p = good.clone();
     p.envelope.header = B64.encode(header(0).encode());
     assert_eq!(
         fails(&p),
-        format!(
-            "the envelope header's id is {}, the record's is {}",
-            header(0).id,
-            header(1).id
-        )
+        "the commitment does not open to the envelope's payload digest with this opening"
     );
 
     // The payload digest of another payload.
@@ -278,6 +305,6 @@ fn a_record_of_another_kind_is_not_a_message_proof() {
     p.record.json = r.to_json();
     assert_eq!(
         fails(&p),
-        "the record is a pruned record, not a message record"
+        "the record is a pruned record, not a messages record"
     );
 }

@@ -23,21 +23,24 @@ pub(crate) fn message(seq: u64, payload_digest: &[u8; 48]) -> Record {
         scope: fed(),
         seq,
         time: Timestamp(1_777_636_800_000 + seq),
-        event: Event::Message {
+        event: Event::Messages {
             direction: Delivery::Received,
-            envelope,
-            source: mesh("plant-a"),
-            destination: mesh("plant-b"),
-            topic: "telemetry/line-1".into(),
-            size: 1200,
-            qos: 1,
-            commitment,
+            peer: mesh("plant-a"),
             batch: Some(BatchRef {
                 number: 4,
-                index: 2,
                 count: 9,
                 root: merkle::leaf_hash(b"batch"),
             }),
+            messages: vec![MessageDigest {
+                envelope,
+                source: mesh("plant-a"),
+                destination: mesh("plant-b"),
+                topic: "telemetry/line-1".into(),
+                size: 1200,
+                qos: 1,
+                index: 2,
+                commitment,
+            }],
         },
     }
 }
@@ -161,17 +164,24 @@ fn json_view_is_flat_and_readable() {
     assert_eq!(json["scope"], "fed_0123abcd");
     assert_eq!(json["seq"], 3);
     assert_eq!(json["time"], "2026-05-01T12:00:00.003Z");
-    assert_eq!(json["kind"], "message");
+    assert_eq!(json["kind"], "messages");
     assert_eq!(json["direction"], "received");
-    assert_eq!(json["envelope"], format!("fed_{}", "03".repeat(16)));
+    assert_eq!(json["peer"], "plant-a");
+    assert_eq!(
+        json["messages"][0]["envelope"],
+        format!("fed_{}", "03".repeat(16))
+    );
     assert_eq!(
         json["batch"]["root"],
         merkle::leaf_hash(b"batch").to_string()
     );
-    let Event::Message { commitment, .. } = &r.event else {
+    let Event::Messages { messages, .. } = &r.event else {
         unreachable!()
     };
-    assert_eq!(json["commitment"], commitment.to_string());
+    assert_eq!(
+        json["messages"][0]["commitment"],
+        messages[0].commitment.to_string()
+    );
 
     let records = every_kind();
     let lifecycle = records[3].to_json();
@@ -274,10 +284,10 @@ fn decoding_names_what_is_wrong() {
         "audit record is malformed: the input ends early"
     );
     // Another kind name.
-    let renamed = replace(&bytes, b"message", b"massage");
+    let renamed = replace(&bytes, b"messages", b"massages");
     let err = Record::from_bytes(&renamed).unwrap_err();
     assert!(
-        err.to_string().contains("unknown variant `massage`"),
+        err.to_string().contains("unknown variant `massages`"),
         "{err}"
     );
     // A bad mesh id.
@@ -421,32 +431,45 @@ fn event() -> impl Strategy<Value = Event> {
                 detail,
             }),
         (
-            any::<[u8; 16]>(),
+            proptest::collection::vec(
+                (
+                    any::<[u8; 16]>(),
+                    mesh_id(),
+                    mesh_id(),
+                    text(),
+                    any::<u64>(),
+                    0u8..3,
+                    any::<u64>(),
+                    hash()
+                ),
+                1..4
+            ),
             mesh_id(),
-            mesh_id(),
-            text(),
-            any::<u64>(),
-            0u8..3,
-            hash(),
-            proptest::option::of((any::<u64>(), any::<u64>(), any::<u64>(), hash()))
+            proptest::option::of((any::<u64>(), any::<u64>(), hash()))
         )
-            .prop_map(|(id, source, destination, topic, size, qos, c, batch)| {
-                Event::Message {
-                    direction: Delivery::Sent,
-                    envelope: EnvelopeId(id),
-                    source,
-                    destination,
-                    topic,
-                    size,
-                    qos,
-                    commitment: Commitment(*c.as_bytes()),
-                    batch: batch.map(|(number, index, count, root)| BatchRef {
-                        number,
-                        index,
-                        count,
-                        root,
-                    }),
-                }
+            .prop_map(|(messages, peer, batch)| Event::Messages {
+                direction: Delivery::Sent,
+                peer,
+                batch: batch.map(|(number, count, root)| BatchRef {
+                    number,
+                    count,
+                    root,
+                }),
+                messages: messages
+                    .into_iter()
+                    .map(
+                        |(id, source, destination, topic, size, qos, index, c)| MessageDigest {
+                            envelope: EnvelopeId(id),
+                            source,
+                            destination,
+                            topic,
+                            size,
+                            qos,
+                            index,
+                            commitment: Commitment(*c.as_bytes()),
+                        },
+                    )
+                    .collect(),
             }),
         (
             mesh_id(),

@@ -18,7 +18,7 @@ use super::{ApiError, Node};
 pub(super) struct AuditQuery {
     /// One log only: `node`, or a federation id.
     log: Option<String>,
-    /// One kind only (`handshake`, `agreement`, `lifecycle`, `refused`, `message`, …).
+    /// One kind only (`handshake`, `agreement`, `lifecycle`, `refused`, `messages`, …).
     kind: Option<String>,
     /// Records about one partner mesh only.
     peer: Option<String>,

@@ -7,15 +7,15 @@ use meshfed_audit::record::{
 };
 use meshfed_proto::admission::{self, Refusal};
 use meshfed_proto::agreement::SignedAgreement;
-use meshfed_proto::batch::merkle::{Tree, TreeHash};
-use meshfed_proto::batch::{BatchHead, UnsignedEnvelope};
+use meshfed_proto::batch::merkle::TreeHash;
+use meshfed_proto::batch::{BatchHead, BatchReceipt, UnsignedEnvelope};
 use meshfed_proto::envelope::EnvelopeId;
 use meshfed_proto::envelope::{Header, WireEnvelope};
 use meshfed_proto::handshake::{self, Established, Step};
 use meshfed_proto::policy::AuditLevel;
 use meshfed_proto::{FederationId, FederationState, MeshId};
 
-use super::{Audit, BatchEvidence, Crossed, Evidence};
+use super::{Audit, BatchEvidence, Crossed, CrossedMessage, EnvelopeEvidence};
 
 /// A handshake that established (or resumed) a federation: its steps, then the outcome, then
 /// the agreement it put in force.
@@ -147,92 +147,108 @@ pub(crate) fn credential(audit: &Audit, action: CredentialAction, subject: &str,
     });
 }
 
-/// The digest record of an envelope this node sends, before its batch is signed.
-pub(crate) fn sent(e: &UnsignedEnvelope) -> Crossed {
-    crossed_out(
+/// The digest of envelope `index` of a batch this node sends, before the batch is signed.
+pub(crate) fn sent(e: &UnsignedEnvelope, index: u32) -> CrossedMessage {
+    crossed_message(
         e.header(),
         e.header_bytes(),
         e.payload_digest(),
         e.payload().len(),
+        index,
         None,
     )
 }
 
-/// The digest record of an envelope this node sends: what its header says, and its evidence
-/// (with its own `signature` when it was signed alone).
-fn crossed_out(
+/// One envelope that crossed: what its header says, and its evidence (with its own
+/// `signature` when it was signed alone).
+pub(crate) fn crossed_message(
     h: &Header,
     header_bytes: &[u8],
     payload_digest: &[u8; 48],
     size: usize,
+    index: u32,
     signature: Option<serde_bytes::ByteBuf>,
-) -> Crossed {
-    Crossed {
-        direction: Delivery::Sent,
+) -> CrossedMessage {
+    CrossedMessage {
         envelope: h.id,
         source: h.source.mesh.clone(),
         destination: h.destination.mesh.clone(),
         topic: h.metadata.topic.to_string(),
         size: size as u64,
         qos: h.policy.qos.level(),
-        payload_digest: *payload_digest,
-        batch: None,
-        evidence: Some(Evidence {
+        index,
+        evidence: EnvelopeEvidence {
             header: header_bytes.to_vec(),
             payload_digest: *payload_digest,
-            batch: None,
             signature,
-            certificate: *h.certificate.digest(),
-        }),
+        },
         certificate: h.certificate.der().cloned(),
-        intermediates: None,
+        certificate_digest: *h.certificate.digest(),
     }
 }
 
-/// `sent` (each with its index in the batch), completed with the batch `signature` signed
-/// over `leaves`: its root and signature, and each envelope's inclusion proof.
+/// The batch `head` signed over `leaves`, as a `messages` record and its evidence name it.
+pub(crate) fn batch(leaves: &[TreeHash], head: &BatchHead) -> (BatchRef, BatchEvidence) {
+    let signature = &head.signature;
+    (
+        BatchRef {
+            number: head.number,
+            count: u64::from(signature.count()),
+            root: *signature.root(),
+        },
+        BatchEvidence {
+            head: head.encode(),
+            leaves: leaves.iter().flat_map(|l| *l.as_bytes()).collect(),
+        },
+    )
+}
+
+/// A verified batch received, as a `messages` record and its evidence name it (the receiver
+/// numbers no batch: it knows the batch by its root).
+pub(crate) fn received_batch(receipt: &BatchReceipt) -> (BatchRef, BatchEvidence) {
+    let head = BatchHead {
+        number: 0,
+        signature: receipt.signature().clone(),
+    };
+    batch(receipt.leaf_hashes(), &head)
+}
+
+/// `sent` to `peer`, signed in the batch `head` over `leaves`.
 pub(crate) fn signed_batch(
-    sent: Vec<(u32, Crossed)>,
+    peer: &MeshId,
+    sent: Vec<CrossedMessage>,
     leaves: &[TreeHash],
     head: &BatchHead,
-) -> Vec<Crossed> {
-    if sent.is_empty() {
-        return Vec::new();
-    }
-    let signature = &head.signature;
-    let encoded = head.encode();
-    let tree = Tree::from_leaf_hashes(leaves.to_vec());
-    sent.into_iter()
-        .map(|(index, mut c)| {
-            c.batch = Some(BatchRef {
-                number: head.number,
-                index: u64::from(index),
-                count: u64::from(signature.count()),
-                root: *signature.root(),
-            });
-            if let Some(e) = c.evidence.as_mut() {
-                e.batch = Some(BatchEvidence {
-                    head: encoded.clone(),
-                    index,
-                    proof: tree
-                        .proof(u64::from(index))
-                        .map(|p| p.to_bytes())
-                        .unwrap_or_default(),
-                });
-            }
-            c
-        })
-        .collect()
+) -> Option<Crossed> {
+    (!sent.is_empty()).then(|| Crossed {
+        direction: Delivery::Sent,
+        peer: peer.clone(),
+        batch: Some(batch(leaves, head)),
+        messages: sent,
+        intermediates: None,
+    })
 }
 
-/// The digest record of an envelope this node signed alone.
-pub(crate) fn sent_alone(wire: &WireEnvelope) -> Crossed {
-    let signature = serde_bytes::ByteBuf::from(wire.signature().0.to_vec());
-    crossed_out(
-        wire.header(),
-        wire.header_bytes(),
-        wire.payload_digest(),
-        wire.payload().len(),
-        Some(signature),
-    )
+/// Envelopes this node signed alone and sent to `peer`.
+pub(crate) fn sent_alone(peer: &MeshId, wires: &[WireEnvelope]) -> Option<Crossed> {
+    (!wires.is_empty()).then(|| Crossed {
+        direction: Delivery::Sent,
+        peer: peer.clone(),
+        batch: None,
+        messages: wires
+            .iter()
+            .zip(0u32..)
+            .map(|(wire, index)| {
+                crossed_message(
+                    wire.header(),
+                    wire.header_bytes(),
+                    wire.payload_digest(),
+                    wire.payload().len(),
+                    index,
+                    Some(serde_bytes::ByteBuf::from(wire.signature().0.to_vec())),
+                )
+            })
+            .collect(),
+        intermediates: None,
+    })
 }

@@ -16,7 +16,7 @@ use meshfed_audit::proof::{MessageProof, ProofParts};
 use meshfed_audit::record::{AuditKey, Event, Record, RecordMac, Scope};
 use meshfed_audit::verify::{Keys, LogCheck, StoredRecord};
 use meshfed_proto::batch::BatchHead;
-use meshfed_proto::batch::merkle::{InclusionProof, TreeHash};
+use meshfed_proto::batch::merkle::TreeHash;
 use meshfed_proto::crypto::VerifyingKey;
 use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 use meshfed_proto::{FederationId, MeshId};
@@ -353,18 +353,22 @@ impl Inspector {
                             .ok()
                             .map(compliance_terms);
                     }
-                    Event::Message {
-                        direction, size, ..
-                    } => match direction {
-                        meshfed_audit::record::Delivery::Sent => {
-                            r.sent += 1;
-                            r.bytes_sent += size;
-                        }
-                        meshfed_audit::record::Delivery::Received => {
-                            r.received += 1;
-                            r.bytes_received += size;
-                        }
-                    },
+                    Event::Messages {
+                        direction,
+                        messages,
+                        ..
+                    } => {
+                        let (count, bytes) = match direction {
+                            meshfed_audit::record::Delivery::Sent => {
+                                (&mut r.sent, &mut r.bytes_sent)
+                            }
+                            meshfed_audit::record::Delivery::Received => {
+                                (&mut r.received, &mut r.bytes_received)
+                            }
+                        };
+                        *count += messages.len() as u64;
+                        *bytes += messages.iter().map(|m| m.size).sum::<u64>();
+                    }
                     Event::Refused { reason, .. } => {
                         *refused.entry(reason.as_str().to_owned()).or_default() += 1;
                     }
@@ -428,7 +432,7 @@ impl Inspector {
             .map_err(|e| crate::chain::chain(&e))?;
         let Some((row, evidence)) = named
             .into_iter()
-            .find(|(r, e)| r.kind == "message" && e.is_some())
+            .find(|(r, e)| r.kind == "messages" && e.is_some())
         else {
             return Err(format!(
                 "envelope {id} has no digest record here: it did not cross with this node at audit level full, or retention pruned it"
@@ -437,27 +441,55 @@ impl Inspector {
         let body = row
             .body
             .ok_or_else(|| format!("the record of envelope {id} was pruned by retention"))?;
-        let evidence = Evidence::decode(evidence.as_deref().unwrap_or_default())
-            .map_err(|e| format!("the evidence of envelope {id} is damaged: {e}"))?;
-        let batch = evidence.batch.as_ref().ok_or_else(|| {
+        let damaged = |what: &str, e: &dyn std::fmt::Display| {
+            format!("the {what} of envelope {id} is damaged: {e}")
+        };
+        let record = Record::from_bytes(&body).map_err(|e| damaged("record", &e))?;
+        let Event::Messages { messages, .. } = &record.event else {
+            return Err(damaged(
+                "record",
+                &format!("it is a {} record", record.kind()),
+            ));
+        };
+        let at = messages
+            .iter()
+            .position(|m| m.envelope == *id)
+            .ok_or_else(|| damaged("record", &"it does not name the envelope"))?;
+        let mut evidence = Evidence::decode(evidence.as_deref().unwrap_or_default())
+            .map_err(|e| damaged("evidence", &e))?;
+        let batch = evidence.batch.take().ok_or_else(|| {
             format!("envelope {id} was signed alone, not in a batch: only batch-signed envelopes are proven")
         })?;
-        let batch_head = BatchHead::decode(&batch.head)
-            .map_err(|e| format!("the batch head of envelope {id} is damaged: {e}"))?;
-        let batch_inclusion = InclusionProof::from_bytes(
-            u64::from(batch.index),
-            u64::from(batch_head.signature.count()),
-            &batch.proof,
-        )
-        .map_err(|e| format!("the batch proof of envelope {id} is damaged: {e}"))?;
+        if evidence.envelopes.len() != messages.len() {
+            return Err(damaged(
+                "evidence",
+                &format!(
+                    "it holds {} envelopes, the record {}",
+                    evidence.envelopes.len(),
+                    messages.len()
+                ),
+            ));
+        }
+        let envelope = evidence.envelopes.swap_remove(at);
+        let batch_head = BatchHead::decode(&batch.head).map_err(|e| damaged("batch head", &e))?;
+        let leaves = batch
+            .leaves
+            .chunks(48)
+            .map(TreeHash::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| damaged("batch leaves", &e))?;
+        let batch_inclusion = meshfed_proto::batch::merkle::Tree::from_leaf_hashes(leaves)
+            .proof(messages[at].index)
+            .map_err(|e| damaged("batch proof", &e))?;
+        let header = meshfed_proto::envelope::Header::decode(&envelope.header)
+            .map_err(|e| damaged("header", &e))?;
         let kept = self
             .log
-            .certificate(&evidence.certificate)
+            .certificate(header.certificate.digest())
             .map_err(|e| crate::chain::chain(&e))?
             .ok_or_else(|| format!("the signer certificate of envelope {id} was not kept"))?;
         // The certificate, then the intermediates that chain it to its mesh's CA.
-        let kept = HeadBlob::decode(&kept)
-            .map_err(|e| format!("the signer certificate of envelope {id} is damaged: {e}"))?;
+        let kept = HeadBlob::decode(&kept).map_err(|e| damaged("signer certificate", &e))?;
         let batch_chain: Vec<Vec<u8>> = std::iter::once(kept.0.to_vec())
             .chain(kept.chain())
             .collect();
@@ -515,8 +547,8 @@ impl Inspector {
             countersignature: &countersignature,
             countersigner_chain: &c_blob.chain(),
             opening: &opening,
-            header: &evidence.header,
-            payload_digest: &evidence.payload_digest,
+            header: &envelope.header,
+            payload_digest: &envelope.payload_digest,
             batch_head: &batch_head,
             batch_inclusion: &batch_inclusion,
             batch_chain: &batch_chain,

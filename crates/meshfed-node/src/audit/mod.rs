@@ -41,9 +41,10 @@ use crate::clock::Clock;
 use crate::config::AuditConfig;
 
 pub(crate) use events::{
-    agreement, credential, handshake, lifecycle, refused, sent, sent_alone, signed_batch,
+    agreement, credential, crossed_message, handshake, lifecycle, received_batch, refused, sent,
+    sent_alone, signed_batch,
 };
-pub(crate) use writer::{BatchEvidence, Crossed, Evidence, HeadSigner};
+pub(crate) use writer::{BatchEvidence, Crossed, CrossedMessage, EnvelopeEvidence, HeadSigner};
 
 /// The audit key's file in the node directory: outside the store, so that whoever edits the
 /// store file cannot make an edited record's MAC match.
@@ -296,7 +297,12 @@ impl Audit {
     }
 
     /// Records the digests of envelopes that crossed on `federation` (its level is `full`).
-    pub(crate) fn crossed(&self, federation: &FederationId, items: Vec<Crossed>) {
+    pub(crate) fn crossed(
+        &self,
+        federation: &FederationId,
+        items: impl IntoIterator<Item = Crossed>,
+    ) {
+        let items: Vec<Crossed> = items.into_iter().collect();
         if items.is_empty() {
             return;
         }

@@ -27,7 +27,7 @@ pub struct AuditRecordView {
     pub seq: u64,
     /// When it happened (RFC 3339).
     pub time: String,
-    /// Its kind (`handshake`, `agreement`, `lifecycle`, `refused`, `message`, …).
+    /// Its kind (`handshake`, `agreement`, `lifecycle`, `refused`, `messages`, …).
     pub kind: String,
     /// The partner it concerns.
     #[serde(default, skip_serializing_if = "Option::is_none")]

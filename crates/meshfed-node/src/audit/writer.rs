@@ -13,13 +13,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use meshfed_audit::head::{HeadOffer, SignedHead, TreeHead};
-use meshfed_audit::record::{AuditKey, BatchRef, Delivery, Event, Record, Scope, Text};
+use meshfed_audit::record::{
+    AuditKey, BatchRef, Delivery, Event, MAX_MESSAGES, MessageDigest, Record, Scope, Text,
+};
 use meshfed_proto::batch::merkle::Tree;
 use meshfed_proto::crypto::SigningKey;
 use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 use meshfed_proto::{FederationId, MeshId};
 use meshfed_store::AuditLog;
-use meshfed_store::audit::{EnvelopeEvidence, NewRecord, StoredCountersignature, StoredHead};
+use meshfed_store::audit::{NewRecord, StoredCountersignature, StoredHead};
 
 use super::{Command, Shared};
 use crate::clock::Clock;
@@ -51,64 +53,86 @@ pub(crate) trait HeadSigner: Send + Sync {
     fn signer(&self) -> (Arc<SigningKey>, Vec<Vec<u8>>);
 }
 
-/// An envelope that crossed, as its digest record needs it.
+/// Envelopes that crossed one link together: the envelopes of one signed batch (or a few
+/// signed alone) sent to or received from one partner. One `messages` record each.
 #[derive(Debug, Clone)]
 pub(crate) struct Crossed {
     pub(crate) direction: Delivery,
+    /// The partner on the link.
+    pub(crate) peer: MeshId,
+    /// Their signed batch and its evidence; `None` when each was signed alone.
+    pub(crate) batch: Option<(BatchRef, BatchEvidence)>,
+    pub(crate) messages: Vec<CrossedMessage>,
+    /// Shared by every envelope of one link; `None` for this node's own envelopes.
+    pub(crate) intermediates: Option<Arc<[Vec<u8>]>>,
+}
+
+/// One envelope that crossed.
+#[derive(Debug, Clone)]
+pub(crate) struct CrossedMessage {
     pub(crate) envelope: EnvelopeId,
     pub(crate) source: MeshId,
     pub(crate) destination: MeshId,
     pub(crate) topic: String,
     pub(crate) size: u64,
     pub(crate) qos: u8,
-    /// The SHA-384 digest of its payload its header signs (never stored in the record: the
-    /// record holds a keyed commitment to it).
-    pub(crate) payload_digest: [u8; 48],
-    pub(crate) batch: Option<BatchRef>,
-    /// What `audit prove` shows of it: kept beside the record, pruned with it.
-    pub(crate) evidence: Option<Evidence>,
-    /// The signer certificate's DER, kept once (by digest) for every evidence naming it,
-    /// with the intermediates (issuing CAs) that chain it to its mesh's CA.
-    pub(crate) certificate: Option<std::sync::Arc<[u8]>>,
-    /// Shared by every envelope of one link; `None` for this node's own envelopes.
-    pub(crate) intermediates: Option<Arc<[Vec<u8>]>>,
+    /// Its index in its batch.
+    pub(crate) index: u32,
+    /// What `audit prove` shows of it. Its payload digest is in here, never in the record
+    /// (which holds a keyed commitment to it).
+    pub(crate) evidence: EnvelopeEvidence,
+    /// The signer certificate's DER, kept once (by digest) for every evidence naming it.
+    pub(crate) certificate: Option<Arc<[u8]>>,
+    /// That certificate's SHA-384 digest, as the header names it.
+    pub(crate) certificate_digest: [u8; 48],
 }
 
-/// The envelope as it crossed, without its payload: its signed header bytes (which name the
-/// payload's digest and the signer certificate's) and how it was signed — its batch's signature
-/// and its inclusion proof in that batch, or its own signature.
+/// What proves how the envelopes of one `messages` record crossed, kept beside it: their
+/// batch's signed head and leaf hashes (once), and each envelope's signed header bytes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Evidence {
-    #[serde(with = "serde_bytes")]
-    pub(crate) header: Vec<u8>,
-    /// The payload's SHA-384 digest the header signs: kept here, where the proof needs it,
-    /// never in the record (which holds a keyed commitment to it).
-    #[serde(with = "serde_bytes")]
-    pub(crate) payload_digest: [u8; 48],
     pub(crate) batch: Option<BatchEvidence>,
-    /// Its own signature, when it was signed alone.
-    pub(crate) signature: Option<serde_bytes::ByteBuf>,
-    /// The signer certificate's SHA-384 digest; the DER is kept once per certificate.
-    #[serde(with = "serde_bytes")]
-    pub(crate) certificate: [u8; 48],
+    /// In the record's order.
+    pub(crate) envelopes: Vec<EnvelopeEvidence>,
 }
 
-/// The batch an envelope was signed in: its signed head (the `BatchHead` wire form: number,
-/// signer, count, root, signature), and where the envelope sits in it.
+/// One envelope as it crossed, without its payload: its signed header bytes (which name the
+/// signer certificate's digest) and the payload digest its batch leaf (or its own signature)
+/// covers, and its own signature when it was signed alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EnvelopeEvidence {
+    #[serde(with = "serde_bytes")]
+    pub(crate) header: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload_digest: [u8; 48],
+    pub(crate) signature: Option<serde_bytes::ByteBuf>,
+}
+
+/// The batch the envelopes were signed in: its signed head (the `BatchHead` wire form: number,
+/// signer, count, root, signature) and its leaf hashes, from which any envelope's inclusion
+/// proof is made.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct BatchEvidence {
     #[serde(with = "serde_bytes")]
     pub(crate) head: Vec<u8>,
-    pub(crate) index: u32,
-    /// The inclusion proof's hashes, bottom up.
+    /// The leaf hashes, 48 bytes each, in signed order.
     #[serde(with = "serde_bytes")]
-    pub(crate) proof: Vec<u8>,
+    pub(crate) leaves: Vec<u8>,
 }
 
 impl Evidence {
     /// Its CBOR, as stored.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.header.len() + 1024);
+        let size = self
+            .envelopes
+            .iter()
+            .map(|e| e.header.len() + 64)
+            .sum::<usize>()
+            + self
+                .batch
+                .as_ref()
+                .map_or(0, |b| b.head.len() + b.leaves.len() + 16);
+        let mut out = Vec::with_capacity(size + 16);
         // Invariant: encoding plain structs into a Vec cannot fail.
         ciborium::into_writer(self, &mut out).unwrap_or_else(|e| unreachable!("CBOR: {e}"));
         out
@@ -200,6 +224,9 @@ pub(super) struct Writer {
     counters: super::Counters,
 }
 
+/// The envelope ids a record names, and its evidence (encoded).
+type Named = (Vec<[u8; 16]>, Vec<u8>);
+
 /// A record made in this turn, before it is appended.
 struct Row {
     scope: String,
@@ -210,7 +237,8 @@ struct Row {
     body: Vec<u8>,
     leaf: [u8; 48],
     mac: [u8; 48],
-    envelopes: Vec<([u8; 16], Option<Vec<u8>>)>,
+    envelopes: Vec<[u8; 16]>,
+    evidence: Option<Vec<u8>>,
 }
 
 impl Writer {
@@ -385,7 +413,7 @@ impl Writer {
         for command in commands {
             match command {
                 Command::Record { scope, time, event } => {
-                    self.add(&mut rows, scope, time, event, Vec::new())
+                    self.add(&mut rows, scope, time, event, None)
                 }
                 Command::Crossed {
                     federation,
@@ -393,36 +421,7 @@ impl Writer {
                     items,
                 } => {
                     for c in items {
-                        if let (Some(e), Some(der)) = (&c.evidence, &c.certificate)
-                            && self.certificates.insert(e.certificate)
-                            && let Err(err) = self.log.keep_certificate(
-                                &e.certificate,
-                                &HeadBlob::new(der.to_vec(), self.intermediates(&c)).encode(),
-                            )
-                        {
-                            self.certificates.remove(&e.certificate);
-                            tracing::error!(error = %err, "could not keep a signer certificate for the audit trail");
-                        }
-                        let (commitment, _) = self.key.commit(&c.envelope, &c.payload_digest);
-                        let evidence = c.evidence.as_ref().map(Evidence::encode);
-                        let event = Event::Message {
-                            direction: c.direction,
-                            envelope: c.envelope,
-                            source: c.source,
-                            destination: c.destination,
-                            topic: Text::new(c.topic),
-                            size: c.size,
-                            qos: c.qos,
-                            commitment,
-                            batch: c.batch,
-                        };
-                        self.add(
-                            &mut rows,
-                            Scope::Federation(federation.clone()),
-                            time,
-                            event,
-                            vec![(c.envelope.0, evidence)],
-                        );
+                        self.messages(&mut rows, &federation, time, c);
                     }
                 }
                 Command::HandshakeFailed {
@@ -495,7 +494,7 @@ impl Writer {
                                 peer,
                                 what: Text::new(what),
                             },
-                            Vec::new(),
+                            None,
                         );
                     }
                 }
@@ -520,7 +519,7 @@ impl Writer {
                     match head.scope.parse::<Scope>() {
                         Ok(scope) => {
                             let time = self.clock.now();
-                            self.add(&mut rows, scope, time, event, Vec::new());
+                            self.add(&mut rows, scope, time, event, None);
                         }
                         Err(e) => {
                             tracing::error!(log = %head.scope, error = %e, "a partner head of no log")
@@ -534,7 +533,7 @@ impl Writer {
                 } => {
                     self.write(&mut rows);
                     let name = federation.to_string();
-                    match self.log.prune(&name, &["message", "refused"], before) {
+                    match self.log.prune(&name, &["messages", "refused"], before) {
                         Ok((0, _)) => {}
                         Ok((records, last)) => {
                             tracing::info!(log = %name, records, days, "pruned audit records kept past the agreed retention");
@@ -546,13 +545,7 @@ impl Writer {
                                 )),
                             };
                             let time = self.clock.now();
-                            self.add(
-                                &mut rows,
-                                Scope::Federation(federation),
-                                time,
-                                event,
-                                Vec::new(),
-                            );
+                            self.add(&mut rows, Scope::Federation(federation), time, event, None);
                         }
                         Err(e) => {
                             tracing::error!(log = %name, error = %e, "cannot prune the audit log")
@@ -578,13 +571,87 @@ impl Writer {
 
     /// The intermediates that chain `c`'s signer certificate to its mesh's CA: the ones it
     /// came with, or this node's own when it is this node's certificate.
-    fn intermediates(&self, c: &Crossed) -> Vec<Vec<u8>> {
-        if let Some(chain) = &c.intermediates {
+    /// Adds the `messages` record of `c` (more than one past [`MAX_MESSAGES`]), with its
+    /// evidence beside it, and keeps the signer certificates it names.
+    fn messages(
+        &mut self,
+        rows: &mut Vec<Row>,
+        federation: &FederationId,
+        time: Timestamp,
+        c: Crossed,
+    ) {
+        let Crossed {
+            direction,
+            peer,
+            batch,
+            messages,
+            intermediates,
+        } = c;
+        for m in &messages {
+            if let Some(der) = &m.certificate
+                && self.certificates.insert(m.certificate_digest)
+            {
+                let chain = self.intermediates(intermediates.as_deref(), der);
+                if let Err(err) = self.log.keep_certificate(
+                    &m.certificate_digest,
+                    &HeadBlob::new(der.to_vec(), chain).encode(),
+                ) {
+                    self.certificates.remove(&m.certificate_digest);
+                    tracing::error!(error = %err, "could not keep a signer certificate for the audit trail");
+                }
+            }
+        }
+        let (batch, batch_evidence) = batch.unzip();
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            let chunk: Vec<CrossedMessage> = messages.by_ref().take(MAX_MESSAGES).collect();
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut digests = Vec::with_capacity(chunk.len());
+            let mut envelopes = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let (commitment, _) = self.key.commit(&m.envelope, &m.evidence.payload_digest);
+                ids.push(m.envelope.0);
+                digests.push(MessageDigest {
+                    envelope: m.envelope,
+                    source: m.source,
+                    destination: m.destination,
+                    topic: Text::new(m.topic),
+                    size: m.size,
+                    qos: m.qos,
+                    index: u64::from(m.index),
+                    commitment,
+                });
+                envelopes.push(m.evidence);
+            }
+            let evidence = Evidence {
+                batch: batch_evidence.clone(),
+                envelopes,
+            };
+            let event = Event::Messages {
+                direction,
+                peer: peer.clone(),
+                batch,
+                messages: digests,
+            };
+            self.add(
+                rows,
+                Scope::Federation(federation.clone()),
+                time,
+                event,
+                Some((ids, evidence.encode())),
+            );
+        }
+    }
+
+    /// The intermediates (issuing CAs) that chain the signer certificate `der` to its mesh's
+    /// CA: the link's, for a peer's envelopes; this node's own chain for its own.
+    fn intermediates(&self, link: Option<&[Vec<u8>]>, der: &[u8]) -> Vec<Vec<u8>> {
+        if let Some(chain) = link {
             return chain.to_vec();
         }
         let (_, chain) = self.signer.signer();
         match chain.split_first() {
-            Some((own, rest)) if c.certificate.as_deref() == Some(own.as_slice()) => rest.to_vec(),
+            Some((own, rest)) if der == own.as_slice() => rest.to_vec(),
             _ => Vec::new(),
         }
     }
@@ -596,7 +663,7 @@ impl Writer {
         scope: Scope,
         time: Timestamp,
         event: Event,
-        envelopes: Vec<([u8; 16], Option<Vec<u8>>)>,
+        named: Option<Named>,
     ) {
         let name = scope.to_string();
         let log = self.logs.entry(name.clone()).or_insert_with(|| Log {
@@ -619,7 +686,7 @@ impl Writer {
             event,
         };
         let body = record.to_bytes();
-        let leaf = record.leaf_hash();
+        let leaf = meshfed_proto::batch::merkle::leaf_hash(&body);
         let mac = self.key.mac(&record.scope, seq, &leaf);
         log.tree.push(leaf);
         // A countersignature of the partner's head is covered by the next head, not one of
@@ -638,7 +705,8 @@ impl Writer {
             body,
             leaf: *leaf.as_bytes(),
             mac: *mac.as_bytes(),
-            envelopes,
+            envelopes: named.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
+            evidence: named.map(|n| n.1),
         });
     }
 
@@ -648,22 +716,9 @@ impl Writer {
         if rows.is_empty() {
             return;
         }
-        let evidence: Vec<Vec<EnvelopeEvidence<'_>>> = rows
-            .iter()
-            .map(|r| {
-                r.envelopes
-                    .iter()
-                    .map(|(id, e)| EnvelopeEvidence {
-                        envelope: *id,
-                        evidence: e.as_deref(),
-                    })
-                    .collect()
-            })
-            .collect();
         let new: Vec<NewRecord<'_>> = rows
             .iter()
-            .zip(&evidence)
-            .map(|(r, e)| NewRecord {
+            .map(|r| NewRecord {
                 scope: &r.scope,
                 seq: r.seq,
                 time: r.time,
@@ -672,7 +727,8 @@ impl Writer {
                 body: &r.body,
                 leaf: &r.leaf,
                 mac: &r.mac,
-                envelopes: e,
+                envelopes: &r.envelopes,
+                evidence: r.evidence.as_deref(),
             })
             .collect();
         match self.log.append(&new) {
@@ -684,7 +740,6 @@ impl Writer {
             }
         }
         drop(new);
-        drop(evidence);
         rows.clear();
     }
 
@@ -711,7 +766,7 @@ impl Writer {
                 first: f.first,
                 last: f.last,
             };
-            self.add(rows, Scope::Node, f.last, event, Vec::new());
+            self.add(rows, Scope::Node, f.last, event, None);
         }
     }
 

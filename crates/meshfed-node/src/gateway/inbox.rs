@@ -327,7 +327,7 @@ impl Task {
         let mut deliveries = Vec::new();
         let mut consumed = Vec::new();
         let mut durable_writes = false;
-        let mut crossed: HashMap<FederationId, Vec<Crossed>> = HashMap::new();
+        let mut crossed: HashMap<(FederationId, usize), Crossed> = HashMap::new();
         let mut chains: HashMap<Peer, Arc<[Vec<u8>]>> = HashMap::new();
         let at = self.ctx.now();
         while let Some(event) = self.inbox.poll_event() {
@@ -378,23 +378,17 @@ impl Task {
                         .delivered(&d.peer.mesh, topic, d.message.size);
                     let delivery = arrived.delivery.clone();
                     if let Some((federation, AuditLevel::Full)) = &audit_on
-                        && let Some(facts) = delivery.audit()
+                        && let Some(facts) = delivery.audit(d.message.size)
                     {
+                        // One record per batch (per link for envelopes signed alone).
+                        let batch = facts.batch.as_ref().map_or(0, |b| Arc::as_ptr(b) as usize);
                         crossed
-                            .entry(federation.clone())
-                            .or_default()
-                            .push(Crossed {
+                            .entry((federation.clone(), batch))
+                            .or_insert_with(|| Crossed {
                                 direction: meshfed_audit::record::Delivery::Received,
-                                envelope: d.message.id,
-                                source: delivery.source.clone(),
-                                destination: self.ctx.id.mesh.clone(),
-                                topic: delivery.topic.to_string(),
-                                size: d.message.size as u64,
-                                qos: delivery.qos.level(),
-                                payload_digest: facts.payload_digest,
-                                batch: facts.batch,
-                                evidence: Some(facts.evidence),
-                                certificate: facts.certificate,
+                                peer: d.peer.mesh.clone(),
+                                batch: facts.batch.as_deref().map(crate::audit::received_batch),
+                                messages: Vec::new(),
                                 // Read once per link and shared by its envelopes.
                                 intermediates: link.map(|l| {
                                     chains
@@ -402,7 +396,9 @@ impl Task {
                                         .or_insert_with(|| l.trust.intermediates().into())
                                         .clone()
                                 }),
-                            });
+                            })
+                            .messages
+                            .push(facts.message);
                     }
                     if let Some(record) = delivery.relay_record() {
                         // Relayed, not delivered here: kept for the relay stage, and
@@ -451,8 +447,8 @@ impl Task {
                 }
             }
         }
-        for (federation, items) in crossed {
-            self.ctx.audit.crossed(&federation, items);
+        for ((federation, _), c) in crossed {
+            self.ctx.audit.crossed(&federation, Some(c));
         }
         let mut acks = Vec::new();
         while let Some(ack) = self.inbox.poll_ack() {

@@ -174,7 +174,7 @@ async fn open_transfer(
                     (e, checked, false)
                 })
                 .collect();
-            proven(&link.trust, &receipt, checked)?
+            proven(&link.trust, receipt, checked)?
         }
         Signed::Each(list) => {
             let signed = list
@@ -246,13 +246,13 @@ fn transmits(
 /// whether its unproven delivery went out, as deliveries that keep their position.
 fn proven(
     trust: &PeerTrust,
-    receipt: &BatchReceipt,
+    receipt: BatchReceipt,
     checked: Vec<(UnsignedEnvelope, Checked, bool)>,
 ) -> Result<Vec<Opened>, Refusal> {
     let signature = *receipt.signature().signature();
-    // Shared by the batch's envelopes, to make their export form on request.
-    let head = Arc::new(receipt.signature().clone());
     let tree = receipt.tree();
+    // Shared by the batch's envelopes, to make their export form and audit record on request.
+    let head = Arc::new(receipt);
     checked
         .into_iter()
         .enumerate()
@@ -260,7 +260,7 @@ fn proven(
             let position = tree
                 .proof(i as u64)
                 .map_err(|e| e.to_string())
-                .and_then(|p| BatchProof::new(receipt.signature(), p).map_err(|e| e.to_string()))
+                .and_then(|p| BatchProof::new(head.signature(), p).map_err(|e| e.to_string()))
                 .map_err(Refusal::BadSignature)?;
             // The export form carries the certificate the link announced.
             envelope.fill_certificate(|d| trust.certificate(d));
@@ -774,7 +774,7 @@ impl Heads {
             items.push((m.epoch, m.floor, m.item, m.held_back));
             checked.push((m.envelope, m.checked, m.early));
         }
-        let opened = proven(&link.trust, &receipt, checked).map_err(StreamFault::Refused)?;
+        let opened = proven(&link.trust, receipt, checked).map_err(StreamFault::Refused)?;
         let transmits: Vec<_> = items
             .into_iter()
             .zip(opened)

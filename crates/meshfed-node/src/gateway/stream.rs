@@ -41,7 +41,7 @@ use super::cores::on_every_core;
 use super::pending::{Pending, decode_stored};
 use super::port::LinkPort;
 use super::room::Room;
-use crate::audit::Crossed;
+use crate::audit::CrossedMessage;
 use crate::config::SignatureMode;
 use crate::metrics;
 use meshfed_proto::policy::AuditLevel;
@@ -556,7 +556,7 @@ struct OpenBatch {
     leaves: Leaves,
     /// Its envelopes' digest records, when the agreement's audit level is `full`: completed
     /// with the batch's root and signature once it is signed.
-    sent: Vec<(u32, Crossed)>,
+    sent: Vec<CrossedMessage>,
     /// When it closes at the latest (`sign_window` after its first envelope).
     close_at: Instant,
     /// The key of the certificate its envelopes name.
@@ -567,7 +567,7 @@ struct OpenBatch {
 struct Closed {
     link: Arc<LinkPort>,
     leaves: Leaves,
-    sent: Vec<(u32, Crossed)>,
+    sent: Vec<CrossedMessage>,
     key: Arc<meshfed_proto::crypto::SigningKey>,
 }
 
@@ -581,9 +581,10 @@ async fn sign_heads(audit: crate::audit::Audit, mut closed: mpsc::UnboundedRecei
     }) = closed.recv().await
     {
         let number = leaves.number();
+        let peer = link.peer.mesh.clone();
         let signed = tokio::task::spawn_blocking(move || {
             let head = leaves.sign(&key)?;
-            let sent = crate::audit::signed_batch(sent, leaves.leaf_hashes(), &head);
+            let sent = crate::audit::signed_batch(&peer, sent, leaves.leaf_hashes(), &head);
             Ok::<_, meshfed_proto::batch::BatchError>((sent, head))
         })
         .await;
@@ -1146,8 +1147,8 @@ impl Task {
             SignatureMode::Batch => {
                 let signed = SignedBatch::sign(envelopes, &cert.key).map_err(|e| e.to_string())?;
                 if full_audit {
-                    let sent = (signed.envelopes().iter().enumerate())
-                        .map(|(i, e)| (i as u32, crate::audit::sent(e)))
+                    let sent = (signed.envelopes().iter().zip(0u32..))
+                        .map(|(e, i)| crate::audit::sent(e, i))
                         .collect();
                     let leaves: Vec<_> = signed
                         .envelopes()
@@ -1158,7 +1159,7 @@ impl Task {
                         number: 0,
                         signature: signed.signature().clone(),
                     };
-                    let sent = crate::audit::signed_batch(sent, &leaves, &head);
+                    let sent = crate::audit::signed_batch(&link.peer.mesh, sent, &leaves, &head);
                     ctx.audit.crossed(&link.federation_id, sent);
                 }
                 Signed::Batch(signed.encode())
@@ -1169,7 +1170,7 @@ impl Task {
                     on_every_core(envelopes, move |e| e.sign(&key).map_err(|e| e.to_string()))
                         .await?;
                 if full_audit {
-                    let sent = signed.iter().map(crate::audit::sent_alone).collect();
+                    let sent = crate::audit::sent_alone(&link.peer.mesh, &signed);
                     ctx.audit.crossed(&link.federation_id, sent);
                 }
                 Signed::Each(signed.iter().map(|w| w.encode_on_link()).collect())
@@ -1232,7 +1233,7 @@ impl Task {
         for e in &envelopes {
             let index = open.leaves.push(e).map_err(|e| e.to_string())?;
             if full {
-                open.sent.push((index, crate::audit::sent(e)));
+                open.sent.push(crate::audit::sent(e, index));
             }
         }
         Ok(Signed::Streamed {

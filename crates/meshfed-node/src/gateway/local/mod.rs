@@ -23,7 +23,7 @@ pub(crate) mod live;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use meshfed_proto::batch::{BatchError, BatchSignature, ProvenEnvelope, UnsignedEnvelope};
+use meshfed_proto::batch::{BatchError, BatchReceipt, ProvenEnvelope, UnsignedEnvelope};
 use meshfed_proto::envelope::export::{self, Form};
 use meshfed_proto::envelope::{BatchProof, Envelope, Qos, WireEnvelope};
 use meshfed_proto::{MeshId, Topic};
@@ -68,8 +68,8 @@ pub(crate) enum AsCrossed {
     InBatch {
         /// The envelope, with its payload as carried (ciphertext).
         envelope: UnsignedEnvelope,
-        /// The batch's signed head.
-        batch: Arc<BatchSignature>,
+        /// The batch's signed head and leaves.
+        batch: Arc<BatchReceipt>,
         /// Its position and inclusion proof in the batch.
         position: BatchProof,
     },
@@ -84,65 +84,49 @@ impl AsCrossed {
                 envelope,
                 batch,
                 position,
-            } => ProvenEnvelope::encode_parts(batch, position.proof(), envelope),
+            } => ProvenEnvelope::encode_parts(batch.signature(), position.proof(), envelope),
         }
     }
 }
 
-/// What the audit trail keeps of a delivery besides what the inbox knows: the payload digest
-/// its header signs, its place in its batch, and the evidence of how it crossed.
+/// What the audit trail keeps of a delivery besides what the inbox knows: the envelope as
+/// it crossed (its header bytes, payload digest, its own signature or its index in its batch)
+/// and, for a batch, the batch whose record it joins.
 pub(crate) struct AuditFacts {
-    pub(crate) payload_digest: meshfed_proto::crypto::Digest384,
-    pub(crate) batch: Option<meshfed_audit::record::BatchRef>,
-    pub(crate) evidence: crate::audit::Evidence,
-    pub(crate) certificate: Option<Arc<[u8]>>,
+    pub(crate) message: crate::audit::CrossedMessage,
+    /// Its verified batch (shared by the batch's envelopes: one record each).
+    pub(crate) batch: Option<Arc<BatchReceipt>>,
 }
 
 impl AsCrossed {
-    /// The audit trail's facts of this envelope.
-    pub(crate) fn audit(&self) -> AuditFacts {
-        use crate::audit::{BatchEvidence, Evidence};
+    /// The audit trail's facts of this envelope, `size` bytes of payload as delivered.
+    pub(crate) fn audit(&self, size: usize) -> AuditFacts {
         match self {
             Self::Alone(wire) => AuditFacts {
-                payload_digest: *wire.payload_digest(),
+                message: crate::audit::crossed_message(
+                    wire.header(),
+                    wire.header_bytes(),
+                    wire.payload_digest(),
+                    size,
+                    0,
+                    Some(serde_bytes::ByteBuf::from(wire.signature().0.to_vec())),
+                ),
                 batch: None,
-                evidence: Evidence {
-                    header: wire.header_bytes().to_vec(),
-                    payload_digest: *wire.payload_digest(),
-                    batch: None,
-                    signature: Some(serde_bytes::ByteBuf::from(wire.signature().0.to_vec())),
-                    certificate: *wire.header().certificate.digest(),
-                },
-                certificate: wire.header().certificate.der().cloned(),
             },
             Self::InBatch {
                 envelope,
                 batch,
                 position,
             } => AuditFacts {
-                payload_digest: *envelope.payload_digest(),
-                batch: Some(meshfed_audit::record::BatchRef {
-                    number: 0,
-                    index: u64::from(position.index()),
-                    count: u64::from(batch.count()),
-                    root: *batch.root(),
-                }),
-                evidence: Evidence {
-                    header: envelope.header_bytes().to_vec(),
-                    payload_digest: *envelope.payload_digest(),
-                    batch: Some(BatchEvidence {
-                        head: meshfed_proto::batch::BatchHead {
-                            number: 0,
-                            signature: (**batch).clone(),
-                        }
-                        .encode(),
-                        index: position.index(),
-                        proof: position.proof().to_bytes(),
-                    }),
-                    signature: None,
-                    certificate: *envelope.header().certificate.digest(),
-                },
-                certificate: envelope.header().certificate.der().cloned(),
+                message: crate::audit::crossed_message(
+                    envelope.header(),
+                    envelope.header_bytes(),
+                    envelope.payload_digest(),
+                    size,
+                    position.index(),
+                    None,
+                ),
+                batch: Some(batch.clone()),
             },
         }
     }
@@ -150,8 +134,8 @@ impl AsCrossed {
 
 impl Delivery {
     /// The audit trail's facts of this delivery; `None` for one refused.
-    pub(crate) fn audit(&self) -> Option<AuditFacts> {
-        self.crossed.as_ref().map(AsCrossed::audit)
+    pub(crate) fn audit(&self, size: usize) -> Option<AuditFacts> {
+        self.crossed.as_ref().map(|c| c.audit(size))
     }
 
     /// A delivery of `envelope` (`None`: refused, never delivered), kept `crossed` as it
