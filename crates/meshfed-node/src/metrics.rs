@@ -5,10 +5,17 @@
 //! ending in `_total`. Stages count into the families below as things happen; what is a state
 //! rather than an event (backlogs, link health) is set from the stages' own state just before
 //! each scrape ([`Metrics::encode`]); the journal's counters are read from it at each scrape.
+//! Latencies, round trips and journal commits are [`histogram`]s the node reads back too
+//! (the `/v1/stats` sampler, `gateway/stats.rs`).
+
+pub(crate) mod histogram;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
 use meshfed_store::Journal;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -16,6 +23,8 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+
+use histogram::{BATCH_WRITES, Histogram, LATENCY_NS, Series};
 
 /// The peer mesh a series is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +52,29 @@ pub(crate) struct PeerReasonLabels {
 pub(crate) struct FederationLabels {
     pub(crate) federation: String,
     pub(crate) peer: String,
+}
+
+/// A federation, its peer and the agreed topic pattern (of the agreement in force) a message
+/// matched: `route` never holds a raw topic, so the series stay few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) federation: String,
+    pub(crate) peer: String,
+    pub(crate) route: String,
+}
+
+/// A peer and which way (`inbound`, `outbound`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerDirectionLabels {
+    pub(crate) peer: String,
+    pub(crate) direction: &'static str,
+}
+
+/// A peer and a message priority (0–7).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerPriorityLabels {
+    pub(crate) peer: String,
+    pub(crate) priority: u8,
 }
 
 /// A listener (`federation` or `api`) and why it refused a connection.
@@ -80,6 +112,22 @@ pub(crate) struct Metrics {
     pub(crate) retention_expired: Family<KindLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
     pub(crate) rejected: Family<RefusalLabels, Counter>,
+    /// The same refusals, where the partner is known, by partner and direction.
+    pub(crate) peer_refusals: Family<PeerDirectionLabels, Counter>,
+    /// From the sender's timestamp to acceptance for delivery here, by federation and route.
+    pub(crate) latency: Series<RouteLabels>,
+    /// Envelopes whose sender's timestamp was ahead of this node's clock (latency taken as 0).
+    pub(crate) clock_skewed: Family<PeerLabel, Counter>,
+    /// Heartbeat round trips, by federation.
+    pub(crate) link_rtt: Series<FederationLabels>,
+    /// Federation handshakes run to their end, by outcome.
+    pub(crate) handshakes: Family<OutcomeLabel, Counter>,
+    /// How long each journal commit took.
+    pub(crate) journal_commit: Histogram,
+    /// The writes each journal commit held.
+    pub(crate) journal_batch: Histogram,
+    /// Messages queued for a peer mesh by priority (set at each scrape).
+    pub(crate) queued: Family<PeerPriorityLabels, Gauge>,
     /// Envelopes received and not delivered (late, or held back when their sender restarted).
     pub(crate) discarded: Counter,
     /// Messages this node relayed on another mesh's behalf (trusted intermediary).
@@ -230,6 +278,14 @@ impl Metrics {
             relay_over_rate: Counter::default(),
             delivered: Family::default(),
             rejected: Family::default(),
+            peer_refusals: Family::default(),
+            latency: Series::seconds(LATENCY_NS),
+            clock_skewed: Family::default(),
+            link_rtt: Series::seconds(LATENCY_NS),
+            handshakes: Family::default(),
+            journal_commit: Histogram::seconds(LATENCY_NS),
+            journal_batch: Histogram::counts(BATCH_WRITES),
+            queued: Family::default(),
             discarded: Counter::default(),
             transit_relayed: Counter::default(),
             dead_lettered: Family::default(),
@@ -274,6 +330,9 @@ impl Metrics {
         {
             drop(m.api_refused.get_or_create(&ReasonLabel { reason }));
         }
+        drop(m.handshakes.get_or_create(&OutcomeLabel {
+            outcome: "established",
+        }));
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
         for direction in [Direction::Inbound, Direction::Outbound] {
@@ -328,6 +387,49 @@ impl Metrics {
             "envelopes_rejected",
             "Envelopes refused on arrival and messages refused at submission, by reason",
             m.rejected.clone(),
+        );
+        registry.register(
+            "peer_refusals",
+            "Messages refused from a partner (inbound) or for one (outbound), any reason (by reason: meshfed_envelopes_rejected_total)",
+            m.peer_refusals.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "From the sender's envelope timestamp (milliseconds) to this gateway accepting the envelope for delivery, by federation, peer and the agreed topic pattern it matched (route); clocks of both gateways included",
+            Unit::Seconds,
+            m.latency.clone(),
+        );
+        registry.register(
+            "latency_clock_skewed",
+            "Envelopes whose sender's timestamp was ahead of this node's clock: their latency is counted as 0",
+            m.clock_skewed.clone(),
+        );
+        registry.register_with_unit(
+            "link_rtt",
+            "Round trips of link heartbeats, by federation",
+            Unit::Seconds,
+            m.link_rtt.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "Federation handshakes (joins, resumptions, configured peers) by outcome: established, or the wire code of the failure (timeout, untrusted_peer, invitation_reused, ...), closed (the peer hung up), transport, tls, internal, tunnel",
+            m.handshakes.clone(),
+        );
+        registry.register_with_unit(
+            "journal_commit",
+            "How long each journal commit took (its writes, fdatasync and SQLite transaction)",
+            Unit::Seconds,
+            m.journal_commit.clone(),
+        );
+        registry.register(
+            "journal_batch_writes",
+            "Writes each journal commit held (0: acknowledgements only)",
+            m.journal_batch.clone(),
+        );
+        registry.register(
+            "queued_messages",
+            "Messages held for a peer mesh, by priority (0-7)",
+            m.queued.clone(),
         );
         registry.register(
             "envelopes_discarded",
@@ -515,6 +617,11 @@ impl Metrics {
             "Windows the anomaly detector closed (each partner's traffic in them judged against its baselines, then learned)",
             m.anomaly_windows.clone(),
         );
+        let (commit, batch) = (m.journal_commit.clone(), m.journal_batch.clone());
+        journal.observe(move |c| {
+            commit.observe_duration(c.took);
+            batch.observe(c.writes as u64);
+        });
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -573,6 +680,43 @@ impl Metrics {
         self.revoked_links_closed.inc();
     }
 
+    /// Counts a refusal of a message from or for partner `p`, travelling `direction`.
+    pub(crate) fn refused_by(&self, p: &MeshId, direction: Direction, refusal: &Refusal) {
+        self.refused(direction, refusal);
+        self.peer_refusals
+            .get_or_create(&PeerDirectionLabels {
+                peer: p.to_string(),
+                direction: direction_label(direction),
+            })
+            .inc();
+    }
+
+    /// Counts a federation handshake's outcome.
+    pub(crate) fn handshake(&self, outcome: &'static str) {
+        self.handshakes
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Records a heartbeat's round trip.
+    pub(crate) fn link_rtt(&self, federation: &FederationId, p: &MeshId, rtt: Duration) {
+        self.link_rtt
+            .get_or_create(&FederationLabels {
+                federation: federation.to_string(),
+                peer: p.to_string(),
+            })
+            .observe_duration(rtt);
+    }
+
+    /// A recorder of the latencies of the envelopes accepted for delivery at `now`.
+    pub(crate) fn arrivals(&self, now: SystemTime) -> Arrivals<'_> {
+        Arrivals {
+            metrics: self,
+            now,
+            recent: Vec::new(),
+        }
+    }
+
     /// Counts a refusal of a message travelling `direction`.
     pub(crate) fn refused(&self, direction: Direction, refusal: &Refusal) {
         self.rejected
@@ -589,6 +733,67 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Records the latency of envelopes accepted for delivery in one turn of the receiving stage,
+/// looking each series up once per turn.
+pub(crate) struct Arrivals<'m> {
+    metrics: &'m Metrics,
+    now: SystemTime,
+    /// The series met this turn.
+    recent: Vec<(Met, Histogram)>,
+}
+
+/// A series met in a turn: its federation, the agreement version in force and the index of the
+/// route among that agreement's patterns.
+#[derive(Debug, PartialEq, Eq)]
+struct Met {
+    federation: FederationId,
+    version: u32,
+    route: Option<usize>,
+}
+
+/// The `route` of a message that matched none of the agreed patterns (in transit).
+const NO_ROUTE: &str = "none";
+
+impl Arrivals<'_> {
+    /// Records an envelope sent at `sent` on `topic`, from `p` over `federation`, whose agreement
+    /// in force (version `version`) lets `routes` in.
+    pub(crate) fn observe(
+        &mut self,
+        federation: &FederationId,
+        p: &MeshId,
+        (version, routes): (u32, &[TopicPattern]),
+        topic: &Topic,
+        sent: Timestamp,
+    ) {
+        let route = routes.iter().position(|r| r.matches(topic));
+        let key = Met {
+            federation: federation.clone(),
+            version,
+            route,
+        };
+        let histogram = match self.recent.iter().find(|(k, _)| *k == key) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = self.metrics.latency.get_or_create(&RouteLabels {
+                    federation: federation.to_string(),
+                    peer: p.to_string(),
+                    route: route.map_or(NO_ROUTE, |i| routes[i].as_str()).to_owned(),
+                });
+                self.recent.push((key, h.clone()));
+                h
+            }
+        };
+        // A timestamp past what the system can represent is as far ahead as any.
+        let took = UNIX_EPOCH
+            .checked_add(Duration::from_millis(sent.0))
+            .and_then(|sent| self.now.duration_since(sent).ok());
+        histogram.observe_duration(took.unwrap_or_else(|| {
+            self.metrics.clock_skewed.get_or_create(&peer(p)).inc();
+            Duration::ZERO
+        }));
     }
 }
 
