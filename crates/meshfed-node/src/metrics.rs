@@ -412,7 +412,7 @@ impl Metrics {
         );
         registry.register(
             "handshakes",
-            "Federation handshakes (joins, resumptions, configured peers) by outcome: established, or the wire code of the failure (timeout, untrusted_peer, invitation_reused, ...), closed (the peer hung up), transport, tls, internal, tunnel",
+            "Federation handshakes (joins, resumptions, configured peers) by outcome: established, or the wire code of the failure (timeout, untrusted_peer, invitation_reused, ...), closed (the peer hung up), transport, internal, tunnel; tls: an accepted connection whose TLS handshake failed or timed out",
             m.handshakes.clone(),
         );
         registry.register_with_unit(
@@ -898,6 +898,9 @@ mod tests {
             "# UNIT meshfed_journal_writer_cpu_seconds seconds",
             "# TYPE meshfed_backlog_bytes gauge",
             "# UNIT meshfed_backlog_bytes bytes",
+            "# TYPE meshfed_journal_commit_seconds histogram",
+            "meshfed_journal_batch_writes_bucket{le=\"0.0\"} 0",
+            "meshfed_handshakes_total{outcome=\"established\"} 0",
             "# EOF",
         ] {
             assert!(
@@ -905,5 +908,51 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn latency_is_labelled_with_the_agreed_route_and_a_clock_ahead_counts_as_skew() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = Journal::open(
+            &dir.path().join("store.db"),
+            meshfed_store::JournalConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = Metrics::new(Arc::new(journal));
+        let parse = |s: &str| s.parse::<TopicPattern>().unwrap_or_else(|e| panic!("{e}"));
+        let routes = [parse("orders/#"), parse("telemetry/+/temp")];
+        let federation: FederationId = "fed_0123456789abcdef0123456789abcdef"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let from: MeshId = "plant-a".parse().unwrap_or_else(|e| panic!("{e}"));
+        let topic: Topic = "telemetry/line-4/temp"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_000);
+        let mut arrivals = m.arrivals(now);
+        // 3 ms late, then sent "after" now (a clock ahead), then at the end of time.
+        for sent in [999_997, 1_000_250, u64::MAX] {
+            arrivals.observe(&federation, &from, (1, &routes), &topic, Timestamp(sent));
+        }
+        let text = m.encode();
+        let series =
+            format!("federation=\"{federation}\",peer=\"plant-a\",route=\"telemetry/+/temp\"}}");
+        for line in [
+            format!("meshfed_delivery_latency_seconds_count{{{series} 3"),
+            format!("meshfed_delivery_latency_seconds_sum{{{series} 0.003"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.0001\",{series} 2"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.0025\",{series} 2"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.005\",{series} 3"),
+            "meshfed_latency_clock_skewed_total{peer=\"plant-a\"} 2".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("line-4"),
+            "a raw topic in the labels:\n{text}"
+        );
     }
 }
