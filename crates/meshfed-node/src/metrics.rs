@@ -13,9 +13,9 @@ pub(crate) mod histogram;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_proto::admission::{Direction, Refusal, Terms};
 use meshfed_proto::envelope::Timestamp;
-use meshfed_proto::{FederationId, MeshId, Topic, TopicPattern};
+use meshfed_proto::{FederationId, MeshId, Topic};
 use meshfed_store::Journal;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -758,20 +758,15 @@ struct Met {
 const NO_ROUTE: &str = "none";
 
 impl Arrivals<'_> {
-    /// Records an envelope sent at `sent` on `topic`, from `p` over `federation`, whose agreement
-    /// in force (version `version`) lets `routes` in.
-    pub(crate) fn observe(
-        &mut self,
-        federation: &FederationId,
-        p: &MeshId,
-        (version, routes): (u32, &[TopicPattern]),
-        topic: &Topic,
-        sent: Timestamp,
-    ) {
+    /// Records an envelope sent at `sent` on `topic`, received under `terms` (the agreement in
+    /// force on its link): its route is the first of the agreed inbound patterns it matches.
+    pub(crate) fn observe(&mut self, terms: &Terms, topic: &Topic, sent: Timestamp) {
+        let (federation, p) = (&terms.federation_id, &terms.peer);
+        let routes = terms.topics(Direction::Inbound);
         let route = routes.iter().position(|r| r.matches(topic));
         let key = Met {
             federation: federation.clone(),
-            version,
+            version: terms.version,
             route,
         };
         let histogram = match self.recent.iter().find(|(k, _)| *k == key) {
@@ -919,12 +914,34 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let m = Metrics::new(Arc::new(journal));
-        let parse = |s: &str| s.parse::<TopicPattern>().unwrap_or_else(|e| panic!("{e}"));
-        let routes = [parse("orders/#"), parse("telemetry/+/temp")];
-        let federation: FederationId = "fed_0123456789abcdef0123456789abcdef"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let from: MeshId = "plant-a".parse().unwrap_or_else(|e| panic!("{e}"));
+        let parse = |s: &str| {
+            s.parse::<meshfed_proto::TopicPattern>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let terms = Terms {
+            federation_id: "fed_0123456789abcdef0123456789abcdef"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            local: "supplier-b".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "plant-a".parse().unwrap_or_else(|e| panic!("{e}")),
+            version: 1,
+            outbound: Vec::new(),
+            inbound: vec![parse("orders/#"), parse("telemetry/+/temp")],
+            max_message_size: 1 << 20,
+            max_qos: meshfed_proto::envelope::Qos::ExactlyOnce,
+            content_types: Vec::new(),
+            max_priority: 7,
+            max_latency_ms: None,
+            redact: Vec::new(),
+            max_rate: None,
+            signature_modes: Vec::new(),
+            schemas: Vec::new(),
+            classifications: Vec::new(),
+            topic_rates: Vec::new(),
+            audit_level: meshfed_proto::policy::AuditLevel::Refusals,
+            retention_days: 30,
+        };
+        let federation = &terms.federation_id;
         let topic: Topic = "telemetry/line-4/temp"
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
@@ -932,7 +949,7 @@ mod tests {
         let mut arrivals = m.arrivals(now);
         // 3 ms late, then sent "after" now (a clock ahead), then at the end of time.
         for sent in [999_997, 1_000_250, u64::MAX] {
-            arrivals.observe(&federation, &from, (1, &routes), &topic, Timestamp(sent));
+            arrivals.observe(&terms, &topic, Timestamp(sent));
         }
         let text = m.encode();
         let series =

@@ -378,15 +378,7 @@ impl Task {
                         .guard
                         .delivered(&d.peer.mesh, topic, d.message.size);
                     if let (Some(l), Some(e)) = (link, arrived.delivery.envelope()) {
-                        let terms = l.terms();
-                        let routes = (terms.version, terms.topics(Direction::Inbound));
-                        arrivals.observe(
-                            &l.federation_id,
-                            l.mesh(),
-                            routes,
-                            topic,
-                            e.header.timestamp,
-                        );
+                        arrivals.observe(&l.terms(), topic, e.header.timestamp);
                     }
                     let delivery = arrived.delivery.clone();
                     if let Some((federation, AuditLevel::Full)) = &audit_on
