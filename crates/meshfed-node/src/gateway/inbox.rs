@@ -357,7 +357,9 @@ impl Task {
                     }
                     if let Some(refusal) = &arrived.refused {
                         self.ctx.guard.refused(&d.peer.mesh, topic);
-                        (self.ctx.metrics).refused_by(&d.peer.mesh, Direction::Inbound, refusal);
+                        self.ctx
+                            .metrics
+                            .refused_by(&d.peer.mesh, Direction::Inbound, refusal);
                         crate::audit::refused(
                             &self.ctx.audit,
                             audit_on.as_ref().map(|(f, level)| (f, *level)),

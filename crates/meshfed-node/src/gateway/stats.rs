@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use meshfed_proto::{FederationId, FederationState, MeshId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use super::{GatewayHandle, Health};
 use crate::metrics::histogram::{LATENCY_NS, quantile};
@@ -163,16 +165,8 @@ async fn take(node: &GatewayHandle) -> Sample {
     }
 }
 
-fn count<L>(
-    family: &prometheus_client::metrics::family::Family<
-        L,
-        prometheus_client::metrics::counter::Counter,
-    >,
-    labels: &L,
-) -> u64
-where
-    L: Clone + Eq + std::hash::Hash,
-{
+/// The count of `labels` in `family` (0 before the first).
+fn count<L: Clone + Eq + std::hash::Hash>(family: &Family<L, Counter>, labels: &L) -> u64 {
     family.get(labels).map_or(0, |c| c.get())
 }
 

@@ -1067,7 +1067,7 @@ impl Task {
                     return true;
                 };
                 let peer = &self.stream.peer;
-                (self.ctx.metrics).refused_by(peer, Direction::Outbound, &refusal);
+                self.ctx.metrics.refused_by(peer, Direction::Outbound, &refusal);
                 crate::audit::refused(
                     &self.ctx.audit,
                     Some((&link.federation_id, terms.audit_level)),

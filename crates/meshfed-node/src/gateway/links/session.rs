@@ -342,7 +342,8 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             }
             Ok(Received::Refused { frame: ty, reason }) => {
                 let meshfed_proto::session::Refusal::FlowSuspended(by) = reason;
-                (ctx.metrics).refused_by(port.mesh(), Direction::Inbound, &Refusal::Suspended);
+                ctx.metrics
+                    .refused_by(port.mesh(), Direction::Inbound, &Refusal::Suspended);
                 tracing::debug!(federation = %port.federation_id, frame = ?ty, by = ?by, "refused a data frame while the federation is suspended");
                 // Refused envelopes of a streamed batch still count in its head: their leaves
                 // are kept, they are not (they come again after the federation resumes).
@@ -503,7 +504,10 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
                 tracing::info!(federation = %port.federation_id, peer = %port.peer, %health, "link health changed");
             }
             SessionEvent::RttMeasured(rtt) => {
-                (links.ctx.metrics).link_rtt(&port.federation_id, port.mesh(), rtt);
+                links
+                    .ctx
+                    .metrics
+                    .link_rtt(&port.federation_id, port.mesh(), rtt);
             }
             // The gateway follows its peer: a suspension or resumption by either side holds for
             // both, so either side may resume.
