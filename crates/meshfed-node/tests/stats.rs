@@ -268,6 +268,18 @@ async fn the_grafana_dashboard_uses_only_metrics_a_node_exposes() {
         dashboard["templating"]["list"][0]["name"], "DS_PROMETHEUS",
         "the data source is a variable"
     );
+    let panels = dashboard["panels"].as_array().unwrap();
+    for p in panels {
+        for source in std::iter::once(&p["datasource"]).chain(
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| &t["datasource"]),
+        ) {
+            assert_eq!(source["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        }
+    }
     let mut used = BTreeSet::new();
     dashboard_metrics(&dashboard, &mut used);
     assert!(used.len() >= 10, "{used:?}");
