@@ -314,7 +314,7 @@ pub async fn start(
         api_door,
         connectors,
         stats: stats::Sampler::default(),
-        refreshing: std::sync::Mutex::new(()),
+        scraping: std::sync::Mutex::new(()),
     }));
     handle.spawn(stats::run(handle.clone()));
     Ok(handle)
@@ -341,8 +341,8 @@ struct Stages {
     connectors: Arc<crate::connectors::status::Board>,
     /// The last samples of the node's metrics, for `/v1/stats`.
     stats: stats::Sampler,
-    /// Held while the state gauges are set ([`GatewayHandle::refresh`]).
-    refreshing: std::sync::Mutex<()>,
+    /// Held while the state gauges are set and encoded ([`GatewayHandle::metrics`]).
+    scraping: std::sync::Mutex<()>,
 }
 
 /// What this node is, as the API describes it.
@@ -855,10 +855,13 @@ impl GatewayHandle {
         Ok(opened)
     }
 
-    /// The metrics in the OpenMetrics text format; what is a state (backlogs, link health) is
-    /// read from the stages now.
+    /// The metrics in the OpenMetrics text format; what is a state (backlogs, queues by
+    /// priority, link health) is read from the stages now.
     pub(crate) async fn metrics(&self) -> String {
-        self.refresh().await;
+        let live = self.live().await;
+        // One scrape at a time: another one's clearing must not empty the gauges encoded here.
+        let _alone = self.0.scraping.lock().unwrap_or_else(|e| e.into_inner());
+        self.set_states(&live);
         self.0.ctx.metrics.encode()
     }
 
@@ -872,19 +875,24 @@ impl GatewayHandle {
         })
     }
 
-    /// Sets what is a state in the metrics (backlogs, queues by priority, link health) from the
-    /// stages now, and returns the live federations as they are.
-    pub(crate) async fn refresh(&self) -> Vec<FederationStatus> {
+    /// The live federations as they are now (what the state gauges are set from); none when
+    /// the registry cannot be read.
+    pub(crate) async fn live(&self) -> Vec<FederationStatus> {
         let records = federations::list(&self.0.federations)
             .await
+            .inspect_err(|e| tracing::debug!(error = %e, "could not list the federations"))
             .unwrap_or_default();
-        let live: Vec<FederationStatus> = records
+        records
             .into_iter()
             .filter(|r| r.state.is_live())
             .map(|r| self.status(r))
-            .collect();
+            .collect()
+    }
+
+    /// Sets what is a state in the metrics from the stages: backlogs and queues by priority
+    /// per stream, link health per live federation (`live`).
+    fn set_states(&self, live: &[FederationStatus]) {
         let m = &self.0.ctx.metrics;
-        let _alone = self.0.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         m.backlog_messages.clear();
         m.backlog_bytes.clear();
         m.queued.clear();
@@ -908,7 +916,7 @@ impl GatewayHandle {
             }
         }
         m.link_healthy.clear();
-        for s in &live {
+        for s in live {
             m.link_healthy
                 .get_or_create(&metrics::FederationLabels {
                     federation: s.record.id.to_string(),
@@ -916,7 +924,6 @@ impl GatewayHandle {
                 })
                 .set(i64::from(s.link.health == Health::Healthy));
         }
-        live
     }
 
     /// Records the address the API listens on in the runtime file.

@@ -1,8 +1,8 @@
 //! The sampler behind `GET /v1/stats`, which the console's live plots poll every second.
 //!
 //! Once a second it reads the node's own metrics — the same counters and latency histograms
-//! `/metrics` exposes, after setting the state gauges as a scrape does
-//! ([`GatewayHandle::refresh`]) — and keeps the last [`WINDOW`] + 1 samples. Rates are the
+//! `/metrics` exposes, and each live federation's state as the scrape sets its gauges from
+//! ([`GatewayHandle::live`]) — and keeps the last [`WINDOW`] + 1 samples. Rates are the
 //! counters' growth between the last two samples; latency percentiles come from the bucket
 //! counts gained over the whole ring, as Prometheus' `histogram_quantile` over `increase` would
 //! give them ([`crate::metrics::histogram::quantile`]).
@@ -126,7 +126,7 @@ pub(crate) async fn run(node: GatewayHandle) {
 
 async fn take(node: &GatewayHandle) -> Sample {
     let ctx = &node.0.ctx;
-    let live = node.refresh().await;
+    let live = node.live().await;
     let (at, wall) = (ctx.clock.instant(), ctx.clock.wall());
     let m = &ctx.metrics;
     let latencies = m.latency.all();
