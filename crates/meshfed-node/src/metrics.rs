@@ -5,10 +5,17 @@
 //! ending in `_total`. Stages count into the families below as things happen; what is a state
 //! rather than an event (backlogs, link health) is set from the stages' own state just before
 //! each scrape ([`Metrics::encode`]); the journal's counters are read from it at each scrape.
+//! Latencies, round trips and journal commits are [`histogram`]s the node reads back too
+//! (the `/v1/stats` sampler, `gateway/stats.rs`).
+
+pub(crate) mod histogram;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshfed_proto::admission::{Direction, Refusal};
+use meshfed_proto::admission::{Direction, Refusal, Terms};
+use meshfed_proto::envelope::Timestamp;
+use meshfed_proto::{FederationId, MeshId, Topic};
 use meshfed_store::Journal;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -16,6 +23,8 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+
+use histogram::{BATCH_WRITES, Histogram, LATENCY_NS, Series};
 
 /// The peer mesh a series is about.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +52,29 @@ pub(crate) struct PeerReasonLabels {
 pub(crate) struct FederationLabels {
     pub(crate) federation: String,
     pub(crate) peer: String,
+}
+
+/// A federation, its peer and the agreed topic pattern (of the agreement in force) a message
+/// matched: `route` never holds a raw topic, so the series stay few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) federation: String,
+    pub(crate) peer: String,
+    pub(crate) route: String,
+}
+
+/// A peer and which way (`inbound`, `outbound`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerDirectionLabels {
+    pub(crate) peer: String,
+    pub(crate) direction: &'static str,
+}
+
+/// A peer and a message priority (0–7).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerPriorityLabels {
+    pub(crate) peer: String,
+    pub(crate) priority: u8,
 }
 
 /// A listener (`federation` or `api`) and why it refused a connection.
@@ -80,6 +112,22 @@ pub(crate) struct Metrics {
     pub(crate) retention_expired: Family<KindLabel, Counter>,
     /// Envelopes refused on arrival, and messages refused at submission, by reason.
     pub(crate) rejected: Family<RefusalLabels, Counter>,
+    /// The same refusals, where the partner is known, by partner and direction.
+    pub(crate) peer_refusals: Family<PeerDirectionLabels, Counter>,
+    /// From the sender's timestamp to acceptance for delivery here, by federation and route.
+    pub(crate) latency: Series<RouteLabels>,
+    /// Envelopes whose sender's timestamp was ahead of this node's clock (latency taken as 0).
+    pub(crate) clock_skewed: Family<PeerLabel, Counter>,
+    /// Heartbeat round trips, by federation.
+    pub(crate) link_rtt: Series<FederationLabels>,
+    /// Federation handshakes run to their end, by outcome.
+    pub(crate) handshakes: Family<OutcomeLabel, Counter>,
+    /// How long each journal commit took.
+    pub(crate) journal_commit: Histogram,
+    /// The writes each journal commit held.
+    pub(crate) journal_batch: Histogram,
+    /// Messages queued for a peer mesh by priority (set at each scrape).
+    pub(crate) queued: Family<PeerPriorityLabels, Gauge>,
     /// Envelopes received and not delivered (late, or held back when their sender restarted).
     pub(crate) discarded: Counter,
     /// Messages this node relayed on another mesh's behalf (trusted intermediary).
@@ -230,6 +278,14 @@ impl Metrics {
             relay_over_rate: Counter::default(),
             delivered: Family::default(),
             rejected: Family::default(),
+            peer_refusals: Family::default(),
+            latency: Series::seconds(LATENCY_NS),
+            clock_skewed: Family::default(),
+            link_rtt: Series::seconds(LATENCY_NS),
+            handshakes: Family::default(),
+            journal_commit: Histogram::seconds(LATENCY_NS),
+            journal_batch: Histogram::counts(BATCH_WRITES),
+            queued: Family::default(),
             discarded: Counter::default(),
             transit_relayed: Counter::default(),
             dead_lettered: Family::default(),
@@ -274,6 +330,9 @@ impl Metrics {
         {
             drop(m.api_refused.get_or_create(&ReasonLabel { reason }));
         }
+        drop(m.handshakes.get_or_create(&OutcomeLabel {
+            outcome: "established",
+        }));
         // Every refusal reason is listed from the start, at zero, so that a rate over it exists
         // before the first refusal.
         for direction in [Direction::Inbound, Direction::Outbound] {
@@ -328,6 +387,49 @@ impl Metrics {
             "envelopes_rejected",
             "Envelopes refused on arrival and messages refused at submission, by reason",
             m.rejected.clone(),
+        );
+        registry.register(
+            "peer_refusals",
+            "Messages refused from a partner (inbound) or for one (outbound), any reason (by reason: meshfed_envelopes_rejected_total)",
+            m.peer_refusals.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "From the sender's envelope timestamp (milliseconds) to this gateway accepting the envelope for delivery, by federation, peer and the agreed topic pattern it matched (route); clocks of both gateways included",
+            Unit::Seconds,
+            m.latency.clone(),
+        );
+        registry.register(
+            "latency_clock_skewed",
+            "Envelopes whose sender's timestamp was ahead of this node's clock: their latency is counted as 0",
+            m.clock_skewed.clone(),
+        );
+        registry.register_with_unit(
+            "link_rtt",
+            "Round trips of link heartbeats, by federation",
+            Unit::Seconds,
+            m.link_rtt.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "Federation handshakes (joins, resumptions, configured peers) by outcome: established, or the wire code of the failure (timeout, untrusted_peer, invitation_reused, ...), closed (the peer hung up), transport, internal, tunnel; tls: an accepted connection whose TLS handshake failed or timed out",
+            m.handshakes.clone(),
+        );
+        registry.register_with_unit(
+            "journal_commit",
+            "How long each journal commit took (its writes, fdatasync and SQLite transaction)",
+            Unit::Seconds,
+            m.journal_commit.clone(),
+        );
+        registry.register(
+            "journal_batch_writes",
+            "Writes each journal commit held (0: acknowledgements only)",
+            m.journal_batch.clone(),
+        );
+        registry.register(
+            "queued_messages",
+            "Messages held for a peer mesh, by priority (0-7)",
+            m.queued.clone(),
         );
         registry.register(
             "envelopes_discarded",
@@ -515,6 +617,11 @@ impl Metrics {
             "Windows the anomaly detector closed (each partner's traffic in them judged against its baselines, then learned)",
             m.anomaly_windows.clone(),
         );
+        let (commit, batch) = (m.journal_commit.clone(), m.journal_batch.clone());
+        journal.observe(move |c| {
+            commit.observe_duration(c.took);
+            batch.observe(c.writes as u64);
+        });
         registry.register_collector(Box::new(JournalCounters(journal)));
         Self { registry, ..m }
     }
@@ -573,6 +680,43 @@ impl Metrics {
         self.revoked_links_closed.inc();
     }
 
+    /// Counts a refusal of a message from or for partner `p`, travelling `direction`.
+    pub(crate) fn refused_by(&self, p: &MeshId, direction: Direction, refusal: &Refusal) {
+        self.refused(direction, refusal);
+        self.peer_refusals
+            .get_or_create(&PeerDirectionLabels {
+                peer: p.to_string(),
+                direction: direction_label(direction),
+            })
+            .inc();
+    }
+
+    /// Counts a federation handshake's outcome.
+    pub(crate) fn handshake(&self, outcome: &'static str) {
+        self.handshakes
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Records a heartbeat's round trip.
+    pub(crate) fn link_rtt(&self, federation: &FederationId, p: &MeshId, rtt: Duration) {
+        self.link_rtt
+            .get_or_create(&FederationLabels {
+                federation: federation.to_string(),
+                peer: p.to_string(),
+            })
+            .observe_duration(rtt);
+    }
+
+    /// A recorder of the latencies of the envelopes accepted for delivery at `now`.
+    pub(crate) fn arrivals(&self, now: SystemTime) -> Arrivals<'_> {
+        Arrivals {
+            metrics: self,
+            now,
+            recent: Vec::new(),
+        }
+    }
+
     /// Counts a refusal of a message travelling `direction`.
     pub(crate) fn refused(&self, direction: Direction, refusal: &Refusal) {
         self.rejected
@@ -589,6 +733,62 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Records the latency of envelopes accepted for delivery in one turn of the receiving stage,
+/// looking each series up once per turn.
+pub(crate) struct Arrivals<'m> {
+    metrics: &'m Metrics,
+    now: SystemTime,
+    /// The series met this turn.
+    recent: Vec<(Met, Histogram)>,
+}
+
+/// A series met in a turn: its federation, the agreement version in force and the index of the
+/// route among that agreement's patterns.
+#[derive(Debug, PartialEq, Eq)]
+struct Met {
+    federation: FederationId,
+    version: u32,
+    route: Option<usize>,
+}
+
+/// The `route` of a message that matched none of the agreed patterns (in transit).
+const NO_ROUTE: &str = "none";
+
+impl Arrivals<'_> {
+    /// Records an envelope sent at `sent` on `topic`, received under `terms` (the agreement in
+    /// force on its link): its route is the first of the agreed inbound patterns it matches.
+    pub(crate) fn observe(&mut self, terms: &Terms, topic: &Topic, sent: Timestamp) {
+        let (federation, p) = (&terms.federation_id, &terms.peer);
+        let routes = terms.topics(Direction::Inbound);
+        let route = routes.iter().position(|r| r.matches(topic));
+        let key = Met {
+            federation: federation.clone(),
+            version: terms.version,
+            route,
+        };
+        let histogram = match self.recent.iter().find(|(k, _)| *k == key) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = self.metrics.latency.get_or_create(&RouteLabels {
+                    federation: federation.to_string(),
+                    peer: p.to_string(),
+                    route: route.map_or(NO_ROUTE, |i| routes[i].as_str()).to_owned(),
+                });
+                self.recent.push((key, h.clone()));
+                h
+            }
+        };
+        // A timestamp past what the system can represent is as far ahead as any.
+        let took = UNIX_EPOCH
+            .checked_add(Duration::from_millis(sent.0))
+            .and_then(|sent| self.now.duration_since(sent).ok());
+        histogram.observe_duration(took.unwrap_or_else(|| {
+            self.metrics.clock_skewed.get_or_create(&peer(p)).inc();
+            Duration::ZERO
+        }));
     }
 }
 
@@ -693,6 +893,9 @@ mod tests {
             "# UNIT meshfed_journal_writer_cpu_seconds seconds",
             "# TYPE meshfed_backlog_bytes gauge",
             "# UNIT meshfed_backlog_bytes bytes",
+            "# TYPE meshfed_journal_commit_seconds histogram",
+            "meshfed_journal_batch_writes_bucket{le=\"0.0\"} 0",
+            "meshfed_handshakes_total{outcome=\"established\"} 0",
             "# EOF",
         ] {
             assert!(
@@ -700,5 +903,73 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn latency_is_labelled_with_the_agreed_route_and_a_clock_ahead_counts_as_skew() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let journal = Journal::open(
+            &dir.path().join("store.db"),
+            meshfed_store::JournalConfig::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = Metrics::new(Arc::new(journal));
+        let parse = |s: &str| {
+            s.parse::<meshfed_proto::TopicPattern>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let terms = Terms {
+            federation_id: "fed_0123456789abcdef0123456789abcdef"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            local: "supplier-b".parse().unwrap_or_else(|e| panic!("{e}")),
+            peer: "plant-a".parse().unwrap_or_else(|e| panic!("{e}")),
+            version: 1,
+            outbound: Vec::new(),
+            inbound: vec![parse("orders/#"), parse("telemetry/+/temp")],
+            max_message_size: 1 << 20,
+            max_qos: meshfed_proto::envelope::Qos::ExactlyOnce,
+            content_types: Vec::new(),
+            max_priority: 7,
+            max_latency_ms: None,
+            redact: Vec::new(),
+            max_rate: None,
+            signature_modes: Vec::new(),
+            schemas: Vec::new(),
+            classifications: Vec::new(),
+            topic_rates: Vec::new(),
+            audit_level: meshfed_proto::policy::AuditLevel::Refusals,
+            retention_days: 30,
+        };
+        let federation = &terms.federation_id;
+        let topic: Topic = "telemetry/line-4/temp"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_000);
+        let mut arrivals = m.arrivals(now);
+        // 3 ms late, then sent "after" now (a clock ahead), then at the end of time.
+        for sent in [999_997, 1_000_250, u64::MAX] {
+            arrivals.observe(&terms, &topic, Timestamp(sent));
+        }
+        let text = m.encode();
+        let series =
+            format!("federation=\"{federation}\",peer=\"plant-a\",route=\"telemetry/+/temp\"}}");
+        for line in [
+            format!("meshfed_delivery_latency_seconds_count{{{series} 3"),
+            format!("meshfed_delivery_latency_seconds_sum{{{series} 0.003"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.0001\",{series} 2"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.0025\",{series} 2"),
+            format!("meshfed_delivery_latency_seconds_bucket{{le=\"0.005\",{series} 3"),
+            "meshfed_latency_clock_skewed_total{peer=\"plant-a\"} 2".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("line-4"),
+            "a raw topic in the labels:\n{text}"
+        );
     }
 }

@@ -50,7 +50,7 @@ pub use delegations::StoredDelegation;
 pub use error::{ConsumeError, JournalError, StoreError};
 pub use federation::{FederationRecord, HistoryEntry, Role};
 pub use invitation::InvitationRecord;
-pub use journal::{Journal, JournalConfig, JournalStats, Ticket, Write};
+pub use journal::{Commit, Journal, JournalConfig, JournalStats, Ticket, Write};
 pub use origins::OriginCas;
 pub use retention::Expired;
 pub use revocation::{IssuedCert, StoredRevocations};

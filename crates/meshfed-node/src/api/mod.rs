@@ -18,6 +18,7 @@ pub mod models;
 mod openapi;
 mod policy;
 mod revocations;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -121,7 +122,8 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::audit_report))
-        .routes(routes!(audit::audit_proof));
+        .routes(routes!(audit::audit_proof))
+        .routes(routes!(stats::stats));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -37,6 +37,7 @@ mod delegations;
 mod policy;
 mod revocations;
 pub(crate) mod schema;
+mod stats;
 mod tokens;
 
 pub use crate::audit::views::{
@@ -55,6 +56,7 @@ pub use revocations::{
     RevocationListView, RevocationsView, RevokeNodeRequest, RevokedDelegationView, RevokedNodeView,
     RevokedSerialView,
 };
+pub use stats::{FederationStats, LatencyPercentiles, StatsBacklog, StatsRates, StatsView};
 pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.

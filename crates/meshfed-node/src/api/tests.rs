@@ -529,6 +529,46 @@ fn audit_report() -> AuditReport {
     }
 }
 
+fn stats() -> StatsView {
+    let active = FederationStats {
+        federation: "fed_0123456789abcdef0123456789abcdef".parse().unwrap(),
+        peer: "supplier-b".parse().unwrap(),
+        state: FederationState::Active,
+        healthy: true,
+        rtt_ms: Some(0.41),
+        sent_per_second: 1234.0,
+        delivered_per_second: 1200.0,
+        refused_per_second: 0.0,
+        latency_ms: Some(LatencyPercentiles {
+            p50: 1.2,
+            p90: 2.0,
+            p99: 5.1,
+            count: 1200,
+        }),
+        backlog: StatsBacklog {
+            messages: 0,
+            bytes: 0,
+        },
+    };
+    let quiet = FederationStats {
+        state: FederationState::Suspended,
+        healthy: false,
+        rtt_ms: None,
+        latency_ms: None,
+        ..active.clone()
+    };
+    StatsView {
+        at: "2026-12-05T06:40:00Z".into(),
+        window_seconds: 10,
+        federations: vec![active, quiet],
+        totals: StatsRates {
+            sent_per_second: 1234.0,
+            delivered_per_second: 1200.0,
+            refused_per_second: 0.0,
+        },
+    }
+}
+
 fn samples() -> Vec<(String, Value)> {
     let node = NodeInfo {
         mesh: "plant-a".parse().unwrap(),
@@ -670,6 +710,12 @@ fn samples() -> Vec<(String, Value)> {
         sample(ConnectorList {
             connectors: vec![connector()],
         }),
+        sample(stats()),
+        sample(stats().federations[0].clone()),
+        sample(stats().federations[1].clone()),
+        sample(stats().federations[0].latency_ms.unwrap()),
+        sample(stats().federations[0].backlog),
+        sample(stats().totals),
         sample(connector()),
         sample(audit_page()),
         sample(audit_page().records[0].clone()),

@@ -330,6 +330,7 @@ impl Task {
         let mut crossed: HashMap<(FederationId, usize), Crossed> = HashMap::new();
         let mut chains: HashMap<Peer, Arc<[Vec<u8>]>> = HashMap::new();
         let at = self.ctx.now();
+        let mut arrivals = self.ctx.metrics.arrivals(self.ctx.clock.wall());
         while let Some(event) = self.inbox.poll_event() {
             match event {
                 InboxEvent::Deliver(d) => {
@@ -356,7 +357,9 @@ impl Task {
                     }
                     if let Some(refusal) = &arrived.refused {
                         self.ctx.guard.refused(&d.peer.mesh, topic);
-                        self.ctx.metrics.refused(Direction::Inbound, refusal);
+                        self.ctx
+                            .metrics
+                            .refused_by(&d.peer.mesh, Direction::Inbound, refusal);
                         crate::audit::refused(
                             &self.ctx.audit,
                             audit_on.as_ref().map(|(f, level)| (f, *level)),
@@ -376,6 +379,9 @@ impl Task {
                     self.ctx
                         .guard
                         .delivered(&d.peer.mesh, topic, d.message.size);
+                    if let (Some(l), Some(e)) = (link, arrived.delivery.envelope()) {
+                        arrivals.observe(&l.terms(), topic, e.header.timestamp);
+                    }
                     let delivery = arrived.delivery.clone();
                     if let Some((federation, AuditLevel::Full)) = &audit_on
                         && let Some(facts) = delivery.audit(d.message.size)

@@ -44,6 +44,7 @@ pub(crate) mod revocation;
 pub(crate) mod revoked;
 pub(crate) mod room;
 pub(crate) mod route;
+pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod submit;
 mod tokens;
@@ -302,7 +303,7 @@ pub async fn start(
         links: links.clone(),
         routes: routes.clone(),
     };
-    Ok(GatewayHandle(Arc::new(Stages {
+    let handle = GatewayHandle(Arc::new(Stages {
         ctx,
         admin_token: std::sync::RwLock::new(admin_token),
         credentials: crate::credentials::Credentials::new(issuer, revoked_tokens),
@@ -312,7 +313,11 @@ pub async fn start(
         federations,
         api_door,
         connectors,
-    })))
+        stats: stats::Sampler::default(),
+        scraping: std::sync::Mutex::new(()),
+    }));
+    handle.spawn(stats::run(handle.clone()));
+    Ok(handle)
 }
 
 /// A running gateway as its local side reaches it: the API and the connectors submit,
@@ -334,6 +339,10 @@ struct Stages {
     api_door: Arc<Door>,
     /// The connectors to the mesh's own bus, as they are doing.
     connectors: Arc<crate::connectors::status::Board>,
+    /// The last samples of the node's metrics, for `/v1/stats`.
+    stats: stats::Sampler,
+    /// Held while the state gauges are set and encoded ([`GatewayHandle::metrics`]).
+    scraping: std::sync::Mutex<()>,
 }
 
 /// What this node is, as the API describes it.
@@ -846,35 +855,75 @@ impl GatewayHandle {
         Ok(opened)
     }
 
-    /// The metrics in the OpenMetrics text format; what is a state (backlogs, link health) is
-    /// read from the stages now.
+    /// The metrics in the OpenMetrics text format; what is a state (backlogs, queues by
+    /// priority, link health) is read from the stages now.
     pub(crate) async fn metrics(&self) -> String {
+        let live = self.live().await;
+        // One scrape at a time: another one's clearing must not empty the gauges encoded here.
+        let _alone = self.0.scraping.lock().unwrap_or_else(|e| e.into_inner());
+        self.set_states(&live);
+        self.0.ctx.metrics.encode()
+    }
+
+    /// The figures of the last samples of the metrics (`/v1/stats`); none yet (no federation,
+    /// an empty window) before the first.
+    pub(crate) fn stats(&self) -> stats::Figures {
+        self.0.stats.figures().unwrap_or_else(|| stats::Figures {
+            at: self.0.ctx.clock.wall(),
+            window: Duration::ZERO,
+            federations: Vec::new(),
+        })
+    }
+
+    /// The live federations as they are now (what the state gauges are set from); none when
+    /// the registry cannot be read.
+    pub(crate) async fn live(&self) -> Vec<FederationStatus> {
+        let records = federations::list(&self.0.federations)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "could not list the federations"))
+            .unwrap_or_default();
+        records
+            .into_iter()
+            .filter(|r| r.state.is_live())
+            .map(|r| self.status(r))
+            .collect()
+    }
+
+    /// Sets what is a state in the metrics from the stages: backlogs and queues by priority
+    /// per stream, link health per live federation (`live`).
+    fn set_states(&self, live: &[FederationStatus]) {
         let m = &self.0.ctx.metrics;
         m.backlog_messages.clear();
         m.backlog_bytes.clear();
+        m.queued.clear();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for s in self.0.routes.all() {
-            let stats = s.stats();
+            let backlog = s.stats().backlog;
             let peer = metrics::peer(&s.peer);
             m.backlog_messages
                 .get_or_create(&peer)
-                .set(i64::try_from(stats.backlog.messages).unwrap_or(i64::MAX));
+                .set(gauge(backlog.messages as u64));
             m.backlog_bytes
                 .get_or_create(&peer)
-                .set(i64::try_from(stats.backlog.bytes).unwrap_or(i64::MAX));
-        }
-        m.link_healthy.clear();
-        if let Ok(records) = federations::list(&self.0.federations).await {
-            for r in records.iter().filter(|r| r.state.is_live()) {
-                let up = self.0.links.status(&r.id).health == Health::Healthy;
-                m.link_healthy
-                    .get_or_create(&metrics::FederationLabels {
-                        federation: r.id.to_string(),
-                        peer: r.peer_mesh.to_string(),
+                .set(gauge(backlog.bytes));
+            for (priority, n) in (0u8..).zip(backlog.by_priority) {
+                m.queued
+                    .get_or_create(&metrics::PeerPriorityLabels {
+                        peer: peer.peer.clone(),
+                        priority,
                     })
-                    .set(i64::from(up));
+                    .set(gauge(n as u64));
             }
         }
-        m.encode()
+        m.link_healthy.clear();
+        for s in live {
+            m.link_healthy
+                .get_or_create(&metrics::FederationLabels {
+                    federation: s.record.id.to_string(),
+                    peer: s.record.peer_mesh.to_string(),
+                })
+                .set(i64::from(s.link.health == Health::Healthy));
+        }
     }
 
     /// Records the address the API listens on in the runtime file.

@@ -111,7 +111,8 @@ pub(crate) async fn receive(
 
 fn refused(ctx: &Context, link: &LinkPort, refusal: &Refusal) {
     ctx.guard.transfer_refused(link.mesh(), refusal);
-    ctx.metrics.refused(Direction::Inbound, refusal);
+    ctx.metrics
+        .refused_by(link.mesh(), Direction::Inbound, refusal);
     crate::audit::refused(
         &ctx.audit,
         Some((&link.federation_id, link.terms().audit_level)),

@@ -1067,7 +1067,8 @@ impl Task {
                 let Err(refusal) = terms.admit(Direction::Outbound, facts) else {
                     return true;
                 };
-                self.ctx.metrics.refused(Direction::Outbound, &refusal);
+                let peer = &self.stream.peer;
+                self.ctx.metrics.refused_by(peer, Direction::Outbound, &refusal);
                 crate::audit::refused(
                     &self.ctx.audit,
                     Some((&link.federation_id, terms.audit_level)),

@@ -133,7 +133,13 @@ pub(crate) async fn submit(
 ) -> Result<Submitted, SendError> {
     let checked = check(ctx, routes, &mut msg);
     if let Err(refusal) = &checked {
-        ctx.metrics.refused(Direction::Outbound, refusal);
+        // Counted by partner only for a partner: the destination is the client's to name.
+        match routes.to(&msg.to) {
+            Some(_) => ctx
+                .metrics
+                .refused_by(&msg.to, Direction::Outbound, refusal),
+            None => ctx.metrics.refused(Direction::Outbound, refusal),
+        }
     }
     let stream = checked?;
     if msg.qos == Qos::AtMostOnce && !stream.wanted(&msg.topic) {

@@ -41,9 +41,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meshfed_proto::MeshId;
 use meshfed_proto::envelope::{EnvelopeId, Timestamp};
@@ -122,7 +122,23 @@ pub struct Journal {
     counters: Arc<Counters>,
     /// Where the writer thread's CPU time is read (`None` where the system does not tell).
     writer_cpu: Option<ThreadCpu>,
+    /// Told of each commit, once set.
+    observer: Arc<OnceLock<Observer>>,
 }
+
+/// One commit of the writer, as [`Journal::observe`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// From the start of applying the batch to the end of its commit (the fsync and the
+    /// SQLite transaction included), measured on the writer thread.
+    pub took: Duration,
+    /// The writes of the batch's requests (an outbound message appended is one); 0 for a
+    /// commit of acknowledgements alone.
+    pub writes: usize,
+}
+
+/// What is called on the writer thread after each commit (see [`Journal::observe`]).
+type Observer = Box<dyn Fn(Commit) + Send + Sync>;
 
 /// What the writer has done since the journal was opened, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,6 +194,7 @@ impl Journal {
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let acknowledged = Arc::new(Acknowledged::default());
+        let observer = Arc::new(OnceLock::new());
         let (cpu_tx, cpu_rx) = mpsc::sync_channel(1);
         let writer = Writer {
             conn: writer_conn,
@@ -189,6 +206,7 @@ impl Journal {
             acknowledged: Arc::clone(&acknowledged),
             carried: Carried::default(),
             counters: Arc::clone(&counters),
+            observer: Arc::clone(&observer),
         };
         let writer = std::thread::Builder::new()
             .name("meshfed-journal".into())
@@ -208,7 +226,15 @@ impl Journal {
             acknowledged,
             counters,
             writer_cpu,
+            observer,
         })
+    }
+
+    /// Has `observer` told of every commit from now on (how long it took, how many writes it
+    /// held), on the writer thread: it must be quick (a metric's update). The first observer
+    /// set stays; a later one is ignored and `false` returned.
+    pub fn observe(&self, observer: impl Fn(Commit) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observer)).is_ok()
     }
 
     /// Commits and requests so far (`requests / commits` is the mean group size), and the
@@ -527,6 +553,7 @@ struct Writer {
     /// Acknowledged ids whose messages were not found yet.
     carried: Carried,
     counters: Arc<Counters>,
+    observer: Arc<OnceLock<Observer>>,
 }
 
 /// The requests of one batch, and whether taking them emptied the queue.
@@ -586,7 +613,17 @@ impl Writer {
         if batch.is_empty() && deletions.is_empty() {
             return;
         }
-        let outcomes = match self.apply_all(&batch, &deletions) {
+        let started = Instant::now();
+        let applied = self.apply_all(&batch, &deletions);
+        if applied.is_ok()
+            && let Some(observe) = self.observer.get()
+        {
+            observe(Commit {
+                took: started.elapsed(),
+                writes: batch.iter().map(|r| r.writes.len()).sum(),
+            });
+        }
+        let outcomes = match applied {
             Ok((outcomes, Some(deleted))) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters

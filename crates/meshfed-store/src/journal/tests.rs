@@ -474,6 +474,26 @@ fn concurrent_requests_share_commits() {
 }
 
 #[test]
+fn the_observer_is_told_of_each_commit_before_its_tickets_complete() {
+    let (_dir, j) = open();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = Arc::clone(&seen);
+    assert!(j.observe(move |c| into.lock().unwrap().push(c)));
+    assert!(!j.observe(|_| {}), "a second observer is refused");
+    j.submit_all(vec![
+        Write::AppendOutbound(outbound(1, "plant-b", 0)),
+        Write::AppendOutbound(outbound(2, "plant-b", 0)),
+    ])
+    .wait()
+    .unwrap();
+    j.append_outbound(outbound(3, "plant-b", 0)).wait().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len() as u64, j.stats().commits, "{seen:?}");
+    assert_eq!(seen.iter().map(|c| c.writes).sum::<usize>(), 3, "{seen:?}");
+    assert!(seen.iter().all(|c| c.took > Duration::ZERO), "{seen:?}");
+}
+
+#[test]
 fn stats_count_failed_requests() {
     let (_dir, j) = open();
     let mut bad = outbound(1, "plant-b", 0);

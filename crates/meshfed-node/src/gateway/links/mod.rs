@@ -219,6 +219,7 @@ async fn handle_incoming(links: Arc<Links>, incoming: Incoming, place: Unauthent
                 _ => Refused::Io,
             };
             links.door.refuse(reason, remote, &e);
+            links.ctx.metrics.handshake("tls");
             links.ctx.audit.handshake_failed(
                 remote.ip().to_string(),
                 None,
@@ -339,9 +340,28 @@ fn known(f: &FederationRecord) -> Result<KnownFederation, LinkError> {
     })
 }
 
-/// Runs a handshake to its end over `link`. Events are acted on before anything is sent, so an
+/// Runs a handshake to its end over `link` and counts its outcome
+/// (`meshfed_handshakes_total`). Events are acted on before anything is sent, so an
 /// invitation the store refuses stops the handshake before the peer hears it was accepted.
 pub(crate) async fn drive(
+    links: &Links,
+    link: &mut Link,
+    hs: Handshake,
+) -> Result<Box<Established>, LinkError> {
+    let result = run_handshake(links, link, hs).await;
+    links.ctx.metrics.handshake(match &result {
+        Ok(_) => "established",
+        Err(LinkError::Handshake(e)) => e.code().name(),
+        Err(LinkError::Transport(TransportError::Timeout { .. })) => "timeout",
+        Err(LinkError::Transport(_)) => "transport",
+        Err(LinkError::Closed(_)) => "closed",
+        Err(LinkError::Store(_)) => "internal",
+        Err(LinkError::Tunnel(_)) => "tunnel",
+    });
+    result
+}
+
+async fn run_handshake(
     links: &Links,
     link: &mut Link,
     mut hs: Handshake,

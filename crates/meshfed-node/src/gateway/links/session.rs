@@ -342,7 +342,8 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
             }
             Ok(Received::Refused { frame: ty, reason }) => {
                 let meshfed_proto::session::Refusal::FlowSuspended(by) = reason;
-                ctx.metrics.refused(Direction::Inbound, &Refusal::Suspended);
+                ctx.metrics
+                    .refused_by(port.mesh(), Direction::Inbound, &Refusal::Suspended);
                 tracing::debug!(federation = %port.federation_id, frame = ?ty, by = ?by, "refused a data frame while the federation is suspended");
                 // Refused envelopes of a streamed batch still count in its head: their leaves
                 // are kept, they are not (they come again after the federation resumes).
@@ -438,8 +439,9 @@ async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) 
         } => {
             ctx.metrics.peer_misbehaved(port.mesh());
             ctx.guard.signature_failure(port.mesh());
+            let refusal = Refusal::BadSignature(reason.clone());
             ctx.metrics
-                .refused(Direction::Inbound, &Refusal::BadSignature(reason.clone()));
+                .refused_by(port.mesh(), Direction::Inbound, &refusal);
             let ids: Vec<String> = delivered_unproven.iter().map(ToString::to_string).collect();
             tracing::error!(
                 federation = %port.federation_id,
@@ -467,7 +469,8 @@ async fn stream_fault(links: &Links, port: &LinkPort, fault: open::StreamFault) 
         }
         open::StreamFault::Refused(refusal) => {
             ctx.guard.transfer_refused(port.mesh(), &refusal);
-            ctx.metrics.refused(Direction::Inbound, &refusal);
+            ctx.metrics
+                .refused_by(port.mesh(), Direction::Inbound, &refusal);
             crate::audit::refused(
                 &ctx.audit,
                 Some((&port.federation_id, port.terms().audit_level)),
@@ -500,7 +503,12 @@ async fn on_events(links: &Links, port: &LinkPort, events: Vec<SessionEvent>) ->
             SessionEvent::HealthChanged(health) => {
                 tracing::info!(federation = %port.federation_id, peer = %port.peer, %health, "link health changed");
             }
-            SessionEvent::RttMeasured(_) => {}
+            SessionEvent::RttMeasured(rtt) => {
+                links
+                    .ctx
+                    .metrics
+                    .link_rtt(&port.federation_id, port.mesh(), rtt);
+            }
             // The gateway follows its peer: a suspension or resumption by either side holds for
             // both, so either side may resume.
             SessionEvent::PeerSuspended => {
