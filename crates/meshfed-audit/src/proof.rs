@@ -11,7 +11,8 @@
 //! 5. the opening of the record's payload commitment;
 //! 6. the envelope's evidence: its signed header bytes (envelope id, source, destination,
 //!    topic, signer certificate digest), its payload digest, the head of the signed batch it
-//!    travelled in, its inclusion proof in that batch and the batch signer's chain.
+//!    travelled in and its inclusion proof in that batch (or its own signature, when it was
+//!    signed alone), and the signer's chain.
 //!
 //! [`MessageProof::check`] checks each link and names the one that fails. Certificate chains
 //! are validated by the caller's closure (against the CAs it trusts, for the mesh it is told
@@ -24,8 +25,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use meshfed_proto::MeshId;
 use meshfed_proto::batch::merkle::{HASH_LEN, InclusionProof, ProofError, TreeHash};
 use meshfed_proto::batch::{BatchError, BatchHead, BatchProof};
-use meshfed_proto::crypto::{VerifyingKey, sha384};
-use meshfed_proto::envelope::{EnvelopeError, EnvelopeId, Header, Timestamp};
+use meshfed_proto::crypto::{SIGNATURE_LEN, Signature, VerifyingKey, sha384};
+use meshfed_proto::envelope::{EnvelopeError, EnvelopeId, Header, Timestamp, verify_signature};
 use serde::{Deserialize, Serialize};
 
 use crate::head::{Countersignature, HeadError, SignedHead};
@@ -88,7 +89,8 @@ pub struct SignedEvidence {
     pub chain: Vec<String>,
 }
 
-/// The envelope's evidence.
+/// The envelope's evidence: its header, and its batch's signature with its place in the batch,
+/// or its own signature when it was signed alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvelopeEvidence {
@@ -97,11 +99,30 @@ pub struct EnvelopeEvidence {
     /// The SHA-384 digest of the payload as sent, hex.
     pub payload_digest: String,
     /// The batch head (number, signer, count, root, signature) in its wire form, base64.
-    pub batch_head: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_head: Option<String>,
     /// The envelope's inclusion proof in its batch.
-    pub inclusion: PathEvidence,
-    /// The batch signer's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<PathEvidence>,
+    /// Its own signature (signed alone), base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The signer's chain.
     pub chain: Vec<String>,
+}
+
+/// How the envelope of a proof was signed.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedBy<'a> {
+    /// In a batch: the batch head and the envelope's inclusion proof in it.
+    Batch {
+        /// The batch head.
+        head: &'a BatchHead,
+        /// The envelope's inclusion proof in the batch.
+        inclusion: &'a InclusionProof,
+    },
+    /// Alone, with its own signature.
+    Alone(&'a Signature),
 }
 
 /// What a proof is made of, for [`MessageProof::new`].
@@ -125,11 +146,9 @@ pub struct ProofParts<'a> {
     pub header: &'a [u8],
     /// The envelope's payload digest.
     pub payload_digest: &'a [u8; HASH_LEN],
-    /// The batch head.
-    pub batch_head: &'a BatchHead,
-    /// The envelope's inclusion proof in the batch.
-    pub batch_inclusion: &'a InclusionProof,
-    /// The batch signer's chain.
+    /// How it was signed.
+    pub signed: SignedBy<'a>,
+    /// The envelope signer's chain.
     pub batch_chain: &'a [Vec<u8>],
 }
 
@@ -140,7 +159,7 @@ pub enum SignerRole {
     HeadSigner,
     /// The partner that countersigned the head.
     Countersigner,
-    /// The node that signed the envelope's batch.
+    /// The node that signed the envelope (its batch, or itself alone).
     BatchSigner,
 }
 
@@ -182,8 +201,10 @@ pub struct Checked {
     pub head_time: Timestamp,
     /// The partner that countersigned the head.
     pub countersigned_by: MeshId,
-    /// The mesh that signed the envelope's batch.
+    /// The mesh that signed the envelope (its batch, or itself alone).
     pub batch_signer: MeshId,
+    /// Whether it was signed in a batch (otherwise alone).
+    pub in_batch: bool,
 }
 
 /// Which link of a proof failed.
@@ -209,9 +230,17 @@ pub enum ProofCheckError {
     /// The record is not a messages record.
     #[error("the record is a {0} record, not a messages record")]
     NotAMessage(&'static str),
-    /// The record names no batch (a per-message signature): not provable by this format.
-    #[error("the messages record names no signed batch; only batch-signed envelopes are proven")]
-    NoBatch,
+    /// The record and the envelope evidence disagree on how it was signed.
+    #[error("the record says the envelope was signed {record}, the evidence carries {evidence}")]
+    SignedHow {
+        /// `in a batch` or `alone`.
+        record: &'static str,
+        /// What the evidence carries.
+        evidence: &'static str,
+    },
+    /// The envelope's own signature does not verify.
+    #[error("the envelope's own signature does not verify under its signer's certificate")]
+    Signature,
     /// The record has no digest of the envelope the header names.
     #[error("the record has no digest of envelope {0}, which the header names")]
     NotInRecord(EnvelopeId),
@@ -378,12 +407,23 @@ impl MessageProof {
                 chain: encode_chain(parts.countersigner_chain),
             },
             opening: parts.opening.to_string(),
-            envelope: EnvelopeEvidence {
-                header: B64.encode(parts.header),
-                payload_digest: hex::encode(parts.payload_digest),
-                batch_head: B64.encode(parts.batch_head.encode()),
-                inclusion: PathEvidence::of(parts.batch_inclusion),
-                chain: encode_chain(parts.batch_chain),
+            envelope: match parts.signed {
+                SignedBy::Batch { head, inclusion } => EnvelopeEvidence {
+                    header: B64.encode(parts.header),
+                    payload_digest: hex::encode(parts.payload_digest),
+                    batch_head: Some(B64.encode(head.encode())),
+                    inclusion: Some(PathEvidence::of(inclusion)),
+                    signature: None,
+                    chain: encode_chain(parts.batch_chain),
+                },
+                SignedBy::Alone(signature) => EnvelopeEvidence {
+                    header: B64.encode(parts.header),
+                    payload_digest: hex::encode(parts.payload_digest),
+                    batch_head: None,
+                    inclusion: None,
+                    signature: Some(B64.encode(signature.0)),
+                    chain: encode_chain(parts.batch_chain),
+                },
             },
         }
     }
@@ -420,7 +460,6 @@ impl MessageProof {
         else {
             return Err(ProofCheckError::NotAMessage(record.kind()));
         };
-        let batch = batch.ok_or(ProofCheckError::NoBatch)?;
         let header_bytes = b64("envelope.header", &self.envelope.header)?;
         let header = Header::decode(&header_bytes).map_err(ProofCheckError::Header)?;
         let MessageDigest {
@@ -536,57 +575,84 @@ impl MessageProof {
             return Err(ProofCheckError::Commitment);
         }
 
-        // 6. The envelope in its signed batch.
-        let batch_head = BatchHead::decode(&b64("envelope.batch_head", &self.envelope.batch_head)?)
-            .map_err(ProofCheckError::Batch)?;
-        let sig = &batch_head.signature;
-        let compare = |field, head: String, record: String| {
-            if head == record {
-                Ok(())
-            } else {
-                Err(ProofCheckError::BatchMismatch {
-                    field,
-                    head,
-                    record,
-                })
-            }
-        };
-        compare(
-            "number",
-            batch_head.number.to_string(),
-            batch.number.to_string(),
-        )?;
-        compare("count", sig.count().to_string(), batch.count.to_string())?;
-        compare("root", sig.root().to_string(), batch.root.to_string())?;
-        compare(
-            "index",
-            self.envelope.inclusion.index.to_string(),
-            index.to_string(),
-        )?;
-        compare(
-            "signer",
-            format!("{}/{}", sig.signer().mesh, sig.signer().gateway),
-            format!("{}/{}", header.source.mesh, header.source.gateway),
-        )?;
+        // 6. The envelope's signature: its batch's, or its own.
         let batch_chain = chain("envelope.chain", &self.envelope.chain)?;
         if batch_chain.first().map(|c| sha384(c)) != Some(*header.certificate.digest()) {
             return Err(ProofCheckError::BatchCertificate);
         }
-        let batch_key = key(&batch_chain, SignerRole::BatchSigner, &header.source.mesh)?;
-        let index =
-            u32::try_from(self.envelope.inclusion.index).map_err(|_| ProofCheckError::Field {
-                field: "envelope.inclusion.index",
-                reason: "is beyond any batch".to_owned(),
-            })?;
-        let root = TreeHash::from_bytes(*sig.root().as_bytes());
-        BatchProof::from_parts(
-            root,
-            sig.count(),
-            index,
-            &self.envelope.inclusion.hashes("envelope.inclusion.path")?,
-        )
-        .and_then(|p| p.verify(sig.signature(), &header_bytes, &digest, &batch_key))
-        .map_err(ProofCheckError::Batch)?;
+        let signer_key = key(&batch_chain, SignerRole::BatchSigner, &header.source.mesh)?;
+        let ev = &self.envelope;
+        match (batch, &ev.batch_head, &ev.inclusion, &ev.signature) {
+            (Some(batch), Some(batch_head), Some(inclusion), None) => {
+                let batch_head = BatchHead::decode(&b64("envelope.batch_head", batch_head)?)
+                    .map_err(ProofCheckError::Batch)?;
+                let sig = &batch_head.signature;
+                let compare = |field, head: String, record: String| {
+                    if head == record {
+                        Ok(())
+                    } else {
+                        Err(ProofCheckError::BatchMismatch {
+                            field,
+                            head,
+                            record,
+                        })
+                    }
+                };
+                compare(
+                    "number",
+                    batch_head.number.to_string(),
+                    batch.number.to_string(),
+                )?;
+                compare("count", sig.count().to_string(), batch.count.to_string())?;
+                compare("root", sig.root().to_string(), batch.root.to_string())?;
+                compare("index", inclusion.index.to_string(), index.to_string())?;
+                compare(
+                    "signer",
+                    format!("{}/{}", sig.signer().mesh, sig.signer().gateway),
+                    format!("{}/{}", header.source.mesh, header.source.gateway),
+                )?;
+                let index = u32::try_from(inclusion.index).map_err(|_| ProofCheckError::Field {
+                    field: "envelope.inclusion.index",
+                    reason: "is beyond any batch".to_owned(),
+                })?;
+                let root = TreeHash::from_bytes(*sig.root().as_bytes());
+                BatchProof::from_parts(
+                    root,
+                    sig.count(),
+                    index,
+                    &inclusion.hashes("envelope.inclusion.path")?,
+                )
+                .and_then(|p| p.verify(sig.signature(), &header_bytes, &digest, &signer_key))
+                .map_err(ProofCheckError::Batch)?;
+            }
+            (None, None, None, Some(signature)) => {
+                let bytes = b64("envelope.signature", signature)?;
+                let signature: [u8; SIGNATURE_LEN] =
+                    bytes
+                        .try_into()
+                        .map_err(|b: Vec<u8>| ProofCheckError::Field {
+                            field: "envelope.signature",
+                            reason: format!("is {} bytes, not {SIGNATURE_LEN}", b.len()),
+                        })?;
+                verify_signature(&header_bytes, &digest, &Signature(signature), &signer_key)
+                    .map_err(|_| ProofCheckError::Signature)?;
+            }
+            (batch, ..) => {
+                let evidence = match (&ev.batch_head, &ev.inclusion, &ev.signature) {
+                    (Some(_), Some(_), None) => "a batch signature",
+                    (None, None, Some(_)) => "its own signature",
+                    _ => "neither a batch head with an inclusion proof nor its own signature",
+                };
+                return Err(ProofCheckError::SignedHow {
+                    record: if batch.is_some() {
+                        "in a batch"
+                    } else {
+                        "alone"
+                    },
+                    evidence,
+                });
+            }
+        }
 
         Ok(Checked {
             envelope: *envelope,
@@ -598,6 +664,7 @@ impl MessageProof {
             head_time: h.time,
             countersigned_by: counter.by,
             batch_signer: header.source.mesh,
+            in_batch: batch.is_some(),
         })
     }
 

@@ -298,6 +298,38 @@ async fn a_partner_whose_store_was_rolled_back_is_caught_by_the_other_side() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_signed_one_by_one_are_proven_by_their_own_signatures() {
+    let a = start("plant-a").await;
+    let b = start("supplier-b").await;
+    // supplier-b takes envelopes signed one by one only: plant-a signs each alone.
+    policy(
+        &b,
+        "[compliance]\naudit_level = \"full\"\n[security]\nsignature_modes = [\"per-message\"]\n",
+    )
+    .await;
+    let id = federate(&a, &b).await;
+    let sent = send(&a, 3, 0).await;
+    countersigned(&b, &id, 3).await;
+    countersigned(&a, &id, 3).await;
+    let (_, records) = b.get("/v1/audit?kind=messages").await;
+    for r in records["records"].as_array().unwrap_or(&Vec::new()) {
+        assert!(r["record"]["batch"].is_null(), "{r}");
+    }
+    // Each end proves what crossed, with the partner's CA: the receiver by its own log and
+    // the sender's signature, the sender by its log that the receiver countersigned.
+    for (node, other) in [(&b, &a), (&a, &b)] {
+        let (status, proof) = node.get(&format!("/v1/audit/proof/{}", sent[1])).await;
+        assert_eq!(status, 200, "{proof}");
+        let proof: MessageProof = serde_json::from_value(proof).unwrap_or_else(|e| panic!("{e}"));
+        assert!(proof.envelope.batch_head.is_none(), "{proof:?}");
+        assert!(proof.envelope.signature.is_some(), "{proof:?}");
+        let found = check_proof(&proof, &[ca(&a), ca(other)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.checked.envelope.to_string(), sent[1]);
+        assert_eq!(found.checked.batch_signer.as_str(), "plant-a");
+    }
+}
+
 /// Copies directory `from` into `to` (created), recursively.
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));

@@ -281,7 +281,8 @@ fn check(file: &Path, cas: &[std::path::PathBuf]) -> Result<(), Failure> {
             let c = &found.checked;
             outln!("proof valid: envelope {} crossed", c.envelope)?;
             outln!("  from {} to {} on {}", c.source, c.destination, c.topic)?;
-            outln!("  signed in a batch by {}", c.batch_signer)?;
+            let how = if c.in_batch { "in a batch" } else { "alone" };
+            outln!("  signed {how} by {}", c.batch_signer)?;
             outln!(
                 "  recorded by {} in a log of {} records (head of {}), countersigned by {}",
                 c.head_signer,

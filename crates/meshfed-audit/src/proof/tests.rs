@@ -149,10 +149,120 @@ fn proof() -> MessageProof {
         opening: &opening,
         header: envelope.header_bytes(),
         payload_digest: envelope.payload_digest(),
-        batch_head: &batch_head,
-        batch_inclusion: &receipt.proof(1).unwrap(),
+        signed: SignedBy::Batch {
+            head: &batch_head,
+            inclusion: &receipt.proof(1).unwrap(),
+        },
         batch_chain: &[CERT_A.to_vec()],
     })
+}
+
+/// plant-b received one envelope plant-a signed alone and logged it as record 1 of 3; its
+/// head at size 3 is countersigned by plant-a.
+fn alone_proof() -> MessageProof {
+    let wire = UnsignedEnvelope::clear(
+        header(7),
+        Hop::origin(mesh("plant-a"), 10),
+        b"payload 7".to_vec(),
+    )
+    .sign(&keys(1).signing)
+    .unwrap();
+    let id = wire.header().id;
+    let (commitment, opening) = key().commit(&id, wire.payload_digest());
+    let record = Record {
+        scope: fed(),
+        seq: 1,
+        time: Timestamp(1_777_636_800_010),
+        event: Event::Messages {
+            direction: Delivery::Received,
+            peer: mesh("plant-a"),
+            batch: None,
+            messages: vec![MessageDigest {
+                envelope: id,
+                source: mesh("plant-a"),
+                destination: mesh("plant-b"),
+                topic: "line-3/temperature".into(),
+                size: 9,
+                qos: 1,
+                index: 0,
+                commitment,
+            }],
+        },
+    };
+    let mut leaves: Vec<Vec<u8>> = (0..3).map(|i| format!("record {i}").into_bytes()).collect();
+    leaves[1] = record.to_bytes();
+    let tree = Tree::from_leaves(&leaves);
+    let head = SignedHead::sign(
+        TreeHead {
+            mesh: mesh("plant-b"),
+            scope: fed(),
+            size: 3,
+            root: tree.root(),
+            time: Timestamp(1_777_636_900_000),
+        },
+        &keys(0).signing,
+    )
+    .unwrap();
+    let countersignature = Countersignature::sign(
+        &head.head,
+        mesh("plant-a"),
+        Timestamp(1_777_636_900_500),
+        &keys(1).signing,
+    )
+    .unwrap();
+    MessageProof::new(ProofParts {
+        record: &leaves[1],
+        inclusion: &tree.proof(1).unwrap(),
+        head: &head,
+        head_chain: &[CERT_B.to_vec()],
+        countersignature: &countersignature,
+        countersigner_chain: &[CERT_A.to_vec()],
+        opening: &opening,
+        header: wire.header_bytes(),
+        payload_digest: wire.payload_digest(),
+        signed: SignedBy::Alone(wire.signature()),
+        batch_chain: &[CERT_A.to_vec()],
+    })
+}
+
+#[test]
+fn an_envelope_signed_alone_is_proven_by_its_own_signature() {
+    let p = alone_proof();
+    assert!(p.envelope.batch_head.is_none() && p.envelope.signature.is_some());
+    let checked = p.check(ca).unwrap();
+    assert_eq!(checked.envelope, header(7).id);
+    assert_eq!(checked.batch_signer, mesh("plant-a"));
+    let back = MessageProof::from_json(&p.to_json()).unwrap();
+    assert!(back.check(ca).is_ok());
+
+    // Another signature: a flipped byte.
+    let mut forged = p.clone();
+    let mut sig = B64
+        .decode(forged.envelope.signature.as_ref().unwrap())
+        .unwrap();
+    sig[10] ^= 1;
+    forged.envelope.signature = Some(B64.encode(&sig));
+    assert_eq!(
+        fails(&forged),
+        "the envelope's own signature does not verify under its signer's certificate"
+    );
+    // A signature of the wrong length.
+    let mut short = p.clone();
+    short.envelope.signature = Some(B64.encode(&sig[..20]));
+    assert_eq!(
+        fails(&short),
+        "proof field envelope.signature: is 20 bytes, not 96"
+    );
+    // The batch evidence of another proof in place of the signature.
+    let mut mixed = p;
+    let batch = proof();
+    mixed.envelope.signature = None;
+    mixed.envelope.batch_head = batch.envelope.batch_head;
+    mixed.envelope.inclusion = batch.envelope.inclusion;
+    assert_eq!(
+        fails(&mixed),
+        "the record says the envelope was signed alone, the evidence carries a batch signature"
+    );
 }
 
 #[test]
@@ -263,7 +373,7 @@ fn each_broken_link_is_named() {
 
     // The envelope's path in its batch altered.
     let mut p = good.clone();
-    p.envelope.inclusion.path[0] = TreeHash::from_bytes([1; 48]).to_string();
+    p.envelope.inclusion.as_mut().unwrap().path[0] = TreeHash::from_bytes([1; 48]).to_string();
     assert!(
         fails(&p).starts_with("the envelope's batch does not verify"),
         "{}",

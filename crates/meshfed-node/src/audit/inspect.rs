@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use meshfed_audit::head::{Countersignature, CountersignedHead, SignedHead};
-use meshfed_audit::proof::{MessageProof, ProofParts};
+use meshfed_audit::proof::{MessageProof, ProofParts, SignedBy};
 use meshfed_audit::record::{AuditKey, Event, Record, RecordMac, Scope};
 use meshfed_audit::verify::{Keys, LogCheck, StoredRecord};
 use meshfed_proto::batch::BatchHead;
@@ -457,9 +457,6 @@ impl Inspector {
             .ok_or_else(|| damaged("record", &"it does not name the envelope"))?;
         let mut evidence = Evidence::decode(evidence.as_deref().unwrap_or_default())
             .map_err(|e| damaged("evidence", &e))?;
-        let batch = evidence.batch.take().ok_or_else(|| {
-            format!("envelope {id} was signed alone, not in a batch: only batch-signed envelopes are proven")
-        })?;
         if evidence.envelopes.len() != messages.len() {
             return Err(damaged(
                 "evidence",
@@ -471,16 +468,32 @@ impl Inspector {
             ));
         }
         let envelope = evidence.envelopes.swap_remove(at);
-        let batch_head = BatchHead::decode(&batch.head).map_err(|e| damaged("batch head", &e))?;
-        let leaves = batch
-            .leaves
-            .chunks(48)
-            .map(TreeHash::try_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| damaged("batch leaves", &e))?;
-        let batch_inclusion = meshfed_proto::batch::merkle::Tree::from_leaf_hashes(leaves)
-            .proof(messages[at].index)
-            .map_err(|e| damaged("batch proof", &e))?;
+        // Signed in a batch: its head, and the envelope's inclusion proof made from the leaves.
+        // Signed alone: its own signature.
+        let signed_by = match evidence.batch.take() {
+            Some(batch) => {
+                let head = BatchHead::decode(&batch.head).map_err(|e| damaged("batch head", &e))?;
+                let leaves = batch
+                    .leaves
+                    .chunks(48)
+                    .map(TreeHash::try_from)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| damaged("batch leaves", &e))?;
+                let inclusion = meshfed_proto::batch::merkle::Tree::from_leaf_hashes(leaves)
+                    .proof(messages[at].index)
+                    .map_err(|e| damaged("batch proof", &e))?;
+                Signed::Batch(head, inclusion)
+            }
+            None => {
+                let bytes = envelope
+                    .signature
+                    .as_ref()
+                    .map_or(&[][..], |s| s.as_slice());
+                let signature = <[u8; meshfed_proto::crypto::SIGNATURE_LEN]>::try_from(bytes)
+                    .map_err(|_| damaged("signature", &format!("it is {} bytes", bytes.len())))?;
+                Signed::Alone(meshfed_proto::crypto::Signature(signature))
+            }
+        };
         let header = meshfed_proto::envelope::Header::decode(&envelope.header)
             .map_err(|e| damaged("header", &e))?;
         let kept = self
@@ -549,11 +562,19 @@ impl Inspector {
             opening: &opening,
             header: &envelope.header,
             payload_digest: &envelope.payload_digest,
-            batch_head: &batch_head,
-            batch_inclusion: &batch_inclusion,
+            signed: match &signed_by {
+                Signed::Batch(head, inclusion) => SignedBy::Batch { head, inclusion },
+                Signed::Alone(signature) => SignedBy::Alone(signature),
+            },
             batch_chain: &batch_chain,
         }))
     }
+}
+
+/// How a proven envelope was signed, as its evidence keeps it.
+enum Signed {
+    Batch(BatchHead, meshfed_proto::batch::merkle::InclusionProof),
+    Alone(meshfed_proto::crypto::Signature),
 }
 
 /// The compliance clauses of an agreement's terms (JSON): frameworks, residency, regions,

@@ -37,7 +37,7 @@ pub use types::{
     ContentType, EnvelopeId, Flags, InvalidValue, Label, MaxLatency, Priority, Qos, Timestamp,
     Version,
 };
-pub use wire::{EnvelopeError, WireEnvelope};
+pub use wire::{EnvelopeError, WireEnvelope, verify_signature};
 
 use std::sync::Arc;
 

@@ -415,7 +415,9 @@ pub(crate) fn clear_payload<'a>(
 
 /// The bytes the signature covers.
 /// Checks a per-message signature over `header_bytes` and `digest`.
-pub(crate) fn verify_signature(
+/// Checks an envelope's own signature (`WireEnvelope::signature`) by `key` over its header bytes
+/// and payload digest: what a proof of an envelope signed alone carries instead of the envelope.
+pub fn verify_signature(
     header_bytes: &[u8],
     digest: &Digest384,
     signature: &Signature,
