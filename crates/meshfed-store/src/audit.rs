@@ -8,9 +8,11 @@
 //! - `audit_record`: every record of every scope (the node's own tree, one tree per
 //!   federation) in the order it was appended, with its leaf hash and MAC. Pruning empties a
 //!   record's body and keeps the rest, so the trees and their heads still verify.
-//! - `audit_evidence`: beside a `messages` record, what proves how its envelopes crossed (for
-//!   `audit prove`), pruned with it; `audit_envelope`: which records name an envelope;
-//!   `audit_certificate`: the signer certificates that evidence names, once each.
+//! - `audit_evidence`: beside a `messages` record, the ids of the envelopes it names (16 bytes
+//!   each, one after the other: `audit prove` finds a record by scanning them, which costs
+//!   nothing on the write path, where an index row per envelope would) and what proves how they
+//!   crossed, pruned with it; `audit_certificate`: the signer certificates that evidence names,
+//!   once each.
 //! - `audit_head`: the tree heads this node signed; `audit_countersignature`: the partners'
 //!   countersignatures of them; `audit_partner_head`: the newest head of each partner's tree
 //!   this node countersigned (what it checks the partner's next head against).
@@ -42,13 +44,9 @@ CREATE TABLE audit_record (
 CREATE INDEX audit_record_scope ON audit_record (scope, id);
 CREATE TABLE audit_evidence (
     record INTEGER PRIMARY KEY,
-    evidence BLOB NOT NULL
+    envelopes BLOB NOT NULL,
+    evidence BLOB
 );
-CREATE TABLE audit_envelope (
-    envelope BLOB NOT NULL,
-    record INTEGER NOT NULL,
-    PRIMARY KEY (envelope, record)
-) WITHOUT ROWID;
 CREATE TABLE audit_certificate (
     digest BLOB PRIMARY KEY,
     der BLOB NOT NULL
@@ -266,13 +264,10 @@ impl AuditLog {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .doing(|| "prepare the audit insert".into())?;
-            let mut envelope = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO audit_envelope (envelope, record) VALUES (?1, ?2)",
-                )
-                .doing(|| "prepare the audit envelope insert".into())?;
             let mut evidence = tx
-                .prepare_cached("INSERT INTO audit_evidence (record, evidence) VALUES (?1, ?2)")
+                .prepare_cached(
+                    "INSERT INTO audit_evidence (record, envelopes, evidence) VALUES (?1, ?2, ?3)",
+                )
                 .doing(|| "prepare the audit evidence insert".into())?;
             for r in records {
                 record
@@ -287,15 +282,10 @@ impl AuditLog {
                         r.mac
                     ])
                     .doing(|| format!("append audit record {} of {}", r.seq, r.scope))?;
-                let id = tx.last_insert_rowid();
-                for e in r.envelopes {
-                    envelope
-                        .execute(params![&e[..], id])
-                        .doing(|| "index an audited envelope".into())?;
-                }
-                if let Some(e) = r.evidence {
+                if !r.envelopes.is_empty() {
+                    let id = tx.last_insert_rowid();
                     evidence
-                        .execute(params![id, e])
+                        .execute(params![id, r.envelopes.as_flattened(), r.evidence])
                         .doing(|| "keep a record's evidence".into())?;
                 }
             }
@@ -427,10 +417,9 @@ impl AuditLog {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT r.id, r.scope, r.seq, r.time_ms, r.kind, r.peer, r.body, r.leaf, r.mac, v.evidence
-                 FROM audit_envelope e JOIN audit_record r ON r.id = e.record
-                 LEFT JOIN audit_evidence v ON v.record = e.record
-                 WHERE e.envelope = ?1 ORDER BY r.id",
+                "SELECT r.id, r.scope, r.seq, r.time_ms, r.kind, r.peer, r.body, r.leaf, r.mac, v.evidence, v.envelopes
+                 FROM audit_evidence v JOIN audit_record r ON r.id = v.record
+                 WHERE instr(v.envelopes, ?1) > 0 ORDER BY r.id",
             )
             .doing(|| "prepare the audit envelope query".into())?;
         let mut rows = stmt
@@ -439,7 +428,11 @@ impl AuditLog {
         let mut out = Vec::new();
         while let Some(row) = rows.next().doing(|| "read an audit record".into())? {
             let evidence = row.get(9).doing(|| "read a record's evidence".into())?;
-            out.push((stored(row)?, evidence));
+            let ids: Vec<u8> = row.get(10).doing(|| "read a record's envelopes".into())?;
+            // `instr` matches anywhere: the id must be one of the 16-byte ids, not straddle two.
+            if ids.chunks_exact(16).any(|id| id == envelope) {
+                out.push((stored(row)?, evidence));
+            }
         }
         Ok(out)
     }
@@ -642,13 +635,11 @@ impl AuditLog {
         for kind in kinds {
             let args = params![scope, before, kind];
             let due = "FROM audit_record WHERE scope = ?1 AND time_ms < ?2 AND kind = ?3 AND body IS NOT NULL";
-            for table in ["audit_envelope", "audit_evidence"] {
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE record IN (SELECT id {due})"),
-                    args,
-                )
-                .doing(|| format!("forget the pruned envelopes of {scope}"))?;
-            }
+            tx.execute(
+                &format!("DELETE FROM audit_evidence WHERE record IN (SELECT id {due})"),
+                args,
+            )
+            .doing(|| format!("forget the pruned envelopes of {scope}"))?;
             let max: Option<i64> = tx
                 .query_row(&format!("SELECT MAX(seq) {due}"), args, |row| row.get(0))
                 .doing(|| format!("find what to prune of {scope}"))?;
@@ -852,6 +843,10 @@ mod tests {
         assert_eq!(named[0].1, None);
         assert_eq!(named[1].1.as_deref(), Some(&b"proof"[..]));
         assert_eq!(log.envelope_records(&[2; 16]).unwrap().len(), 1);
+        // Bytes that straddle two ids name no envelope.
+        let mut straddle = [2u8; 16];
+        straddle[8..].fill(1);
+        assert!(log.envelope_records(&straddle).unwrap().is_empty());
         assert_eq!(log.position("fed_1", fed[1].id).unwrap(), 1);
         assert_eq!(log.heads("fed_1").unwrap()[0].head, b"head");
         assert_eq!(log.partner_head("fed_1").unwrap().unwrap().size, 7);

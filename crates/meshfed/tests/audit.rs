@@ -386,7 +386,7 @@ fn rollback_is_caught_by_the_partner(a: &Mesh, b: &mut Mesh, pristine: &Path, fe
          DELETE FROM audit_record WHERE scope = '{fed}' AND seq >= {cut};
          DELETE FROM audit_head WHERE scope = '{fed}' AND size > {cut};
          DELETE FROM audit_countersignature WHERE scope = '{fed}' AND size > {cut};
-         DELETE FROM audit_envelope WHERE record NOT IN (SELECT id FROM audit_record);
+         DELETE FROM audit_evidence WHERE record NOT IN (SELECT id FROM audit_record);
          COMMIT;"
     ))
     .unwrap();
