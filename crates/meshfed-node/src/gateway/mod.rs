@@ -452,6 +452,12 @@ impl GatewayHandle {
         self.0.ctx.federation_addr
     }
 
+    /// Feature `test-hooks`: see [`crate::Gateway::sign_wrongly`].
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn sign_wrongly(&self, wrong: bool) -> Result<(), String> {
+        self.0.ctx.id.sign_wrongly(wrong)
+    }
+
     /// Whether `presented` is the admin token (compared in constant time).
     pub(crate) fn is_admin(&self, presented: &str) -> bool {
         aws_lc_rs::constant_time::verify_slices_are_equal(
