@@ -93,6 +93,10 @@ pub(crate) enum Command {
     /// Manage federations with other meshes (through the running gateway).
     #[command(subcommand)]
     Federation(FederationCommand),
+    /// Follow the changes of federations, their links and their partners' breakers as they
+    /// happen (through the running gateway): one line per change (`--output json`: one JSON
+    /// object per line; `yaml`: one document each).
+    Events(EventsArgs),
     /// Send a message to a federated mesh; prints each envelope id.
     Send(SendArgs),
     /// Print envelopes delivered to this mesh, one spec-layout JSON envelope per line.
@@ -499,6 +503,14 @@ pub(crate) struct SendArgs {
     /// The payload: DATA, @FILE, or - for one message per line of standard input.
     #[arg(value_name = "DATA")]
     pub(crate) data: String,
+}
+
+/// `meshfed events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Stop after this many changes.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
 }
 
 /// `meshfed subscribe`.

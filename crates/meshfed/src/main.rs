@@ -24,6 +24,7 @@ mod delegation;
 mod demo;
 mod demo_buses;
 mod envelope;
+mod events;
 mod failure;
 mod federation;
 mod gateway;
@@ -71,6 +72,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Gateway(args) => gateway::run(&cli.global.dir, &args, Role::Gateway),
         Command::Broker(args) => gateway::run(&cli.global.dir, &args, Role::Broker),
         Command::Federation(cmd) => federation::run(&cli.global.dir, cmd, output),
+        Command::Events(args) => events::follow(&cli.global.dir, &args, output),
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),
         Command::Demo(args) => demo::run(args),

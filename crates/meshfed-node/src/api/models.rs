@@ -57,6 +57,8 @@ pub use revocations::{
 };
 pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 
+pub use crate::gateway::events::{Change, ChangeKind};
+
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeInfo {

@@ -196,6 +196,8 @@ impl Task {
             let wall = self.ctx.now();
             for (peer, transition) in self.stage.transitions(&self.ctx.guard, wall) {
                 let federation = self.federation(&peer);
+                let moved = (state_label(transition.from), state_label(transition.to));
+                (self.ctx.changes).breaker(federation.as_ref(), &peer, moved, &transition.reason);
                 report(
                     &self.ctx,
                     federation,
