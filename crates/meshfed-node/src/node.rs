@@ -89,6 +89,17 @@ impl Gateway {
         self.api_addr
     }
 
+    /// Feature `test-hooks`: signs the envelopes this gateway sends from now on with a fresh
+    /// key that does not match the certificate they name (`wrong`), as a misbehaving peer
+    /// would, or with the node key again. Everything else (TLS, the link, sealing) is as usual.
+    ///
+    /// # Errors
+    /// When no key can be generated.
+    #[cfg(feature = "test-hooks")]
+    pub fn sign_wrongly(&self, wrong: bool) -> Result<(), String> {
+        self.handle.sign_wrongly(wrong)
+    }
+
     /// Where federation links are accepted.
     pub fn federation_addr(&self) -> SocketAddr {
         self.handle.federation_addr()

@@ -3,6 +3,11 @@
 //! for it, which holds that partner's traffic both ways without losing any of it, lets probes
 //! through once half-open, and closes on clean windows; traffic then flows as before.
 //!
+//! A partner that signs wrongly (plant-a with the `test-hooks` feature's wrong key: its
+//! envelopes cross the real link, sealed as usual, under signatures that do not verify) sends
+//! a burst that is refused whole and opens the breaker for it; once it signs rightly again the
+//! breaker recovers and what it had sent arrives, once.
+//!
 //! The receiver (supplier-b) runs on a manual clock, so the detector's windows end exactly when
 //! the test says; the sender (plant-a) runs on the machine's clock.
 
@@ -301,6 +306,137 @@ async fn a_traffic_spike_opens_the_breaker_which_holds_both_ways_loses_nothing_a
     let anomaly = records.iter().find(|r| r["kind"] == "anomaly");
     assert!(
         anomaly.is_some_and(|r| r["record"]["measure"] == "rate" && r["peer"] == "plant-a"),
+        "{page}"
+    );
+    let cycle: Vec<String> = (records.iter())
+        .filter(|r| r["kind"] == "breaker")
+        .map(|r| format!("{}→{}", r["record"]["from"], r["record"]["to"]).replace('"', ""))
+        .collect();
+    assert_eq!(
+        cycle,
+        ["closed→open", "open→half-open", "half-open→closed"],
+        "{page}"
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
+
+/// supplier-b's policy for the signature test: three signature failures in a window deviate;
+/// rates never do (the held messages arrive together after quiet windows).
+const SIGNATURES: &str = r#"[anomaly]
+action = "breaker"
+window = "100ms"
+warmup_windows = 4
+min_rate = 1000000
+sig_failures_burst = 3
+open_for = "1s"
+max_open = "4s"
+probes_to_close = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bad_signatures_is_refused_opens_the_breaker_and_recovers_once_signed_rightly() {
+    let (clock, hand) = Clock::manual(SystemTime::now());
+    let time = Time {
+        hand,
+        elapsed: Cell::new(Duration::ZERO),
+    };
+    let b = Node::start_on_prepared("supplier-b", clock, |dir| {
+        std::fs::write(dir.join("policy.toml"), SIGNATURES).unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await;
+    // Signed before they leave (no streamed batch): a transfer that does not verify is
+    // refused whole and comes again, each time a signature failure.
+    let a = Node::start_with("plant-a", |c| c.delivery.sign_window = Duration::ZERO).await;
+    let id = federate(&a, &b).await;
+    let mut at_b = b.stream("?topic=t/%23").await;
+    let mut tally = BTreeMap::new();
+    let good = names("good", 0..2);
+    send(&a, "supplier-b", "t/sig", &good).await;
+    receive(&mut at_b, good.len(), &mut tally).await;
+    acknowledged(&a, &id, good.len()).await;
+
+    // plant-a misbehaves: each transfer it sends is refused for its signature.
+    a.gateway
+        .sign_wrongly(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bad = names("bad", 0..6);
+    for name in &bad {
+        send(&a, "supplier-b", "t/sig", std::slice::from_ref(name)).await;
+    }
+    let refused = r#"meshfed_envelopes_rejected_total{direction="inbound",reason="bad_signature"}"#;
+    wait_for(|| async { metric(&b.metrics().await, refused) >= 3.0 }).await;
+    let d = federation(&a, &id).await["delivery"].clone();
+    assert_eq!(d["acknowledged"], json!(good.len()), "none was taken: {d}");
+    let metrics = b.metrics().await;
+    let delivered = r#"meshfed_envelopes_delivered_total{peer="plant-a"}"#;
+    let before = metric(&metrics, delivered);
+
+    // The window ends: the burst deviates and trips plant-a's breaker.
+    time.advance(WINDOW);
+    wait_for(|| async { breaker(&b, &id).await["state"] == "open" }).await;
+    let view = breaker(&b, &id).await;
+    let reason = view["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("partner plant-a: ") && reason.contains("signature failures"),
+        "{view}"
+    );
+    let metrics = b.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            r#"meshfed_anomalies_total{peer="plant-a",measure="signature_failures"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"meshfed_breaker_state{peer="plant-a"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(&metrics, delivered),
+        before,
+        "nothing of the burst was delivered"
+    );
+    // While open, its transfers are held, not verified: no more signature failures count.
+    let held = r#"meshfed_breaker_held_transfers_total{peer="plant-a"}"#;
+    wait_for(|| async { metric(&b.metrics().await, held) >= 1.0 }).await;
+
+    // plant-a signs rightly again; the open time passes, the breaker is half-open, what
+    // plant-a sends again verifies and is taken, and clean windows close it.
+    a.gateway
+        .sign_wrongly(false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    time.advance(Duration::from_secs(1));
+    wait_for(|| async { breaker(&b, &id).await["state"] != "open" }).await;
+    receive(&mut at_b, bad.len(), &mut tally).await;
+    acknowledged(&a, &id, good.len() + bad.len()).await;
+    wait_for(|| async {
+        time.advance(WINDOW);
+        breaker(&b, &id).await["state"] == "closed"
+    })
+    .await;
+
+    // Good messages flow as before.
+    let after = names("after", 0..3);
+    send(&a, "supplier-b", "t/sig", &after).await;
+    receive(&mut at_b, after.len(), &mut tally).await;
+    let sent = good.len() + bad.len() + after.len();
+    acknowledged(&a, &id, sent).await;
+    let twice: Vec<_> = tally.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let mut expected: Vec<String> = [good, bad, after].concat();
+    expected.sort();
+    assert_eq!(tally.keys().cloned().collect::<Vec<_>>(), expected);
+
+    // supplier-b's audit trail: the refusals, the anomaly and the breaker's cycle.
+    let (status, page) = b.get(&format!("/v1/audit?log={id}")).await;
+    assert_eq!(status, 200, "{page}");
+    let records = page["records"].as_array().cloned().unwrap_or_default();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "anomaly" && r["record"]["measure"] == "signature_failures"),
         "{page}"
     );
     let cycle: Vec<String> = (records.iter())

@@ -14,11 +14,11 @@ use meshfed_proto::envelope::{EnvelopeId, Timestamp};
 use meshfed_store::audit::RecordFilter;
 use meshfed_trust::TrustBundle;
 
-use crate::cli::{AuditCommand, ExportFormat};
+use crate::cli::{AuditCommand, ExportFormat, OutputFormat};
 use crate::failure::Failure;
-use crate::output::{outln, stdout_failure};
+use crate::output::{Layout, outln, print, stdout_failure};
 
-pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, command: AuditCommand, output: OutputFormat) -> Result<(), Failure> {
     // Every command but check-proof reads the node's trail; check-proof needs no node.
     let open = || -> Result<Inspector, Failure> {
         let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
@@ -27,13 +27,9 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
     let runtime = |e: String| Failure::Runtime(anyhow!(e));
     match command {
         AuditCommand::CheckProof { file, cas } => check(&file, &cas),
-        AuditCommand::Verify { json } => {
+        AuditCommand::Verify => {
             let v = open()?.verify().map_err(runtime)?;
-            if json {
-                print_json(&v)?;
-            } else {
-                print_verification(&v)?;
-            }
+            print(output, &v, Layout::Indented, print_verification)?;
             if v.intact {
                 Ok(())
             } else {
@@ -62,7 +58,6 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
             from,
             to,
             federation,
-            json,
         } => {
             let federation = federation.as_deref().map(parse_federation).transpose()?;
             let report = open()?
@@ -72,19 +67,15 @@ pub(crate) fn run(dir: &Path, command: AuditCommand) -> Result<(), Failure> {
                     federation.as_ref(),
                 )
                 .map_err(runtime)?;
-            if json {
-                print_json(&report)
-            } else {
-                print_report(&report)
-            }
+            print(output, &report, Layout::Indented, print_report)
         }
-        AuditCommand::Prove { envelope, output } => {
+        AuditCommand::Prove { envelope, out } => {
             let id: EnvelopeId = envelope
                 .parse()
                 .map_err(|e| Failure::Input(anyhow!("{envelope:?} is not an envelope id: {e}")))?;
             let proof = open()?.prove(&id).map_err(runtime)?;
             let text = proof.to_json();
-            match output {
+            match out {
                 Some(path) => std::fs::write(&path, format!("{text}\n"))
                     .with_context(|| format!("cannot write {}", path.display()))
                     .map_err(Failure::Runtime),
@@ -106,12 +97,6 @@ fn time(what: &str, text: Option<&str>) -> Result<Option<Timestamp>, Failure> {
             .map_err(|e| Failure::Input(anyhow!("{what} {t:?} is not an RFC 3339 time: {e}")))
     })
     .transpose()
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::Runtime(anyhow!("cannot write JSON: {e}")))?;
-    outln!("{text}")
 }
 
 fn print_verification(v: &AuditVerification) -> Result<(), Failure> {

@@ -11,18 +11,19 @@ use meshfed_node::config::NodeConfig;
 use meshfed_node::rollover::{self, CaFiles, RetireOptions, RolloverError, RotateOptions};
 
 use crate::cli::CaCommand;
+use crate::cli::OutputFormat;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{Layout, outln, structured};
 
-pub(crate) fn run(dir: &Path, cmd: CaCommand) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, cmd: CaCommand, output: OutputFormat) -> Result<(), Failure> {
     let config = NodeConfig::load(dir).map_err(|e| Failure::Config(e.into()))?;
     let files = CaFiles::of(dir, &config);
     match cmd {
-        CaCommand::Show { json } => {
+        CaCommand::Show => {
             let view = show(dir)?;
-            print(&view, json)
+            print(&view, output)
         }
         CaCommand::Rotate {
             root_key,
@@ -125,11 +126,9 @@ fn show(dir: &Path) -> Result<TrustView, Failure> {
     runtime()?.block_on(client.get("/v1/ca"))
 }
 
-fn print(view: &TrustView, json: bool) -> Result<(), Failure> {
-    if json {
-        let text = serde_json::to_string_pretty(view)
-            .map_err(|e| Failure::Runtime(anyhow!("encoding JSON: {e}")))?;
-        return outln!("{text}");
+fn print(view: &TrustView, output: OutputFormat) -> Result<(), Failure> {
+    if let Some(printed) = structured(output, view, Layout::Indented) {
+        return printed;
     }
     let state = if view.rollover {
         "rollover under way"

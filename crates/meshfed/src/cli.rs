@@ -37,6 +37,45 @@ pub(crate) struct GlobalArgs {
         value_name = "DIR"
     )]
     pub(crate) dir: PathBuf,
+    /// How a command that prints data prints it: `table` (aligned columns for a list, key and
+    /// value for one object; the default), `json` or `yaml`.
+    #[arg(long, global = true, value_name = "FORMAT", value_enum)]
+    pub(crate) output: Option<OutputFormat>,
+    /// The same as `--output json`.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+/// The values of `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// For people: aligned columns for a list, key and value for one object.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+impl GlobalArgs {
+    /// The format asked for: `--output`, `--json` (the same as `--output json`), or the
+    /// table. `--json` with another `--output` is a usage error.
+    pub(crate) fn output(&self) -> Result<OutputFormat, clap::Error> {
+        match (self.output, self.json) {
+            (None, false) => Ok(OutputFormat::Table),
+            (None | Some(OutputFormat::Json), true) => Ok(OutputFormat::Json),
+            (Some(format), false) => Ok(format),
+            (Some(other), true) => {
+                let name = clap::ValueEnum::to_possible_value(&other)
+                    .map_or_else(String::new, |v| v.get_name().to_owned());
+                Err(<Cli as clap::CommandFactory>::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--json means --output json; it cannot be used with --output {name}"),
+                ))
+            }
+        }
+    }
 }
 
 /// What to do.
@@ -54,6 +93,10 @@ pub(crate) enum Command {
     /// Manage federations with other meshes (through the running gateway).
     #[command(subcommand)]
     Federation(FederationCommand),
+    /// Follow the changes of federations, their links and their partners' breakers as they
+    /// happen (through the running gateway): one line per change (`--output json`: one JSON
+    /// object per line; `yaml`: one document each).
+    Events(EventsArgs),
     /// Send a message to a federated mesh; prints each envelope id.
     Send(SendArgs),
     /// Print envelopes delivered to this mesh, one spec-layout JSON envelope per line.
@@ -123,9 +166,6 @@ pub(crate) enum DelegationCommand {
         /// How long it lives, at most 365 days.
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// Print the whole answer (token and claims) as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Take a delegation a partner issued to this mesh (checked against that partner's trust
     /// bundle).
@@ -135,11 +175,7 @@ pub(crate) enum DelegationCommand {
         token: String,
     },
     /// The delegations this mesh issued or holds, each valid, revoked or expired.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Withdraw a delegation this mesh issued: every partner learns it within a heartbeat
     /// interval, and transit on it stops.
     Revoke {
@@ -158,9 +194,6 @@ pub(crate) enum PolicyCommand {
         /// Only this federation's agreement.
         #[arg(long, value_name = "FED")]
         federation: Option<FederationId>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Check a policy file without a gateway: every problem with its line and column (exit
     /// status 2), else what it offers.
@@ -176,9 +209,6 @@ pub(crate) enum PolicyCommand {
         /// The policy file.
         #[arg(value_name = "FILE", value_parser = PathBufValueParser::new())]
         file: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -186,11 +216,7 @@ pub(crate) enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum RouteCommand {
     /// Each mesh reached, its next hop, path, hops and round trip.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 /// `meshfed audit ...`.
@@ -199,11 +225,7 @@ pub(crate) enum AuditCommand {
     /// Check the whole trail: every record against its MAC and hash, their order, every
     /// signed tree head, every partner's countersignature, and what partners reported. Exits 1
     /// naming each record or head that failed.
-    Verify {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify,
     /// Every record (JSON lines, or CSV), oldest first.
     Export {
         /// `json` (one record per line) or `csv`.
@@ -234,9 +256,6 @@ pub(crate) enum AuditCommand {
         /// One federation only.
         #[arg(long, value_name = "ID")]
         federation: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// The proof that envelope ENVELOPE_ID crossed: its digest record, the record's inclusion
     /// in a tree head the partner countersigned, and the envelope's batch signature — a JSON
@@ -246,8 +265,8 @@ pub(crate) enum AuditCommand {
         #[arg(value_name = "ENVELOPE_ID")]
         envelope: String,
         /// Write the proof here instead of to standard output.
-        #[arg(long, short, value_name = "FILE")]
-        output: Option<std::path::PathBuf>,
+        #[arg(long = "out", short = 'o', value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Check a proof file with the CAs of the meshes that signed it (at least the
     /// countersigning partner's). Exits 1 naming the link that fails.
@@ -275,18 +294,11 @@ pub(crate) enum ExportFormat {
 pub(crate) enum ConnectorCommand {
     /// Each connector: its broker, state, and messages exported, imported, unmapped, looped,
     /// refused, and errors.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// One connector, with its rules and its last error.
     Show {
         /// The connector's name.
         name: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -318,11 +330,7 @@ pub(crate) enum CaCommand {
         force: bool,
     },
     /// Show the mesh's trust bundle and which partners have stored it.
-    Show {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Show,
 }
 
 /// `meshfed token ...`.
@@ -357,16 +365,9 @@ pub(crate) enum TokenCommand {
         /// How long the token works, at most 30 days.
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// Print the whole answer (token, id, claims) as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// List the component tokens this gateway issued that have not expired.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Revoke a component token by its id (jti): refused from now on, also after restarts.
     Revoke {
         /// The token's id, as `token issue --json` and `token list` show it.
@@ -405,18 +406,11 @@ pub(crate) enum FederationCommand {
         via: Option<MeshId>,
     },
     /// List federations with their status and link health.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show one federation in detail.
     Show {
         /// The federation id.
         id: FederationId,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Pause message flow on a federation.
     Suspend {
@@ -435,9 +429,6 @@ pub(crate) enum FederationCommand {
         /// The broker's API address (`host:port`); default: this node's, if it is a broker.
         #[arg(long, value_name = "ADDR")]
         broker: Option<std::net::SocketAddr>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Propose the next agreement version with this node's current offer; prints the version
     /// both sides switched to, or the peer's reason for refusing (the old agreement stays).
@@ -462,11 +453,7 @@ pub(crate) enum FederationCommand {
         node: String,
     },
     /// Show this mesh's revocation list and those received from partner meshes.
-    Revocations {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Revocations,
 }
 
 /// `meshfed send`.
@@ -516,6 +503,14 @@ pub(crate) struct SendArgs {
     /// The payload: DATA, @FILE, or - for one message per line of standard input.
     #[arg(value_name = "DATA")]
     pub(crate) data: String,
+}
+
+/// `meshfed events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Stop after this many changes.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: Option<u64>,
 }
 
 /// `meshfed subscribe`.
@@ -612,9 +607,6 @@ pub(crate) struct BenchArgs {
     /// base64 per message) or json (text frames, as `send` and `subscribe` use).
     #[arg(long, value_name = "FORMAT", default_value = "binary", value_parser = PossibleValuesParser::new(["json", "binary"]).map(|s| if s == "json" { Format::Json } else { Format::Binary }))]
     pub(crate) format: Format,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Node directory of a running gateway to publish on (with --subscriber): measure two
     /// running gateways instead of starting two meshes. The publisher needs an active
     /// federation with the subscriber's mesh that lets topic bench/load flow; the gateways sign
@@ -777,10 +769,6 @@ pub(crate) struct InspectArgs {
     /// The source mesh's CA certificate (PEM) to verify the signature against.
     #[arg(long, value_name = "CERT")]
     pub(crate) ca: Option<PathBuf>,
-
-    /// Print the JSON on one line (for machines) instead of indented.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 /// Where a command reads its input from.
@@ -837,6 +825,43 @@ mod tests {
     }
 
     #[test]
+    fn output_is_global_json_is_output_json_and_the_two_may_not_disagree() {
+        let output = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().global.output();
+        let list = ["meshfed", "federation", "list"];
+        assert_eq!(output(&list).unwrap(), OutputFormat::Table);
+        let yaml = ["meshfed", "--output", "yaml", "federation", "list"];
+        assert_eq!(output(&yaml).unwrap(), OutputFormat::Yaml);
+        for argv in [
+            &["meshfed", "federation", "list", "--json"][..],
+            &["meshfed", "--json", "route", "list"],
+            &[
+                "meshfed",
+                "federation",
+                "list",
+                "--output",
+                "json",
+                "--json",
+            ],
+        ] {
+            assert_eq!(output(argv).unwrap(), OutputFormat::Json, "{argv:?}");
+        }
+        let err = output(&["meshfed", "token", "list", "--json", "--output", "table"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--json means --output json; it cannot be used with --output table"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["meshfed", "federation", "list", "--output", "xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[possible values: table, json, yaml]"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn dir_may_come_before_the_subcommand() {
         let cli = Cli::try_parse_from(["meshfed", "--dir", "x", "init", "--mesh", "m"]).unwrap();
         assert_eq!(cli.global.dir, PathBuf::from("x"));
@@ -856,11 +881,9 @@ mod tests {
         ]);
         assert_eq!(args.file, Input::File(PathBuf::from("env.cbor")));
         assert_eq!(args.ca, Some(PathBuf::from("ca.pem")));
-        assert!(!args.json);
         let args = parse(&["meshfed", "envelope", "inspect", "-", "--json"]);
         assert_eq!(args.file, Input::Stdin);
         assert_eq!(args.ca, None);
-        assert!(args.json);
     }
 
     /// The `meshfed bench` arguments `argv` parses into.
@@ -877,10 +900,7 @@ mod tests {
         let args = bench_args(&["meshfed", "bench"]);
         assert_eq!(args.payload, ByteSize(1024));
         assert_eq!((args.count, args.duration), (None, None));
-        assert_eq!(
-            (args.rate, args.qos, args.json),
-            (1000, Qos::AtMostOnce, false)
-        );
+        assert_eq!((args.rate, args.qos), (1000, Qos::AtMostOnce));
         assert_eq!(
             (args.signatures, args.compare),
             (SignatureMode::Batch, false)
@@ -905,7 +925,6 @@ mod tests {
         assert_eq!(args.rate, 50);
         assert_eq!(args.qos, Qos::AtLeastOnce);
         assert_eq!(args.signatures, SignatureMode::Message);
-        assert!(args.json);
         let args = bench_args(&["meshfed", "bench", "--compare", "--qos", "2"]);
         assert!(args.compare);
         assert_eq!(args.qos, Qos::ExactlyOnce);

@@ -123,8 +123,36 @@ impl ApiClient {
 
     /// Sends `req` with the bearer token: the answer as a `T`, or the API's error as a failure
     /// that says `message (code, HTTP status)`.
+    /// `GET path` for a stream (`text/event-stream`): the response once the gateway answered
+    /// with success, its body to be read as it comes.
+    pub(crate) async fn follow(&self, path: &str) -> Result<reqwest::Response, Failure> {
+        let resp = self.send(self.http.get(self.url(path))).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreadable(status, &e))?;
+        Err(self.refused(status, &body))
+    }
+
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreadable(status, &e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| self.unreadable(status, &e));
+        }
+        Err(self.refused(status, &body))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        req.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() && self.token.is_empty() {
                 Failure::Runtime(anyhow!("cannot reach the API at {} ({e})", self.api))
             } else if e.is_connect() {
@@ -141,26 +169,29 @@ impl ApiClient {
                     anyhow::Error::from(e)
                 ))
             }
-        })?;
-        let status = resp.status();
-        let unreadable = |e: &dyn std::fmt::Display| {
-            Failure::Runtime(anyhow!(
-                "the gateway at {} answered {status} with a body that is not what this meshfed reads: {e}",
-                self.api
-            ))
+        })
+    }
+
+    /// The failure an answer with `status` and the error `body` stands for.
+    fn refused(&self, status: reqwest::StatusCode, body: &[u8]) -> Failure {
+        let ErrorBody { error } = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => return self.unreadable(status, &e),
         };
-        let body = resp.bytes().await.map_err(|e| unreadable(&e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| unreadable(&e));
-        }
-        let ErrorBody { error } = serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
         let err = anyhow!(
             "{} ({}, HTTP {})",
             error.message,
             error.code,
             status.as_u16()
         );
-        Err(failure_of(status, err))
+        failure_of(status, err)
+    }
+
+    fn unreadable(&self, status: reqwest::StatusCode, e: &dyn std::fmt::Display) -> Failure {
+        Failure::Runtime(anyhow!(
+            "the gateway at {} answered {status} with a body that is not what this meshfed reads: {e}",
+            self.api
+        ))
     }
 }
 

@@ -5,19 +5,24 @@ use std::path::Path;
 use meshfed_node::api::models::{ConnectorList, ConnectorView};
 
 use crate::cli::ConnectorCommand;
+use crate::cli::OutputFormat;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::{outln, table};
+use crate::output::{Layout, outln, structured, table};
 
-pub(crate) fn run(dir: &Path, command: ConnectorCommand) -> Result<(), Failure> {
+pub(crate) fn run(
+    dir: &Path,
+    command: ConnectorCommand,
+    output: OutputFormat,
+) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
         match command {
-            ConnectorCommand::List { json } => {
+            ConnectorCommand::List => {
                 let list: ConnectorList = client.get("/v1/connectors").await?;
-                if json {
-                    return print_json(&list.connectors);
+                if let Some(printed) = structured(output, &list.connectors, Layout::Line) {
+                    return printed;
                 }
                 if list.connectors.is_empty() {
                     return outln!(
@@ -47,10 +52,10 @@ pub(crate) fn run(dir: &Path, command: ConnectorCommand) -> Result<(), Failure> 
                     &rows,
                 )
             }
-            ConnectorCommand::Show { name, json } => {
+            ConnectorCommand::Show { name } => {
                 let c: ConnectorView = client.get(&format!("/v1/connectors/{name}")).await?;
-                if json {
-                    return print_json(&c);
+                if let Some(printed) = structured(output, &c, Layout::Line) {
+                    return printed;
                 }
                 outln!("connector {} ({}, {})", c.name, c.kind, c.url)?;
                 outln!("  state     {} since {}", c.state, c.since)?;
@@ -73,10 +78,4 @@ pub(crate) fn run(dir: &Path, command: ConnectorCommand) -> Result<(), Failure> 
             }
         }
     })
-}
-
-fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing JSON: {e}")))?;
-    outln!("{text}")
 }

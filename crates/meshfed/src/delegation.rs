@@ -9,14 +9,18 @@ use meshfed_node::api::models::{
     AddDelegationRequest, DelegationList, DelegationView, IssueDelegationRequest, IssuedDelegation,
 };
 
-use crate::cli::DelegationCommand;
+use crate::cli::{DelegationCommand, OutputFormat};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::{outln, table};
+use crate::output::{Layout, outln, structured, table};
 
 /// Runs one `meshfed delegation` command.
-pub(crate) fn run(dir: &Path, command: DelegationCommand) -> Result<(), Failure> {
+pub(crate) fn run(
+    dir: &Path,
+    command: DelegationCommand,
+    output: OutputFormat,
+) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
     match command {
         DelegationCommand::Issue {
@@ -25,7 +29,6 @@ pub(crate) fn run(dir: &Path, command: DelegationCommand) -> Result<(), Failure>
             topics,
             depth,
             ttl,
-            json,
         } => {
             let request = IssueDelegationRequest {
                 delegate,
@@ -36,11 +39,8 @@ pub(crate) fn run(dir: &Path, command: DelegationCommand) -> Result<(), Failure>
             };
             runtime()?.block_on(async move {
                 let issued: IssuedDelegation = client.post("/v1/delegations", &request).await?;
-                if json {
-                    outln!("{}", to_json(&issued)?)
-                } else {
-                    outln!("{}", issued.token)
-                }
+                structured(output, &issued, Layout::Indented)
+                    .unwrap_or_else(|| outln!("{}", issued.token))
             })
         }
         DelegationCommand::Add { token } => {
@@ -68,10 +68,10 @@ pub(crate) fn run(dir: &Path, command: DelegationCommand) -> Result<(), Failure>
                 )
             })
         }
-        DelegationCommand::List { json } => runtime()?.block_on(async move {
+        DelegationCommand::List => runtime()?.block_on(async move {
             let all: DelegationList = client.get("/v1/delegations").await?;
-            if json {
-                return outln!("{}", to_json(&all.delegations)?);
+            if let Some(printed) = structured(output, &all.delegations, Layout::Indented) {
+                return printed;
             }
             let rows: Vec<[String; 9]> = all.delegations.iter().map(row).collect();
             table(
@@ -124,8 +124,4 @@ fn row(d: &DelegationView) -> [String; 9] {
         d.expires.clone(),
         d.state.clone(),
     ]
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(anyhow!("writing JSON: {e}")))
 }

@@ -41,15 +41,15 @@ use meshfed_trust::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::cli::{Input, InspectArgs};
+use crate::cli::{Input, InspectArgs, OutputFormat};
 use crate::failure::Failure;
-use crate::output::outln;
+use crate::output::{Layout, outln, print};
 
 /// Largest envelope file read: far above any frame a link accepts, small enough to hold in memory.
 const MAX_ENVELOPE_FILE: u64 = 64 << 20;
 
 /// Runs `meshfed envelope inspect`.
-pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
+pub(crate) fn inspect(args: &InspectArgs, output: OutputFormat) -> Result<(), Failure> {
     // The CA configures the check: an unusable one is a configuration error, found before any work.
     let bundle = args.ca.as_deref().map(load_ca).transpose()?;
     let bytes = read_input(&args.file).map_err(Failure::Runtime)?;
@@ -59,7 +59,7 @@ pub(crate) fn inspect(args: &InspectArgs) -> Result<(), Failure> {
         }
         e => Failure::Runtime(anyhow!("{} is not a meshfed envelope: {e}", args.file)),
     })?;
-    print_json(&subject.envelope, args.json)?;
+    print_envelope(&subject.envelope, output)?;
     let Some(bundle) = bundle else {
         eprintln!("signature: not checked (pass --ca CERT to verify)");
         return Ok(());
@@ -260,15 +260,11 @@ fn read_input(input: &Input) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Prints the spec-layout JSON; the message only when the payload is clear.
-fn print_json(envelope: &Envelope, compact: bool) -> Result<(), Failure> {
+/// Prints the spec-layout JSON, indented, or on one line for `--output json`, or as YAML;
+/// the message only when the payload is clear.
+fn print_envelope(envelope: &Envelope, output: OutputFormat) -> Result<(), Failure> {
     let json = envelope.to_json();
-    if compact {
-        outln!("{json}")?;
-    } else {
-        outln!("{json:#}")?;
-    }
-    Ok(())
+    print(output, &json, Layout::Line, |json| outln!("{json:#}"))
 }
 
 /// Who signed an envelope whose signature is valid.

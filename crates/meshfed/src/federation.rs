@@ -7,13 +7,13 @@ use meshfed_node::api::models::{
     OperationRequest, RevocationListView, RevocationsView, RevokeNodeRequest,
 };
 
-use crate::cli::FederationCommand;
+use crate::cli::{FederationCommand, OutputFormat};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::{outln, table};
+use crate::output::{Layout, outln, print, table};
 
-pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, cmd: FederationCommand, output: OutputFormat) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
         match cmd {
@@ -34,34 +34,24 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
                 let f: FederationView = client.post("/v1/federations/join", &request).await?;
                 outln!("joined federation {} with mesh {} ({})", f.id, f.peer, f.status)?;
             }
-            FederationCommand::List { json } => {
+            FederationCommand::List => {
                 let list: FederationList = client.get("/v1/federations").await?;
-                if json {
-                    outln!("{}", to_json(&list.federations, false)?)?;
-                } else {
-                    print_table(&list.federations)?;
-                }
+                print(output, &list.federations[..], Layout::Line, print_table)?;
             }
-            FederationCommand::Show { id, json } => {
+            FederationCommand::Show { id } => {
                 let f: FederationView = client.get(&format!("/v1/federations/{id}")).await?;
-                if json {
-                    outln!("{}", to_json(&f, true)?)?;
-                } else {
-                    print_detail(&f)?;
-                }
+                print(output, &f, Layout::Indented, print_detail)?;
             }
             FederationCommand::Suspend { id } => operate(&client, &id, "suspend", OperationRequest::default()).await?,
             FederationCommand::Resume { id } => operate(&client, &id, "resume", OperationRequest::default()).await?,
-            FederationCommand::Discover { broker, json } => {
+            FederationCommand::Discover { broker } => {
                 let client = match broker {
                     Some(addr) => ApiClient::public(addr),
                     None => client,
                 };
                 let dir: DirectoryView = client.get("/directory").await?;
-                if json {
-                    outln!("{}", to_json(&dir.descriptors, false)?)?;
-                } else {
-                    let rows: Vec<[String; 4]> = (dir.descriptors.iter())
+                print(output, &dir.descriptors[..], Layout::Line, |descriptors| {
+                    let rows: Vec<[String; 4]> = (descriptors.iter())
                         .map(|d| {
                             [
                                 d.mesh.to_string(),
@@ -71,8 +61,8 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
                             ]
                         })
                         .collect();
-                    table(["MESH", "ADDRESSES", "CA FINGERPRINT (SHA-384)", "EXPIRES"], &rows)?;
-                }
+                    table(["MESH", "ADDRESSES", "CA FINGERPRINT (SHA-384)", "EXPIRES"], &rows)
+                })?;
                 eprintln!(
                     "The directory is not a trust anchor: anyone can make a CA that names any mesh. Join a mesh found here with an invitation from it (meshfed federation join TOKEN), or compare its CA fingerprint with one obtained out of band first."
                 );
@@ -90,13 +80,9 @@ pub(crate) fn run(dir: &Path, cmd: FederationCommand) -> Result<(), Failure> {
                 let list: RevocationListView = client.post("/v1/revocations", &request).await?;
                 outln!("revoked {node}: mesh {} revocation list version {}", list.mesh, list.version)?;
             }
-            FederationCommand::Revocations { json } => {
+            FederationCommand::Revocations => {
                 let view: RevocationsView = client.get("/v1/revocations").await?;
-                if json {
-                    outln!("{}", to_json(&view, true)?)?;
-                } else {
-                    print_revocations(&view)?;
-                }
+                print(output, &view, Layout::Indented, print_revocations)?;
             }
         }
         Ok(())
@@ -154,16 +140,6 @@ fn print_revocations(view: &RevocationsView) -> Result<(), Failure> {
         outln!("no revocation lists")?;
     }
     Ok(())
-}
-
-/// `value` as JSON, pretty or on one line.
-fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<String, Failure> {
-    let text = if pretty {
-        serde_json::to_string_pretty(value)
-    } else {
-        serde_json::to_string(value)
-    };
-    text.map_err(|e| Failure::Runtime(anyhow::anyhow!("writing JSON: {e}")))
 }
 
 /// An optional value as shown in tables: `-` when absent.

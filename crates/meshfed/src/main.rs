@@ -24,6 +24,7 @@ mod delegation;
 mod demo;
 mod demo_buses;
 mod envelope;
+mod events;
 mod failure;
 mod federation;
 mod gateway;
@@ -65,24 +66,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    let output = cli.global.output().map_err(Failure::CommandLine)?;
     match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
         Command::Gateway(args) => gateway::run(&cli.global.dir, &args, Role::Gateway),
         Command::Broker(args) => gateway::run(&cli.global.dir, &args, Role::Broker),
-        Command::Federation(cmd) => federation::run(&cli.global.dir, cmd),
+        Command::Federation(cmd) => federation::run(&cli.global.dir, cmd, output),
+        Command::Events(args) => events::follow(&cli.global.dir, &args, output),
         Command::Send(args) => messages::send(&cli.global.dir, args),
         Command::Subscribe(args) => messages::subscribe(&cli.global.dir, args),
         Command::Demo(args) => demo::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args),
+        Command::Bench(args) => bench::run(args, output),
+        Command::Envelope(EnvelopeCommand::Inspect(args)) => envelope::inspect(&args, output),
         Command::Token(TokenCommand::Rotate) => token::rotate(&cli.global.dir),
-        Command::Token(command) => token::run(&cli.global.dir, command),
-        Command::Ca(cmd) => ca::run(&cli.global.dir, cmd),
-        Command::Route(RouteCommand::List { json }) => route::list(&cli.global.dir, json),
-        Command::Connector(cmd) => connector::run(&cli.global.dir, cmd),
-        Command::Audit(cmd) => audit::run(&cli.global.dir, cmd),
-        Command::Policy(cmd) => policy::run(&cli.global.dir, cmd),
-        Command::Delegation(cmd) => delegation::run(&cli.global.dir, cmd),
+        Command::Token(command) => token::run(&cli.global.dir, command, output),
+        Command::Ca(cmd) => ca::run(&cli.global.dir, cmd, output),
+        Command::Route(RouteCommand::List) => route::list(&cli.global.dir, output),
+        Command::Connector(cmd) => connector::run(&cli.global.dir, cmd, output),
+        Command::Audit(cmd) => audit::run(&cli.global.dir, cmd, output),
+        Command::Policy(cmd) => policy::run(&cli.global.dir, cmd, output),
+        Command::Delegation(cmd) => delegation::run(&cli.global.dir, cmd, output),
     }
 }
 

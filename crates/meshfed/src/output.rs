@@ -1,4 +1,5 @@
-//! Standard output that ends a command quietly when its reader has gone.
+//! Standard output that ends a command quietly when its reader has gone, and data printed as
+//! `--output` asks (JSON, YAML, or the command's table).
 //!
 //! `println!` panics when stdout is a pipe whose reader has exited (`meshfed federation show ID
 //! | head -1`). Commands print through [`outln!`] instead: it returns
@@ -10,6 +11,7 @@ use std::io::{self, Write as _};
 
 use anyhow::anyhow;
 
+use crate::cli::OutputFormat;
 use crate::failure::Failure;
 
 /// `println!` that returns `Result<(), Failure>` instead of panicking; pass it on with `?`.
@@ -60,4 +62,46 @@ pub(crate) fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> Re
         line(r.each_ref().map(String::as_str))?;
     }
     Ok(())
+}
+
+/// How JSON is laid out when `--output json` asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// On one line (a list, for line-oriented tools).
+    Line,
+    /// Indented (one object).
+    Indented,
+}
+
+/// Prints `value` as `format` asks: JSON (laid out as `layout`) or YAML here, or, for the
+/// table, as `table` prints it.
+pub(crate) fn print<T: serde::Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+    layout: Layout,
+    table: impl FnOnce(&T) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    structured(format, value, layout).unwrap_or_else(|| table(value))
+}
+
+/// Prints `value` as JSON (laid out as `layout`) or YAML when `format` asks for either, and
+/// says how that went; `None` for the table, which the caller prints.
+pub(crate) fn structured<T: serde::Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+    layout: Layout,
+) -> Option<Result<(), Failure>> {
+    let text = match format {
+        OutputFormat::Table => return None,
+        OutputFormat::Json => match layout {
+            Layout::Line => serde_json::to_string(value),
+            Layout::Indented => serde_json::to_string_pretty(value),
+        }
+        .map_err(|e| anyhow!("writing JSON: {e}")),
+        // A YAML document ends with its last line's newline, which `outln!` adds.
+        OutputFormat::Yaml => serde_norway::to_string(value)
+            .map(|t| t.trim_end_matches('\n').to_owned())
+            .map_err(|e| anyhow!("writing YAML: {e}")),
+    };
+    Some(text.map_err(Failure::Runtime).and_then(|t| outln!("{t}")))
 }

@@ -8,21 +8,25 @@ use anyhow::anyhow;
 use meshfed_node::api::models::{AgreedPolicy, PolicyUpdate, PolicyUpdated, PolicyView};
 use meshfed_proto::FederationId;
 
-use crate::cli::PolicyCommand;
+use crate::cli::{OutputFormat, PolicyCommand};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{Layout, outln, structured};
 
-pub(crate) fn run(dir: &Path, cmd: PolicyCommand) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, cmd: PolicyCommand, output: OutputFormat) -> Result<(), Failure> {
     match cmd {
-        PolicyCommand::Show { federation, json } => show(dir, federation.as_ref(), json),
+        PolicyCommand::Show { federation } => show(dir, federation.as_ref(), output),
         PolicyCommand::Check { file } => check(&file),
-        PolicyCommand::Apply { file, json } => apply(dir, &file, json),
+        PolicyCommand::Apply { file } => apply(dir, &file, output),
     }
 }
 
-fn show(dir: &Path, federation: Option<&FederationId>, json: bool) -> Result<(), Failure> {
+fn show(
+    dir: &Path,
+    federation: Option<&FederationId>,
+    output: OutputFormat,
+) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
         let mut view: PolicyView = client.get("/v1/policy").await?;
@@ -32,8 +36,8 @@ fn show(dir: &Path, federation: Option<&FederationId>, json: bool) -> Result<(),
                 return Err(Failure::Input(anyhow!("no federation {id}")));
             }
         }
-        if json {
-            return outln!("{}", to_json(&view)?);
+        if let Some(printed) = structured(output, &view, Layout::Indented) {
+            return printed;
         }
         if federation.is_none() {
             let o = &view.offer;
@@ -179,7 +183,7 @@ fn check(file: &Path) -> Result<(), Failure> {
     clauses(&terms)
 }
 
-fn apply(dir: &Path, file: &Path, json: bool) -> Result<(), Failure> {
+fn apply(dir: &Path, file: &Path, output: OutputFormat) -> Result<(), Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Config(anyhow!("cannot read {}: {e}", file.display())))?;
     // Checked here first, so that problems name the file as the user knows it.
@@ -190,8 +194,8 @@ fn apply(dir: &Path, file: &Path, json: bool) -> Result<(), Failure> {
         let updated: PolicyUpdated = client
             .put("/v1/policy", &PolicyUpdate { toml: text })
             .await?;
-        if json {
-            return outln!("{}", to_json(&updated)?);
+        if let Some(printed) = structured(output, &updated, Layout::Indented) {
+            return printed;
         }
         if updated.proposals.is_empty() {
             return outln!(
@@ -234,8 +238,4 @@ fn compact(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v)
         .unwrap_or_default()
         .replace('"', "")
-}
-
-fn to_json(v: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(v).map_err(|e| Failure::Runtime(anyhow!("writing JSON: {e}")))
 }

@@ -4,19 +4,18 @@ use std::path::Path;
 
 use meshfed_node::api::models::RouteList;
 
+use crate::cli::OutputFormat;
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::{outln, table};
+use crate::output::{Layout, outln, structured, table};
 
-pub(crate) fn list(dir: &Path, json: bool) -> Result<(), Failure> {
+pub(crate) fn list(dir: &Path, output: OutputFormat) -> Result<(), Failure> {
     let client = ApiClient::for_dir(dir)?;
     runtime()?.block_on(async move {
         let list: RouteList = client.get("/v1/routes").await?;
-        if json {
-            let text = serde_json::to_string(&list.routes)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing JSON: {e}")))?;
-            return outln!("{text}");
+        if let Some(printed) = structured(output, &list.routes, Layout::Line) {
+            return printed;
         }
         if list.routes.is_empty() {
             return outln!(

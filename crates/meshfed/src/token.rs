@@ -10,11 +10,11 @@ use meshfed_node::api::models::{
 };
 use meshfed_node::credentials::MAX_TOKEN_TTL;
 
-use crate::cli::TokenCommand;
+use crate::cli::{OutputFormat, TokenCommand};
 use crate::client::ApiClient;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::{outln, table};
+use crate::output::{Layout, outln, structured, table};
 
 /// Asks the gateway to replace its admin token (authenticating with the current one).
 pub(crate) fn rotate(dir: &Path) -> Result<(), Failure> {
@@ -32,7 +32,7 @@ pub(crate) fn rotate(dir: &Path) -> Result<(), Failure> {
 }
 
 /// `meshfed token issue | list | revoke`.
-pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
+pub(crate) fn run(dir: &Path, command: TokenCommand, output: OutputFormat) -> Result<(), Failure> {
     match command {
         TokenCommand::Rotate => rotate(dir),
         TokenCommand::Issue {
@@ -42,7 +42,6 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
             topics,
             actions,
             ttl,
-            json,
         } => {
             if ttl > MAX_TOKEN_TTL || ttl < Duration::from_secs(1) {
                 return Err(Failure::Input(anyhow!(
@@ -61,20 +60,16 @@ pub(crate) fn run(dir: &Path, command: TokenCommand) -> Result<(), Failure> {
             let client = ApiClient::for_dir(dir)?;
             runtime()?.block_on(async move {
                 let issued: IssuedToken = client.post("/v1/tokens", &request).await?;
-                if json {
-                    outln!("{}", to_json(&issued)?)?;
-                } else {
-                    outln!("{}", issued.token)?;
-                }
-                Ok(())
+                structured(output, &issued, Layout::Indented)
+                    .unwrap_or_else(|| outln!("{}", issued.token))
             })
         }
-        TokenCommand::List { json } => {
+        TokenCommand::List => {
             let client = ApiClient::for_dir(dir)?;
             runtime()?.block_on(async move {
                 let list: TokenList = client.get("/v1/tokens").await?;
-                if json {
-                    return outln!("{}", to_json(&list.tokens)?);
+                if let Some(printed) = structured(output, &list.tokens, Layout::Indented) {
+                    return printed;
                 }
                 let rows: Vec<[String; 8]> = list.tokens.iter().map(row).collect();
                 table(
@@ -129,8 +124,4 @@ fn row(t: &TokenView) -> [String; 8] {
         t.expires.clone(),
         t.revoked.clone().unwrap_or_else(|| "-".to_owned()),
     ]
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(anyhow!("writing JSON: {e}")))
 }

@@ -14,6 +14,7 @@ mod conn;
 mod connectors;
 mod delegations;
 mod error;
+mod events;
 pub mod models;
 mod openapi;
 mod policy;
@@ -123,7 +124,8 @@ fn api(guard: impl FnOnce(OpenApiRouter<Node>) -> OpenApiRouter<Node>) -> OpenAp
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::audit_report))
         .routes(routes!(audit::audit_proof))
-        .routes(routes!(stats::stats));
+        .routes(routes!(stats::stats))
+        .routes(routes!(events::events));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

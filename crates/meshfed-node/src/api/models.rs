@@ -59,6 +59,8 @@ pub use revocations::{
 pub use stats::{FederationStats, LatencyPercentiles, StatsBacklog, StatsRates, StatsView};
 pub use tokens::{IssueTokenRequest, IssuedToken, TokenList, TokenView};
 
+pub use crate::gateway::events::{Change, ChangeKind};
+
 /// `GET /v1/node`: this node's identity and addresses, and how it signs what it sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeInfo {

@@ -105,6 +105,11 @@ impl Running {
             req = req.bearer_auth(current.trim());
         }
         let resp = req.send().await.unwrap();
+        // An event stream never ends: its status is the answer.
+        let content = resp.headers().get(reqwest::header::CONTENT_TYPE);
+        if content.is_some_and(|c| c == "text/event-stream") {
+            return (resp.status().as_u16(), String::new());
+        }
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 }
@@ -638,6 +643,15 @@ fn samples() -> Vec<(String, Value)> {
         }],
     };
     vec![
+        sample(Change {
+            kind: ChangeKind::Suspended,
+            federation: Some("fed_1".parse().unwrap()),
+            peer: "plant-a".parse().unwrap(),
+            state: "suspended".into(),
+            previous: Some("active".into()),
+            reason: Some("suspended by an operator".into()),
+            time: "2026-01-01T00:00:00.000Z".into(),
+        }),
         sample(PolicyUpdate {
             toml: "[qos]\nmax_rate = 10\n".into(),
         }),

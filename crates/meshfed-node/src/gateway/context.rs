@@ -53,6 +53,8 @@ pub(crate) struct Context {
     /// The guard's way in from the data path: what it saw of partners' traffic, and each
     /// partner's breaker (see `guard.rs`).
     pub(crate) guard: super::guarded::Guard,
+    /// What changed in federations, links and breakers, for `GET /v1/events`.
+    pub(crate) changes: super::events::Changes,
     /// Cancelled when the gateway stops.
     pub(crate) cancel: CancellationToken,
     /// Every task of the gateway, awaited when it stops.

@@ -379,6 +379,12 @@ pub(crate) async fn operate_because(
         meshfed_audit::record::By::Us,
         reason,
     );
+    (f.ctx.changes).lifecycle(
+        &id,
+        &updated.peer_mesh,
+        (record.state, updated.state),
+        reason,
+    );
     if let Some(port) = &port {
         let told = match op {
             Operation::Suspend => port.command(LinkSession::suspend),

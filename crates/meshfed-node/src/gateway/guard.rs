@@ -196,6 +196,8 @@ impl Task {
             let wall = self.ctx.now();
             for (peer, transition) in self.stage.transitions(&self.ctx.guard, wall) {
                 let federation = self.federation(&peer);
+                let moved = (state_label(transition.from), state_label(transition.to));
+                (self.ctx.changes).breaker(federation.as_ref(), &peer, moved, &transition.reason);
                 report(
                     &self.ctx,
                     federation,
@@ -466,10 +468,10 @@ impl Stage {
 #[cfg(test)]
 mod tests {
     //! The stage driven by hand on a manual clock, fed through the data path's real handle
-    //! (`guarded::Guard`) and its channel. A forged signature needs a peer that completes the
-    //! handshake and then signs wrongly, which no test helper builds; what the link's reader
-    //! does with a signature failure is one call (`Guard::transfer_refused`), so the burst is
-    //! fed here, and what the reader then asks (`Guard::hold_inbound`) is asserted.
+    //! (`guarded::Guard`) and its channel. What the link's reader does with a signature
+    //! failure is one call (`Guard::transfer_refused`), so the burst is fed here, and what the
+    //! reader then asks (`Guard::hold_inbound`) is asserted; `tests/guard.rs` has a real peer
+    //! sign wrongly over a real link (feature `test-hooks`).
 
     use std::time::SystemTime;
 

@@ -36,6 +36,10 @@ pub(crate) struct Identity {
     renewal: RwLock<Option<Arc<Renewal>>>,
     /// Held while the certificate or the trust changes: one change at a time.
     changing: std::sync::Mutex<()>,
+    /// Feature `test-hooks`: a key that signs envelopes in place of the node key, so that a
+    /// test has this gateway misbehave as a peer whose signatures do not verify.
+    #[cfg(feature = "test-hooks")]
+    wrong_key: RwLock<Option<Arc<SigningKey>>>,
 }
 
 /// This mesh's trust bundle as it presents it.
@@ -132,6 +136,33 @@ impl Identity {
     /// The node certificate in use now.
     pub(crate) fn cert(&self) -> Arc<NodeCert> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Feature `test-hooks`: from now on envelopes are signed with a fresh key that does not
+    /// match the certificate they name (`wrong`), or with the node key again.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn sign_wrongly(&self, wrong: bool) -> Result<(), String> {
+        let key = if wrong {
+            Some(Arc::new(SigningKey::generate().map_err(|e| e.to_string())?))
+        } else {
+            None
+        };
+        *self.wrong_key.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+
+    /// Feature `test-hooks`: `cert` with the wrong key of [`Identity::sign_wrongly`], if set.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn misbehaving(&self, cert: Arc<NodeCert>) -> Arc<NodeCert> {
+        let wrong = self.wrong_key.read().unwrap_or_else(|e| e.into_inner());
+        match &*wrong {
+            Some(key) => Arc::new(NodeCert {
+                signer: cert.signer.clone(),
+                not_after: cert.not_after,
+                key: Arc::clone(key),
+            }),
+            None => cert,
+        }
     }
 
     /// This mesh's trust bundle now.
@@ -468,6 +499,8 @@ pub(crate) fn load(
         })),
         renewal: RwLock::new(renewal.map(Arc::new)),
         changing: std::sync::Mutex::new(()),
+        #[cfg(feature = "test-hooks")]
+        wrong_key: RwLock::new(None),
     })
 }
 

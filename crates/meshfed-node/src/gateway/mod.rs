@@ -26,6 +26,7 @@ pub(crate) mod delegated;
 pub(crate) mod delegations;
 pub(crate) mod directory;
 pub(crate) mod error;
+pub(crate) mod events;
 pub(crate) mod federations;
 pub(crate) mod guard;
 pub(crate) mod guarded;
@@ -211,6 +212,7 @@ pub async fn start(
     };
     let audit = start_audit(dir, &store_path_for_audit, &id, &clock, &config, counters).await?;
     let (guard, watching) = guarded::Guard::new(clock.clone(), guarded::GuardSeries::of(&metrics));
+    let changes = events::Changes::new(clock.clone());
     let ctx = Arc::new(Context {
         dir: dir.to_path_buf(),
         federation_addr: listener.local_addr(),
@@ -228,6 +230,7 @@ pub async fn start(
         )),
         policy: std::sync::RwLock::new(Arc::new(policy)),
         guard,
+        changes,
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
@@ -461,6 +464,12 @@ impl GatewayHandle {
         self.0.ctx.federation_addr
     }
 
+    /// Feature `test-hooks`: see [`crate::Gateway::sign_wrongly`].
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn sign_wrongly(&self, wrong: bool) -> Result<(), String> {
+        self.0.ctx.id.sign_wrongly(wrong)
+    }
+
     /// Whether `presented` is the admin token (compared in constant time).
     pub(crate) fn is_admin(&self, presented: &str) -> bool {
         aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -610,6 +619,11 @@ impl GatewayHandle {
     /// Cancelled when the gateway stops.
     pub(crate) fn stopping(&self) -> CancellationToken {
         self.0.ctx.cancel.clone()
+    }
+
+    /// A follower of the changes of federations, links and breakers from now on.
+    pub(crate) fn follow_changes(&self) -> tokio::sync::broadcast::Receiver<events::Change> {
+        self.0.ctx.changes.follow()
     }
 
     /// This node.

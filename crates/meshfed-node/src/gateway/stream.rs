@@ -1103,6 +1103,8 @@ impl Task {
         // One certificate for the whole transfer, even if it is renewed meanwhile: a batch
         // is verified with the certificate of its first envelope.
         let cert = ctx.id.cert();
+        #[cfg(feature = "test-hooks")]
+        let cert = ctx.id.misbehaving(cert);
         // The caller holds the switch gate: the version cannot change while this transfer is
         // built, and the certificate's announcement is queued before it.
         link.announce(&cert.signer)

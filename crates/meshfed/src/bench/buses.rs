@@ -22,12 +22,12 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde::Serialize;
 
 use super::{payload, percentile_ms, since, stamp};
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, OutputFormat};
 use crate::demo::start_mesh_with;
 use crate::demo_buses;
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{Layout, outln, structured};
 
 /// Messages of the throughput phase when no --count is given.
 const DEFAULT_COUNT: u64 = 50_000;
@@ -61,7 +61,7 @@ struct Seen {
     latencies_ns: Vec<u64>,
 }
 
-pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
+pub(crate) fn run(args: &BenchArgs, output: OutputFormat) -> Result<(), Failure> {
     let size = usize::try_from(args.payload.0).unwrap_or(usize::MAX);
     let qos = args.qos;
     if qos == Qos::ExactlyOnce {
@@ -183,16 +183,15 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
         gw_a.shutdown().await;
         gw_b.shutdown().await;
         drop(buses);
-        if args.json {
-            let text = serde_json::to_string(&serde_json::json!({
-                "path": "mqtt client -> mosquitto -> gateway A -> gateway B -> nats-server -> nats client",
-                "qos": q,
-                "payload_bytes": size,
-                "rate": args.rate,
-                "phases": reports,
-            }))
-            .map_err(|e| failed("report")(e.to_string()))?;
-            return outln!("{text}");
+        let report = serde_json::json!({
+            "path": "mqtt client -> mosquitto -> gateway A -> gateway B -> nats-server -> nats client",
+            "qos": q,
+            "payload_bytes": size,
+            "rate": args.rate,
+            "phases": reports,
+        });
+        if let Some(printed) = structured(output, &report, Layout::Line) {
+            return printed;
         }
         outln!("meshfed bench --buses: MQTT client → mosquitto → gateway A → gateway B → nats-server → NATS client")?;
         outln!("qos {q}, {size} B payloads, both gateways and both brokers on this machine")?;

@@ -65,12 +65,12 @@ use meshfed_proto::{MeshId, Topic};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, OutputFormat};
 use crate::client::{ApiClient, WebSocket};
 use crate::demo::{start_mesh_with, start_node};
 use crate::failure::Failure;
 use crate::gateway::runtime;
-use crate::output::outln;
+use crate::output::{Layout, outln, print};
 
 mod buses;
 mod report;
@@ -130,7 +130,7 @@ struct Plan {
     audit: Option<String>,
     /// The frames both sockets carry.
     format: Format,
-    json: bool,
+    output: OutputFormat,
     /// The running gateways to measure; `None` starts two meshes in this process.
     running: Option<Running>,
     /// Whether the meshes started in this process federate through a broker started with them
@@ -146,7 +146,7 @@ struct Running {
 }
 
 impl Plan {
-    fn from_args(args: BenchArgs) -> Result<Self, Failure> {
+    fn from_args(args: BenchArgs, output: OutputFormat) -> Result<Self, Failure> {
         let usage = |m: String| Failure::Config(anyhow!(m));
         let payload = usize::try_from(args.payload.0)
             .ok()
@@ -197,7 +197,7 @@ impl Plan {
             sign_window: args.sign_window,
             audit: args.audit,
             format: args.format,
-            json: args.json,
+            output,
             running,
             via_broker: args.via_broker,
         })
@@ -309,11 +309,11 @@ struct Ends {
     subscriber: Endpoint,
 }
 
-pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+pub(crate) fn run(args: BenchArgs, output: OutputFormat) -> Result<(), Failure> {
     if args.buses {
-        return buses::run(&args);
+        return buses::run(&args, output);
     }
-    let plan = Plan::from_args(args)?;
+    let plan = Plan::from_args(args, output)?;
     let (runs, measured) = runtime()?.block_on(async {
         let origin = Instant::now();
         match &plan.running {
@@ -328,14 +328,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             }
         }
     })?;
-    if plan.json {
-        let report = serde_json::to_string(&report_json(&plan, &measured, &runs))
-            .map_err(|e| Failure::Runtime(anyhow!("bench: writing the report: {e}")))?;
-        outln!("{report}")?;
-    } else {
-        print_table(&plan, &measured, &runs)?;
-    }
-    Ok(())
+    let report = report_json(&plan, &measured, &runs);
+    print(plan.output, &report, Layout::Line, |_| {
+        print_table(&plan, &measured, &runs)
+    })
 }
 
 /// Starts a pair of meshes per signature mode, in a temporary directory, and measures each.

@@ -495,6 +495,8 @@ pub(crate) async fn persist(
             meshfed_audit::record::By::Us,
             "link re-established",
         );
+        let moved = (before, rec.state);
+        (links.ctx.changes).lifecycle(&rec.id, &rec.peer_mesh, moved, "link re-established");
         return Ok(rec);
     };
     let record = FederationRecord {
@@ -531,6 +533,7 @@ pub(crate) async fn persist(
         })
         .await
         .map_err(|e| LinkError::Store(e.to_string()))
+        .inspect(|rec| (links.ctx.changes).established(&rec.id, &rec.peer_mesh, rec.state))
 }
 
 /// The trust bundle stored for a federation's peer: every later link is verified against it.

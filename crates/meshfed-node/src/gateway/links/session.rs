@@ -142,6 +142,8 @@ pub(crate) async fn start(
         session,
         ctx.now(),
     ));
+    // Told before the API shows the link, so that a follower who saw it connected has this.
+    ctx.changes.link_up(&port.federation_id, &record.peer_mesh);
     let old = {
         let mut sessions = links.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.insert(record.id.clone(), port.clone())
@@ -360,6 +362,7 @@ async fn read_loop(links: Arc<Links>, port: Arc<LinkPort>, mut reader: LinkReade
         }
     };
     tracing::info!(federation = %port.federation_id, peer = %port.peer, reason = %why, "federation link down");
+    (links.ctx.changes).link_down(&port.federation_id, port.mesh(), &why);
     port.close();
     links.routes.link_down(&port);
     links.routing.forget(&port.federation_id);
@@ -600,6 +603,8 @@ async fn record_state(
                 by,
                 reason,
             );
+            let moved = (from, rec.state);
+            (links.ctx.changes).lifecycle(&port.federation_id, port.mesh(), moved, reason);
             links.routes.state_changed(port.mesh(), rec.state);
         }
         Err(e) => {
@@ -696,6 +701,8 @@ async fn record_switch(links: &Links, port: &LinkPort, switch: AgreementSwitch) 
                 &switch.signed,
                 AgreementCause::Renegotiated,
             );
+            let versions = (previous, version);
+            (links.ctx.changes).renegotiated(&port.federation_id, port.mesh(), versions);
             port.renegotiation_ended(Renegotiated::Switched(version));
         }
         Err(e) => {
