@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use common::{Node, Ws, federate, next_json, wait_for};
+use common::{Node, Ws, federate, next_json_within, wait_for};
 use meshfed_node::{Clock, ManualClock};
 use serde_json::{Value, json};
 
@@ -79,9 +79,14 @@ fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 /// Reads `n` deliveries from `ws` into `tally` (payload → times delivered).
+/// Longer than the sender's longest retransmission timeout (60 s).
+const RETRANSMISSION_CEILING: Duration = Duration::from_secs(90);
+
 async fn receive(ws: &mut Ws, n: usize, tally: &mut BTreeMap<String, u32>) {
     for _ in 0..n {
-        let got = next_json(ws).await;
+        // What was refused or held comes again on the sender's retransmission timer, which
+        // backs off (doubling, up to a minute) while the peer refuses: wait past its ceiling.
+        let got = next_json_within(ws, RETRANSMISSION_CEILING).await;
         let name = got["message"]
             .as_str()
             .unwrap_or_else(|| panic!("no message in {got}"))

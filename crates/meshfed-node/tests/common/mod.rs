@@ -141,10 +141,15 @@ pub(crate) async fn federate(a: &Node, b: &Node) -> String {
 
 /// The next text frame as JSON, failing the test after ten seconds.
 pub(crate) async fn next_json(ws: &mut Ws) -> Value {
+    next_json_within(ws, Duration::from_secs(10)).await
+}
+
+/// The next text frame as JSON, failing the test after `limit`.
+pub(crate) async fn next_json_within(ws: &mut Ws, limit: Duration) -> Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        let frame = tokio::time::timeout(limit, ws.next())
             .await
-            .unwrap_or_else(|_| panic!("no frame within 10 s"))
+            .unwrap_or_else(|_| panic!("no frame within {limit:?}"))
             .unwrap()
             .unwrap();
         if let Message::Text(t) = frame {
