@@ -12,6 +12,7 @@ mod audit;
 pub mod binary;
 mod conn;
 mod connectors;
+mod console;
 mod delegations;
 mod error;
 pub mod models;
@@ -80,6 +81,7 @@ fn router(node: Node) -> Router {
     let guard = middleware::from_fn_with_state(node.clone(), authorize);
     let (router, _) = api(|v1| v1.layer(guard)).split_for_parts();
     router
+        .fallback(console::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }
