@@ -2,6 +2,7 @@
 //! itself ([`MeshCa`]) or through an issuing CA it certifies ([`IssuingCa`]), so that the root
 //! key can stay offline while gateways renew their certificates.
 
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,6 +187,26 @@ impl MeshCa {
         )
     }
 
+    /// Issues the certificate a node's HTTPS API presents, as [`issue_api_cert`] says.
+    pub fn issue_api_cert(
+        &self,
+        node: &NodeName,
+        public_key: &P384PublicKey,
+        addresses: &[IpAddr],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        issue_api_cert(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            addresses,
+            now,
+            validity,
+        )
+    }
+
     /// Makes an issuing CA for this mesh: a fresh P-384 key and a certificate signed by this
     /// root, `CA:TRUE` with path length 0 (it issues node certificates, never another CA), SAN
     /// URI `meshfed://<mesh>` like the root's, valid from `now` (back-dated by
@@ -347,6 +368,28 @@ impl IssuingCa {
     }
 }
 
+impl IssuingCa {
+    /// Issues the certificate a node's HTTPS API presents, as [`issue_api_cert`] says.
+    pub fn issue_api_cert(
+        &self,
+        node: &NodeName,
+        public_key: &P384PublicKey,
+        addresses: &[IpAddr],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        issue_api_cert(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            addresses,
+            now,
+            validity,
+        )
+    }
+}
+
 impl std::fmt::Debug for IssuingCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuingCa")
@@ -377,6 +420,47 @@ impl NodeCert {
     pub fn info(&self) -> &NodeCertInfo {
         &self.info
     }
+}
+
+/// Issues the server certificate of the HTTPS API of node `node` of `mesh`, signed by
+/// `issuer`: SAN IP addresses `addresses` (where clients reach the API; a browser and the CLI
+/// check the address they dialled against them) and the node's URI, EKU serverAuth only (it
+/// never authenticates the node to a peer), key usage digitalSignature, valid from `now`
+/// (back-dated by [`CLOCK_SKEW_ALLOWANCE`]) for `validity`.
+fn issue_api_cert(
+    issuer: &Issuer<'static, KeyPair>,
+    mesh: &MeshId,
+    node: &NodeName,
+    public_key: &P384PublicKey,
+    addresses: &[IpAddr],
+    now: SystemTime,
+    validity: Duration,
+) -> Result<CertificateDer<'static>, CaError> {
+    let identity = NodeIdentity {
+        mesh: mesh.clone(),
+        node: node.clone(),
+    };
+    let (not_before, not_after) = validity_window(now, validity)?;
+    let mut params = CertificateParams::default();
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, mesh.as_str());
+    name.push(DnType::CommonName, format!("{node} API"));
+    params.distinguished_name = name;
+    params.subject_alt_names = addresses.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    params
+        .subject_alt_names
+        .push(SanType::URI(Ia5String::try_from(identity.uri())?));
+    params.is_ca = IsCa::NoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params
+        .signed_by(&PublicKeyBytes(public_key), issuer)?
+        .der()
+        .clone())
 }
 
 /// Issues a node certificate for `node` of `mesh`, signed by `issuer`.

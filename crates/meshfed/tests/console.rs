@@ -187,6 +187,108 @@ async fn an_operator_runs_two_federated_meshes_from_the_console() {
     println!("screenshots in {}", shots.display());
 }
 
+/// An API that listens beyond loopback (here every address, reached on loopback) serves TLS
+/// with a certificate from the mesh's CA: the CLI works trusting the
+/// mesh CA, openssl verifies the chain for 127.0.0.1 against the mesh CA alone, plain HTTP
+/// gets no answer, and the browser gets the console over https.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_api_and_its_console_are_served_over_tls_from_the_mesh_ca() {
+    let mut m = mesh("plant-a");
+    m.configure("api", "listen", "0.0.0.0:0");
+    m.start();
+    assert!(m.api_addr().ip().is_unspecified(), "{}", m.api_addr());
+    let port = m.api_addr().port();
+    let list = m.cli(&["federation", "list", "--json"]);
+    assert_eq!(list.ok().trim(), "[]", "{list}");
+
+    let ca = m.dir().join("ca/ca.crt");
+    let verified = Command::new("openssl")
+        .args([
+            "s_client",
+            "-brief",
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+        ])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && said.contains("Verification: OK"),
+        "openssl did not verify the API's certificate against the mesh CA:\n{said}"
+    );
+    // The name check is real: the certificate does not name another address.
+    let wrong = Command::new("openssl")
+        .args([
+            "s_client",
+            "-brief",
+            "-verify_return_error",
+            "-verify_ip",
+            "10.9.8.7",
+        ])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success(), "a certificate for 10.9.8.7?");
+
+    let plain = plain_http(port);
+    assert!(
+        !plain.starts_with("HTTP/1.1"),
+        "answered in the clear: {plain}"
+    );
+
+    // The browser trusts the mesh's issuing CA (pinned by its key: Chromium's pins apply to
+    // the certificates a server presents, the leaf and the issuing CA) and gets the console
+    // over https.
+    let driver = Driver::start();
+    let issuing = m.dir().join("ca/issuing.crt");
+    let client = driver
+        .browser_trusting(false, Some(&spki_sha256(&issuing)))
+        .await;
+    client
+        .goto(&format!("https://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    let console = Console {
+        client: &client,
+        base: format!("https://127.0.0.1:{port}/"),
+    };
+    console.login(&admin_token(&m)).await;
+    console.text_when("#node h2", |t| t == "Mesh plant-a").await;
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.scheme(), "https");
+    client.close().await.unwrap();
+}
+
+/// What an API on loopback `port` sends back to a plain HTTP request.
+fn plain_http(port: u16) -> String {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = write!(s, "GET / HTTP/1.1\r\nHost: meshfed\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The base64 SHA-256 of the public key of the first certificate in the PEM file `ca`, as Chromium's
+/// `--ignore-certificate-errors-spki-list` names a key it trusts.
+fn spki_sha256(ca: &Path) -> String {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(ca).unwrap();
+    let pem = pem::parse(text).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(pem.contents()).unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
 /// The console's answers carry the security headers; the API's JSON is not a console page.
 fn check_console_headers(m: &Mesh) {
     for path in ["/", "/console/app.js", "/console/style.css"] {
@@ -559,6 +661,11 @@ impl Driver {
 
     /// A new headless Chromium session with a fresh profile, in dark mode or light.
     async fn browser(&self, dark: bool) -> Client {
+        self.browser_trusting(dark, None).await
+    }
+
+    /// [`Driver::browser`], trusting the CA whose key has the SHA-256 (base64) `spki`.
+    async fn browser_trusting(&self, dark: bool, spki: Option<&str>) -> Client {
         let profile = self
             .profiles
             .path()
@@ -576,6 +683,9 @@ impl Driver {
             "--window-size=1366,768".to_owned(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        if let Some(spki) = spki {
+            args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
+        }
         if dark {
             args.push("--force-dark-mode".to_owned());
             args.push("--blink-settings=preferredColorScheme=0".to_owned());

@@ -21,6 +21,7 @@ mod policy;
 mod revocations;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod tokens;
 
 use std::sync::{Arc, LazyLock};
@@ -46,6 +47,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use tls::serves_tls;
 
 use crate::credentials::{Action, Principal};
 use crate::gateway::federations::{self, Operation};
@@ -70,10 +72,17 @@ pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// The API as its handlers see the gateway.
 type Node = GatewayHandle;
 
-/// Serves the API on `listener` until the gateway stops.
-pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
+/// Serves the API on `listener` until the gateway stops: over TLS when it listens beyond
+/// loopback ([`tls`]). Fails when that certificate cannot be issued.
+pub(crate) fn serve(
+    node: GatewayHandle,
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let tls = tls::acceptor(&node, addr)?;
     let router = router(node.clone());
-    conn::serve(&node, listener, router);
+    conn::serve(&node, listener, router, tls);
+    Ok(())
 }
 
 /// The router of a running node.
