@@ -655,6 +655,63 @@ mod tests {
     }
 
     #[test]
+    fn an_api_cert_names_its_addresses_and_the_node_and_serves_only() {
+        let root = MeshCa::generate(&mesh("plant-a"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
+        let issuing = root
+            .issue_issuing_ca(at(NOW), DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let key = P384PublicKey::of(&SigningKey::generate().unwrap());
+        let addresses: [IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let der = issuing
+            .issue_api_cert(
+                &"gw1".parse().unwrap(),
+                &key,
+                &addresses,
+                at(NOW),
+                DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap().value;
+        let names: Vec<String> = san
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string(),
+                    _ => IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string(),
+                },
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["127.0.0.1", "::1", "URI(meshfed://plant-a/gw1)"]);
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        assert!(parsed.basic_constraints().unwrap().is_none());
+        // What an HTTPS client checks: the chain to the mesh CA, for server use, for the
+        // address it dialled and no other.
+        let anchors = [webpki::anchor_from_trusted_cert(root.cert_der())
+            .unwrap()
+            .to_owned()];
+        let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+        cert.verify_for_usage(
+            &[webpki::aws_lc_rs::ECDSA_P384_SHA384],
+            &anchors,
+            &[issuing.cert_der().clone()],
+            rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(NOW + 60)),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .unwrap();
+        let name = |ip: &'static str| rustls_pki_types::ServerName::try_from(ip).unwrap();
+        cert.verify_is_valid_for_subject_name(&name("127.0.0.1"))
+            .unwrap();
+        cert.verify_is_valid_for_subject_name(&name("10.9.8.7"))
+            .unwrap_err();
+    }
+
+    #[test]
     fn two_node_certs_get_different_serials() {
         let ca = MeshCa::generate(&mesh("m"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
         let key = P384PublicKey::of(&SigningKey::generate().unwrap());
