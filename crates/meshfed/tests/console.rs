@@ -68,6 +68,43 @@ async fn an_operator_runs_two_federated_meshes_from_the_console() {
         .await;
     assert!(refused.contains("refused"), "{refused}");
 
+    // A component token without the admin role is refused as such; one with it logs in, and
+    // logging out forgets it.
+    let scoped = a.cli(&[
+        "token",
+        "issue",
+        "--subject",
+        "mes",
+        "--role",
+        "line-3",
+        "--topics",
+        "orders/#",
+        "--actions",
+        "publish",
+    ]);
+    console.login(scoped.ok().trim()).await;
+    console
+        .text_when("#login-message .error", |t| {
+            t.starts_with("This token has no admin role")
+        })
+        .await;
+    let operator = a.cli(&[
+        "token",
+        "issue",
+        "--subject",
+        "operator",
+        "--role",
+        "admin",
+        "--topics",
+        "#",
+        "--actions",
+        "publish",
+    ]);
+    console.login(operator.ok().trim()).await;
+    console.text_when("#node h2", |t| t == "Mesh plant-a").await;
+    console.click("#logout").await;
+    console.wait(Locator::Css("#token")).await;
+
     // The overview shows this mesh and the federation with supplier-b, active.
     console.login(&admin_token(&a)).await;
     console.text_when("#node h2", |t| t == "Mesh plant-a").await;
