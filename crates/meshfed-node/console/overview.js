@@ -38,14 +38,18 @@ export function overview(main) {
   )).catch((e) => say(node, "error", e.message));
 
   return poll(1000, async () => {
-    const [list, live] = await Promise.all([get("/federations"), stats()]);
-    const rates = new Map((live?.federations ?? []).map((f) => [f.federation, f]));
+    // The federations are shown whatever the statistics do.
+    const [list, live] = await Promise.all([get("/federations"), stats().catch((e) => e)]);
     fill(error);
     if (live === null) {
       say(statsNote, "info", "Live statistics not available on this node: rates are not shown.");
+    } else if (live instanceof Error) {
+      say(statsNote, "error", `Could not read live statistics: ${live.message}`);
     } else {
       fill(statsNote);
     }
+    const current = live instanceof Error ? null : live;
+    const rates = new Map((current?.federations ?? []).map((f) => [f.federation, f]));
     const seen = new Set();
     for (const f of list.federations) {
       seen.add(f.id);
@@ -64,7 +68,7 @@ export function overview(main) {
       }
     }
     empty.hidden = rows.size > 0;
-    showTotals(totals, list.federations, live);
+    showTotals(totals, list.federations, current);
     if (first) {
       first = false;
       // The time from navigation to the federations shown (read by the browser test).

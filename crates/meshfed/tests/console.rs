@@ -514,24 +514,30 @@ async fn shoot_all_sizes(client: &Client, dir: &Path, page: &str, scheme: &str) 
     viewport(client, 1366, 768).await;
 }
 
-/// Sizes the window so that the page's viewport is `width` × `height` CSS pixels.
+/// Sizes the window so that the page's viewport is `width` × `height` CSS pixels: the window
+/// is the viewport plus the browser's own frame, which a resize shows (and shows late).
 async fn viewport(client: &Client, width: u32, height: u32) {
-    client.set_window_size(width, height).await.unwrap();
-    let inner = client
-        .execute("return [innerWidth, innerHeight]", vec![])
-        .await
-        .unwrap();
-    let inner = |i: usize| u32::try_from(inner[i].as_u64().unwrap()).unwrap();
-    let (w, h) = (inner(0), inner(1));
-    client
-        .set_window_size(2 * width - w, 2 * height - h)
-        .await
-        .unwrap();
-    let now = client
-        .execute("return [innerWidth, innerHeight]", vec![])
-        .await
-        .unwrap();
-    assert_eq!(now, json!([width, height]), "the viewport");
+    let want = (u64::from(width), u64::from(height));
+    eventually(&format!("the viewport is {width}x{height}"), async || {
+        let inner = client
+            .execute("return [innerWidth, innerHeight]", vec![])
+            .await
+            .ok()?;
+        let inner = (inner[0].as_u64()?, inner[1].as_u64()?);
+        if inner == want {
+            return Some(());
+        }
+        let (w, h) = client.get_window_size().await.ok()?;
+        let fit = |window: u64, want: u64, inner: u64| {
+            u32::try_from((window + want).saturating_sub(inner)).ok()
+        };
+        client
+            .set_window_size(fit(w, want.0, inner.0)?, fit(h, want.1, inner.1)?)
+            .await
+            .ok()?;
+        None
+    })
+    .await;
 }
 
 /// `target/console-screenshots/`, emptied.
