@@ -1,5 +1,6 @@
-//! The API's connections: accepted through the API's door ([`Door`]), served as HTTP/1.1 with
-//! upgrades (the WebSocket streams), and closed when idle.
+//! The API's connections: accepted through the API's door ([`Door`]), over TLS when the API
+//! listens beyond loopback ([`super::tls`]; a failed or slow handshake is a refusal at the
+//! door), served as HTTP/1.1 with upgrades (the WebSocket streams), and closed when idle.
 //!
 //! A connection holds a place at the door until one of its requests carries the admin token
 //! ([`Connection::authenticated`], called by the `/v1` guard). A connection with no request in
