@@ -141,6 +141,19 @@ async fn an_operator_runs_two_federated_meshes_from_the_console() {
         .await;
     wait_for_status(&b, &id, "active");
     wait_for_status(&a, &id, "active");
+    // Renegotiating makes version 2, with version 1 in the history.
+    console.act("renegotiate").await;
+    console
+        .text_when("#action-result", |t| {
+            t.contains("Renegotiate: the federation is now active")
+        })
+        .await;
+    console
+        .text_when("#history", |t| t.contains("Version"))
+        .await;
+    console
+        .text_when("#agreement dl.facts dd", |t| t == "2")
+        .await;
     // A cancelled confirmation does nothing.
     console.click("#action-suspend").await;
     console.click("#confirm-cancel").await;
