@@ -23,6 +23,9 @@ export class Plot {
     caption.append(" ", this.legend);
     this.el.append(caption, this.canvas);
     this.el.dataset.points = "0";
+    // Drawn again at its new size whenever the layout changes it (a card added beside it, a
+    // rotated tablet), instead of stretching the old pixels.
+    new ResizeObserver(() => this.draw()).observe(this.canvas);
   }
 
   /** Adds one point: a value (number or null) per series. */

@@ -442,6 +442,13 @@ async fn watch_the_rate_plot(console: &Console<'_>, a: &mut Mesh, id: &str) {
         })
         .await;
         println!("rate plot moved: sent, delivered, refused per second = {moved}");
+        shoot_all_sizes(
+            console.client,
+            &screenshot_dir_path(),
+            "live-moving",
+            "light",
+        )
+        .await;
     }
     drop(feed);
     let out = sender.finish(DEADLINE);
@@ -555,10 +562,15 @@ async fn viewport(client: &Client, width: u32, height: u32) {
 
 /// `target/console-screenshots/`, emptied.
 fn screenshot_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    let dir = screenshot_dir_path();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.canonicalize().unwrap()
+}
+
+/// `target/console-screenshots/`.
+fn screenshot_dir_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots")
 }
 
 /// Polls `check` until it gives a value, for at most [`DEADLINE`].
