@@ -67,7 +67,15 @@ impl Gateway {
             handle.shutdown().await;
             return Err(e);
         }
-        crate::api::serve(handle.clone(), api);
+        if let Err(reason) = crate::api::serve(handle.clone(), api, api_addr) {
+            handle.shutdown().await;
+            return Err(GatewayError::Identity {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "the API listens beyond loopback on {api_addr}, so it serves TLS, but its certificate cannot be issued: {reason}"
+                ),
+            });
+        }
         if handle.role() == Role::Gateway {
             crate::connectors::start(&handle, dir);
         }

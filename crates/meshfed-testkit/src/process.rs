@@ -720,7 +720,12 @@ fn parse_ready(line: &str) -> (SocketAddr, SocketAddr) {
     let field = |name: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.trim_start_matches("http://").parse().ok())
+            .and_then(|v| {
+                v.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("no {name}ADDR in the ready line {line:?}"))
     };
     (field("federation="), field("api="))

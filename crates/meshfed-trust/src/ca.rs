@@ -2,6 +2,7 @@
 //! itself ([`MeshCa`]) or through an issuing CA it certifies ([`IssuingCa`]), so that the root
 //! key can stay offline while gateways renew their certificates.
 
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,6 +187,26 @@ impl MeshCa {
         )
     }
 
+    /// Issues the certificate a node's HTTPS API presents, as [`issue_api_cert`] says.
+    pub fn issue_api_cert(
+        &self,
+        node: &NodeName,
+        public_key: &P384PublicKey,
+        addresses: &[IpAddr],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        issue_api_cert(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            addresses,
+            now,
+            validity,
+        )
+    }
+
     /// Makes an issuing CA for this mesh: a fresh P-384 key and a certificate signed by this
     /// root, `CA:TRUE` with path length 0 (it issues node certificates, never another CA), SAN
     /// URI `meshfed://<mesh>` like the root's, valid from `now` (back-dated by
@@ -347,6 +368,28 @@ impl IssuingCa {
     }
 }
 
+impl IssuingCa {
+    /// Issues the certificate a node's HTTPS API presents, as [`issue_api_cert`] says.
+    pub fn issue_api_cert(
+        &self,
+        node: &NodeName,
+        public_key: &P384PublicKey,
+        addresses: &[IpAddr],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        issue_api_cert(
+            &self.issuer,
+            &self.info.mesh,
+            node,
+            public_key,
+            addresses,
+            now,
+            validity,
+        )
+    }
+}
+
 impl std::fmt::Debug for IssuingCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuingCa")
@@ -377,6 +420,47 @@ impl NodeCert {
     pub fn info(&self) -> &NodeCertInfo {
         &self.info
     }
+}
+
+/// Issues the server certificate of the HTTPS API of node `node` of `mesh`, signed by
+/// `issuer`: SAN IP addresses `addresses` (where clients reach the API; a browser and the CLI
+/// check the address they dialled against them) and the node's URI, EKU serverAuth only (it
+/// never authenticates the node to a peer), key usage digitalSignature, valid from `now`
+/// (back-dated by [`CLOCK_SKEW_ALLOWANCE`]) for `validity`.
+fn issue_api_cert(
+    issuer: &Issuer<'static, KeyPair>,
+    mesh: &MeshId,
+    node: &NodeName,
+    public_key: &P384PublicKey,
+    addresses: &[IpAddr],
+    now: SystemTime,
+    validity: Duration,
+) -> Result<CertificateDer<'static>, CaError> {
+    let identity = NodeIdentity {
+        mesh: mesh.clone(),
+        node: node.clone(),
+    };
+    let (not_before, not_after) = validity_window(now, validity)?;
+    let mut params = CertificateParams::default();
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial()?);
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, mesh.as_str());
+    name.push(DnType::CommonName, format!("{node} API"));
+    params.distinguished_name = name;
+    params.subject_alt_names = addresses.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    params
+        .subject_alt_names
+        .push(SanType::URI(Ia5String::try_from(identity.uri())?));
+    params.is_ca = IsCa::NoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params
+        .signed_by(&PublicKeyBytes(public_key), issuer)?
+        .der()
+        .clone())
 }
 
 /// Issues a node certificate for `node` of `mesh`, signed by `issuer`.
@@ -568,6 +652,63 @@ mod tests {
         assert!(has_aki);
         // CA:FALSE is the DER default: it must be omitted, not encoded (strict parsers refuse it).
         assert!(parsed.basic_constraints().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_api_cert_names_its_addresses_and_the_node_and_serves_only() {
+        let root = MeshCa::generate(&mesh("plant-a"), at(NOW), DEFAULT_CA_VALIDITY).unwrap();
+        let issuing = root
+            .issue_issuing_ca(at(NOW), DEFAULT_ISSUING_CA_VALIDITY)
+            .unwrap();
+        let key = P384PublicKey::of(&SigningKey::generate().unwrap());
+        let addresses: [IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let der = issuing
+            .issue_api_cert(
+                &"gw1".parse().unwrap(),
+                &key,
+                &addresses,
+                at(NOW),
+                DEFAULT_NODE_CERT_VALIDITY,
+            )
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap().value;
+        let names: Vec<String> = san
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string(),
+                    _ => IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string(),
+                },
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(names, ["127.0.0.1", "::1", "URI(meshfed://plant-a/gw1)"]);
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        assert!(parsed.basic_constraints().unwrap().is_none());
+        // What an HTTPS client checks: the chain to the mesh CA, for server use, for the
+        // address it dialled and no other.
+        let anchors = [webpki::anchor_from_trusted_cert(root.cert_der())
+            .unwrap()
+            .to_owned()];
+        let cert = webpki::EndEntityCert::try_from(&der).unwrap();
+        cert.verify_for_usage(
+            &[webpki::aws_lc_rs::ECDSA_P384_SHA384],
+            &anchors,
+            &[issuing.cert_der().clone()],
+            rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(NOW + 60)),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .unwrap();
+        let name = |ip: &'static str| rustls_pki_types::ServerName::try_from(ip).unwrap();
+        cert.verify_is_valid_for_subject_name(&name("127.0.0.1"))
+            .unwrap();
+        cert.verify_is_valid_for_subject_name(&name("10.9.8.7"))
+            .unwrap_err();
     }
 
     #[test]

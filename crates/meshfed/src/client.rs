@@ -1,8 +1,9 @@
 //! The admin API as the CLI reaches it: the running gateway's address (from the runtime file it
 //! writes, else the configuration) and the bearer token kept in the node directory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use meshfed_node::api::models::ErrorBody;
@@ -20,6 +21,8 @@ pub(crate) type WebSocket =
 pub(crate) struct ApiClient {
     dir: std::path::PathBuf,
     api: SocketAddr,
+    /// How an API that listens beyond loopback is reached: over TLS, trusting the mesh CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
     token: String,
     http: reqwest::Client,
 }
@@ -39,11 +42,19 @@ impl ApiClient {
             .ok()
             .and_then(|text| serde_json::from_str::<RuntimeFile>(&text).ok())
             .map_or(config.api.listen, |r| r.api);
+        let (tls, http) = if meshfed_node::api::serves_tls(api) {
+            let ca = config.identity.ca_cert.resolve(dir);
+            let (tls, http) = mesh_tls(&ca).map_err(Failure::Config)?;
+            (Some(tls), http)
+        } else {
+            (None, reqwest::Client::new())
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
-            api,
+            api: reachable(api),
+            tls,
             token,
-            http: reqwest::Client::new(),
+            http,
         })
     }
 
@@ -53,6 +64,7 @@ impl ApiClient {
         Self {
             dir: std::path::PathBuf::new(),
             api,
+            tls: None,
             token: String::new(),
             http: reqwest::Client::new(),
         }
@@ -75,7 +87,8 @@ impl ApiClient {
         path: &str,
     ) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let mut req = format!("ws://{}{path}", self.api).into_client_request()?;
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let mut req = format!("{scheme}://{}{path}", self.api).into_client_request()?;
         let auth = format!("Bearer {}", self.token).parse().map_err(|e| {
             tokio_tungstenite::tungstenite::Error::HttpFormat(
                 tokio_tungstenite::tungstenite::http::Error::from(e),
@@ -87,8 +100,9 @@ impl ApiClient {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(16 * 1024);
         // Messages are small and timed: Nagle's algorithm would hold them back.
+        let tls = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         Ok(
-            tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+            tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, tls)
                 .await?
                 .0,
         )
@@ -118,7 +132,8 @@ impl ApiClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.api)
     }
 
     /// Sends `req` with the bearer token: the answer as a `T`, or the API's error as a failure
@@ -193,6 +208,40 @@ impl ApiClient {
             self.api
         ))
     }
+}
+
+/// The address to dial for an API listening on `api`: loopback for an unspecified address
+/// (`0.0.0.0`, `::`), which the API's certificate names.
+fn reachable(api: SocketAddr) -> SocketAddr {
+    match api.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, api.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, api.port()).into(),
+        _ => api,
+    }
+}
+
+/// TLS to an API that trusts only the mesh CA(s) in the PEM file `ca` (two during a rollover):
+/// as the WebSockets use it, and an HTTP client doing the same.
+fn mesh_tls(ca: &Path) -> anyhow::Result<(Arc<rustls::ClientConfig>, reqwest::Client)> {
+    let text = std::fs::read_to_string(ca)
+        .with_context(|| format!("cannot read the mesh CA {}", ca.display()))?;
+    let bundle = meshfed_trust::TrustBundle::from_pem(&text)
+        .with_context(|| format!("the mesh CA {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut certs = Vec::new();
+    for c in bundle.cas() {
+        roots
+            .add(c.der().clone())
+            .with_context(|| format!("the mesh CA {}", ca.display()))?;
+        certs.push(reqwest::Certificate::from_der(c.der())?);
+    }
+    let http = reqwest::Client::builder().tls_certs_only(certs);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), http.build()?))
 }
 
 /// An API error as a failure: the gateway found the user's input wrong (400 `bad_request` or

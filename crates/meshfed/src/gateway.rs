@@ -65,8 +65,13 @@ pub(crate) fn run(dir: &Path, args: &GatewayArgs, role: Role) -> Result<(), Fail
         // The gateway serves whether or not anyone reads its ready line.
         let _ = writeln!(
             std::io::stdout(),
-            "meshfed {role} {who} ready: federation={} api=http://{}",
+            "meshfed {role} {who} ready: federation={} api={}://{}",
             gateway.federation_addr(),
+            if meshfed_node::api::serves_tls(gateway.api_addr()) {
+                "https"
+            } else {
+                "http"
+            },
             gateway.api_addr()
         );
         let _ = std::io::stdout().flush();

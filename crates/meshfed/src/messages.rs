@@ -15,7 +15,6 @@ use meshfed_proto::envelope::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::cli::{SendArgs, SubscribeArgs};
@@ -320,19 +319,8 @@ async fn connect(client: &ApiClient, args: &SubscribeArgs) -> Result<Envelopes, 
     if args.proof {
         query.push("proof=required".to_owned());
     }
-    let url = format!(
-        "ws://{}/v1/messages/stream?{}",
-        client.addr(),
-        query.join("&")
-    );
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| Failure::Runtime(anyhow!("{e}")))?;
-    let auth = format!("Bearer {}", client.token())
-        .parse()
-        .map_err(|e| Failure::Config(anyhow!("admin token: {e}")))?;
-    req.headers_mut().insert("authorization", auth);
-    let (ws, _) = tokio_tungstenite::connect_async(req)
+    let ws = client
+        .websocket(&format!("/v1/messages/stream?{}", query.join("&")))
         .await
         .map_err(|e| refused(client, e))?;
     Ok(Envelopes {

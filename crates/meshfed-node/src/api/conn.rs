@@ -1,5 +1,6 @@
-//! The API's connections: accepted through the API's door ([`Door`]), served as HTTP/1.1 with
-//! upgrades (the WebSocket streams), and closed when idle.
+//! The API's connections: accepted through the API's door ([`Door`]), over TLS when the API
+//! listens beyond loopback ([`super::tls`]; a failed or slow handshake is a refusal at the
+//! door), served as HTTP/1.1 with upgrades (the WebSocket streams), and closed when idle.
 //!
 //! A connection holds a place at the door until one of its requests carries the admin token
 //! ([`Connection::authenticated`], called by the `/v1` guard). A connection with no request in
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -69,8 +71,14 @@ impl Connection {
     }
 }
 
-/// Accepts API connections on `listener` until the gateway stops; each is served by `router`.
-pub(crate) fn serve(node: &GatewayHandle, listener: TcpListener, router: Router) {
+/// Accepts API connections on `listener` until the gateway stops; each is served by `router`,
+/// after a TLS handshake with `tls` when given.
+pub(crate) fn serve(
+    node: &GatewayHandle,
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+) {
     let door = node.api_door();
     let idle = node.api_idle_timeout();
     let stopping = node.stopping();
@@ -100,7 +108,14 @@ pub(crate) fn serve(node: &GatewayHandle, listener: TcpListener, router: Router)
                 place: Mutex::new(Some(place)),
                 door: door.clone(),
             });
-            spawner.spawn(run(tcp, connection, router.clone(), idle, stopping.clone()));
+            spawner.spawn(run(
+                tcp,
+                tls.clone(),
+                connection,
+                router.clone(),
+                idle,
+                stopping.clone(),
+            ));
         }
     });
 }
@@ -108,11 +123,31 @@ pub(crate) fn serve(node: &GatewayHandle, listener: TcpListener, router: Router)
 /// Serves one connection until it ends, goes idle, or the gateway stops.
 async fn run(
     tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
     connection: Arc<Connection>,
     router: Router,
     idle: Duration,
     stopping: CancellationToken,
 ) {
+    let tcp = match tls {
+        None => Io::Plain(tcp),
+        // The handshake must finish within twice the idle time, as a request's headers must.
+        Some(tls) => match tokio::time::timeout(idle.saturating_mul(2), tls.accept(tcp)).await {
+            Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
+            Ok(Err(e)) => {
+                connection.door.refuse(Refused::Tls, connection.remote, &e);
+                return;
+            }
+            Err(_) => {
+                connection.door.refuse(
+                    Refused::Timeout,
+                    connection.remote,
+                    &"the TLS handshake did not finish in time",
+                );
+                return;
+            }
+        },
+    };
     let activity = Arc::new(Activity::new());
     let (released, mut let_go) = oneshot::channel();
     let io = TokioIo::new(Watched {
@@ -250,10 +285,83 @@ impl Drop for Busy {
     }
 }
 
+/// An API connection's stream: plain TCP on loopback, TLS beyond.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+macro_rules! either {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Io::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Io::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        either!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self, s => s.poll_shutdown(cx))
+    }
+}
+
 /// A socket that records when it last moved a byte, and that, when hyper drops it, hands a
 /// second descriptor of it back for [`linger`] (so that dropping this one sends no reset).
 struct Watched {
-    inner: TcpStream,
+    inner: Io,
     activity: Arc<Activity>,
     released: Option<oneshot::Sender<io::Result<OwnedFd>>>,
 }
@@ -261,7 +369,7 @@ struct Watched {
 impl Drop for Watched {
     fn drop(&mut self) {
         if let Some(released) = self.released.take() {
-            let _ = released.send(self.inner.as_fd().try_clone_to_owned());
+            let _ = released.send(self.inner.tcp().as_fd().try_clone_to_owned());
         }
     }
 }

@@ -12,6 +12,7 @@ mod audit;
 pub mod binary;
 mod conn;
 mod connectors;
+mod console;
 mod delegations;
 mod error;
 mod events;
@@ -22,6 +23,7 @@ mod revocations;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod tokens;
 
 use std::sync::{Arc, LazyLock};
@@ -47,6 +49,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use tls::serves_tls;
 
 use crate::credentials::{Action, Principal};
 use crate::gateway::federations::{self, Operation};
@@ -71,10 +74,17 @@ pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// The API as its handlers see the gateway.
 type Node = GatewayHandle;
 
-/// Serves the API on `listener` until the gateway stops.
-pub(crate) fn serve(node: GatewayHandle, listener: tokio::net::TcpListener) {
+/// Serves the API on `listener` until the gateway stops: over TLS when it listens beyond
+/// loopback ([`tls`]). Fails when that certificate cannot be issued.
+pub(crate) fn serve(
+    node: GatewayHandle,
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let tls = tls::acceptor(&node, addr)?;
     let router = router(node.clone());
-    conn::serve(&node, listener, router);
+    conn::serve(&node, listener, router, tls);
+    Ok(())
 }
 
 /// The router of a running node.
@@ -82,6 +92,7 @@ fn router(node: Node) -> Router {
     let guard = middleware::from_fn_with_state(node.clone(), authorize);
     let (router, _) = api(|v1| v1.layer(guard)).split_for_parts();
     router
+        .fallback(console::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(node)
 }

@@ -92,6 +92,20 @@ enum Issuer {
 }
 
 impl Issuer {
+    fn issue_api_cert(
+        &self,
+        node: &NodeName,
+        key: &P384PublicKey,
+        addresses: &[std::net::IpAddr],
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<rustls_pki_types::CertificateDer<'static>, CaError> {
+        match self {
+            Self::Issuing(ca) => ca.issue_api_cert(node, key, addresses, now, validity),
+            Self::Root(ca) => ca.issue_api_cert(node, key, addresses, now, validity),
+        }
+    }
+
     fn issue_node_cert(
         &self,
         node: &NodeName,
@@ -264,6 +278,49 @@ impl Identity {
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&current);
         Ok(current)
+    }
+}
+
+/// A certificate for the node's HTTPS API with its own key.
+pub(crate) struct ApiCert {
+    /// The certificate, then the issuing CA's (if the mesh has one): what TLS presents.
+    pub(crate) chain: Vec<Vec<u8>>,
+    /// Its private key, PKCS#8 DER.
+    pub(crate) key_pkcs8: Vec<u8>,
+    /// When it is due for replacement: half way through its validity.
+    pub(crate) renew_at: SystemTime,
+}
+
+impl Identity {
+    /// Issues a certificate for the API, reached at `addresses`, with a fresh key, from the CA
+    /// that renews the node certificate and for as long as a node certificate is valid.
+    pub(crate) fn issue_api_cert(
+        &self,
+        addresses: &[std::net::IpAddr],
+        now: SystemTime,
+    ) -> Result<ApiCert, String> {
+        let Some(r) = self.renewal() else {
+            return Err("this node holds no CA key to issue its certificate with".to_owned());
+        };
+        let key = SigningKey::generate().map_err(|e| format!("a new key: {e}"))?;
+        let der =
+            r.ca.issue_api_cert(
+                &self.node,
+                &P384PublicKey::of(&key),
+                addresses,
+                now,
+                r.validity,
+            )
+            .map_err(|e| format!("issuing: {}", chain(&e)))?;
+        let mut chain = vec![der.to_vec()];
+        chain.extend(self.trust().issuing_der.iter().cloned());
+        Ok(ApiCert {
+            chain,
+            key_pkcs8: key
+                .to_pkcs8()
+                .map_err(|e| format!("encoding its key: {e}"))?,
+            renew_at: now + r.validity / 2,
+        })
     }
 }
 

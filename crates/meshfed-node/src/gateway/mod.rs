@@ -611,6 +611,20 @@ impl GatewayHandle {
         self.0.api_door.clone()
     }
 
+    /// A certificate for the HTTPS API, reached at `addresses`, issued now.
+    pub(crate) fn issue_api_cert(
+        &self,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<identity::ApiCert, String> {
+        let ctx = &self.0.ctx;
+        ctx.id.issue_api_cert(addresses, ctx.clock.wall())
+    }
+
+    /// The node's clock.
+    pub(crate) fn clock(&self) -> crate::clock::Clock {
+        self.0.ctx.clock.clone()
+    }
+
     /// How long an idle API connection stays open.
     pub(crate) fn api_idle_timeout(&self) -> std::time::Duration {
         self.0.ctx.config.connections.api_idle_timeout
