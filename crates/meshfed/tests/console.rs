@@ -160,7 +160,7 @@ async fn an_operator_runs_two_federated_meshes_from_the_console() {
     assert_eq!(federation_status(&a, &id), "active");
 
     // The rate plot moves while `meshfed send` runs.
-    watch_the_rate_plot(&console, &mut a, &id).await;
+    watch_the_rate_plot(&console, &mut a).await;
 
     // An invitation created in plant-a's console and accepted in lab-c's.
     let c = started("lab-c");
@@ -388,12 +388,12 @@ fn federation_status(m: &Mesh, id: &str) -> String {
 
 /// Opens the live page and sends reliable messages from plant-a to supplier-b with `meshfed
 /// send` (one per line on its standard input) until the total rate plot shows a sent rate
-/// above 0 on a new point. Where the node has no `/v1/stats` (404), the page must say so, and
-/// the federation page's count of messages sent must rise instead.
-async fn watch_the_rate_plot(console: &Console<'_>, a: &mut Mesh, id: &str) {
+/// above 0 on a new point.
+async fn watch_the_rate_plot(console: &Console<'_>, a: &mut Mesh) {
     console.open("live").await;
-    let stats = console
-        .attr_when("main", "data-stats", |s| s == "present" || s == "absent")
+    // The node serves its statistics: the page says so and plots them.
+    console
+        .attr_when("main", "data-stats", |s| s == "present")
         .await;
     let (sender, mut input) = a.spawn_cli_piped(&[
         "send",
@@ -413,43 +413,23 @@ async fn watch_the_rate_plot(console: &Console<'_>, a: &mut Mesh, id: &str) {
         }
         Some(())
     };
-    if stats == "absent" {
-        console
-            .text_when("#live-note", |t| {
-                t.contains("Live statistics not available on this node")
-            })
-            .await;
-        console.open(&format!("federation/{id}")).await;
-        let sent_cell = "//section[@id='session']//dt[text()='Sent']/following-sibling::dd[1]";
-        let sent = eventually("the federation page counts messages sent", async || {
-            feed()?;
-            let el = console.client.find(Locator::XPath(sent_cell)).await.ok()?;
-            let sent: u64 = el.text().await.ok()?.parse().ok()?;
-            (sent > 0).then_some(sent)
-        })
-        .await;
-        println!(
-            "/v1/stats answered 404 on this node: the live page said so, and the federation page counted {sent} messages sent"
-        );
-    } else {
-        let plot = "#plot-total-rate";
-        let first = console.attr_when(plot, "data-points", |_| true).await;
-        let moved = eventually("the rate plot shows messages sent", async || {
-            feed()?;
-            let last: Value = serde_json::from_str(&console.attr(plot, "data-last").await?).ok()?;
-            let points = console.attr(plot, "data-points").await?;
-            (last[0].as_f64()? > 0.0 && points != first).then_some(last)
-        })
-        .await;
-        println!("rate plot moved: sent, delivered, refused per second = {moved}");
-        shoot_all_sizes(
-            console.client,
-            &screenshot_dir_path(),
-            "live-moving",
-            "light",
-        )
-        .await;
-    }
+    let plot = "#plot-total-rate";
+    let first = console.attr_when(plot, "data-points", |_| true).await;
+    let moved = eventually("the rate plot shows messages sent", async || {
+        feed()?;
+        let last: Value = serde_json::from_str(&console.attr(plot, "data-last").await?).ok()?;
+        let points = console.attr(plot, "data-points").await?;
+        (last[0].as_f64()? > 0.0 && points != first).then_some(last)
+    })
+    .await;
+    println!("rate plot moved: sent, delivered, refused per second = {moved}");
+    shoot_all_sizes(
+        console.client,
+        &screenshot_dir_path(),
+        "live-moving",
+        "light",
+    )
+    .await;
     drop(feed);
     let out = sender.finish(DEADLINE);
     out.ok();
