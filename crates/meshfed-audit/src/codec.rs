@@ -31,7 +31,13 @@ impl std::fmt::Display for Fault {
 
 /// `value` as CBOR.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    encode_sized(value, 256)
+}
+
+/// `value` as CBOR, into a buffer of `capacity` bytes to begin with (a large value written
+/// into a growing buffer is copied at each doubling).
+pub(crate) fn encode_sized<T: Serialize>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     // Invariant: encoding plain structs into a Vec cannot fail (no map keys that are not
     // strings, no sequences without lengths).
     ciborium::into_writer(value, &mut out).unwrap_or_else(|e| unreachable!("CBOR into Vec: {e}"));

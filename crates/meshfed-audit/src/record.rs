@@ -747,7 +747,12 @@ struct RecordJson<'a> {
 impl Record {
     /// The record's CBOR form: its Merkle leaf.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::encode(&self.wire())
+        // A digest takes about 170 bytes; other records fit in a few hundred.
+        let capacity = match &self.event {
+            Event::Messages { messages, .. } => 256 + 192 * messages.len(),
+            _ => 512,
+        };
+        codec::encode_sized(&self.wire(), capacity)
     }
 
     fn wire(&self) -> RecordOut<'_> {

@@ -198,7 +198,12 @@ pub(crate) fn batch(leaves: &[TreeHash], head: &BatchHead) -> (BatchRef, BatchEv
         },
         BatchEvidence {
             head: head.encode(),
-            leaves: leaves.iter().flat_map(|l| *l.as_bytes()).collect(),
+            leaves: leaves
+                .iter()
+                .fold(Vec::with_capacity(leaves.len() * 48), |mut out, l| {
+                    out.extend_from_slice(l.as_bytes());
+                    out
+                }),
         },
     )
 }
