@@ -118,14 +118,41 @@ fn proof() -> MessageProof {
             ],
         },
     };
-    let mut leaves: Vec<Vec<u8>> = (0..5).map(|i| format!("record {i}").into_bytes()).collect();
-    leaves[2] = record.to_bytes();
+    let inclusion = receipt.proof(1).unwrap();
+    logged(
+        &record,
+        5,
+        envelope.header_bytes(),
+        envelope.payload_digest(),
+        &opening,
+        SignedBy::Batch {
+            head: &batch_head,
+            inclusion: &inclusion,
+        },
+    )
+}
+
+/// The proof of `record`, logged by plant-b among `size` records under a head plant-a
+/// countersigned, for the envelope `header` whose payload digest is `payload_digest`.
+fn logged(
+    record: &Record,
+    size: u64,
+    header: &[u8],
+    payload_digest: &[u8; 48],
+    opening: &Opening,
+    signed: SignedBy<'_>,
+) -> MessageProof {
+    let at = record.seq as usize;
+    let mut leaves: Vec<Vec<u8>> = (0..size)
+        .map(|i| format!("record {i}").into_bytes())
+        .collect();
+    leaves[at] = record.to_bytes();
     let tree = Tree::from_leaves(&leaves);
     let head = SignedHead::sign(
         TreeHead {
             mesh: mesh("plant-b"),
             scope: fed(),
-            size: 5,
+            size,
             root: tree.root(),
             time: Timestamp(1_777_636_900_000),
         },
@@ -140,19 +167,16 @@ fn proof() -> MessageProof {
     )
     .unwrap();
     MessageProof::new(ProofParts {
-        record: &leaves[2],
-        inclusion: &tree.proof(2).unwrap(),
+        record: &leaves[at],
+        inclusion: &tree.proof(at as u64).unwrap(),
         head: &head,
         head_chain: &[CERT_B.to_vec()],
         countersignature: &countersignature,
         countersigner_chain: &[CERT_A.to_vec()],
-        opening: &opening,
-        header: envelope.header_bytes(),
-        payload_digest: envelope.payload_digest(),
-        signed: SignedBy::Batch {
-            head: &batch_head,
-            inclusion: &receipt.proof(1).unwrap(),
-        },
+        opening,
+        header,
+        payload_digest,
+        signed,
         batch_chain: &[CERT_A.to_vec()],
     })
 }
@@ -189,40 +213,14 @@ fn alone_proof() -> MessageProof {
             }],
         },
     };
-    let mut leaves: Vec<Vec<u8>> = (0..3).map(|i| format!("record {i}").into_bytes()).collect();
-    leaves[1] = record.to_bytes();
-    let tree = Tree::from_leaves(&leaves);
-    let head = SignedHead::sign(
-        TreeHead {
-            mesh: mesh("plant-b"),
-            scope: fed(),
-            size: 3,
-            root: tree.root(),
-            time: Timestamp(1_777_636_900_000),
-        },
-        &keys(0).signing,
+    logged(
+        &record,
+        3,
+        wire.header_bytes(),
+        wire.payload_digest(),
+        &opening,
+        SignedBy::Alone(wire.signature()),
     )
-    .unwrap();
-    let countersignature = Countersignature::sign(
-        &head.head,
-        mesh("plant-a"),
-        Timestamp(1_777_636_900_500),
-        &keys(1).signing,
-    )
-    .unwrap();
-    MessageProof::new(ProofParts {
-        record: &leaves[1],
-        inclusion: &tree.proof(1).unwrap(),
-        head: &head,
-        head_chain: &[CERT_B.to_vec()],
-        countersignature: &countersignature,
-        countersigner_chain: &[CERT_A.to_vec()],
-        opening: &opening,
-        header: wire.header_bytes(),
-        payload_digest: wire.payload_digest(),
-        signed: SignedBy::Alone(wire.signature()),
-        batch_chain: &[CERT_A.to_vec()],
-    })
 }
 
 #[test]
