@@ -95,6 +95,14 @@ async fn receive(ws: &mut Ws, n: usize, tally: &mut BTreeMap<String, u32>) {
     }
 }
 
+/// The breaker's transitions the audit records name, in order (`closed→open`, …).
+fn breaker_cycle(records: &[Value]) -> Vec<String> {
+    (records.iter())
+        .filter(|r| r["kind"] == "breaker")
+        .map(|r| format!("{}→{}", r["record"]["from"], r["record"]["to"]).replace('"', ""))
+        .collect()
+}
+
 async fn federation(node: &Node, id: &str) -> Value {
     let (status, view) = node.get(&format!("/v1/federations/{id}")).await;
     assert_eq!(status, 200, "{view}");
@@ -313,12 +321,8 @@ async fn a_traffic_spike_opens_the_breaker_which_holds_both_ways_loses_nothing_a
         anomaly.is_some_and(|r| r["record"]["measure"] == "rate" && r["peer"] == "plant-a"),
         "{page}"
     );
-    let cycle: Vec<String> = (records.iter())
-        .filter(|r| r["kind"] == "breaker")
-        .map(|r| format!("{}→{}", r["record"]["from"], r["record"]["to"]).replace('"', ""))
-        .collect();
     assert_eq!(
-        cycle,
+        breaker_cycle(&records),
         ["closed→open", "open→half-open", "half-open→closed"],
         "{page}"
     );
@@ -444,12 +448,8 @@ async fn a_burst_of_bad_signatures_is_refused_opens_the_breaker_and_recovers_onc
             .any(|r| r["kind"] == "anomaly" && r["record"]["measure"] == "signature_failures"),
         "{page}"
     );
-    let cycle: Vec<String> = (records.iter())
-        .filter(|r| r["kind"] == "breaker")
-        .map(|r| format!("{}→{}", r["record"]["from"], r["record"]["to"]).replace('"', ""))
-        .collect();
     assert_eq!(
-        cycle,
+        breaker_cycle(&records),
         ["closed→open", "open→half-open", "half-open→closed"],
         "{page}"
     );
