@@ -1,7 +1,7 @@
 //! An error as one line: itself and each of its sources.
 
 /// `error` and its causes, joined by `: ` on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+pub fn chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

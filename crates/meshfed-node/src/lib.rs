@@ -13,7 +13,7 @@
 pub mod api;
 pub mod audit;
 mod backoff;
-mod chain;
+pub mod chain;
 pub mod clock;
 pub mod config;
 mod connectors;

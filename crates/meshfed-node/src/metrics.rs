@@ -747,7 +747,7 @@ pub(crate) struct Arrivals<'m> {
 
 /// A series met in a turn: its federation, the agreement version in force and the index of the
 /// route among that agreement's patterns.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Met {
     federation: FederationId,
     version: u32,
@@ -764,14 +764,17 @@ impl Arrivals<'_> {
         let (federation, p) = (&terms.federation_id, &terms.peer);
         let routes = terms.topics(Direction::Inbound);
         let route = routes.iter().position(|r| r.matches(topic));
-        let key = Met {
-            federation: federation.clone(),
-            version: terms.version,
-            route,
-        };
-        let histogram = match self.recent.iter().find(|(k, _)| *k == key) {
+        let seen = self.recent.iter().find(|(k, _)| {
+            k.federation == *federation && k.version == terms.version && k.route == route
+        });
+        let histogram = match seen {
             Some((_, h)) => h.clone(),
             None => {
+                let key = Met {
+                    federation: federation.clone(),
+                    version: terms.version,
+                    route,
+                };
                 let h = self.metrics.latency.get_or_create(&RouteLabels {
                     federation: federation.to_string(),
                     peer: p.to_string(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Node, federate, wait_for};
 use meshfed_audit::proof::MessageProof;
 use meshfed_node::audit::inspect::check_proof;
+use meshfed_testkit::copy_dir;
 use meshfed_trust::TrustBundle;
 use serde_json::{Value, json};
 
@@ -327,20 +328,6 @@ async fn envelopes_signed_one_by_one_are_proven_by_their_own_signatures() {
         let found = check_proof(&proof, &[ca(&a), ca(other)]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(found.checked.envelope.to_string(), sent[1]);
         assert_eq!(found.checked.batch_signer.as_str(), "plant-a");
-    }
-}
-
-/// Copies directory `from` into `to` (created), recursively.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{e}")) {
-        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
-        }
     }
 }
 

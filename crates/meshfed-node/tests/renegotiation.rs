@@ -14,6 +14,7 @@ mod common;
 use std::path::Path;
 
 use common::{Node, federate, next_json, wait_for};
+use meshfed_testkit::copy_dir;
 use serde_json::{Value, json};
 
 /// Which side's store is put back to agreement version 1.
@@ -23,19 +24,6 @@ enum Behind {
     Initiator,
     /// supplier-b, which answers the resume.
     Responder,
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// `node`'s federation `id` as the API shows it.

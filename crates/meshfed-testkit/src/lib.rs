@@ -21,7 +21,7 @@ pub mod strict;
 
 pub use brokers::{Mosquitto, MosquittoOptions, NatsAuth, NatsOptions, NatsServer};
 pub use pki::{TestNode, TestPki};
-pub use process::{Mesh, Outcome, Spawned};
+pub use process::{Mesh, Outcome, Spawned, copy_dir};
 
 /// A fresh temporary directory, removed when the returned guard drops.
 pub fn temp_dir() -> tempfile::TempDir {

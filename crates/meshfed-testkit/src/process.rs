@@ -663,8 +663,9 @@ impl Drop for Mesh {
     }
 }
 
-/// Copies the directory tree `from` to `to` (files keep their modes).
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies the directory tree `from` to `to` (files keep their modes): a store as it was, to
+/// put back or to edit a copy of.
+pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create the copy's directory");
     for entry in fs::read_dir(from).expect("read the directory to copy") {
         let entry = entry.expect("read a directory entry");

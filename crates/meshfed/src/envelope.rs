@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, anyhow};
+use meshfed_node::chain::chain;
 use meshfed_proto::MeshId;
 use meshfed_proto::batch::{BatchError, ProvenEnvelope};
 use meshfed_proto::crypto::{Digest384, sha384};
@@ -409,18 +410,6 @@ fn issuer(
         // Invariant: a TrustBundle holds at least one CA (`TrustBundle::new` refuses none).
         .unwrap_or(&cas[0])
         .fingerprint()
-}
-
-/// `error` and its causes, joined by `: ` on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ mod common;
 use std::path::Path;
 
 use common::{federate, wait_for_status};
-use meshfed_testkit::Mesh;
 use meshfed_testkit::process::{DEADLINE, Outcome, poll};
+use meshfed_testkit::{Mesh, copy_dir};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
@@ -567,20 +567,6 @@ fn body(conn: &Connection, id: i64) -> Vec<u8> {
         r.get(0)
     })
     .unwrap()
-}
-
-/// Copies directory `from` into `to` (created), recursively.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Puts `m`'s store directory back as `pristine` holds it, and opens its audit file.

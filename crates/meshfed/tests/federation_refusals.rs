@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::{federate, federations, invite, mesh, show, started, still_serving, wait_for_status};
 use meshfed_proto::envelope::Timestamp;
 use meshfed_proto::invitation::InvitationToken;
+use meshfed_testkit::copy_dir;
 use meshfed_testkit::process::{DEADLINE, wait_until};
 use serde_json::Value;
 
@@ -342,18 +343,4 @@ fn admin_commands_say_the_gateway_cannot_be_reached_when_it_is_not_running() {
         stderr.contains(&api.to_string()),
         "names the address tried:\n{out}"
     );
-}
-
-/// Copies the files of `from` into `to`, directories included.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }

@@ -665,6 +665,7 @@ impl Writer {
         event: Event,
         named: Option<Named>,
     ) {
+        let (envelopes, evidence) = named.map_or((Vec::new(), None), |(ids, e)| (ids, Some(e)));
         let name = scope.to_string();
         let log = self.logs.entry(name.clone()).or_insert_with(|| Log {
             scope: scope.clone(),
@@ -705,8 +706,8 @@ impl Writer {
             body,
             leaf: *leaf.as_bytes(),
             mac: *mac.as_bytes(),
-            envelopes: named.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
-            evidence: named.map(|n| n.1),
+            envelopes,
+            evidence,
         });
     }
 

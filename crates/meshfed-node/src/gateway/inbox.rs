@@ -327,8 +327,8 @@ impl Task {
         let mut deliveries = Vec::new();
         let mut consumed = Vec::new();
         let mut durable_writes = false;
-        let mut crossed: HashMap<(FederationId, usize), Crossed> = HashMap::new();
-        let mut chains: HashMap<Peer, Arc<[Vec<u8>]>> = HashMap::new();
+        // By (link, batch): the federation and the envelopes that crossed together.
+        let mut crossed: HashMap<(usize, usize), (FederationId, Crossed)> = HashMap::new();
         let at = self.ctx.now();
         let mut arrivals = self.ctx.metrics.arrivals(self.ctx.clock.wall());
         while let Some(event) = self.inbox.poll_event() {
@@ -387,24 +387,21 @@ impl Task {
                         && let Some(facts) = delivery.audit(d.message.size)
                     {
                         // One record per batch (per link for envelopes signed alone).
-                        let batch = facts.batch.as_ref().map_or(0, |b| Arc::as_ptr(b) as usize);
-                        crossed
-                            .entry((federation.clone(), batch))
-                            .or_insert_with(|| Crossed {
+                        let key = (
+                            link.map_or(0, |l| Arc::as_ptr(l) as usize),
+                            facts.batch.as_ref().map_or(0, |b| Arc::as_ptr(b) as usize),
+                        );
+                        let (_, group) = crossed.entry(key).or_insert_with(|| {
+                            let group = Crossed {
                                 direction: meshfed_audit::record::Delivery::Received,
                                 peer: d.peer.mesh.clone(),
                                 batch: facts.batch.as_deref().map(crate::audit::received_batch),
                                 messages: Vec::new(),
-                                // Read once per link and shared by its envelopes.
-                                intermediates: link.map(|l| {
-                                    chains
-                                        .entry(d.peer.clone())
-                                        .or_insert_with(|| l.trust.intermediates().into())
-                                        .clone()
-                                }),
-                            })
-                            .messages
-                            .push(facts.message);
+                                intermediates: link.map(|l| l.trust.intermediates().into()),
+                            };
+                            (federation.clone(), group)
+                        });
+                        group.messages.push(facts.message);
                     }
                     if let Some(record) = delivery.relay_record() {
                         // Relayed, not delivered here: kept for the relay stage, and
@@ -453,7 +450,7 @@ impl Task {
                 }
             }
         }
-        for ((federation, _), c) in crossed {
+        for (federation, c) in crossed.into_values() {
             self.ctx.audit.crossed(&federation, Some(c));
         }
         let mut acks = Vec::new();
